@@ -1,0 +1,115 @@
+# koe — build, install, test, demo, bench.
+#   make            build/koe, build/libkoe.a, build/hdf5-plugins/libh5zstd.so
+#   make deps       install the Debian packages koe needs (a no-op when all are there)
+#   make test       the whole suite (installs what is missing first); SAN=1 under ASan+UBSan
+#   make demo       synthesise a demo corpus and run the main job on it
+#   make bench      benchmarks against ../shared/anchors (ratios, not timed tests)
+#   make install    PREFIX=/usr/local DESTDIR=
+SHELL := /bin/bash
+PREFIX ?= /usr/local
+DESTDIR ?=
+SAN ?= 0
+PYTHON ?= /usr/bin/python3
+ANCHORS ?= $(abspath ../shared/anchors)
+
+# pkg-config names, and the Debian packages that provide them (plus test-only packages).
+PKGS := ompi-c hdf5-openmpi openblas sndfile libzstd soxr kissfft-float inih espeak-ng cmocka
+DEB_RUNTIME := pkg-config openmpi-bin libopenmpi-dev libopenblas-dev libhdf5-openmpi-dev \
+  libsndfile1-dev libzstd-dev libsoxr-dev libkissfft-dev libinih-dev libespeak-ng-dev espeak-ng-data
+DEB_TEST := libcmocka-dev python3-torch python3-torchaudio python3-h5py python3-soundfile \
+  python3-sklearn python3-numpy hdf5-tools
+DEB_ALL := $(DEB_RUNTIME) $(DEB_TEST)
+
+ifeq ($(SAN),1)
+BUILD ?= build-san
+OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+LDSAN := -fsanitize=address,undefined
+else
+BUILD ?= build
+OPT := -O2 -g -march=native
+LDSAN :=
+endif
+
+CC := gcc
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) -fopenmp -pthread -Wall -Wextra -Werror -MMD -MP
+LDLIBS = $(PKG_LIBS) -lm -fopenmp -pthread $(LDSAN)
+
+SRC := $(wildcard core/*.c data/*.c distributed/*.c analysis/*.c)
+CMD_SRC := $(wildcard recipes/*.c)
+LIB_OBJ := $(SRC:%.c=$(BUILD)/obj/%.o)
+CMD_OBJ := $(CMD_SRC:%.c=$(BUILD)/obj/%.o)
+TEST_SRC := $(wildcard tests/unit/test_*.c)
+TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+PLUGIN := $(BUILD)/hdf5-plugins/libh5zstd.so
+
+.PHONY: all deps check-deps test demo bench install clean help
+all: $(BUILD)/koe $(BUILD)/libkoe.a $(PLUGIN) $(TEST_BIN)
+
+help:
+	@sed -n '1,8p' Makefile
+
+# ---- dependencies -------------------------------------------------------------------------------
+deps:
+	@missing=$$(for p in $(DEB_ALL); do \
+	  [ "$$(dpkg-query -W -f='$${db:Status-Status}' $$p 2>/dev/null)" = installed ] || echo $$p; done); \
+	if [ -z "$$missing" ]; then echo "deps: all Debian packages present"; exit 0; fi; \
+	echo "deps: installing" $$missing; \
+	sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	$$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends $$missing
+
+$(BUILD)/deps.ok: Makefile
+	@mkdir -p $(BUILD); ok=1; echo "koe: dependencies (pkg-config)"; \
+	for p in $(PKGS); do \
+	  if pkg-config --exists $$p; then printf '  ✓ %-14s %s\n' $$p "$$(pkg-config --modversion $$p)"; \
+	  else printf '  ✗ %-14s missing\n' $$p; ok=0; fi; done; \
+	if [ $$ok = 0 ]; then echo "koe: missing dependencies: run 'make deps' (Debian: apt-get install $(DEB_ALL))"; exit 1; fi; \
+	touch $@
+
+# ---- build --------------------------------------------------------------------------------------
+$(BUILD)/obj/%.o: %.c $(BUILD)/deps.ok
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+
+$(BUILD)/libkoe.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/koe: $(CMD_OBJ) $(BUILD)/libkoe.a
+	$(CC) $(CMD_OBJ) $(BUILD)/libkoe.a $(LDLIBS) -o $@
+
+# The zstd filter as an HDF5 plugin: the same source, no libhdf5 symbols needed.
+$(PLUGIN): data/zstd_filter.c data/zstd_filter.h $(BUILD)/deps.ok
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -O2 -g -fPIC -shared -Wall -Wextra -Werror -DKOE_H5_PLUGIN \
+	  $(shell pkg-config --cflags hdf5-openmpi libzstd) data/zstd_filter.c \
+	  $(shell pkg-config --libs libzstd) -o $@
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libkoe.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) $< $(BUILD)/libkoe.a $(LDLIBS) -o $@
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# ---- test, demo, bench --------------------------------------------------------------------------
+test: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) PYTHON=$(PYTHON) SAN=$(SAN) ANCHORS=$(ANCHORS) bash tests/run.sh $(TESTS)
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) bash recipes/demo.sh
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) PYTHON=$(PYTHON) ANCHORS=$(ANCHORS) bash tests/bench.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/koe/hdf5-plugins $(DESTDIR)$(PREFIX)/share/koe
+	install -m 755 $(BUILD)/koe $(DESTDIR)$(PREFIX)/bin/koe
+	install -m 755 $(PLUGIN) $(DESTDIR)$(PREFIX)/lib/koe/hdf5-plugins/
+	cp -r recipes/base recipes/tiny $(DESTDIR)$(PREFIX)/share/koe/
+
+clean:
+	rm -rf build build-san

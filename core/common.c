@@ -1,0 +1,95 @@
+/* common.c — see common.h. No MPI, no HDF5. */
+#include "common.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static void (*fatal_hook)(int code);
+static int log_rank, log_world = 1;
+
+int koe_error_set(KoeError *err, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+void koe_set_fatal_hook(void (*hook)(int code)) { fatal_hook = hook; }
+
+static void log_prefix(FILE *f) {
+    if (log_world > 1)
+        fprintf(f, "koe[%d]: ", log_rank);
+    else
+        fputs("koe: ", f);
+}
+
+void koe_fatal(int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    log_prefix(stderr);
+    fputs("error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    fflush(stderr);
+    fflush(stdout);
+    if (fatal_hook) fatal_hook(code);
+    exit(code);
+}
+
+void koe_set_log_rank(int rank, int world) {
+    log_rank = rank;
+    log_world = world;
+}
+
+void koe_log(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    log_prefix(stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+void koe_warn(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    log_prefix(stderr);
+    fputs("warning: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+void *koe_malloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) koe_fatal(KOE_EXIT_INTERNAL, "out of memory allocating %zu bytes", n);
+    return p;
+}
+
+void *koe_calloc(size_t n, size_t size) {
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) koe_fatal(KOE_EXIT_INTERNAL, "out of memory allocating %zu x %zu bytes", n, size);
+    return p;
+}
+
+void *koe_realloc(void *p, size_t n) {
+    void *q = realloc(p, n ? n : 1);
+    if (!q) koe_fatal(KOE_EXIT_INTERNAL, "out of memory reallocating to %zu bytes", n);
+    return q;
+}
+
+char *koe_strdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    return memcpy(koe_malloc(n), s, n);
+}
+
+double koe_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}

@@ -1,0 +1,49 @@
+/* common.h — error reporting, assertions, allocation and timing shared by every module.
+ * Must not include MPI or HDF5: core/ and data/ stay testable in one process. */
+#pragma once
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* Exit codes of the koe binary (DESIGN.md section 6). */
+enum {
+    KOE_EXIT_OK = 0,        /* success */
+    KOE_EXIT_USAGE = 1,     /* usage or bad input: the message names the file, line or key */
+    KOE_EXIT_INTERNAL = 2,  /* internal error */
+    KOE_EXIT_PREEMPTED = 3, /* stopped by a preemption signal after a clean checkpoint */
+};
+
+/* A recoverable error a user can cause (bad file, bad key): filled by the callee, printed or
+ * recorded (prepare-report.tsv) by the caller. Functions that take one return 0 or -1. */
+#define KOE_ERR_LEN 1024
+typedef struct {
+    char msg[KOE_ERR_LEN];
+} KoeError;
+
+int koe_error_set(KoeError *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Fatal errors. On a multi-rank run distributed/ installs a hook that aborts the communicator,
+ * so one rank never exits while the others wait in a collective. */
+void koe_set_fatal_hook(void (*hook)(int code));
+void koe_fatal(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+
+#define KOE_ASSERT(cond)                                                                          \
+    do {                                                                                          \
+        if (!(cond))                                                                              \
+            koe_fatal(KOE_EXIT_INTERNAL, "%s:%d: internal error: assertion failed: %s", __FILE__, \
+                      __LINE__, #cond);                                                           \
+    } while (0)
+
+/* Logging to stderr, prefixed with the rank on multi-rank runs ("koe[2]: ..."). */
+void koe_set_log_rank(int rank, int world);
+void koe_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void koe_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Allocation that never returns NULL: running out of memory is fatal, with the size asked for. */
+void *koe_malloc(size_t n);
+void *koe_calloc(size_t n, size_t size);
+void *koe_realloc(void *p, size_t n);
+char *koe_strdup(const char *s);
+
+double koe_now(void); /* monotonic seconds */

@@ -1,0 +1,51 @@
+/* rng.c — splitmix64 used as a counter-based generator: number n of a stream is
+ * hash64(key + n * golden). See rng.h. */
+#include "rng.h"
+
+#include <math.h>
+
+#define GOLDEN 0x9E3779B97F4A7C15ULL
+
+uint64_t koe_hash64(uint64_t x) {
+    x ^= x >> 30;
+    x *= 0xBF58476D1CE4E5B9ULL;
+    x ^= x >> 27;
+    x *= 0x94D049BB133111EBULL;
+    x ^= x >> 31;
+    return x;
+}
+
+KoeRng koe_rng(uint64_t seed, uint64_t a, uint64_t b, KoeRngPurpose purpose) {
+    uint64_t k = koe_hash64(seed + GOLDEN);
+    k = koe_hash64(k ^ (a + 1 * GOLDEN));
+    k = koe_hash64(k ^ (b + 2 * GOLDEN));
+    k = koe_hash64(k ^ ((uint64_t)purpose + 3 * GOLDEN));
+    return (KoeRng){.key = k, .ctr = 0};
+}
+
+uint64_t koe_rng_u64(KoeRng *r) { return koe_hash64(r->key + (++r->ctr) * GOLDEN); }
+
+double koe_rng_uniform(KoeRng *r) { return (double)(koe_rng_u64(r) >> 11) * 0x1.0p-53; }
+
+uint64_t koe_rng_below(KoeRng *r, uint64_t n) {
+    uint64_t limit = UINT64_MAX - UINT64_MAX % n; /* reject the biased tail */
+    uint64_t x;
+    do x = koe_rng_u64(r);
+    while (x >= limit);
+    return x % n;
+}
+
+double koe_rng_normal(KoeRng *r) {
+    double u1 = 1.0 - koe_rng_uniform(r); /* (0, 1] so the log is finite */
+    double u2 = koe_rng_uniform(r);
+    return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+}
+
+void koe_rng_shuffle_i64(KoeRng *r, int64_t *v, int64_t n) {
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (int64_t)koe_rng_below(r, (uint64_t)i + 1);
+        int64_t t = v[i];
+        v[i] = v[j];
+        v[j] = t;
+    }
+}

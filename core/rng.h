@@ -1,0 +1,33 @@
+/* rng.h — the one random number generator of koe (DESIGN.md section 4).
+ * Counter-based: a stream is named by (seed, a, b, purpose), e.g. (seed, step, utterance, KOE_RNG_MASK),
+ * and its n-th number is a pure function of that name and n. Nothing depends on rank count or
+ * thread schedule. rand() is banned. */
+#pragma once
+#include <stdint.h>
+
+/* What a stream is for; part of its name so that two uses never share numbers. */
+typedef enum {
+    KOE_RNG_EPOCH_ORDER = 1, /* (seed, epoch, 0): global permutation of an epoch */
+    KOE_RNG_LANG_SAMPLE,     /* (seed, epoch, lang): multilingual resampling */
+    KOE_RNG_BATCH_ORDER,     /* (seed, epoch, 0): order of the batches in an epoch */
+    KOE_RNG_CROP,            /* (seed, global batch, utterance): crop offset */
+    KOE_RNG_SYNTH,           /* (seed, utterance, 0): demo corpus sentence, voice, rate, pitch */
+    KOE_RNG_MASK,            /* (seed, step, utterance): span masks */
+    KOE_RNG_NOISE,           /* (seed, step, utterance): BEST-RQ mask noise */
+    KOE_RNG_DROPOUT,         /* (seed, step, layer): dropout */
+    KOE_RNG_INIT,            /* (seed, tensor, 0): parameter initialisation */
+    KOE_RNG_KMEANS,          /* (seed, iteration, 0): k-means++ and sampling */
+} KoeRngPurpose;
+
+typedef struct {
+    uint64_t key; /* hash of the stream's name */
+    uint64_t ctr; /* numbers drawn so far */
+} KoeRng;
+
+uint64_t koe_hash64(uint64_t x); /* splitmix64 finaliser: a bijective mix of 64 bits */
+KoeRng koe_rng(uint64_t seed, uint64_t a, uint64_t b, KoeRngPurpose purpose);
+uint64_t koe_rng_u64(KoeRng *r);
+double koe_rng_uniform(KoeRng *r);             /* [0, 1), 53 bits */
+uint64_t koe_rng_below(KoeRng *r, uint64_t n); /* [0, n), unbiased; n > 0 */
+double koe_rng_normal(KoeRng *r);              /* N(0, 1), Box-Muller */
+void koe_rng_shuffle_i64(KoeRng *r, int64_t *v, int64_t n); /* Fisher-Yates */

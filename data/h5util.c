@@ -1,0 +1,219 @@
+/* h5util.c — see h5util.h. */
+#include "h5util.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "zstd_filter.h"
+
+static pthread_mutex_t h5_mutex = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t h5_once = PTHREAD_ONCE_INIT;
+
+static void h5_init_once(void) {
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    if (zstd_filter_register() < 0) koe_fatal(KOE_EXIT_INTERNAL, "cannot register the zstd HDF5 filter");
+}
+
+void h5_init(void) { pthread_once(&h5_once, h5_init_once); }
+void h5_lock(void) { pthread_mutex_lock(&h5_mutex); }
+void h5_unlock(void) { pthread_mutex_unlock(&h5_mutex); }
+
+static herr_t walk_first(unsigned n, const H5E_error2_t *e, void *data) {
+    if (n == 0) snprintf((char *)data, 256, "%s", e->desc ? e->desc : "");
+    return 0;
+}
+
+const char *h5_last_error(void) {
+    static __thread char buf[256];
+    buf[0] = 0;
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, walk_first, buf);
+    return buf;
+}
+
+static int attr_write(hid_t obj, const char *name, hid_t type, hid_t space, const void *v) {
+    if (H5Aexists(obj, name) > 0) H5Adelete(obj, name);
+    hid_t a = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+    if (a < 0) return -1;
+    herr_t rc = H5Awrite(a, type, v);
+    H5Aclose(a);
+    return rc < 0 ? -1 : 0;
+}
+
+int h5_attr_write_str(hid_t obj, const char *name, const char *value) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, strlen(value) + 1);
+    H5Tset_strpad(t, H5T_STR_NULLTERM);
+    hid_t s = H5Screate(H5S_SCALAR);
+    int rc = attr_write(obj, name, t, s, value);
+    H5Sclose(s);
+    H5Tclose(t);
+    return rc;
+}
+
+int h5_attr_write_i64(hid_t obj, const char *name, int64_t value) {
+    hid_t s = H5Screate(H5S_SCALAR);
+    int rc = attr_write(obj, name, H5T_NATIVE_INT64, s, &value);
+    H5Sclose(s);
+    return rc;
+}
+
+int h5_attr_write_f64(hid_t obj, const char *name, double value) {
+    hid_t s = H5Screate(H5S_SCALAR);
+    int rc = attr_write(obj, name, H5T_NATIVE_DOUBLE, s, &value);
+    H5Sclose(s);
+    return rc;
+}
+
+static hid_t attr_open(hid_t obj, const char *path, const char *name, KoeError *err) {
+    if (H5Aexists(obj, name) <= 0) {
+        koe_error_set(err, "%s: attribute '%s' is missing", path, name);
+        return -1;
+    }
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    if (a < 0) koe_error_set(err, "%s: cannot open attribute '%s': %s", path, name, h5_last_error());
+    return a;
+}
+
+int h5_attr_read_str(hid_t obj, const char *path, const char *name, char *buf, size_t n, KoeError *err) {
+    hid_t a = attr_open(obj, path, name, err);
+    if (a < 0) return -1;
+    int rc = -1;
+    hid_t ft = H5Aget_type(a);
+    if (H5Tget_class(ft) != H5T_STRING) {
+        koe_error_set(err, "%s: attribute '%s' is not a string", path, name);
+    } else if (H5Tis_variable_str(ft) > 0) {
+        char *s = NULL;
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        H5Tset_size(mt, H5T_VARIABLE);
+        if (H5Aread(a, mt, &s) >= 0 && s) {
+            snprintf(buf, n, "%s", s);
+            H5free_memory(s);
+            rc = 0;
+        } else {
+            koe_error_set(err, "%s: cannot read attribute '%s'", path, name);
+        }
+        H5Tclose(mt);
+    } else {
+        size_t sz = H5Tget_size(ft);
+        char *tmp = koe_calloc(sz + 1, 1);
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        H5Tset_size(mt, sz + 1);
+        H5Tset_strpad(mt, H5T_STR_NULLTERM);
+        if (H5Aread(a, mt, tmp) >= 0) {
+            snprintf(buf, n, "%s", tmp);
+            rc = 0;
+        } else {
+            koe_error_set(err, "%s: cannot read attribute '%s'", path, name);
+        }
+        H5Tclose(mt);
+        free(tmp);
+    }
+    H5Tclose(ft);
+    H5Aclose(a);
+    return rc;
+}
+
+static int attr_read_num(hid_t obj, const char *path, const char *name, hid_t mt, void *v, KoeError *err) {
+    hid_t a = attr_open(obj, path, name, err);
+    if (a < 0) return -1;
+    hid_t ft = H5Aget_type(a);
+    H5T_class_t cls = H5Tget_class(ft);
+    hid_t s = H5Aget_space(a);
+    int rc = -1;
+    if ((cls != H5T_INTEGER && cls != H5T_FLOAT) || H5Sget_simple_extent_npoints(s) != 1)
+        koe_error_set(err, "%s: attribute '%s' is not a number", path, name);
+    else if (H5Aread(a, mt, v) < 0)
+        koe_error_set(err, "%s: cannot read attribute '%s'", path, name);
+    else
+        rc = 0;
+    H5Sclose(s);
+    H5Tclose(ft);
+    H5Aclose(a);
+    return rc;
+}
+
+int h5_attr_read_i64(hid_t obj, const char *path, const char *name, int64_t *value, KoeError *err) {
+    return attr_read_num(obj, path, name, H5T_NATIVE_INT64, value, err);
+}
+
+int h5_attr_read_f64(hid_t obj, const char *path, const char *name, double *value, KoeError *err) {
+    return attr_read_num(obj, path, name, H5T_NATIVE_DOUBLE, value, err);
+}
+
+int h5_check_format(hid_t file, const char *path, const char *format, int64_t max_version, KoeError *err) {
+    char got[128];
+    int64_t version;
+    KoeError e;
+    if (h5_attr_read_str(file, path, "format", got, sizeof got, &e) < 0)
+        return koe_error_set(err, "%s: not a %s file (no 'format' attribute)", path, format);
+    if (strcmp(got, format) != 0)
+        return koe_error_set(err, "%s: is a '%s' file, expected '%s'", path, got, format);
+    if (h5_attr_read_i64(file, path, "format_version", &version, err) < 0) return -1;
+    if (version < 1 || version > max_version)
+        return koe_error_set(err, "%s: %s format_version %lld is not one this koe reads (1..%lld); "
+                                  "use the koe that wrote it, or a newer one",
+                             path, format, (long long)version, (long long)max_version);
+    return 0;
+}
+
+int h5_write_strings(hid_t loc, const char *name, char *const *s, int64_t n) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, H5T_VARIABLE);
+    H5Tset_cset(t, H5T_CSET_UTF8);
+    hsize_t dims[1] = {(hsize_t)n};
+    hid_t sp = H5Screate_simple(1, dims, NULL);
+    hid_t d = H5Dcreate2(loc, name, t, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = -1;
+    if (d >= 0) {
+        rc = (n == 0 || H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, s) >= 0) ? 0 : -1;
+        H5Dclose(d);
+    }
+    H5Sclose(sp);
+    H5Tclose(t);
+    return rc;
+}
+
+int h5_read_strings(hid_t loc, const char *path, const char *name, char ***out, int64_t *nout, KoeError *err) {
+    if (H5Lexists(loc, name, H5P_DEFAULT) <= 0)
+        return koe_error_set(err, "%s: dataset '%s' is missing", path, name);
+    hid_t d = H5Dopen2(loc, name, H5P_DEFAULT);
+    if (d < 0) return koe_error_set(err, "%s: cannot open '%s': %s", path, name, h5_last_error());
+    hid_t sp = H5Dget_space(d);
+    hid_t ft = H5Dget_type(d);
+    int rc = -1;
+    if (H5Sget_simple_extent_ndims(sp) != 1 || H5Tget_class(ft) != H5T_STRING || H5Tis_variable_str(ft) <= 0) {
+        koe_error_set(err, "%s: '%s' is not a 1-d variable-length string dataset", path, name);
+    } else {
+        hsize_t n;
+        H5Sget_simple_extent_dims(sp, &n, NULL);
+        char **s = koe_calloc(n ? n : 1, sizeof *s);
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        H5Tset_size(mt, H5T_VARIABLE);
+        if (n == 0 || H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, s) >= 0) {
+            /* copy into our own heap so callers free with free() */
+            for (hsize_t i = 0; i < n; i++) {
+                char *h = s[i];
+                s[i] = koe_strdup(h ? h : "");
+                if (h) H5free_memory(h);
+            }
+            *out = s;
+            *nout = (int64_t)n;
+            rc = 0;
+        } else {
+            free(s);
+            koe_error_set(err, "%s: cannot read '%s': %s", path, name, h5_last_error());
+        }
+        H5Tclose(mt);
+    }
+    H5Tclose(ft);
+    H5Sclose(sp);
+    H5Dclose(d);
+    return rc;
+}
+
+void h5_strings_free(char **s, int64_t n) {
+    if (!s) return;
+    for (int64_t i = 0; i < n; i++) free(s[i]);
+    free(s);
+}

@@ -1,0 +1,40 @@
+/* h5util.h — small checked helpers over the HDF5 C API used by every koe file format
+ * (corpus shards, label sets, features, checkpoints). Serial HDF5 only; the parallel
+ * (MPI-IO) file access lives in distributed/.
+ *
+ * HDF5 is not built thread-safe here: every HDF5 call made while another thread may use HDF5
+ * (the loader's prefetch thread) must hold h5_lock(). */
+#pragma once
+#include <hdf5.h>
+#include <stdint.h>
+
+#include "../core/common.h"
+
+/* Once per process: turn off HDF5's own error printing (we report errors ourselves) and
+ * register koe's zstd filter (id 32015). */
+void h5_init(void);
+
+void h5_lock(void);
+void h5_unlock(void);
+
+/* The innermost message on HDF5's error stack, for error reports ("" if none). */
+const char *h5_last_error(void);
+
+/* Attributes on a file, group or dataset. Readers return -1 (and fill err, naming path and
+ * attribute) when the attribute is missing or has the wrong type. */
+int h5_attr_write_str(hid_t obj, const char *name, const char *value);
+int h5_attr_write_i64(hid_t obj, const char *name, int64_t value);
+int h5_attr_write_f64(hid_t obj, const char *name, double value);
+int h5_attr_read_str(hid_t obj, const char *path, const char *name, char *buf, size_t n, KoeError *err);
+int h5_attr_read_i64(hid_t obj, const char *path, const char *name, int64_t *value, KoeError *err);
+int h5_attr_read_f64(hid_t obj, const char *path, const char *name, double *value, KoeError *err);
+
+/* Check the `format` and `format_version` attributes of a koe file: refuses another format or a
+ * newer version, naming the file and what was expected. */
+int h5_check_format(hid_t file, const char *path, const char *format, int64_t max_version, KoeError *err);
+
+/* Variable-length string datasets (utterance ids, languages, ...): write n strings as a 1-d
+ * dataset; read returns n malloc'ed strings (free with h5_strings_free). */
+int h5_write_strings(hid_t loc, const char *name, char *const *s, int64_t n);
+int h5_read_strings(hid_t loc, const char *path, const char *name, char ***s, int64_t *n, KoeError *err);
+void h5_strings_free(char **s, int64_t n);

@@ -1,0 +1,80 @@
+/* comm.c — MPI setup and the few collectives koe needs. See comm.h. */
+#include "comm.h"
+
+#include <mpi.h>
+#include <stdlib.h>
+
+#include "../core/common.h"
+
+static int world_rank, world_size = 1;
+
+#define mpiCheck(call)                                                                       \
+    do {                                                                                     \
+        int rc_ = (call);                                                                    \
+        if (rc_ != MPI_SUCCESS) {                                                            \
+            char s_[MPI_MAX_ERROR_STRING];                                                   \
+            int n_ = 0;                                                                      \
+            MPI_Error_string(rc_, s_, &n_);                                                  \
+            koe_fatal(KOE_EXIT_INTERNAL, "%s:%d: %s failed: %s", __FILE__, __LINE__, #call, s_); \
+        }                                                                                    \
+    } while (0)
+
+static void abort_hook(int code) { MPI_Abort(MPI_COMM_WORLD, code); }
+
+void comm_init(int *argc, char ***argv) {
+    int inited = 0;
+    MPI_Initialized(&inited);
+    if (!inited) mpiCheck(MPI_Init(argc, argv));
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    mpiCheck(MPI_Comm_rank(MPI_COMM_WORLD, &world_rank));
+    mpiCheck(MPI_Comm_size(MPI_COMM_WORLD, &world_size));
+    koe_set_log_rank(world_rank, world_size);
+    if (world_size > 1) koe_set_fatal_hook(abort_hook);
+    const char *nt = getenv("SLURM_NTASKS");
+    if (nt && getenv("SLURM_JOB_ID") && getenv("SLURM_STEP_ID") && atoi(nt) != world_size)
+        koe_fatal(KOE_EXIT_USAGE,
+                  "this rank sees an MPI world of %d but SLURM_NTASKS=%s: the ranks did not find each "
+                  "other. Start koe with `mpirun -np $SLURM_NTASKS koe ...` or `srun --mpi=pmix ...`",
+                  world_size, nt);
+}
+
+void comm_finalize(void) {
+    int fin = 0;
+    MPI_Finalized(&fin);
+    if (!fin) MPI_Finalize();
+}
+
+int comm_rank(void) { return world_rank; }
+int comm_size(void) { return world_size; }
+void comm_barrier(void) { mpiCheck(MPI_Barrier(MPI_COMM_WORLD)); }
+void comm_abort(int code) {
+    MPI_Abort(MPI_COMM_WORLD, code);
+    exit(code);
+}
+
+void comm_allreduce_sum_i64(int64_t *v, int n) {
+    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD));
+}
+void comm_allreduce_sum_f64(double *v, int n) {
+    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
+}
+void comm_allreduce_max_i64(int64_t *v, int n) {
+    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD));
+}
+void comm_allreduce_min_i64(int64_t *v, int n) {
+    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_INT64_T, MPI_MIN, MPI_COMM_WORLD));
+}
+void comm_allgather_i64(const int64_t *mine, int n, int64_t *all) {
+    mpiCheck(MPI_Allgather(mine, n, MPI_INT64_T, all, n, MPI_INT64_T, MPI_COMM_WORLD));
+}
+void comm_bcast(void *buf, size_t bytes, int root) {
+    KOE_ASSERT(bytes <= (size_t)INT32_MAX);
+    mpiCheck(MPI_Bcast(buf, (int)bytes, MPI_BYTE, root, MPI_COMM_WORLD));
+}
+
+int comm_all_equal_u64(uint64_t x) {
+    /* max(-x) == -min(x): compare as two's complement halves to stay exact for all 64 bits */
+    uint64_t v[2] = {x, ~x}, r[2];
+    mpiCheck(MPI_Allreduce(v, r, 2, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD));
+    return r[0] == x && r[1] == ~x;
+}

@@ -1,0 +1,26 @@
+/* comm.h — the MPI world as the rest of koe sees it. Only distributed/ includes <mpi.h>.
+ * Every call is checked; a fatal error on any rank aborts the whole communicator. */
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+/* MPI_Init (a plain `koe CMD` without mpirun is a world of one), the fatal hook that aborts the
+ * communicator, and the rank prefix for logs. Under Slurm, a world size that disagrees with
+ * SLURM_NTASKS is an error (an srun without PMIx starts N separate worlds of one). */
+void comm_init(int *argc, char ***argv);
+void comm_finalize(void);
+int comm_rank(void);
+int comm_size(void);
+void comm_barrier(void);
+void comm_abort(int code) __attribute__((noreturn));
+
+/* Collectives on plain arrays, in place. */
+void comm_allreduce_sum_i64(int64_t *v, int n);
+void comm_allreduce_sum_f64(double *v, int n);
+void comm_allreduce_max_i64(int64_t *v, int n);
+void comm_allreduce_min_i64(int64_t *v, int n);
+void comm_allgather_i64(const int64_t *mine, int n, int64_t *all /* (size, n) */);
+void comm_bcast(void *buf, size_t bytes, int root);
+
+/* Agreement: true on every rank iff every rank passed the same x (one allreduce of (-x, x) under MAX). */
+int comm_all_equal_u64(uint64_t x);
