@@ -17,7 +17,7 @@ PKGS := ompi-c hdf5-openmpi openblas sndfile libzstd soxr kissfft-float inih esp
 DEB_RUNTIME := pkg-config openmpi-bin libopenmpi-dev libopenblas-dev libhdf5-openmpi-dev \
   libsndfile1-dev libzstd-dev libsoxr-dev libkissfft-dev libinih-dev libespeak-ng-dev espeak-ng-data
 DEB_TEST := libcmocka-dev python3-torch python3-torchaudio python3-h5py python3-soundfile \
-  python3-sklearn python3-numpy hdf5-tools
+  python3-sklearn python3-numpy hdf5-tools espeak-ng
 DEB_ALL := $(DEB_RUNTIME) $(DEB_TEST)
 
 ifeq ($(SAN),1)
@@ -42,10 +42,12 @@ LIB_OBJ := $(SRC:%.c=$(BUILD)/obj/%.o)
 CMD_OBJ := $(CMD_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_SRC := $(wildcard tests/unit/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+BENCH_SRC := $(wildcard tests/bench/bench_*.c)
+BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 PLUGIN := $(BUILD)/hdf5-plugins/libh5zstd.so
 
 .PHONY: all deps check-deps test demo bench install clean help
-all: $(BUILD)/koe $(BUILD)/libkoe.a $(PLUGIN) $(TEST_BIN)
+all: $(BUILD)/koe $(BUILD)/libkoe.a $(PLUGIN) $(TEST_BIN) $(BENCH_BIN)
 
 help:
 	@sed -n '1,8p' Makefile
@@ -90,6 +92,10 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libkoe.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) $< $(BUILD)/libkoe.a $(LDLIBS) -o $@
 
+$(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libkoe.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) $< $(BUILD)/libkoe.a $(LDLIBS) -o $@
+
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
 # ---- test, demo, bench --------------------------------------------------------------------------
@@ -103,7 +109,7 @@ demo: deps
 
 bench: deps
 	@$(MAKE) --no-print-directory all
-	@BUILD=$(BUILD) PYTHON=$(PYTHON) ANCHORS=$(ANCHORS) bash tests/bench.sh
+	@BUILD=$(BUILD) PYTHON=$(PYTHON) ANCHORS=$(ANCHORS) bash tests/bench.sh $(BENCH)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/koe/hdf5-plugins $(DESTDIR)$(PREFIX)/share/koe
