@@ -31,6 +31,8 @@ LDSAN :=
 endif
 
 CC := gcc
+# `make V=1` shows the full commands.
+Q := $(if $(filter 1,$(V)),,@)
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) -fopenmp -pthread -Wall -Wextra -Werror -MMD -MP
@@ -72,29 +74,35 @@ $(BUILD)/deps.ok: Makefile
 # ---- build --------------------------------------------------------------------------------------
 $(BUILD)/obj/%.o: %.c $(BUILD)/deps.ok
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+	@$(if $(Q),echo "  CC    $<")
+	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
 
 $(BUILD)/libkoe.a: $(LIB_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	@$(if $(Q),echo "  AR    $@")
+	$(Q)ar rcs $@ $^
 
 $(BUILD)/koe: $(CMD_OBJ) $(BUILD)/libkoe.a
-	$(CC) $(CMD_OBJ) $(BUILD)/libkoe.a $(LDLIBS) -o $@
+	@$(if $(Q),echo "  LD    $@")
+	$(Q)$(CC) $(CMD_OBJ) $(BUILD)/libkoe.a $(LDLIBS) -o $@
 
 # The zstd filter as an HDF5 plugin: the same source, no libhdf5 symbols needed.
 $(PLUGIN): data/zstd_filter.c data/zstd_filter.h $(BUILD)/deps.ok
 	@mkdir -p $(dir $@)
-	$(CC) -std=c11 -O2 -g -fPIC -shared -Wall -Wextra -Werror -DKOE_H5_PLUGIN \
+	@$(if $(Q),echo "  SO    $@")
+	$(Q)$(CC) -std=c11 -O2 -g -fPIC -shared -Wall -Wextra -Werror -DKOE_H5_PLUGIN \
 	  $(shell pkg-config --cflags hdf5-openmpi libzstd) data/zstd_filter.c \
 	  $(shell pkg-config --libs libzstd) -o $@
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libkoe.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) $< $(BUILD)/libkoe.a $(LDLIBS) -o $@
+	@$(if $(Q),echo "  LD    $@")
+	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) $< $(BUILD)/libkoe.a $(LDLIBS) -o $@
 
 $(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libkoe.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) $< $(BUILD)/libkoe.a $(LDLIBS) -o $@
+	@$(if $(Q),echo "  LD    $@")
+	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) $< $(BUILD)/libkoe.a $(LDLIBS) -o $@
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
