@@ -122,8 +122,9 @@ bench: deps
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/koe/hdf5-plugins $(DESTDIR)$(PREFIX)/share/koe
 	install -m 755 $(BUILD)/koe $(DESTDIR)$(PREFIX)/bin/koe
+	install -m 755 launch/koe-local $(DESTDIR)$(PREFIX)/bin/koe-local
 	install -m 755 $(PLUGIN) $(DESTDIR)$(PREFIX)/lib/koe/hdf5-plugins/
-	cp -r recipes/base recipes/tiny $(DESTDIR)$(PREFIX)/share/koe/
+	$(if $(wildcard recipes/*/*.ini),cd recipes && cp --parents $(patsubst recipes/%,%,$(wildcard recipes/*/*.ini)) $(DESTDIR)$(PREFIX)/share/koe/)
 
 clean:
 	rm -rf build build-san
