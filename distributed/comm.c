@@ -30,12 +30,14 @@ void comm_init(int *argc, char ***argv) {
     mpiCheck(MPI_Comm_size(MPI_COMM_WORLD, &world_size));
     koe_set_log_rank(world_rank, world_size);
     if (world_size > 1) koe_set_fatal_hook(abort_hook);
-    const char *nt = getenv("SLURM_NTASKS");
-    if (nt && getenv("SLURM_JOB_ID") && getenv("SLURM_STEP_ID") && atoi(nt) != world_size)
+    /* `srun -n N koe ...` without PMIx support starts N separate worlds of one, which would all do
+     * rank 0's work on the same files. srun sets SLURM_STEP_NUM_TASKS for the step it launched. */
+    const char *nt = getenv("SLURM_STEP_NUM_TASKS");
+    if (nt && world_size == 1 && atoi(nt) > 1)
         koe_fatal(KOE_EXIT_USAGE,
-                  "this rank sees an MPI world of %d but SLURM_NTASKS=%s: the ranks did not find each "
-                  "other. Start koe with `mpirun -np $SLURM_NTASKS koe ...` or `srun --mpi=pmix ...`",
-                  world_size, nt);
+                  "srun started %s tasks but each sees an MPI world of 1: the ranks did not find each "
+                  "other. Use `srun --mpi=pmix ...` or `mpirun -np $SLURM_NTASKS koe ...`",
+                  nt);
 }
 
 void comm_finalize(void) {

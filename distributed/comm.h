@@ -5,8 +5,8 @@
 #include <stdint.h>
 
 /* MPI_Init (a plain `koe CMD` without mpirun is a world of one), the fatal hook that aborts the
- * communicator, and the rank prefix for logs. Under Slurm, a world size that disagrees with
- * SLURM_NTASKS is an error (an srun without PMIx starts N separate worlds of one). */
+ * communicator, and the rank prefix for logs. Under srun, a step of N tasks whose ranks each see
+ * a world of one is an error (srun without PMIx starts N separate worlds of one). */
 void comm_init(int *argc, char ***argv);
 void comm_finalize(void);
 int comm_rank(void);
