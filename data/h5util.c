@@ -190,6 +190,7 @@ int h5_read_strings(hid_t loc, const char *path, const char *name, char ***out, 
         char **s = koe_calloc(n ? n : 1, sizeof *s);
         hid_t mt = H5Tcopy(H5T_C_S1);
         H5Tset_size(mt, H5T_VARIABLE);
+        H5Tset_cset(mt, H5Tget_cset(ft)); /* HDF5 does not convert between ASCII and UTF-8 */
         if (n == 0 || H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, s) >= 0) {
             /* copy into our own heap so callers free with free() */
             for (hsize_t i = 0; i < n; i++) {
