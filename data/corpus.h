@@ -4,7 +4,8 @@
  *   /langs strings [Lg]  /lang_utts int64 [Lg]  /lang_hours float64 [Lg]
  *   attrs: format="koe-corpus", format_version=1, sample_rate, n_utts, hours, settings (text)
  * corpus_open reads the index and every shard's utterance table, and flattens them into one
- * global utterance numbering: shard order, then order inside the shard. No MPI here. */
+ * global utterance numbering: shard order, then order inside the shard. No MPI here.
+ * Every function here takes h5_lock() itself; never call one while holding it. */
 #pragma once
 #include <stdint.h>
 
@@ -28,8 +29,12 @@ typedef struct {
     double *lang_hours;  /* (n_langs) */
     int64_t *lang_utts;  /* (n_langs) */
     double hours;
+    char *settings;      /* the provenance text corpus_write_index recorded */
 } Corpus;
 
+/* Checks the index (format, sample rate, table shapes), opens and checks every shard, checks
+ * each shard's utterance count and the per-language tables against the index, and that utterance
+ * ids are unique across the corpus. Errors name the file and say what to do. */
 int corpus_open(Corpus *c, const char *dir, KoeError *err);
 void corpus_close(Corpus *c);
 const char *corpus_utt_id(const Corpus *c, int64_t utt);
