@@ -8,6 +8,7 @@
 #include "features.h"
 
 #include <kiss_fftr.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -216,4 +217,90 @@ void features_compute(FeatureExtractor *fe, const float *wav, int64_t n, float *
         deltas(out, out + FEAT_MFCC_CEPS, T, FEAT_MFCC_CEPS, dim);
         deltas(out + FEAT_MFCC_CEPS, out + 2 * FEAT_MFCC_CEPS, T, FEAT_MFCC_CEPS, dim);
     }
+}
+
+/* ---- naive reference ---------------------------------------------------------------------------- */
+
+static double naive_mel(double hz) { return 1127.0 * log(1.0 + hz / 700.0); }
+
+void features_compute_naive(FeatureKind kind, const float *wav, int64_t n, float *out) {
+    const int64_t T = features_num_frames(n);
+    const int dim = features_dim(kind);
+    const int n_mel = kind == FEAT_MFCC ? FEAT_MFCC_MELS : FEAT_FBANK_MELS;
+    const int n_bins = FEAT_NFFT / 2 + 1;
+    double *frame = koe_malloc(FEAT_WIN * sizeof(double));                      // (FEAT_WIN)
+    double *power = koe_malloc((size_t)n_bins * sizeof(double));                // (n_bins)
+    double *melw = koe_calloc((size_t)n_mel * (size_t)n_bins, sizeof(double));  // (n_mel, n_bins)
+    double *logmel = koe_malloc((size_t)n_mel * sizeof(double));                // (n_mel)
+    double *ceps = koe_malloc((size_t)(T > 0 ? T : 1) * FEAT_MFCC_CEPS * sizeof(double)); // (T, 13)
+    double *delta = koe_malloc((size_t)(T > 0 ? T : 1) * FEAT_MFCC_CEPS * sizeof(double)); // (T, 13)
+    const double mlo = naive_mel(FEAT_LOW_FREQ), mhi = naive_mel(0.5 * FEAT_SAMPLE_RATE);
+    const double md = (mhi - mlo) / (n_mel + 1);
+    for (int m = 0; m < n_mel; m++)
+        for (int k = 0; k < FEAT_NFFT / 2; k++) { /* the Nyquist bin keeps weight 0, as in Kaldi */
+            double mel = naive_mel(k * FEAT_SAMPLE_RATE / FEAT_NFFT);
+            double up = (mel - (mlo + m * md)) / md, down = (mlo + (m + 2) * md - mel) / md;
+            melw[m * n_bins + k] = fmax(0.0, fmin(up, down));
+        }
+    for (int64_t t = 0; t < T; t++) {
+        const float *x = wav + t * FEAT_SHIFT;
+        double mean = 0;
+        for (int j = 0; j < FEAT_WIN; j++) mean += x[j];
+        mean /= FEAT_WIN;
+        for (int j = 0; j < FEAT_WIN; j++) {
+            double prev = x[j > 0 ? j - 1 : 0] - mean;
+            double hann = 0.5 - 0.5 * cos(2.0 * M_PI * j / (FEAT_WIN - 1));
+            frame[j] = ((x[j] - mean) - 0.97 * prev) * pow(hann, FEAT_POVEY_POW);
+        }
+        for (int k = 0; k < n_bins; k++) { /* the zero padding to FEAT_NFFT adds nothing */
+            double re = 0, im = 0;
+            for (int j = 0; j < FEAT_WIN; j++) {
+                double a = 2.0 * M_PI * (double)((j * k) % FEAT_NFFT) / FEAT_NFFT;
+                re += frame[j] * cos(a);
+                im -= frame[j] * sin(a);
+            }
+            power[k] = re * re + im * im;
+        }
+        for (int m = 0; m < n_mel; m++) {
+            double e = 0;
+            for (int k = 0; k < n_bins; k++) e += melw[m * n_bins + k] * power[k];
+            logmel[m] = log(fmax(e, FLT_EPSILON));
+        }
+        if (kind == FEAT_FBANK) {
+            for (int m = 0; m < n_mel; m++) out[t * dim + m] = (float)logmel[m];
+            continue;
+        }
+        for (int i = 0; i < FEAT_MFCC_CEPS; i++) {
+            double c = 0;
+            for (int j = 0; j < n_mel; j++)
+                c += logmel[j] * cos(M_PI / n_mel * (j + 0.5) * i) * sqrt((i == 0 ? 1.0 : 2.0) / n_mel);
+            ceps[t * FEAT_MFCC_CEPS + i] = c * (1.0 + 0.5 * FEAT_LIFTER * sin(M_PI * i / FEAT_LIFTER));
+        }
+    }
+    if (kind == FEAT_MFCC) {
+        /* static, delta, delta-delta: each pass reads the previous one, edges replicated */
+        for (int pass = 0; pass < 3; pass++) {
+            for (int64_t t = 0; t < T; t++)
+                for (int i = 0; i < FEAT_MFCC_CEPS; i++) {
+                    double v = ceps[t * FEAT_MFCC_CEPS + i];
+                    if (pass > 0) {
+                        v = 0;
+                        for (int k = -2; k <= 2; k++) {
+                            int64_t s = t + k < 0 ? 0 : t + k >= T ? T - 1 : t + k;
+                            v += k * ceps[s * FEAT_MFCC_CEPS + i];
+                        }
+                        v /= 10.0;
+                        delta[t * FEAT_MFCC_CEPS + i] = v;
+                    }
+                    out[t * dim + pass * FEAT_MFCC_CEPS + i] = (float)v;
+                }
+            if (pass > 0) memcpy(ceps, delta, (size_t)T * FEAT_MFCC_CEPS * sizeof(double));
+        }
+    }
+    free(frame);
+    free(power);
+    free(melw);
+    free(logmel);
+    free(ceps);
+    free(delta);
 }

@@ -19,5 +19,8 @@ int features_dim(FeatureKind kind);                  /* 80 or 39 */
 int64_t features_num_frames(int64_t n_samples);      /* 0 if n < 400, else 1 + (n - 400) / 160 */
 /* out: (features_num_frames(n), features_dim(kind)), row-major. */
 void features_compute(FeatureExtractor *fe, const float *wav, int64_t n, float *out);
+/* The same features the slow, obvious way: double precision, a direct DFT, a dense mel matrix,
+ * libm's log. The reference that tests/unit/test_features.c holds features_compute to. */
+void features_compute_naive(FeatureKind kind, const float *wav, int64_t n, float *out);
 int features_kind_parse(const char *name, FeatureKind *kind); /* "fbank" | "mfcc"; 0 or -1 */
 const char *features_kind_name(FeatureKind kind);
