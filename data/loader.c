@@ -292,7 +292,7 @@ static void plan_log_epoch(LoaderPlan *p, int64_t e) {
         char name[32];
         if (p->lang_names) snprintf(name, sizeof name, "%s", p->lang_names[l]);
         else snprintf(name, sizeof name, "lang%d", l);
-        at += (size_t)snprintf(line + at, sizeof line - at, " %s %lld/%lld (x%.2f, %.2f h)", name,
+        at += (size_t)snprintf(line + at, sizeof line - at, " %s %lld of %lld (x%.2f, %.3g h)", name,
                                (long long)p->lang_m[l], (long long)n_l, (double)p->lang_m[l] / (double)n_l,
                                p->lang_hours[l]);
     }
