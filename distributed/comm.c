@@ -80,3 +80,31 @@ int comm_all_equal_u64(uint64_t x) {
     mpiCheck(MPI_Allreduce(v, r, 2, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD));
     return r[0] == x && r[1] == ~x;
 }
+
+char *comm_gather_bytes(const void *mine, int64_t n, int root, int64_t *total) {
+    KOE_ASSERT(n >= 0 && n <= (int64_t)INT32_MAX);
+    int me = (int)n;
+    int *counts = NULL, *displs = NULL;
+    char *all = NULL;
+    if (world_rank == root) {
+        counts = koe_malloc((size_t)world_size * sizeof *counts);
+        displs = koe_malloc((size_t)world_size * sizeof *displs);
+    }
+    mpiCheck(MPI_Gather(&me, 1, MPI_INT, counts, 1, MPI_INT, root, MPI_COMM_WORLD));
+    if (world_rank == root) {
+        int64_t sum = 0;
+        for (int r = 0; r < world_size; r++) {
+            KOE_ASSERT(sum <= (int64_t)INT32_MAX);
+            displs[r] = (int)sum;
+            sum += counts[r];
+        }
+        KOE_ASSERT(sum <= (int64_t)INT32_MAX);
+        all = koe_malloc((size_t)sum + 1);
+        all[sum] = 0;
+        *total = sum;
+    }
+    mpiCheck(MPI_Gatherv(mine, me, MPI_BYTE, all, counts, displs, MPI_BYTE, root, MPI_COMM_WORLD));
+    free(counts);
+    free(displs);
+    return all;
+}

@@ -24,3 +24,7 @@ void comm_bcast(void *buf, size_t bytes, int root);
 
 /* Agreement: true on every rank iff every rank passed the same x (one allreduce of (-x, x) under MAX). */
 int comm_all_equal_u64(uint64_t x);
+
+/* Concatenate every rank's bytes on root, in rank order: returns a malloc'ed buffer there (its size
+ * in *total), NULL on the other ranks. For small reports (prepare's rejections), not for data. */
+char *comm_gather_bytes(const void *mine, int64_t n, int root, int64_t *total);

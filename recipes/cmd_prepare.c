@@ -1,11 +1,298 @@
-/* cmd_prepare.c — placeholder until the prepare command lands. */
+/* cmd_prepare.c — `koe prepare`: audio directories, fairseq manifests and Kaldi wav.scp in, corpus
+ * shards + corpus.h5 + prepare-report.tsv out (DESIGN.md section 5). Under mpirun the ranks split the
+ * shards of one plan that does not depend on the rank count; rank 0 gathers the rejections and
+ * writes the report and the index. The work itself is in data/prepare.c; this file only parses the
+ * command line and does the collectives. */
+#include <dirent.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "../core/common.h"
+#include "../data/corpus.h"
+#include "../data/prepare.h"
+#include "../distributed/comm.h"
 #include "commands.h"
 
-const char cmd_prepare_summary[] = "(not built yet)";
-const char cmd_prepare_help[] = "koe prepare: not built yet\n";
+#define DEFAULT_SHARD_MB 256
+
+const char cmd_prepare_summary[] = "audio (dirs, fairseq .tsv, Kaldi wav.scp) to corpus shards";
+const char cmd_prepare_help[] =
+    "usage: koe prepare --out DIR [options] INPUT...\n"
+    "\n"
+    "Decode every input (any format libsndfile reads), mix to mono, resample to 16 kHz with libsoxr\n"
+    "(SOXR_HQ), store int16 in DIR/shard-NNNNN.h5 and index them in DIR/corpus.h5. Inputs that cannot\n"
+    "be used are listed with the reason in DIR/prepare-report.tsv and on stderr; the run goes on.\n"
+    "Under mpirun the ranks split the shards; the corpus is the same for any number of ranks.\n"
+    "\n"
+    "INPUT is one of\n"
+    "  DIR            every non-hidden file below DIR, sorted by path; id = path relative to DIR\n"
+    "                 without extension (files libsndfile cannot read are rejected)\n"
+    "  FILE.tsv       fairseq manifest: the root directory (relative to the manifest's directory\n"
+    "                 unless absolute), then relpath<TAB>nsamples[<TAB>lang]; id = relpath without extension\n"
+    "  FILE.scp       Kaldi wav.scp: `uttid path` or `uttid command |` (see --allow-pipes)\n"
+    "  FILE           one audio file; id = its name without extension\n"
+    "Ids must be unique: later duplicates are rejected.\n"
+    "\n"
+    "options:\n"
+    "  --out DIR        output corpus directory (required; created if missing)\n"
+    "  --shard-mb N     target size of a shard in MB of int16 audio (default 256)\n"
+    "  --lang L         language of every utterance (default: the manifest's third column, else und)\n"
+    "  --lang-from-dir  language = name of each file's parent directory\n"
+    "  --align CTM      phone alignments, lines `utt channel start dur phone` (seconds), stored as\n"
+    "                   10 ms frames in each shard's /align (default: none)\n"
+    "  --allow-pipes    run wav.scp `command |` entries with the shell (default: refused)\n"
+    "  --force          replace a corpus already in DIR (default: refuse; a corpus is immutable)\n"
+    "\n"
+    "The speaker of an utterance is its file's parent directory name (unknown for pipes).\n"
+    "Exit status: 0 if any utterance was written, 1 if nothing was (or on a usage error).\n";
+
+static int usage_error(const char *fmt, const char *arg) {
+    if (comm_rank() == 0) {
+        fprintf(stderr, "koe prepare: ");
+        fprintf(stderr, fmt, arg);
+        fprintf(stderr, "\n(see `koe help prepare`)\n");
+    }
+    return KOE_EXIT_USAGE;
+}
+
+static int is_shard_file(const char *name) {
+    if (strncmp(name, "shard-", 6) != 0) return 0;
+    const char *s = name + 6;
+    if (*s < '0' || *s > '9') return 0;
+    while (*s >= '0' && *s <= '9') s++;
+    return !strcmp(s, ".h5") || !strcmp(s, ".h5.tmp");
+}
+
+/* Rank 0: make DIR ready, or say why not. Shards left by an earlier, killed or replaced run are
+ * removed: they belong to no corpus. Returns 0 or an exit code. */
+static int prepare_out_dir(const char *dir, int force) {
+    char path[4200];
+    if (strlen(dir) > 4000) {
+        fprintf(stderr, "koe prepare: --out path too long\n");
+        return KOE_EXIT_USAGE;
+    }
+    for (char *s = strchr(strcpy(path, dir) + 1, '/'); s; s = strchr(s + 1, '/')) { /* mkdir -p */
+        *s = 0;
+        if (mkdir(path, 0777) != 0 && errno != EEXIST) break;
+        *s = '/';
+    }
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
+        fprintf(stderr, "koe prepare: cannot create --out %s: %s\n", dir, strerror(errno));
+        return KOE_EXIT_USAGE;
+    }
+    snprintf(path, sizeof path, "%s/corpus.h5", dir);
+    if (access(path, F_OK) == 0) {
+        if (!force) {
+            fprintf(stderr,
+                    "koe prepare: %s already holds a corpus (%s); a corpus is immutable once written: "
+                    "choose another --out, or pass --force to replace it\n",
+                    dir, path);
+            return KOE_EXIT_USAGE;
+        }
+        if (unlink(path) != 0) {
+            fprintf(stderr, "koe prepare: --force: cannot remove %s: %s\n", path, strerror(errno));
+            return KOE_EXIT_USAGE;
+        }
+        koe_log("prepare: --force: replacing the corpus in %s", dir);
+    }
+    DIR *d = opendir(dir);
+    if (!d) {
+        fprintf(stderr, "koe prepare: cannot list --out %s: %s\n", dir, strerror(errno));
+        return KOE_EXIT_USAGE;
+    }
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!is_shard_file(e->d_name)) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (unlink(path) != 0) {
+            fprintf(stderr, "koe prepare: cannot remove the stale %s: %s\n", path, strerror(errno));
+            closedir(d);
+            return KOE_EXIT_USAGE;
+        }
+    }
+    closedir(d);
+    snprintf(path, sizeof path, "%s/prepare-report.tsv", dir);
+    unlink(path);
+    return 0;
+}
+
+/* Provenance stored in corpus.h5 (bounded: the index keeps at most 64 KiB of it). */
+static char *settings_text(const PrepareOptions *opt, const char *align, char **inputs, int n_inputs) {
+    size_t cap = 60000, n = 0;
+    char *s = koe_malloc(cap);
+    n += (size_t)snprintf(s, cap,
+                          "koe prepare: sample_rate=16000 resampler=soxr-hq shard_bytes=%lld lang=%s "
+                          "lang_from_dir=%d align=%s allow_pipes=%d inputs=",
+                          (long long)opt->shard_bytes, opt->lang ? opt->lang : "-", opt->lang_from_dir,
+                          align ? align : "-", opt->allow_pipes);
+    for (int i = 0; i < n_inputs && n < cap; i++) {
+        size_t need = strlen(inputs[i]) + 2;
+        if (n + need + 8 >= cap) {
+            snprintf(s + n, cap - n, " ...");
+            break;
+        }
+        n += (size_t)snprintf(s + n, cap - n, "%s%s", i ? " " : "", inputs[i]);
+    }
+    return s;
+}
+
+static void allreduce_i64_chunked(int64_t *v, int64_t n) {
+    for (int64_t i = 0; i < n; i += 1 << 26) comm_allreduce_sum_i64(v + i, (int)(n - i < (1 << 26) ? n - i : 1 << 26));
+}
+
 int cmd_prepare(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    koe_fatal(KOE_EXIT_INTERNAL, "koe prepare is not built yet");
+    const char *out = NULL, *align = NULL;
+    PrepareOptions opt = {.shard_bytes = (int64_t)DEFAULT_SHARD_MB << 20};
+    int force = 0;
+    char **inputs = koe_malloc((size_t)argc * sizeof *inputs);
+    int n_inputs = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int has_val = i + 1 < argc;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            if (comm_rank() == 0) fputs(cmd_prepare_help, stdout);
+            free(inputs);
+            return KOE_EXIT_OK;
+        } else if (!strcmp(a, "--out") && has_val) {
+            out = argv[++i];
+        } else if (!strcmp(a, "--shard-mb") && has_val) {
+            char *end;
+            double mb = strtod(argv[++i], &end);
+            if (*end || !(mb > 0) || mb > 1e6) {
+                free(inputs);
+                return usage_error("--shard-mb %s: expected a positive number of MB", argv[i]);
+            }
+            opt.shard_bytes = (int64_t)(mb * (1 << 20));
+        } else if (!strcmp(a, "--lang") && has_val) {
+            opt.lang = argv[++i];
+        } else if (!strcmp(a, "--lang-from-dir")) {
+            opt.lang_from_dir = 1;
+        } else if (!strcmp(a, "--align") && has_val) {
+            align = argv[++i];
+        } else if (!strcmp(a, "--allow-pipes")) {
+            opt.allow_pipes = 1;
+        } else if (!strcmp(a, "--force")) {
+            force = 1;
+        } else if (a[0] == '-' && a[1] == '-') {
+            free(inputs);
+            return usage_error("unknown option or missing value: %s", a);
+        } else {
+            inputs[n_inputs++] = argv[i];
+        }
+    }
+    if (!out || n_inputs == 0) {
+        free(inputs);
+        return usage_error("%s", !out ? "--out DIR is required" : "no INPUT given");
+    }
+    if (opt.lang && opt.lang_from_dir) {
+        free(inputs);
+        return usage_error("%s", "--lang and --lang-from-dir exclude each other");
+    }
+    if (opt.lang && (!opt.lang[0] || strpbrk(opt.lang, " \t\n/"))) {
+        free(inputs);
+        return usage_error("--lang '%s': expected a language code such as en or sw", opt.lang);
+    }
+    int rank = comm_rank(), world = comm_size();
+    double t0 = koe_now();
+
+    int64_t rc_dir = rank == 0 ? prepare_out_dir(out, force) : 0;
+    comm_bcast(&rc_dir, sizeof rc_dir, 0);
+    if (rc_dir) {
+        free(inputs);
+        return (int)rc_dir;
+    }
+
+    /* Collection is the same on every rank; rank 0 keeps (and prints) its rejections. */
+    PreparePlan plan;
+    PrepareRejects rej = {0};
+    prepare_collect(&plan, inputs, n_inputs, &opt, &rej);
+    if (rank == 0)
+        for (int64_t i = 0; i < rej.n; i++) koe_warn("rejected %s", rej.v[i].reason);
+    else
+        prepare_rejects_free(&rej);
+    if (align) {
+        KoeError err = {{0}};
+        int64_t bad = prepare_load_align(&plan, align, &err) ? 1 : 0;
+        comm_allreduce_max_i64(&bad, 1);
+        if (bad) {
+            if (rank == 0) fprintf(stderr, "koe prepare: %s\n", err.msg[0] ? err.msg : "--align failed on another rank");
+            prepare_plan_free(&plan);
+            prepare_rejects_free(&rej);
+            free(inputs);
+            return KOE_EXIT_USAGE;
+        }
+    }
+
+    /* Headers, read by all ranks in turn, then one plan everywhere. */
+    prepare_probe(&plan, rank, world, &rej);
+    allreduce_i64_chunked(plan.est_samples, plan.n_items);
+    prepare_plan_shards(&plan, opt.shard_bytes);
+    if (rank == 0) {
+        int64_t est = 0;
+        for (int64_t j = 0; j < plan.n_plan; j++) est += plan.est_samples[plan.plan[j]];
+        koe_log("prepare: %lld candidates, %lld with usable headers (~%.2f h), %d shards of ~%.0f MB on %d rank%s",
+                (long long)plan.n_orders, (long long)plan.n_plan, (double)est / 16000.0 / 3600.0, plan.n_shards,
+                (double)opt.shard_bytes / (1 << 20), world, world > 1 ? "s" : "");
+    }
+
+    PrepareStats st;
+    KoeError err = {{0}};
+    if (prepare_write_shards(&plan, out, rank, world, &st, &rej, &err))
+        koe_fatal(KOE_EXIT_INTERNAL, "prepare: %s", err.msg);
+
+    /* Totals and rejections to rank 0. */
+    allreduce_i64_chunked(st.shard_utts, plan.n_shards);
+    int64_t tot[5] = {st.files_ok, st.files_rejected, st.samples, st.clipped, st.unaligned};
+    comm_allreduce_sum_i64(tot, 5);
+    int64_t bytes = 0, all_bytes = 0;
+    char *mine = prepare_rejects_serialize(&rej, &bytes);
+    char *all = comm_gather_bytes(mine, bytes, 0, &all_bytes);
+    free(mine);
+
+    int64_t rc = KOE_EXIT_OK;
+    if (rank == 0) {
+        PrepareRejects every = {0};
+        prepare_rejects_deserialize(&every, all, all_bytes);
+        char report[4200];
+        snprintf(report, sizeof report, "%s/prepare-report.tsv", out);
+        if (prepare_report_write(report, &every, &err)) koe_fatal(KOE_EXIT_INTERNAL, "prepare: %s", err.msg);
+        char **names = koe_malloc((size_t)(plan.n_shards ? plan.n_shards : 1) * sizeof *names);
+        int n_names = 0;
+        for (int k = 0; k < plan.n_shards; k++) {
+            if (!st.shard_utts[k]) continue;
+            names[n_names] = koe_malloc(32);
+            prepare_shard_name(k, names[n_names++], 32);
+        }
+        double hours = (double)tot[2] / 16000.0 / 3600.0, secs = koe_now() - t0;
+        if (n_names == 0) {
+            fprintf(stderr, "koe prepare: nothing written: all %lld inputs were rejected (see %s)\n",
+                    (long long)every.n, report);
+            rc = KOE_EXIT_USAGE;
+        } else {
+            char *settings = settings_text(&opt, align, inputs, n_inputs);
+            if (corpus_write_index(out, names, n_names, settings, &err))
+                koe_fatal(KOE_EXIT_INTERNAL, "prepare: %s", err.msg);
+            free(settings);
+            koe_log("prepare: wrote %lld utterances (%.3f h) in %d shards to %s; %lld inputs rejected (see %s); "
+                    "%lld samples clipped; %.1f s (%.2f h of audio per minute)",
+                    (long long)tot[0], hours, n_names, out, (long long)every.n, report, (long long)tot[3], secs,
+                    hours / (secs / 60.0));
+            if (align && tot[4])
+                koe_warn("%lld utterances have no line in --align %s (their frames are marked no-phone)",
+                         (long long)tot[4], align);
+        }
+        for (int i = 0; i < n_names; i++) free(names[i]);
+        free(names);
+        prepare_rejects_free(&every);
+    }
+    free(all);
+    comm_bcast(&rc, sizeof rc, 0);
+    prepare_stats_free(&st);
+    prepare_plan_free(&plan);
+    prepare_rejects_free(&rej);
+    free(inputs);
+    return (int)rc;
 }
