@@ -86,6 +86,7 @@ int h5_attr_read_str(hid_t obj, const char *path, const char *name, char *buf, s
         char *s = NULL;
         hid_t mt = H5Tcopy(H5T_C_S1);
         H5Tset_size(mt, H5T_VARIABLE);
+        H5Tset_cset(mt, H5Tget_cset(ft)); /* HDF5 does not convert between ASCII and UTF-8 (h5py writes UTF-8) */
         if (H5Aread(a, mt, &s) >= 0 && s) {
             snprintf(buf, n, "%s", s);
             H5free_memory(s);
@@ -100,6 +101,7 @@ int h5_attr_read_str(hid_t obj, const char *path, const char *name, char *buf, s
         hid_t mt = H5Tcopy(H5T_C_S1);
         H5Tset_size(mt, sz + 1);
         H5Tset_strpad(mt, H5T_STR_NULLTERM);
+        H5Tset_cset(mt, H5Tget_cset(ft));
         if (H5Aread(a, mt, tmp) >= 0) {
             snprintf(buf, n, "%s", tmp);
             rc = 0;
