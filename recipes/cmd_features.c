@@ -1,11 +1,278 @@
-/* cmd_features.c — placeholder until the features command lands. */
+/* cmd_features.c — `koe features --corpus DIR --kind mfcc|fbank --out FILE.h5`: Kaldi-compatible
+ * features of every utterance of a corpus into one file (DESIGN.md section 5):
+ *   /feats float32 [frames, dim]   /offset int64 [n+1]   /utt_id strings [n]
+ *   attrs: format="koe-features", format_version=1, kind, frame_rate=100, dim, corpus
+ * Under mpirun, rank r takes a contiguous range of utterances in the corpus's global order (cut so
+ * that ranks get about the same number of frames) and writes its rows of /feats collectively
+ * (distributed/h5par), in blocks of bounded memory; every rank knows every utterance's frame count
+ * from the index, so the file is the same for any rank or thread count. Rank 0 then adds the
+ * offsets, ids and attributes serially and renames FILE.h5.tmp to FILE.h5.
+ * Must not: leave a FILE.h5 that looks complete after a failure, or let one rank fail alone while
+ * the others wait in a collective (errors there are fatal and abort the communicator). */
+#include <errno.h>
+#include <fcntl.h>
+#include <hdf5.h>
+#include <libgen.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
 #include "../core/common.h"
+#include "../data/corpus.h"
+#include "../data/features.h"
+#include "../data/h5util.h"
+#include "../distributed/comm.h"
+#include "../distributed/h5par.h"
 #include "commands.h"
 
-const char cmd_features_summary[] = "(not built yet)";
-const char cmd_features_help[] = "koe features: not built yet\n";
+#define FEATURES_FORMAT "koe-features"
+#define FEATURES_FORMAT_VERSION 1
+#define FEATURES_FRAME_RATE 100
+#define FEATURES_BLOCK_BYTES ((int64_t)64 << 20) /* features held in memory per rank per write */
+
+const char cmd_features_summary[] = "Kaldi-compatible MFCC (39-d, HuBERT iteration 1) or fbank of a corpus";
+const char cmd_features_help[] =
+    "usage: koe features --corpus DIR --kind mfcc|fbank --out FILE.h5 [options]\n"
+    "\n"
+    "Compute features of every utterance of a corpus, as torchaudio.compliance.kaldi does:\n"
+    "  mfcc   13 cepstra (23 mel bins, lifter 22, no energy) + deltas + delta-deltas = 39 dims\n"
+    "  fbank  80 log mel energies\n"
+    "25 ms frames every 10 ms (100 Hz), snip_edges: an utterance of n samples has\n"
+    "1 + (n - 400) / 160 frames, none below 400 samples (25 ms).\n"
+    "Output (HDF5): /feats float32 [frames, dim], /offset int64 [n+1] (utterance i is rows\n"
+    "offset[i]..offset[i+1]), /utt_id, attrs format=koe-features, kind, frame_rate=100, dim.\n"
+    "Written as FILE.h5.tmp and renamed when complete. Under mpirun the ranks split the utterances\n"
+    "and write one shared file (MPI-IO); the result is identical for any number of ranks or threads.\n"
+    "\n"
+    "options:\n"
+    "  --corpus DIR        corpus directory written by `koe prepare` (required)\n"
+    "  --kind K            mfcc or fbank (required)\n"
+    "  --out FILE.h5       output file (required); its directory must exist\n"
+    "  --threads N         threads per rank (default 1)\n"
+    "  --block-frames N    frames each rank computes between two collective writes\n"
+    "                      (default: 64 MB of features, i.e. 430k mfcc / 209k fbank frames)\n";
+
+static void usage_error(const char *fmt, const char *arg) {
+    fprintf(stderr, "koe features: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, " (see `koe help features`)\n");
+}
+
+static int parse_i64(const char *opt, const char *s, int64_t lo, int64_t hi, int64_t *v) {
+    char *end;
+    errno = 0;
+    long long x = strtoll(s, &end, 10);
+    if (errno || end == s || *end || x < lo || x > hi) {
+        fprintf(stderr, "koe features: %s %s: expected an integer in [%lld, %lld]\n", opt, s, (long long)lo,
+                (long long)hi);
+        return -1;
+    }
+    *v = x;
+    return 0;
+}
+
+/* First utterance u with offset[u] >= target (offset is non-decreasing, n + 1 long). */
+static int64_t first_utt_at(const int64_t *offset, int64_t n, int64_t target) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (offset[mid] >= target) hi = mid;
+        else lo = mid + 1;
+    }
+    return lo;
+}
+
+/* Blocks of this rank's utterances [u0, u1): each at most cap frames, or one utterance. Returns the
+ * count; block_start (if not NULL, count + 1 long) gets the boundaries. */
+static int64_t plan_blocks(const int64_t *offset, int64_t u0, int64_t u1, int64_t cap, int64_t *block_start) {
+    int64_t nb = 0, u = u0;
+    while (u < u1) {
+        if (block_start) block_start[nb] = u;
+        int64_t v = u + 1;
+        while (v < u1 && offset[v + 1] - offset[u] <= cap) v++;
+        nb++;
+        u = v;
+    }
+    if (block_start) block_start[nb] = u1;
+    return nb;
+}
+
+static int fsync_path(const char *path, int flags) {
+    int fd = open(path, flags);
+    if (fd < 0) return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+/* Rank 0, after the collective part: offsets, ids and attributes, then publish by rename. */
+static void finish_file(const char *tmp, const char *out, const Corpus *c, const int64_t *offset, FeatureKind kind) {
+    hid_t f = H5Fopen(tmp, H5F_ACC_RDWR, H5P_DEFAULT);
+    if (f < 0) koe_fatal(KOE_EXIT_INTERNAL, "%s: cannot reopen: %s", tmp, h5_last_error());
+    hsize_t n1 = (hsize_t)c->n_utts + 1;
+    hid_t sp = H5Screate_simple(1, &n1, NULL);
+    hid_t d = H5Dcreate2(f, "offset", H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (sp < 0 || d < 0 || H5Dwrite(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, offset) < 0)
+        koe_fatal(KOE_EXIT_INTERNAL, "%s: cannot write /offset: %s", tmp, h5_last_error());
+    H5Dclose(d);
+    H5Sclose(sp);
+    char **ids = koe_malloc((size_t)(c->n_utts ? c->n_utts : 1) * sizeof *ids);
+    for (int64_t i = 0; i < c->n_utts; i++) ids[i] = (char *)corpus_utt_id(c, i);
+    if (h5_write_strings(f, "utt_id", ids, c->n_utts) < 0)
+        koe_fatal(KOE_EXIT_INTERNAL, "%s: cannot write /utt_id: %s", tmp, h5_last_error());
+    free(ids);
+    if (h5_attr_write_str(f, "format", FEATURES_FORMAT) < 0 ||
+        h5_attr_write_i64(f, "format_version", FEATURES_FORMAT_VERSION) < 0 ||
+        h5_attr_write_str(f, "kind", features_kind_name(kind)) < 0 ||
+        h5_attr_write_i64(f, "frame_rate", FEATURES_FRAME_RATE) < 0 ||
+        h5_attr_write_i64(f, "dim", features_dim(kind)) < 0 || h5_attr_write_str(f, "corpus", c->dir) < 0)
+        koe_fatal(KOE_EXIT_INTERNAL, "%s: cannot write attributes: %s", tmp, h5_last_error());
+    if (H5Fclose(f) < 0) koe_fatal(KOE_EXIT_INTERNAL, "%s: cannot close: %s", tmp, h5_last_error());
+    char *dcopy = koe_strdup(out);
+    if (fsync_path(tmp, O_RDONLY) < 0 || rename(tmp, out) < 0 || fsync_path(dirname(dcopy), O_RDONLY | O_DIRECTORY) < 0)
+        koe_fatal(KOE_EXIT_USAGE, "cannot publish %s as %s: %s", tmp, out, strerror(errno));
+    free(dcopy);
+}
+
 int cmd_features(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    koe_fatal(KOE_EXIT_INTERNAL, "koe features is not built yet");
+    const char *corpus_dir = NULL, *out = NULL, *kind_name = NULL;
+    int64_t threads = 1, block_frames = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(cmd_features_help, stdout);
+            return KOE_EXIT_OK;
+        }
+        if (i + 1 >= argc) {
+            usage_error("%s needs a value, or is not an option", a);
+            return KOE_EXIT_USAGE;
+        }
+        const char *v = argv[++i];
+        if (!strcmp(a, "--corpus")) corpus_dir = v;
+        else if (!strcmp(a, "--out")) out = v;
+        else if (!strcmp(a, "--kind")) kind_name = v;
+        else if (!strcmp(a, "--threads")) {
+            if (parse_i64(a, v, 1, 1024, &threads) < 0) return KOE_EXIT_USAGE;
+        } else if (!strcmp(a, "--block-frames")) {
+            if (parse_i64(a, v, 1, INT64_MAX / 4096, &block_frames) < 0) return KOE_EXIT_USAGE;
+        } else {
+            usage_error("unknown option %s", a);
+            return KOE_EXIT_USAGE;
+        }
+    }
+    if (!corpus_dir || !out || !kind_name) {
+        usage_error("%s", "--corpus, --kind and --out are required");
+        return KOE_EXIT_USAGE;
+    }
+    FeatureKind kind;
+    if (features_kind_parse(kind_name, &kind) < 0) {
+        usage_error("--kind %s: expected mfcc or fbank", kind_name);
+        return KOE_EXIT_USAGE;
+    }
+    const int rank = comm_rank(), world = comm_size();
+    const int dim = features_dim(kind);
+    if (block_frames == 0) block_frames = FEATURES_BLOCK_BYTES / ((int64_t)dim * (int64_t)sizeof(float));
+
+    /* Every rank reads the same index: failures are the same everywhere, so returning is safe here
+     * (no collective has started). */
+    Corpus c;
+    KoeError err;
+    if (corpus_open(&c, corpus_dir, &err) < 0) {
+        if (rank == 0) fprintf(stderr, "koe features: %s\n", err.msg);
+        return KOE_EXIT_USAGE;
+    }
+    const int64_t n = c.n_utts;
+    int64_t *offset = koe_malloc((size_t)(n + 1) * sizeof *offset); // (n+1)
+    offset[0] = 0;
+    int64_t n_short = 0;
+    for (int64_t u = 0; u < n; u++) {
+        int64_t T = features_num_frames(c.utt_length[u]);
+        n_short += T == 0;
+        offset[u + 1] = offset[u] + T;
+    }
+    const int64_t F = offset[n];
+    if (rank == 0) {
+        koe_log("features: %s of %lld utterances (%.2f h), %lld frames x %d, %d rank(s) x %lld thread(s)",
+                features_kind_name(kind), (long long)n, c.hours, (long long)F, dim, world, (long long)threads);
+        if (n_short)
+            koe_warn("features: %lld utterance(s) shorter than 400 samples (25 ms) get no frames", (long long)n_short);
+    }
+
+    /* This rank's utterances, and its blocks. */
+    const int64_t u0 = rank == 0 ? 0 : first_utt_at(offset, n, F / world * rank + F % world * rank / world);
+    const int64_t u1 = rank == world - 1 ? n
+                                         : first_utt_at(offset, n, F / world * (rank + 1) + F % world * (rank + 1) / world);
+    const int64_t nb = plan_blocks(offset, u0, u1, block_frames, NULL);
+    int64_t *block_start = koe_malloc((size_t)(nb + 1) * sizeof *block_start); // (nb+1)
+    plan_blocks(offset, u0, u1, block_frames, block_start);
+    int64_t nb_max = nb;
+    comm_allreduce_max_i64(&nb_max, 1);
+    int64_t buf_frames = 0, max_len = 0;
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t fr = offset[block_start[b + 1]] - offset[block_start[b]];
+        buf_frames = fr > buf_frames ? fr : buf_frames;
+    }
+    for (int64_t u = u0; u < u1; u++) max_len = c.utt_length[u] > max_len ? c.utt_length[u] : max_len;
+    float *feats = koe_malloc((size_t)(buf_frames ? buf_frames : 1) * (size_t)dim * sizeof(float)); // (buf_frames, dim)
+
+    char *tmp = koe_malloc(strlen(out) + 5);
+    sprintf(tmp, "%s.tmp", out);
+    hid_t file = h5par_create(tmp, &err);
+    if (file < 0) koe_fatal(KOE_EXIT_USAGE, "koe features: %s", err.msg);
+    int64_t dims[2] = {F, dim};
+    hid_t dset = h5par_create_dataset(file, "feats", H5T_IEEE_F32LE, 2, dims);
+
+    double t0 = koe_now();
+    char failed[KOE_ERR_LEN] = "";
+    for (int64_t b = 0; b < nb_max; b++) {
+        int64_t row0 = 0, rows = 0;
+        if (b < nb) {
+            const int64_t ub = block_start[b], ue = block_start[b + 1];
+            row0 = offset[ub];
+            rows = offset[ue] - row0;
+#pragma omp parallel num_threads((int)threads)
+            {
+                FeatureExtractor *fe = features_create(kind);
+                int16_t *pcm = koe_malloc((size_t)(max_len ? max_len : 1) * sizeof *pcm); // (max_len)
+                float *wav = koe_malloc((size_t)(max_len ? max_len : 1) * sizeof *wav);   // (max_len)
+                KoeError e;
+#pragma omp for schedule(dynamic, 1)
+                for (int64_t u = ub; u < ue; u++) {
+                    if (offset[u + 1] == offset[u]) continue;
+                    int64_t len = c.utt_length[u];
+                    if (corpus_read(&c, u, 0, len, pcm, &e) < 0) {
+#pragma omp critical(features_error)
+                        if (!failed[0]) snprintf(failed, sizeof failed, "%s", e.msg);
+                        continue;
+                    }
+                    for (int64_t i = 0; i < len; i++) wav[i] = (float)pcm[i] / 32768.0f;
+                    features_compute(fe, wav, len, feats + (offset[u] - row0) * dim);
+                }
+                free(wav);
+                free(pcm);
+                features_free(fe);
+            }
+            /* A damaged shard on one rank: abort them all, naming it (the others wait in the write). */
+            if (failed[0]) koe_fatal(KOE_EXIT_USAGE, "koe features: %s", failed);
+        }
+        h5par_write_rows(dset, H5T_NATIVE_FLOAT, row0, rows, feats);
+    }
+    h5par_close_dataset(dset);
+    h5par_close(file);
+    double dt = koe_now() - t0;
+    comm_barrier();
+    if (rank == 0) {
+        finish_file(tmp, out, &c, offset, kind);
+        double audio_s = c.hours * 3600.0;
+        koe_log("features: wrote %s (%lld frames, %.1f s; %.0fx real time over %d rank(s))", out, (long long)F, dt,
+                dt > 0 ? audio_s / dt : 0.0, world);
+    }
+    comm_barrier(); /* nobody reports success before the file is in place */
+    free(tmp);
+    free(feats);
+    free(block_start);
+    free(offset);
+    corpus_close(&c);
+    return KOE_EXIT_OK;
 }

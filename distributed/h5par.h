@@ -1,0 +1,25 @@
+/* h5par.h — parallel HDF5 over MPI-IO: one shared file, each rank writes its own rows of a
+ * dataset by hyperslab, collectively (the PETSc / parallel-HDF5-examples pattern). Used by
+ * `koe features`; checkpoints will use it too.
+ * Every function here is collective: all ranks call it, in the same order, with the same
+ * file/dataset arguments (the rows may differ, and may be 0). HDF5 failures inside a collective are
+ * fatal (they abort the communicator), since one rank returning while the others wait would hang.
+ * Must not: write variable-length data (parallel HDF5 cannot); the caller writes strings
+ * serially on one rank after h5par_close. */
+#pragma once
+#include <hdf5.h>
+#include <stdint.h>
+
+#include "../core/common.h"
+
+/* Create (truncate) path for writing with the MPI-IO driver over the whole world. A path that
+ * cannot be created is a user error: -1 with err naming the path (the same on every rank). */
+hid_t h5par_create(const char *path, KoeError *err);
+/* A contiguous dataset of ndims (<= 4) dimensions, allocated up front and never filled (every
+ * row gets written). */
+hid_t h5par_create_dataset(hid_t file, const char *name, hid_t type, int ndims, const int64_t *dims);
+/* Write rows [row0, row0 + nrows) of dimension 0 (all of the other dimensions) from buf,
+ * collectively. A rank with nothing to write passes nrows = 0 (buf may be NULL). */
+void h5par_write_rows(hid_t dset, hid_t memtype, int64_t row0, int64_t nrows, const void *buf);
+void h5par_close_dataset(hid_t dset);
+void h5par_close(hid_t file);
