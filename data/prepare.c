@@ -385,8 +385,8 @@ static void reject_duplicates(PreparePlan *p, PrepareRejects *rej) {
         }
         const PrepareItem *a = &p->items[idx[first]], *b = &p->items[idx[k]];
         char why[9000];
-        snprintf(why, sizeof why, "duplicate utterance id '%s' (already used by %s): rename one of them", b->id,
-                 a->origin);
+        snprintf(why, sizeof why, "%s: duplicate utterance id '%s' (already used by %s): rename one of them",
+                 b->origin, b->id, a->origin);
         prepare_reject(rej, b->order, b->origin, why);
         drop[idx[k]] = 1;
     }
