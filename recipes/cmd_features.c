@@ -174,6 +174,21 @@ int cmd_features(int argc, char **argv) {
     const int dim = features_dim(kind);
     if (block_frames == 0) block_frames = FEATURES_BLOCK_BYTES / ((int64_t)dim * (int64_t)sizeof(float));
 
+    /* The output directory, checked by rank 0 for all (MPI-IO's own error says little). */
+    char where[KOE_ERR_LEN] = "";
+    if (rank == 0) {
+        char *dcopy = koe_strdup(out);
+        const char *dir = dirname(dcopy);
+        if (access(dir, W_OK | X_OK) < 0)
+            snprintf(where, sizeof where, "--out %s: directory %s: %s (create it first)", out, dir, strerror(errno));
+        free(dcopy);
+    }
+    comm_bcast(where, sizeof where, 0);
+    if (where[0]) {
+        if (rank == 0) fprintf(stderr, "koe features: %s\n", where);
+        return KOE_EXIT_USAGE;
+    }
+
     /* Every rank reads the same index: failures are the same everywhere, so returning is safe here
      * (no collective has started). */
     Corpus c;
