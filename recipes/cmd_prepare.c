@@ -233,7 +233,7 @@ int cmd_prepare(int argc, char **argv) {
     if (rank == 0) {
         int64_t est = 0;
         for (int64_t j = 0; j < plan.n_plan; j++) est += plan.est_samples[plan.plan[j]];
-        koe_log("prepare: %lld candidates, %lld with usable headers (~%.2f h), %d shards of ~%.0f MB on %d rank%s",
+        koe_log("prepare: %lld candidates, %lld with usable headers (~%.2f h), %d shards of ~%.3g MB on %d rank%s",
                 (long long)plan.n_orders, (long long)plan.n_plan, (double)est / 16000.0 / 3600.0, plan.n_shards,
                 (double)opt.shard_bytes / (1 << 20), world, world > 1 ? "s" : "");
     }

@@ -9,6 +9,8 @@
                         exactly the good ids, 16 kHz int16 sources equal bit for bit (python3-soundfile)
   dump OUT              canonical listing of a corpus: per shard file, per utterance id, lang, speaker,
                         source, length and the sha256 of its samples (compare across rank counts)
+  make-ctm FILE         phone alignments for two of make's utterances (and one unknown utterance)
+  check-align OUT       /align in every shard follows that CTM
   check-shards OUT      every shard-*.h5 in OUT opens and is consistent (for the kill test)
 
 Reads shards with h5py; HDF5_PLUGIN_PATH must point at koe's zstd plugin.
@@ -188,9 +190,53 @@ def check_bad(out, d):
     print(f"check-bad: {len(rows)} rejections with reasons, {len(utts)} utterances, {exact} bit-exact")
 
 
+def read_align(out):
+    """{id: (phone inventory, frames as phone strings)} from every shard's /align."""
+    al = {}
+    for p in sorted(glob.glob(os.path.join(out, "shard-*.h5"))):
+        with h5py.File(p, "r") as f:
+            if "align" not in f:
+                continue
+            phones = [s(v) for v in f["align/phones"][:]]
+            frames, aoff = f["align/frames"][:], f["align/offset"][:]
+            for i, uid in enumerate(s(v) for v in f["utt/id"][:]):
+                fr = frames[aoff[i]:aoff[i + 1]]
+                al[uid] = (tuple(phones), tuple("-" if v == 0xFFFF else phones[v] for v in fr))
+    return al
+
+
 def dump(out):
+    al = read_align(out)
     for uid, (shard, lang, spk, src, x) in sorted(read_corpus(out).items(), key=lambda kv: (kv[1][0], kv[0])):
-        print(shard, uid, lang, spk, src, len(x), hashlib.sha256(x.tobytes()).hexdigest()[:16])
+        a = hashlib.sha256(repr(al.get(uid)).encode()).hexdigest()[:12]
+        print(shard, uid, lang, spk, src, len(x), hashlib.sha256(x.tobytes()).hexdigest()[:16], "align", a)
+
+
+CTM = [("spk1/a16", 0.0, 0.5, "a"), ("spk1/a16", 0.5, 0.25, "b"), ("spk1/a16", 1.2, 0.8, "sil"),
+       ("sw/g16", 0.1, 0.3, "b"), ("nosuchutt", 0.0, 1.0, "zz")]
+
+
+def make_ctm(path):
+    with open(path, "w") as f:
+        for u, st, du, ph in CTM:
+            f.write(f"{u} 1 {st:.2f} {du:.2f} {ph}\n")
+
+
+def check_align(out):
+    """Frames follow the CTM (round(start/10 ms) .. round(end/10 ms)); unlisted utterances are all no-phone;
+    the inventory is the sorted set of the CTM's phones in every shard."""
+    al, utts = read_align(out), read_corpus(out)
+    inv = tuple(sorted({c[3] for c in CTM}))
+    for uid, (_, _, _, _, x) in utts.items():
+        phones, fr = al[uid]
+        assert phones == inv, (uid, phones, inv)
+        want = ["-"] * (len(x) // 160)
+        for u, st, du, ph in CTM:
+            if u == uid:
+                for k in range(round(st * 100), min(round((st + du) * 100), len(want))):
+                    want[k] = ph
+        assert list(fr) == want, (uid, fr[:80], want[:80])
+    print(f"check-align: {len(utts)} utterances match the CTM")
 
 
 def check_shards(out):
@@ -225,6 +271,10 @@ if __name__ == "__main__":
         make_big(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
     elif cmd == "check-bad":
         check_bad(sys.argv[2], sys.argv[3])
+    elif cmd == "make-ctm":
+        make_ctm(sys.argv[2])
+    elif cmd == "check-align":
+        check_align(sys.argv[2])
     elif cmd == "dump":
         dump(sys.argv[2])
     elif cmd == "check-shards":
