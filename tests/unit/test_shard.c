@@ -154,6 +154,23 @@ static void test_round_trip(void **state) {
     }
 }
 
+/* A shard with no utterances (every input of a shard rejected) is still a valid, empty shard. */
+static void test_empty_shard(void **state) {
+    (void)state;
+    KoeError err;
+    const char *p = tpath("empty.h5");
+    ShardWriter *w = shard_writer_create(p, phones, 5, &err);
+    assert_non_null(w);
+    if (shard_writer_finish(w, &err) < 0) fail_msg("%s", err.msg);
+    CorpusShard s;
+    if (corpus_shard_open(&s, p, &err) < 0) fail_msg("%s", err.msg);
+    assert_int_equal(s.n, 0);
+    assert_int_equal(s.samples, 0);
+    assert_int_equal(s.n_phones, 5);
+    assert_int_equal(corpus_shard_read(&s, 0, 0, 1, NULL, &err), -1);
+    corpus_shard_close(&s);
+}
+
 static void test_writer_refuses_bad_utterances(void **state) {
     (void)state;
     KoeError err;
@@ -517,6 +534,7 @@ int main(void) {
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_empty_shard),
         cmocka_unit_test(test_writer_refuses_bad_utterances),
         cmocka_unit_test(test_bit_flip_detected),
         cmocka_unit_test(test_truncated_refused),
