@@ -1,4 +1,4 @@
-/* features.c — Kaldi-compatible fbank and MFCC, bit-for-bit the recipe of torchaudio.compliance.kaldi
+/* features.c — Kaldi-compatible fbank and MFCC, step for step the recipe of torchaudio.compliance.kaldi
  * (see features.h for the settings). Everything that does not depend on the audio — the povey
  * window, the mel triangles as one contiguous band of FFT bins per mel bin, the DCT with the
  * lifter folded in — is built once in features_create; a frame then costs one kissfft real FFT
