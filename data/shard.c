@@ -16,9 +16,11 @@
 #include "h5util.h"
 #include "zstd_filter.h"
 
-/* Reader chunk cache per shard: 32 raw chunks, enough for a crop plus its neighbours. */
-#define SHARD_CACHE_BYTES (32 * SHARD_CHUNK_SAMPLES * 2)
-#define SHARD_CACHE_SLOTS 521 /* prime, ~10x the chunks it holds, as the HDF5 guide advises */
+/* Reader chunk cache per open shard: 8 raw chunks (1 MB). A 250k-sample crop touches at most 5
+ * chunks, so a crop and the start of the next one from the same region stay decoded. Not more:
+ * a training run keeps every shard of the corpus open (hundreds), each with its own cache. */
+#define SHARD_CACHE_BYTES (8 * SHARD_CHUNK_SAMPLES * 2)
+#define SHARD_CACHE_SLOTS 101 /* prime, ~10x the chunks it holds, as the HDF5 guide advises */
 
 /* ---- small helpers --------------------------------------------------------------------------- */
 
@@ -287,14 +289,13 @@ static int writer_write_tables(ShardWriter *w) {
 int shard_writer_finish(ShardWriter *w, KoeError *err) {
     int rc = -1;
     h5_lock();
-    if (writer_flush_buf(w, err) < 0) {
-        /* err filled */
-    } else if (writer_write_tables(w) < 0) {
-        koe_error_set(err, "%s: cannot write the utterance tables: %s", w->tmp, h5_last_error());
-    } else if (H5Fflush(w->file, H5F_SCOPE_GLOBAL) < 0) {
-        koe_error_set(err, "%s: cannot flush: %s", w->tmp, h5_last_error());
-    } else {
-        rc = 0;
+    if (writer_flush_buf(w, err) == 0) {
+        if (writer_write_tables(w) < 0)
+            koe_error_set(err, "%s: cannot write the utterance tables: %s", w->tmp, h5_last_error());
+        else if (H5Fflush(w->file, H5F_SCOPE_GLOBAL) < 0)
+            koe_error_set(err, "%s: cannot flush: %s", w->tmp, h5_last_error());
+        else
+            rc = 0;
     }
     hid_t audio = w->audio, file = w->file;
     w->audio = w->file = -1;
