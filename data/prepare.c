@@ -46,7 +46,7 @@ static int cmp_reject(const void *a, const void *b) {
 }
 
 int prepare_report_write(const char *path, PrepareRejects *r, KoeError *err) {
-    qsort(r->v, (size_t)r->n, sizeof *r->v, cmp_reject);
+    if (r->n) qsort(r->v, (size_t)r->n, sizeof *r->v, cmp_reject); /* v is NULL when empty */
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
@@ -211,7 +211,7 @@ static void collect_dir(PreparePlan *p, int64_t *cap, const char *root, const Pr
                         PrepareRejects *rej) {
     Listing l = {0};
     walk(root, &l);
-    qsort(l.v, (size_t)l.n, sizeof *l.v, cmp_entry);
+    if (l.n) qsort(l.v, (size_t)l.n, sizeof *l.v, cmp_entry);
     size_t root_len = strlen(root);
     for (int64_t i = 0; i < l.n; i++) {
         const ListEntry *e = &l.v[i];
