@@ -601,6 +601,11 @@ int prepare_write_shards(const PreparePlan *p, const char *out_dir, int rank, in
             int rc = it->is_pipe ? audio_decode_command(it->source, &a, &aerr) : audio_decode_file(it->source, &a, &aerr);
             done++;
             if (rc) {
+                if (it->is_pipe) { /* name the wav.scp line too: the command alone may not identify it */
+                    KoeError e2;
+                    snprintf(e2.msg, sizeof e2.msg, "%.300s: %.700s", it->origin, aerr.msg);
+                    aerr = e2;
+                }
                 koe_warn("rejected %s", aerr.msg);
                 prepare_reject(rej, it->order, it->origin, aerr.msg);
                 st->files_rejected++;

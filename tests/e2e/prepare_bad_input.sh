@@ -54,4 +54,10 @@ print("pipe: ok")
 PY
 grep -q "scpdir" "$D/out-pipe/prepare-report.tsv" || grep -q "xdir.wav" "$D/out-pipe/prepare-report.tsv" \
   || { echo "FAIL: pipe run lost the directory rejection"; exit 1; }
+# A failing pipe command is a rejection naming its wav.scp line; the other line still lands.
+printf 'good %s\nfails cat /nonexistent/koe.wav |\n' "$D/audio/spk1/a16.wav" > "$D/fail.scp"
+$KOE prepare --out "$D/out-fail" --allow-pipes "$D/fail.scp" 2> "$D/stderr-fail"
+grep -q "fail.scp:2: .*exit status 1" "$D/stderr-fail" || { cat "$D/stderr-fail"; echo "FAIL: no reason naming fail.scp:2"; exit 1; }
+grep -q "^$D/fail.scp:2	" "$D/out-fail/prepare-report.tsv" || { echo "FAIL: report lacks fail.scp:2"; exit 1; }
+$KOE info "$D/out-fail" | grep -q "utterances *1" || { echo "FAIL: the good wav.scp line did not land"; exit 1; }
 echo "prepare_bad_input: ok"
