@@ -1,11 +1,451 @@
-/* cmd_synth.c — placeholder until the synth command lands. */
+/* cmd_synth.c — `koe synth`: the demo corpus that ships with koe (espeak-ng, no downloads).
+ * Plans which utterances to make, splits them across ranks (utterance k of a wave goes to rank
+ * k % world), and has rank 0 write the manifest and the alignments. The synthesis itself is
+ * data/synth.c. Must not depend on the rank count: the output is byte-identical for any world. */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "../core/common.h"
+#include "../data/synth.h"
+#include "../distributed/comm.h"
 #include "commands.h"
 
-const char cmd_synth_summary[] = "(not built yet)";
-const char cmd_synth_help[] = "koe synth: not built yet\n";
+const char cmd_synth_summary[] = "synthesise the multilingual demo corpus (espeak-ng) with phone alignments";
+const char cmd_synth_help[] =
+    "usage: koe synth --out DIR [--langs L1,L2,...] [--minutes M] [--seed S] [--wordlists DIR]\n"
+    "\n"
+    "Speaks sentences drawn from word lists with espeak-ng, varying voice variant (m1-m7, f1-f4),\n"
+    "rate (130-220 wpm), pitch (30-70) and pitch range (20-80) per utterance, resampled to 16 kHz\n"
+    "with libsoxr. Deterministic for a seed, and the same under mpirun with any number of ranks.\n"
+    "\n"
+    "  --out DIR        output directory (required); DIR/wav must not exist yet\n"
+    "  --langs LIST     comma-separated languages (default: all supported:\n"
+    "                   en,de,fr,es,it,pt,nl,pl,cs,fi,ru,tr,sw,hi)\n"
+    "  --minutes M      minutes of audio in total, split evenly across languages (default 5);\n"
+    "                   each language gets utterances until its share is reached\n"
+    "  --seed S         seed of every random choice (default 1)\n"
+    "  --wordlists DIR  word lists LANG.txt (default: data/wordlists of the source tree the koe\n"
+    "                   binary was built in, or PREFIX/share/koe/wordlists when installed)\n"
+    "\n"
+    "Writes:\n"
+    "  DIR/wav/LANG/LANG-NNNNNN-VARIANT.wav  16-bit PCM mono, 16 kHz; the speaker is the variant\n"
+    "  DIR/train.tsv   fairseq manifest: first line the absolute path of DIR/wav, then\n"
+    "                  RELPATH<TAB>N_SAMPLES<TAB>LANG\n"
+    "  DIR/align.ctm   phone alignments, one line per phone: UTT 1 START DUR PHONE (seconds,\n"
+    "                  3 decimals), covering each utterance from 0 to its end; phones are espeak-ng's\n"
+    "                  IPA names, pauses and leading silence are \"sil\". UTT is the wav path under\n"
+    "                  DIR/wav without .wav (e.g. en/en-000003-m2), the id `koe prepare` gives it.\n"
+    "  DIR/utts.tsv    what each utterance says and how: id, speaker, rate, pitch, range, text\n"
+    "\n"
+    "Next: koe prepare --out CORPUS --lang-from-dir --align DIR/align.ctm DIR/wav\n";
+
+#define DEFAULT_MINUTES 5.0
+#define DEFAULT_SEED 1
+#define PRIOR_UTT_SAMPLES (3 * SYNTH_SAMPLE_RATE) /* guess of an utterance's length before any is made */
+#define MAX_WAVE_PER_LANG 256
+
+typedef struct {
+    int lang;          /* index into synth_langs */
+    SynthWordlist wl;
+    int64_t n_made;    /* utterances synthesised so far (the kept ones are a prefix) */
+    int64_t n_kept;
+    int64_t kept_samples, made_samples;
+    int64_t *len;      /* (n_made) samples at 16 kHz */
+    int done;
+} LangState;
+
+static int usage_error(int rank, const char *fmt, const char *a) {
+    if (rank == 0) {
+        fprintf(stderr, "koe synth: ");
+        fprintf(stderr, fmt, a);
+        fprintf(stderr, "\n(see `koe help synth`)\n");
+    }
+    return KOE_EXIT_USAGE;
+}
+
+/* The word lists next to the binary: BUILD/koe -> ../data/wordlists (source tree), or
+ * PREFIX/bin/koe -> ../share/koe/wordlists (make install). */
+static int default_wordlists(char *out, size_t n) {
+    char exe[PATH_MAX];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len <= 0) return -1;
+    exe[len] = 0;
+    char *slash = strrchr(exe, '/');
+    if (!slash) return -1;
+    *slash = 0;
+    const char *cands[] = {"../data/wordlists", "../share/koe/wordlists"};
+    for (size_t i = 0; i < sizeof cands / sizeof cands[0]; i++) {
+        char p[PATH_MAX + 64];
+        struct stat st;
+        snprintf(p, sizeof p, "%s/%s", exe, cands[i]);
+        if (stat(p, &st) == 0 && S_ISDIR(st.st_mode) && strlen(p) < n) {
+            snprintf(out, n, "%s", p);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Rank 0 creates DIR, DIR/wav and DIR/wav/LANG; every rank learns whether that worked. */
+static int make_dirs(const char *out, const LangState *ls, int n_langs) {
+    int32_t ok = 1;
+    if (comm_rank() == 0) {
+        char p[PATH_MAX];
+        if (mkdir(out, 0777) && errno != EEXIST) {
+            koe_log("error: cannot create %s: %s", out, strerror(errno));
+            ok = 0;
+        }
+        snprintf(p, sizeof p, "%s/wav", out);
+        if (ok && mkdir(p, 0777)) {
+            if (errno == EEXIST)
+                koe_log("error: %s already exists: koe synth writes a fresh corpus; remove it or choose "
+                        "another --out", p);
+            else
+                koe_log("error: cannot create %s: %s", p, strerror(errno));
+            ok = 0;
+        }
+        for (int i = 0; ok && i < n_langs; i++) {
+            snprintf(p, sizeof p, "%s/wav/%s", out, synth_langs[ls[i].lang].code);
+            if (mkdir(p, 0777)) {
+                koe_log("error: cannot create %s: %s", p, strerror(errno));
+                ok = 0;
+            }
+        }
+    }
+    comm_bcast(&ok, sizeof ok, 0);
+    return ok ? 0 : -1;
+}
+
+typedef struct {
+    char *id;
+    const char *text; /* the block's lines */
+    size_t len;
+} CtmBlock;
+
+static int block_cmp(const void *a, const void *b) {
+    return strcmp(((const CtmBlock *)a)->id, ((const CtmBlock *)b)->id);
+}
+
+static char *read_whole(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) koe_fatal(KOE_EXIT_INTERNAL, "cannot open %s: %s", path, strerror(errno));
+    size_t cap = 1 << 16, n = 0, got;
+    char *b = koe_malloc(cap);
+    while ((got = fread(b + n, 1, cap - n - 1, f)) > 0)
+        if ((n += got) + 1 == cap) b = koe_realloc(b, cap *= 2);
+    if (ferror(f)) koe_fatal(KOE_EXIT_INTERNAL, "read error on %s", path);
+    fclose(f);
+    b[n] = 0;
+    *len = n;
+    return b;
+}
+
+static void part_path(char *buf, size_t n, const char *out, int rank) {
+    snprintf(buf, n, "%s/.synth-align-rank%05d.part", out, rank);
+}
+
+static FILE *open_tmp(const char *path, char *tmp, size_t n) {
+    snprintf(tmp, n, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) koe_fatal(KOE_EXIT_USAGE, "cannot create %s: %s", tmp, strerror(errno));
+    return f;
+}
+
+static void close_rename(FILE *f, const char *tmp, const char *path) {
+    if (ferror(f) | fclose(f)) koe_fatal(KOE_EXIT_USAGE, "write error on %s (disk full?)", tmp);
+    if (rename(tmp, path)) koe_fatal(KOE_EXIT_USAGE, "rename %s -> %s: %s", tmp, path, strerror(errno));
+}
+
+/* Rank 0: the manifest and the CTM, in language order then index, from every rank's part file. */
+static void write_outputs(const char *out, LangState *ls, int n_langs, uint64_t seed, int world) {
+    char **texts = koe_malloc((size_t)world * sizeof *texts);
+    size_t nb = 0, capb = 1024;
+    CtmBlock *blocks = koe_malloc(capb * sizeof *blocks);
+    for (int r = 0; r < world; r++) {
+        char p[PATH_MAX];
+        size_t len;
+        part_path(p, sizeof p, out, r);
+        texts[r] = read_whole(p, &len);
+        for (char *line = texts[r]; *line;) {
+            char *nl = strchr(line, '\n');
+            KOE_ASSERT(nl);
+            char *sp = memchr(line, ' ', (size_t)(nl - line));
+            KOE_ASSERT(sp);
+            size_t idlen = (size_t)(sp - line);
+            CtmBlock *last = nb ? &blocks[nb - 1] : NULL;
+            if (last && strlen(last->id) == idlen && !memcmp(last->id, line, idlen)) {
+                last->len = (size_t)(nl + 1 - last->text);
+            } else {
+                if (nb == capb) blocks = koe_realloc(blocks, (capb *= 2) * sizeof *blocks);
+                char *id = koe_malloc(idlen + 1);
+                memcpy(id, line, idlen);
+                id[idlen] = 0;
+                blocks[nb++] = (CtmBlock){id, line, (size_t)(nl + 1 - line)};
+            }
+            line = nl + 1;
+        }
+    }
+    qsort(blocks, nb, sizeof *blocks, block_cmp);
+
+    char wavdir[PATH_MAX], root[PATH_MAX], path[PATH_MAX], tmp_tsv[PATH_MAX + 8], tmp_ctm[PATH_MAX + 8];
+    snprintf(wavdir, sizeof wavdir, "%s/wav", out);
+    if (!realpath(wavdir, root)) koe_fatal(KOE_EXIT_INTERNAL, "realpath %s: %s", wavdir, strerror(errno));
+    char tsv_path[PATH_MAX], ctm_path[PATH_MAX], txt_path[PATH_MAX], tmp_txt[PATH_MAX + 8];
+    snprintf(tsv_path, sizeof tsv_path, "%s/train.tsv", out);
+    snprintf(ctm_path, sizeof ctm_path, "%s/align.ctm", out);
+    snprintf(txt_path, sizeof txt_path, "%s/utts.tsv", out);
+    FILE *tsv = open_tmp(tsv_path, tmp_tsv, sizeof tmp_tsv);
+    FILE *ctm = open_tmp(ctm_path, tmp_ctm, sizeof tmp_ctm);
+    FILE *txt = open_tmp(txt_path, tmp_txt, sizeof tmp_txt);
+    fprintf(tsv, "%s\n", root);
+    fprintf(txt, "id\tspeaker\trate\tpitch\trange\ttext\n");
+    for (int i = 0; i < n_langs; i++) {
+        for (int64_t k = 0; k < ls[i].n_kept; k++) {
+            SynthUttSpec s;
+            synth_utt_spec(&s, seed, ls[i].lang, k, &ls[i].wl);
+            char id[128];
+            synth_utt_id(id, sizeof id, &s);
+            fprintf(txt, "%s\t%s\t%d\t%d\t%d\t%s\n", id, s.variant, s.rate, s.pitch, s.range, s.text);
+            synth_utt_spec_free(&s);
+            fprintf(tsv, "%s.wav\t%" PRId64 "\t%s\n", id, ls[i].len[k], synth_langs[ls[i].lang].code);
+            CtmBlock key = {.id = id};
+            CtmBlock *b = bsearch(&key, blocks, nb, sizeof *blocks, block_cmp);
+            if (!b) koe_fatal(KOE_EXIT_INTERNAL, "no alignment was written for utterance %s", id);
+            fwrite(b->text, 1, b->len, ctm);
+        }
+    }
+    close_rename(tsv, tmp_tsv, tsv_path);
+    close_rename(ctm, tmp_ctm, ctm_path);
+    close_rename(txt, tmp_txt, txt_path);
+    for (int r = 0; r < world; r++) {
+        part_path(path, sizeof path, out, r);
+        if (unlink(path)) koe_warn("could not remove %s: %s", path, strerror(errno));
+        free(texts[r]);
+    }
+    for (size_t b = 0; b < nb; b++) free(blocks[b].id);
+    free(blocks);
+    free(texts);
+}
+
+static double cpu_seconds(void) {
+    struct rusage self, kids;
+    getrusage(RUSAGE_SELF, &self);
+    getrusage(RUSAGE_CHILDREN, &kids);
+    return (double)(self.ru_utime.tv_sec + self.ru_stime.tv_sec + kids.ru_utime.tv_sec + kids.ru_stime.tv_sec) +
+           1e-6 * (double)(self.ru_utime.tv_usec + self.ru_stime.tv_usec + kids.ru_utime.tv_usec +
+                           kids.ru_stime.tv_usec);
+}
+
 int cmd_synth(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    koe_fatal(KOE_EXIT_INTERNAL, "koe synth is not built yet");
+    int rank = comm_rank(), world = comm_size();
+    const char *out = NULL, *langs_arg = NULL, *wl_dir = NULL;
+    double minutes = DEFAULT_MINUTES;
+    uint64_t seed = DEFAULT_SEED;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            if (rank == 0) fputs(cmd_synth_help, stdout);
+            return KOE_EXIT_OK;
+        }
+        if (strcmp(a, "--out") && strcmp(a, "--langs") && strcmp(a, "--minutes") && strcmp(a, "--seed") &&
+            strcmp(a, "--wordlists"))
+            return usage_error(rank, "unknown option '%s'", a);
+        if (i + 1 >= argc) return usage_error(rank, "%s needs a value", a);
+        const char *v = argv[++i];
+        char *end;
+        if (!strcmp(a, "--out")) out = v;
+        else if (!strcmp(a, "--langs")) langs_arg = v;
+        else if (!strcmp(a, "--wordlists")) wl_dir = v;
+        else if (!strcmp(a, "--minutes")) {
+            errno = 0;
+            minutes = strtod(v, &end);
+            if (errno || end == v || *end || !(minutes > 0) || minutes > 1e5)
+                return usage_error(rank, "--minutes '%s': give a number of minutes > 0 (at most 100000)", v);
+        } else {
+            errno = 0;
+            unsigned long long s = strtoull(v, &end, 10);
+            if (errno || end == v || *end || v[0] == '-')
+                return usage_error(rank, "--seed '%s': give a non-negative integer", v);
+            seed = (uint64_t)s;
+        }
+    }
+    if (!out) return usage_error(rank, "%s", "--out DIR is required");
+
+    /* Languages: the requested ones, in the order given. */
+    char supported[256];
+    synth_lang_list(supported, sizeof supported);
+    char *langs_copy = koe_strdup(langs_arg ? langs_arg : supported);
+    LangState *ls = koe_calloc((size_t)synth_n_langs, sizeof *ls);
+    int n_langs = 0, rc = KOE_EXIT_OK;
+    for (char *save = NULL, *tok = strtok_r(langs_copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        int l = synth_lang_find(tok);
+        if (l < 0) {
+            if (rank == 0)
+                fprintf(stderr, "koe synth: --langs: unknown language '%s'; supported: %s\n", tok, supported);
+            rc = KOE_EXIT_USAGE;
+            break;
+        }
+        for (int j = 0; j < n_langs; j++)
+            if (ls[j].lang == l) {
+                if (rank == 0) fprintf(stderr, "koe synth: --langs: '%s' is given twice\n", tok);
+                rc = KOE_EXIT_USAGE;
+            }
+        if (rc) break;
+        ls[n_langs++].lang = l;
+    }
+    free(langs_copy);
+    if (!rc && n_langs == 0) rc = usage_error(rank, "--langs '%s': no language given", langs_arg);
+
+    char wl_default[PATH_MAX];
+    if (!rc && !wl_dir) {
+        if (default_wordlists(wl_default, sizeof wl_default))
+            rc = usage_error(rank, "%s", "cannot find the word lists next to the koe binary: pass --wordlists "
+                                         "DIR (the source tree's data/wordlists)");
+        wl_dir = wl_default;
+    }
+    KoeError err;
+    for (int i = 0; !rc && i < n_langs; i++) {
+        char p[PATH_MAX];
+        if (snprintf(p, sizeof p, "%s/%s.txt", wl_dir, synth_langs[ls[i].lang].code) >= (int)sizeof p) {
+            rc = usage_error(rank, "--wordlists '%s': path too long", wl_dir);
+            break;
+        }
+        if (synth_wordlist_load(&ls[i].wl, p, &err)) {
+            if (rank == 0) fprintf(stderr, "koe synth: %s\n", err.msg);
+            rc = KOE_EXIT_USAGE;
+        }
+    }
+    int voice_ok[64];
+    KOE_ASSERT(synth_n_langs <= 64);
+    if (!rc && synth_init(voice_ok, &err)) {
+        if (rank == 0) fprintf(stderr, "koe synth: %s\n", err.msg);
+        rc = KOE_EXIT_USAGE;
+    }
+    for (int i = 0; !rc && i < n_langs; i++)
+        if (!voice_ok[ls[i].lang]) {
+            if (rank == 0)
+                fprintf(stderr, "koe synth: espeak-ng has no voice '%s' for language %s: install espeak-ng-data "
+                                "or leave the language out of --langs\n",
+                        synth_langs[ls[i].lang].voice, synth_langs[ls[i].lang].code);
+            rc = KOE_EXIT_USAGE;
+        }
+    if (!rc && make_dirs(out, ls, n_langs)) rc = KOE_EXIT_USAGE;
+    if (rc) {
+        for (int i = 0; i < n_langs; i++) synth_wordlist_free(&ls[i].wl);
+        free(ls);
+        return rc;
+    }
+
+    double t0 = koe_now();
+    int64_t budget = (int64_t)ceil(minutes * 60.0 * SYNTH_SAMPLE_RATE / n_langs);
+    char part[PATH_MAX];
+    part_path(part, sizeof part, out, rank);
+    FILE *pf = fopen(part, "w");
+    if (!pf) koe_fatal(KOE_EXIT_USAGE, "cannot create %s: %s", part, strerror(errno));
+    int64_t clipped = 0, n_jobs_total = 0;
+    /* Waves: every language still short of its budget gets about as many utterances as its mean
+     * length so far says it needs; the kept utterances are the shortest prefix that reaches the
+     * budget, so the result does not depend on how a wave was sized or split, only the waste does. */
+    for (int wave = 0;; wave++) {
+        int64_t n_jobs = 0;
+        int64_t *job_n = koe_calloc((size_t)n_langs, sizeof *job_n);
+        for (int i = 0; i < n_langs; i++) {
+            if (ls[i].done) continue;
+            double est = ls[i].n_made ? (double)ls[i].made_samples / (double)ls[i].n_made : PRIOR_UTT_SAMPLES;
+            double need = ceil((double)(budget - ls[i].kept_samples) / est);
+            job_n[i] = need < 1 ? 1 : need > MAX_WAVE_PER_LANG ? MAX_WAVE_PER_LANG : (int64_t)need;
+            n_jobs += job_n[i];
+        }
+        if (n_jobs == 0) {
+            free(job_n);
+            break;
+        }
+        int *job_lang = koe_malloc((size_t)n_jobs * sizeof *job_lang); /* index into ls */
+        int64_t *job_index = koe_malloc((size_t)n_jobs * sizeof *job_index);
+        int64_t *job_len = koe_calloc((size_t)n_jobs, sizeof *job_len);
+        for (int i = 0, k = 0; i < n_langs; i++)
+            for (int64_t j = 0; j < job_n[i]; j++, k++) {
+                job_lang[k] = i;
+                job_index[k] = ls[i].n_made + j;
+            }
+        for (int64_t k = rank; k < n_jobs; k += world) {
+            LangState *L = &ls[job_lang[k]];
+            SynthUttSpec s;
+            SynthUtt u;
+            synth_utt_spec(&s, seed, L->lang, job_index[k], &L->wl);
+            char id[128], wav[PATH_MAX];
+            synth_utt_id(id, sizeof id, &s);
+            if (synth_render(&s, &u, &err)) koe_fatal(KOE_EXIT_INTERNAL, "utterance %s: %s", id, err.msg);
+            snprintf(wav, sizeof wav, "%s/wav/%s.wav", out, id);
+            if (synth_write_wav(wav, &u, &err)) koe_fatal(KOE_EXIT_USAGE, "utterance %s: %s", id, err.msg);
+            if (synth_write_ctm(pf, id, &u)) koe_fatal(KOE_EXIT_USAGE, "write error on %s (disk full?)", part);
+            job_len[k] = u.n_samples;
+            clipped += u.n_clipped;
+            synth_utt_free(&u);
+            synth_utt_spec_free(&s);
+        }
+        KOE_ASSERT(n_jobs <= INT_MAX);
+        comm_allreduce_sum_i64(job_len, (int)n_jobs);
+        for (int64_t k = 0; k < n_jobs; k++) {
+            LangState *L = &ls[job_lang[k]];
+            KOE_ASSERT(job_len[k] > 0 && job_index[k] == L->n_made);
+            L->len = koe_realloc(L->len, (size_t)(L->n_made + 1) * sizeof *L->len);
+            L->len[L->n_made++] = job_len[k];
+            L->made_samples += job_len[k];
+            if (!L->done) {
+                L->n_kept++;
+                L->kept_samples += job_len[k];
+                L->done = L->kept_samples >= budget;
+            } else if (k % world == rank) { /* made in this wave past the budget: not part of the corpus */
+                SynthUttSpec s;
+                synth_utt_spec(&s, seed, L->lang, job_index[k], &L->wl);
+                char id[128], wav[PATH_MAX];
+                synth_utt_id(id, sizeof id, &s);
+                synth_utt_spec_free(&s);
+                snprintf(wav, sizeof wav, "%s/wav/%s.wav", out, id);
+                if (unlink(wav)) koe_fatal(KOE_EXIT_USAGE, "cannot remove %s: %s", wav, strerror(errno));
+            }
+        }
+        n_jobs_total += n_jobs;
+        if (rank == 0) koe_log("synth: wave %d: %" PRId64 " utterances", wave + 1, n_jobs);
+        free(job_n);
+        free(job_lang);
+        free(job_index);
+        free(job_len);
+    }
+    if (ferror(pf) | fclose(pf)) koe_fatal(KOE_EXIT_USAGE, "write error on %s (disk full?)", part);
+    comm_allreduce_sum_i64(&clipped, 1);
+    comm_barrier(); /* every part file is complete */
+    if (rank == 0) write_outputs(out, ls, n_langs, seed, world);
+
+    double cpu = cpu_seconds();
+    comm_allreduce_sum_f64(&cpu, 1);
+    int64_t n_utts = 0, samples = 0;
+    for (int i = 0; i < n_langs; i++) {
+        n_utts += ls[i].n_kept;
+        samples += ls[i].kept_samples;
+    }
+    double audio_min = (double)samples / SYNTH_SAMPLE_RATE / 60.0;
+    if (rank == 0) {
+        koe_log("synth: %" PRId64 " utterances, %.2f min of audio in %d languages -> %s "
+                "(%" PRId64 " synthesised, %" PRId64 " samples clipped)",
+                n_utts, audio_min, n_langs, out, n_jobs_total, clipped);
+        koe_log("synth: %.1f s wall, %.2f CPU s on %d rank(s): %.2f CPU s per minute of audio", koe_now() - t0, cpu,
+                world, cpu / audio_min);
+        koe_log("next: koe prepare --out CORPUS --lang-from-dir --align %s/align.ctm %s/wav", out, out);
+    }
+    comm_barrier(); /* the outputs exist when any rank returns */
+    for (int i = 0; i < n_langs; i++) {
+        synth_wordlist_free(&ls[i].wl);
+        free(ls[i].len);
+    }
+    free(ls);
+    return KOE_EXIT_OK;
 }
