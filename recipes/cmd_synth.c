@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -61,6 +62,16 @@ typedef struct {
     int done;
 } LangState;
 
+/* Paths are built from --out (checked to be short enough) and short names; a truncated path
+ * would write somewhere else, so it is fatal rather than silent. */
+static void __attribute__((format(printf, 3, 4))) path_printf(char *buf, size_t n, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int len = vsnprintf(buf, n, fmt, ap);
+    va_end(ap);
+    if (len < 0 || (size_t)len >= n) koe_fatal(KOE_EXIT_USAGE, "path too long: %s...", buf);
+}
+
 static int usage_error(int rank, const char *fmt, const char *a) {
     if (rank == 0) {
         fprintf(stderr, "koe synth: ");
@@ -84,9 +95,9 @@ static int default_wordlists(char *out, size_t n) {
     for (size_t i = 0; i < sizeof cands / sizeof cands[0]; i++) {
         char p[PATH_MAX + 64];
         struct stat st;
-        snprintf(p, sizeof p, "%s/%s", exe, cands[i]);
+        path_printf(p, sizeof p, "%s/%s", exe, cands[i]);
         if (stat(p, &st) == 0 && S_ISDIR(st.st_mode) && strlen(p) < n) {
-            snprintf(out, n, "%s", p);
+            memcpy(out, p, strlen(p) + 1);
             return 0;
         }
     }
@@ -102,7 +113,7 @@ static int make_dirs(const char *out, const LangState *ls, int n_langs) {
             koe_log("error: cannot create %s: %s", out, strerror(errno));
             ok = 0;
         }
-        snprintf(p, sizeof p, "%s/wav", out);
+        path_printf(p, sizeof p, "%s/wav", out);
         if (ok && mkdir(p, 0777)) {
             if (errno == EEXIST)
                 koe_log("error: %s already exists: koe synth writes a fresh corpus; remove it or choose "
@@ -112,7 +123,7 @@ static int make_dirs(const char *out, const LangState *ls, int n_langs) {
             ok = 0;
         }
         for (int i = 0; ok && i < n_langs; i++) {
-            snprintf(p, sizeof p, "%s/wav/%s", out, synth_langs[ls[i].lang].code);
+            path_printf(p, sizeof p, "%s/wav/%s", out, synth_langs[ls[i].lang].code);
             if (mkdir(p, 0777)) {
                 koe_log("error: cannot create %s: %s", p, strerror(errno));
                 ok = 0;
@@ -148,11 +159,11 @@ static char *read_whole(const char *path, size_t *len) {
 }
 
 static void part_path(char *buf, size_t n, const char *out, int rank) {
-    snprintf(buf, n, "%s/.synth-align-rank%05d.part", out, rank);
+    path_printf(buf, n, "%s/.synth-align-rank%05d.part", out, rank);
 }
 
 static FILE *open_tmp(const char *path, char *tmp, size_t n) {
-    snprintf(tmp, n, "%s.tmp", path);
+    path_printf(tmp, n, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
     if (!f) koe_fatal(KOE_EXIT_USAGE, "cannot create %s: %s", tmp, strerror(errno));
     return f;
@@ -195,12 +206,12 @@ static void write_outputs(const char *out, LangState *ls, int n_langs, uint64_t 
     qsort(blocks, nb, sizeof *blocks, block_cmp);
 
     char wavdir[PATH_MAX], root[PATH_MAX], path[PATH_MAX], tmp_tsv[PATH_MAX + 8], tmp_ctm[PATH_MAX + 8];
-    snprintf(wavdir, sizeof wavdir, "%s/wav", out);
+    path_printf(wavdir, sizeof wavdir, "%s/wav", out);
     if (!realpath(wavdir, root)) koe_fatal(KOE_EXIT_INTERNAL, "realpath %s: %s", wavdir, strerror(errno));
     char tsv_path[PATH_MAX], ctm_path[PATH_MAX], txt_path[PATH_MAX], tmp_txt[PATH_MAX + 8];
-    snprintf(tsv_path, sizeof tsv_path, "%s/train.tsv", out);
-    snprintf(ctm_path, sizeof ctm_path, "%s/align.ctm", out);
-    snprintf(txt_path, sizeof txt_path, "%s/utts.tsv", out);
+    path_printf(tsv_path, sizeof tsv_path, "%s/train.tsv", out);
+    path_printf(ctm_path, sizeof ctm_path, "%s/align.ctm", out);
+    path_printf(txt_path, sizeof txt_path, "%s/utts.tsv", out);
     FILE *tsv = open_tmp(tsv_path, tmp_tsv, sizeof tmp_tsv);
     FILE *ctm = open_tmp(ctm_path, tmp_ctm, sizeof tmp_ctm);
     FILE *txt = open_tmp(txt_path, tmp_txt, sizeof tmp_txt);
@@ -277,6 +288,7 @@ int cmd_synth(int argc, char **argv) {
         }
     }
     if (!out) return usage_error(rank, "%s", "--out DIR is required");
+    if (strlen(out) > PATH_MAX - 256) return usage_error(rank, "--out '%s': path too long", out);
 
     /* Languages: the requested ones, in the order given. */
     char supported[256];
@@ -383,7 +395,7 @@ int cmd_synth(int argc, char **argv) {
             char id[128], wav[PATH_MAX];
             synth_utt_id(id, sizeof id, &s);
             if (synth_render(&s, &u, &err)) koe_fatal(KOE_EXIT_INTERNAL, "utterance %s: %s", id, err.msg);
-            snprintf(wav, sizeof wav, "%s/wav/%s.wav", out, id);
+            path_printf(wav, sizeof wav, "%s/wav/%s.wav", out, id);
             if (synth_write_wav(wav, &u, &err)) koe_fatal(KOE_EXIT_USAGE, "utterance %s: %s", id, err.msg);
             if (synth_write_ctm(pf, id, &u)) koe_fatal(KOE_EXIT_USAGE, "write error on %s (disk full?)", part);
             job_len[k] = u.n_samples;
@@ -409,7 +421,7 @@ int cmd_synth(int argc, char **argv) {
                 char id[128], wav[PATH_MAX];
                 synth_utt_id(id, sizeof id, &s);
                 synth_utt_spec_free(&s);
-                snprintf(wav, sizeof wav, "%s/wav/%s.wav", out, id);
+                path_printf(wav, sizeof wav, "%s/wav/%s.wav", out, id);
                 if (unlink(wav)) koe_fatal(KOE_EXIT_USAGE, "cannot remove %s: %s", wav, strerror(errno));
             }
         }
