@@ -43,7 +43,8 @@ const char cmd_synth_help[] =
     "                  3 decimals), covering each utterance from 0 to its end; phones are espeak-ng's\n"
     "                  IPA names, pauses and leading silence are \"sil\". UTT is the wav path under\n"
     "                  DIR/wav without .wav (e.g. en/en-000003-m2), the id `koe prepare` gives it.\n"
-    "  DIR/utts.tsv    what each utterance says and how: id, speaker, rate, pitch, range, text\n"
+    "  DIR/utts.txt    what each utterance says and how (tab-separated, one header line): id,\n"
+    "                  speaker, rate, pitch, range, text\n"
     "\n"
     "Next: koe prepare --out CORPUS --lang-from-dir --align DIR/align.ctm DIR/wav\n";
 
@@ -211,7 +212,7 @@ static void write_outputs(const char *out, LangState *ls, int n_langs, uint64_t 
     char tsv_path[PATH_MAX], ctm_path[PATH_MAX], txt_path[PATH_MAX], tmp_txt[PATH_MAX + 8];
     path_printf(tsv_path, sizeof tsv_path, "%s/train.tsv", out);
     path_printf(ctm_path, sizeof ctm_path, "%s/align.ctm", out);
-    path_printf(txt_path, sizeof txt_path, "%s/utts.tsv", out);
+    path_printf(txt_path, sizeof txt_path, "%s/utts.txt", out);
     FILE *tsv = open_tmp(tsv_path, tmp_tsv, sizeof tmp_tsv);
     FILE *ctm = open_tmp(ctm_path, tmp_ctm, sizeof tmp_ctm);
     FILE *txt = open_tmp(txt_path, tmp_txt, sizeof tmp_txt);

@@ -20,7 +20,7 @@ o=$(median3 "${ours[@]}")
 "$PYTHON" - "$KOE_TMP/synth1" "$o" "$(median3 "${walls[@]}")" "$(echo "$log2" | wall)" "$MIN" <<'EOF'
 import os, resource, subprocess, sys, tempfile
 d, ours, wall1, wall2, minutes = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
-rows = [l.rstrip("\n").split("\t") for l in open(os.path.join(d, "utts.tsv"), encoding="utf-8")][1:]
+rows = [l.rstrip("\n").split("\t") for l in open(os.path.join(d, "utts.txt"), encoding="utf-8")][1:]
 voices = {"en": "en", "de": "de", "fr": "fr", "es": "es", "it": "it", "pt": "pt", "nl": "nl", "pl": "pl",
           "cs": "cs", "fi": "fi", "ru": "ru", "tr": "tr", "sw": "sw", "hi": "hi"}
 before = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -18,7 +18,7 @@ rows() { tail -n +2 "$1/train.tsv"; }
 same() { # DIR1 DIR2 WHAT
   diff -r "$1/wav" "$2/wav" > /dev/null || { echo "FAIL: $3: wav files differ"; diff -rq "$1/wav" "$2/wav" | head; exit 1; }
   cmp "$1/align.ctm" "$2/align.ctm" || { echo "FAIL: $3: align.ctm differs"; exit 1; }
-  cmp "$1/utts.tsv" "$2/utts.tsv" || { echo "FAIL: $3: utts.tsv differs"; exit 1; }
+  cmp "$1/utts.txt" "$2/utts.txt" || { echo "FAIL: $3: utts.txt differs"; exit 1; }
   diff <(rows "$1") <(rows "$2") || { echo "FAIL: $3: train.tsv rows differ"; exit 1; }
 }
 same "$T/a" "$T/b" "same seed twice"
