@@ -357,6 +357,7 @@ static void push_phone(SynthUtt *u, int64_t *cap, int64_t start, int64_t end, co
     }
     if (u->n_phones == *cap) u->phones = koe_realloc(u->phones, (size_t)(*cap = 2 * *cap + 16) * sizeof *u->phones);
     SynthPhone *p = &u->phones[u->n_phones++];
+    memset(p, 0, sizeof *p); /* whole structs compare equal when the phones do */
     p->start_ms = start;
     p->end_ms = end;
     snprintf(p->phone, sizeof p->phone, "%s", label);
