@@ -91,10 +91,11 @@ int synth_wordlist_load(SynthWordlist *wl, const char *path, KoeError *err) {
                                      path, line_no, i + 1);
             }
             if (line[i] == ' ' || line[i] == '\t') {
+                koe_error_set(err, "%s:%" PRId64 ": '%s' has white space inside: one word per line", path, line_no,
+                              line);
                 free(words);
                 free(text);
-                return koe_error_set(err, "%s:%" PRId64 ": '%s' has white space inside: one word per line", path,
-                                     line_no, line);
+                return -1;
             }
             i += (size_t)k;
         }
