@@ -124,6 +124,7 @@ install: all
 	install -m 755 $(BUILD)/koe $(DESTDIR)$(PREFIX)/bin/koe
 	install -m 755 launch/koe-local $(DESTDIR)$(PREFIX)/bin/koe-local
 	install -m 755 $(PLUGIN) $(DESTDIR)$(PREFIX)/lib/koe/hdf5-plugins/
+	cp -r data/wordlists $(DESTDIR)$(PREFIX)/share/koe/
 	$(if $(wildcard recipes/*/*.ini),cd recipes && cp --parents $(patsubst recipes/%,%,$(wildcard recipes/*/*.ini)) $(DESTDIR)$(PREFIX)/share/koe/)
 
 clean:
