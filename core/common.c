@@ -1,9 +1,13 @@
 /* common.c — see common.h. No MPI, no HDF5. */
 #include "common.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static void (*fatal_hook)(int code);
 static int log_rank, log_world = 1;
@@ -92,4 +96,29 @@ double koe_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int fsync_path(const char *path, int flags) {
+    int fd = open(path, flags);
+    if (fd < 0) return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+int koe_publish_file(const char *tmp, const char *path, KoeError *err) {
+    int rc = 0;
+    if (fsync_path(tmp, O_RDONLY) < 0)
+        rc = koe_error_set(err, "%s: fsync failed: %s", tmp, strerror(errno));
+    else if (rename(tmp, path) < 0)
+        rc = koe_error_set(err, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+    if (rc < 0) {
+        unlink(tmp);
+        return rc;
+    }
+    char *dir = koe_strdup(path);
+    if (fsync_path(dirname(dir), O_RDONLY | O_DIRECTORY) < 0)
+        rc = koe_error_set(err, "%s: fsync of its directory failed: %s", path, strerror(errno));
+    free(dir);
+    return rc;
 }

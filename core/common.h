@@ -47,3 +47,7 @@ void *koe_realloc(void *p, size_t n);
 char *koe_strdup(const char *s);
 
 double koe_now(void); /* monotonic seconds */
+
+/* Publish a finished file: fsync tmp, rename it to path, fsync path's directory. A reader never
+ * sees a partial file under the final name. On failure tmp is removed and err names the step. */
+int koe_publish_file(const char *tmp, const char *path, KoeError *err);

@@ -5,7 +5,6 @@
 #include "corpus.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <hdf5.h>
 #include <math.h>
 #include <stdlib.h>
@@ -108,50 +107,20 @@ static int stats_compute(const CorpusShard *shards, int n_shards, CorpusStats *s
 
 /* ---- index writer ---------------------------------------------------------------------------- */
 
-static int write_i64(hid_t loc, const char *name, const int64_t *v, int64_t n) {
-    hsize_t dims[1] = {(hsize_t)n};
-    hid_t sp = H5Screate_simple(1, dims, NULL);
-    if (sp < 0) return -1;
-    hid_t d = H5Dcreate2(loc, name, H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    int rc = d >= 0 && (n == 0 || H5Dwrite(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0) ? 0 : -1;
-    if (d >= 0) H5Dclose(d);
-    H5Sclose(sp);
-    return rc;
-}
-
-static int write_f64(hid_t loc, const char *name, const double *v, int64_t n) {
-    hsize_t dims[1] = {(hsize_t)n};
-    hid_t sp = H5Screate_simple(1, dims, NULL);
-    if (sp < 0) return -1;
-    hid_t d = H5Dcreate2(loc, name, H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    int rc = d >= 0 && (n == 0 || H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0) ? 0 : -1;
-    if (d >= 0) H5Dclose(d);
-    H5Sclose(sp);
-    return rc;
-}
-
 static int index_write_file(const char *tmp, char *const *names, const int64_t *shard_utts, int n_shards,
                             const CorpusStats *st, const char *settings) {
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (f < 0) return -1;
-    int rc = h5_write_strings(f, "shards", names, n_shards) | write_i64(f, "shard_utts", shard_utts, n_shards) |
+    int rc = h5_write_strings(f, "shards", names, n_shards) | h5_write_array(f, "shard_utts", H5T_STD_I64LE, H5T_NATIVE_INT64, shard_utts, n_shards) |
              h5_write_strings(f, "langs", st->langs, st->n_langs) |
-             write_i64(f, "lang_utts", st->lang_utts, st->n_langs) |
-             write_f64(f, "lang_hours", st->lang_hours, st->n_langs) |
+             h5_write_array(f, "lang_utts", H5T_STD_I64LE, H5T_NATIVE_INT64, st->lang_utts, st->n_langs) |
+             h5_write_array(f, "lang_hours", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, st->lang_hours, st->n_langs) |
              h5_attr_write_i64(f, "sample_rate", SHARD_SAMPLE_RATE) | h5_attr_write_i64(f, "n_utts", st->n_utts) |
              h5_attr_write_f64(f, "hours", st->hours) | h5_attr_write_str(f, "settings", settings ? settings : "") |
              h5_attr_write_i64(f, "format_version", CORPUS_FORMAT_VERSION) |
              h5_attr_write_str(f, "format", CORPUS_FORMAT);
     if (H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) rc = -1;
     if (H5Fclose(f) < 0) rc = -1;
-    return rc;
-}
-
-static int fsync_path(const char *path, int dir) {
-    int fd = open(path, dir ? (O_RDONLY | O_DIRECTORY) : O_RDONLY);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    close(fd);
     return rc;
 }
 
@@ -188,11 +157,7 @@ int corpus_write_index(const char *dir, char *const *shard_names, int n_shards, 
         unlink(tmp);
         goto out;
     }
-    if (fsync_path(tmp, 0) < 0 || rename(tmp, index) < 0 || fsync_path(dir, 1) < 0) {
-        koe_error_set(err, "%s: cannot publish the corpus index: %s", index, strerror(errno));
-        unlink(tmp);
-        goto out;
-    }
+    if (koe_publish_file(tmp, index, err) < 0) goto out;
     rc = 0;
 out:
     for (int i = 0; i < opened; i++) corpus_shard_close(&shards[i]);
@@ -229,36 +194,6 @@ static void index_free(CorpusIndex *ix) {
     memset(ix, 0, sizeof *ix);
 }
 
-/* A 1-d numeric dataset of exactly n elements, converted to mtype (8-byte elements). */
-static int read_table(hid_t loc, const char *path, const char *name, hid_t mtype, int64_t n, void **out,
-                      KoeError *err) {
-    if (H5Lexists(loc, name, H5P_DEFAULT) <= 0) return koe_error_set(err, "%s: dataset '%s' is missing", path, name);
-    hid_t d = H5Dopen2(loc, name, H5P_DEFAULT);
-    if (d < 0) return koe_error_set(err, "%s: cannot open '%s': %s", path, name, h5_last_error());
-    hid_t sp = H5Dget_space(d), ft = H5Dget_type(d);
-    H5T_class_t cls = H5Tget_class(ft);
-    hsize_t len = 0;
-    int rc = -1;
-    if (H5Sget_simple_extent_ndims(sp) != 1 || (cls != H5T_INTEGER && cls != H5T_FLOAT)) {
-        koe_error_set(err, "%s: '%s' is not a 1-d numeric dataset", path, name);
-    } else if (H5Sget_simple_extent_dims(sp, &len, NULL) < 0 || (int64_t)len != n) {
-        koe_error_set(err, "%s: '%s' has %lld entries, expected %lld", path, name, (long long)len, (long long)n);
-    } else {
-        void *v = koe_malloc((size_t)(n ? n : 1) * 8);
-        if (n == 0 || H5Dread(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0) {
-            *out = v;
-            rc = 0;
-        } else {
-            free(v);
-            koe_error_set(err, "%s: cannot read '%s': %s", path, name, h5_last_error());
-        }
-    }
-    H5Tclose(ft);
-    H5Sclose(sp);
-    H5Dclose(d);
-    return rc;
-}
-
 static int index_read_locked(hid_t f, const char *path, CorpusIndex *ix, KoeError *err) {
     int64_t rate;
     if (h5_check_format(f, path, CORPUS_FORMAT, CORPUS_FORMAT_VERSION, err) < 0) return -1;
@@ -273,11 +208,11 @@ static int index_read_locked(hid_t f, const char *path, CorpusIndex *ix, KoeErro
     if (h5_attr_read_str(f, path, "settings", ix->settings, CORPUS_SETTINGS_MAX, err) < 0) return -1;
     if (h5_read_strings(f, path, "shards", &ix->shards, &ix->n_shards, err) < 0) return -1;
     if (ix->n_shards == 0) return koe_error_set(err, "%s: lists no shards", path);
-    if (read_table(f, path, "shard_utts", H5T_NATIVE_INT64, ix->n_shards, (void **)&ix->shard_utts, err) < 0)
+    if (h5_read_array(f, path, "shard_utts", H5T_NATIVE_INT64, sizeof(int64_t), ix->n_shards, (void **)&ix->shard_utts, NULL, err) < 0)
         return -1;
     if (h5_read_strings(f, path, "langs", &ix->langs, &ix->n_langs, err) < 0) return -1;
-    if (read_table(f, path, "lang_utts", H5T_NATIVE_INT64, ix->n_langs, (void **)&ix->lang_utts, err) < 0 ||
-        read_table(f, path, "lang_hours", H5T_NATIVE_DOUBLE, ix->n_langs, (void **)&ix->lang_hours, err) < 0)
+    if (h5_read_array(f, path, "lang_utts", H5T_NATIVE_INT64, sizeof(int64_t), ix->n_langs, (void **)&ix->lang_utts, NULL, err) < 0 ||
+        h5_read_array(f, path, "lang_hours", H5T_NATIVE_DOUBLE, sizeof(double), ix->n_langs, (void **)&ix->lang_hours, NULL, err) < 0)
         return -1;
     for (int64_t i = 0; i < ix->n_shards; i++)
         if (check_shard_name(path, ix->shards[i], err) < 0) return -1;

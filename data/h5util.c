@@ -159,6 +159,51 @@ int h5_check_format(hid_t file, const char *path, const char *format, int64_t ma
     return 0;
 }
 
+int h5_write_array(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, const void *v, int64_t n) {
+    hsize_t dims[1] = {(hsize_t)n};
+    hid_t sp = H5Screate_simple(1, dims, NULL);
+    if (sp < 0) return -1;
+    hid_t d = H5Dcreate2(loc, name, file_type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = -1;
+    if (d >= 0) {
+        rc = (n == 0 || H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0) ? 0 : -1;
+        H5Dclose(d);
+    }
+    H5Sclose(sp);
+    return rc;
+}
+
+int h5_read_array(hid_t loc, const char *path, const char *name, hid_t mem_type, size_t elem_size,
+                  int64_t n_expected, void **out, int64_t *n_out, KoeError *err) {
+    if (H5Lexists(loc, name, H5P_DEFAULT) <= 0) return koe_error_set(err, "%s: dataset '%s' is missing", path, name);
+    hid_t d = H5Dopen2(loc, name, H5P_DEFAULT);
+    if (d < 0) return koe_error_set(err, "%s: cannot open '%s': %s", path, name, h5_last_error());
+    hid_t sp = H5Dget_space(d), ft = H5Dget_type(d);
+    H5T_class_t cls = H5Tget_class(ft), want = H5Tget_class(mem_type);
+    hsize_t len = 0;
+    int rc = -1;
+    if (H5Sget_simple_extent_ndims(sp) != 1 || (cls != H5T_INTEGER && cls != H5T_FLOAT) ||
+        (want == H5T_INTEGER && cls != H5T_INTEGER)) {
+        koe_error_set(err, "%s: '%s' is not a 1-d %s dataset", path, name, want == H5T_INTEGER ? "integer" : "numeric");
+    } else if (H5Sget_simple_extent_dims(sp, &len, NULL) < 0 || (n_expected >= 0 && (int64_t)len != n_expected)) {
+        koe_error_set(err, "%s: '%s' has %lld entries, expected %lld", path, name, (long long)len, (long long)n_expected);
+    } else {
+        void *v = koe_malloc((len ? len : 1) * elem_size);
+        if (len == 0 || H5Dread(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0) {
+            *out = v;
+            if (n_out) *n_out = (int64_t)len;
+            rc = 0;
+        } else {
+            free(v);
+            koe_error_set(err, "%s: cannot read '%s': %s", path, name, h5_last_error());
+        }
+    }
+    H5Tclose(ft);
+    H5Sclose(sp);
+    H5Dclose(d);
+    return rc;
+}
+
 int h5_write_strings(hid_t loc, const char *name, char *const *s, int64_t n) {
     hid_t t = H5Tcopy(H5T_C_S1);
     H5Tset_size(t, H5T_VARIABLE);

@@ -33,6 +33,13 @@ int h5_attr_read_f64(hid_t obj, const char *path, const char *name, double *valu
  * newer version, naming the file and what was expected. */
 int h5_check_format(hid_t file, const char *path, const char *format, int64_t max_version, KoeError *err);
 
+/* Plain 1-d datasets: write n elements of mem_type stored as file_type; read a 1-d numeric
+ * dataset converted to mem_type (elem_size bytes each) into a malloc'ed array. n_expected >= 0
+ * refuses another length; *n_out (may be NULL) gets the length read. */
+int h5_write_array(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, const void *v, int64_t n);
+int h5_read_array(hid_t loc, const char *path, const char *name, hid_t mem_type, size_t elem_size,
+                  int64_t n_expected, void **out, int64_t *n_out, KoeError *err);
+
 /* Variable-length string datasets (utterance ids, languages, ...): write n strings as a 1-d
  * dataset; read returns n malloc'ed strings (free with h5_strings_free). */
 int h5_write_strings(hid_t loc, const char *name, char *const *s, int64_t n);

@@ -58,8 +58,7 @@ int prepare_report_write(const char *path, PrepareRejects *r, KoeError *err) {
         return koe_error_set(err, "%s: cannot write the report: %s", tmp, strerror(errno));
     }
     if (fclose(f) != 0) return koe_error_set(err, "%s: cannot write the report: %s", tmp, strerror(errno));
-    if (rename(tmp, path) != 0) return koe_error_set(err, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-    return 0;
+    return koe_publish_file(tmp, path, err);
 }
 
 char *prepare_rejects_serialize(const PrepareRejects *r, int64_t *bytes) {

@@ -6,9 +6,7 @@
 #include "shard.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <hdf5.h>
-#include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -23,22 +21,6 @@
 #define SHARD_CACHE_SLOTS 101 /* prime, ~10x the chunks it holds, as the HDF5 guide advises */
 
 /* ---- small helpers --------------------------------------------------------------------------- */
-
-/* fsync a file or directory by path. */
-static int fsync_path(const char *path, int dir) {
-    int fd = open(path, dir ? (O_RDONLY | O_DIRECTORY) : O_RDONLY);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
-static int fsync_parent_dir(const char *path) {
-    char *copy = koe_strdup(path);
-    int rc = fsync_path(dirname(copy), 1);
-    free(copy);
-    return rc;
-}
 
 /* ---- writer ---------------------------------------------------------------------------------- */
 
@@ -244,27 +226,12 @@ int shard_writer_add(ShardWriter *w, const char *id, const char *lang, const cha
 int64_t shard_writer_bytes(const ShardWriter *w) { return (w->written + w->buf_n) * (int64_t)sizeof(int16_t); }
 int64_t shard_writer_utts(const ShardWriter *w) { return w->n; }
 
-/* A plain (contiguous) 1-d dataset of n elements. */
-static int write_table(hid_t loc, const char *name, hid_t ftype, hid_t mtype, const void *data, int64_t n) {
-    hsize_t dims[1] = {(hsize_t)n};
-    hid_t sp = H5Screate_simple(1, dims, NULL);
-    if (sp < 0) return -1;
-    hid_t d = H5Dcreate2(loc, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    int rc = -1;
-    if (d >= 0) {
-        rc = (n == 0 || H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0) ? 0 : -1;
-        H5Dclose(d);
-    }
-    H5Sclose(sp);
-    return rc;
-}
-
 /* Tables and attributes (h5_lock held). */
 static int writer_write_tables(ShardWriter *w) {
     hid_t g = H5Gcreate2(w->file, "utt", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (g < 0) return -1;
-    int rc = write_table(g, "offset", H5T_STD_I64LE, H5T_NATIVE_INT64, w->offset, w->n) |
-             write_table(g, "length", H5T_STD_I64LE, H5T_NATIVE_INT64, w->length, w->n) |
+    int rc = h5_write_array(g, "offset", H5T_STD_I64LE, H5T_NATIVE_INT64, w->offset, w->n) |
+             h5_write_array(g, "length", H5T_STD_I64LE, H5T_NATIVE_INT64, w->length, w->n) |
              h5_write_strings(g, "id", w->id, w->n) | h5_write_strings(g, "lang", w->lang, w->n) |
              h5_write_strings(g, "speaker", w->speaker, w->n) | h5_write_strings(g, "source", w->source, w->n);
     H5Gclose(g);
@@ -274,8 +241,8 @@ static int writer_write_tables(ShardWriter *w) {
         g = H5Gcreate2(w->file, "align", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
         if (g < 0) return -1;
         rc = h5_write_strings(g, "phones", w->phones, w->n_phones) |
-             write_table(g, "frames", H5T_STD_U16LE, H5T_NATIVE_UINT16, w->frames, w->n_frames) |
-             write_table(g, "offset", H5T_STD_I64LE, H5T_NATIVE_INT64, w->n ? w->align_offset : &zero, w->n + 1);
+             h5_write_array(g, "frames", H5T_STD_U16LE, H5T_NATIVE_UINT16, w->frames, w->n_frames) |
+             h5_write_array(g, "offset", H5T_STD_I64LE, H5T_NATIVE_INT64, w->n ? w->align_offset : &zero, w->n + 1);
         H5Gclose(g);
         if (rc < 0) return -1;
     }
@@ -303,12 +270,7 @@ int shard_writer_finish(ShardWriter *w, KoeError *err) {
     if (file >= 0 && H5Fclose(file) < 0 && rc == 0)
         rc = koe_error_set(err, "%s: cannot close: %s", w->tmp, h5_last_error());
     h5_unlock();
-    if (rc == 0 && fsync_path(w->tmp, 0) < 0)
-        rc = koe_error_set(err, "%s: fsync failed: %s", w->tmp, strerror(errno));
-    if (rc == 0 && rename(w->tmp, w->path) < 0)
-        rc = koe_error_set(err, "%s: cannot rename to %s: %s", w->tmp, w->path, strerror(errno));
-    if (rc == 0 && fsync_parent_dir(w->path) < 0)
-        rc = koe_error_set(err, "%s: fsync of the directory failed: %s", w->path, strerror(errno));
+    if (rc == 0) rc = koe_publish_file(w->tmp, w->path, err);
     if (rc < 0) unlink(w->tmp);
     writer_free(w);
     return rc;
@@ -324,36 +286,6 @@ void shard_writer_abort(ShardWriter *w) {
 }
 
 /* ---- reader ---------------------------------------------------------------------------------- */
-
-/* Read a 1-d integer dataset of exactly n elements (n < 0: any length, returned in *n_out). */
-static int read_i64_table(hid_t loc, const char *path, const char *name, int64_t n, int64_t **out,
-                          int64_t *n_out, KoeError *err) {
-    if (H5Lexists(loc, name, H5P_DEFAULT) <= 0) return koe_error_set(err, "%s: dataset '%s' is missing", path, name);
-    hid_t d = H5Dopen2(loc, name, H5P_DEFAULT);
-    if (d < 0) return koe_error_set(err, "%s: cannot open '%s': %s", path, name, h5_last_error());
-    hid_t sp = H5Dget_space(d), ft = H5Dget_type(d);
-    hsize_t len = 0;
-    int rc = -1;
-    if (H5Sget_simple_extent_ndims(sp) != 1 || H5Tget_class(ft) != H5T_INTEGER) {
-        koe_error_set(err, "%s: '%s' is not a 1-d integer dataset", path, name);
-    } else if (H5Sget_simple_extent_dims(sp, &len, NULL) < 0 || (n >= 0 && (int64_t)len != n)) {
-        koe_error_set(err, "%s: '%s' has %lld entries, expected %lld", path, name, (long long)len, (long long)n);
-    } else {
-        int64_t *v = koe_malloc((len ? len : 1) * sizeof *v);
-        if (len == 0 || H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0) {
-            *out = v;
-            if (n_out) *n_out = (int64_t)len;
-            rc = 0;
-        } else {
-            free(v);
-            koe_error_set(err, "%s: cannot read '%s': %s", path, name, h5_last_error());
-        }
-    }
-    H5Tclose(ft);
-    H5Sclose(sp);
-    H5Dclose(d);
-    return rc;
-}
 
 static int read_strings_n(hid_t loc, const char *path, const char *name, int64_t n, char ***out, KoeError *err) {
     int64_t got;
@@ -428,7 +360,7 @@ static int open_align(CorpusShard *s, hid_t file, KoeError *err) {
                       SHARD_NO_PHONE - 1);
         goto out;
     }
-    if (read_i64_table(g, s->path, "offset", s->n + 1, &s->align_offset, NULL, err) < 0) goto out;
+    if (h5_read_array(g, s->path, "offset", H5T_NATIVE_INT64, sizeof(int64_t), s->n + 1, (void **)&s->align_offset, NULL, err) < 0) goto out;
     d = H5Dopen2(g, "frames", H5P_DEFAULT);
     if (d < 0) {
         koe_error_set(err, "%s: /align/frames is missing", s->path);
@@ -492,12 +424,12 @@ static int shard_open_locked(CorpusShard *s, const char *path, KoeError *err) {
     hid_t g = H5Gopen2(file, "utt", H5P_DEFAULT);
     if (g < 0) return koe_error_set(err, "%s: cannot open /utt: %s", path, h5_last_error());
     int rc = -1;
-    if (read_i64_table(g, path, "offset", -1, &s->offset, &n_len, err) == 0) {
+    if (h5_read_array(g, path, "offset", H5T_NATIVE_INT64, sizeof(int64_t), -1, (void **)&s->offset, &n_len, err) == 0) {
         s->n = n_len;
         if (s->n != n_attr)
             koe_error_set(err, "%s: /utt/offset has %lld entries, attribute n_utts says %lld", path, (long long)s->n,
                           (long long)n_attr);
-        else if (read_i64_table(g, path, "length", s->n, &s->length, NULL, err) == 0 &&
+        else if (h5_read_array(g, path, "length", H5T_NATIVE_INT64, sizeof(int64_t), s->n, (void **)&s->length, NULL, err) == 0 &&
                  read_strings_n(g, path, "id", s->n, &s->id, err) == 0 &&
                  read_strings_n(g, path, "lang", s->n, &s->lang, err) == 0 &&
                  read_strings_n(g, path, "speaker", s->n, &s->speaker, err) == 0 &&

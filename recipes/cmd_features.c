@@ -10,7 +10,6 @@
  * Must not: leave a FILE.h5 that looks complete after a failure, or let one rank fail alone while
  * the others wait in a collective (errors there are fatal and abort the communicator). */
 #include <errno.h>
-#include <fcntl.h>
 #include <hdf5.h>
 #include <libgen.h>
 #include <omp.h>
@@ -98,25 +97,12 @@ static int64_t plan_blocks(const int64_t *offset, int64_t u0, int64_t u1, int64_
     return nb;
 }
 
-static int fsync_path(const char *path, int flags) {
-    int fd = open(path, flags);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
 /* Rank 0, after the collective part: offsets, ids and attributes, then publish by rename. */
 static void finish_file(const char *tmp, const char *out, const Corpus *c, const int64_t *offset, FeatureKind kind) {
     hid_t f = H5Fopen(tmp, H5F_ACC_RDWR, H5P_DEFAULT);
     if (f < 0) koe_fatal(KOE_EXIT_INTERNAL, "%s: cannot reopen: %s", tmp, h5_last_error());
-    hsize_t n1 = (hsize_t)c->n_utts + 1;
-    hid_t sp = H5Screate_simple(1, &n1, NULL);
-    hid_t d = H5Dcreate2(f, "offset", H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    if (sp < 0 || d < 0 || H5Dwrite(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, offset) < 0)
+    if (h5_write_array(f, "offset", H5T_STD_I64LE, H5T_NATIVE_INT64, offset, c->n_utts + 1) < 0)
         koe_fatal(KOE_EXIT_INTERNAL, "%s: cannot write /offset: %s", tmp, h5_last_error());
-    H5Dclose(d);
-    H5Sclose(sp);
     char **ids = koe_malloc((size_t)(c->n_utts ? c->n_utts : 1) * sizeof *ids);
     for (int64_t i = 0; i < c->n_utts; i++) ids[i] = (char *)corpus_utt_id(c, i);
     if (h5_write_strings(f, "utt_id", ids, c->n_utts) < 0)
@@ -129,10 +115,8 @@ static void finish_file(const char *tmp, const char *out, const Corpus *c, const
         h5_attr_write_i64(f, "dim", features_dim(kind)) < 0 || h5_attr_write_str(f, "corpus", c->dir) < 0)
         koe_fatal(KOE_EXIT_INTERNAL, "%s: cannot write attributes: %s", tmp, h5_last_error());
     if (H5Fclose(f) < 0) koe_fatal(KOE_EXIT_INTERNAL, "%s: cannot close: %s", tmp, h5_last_error());
-    char *dcopy = koe_strdup(out);
-    if (fsync_path(tmp, O_RDONLY) < 0 || rename(tmp, out) < 0 || fsync_path(dirname(dcopy), O_RDONLY | O_DIRECTORY) < 0)
-        koe_fatal(KOE_EXIT_USAGE, "cannot publish %s as %s: %s", tmp, out, strerror(errno));
-    free(dcopy);
+    KoeError err;
+    if (koe_publish_file(tmp, out, &err) < 0) koe_fatal(KOE_EXIT_USAGE, "%s", err.msg);
 }
 
 int cmd_features(int argc, char **argv) {

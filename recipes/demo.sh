@@ -16,7 +16,7 @@ echo "== 1. synthesise $MINUTES minutes of multilingual speech with phone alignm
 run "$BUILD/koe" synth --out "$DEMO_DIR/synth" --minutes "$MINUTES" --seed 1
 
 echo; echo "== 2. prepare the corpus (2 MPI ranks): 16 kHz int16 shards, zstd-compressed"
-run launch/koe-local -n 2 -t 1 -- koe prepare --out "$DEMO_DIR/corpus" --lang-from-dir \
+run launch/koe-local -n 2 -t 1 -- koe prepare --out "$DEMO_DIR/corpus" --shard-mb 2 --lang-from-dir \
   --align "$DEMO_DIR/synth/align.ctm" "$DEMO_DIR/synth/wav"
 
 echo; echo "== 3. what is in it"
