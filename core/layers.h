@@ -1,0 +1,92 @@
+/* layers.h — the kernels every encoder is built from: forward/backward pairs in the llm.c style.
+ * Dimension letters: B batch, T frames (time), C channels in, OC channels out, H heads, K kernel
+ * width, G groups, N rows (= B*T for per-frame ops). Tensors are row-major and time-major:
+ * activations are (B, T, C). Weights use PyTorch's layouts so parameters load by name unchanged:
+ * Linear (OC, C), Conv1d (OC, C/G, K).
+ *
+ * Conventions:
+ *   - forward writes its outputs (=); backward ACCUMULATES (+=) into every gradient it is given,
+ *     parameters and inputs alike, so residual branches just add. A NULL gradient pointer means
+ *     "not needed" and is skipped (e.g. the input of the first layer).
+ *   - backward gets what forward saved (mean/rstd, attention probabilities, ...) and never
+ *     recomputes from scratch what forward already had.
+ *   - each kernel has a naive reference (`*_naive`, in layers_naive.c) that the tests compare the
+ *     fast one against; the naive ones are only for tests.
+ *   - no allocation inside a kernel except where a scratch argument is documented.
+ * No MPI, no HDF5. Threads: OpenMP for loops, OpenBLAS for GEMMs. */
+#pragma once
+#include <stdint.h>
+
+#include "rng.h"
+
+/* out (N, OC) = inp (N, C) @ weight (OC, C)^T + bias (OC); bias may be NULL. */
+void linear_forward(float *out, const float *inp, const float *weight, const float *bias, int64_t N, int C, int OC);
+void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *weight, int64_t N, int C, int OC);
+
+/* 1-d convolution over time, time-major. inp (B, Ti, C), out (B, To, OC), weight (OC, C/G, K),
+ * bias (OC) or NULL; zero padding `pad` on both sides; To = (Ti + 2*pad - K) / stride + 1.
+ * Covers the waveform stack (G=1, strided), the positional conv (G=16, pad K/2; the caller drops
+ * the last output frame when K is even, as wav2vec 2.0 does) and depthwise (G=C=OC). */
+int64_t conv1d_out_len(int64_t Ti, int K, int stride, int pad);
+void conv1d_forward(float *out, const float *inp, const float *weight, const float *bias, int B, int64_t Ti,
+                    int C, int OC, int K, int stride, int pad, int G);
+void conv1d_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *weight, int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G);
+
+/* LayerNorm over the last dimension C of (N, C); eps as PyTorch (1e-5). mean, rstd: (N). */
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                       const float *bias, int64_t N, int C, float eps);
+void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                        const float *weight, const float *mean, const float *rstd, int64_t N, int C);
+
+/* GroupNorm with one group per channel (the wav2vec 2.0 Base first conv layer): each (b, c)
+ * normalised over T. inp/out (B, T, C); mean, rstd (B, C). */
+void groupnorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                       const float *bias, int B, int64_t T, int C, float eps);
+void groupnorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                        const float *weight, const float *mean, const float *rstd, int B, int64_t T, int C);
+
+/* Elementwise activations over n values. GELU is the exact erf form (PyTorch's default). */
+void gelu_forward(float *out, const float *inp, int64_t n);
+void gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n);
+void swish_forward(float *out, const float *inp, int64_t n);
+void swish_backward(float *dinp, const float *dout, const float *inp, int64_t n);
+/* GLU over the channel dim: inp (N, 2C) -> out (N, C) = a * sigmoid(b), a = inp[:, :C], b = inp[:, C:]. */
+void glu_forward(float *out, const float *inp, int64_t N, int C);
+void glu_backward(float *dinp, const float *dout, const float *inp, int64_t N, int C);
+
+/* Multi-head scaled dot-product self-attention on packed projections.
+ * qkv (B, T, 3C): q | k | v, each (B, T, C) split into H heads of C/H; q is scaled by (C/H)^-0.5.
+ * key_pad (B, T): 1 where frame t of utterance b is padding (never attended to), or NULL.
+ * att (B, H, T, T): the softmax probabilities after dropout is NOT applied — the probabilities
+ * themselves, the only thing backward keeps (no pre-softmax scores). out (B, T, C): heads concatenated.
+ * Attention dropout (p > 0) draws from rng stream (seed, step, layer, KOE_RNG_DROPOUT) and is
+ * recomputed identically in backward. Padded query rows produce finite outputs (they attend to the
+ * unpadded keys as usual). scratch: attention_scratch_floats(B, T, C, H) floats. */
+typedef struct {
+    float p;        /* attention dropout probability; 0 = off */
+    uint64_t seed;  /* dropout stream name: (seed, step, layer) */
+    uint64_t step;
+    uint64_t layer;
+} AttentionDropout;
+int64_t attention_scratch_floats(int B, int64_t T, int C, int H);
+void attention_forward(float *out, float *att, const float *qkv, const uint8_t *key_pad, int B, int64_t T, int C,
+                       int H, const AttentionDropout *drop, float *scratch);
+void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, const uint8_t *key_pad,
+                        int B, int64_t T, int C, int H, const AttentionDropout *drop, float *scratch);
+
+/* Inverted dropout over n values, mask from the stream (seed, a, b, KOE_RNG_DROPOUT): out = inp *
+ * keep / (1 - p). The same (seed, a, b) gives the same mask in backward; nothing is stored. */
+void dropout_forward(float *out, const float *inp, int64_t n, float p, uint64_t seed, uint64_t a, uint64_t b);
+void dropout_backward(float *dinp, const float *dout, int64_t n, float p, uint64_t seed, uint64_t a, uint64_t b);
+
+/* Weight normalisation with dim=2 (the positional conv): w[o, i, k] = g[k] * v[o, i, k] / ||v[:, :, k]||.
+ * v (OC, Ci, K), g (K), w (OC, Ci, K); norm (K) saved for backward. */
+void weightnorm_forward(float *w, float *norm, const float *g, const float *v, int OC, int Ci, int K);
+void weightnorm_backward(float *dg, float *dv, const float *dw, const float *g, const float *v, const float *norm,
+                         int OC, int Ci, int K);
+
+/* y += x (n values), and y += s * x: residual adds and gradient scaling (feature_grad_mult). */
+void add_inplace(float *y, const float *x, int64_t n);
+void axpy_inplace(float *y, float s, const float *x, int64_t n);
