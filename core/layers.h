@@ -29,10 +29,15 @@ void linear_backward(float *dinp, float *dweight, float *dbias, const float *dou
  * Covers the waveform stack (G=1, strided), the positional conv (G=16, pad K/2; the caller drops
  * the last output frame when K is even, as wav2vec 2.0 does) and depthwise (G=C=OC). */
 int64_t conv1d_out_len(int64_t Ti, int K, int stride, int pad);
+/* scratch: conv1d_scratch_floats(...) floats, shared by forward and backward (the weight in a
+ * GEMM-friendly layout, its gradient, and one block of unfolded input rows); its contents need not
+ * survive between calls. */
+int64_t conv1d_scratch_floats(int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G);
 void conv1d_forward(float *out, const float *inp, const float *weight, const float *bias, int B, int64_t Ti,
-                    int C, int OC, int K, int stride, int pad, int G);
+                    int C, int OC, int K, int stride, int pad, int G, float *scratch);
 void conv1d_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                     const float *weight, int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G);
+                     const float *weight, int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G,
+                     float *scratch);
 
 /* LayerNorm over the last dimension C of (N, C); eps as PyTorch (1e-5). mean, rstd: (N). */
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
@@ -77,7 +82,8 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
                         int B, int64_t T, int C, int H, const AttentionDropout *drop, float *scratch);
 
 /* Inverted dropout over n values, mask from the stream (seed, a, b, KOE_RNG_DROPOUT): out = inp *
- * keep / (1 - p). The same (seed, a, b) gives the same mask in backward; nothing is stored. */
+ * keep / (1 - p); element i is kept when the top 24 bits of the stream's number i (koe_rng_u64 with
+ * ctr = i) as a fraction of 2^24 are >= p. The same (seed, a, b) gives the same mask in backward; nothing is stored. */
 void dropout_forward(float *out, const float *inp, int64_t n, float p, uint64_t seed, uint64_t a, uint64_t b);
 void dropout_backward(float *dinp, const float *dout, int64_t n, float p, uint64_t seed, uint64_t a, uint64_t b);
 
