@@ -1,0 +1,187 @@
+/* attention.c — multi-head scaled dot-product self-attention, forward and backward (layers.h),
+ * with torchaudio's SelfAttention semantics (wav2vec2/components.py) after the q/k/v projections.
+ * Dimension letters: B batch, T frames, C channels, H heads, Dh = C/H channels per head,
+ * Tk = keys that can be attended (frames after the last unpadded key of an utterance are skipped).
+ *
+ * Per (utterance b, head h), on strided views of the packed qkv (row stride 3C, no copies):
+ *   forward:  att = softmax(mask(scale * Q K^T)) written straight into att, Pd = dropout(att),
+ *             out = Pd V
+ *   backward: dV += Pd^T dO, dP = dO V^T, dS = Pd*dP - att*rowsum(Pd*dP),
+ *             dQ += scale * dS K, dK += scale * dS^T Q
+ * (dS: with keep/(1-p) folded in, P*(keep/(1-p)*dP - rowsum) = Pd*dP - P*rowsum(Pd*dP).)
+ * The (b, h) pairs are shared among OpenMP threads, each running single-threaded sgemm on its own
+ * scratch slot: with Dh = 64 the GEMMs are too thin for OpenBLAS's own threading to pay (measured
+ * in tests/bench/bench_attention.c).
+ *
+ * Key padding follows torchaudio's additive mask: a padded key gets probability 0, and an
+ * utterance whose frames are all padding has no key masked (torchaudio adds the same -10000 to
+ * every key of such a row, which softmax ignores), so nothing is ever 0/0.
+ *
+ * Dropout mask: stream koe_rng(seed, step, layer, KOE_RNG_DROPOUT); row r = (b*H + h)*T + i of
+ * att uses words r*ceil(T/2) ... of the stream, word w holding keys 2w (low 32 bits) and 2w+1 (high
+ * 32 bits); a key is kept when its 32 bits >= p * 2^32. Pure function of (stream, b, h, i, j): the
+ * same whatever the thread count, and regenerated (not stored) in backward.
+ * Must not allocate, and must not keep anything but att between forward and backward. */
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "common.h"
+#include "layers.h"
+
+/* Scratch slots: one per thread that can run a (b, h) pair. */
+static int attention_slots(int B, int H) {
+    int n = omp_get_max_threads();
+    return n < B * H ? n : B * H;
+}
+
+int64_t attention_scratch_floats(int B, int64_t T, int C, int H) {
+    (void)C;
+    return (int64_t)attention_slots(B, H) * 2 * T * T;
+}
+
+/* Keys [0, Tk) of utterance b can be attended; keys >= Tk are all padding. 0 padded keys or all
+ * padded -> T (nothing masked, see the header). */
+static int64_t attention_key_len(const uint8_t *key_pad, int b, int64_t T, int *masked) {
+    *masked = 0;
+    if (!key_pad) return T;
+    const uint8_t *kp = key_pad + (int64_t)b * T;
+    int64_t Tk = T;
+    while (Tk > 0 && kp[Tk - 1]) Tk--;
+    if (Tk == 0) return T;
+    for (int64_t j = 0; j < Tk; j++)
+        if (kp[j]) *masked = 1;
+    return Tk;
+}
+
+static uint32_t attention_drop_threshold(float p) {
+    double t = ceil((double)p * 4294967296.0); /* bits >= p * 2^32 <=> bits >= ceil(p * 2^32) */
+    return t >= 4294967295.0 ? UINT32_MAX : (uint32_t)t;
+}
+
+/* pd[j] = p[j] * keep(j) / (1 - p) for j < Tk, row `row` of the stream. */
+static void attention_dropout_row(float *pd, const float *p, int64_t Tk, int64_t T, const KoeRng *stream,
+                                  int64_t row, uint32_t thr, float inv_keep) {
+    KoeRng r = *stream;
+    r.ctr = (uint64_t)(row * ((T + 1) / 2));
+    for (int64_t j = 0; j < Tk; j += 2) {
+        uint64_t u = koe_rng_u64(&r);
+        pd[j] = (uint32_t)u >= thr ? p[j] * inv_keep : 0.0f;
+        if (j + 1 < Tk) pd[j + 1] = (uint32_t)(u >> 32) >= thr ? p[j + 1] * inv_keep : 0.0f;
+    }
+}
+
+/* One row of scores s[0, Tk) (already scaled) -> probabilities in place; masked keys -> 0. */
+static void attention_softmax_row(float *s, int64_t Tk, const uint8_t *kp) {
+    float mx = -INFINITY;
+    if (kp) {
+        for (int64_t j = 0; j < Tk; j++)
+            if (!kp[j] && s[j] > mx) mx = s[j];
+    } else {
+        for (int64_t j = 0; j < Tk; j++) mx = s[j] > mx ? s[j] : mx;
+    }
+    float sum = 0.0f;
+    for (int64_t j = 0; j < Tk; j++) {
+        float e = kp && kp[j] ? 0.0f : expf(s[j] - mx);
+        s[j] = e;
+        sum += e;
+    }
+    float inv = 1.0f / sum;
+    for (int64_t j = 0; j < Tk; j++) s[j] *= inv;
+}
+
+void attention_forward(float *out, float *att, const float *qkv, const uint8_t *key_pad, int B, int64_t T, int C,
+                       int H, const AttentionDropout *drop, float *scratch) {
+    KOE_ASSERT(C % H == 0);
+    const int Dh = C / H;
+    const float scale = 1.0f / sqrtf((float)Dh);
+    const int dropping = drop && drop->p > 0.0f;
+    KOE_ASSERT(!dropping || drop->p < 1.0f);
+    const KoeRng stream = dropping ? koe_rng(drop->seed, drop->step, drop->layer, KOE_RNG_DROPOUT) : (KoeRng){0, 0};
+    const uint32_t thr = dropping ? attention_drop_threshold(drop->p) : 0;
+    const float inv_keep = dropping ? 1.0f / (1.0f - drop->p) : 1.0f;
+    const int slots = attention_slots(B, H);
+    const int blas_threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(slots)
+    for (int bh = 0; bh < B * H; bh++) {
+        const int b = bh / H, h = bh % H;
+        float *pd = scratch + (int64_t)omp_get_thread_num() * 2 * T * T; /* (T, Tk) */
+        int masked;
+        const int64_t Tk = attention_key_len(key_pad, b, T, &masked);
+        const uint8_t *kp = masked ? key_pad + (int64_t)b * T : NULL;
+        const float *q = qkv + (int64_t)b * T * 3 * C + (int64_t)h * Dh; /* (T, Dh), row stride 3C */
+        const float *k = q + C, *v = q + 2 * C;
+        float *a = att + (int64_t)bh * T * T; /* (T, T) */
+        float *o = out + (int64_t)b * T * C + (int64_t)h * Dh; /* (T, Dh), row stride C */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)Tk, Dh, scale, q, 3 * C, k, 3 * C, 0.0f,
+                    a, (int)T);
+        for (int64_t i = 0; i < T; i++) {
+            float *row = a + i * T;
+            attention_softmax_row(row, Tk, kp);
+            if (Tk < T) memset(row + Tk, 0, (size_t)(T - Tk) * sizeof(float));
+            if (dropping) attention_dropout_row(pd + i * Tk, row, Tk, T, &stream, (int64_t)bh * T + i, thr, inv_keep);
+        }
+        const float *p = dropping ? pd : a;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, Dh, (int)Tk, 1.0f, p, dropping ? (int)Tk : (int)T,
+                    v, 3 * C, 0.0f, o, C);
+    }
+    openblas_set_num_threads(blas_threads);
+}
+
+void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, const uint8_t *key_pad,
+                        int B, int64_t T, int C, int H, const AttentionDropout *drop, float *scratch) {
+    KOE_ASSERT(C % H == 0);
+    if (!dqkv) return;
+    const int Dh = C / H;
+    const float scale = 1.0f / sqrtf((float)Dh);
+    const int dropping = drop && drop->p > 0.0f;
+    KOE_ASSERT(!dropping || drop->p < 1.0f);
+    const KoeRng stream = dropping ? koe_rng(drop->seed, drop->step, drop->layer, KOE_RNG_DROPOUT) : (KoeRng){0, 0};
+    const uint32_t thr = dropping ? attention_drop_threshold(drop->p) : 0;
+    const float inv_keep = dropping ? 1.0f / (1.0f - drop->p) : 1.0f;
+    const int slots = attention_slots(B, H);
+    const int blas_threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(slots)
+    for (int bh = 0; bh < B * H; bh++) {
+        const int b = bh / H, h = bh % H;
+        float *pd = scratch + (int64_t)omp_get_thread_num() * 2 * T * T; /* (T, Tk) dropped probabilities */
+        float *ds = pd + T * T;                                         /* (T, Tk) dP, then dS */
+        int masked;
+        const int64_t Tk = attention_key_len(key_pad, b, T, &masked);
+        const int64_t qoff = (int64_t)b * T * 3 * C + (int64_t)h * Dh;
+        const float *q = qkv + qoff, *k = q + C, *v = q + 2 * C; /* (T, Dh), row stride 3C */
+        float *dq = dqkv + qoff, *dk = dq + C, *dv = dq + 2 * C;
+        const float *a = att + (int64_t)bh * T * T; /* (T, T) */
+        const float *dO = dout + (int64_t)b * T * C + (int64_t)h * Dh; /* (T, Dh), row stride C */
+        if (dropping)
+            for (int64_t i = 0; i < T; i++)
+                attention_dropout_row(pd + i * Tk, a + i * T, Tk, T, &stream, (int64_t)bh * T + i, thr, inv_keep);
+        const float *p = dropping ? pd : a;
+        const int ldp = dropping ? (int)Tk : (int)T;
+        /* dV[0:Tk] += Pd^T dO */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)Tk, Dh, (int)T, 1.0f, p, ldp, dO, C, 1.0f, dv,
+                    3 * C);
+        /* dP = dO V^T */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)Tk, Dh, 1.0f, dO, C, v, 3 * C, 0.0f, ds,
+                    (int)Tk);
+        for (int64_t i = 0; i < T; i++) {
+            const float *pi = p + i * ldp, *ai = a + i * T;
+            float *di = ds + i * Tk;
+            float dot = 0.0f;
+            for (int64_t j = 0; j < Tk; j++) {
+                di[j] *= pi[j];
+                dot += di[j];
+            }
+            for (int64_t j = 0; j < Tk; j++) di[j] -= ai[j] * dot;
+        }
+        /* dQ += scale dS K, dK[0:Tk] += scale dS^T Q */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, Dh, (int)Tk, scale, ds, (int)Tk, k, 3 * C, 1.0f,
+                    dq, 3 * C);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)Tk, Dh, (int)T, scale, ds, (int)Tk, q, 3 * C, 1.0f,
+                    dk, 3 * C);
+    }
+    openblas_set_num_threads(blas_threads);
+}
