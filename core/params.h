@@ -1,0 +1,53 @@
+/* params.h — the parameter table (DESIGN.md section 2): an ordered list of {name, shape, init}
+ * entries with Hugging Face transformers names. The table decides the layout of the one flat float
+ * buffer that holds every parameter (and of the gradient buffer, which has the same layout), how each
+ * tensor is initialised, and what checkpoints, export and parity tests read and write by name.
+ * Must not: know about any layer's math, allocate per tensor, or include MPI/HDF5. */
+#pragma once
+#include <stdint.h>
+
+#define PARAM_NAME_LEN 96
+#define PARAM_MAX_DIMS 4
+
+/* How a tensor is initialised (fairseq's choices, see model.c). Draws come from
+ * koe_rng(seed, tensor index, 0, KOE_RNG_INIT), so a tensor's values do not depend on the others. */
+typedef enum {
+    PARAM_INIT_ZERO = 1,
+    PARAM_INIT_ONE,
+    PARAM_INIT_NORMAL,     /* N(0, a^2) */
+    PARAM_INIT_UNIFORM,    /* U(a, b) */
+    PARAM_INIT_NORM_OF,    /* weight norm's g: g[k] = ||tensor ref[:, :, k]|| (ref initialised first) */
+} ParamInit;
+
+typedef struct {
+    char name[PARAM_NAME_LEN];
+    int ndim;
+    int64_t shape[PARAM_MAX_DIMS];
+    int64_t numel;
+    int64_t offset; /* floats from the start of the flat buffer */
+    ParamInit init;
+    float a, b;     /* init arguments (std, or the uniform range) */
+    int ref;        /* PARAM_INIT_NORM_OF: index of the tensor whose norm is taken */
+} ParamEntry;
+
+typedef struct {
+    ParamEntry *e; /* (n) in buffer order */
+    int n, cap;
+    int64_t total; /* floats in the flat buffer */
+} ParamTable;
+
+void params_table_init(ParamTable *t);
+void params_table_free(ParamTable *t);
+/* Append a tensor at the end of the buffer; returns its index. Names must be unique. */
+int params_add(ParamTable *t, const char *name, int ndim, const int64_t *shape, ParamInit init, float a, float b);
+/* A weight norm's g (1, 1, K), initialised as the norm of tensor ref (OC, Ci, K) over (OC, Ci). */
+int params_add_norm_of(ParamTable *t, const char *name, int ndim, const int64_t *shape, int ref);
+/* Index of a name, or -1. */
+int params_find(const ParamTable *t, const char *name);
+/* Pointer to tensor `name` inside buf (a buffer laid out by t); fatal if the name is unknown
+ * (a programming error: the model asks only for names it added). */
+float *params_view(const ParamTable *t, float *buf, const char *name);
+/* Fill buf (t->total floats) with the initial values, from the seed only. */
+void params_init(const ParamTable *t, float *buf, uint64_t seed);
+/* "(768, 48, 128)" */
+void params_shape_str(const ParamEntry *e, char *buf, int n);
