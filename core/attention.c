@@ -60,34 +60,93 @@ static uint32_t attention_drop_threshold(float p) {
     return t >= 4294967295.0 ? UINT32_MAX : (uint32_t)t;
 }
 
-/* pd[j] = p[j] * keep(j) / (1 - p) for j < Tk, row `row` of the stream. */
-static void attention_dropout_row(float *pd, const float *p, int64_t Tk, int64_t T, const KoeRng *stream,
-                                  int64_t row, uint32_t thr, float inv_keep) {
-    KoeRng r = *stream;
-    r.ctr = (uint64_t)(row * ((T + 1) / 2));
-    for (int64_t j = 0; j < Tk; j += 2) {
-        uint64_t u = koe_rng_u64(&r);
-        pd[j] = (uint32_t)u >= thr ? p[j] * inv_keep : 0.0f;
-        if (j + 1 < Tk) pd[j + 1] = (uint32_t)(u >> 32) >= thr ? p[j + 1] * inv_keep : 0.0f;
+/* Number n of a stream, koe_rng_u64 with ctr = n - 1: rng.c's splitmix64 step, repeated here
+ * inline so that the dropout loop vectorises (a call per word cost a quarter of the forward).
+ * test_attention compares the masks against attention_naive.c, which goes through rng.h. */
+#pragma omp declare simd notinbranch uniform(key)
+static inline uint64_t attention_rng_number(uint64_t key, uint64_t n) {
+    uint64_t x = key + n * 0x9E3779B97F4A7C15ULL;
+    x ^= x >> 30;
+    x *= 0xBF58476D1CE4E5B9ULL;
+    x ^= x >> 27;
+    x *= 0x94D049BB133111EBULL;
+    x ^= x >> 31;
+    return x;
+}
+
+/* pd[j] = p[j] * keep(j) / (1 - p) for j < Tk, row `row` of the stream (see the file header). */
+static void attention_dropout_row(float *pd, const float *p, int64_t Tk, int64_t T, uint64_t key, int64_t row,
+                                  uint32_t thr, float inv_keep) {
+    enum { WORDS = 128 };
+    uint32_t bits[2 * WORDS];
+    const uint64_t first = (uint64_t)(row * ((T + 1) / 2)) + 1; /* number of the row's word 0 */
+    for (int64_t j0 = 0; j0 < Tk; j0 += 2 * WORDS) {
+        const int64_t nj = Tk - j0 < 2 * WORDS ? Tk - j0 : 2 * WORDS;
+        const uint64_t w0 = first + (uint64_t)j0 / 2;
+#pragma omp simd
+        for (int w = 0; w < (nj + 1) / 2; w++) {
+            uint64_t u = attention_rng_number(key, w0 + (uint64_t)w);
+            bits[2 * w] = (uint32_t)u;
+            bits[2 * w + 1] = (uint32_t)(u >> 32);
+        }
+#pragma omp simd
+        for (int64_t j = 0; j < nj; j++) pd[j0 + j] = bits[j] >= thr ? p[j0 + j] * inv_keep : 0.0f;
     }
+}
+
+/* exp(x) for x <= 0 in float, branch-free so that `omp simd` loops vectorise it (glibc's expf is
+ * a call per element and was half of the forward's time). x = n ln2 + r with |r| <= ln2/2 (ln2
+ * split in two parts, so n ln2 is exact), exp(r) by its Taylor series to r^7 (truncation < 1e-8
+ * relative), times 2^n built in the exponent bits. Below -87 (exp < 1.7e-38, nothing next to the
+ * row's maximum 1) the input is clamped, which keeps 2^n a normal float. */
+#pragma omp declare simd notinbranch
+static inline float attention_exp(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    const float shifter = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+    float t = x * 1.44269504088896341f + shifter;
+    float n = t - shifter;
+    float r = x - n * 0.693145751953125f; /* ln2 high part: 16 bits, n * it is exact */
+    r = r - n * 1.42860682030941723e-6f;  /* ln2 low part */
+    float e = 1.0f / 5040.0f;
+    e = e * r + 1.0f / 720.0f;
+    e = e * r + 1.0f / 120.0f;
+    e = e * r + 1.0f / 24.0f;
+    e = e * r + 1.0f / 6.0f;
+    e = e * r + 0.5f;
+    e = e * r + 1.0f;
+    e = e * r + 1.0f;
+    union {
+        float f;
+        int32_t i;
+    } scale = {.i = ((int32_t)n + 127) << 23};
+    return e * scale.f;
 }
 
 /* One row of scores s[0, Tk) (already scaled) -> probabilities in place; masked keys -> 0. */
 static void attention_softmax_row(float *s, int64_t Tk, const uint8_t *kp) {
     float mx = -INFINITY;
+    float sum = 0.0f;
     if (kp) {
         for (int64_t j = 0; j < Tk; j++)
             if (!kp[j] && s[j] > mx) mx = s[j];
+#pragma omp simd reduction(+ : sum)
+        for (int64_t j = 0; j < Tk; j++) {
+            float e = kp[j] ? 0.0f : attention_exp(s[j] - mx);
+            s[j] = e;
+            sum += e;
+        }
     } else {
+#pragma omp simd reduction(max : mx)
         for (int64_t j = 0; j < Tk; j++) mx = s[j] > mx ? s[j] : mx;
-    }
-    float sum = 0.0f;
-    for (int64_t j = 0; j < Tk; j++) {
-        float e = kp && kp[j] ? 0.0f : expf(s[j] - mx);
-        s[j] = e;
-        sum += e;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t j = 0; j < Tk; j++) {
+            float e = attention_exp(s[j] - mx);
+            s[j] = e;
+            sum += e;
+        }
     }
     float inv = 1.0f / sum;
+#pragma omp simd
     for (int64_t j = 0; j < Tk; j++) s[j] *= inv;
 }
 
@@ -98,7 +157,7 @@ void attention_forward(float *out, float *att, const float *qkv, const uint8_t *
     const float scale = 1.0f / sqrtf((float)Dh);
     const int dropping = drop && drop->p > 0.0f;
     KOE_ASSERT(!dropping || drop->p < 1.0f);
-    const KoeRng stream = dropping ? koe_rng(drop->seed, drop->step, drop->layer, KOE_RNG_DROPOUT) : (KoeRng){0, 0};
+    const uint64_t key = dropping ? koe_rng(drop->seed, drop->step, drop->layer, KOE_RNG_DROPOUT).key : 0;
     const uint32_t thr = dropping ? attention_drop_threshold(drop->p) : 0;
     const float inv_keep = dropping ? 1.0f / (1.0f - drop->p) : 1.0f;
     const int slots = attention_slots(B, H);
@@ -121,7 +180,7 @@ void attention_forward(float *out, float *att, const float *qkv, const uint8_t *
             float *row = a + i * T;
             attention_softmax_row(row, Tk, kp);
             if (Tk < T) memset(row + Tk, 0, (size_t)(T - Tk) * sizeof(float));
-            if (dropping) attention_dropout_row(pd + i * Tk, row, Tk, T, &stream, (int64_t)bh * T + i, thr, inv_keep);
+            if (dropping) attention_dropout_row(pd + i * Tk, row, Tk, T, key, (int64_t)bh * T + i, thr, inv_keep);
         }
         const float *p = dropping ? pd : a;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, Dh, (int)Tk, 1.0f, p, dropping ? (int)Tk : (int)T,
@@ -138,7 +197,7 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
     const float scale = 1.0f / sqrtf((float)Dh);
     const int dropping = drop && drop->p > 0.0f;
     KOE_ASSERT(!dropping || drop->p < 1.0f);
-    const KoeRng stream = dropping ? koe_rng(drop->seed, drop->step, drop->layer, KOE_RNG_DROPOUT) : (KoeRng){0, 0};
+    const uint64_t key = dropping ? koe_rng(drop->seed, drop->step, drop->layer, KOE_RNG_DROPOUT).key : 0;
     const uint32_t thr = dropping ? attention_drop_threshold(drop->p) : 0;
     const float inv_keep = dropping ? 1.0f / (1.0f - drop->p) : 1.0f;
     const int slots = attention_slots(B, H);
@@ -158,7 +217,7 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
         const float *dO = dout + (int64_t)b * T * C + (int64_t)h * Dh; /* (T, Dh), row stride C */
         if (dropping)
             for (int64_t i = 0; i < T; i++)
-                attention_dropout_row(pd + i * Tk, a + i * T, Tk, T, &stream, (int64_t)bh * T + i, thr, inv_keep);
+                attention_dropout_row(pd + i * Tk, a + i * T, Tk, T, key, (int64_t)bh * T + i, thr, inv_keep);
         const float *p = dropping ? pd : a;
         const int ldp = dropping ? (int)Tk : (int)T;
         /* dV[0:Tk] += Pd^T dO */
