@@ -1,0 +1,601 @@
+/* layers.c — the fast kernels of layers.h (all but attention, which is in attention.c): GEMMs
+ * through OpenBLAS, everything else OpenMP loops over contiguous memory.
+ * Must not allocate (scratch comes from the caller), include MPI or HDF5, or call OpenBLAS from
+ * inside an OpenMP parallel region (OpenBLAS runs its own threads).
+ * Dimension letters as in layers.h; Cg = C/G input channels per group, OCg = OC/G, KC = K*Cg the
+ * length of one unfolded input window of a group. */
+#include "layers.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "common.h"
+
+/* ---- linear ------------------------------------------------------------------------------------ */
+
+void linear_forward(float *out, const float *inp, const float *weight, const float *bias, int64_t N, int C, int OC) {
+    float beta = 0.0f;
+    if (bias) {
+#pragma omp parallel for schedule(static)
+        for (int64_t n = 0; n < N; n++) memcpy(out + n * OC, bias, (size_t)OC * sizeof(float));
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)N, OC, C, 1.0f, inp, C, weight, C, beta, out, OC);
+}
+
+/* dst (OC) += column sums of src (N rows of OC, row stride ld): threads split the columns so no two
+ * threads write the same element. */
+static void colsum_accumulate(float *dst, const float *src, int64_t N, int OC, int64_t ld) {
+    enum { CB = 64 };
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int o0 = 0; o0 < OC; o0 += CB) {
+        int o1 = o0 + CB < OC ? o0 + CB : OC;
+        double acc[CB] = {0};
+        for (int64_t n = 0; n < N; n++) {
+            const float *row = src + n * ld;
+            for (int o = o0; o < o1; o++) acc[o - o0] += row[o];
+        }
+        for (int o = o0; o < o1; o++) dst[o] += (float)acc[o - o0];
+    }
+}
+
+void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *weight, int64_t N, int C, int OC) {
+    if (dinp)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)N, C, OC, 1.0f, dout, OC, weight, C, 1.0f,
+                    dinp, C);
+    if (dweight)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, (blasint)N, 1.0f, dout, OC, inp, C, 1.0f,
+                    dweight, C);
+    if (dbias) colsum_accumulate(dbias, dout, N, OC, OC);
+}
+
+/* ---- conv1d -------------------------------------------------------------------------------------
+ * Three paths, chosen by shape:
+ *   depthwise (G = C = OC): a direct loop over frames, channels innermost (weight as (K, C)).
+ *   G = 1 and C >= CONV_TAP_MIN_C: one GEMM per tap k on a strided view of the input (row t of the
+ *     view is input row t*stride + k - pad, leading dimension stride*C), no copy at all; padding
+ *     just shortens each tap's range of t.
+ *   otherwise (grouped, or few input channels like the waveform's C = 1): per group, blocks of
+ *     CONV_BLOCK_FLOATS unfolded input windows (im2col, zeros in the padding) times the group's
+ *     weight in one GEMM.
+ * GEMM paths use the weight as Wr (OC, K, Cg) (PyTorch stores (OC, Cg, K)), built in scratch. */
+#define CONV_TAP_MIN_C 32
+#define CONV_BLOCK_FLOATS (1 << 20)
+
+int64_t conv1d_out_len(int64_t Ti, int K, int stride, int pad) {
+    int64_t span = Ti + 2 * (int64_t)pad - K;
+    return span < 0 ? 0 : span / stride + 1;
+}
+
+static int conv_is_depthwise(int C, int OC, int G) { return G == C && OC == C; }
+static int conv_uses_taps(int C, int G) { return G == 1 && C >= CONV_TAP_MIN_C; }
+
+/* rows of unfolded windows per im2col block */
+static int64_t conv_block_rows(int64_t rows, int64_t KC) {
+    int64_t rb = CONV_BLOCK_FLOATS / KC;
+    if (rb < 16) rb = 16;
+    return rb < rows ? rb : rows;
+}
+
+int64_t conv1d_scratch_floats(int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G) {
+    KOE_ASSERT(G > 0 && C % G == 0 && OC % G == 0 && K > 0 && stride > 0 && pad >= 0);
+    if (conv_is_depthwise(C, OC, G)) return 2 * (int64_t)K * C;
+    int64_t KC = (int64_t)K * (C / G);
+    int64_t n = 2 * (int64_t)OC * KC; /* Wr and its gradient */
+    if (!conv_uses_taps(C, G)) n += conv_block_rows((int64_t)B * conv1d_out_len(Ti, K, stride, pad), KC) * KC;
+    return n;
+}
+
+/* Wr[o][k][cg] = weight[o][cg][k] */
+static void conv_weight_to_wr(float *wr, const float *weight, int OC, int Cg, int K) {
+#pragma omp parallel for schedule(static)
+    for (int o = 0; o < OC; o++)
+        for (int cg = 0; cg < Cg; cg++)
+            for (int k = 0; k < K; k++) wr[((int64_t)o * K + k) * Cg + cg] = weight[((int64_t)o * Cg + cg) * K + k];
+}
+
+static void conv_wr_grad_accumulate(float *dweight, const float *dwr, int OC, int Cg, int K) {
+#pragma omp parallel for schedule(static)
+    for (int o = 0; o < OC; o++)
+        for (int cg = 0; cg < Cg; cg++)
+            for (int k = 0; k < K; k++) dweight[((int64_t)o * Cg + cg) * K + k] += dwr[((int64_t)o * K + k) * Cg + cg];
+}
+
+/* this tap's range of output frames [*t0, *t1) whose input row t*stride + k - pad is inside [0, Ti) */
+static void conv_tap_range(int64_t *t0, int64_t *t1, int64_t Ti, int64_t To, int k, int stride, int pad) {
+    int64_t lo = pad - k; /* need t*stride >= lo */
+    int64_t a = lo <= 0 ? 0 : (lo + stride - 1) / stride;
+    int64_t hi = Ti - 1 + pad - k; /* need t*stride <= hi */
+    int64_t b = hi < 0 ? 0 : hi / stride + 1;
+    if (b > To) b = To;
+    *t0 = a;
+    *t1 = b > a ? b : a;
+}
+
+/* col (M, KC): the windows of group g for output rows r0 .. r0+M-1 (row r = b*To + t) */
+static void conv_im2col(float *col, const float *inp, int64_t r0, int64_t M, int64_t Ti, int64_t To, int C, int Cg,
+                        int K, int stride, int pad, int g) {
+#pragma omp parallel for schedule(static)
+    for (int64_t m = 0; m < M; m++) {
+        int64_t r = r0 + m, b = r / To, t = r % To;
+        float *dst = col + m * (int64_t)K * Cg;
+        for (int k = 0; k < K; k++) {
+            int64_t i = t * stride + k - pad;
+            if (i < 0 || i >= Ti)
+                memset(dst + (int64_t)k * Cg, 0, (size_t)Cg * sizeof(float));
+            else
+                memcpy(dst + (int64_t)k * Cg, inp + (b * Ti + i) * C + (int64_t)g * Cg, (size_t)Cg * sizeof(float));
+        }
+    }
+}
+
+/* dinp[group g] += the inverse of conv_im2col applied to dcol (M, KC). Gathers per input row so
+ * that no two threads add to the same element. */
+static void conv_col2im_accumulate(float *dinp, const float *dcol, int64_t r0, int64_t M, int64_t Ti, int64_t To,
+                                   int C, int Cg, int K, int stride, int pad, int g) {
+    int64_t KC = (int64_t)K * Cg;
+    for (int64_t b = r0 / To; b * To < r0 + M; b++) {
+        int64_t tlo = r0 > b * To ? r0 - b * To : 0;
+        int64_t thi = r0 + M < (b + 1) * To ? r0 + M - b * To : To;
+        int64_t ilo = tlo * stride - pad, ihi = (thi - 1) * stride - pad + K; /* input rows [ilo, ihi) */
+        if (ilo < 0) ilo = 0;
+        if (ihi > Ti) ihi = Ti;
+#pragma omp parallel for schedule(static)
+        for (int64_t i = ilo; i < ihi; i++) {
+            int64_t lo = i + pad - K + 1; /* t*stride >= lo */
+            int64_t ta = lo <= 0 ? 0 : (lo + stride - 1) / stride;
+            int64_t tb = (i + pad) / stride; /* t*stride <= i + pad */
+            if (ta < tlo) ta = tlo;
+            if (tb > thi - 1) tb = thi - 1;
+            float *dst = dinp + (b * Ti + i) * C + (int64_t)g * Cg;
+            for (int64_t t = ta; t <= tb; t++) {
+                const float *src = dcol + (b * To + t - r0) * KC + (i + pad - t * stride) * Cg;
+                for (int c = 0; c < Cg; c++) dst[c] += src[c];
+            }
+        }
+    }
+}
+
+static void conv_depthwise_forward(float *out, const float *inp, const float *weight, const float *bias, int B,
+                                   int64_t Ti, int64_t To, int C, int K, int stride, int pad, float *wd) {
+    for (int c = 0; c < C; c++)
+        for (int k = 0; k < K; k++) wd[(int64_t)k * C + c] = weight[(int64_t)c * K + k];
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < (int64_t)B * To; r++) {
+        int64_t b = r / To, t = r % To;
+        float *o = out + r * C;
+        for (int c = 0; c < C; c++) o[c] = bias ? bias[c] : 0.0f;
+        for (int k = 0; k < K; k++) {
+            int64_t i = t * stride + k - pad;
+            if (i < 0 || i >= Ti) continue;
+            const float *x = inp + (b * Ti + i) * C, *w = wd + (int64_t)k * C;
+            for (int c = 0; c < C; c++) o[c] += w[c] * x[c];
+        }
+    }
+}
+
+static void conv_depthwise_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                                    const float *weight, int B, int64_t Ti, int64_t To, int C, int K, int stride,
+                                    int pad, float *scratch) {
+    float *wd = scratch, *dwd = scratch + (int64_t)K * C; /* (K, C) each */
+    int64_t R = (int64_t)B * To;
+    if (dbias) colsum_accumulate(dbias, dout, R, C, C);
+    if (dweight) {
+        enum { CB = 64 };
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int c0 = 0; c0 < C; c0 += CB) {
+            int c1 = c0 + CB < C ? c0 + CB : C;
+            for (int k = 0; k < K; k++)
+                for (int c = c0; c < c1; c++) dwd[(int64_t)k * C + c] = 0.0f;
+            for (int64_t r = 0; r < R; r++) {
+                int64_t b = r / To, t = r % To;
+                const float *d = dout + r * C;
+                for (int k = 0; k < K; k++) {
+                    int64_t i = t * stride + k - pad;
+                    if (i < 0 || i >= Ti) continue;
+                    const float *x = inp + (b * Ti + i) * C;
+                    float *dw = dwd + (int64_t)k * C;
+                    for (int c = c0; c < c1; c++) dw[c] += d[c] * x[c];
+                }
+            }
+            for (int c = c0; c < c1; c++)
+                for (int k = 0; k < K; k++) dweight[(int64_t)c * K + k] += dwd[(int64_t)k * C + c];
+        }
+    }
+    if (dinp) {
+        for (int c = 0; c < C; c++)
+            for (int k = 0; k < K; k++) wd[(int64_t)k * C + c] = weight[(int64_t)c * K + k];
+#pragma omp parallel for schedule(static)
+        for (int64_t ri = 0; ri < (int64_t)B * Ti; ri++) {
+            int64_t b = ri / Ti, i = ri % Ti;
+            int64_t lo = i + pad - K + 1;
+            int64_t ta = lo <= 0 ? 0 : (lo + stride - 1) / stride;
+            int64_t tb = (i + pad) / stride;
+            if (tb > To - 1) tb = To - 1;
+            float *dx = dinp + ri * C;
+            for (int64_t t = ta; t <= tb; t++) {
+                const float *d = dout + (b * To + t) * C, *w = wd + (i + pad - t * stride) * C;
+                for (int c = 0; c < C; c++) dx[c] += d[c] * w[c];
+            }
+        }
+    }
+}
+
+void conv1d_forward(float *out, const float *inp, const float *weight, const float *bias, int B, int64_t Ti,
+                    int C, int OC, int K, int stride, int pad, int G, float *scratch) {
+    KOE_ASSERT(G > 0 && C % G == 0 && OC % G == 0 && K > 0 && stride > 0 && pad >= 0);
+    int64_t To = conv1d_out_len(Ti, K, stride, pad), R = (int64_t)B * To;
+    if (R == 0) return;
+    if (conv_is_depthwise(C, OC, G)) {
+        conv_depthwise_forward(out, inp, weight, bias, B, Ti, To, C, K, stride, pad, scratch);
+        return;
+    }
+    int Cg = C / G, OCg = OC / G;
+    int64_t KC = (int64_t)K * Cg;
+    float *wr = scratch, *col = scratch + 2 * (int64_t)OC * KC;
+    conv_weight_to_wr(wr, weight, OC, Cg, K);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < R; r++) {
+        if (bias)
+            memcpy(out + r * OC, bias, (size_t)OC * sizeof(float));
+        else
+            memset(out + r * OC, 0, (size_t)OC * sizeof(float));
+    }
+    if (conv_uses_taps(C, G)) {
+        for (int b = 0; b < B; b++)
+            for (int k = 0; k < K; k++) {
+                int64_t t0, t1;
+                conv_tap_range(&t0, &t1, Ti, To, k, stride, pad);
+                if (t1 == t0) continue;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)(t1 - t0), OC, C, 1.0f,
+                            inp + ((int64_t)b * Ti + t0 * stride + k - pad) * C, stride * C, wr + (int64_t)k * C,
+                            (blasint)KC, 1.0f, out + ((int64_t)b * To + t0) * OC, OC);
+            }
+        return;
+    }
+    int64_t RB = conv_block_rows(R, KC);
+    for (int g = 0; g < G; g++)
+        for (int64_t r0 = 0; r0 < R; r0 += RB) {
+            int64_t M = R - r0 < RB ? R - r0 : RB;
+            conv_im2col(col, inp, r0, M, Ti, To, C, Cg, K, stride, pad, g);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)M, OCg, (blasint)KC, 1.0f, col,
+                        (blasint)KC, wr + (int64_t)g * OCg * KC, (blasint)KC, 1.0f, out + r0 * OC + (int64_t)g * OCg,
+                        OC);
+        }
+}
+
+void conv1d_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *weight, int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G,
+                     float *scratch) {
+    KOE_ASSERT(G > 0 && C % G == 0 && OC % G == 0 && K > 0 && stride > 0 && pad >= 0);
+    int64_t To = conv1d_out_len(Ti, K, stride, pad), R = (int64_t)B * To;
+    if (R == 0) return;
+    if (conv_is_depthwise(C, OC, G)) {
+        conv_depthwise_backward(dinp, dweight, dbias, dout, inp, weight, B, Ti, To, C, K, stride, pad, scratch);
+        return;
+    }
+    int Cg = C / G, OCg = OC / G;
+    int64_t KC = (int64_t)K * Cg;
+    float *wr = scratch, *dwr = scratch + (int64_t)OC * KC, *col = scratch + 2 * (int64_t)OC * KC;
+    if (dbias) colsum_accumulate(dbias, dout, R, OC, OC);
+    if (!dinp && !dweight) return;
+    if (dinp) conv_weight_to_wr(wr, weight, OC, Cg, K);
+    if (dweight) memset(dwr, 0, (size_t)OC * KC * sizeof(float));
+    if (conv_uses_taps(C, G)) {
+        for (int b = 0; b < B; b++)
+            for (int k = 0; k < K; k++) {
+                int64_t t0, t1;
+                conv_tap_range(&t0, &t1, Ti, To, k, stride, pad);
+                if (t1 == t0) continue;
+                const float *d = dout + ((int64_t)b * To + t0) * OC;
+                int64_t i0 = (int64_t)b * Ti + t0 * stride + k - pad;
+                if (dweight)
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, (blasint)(t1 - t0), 1.0f, d, OC,
+                                inp + i0 * C, stride * C, 1.0f, dwr + (int64_t)k * C, (blasint)KC);
+                if (dinp)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)(t1 - t0), C, OC, 1.0f, d, OC,
+                                wr + (int64_t)k * C, (blasint)KC, 1.0f, dinp + i0 * C, stride * C);
+            }
+    } else {
+        int64_t RB = conv_block_rows(R, KC);
+        for (int g = 0; g < G; g++)
+            for (int64_t r0 = 0; r0 < R; r0 += RB) {
+                int64_t M = R - r0 < RB ? R - r0 : RB;
+                const float *d = dout + r0 * OC + (int64_t)g * OCg;
+                if (dweight) {
+                    conv_im2col(col, inp, r0, M, Ti, To, C, Cg, K, stride, pad, g);
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OCg, (blasint)KC, (blasint)M, 1.0f, d, OC,
+                                col, (blasint)KC, 1.0f, dwr + (int64_t)g * OCg * KC, (blasint)KC);
+                }
+                if (dinp) {
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)M, (blasint)KC, OCg, 1.0f, d, OC,
+                                wr + (int64_t)g * OCg * KC, (blasint)KC, 0.0f, col, (blasint)KC);
+                    conv_col2im_accumulate(dinp, col, r0, M, Ti, To, C, Cg, K, stride, pad, g);
+                }
+            }
+    }
+    if (dweight) conv_wr_grad_accumulate(dweight, dwr, OC, Cg, K);
+}
+
+/* ---- layernorm ----------------------------------------------------------------------------------- */
+
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                       const float *bias, int64_t N, int C, float eps) {
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        const float *x = inp + n * C;
+        float *y = out + n * C;
+        float s = 0.0f;
+        for (int c = 0; c < C; c++) s += x[c];
+        float m = s / C, v = 0.0f;
+        for (int c = 0; c < C; c++) v += (x[c] - m) * (x[c] - m);
+        float r = 1.0f / sqrtf(v / C + eps);
+        for (int c = 0; c < C; c++) y[c] = (x[c] - m) * r * weight[c] + bias[c];
+        mean[n] = m;
+        rstd[n] = r;
+    }
+}
+
+void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                        const float *weight, const float *mean, const float *rstd, int64_t N, int C) {
+    if (dinp) {
+#pragma omp parallel for schedule(static)
+        for (int64_t n = 0; n < N; n++) {
+            const float *x = inp + n * C, *d = dout + n * C;
+            float m = mean[n], r = rstd[n], sd = 0.0f, sdx = 0.0f;
+            for (int c = 0; c < C; c++) {
+                float dn = d[c] * weight[c];
+                sd += dn;
+                sdx += dn * (x[c] - m) * r;
+            }
+            sd /= C;
+            sdx /= C;
+            float *dx = dinp + n * C;
+            for (int c = 0; c < C; c++) dx[c] += r * (d[c] * weight[c] - sd - (x[c] - m) * r * sdx);
+        }
+    }
+    if (dweight || dbias) {
+        enum { CB = 64 };
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int c0 = 0; c0 < C; c0 += CB) {
+            int c1 = c0 + CB < C ? c0 + CB : C;
+            float aw[CB] = {0}, ab[CB] = {0};
+            for (int64_t n = 0; n < N; n++) {
+                const float *x = inp + n * C, *d = dout + n * C;
+                float m = mean[n], r = rstd[n];
+                for (int c = c0; c < c1; c++) {
+                    aw[c - c0] += d[c] * (x[c] - m) * r;
+                    ab[c - c0] += d[c];
+                }
+            }
+            for (int c = c0; c < c1; c++) {
+                if (dweight) dweight[c] += aw[c - c0];
+                if (dbias) dbias[c] += ab[c - c0];
+            }
+        }
+    }
+}
+
+/* ---- groupnorm (one group per channel): statistics of each (b, c) over T -------------------------- */
+
+void groupnorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                       const float *bias, int B, int64_t T, int C, float eps) {
+    enum { CB = 64 };
+    int nblk = (C + CB - 1) / CB;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t job = 0; job < (int64_t)B * nblk; job++) {
+        int64_t b = job / nblk;
+        int c0 = (int)(job % nblk) * CB, c1 = c0 + CB < C ? c0 + CB : C;
+        const float *x = inp + b * T * C;
+        float *y = out + b * T * C;
+        double s[CB] = {0}, v[CB] = {0};
+        for (int64_t t = 0; t < T; t++)
+            for (int c = c0; c < c1; c++) s[c - c0] += x[t * C + c];
+        float m[CB], r[CB], a[CB], sh[CB];
+        for (int c = c0; c < c1; c++) m[c - c0] = (float)(s[c - c0] / (double)T);
+        for (int64_t t = 0; t < T; t++)
+            for (int c = c0; c < c1; c++) {
+                float dx = x[t * C + c] - m[c - c0];
+                v[c - c0] += dx * dx;
+            }
+        for (int c = c0; c < c1; c++) {
+            r[c - c0] = (float)(1.0 / sqrt(v[c - c0] / (double)T + eps));
+            mean[b * C + c] = m[c - c0];
+            rstd[b * C + c] = r[c - c0];
+            a[c - c0] = r[c - c0] * weight[c]; /* y = a * x + sh */
+            sh[c - c0] = bias[c] - m[c - c0] * a[c - c0];
+        }
+        for (int64_t t = 0; t < T; t++)
+            for (int c = c0; c < c1; c++) y[t * C + c] = a[c - c0] * x[t * C + c] + sh[c - c0];
+    }
+}
+
+void groupnorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                        const float *weight, const float *mean, const float *rstd, int B, int64_t T, int C) {
+    enum { CB = 64 };
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int c0 = 0; c0 < C; c0 += CB) {
+        int c1 = c0 + CB < C ? c0 + CB : C;
+        double aw[CB] = {0}, ab[CB] = {0};
+        for (int b = 0; b < B; b++) {
+            const float *x = inp + (int64_t)b * T * C, *d = dout + (int64_t)b * T * C;
+            double sd[CB] = {0}, sdx[CB] = {0};
+            for (int64_t t = 0; t < T; t++)
+                for (int c = c0; c < c1; c++) {
+                    float xh = (x[t * C + c] - mean[b * C + c]) * rstd[b * C + c];
+                    sd[c - c0] += d[t * C + c];
+                    sdx[c - c0] += d[t * C + c] * xh;
+                }
+            for (int c = c0; c < c1; c++) {
+                aw[c - c0] += sdx[c - c0];
+                ab[c - c0] += sd[c - c0];
+            }
+            if (!dinp) continue;
+            /* dxhat = d * w: dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) */
+            float k1[CB], k2[CB], wr[CB];
+            for (int c = c0; c < c1; c++) {
+                k1[c - c0] = (float)(sd[c - c0] / (double)T) * weight[c];
+                k2[c - c0] = (float)(sdx[c - c0] / (double)T) * weight[c];
+                wr[c - c0] = weight[c] * rstd[b * C + c];
+            }
+            float *dx = dinp + (int64_t)b * T * C;
+            for (int64_t t = 0; t < T; t++)
+                for (int c = c0; c < c1; c++) {
+                    float r = rstd[b * C + c], xh = (x[t * C + c] - mean[b * C + c]) * r;
+                    dx[t * C + c] += wr[c - c0] * d[t * C + c] - r * (k1[c - c0] + xh * k2[c - c0]);
+                }
+        }
+        for (int c = c0; c < c1; c++) {
+            if (dweight) dweight[c] += (float)aw[c - c0];
+            if (dbias) dbias[c] += (float)ab[c - c0];
+        }
+    }
+}
+
+/* ---- activations ---------------------------------------------------------------------------------- */
+
+void gelu_forward(float *out, const float *inp, int64_t n) {
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; i++) out[i] = 0.5f * inp[i] * (1.0f + erff(inp[i] * (float)M_SQRT1_2));
+}
+
+void gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n) {
+    const float inv_sqrt_2pi = 0.3989422804014327f;
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        float x = inp[i];
+        float cdf = 0.5f * (1.0f + erff(x * (float)M_SQRT1_2));
+        dinp[i] += dout[i] * (cdf + x * inv_sqrt_2pi * expf(-0.5f * x * x));
+    }
+}
+
+static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+void swish_forward(float *out, const float *inp, int64_t n) {
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; i++) out[i] = inp[i] * sigmoidf(inp[i]);
+}
+
+void swish_backward(float *dinp, const float *dout, const float *inp, int64_t n) {
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        float s = sigmoidf(inp[i]);
+        dinp[i] += dout[i] * s * (1.0f + inp[i] * (1.0f - s));
+    }
+}
+
+void glu_forward(float *out, const float *inp, int64_t N, int C) {
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        const float *a = inp + n * 2 * C, *g = a + C;
+        float *y = out + n * C;
+        for (int c = 0; c < C; c++) y[c] = a[c] * sigmoidf(g[c]);
+    }
+}
+
+void glu_backward(float *dinp, const float *dout, const float *inp, int64_t N, int C) {
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        const float *a = inp + n * 2 * C, *g = a + C, *d = dout + n * C;
+        float *da = dinp + n * 2 * C, *dg = da + C;
+        for (int c = 0; c < C; c++) {
+            float s = sigmoidf(g[c]);
+            da[c] += d[c] * s;
+            dg[c] += d[c] * a[c] * s * (1.0f - s);
+        }
+    }
+}
+
+/* ---- dropout ---------------------------------------------------------------------------------------- */
+
+/* 1 / (1 - p) for kept elements (0 when everything is dropped), and the keep threshold in 2^-24 units */
+static float dropout_scale(float p) { return p >= 1.0f ? 0.0f : 1.0f / (1.0f - p); }
+
+static inline int dropout_keep(const KoeRng *base, int64_t i, uint64_t threshold) {
+    KoeRng r = *base;
+    r.ctr = (uint64_t)i;
+    return (koe_rng_u64(&r) >> 40) >= threshold;
+}
+
+static uint64_t dropout_threshold(float p) { return (uint64_t)ceil((double)p * 16777216.0); }
+
+void dropout_forward(float *out, const float *inp, int64_t n, float p, uint64_t seed, uint64_t a, uint64_t b) {
+    if (p <= 0.0f) {
+        if (out != inp) memcpy(out, inp, (size_t)n * sizeof(float));
+        return;
+    }
+    KoeRng base = koe_rng(seed, a, b, KOE_RNG_DROPOUT);
+    uint64_t th = dropout_threshold(p);
+    float s = dropout_scale(p);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) out[i] = dropout_keep(&base, i, th) ? inp[i] * s : 0.0f;
+}
+
+void dropout_backward(float *dinp, const float *dout, int64_t n, float p, uint64_t seed, uint64_t a, uint64_t b) {
+    if (p <= 0.0f) {
+        add_inplace(dinp, dout, n);
+        return;
+    }
+    KoeRng base = koe_rng(seed, a, b, KOE_RNG_DROPOUT);
+    uint64_t th = dropout_threshold(p);
+    float s = dropout_scale(p);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++)
+        if (dropout_keep(&base, i, th)) dinp[i] += dout[i] * s;
+}
+
+/* ---- weight norm over dim 2 ------------------------------------------------------------------------- */
+
+void weightnorm_forward(float *w, float *norm, const float *g, const float *v, int OC, int Ci, int K) {
+    enum { KB = 32 };
+    int64_t rows = (int64_t)OC * Ci;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int k0 = 0; k0 < K; k0 += KB) {
+        int k1 = k0 + KB < K ? k0 + KB : K;
+        double acc[KB] = {0};
+        for (int64_t r = 0; r < rows; r++)
+            for (int k = k0; k < k1; k++) acc[k - k0] += (double)v[r * K + k] * v[r * K + k];
+        for (int k = k0; k < k1; k++) norm[k] = (float)sqrt(acc[k - k0]);
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++)
+        for (int k = 0; k < K; k++) w[r * K + k] = g[k] * v[r * K + k] / norm[k];
+}
+
+void weightnorm_backward(float *dg, float *dv, const float *dw, const float *g, const float *v, const float *norm,
+                         int OC, int Ci, int K) {
+    enum { KB = 32 };
+    int64_t rows = (int64_t)OC * Ci;
+    /* with s[k] = sum dw*v: dg = s / norm, dv = g/norm * (dw - v * s / norm^2) */
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int k0 = 0; k0 < K; k0 += KB) {
+        int k1 = k0 + KB < K ? k0 + KB : K;
+        double acc[KB] = {0};
+        for (int64_t r = 0; r < rows; r++)
+            for (int k = k0; k < k1; k++) acc[k - k0] += (double)dw[r * K + k] * v[r * K + k];
+        float a[KB], b[KB];
+        for (int k = k0; k < k1; k++) {
+            float s = (float)acc[k - k0], nk = norm[k];
+            if (dg) dg[k] += s / nk;
+            a[k - k0] = g[k] / nk;
+            b[k - k0] = g[k] * s / (nk * nk * nk);
+        }
+        if (!dv) continue;
+        for (int64_t r = 0; r < rows; r++)
+            for (int k = k0; k < k1; k++) dv[r * K + k] += a[k - k0] * dw[r * K + k] - b[k - k0] * v[r * K + k];
+    }
+}
+
+/* ---- residual adds -------------------------------------------------------------------------------- */
+
+void add_inplace(float *y, const float *x, int64_t n) {
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+void axpy_inplace(float *y, float s, const float *x, int64_t n) {
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; i++) y[i] += s * x[i];
+}
