@@ -182,9 +182,9 @@ static void conformer_ffn_forward(float *y, float *ln, float *mean, float *rstd,
     layernorm_forward(ln, mean, rstd, x, f->ln_w, f->ln_b, N, D, eps);
     linear_forward(pre, ln, f->w1, f->b1, N, D, F);
     swish_forward(h, pre, N * F);
-    if (drop->p_act > 0) dropout_forward(h, h, N * F, drop->p_act, drop->seed, drop->step, stream);
+    dropout_forward(h, h, N * F, drop->p_act, drop->seed, drop->step, stream);
     linear_forward(y, h, f->w2, f->b2, N, F, D);
-    if (drop->p > 0) dropout_forward(y, y, N * D, drop->p, drop->seed, drop->step, stream + 1);
+    dropout_forward(y, y, N * D, drop->p, drop->seed, drop->step, stream + 1);
 }
 
 void conformer_layer_forward(float *out, ConformerLayerAct *act, const float *inp, const ConformerLayerParams *p,
@@ -207,7 +207,7 @@ void conformer_layer_forward(float *out, ConformerLayerAct *act, const float *in
     AttentionDropout ad = {drop->p_att, drop->seed, drop->step, st + 2};
     attention_forward(act->attn_y, act->att, act->qkv, key_pad, B, T, D, H, &ad, sc.kernel);
     linear_forward(sc.a, act->attn_y, p->out_w, p->out_b, N, D, D);
-    if (drop->p > 0) dropout_forward(sc.a, sc.a, ND, drop->p, drop->seed, drop->step, st + 3);
+    dropout_forward(sc.a, sc.a, ND, drop->p, drop->seed, drop->step, st + 3);
     memcpy(act->x2, act->x1, (size_t)ND * sizeof(float));
     add_inplace(act->x2, sc.a, ND);
 
@@ -220,7 +220,7 @@ void conformer_layer_forward(float *out, ConformerLayerAct *act, const float *in
     layernorm_forward(act->dw_ln, act->dw_mean, act->dw_rstd, act->dw, p->dw_ln_w, p->dw_ln_b, N, D, eps);
     swish_forward(sc.b, act->dw_ln, ND);
     linear_forward(sc.a, sc.b, p->pw2_w, NULL, N, D, D);
-    if (drop->p > 0) dropout_forward(sc.a, sc.a, ND, drop->p, drop->seed, drop->step, st + 4);
+    dropout_forward(sc.a, sc.a, ND, drop->p, drop->seed, drop->step, st + 4);
     memcpy(act->x3, act->x2, (size_t)ND * sizeof(float));
     add_inplace(act->x3, sc.a, ND);
 
@@ -244,26 +244,20 @@ static void conformer_ffn_backward(float *dx, const ConformerFFN *g, const float
     float *dy = sc->a, *dln = sc->c, *h = sc->wide2, *dh = sc->wide;
     /* dy = scale * drop'(dres) */
     memset(dy, 0, (size_t)ND * sizeof(float));
-    if (drop->p > 0)
-        dropout_backward(dy, dres, ND, drop->p, drop->seed, drop->step, stream + 1);
-    else
-        add_inplace(dy, dres, ND);
+    dropout_backward(dy, dres, ND, drop->p, drop->seed, drop->step, stream + 1);
     scale_inplace(dy, scale, ND);
     /* h = drop_act(swish(pre)), recomputed */
     swish_forward(h, pre, NF);
-    if (drop->p_act > 0) dropout_forward(h, h, NF, drop->p_act, drop->seed, drop->step, stream);
+    dropout_forward(h, h, NF, drop->p_act, drop->seed, drop->step, stream);
     memset(dh, 0, (size_t)NF * sizeof(float));
     linear_backward(dh, g->w2, g->b2, dy, h, f->w2, N, F, D);
     /* through dropout (into h, now free) and swish (back into dh) */
-    if (drop->p_act > 0) {
-        memset(h, 0, (size_t)NF * sizeof(float));
-        dropout_backward(h, dh, NF, drop->p_act, drop->seed, drop->step, stream);
-        memcpy(dh, h, (size_t)NF * sizeof(float));
-    }
     memset(h, 0, (size_t)NF * sizeof(float));
-    swish_backward(h, dh, pre, NF);
+    dropout_backward(h, dh, NF, drop->p_act, drop->seed, drop->step, stream);
+    memset(dh, 0, (size_t)NF * sizeof(float));
+    swish_backward(dh, h, pre, NF);
     memset(dln, 0, (size_t)ND * sizeof(float));
-    linear_backward(dln, g->w1, g->b1, h, ln, f->w1, N, D, F);
+    linear_backward(dln, g->w1, g->b1, dh, ln, f->w1, N, D, F);
     layernorm_backward(dx, g->ln_w, g->ln_b, dln, x, f->ln_w, mean, rstd, N, D);
 }
 
@@ -289,10 +283,7 @@ void conformer_layer_backward(float *dinp, const ConformerLayerParams *g, const 
     /* x3 = x2 + conv module(x2): r becomes dL/dx2 */
     float *dy = sc.a, *s = sc.b, *ds = sc.c, *d2 = sc.wide;
     memset(dy, 0, nd_bytes);
-    if (drop->p > 0)
-        dropout_backward(dy, r, ND, drop->p, drop->seed, drop->step, st + 4);
-    else
-        add_inplace(dy, r, ND);
+    dropout_backward(dy, r, ND, drop->p, drop->seed, drop->step, st + 4);
     swish_forward(s, act->dw_ln, ND);
     memset(ds, 0, nd_bytes);
     linear_backward(ds, g->pw2_w, NULL, dy, s, p->pw2_w, N, D, D);
@@ -315,10 +306,7 @@ void conformer_layer_backward(float *dinp, const ConformerLayerParams *g, const 
     /* x2 = x1 + drop(linear_out(MHSA(LN(x1)))): r becomes dL/dx1 */
     float *dattn_y = sc.b, *dqkv = sc.wide, *dattn_ln = sc.c;
     memset(dy, 0, nd_bytes);
-    if (drop->p > 0)
-        dropout_backward(dy, r, ND, drop->p, drop->seed, drop->step, st + 3);
-    else
-        add_inplace(dy, r, ND);
+    dropout_backward(dy, r, ND, drop->p, drop->seed, drop->step, st + 3);
     memset(dattn_y, 0, nd_bytes);
     linear_backward(dattn_y, g->out_w, g->out_b, dy, act->attn_y, p->out_w, N, D, D);
     memset(dqkv, 0, (size_t)(3 * ND) * sizeof(float));
