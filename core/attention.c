@@ -229,12 +229,15 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
         for (int64_t i = 0; i < T; i++) {
             const float *pi = p + i * ldp, *ai = a + i * T;
             float *di = ds + i * Tk;
-            float dot = 0.0f;
+            double dot = 0.0; /* in double: rows of dS sum to ~0, which the key bias's gradient (0) sees */
+#pragma omp simd reduction(+ : dot)
             for (int64_t j = 0; j < Tk; j++) {
                 di[j] *= pi[j];
                 dot += di[j];
             }
-            for (int64_t j = 0; j < Tk; j++) di[j] -= ai[j] * dot;
+            const float fdot = (float)dot;
+#pragma omp simd
+            for (int64_t j = 0; j < Tk; j++) di[j] -= ai[j] * fdot;
         }
         /* dQ += scale dS K, dK[0:Tk] += scale dS^T Q */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, Dh, (int)Tk, scale, ds, (int)Tk, k, 3 * C, 1.0f,
