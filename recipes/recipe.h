@@ -1,0 +1,112 @@
+/* recipe.h — training recipes (DESIGN.md section 7): INI files parsed with libinih, sections
+ * [data] [model] [objective] [optim] [run], plus `section.key=value` overrides from the command
+ * line. One table (recipe.c) gives every key its type, default and one-line doc; it drives parsing,
+ * validation, the `koe help`-style key listing and the resolved text. The resolved text (every
+ * key, defaults included, canonical formatting) is what koe prints at start, hashes, checks equal
+ * on every rank and stores in checkpoints; parsing it again gives the same text and hash.
+ * Errors a user can cause name the file and line (or the override) and the key. No MPI here. */
+#pragma once
+#include <stdint.h>
+#include <stdio.h>
+
+#include "../core/common.h"
+#include "../core/model.h"
+#include "../core/optim.h"
+#include "../data/features.h"
+
+/* String values are limited so that a resolved line `key = value` stays within libinih's
+ * 200-character line (the resolved text must parse again). */
+#define RECIPE_STR_MAX 161
+
+typedef enum { OBJECTIVE_HUBERT = 1, OBJECTIVE_WAV2VEC2 = 2, OBJECTIVE_BESTRQ = 3 } ObjectiveKind;
+
+typedef struct {
+    char corpus[RECIPE_STR_MAX];       /* corpus directory */
+    char valid_corpus[RECIPE_STR_MAX]; /* held-out corpus; "" = no validation */
+    char labels[RECIPE_STR_MAX];       /* label set name (HuBERT) */
+    int64_t max_tokens;                /* samples per global batch */
+    int64_t max_sample_size;           /* crop longer utterances (samples) */
+    int64_t min_sample_size;           /* skip shorter utterances (samples) */
+    double lang_alpha;                 /* multilingual sampling exponent */
+    int64_t bucket_batches;            /* batches' worth of utterances sorted together */
+    int threads;                       /* loader prefetch threads (0 = synchronous) */
+    int features;                      /* 0 (none) | FEAT_FBANK | FEAT_MFCC */
+} RecipeData;
+
+typedef struct {
+    ObjectiveKind name;
+    /* HuBERT and wav2vec 2.0 */
+    int final_dim;
+    double logit_temp;
+    double feature_pen_weight;
+    int label_rate;          /* HuBERT: label frames per second */
+    /* wav2vec 2.0 */
+    int latent_groups;       /* G */
+    int latent_vars;         /* V */
+    int latent_dim;          /* codevector dim; 0 = final_dim */
+    int num_negatives;
+    double diversity_weight;
+    double temp[3];          /* Gumbel temperature (max, min, decay per update) */
+    /* BEST-RQ */
+    int codebooks;
+    int codebook_size;
+    int codebook_dim;
+    double mask_noise_std;   /* masked input frames are replaced by N(0, std^2) */
+} RecipeObjective;
+
+typedef struct {
+    double lr;
+    double betas[2];
+    double eps;
+    double weight_decay;
+    double clip_norm;        /* 0 = no clipping */
+    ScheduleKind schedule;
+    int64_t warmup;
+    int64_t max_updates;
+    double phase_ratio[3];   /* tri_stage */
+    double init_lr_scale;    /* tri_stage */
+    double final_lr_scale;   /* tri_stage */
+    int update_freq;         /* micro-batches summed per update */
+    int max_skips;           /* non-finite steps in a row before the run stops */
+} RecipeOptim;
+
+typedef struct {
+    char dir[RECIPE_STR_MAX];
+    uint64_t seed;
+    int threads;             /* 0 = OMP_NUM_THREADS */
+    int64_t log_every;
+    int64_t save_every;
+    int keep_last;
+    int64_t valid_every;     /* 0 = never */
+    int zero;                /* 1 = ZeRO-1 optimizer-state sharding */
+    double watchdog_s;       /* 0 = off */
+} RecipeRun;
+
+typedef struct {
+    RecipeData data;
+    ModelConfig model;
+    RecipeObjective objective;
+    RecipeOptim optim;
+    RecipeRun run;
+    char *text;    /* the resolved recipe as INI text (owned; recipe_free) */
+    uint64_t hash; /* FNV-1a 64 of text */
+} Recipe;
+
+/* Parse the file at path, apply the overrides ("section.key=value", in order, after the file),
+ * validate, and fill r including r->text and r->hash. On error returns -1 with err naming
+ * FILE:LINE and the key (or the override); r is then freed. */
+int recipe_load(Recipe *r, const char *path, int n_overrides, char *const *overrides, KoeError *err);
+/* The same from text in memory; name is used in messages (e.g. "CKPT.h5:/config"). */
+int recipe_load_string(Recipe *r, const char *name, const char *text, int n_overrides,
+                       char *const *overrides, KoeError *err);
+void recipe_free(Recipe *r);
+
+uint64_t recipe_hash_text(const char *text); /* FNV-1a 64 over the bytes */
+
+/* Every key with its default and doc, grouped by section (for `koe help train`). */
+void recipe_print_keys(FILE *f);
+
+/* fairseq's conv_feature_layers grammar: a sum of lists of (dim, kernel, stride) tuples, each list
+ * optionally repeated with *N, e.g. "[(512,10,5)] + [(512,3,2)]*4 + [(512,2,2)]*2". Fills n_conv
+ * and the conv arrays of m; on error returns -1 and writes why (naming the character) to msg. */
+int recipe_parse_conv_layers(const char *s, ModelConfig *m, char *msg, size_t msg_len);
