@@ -97,11 +97,12 @@ static void attention_dropout_row(float *pd, const float *p, int64_t Tk, int64_t
 /* exp(x) for x <= 0 in float, branch-free so that `omp simd` loops vectorise it (glibc's expf is
  * a call per element and was half of the forward's time). x = n ln2 + r with |r| <= ln2/2 (ln2
  * split in two parts, so n ln2 is exact), exp(r) by its Taylor series to r^7 (truncation < 1e-8
- * relative), times 2^n built in the exponent bits. Below -87 (exp < 1.7e-38, nothing next to the
- * row's maximum 1) the input is clamped, which keeps 2^n a normal float. */
+ * relative), times 2^n built in the exponent bits. The input is clamped to [-87, 0] (exp(-87) <
+ * 1.7e-38 is nothing next to the row's maximum 1), which keeps 2^n a normal float. */
 #pragma omp declare simd notinbranch
 static inline float attention_exp(float x) {
     x = x < -87.0f ? -87.0f : x;
+    x = x > 0.0f ? 0.0f : x; /* only a masked key (result discarded) can be above its row's maximum */
     const float shifter = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
     float t = x * 1.44269504088896341f + shifter;
     float n = t - shifter;
