@@ -47,3 +47,125 @@ typedef struct {
 
 /* HuBERT/wav2vec 2.0 Base defaults (the numbers above). */
 void model_config_default(ModelConfig *cfg);
+
+/* ---- the model: parameters, activations, forward and backward ---------------------------------
+ * Dimension letters: B utterances, S input length (samples, or fbank frames), T encoder frames,
+ * C conv/feature channels, D model width, F FFN width, H heads, L layers, K kernel width, N = B*T. */
+#include "conformer.h"
+#include "params.h"
+
+/* One transformer layer's views (parameters or gradients). q|k|v weights are adjacent in the table
+ * (and so are their biases), so the three projections are one (3D, D) GEMM. */
+typedef struct {
+    float *qkv_w, *qkv_b; /* (3D, D), (3D)   attention.{q,k,v}_proj */
+    float *out_w, *out_b; /* (D, D), (D)     attention.out_proj */
+    float *ln_w, *ln_b;   /* (D), (D)        layer_norm */
+    float *fc1_w, *fc1_b; /* (F, D), (F)     feed_forward.intermediate_dense */
+    float *fc2_w, *fc2_b; /* (D, F), (D)     feed_forward.output_dense */
+    float *fln_w, *fln_b; /* (D), (D)        final_layer_norm */
+} TransformerLayerParams;
+
+typedef struct {
+    float *conv_w[MODEL_MAX_CONV];  /* (C_i, C_{i-1}, K_i)   feature_extractor.conv_layers.i.conv.weight */
+    float *conv_b[MODEL_MAX_CONV];  /* (C_i) or NULL (conv_bias = false) */
+    float *norm_w[MODEL_MAX_CONV];  /* (C_i) or NULL (no norm on this layer)  .layer_norm */
+    float *norm_b[MODEL_MAX_CONV];
+    float *fp_ln_w, *fp_ln_b;       /* (C) feature_projection.layer_norm (waveform only) */
+    float *fp_w, *fp_b;             /* (D, C) or (D, fbank_dim*stack), (D)  feature_projection.projection */
+    float *mask_emb;                /* (D) masked_spec_embed */
+    float *pos_g, *pos_v, *pos_b;   /* (1, 1, K), (D, D/G, K), (D)  encoder.pos_conv_embed.conv */
+    float *enc_ln_w, *enc_ln_b;     /* (D) encoder.layer_norm */
+    TransformerLayerParams *layer;  /* (L) encoder = transformer */
+    ConformerLayerParams *clayer;   /* (L) encoder = conformer */
+} ModelParams;
+
+/* What one transformer layer's forward keeps for backward. */
+typedef struct {
+    float *n1;                /* (N, D) pre-LN: layer_norm(x), the attention input; NULL for post-LN */
+    float *ln_mean, *ln_rstd; /* (N) stats of layer_norm */
+    float *qkv;               /* (N, 3D) */
+    float *att;               /* (B, H, T, T) attention probabilities */
+    float *attn;              /* (N, D) heads concatenated (out_proj input) */
+    float *r1;                /* (N, D) x + drop(attention) */
+    float *n2;                /* (N, D) FFN input: post-LN layer_norm(r1), pre-LN final_layer_norm(r1) */
+    float *fln_mean, *fln_rstd; /* (N) stats of final_layer_norm */
+    float *h;                 /* (N, F) intermediate_dense output (GELU input) */
+    float *g;                 /* (N, F) GELU output */
+    float *r2;                /* (N, D) post-LN: n2 + FFN, the final_layer_norm input; NULL for pre-LN */
+} TransformerLayerAct;
+
+typedef struct {
+    float *conv_out[MODEL_MAX_CONV]; /* (B, T_i, C_i) conv output */
+    float *norm_out[MODEL_MAX_CONV]; /* (B, T_i, C_i) after group/layer norm, or NULL */
+    float *norm_mean[MODEL_MAX_CONV], *norm_rstd[MODEL_MAX_CONV]; /* (B, C_i) group / (B*T_i) layer */
+    float *conv_act[MODEL_MAX_CONV]; /* (B, T_i, C_i) GELU output; the last one is the features */
+    float *stacked;           /* fbank: (B, T, fbank_dim*stack) */
+    float *fp_ln, *fp_mean, *fp_rstd; /* (B, T, C), (N), (N) LayerNorm of the features (waveform) */
+    float *x_in;              /* (B, T, D) projection -> dropout_input -> mask embedding -> padding zeroed */
+    float *pos_w, *pos_norm;  /* (D, D/G, K), (K) weight-normed positional conv weight */
+    float *pos_raw;           /* (B, T + 1 - K%2, D) positional conv output (before GELU, last frame dropped later) */
+    float *x0;                /* (B, T, D) x_in + GELU(pos conv) */
+    float *x0n, *x0_mean, *x0_rstd; /* post-LN: encoder.layer_norm(x0) */
+    float *enc_in;            /* (B, T, D) hidden state 0: after the encoder's input dropout */
+    TransformerLayerAct *layer; /* (L) encoder = transformer */
+    ConformerLayerAct *clayer;  /* (L) encoder = conformer */
+    float **layer_out;        /* (L) each (B, T, D): layer l's output (a copy of its input when layerdrop skips it) */
+    float *out_mean, *out_rstd; /* pre-LN: stats of the final encoder.layer_norm */
+    float *out;               /* (B, T, D) the encoder output */
+} ModelActs;
+
+/* A forward pass's randomness: dropout and layerdrop only when train is set. */
+typedef struct {
+    int train;
+    uint64_t seed, step;
+} ModelRun;
+
+typedef struct {
+    ModelConfig cfg;
+    ParamTable table;
+    float *params, *grads; /* (table.total) each, same layout */
+    ModelParams p, g;      /* named views into params and grads */
+    int max_B;
+    int64_t max_S;
+    float *arena;          /* activations + scratch, sized once for (max_B, max_S) */
+    int64_t arena_floats;
+    uint8_t *key_pad;      /* (max_B * max_T) 1 on padded frames */
+    int64_t *frames;       /* (max_B) valid encoder frames of each utterance */
+    int64_t *conv_frames;  /* (max_B) scratch for frame counting */
+    int *skipped;          /* (L) layerdrop decisions of the last forward */
+    /* the last forward */
+    int B;
+    int64_t S, T;
+    int64_t Tc[MODEL_MAX_CONV]; /* conv layer output lengths for S */
+    const float *inp;      /* (B, S) samples or (B, S, fbank_dim), borrowed until backward */
+    const uint8_t *mask;   /* (B, T) or NULL, borrowed until backward */
+    ModelRun run;
+    float feature_pen;     /* mean of squared conv features over valid frames (waveform) */
+    ModelActs a;
+    /* scratch views (see model.c) */
+    float *s_conv, *s_att, *s_d[4], *s_f[2], *s_qkv, *s_c[2], *s_posw, *s_posraw;
+} Model;
+
+/* Encoder frames for an input of n samples (waveform: the conv stack's floor((n - K)/stride) + 1 per
+ * layer, 0 when too short, as torchaudio's _get_feat_extract_output_lengths) or n fbank frames (n / stack). */
+int64_t model_frames(const ModelConfig *cfg, int64_t n);
+/* Builds the table and allocates parameters, gradients and an arena for up to max_B utterances of up
+ * to max_S input samples (or fbank frames). Parameters are zero until model_init_params or a load. */
+Model *model_create(const ModelConfig *cfg, int max_B, int64_t max_S);
+void model_free(Model *m);
+/* fairseq's initialisation, from the seed only (see model.c for each tensor's rule). */
+void model_init_params(Model *m, uint64_t seed);
+/* inp: (B, S) waveform samples in [-1, 1], or (B, S, fbank_dim) features; in_len (B): valid input
+ * length of each utterance (the rest is padding, zero for the waveform). mask (B, T) or NULL: frames
+ * replaced by the mask embedding (T = model_frames(cfg, S)). inp and mask must stay valid until
+ * model_backward. Sets m->T, m->frames, m->a.out and, for the waveform, m->feature_pen. */
+void model_forward(Model *m, const float *inp, const int64_t *in_len, int B, int64_t S, const uint8_t *mask,
+                   const ModelRun *run);
+/* Hidden state i of the last forward, (B, T, D): 0 = encoder input after the positional embedding
+ * (and, post-LN, its LayerNorm), i = output of layer i (1..L). */
+const float *model_hidden(const Model *m, int i);
+void model_zero_grad(Model *m);
+/* Accumulates into m->grads the gradient of a loss whose gradient is dout (B, T, D) w.r.t. m->a.out,
+ * dpen w.r.t. m->feature_pen, and dfeat (B, T, C) w.r.t. m->a.fp_ln (the unmasked normalised
+ * features; NULL if unused). The conv stack gets its gradient scaled by feature_grad_mult (0: skipped). */
+void model_backward(Model *m, const float *dout, float dpen, const float *dfeat);

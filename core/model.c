@@ -1,0 +1,785 @@
+/* model.c — the speech encoder of DESIGN.md section 2 as straight lists of layers.h kernel calls:
+ * frontend (waveform conv stack + LayerNorm + projection, or stacked fbank + projection), learned mask
+ * embedding, and the transformer encoder (conv positional embedding, post-LN or pre-LN layers,
+ * layerdrop) or the conformer encoder (core/conformer.h layers behind the same positional embedding).
+ * Forward and backward follow torchaudio.models.wav2vec2 (components.py) operation by operation;
+ * backward is forward's list reversed, accumulating into the gradient buffer.
+ *
+ * Parameters: one flat buffer laid out by the {name, shape} table (params.h) with the Hugging Face
+ * transformers names; gradients in a second buffer with the same layout. Initialisation as fairseq:
+ *   conv stack weights   kaiming_normal_ (std sqrt(2 / (C_in K))); conv biases PyTorch's default
+ *                        U(+-1/sqrt(C_in K)); norms 1 / 0
+ *   feature_projection   LayerNorm 1 / 0; projection PyTorch's nn.Linear default U(+-1/sqrt(C_in))
+ *                        (fairseq's post_extract_proj is outside init_bert_params)
+ *   masked_spec_embed    U(0, 1)
+ *   pos_conv             weight_v N(0, 4 / (K D)), bias 0, weight_g = ||weight_v[:, :, k]|| (weight_norm)
+ *   encoder Linear       N(0, 0.02), bias 0 (init_bert_params); LayerNorm 1 / 0
+ * Activations: one arena sized at creation for (max_B, max_S) and carved into views for each
+ * forward's (B, S); every view's size grows with B and S, so any smaller batch fits.
+ * Randomness (train only): dropout site k of layer l draws from the stream
+ * (seed, step, MODEL_STREAM_DROPOUT + 16 l + k); attention dropout from (seed, step, l) (layers.h);
+ * layerdrop of layer l from (seed, step, MODEL_STREAM_LAYERDROP + l).
+ * Must not: allocate after model_create, talk MPI or HDF5, or know about objectives. */
+#include "model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "layers.h"
+#include "mask.h"
+#include "rng.h"
+
+#define MODEL_STREAM_DROPOUT ((uint64_t)1 << 32)
+#define MODEL_STREAM_LAYERDROP ((uint64_t)2 << 32)
+/* dropout sites: k of layer l; the encoder input uses layer L, the frontend layer L + 1 */
+enum { SITE_ATTN_OUT = 0, SITE_FFN_ACT = 1, SITE_FFN_OUT = 2, SITE_INPUT = 3 };
+
+static uint64_t site(int l, int k) { return MODEL_STREAM_DROPOUT + 16 * (uint64_t)l + (uint64_t)k; }
+
+static int64_t i64max(int64_t a, int64_t b) { return a > b ? a : b; }
+
+/* ---- frames ------------------------------------------------------------------------------------ */
+
+int64_t model_frames(const ModelConfig *cfg, int64_t n) {
+    if (cfg->frontend == FRONTEND_FBANK) return n / cfg->fbank_stack;
+    for (int i = 0; i < cfg->n_conv; i++) n = n < cfg->conv_kernel[i] ? 0 : (n - cfg->conv_kernel[i]) / cfg->conv_stride[i] + 1;
+    return n;
+}
+
+static int frontend_dim(const ModelConfig *c) {
+    return c->frontend == FRONTEND_FBANK ? c->fbank_dim * c->fbank_stack : c->conv_dim[c->n_conv - 1];
+}
+
+/* Conv stack output lengths of a padded input of S samples. */
+static void conv_lengths(const ModelConfig *c, int64_t S, int64_t *Tc) {
+    for (int i = 0; i < c->n_conv; i++) {
+        S = conv1d_out_len(S, c->conv_kernel[i], c->conv_stride[i], 0);
+        KOE_ASSERT(S >= 1);
+        Tc[i] = S;
+    }
+}
+
+/* ---- parameter table ----------------------------------------------------------------------------- */
+
+static void add1(ParamTable *t, const char *name, int64_t n, ParamInit init, float a, float b) {
+    int64_t shape[1] = {n};
+    params_add(t, name, 1, shape, init, a, b);
+}
+static void add2(ParamTable *t, const char *name, int64_t n0, int64_t n1, ParamInit init, float a, float b) {
+    int64_t shape[2] = {n0, n1};
+    params_add(t, name, 2, shape, init, a, b);
+}
+
+static void build_table(ParamTable *t, const ModelConfig *c) {
+    char name[PARAM_NAME_LEN];
+    const int D = c->D, F = c->F;
+    if (c->frontend == FRONTEND_WAVEFORM) {
+        int cin = 1;
+        for (int i = 0; i < c->n_conv; i++) {
+            const int C = c->conv_dim[i], K = c->conv_kernel[i];
+            const float fan_in = (float)cin * (float)K;
+            int64_t shape[3] = {C, cin, K};
+            snprintf(name, sizeof name, "feature_extractor.conv_layers.%d.conv.weight", i);
+            params_add(t, name, 3, shape, PARAM_INIT_NORMAL, sqrtf(2.0f / fan_in), 0.0f);
+            if (c->conv_bias) {
+                snprintf(name, sizeof name, "feature_extractor.conv_layers.%d.conv.bias", i);
+                add1(t, name, C, PARAM_INIT_UNIFORM, -1.0f / sqrtf(fan_in), 1.0f / sqrtf(fan_in));
+            }
+            if (c->conv_norm == CONV_NORM_LAYER || i == 0) {
+                snprintf(name, sizeof name, "feature_extractor.conv_layers.%d.layer_norm.weight", i);
+                add1(t, name, C, PARAM_INIT_ONE, 0, 0);
+                snprintf(name, sizeof name, "feature_extractor.conv_layers.%d.layer_norm.bias", i);
+                add1(t, name, C, PARAM_INIT_ZERO, 0, 0);
+            }
+            cin = C;
+        }
+        add1(t, "feature_projection.layer_norm.weight", cin, PARAM_INIT_ONE, 0, 0);
+        add1(t, "feature_projection.layer_norm.bias", cin, PARAM_INIT_ZERO, 0, 0);
+    }
+    const int Cf = frontend_dim(c);
+    const float bound = 1.0f / sqrtf((float)Cf);
+    add2(t, "feature_projection.projection.weight", D, Cf, PARAM_INIT_UNIFORM, -bound, bound);
+    add1(t, "feature_projection.projection.bias", D, PARAM_INIT_UNIFORM, -bound, bound);
+    add1(t, "masked_spec_embed", D, PARAM_INIT_UNIFORM, 0.0f, 1.0f);
+
+    const int K = c->pos_conv_kernel, G = c->pos_conv_groups;
+    int64_t vshape[3] = {D, D / G, K}, gshape[3] = {1, 1, K};
+    int v = params_add(t, "encoder.pos_conv_embed.conv.weight_v", 3, vshape, PARAM_INIT_NORMAL,
+                       sqrtf(4.0f / ((float)K * (float)D)), 0.0f);
+    params_add_norm_of(t, "encoder.pos_conv_embed.conv.weight_g", 3, gshape, v);
+    add1(t, "encoder.pos_conv_embed.conv.bias", D, PARAM_INIT_ZERO, 0, 0);
+    add1(t, "encoder.layer_norm.weight", D, PARAM_INIT_ONE, 0, 0);
+    add1(t, "encoder.layer_norm.bias", D, PARAM_INIT_ZERO, 0, 0);
+
+    for (int l = 0; l < c->L; l++) {
+        if (c->encoder == ENCODER_CONFORMER) {
+            ConformerParamSpec spec[CONFORMER_N_PARAMS];
+            conformer_layer_param_specs(spec, D, F, c->conformer_kernel);
+            for (int j = 0; j < CONFORMER_N_PARAMS; j++) {
+                const ConformerParamSpec *s = &spec[j];
+                snprintf(name, sizeof name, "encoder.layers.%d.%s", l, s->name);
+                ParamInit init = PARAM_INIT_ZERO;
+                float a = 0, b = 0;
+                switch (s->init) {
+                case CONFORMER_INIT_ONES: init = PARAM_INIT_ONE; break;
+                case CONFORMER_INIT_ZEROS: init = PARAM_INIT_ZERO; break;
+                case CONFORMER_INIT_NORMAL_002: init = PARAM_INIT_NORMAL, a = 0.02f; break;
+                case CONFORMER_INIT_CONV_KAIMING:
+                    KOE_ASSERT(s->ndim == 3);
+                    init = PARAM_INIT_UNIFORM;
+                    b = 1.0f / sqrtf((float)(s->shape[1] * s->shape[2]));
+                    a = -b;
+                    break;
+                }
+                params_add(t, name, s->ndim, s->shape, init, a, b);
+            }
+            continue;
+        }
+        static const char *proj[] = {"q_proj", "k_proj", "v_proj"};
+        for (int j = 0; j < 3; j++) { /* q|k|v weights adjacent, then q|k|v biases: one (3D, D) GEMM */
+            snprintf(name, sizeof name, "encoder.layers.%d.attention.%s.weight", l, proj[j]);
+            add2(t, name, D, D, PARAM_INIT_NORMAL, 0.02f, 0);
+        }
+        for (int j = 0; j < 3; j++) {
+            snprintf(name, sizeof name, "encoder.layers.%d.attention.%s.bias", l, proj[j]);
+            add1(t, name, D, PARAM_INIT_ZERO, 0, 0);
+        }
+        snprintf(name, sizeof name, "encoder.layers.%d.attention.out_proj.weight", l);
+        add2(t, name, D, D, PARAM_INIT_NORMAL, 0.02f, 0);
+        snprintf(name, sizeof name, "encoder.layers.%d.attention.out_proj.bias", l);
+        add1(t, name, D, PARAM_INIT_ZERO, 0, 0);
+        snprintf(name, sizeof name, "encoder.layers.%d.layer_norm.weight", l);
+        add1(t, name, D, PARAM_INIT_ONE, 0, 0);
+        snprintf(name, sizeof name, "encoder.layers.%d.layer_norm.bias", l);
+        add1(t, name, D, PARAM_INIT_ZERO, 0, 0);
+        snprintf(name, sizeof name, "encoder.layers.%d.feed_forward.intermediate_dense.weight", l);
+        add2(t, name, F, D, PARAM_INIT_NORMAL, 0.02f, 0);
+        snprintf(name, sizeof name, "encoder.layers.%d.feed_forward.intermediate_dense.bias", l);
+        add1(t, name, F, PARAM_INIT_ZERO, 0, 0);
+        snprintf(name, sizeof name, "encoder.layers.%d.feed_forward.output_dense.weight", l);
+        add2(t, name, D, F, PARAM_INIT_NORMAL, 0.02f, 0);
+        snprintf(name, sizeof name, "encoder.layers.%d.feed_forward.output_dense.bias", l);
+        add1(t, name, D, PARAM_INIT_ZERO, 0, 0);
+        snprintf(name, sizeof name, "encoder.layers.%d.final_layer_norm.weight", l);
+        add1(t, name, D, PARAM_INIT_ONE, 0, 0);
+        snprintf(name, sizeof name, "encoder.layers.%d.final_layer_norm.bias", l);
+        add1(t, name, D, PARAM_INIT_ZERO, 0, 0);
+    }
+}
+
+static float *view_or_null(const ParamTable *t, float *buf, const char *name) {
+    int i = params_find(t, name);
+    return i < 0 ? NULL : buf + t->e[i].offset;
+}
+
+static void bind_params(const Model *m, float *buf, ModelParams *p) {
+    const ModelConfig *c = &m->cfg;
+    const ParamTable *t = &m->table;
+    char name[PARAM_NAME_LEN];
+    if (c->frontend == FRONTEND_WAVEFORM) {
+        for (int i = 0; i < c->n_conv; i++) {
+            snprintf(name, sizeof name, "feature_extractor.conv_layers.%d.conv.weight", i);
+            p->conv_w[i] = params_view(t, buf, name);
+            snprintf(name, sizeof name, "feature_extractor.conv_layers.%d.conv.bias", i);
+            p->conv_b[i] = view_or_null(t, buf, name);
+            snprintf(name, sizeof name, "feature_extractor.conv_layers.%d.layer_norm.weight", i);
+            p->norm_w[i] = view_or_null(t, buf, name);
+            snprintf(name, sizeof name, "feature_extractor.conv_layers.%d.layer_norm.bias", i);
+            p->norm_b[i] = view_or_null(t, buf, name);
+        }
+        p->fp_ln_w = params_view(t, buf, "feature_projection.layer_norm.weight");
+        p->fp_ln_b = params_view(t, buf, "feature_projection.layer_norm.bias");
+    }
+    p->fp_w = params_view(t, buf, "feature_projection.projection.weight");
+    p->fp_b = params_view(t, buf, "feature_projection.projection.bias");
+    p->mask_emb = params_view(t, buf, "masked_spec_embed");
+    p->pos_g = params_view(t, buf, "encoder.pos_conv_embed.conv.weight_g");
+    p->pos_v = params_view(t, buf, "encoder.pos_conv_embed.conv.weight_v");
+    p->pos_b = params_view(t, buf, "encoder.pos_conv_embed.conv.bias");
+    p->enc_ln_w = params_view(t, buf, "encoder.layer_norm.weight");
+    p->enc_ln_b = params_view(t, buf, "encoder.layer_norm.bias");
+    for (int l = 0; l < c->L; l++) {
+        if (c->encoder == ENCODER_CONFORMER) {
+            ConformerParamSpec spec[CONFORMER_N_PARAMS];
+            conformer_layer_param_specs(spec, c->D, c->F, c->conformer_kernel);
+            snprintf(name, sizeof name, "encoder.layers.%d.%s", l, spec[0].name);
+            conformer_layer_bind(&p->clayer[l], params_view(t, buf, name), c->D, c->F, c->conformer_kernel);
+            continue;
+        }
+        TransformerLayerParams *q = &p->layer[l];
+#define V(field, suffix)                                               \
+    snprintf(name, sizeof name, "encoder.layers.%d.%s", l, suffix); \
+    q->field = params_view(t, buf, name)
+        V(qkv_w, "attention.q_proj.weight");
+        V(qkv_b, "attention.q_proj.bias");
+        V(out_w, "attention.out_proj.weight");
+        V(out_b, "attention.out_proj.bias");
+        V(ln_w, "layer_norm.weight");
+        V(ln_b, "layer_norm.bias");
+        V(fc1_w, "feed_forward.intermediate_dense.weight");
+        V(fc1_b, "feed_forward.intermediate_dense.bias");
+        V(fc2_w, "feed_forward.output_dense.weight");
+        V(fc2_b, "feed_forward.output_dense.bias");
+        V(fln_w, "final_layer_norm.weight");
+        V(fln_b, "final_layer_norm.bias");
+#undef V
+        /* the packed (3D, D) view relies on the table order */
+        snprintf(name, sizeof name, "encoder.layers.%d.attention.v_proj.weight", l);
+        KOE_ASSERT(params_view(t, buf, name) == q->qkv_w + 2 * (int64_t)c->D * c->D);
+        snprintf(name, sizeof name, "encoder.layers.%d.attention.v_proj.bias", l);
+        KOE_ASSERT(params_view(t, buf, name) == q->qkv_b + 2 * (int64_t)c->D);
+    }
+}
+
+/* ---- activation arena ------------------------------------------------------------------------------ */
+
+typedef struct {
+    float *base; /* NULL: only count */
+    int64_t used;
+} Carve;
+
+static float *take(Carve *c, int64_t n) {
+    float *p = c->base ? c->base + c->used : NULL;
+    c->used += (n + 15) & ~(int64_t)15; /* 64-byte aligned views */
+    return p;
+}
+
+/* Carve every view for a batch of B utterances of S input samples/frames; returns floats used. */
+static int64_t carve(Model *m, float *base, int B, int64_t S) {
+    const ModelConfig *c = &m->cfg;
+    ModelActs *a = &m->a;
+    Carve cv = {base, 0};
+    const int D = c->D, F = c->F, H = c->H, K = c->pos_conv_kernel, G = c->pos_conv_groups;
+    int64_t Tc[MODEL_MAX_CONV];
+    int64_t T, conv_scratch = 0, conv_max = 0;
+    if (c->frontend == FRONTEND_WAVEFORM) {
+        conv_lengths(c, S, Tc);
+        int64_t Tin = S;
+        int cin = 1;
+        for (int i = 0; i < c->n_conv; i++) {
+            const int64_t n = (int64_t)B * Tc[i] * c->conv_dim[i];
+            const int normed = c->conv_norm == CONV_NORM_LAYER || i == 0;
+            a->conv_out[i] = take(&cv, n);
+            a->norm_out[i] = normed ? take(&cv, n) : NULL;
+            const int64_t stats = c->conv_norm == CONV_NORM_GROUP ? (int64_t)B * c->conv_dim[i] : (int64_t)B * Tc[i];
+            a->norm_mean[i] = normed ? take(&cv, stats) : NULL;
+            a->norm_rstd[i] = normed ? take(&cv, stats) : NULL;
+            a->conv_act[i] = take(&cv, n);
+            conv_scratch = i64max(conv_scratch, conv1d_scratch_floats(B, Tin, cin, c->conv_dim[i], c->conv_kernel[i],
+                                                                      c->conv_stride[i], 0, 1));
+            conv_max = i64max(conv_max, n);
+            Tin = Tc[i];
+            cin = c->conv_dim[i];
+        }
+        T = Tc[c->n_conv - 1];
+        a->stacked = NULL;
+        a->fp_ln = take(&cv, (int64_t)B * T * cin);
+        a->fp_mean = take(&cv, (int64_t)B * T);
+        a->fp_rstd = take(&cv, (int64_t)B * T);
+    } else {
+        T = S / c->fbank_stack;
+        KOE_ASSERT(T >= 1);
+        a->stacked = take(&cv, (int64_t)B * T * frontend_dim(c));
+        a->fp_ln = a->fp_mean = a->fp_rstd = NULL;
+    }
+    const int64_t N = (int64_t)B * T, ND = N * D;
+    const int64_t Tp = conv1d_out_len(T, K, 1, K / 2);
+    a->x_in = take(&cv, ND);
+    a->pos_w = take(&cv, (int64_t)D * (D / G) * K);
+    a->pos_norm = take(&cv, K);
+    a->pos_raw = take(&cv, (int64_t)B * Tp * D);
+    a->x0 = take(&cv, ND);
+    const int post_ln = !c->layer_norm_first;
+    a->x0n = post_ln ? take(&cv, ND) : NULL;
+    a->x0_mean = post_ln ? take(&cv, N) : NULL;
+    a->x0_rstd = post_ln ? take(&cv, N) : NULL;
+    a->enc_in = take(&cv, ND);
+    for (int l = 0; l < c->L; l++) {
+        if (c->encoder == ENCODER_CONFORMER) {
+            float *blk = take(&cv, conformer_layer_act_floats(B, T, D, F, H));
+            if (base) conformer_layer_act_bind(&a->clayer[l], blk, B, T, D, F, H);
+        } else {
+            TransformerLayerAct *y = &a->layer[l];
+            y->n1 = post_ln ? NULL : take(&cv, ND);
+            y->ln_mean = take(&cv, N);
+            y->ln_rstd = take(&cv, N);
+            y->qkv = take(&cv, 3 * ND);
+            y->att = take(&cv, (int64_t)B * H * T * T);
+            y->attn = take(&cv, ND);
+            y->r1 = take(&cv, ND);
+            y->n2 = take(&cv, ND);
+            y->fln_mean = take(&cv, N);
+            y->fln_rstd = take(&cv, N);
+            y->h = take(&cv, N * F);
+            y->g = take(&cv, N * F);
+            y->r2 = post_ln ? take(&cv, ND) : NULL;
+        }
+        a->layer_out[l] = take(&cv, ND);
+    }
+    a->out_mean = post_ln ? NULL : take(&cv, N);
+    a->out_rstd = post_ln ? NULL : take(&cv, N);
+    a->out = post_ln ? (c->L ? a->layer_out[c->L - 1] : a->enc_in) : take(&cv, ND);
+
+    /* scratch, shared by forward and backward */
+    conv_scratch = i64max(conv_scratch, conv1d_scratch_floats(B, T, D, D, K, 1, K / 2, G));
+    m->s_conv = take(&cv, conv_scratch);
+    int64_t att_scratch = attention_scratch_floats(B, T, D, H);
+    if (c->encoder == ENCODER_CONFORMER)
+        att_scratch = i64max(att_scratch, conformer_layer_scratch_floats(B, T, D, F, H, c->conformer_kernel));
+    m->s_att = take(&cv, att_scratch);
+    const int64_t dwidth = i64max(ND, N * frontend_dim(c));
+    for (int k = 0; k < 4; k++) m->s_d[k] = take(&cv, dwidth);
+    for (int k = 0; k < 2; k++) m->s_f[k] = take(&cv, N * F);
+    m->s_qkv = take(&cv, 3 * ND);
+    for (int k = 0; k < 2; k++) m->s_c[k] = take(&cv, conv_max);
+    m->s_posw = take(&cv, (int64_t)D * (D / G) * K);
+    m->s_posraw = take(&cv, (int64_t)B * Tp * D);
+    if (base) {
+        m->T = T;
+        if (c->frontend == FRONTEND_WAVEFORM) memcpy(m->Tc, Tc, sizeof Tc);
+    }
+    return cv.used;
+}
+
+/* ---- create / free / init ------------------------------------------------------------------------ */
+
+Model *model_create(const ModelConfig *cfg, int max_B, int64_t max_S) {
+    KOE_ASSERT(max_B >= 1 && cfg->D % cfg->H == 0 && cfg->D % cfg->pos_conv_groups == 0);
+    KOE_ASSERT(cfg->frontend == FRONTEND_FBANK || (cfg->n_conv >= 1 && cfg->n_conv <= MODEL_MAX_CONV));
+    KOE_ASSERT(model_frames(cfg, max_S) >= 1);
+    Model *m = koe_calloc(1, sizeof *m);
+    m->cfg = *cfg;
+    params_table_init(&m->table);
+    build_table(&m->table, cfg);
+    m->params = koe_calloc((size_t)m->table.total, sizeof(float));
+    m->grads = koe_calloc((size_t)m->table.total, sizeof(float));
+    const int L = cfg->L;
+    if (cfg->encoder == ENCODER_CONFORMER) {
+        m->p.clayer = koe_calloc((size_t)(L ? L : 1), sizeof(ConformerLayerParams));
+        m->g.clayer = koe_calloc((size_t)(L ? L : 1), sizeof(ConformerLayerParams));
+        m->a.clayer = koe_calloc((size_t)(L ? L : 1), sizeof(ConformerLayerAct));
+    } else {
+        m->p.layer = koe_calloc((size_t)(L ? L : 1), sizeof(TransformerLayerParams));
+        m->g.layer = koe_calloc((size_t)(L ? L : 1), sizeof(TransformerLayerParams));
+        m->a.layer = koe_calloc((size_t)(L ? L : 1), sizeof(TransformerLayerAct));
+    }
+    m->a.layer_out = koe_calloc((size_t)(L ? L : 1), sizeof(float *));
+    bind_params(m, m->params, &m->p);
+    bind_params(m, m->grads, &m->g);
+    m->max_B = max_B;
+    m->max_S = max_S;
+    m->arena_floats = carve(m, NULL, max_B, max_S);
+    m->arena = koe_malloc((size_t)m->arena_floats * sizeof(float));
+    const int64_t max_T = model_frames(cfg, max_S);
+    m->key_pad = koe_calloc((size_t)(max_B * max_T), 1);
+    m->frames = koe_calloc((size_t)max_B, sizeof(int64_t));
+    m->skipped = koe_calloc((size_t)(L ? L : 1), sizeof(int));
+    return m;
+}
+
+void model_free(Model *m) {
+    if (!m) return;
+    params_table_free(&m->table);
+    free(m->params);
+    free(m->grads);
+    free(m->p.layer);
+    free(m->g.layer);
+    free(m->a.layer);
+    free(m->p.clayer);
+    free(m->g.clayer);
+    free(m->a.clayer);
+    free(m->a.layer_out);
+    free(m->arena);
+    free(m->key_pad);
+    free(m->frames);
+    free(m->skipped);
+    free(m);
+}
+
+void model_init_params(Model *m, uint64_t seed) { params_init(&m->table, m->params, seed); }
+
+void model_zero_grad(Model *m) { memset(m->grads, 0, (size_t)m->table.total * sizeof(float)); }
+
+const float *model_hidden(const Model *m, int i) {
+    KOE_ASSERT(i >= 0 && i <= m->cfg.L);
+    return i == 0 ? m->a.enc_in : m->a.layer_out[i - 1];
+}
+
+/* ---- small helpers ------------------------------------------------------------------------------- */
+
+/* out = inp, or its inverted dropout when p > 0 (out may equal inp). */
+static void drop_fwd(float *out, const float *inp, int64_t n, float p, const ModelRun *r, uint64_t s) {
+    if (p > 0) dropout_forward(out, inp, n, p, r->seed, r->step, s);
+    else if (out != inp) memcpy(out, inp, (size_t)n * sizeof *out);
+}
+/* dinp += dropout'(dout) */
+static void drop_bwd(float *dinp, const float *dout, int64_t n, float p, const ModelRun *r, uint64_t s) {
+    if (p > 0) dropout_backward(dinp, dout, n, p, r->seed, r->step, s);
+    else add_inplace(dinp, dout, n);
+}
+static void zero(float *x, int64_t n) { memset(x, 0, (size_t)n * sizeof *x); }
+
+/* ---- transformer layer --------------------------------------------------------------------------- */
+
+static void transformer_layer_forward(Model *m, int l, float *out, const float *x, float p_drop, float p_act,
+                                      float p_att) {
+    const ModelConfig *c = &m->cfg;
+    const TransformerLayerParams *p = &m->p.layer[l];
+    TransformerLayerAct *y = &m->a.layer[l];
+    const int B = m->B, D = c->D, F = c->F, H = c->H;
+    const int64_t T = m->T, N = (int64_t)B * T, ND = N * D;
+    const float eps = c->layer_norm_eps;
+    const ModelRun *r = &m->run;
+    float *tmp = m->s_d[0];
+    float *tmpf = m->s_f[0];
+    AttentionDropout ad = {p_att, r->seed, r->step, (uint64_t)l};
+    const float *att_in = x;
+    if (c->layer_norm_first) {
+        layernorm_forward(y->n1, y->ln_mean, y->ln_rstd, x, p->ln_w, p->ln_b, N, D, eps);
+        att_in = y->n1;
+    }
+    linear_forward(y->qkv, att_in, p->qkv_w, p->qkv_b, N, D, 3 * D);
+    attention_forward(y->attn, y->att, y->qkv, m->key_pad, B, T, D, H, &ad, m->s_att);
+    linear_forward(tmp, y->attn, p->out_w, p->out_b, N, D, D);
+    drop_fwd(tmp, tmp, ND, p_drop, r, site(l, SITE_ATTN_OUT));
+    for (int64_t i = 0; i < ND; i++) y->r1[i] = x[i] + tmp[i];
+    if (c->layer_norm_first) layernorm_forward(y->n2, y->fln_mean, y->fln_rstd, y->r1, p->fln_w, p->fln_b, N, D, eps);
+    else layernorm_forward(y->n2, y->ln_mean, y->ln_rstd, y->r1, p->ln_w, p->ln_b, N, D, eps);
+    linear_forward(y->h, y->n2, p->fc1_w, p->fc1_b, N, D, F);
+    gelu_forward(y->g, y->h, N * F);
+    const float *g = y->g;
+    if (p_act > 0) {
+        drop_fwd(tmpf, y->g, N * F, p_act, r, site(l, SITE_FFN_ACT));
+        g = tmpf;
+    }
+    linear_forward(tmp, g, p->fc2_w, p->fc2_b, N, F, D);
+    drop_fwd(tmp, tmp, ND, p_drop, r, site(l, SITE_FFN_OUT));
+    if (c->layer_norm_first) {
+        for (int64_t i = 0; i < ND; i++) out[i] = y->r1[i] + tmp[i];
+    } else {
+        for (int64_t i = 0; i < ND; i++) y->r2[i] = y->n2[i] + tmp[i];
+        layernorm_forward(out, y->fln_mean, y->fln_rstd, y->r2, p->fln_w, p->fln_b, N, D, eps);
+    }
+}
+
+/* dx += d layer / d x given dy; dy (s_d[3]'s caller buffer) may be overwritten. Uses s_d[0..2], s_f, s_qkv. */
+static void transformer_layer_backward(Model *m, int l, float *dx, const float *dy, const float *x, float p_drop,
+                                       float p_act, float p_att) {
+    const ModelConfig *c = &m->cfg;
+    const TransformerLayerParams *p = &m->p.layer[l];
+    const TransformerLayerParams *gp = &m->g.layer[l];
+    const TransformerLayerAct *y = &m->a.layer[l];
+    const int B = m->B, D = c->D, F = c->F, H = c->H;
+    const int64_t T = m->T, N = (int64_t)B * T, ND = N * D, NF = N * F;
+    const ModelRun *r = &m->run;
+    float *d1 = m->s_d[0], *d2 = m->s_d[1], *d3 = m->s_d[2], *f1 = m->s_f[0], *f2 = m->s_f[1], *dqkv = m->s_qkv;
+    AttentionDropout ad = {p_att, r->seed, r->step, (uint64_t)l};
+    const int pre = c->layer_norm_first;
+
+    /* d of the FFN residual sum (pre-LN: the output itself; post-LN: through final_layer_norm) */
+    const float *dsum = dy;
+    if (!pre) {
+        zero(d1, ND);
+        layernorm_backward(d1, gp->fln_w, gp->fln_b, dy, y->r2, p->fln_w, y->fln_mean, y->fln_rstd, N, D);
+        dsum = d1; /* = d r2 = d n2 (residual part) = d FFN output */
+    }
+    /* FFN: output dropout, output_dense, activation dropout, GELU, intermediate_dense */
+    zero(d2, ND);
+    drop_bwd(d2, dsum, ND, p_drop, r, site(l, SITE_FFN_OUT));
+    const float *g = y->g;
+    if (p_act > 0) {
+        drop_fwd(f1, y->g, NF, p_act, r, site(l, SITE_FFN_ACT));
+        g = f1;
+    }
+    zero(f2, NF);
+    linear_backward(f2, gp->fc2_w, gp->fc2_b, d2, g, p->fc2_w, N, F, D);
+    float *dg = f2, *dh = f1;
+    if (p_act > 0) {
+        zero(f1, NF);
+        dropout_backward(f1, f2, NF, p_act, r->seed, r->step, site(l, SITE_FFN_ACT));
+        dg = f1;
+        dh = f2;
+    }
+    zero(dh, NF);
+    gelu_backward(dh, dg, y->h, NF);
+    /* d n2: post-LN it also gets the residual (d1 already holds it); pre-LN starts from zero */
+    float *dn2 = d1;
+    if (pre) zero(dn2, ND);
+    linear_backward(dn2, gp->fc1_w, gp->fc1_b, dh, y->n2, p->fc1_w, N, D, F);
+    /* d r1 into d3 */
+    float *dr1 = d3;
+    if (pre) {
+        memcpy(dr1, dy, (size_t)ND * sizeof *dr1); /* residual */
+        layernorm_backward(dr1, gp->fln_w, gp->fln_b, dn2, y->r1, p->fln_w, y->fln_mean, y->fln_rstd, N, D);
+    } else {
+        zero(dr1, ND);
+        layernorm_backward(dr1, gp->ln_w, gp->ln_b, dn2, y->r1, p->ln_w, y->ln_mean, y->ln_rstd, N, D);
+    }
+    /* attention branch: output dropout, out_proj, attention, q|k|v projection */
+    add_inplace(dx, dr1, ND); /* residual */
+    zero(d2, ND);
+    drop_bwd(d2, dr1, ND, p_drop, r, site(l, SITE_ATTN_OUT));
+    zero(d1, ND);
+    linear_backward(d1, gp->out_w, gp->out_b, d2, y->attn, p->out_w, N, D, D);
+    zero(dqkv, 3 * ND);
+    attention_backward(dqkv, d1, y->qkv, y->att, m->key_pad, B, T, D, H, &ad, m->s_att);
+    if (pre) {
+        zero(d2, ND);
+        linear_backward(d2, gp->qkv_w, gp->qkv_b, dqkv, y->n1, p->qkv_w, N, D, 3 * D);
+        layernorm_backward(dx, gp->ln_w, gp->ln_b, d2, x, p->ln_w, y->ln_mean, y->ln_rstd, N, D);
+    } else {
+        linear_backward(dx, gp->qkv_w, gp->qkv_b, dqkv, x, p->qkv_w, N, D, 3 * D);
+    }
+}
+
+/* ---- forward ------------------------------------------------------------------------------------- */
+
+static void frontend_forward(Model *m, const float *inp, const int64_t *in_len, float p_in) {
+    const ModelConfig *c = &m->cfg;
+    ModelActs *a = &m->a;
+    const int B = m->B, D = c->D;
+    const int64_t T = m->T, N = (int64_t)B * T;
+    const float eps = c->layer_norm_eps;
+    for (int b = 0; b < B; b++) {
+        KOE_ASSERT(in_len[b] >= 0 && in_len[b] <= m->S);
+        m->frames[b] = model_frames(c, in_len[b]);
+        KOE_ASSERT(m->frames[b] <= T);
+    }
+    if (c->frontend == FRONTEND_WAVEFORM) {
+        const float *x = inp; /* (B, S, 1) */
+        int64_t Tin = m->S;
+        int cin = 1;
+        for (int i = 0; i < c->n_conv; i++) {
+            const int C = c->conv_dim[i];
+            const int64_t Ti = m->Tc[i], n = (int64_t)B * Ti * C;
+            conv1d_forward(a->conv_out[i], x, m->p.conv_w[i], m->p.conv_b[i], B, Tin, cin, C, c->conv_kernel[i],
+                           c->conv_stride[i], 0, 1, m->s_conv);
+            const float *pre = a->conv_out[i];
+            if (a->norm_out[i]) {
+                if (c->conv_norm == CONV_NORM_GROUP)
+                    groupnorm_forward(a->norm_out[i], a->norm_mean[i], a->norm_rstd[i], a->conv_out[i],
+                                      m->p.norm_w[i], m->p.norm_b[i], B, Ti, C, eps);
+                else
+                    layernorm_forward(a->norm_out[i], a->norm_mean[i], a->norm_rstd[i], a->conv_out[i],
+                                      m->p.norm_w[i], m->p.norm_b[i], (int64_t)B * Ti, C, eps);
+                pre = a->norm_out[i];
+            }
+            gelu_forward(a->conv_act[i], pre, n);
+            x = a->conv_act[i];
+            Tin = Ti;
+            cin = C;
+        }
+        /* feature penalty over valid frames */
+        double s = 0;
+        int64_t cnt = 0;
+        for (int b = 0; b < B; b++) {
+            const float *f = x + (int64_t)b * T * cin;
+            const int64_t n = m->frames[b] * cin;
+            for (int64_t i = 0; i < n; i++) s += (double)f[i] * f[i];
+            cnt += n;
+        }
+        m->feature_pen = cnt ? (float)(s / (double)cnt) : 0.0f;
+        layernorm_forward(a->fp_ln, a->fp_mean, a->fp_rstd, x, m->p.fp_ln_w, m->p.fp_ln_b, N, cin, eps);
+        linear_forward(a->x_in, a->fp_ln, m->p.fp_w, m->p.fp_b, N, cin, D);
+    } else {
+        const int Cs = frontend_dim(c);
+        for (int b = 0; b < B; b++) /* the first T*stack frames of each utterance, rows concatenated */
+            memcpy(a->stacked + (int64_t)b * T * Cs, inp + (int64_t)b * m->S * c->fbank_dim,
+                   (size_t)(T * Cs) * sizeof(float));
+        m->feature_pen = 0.0f;
+        linear_forward(a->x_in, a->stacked, m->p.fp_w, m->p.fp_b, N, Cs, D);
+    }
+    drop_fwd(a->x_in, a->x_in, N * D, p_in, &m->run, site(c->L + 1, SITE_INPUT));
+    mask_embed_forward(a->x_in, m->mask, m->p.mask_emb, N, D);
+    for (int b = 0; b < B; b++)
+        for (int64_t t = 0; t < T; t++) {
+            const int pad = t >= m->frames[b];
+            m->key_pad[(int64_t)b * T + t] = (uint8_t)pad;
+            if (pad) zero(a->x_in + ((int64_t)b * T + t) * D, D);
+        }
+}
+
+void model_forward(Model *m, const float *inp, const int64_t *in_len, int B, int64_t S, const uint8_t *mask,
+                   const ModelRun *run) {
+    const ModelConfig *c = &m->cfg;
+    KOE_ASSERT(B >= 1 && B <= m->max_B && S <= m->max_S);
+    m->B = B;
+    m->S = S;
+    m->inp = inp;
+    m->mask = mask;
+    m->run = *run;
+    carve(m, m->arena, B, S);
+    ModelActs *a = &m->a;
+    const int D = c->D, K = c->pos_conv_kernel, G = c->pos_conv_groups;
+    const int64_t T = m->T, N = (int64_t)B * T, ND = N * D;
+    const float eps = c->layer_norm_eps;
+    const int train = run->train;
+    const float p_drop = train ? c->dropout : 0, p_act = train ? c->activation_dropout : 0,
+                p_att = train ? c->attention_dropout : 0;
+
+    frontend_forward(m, inp, in_len, train ? c->dropout_input : 0);
+
+    /* positional embedding: x0 = x_in + GELU(conv(x_in))[:, :T] */
+    const int64_t Tp = conv1d_out_len(T, K, 1, K / 2);
+    weightnorm_forward(a->pos_w, a->pos_norm, m->p.pos_g, m->p.pos_v, D, D / G, K);
+    conv1d_forward(a->pos_raw, a->x_in, a->pos_w, m->p.pos_b, B, T, D, D, K, 1, K / 2, G, m->s_conv);
+    for (int b = 0; b < B; b++) gelu_forward(a->x0 + (int64_t)b * T * D, a->pos_raw + (int64_t)b * Tp * D, T * D);
+    add_inplace(a->x0, a->x_in, ND);
+    const float *e = a->x0;
+    if (!c->layer_norm_first) {
+        layernorm_forward(a->x0n, a->x0_mean, a->x0_rstd, a->x0, m->p.enc_ln_w, m->p.enc_ln_b, N, D, eps);
+        e = a->x0n;
+    }
+    drop_fwd(a->enc_in, e, ND, p_drop, run, site(c->L, SITE_INPUT));
+
+    const float *x = a->enc_in;
+    for (int l = 0; l < c->L; l++) {
+        m->skipped[l] = 0;
+        if (train && c->encoder_layerdrop > 0) {
+            KoeRng r = koe_rng(run->seed, run->step, MODEL_STREAM_LAYERDROP + (uint64_t)l, KOE_RNG_DROPOUT);
+            m->skipped[l] = koe_rng_uniform(&r) < (double)c->encoder_layerdrop;
+        }
+        if (m->skipped[l]) memcpy(a->layer_out[l], x, (size_t)ND * sizeof *x);
+        else if (c->encoder == ENCODER_CONFORMER) {
+            ConformerDropout cd = {p_drop, p_act, p_att, run->seed, run->step, site(l, 0)};
+            conformer_layer_forward(a->layer_out[l], &a->clayer[l], x, &m->p.clayer[l], m->key_pad, B, T, D, c->F,
+                                    c->H, c->conformer_kernel, eps, &cd, m->s_att);
+        } else
+            transformer_layer_forward(m, l, a->layer_out[l], x, p_drop, p_act, p_att);
+        x = a->layer_out[l];
+    }
+    if (c->layer_norm_first)
+        layernorm_forward(a->out, a->out_mean, a->out_rstd, x, m->p.enc_ln_w, m->p.enc_ln_b, N, D, eps);
+}
+
+/* ---- backward ------------------------------------------------------------------------------------ */
+
+static void frontend_backward(Model *m, float *dx_in, float dpen, const float *dfeat) {
+    const ModelConfig *c = &m->cfg;
+    ModelActs *a = &m->a;
+    const int B = m->B, D = c->D;
+    const int64_t T = m->T, N = (int64_t)B * T;
+    for (int b = 0; b < B; b++) /* padded frames were zeroed */
+        zero(dx_in + ((int64_t)b * T + m->frames[b]) * D, (T - m->frames[b]) * D);
+    mask_embed_backward(m->g.mask_emb, dx_in, m->mask, N, D);
+    float *dproj = m->s_d[1];
+    zero(dproj, N * D);
+    drop_bwd(dproj, dx_in, N * D, m->run.train ? c->dropout_input : 0, &m->run, site(c->L + 1, SITE_INPUT));
+    if (c->frontend == FRONTEND_FBANK) {
+        linear_backward(NULL, m->g.fp_w, m->g.fp_b, dproj, a->stacked, m->p.fp_w, N, frontend_dim(c), D);
+        return;
+    }
+    const int C = c->conv_dim[c->n_conv - 1];
+    const float mult = c->feature_grad_mult;
+    float *dln = m->s_d[2];
+    if (dfeat) memcpy(dln, dfeat, (size_t)(N * C) * sizeof *dln);
+    else zero(dln, N * C);
+    linear_backward(mult != 0 ? dln : NULL, m->g.fp_w, m->g.fp_b, dproj, a->fp_ln, m->p.fp_w, N, C, D);
+    float *dfeatures = m->s_c[0];
+    zero(dfeatures, N * C);
+    const float *features = a->conv_act[c->n_conv - 1];
+    layernorm_backward(mult != 0 ? dfeatures : NULL, m->g.fp_ln_w, m->g.fp_ln_b, dln, features, m->p.fp_ln_w,
+                       a->fp_mean, a->fp_rstd, N, C);
+    if (mult == 0) return; /* fairseq: feature_grad_mult 0 runs the conv stack without gradient */
+    int64_t cnt = 0;
+    for (int b = 0; b < B; b++) cnt += m->frames[b] * C;
+    if (dpen != 0 && cnt) {
+        const float s = 2.0f * dpen / (float)cnt;
+        for (int b = 0; b < B; b++) {
+            const int64_t o = (int64_t)b * T * C, n = m->frames[b] * C;
+            for (int64_t i = 0; i < n; i++) dfeatures[o + i] += s * features[o + i];
+        }
+    }
+    if (mult != 1.0f)
+        for (int64_t i = 0; i < N * C; i++) dfeatures[i] *= mult;
+    /* conv stack, last layer first; cur holds d of the layer's GELU output */
+    float *cur = dfeatures, *other = m->s_c[1];
+    for (int i = c->n_conv - 1; i >= 0; i--) {
+        const int Ci = c->conv_dim[i], cin = i ? c->conv_dim[i - 1] : 1;
+        const int64_t Ti = m->Tc[i], n = (int64_t)B * Ti * Ci, Tin = i ? m->Tc[i - 1] : m->S;
+        const float *pre = a->norm_out[i] ? a->norm_out[i] : a->conv_out[i];
+        zero(other, n);
+        gelu_backward(other, cur, pre, n);
+        float *t = cur;
+        cur = other;
+        other = t;
+        if (a->norm_out[i]) {
+            zero(other, n);
+            if (c->conv_norm == CONV_NORM_GROUP)
+                groupnorm_backward(other, m->g.norm_w[i], m->g.norm_b[i], cur, a->conv_out[i], m->p.norm_w[i],
+                                   a->norm_mean[i], a->norm_rstd[i], B, Ti, Ci);
+            else
+                layernorm_backward(other, m->g.norm_w[i], m->g.norm_b[i], cur, a->conv_out[i], m->p.norm_w[i],
+                                   a->norm_mean[i], a->norm_rstd[i], (int64_t)B * Ti, Ci);
+            t = cur;
+            cur = other;
+            other = t;
+        }
+        float *dinp = NULL;
+        if (i > 0) {
+            dinp = other;
+            zero(dinp, (int64_t)B * Tin * cin);
+        }
+        conv1d_backward(dinp, m->g.conv_w[i], m->g.conv_b[i], cur, i ? a->conv_act[i - 1] : m->inp, m->p.conv_w[i],
+                        B, Tin, cin, Ci, c->conv_kernel[i], c->conv_stride[i], 0, 1, m->s_conv);
+        if (dinp) {
+            cur = dinp;
+            other = (cur == m->s_c[0]) ? m->s_c[1] : m->s_c[0];
+        }
+    }
+}
+
+void model_backward(Model *m, const float *dout, float dpen, const float *dfeat) {
+    const ModelConfig *c = &m->cfg;
+    ModelActs *a = &m->a;
+    const int B = m->B, D = c->D, K = c->pos_conv_kernel, G = c->pos_conv_groups;
+    const int64_t T = m->T, N = (int64_t)B * T, ND = N * D;
+    const ModelRun *run = &m->run;
+    const int train = run->train;
+    const float p_drop = train ? c->dropout : 0, p_act = train ? c->activation_dropout : 0,
+                p_att = train ? c->attention_dropout : 0;
+    /* gx: d of the current layer's output, then of its input (the running residual gradient) */
+    float *gx = m->s_d[3], *gy = m->s_posraw; /* s_posraw (>= N*D floats) is free until the positional conv */
+    if (c->layer_norm_first) {
+        zero(gx, ND);
+        const float *last = c->L ? a->layer_out[c->L - 1] : a->enc_in;
+        layernorm_backward(gx, m->g.enc_ln_w, m->g.enc_ln_b, dout, last, m->p.enc_ln_w, a->out_mean, a->out_rstd, N, D);
+    } else
+        memcpy(gx, dout, (size_t)ND * sizeof *gx);
+    for (int l = c->L - 1; l >= 0; l--) {
+        if (m->skipped[l]) continue; /* identity: the gradient passes unchanged */
+        const float *x = l ? a->layer_out[l - 1] : a->enc_in;
+        memcpy(gy, gx, (size_t)ND * sizeof *gx);
+        zero(gx, ND);
+        if (c->encoder == ENCODER_CONFORMER) {
+            ConformerDropout cd = {p_drop, p_act, p_att, run->seed, run->step, site(l, 0)};
+            conformer_layer_backward(gx, &m->g.clayer[l], gy, x, &m->p.clayer[l], &a->clayer[l], m->key_pad, B, T,
+                                     D, c->F, c->H, c->conformer_kernel, &cd, m->s_att);
+        } else
+            transformer_layer_backward(m, l, gx, gy, x, p_drop, p_act, p_att);
+    }
+    /* encoder input: dropout, (post-LN) encoder.layer_norm, positional embedding */
+    float *dx0 = m->s_d[0];
+    zero(dx0, ND);
+    if (!c->layer_norm_first) {
+        float *d = m->s_d[1];
+        zero(d, ND);
+        drop_bwd(d, gx, ND, p_drop, run, site(c->L, SITE_INPUT));
+        layernorm_backward(dx0, m->g.enc_ln_w, m->g.enc_ln_b, d, a->x0, m->p.enc_ln_w, a->x0_mean, a->x0_rstd, N, D);
+    } else
+        drop_bwd(dx0, gx, ND, p_drop, run, site(c->L, SITE_INPUT));
+    const int64_t Tp = conv1d_out_len(T, K, 1, K / 2);
+    float *dpos = m->s_posraw; /* (B, Tp, D); the last frame (dropped) gets no gradient */
+    zero(dpos, (int64_t)B * Tp * D);
+    for (int b = 0; b < B; b++)
+        gelu_backward(dpos + (int64_t)b * Tp * D, dx0 + (int64_t)b * T * D, a->pos_raw + (int64_t)b * Tp * D, T * D);
+    float *dx_in = m->s_d[3];
+    memcpy(dx_in, dx0, (size_t)ND * sizeof *dx_in); /* residual */
+    zero(m->s_posw, (int64_t)D * (D / G) * K);
+    conv1d_backward(dx_in, m->s_posw, m->g.pos_b, dpos, a->x_in, a->pos_w, B, T, D, D, K, 1, K / 2, G, m->s_conv);
+    weightnorm_backward(m->g.pos_g, m->g.pos_v, m->s_posw, m->p.pos_g, m->p.pos_v, a->pos_norm, D, D / G, K);
+    frontend_backward(m, dx_in, dpen, dfeat);
+}
