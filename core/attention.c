@@ -29,6 +29,7 @@
 
 #include "common.h"
 #include "layers.h"
+#include "rng.h"
 
 /* Scratch slots: one per thread that can run a (b, h) pair. */
 static int attention_slots(int B, int H) {
@@ -60,20 +61,6 @@ static uint32_t attention_drop_threshold(float p) {
     return t >= 4294967295.0 ? UINT32_MAX : (uint32_t)t;
 }
 
-/* Number n of a stream, koe_rng_u64 with ctr = n - 1: rng.c's splitmix64 step, repeated here
- * inline so that the dropout loop vectorises (a call per word cost a quarter of the forward).
- * test_attention compares the masks against attention_naive.c, which goes through rng.h. */
-#pragma omp declare simd notinbranch uniform(key)
-static inline uint64_t attention_rng_number(uint64_t key, uint64_t n) {
-    uint64_t x = key + n * 0x9E3779B97F4A7C15ULL;
-    x ^= x >> 30;
-    x *= 0xBF58476D1CE4E5B9ULL;
-    x ^= x >> 27;
-    x *= 0x94D049BB133111EBULL;
-    x ^= x >> 31;
-    return x;
-}
-
 /* pd[j] = p[j] * keep(j) / (1 - p) for j < Tk, row `row` of the stream (see the file header). */
 static void attention_dropout_row(float *pd, const float *p, int64_t Tk, int64_t T, uint64_t key, int64_t row,
                                   uint32_t thr, float inv_keep) {
@@ -85,7 +72,7 @@ static void attention_dropout_row(float *pd, const float *p, int64_t Tk, int64_t
         const uint64_t w0 = first + (uint64_t)j0 / 2;
 #pragma omp simd
         for (int w = 0; w < (nj + 1) / 2; w++) {
-            uint64_t u = attention_rng_number(key, w0 + (uint64_t)w);
+            uint64_t u = koe_rng_number(key, w0 + (uint64_t)w);
             bits[2 * w] = (uint32_t)u;
             bits[2 * w + 1] = (uint32_t)(u >> 32);
         }

@@ -6,15 +6,6 @@
 
 #define GOLDEN 0x9E3779B97F4A7C15ULL
 
-uint64_t koe_hash64(uint64_t x) {
-    x ^= x >> 30;
-    x *= 0xBF58476D1CE4E5B9ULL;
-    x ^= x >> 27;
-    x *= 0x94D049BB133111EBULL;
-    x ^= x >> 31;
-    return x;
-}
-
 KoeRng koe_rng(uint64_t seed, uint64_t a, uint64_t b, KoeRngPurpose purpose) {
     uint64_t k = koe_hash64(seed + GOLDEN);
     k = koe_hash64(k ^ (a + 1 * GOLDEN));
@@ -23,7 +14,7 @@ KoeRng koe_rng(uint64_t seed, uint64_t a, uint64_t b, KoeRngPurpose purpose) {
     return (KoeRng){.key = k, .ctr = 0};
 }
 
-uint64_t koe_rng_u64(KoeRng *r) { return koe_hash64(r->key + (++r->ctr) * GOLDEN); }
+uint64_t koe_rng_u64(KoeRng *r) { return koe_rng_number(r->key, ++r->ctr); }
 
 double koe_rng_uniform(KoeRng *r) { return (double)(koe_rng_u64(r) >> 11) * 0x1.0p-53; }
 

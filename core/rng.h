@@ -24,7 +24,20 @@ typedef struct {
     uint64_t ctr; /* numbers drawn so far */
 } KoeRng;
 
-uint64_t koe_hash64(uint64_t x); /* splitmix64 finaliser: a bijective mix of 64 bits */
+/* splitmix64 finaliser: a bijective mix of 64 bits. */
+static inline uint64_t koe_hash64(uint64_t x) {
+    x ^= x >> 30;
+    x *= 0xBF58476D1CE4E5B9ULL;
+    x ^= x >> 27;
+    x *= 0x94D049BB133111EBULL;
+    x ^= x >> 31;
+    return x;
+}
+
+/* Number n (1-based) of the stream with this key: koe_rng_u64 with ctr = n - 1. Inline and
+ * SIMD-declared so that bulk users (dropout masks) vectorise; random access by construction. */
+#pragma omp declare simd notinbranch uniform(key)
+static inline uint64_t koe_rng_number(uint64_t key, uint64_t n) { return koe_hash64(key + n * 0x9E3779B97F4A7C15ULL); }
 KoeRng koe_rng(uint64_t seed, uint64_t a, uint64_t b, KoeRngPurpose purpose);
 uint64_t koe_rng_u64(KoeRng *r);
 double koe_rng_uniform(KoeRng *r);             /* [0, 1), 53 bits */
