@@ -1,0 +1,133 @@
+/* optim.c — AdamW, gradient clipping and learning-rate schedules; see optim.h for the formulas.
+ * Must stay elementwise over the flat buffer (no knowledge of tensors or ranks) and must not
+ * allocate in the step. */
+#include "optim.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+void adamw_init(AdamW *o, const AdamWConfig *cfg, size_t start, size_t end, const uint8_t *decay) {
+    KOE_ASSERT(start <= end);
+    memset(o, 0, sizeof *o);
+    o->cfg = *cfg;
+    o->start = start;
+    o->end = end;
+    o->m = koe_calloc(end - start, sizeof(float));
+    o->v = koe_calloc(end - start, sizeof(float));
+    o->decay = decay;
+}
+
+void adamw_free(AdamW *o) {
+    free(o->m);
+    free(o->v);
+    o->m = o->v = NULL;
+}
+
+void adamw_step(AdamW *o, float *params, const float *grads, double lr) {
+    o->t++;
+    const AdamWConfig *c = &o->cfg;
+    /* Scalars as torch computes them: in double (Python floats), then used as float32 scalars. */
+    const float decay_mul = (float)(1.0 - lr * c->weight_decay);
+    const float b1 = (float)c->beta1, w1 = (float)(1.0 - c->beta1);
+    const float b2 = (float)c->beta2, w2 = (float)(1.0 - c->beta2);
+    const double bc1 = 1.0 - pow(c->beta1, (double)o->t), bc2 = 1.0 - pow(c->beta2, (double)o->t);
+    const float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2), eps = (float)c->eps;
+    const uint8_t *decay = o->decay;
+    float *m = o->m - o->start, *v = o->v - o->start; /* indexed by flat position */
+    const int64_t lo = (int64_t)o->start, hi = (int64_t)o->end;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = lo; i < hi; i++) {
+        const float g = grads[i];
+        float p = params[i];
+        if (!decay || decay[i]) p *= decay_mul;
+        m[i] = m[i] * b1 + w1 * g;
+        v[i] = v[i] * b2 + w2 * g * g;
+        const float denom = sqrtf(v[i]) / bc2_sqrt + eps;
+        params[i] = p - step_size * (m[i] / denom);
+    }
+}
+
+/* Fixed-size blocks summed in double, then the block sums added in order: the same bits for any
+ * number of threads. */
+#define SQNORM_BLOCK 8192
+
+double optim_grad_sqnorm(const float *grads, size_t start, size_t end) {
+    KOE_ASSERT(start <= end);
+    const int64_t n = (int64_t)(end - start);
+    const int64_t nb = (n + SQNORM_BLOCK - 1) / SQNORM_BLOCK;
+    double *partial = koe_malloc((size_t)(nb > 0 ? nb : 1) * sizeof(double)); /* once per step */
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < nb; b++) {
+        const float *g = grads + start + (size_t)b * SQNORM_BLOCK;
+        const int64_t len = (b == nb - 1) ? n - b * SQNORM_BLOCK : SQNORM_BLOCK;
+        double s = 0.0;
+        for (int64_t i = 0; i < len; i++) s += (double)g[i] * g[i];
+        partial[b] = s;
+    }
+    double total = 0.0;
+    for (int64_t b = 0; b < nb; b++) total += partial[b];
+    free(partial);
+    return total;
+}
+
+double optim_clip_coef(double norm, double max_norm) {
+    if (max_norm <= 0.0) return 1.0;
+    const double coef = max_norm / (norm + 1e-6);
+    return coef < 1.0 ? coef : 1.0;
+}
+
+void optim_scale_grads(float *grads, size_t start, size_t end, float scale) {
+    const int64_t lo = (int64_t)start, hi = (int64_t)end;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = lo; i < hi; i++) grads[i] *= scale;
+}
+
+/* ---- schedules ---------------------------------------------------------------------------------- */
+
+/* fairseq PolynomialDecayLRSchedule.step_update, power 1, end_learning_rate 0. */
+static double lr_linear(const ScheduleConfig *s, int64_t step) {
+    if (s->warmup > 0 && step <= s->warmup) return (double)step / (double)s->warmup * s->lr;
+    if (step >= s->max_updates) return 0.0;
+    const double pct_remaining = 1.0 - (double)(step - s->warmup) / (double)(s->max_updates - s->warmup);
+    return s->lr * pct_remaining;
+}
+
+/* fairseq CosineLRSchedule.step_update: min_lr 0, warmup_init_lr 0, t_mult 1, lr_shrink 0.1,
+ * period = max_update - warmup_updates (a new, shrunk cycle would start at max_update). */
+static double lr_cosine(const ScheduleConfig *s, int64_t step) {
+    if (step < s->warmup) return (double)step * (s->lr / (double)s->warmup);
+    const int64_t period = s->max_updates - s->warmup;
+    const int64_t cur = step - s->warmup;
+    const int64_t i = cur / period, t_curr = cur - period * i;
+    const double max_lr = s->lr * pow(0.1, (double)i);
+    return 0.5 * max_lr * (1.0 + cos(M_PI * (double)t_curr / (double)period));
+}
+
+/* fairseq TriStageLRSchedule with phase_ratio: steps per phase int(max_update * ratio). */
+static double lr_tri_stage(const ScheduleConfig *s, int64_t step) {
+    const double peak = s->lr, init = s->init_lr_scale * peak, final = s->final_lr_scale * peak;
+    const int64_t warm = (int64_t)((double)s->max_updates * s->phase_ratio[0]);
+    const int64_t hold = (int64_t)((double)s->max_updates * s->phase_ratio[1]);
+    const int64_t decay = (int64_t)((double)s->max_updates * s->phase_ratio[2]);
+    if (step < warm) return init + (peak - init) / (double)warm * (double)step;
+    if (step < warm + hold) return peak;
+    if (step <= warm + hold + decay) {
+        if (decay == 0) return peak;
+        const double decay_factor = -log(s->final_lr_scale) / (double)decay;
+        return peak * exp(-decay_factor * (double)(step - warm - hold));
+    }
+    return final;
+}
+
+double schedule_lr(const ScheduleConfig *s, int64_t step) {
+    KOE_ASSERT(step >= 0 && s->max_updates > 0);
+    switch (s->kind) {
+    case SCHEDULE_LINEAR: return lr_linear(s, step);
+    case SCHEDULE_COSINE: KOE_ASSERT(s->warmup < s->max_updates); return lr_cosine(s, step);
+    case SCHEDULE_TRI_STAGE: return lr_tri_stage(s, step);
+    }
+    koe_fatal(KOE_EXIT_INTERNAL, "schedule_lr: unknown schedule kind %d", (int)s->kind);
+}
