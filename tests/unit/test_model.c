@@ -299,7 +299,7 @@ static int compare(const char *file, const char *what, const float *got, const f
     return 1;
 }
 
-static void run_reference(const char *path) {
+static int run_reference(const char *path) {
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     assert_true(f >= 0);
     ModelConfig c;
@@ -366,6 +366,25 @@ static void run_reference(const char *path) {
         float *g = read_f32(f, name, &n);
         if (!g) fail_msg("%s: no reference gradient %s", path, name);
         assert_int_equal(n, e->numel);
+        if (strstr(e->name, "k_proj.bias")) {
+            /* exactly zero in exact arithmetic (softmax is invariant to a per-query constant): both
+             * sides are rounding noise of sum_t dk[t]; hold it to noise level of the weight's gradient */
+            int64_t nw;
+            char wname[PARAM_NAME_LEN + 8];
+            snprintf(wname, sizeof wname, "%.*sweight", (int)(strlen(name) - 4), name);
+            float *gw = read_f32(f, wname, &nw);
+            assert_non_null(gw);
+            double mw = 0, mb = 0;
+            for (int64_t j = 0; j < nw; j++) mw = fmax(mw, fabs((double)gw[j]));
+            for (int64_t j = 0; j < n; j++) mb = fmax(mb, fabs((double)m->grads[e->offset + j]));
+            if (!(mb <= 1e-4 * mw + 1e-5)) {
+                printf("%s: %s max |grad| %.3g: not at noise level (k_proj.weight max |grad| %.3g)\n", path, name, mb, mw);
+                ok = 0;
+            }
+            free(gw);
+            free(g);
+            continue;
+        }
         ok &= compare(path, name, m->grads + e->offset, g, n, &r);
         worst_grad = fmax(worst_grad, r);
         n_grads++;
@@ -377,7 +396,7 @@ static void run_reference(const char *path) {
     free(wav);
     model_free(m);
     H5Fclose(f);
-    assert_true(ok);
+    return ok;
 }
 
 static void test_parity_torchaudio(void **state) {
@@ -391,17 +410,18 @@ static void test_parity_torchaudio(void **state) {
     DIR *d = opendir(dir);
     assert_non_null(d);
     struct dirent *de;
-    int files = 0;
+    int files = 0, ok = 1;
     while ((de = readdir(d))) {
         size_t k = strlen(de->d_name);
         if (k < 3 || strcmp(de->d_name + k - 3, ".h5")) continue;
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-        run_reference(path);
+        ok &= run_reference(path);
         files++;
     }
     closedir(d);
     assert_true(files > 0);
+    assert_true(ok);
 }
 
 int main(void) {

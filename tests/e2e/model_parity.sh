@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# model_parity.sh — the whole model against torchaudio (issue 3, section 2): tests/reference/model_ref.py
+# builds wav2vec2_model(...) for the four extractor x layer-norm-order combinations, runs a padded batch
+# of three utterances in float64 and writes every hidden state, the output and every parameter's
+# gradient of sum(out * R); test_model's parity test loads the same weights through the checkpoint
+# reader and compares all of them by name (1e-4 * max|ref| + 1e-5 per tensor, worst element printed).
+set -euo pipefail
+T=$KOE_TMP/model_parity
+mkdir -p "$T/ref"
+"$PYTHON" "$KOE_ROOT/tests/reference/model_ref.py" "$T/ref"
+KOE_MODEL_REF="$T/ref" "$KOE_BUILD/tests/test_model" 2>&1 | tee "$T/log"
+grep -q 'PASSED  \] 10 test(s)' "$T/log"
+! grep -q SKIPPED "$T/log"
+[ "$(grep -c 'worst |err|/max|ref|' "$T/log")" = 4 ]
+# the comparison must be able to fail: one gradient element of one file off by 1e-3 of its scale
+"$PYTHON" - "$T/ref/ref_layer_preln.h5" <<'PY'
+import sys, h5py, numpy as np
+with h5py.File(sys.argv[1], "r+") as h:
+    d = h["grad/encoder.layers.1.feed_forward.intermediate_dense.weight"]
+    a = d[:]
+    a.flat[77] += 1e-3 * np.abs(a).max()
+    d[...] = a
+PY
+if KOE_MODEL_REF="$T/ref" "$KOE_BUILD/tests/test_model" > "$T/log2" 2>&1; then
+  echo "model_parity: a perturbed reference was not detected"; exit 1
+fi
+grep -q "intermediate_dense.weight .*FAIL worst element 77" "$T/log2"
+echo "model_parity: ok (perturbed reference detected)"
