@@ -900,6 +900,18 @@ int recipe_load(Recipe *r, const char *path, int n_overrides, char *const *overr
     return rc;
 }
 
+void recipe_adamw_config(const Recipe *r, AdamWConfig *c) {
+    *c = (AdamWConfig){.beta1 = r->optim.betas[0], .beta2 = r->optim.betas[1], .eps = r->optim.eps,
+                       .weight_decay = r->optim.weight_decay};
+}
+
+void recipe_schedule_config(const Recipe *r, ScheduleConfig *s) {
+    const RecipeOptim *o = &r->optim;
+    *s = (ScheduleConfig){.kind = o->schedule, .lr = o->lr, .warmup = o->warmup, .max_updates = o->max_updates,
+                          .phase_ratio = {o->phase_ratio[0], o->phase_ratio[1], o->phase_ratio[2]},
+                          .init_lr_scale = o->init_lr_scale, .final_lr_scale = o->final_lr_scale};
+}
+
 void recipe_free(Recipe *r) {
     free(r->text);
     r->text = NULL;

@@ -103,6 +103,10 @@ void recipe_free(Recipe *r);
 
 uint64_t recipe_hash_text(const char *text); /* FNV-1a 64 over the bytes */
 
+/* The [optim] section as the optimizer's and the schedule's configs (core/optim.h). */
+void recipe_adamw_config(const Recipe *r, AdamWConfig *c);
+void recipe_schedule_config(const Recipe *r, ScheduleConfig *s);
+
 /* Every key with its default and doc, grouped by section (for `koe help train`). */
 void recipe_print_keys(FILE *f);
 

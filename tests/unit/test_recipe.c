@@ -75,6 +75,14 @@ static void test_defaults(void **state) {
     assert_int_equal(r.run.keep_last, 3);
     assert_int_equal(r.run.zero, 0);
     assert_true(r.hash == recipe_hash_text(r.text));
+    AdamWConfig ac;
+    recipe_adamw_config(&r, &ac);
+    assert_true(ac.beta1 == 0.9 && ac.beta2 == 0.98 && ac.eps == 1e-6 && ac.weight_decay == 0.01);
+    ScheduleConfig sc;
+    recipe_schedule_config(&r, &sc);
+    assert_true(sc.kind == SCHEDULE_LINEAR && sc.lr == 5e-4 && sc.warmup == 32000 && sc.max_updates == 400000);
+    assert_true(sc.phase_ratio[2] == 0.5 && sc.init_lr_scale == 0.01 && sc.final_lr_scale == 0.05);
+    assert_true(schedule_lr(&sc, 16000) == 2.5e-4);
     recipe_free(&r);
 }
 
