@@ -14,6 +14,9 @@ static const KoeCommand commands[] = {
     COMMAND(prepare),
     COMMAND(info),
     COMMAND(features),
+    COMMAND(init),
+    COMMAND(embed),
+    COMMAND(export),
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 

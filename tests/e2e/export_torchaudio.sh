@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# export_torchaudio.sh — koe init -> koe export -> torchaudio (issue 3, section 2): the export's
+# model.safetensors (parsed by hand: 8-byte header length, JSON header, raw data) is loaded into
+# torchaudio's wav2vec2_model(**config from config.json) through the sub-dicts that
+# import_huggingface_model uses, and its hidden states (float64) on real speech (espeak-ng) equal
+# `koe embed --layer all` per layer within 1e-4 * max|ref| + 1e-5. Both layer-norm orders and both
+# extractors. Then `koe init --from` the export and export again: the same bytes.
+set -euo pipefail
+T=$KOE_TMP/export_torchaudio
+REF=$KOE_ROOT/tests/reference
+mkdir -p "$T/in"
+"$PYTHON" "$REF/speech_wav.py" "$T/in/en1.wav" --voice en
+"$PYTHON" "$REF/speech_wav.py" "$T/in/de1.wav" --voice de --silence 0.05 \
+  --text "Guten Morgen, wie geht es dir heute?"
+check() { # name, overrides...
+  local name=$1; shift
+  "$KOE" init "$KOE_ROOT/recipes/tiny/hubert.ini" "$@" --out "$T/$name.h5"
+  "$KOE" export --ckpt "$T/$name.h5" --out "$T/$name"
+  "$KOE" embed --ckpt "$T/$name.h5" --layer all --out "$T/$name.emb.h5" "$T/in/en1.wav" "$T/in/de1.wav"
+  "$PYTHON" - "$T/$name" "$T/$name.emb.h5" "$T/in/en1.wav" "$T/in/de1.wav" <<'PY'
+import json, struct, sys
+import h5py, numpy as np, soundfile, torch
+from torchaudio.models import wav2vec2_model
+exp, emb, wavs = sys.argv[1], sys.argv[2], sys.argv[3:]
+cfg = json.load(open(exp + "/config.json"))
+with open(exp + "/model.safetensors", "rb") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    header = json.loads(f.read(n))
+    data = f.read()
+assert header.pop("__metadata__") == {"format": "pt"}
+sd = {}
+for k, v in header.items():
+    assert v["dtype"] == "F32", k
+    a, b = v["data_offsets"]
+    sd[k] = torch.from_numpy(np.frombuffer(data[a:b], dtype="<f4").reshape(v["shape"]).copy())
+model = wav2vec2_model(
+    extractor_mode=cfg["feat_extract_norm"] + "_norm",
+    extractor_conv_layer_config=list(zip(cfg["conv_dim"], cfg["conv_kernel"], cfg["conv_stride"])),
+    extractor_conv_bias=cfg["conv_bias"], encoder_embed_dim=cfg["hidden_size"],
+    encoder_projection_dropout=cfg["feat_proj_dropout"], encoder_pos_conv_kernel=cfg["num_conv_pos_embeddings"],
+    encoder_pos_conv_groups=cfg["num_conv_pos_embedding_groups"], encoder_num_layers=cfg["num_hidden_layers"],
+    encoder_num_heads=cfg["num_attention_heads"], encoder_attention_dropout=cfg["attention_dropout"],
+    encoder_ff_interm_features=cfg["intermediate_size"], encoder_ff_interm_dropout=cfg["activation_dropout"],
+    encoder_dropout=cfg["hidden_dropout"], encoder_layer_norm_first=cfg["do_stable_layer_norm"],
+    encoder_layer_drop=cfg["layerdrop"], aux_num_out=None)
+def sub(prefix):
+    return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+# as torchaudio.models.wav2vec2.utils.import_huggingface_model does
+model.feature_extractor.load_state_dict(sub("feature_extractor."), strict=True)
+model.encoder.feature_projection.load_state_dict(sub("feature_projection."), strict=True)
+model.encoder.transformer.load_state_dict(sub("encoder."), strict=True)
+assert set(sd) - {k for k in sd if k.split(".")[0] in ("feature_extractor", "feature_projection", "encoder")} == {"masked_spec_embed"}
+model.eval().double()
+L = cfg["num_hidden_layers"]
+with h5py.File(emb, "r") as h:
+    feats, offset = h["feats"][:], h["offset"][:]
+    ids = [s.decode() if isinstance(s, bytes) else s for s in h["utt_id"][:]]
+    assert h.attrs["kind"] in ("layers:all", b"layers:all")
+assert feats.shape[0] == L + 1 and ids == ["en1", "de1"], (feats.shape, ids)
+worst = np.zeros(L + 1)
+for i, w in enumerate(wavs):
+    pcm, sr = soundfile.read(w, dtype="int16")
+    x = torch.from_numpy(pcm.astype(np.float64) / 32768.0)[None]
+    hidden = []
+    hk = model.encoder.transformer.layers[0].register_forward_pre_hook(lambda m, inp: hidden.append(inp[0]))
+    with torch.no_grad():
+        outs, _ = model.extract_features(x)
+    hk.remove()
+    hidden += outs
+    for l in range(L + 1):
+        ref = hidden[l][0].numpy()
+        got = feats[l, offset[i]:offset[i + 1]]
+        assert got.shape == ref.shape, (l, got.shape, ref.shape)
+        err = np.abs(got - ref)
+        tol = 1e-4 * np.abs(ref).max() + 1e-5
+        j = np.unravel_index(err.argmax(), err.shape)
+        worst[l] = max(worst[l], err.max() / np.abs(ref).max())
+        if err.max() > tol:
+            sys.exit(f"{w} layer {l}: worst element {j}: koe {got[j]:.8g} torchaudio {ref[j]:.8g} (|err| {err.max():.3g} > {tol:.3g})")
+print(exp, "hidden states 0..%d match torchaudio; worst |err|/max|ref| per layer:" % L, " ".join("%.1e" % v for v in worst))
+PY
+}
+check postln_group
+check preln_layer model.extractor_mode=layer_norm model.layer_norm_first=true model.conv_bias=true
+# init --from the export, export again: identical files
+"$KOE" init --from "$T/preln_layer" --out "$T/back.h5"
+"$KOE" export --ckpt "$T/back.h5" --out "$T/back"
+cmp "$T/preln_layer/model.safetensors" "$T/back/model.safetensors"
+cmp "$T/preln_layer/config.json" "$T/back/config.json"
+# a damaged export is refused, naming the tensor
+"$PYTHON" - "$T/back/model.safetensors" <<'PY'
+import sys
+p = sys.argv[1]
+b = open(p, "rb").read()
+open(p, "wb").write(b[: len(b) - 100])
+PY
+if "$KOE" init --from "$T/back" --out "$T/bad.h5" 2> "$T/err"; then echo "truncated safetensors accepted"; exit 1; fi
+grep -q "data_offsets" "$T/err"
+[ ! -e "$T/bad.h5" ]
+echo "export_torchaudio: ok"
