@@ -8,6 +8,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #include "common.h"
@@ -361,7 +362,7 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 #pragma omp parallel for schedule(dynamic, 1)
         for (int c0 = 0; c0 < C; c0 += CB) {
             int c1 = c0 + CB < C ? c0 + CB : C;
-            float aw[CB] = {0}, ab[CB] = {0};
+            double aw[CB] = {0}, ab[CB] = {0};
             for (int64_t n = 0; n < N; n++) {
                 const float *x = inp + n * C, *d = dout + n * C;
                 float m = mean[n], r = rstd[n];
@@ -371,8 +372,8 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
                 }
             }
             for (int c = c0; c < c1; c++) {
-                if (dweight) dweight[c] += aw[c - c0];
-                if (dbias) dbias[c] += ab[c - c0];
+                if (dweight) dweight[c] += (float)aw[c - c0];
+                if (dbias) dbias[c] += (float)ab[c - c0];
             }
         }
     }
@@ -380,9 +381,19 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 
 /* ---- groupnorm (one group per channel): statistics of each (b, c) over T -------------------------- */
 
+/* channels per job: at most GN_CB (the stack arrays), small enough that every thread gets work */
+#define GN_CB 256
+static int groupnorm_block(int C) {
+    int nt = omp_get_max_threads(), cb = (C + nt - 1) / nt;
+    cb = (cb + 15) / 16 * 16;
+    return cb < GN_CB ? cb : GN_CB;
+}
+
 void groupnorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
                        const float *bias, int B, int64_t T, int C, float eps) {
-    enum { CB = 64 };
+    /* wide channel blocks: each thread streams long contiguous pieces of every row. Sum and sum of
+     * squares in one pass, in double (var = E[x^2] - mean^2 loses nothing that matters in double). */
+    const int CB = groupnorm_block(C);
     int nblk = (C + CB - 1) / CB;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t job = 0; job < (int64_t)B * nblk; job++) {
@@ -390,22 +401,21 @@ void groupnorm_forward(float *out, float *mean, float *rstd, const float *inp, c
         int c0 = (int)(job % nblk) * CB, c1 = c0 + CB < C ? c0 + CB : C;
         const float *x = inp + b * T * C;
         float *y = out + b * T * C;
-        double s[CB] = {0}, v[CB] = {0};
-        for (int64_t t = 0; t < T; t++)
-            for (int c = c0; c < c1; c++) s[c - c0] += x[t * C + c];
-        float m[CB], r[CB], a[CB], sh[CB];
-        for (int c = c0; c < c1; c++) m[c - c0] = (float)(s[c - c0] / (double)T);
+        double s[GN_CB] = {0}, q[GN_CB] = {0};
         for (int64_t t = 0; t < T; t++)
             for (int c = c0; c < c1; c++) {
-                float dx = x[t * C + c] - m[c - c0];
-                v[c - c0] += dx * dx;
+                double v = x[t * C + c];
+                s[c - c0] += v;
+                q[c - c0] += v * v;
             }
+        float a[GN_CB], sh[GN_CB];
         for (int c = c0; c < c1; c++) {
-            r[c - c0] = (float)(1.0 / sqrt(v[c - c0] / (double)T + eps));
-            mean[b * C + c] = m[c - c0];
-            rstd[b * C + c] = r[c - c0];
-            a[c - c0] = r[c - c0] * weight[c]; /* y = a * x + sh */
-            sh[c - c0] = bias[c] - m[c - c0] * a[c - c0];
+            double m = s[c - c0] / (double)T, var = q[c - c0] / (double)T - m * m;
+            float r = (float)(1.0 / sqrt((var > 0.0 ? var : 0.0) + eps));
+            mean[b * C + c] = (float)m;
+            rstd[b * C + c] = r;
+            a[c - c0] = r * weight[c]; /* y = a * x + sh */
+            sh[c - c0] = bias[c] - (float)m * a[c - c0];
         }
         for (int64_t t = 0; t < T; t++)
             for (int c = c0; c < c1; c++) y[t * C + c] = a[c - c0] * x[t * C + c] + sh[c - c0];
@@ -414,14 +424,14 @@ void groupnorm_forward(float *out, float *mean, float *rstd, const float *inp, c
 
 void groupnorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                         const float *weight, const float *mean, const float *rstd, int B, int64_t T, int C) {
-    enum { CB = 64 };
+    const int CB = groupnorm_block(C);
 #pragma omp parallel for schedule(dynamic, 1)
     for (int c0 = 0; c0 < C; c0 += CB) {
         int c1 = c0 + CB < C ? c0 + CB : C;
-        double aw[CB] = {0}, ab[CB] = {0};
+        double aw[GN_CB] = {0}, ab[GN_CB] = {0};
         for (int b = 0; b < B; b++) {
             const float *x = inp + (int64_t)b * T * C, *d = dout + (int64_t)b * T * C;
-            double sd[CB] = {0}, sdx[CB] = {0};
+            double sd[GN_CB] = {0}, sdx[GN_CB] = {0};
             for (int64_t t = 0; t < T; t++)
                 for (int c = c0; c < c1; c++) {
                     float xh = (x[t * C + c] - mean[b * C + c]) * rstd[b * C + c];
@@ -434,7 +444,7 @@ void groupnorm_backward(float *dinp, float *dweight, float *dbias, const float *
             }
             if (!dinp) continue;
             /* dxhat = d * w: dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) */
-            float k1[CB], k2[CB], wr[CB];
+            float k1[GN_CB], k2[GN_CB], wr[GN_CB];
             for (int c = c0; c < c1; c++) {
                 k1[c - c0] = (float)(sd[c - c0] / (double)T) * weight[c];
                 k2[c - c0] = (float)(sdx[c - c0] / (double)T) * weight[c];
@@ -454,7 +464,14 @@ void groupnorm_backward(float *dinp, float *dweight, float *dbias, const float *
     }
 }
 
-/* ---- activations ---------------------------------------------------------------------------------- */
+/* ---- activations ----------------------------------------------------------------------------------
+ * glibc's libmvec has vector erff and expf (within 4 ulp; linked through libm). math.h declares
+ * them as SIMD-callable only under -ffast-math, which we do not use (NaN checks, GELU backward), so
+ * they are declared so here: the loops below then run 8 or 16 lanes at a time. */
+#if defined(__GLIBC__) && defined(__x86_64__)
+float erff(float) __attribute__((simd("notinbranch")));
+float expf(float) __attribute__((simd("notinbranch")));
+#endif
 
 void gelu_forward(float *out, const float *inp, int64_t n) {
 #pragma omp parallel for simd schedule(static)
