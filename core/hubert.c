@@ -1,0 +1,198 @@
+/* hubert.c — HuBERT's prediction head and masked-prediction loss (see hubert.h for the math and the
+ * torchaudio/fairseq correspondence).
+ *
+ * Forward: select the frames -> gather their rows of x -> final_proj (one GEMM) -> normalise rows ->
+ * cosine logits against the normalised label embeddings (one GEMM, 1/logit_temp folded in) -> softmax
+ * cross-entropy per row. Backward is the same list reversed. Per-row work is split over OpenMP
+ * threads; the loss is summed in a fixed order, so it does not depend on the thread count.
+ * Must not: allocate, include MPI or HDF5, or decide how the loss is normalised (the caller does). */
+#include "hubert.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "common.h"
+#include "layers.h"
+
+void hubert_head_add_params(ParamTable *t, const HubertHeadConfig *cfg) {
+    KOE_ASSERT(cfg->D > 0 && cfg->final_dim > 0 && cfg->n_classes > 0 && cfg->logit_temp > 0.0f);
+    const float bound = 1.0f / sqrtf((float)cfg->D); /* nn.Linear: kaiming_uniform_(a=sqrt(5)) and its bias rule */
+    const int64_t w[2] = {cfg->final_dim, cfg->D}, b[1] = {cfg->final_dim}, e[2] = {cfg->n_classes, cfg->final_dim};
+    params_add(t, "final_proj.weight", 2, w, PARAM_INIT_UNIFORM, -bound, bound);
+    params_add(t, "final_proj.bias", 1, b, PARAM_INIT_UNIFORM, -bound, bound);
+    params_add(t, "label_embeddings", 2, e, PARAM_INIT_UNIFORM, 0.0f, 1.0f);
+}
+
+void hubert_head_bind(const ParamTable *t, float *buf, HubertHeadParams *p) {
+    p->proj_w = params_view(t, buf, "final_proj.weight");
+    p->proj_b = params_view(t, buf, "final_proj.bias");
+    p->label_emb = params_view(t, buf, "label_embeddings");
+}
+
+/* ---- act arena ------------------------------------------------------------------------------------ */
+
+static float *take(float *base, int64_t *used, int64_t n) {
+    float *v = base ? base + *used : NULL;
+    *used += (n + 15) & ~(int64_t)15; /* 64-byte aligned views */
+    return v;
+}
+
+/* Carves every view (base NULL: only counts); returns the floats used. The int32 views take one
+ * float slot per element (the arena is malloc'ed memory, so its elements have no declared type). */
+static int64_t act_carve(HubertHeadAct *a, const HubertHeadConfig *c, int64_t M, float *base) {
+    _Static_assert(sizeof(int32_t) == sizeof(float), "int32 views take one float slot");
+    const int64_t D = c->D, F = c->final_dim, C = c->n_classes;
+    int64_t used = 0;
+    a->idx = (int32_t *)take(base, &used, M);
+    a->label = (int32_t *)take(base, &used, M);
+    a->xs = take(base, &used, M * D);
+    a->phat = take(base, &used, M * F);
+    a->pnorm = take(base, &used, M);
+    a->ehat = take(base, &used, C * F);
+    a->enorm = take(base, &used, C);
+    a->prob = take(base, &used, M * C);
+    a->row_loss = take(base, &used, M);
+    a->dlogit = take(base, &used, M * C);
+    a->dphat = take(base, &used, M * F);
+    a->dxs = take(base, &used, M * D);
+    a->dehat = take(base, &used, C * F);
+    return used;
+}
+
+int64_t hubert_head_act_floats(const HubertHeadConfig *cfg, int64_t max_frames) {
+    HubertHeadAct a;
+    return act_carve(&a, cfg, max_frames, NULL);
+}
+
+void hubert_head_act_bind(HubertHeadAct *act, const HubertHeadConfig *cfg, int64_t max_frames, float *mem) {
+    KOE_ASSERT(max_frames >= 0 && max_frames <= INT32_MAX);
+    memset(act, 0, sizeof *act);
+    act->cfg = *cfg;
+    act->max_frames = max_frames;
+    act_carve(act, cfg, max_frames, mem);
+}
+
+/* ---- cosine: rows divided by their clamped norm (torch.cosine_similarity) ------------------------- */
+
+/* out (n, F) = inp / norm, norm (n) = sqrt(max(|row|^2, eps^2)); out may be inp. */
+static void rows_normalize(float *out, float *norm, const float *inp, int64_t n, int F) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        const float *r = inp + i * F;
+        double ss = 0.0;
+        for (int f = 0; f < F; f++) ss += (double)r[f] * r[f];
+        const double eps2 = (double)HUBERT_COS_EPS * HUBERT_COS_EPS;
+        const float nrm = (float)sqrt(ss > eps2 ? ss : eps2), inv = 1.0f / nrm;
+        norm[i] = nrm;
+        float *o = out + i * F;
+        for (int f = 0; f < F; f++) o[f] = r[f] * inv;
+    }
+}
+
+/* Backward of rows_normalize: din (n, F) (+)= (dhat - hat * (hat . dhat)) / norm. The clamped norm's
+ * gradient is taken as torch takes it (d norm / d v = v / norm, even when clamped). din may be dhat
+ * (then it is overwritten, accumulate = 0). */
+static void rows_normalize_backward(float *din, const float *dhat, const float *hat, const float *norm, int64_t n,
+                                    int F, int accumulate) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        const float *h = hat + i * F, *dh = dhat + i * F;
+        double dot = 0.0;
+        for (int f = 0; f < F; f++) dot += (double)h[f] * dh[f];
+        const float inv = 1.0f / norm[i], fdot = (float)dot;
+        float *d = din + i * F;
+        if (accumulate)
+            for (int f = 0; f < F; f++) d[f] += (dh[f] - h[f] * fdot) * inv;
+        else
+            for (int f = 0; f < F; f++) d[f] = (dh[f] - h[f] * fdot) * inv;
+    }
+}
+
+/* ---- forward / backward ----------------------------------------------------------------------------- */
+
+void hubert_head_forward(HubertHeadAct *act, const HubertHeadParams *p, const float *x, const uint8_t *mask,
+                         const uint8_t *pad, const int32_t *labels, int B, int64_t T, HubertFrames which,
+                         double *loss_sum, int64_t *n_frames, int64_t *n_correct) {
+    const HubertHeadConfig *c = &act->cfg;
+    const int D = c->D, F = c->final_dim, C = c->n_classes;
+    const int64_t BT = (int64_t)B * T;
+    KOE_ASSERT(BT <= act->max_frames);
+    KOE_ASSERT(which == HUBERT_FRAMES_MASKED || which == HUBERT_FRAMES_UNMASKED);
+    const int want = which == HUBERT_FRAMES_MASKED;
+
+    int64_t N = 0;
+    for (int64_t i = 0; i < BT; i++) {
+        if ((mask[i] != 0) != want || (pad && pad[i]) || labels[i] < 0) continue;
+        KOE_ASSERT(labels[i] < C); /* the label set's k is checked against n_classes when it is opened */
+        act->idx[N] = (int32_t)i;
+        act->label[N] = labels[i];
+        N++;
+    }
+    act->N = N;
+    *loss_sum = 0.0;
+    *n_frames = N;
+    *n_correct = 0;
+    if (N == 0) return;
+
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) memcpy(act->xs + i * D, x + (int64_t)act->idx[i] * D, (size_t)D * sizeof(float));
+    linear_forward(act->phat, act->xs, p->proj_w, p->proj_b, N, D, F);
+    rows_normalize(act->phat, act->pnorm, act->phat, N, F);
+    rows_normalize(act->ehat, act->enorm, p->label_emb, C, F);
+    /* logits (N, C) = phat ehat^T / logit_temp, written into prob and turned into probabilities */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)N, C, F, 1.0f / c->logit_temp, act->phat, F,
+                act->ehat, F, 0.0f, act->prob, C);
+
+    int64_t correct = 0;
+#pragma omp parallel for schedule(static) reduction(+ : correct)
+    for (int64_t i = 0; i < N; i++) {
+        float *r = act->prob + i * C;
+        const int y = act->label[i];
+        float mx = r[0];
+        for (int k = 1; k < C; k++) mx = r[k] > mx ? r[k] : mx;
+        correct += r[y] >= mx;
+        double s = 0.0;
+        for (int k = 0; k < C; k++) s += exp((double)(r[k] - mx));
+        const double lse = mx + log(s);
+        act->row_loss[i] = (float)(lse - r[y]);
+        for (int k = 0; k < C; k++) r[k] = (float)exp(r[k] - lse);
+    }
+    double loss = 0.0;
+    for (int64_t i = 0; i < N; i++) loss += act->row_loss[i];
+    *loss_sum = loss;
+    *n_correct = correct;
+}
+
+void hubert_head_backward(float *dx, const HubertHeadParams *g, HubertHeadAct *act, const HubertHeadParams *p,
+                          float dloss) {
+    const HubertHeadConfig *c = &act->cfg;
+    const int D = c->D, F = c->final_dim, C = c->n_classes;
+    const int64_t N = act->N;
+    if (N == 0) return;
+    /* d logits = dloss (softmax - onehot); d cos = d logits / logit_temp */
+    const float s = dloss / c->logit_temp;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        const float *pr = act->prob + i * C;
+        float *dl = act->dlogit + i * C;
+        for (int k = 0; k < C; k++) dl[k] = s * pr[k];
+        dl[act->label[i]] -= s;
+    }
+    /* dphat (N, F) = dcos ehat; dehat (C, F) = dcos^T phat */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)N, F, C, 1.0f, act->dlogit, C, act->ehat, F, 0.0f,
+                act->dphat, F);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, F, (blasint)N, 1.0f, act->dlogit, C, act->phat, F, 0.0f,
+                act->dehat, F);
+    rows_normalize_backward(g->label_emb, act->dehat, act->ehat, act->enorm, C, F, 1);
+    rows_normalize_backward(act->dphat, act->dphat, act->phat, act->pnorm, N, F, 0); /* now d proj */
+    if (dx) memset(act->dxs, 0, (size_t)N * D * sizeof(float));
+    linear_backward(dx ? act->dxs : NULL, g->proj_w, g->proj_b, act->dphat, act->xs, p->proj_w, N, D, F);
+    if (!dx) return;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        float *d = dx + (int64_t)act->idx[i] * D;
+        const float *src = act->dxs + i * D;
+        for (int k = 0; k < D; k++) d[k] += src[k];
+    }
+}
