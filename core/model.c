@@ -73,7 +73,7 @@ static void add2(ParamTable *t, const char *name, int64_t n0, int64_t n1, ParamI
     params_add(t, name, 2, shape, init, a, b);
 }
 
-static void build_table(ParamTable *t, const ModelConfig *c) {
+void model_table_build(const ModelConfig *c, ParamTable *t) {
     char name[PARAM_NAME_LEN];
     const int D = c->D, F = c->F;
     if (c->frontend == FRONTEND_WAVEFORM) {
@@ -347,13 +347,19 @@ static int64_t carve(Model *m, float *base, int B, int64_t S) {
 /* ---- create / free / init ------------------------------------------------------------------------ */
 
 Model *model_create(const ModelConfig *cfg, int max_B, int64_t max_S) {
+    ParamTable t;
+    params_table_init(&t);
+    model_table_build(cfg, &t);
+    return model_create_with_table(cfg, t, max_B, max_S);
+}
+
+Model *model_create_with_table(const ModelConfig *cfg, ParamTable table, int max_B, int64_t max_S) {
     KOE_ASSERT(max_B >= 1 && cfg->D % cfg->H == 0 && cfg->D % cfg->pos_conv_groups == 0);
     KOE_ASSERT(cfg->frontend == FRONTEND_FBANK || (cfg->n_conv >= 1 && cfg->n_conv <= MODEL_MAX_CONV));
     KOE_ASSERT(model_frames(cfg, max_S) >= 1);
     Model *m = koe_calloc(1, sizeof *m);
     m->cfg = *cfg;
-    params_table_init(&m->table);
-    build_table(&m->table, cfg);
+    m->table = table;
     m->params = koe_calloc((size_t)m->table.total, sizeof(float));
     m->grads = koe_calloc((size_t)m->table.total, sizeof(float));
     const int L = cfg->L;
@@ -410,6 +416,18 @@ const float *model_hidden(const Model *m, int i) {
 
 /* ---- small helpers ------------------------------------------------------------------------------- */
 
+const char *const model_prof_names[PROF_N] = {"conv stack", "features+proj", "pos conv", "qkv proj", "attention",
+                                              "out proj", "ffn", "norms+resid", "conformer"};
+
+void model_profile_reset(Model *m) { memset(m->prof, 0, sizeof m->prof); }
+
+/* Charge the time since *t to section k of direction dir, and restart the clock. */
+static void prof(Model *m, int dir, ModelProfSection k, double *t) {
+    const double now = koe_now();
+    m->prof[dir][k] += now - *t;
+    *t = now;
+}
+
 /* out = inp, or its inverted dropout when p > 0 (out may equal inp). */
 static void drop_fwd(float *out, const float *inp, int64_t n, float p, const ModelRun *r, uint64_t s) {
     if (p > 0) dropout_forward(out, inp, n, p, r->seed, r->step, s);
@@ -437,17 +455,23 @@ static void transformer_layer_forward(Model *m, int l, float *out, const float *
     float *tmpf = m->s_f[0];
     AttentionDropout ad = {p_att, r->seed, r->step, (uint64_t)l};
     const float *att_in = x;
+    double t = koe_now();
     if (c->layer_norm_first) {
         layernorm_forward(y->n1, y->ln_mean, y->ln_rstd, x, p->ln_w, p->ln_b, N, D, eps);
         att_in = y->n1;
+        prof(m, 0, PROF_NORMS, &t);
     }
     linear_forward(y->qkv, att_in, p->qkv_w, p->qkv_b, N, D, 3 * D);
+    prof(m, 0, PROF_QKV, &t);
     attention_forward(y->attn, y->att, y->qkv, m->key_pad, B, T, D, H, &ad, m->s_att);
+    prof(m, 0, PROF_ATTENTION, &t);
     linear_forward(tmp, y->attn, p->out_w, p->out_b, N, D, D);
+    prof(m, 0, PROF_OUTPROJ, &t);
     drop_fwd(tmp, tmp, ND, p_drop, r, site(l, SITE_ATTN_OUT));
     for (int64_t i = 0; i < ND; i++) y->r1[i] = x[i] + tmp[i];
     if (c->layer_norm_first) layernorm_forward(y->n2, y->fln_mean, y->fln_rstd, y->r1, p->fln_w, p->fln_b, N, D, eps);
     else layernorm_forward(y->n2, y->ln_mean, y->ln_rstd, y->r1, p->ln_w, p->ln_b, N, D, eps);
+    prof(m, 0, PROF_NORMS, &t);
     linear_forward(y->h, y->n2, p->fc1_w, p->fc1_b, N, D, F);
     gelu_forward(y->g, y->h, N * F);
     const float *g = y->g;
@@ -456,6 +480,7 @@ static void transformer_layer_forward(Model *m, int l, float *out, const float *
         g = tmpf;
     }
     linear_forward(tmp, g, p->fc2_w, p->fc2_b, N, F, D);
+    prof(m, 0, PROF_FFN, &t);
     drop_fwd(tmp, tmp, ND, p_drop, r, site(l, SITE_FFN_OUT));
     if (c->layer_norm_first) {
         for (int64_t i = 0; i < ND; i++) out[i] = y->r1[i] + tmp[i];
@@ -463,6 +488,7 @@ static void transformer_layer_forward(Model *m, int l, float *out, const float *
         for (int64_t i = 0; i < ND; i++) y->r2[i] = y->n2[i] + tmp[i];
         layernorm_forward(out, y->fln_mean, y->fln_rstd, y->r2, p->fln_w, p->fln_b, N, D, eps);
     }
+    prof(m, 0, PROF_NORMS, &t);
 }
 
 /* dx += d layer / d x given dy; dy (s_d[3]'s caller buffer) may be overwritten. Uses s_d[0..2], s_f, s_qkv. */
@@ -479,6 +505,7 @@ static void transformer_layer_backward(Model *m, int l, float *dx, const float *
     AttentionDropout ad = {p_att, r->seed, r->step, (uint64_t)l};
     const int pre = c->layer_norm_first;
 
+    double t = koe_now();
     /* d of the FFN residual sum (pre-LN: the output itself; post-LN: through final_layer_norm) */
     const float *dsum = dy;
     if (!pre) {
@@ -489,6 +516,7 @@ static void transformer_layer_backward(Model *m, int l, float *dx, const float *
     /* FFN: output dropout, output_dense, activation dropout, GELU, intermediate_dense */
     zero(d2, ND);
     drop_bwd(d2, dsum, ND, p_drop, r, site(l, SITE_FFN_OUT));
+    prof(m, 1, PROF_NORMS, &t);
     const float *g = y->g;
     if (p_act > 0) {
         drop_fwd(f1, y->g, NF, p_act, r, site(l, SITE_FFN_ACT));
@@ -509,6 +537,7 @@ static void transformer_layer_backward(Model *m, int l, float *dx, const float *
     float *dn2 = d1;
     if (pre) zero(dn2, ND);
     linear_backward(dn2, gp->fc1_w, gp->fc1_b, dh, y->n2, p->fc1_w, N, D, F);
+    prof(m, 1, PROF_FFN, &t);
     /* d r1 into d3 */
     float *dr1 = d3;
     if (pre) {
@@ -523,15 +552,21 @@ static void transformer_layer_backward(Model *m, int l, float *dx, const float *
     zero(d2, ND);
     drop_bwd(d2, dr1, ND, p_drop, r, site(l, SITE_ATTN_OUT));
     zero(d1, ND);
+    prof(m, 1, PROF_NORMS, &t);
     linear_backward(d1, gp->out_w, gp->out_b, d2, y->attn, p->out_w, N, D, D);
+    prof(m, 1, PROF_OUTPROJ, &t);
     zero(dqkv, 3 * ND);
     attention_backward(dqkv, d1, y->qkv, y->att, m->key_pad, B, T, D, H, &ad, m->s_att);
+    prof(m, 1, PROF_ATTENTION, &t);
     if (pre) {
         zero(d2, ND);
         linear_backward(d2, gp->qkv_w, gp->qkv_b, dqkv, y->n1, p->qkv_w, N, D, 3 * D);
+        prof(m, 1, PROF_QKV, &t);
         layernorm_backward(dx, gp->ln_w, gp->ln_b, d2, x, p->ln_w, y->ln_mean, y->ln_rstd, N, D);
+        prof(m, 1, PROF_NORMS, &t);
     } else {
         linear_backward(dx, gp->qkv_w, gp->qkv_b, dqkv, x, p->qkv_w, N, D, 3 * D);
+        prof(m, 1, PROF_QKV, &t);
     }
 }
 
@@ -543,6 +578,7 @@ static void frontend_forward(Model *m, const float *inp, const int64_t *in_len, 
     const int B = m->B, D = c->D;
     const int64_t T = m->T, N = (int64_t)B * T;
     const float eps = c->layer_norm_eps;
+    double t = koe_now();
     for (int b = 0; b < B; b++) {
         KOE_ASSERT(in_len[b] >= 0 && in_len[b] <= m->S);
         m->frames[b] = model_frames(c, in_len[b]);
@@ -572,6 +608,7 @@ static void frontend_forward(Model *m, const float *inp, const int64_t *in_len, 
             Tin = Ti;
             cin = C;
         }
+        prof(m, 0, PROF_CONV, &t);
         /* feature penalty over valid frames */
         double s = 0;
         int64_t cnt = 0;
@@ -595,11 +632,12 @@ static void frontend_forward(Model *m, const float *inp, const int64_t *in_len, 
     drop_fwd(a->x_in, a->x_in, N * D, p_in, &m->run, site(c->L + 1, SITE_INPUT));
     mask_embed_forward(a->x_in, m->mask, m->p.mask_emb, N, D);
     for (int b = 0; b < B; b++)
-        for (int64_t t = 0; t < T; t++) {
-            const int pad = t >= m->frames[b];
-            m->key_pad[(int64_t)b * T + t] = (uint8_t)pad;
-            if (pad) zero(a->x_in + ((int64_t)b * T + t) * D, D);
+        for (int64_t f = 0; f < T; f++) {
+            const int pad = f >= m->frames[b];
+            m->key_pad[(int64_t)b * T + f] = (uint8_t)pad;
+            if (pad) zero(a->x_in + ((int64_t)b * T + f) * D, D);
         }
+    prof(m, 0, PROF_FEATURES, &t);
 }
 
 void model_forward(Model *m, const float *inp, const int64_t *in_len, int B, int64_t S, const uint8_t *mask,
@@ -620,7 +658,9 @@ void model_forward(Model *m, const float *inp, const int64_t *in_len, int B, int
     const float p_drop = train ? c->dropout : 0, p_act = train ? c->activation_dropout : 0,
                 p_att = train ? c->attention_dropout : 0;
 
+    double t = koe_now();
     frontend_forward(m, inp, in_len, train ? c->dropout_input : 0);
+    t = koe_now();
 
     /* positional embedding: x0 = x_in + GELU(conv(x_in))[:, :T] */
     const int64_t Tp = conv1d_out_len(T, K, 1, K / 2);
@@ -634,6 +674,7 @@ void model_forward(Model *m, const float *inp, const int64_t *in_len, int B, int
         e = a->x0n;
     }
     drop_fwd(a->enc_in, e, ND, p_drop, run, site(c->L, SITE_INPUT));
+    prof(m, 0, PROF_POSCONV, &t);
 
     const float *x = a->enc_in;
     for (int l = 0; l < c->L; l++) {
@@ -645,14 +686,19 @@ void model_forward(Model *m, const float *inp, const int64_t *in_len, int B, int
         if (m->skipped[l]) memcpy(a->layer_out[l], x, (size_t)ND * sizeof *x);
         else if (c->encoder == ENCODER_CONFORMER) {
             ConformerDropout cd = {p_drop, p_act, p_att, run->seed, run->step, site(l, 0)};
+            t = koe_now();
             conformer_layer_forward(a->layer_out[l], &a->clayer[l], x, &m->p.clayer[l], m->key_pad, B, T, D, c->F,
                                     c->H, c->conformer_kernel, eps, &cd, m->s_att);
+            prof(m, 0, PROF_CONFORMER, &t);
         } else
             transformer_layer_forward(m, l, a->layer_out[l], x, p_drop, p_act, p_att);
         x = a->layer_out[l];
     }
-    if (c->layer_norm_first)
+    if (c->layer_norm_first) {
+        t = koe_now();
         layernorm_forward(a->out, a->out_mean, a->out_rstd, x, m->p.enc_ln_w, m->p.enc_ln_b, N, D, eps);
+        prof(m, 0, PROF_NORMS, &t);
+    }
 }
 
 /* ---- backward ------------------------------------------------------------------------------------ */
@@ -662,6 +708,7 @@ static void frontend_backward(Model *m, float *dx_in, float dpen, const float *d
     ModelActs *a = &m->a;
     const int B = m->B, D = c->D;
     const int64_t T = m->T, N = (int64_t)B * T;
+    double t = koe_now();
     for (int b = 0; b < B; b++) /* padded frames were zeroed */
         zero(dx_in + ((int64_t)b * T + m->frames[b]) * D, (T - m->frames[b]) * D);
     mask_embed_backward(m->g.mask_emb, dx_in, m->mask, N, D);
@@ -670,6 +717,7 @@ static void frontend_backward(Model *m, float *dx_in, float dpen, const float *d
     drop_bwd(dproj, dx_in, N * D, m->run.train ? c->dropout_input : 0, &m->run, site(c->L + 1, SITE_INPUT));
     if (c->frontend == FRONTEND_FBANK) {
         linear_backward(NULL, m->g.fp_w, m->g.fp_b, dproj, a->stacked, m->p.fp_w, N, frontend_dim(c), D);
+        prof(m, 1, PROF_FEATURES, &t);
         return;
     }
     const int C = c->conv_dim[c->n_conv - 1];
@@ -683,6 +731,7 @@ static void frontend_backward(Model *m, float *dx_in, float dpen, const float *d
     const float *features = a->conv_act[c->n_conv - 1];
     layernorm_backward(mult != 0 ? dfeatures : NULL, m->g.fp_ln_w, m->g.fp_ln_b, dln, features, m->p.fp_ln_w,
                        a->fp_mean, a->fp_rstd, N, C);
+    prof(m, 1, PROF_FEATURES, &t);
     if (mult == 0) return; /* fairseq: feature_grad_mult 0 runs the conv stack without gradient */
     int64_t cnt = 0;
     for (int b = 0; b < B; b++) cnt += m->frames[b] * C;
@@ -730,6 +779,7 @@ static void frontend_backward(Model *m, float *dx_in, float dpen, const float *d
             other = (cur == m->s_c[0]) ? m->s_c[1] : m->s_c[0];
         }
     }
+    prof(m, 1, PROF_CONV, &t);
 }
 
 void model_backward(Model *m, const float *dout, float dpen, const float *dfeat) {
@@ -743,10 +793,12 @@ void model_backward(Model *m, const float *dout, float dpen, const float *dfeat)
                 p_att = train ? c->attention_dropout : 0;
     /* gx: d of the current layer's output, then of its input (the running residual gradient) */
     float *gx = m->s_d[3], *gy = m->s_posraw; /* s_posraw (>= N*D floats) is free until the positional conv */
+    double t = koe_now();
     if (c->layer_norm_first) {
         zero(gx, ND);
         const float *last = c->L ? a->layer_out[c->L - 1] : a->enc_in;
         layernorm_backward(gx, m->g.enc_ln_w, m->g.enc_ln_b, dout, last, m->p.enc_ln_w, a->out_mean, a->out_rstd, N, D);
+        prof(m, 1, PROF_NORMS, &t);
     } else
         memcpy(gx, dout, (size_t)ND * sizeof *gx);
     for (int l = c->L - 1; l >= 0; l--) {
@@ -756,12 +808,15 @@ void model_backward(Model *m, const float *dout, float dpen, const float *dfeat)
         zero(gx, ND);
         if (c->encoder == ENCODER_CONFORMER) {
             ConformerDropout cd = {p_drop, p_act, p_att, run->seed, run->step, site(l, 0)};
+            t = koe_now();
             conformer_layer_backward(gx, &m->g.clayer[l], gy, x, &m->p.clayer[l], &a->clayer[l], m->key_pad, B, T,
                                      D, c->F, c->H, c->conformer_kernel, &cd, m->s_att);
+            prof(m, 1, PROF_CONFORMER, &t);
         } else
             transformer_layer_backward(m, l, gx, gy, x, p_drop, p_act, p_att);
     }
     /* encoder input: dropout, (post-LN) encoder.layer_norm, positional embedding */
+    t = koe_now();
     float *dx0 = m->s_d[0];
     zero(dx0, ND);
     if (!c->layer_norm_first) {
@@ -781,5 +836,6 @@ void model_backward(Model *m, const float *dout, float dpen, const float *dfeat)
     zero(m->s_posw, (int64_t)D * (D / G) * K);
     conv1d_backward(dx_in, m->s_posw, m->g.pos_b, dpos, a->x_in, a->pos_w, B, T, D, D, K, 1, K / 2, G, m->s_conv);
     weightnorm_backward(m->g.pos_g, m->g.pos_v, m->s_posw, m->p.pos_g, m->p.pos_v, a->pos_norm, D, D / G, K);
+    prof(m, 1, PROF_POSCONV, &t);
     frontend_backward(m, dx_in, dpen, dfeat);
 }

@@ -114,6 +114,22 @@ typedef struct {
     float *out;               /* (B, T, D) the encoder output */
 } ModelActs;
 
+/* Where a training step's time goes (koe bench): seconds per section, forward and backward,
+ * accumulated over every call until model_profile_reset. */
+typedef enum {
+    PROF_CONV,      /* waveform conv stack: convs, norms, GELUs */
+    PROF_FEATURES,  /* feature penalty, LayerNorm, projection, input dropout, mask embedding */
+    PROF_POSCONV,   /* positional conv: weight norm, grouped conv, GELU, encoder LayerNorm */
+    PROF_QKV,       /* q|k|v projection */
+    PROF_ATTENTION, /* attention kernel */
+    PROF_OUTPROJ,   /* out_proj */
+    PROF_FFN,       /* intermediate_dense, GELU, output_dense */
+    PROF_NORMS,     /* layer norms, residual adds and dropouts inside the layers */
+    PROF_CONFORMER, /* conformer layers (one bucket) */
+    PROF_N
+} ModelProfSection;
+extern const char *const model_prof_names[PROF_N];
+
 /* A forward pass's randomness: dropout and layerdrop only when train is set. */
 typedef struct {
     int train;
@@ -142,6 +158,7 @@ typedef struct {
     ModelRun run;
     float feature_pen;     /* mean of squared conv features over valid frames (waveform) */
     ModelActs a;
+    double prof[2][PROF_N]; /* seconds: [0] forward, [1] backward */
     /* scratch views (see model.c) */
     float *s_conv, *s_att, *s_d[4], *s_f[2], *s_qkv, *s_c[2], *s_posw, *s_posraw;
 } Model;
@@ -152,6 +169,11 @@ int64_t model_frames(const ModelConfig *cfg, int64_t n);
 /* Builds the table and allocates parameters, gradients and an arena for up to max_B utterances of up
  * to max_S input samples (or fbank frames). Parameters are zero until model_init_params or a load. */
 Model *model_create(const ModelConfig *cfg, int max_B, int64_t max_S);
+/* The encoder's parameter table alone: an objective appends its head's tensors (hubert_head_add_params,
+ * ...) and passes the table to model_create_with_table, so every parameter lives in the one flat
+ * buffer. The model owns the table afterwards (the head binds its views with params_view). */
+void model_table_build(const ModelConfig *cfg, ParamTable *t);
+Model *model_create_with_table(const ModelConfig *cfg, ParamTable table, int max_B, int64_t max_S);
 void model_free(Model *m);
 /* fairseq's initialisation, from the seed only (see model.c for each tensor's rule). */
 void model_init_params(Model *m, uint64_t seed);
@@ -165,6 +187,7 @@ void model_forward(Model *m, const float *inp, const int64_t *in_len, int B, int
  * (and, post-LN, its LayerNorm), i = output of layer i (1..L). */
 const float *model_hidden(const Model *m, int i);
 void model_zero_grad(Model *m);
+void model_profile_reset(Model *m);
 /* Accumulates into m->grads the gradient of a loss whose gradient is dout (B, T, D) w.r.t. m->a.out,
  * dpen w.r.t. m->feature_pen, and dfeat (B, T, C) w.r.t. m->a.fp_ln (the unmasked normalised
  * features; NULL if unused). The conv stack gets its gradient scaled by feature_grad_mult (0: skipped). */
