@@ -17,6 +17,7 @@ static const KoeCommand commands[] = {
     COMMAND(init),
     COMMAND(embed),
     COMMAND(export),
+    COMMAND(bench),
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 
