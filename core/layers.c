@@ -63,7 +63,7 @@ void linear_backward(float *dinp, float *dweight, float *dbias, const float *dou
  *     weight in one GEMM.
  * GEMM paths use the weight as Wr (OC, K, Cg) (PyTorch stores (OC, Cg, K)), built in scratch. */
 #define CONV_TAP_MIN_C 32
-#define CONV_BLOCK_FLOATS (1 << 20)
+#define CONV_BLOCK_FLOATS (1 << 22)
 
 int64_t conv1d_out_len(int64_t Ti, int K, int stride, int pad) {
     int64_t span = Ti + 2 * (int64_t)pad - K;

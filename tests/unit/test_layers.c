@@ -281,11 +281,16 @@ static void test_conv1d(void **state) {
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) run_conv(&cases[i], 200 + i);
 }
 
-/* Several im2col blocks, one of them straddling two utterances (B*To = 202 rows, blocks of 170). */
+/* The unfolded-window path in blocks: HuBERT's positional conv shape with fewer channels (one
+ * block), and windows of K*C/G = 2^18 floats, so blocks of 16 rows: B*To = 82 rows make six blocks,
+ * one of them straddling the two utterances. */
 static void test_conv1d_blocks(void **state) {
     (void)state;
-    ConvCase p = {2, 100, 96, 96, 128, 1, 64, 2, 1, NULL};
-    run_conv(&p, 300);
+    ConvCase pos = {2, 100, 96, 96, 128, 1, 64, 2, 1, NULL};
+    run_conv(&pos, 300);
+    ConvCase wide = {2, 40, 1024, 2, 512, 1, 256, 2, 1, NULL};
+    assert_int_equal(conv1d_scratch_floats(2, 40, 1024, 2, 512, 1, 256, 2), 2 * 2 * 512 * 512 + 16 * 512 * 512);
+    run_conv(&wide, 301);
 }
 
 /* ---- layernorm, groupnorm ------------------------------------------------------------------------ */
