@@ -1,7 +1,8 @@
 /* layers.c — the fast kernels of layers.h (all but attention, which is in attention.c): GEMMs
  * through OpenBLAS, everything else OpenMP loops over contiguous memory.
- * Must not allocate (scratch comes from the caller), include MPI or HDF5, or call OpenBLAS from
- * inside an OpenMP parallel region (OpenBLAS runs its own threads).
+ * Must not allocate (scratch comes from the caller) or include MPI or HDF5. OpenBLAS runs its own
+ * threads: it is called from serial code, except in the grouped conv, which switches OpenBLAS to one
+ * thread while its OpenMP threads each run whole groups.
  * Dimension letters as in layers.h; Cg = C/G input channels per group, OCg = OC/G, KC = K*Cg the
  * length of one unfolded input window of a group. */
 #include "layers.h"
@@ -60,7 +61,9 @@ void linear_backward(float *dinp, float *dweight, float *dbias, const float *dou
  *     just shortens each tap's range of t.
  *   otherwise (grouped, or few input channels like the waveform's C = 1): per group, blocks of
  *     CONV_BLOCK_FLOATS unfolded input windows (im2col, zeros in the padding) times the group's
- *     weight in one GEMM.
+ *     weight in one GEMM. With G > 1 the groups go to the OpenMP threads (one unfolding buffer each)
+ *     and OpenBLAS runs single-threaded meanwhile: the group GEMMs are narrow (OC/G columns), and
+ *     threading inside them spends more time synchronising than computing (positional conv: 2-3x).
  * GEMM paths use the weight as Wr (OC, K, Cg) (PyTorch stores (OC, Cg, K)), built in scratch. */
 #define CONV_TAP_MIN_C 32
 #define CONV_BLOCK_FLOATS (1 << 22)
@@ -72,6 +75,13 @@ int64_t conv1d_out_len(int64_t Ti, int K, int stride, int pad) {
 
 static int conv_is_depthwise(int C, int OC, int G) { return G == C && OC == C; }
 static int conv_uses_taps(int C, int G) { return G == 1 && C >= CONV_TAP_MIN_C; }
+
+/* OpenMP threads running groups at once in the unfolded path (each needs its own unfolding buffer):
+ * 1 when G = 1, where the GEMMs use OpenBLAS's threads instead. */
+static int conv_slots(int G) {
+    int nt = omp_get_max_threads();
+    return G > 1 && nt > 1 ? (G < nt ? G : nt) : 1;
+}
 
 /* rows of unfolded windows per im2col block */
 static int64_t conv_block_rows(int64_t rows, int64_t KC) {
@@ -85,7 +95,8 @@ int64_t conv1d_scratch_floats(int B, int64_t Ti, int C, int OC, int K, int strid
     if (conv_is_depthwise(C, OC, G)) return 2 * (int64_t)K * C;
     int64_t KC = (int64_t)K * (C / G);
     int64_t n = 2 * (int64_t)OC * KC; /* Wr and its gradient */
-    if (!conv_uses_taps(C, G)) n += conv_block_rows((int64_t)B * conv1d_out_len(Ti, K, stride, pad), KC) * KC;
+    if (!conv_uses_taps(C, G))
+        n += conv_slots(G) * conv_block_rows((int64_t)B * conv1d_out_len(Ti, K, stride, pad), KC) * KC;
     return n;
 }
 
@@ -257,14 +268,20 @@ void conv1d_forward(float *out, const float *inp, const float *weight, const flo
         return;
     }
     int64_t RB = conv_block_rows(R, KC);
-    for (int g = 0; g < G; g++)
+    int slots = conv_slots(G), blas_threads = openblas_get_num_threads();
+    if (slots > 1) openblas_set_num_threads(1);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(slots) if (slots > 1)
+    for (int g = 0; g < G; g++) {
+        float *colg = col + omp_get_thread_num() * RB * KC;
         for (int64_t r0 = 0; r0 < R; r0 += RB) {
             int64_t M = R - r0 < RB ? R - r0 : RB;
-            conv_im2col(col, inp, r0, M, Ti, To, C, Cg, K, stride, pad, g);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)M, OCg, (blasint)KC, 1.0f, col,
+            conv_im2col(colg, inp, r0, M, Ti, To, C, Cg, K, stride, pad, g);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)M, OCg, (blasint)KC, 1.0f, colg,
                         (blasint)KC, wr + (int64_t)g * OCg * KC, (blasint)KC, 1.0f, out + r0 * OC + (int64_t)g * OCg,
                         OC);
         }
+    }
+    if (slots > 1) openblas_set_num_threads(blas_threads);
 }
 
 void conv1d_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
@@ -300,22 +317,29 @@ void conv1d_backward(float *dinp, float *dweight, float *dbias, const float *dou
                                 wr + (int64_t)k * C, (blasint)KC, 1.0f, dinp + i0 * C, stride * C);
             }
     } else {
+        /* groups write disjoint rows of dwr and disjoint channels of dinp: no two threads meet */
         int64_t RB = conv_block_rows(R, KC);
-        for (int g = 0; g < G; g++)
+        int slots = conv_slots(G), blas_threads = openblas_get_num_threads();
+        if (slots > 1) openblas_set_num_threads(1);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(slots) if (slots > 1)
+        for (int g = 0; g < G; g++) {
+            float *colg = col + omp_get_thread_num() * RB * KC;
             for (int64_t r0 = 0; r0 < R; r0 += RB) {
                 int64_t M = R - r0 < RB ? R - r0 : RB;
                 const float *d = dout + r0 * OC + (int64_t)g * OCg;
                 if (dweight) {
-                    conv_im2col(col, inp, r0, M, Ti, To, C, Cg, K, stride, pad, g);
+                    conv_im2col(colg, inp, r0, M, Ti, To, C, Cg, K, stride, pad, g);
                     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OCg, (blasint)KC, (blasint)M, 1.0f, d, OC,
-                                col, (blasint)KC, 1.0f, dwr + (int64_t)g * OCg * KC, (blasint)KC);
+                                colg, (blasint)KC, 1.0f, dwr + (int64_t)g * OCg * KC, (blasint)KC);
                 }
                 if (dinp) {
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)M, (blasint)KC, OCg, 1.0f, d, OC,
-                                wr + (int64_t)g * OCg * KC, (blasint)KC, 0.0f, col, (blasint)KC);
-                    conv_col2im_accumulate(dinp, col, r0, M, Ti, To, C, Cg, K, stride, pad, g);
+                                wr + (int64_t)g * OCg * KC, (blasint)KC, 0.0f, colg, (blasint)KC);
+                    conv_col2im_accumulate(dinp, colg, r0, M, Ti, To, C, Cg, K, stride, pad, g);
                 }
             }
+        }
+        if (slots > 1) openblas_set_num_threads(blas_threads);
     }
     if (dweight) conv_wr_grad_accumulate(dweight, dwr, OC, Cg, K);
 }
