@@ -92,7 +92,7 @@ static int64_t conv_block_rows(int64_t rows, int64_t KC) {
 
 int64_t conv1d_scratch_floats(int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G) {
     KOE_ASSERT(G > 0 && C % G == 0 && OC % G == 0 && K > 0 && stride > 0 && pad >= 0);
-    if (conv_is_depthwise(C, OC, G)) return 2 * (int64_t)K * C;
+    if (conv_is_depthwise(C, OC, G)) return (int64_t)K * C; /* the weight as (K, C) */
     int64_t KC = (int64_t)K * (C / G);
     int64_t n = 2 * (int64_t)OC * KC; /* Wr and its gradient */
     if (!conv_uses_taps(C, G))
@@ -191,7 +191,7 @@ static void conv_depthwise_forward(float *out, const float *inp, const float *we
 static void conv_depthwise_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                                     const float *weight, int B, int64_t Ti, int64_t To, int C, int K, int stride,
                                     int pad, float *scratch) {
-    float *wd = scratch, *dwd = scratch + (int64_t)K * C; /* (K, C) each */
+    float *wd = scratch; /* (K, C) */
     int64_t R = (int64_t)B * To;
     if (dbias) colsum_accumulate(dbias, dout, R, C, C);
     if (dweight) {
@@ -199,21 +199,19 @@ static void conv_depthwise_backward(float *dinp, float *dweight, float *dbias, c
 #pragma omp parallel for schedule(dynamic, 1)
         for (int c0 = 0; c0 < C; c0 += CB) {
             int c1 = c0 + CB < C ? c0 + CB : C;
-            for (int k = 0; k < K; k++)
-                for (int c = c0; c < c1; c++) dwd[(int64_t)k * C + c] = 0.0f;
-            for (int64_t r = 0; r < R; r++) {
-                int64_t b = r / To, t = r % To;
-                const float *d = dout + r * C;
-                for (int k = 0; k < K; k++) {
-                    int64_t i = t * stride + k - pad;
-                    if (i < 0 || i >= Ti) continue;
-                    const float *x = inp + (b * Ti + i) * C;
-                    float *dw = dwd + (int64_t)k * C;
-                    for (int c = c0; c < c1; c++) dw[c] += d[c] * x[c];
-                }
+            /* tap by tap, the sum over frames stays in registers (CB accumulators) */
+            for (int k = 0; k < K; k++) {
+                int64_t t0, t1;
+                conv_tap_range(&t0, &t1, Ti, To, k, stride, pad);
+                float acc[CB] = {0};
+                for (int b = 0; b < B; b++)
+                    for (int64_t t = t0; t < t1; t++) {
+                        const float *d = dout + ((int64_t)b * To + t) * C;
+                        const float *x = inp + ((int64_t)b * Ti + t * stride + k - pad) * C;
+                        for (int c = c0; c < c1; c++) acc[c - c0] += d[c] * x[c];
+                    }
+                for (int c = c0; c < c1; c++) dweight[(int64_t)c * K + k] += acc[c - c0];
             }
-            for (int c = c0; c < c1; c++)
-                for (int k = 0; k < K; k++) dweight[(int64_t)c * K + k] += dwd[(int64_t)k * C + c];
         }
     }
     if (dinp) {
