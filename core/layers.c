@@ -490,7 +490,7 @@ void groupnorm_backward(float *dinp, float *dweight, float *dbias, const float *
  * glibc's libmvec has vector erff and expf (within 4 ulp; linked through libm). math.h declares
  * them as SIMD-callable only under -ffast-math, which we do not use (NaN checks, GELU backward), so
  * they are declared so here: the loops below then run 8 or 16 lanes at a time. */
-#if defined(__GLIBC__) && defined(__x86_64__)
+#if defined(__GLIBC__) && defined(__x86_64__) && __GLIBC_PREREQ(2, 35) /* vector erff since 2.35 */
 float erff(float) __attribute__((simd("notinbranch")));
 float expf(float) __attribute__((simd("notinbranch")));
 #endif
