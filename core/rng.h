@@ -17,6 +17,8 @@ typedef enum {
     KOE_RNG_DROPOUT,         /* (seed, step, layer): dropout */
     KOE_RNG_INIT,            /* (seed, tensor, 0): parameter initialisation */
     KOE_RNG_KMEANS,          /* (seed, iteration, 0): k-means++ and sampling */
+    KOE_RNG_GUMBEL,          /* (seed, step, utterance): wav2vec 2.0 Gumbel noise */
+    KOE_RNG_NEGATIVES,       /* (seed, step, utterance): wav2vec 2.0 negative indices */
 } KoeRngPurpose;
 
 typedef struct {
