@@ -1,72 +1,237 @@
-/* checkpoint.c — see checkpoint.h. Must not: leave a file under the final name that is incomplete. */
+/* checkpoint.c — see checkpoint.h. Must not: leave a file under a final name (step file or latest)
+ * that is incomplete, or delete a checkpoint that latest names. */
 #include "checkpoint.h"
 
+#include <dirent.h>
 #include <hdf5.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/rng.h"
 #include "h5util.h"
 
-static int write_tensor(hid_t g, const ParamEntry *e, const float *v) {
-    hsize_t dims[PARAM_MAX_DIMS];
-    for (int d = 0; d < e->ndim; d++) dims[d] = (hsize_t)e->shape[d];
-    hid_t sp = H5Screate_simple(e->ndim, dims, NULL);
-    if (sp < 0) return -1;
-    hid_t ds = H5Dcreate2(g, e->name, H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    int rc = -1;
-    if (ds >= 0) {
-        rc = H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0 ? 0 : -1;
-        if (H5Dclose(ds) < 0) rc = -1;
+/* ---- checksums -------------------------------------------------------------------------------- */
+
+uint64_t checkpoint_sum(const float *v, int64_t first, int64_t n) {
+    uint64_t s = 0;
+#pragma omp parallel for reduction(+ : s) schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, &v[i], sizeof bits);
+        s += koe_hash64(koe_hash64((uint64_t)(first + i) + 0x632BE59BD9B4E019ULL) ^ bits);
     }
+    return s;
+}
+
+static uint64_t bytes_hash(const void *p, size_t n, uint64_t h) { /* FNV-1a 64 */
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001B3ULL;
+    return h;
+}
+#define FNV_BASIS 0xCBF29CE484222325ULL
+
+static uint64_t state_sum(const TrainState *st) {
+    int64_t f[8] = {st->step, st->epoch, st->consumed, (int64_t)st->seed, st->adam_t, st->skipped, st->skips_in_row,
+                    st->sched_step};
+    uint64_t h = bytes_hash(f, sizeof f, FNV_BASIS);
+    return bytes_hash(&st->gumbel_temp, sizeof st->gumbel_temp, h);
+}
+
+static int attr_write_sum(hid_t obj, uint64_t s) {
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016" PRIx64, s);
+    return h5_attr_write_str(obj, "checksum", hex);
+}
+
+/* 1: matches, 0: no checksum stored, -1: mismatch or unreadable (err says which). */
+static int attr_check_sum(hid_t obj, const char *path, const char *what, uint64_t s, KoeError *err) {
+    if (H5Aexists(obj, "checksum") <= 0) return 0;
+    char hex[32], want[17];
+    if (h5_attr_read_str(obj, path, "checksum", hex, sizeof hex, err) < 0) return -1;
+    snprintf(want, sizeof want, "%016" PRIx64, s);
+    if (strcmp(hex, want)) {
+        koe_error_set(err, "%s: %s fails its checksum (stored %s, computed %s): the file is damaged", path, what, hex,
+                      want);
+        return -1;
+    }
+    return 1;
+}
+
+/* ---- writing ---------------------------------------------------------------------------------- */
+
+struct CheckpointWriter {
+    char *path, *tmp;
+    const ParamTable *t;
+    hid_t file, model, optim[2]; /* optim: /optim/m, /optim/v, or -1 */
+    uint64_t sums[3];
+};
+
+static hid_t create_dataset(hid_t loc, const char *name, int ndim, const int64_t *shape) {
+    hsize_t dims[PARAM_MAX_DIMS];
+    for (int d = 0; d < ndim; d++) dims[d] = (hsize_t)shape[d];
+    hid_t sp = H5Screate_simple(ndim, dims, NULL);
+    if (sp < 0) return -1;
+    hid_t ds = H5Dcreate2(loc, name, H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     H5Sclose(sp);
+    return ds;
+}
+
+static void writer_close_handles(CheckpointWriter *w) {
+    for (int k = 0; k < 2; k++)
+        if (w->optim[k] >= 0) H5Dclose(w->optim[k]);
+    if (w->model >= 0) H5Gclose(w->model);
+    w->optim[0] = w->optim[1] = w->model = -1;
+}
+
+static void writer_free(CheckpointWriter *w) {
+    free(w->path);
+    free(w->tmp);
+    free(w);
+}
+
+CheckpointWriter *checkpoint_writer_open(const char *path, const ParamTable *t, int optim, KoeError *err) {
+    CheckpointWriter *w = koe_calloc(1, sizeof *w);
+    w->path = koe_strdup(path);
+    size_t n = strlen(path) + 5;
+    w->tmp = koe_malloc(n);
+    snprintf(w->tmp, n, "%s.tmp", path);
+    w->t = t;
+    w->model = w->optim[0] = w->optim[1] = -1;
+    h5_lock();
+    w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (w->file < 0) {
+        koe_error_set(err, "%s: cannot create: %s (does the directory exist and is it writable?)", w->tmp,
+                      h5_last_error());
+        h5_unlock();
+        writer_free(w);
+        return NULL;
+    }
+    int ok = (w->model = H5Gcreate2(w->file, "model", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) >= 0;
+    for (int i = 0; ok && i < t->n; i++) {
+        hid_t ds = create_dataset(w->model, t->e[i].name, t->e[i].ndim, t->e[i].shape);
+        ok = ds >= 0 && H5Dclose(ds) >= 0;
+    }
+    if (ok && optim) {
+        hid_t g = H5Gcreate2(w->file, "optim", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        ok = g >= 0 && (w->optim[0] = create_dataset(g, "m", 1, &t->total)) >= 0 &&
+             (w->optim[1] = create_dataset(g, "v", 1, &t->total)) >= 0;
+        if (g >= 0) H5Gclose(g);
+    }
+    if (!ok) {
+        koe_error_set(err, "%s: cannot create the checkpoint's datasets: %s", w->tmp, h5_last_error());
+        writer_close_handles(w);
+        H5Fclose(w->file);
+        remove(w->tmp);
+        h5_unlock();
+        writer_free(w);
+        return NULL;
+    }
+    h5_unlock();
+    return w;
+}
+
+int checkpoint_writer_tensor(CheckpointWriter *w, int i, const float *v, KoeError *err) {
+    KOE_ASSERT(i >= 0 && i < w->t->n);
+    const ParamEntry *e = &w->t->e[i];
+    h5_lock();
+    hid_t ds = H5Dopen2(w->model, e->name, H5P_DEFAULT);
+    int rc = ds >= 0 && H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0 ? 0 : -1;
+    if (ds >= 0 && H5Dclose(ds) < 0) rc = -1;
+    if (rc < 0) koe_error_set(err, "%s: cannot write /model/%s: %s", w->tmp, e->name, h5_last_error());
+    h5_unlock();
+    if (rc == 0) w->sums[0] += checkpoint_sum(v, e->offset, e->numel);
+    return rc;
+}
+
+int checkpoint_writer_optim(CheckpointWriter *w, int which, int64_t offset, int64_t count, const float *v,
+                            KoeError *err) {
+    KOE_ASSERT(which == 0 || which == 1);
+    KOE_ASSERT(w->optim[which] >= 0 && offset >= 0 && count >= 0 && offset + count <= w->t->total);
+    if (count == 0) return 0;
+    h5_lock();
+    hid_t fs = H5Dget_space(w->optim[which]);
+    hsize_t start = (hsize_t)offset, cnt = (hsize_t)count;
+    hid_t ms = H5Screate_simple(1, &cnt, NULL);
+    int rc = fs >= 0 && ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &cnt, NULL) >= 0 &&
+                     H5Dwrite(w->optim[which], H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, v) >= 0
+                 ? 0
+                 : -1;
+    if (rc < 0)
+        koe_error_set(err, "%s: cannot write /optim/%s [%lld, +%lld): %s", w->tmp, which ? "v" : "m",
+                      (long long)offset, (long long)count, h5_last_error());
+    if (ms >= 0) H5Sclose(ms);
+    if (fs >= 0) H5Sclose(fs);
+    h5_unlock();
+    if (rc == 0) w->sums[1 + which] += checkpoint_sum(v, offset, count);
+    return rc;
+}
+
+uint64_t *checkpoint_writer_sums(CheckpointWriter *w) { return w->sums; }
+
+void checkpoint_writer_abort(CheckpointWriter *w) {
+    h5_lock();
+    writer_close_handles(w);
+    H5Fclose(w->file);
+    h5_unlock();
+    remove(w->tmp);
+    writer_free(w);
+}
+
+int checkpoint_writer_finish(CheckpointWriter *w, const char *config_text, const TrainState *st, KoeError *err) {
+    const char *text = config_text ? config_text : "";
+    char *cfg[1] = {(char *)text};
+    h5_lock();
+    int ok = attr_write_sum(w->model, w->sums[0]) >= 0;
+    for (int k = 0; ok && k < 2; k++)
+        if (w->optim[k] >= 0) ok = attr_write_sum(w->optim[k], w->sums[1 + k]) >= 0;
+    if (ok && st) {
+        hid_t g = H5Gcreate2(w->file, "state", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        ok = g >= 0 && h5_attr_write_i64(g, "step", st->step) >= 0 && h5_attr_write_i64(g, "epoch", st->epoch) >= 0 &&
+             h5_attr_write_i64(g, "consumed", st->consumed) >= 0 &&
+             h5_attr_write_i64(g, "seed", (int64_t)st->seed) >= 0 && h5_attr_write_i64(g, "adam_t", st->adam_t) >= 0 &&
+             h5_attr_write_i64(g, "skipped", st->skipped) >= 0 &&
+             h5_attr_write_i64(g, "skips_in_row", st->skips_in_row) >= 0 &&
+             h5_attr_write_i64(g, "sched_step", st->sched_step) >= 0 &&
+             h5_attr_write_f64(g, "gumbel_temp", st->gumbel_temp) >= 0 && attr_write_sum(g, state_sum(st)) >= 0;
+        if (g >= 0) H5Gclose(g);
+    }
+    if (ok && h5_write_strings(w->file, "config", cfg, 1) >= 0) {
+        hid_t ds = H5Dopen2(w->file, "config", H5P_DEFAULT);
+        ok = ds >= 0 && attr_write_sum(ds, bytes_hash(text, strlen(text), FNV_BASIS)) >= 0;
+        if (ds >= 0) H5Dclose(ds);
+    } else
+        ok = 0;
+    ok = ok && h5_attr_write_str(w->file, "format", CHECKPOINT_FORMAT) >= 0 &&
+         h5_attr_write_i64(w->file, "format_version", CHECKPOINT_FORMAT_VERSION) >= 0;
+    if (!ok) koe_error_set(err, "%s: cannot write /config, /state or attributes: %s", w->tmp, h5_last_error());
+    writer_close_handles(w);
+    if (H5Fclose(w->file) < 0 && ok) {
+        koe_error_set(err, "%s: cannot close: %s", w->tmp, h5_last_error());
+        ok = 0;
+    }
+    h5_unlock();
+    int rc = -1;
+    if (!ok) remove(w->tmp);
+    else
+        rc = koe_publish_file(w->tmp, w->path, err);
+    writer_free(w);
     return rc;
 }
 
 int checkpoint_write(const char *path, const ParamTable *t, const float *params, const char *config_text,
                      KoeError *err) {
-    size_t n = strlen(path) + 5;
-    char *tmp = koe_malloc(n);
-    snprintf(tmp, n, "%s.tmp", path);
-    int rc = -1;
-    h5_lock();
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) {
-        koe_error_set(err, "%s: cannot create: %s (does the directory exist and is it writable?)", tmp, h5_last_error());
-        goto out;
-    }
-    hid_t g = H5Gcreate2(f, "model", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    int ok = g >= 0;
-    for (int i = 0; ok && i < t->n; i++) {
-        if (write_tensor(g, &t->e[i], params + t->e[i].offset) < 0) {
-            koe_error_set(err, "%s: cannot write /model/%s: %s", tmp, t->e[i].name, h5_last_error());
-            ok = 0;
+    CheckpointWriter *w = checkpoint_writer_open(path, t, 0, err);
+    if (!w) return -1;
+    for (int i = 0; i < t->n; i++)
+        if (checkpoint_writer_tensor(w, i, params + t->e[i].offset, err) < 0) {
+            checkpoint_writer_abort(w);
+            return -1;
         }
-    }
-    if (g >= 0) H5Gclose(g);
-    char *cfg[1] = {(char *)(config_text ? config_text : "")};
-    if (ok && (h5_write_strings(f, "config", cfg, 1) < 0 || h5_attr_write_str(f, "format", CHECKPOINT_FORMAT) < 0 ||
-               h5_attr_write_i64(f, "format_version", CHECKPOINT_FORMAT_VERSION) < 0)) {
-        koe_error_set(err, "%s: cannot write /config or attributes: %s", tmp, h5_last_error());
-        ok = 0;
-    }
-    if (H5Fclose(f) < 0 && ok) {
-        koe_error_set(err, "%s: cannot close: %s", tmp, h5_last_error());
-        ok = 0;
-    }
-    h5_unlock();
-    if (!ok) {
-        remove(tmp);
-        free(tmp);
-        return -1;
-    }
-    rc = koe_publish_file(tmp, path, err);
-    free(tmp);
-    return rc;
-out:
-    h5_unlock();
-    free(tmp);
-    return rc;
+    return checkpoint_writer_finish(w, config_text, NULL, err);
 }
+
+/* ---- reading ---------------------------------------------------------------------------------- */
 
 static hid_t open_checked(const char *path, KoeError *err) {
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
@@ -81,21 +246,33 @@ static hid_t open_checked(const char *path, KoeError *err) {
     return f;
 }
 
+/* /config of an open file, checksum verified when stored. Caller holds h5_lock. */
+static int read_config_locked(hid_t f, const char *path, char **config_text, KoeError *err) {
+    char **s = NULL;
+    int64_t n = 0;
+    if (h5_read_strings(f, path, "config", &s, &n, err) < 0) return -1;
+    int rc = -1;
+    if (n != 1) koe_error_set(err, "%s: /config has %lld entries, expected 1", path, (long long)n);
+    else {
+        hid_t ds = H5Dopen2(f, "config", H5P_DEFAULT);
+        int chk = ds >= 0 ? attr_check_sum(ds, path, "/config", bytes_hash(s[0], strlen(s[0]), FNV_BASIS), err) : -1;
+        if (ds < 0) koe_error_set(err, "%s: cannot open /config: %s", path, h5_last_error());
+        if (ds >= 0) H5Dclose(ds);
+        if (chk >= 0) {
+            *config_text = koe_strdup(s[0]);
+            rc = 0;
+        }
+    }
+    h5_strings_free(s, n);
+    return rc;
+}
+
 int checkpoint_read_config(const char *path, char **config_text, KoeError *err) {
     h5_lock();
     hid_t f = open_checked(path, err);
     int rc = -1;
     if (f >= 0) {
-        char **s = NULL;
-        int64_t n = 0;
-        if (h5_read_strings(f, path, "config", &s, &n, err) == 0) {
-            if (n != 1) koe_error_set(err, "%s: /config has %lld entries, expected 1", path, (long long)n);
-            else {
-                *config_text = koe_strdup(s[0]);
-                rc = 0;
-            }
-            h5_strings_free(s, n);
-        }
+        rc = read_config_locked(f, path, config_text, err);
         H5Fclose(f);
     }
     h5_unlock();
@@ -116,18 +293,13 @@ static herr_t scan_one(hid_t g, const char *name, const H5L_info_t *info, void *
     return 0;
 }
 
-int checkpoint_read_params(const char *path, const ParamTable *t, float *params, KoeError *err) {
-    h5_lock();
-    hid_t f = open_checked(path, err);
-    if (f < 0) {
-        h5_unlock();
-        return -1;
-    }
+/* Every /model tensor of an open file into params, then its checksum (when stored). Caller holds h5_lock. */
+static int read_params_locked(hid_t f, const char *path, const ParamTable *t, float *params, KoeError *err) {
     int rc = -1;
     hid_t g = H5Lexists(f, "model", H5P_DEFAULT) > 0 ? H5Gopen2(f, "model", H5P_DEFAULT) : -1;
     if (g < 0) {
         koe_error_set(err, "%s: no /model group", path);
-        goto done;
+        return -1;
     }
     ScanState scan = {t, ""};
     if (H5Literate(g, H5_INDEX_NAME, H5_ITER_NATIVE, NULL, scan_one, &scan) < 0) {
@@ -139,6 +311,7 @@ int checkpoint_read_params(const char *path, const ParamTable *t, float *params,
                       path, scan.unknown);
         goto done;
     }
+    uint64_t sum = 0;
     for (int i = 0; i < t->n; i++) {
         const ParamEntry *e = &t->e[i];
         char want[128], got[128] = "(";
@@ -175,11 +348,209 @@ int checkpoint_read_params(const char *path, const ParamTable *t, float *params,
         H5Sclose(sp);
         H5Dclose(ds);
         if (!ok) goto done;
+        sum += checkpoint_sum(params + e->offset, e->offset, e->numel);
     }
+    if (attr_check_sum(g, path, "/model", sum, err) < 0) goto done;
     rc = 0;
 done:
-    if (g >= 0) H5Gclose(g);
-    H5Fclose(f);
+    H5Gclose(g);
+    return rc;
+}
+
+int checkpoint_read_params(const char *path, const ParamTable *t, float *params, KoeError *err) {
+    h5_lock();
+    hid_t f = open_checked(path, err);
+    int rc = -1;
+    if (f >= 0) {
+        rc = read_params_locked(f, path, t, params, err);
+        H5Fclose(f);
+    }
     h5_unlock();
     return rc;
+}
+
+/* /optim/m or /optim/v of an open file: exactly total floats, checksum required. Caller holds h5_lock. */
+static int read_moment_locked(hid_t f, const char *path, const char *name, int64_t total, float *out, KoeError *err) {
+    if (H5Lexists(f, "optim", H5P_DEFAULT) <= 0 || H5Lexists(f, name, H5P_DEFAULT) <= 0) {
+        koe_error_set(err, "%s: no %s: this is not a training checkpoint (koe init writes model-only files)", path,
+                      name);
+        return -1;
+    }
+    hid_t ds = H5Dopen2(f, name, H5P_DEFAULT);
+    if (ds < 0) return koe_error_set(err, "%s: cannot open %s: %s", path, name, h5_last_error());
+    hid_t sp = H5Dget_space(ds);
+    hsize_t dim = 0;
+    int rc = -1;
+    if (H5Sget_simple_extent_ndims(sp) != 1 || H5Sget_simple_extent_dims(sp, &dim, NULL) < 0 || (int64_t)dim != total)
+        koe_error_set(err, "%s: %s has %llu elements, the model has %lld parameters", path, name,
+                      (unsigned long long)dim, (long long)total);
+    else if (H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
+        koe_error_set(err, "%s: cannot read %s: %s", path, name, h5_last_error());
+    else {
+        int chk = attr_check_sum(ds, path, name, checkpoint_sum(out, 0, total), err);
+        if (chk == 0) koe_error_set(err, "%s: %s has no checksum", path, name);
+        rc = chk == 1 ? 0 : -1;
+    }
+    H5Sclose(sp);
+    H5Dclose(ds);
+    return rc;
+}
+
+static int read_state_locked(hid_t f, const char *path, TrainState *st, KoeError *err) {
+    if (H5Lexists(f, "state", H5P_DEFAULT) <= 0)
+        return koe_error_set(err, "%s: no /state: this is not a training checkpoint", path);
+    hid_t g = H5Gopen2(f, "state", H5P_DEFAULT);
+    if (g < 0) return koe_error_set(err, "%s: cannot open /state: %s", path, h5_last_error());
+    int64_t seed = 0;
+    memset(st, 0, sizeof *st);
+    int ok = h5_attr_read_i64(g, path, "step", &st->step, err) == 0 &&
+             h5_attr_read_i64(g, path, "epoch", &st->epoch, err) == 0 &&
+             h5_attr_read_i64(g, path, "consumed", &st->consumed, err) == 0 &&
+             h5_attr_read_i64(g, path, "seed", &seed, err) == 0 &&
+             h5_attr_read_i64(g, path, "adam_t", &st->adam_t, err) == 0 &&
+             h5_attr_read_i64(g, path, "skipped", &st->skipped, err) == 0 &&
+             h5_attr_read_i64(g, path, "skips_in_row", &st->skips_in_row, err) == 0 &&
+             h5_attr_read_i64(g, path, "sched_step", &st->sched_step, err) == 0 &&
+             h5_attr_read_f64(g, path, "gumbel_temp", &st->gumbel_temp, err) == 0;
+    st->seed = (uint64_t)seed;
+    if (ok) {
+        int chk = attr_check_sum(g, path, "/state", state_sum(st), err);
+        if (chk == 0) koe_error_set(err, "%s: /state has no checksum", path);
+        ok = chk == 1;
+    }
+    H5Gclose(g);
+    return ok ? 0 : -1;
+}
+
+int checkpoint_read_train(const char *path, const ParamTable *t, float *params, float *m, float *v, TrainState *st,
+                          char **config_text, KoeError *err) {
+    h5_lock();
+    hid_t f = open_checked(path, err);
+    int rc = -1;
+    if (f >= 0) {
+        char *text = NULL;
+        if (read_state_locked(f, path, st, err) == 0 && read_config_locked(f, path, &text, err) == 0 &&
+            read_params_locked(f, path, t, params, err) == 0 &&
+            read_moment_locked(f, path, "/optim/m", t->total, m, err) == 0 &&
+            read_moment_locked(f, path, "/optim/v", t->total, v, err) == 0) {
+            *config_text = text;
+            text = NULL;
+            rc = 0;
+        }
+        free(text);
+        H5Fclose(f);
+    }
+    h5_unlock();
+    return rc;
+}
+
+/* ---- the run's checkpoint directory ----------------------------------------------------------- */
+
+void checkpoint_step_path(char *out, size_t n, const char *dir, int64_t step) {
+    snprintf(out, n, "%s/step-%08lld.h5", dir, (long long)step);
+}
+
+/* Steps of the published step files in dir (not .tmp), newest first; returns the count. */
+static int64_t list_steps(const char *dir, int64_t **steps) {
+    *steps = NULL;
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int64_t n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        long long s;
+        char tail[8];
+        if (sscanf(e->d_name, "step-%lld.h%7s", &s, tail) != 2 || strcmp(tail, "5") || s < 0) continue;
+        char canon[64];
+        snprintf(canon, sizeof canon, "step-%08lld.h5", s);
+        if (strcmp(canon, e->d_name)) continue;
+        if (n == cap) *steps = koe_realloc(*steps, (size_t)(cap = cap ? 2 * cap : 16) * sizeof **steps);
+        (*steps)[n++] = s;
+    }
+    closedir(d);
+    for (int64_t i = 1; i < n; i++) /* insertion sort, descending: a run keeps a handful */
+        for (int64_t j = i; j > 0 && (*steps)[j] > (*steps)[j - 1]; j--) {
+            int64_t x = (*steps)[j];
+            (*steps)[j] = (*steps)[j - 1];
+            (*steps)[j - 1] = x;
+        }
+    return n;
+}
+
+int checkpoint_publish_latest(const char *dir, int64_t step, int keep_last, KoeError *err) {
+    size_t n = strlen(dir) + 32;
+    char *tmp = koe_malloc(n), *latest = koe_malloc(n);
+    snprintf(tmp, n, "%s/latest.tmp", dir);
+    snprintf(latest, n, "%s/latest", dir);
+    FILE *fp = fopen(tmp, "w");
+    int rc = -1;
+    if (!fp) koe_error_set(err, "%s: cannot create: %m", tmp);
+    else {
+        int wr = fprintf(fp, "step-%08lld.h5\n", (long long)step);
+        if (fclose(fp) != 0 || wr < 0) {
+            koe_error_set(err, "%s: cannot write: %m", tmp);
+            remove(tmp);
+        } else
+            rc = koe_publish_file(tmp, latest, err);
+    }
+    free(tmp);
+    free(latest);
+    if (rc < 0) return -1;
+    int64_t *steps;
+    int64_t ns = list_steps(dir, &steps);
+    for (int64_t i = keep_last; i < ns; i++) {
+        if (steps[i] == step) continue;
+        char p[4200];
+        checkpoint_step_path(p, sizeof p, dir, steps[i]);
+        if (remove(p) < 0) koe_warn("cannot remove old checkpoint %s: %m", p);
+    }
+    free(steps);
+    return 0;
+}
+
+int checkpoint_load_latest(const char *dir, const ParamTable *t, float *params, float *m, float *v, TrainState *st,
+                           char **config_text, char *path_out, size_t n, KoeError *err) {
+    char latest[4200], name[256] = "", path[4400];
+    snprintf(latest, sizeof latest, "%s/latest", dir);
+    FILE *fp = fopen(latest, "r");
+    int64_t tried = -1;
+    int any = 0;
+    KoeError e;
+    if (fp) {
+        any = 1;
+        long long s = -1;
+        if (fgets(name, sizeof name, fp)) name[strcspn(name, "\r\n")] = 0;
+        fclose(fp);
+        if (sscanf(name, "step-%lld.h5", &s) == 1) {
+            snprintf(path, sizeof path, "%s/%s", dir, name);
+            tried = s;
+            if (checkpoint_read_train(path, t, params, m, v, st, config_text, &e) == 0) {
+                snprintf(path_out, n, "%s", path);
+                return 1;
+            }
+            koe_warn("latest checkpoint %s is unusable (%s); trying the one before", path, e.msg);
+        } else
+            koe_warn("%s does not name a step-NNNNNNNN.h5 file ('%s'); looking for the newest usable checkpoint",
+                     latest, name);
+    }
+    int64_t *steps;
+    int64_t ns = list_steps(dir, &steps);
+    for (int64_t i = 0; i < ns; i++) {
+        any = 1;
+        if (steps[i] == tried) continue;
+        checkpoint_step_path(path, sizeof path, dir, steps[i]);
+        if (checkpoint_read_train(path, t, params, m, v, st, config_text, &e) == 0) {
+            koe_warn("resuming from %s instead of the latest", path);
+            snprintf(path_out, n, "%s", path);
+            free(steps);
+            return 1;
+        }
+        koe_warn("checkpoint %s is unusable (%s)", path, e.msg);
+    }
+    free(steps);
+    if (!any) return 0;
+    koe_error_set(err, "%s: checkpoints exist but none is usable (see the warnings above); move them away to start "
+                       "afresh, or restore a good one",
+                  dir);
+    return -1;
 }

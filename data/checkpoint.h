@@ -1,21 +1,91 @@
-/* checkpoint.h — a model checkpoint file, serial HDF5 (DESIGN.md section 5; the collective MPI-IO
- * writer with optimizer state comes later and keeps this layout):
- *   /model/<hf name>  float32, shaped as the parameter table says
- *   /config           strings [1]: the resolved recipe text the model was built from
+/* checkpoint.h — checkpoint files, DESIGN.md section 5:
+ *   /model/<hf name>  float32, shaped as the parameter table says     attr checksum
+ *   /optim/m, /optim/v  float32 [total] AdamW moments, flat (training checkpoints)  attr checksum each
+ *   /state            group; attrs step, epoch, consumed, seed, adam_t, skipped, skips_in_row,
+ *                     sched_step (int64), gumbel_temp (float64), checksum
+ *   /config           strings [1]: the resolved recipe text the model was built from; attr checksum
  *   attrs: format="koe-checkpoint", format_version=1
- * Readers check every tensor by name, shape and type and say which one is wrong. No MPI. */
+ * Checksums are 16 hex digits. The tensor checksums are additive: sum over elements i of
+ * hash(i, bits of x[i]) mod 2^64 with i the flat buffer position, so slices written by different
+ * ranks (ZeRO-1) add up to the whole buffer's checksum; a flipped byte changes it.
+ *
+ * Writing goes through CheckpointWriter, which is handed whole /model tensors and [offset, count)
+ * slices of the flat /optim datasets, and accumulates the checksums of what it wrote. This file does
+ * the serial I/O mode (one process writes everything); the collective mode (distributed/, issue 5)
+ * opens the same layout through MPI-IO, has each rank write its slices, and sums the checksums over
+ * ranks before checkpoint_writer_finish — the calls stay the same.
+ * The file is written as PATH.tmp, fsynced and renamed; a run directory's RUN/checkpoints/latest
+ * (a one-line text file naming the newest step-NNNNNNNN.h5) is replaced after that, and only the
+ * keep_last newest step files are kept. Readers check every tensor by name, shape and type and say
+ * which one is wrong; training loads verify the checksums and fall back to an older checkpoint when
+ * the newest is corrupt or incomplete. No MPI here. */
 #pragma once
+#include <stdint.h>
+
 #include "../core/common.h"
 #include "../core/params.h"
 
 #define CHECKPOINT_FORMAT "koe-checkpoint"
 #define CHECKPOINT_FORMAT_VERSION 1
 
-/* Writes path.tmp and renames it to path when complete. */
+/* Where a training run stands: what a resumed run needs besides the weights and the moments. */
+typedef struct {
+    int64_t step;         /* updates taken (= scheduler step) */
+    int64_t epoch;        /* epoch of the last batch consumed */
+    int64_t consumed;     /* global batches consumed (the loader's resume point) */
+    uint64_t seed;        /* run.seed: every random stream is keyed by it and the step */
+    int64_t adam_t;       /* AdamW's update count (steps minus skipped updates) */
+    int64_t skipped;      /* updates skipped for a non-finite loss or gradient, in total */
+    int64_t skips_in_row; /* ... in a row up to this step */
+    int64_t sched_step;   /* the learning-rate schedule's step */
+    double gumbel_temp;   /* wav2vec 2.0's temperature at this step (0 for the other objectives) */
+} TrainState;
+
+/* The additive checksum of v (n floats) at flat positions first .. first + n - 1. */
+uint64_t checkpoint_sum(const float *v, int64_t first, int64_t n);
+
+/* ---- writing ---------------------------------------------------------------------------------- */
+typedef struct CheckpointWriter CheckpointWriter;
+
+/* Create path.tmp with every dataset of the layout (optim = 1: /optim/m and /optim/v too). */
+CheckpointWriter *checkpoint_writer_open(const char *path, const ParamTable *t, int optim, KoeError *err);
+/* Tensor i of the table, whole (v: its numel floats). */
+int checkpoint_writer_tensor(CheckpointWriter *w, int i, const float *v, KoeError *err);
+/* Elements [offset, offset + count) of /optim/m (which = 0) or /optim/v (which = 1) from v. */
+int checkpoint_writer_optim(CheckpointWriter *w, int which, int64_t offset, int64_t count, const float *v,
+                            KoeError *err);
+/* Checksums of what this writer wrote: [0] model, [1] optim/m, [2] optim/v. The collective mode sums
+ * them over ranks and stores the totals back before finishing. */
+uint64_t *checkpoint_writer_sums(CheckpointWriter *w);
+/* Write /config, /state (NULL: no /state, a model-only checkpoint), the checksums and the format
+ * attributes; close, fsync, rename to path. Frees w (on failure too, removing path.tmp). */
+int checkpoint_writer_finish(CheckpointWriter *w, const char *config_text, const TrainState *st, KoeError *err);
+void checkpoint_writer_abort(CheckpointWriter *w); /* removes path.tmp; frees w */
+
+/* A model-only checkpoint (koe init): every tensor, /config, no /optim, no /state. */
 int checkpoint_write(const char *path, const ParamTable *t, const float *params, const char *config_text,
                      KoeError *err);
+
+/* ---- reading ---------------------------------------------------------------------------------- */
 /* The /config text, malloc'ed. */
 int checkpoint_read_config(const char *path, char **config_text, KoeError *err);
 /* Every tensor of the table from /model into params (laid out by t). A missing tensor, another
  * shape, or a tensor in the file that the table does not have is an error naming it. */
 int checkpoint_read_params(const char *path, const ParamTable *t, float *params, KoeError *err);
+/* A training checkpoint: params, the moments m and v (t->total floats each), the state and the
+ * config text (malloc'ed), every checksum verified (a mismatch names the group). */
+int checkpoint_read_train(const char *path, const ParamTable *t, float *params, float *m, float *v, TrainState *st,
+                          char **config_text, KoeError *err);
+
+/* ---- a run's checkpoint directory (RUN/checkpoints) --------------------------------------------- */
+/* RUN/checkpoints/step-NNNNNNNN.h5 for step (out: n bytes). */
+void checkpoint_step_path(char *out, size_t n, const char *dir, int64_t step);
+/* After a step file is published: point dir/latest at it (written .tmp, fsynced, renamed) and delete
+ * all but the keep_last newest step files. */
+int checkpoint_publish_latest(const char *dir, int64_t step, int keep_last, KoeError *err);
+/* Resume: the checkpoint dir/latest names, or, when it is missing, unreadable or fails its checks,
+ * the newest older step file that passes (each skipped one gets a warning saying why). Returns 1 with
+ * everything loaded and path_out (n bytes) set, 0 when the directory holds no checkpoint at all, -1
+ * when checkpoints exist but none is usable (err says why). */
+int checkpoint_load_latest(const char *dir, const ParamTable *t, float *params, float *m, float *v, TrainState *st,
+                           char **config_text, char *path_out, size_t n, KoeError *err);
