@@ -18,6 +18,9 @@ static const KoeCommand commands[] = {
     COMMAND(embed),
     COMMAND(export),
     COMMAND(bench),
+    COMMAND(kmeans),
+    COMMAND(label),
+    COMMAND(analyze),
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 

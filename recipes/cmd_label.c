@@ -1,0 +1,182 @@
+/* cmd_label.c — `koe label --corpus DIR --kmeans KM.h5 --name NAME [--ckpt CKPT]`: the label set
+ * DIR/labels/NAME (data/labels.h) — every frame's nearest centroid, one file per corpus shard,
+ * with the k-means file's checksum, the checkpoint's and each shard's fingerprint as provenance.
+ * The features are the ones KM.h5 was made from (its `source`); for layer:N the checkpoint must be
+ * the one k-means saw (checksums compared). Under mpirun rank r labels shards r, r + world, ...
+ * Must not: leave a label file that looks complete after a failure (labels_write_shard publishes
+ * complete files only), or let one rank fail alone while the others wait. */
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/common.h"
+#include "../core/kmeans.h"
+#include "../data/corpus.h"
+#include "../data/labels.h"
+#include "../distributed/comm.h"
+#include "commands.h"
+#include "kmeans_io.h"
+
+const char cmd_label_summary[] = "label every frame of a corpus with its nearest k-means centroid (HuBERT targets)";
+const char cmd_label_help[] =
+    "usage: koe label --corpus DIR --kmeans KM.h5 --name NAME [--ckpt CKPT.h5] [--threads N]\n"
+    "\n"
+    "Writes the label set DIR/labels/NAME/shard-NNNNN.h5, one file per corpus shard: /labels uint16\n"
+    "[frames] (nearest centroid of each frame), /offset int64 [n+1], attrs format=koe-labels,\n"
+    "n_classes, frame_rate (100 for mfcc, 50 for layer:N), source, kmeans_checksum, ckpt_checksum,\n"
+    "shard_fingerprint. The features are those KM.h5 was made from. Under mpirun the ranks split\n"
+    "the shards. `koe train` (data.labels=NAME) refuses a label set that does not match the corpus.\n"
+    "\n"
+    "options:\n"
+    "  --corpus DIR     corpus written by `koe prepare` (required)\n"
+    "  --kmeans KM.h5   written by `koe kmeans` (required)\n"
+    "  --name NAME      label set name (required), a plain name such as km100\n"
+    "  --ckpt CKPT.h5   the checkpoint `koe kmeans` used (required when its source is layer:N)\n"
+    "  --threads N      threads per rank (default 1)\n";
+
+/* Label one shard (global utterances first .. first + s->n - 1). */
+static int label_shard(Corpus *c, int si, int64_t first, KmSource *src, const KmFile *km, const float *c_sqn,
+                       const LabelSetInfo *info, const char *name, int64_t *frames_out, KoeError *err) {
+    const CorpusShard *s = &c->shards[si];
+    int64_t *offset = koe_malloc((size_t)(s->n + 1) * sizeof(int64_t));
+    offset[0] = 0;
+    for (int64_t i = 0; i < s->n; i++) offset[i + 1] = offset[i] + km_source_frames(src, s->length[i]);
+    const int64_t F = offset[s->n];
+    uint16_t *labels = koe_malloc((size_t)(F ? F : 1) * sizeof(uint16_t));
+    int32_t *assign = koe_malloc((size_t)KMEANS_BLOCK * sizeof(int32_t));
+    float *scratch = koe_malloc((size_t)KMEANS_BLOCK * km->k * sizeof(float));
+    int rc = 0;
+    for (int64_t i = 0; i < s->n && rc == 0; i++) {
+        const float *X;
+        int64_t T = km_source_compute(src, c, first + i, &X, err);
+        if (T < 0) {
+            rc = -1;
+            break;
+        }
+        KOE_ASSERT(T == offset[i + 1] - offset[i]);
+        for (int64_t f0 = 0; f0 < T; f0 += KMEANS_BLOCK) {
+            int64_t nb = T - f0 < KMEANS_BLOCK ? T - f0 : KMEANS_BLOCK;
+            kmeans_assign(X + f0 * km->dim, nb, km->dim, km->centroids, c_sqn, km->k, assign, NULL, scratch);
+            for (int64_t j = 0; j < nb; j++) labels[offset[i] + f0 + j] = (uint16_t)assign[j];
+        }
+    }
+    if (rc == 0) rc = labels_write_shard(c->dir, name, s, info, labels, offset, err);
+    *frames_out = F;
+    free(offset);
+    free(labels);
+    free(assign);
+    free(scratch);
+    return rc;
+}
+
+int cmd_label(int argc, char **argv) {
+    const char *corpus_dir = NULL, *kmeans = NULL, *name = NULL, *ckpt = NULL;
+    int threads = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(cmd_label_help, stdout);
+            return KOE_EXIT_OK;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "koe label: %s needs a value, or is not an option (see `koe help label`)\n", a);
+            return KOE_EXIT_USAGE;
+        }
+        const char *v = argv[++i];
+        if (!strcmp(a, "--corpus")) corpus_dir = v;
+        else if (!strcmp(a, "--kmeans")) kmeans = v;
+        else if (!strcmp(a, "--name")) name = v;
+        else if (!strcmp(a, "--ckpt")) ckpt = v;
+        else if (!strcmp(a, "--threads")) {
+            char *end;
+            long t = strtol(v, &end, 10);
+            if (*end || end == v || t < 1 || t > 1024) {
+                fprintf(stderr, "koe label: --threads %s: expected an integer in [1, 1024]\n", v);
+                return KOE_EXIT_USAGE;
+            }
+            threads = (int)t;
+        } else {
+            fprintf(stderr, "koe label: unknown option %s (see `koe help label`)\n", a);
+            return KOE_EXIT_USAGE;
+        }
+    }
+    if (!corpus_dir || !kmeans || !name) {
+        fprintf(stderr, "koe label: --corpus, --kmeans and --name are required (see `koe help label`)\n");
+        return KOE_EXIT_USAGE;
+    }
+    omp_set_num_threads(threads);
+    const int rank = comm_rank(), world = comm_size();
+    KoeError err;
+    Corpus c;
+    KmFile km;
+    KmSource src;
+    if (km_file_read(&km, kmeans, &err) < 0) {
+        if (rank == 0) fprintf(stderr, "koe label: %s\n", err.msg);
+        return KOE_EXIT_USAGE;
+    }
+    if (corpus_open(&c, corpus_dir, &err) < 0) {
+        if (rank == 0) fprintf(stderr, "koe label: %s\n", err.msg);
+        km_file_free(&km);
+        return KOE_EXIT_USAGE;
+    }
+    int rc = KOE_EXIT_USAGE;
+    if (km_source_open(&src, km.source, ckpt, &c, &err) < 0) {
+        if (rank == 0) fprintf(stderr, "koe label: %s: %s\n", kmeans, err.msg);
+        goto out_corpus;
+    }
+    if (strcmp(src.ckpt_checksum, km.ckpt_checksum) || src.dim != km.dim) {
+        if (rank == 0)
+            fprintf(stderr, "koe label: %s was made from %s of a checkpoint with checksum '%s' (dim %d), but --ckpt %s "
+                            "has checksum '%s' (dim %d): pass the checkpoint `koe kmeans` used\n",
+                    kmeans, km.source, km.ckpt_checksum, km.dim, ckpt ? ckpt : "(none)", src.ckpt_checksum, src.dim);
+        goto out_src;
+    }
+    LabelSetInfo info;
+    memset(&info, 0, sizeof info);
+    info.n_classes = km.k;
+    info.frame_rate = src.frame_rate;
+    snprintf(info.source, sizeof info.source, "%s", km.source);
+    snprintf(info.kmeans_checksum, sizeof info.kmeans_checksum, "%s", km.checksum);
+    snprintf(info.ckpt_checksum, sizeof info.ckpt_checksum, "%s", km.ckpt_checksum);
+
+    int64_t bad = 0;
+    if (rank == 0 && labels_make_dir(corpus_dir, name, &err) < 0) {
+        fprintf(stderr, "koe label: %s\n", err.msg);
+        bad = 1;
+    }
+    comm_allreduce_max_i64(&bad, 1);
+    if (bad) goto out_src;
+
+    double t0 = koe_now();
+    float *c_sqn = koe_malloc((size_t)km.k * sizeof(float));
+    kmeans_sqnorms(km.centroids, km.k, km.dim, c_sqn);
+    int64_t first = 0, stats[2] = {0, 0}; /* frames, shards */
+    for (int si = 0; si < c.n_shards; si++) {
+        if (si % world == rank && !bad) {
+            int64_t F = 0;
+            if (label_shard(&c, si, first, &src, &km, c_sqn, &info, name, &F, &err) < 0) {
+                fprintf(stderr, "koe label: %s\n", err.msg);
+                bad = 1;
+            }
+            stats[0] += F;
+            stats[1]++;
+        }
+        first += c.shards[si].n;
+    }
+    free(c_sqn);
+    comm_allreduce_max_i64(&bad, 1);
+    comm_allreduce_sum_i64(stats, 2);
+    if (!bad) {
+        rc = KOE_EXIT_OK;
+        if (rank == 0)
+            koe_log("label: wrote %s/labels/%s (%lld shards, %lld frames at %g Hz, k=%d, source %s, %.1f s)", corpus_dir,
+                    name, (long long)stats[1], (long long)stats[0], info.frame_rate, km.k, km.source, koe_now() - t0);
+    }
+out_src:
+    km_source_close(&src);
+out_corpus:
+    corpus_close(&c);
+    km_file_free(&km);
+    return rc;
+}
