@@ -84,6 +84,17 @@ void params_init(const ParamTable *t, float *buf, uint64_t seed) {
             case PARAM_INIT_UNIFORM:
                 for (int64_t j = 0; j < e->numel; j++) w[j] = (float)(e->a + (e->b - e->a) * koe_rng_uniform(&r));
                 break;
+            case PARAM_INIT_UNIT_ROWS: {
+                const int64_t n = e->shape[e->ndim - 1];
+                for (int64_t j = 0; j < e->numel; j++) w[j] = (float)koe_rng_normal(&r);
+                for (int64_t row = 0; row < e->numel; row += n) {
+                    double s = 0;
+                    for (int64_t j = 0; j < n; j++) s += (double)w[row + j] * w[row + j];
+                    const double inv = s > 0 ? 1.0 / sqrt(s) : 0.0;
+                    for (int64_t j = 0; j < n; j++) w[row + j] = (float)(w[row + j] * inv);
+                }
+                break;
+            }
             case PARAM_INIT_NORM_OF: {
                 /* g (1, 1, K) of v (OC, Ci, K): weight_norm with dim=2 */
                 KOE_ASSERT(e->ref >= 0 && e->ref < t->n);
@@ -100,6 +111,20 @@ void params_init(const ParamTable *t, float *buf, uint64_t seed) {
             }
             }
         }
+    }
+}
+
+void params_set_frozen(ParamTable *t, int i) {
+    KOE_ASSERT(i >= 0 && i < t->n);
+    t->e[i].frozen = 1;
+}
+
+void params_freeze_step(const ParamTable *t, float *grads, uint8_t *decay) {
+    for (int i = 0; i < t->n; i++) {
+        const ParamEntry *e = &t->e[i];
+        if (!e->frozen) continue;
+        if (grads) memset(grads + e->offset, 0, (size_t)e->numel * sizeof(float));
+        if (decay) memset(decay + e->offset, 0, (size_t)e->numel);
     }
 }
 

@@ -17,6 +17,7 @@ typedef enum {
     PARAM_INIT_NORMAL,     /* N(0, a^2) */
     PARAM_INIT_UNIFORM,    /* U(a, b) */
     PARAM_INIT_NORM_OF,    /* weight norm's g: g[k] = ||tensor ref[:, :, k]|| (ref initialised first) */
+    PARAM_INIT_UNIT_ROWS,  /* N(0, 1) draws, then each row (last dimension) divided by its l2 norm */
 } ParamInit;
 
 typedef struct {
@@ -28,6 +29,9 @@ typedef struct {
     ParamInit init;
     float a, b;     /* init arguments (std, or the uniform range) */
     int ref;        /* PARAM_INIT_NORM_OF: index of the tensor whose norm is taken */
+    int frozen;     /* 1: never trained (BEST-RQ's random projection and codebooks): saved in checkpoints
+                       like any tensor, but its gradient is zeroed and it is excluded from weight decay
+                       (params_freeze_step), so AdamW leaves it bit-identical */
 } ParamEntry;
 
 typedef struct {
@@ -49,5 +53,12 @@ int params_find(const ParamTable *t, const char *name);
 float *params_view(const ParamTable *t, float *buf, const char *name);
 /* Fill buf (t->total floats) with the initial values, from the seed only. */
 void params_init(const ParamTable *t, float *buf, uint64_t seed);
+/* Mark tensor i frozen (see ParamEntry.frozen). */
+void params_set_frozen(ParamTable *t, int i);
+/* What the trainer does before every optimizer step so that frozen tensors never change: zero their
+ * gradients in grads (t->total floats; NULL: skip) and clear their positions in the AdamW decay mask
+ * (t->total bytes; NULL: skip). With a zero gradient from the start, AdamW's moments stay 0 and its
+ * update is exactly 0; with decay cleared, nothing else touches the tensor. */
+void params_freeze_step(const ParamTable *t, float *grads, uint8_t *decay);
 /* "(768, 48, 128)" */
 void params_shape_str(const ParamEntry *e, char *buf, int n);
