@@ -1,0 +1,458 @@
+/* wav2vec2.c — wav2vec 2.0's objective head: Gumbel product quantizer, negatives, InfoNCE and the
+ * diversity term (see wav2vec2.h for the math and the fairseq correspondence).
+ *
+ * Forward: select the scored frames -> dropout_features -> weight_proj (GEMM) -> per row and group:
+ * soft probabilities, Gumbel-softmax and its argmax -> gather the codevectors -> project_q (GEMM) and
+ * final_proj (GEMM) -> normalise rows -> sample negatives per utterance -> cosine logits against
+ * [positive, negatives] -> softmax CE per row. Backward is the same list reversed. Per-row work runs
+ * on OpenMP threads; scatters (negatives, codevectors) run per utterance or serially in a fixed order,
+ * and sums are taken in a fixed order, so nothing depends on the thread count.
+ * Must not: allocate, include MPI or HDF5, or decide how the loss is normalised (the caller does). */
+#include "wav2vec2.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "common.h"
+#include "layers.h"
+#include "rng.h"
+
+/* dropout_features of frame t of an utterance draws from (seed, step, featdrop_stream(utt, t)); the
+ * hash keeps these names apart from the model's small per-layer dropout sites. */
+#define W2V_FEATDROP_TAG 0x77617632666472ULL /* "wav2fdr" */
+
+static uint64_t featdrop_stream(int64_t utt, int64_t t) {
+    return koe_hash64(koe_hash64((uint64_t)utt ^ W2V_FEATDROP_TAG) + (uint64_t)t);
+}
+
+void wav2vec2_head_add_params(ParamTable *t, const Wav2vec2HeadConfig *c) {
+    KOE_ASSERT(c->C > 0 && c->D > 0 && c->final_dim > 0 && c->G > 0 && c->V > 1 && c->n_negatives > 0);
+    KOE_ASSERT(c->vq_dim > 0 && c->vq_dim % c->G == 0 && c->logit_temp > 0.0f);
+    const int64_t GV = (int64_t)c->G * c->V, F = c->final_dim, Q = c->vq_dim;
+    const int64_t wp[2] = {GV, c->C}, wpb[1] = {GV}, cv[3] = {1, GV, Q / c->G};
+    const int64_t pq[2] = {F, Q}, fp[2] = {F, c->D}, fb[1] = {F};
+    params_add(t, "quantizer.weight_proj.weight", 2, wp, PARAM_INIT_NORMAL, 1.0f, 0.0f);
+    params_add(t, "quantizer.weight_proj.bias", 1, wpb, PARAM_INIT_ZERO, 0.0f, 0.0f);
+    params_add(t, "quantizer.codevectors", 3, cv, PARAM_INIT_UNIFORM, 0.0f, 1.0f);
+    const float bq = 1.0f / sqrtf((float)Q), bd = 1.0f / sqrtf((float)c->D); /* nn.Linear's default */
+    params_add(t, "project_q.weight", 2, pq, PARAM_INIT_UNIFORM, -bq, bq);
+    params_add(t, "project_q.bias", 1, fb, PARAM_INIT_UNIFORM, -bq, bq);
+    params_add(t, "final_proj.weight", 2, fp, PARAM_INIT_UNIFORM, -bd, bd);
+    params_add(t, "final_proj.bias", 1, fb, PARAM_INIT_UNIFORM, -bd, bd);
+}
+
+void wav2vec2_head_bind(const ParamTable *t, float *buf, Wav2vec2HeadParams *p) {
+    p->wp_w = params_view(t, buf, "quantizer.weight_proj.weight");
+    p->wp_b = params_view(t, buf, "quantizer.weight_proj.bias");
+    p->codevectors = params_view(t, buf, "quantizer.codevectors");
+    p->pq_w = params_view(t, buf, "project_q.weight");
+    p->pq_b = params_view(t, buf, "project_q.bias");
+    p->fp_w = params_view(t, buf, "final_proj.weight");
+    p->fp_b = params_view(t, buf, "final_proj.bias");
+}
+
+/* ---- act arena ------------------------------------------------------------------------------------ */
+
+static float *take(float *base, int64_t *used, int64_t n) {
+    float *v = base ? base + *used : NULL;
+    *used += (n + 15) & ~(int64_t)15; /* 64-byte aligned views (relative to the arena) */
+    return v;
+}
+
+/* Carves every view (base NULL: only counts); returns the floats used. int32 views take one float
+ * slot per element, int64 and double views two (the arena is malloc'ed memory without declared type). */
+static int64_t act_carve(Wav2vec2HeadAct *a, const Wav2vec2HeadConfig *c, int max_B, int64_t M, float *base) {
+    _Static_assert(sizeof(int32_t) == sizeof(float) && sizeof(double) == 2 * sizeof(float), "slot sizes");
+    const int64_t D = c->D, C = c->C, F = c->final_dim, G = c->G, GV = G * c->V, Q = c->vq_dim,
+                  K1 = c->n_negatives + 1;
+    int64_t used = 0;
+    a->utt = (int64_t *)take(base, &used, 2 * (int64_t)max_B);
+    a->prob_sum = (double *)take(base, &used, 2 * GV);
+    a->code_count = (double *)take(base, &used, 2 * GV);
+    a->first = (int32_t *)take(base, &used, max_B);
+    a->count = (int32_t *)take(base, &used, max_B);
+    a->idx = (int32_t *)take(base, &used, M);
+    a->code = (int32_t *)take(base, &used, M * G);
+    a->hard = (int32_t *)take(base, &used, M * G);
+    a->neg = (int32_t *)take(base, &used, M * (K1 - 1));
+    a->xs = take(base, &used, M * D);
+    a->yin = take(base, &used, M * C);
+    a->soft = take(base, &used, M * GV);
+    a->gsoft = take(base, &used, M * GV);
+    a->q = take(base, &used, M * Q);
+    a->zhat = take(base, &used, M * F);
+    a->znorm = take(base, &used, M);
+    a->chat = take(base, &used, M * F);
+    a->cnorm = take(base, &used, M);
+    a->prob = take(base, &used, M * K1);
+    a->row_loss = take(base, &used, M);
+    a->dlogit = take(base, &used, M * K1);
+    a->dchat = take(base, &used, M * F);
+    a->dzhat = take(base, &used, M * F);
+    a->dq = take(base, &used, M * Q);
+    a->dl = take(base, &used, M * GV);
+    a->dgs = take(base, &used, M * GV);
+    a->dyin = take(base, &used, M * C);
+    a->dxs = take(base, &used, M * D);
+    a->cdiv = take(base, &used, GV);
+    return used;
+}
+
+int64_t wav2vec2_head_act_floats(const Wav2vec2HeadConfig *cfg, int max_B, int64_t max_T) {
+    Wav2vec2HeadAct a;
+    return act_carve(&a, cfg, max_B, (int64_t)max_B * max_T, NULL);
+}
+
+void wav2vec2_head_act_bind(Wav2vec2HeadAct *act, const Wav2vec2HeadConfig *cfg, int max_B, int64_t max_T,
+                            float *mem) {
+    KOE_ASSERT(max_B > 0 && max_T > 0 && (int64_t)max_B * max_T <= INT32_MAX);
+    KOE_ASSERT(((uintptr_t)mem & 7) == 0);
+    memset(act, 0, sizeof *act);
+    act->cfg = *cfg;
+    act->max_B = max_B;
+    act->max_T = max_T;
+    act->max_frames = (int64_t)max_B * max_T;
+    act_carve(act, cfg, max_B, act->max_frames, mem);
+}
+
+/* ---- pieces --------------------------------------------------------------------------------------- */
+
+double wav2vec2_temperature(const Wav2vec2HeadConfig *cfg, int64_t step) {
+    const double t = cfg->temp[0] * pow(cfg->temp[2], (double)step);
+    return t > cfg->temp[1] ? t : cfg->temp[1];
+}
+
+void wav2vec2_gumbel_noise(float *out, uint64_t seed, uint64_t step, int64_t utt, int64_t t, int GV) {
+    const uint64_t key = koe_rng(seed, step, (uint64_t)utt, KOE_RNG_GUMBEL).key;
+    const uint64_t n0 = (uint64_t)t * (uint64_t)GV;
+    for (int j = 0; j < GV; j++) {
+        const double u = ((double)(koe_rng_number(key, n0 + (uint64_t)j + 1) >> 11) + 0.5) * 0x1.0p-53; /* (0, 1) */
+        out[j] = (float)-log(-log(u));
+    }
+}
+
+/* out (n) = softmax(scale * inp) (out may be inp); returns the index of the largest output (the first). */
+static int softmax_row(float *out, const float *inp, int n, float scale) {
+    float mx = inp[0] * scale;
+    for (int v = 1; v < n; v++) mx = inp[v] * scale > mx ? inp[v] * scale : mx;
+    double s = 0.0;
+    for (int v = 0; v < n; v++) {
+        out[v] = expf(inp[v] * scale - mx);
+        s += out[v];
+    }
+    const float inv = (float)(1.0 / s);
+    int best = 0;
+    for (int v = 0; v < n; v++) {
+        out[v] *= inv;
+        if (out[v] > out[best]) best = v;
+    }
+    return best;
+}
+
+static int argmax_row(const float *v, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[best]) best = i;
+    return best;
+}
+
+/* out (n, F) = inp / norm, norm (n) = sqrt(max(|row|^2, eps^2)) (torch.cosine_similarity); out may be inp. */
+static void rows_normalize(float *out, float *norm, const float *inp, int64_t n, int F) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        const float *r = inp + i * F;
+        double ss = 0.0;
+        for (int f = 0; f < F; f++) ss += (double)r[f] * r[f];
+        const double eps2 = (double)WAV2VEC2_COS_EPS * WAV2VEC2_COS_EPS;
+        const float nrm = (float)sqrt(ss > eps2 ? ss : eps2), inv = 1.0f / nrm;
+        norm[i] = nrm;
+        float *o = out + i * F;
+        for (int f = 0; f < F; f++) o[f] = r[f] * inv;
+    }
+}
+
+/* In place: d (n, F) = (d - hat (hat . d)) / norm, the gradient through rows_normalize (torch's, with
+ * d norm / d v = v / norm even when clamped). */
+static void rows_normalize_backward(float *d, const float *hat, const float *norm, int64_t n, int F) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        const float *h = hat + i * F;
+        float *dr = d + i * F;
+        double dot = 0.0;
+        for (int f = 0; f < F; f++) dot += (double)h[f] * dr[f];
+        const float inv = 1.0f / norm[i], fdot = (float)dot;
+        for (int f = 0; f < F; f++) dr[f] = (dr[f] - h[f] * fdot) * inv;
+    }
+}
+
+/* sum_g exp(-sum_v a log(a + 1e-7)), a = sum / n */
+static double perplexity(const double *sum, double n, int G, int V) {
+    if (n <= 0) return 0.0;
+    double ppl = 0.0;
+    for (int g = 0; g < G; g++) {
+        double h = 0.0;
+        for (int v = 0; v < V; v++) {
+            const double a = sum[g * V + v] / n;
+            h -= a * log(a + WAV2VEC2_PPL_EPS);
+        }
+        ppl += exp(h);
+    }
+    return ppl;
+}
+
+static int same_code(const int32_t *a, const int32_t *b, int G) {
+    for (int g = 0; g < G; g++)
+        if (a[g] != b[g]) return 0;
+    return 1;
+}
+
+/* ---- forward / backward ----------------------------------------------------------------------------- */
+
+void wav2vec2_head_reduce(const Wav2vec2HeadAct *act, Wav2vec2Stats *st) {
+    const Wav2vec2HeadConfig *c = &act->cfg;
+    const double GV = (double)c->G * c->V;
+    st->prob_ppl = perplexity(act->prob_sum, act->n_sum, c->G, c->V);
+    st->code_ppl = perplexity(act->code_count, act->n_sum, c->G, c->V);
+    st->diversity = act->n_sum > 0 ? (GV - st->prob_ppl) / GV : 0.0;
+}
+
+void wav2vec2_head_forward(Wav2vec2HeadAct *act, const Wav2vec2HeadParams *p, const float *x, const float *feat,
+                           const uint8_t *mask, const uint8_t *pad, const int64_t *utt, int B, int64_t T,
+                           const ModelRun *run, Wav2vec2Stats *st) {
+    const Wav2vec2HeadConfig *c = &act->cfg;
+    const int D = c->D, C = c->C, F = c->final_dim, G = c->G, V = c->V, GV = G * V, Q = c->vq_dim, Qg = Q / G,
+              K = c->n_negatives, K1 = K + 1;
+    KOE_ASSERT(B <= act->max_B && T <= act->max_T);
+    act->B = B;
+    act->T = T;
+    act->run = *run;
+    act->temp = wav2vec2_temperature(c, (int64_t)run->step);
+    const float p_drop = run->train ? c->dropout_features : 0.0f;
+
+    /* scored rows: masked, unpadded frames of utterances with at least two of them */
+    int64_t N = 0;
+    for (int b = 0; b < B; b++) {
+        act->utt[b] = utt[b];
+        int64_t m = 0;
+        for (int64_t t = 0; t < T; t++) m += mask[b * T + t] && !(pad && pad[b * T + t]);
+        act->first[b] = (int32_t)N;
+        act->count[b] = m >= 2 ? (int32_t)m : 0;
+        if (m < 2) continue;
+        for (int64_t t = 0; t < T; t++)
+            if (mask[b * T + t] && !(pad && pad[b * T + t])) act->idx[N++] = (int32_t)(b * T + t);
+    }
+    act->N = N;
+    memset(st, 0, sizeof *st);
+    st->temp = act->temp;
+    st->n_frames = N;
+    memset(act->prob_sum, 0, (size_t)GV * sizeof(double));
+    memset(act->code_count, 0, (size_t)GV * sizeof(double));
+    act->n_sum = (double)N;
+    if (N == 0) return;
+
+    /* inputs: x rows; feature rows through dropout_features (one stream per frame) */
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        const int64_t r = act->idx[i], b = r / T;
+        memcpy(act->xs + i * D, x + r * D, (size_t)D * sizeof(float));
+        dropout_forward(act->yin + i * C, feat + r * C, C, p_drop, run->seed, run->step,
+                        featdrop_stream(act->utt[b], r - b * T));
+    }
+
+    /* quantizer: logits into soft, then per group the hard argmax, the Gumbel choice and the softmax */
+    linear_forward(act->soft, act->yin, p->wp_w, p->wp_b, N, C, GV);
+    const float inv_tau = (float)(1.0 / act->temp);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        const int64_t r = act->idx[i], b = r / T;
+        float *l = act->soft + i * GV, *gs = act->gsoft + i * GV;
+        if (run->train) {
+            wav2vec2_gumbel_noise(gs, run->seed, run->step, act->utt[b], r - b * T, GV);
+            for (int j = 0; j < GV; j++) gs[j] += l[j];
+        }
+        for (int g = 0; g < G; g++) {
+            act->hard[i * G + g] = argmax_row(l + g * V, V);
+            act->code[i * G + g] = run->train ? softmax_row(gs + g * V, gs + g * V, V, inv_tau) : act->hard[i * G + g];
+            softmax_row(l + g * V, l + g * V, V, 1.0f);
+            memcpy(act->q + i * Q + g * Qg, p->codevectors + ((int64_t)g * V + act->code[i * G + g]) * Qg,
+                   (size_t)Qg * sizeof(float));
+        }
+    }
+    for (int64_t i = 0; i < N; i++) {
+        const float *s = act->soft + i * GV;
+        for (int j = 0; j < GV; j++) act->prob_sum[j] += s[j];
+        for (int g = 0; g < G; g++) act->code_count[g * V + act->hard[i * G + g]] += 1.0;
+    }
+
+    /* targets and predictions, normalised for the cosines */
+    linear_forward(act->zhat, act->q, p->pq_w, p->pq_b, N, Q, F);
+    rows_normalize(act->zhat, act->znorm, act->zhat, N, F);
+    linear_forward(act->chat, act->xs, p->fp_w, p->fp_b, N, D, F);
+    rows_normalize(act->chat, act->cnorm, act->chat, N, F);
+
+    /* negatives: per utterance, in frame order */
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int b = 0; b < B; b++) {
+        const int32_t M = act->count[b], f0 = act->first[b];
+        if (M == 0) continue;
+        KoeRng rng = koe_rng(run->seed, run->step, (uint64_t)act->utt[b], KOE_RNG_NEGATIVES);
+        for (int32_t i = 0; i < M; i++)
+            for (int k = 0; k < K; k++) {
+                int32_t j = (int32_t)koe_rng_below(&rng, (uint64_t)M - 1);
+                j += j >= i;
+                act->neg[(int64_t)(f0 + i) * K + k] = f0 + j;
+            }
+    }
+
+    /* logits [positive, negatives] -> softmax CE with target 0 */
+    const float inv_lt = 1.0f / c->logit_temp;
+    int64_t correct = 0;
+#pragma omp parallel for schedule(static) reduction(+ : correct)
+    for (int64_t i = 0; i < N; i++) {
+        const float *ci = act->chat + i * F;
+        float *pr = act->prob + i * K1;
+        for (int j = 0; j < K1; j++) {
+            const int64_t tr = j == 0 ? i : act->neg[i * K + j - 1];
+            if (j > 0 && same_code(act->code + i * G, act->code + tr * G, G)) {
+                pr[j] = -INFINITY;
+                continue;
+            }
+            const float *z = act->zhat + tr * F;
+            double dot = 0.0;
+            for (int f = 0; f < F; f++) dot += (double)ci[f] * z[f];
+            pr[j] = (float)dot * inv_lt;
+        }
+        float mx = pr[0], mn = pr[0];
+        for (int j = 1; j < K1; j++) mx = pr[j] > mx ? pr[j] : mx, mn = pr[j] < mn ? pr[j] : mn;
+        correct += pr[0] >= mx && !(pr[0] <= mn); /* fairseq: argmax == 0 and not argmin == 0 */
+        double s = 0.0;
+        for (int j = 0; j < K1; j++) s += exp((double)(pr[j] - mx));
+        const double lse = mx + log(s);
+        act->row_loss[i] = (float)(lse - pr[0]);
+        for (int j = 0; j < K1; j++) pr[j] = (float)exp(pr[j] - lse);
+    }
+    double loss = 0.0;
+    for (int64_t i = 0; i < N; i++) loss += act->row_loss[i];
+    st->loss_sum = loss;
+    st->n_correct = correct;
+    wav2vec2_head_reduce(act, st);
+}
+
+void wav2vec2_head_backward(float *dx, float *dfeat, const Wav2vec2HeadParams *g, Wav2vec2HeadAct *act,
+                            const Wav2vec2HeadParams *p, float dloss, float ddiv) {
+    const Wav2vec2HeadConfig *c = &act->cfg;
+    const int D = c->D, C = c->C, F = c->final_dim, G = c->G, V = c->V, GV = G * V, Q = c->vq_dim, Qg = Q / G,
+              K = c->n_negatives, K1 = K + 1;
+    const int64_t N = act->N, T = act->T;
+    if (N == 0) return;
+    const ModelRun *run = &act->run;
+
+    /* d cos = dloss (softmax - onehot(0)) / logit_temp; -inf entries have probability 0, gradient 0 */
+    const float s = dloss / c->logit_temp;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        const float *pr = act->prob + i * K1;
+        float *dl = act->dlogit + i * K1;
+        for (int j = 0; j < K1; j++) dl[j] = s * pr[j];
+        dl[0] -= s;
+    }
+    /* dchat = sum_j dcos_j zhat_target(j); dzhat_target(j) += dcos_j chat. Negatives stay inside their
+     * utterance, so utterances are independent: one thread each, rows in order. */
+    memset(act->dzhat, 0, (size_t)N * F * sizeof(float));
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int b = 0; b < act->B; b++) {
+        for (int64_t i = act->first[b]; i < (int64_t)act->first[b] + act->count[b]; i++) {
+            const float *dl = act->dlogit + i * K1, *ci = act->chat + i * F;
+            float *dc = act->dchat + i * F;
+            memset(dc, 0, (size_t)F * sizeof(float));
+            for (int j = 0; j < K1; j++) {
+                if (dl[j] == 0.0f) continue;
+                const int64_t tr = j == 0 ? i : act->neg[i * K + j - 1];
+                const float *z = act->zhat + tr * F;
+                float *dz = act->dzhat + tr * F;
+                for (int f = 0; f < F; f++) dc[f] += dl[j] * z[f], dz[f] += dl[j] * ci[f];
+            }
+        }
+    }
+    rows_normalize_backward(act->dchat, act->chat, act->cnorm, N, F);
+    rows_normalize_backward(act->dzhat, act->zhat, act->znorm, N, F);
+
+    /* final_proj -> dx */
+    if (dx) memset(act->dxs, 0, (size_t)N * D * sizeof(float));
+    linear_backward(dx ? act->dxs : NULL, g->fp_w, g->fp_b, act->dchat, act->xs, p->fp_w, N, D, F);
+    if (dx) {
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < N; i++) {
+            float *d = dx + (int64_t)act->idx[i] * D;
+            const float *src = act->dxs + i * D;
+            for (int k = 0; k < D; k++) d[k] += src[k];
+        }
+    }
+
+    /* project_q -> dq; codevectors get the rows of the entries chosen */
+    memset(act->dq, 0, (size_t)N * Q * sizeof(float));
+    linear_backward(act->dq, g->pq_w, g->pq_b, act->dzhat, act->q, p->pq_w, N, Q, F);
+    for (int64_t i = 0; i < N; i++)
+        for (int gg = 0; gg < G; gg++) {
+            float *dcv = g->codevectors + ((int64_t)gg * V + act->code[i * G + gg]) * Qg;
+            const float *d = act->dq + i * Q + gg * Qg;
+            for (int k = 0; k < Qg; k++) dcv[k] += d[k];
+        }
+
+    /* d weight_proj output: straight-through (training) + diversity */
+    memset(act->dl, 0, (size_t)N * GV * sizeof(float));
+    if (run->train) {
+        /* d gsoft[i, g*V + v] = dq[i, g block] . codevectors[g*V + v] */
+        for (int gg = 0; gg < G; gg++)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)N, V, Qg, 1.0f, act->dq + gg * Qg, Q,
+                        p->codevectors + (int64_t)gg * V * Qg, Qg, 0.0f, act->dgs + gg * V, GV);
+        const float inv_tau = (float)(1.0 / act->temp);
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < N; i++)
+            for (int gg = 0; gg < G; gg++) {
+                const float *y = act->gsoft + i * GV + gg * V, *dy = act->dgs + i * GV + gg * V;
+                float *dl = act->dl + i * GV + gg * V;
+                double dot = 0.0;
+                for (int v = 0; v < V; v++) dot += (double)y[v] * dy[v];
+                for (int v = 0; v < V; v++) dl[v] += inv_tau * y[v] * (dy[v] - (float)dot);
+            }
+    }
+    if (ddiv != 0.0f && act->n_sum > 0) {
+        /* diversity = (GV - sum_g exp(H_g)) / GV, H_g = -sum_v a log(a + eps), a = prob_sum / n_sum */
+        for (int gg = 0; gg < G; gg++) {
+            double h = 0.0;
+            for (int v = 0; v < V; v++) {
+                const double a = act->prob_sum[gg * V + v] / act->n_sum;
+                h -= a * log(a + WAV2VEC2_PPL_EPS);
+            }
+            const double eh = exp(h);
+            for (int v = 0; v < V; v++) {
+                const double a = act->prob_sum[gg * V + v] / act->n_sum;
+                const double dh = -(log(a + WAV2VEC2_PPL_EPS) + a / (a + WAV2VEC2_PPL_EPS));
+                act->cdiv[gg * V + v] = (float)(ddiv * (-eh * dh / GV) / act->n_sum);
+            }
+        }
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < N; i++)
+            for (int gg = 0; gg < G; gg++) {
+                const float *y = act->soft + i * GV + gg * V, *cd = act->cdiv + gg * V;
+                float *dl = act->dl + i * GV + gg * V;
+                double dot = 0.0;
+                for (int v = 0; v < V; v++) dot += (double)y[v] * cd[v];
+                for (int v = 0; v < V; v++) dl[v] += y[v] * (cd[v] - (float)dot);
+            }
+    }
+
+    /* weight_proj -> dropout_features -> dfeat */
+    if (dfeat) memset(act->dyin, 0, (size_t)N * C * sizeof(float));
+    linear_backward(dfeat ? act->dyin : NULL, g->wp_w, g->wp_b, act->dl, act->yin, p->wp_w, N, C, GV);
+    if (!dfeat) return;
+    const float p_drop = run->train ? c->dropout_features : 0.0f;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        const int64_t r = act->idx[i], b = r / T;
+        dropout_backward(dfeat + r * C, act->dyin + i * C, C, p_drop, run->seed, run->step,
+                         featdrop_stream(act->utt[b], r - b * T));
+    }
+}
