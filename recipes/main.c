@@ -18,6 +18,7 @@ static const KoeCommand commands[] = {
     COMMAND(embed),
     COMMAND(export),
     COMMAND(bench),
+    COMMAND(train),
     COMMAND(kmeans),
     COMMAND(label),
     COMMAND(analyze),

@@ -1,0 +1,72 @@
+/* objective.h — one small interface over the pretraining objectives (DESIGN.md section 3), so the
+ * training loop does not branch on which one runs: where the mask goes (after the frontend for
+ * HuBERT and wav2vec 2.0, on the input features for BEST-RQ), the model's forward, the head's loss,
+ * and the backward through head and model.
+ *
+ * Loss normalisation is the caller's, as in fairseq: forward returns SUMS over the scored (masked)
+ * frames — the head's loss plus each auxiliary term (feature penalty, diversity) multiplied by the
+ * micro-batch's frame count, which is how fairseq's criteria add them — and backward takes dloss, the
+ * factor the gradient of that sum is scaled by. The trainer passes dloss = 1 for every micro-batch,
+ * sums the gradients, and scales them by 1 / (frames of the whole update, over all ranks) once.
+ *
+ * Dimension letters: B utterances, S input length (samples, or fbank frames), T encoder frames,
+ * D model width. Must not: allocate after objective_create, normalise the loss, include MPI or HDF5,
+ * or know where labels come from (HuBERT's arrive per encoder frame in the batch). */
+#pragma once
+#include <stdint.h>
+
+#include "hubert.h"
+#include "model.h"
+
+/* Same values as the recipe's ObjectiveKind. */
+typedef enum { OBJ_HUBERT = 1, OBJ_WAV2VEC2 = 2, OBJ_BESTRQ = 3 } ObjectiveName;
+
+typedef struct {
+    ObjectiveName name;
+    HubertHeadConfig hubert;  /* OBJ_HUBERT (n_classes from the label set) */
+    float feature_pen_weight; /* HuBERT, wav2vec 2.0: weight of the feature penalty (10) */
+} ObjectiveConfig;
+
+/* One micro-batch. */
+typedef struct {
+    float *inp;            /* (B, S) waveform or (B, S, fbank_dim) features; BEST-RQ noises it in place */
+    const int64_t *in_len; /* (B) valid input length */
+    const int64_t *utt;    /* (B) corpus utterance ids: the keys of masks and noise */
+    int B;
+    int64_t S;
+    const int32_t *labels; /* HuBERT: (B, T) class of each encoder frame, -1 = none (T = model_frames(S)) */
+    ModelRun run;          /* train (dropout), seed and step: the keys of masks, noise and dropout */
+} ObjectiveBatch;
+
+/* What one forward measured. loss_sum / frames is the micro-batch's loss. */
+typedef struct {
+    double loss_sum;    /* head loss sum + aux terms x frames */
+    double head_sum;    /* the head's loss sum alone */
+    int64_t frames;     /* frames scored (masked frames with a target) */
+    double correct;     /* frames whose target scored highest */
+    double feature_pen; /* the model's feature penalty (waveform frontend), unweighted */
+} ObjectiveStats;
+
+typedef struct {
+    ObjectiveConfig cfg;
+    int max_B;
+    int64_t max_T;
+    HubertHeadParams hp, hg;
+    HubertHeadAct hact;
+    float *act_mem;  /* the head's act arena */
+    uint8_t *mask;   /* (max_B * max_T) frames the model masks */
+    float *dout;     /* (max_B * max_T, D) gradient w.r.t. the encoder output */
+    int64_t frames;  /* the last forward's scored frames */
+    int B;
+} Objective;
+
+/* Append the head's tensors to the model's table (before model_create_with_table). */
+void objective_add_params(ParamTable *t, const ObjectiveConfig *cfg);
+/* Bind the head's views in m's parameter and gradient buffers and size everything for m's max_B and
+ * max_S. m must outlive o. */
+void objective_create(Objective *o, const ObjectiveConfig *cfg, Model *m);
+void objective_free(Objective *o);
+/* Mask, model forward, head forward. Fills st. b->inp and b->labels must stay valid until backward. */
+void objective_forward(Objective *o, Model *m, const ObjectiveBatch *b, ObjectiveStats *st);
+/* Gradients of dloss * (the last forward's loss_sum), accumulated into m->grads. */
+void objective_backward(Objective *o, Model *m, float dloss);

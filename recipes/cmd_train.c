@@ -1,0 +1,65 @@
+/* cmd_train.c — `koe train RECIPE.ini [section.key=value ...]`: parse the recipe, install the
+ * SIGINT/SIGTERM handler, run the loop (recipes/train.c). Thin on purpose: everything a run does is
+ * in train.c. */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../core/common.h"
+#include "commands.h"
+#include "recipe.h"
+#include "train.h"
+
+const char cmd_train_summary[] = "pretrain a model (BEST-RQ, HuBERT or wav2vec 2.0) from a recipe";
+const char cmd_train_help[] =
+    "usage: koe train RECIPE.ini [section.key=value ...]\n"
+    "\n"
+    "Trains the recipe's model on data.corpus until optim.max_updates, resuming from\n"
+    "RUN/checkpoints/latest when present (RUN = run.dir); a resumed run continues bit for bit.\n"
+    "Prints the resolved recipe and its hash, then progress: on a terminal a progress line with ETA,\n"
+    "otherwise one line every run.log_every updates. Writes:\n"
+    "  RUN/recipe.ini                 the resolved recipe\n"
+    "  RUN/log.jsonl                  one JSON object per logged update: step, loss, acc, lr, grad_norm,\n"
+    "                                 audio_s_per_s, skipped, frames (+ valid_loss, valid_acc)\n"
+    "  RUN/checkpoints/step-NNNNNNNN.h5, RUN/checkpoints/latest   every run.save_every and at the end;\n"
+    "                                 the run.keep_last newest are kept\n"
+    "HuBERT reads its targets from CORPUS/labels/<data.labels>/ (koe label).\n"
+    "SIGINT or SIGTERM: the update in flight finishes, a checkpoint is written, exit code 3.\n"
+    "An update with a non-finite loss or gradient is skipped; after optim.max_skips in a row the run\n"
+    "stops with exit code 2 and the last good checkpoint intact.\n"
+    "\n"
+    "Recipe keys (section.key = default):\n";
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig) {
+    (void)sig;
+    stop_requested = 1;
+}
+
+int cmd_train(int argc, char **argv) {
+    if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+        fputs(cmd_train_help, stdout);
+        recipe_print_keys(stdout);
+        return KOE_EXIT_OK;
+    }
+    if (argc < 2 || argv[1][0] == '-') {
+        fputs("koe train: missing RECIPE.ini (see `koe help train`)\n", stderr);
+        return KOE_EXIT_USAGE;
+    }
+    Recipe rc;
+    KoeError err;
+    if (recipe_load(&rc, argv[1], argc - 2, argv + 2, &err) < 0) {
+        fprintf(stderr, "koe train: %s\n", err.msg);
+        return KOE_EXIT_USAGE;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    int code = train_run(&rc, &stop_requested);
+    recipe_free(&rc);
+    return code;
+}

@@ -1,0 +1,496 @@
+/* train.c — see train.h. The loop reads like fairseq's train_step: micro-batches summed, one
+ * normalisation by the update's scored-frame count, clip, AdamW, schedule.
+ * Must not: keep any randomness outside core/rng.h streams keyed by (seed, step, utterance), or write
+ * a checkpoint anywhere but through data/checkpoint.h (which never leaves a partial file under a
+ * final name). */
+#include "train.h"
+
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../core/common.h"
+#include "../core/model.h"
+#include "../core/objective.h"
+#include "../core/optim.h"
+#include "../data/checkpoint.h"
+#include "../data/corpus.h"
+#include "../data/labels.h"
+#include "../data/loader.h"
+#include "../distributed/comm.h"
+
+void openblas_set_num_threads(int n); /* OpenBLAS's own; not in cblas.h */
+
+/* Validation masks are keyed by this fixed step, so every validation sees the same masks. */
+#define TRAIN_VALID_STEP 0x7A11D000ULL
+
+/* One corpus and what reads it: the training data or the validation data. */
+typedef struct {
+    Corpus corpus;
+    int has_corpus;
+    LabelSet labels;
+    int has_labels;
+} DataSide;
+
+typedef struct {
+    const Recipe *rc;
+    Model *m;
+    Objective obj;
+    int stride;          /* samples per encoder frame (waveform: product of conv strides) */
+    int32_t *lab;        /* (max_B * max_T) labels per encoder frame */
+    int32_t *lab_utt;    /* (lab_cap) one utterance's label frames */
+    int64_t lab_cap;
+} Trainer;
+
+typedef struct { /* sums over a logging interval */
+    double loss, head, correct, gnorm, samples, seconds;
+    int64_t frames, updates;
+} Interval;
+
+static int make_dir(const char *path, KoeError *err) {
+    if (mkdir(path, 0777) == 0 || errno == EEXIST) return 0;
+    return koe_error_set(err, "%s: cannot create directory: %s", path, strerror(errno));
+}
+
+static int open_side(DataSide *d, const Recipe *rc, const char *dir, const char *what, KoeError *err) {
+    memset(d, 0, sizeof *d);
+    if (corpus_open(&d->corpus, dir, err) < 0) {
+        char msg[KOE_ERR_LEN];
+        snprintf(msg, sizeof msg, "%s", err->msg);
+        return koe_error_set(err, "%s (%s = %s)", msg, what, dir);
+    }
+    d->has_corpus = 1;
+    if (rc->objective.name != OBJECTIVE_HUBERT) return 0;
+    if (!rc->data.labels[0])
+        return koe_error_set(err, "HuBERT needs targets: set data.labels to a label set of %s (koe label --corpus %s "
+                                  "--name NAME)", dir, dir);
+    if (labelset_open(&d->labels, &d->corpus, rc->data.labels, err) < 0) return -1;
+    d->has_labels = 1;
+    if (fabs(d->labels.info.frame_rate - rc->objective.label_rate) > 1e-9)
+        return koe_error_set(err, "label set %s of %s has frame_rate %g but objective.label_rate = %d: set "
+                                  "objective.label_rate=%g (100 for MFCC labels, 50 for layer labels)",
+                             rc->data.labels, dir, d->labels.info.frame_rate, rc->objective.label_rate,
+                             d->labels.info.frame_rate);
+    return 0;
+}
+
+static void close_side(DataSide *d) {
+    if (d->has_labels) labelset_close(&d->labels);
+    if (d->has_corpus) corpus_close(&d->corpus);
+}
+
+/* Largest batch (utterances) and longest input the loader can hand out for this corpus. */
+static void batch_bounds(const Recipe *rc, const Corpus *c, int64_t *max_B, int64_t *max_len) {
+    int64_t shortest = INT64_MAX, longest = 0, eligible = 0;
+    for (int64_t i = 0; i < c->n_utts; i++) {
+        if (c->utt_length[i] < rc->data.min_sample_size) continue;
+        int64_t L = c->utt_length[i] < rc->data.max_sample_size ? c->utt_length[i] : rc->data.max_sample_size;
+        if (L < shortest) shortest = L;
+        if (L > longest) longest = L;
+        eligible++;
+    }
+    int64_t b = eligible ? rc->data.max_tokens / shortest : 0;
+    if (b < 1) b = 1;
+    if (b > eligible) b = eligible;
+    if (b > *max_B) *max_B = b;
+    if (longest > *max_len) *max_len = longest;
+}
+
+static void loader_cfg(const Recipe *rc, LoaderConfig *lc, int valid) {
+    loader_config_default(lc);
+    lc->plan.seed = rc->run.seed;
+    lc->plan.max_tokens = rc->data.max_tokens;
+    lc->plan.max_sample_size = rc->data.max_sample_size;
+    lc->plan.min_sample_size = rc->data.min_sample_size;
+    lc->plan.lang_alpha = valid ? 1.0 : rc->data.lang_alpha; /* validation: every utterance once */
+    lc->plan.crop_to_shortest = rc->model.frontend == FRONTEND_WAVEFORM;
+    lc->plan.bucket_batches = rc->data.bucket_batches;
+    lc->plan.rank = comm_rank();
+    lc->plan.world = comm_size();
+    lc->plan.log = !valid;
+    lc->features = (FeatureKind)rc->data.features;
+    lc->threads = rc->data.threads;
+}
+
+/* HuBERT targets of a batch, per encoder frame, as fairseq's hubert dataset + model do: the labels are
+ * cropped with the audio (first label frame round(start * rate / 16000), at most round(len * rate /
+ * 16000) frames) and encoder frame t takes label floor(t * rate * stride / 16000); frames past the
+ * labels get -1 (not scored). */
+static int batch_labels(Trainer *tr, LabelSet *ls, const LoaderBatch *b, int64_t T, KoeError *err) {
+    const double rate = ls->info.frame_rate;
+    for (int64_t i = 0; i < b->n; i++) {
+        const int64_t utt = b->utt[i];
+        int64_t n = labelset_read(ls, utt, NULL, 0, err);
+        if (n < 0) return -1;
+        if (n > tr->lab_cap) {
+            tr->lab_cap = n;
+            tr->lab_utt = koe_realloc(tr->lab_utt, (size_t)n * sizeof *tr->lab_utt);
+        }
+        if (labelset_read(ls, utt, tr->lab_utt, tr->lab_cap, err) < 0) return -1;
+        const int64_t first = llround((double)b->start[i] * rate / 16000.0);
+        int64_t end = first + llround((double)b->length[i] * rate / 16000.0);
+        if (end > n) end = n;
+        const int64_t frames = model_frames(&tr->m->cfg, b->length[i]);
+        int32_t *out = tr->lab + i * T;
+        for (int64_t t = 0; t < T; t++) {
+            /* exact integer form of fairseq's long(t * label_rate * stride / sample_rate) */
+            int64_t j = first + (int64_t)floor((double)t * rate * tr->stride / 16000.0);
+            out[t] = t < frames && j < end ? tr->lab_utt[j] : -1;
+        }
+    }
+    return 0;
+}
+
+/* One micro-batch through the objective; adds to *st (sums). dloss = 0: forward only (validation). */
+static int micro_batch(Trainer *tr, DataSide *side, const LoaderBatch *b, ModelRun run, int backward,
+                       ObjectiveStats *sum, KoeError *err) {
+    if (b->n == 0) return 0;
+    const Recipe *rc = tr->rc;
+    ObjectiveBatch ob = {0};
+    ob.B = (int)b->n;
+    ob.utt = b->utt;
+    ob.run = run;
+    if (rc->model.frontend == FRONTEND_WAVEFORM) {
+        ob.inp = b->audio;
+        ob.in_len = b->length;
+        ob.S = b->T;
+    } else {
+        ob.inp = b->feats;
+        ob.in_len = b->frames;
+        ob.S = b->F;
+    }
+    if (rc->objective.name == OBJECTIVE_HUBERT) {
+        const int64_t T = model_frames(&rc->model, ob.S);
+        if (batch_labels(tr, &side->labels, b, T, err) < 0) return -1;
+        ob.labels = tr->lab;
+    }
+    ObjectiveStats st;
+    objective_forward(&tr->obj, tr->m, &ob, &st);
+    if (backward) objective_backward(&tr->obj, tr->m, 1.0f);
+    sum->loss_sum += st.loss_sum;
+    sum->head_sum += st.head_sum;
+    sum->frames += st.frames;
+    sum->correct += st.correct;
+    return 0;
+}
+
+/* Loss and accuracy over the whole validation corpus (epoch 0 of its own plan, every utterance once),
+ * without dropout, with masks keyed by TRAIN_VALID_STEP. */
+static int validate(Trainer *tr, DataSide *v, double *loss, double *acc, KoeError *err) {
+    LoaderConfig lc;
+    loader_cfg(tr->rc, &lc, 1);
+    lc.threads = 0;
+    LoaderPlan *plan = loader_plan_create(v->corpus.utt_length, v->corpus.utt_lang, v->corpus.n_utts,
+                                          v->corpus.n_langs, v->corpus.langs, &lc.plan, err);
+    if (!plan) return -1;
+    const int64_t n = loader_plan_epoch_batches(plan, 0);
+    loader_plan_free(plan);
+    Loader *l = loader_open(&v->corpus, &lc, 0, err);
+    if (!l) return -1;
+    ObjectiveStats sum = {0};
+    ModelRun run = {0, tr->rc->run.seed, TRAIN_VALID_STEP};
+    int rc = 0;
+    for (int64_t i = 0; i < n && rc == 0; i++) {
+        const LoaderBatch *b = loader_next(l, err);
+        rc = b ? micro_batch(tr, v, b, run, 0, &sum, err) : -1;
+    }
+    loader_close(l);
+    *loss = sum.frames ? sum.loss_sum / (double)sum.frames : NAN;
+    *acc = sum.frames ? sum.correct / (double)sum.frames : NAN;
+    return rc;
+}
+
+static int save(Trainer *tr, AdamW *opt, const TrainState *st, const char *ckdir, KoeError *err) {
+    char path[4200];
+    checkpoint_step_path(path, sizeof path, ckdir, st->step);
+    const ParamTable *t = &tr->m->table;
+    CheckpointWriter *w = checkpoint_writer_open(path, t, 1, err);
+    if (!w) return -1;
+    for (int i = 0; i < t->n; i++)
+        if (checkpoint_writer_tensor(w, i, tr->m->params + t->e[i].offset, err) < 0) goto fail;
+    if (checkpoint_writer_optim(w, 0, 0, t->total, opt->m, err) < 0 ||
+        checkpoint_writer_optim(w, 1, 0, t->total, opt->v, err) < 0)
+        goto fail;
+    if (checkpoint_writer_finish(w, tr->rc->text, st, err) < 0) return -1;
+    if (checkpoint_publish_latest(ckdir, st->step, tr->rc->run.keep_last, err) < 0) return -1;
+    koe_log("checkpoint %s", path);
+    return 0;
+fail:
+    checkpoint_writer_abort(w);
+    return -1;
+}
+
+/* Keep the lines of RUN/log.jsonl up to `step` (a resumed run rewrites what followed its checkpoint). */
+static int log_truncate(const char *path, int64_t step, KoeError *err) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t n = strlen(path) + 5;
+    char *tmp = koe_malloc(n), line[8192];
+    snprintf(tmp, n, "%s.tmp", path);
+    FILE *o = fopen(tmp, "w");
+    if (!o) {
+        fclose(f);
+        koe_error_set(err, "%s: cannot create: %s", tmp, strerror(errno));
+        free(tmp);
+        return -1;
+    }
+    while (fgets(line, sizeof line, f)) {
+        long long s;
+        if (sscanf(line, "{\"step\": %lld", &s) == 1 && s > step) break;
+        fputs(line, o);
+    }
+    fclose(f);
+    int rc = fclose(o) == 0 ? koe_publish_file(tmp, path, err) : koe_error_set(err, "%s: write failed", tmp);
+    free(tmp);
+    return rc;
+}
+
+static void fmt_eta(char *out, size_t n, double s) {
+    if (!isfinite(s) || s < 0) s = 0;
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(out, n, "%ldh%02ldm", t / 3600, t / 60 % 60);
+    else
+        snprintf(out, n, "%ldm%02lds", t / 60, t % 60);
+}
+
+int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
+    KoeError err;
+    const int rank = comm_rank();
+    if (comm_size() > 1)
+        koe_fatal(KOE_EXIT_USAGE, "koe train runs on one rank for now (multi-rank training is issue 5): run it "
+                                  "without mpirun -n >1");
+    int threads = rc->run.threads;
+    if (!threads) threads = getenv("OMP_NUM_THREADS") ? atoi(getenv("OMP_NUM_THREADS")) : 1;
+    if (threads < 1) threads = 1;
+    omp_set_num_threads(threads);
+    openblas_set_num_threads(threads);
+    if (rc->objective.name != OBJECTIVE_HUBERT)
+        koe_fatal(KOE_EXIT_USAGE, "objective.name = %s is not wired into koe train yet (HuBERT is)",
+                  rc->objective.name == OBJECTIVE_WAV2VEC2 ? "wav2vec2" : "bestrq");
+    if (!rc->data.corpus[0]) koe_fatal(KOE_EXIT_USAGE, "data.corpus is not set: pass data.corpus=DIR");
+    if (rc->model.frontend == FRONTEND_FBANK && rc->data.features != FEAT_FBANK)
+        koe_fatal(KOE_EXIT_USAGE, "model.frontend = fbank needs data.features = fbank");
+
+    if (rank == 0) {
+        printf("# resolved recipe (hash %016llx)\n%s", (unsigned long long)rc->hash, rc->text);
+        fflush(stdout);
+    }
+    char ckdir[4200], logpath[4200], recpath[4200];
+    snprintf(ckdir, sizeof ckdir, "%s/checkpoints", rc->run.dir);
+    snprintf(logpath, sizeof logpath, "%s/log.jsonl", rc->run.dir);
+    snprintf(recpath, sizeof recpath, "%s/recipe.ini", rc->run.dir);
+    if (make_dir(rc->run.dir, &err) < 0 || make_dir(ckdir, &err) < 0) koe_fatal(KOE_EXIT_USAGE, "%s", err.msg);
+
+    DataSide train, valid;
+    int has_valid = rc->data.valid_corpus[0] != 0;
+    if (open_side(&train, rc, rc->data.corpus, "data.corpus", &err) < 0) koe_fatal(KOE_EXIT_USAGE, "%s", err.msg);
+    if (has_valid && open_side(&valid, rc, rc->data.valid_corpus, "data.valid_corpus", &err) < 0)
+        koe_fatal(KOE_EXIT_USAGE, "%s", err.msg);
+    if (has_valid && train.has_labels && valid.labels.info.n_classes != train.labels.info.n_classes)
+        koe_fatal(KOE_EXIT_USAGE, "label set %s has %d classes on %s but %d on %s: label both with the same k-means",
+                  rc->data.labels, train.labels.info.n_classes, rc->data.corpus, valid.labels.info.n_classes,
+                  rc->data.valid_corpus);
+
+    /* the model, its head in the same flat buffer, the optimizer */
+    ObjectiveConfig oc = {0};
+    oc.name = (ObjectiveName)rc->objective.name;
+    oc.feature_pen_weight = (float)rc->objective.feature_pen_weight;
+    oc.hubert = (HubertHeadConfig){rc->model.D, rc->objective.final_dim,
+                                   train.has_labels ? train.labels.info.n_classes : 0, (float)rc->objective.logit_temp};
+    int64_t max_B = 0, max_len = 0;
+    batch_bounds(rc, &train.corpus, &max_B, &max_len);
+    if (has_valid) batch_bounds(rc, &valid.corpus, &max_B, &max_len);
+    if (max_len == 0)
+        koe_fatal(KOE_EXIT_USAGE, "%s: no utterance is at least data.min_sample_size = %lld samples long",
+                  rc->data.corpus, (long long)rc->data.min_sample_size);
+    const int64_t max_S = rc->model.frontend == FRONTEND_WAVEFORM ? max_len : features_num_frames(max_len);
+    ParamTable table;
+    params_table_init(&table);
+    model_table_build(&rc->model, &table);
+    objective_add_params(&table, &oc);
+    Trainer tr = {0};
+    tr.rc = rc;
+    tr.m = model_create_with_table(&rc->model, table, (int)max_B, max_S);
+    Model *m = tr.m;
+    model_init_params(m, rc->run.seed);
+    objective_create(&tr.obj, &oc, m);
+    tr.stride = 1;
+    for (int i = 0; i < rc->model.n_conv; i++) tr.stride *= rc->model.conv_stride[i];
+    tr.lab = koe_malloc((size_t)(max_B * model_frames(&rc->model, max_S)) * sizeof *tr.lab);
+    const size_t P = (size_t)m->table.total;
+    uint8_t *decay = koe_malloc(P);
+    memset(decay, 1, P);
+    AdamWConfig ac;
+    recipe_adamw_config(rc, &ac);
+    ScheduleConfig sc;
+    recipe_schedule_config(rc, &sc);
+    AdamW opt;
+    adamw_init(&opt, &ac, 0, P, decay);
+
+    /* resume */
+    TrainState st = {0};
+    st.seed = rc->run.seed;
+    char *ck_text = NULL, ck_path[4400];
+    int resumed = checkpoint_load_latest(ckdir, &m->table, m->params, opt.m, opt.v, &st, &ck_text, ck_path,
+                                         sizeof ck_path, &err);
+    if (resumed < 0) koe_fatal(KOE_EXIT_USAGE, "%s", err.msg);
+    if (resumed) {
+        if (strcmp(ck_text, rc->text))
+            koe_warn("the recipe differs from the one %s was trained with; continuing with the new one (the run "
+                     "will not repeat an uninterrupted one)", ck_path);
+        if (st.seed != rc->run.seed)
+            koe_fatal(KOE_EXIT_USAGE, "%s was trained with run.seed = %llu, the recipe says %llu: resume with the "
+                                      "same seed or use another run.dir",
+                      ck_path, (unsigned long long)st.seed, (unsigned long long)rc->run.seed);
+        opt.t = st.adam_t;
+        koe_log("resumed from %s at step %lld (%lld global batches consumed)", ck_path, (long long)st.step,
+                (long long)st.consumed);
+        if (log_truncate(logpath, st.step, &err) < 0) koe_fatal(KOE_EXIT_INTERNAL, "%s", err.msg);
+    }
+    free(ck_text);
+    FILE *rf = fopen(recpath, "w");
+    if (!rf || fputs(rc->text, rf) < 0 || fclose(rf) != 0) koe_fatal(KOE_EXIT_USAGE, "%s: cannot write", recpath);
+    FILE *logf = fopen(logpath, "a");
+    if (!logf) koe_fatal(KOE_EXIT_USAGE, "%s: cannot open for appending: %s", logpath, strerror(errno));
+
+    LoaderConfig lc;
+    loader_cfg(rc, &lc, 0);
+    Loader *loader = loader_open(&train.corpus, &lc, st.consumed, &err);
+    if (!loader) koe_fatal(KOE_EXIT_USAGE, "%s", err.msg);
+    if (rank == 0)
+        koe_log("training %s: %.2fM parameters, %lld utterances (%.2f h), up to %lld utterances x %lld per batch, "
+                "steps %lld -> %lld",
+                rc->data.corpus, (double)P / 1e6, (long long)train.corpus.n_utts, train.corpus.hours,
+                (long long)max_B, (long long)max_S, (long long)st.step, (long long)rc->optim.max_updates);
+
+    const int tty = isatty(fileno(stderr));
+    Interval iv = {0};
+    const double t_start = koe_now();
+    const int64_t step0 = st.step;
+    double t_iv = koe_now();
+    int exit_code = KOE_EXIT_OK;
+    int64_t last_saved = resumed ? st.step : -1;
+    while (st.step < rc->optim.max_updates) {
+        model_zero_grad(m);
+        ObjectiveStats upd = {0};
+        double samples = 0;
+        ModelRun run = {1, rc->run.seed, (uint64_t)st.step};
+        for (int u = 0; u < rc->optim.update_freq; u++) {
+            const LoaderBatch *b = loader_next(loader, &err);
+            if (!b || micro_batch(&tr, &train, b, run, 1, &upd, &err) < 0)
+                koe_fatal(KOE_EXIT_USAGE, "step %lld: %s", (long long)st.step, err.msg);
+            samples += (double)b->global_samples;
+            st.epoch = b->epoch;
+        }
+        st.consumed = loader_consumed(loader);
+        /* normalise by the update's scored frames (issue 5: summed over ranks first) */
+        const int64_t frames = upd.frames;
+        const double loss = frames ? upd.loss_sum / (double)frames : NAN;
+        if (frames) optim_scale_grads(m->grads, 0, P, (float)(1.0 / (double)frames));
+        const double gnorm = sqrt(optim_grad_sqnorm(m->grads, 0, P));
+        if (!isfinite(loss) || !isfinite(gnorm)) {
+            st.skipped++;
+            st.skips_in_row++;
+            koe_warn("step %lld: loss %g, gradient norm %g (scored frames %lld): update skipped (%lld in a row; "
+                     "optim.max_skips = %d)",
+                     (long long)st.step, loss, gnorm, (long long)frames, (long long)st.skips_in_row, rc->optim.max_skips);
+            if (st.skips_in_row >= rc->optim.max_skips) {
+                koe_log("stopping: %lld updates in a row had a non-finite loss or gradient; the last good "
+                        "checkpoint (%s/latest) is intact. Lower optim.lr or check the data.",
+                        (long long)st.skips_in_row, ckdir);
+                exit_code = KOE_EXIT_INTERNAL;
+                break;
+            }
+        } else {
+            st.skips_in_row = 0;
+            const double coef = optim_clip_coef(gnorm, rc->optim.clip_norm);
+            if (coef != 1.0) optim_scale_grads(m->grads, 0, P, (float)coef);
+            params_freeze_step(&m->table, m->grads, decay);
+            adamw_step(&opt, m->params, m->grads, schedule_lr(&sc, st.step));
+            iv.loss += upd.loss_sum;
+            iv.head += upd.head_sum;
+            iv.correct += upd.correct;
+            iv.frames += frames;
+            iv.gnorm += gnorm;
+            iv.updates++;
+        }
+        iv.samples += samples;
+        st.step++;
+        st.sched_step = st.step;
+        st.adam_t = opt.t;
+
+        const int do_valid = has_valid && rc->run.valid_every > 0 && st.step % rc->run.valid_every == 0;
+        const int do_log = st.step % rc->run.log_every == 0 || do_valid || st.step == rc->optim.max_updates;
+        double vloss = NAN, vacc = NAN;
+        if (do_valid && validate(&tr, &valid, &vloss, &vacc, &err) < 0)
+            koe_fatal(KOE_EXIT_USAGE, "validation at step %lld: %s", (long long)st.step, err.msg);
+        const double now = koe_now();
+        if (do_log) {
+            const double dt = now - t_iv;
+            const double l = iv.frames ? iv.loss / (double)iv.frames : NAN;
+            const double acc = iv.frames ? iv.correct / (double)iv.frames : NAN;
+            const double gn = iv.updates ? iv.gnorm / (double)iv.updates : NAN;
+            const double lr = schedule_lr(&sc, st.step - 1);
+            const double aps = dt > 0 ? iv.samples / 16000.0 / dt : 0;
+            fprintf(logf, "{\"step\": %lld, \"loss\": %.9g, \"acc\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, "
+                          "\"audio_s_per_s\": %.4g, \"skipped\": %lld, \"frames\": %lld",
+                    (long long)st.step, l, acc, lr, gn, aps, (long long)st.skipped, (long long)iv.frames);
+            if (do_valid) fprintf(logf, ", \"valid_loss\": %.9g, \"valid_acc\": %.9g", vloss, vacc);
+            fprintf(logf, "}\n");
+            fflush(logf);
+            if (!tty || do_valid) {
+                char eta[32];
+                fmt_eta(eta, sizeof eta, (now - t_start) / (double)(st.step - step0) *
+                                             (double)(rc->optim.max_updates - st.step));
+                if (tty) fputc('\n', stderr);
+                koe_log("step %lld/%lld loss %.4f acc %.3f lr %.3g gnorm %.3g %.2f audio s/s skipped %lld eta %s",
+                        (long long)st.step, (long long)rc->optim.max_updates, l, acc, lr, gn, aps,
+                        (long long)st.skipped, eta);
+                if (do_valid) koe_log("step %lld valid_loss %.4f valid_acc %.3f", (long long)st.step, vloss, vacc);
+            }
+            memset(&iv, 0, sizeof iv);
+            t_iv = now;
+        }
+        if (tty) {
+            char eta[32];
+            fmt_eta(eta, sizeof eta,
+                    (now - t_start) / (double)(st.step - step0) * (double)(rc->optim.max_updates - st.step));
+            fprintf(stderr, "\rkoe: step %lld/%lld  loss %.4f  acc %.3f  gnorm %.3g  eta %s   ", (long long)st.step,
+                    (long long)rc->optim.max_updates, loss, frames ? upd.correct / (double)frames : 0.0, gnorm, eta);
+            fflush(stderr);
+        }
+        const int stopping = stop && *stop;
+        if (st.step % rc->run.save_every == 0 || st.step == rc->optim.max_updates || stopping) {
+            if (tty) fputc('\n', stderr);
+            if (save(&tr, &opt, &st, ckdir, &err) < 0) koe_fatal(KOE_EXIT_INTERNAL, "%s", err.msg);
+            last_saved = st.step;
+        }
+        if (stopping) {
+            koe_log("stopped by a signal at step %lld after a clean checkpoint; run the same command to resume",
+                    (long long)st.step);
+            exit_code = KOE_EXIT_PREEMPTED;
+            break;
+        }
+    }
+    if (tty) fputc('\n', stderr);
+    if (exit_code == KOE_EXIT_OK && last_saved != st.step && save(&tr, &opt, &st, ckdir, &err) < 0)
+        koe_fatal(KOE_EXIT_INTERNAL, "%s", err.msg);
+    if (exit_code == KOE_EXIT_OK) koe_log("done: %lld steps, %lld skipped; checkpoint %s/latest", (long long)st.step,
+                                          (long long)st.skipped, ckdir);
+    fclose(logf);
+    loader_close(loader);
+    free(tr.lab);
+    free(tr.lab_utt);
+    free(decay);
+    adamw_free(&opt);
+    objective_free(&tr.obj);
+    model_free(m);
+    if (has_valid) close_side(&valid);
+    close_side(&train);
+    return exit_code;
+}

@@ -1,0 +1,14 @@
+/* train.h — the pretraining loop behind `koe train` (issue 4 section 2): recipe -> corpus -> loader ->
+ * for each update, update_freq micro-batches of (mask, forward, loss, backward) -> gradient norm ->
+ * skip non-finite updates -> clip -> AdamW at the schedule's lr -> log, validate, checkpoint.
+ * Resumes from RUN/checkpoints/latest and continues bit for bit. Single rank for now: the values that
+ * issue 5 sums over ranks (the update's scored frames, loss sums, gradient) are kept explicit. */
+#pragma once
+#include <signal.h>
+
+#include "recipe.h"
+
+/* Run the recipe to optim.max_updates (or until *stop becomes non-zero: the step in flight
+ * finishes, a checkpoint is written, and the run returns KOE_EXIT_PREEMPTED). Returns a koe exit
+ * code; on failure the message has been printed. */
+int train_run(const Recipe *rc, volatile sig_atomic_t *stop);
