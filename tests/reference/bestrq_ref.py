@@ -150,8 +150,10 @@ def main(path):
         bs.append(bb)
     loss = loss / Q
     (loss * float(a["scale"])).backward()
-    check("loss frames counted", int(a["n_frames"]) == int(sel.sum()), f"koe {int(a['n_frames'])}, torch {int(sel.sum())}")
-    check("correct count", abs(float(a["n_correct"]) - correct / Q) < 1e-9, f"koe {float(a['n_correct'])}, torch {correct / Q}")
+    n_sel = int(sel.sum())
+    check("loss frames counted", int(a["n_frames"]) == n_sel, f"koe {int(a['n_frames'])}, torch {n_sel}")
+    check("correct count", abs(float(a["n_correct"]) - correct / Q) < 1e-9,
+          f"koe {float(a['n_correct'])}, torch {correct / Q}")
     compare("loss", [float(a["loss"])], [float(loss)])
     compare("grad.x", h["koe.grad.x"][:], x.grad.numpy())
     for q in range(Q):
@@ -159,7 +161,7 @@ def main(path):
         compare(f"grad.classifier.{q}.bias", h[f"koe.grad.classifier.{q}.bias"][:], bs[q].grad.numpy())
         for name in ("projection", "codebook"):
             check(f"grad.quantizer.{q}.{name} is zero", not np.any(h[f"koe.grad.quantizer.{q}.{name}"][:]))
-    print(f"loss per frame {float(loss) / max(1, int(sel.sum())):.6f}, accuracy {correct / Q / max(1, int(sel.sum())):.4f}")
+    print(f"loss per frame {float(loss) / max(1, n_sel):.6f}, accuracy {correct / Q / max(1, n_sel):.4f}")
     if failures:
         print(f"bestrq_ref: {len(failures)} check(s) failed: {', '.join(failures)}")
         return 1

@@ -243,8 +243,8 @@ static int64_t check_targets_naive(const Case *k, const int32_t *targets) {
                 if (got != arg) {
                     ties++;
                     if (!(best - at_got < 1e-5))
-                        fail_msg("utterance %d frame %lld codebook %d: koe code %d (cos %.8f), nearest %d (cos %.8f)", b,
-                                 (long long)t, q, got, at_got, arg, best);
+                        fail_msg("utterance %d frame %lld codebook %d: koe code %d (cos %.8f), nearest %d (cos %.8f)",
+                                 b, (long long)t, q, got, at_got, arg, best);
                 }
             }
     print_message("targets: %lld frames checked, %lld float near-ties, %d distinct codes (codebook 0)\n",
@@ -294,10 +294,12 @@ static void test_targets_batch_independent(void **state) {
             const int64_t Tb = n[b] / 4, Q = cfg.codebooks;
             for (int64_t t = 0; t < Tb; t++)
                 for (int q = 0; q < Q; q++)
-                    assert_int_equal(k->act.targets[((1 * k->T) + t) * Q + q], big.act.targets[((b * big.T) + t) * Q + q]);
+                    assert_int_equal(k->act.targets[((1 * k->T) + t) * Q + q],
+                                     big.act.targets[((b * big.T) + t) * Q + q]);
             /* the masks and noised features too: keyed by utterance, not position */
             for (int64_t t = 0; t < Tb; t++) assert_int_equal(k->act.mask[k->T + t], big.act.mask[b * big.T + t]);
-            assert_memory_equal(k->feats + F * 80, big.feats + (int64_t)b * 200 * 80, (size_t)n[b] * 80 * sizeof(float));
+            assert_memory_equal(k->feats + F * 80, big.feats + (int64_t)b * 200 * 80,
+                                (size_t)n[b] * 80 * sizeof(float));
             case_free(&one);
         }
     }
@@ -370,7 +372,8 @@ static void test_mask_mapping(void **state) {
     /* mask_prob 1: every valid encoder frame is a loss frame */
     cfg.mask_prob = 1.0f;
     memcpy(k.feats, clean, (size_t)(3 * k.F * 80) * sizeof(float));
-    const int64_t all = bestrq_mask_input(&cfg, k.act.in_mask, k.act.mask, k.feats, k.frames, k.utt, 3, k.F, seed, step);
+    const int64_t all =
+        bestrq_mask_input(&cfg, k.act.in_mask, k.act.mask, k.feats, k.frames, k.utt, 3, k.F, seed, step);
     assert_int_equal(all, 403 / 4 + 250 / 4 + 39 / 4);
     free(want);
     free(clean);
@@ -436,7 +439,8 @@ static void check_fd(const Naive *nv, const char *what, double *v, int64_t n, co
         if (!(e <= worst)) worst = e, wi = i;
     }
     const double tol = 1e-4 * maxfd + 1e-6;
-    print_message("fd %-20s max|fd| %.3e worst error %.3e at %lld (tol %.3e)\n", what, maxfd, worst, (long long)wi, tol);
+    print_message("fd %-20s max|fd| %.3e worst error %.3e at %lld (tol %.3e)\n", what, maxfd, worst, (long long)wi,
+                  tol);
     if (!(worst <= tol))
         fail_msg("%s: element %lld: backward %.8g, finite difference %.8g", what, (long long)wi, got[wi], fd[wi]);
     free(fd);
@@ -479,7 +483,8 @@ static void test_head_fd(void **state) {
         const float s = 0.37f; /* the caller's 1 / loss frames */
         bestrq_head_backward(dx, &k.g, &k.act, &k.p, s);
         Naive nv = {.k = &k, .x = to_double(x, nx), .mask = mask, .targets = targets};
-        for (int q = 0; q < Q; q++) nv.W[q] = to_double(k.p.cls_w[q], (int64_t)C * D), nv.b[q] = to_double(k.p.cls_b[q], C);
+        for (int q = 0; q < Q; q++)
+            nv.W[q] = to_double(k.p.cls_w[q], (int64_t)C * D), nv.b[q] = to_double(k.p.cls_b[q], C);
         const double ref = loss_naive(&k, nv.x, nv.W, nv.b, mask, targets);
         int64_t want_nf = 0;
         for (int64_t i = 0; i < k.B * k.T; i++) want_nf += mask[i];
@@ -550,16 +555,20 @@ static void test_head_known(void **state) {
 /* ---- the parity case for tests/reference/bestrq_ref.py (KOE_BESTRQ_REF) ----------------------------- */
 
 static void put_f32(hid_t f, const char *name, const float *v, int64_t n) {
-    if (h5_write_array(f, name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, v, n) < 0) fail_msg("writing %s: %s", name, h5_last_error());
+    if (h5_write_array(f, name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, v, n) < 0)
+        fail_msg("writing %s: %s", name, h5_last_error());
 }
 static void put_i32(hid_t f, const char *name, const int32_t *v, int64_t n) {
-    if (h5_write_array(f, name, H5T_STD_I32LE, H5T_NATIVE_INT32, v, n) < 0) fail_msg("writing %s: %s", name, h5_last_error());
+    if (h5_write_array(f, name, H5T_STD_I32LE, H5T_NATIVE_INT32, v, n) < 0)
+        fail_msg("writing %s: %s", name, h5_last_error());
 }
 static void put_i64(hid_t f, const char *name, const int64_t *v, int64_t n) {
-    if (h5_write_array(f, name, H5T_STD_I64LE, H5T_NATIVE_INT64, v, n) < 0) fail_msg("writing %s: %s", name, h5_last_error());
+    if (h5_write_array(f, name, H5T_STD_I64LE, H5T_NATIVE_INT64, v, n) < 0)
+        fail_msg("writing %s: %s", name, h5_last_error());
 }
 static void put_u8(hid_t f, const char *name, const uint8_t *v, int64_t n) {
-    if (h5_write_array(f, name, H5T_STD_U8LE, H5T_NATIVE_UINT8, v, n) < 0) fail_msg("writing %s: %s", name, h5_last_error());
+    if (h5_write_array(f, name, H5T_STD_U8LE, H5T_NATIVE_UINT8, v, n) < 0)
+        fail_msg("writing %s: %s", name, h5_last_error());
 }
 
 static void test_parity_case(void **state) {
@@ -606,7 +615,8 @@ static void test_parity_case(void **state) {
     assert_true(nc >= 1.0 && nc < nf);
     const float scale = 1.0f; /* gradients of order 0.1-1, well above the 1e-5 absolute tolerance */
     bestrq_head_backward(dx, &k.g, &k.act, &k.p, scale);
-    print_message("parity case: %lld loss frames, loss %.6f per frame, accuracy %.4f\n", (long long)nf, loss / nf, nc / nf);
+    print_message("parity case: %lld loss frames, loss %.6f per frame, accuracy %.4f\n", (long long)nf, loss / nf,
+                  nc / nf);
 
     h5_init();
     hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
