@@ -12,6 +12,8 @@
 void objective_add_params(ParamTable *t, const ObjectiveConfig *cfg) {
     switch (cfg->name) {
     case OBJ_HUBERT: hubert_head_add_params(t, &cfg->hubert); return;
+    case OBJ_WAV2VEC2: wav2vec2_head_add_params(t, &cfg->wav2vec2); return;
+    case OBJ_BESTRQ: bestrq_add_params(t, &cfg->bestrq); return;
     default: koe_fatal(KOE_EXIT_INTERNAL, "objective %d is not built into this koe", (int)cfg->name);
     }
 }
@@ -31,6 +33,21 @@ void objective_create(Objective *o, const ObjectiveConfig *cfg, Model *m) {
         o->act_mem = koe_malloc((size_t)hubert_head_act_floats(&cfg->hubert, N) * sizeof(float));
         hubert_head_act_bind(&o->hact, &cfg->hubert, N, o->act_mem);
         return;
+    case OBJ_WAV2VEC2:
+        KOE_ASSERT(m->cfg.frontend == FRONTEND_WAVEFORM && cfg->wav2vec2.C == m->cfg.conv_dim[m->cfg.n_conv - 1]);
+        wav2vec2_head_bind(&m->table, m->params, &o->wp);
+        wav2vec2_head_bind(&m->table, m->grads, &o->wg);
+        o->act_mem = koe_malloc((size_t)wav2vec2_head_act_floats(&cfg->wav2vec2, o->max_B, o->max_T) * sizeof(float));
+        wav2vec2_head_act_bind(&o->wact, &cfg->wav2vec2, o->max_B, o->max_T, o->act_mem);
+        o->dfeat = koe_malloc((size_t)(N * cfg->wav2vec2.C) * sizeof(float));
+        return;
+    case OBJ_BESTRQ:
+        KOE_ASSERT(m->cfg.frontend == FRONTEND_FBANK);
+        bestrq_bind(&m->table, &cfg->bestrq, m->params, &o->bp);
+        bestrq_bind(&m->table, &cfg->bestrq, m->grads, &o->bg);
+        o->act_mem = koe_malloc((size_t)bestrq_act_floats(&cfg->bestrq, o->max_B, m->max_S) * sizeof(float));
+        bestrq_act_bind(&o->bact, &cfg->bestrq, o->max_B, m->max_S, o->act_mem);
+        return;
     default: koe_fatal(KOE_EXIT_INTERNAL, "objective %d is not built into this koe", (int)cfg->name);
     }
 }
@@ -39,6 +56,7 @@ void objective_free(Objective *o) {
     free(o->mask);
     free(o->dout);
     free(o->act_mem);
+    free(o->dfeat);
     memset(o, 0, sizeof *o);
 }
 
@@ -47,8 +65,9 @@ void objective_forward(Objective *o, Model *m, const ObjectiveBatch *b, Objectiv
     const ModelConfig *mc = &m->cfg;
     o->B = b->B;
     switch (o->cfg.name) {
-    case OBJ_HUBERT: {
-        /* frame counts first: the mask needs each utterance's valid frames */
+    case OBJ_HUBERT:
+    case OBJ_WAV2VEC2: {
+        /* the span mask after the frontend needs each utterance's valid frame count */
         const int64_t T = model_frames(mc, b->S);
         KOE_ASSERT(b->B <= o->max_B && T <= o->max_T);
         int64_t frames[b->B > 0 ? b->B : 1];
@@ -56,13 +75,40 @@ void objective_forward(Objective *o, Model *m, const ObjectiveBatch *b, Objectiv
         mask_spans_batch(o->mask, frames, b->utt, b->B, T, mc->mask_prob, mc->mask_length, mc->mask_min_spans,
                          b->run.seed, b->run.step);
         model_forward(m, b->inp, b->in_len, b->B, b->S, o->mask, &b->run);
-        int64_t n = 0, correct = 0;
-        hubert_head_forward(&o->hact, &o->hp, m->a.out, o->mask, m->key_pad, b->labels, b->B, m->T,
-                            HUBERT_FRAMES_MASKED, &st->head_sum, &n, &correct);
+        if (o->cfg.name == OBJ_HUBERT) {
+            int64_t n = 0, correct = 0;
+            hubert_head_forward(&o->hact, &o->hp, m->a.out, o->mask, m->key_pad, b->labels, b->B, m->T,
+                                HUBERT_FRAMES_MASKED, &st->head_sum, &n, &correct);
+            st->frames = n;
+            st->correct = (double)correct;
+        } else {
+            Wav2vec2Stats ws;
+            wav2vec2_head_forward(&o->wact, &o->wp, m->a.out, m->a.fp_ln, o->mask, m->key_pad, b->utt, b->B, m->T,
+                                  &b->run, &ws);
+            st->head_sum = ws.loss_sum;
+            st->frames = ws.n_frames;
+            st->correct = (double)ws.n_correct;
+            st->code_ppl = ws.code_ppl;
+            st->prob_ppl = ws.prob_ppl;
+            st->diversity = ws.diversity;
+            st->temp = ws.temp;
+        }
+        st->feature_pen = m->feature_pen;
+        st->loss_sum = st->head_sum + ((double)o->cfg.feature_pen_weight * st->feature_pen +
+                                       (double)o->cfg.diversity_weight * st->diversity) * (double)st->frames;
+        o->frames = st->frames;
+        return;
+    }
+    case OBJ_BESTRQ: {
+        KOE_ASSERT(b->B <= o->max_B);
+        bestrq_prepare_input(&o->bact, &o->bp, b->inp, b->in_len, b->utt, b->B, b->S, b->run.seed, b->run.step);
+        model_forward(m, b->inp, b->in_len, b->B, b->S, NULL, &b->run);
+        KOE_ASSERT(m->T == o->bact.T);
+        int64_t n = 0;
+        bestrq_head_forward(&o->bact, &o->bp, m->a.out, o->bact.mask, o->bact.targets, b->B, o->bact.T,
+                            &st->head_sum, &n, &st->correct);
         st->frames = n;
-        st->correct = (double)correct;
-        st->feature_pen = mc->frontend == FRONTEND_WAVEFORM ? m->feature_pen : 0;
-        st->loss_sum = st->head_sum + (double)o->cfg.feature_pen_weight * st->feature_pen * (double)n;
+        st->loss_sum = st->head_sum;
         o->frames = n;
         return;
     }
@@ -73,15 +119,24 @@ void objective_forward(Objective *o, Model *m, const ObjectiveBatch *b, Objectiv
 void objective_backward(Objective *o, Model *m, float dloss) {
     const int64_t ND = (int64_t)o->B * m->T * m->cfg.D;
     memset(o->dout, 0, (size_t)ND * sizeof(float));
+    /* fairseq adds each auxiliary term times the micro-batch's frame count to the summed loss */
+    const float n = (float)o->frames;
+    const float dpen = m->cfg.frontend == FRONTEND_WAVEFORM ? dloss * o->cfg.feature_pen_weight * n : 0.0f;
     switch (o->cfg.name) {
-    case OBJ_HUBERT: {
+    case OBJ_HUBERT:
         hubert_head_backward(o->dout, &o->hg, &o->hact, &o->hp, dloss);
-        const float dpen = m->cfg.frontend == FRONTEND_WAVEFORM
-                               ? dloss * o->cfg.feature_pen_weight * (float)o->frames
-                               : 0.0f;
         model_backward(m, o->dout, dpen, NULL);
         return;
+    case OBJ_WAV2VEC2: {
+        memset(o->dfeat, 0, (size_t)((int64_t)o->B * m->T * o->cfg.wav2vec2.C) * sizeof(float));
+        wav2vec2_head_backward(o->dout, o->dfeat, &o->wg, &o->wact, &o->wp, dloss, dloss * o->cfg.diversity_weight * n);
+        model_backward(m, o->dout, dpen, o->dfeat);
+        return;
     }
+    case OBJ_BESTRQ:
+        bestrq_head_backward(o->dout, &o->bg, &o->bact, &o->bp, dloss);
+        model_backward(m, o->dout, 0.0f, NULL);
+        return;
     default: koe_fatal(KOE_EXIT_INTERNAL, "objective %d is not built into this koe", (int)o->cfg.name);
     }
 }

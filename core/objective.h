@@ -15,8 +15,10 @@
 #pragma once
 #include <stdint.h>
 
+#include "bestrq.h"
 #include "hubert.h"
 #include "model.h"
+#include "wav2vec2.h"
 
 /* Same values as the recipe's ObjectiveKind. */
 typedef enum { OBJ_HUBERT = 1, OBJ_WAV2VEC2 = 2, OBJ_BESTRQ = 3 } ObjectiveName;
@@ -24,12 +26,16 @@ typedef enum { OBJ_HUBERT = 1, OBJ_WAV2VEC2 = 2, OBJ_BESTRQ = 3 } ObjectiveName;
 typedef struct {
     ObjectiveName name;
     HubertHeadConfig hubert;  /* OBJ_HUBERT (n_classes from the label set) */
+    Wav2vec2HeadConfig wav2vec2; /* OBJ_WAV2VEC2 */
+    BestrqConfig bestrq;      /* OBJ_BESTRQ */
     float feature_pen_weight; /* HuBERT, wav2vec 2.0: weight of the feature penalty (10) */
+    float diversity_weight;   /* wav2vec 2.0: weight of the diversity term (0.1) */
 } ObjectiveConfig;
 
 /* One micro-batch. */
 typedef struct {
-    float *inp;            /* (B, S) waveform or (B, S, fbank_dim) features; BEST-RQ noises it in place */
+    float *inp;            /* (B, S) waveform or (B, S, fbank_dim) features; BEST-RQ normalises and
+                              noises it in place */
     const int64_t *in_len; /* (B) valid input length */
     const int64_t *utt;    /* (B) corpus utterance ids: the keys of masks and noise */
     int B;
@@ -45,6 +51,8 @@ typedef struct {
     int64_t frames;     /* frames scored (masked frames with a target) */
     double correct;     /* frames whose target scored highest */
     double feature_pen; /* the model's feature penalty (waveform frontend), unweighted */
+    /* wav2vec 2.0 (0 otherwise) */
+    double code_ppl, prob_ppl, diversity, temp;
 } ObjectiveStats;
 
 typedef struct {
@@ -53,9 +61,14 @@ typedef struct {
     int64_t max_T;
     HubertHeadParams hp, hg;
     HubertHeadAct hact;
+    Wav2vec2HeadParams wp, wg;
+    Wav2vec2HeadAct wact;
+    BestrqParams bp, bg;
+    BestrqAct bact;
     float *act_mem;  /* the head's act arena */
     uint8_t *mask;   /* (max_B * max_T) frames the model masks */
     float *dout;     /* (max_B * max_T, D) gradient w.r.t. the encoder output */
+    float *dfeat;    /* wav2vec 2.0: (max_B * max_T, C) gradient w.r.t. the normalised features */
     int64_t frames;  /* the last forward's scored frames */
     int B;
 } Objective;

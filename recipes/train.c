@@ -49,6 +49,7 @@ typedef struct {
 
 typedef struct { /* sums over a logging interval */
     double loss, head, correct, gnorm, samples, seconds;
+    double code_ppl, prob_ppl, temp; /* wav2vec 2.0, summed over updates */
     int64_t frames, updates;
 } Interval;
 
@@ -176,6 +177,10 @@ static int micro_batch(Trainer *tr, DataSide *side, const LoaderBatch *b, ModelR
     sum->head_sum += st.head_sum;
     sum->frames += st.frames;
     sum->correct += st.correct;
+    /* wav2vec 2.0's perplexities and temperature: the micro-batches' mean (divided by the caller) */
+    sum->code_ppl += st.code_ppl;
+    sum->prob_ppl += st.prob_ppl;
+    sum->temp += st.temp;
     return 0;
 }
 
@@ -269,12 +274,15 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
     if (threads < 1) threads = 1;
     omp_set_num_threads(threads);
     openblas_set_num_threads(threads);
-    if (rc->objective.name != OBJECTIVE_HUBERT)
-        koe_fatal(KOE_EXIT_USAGE, "objective.name = %s is not wired into koe train yet (HuBERT is)",
-                  rc->objective.name == OBJECTIVE_WAV2VEC2 ? "wav2vec2" : "bestrq");
     if (!rc->data.corpus[0]) koe_fatal(KOE_EXIT_USAGE, "data.corpus is not set: pass data.corpus=DIR");
     if (rc->model.frontend == FRONTEND_FBANK && rc->data.features != FEAT_FBANK)
         koe_fatal(KOE_EXIT_USAGE, "model.frontend = fbank needs data.features = fbank");
+    if (rc->objective.name == OBJECTIVE_BESTRQ && rc->model.frontend != FRONTEND_FBANK)
+        koe_fatal(KOE_EXIT_USAGE, "objective.name = bestrq quantizes fbank frames: set model.frontend = fbank and "
+                                  "data.features = fbank");
+    if (rc->objective.name == OBJECTIVE_WAV2VEC2 && rc->model.frontend != FRONTEND_WAVEFORM)
+        koe_fatal(KOE_EXIT_USAGE, "objective.name = wav2vec2 quantizes the conv features: set model.frontend = "
+                                  "waveform");
 
     if (rank == 0) {
         printf("# resolved recipe (hash %016llx)\n%s", (unsigned long long)rc->hash, rc->text);
@@ -300,8 +308,27 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
     ObjectiveConfig oc = {0};
     oc.name = (ObjectiveName)rc->objective.name;
     oc.feature_pen_weight = (float)rc->objective.feature_pen_weight;
+    oc.diversity_weight = (float)rc->objective.diversity_weight;
     oc.hubert = (HubertHeadConfig){rc->model.D, rc->objective.final_dim,
                                    train.has_labels ? train.labels.info.n_classes : 0, (float)rc->objective.logit_temp};
+    const RecipeObjective *ro = &rc->objective;
+    oc.wav2vec2 = (Wav2vec2HeadConfig){rc->model.conv_dim[rc->model.n_conv - 1],
+                                       rc->model.D,
+                                       ro->final_dim,
+                                       ro->latent_groups,
+                                       ro->latent_vars,
+                                       ro->latent_dim ? ro->latent_dim : ro->final_dim,
+                                       ro->num_negatives,
+                                       (float)ro->logit_temp,
+                                       {ro->temp[0], ro->temp[1], ro->temp[2]},
+                                       rc->model.dropout_features};
+    if (ro->name == OBJECTIVE_WAV2VEC2 && oc.wav2vec2.vq_dim % ro->latent_groups)
+        koe_fatal(KOE_EXIT_USAGE, "objective.latent_dim (or final_dim) = %d must be a multiple of "
+                                  "objective.latent_groups = %d",
+                  oc.wav2vec2.vq_dim, ro->latent_groups);
+    oc.bestrq = (BestrqConfig){rc->model.fbank_dim, rc->model.fbank_stack, rc->model.D,
+                               ro->codebooks,       ro->codebook_size,    ro->codebook_dim,
+                               rc->model.mask_prob, rc->model.mask_length, (float)ro->mask_noise_std};
     int64_t max_B = 0, max_len = 0;
     batch_bounds(rc, &train.corpus, &max_B, &max_len);
     if (has_valid) batch_bounds(rc, &valid.corpus, &max_B, &max_len);
@@ -319,8 +346,9 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
     Model *m = tr.m;
     model_init_params(m, rc->run.seed);
     objective_create(&tr.obj, &oc, m);
-    tr.stride = 1;
-    for (int i = 0; i < rc->model.n_conv; i++) tr.stride *= rc->model.conv_stride[i];
+    tr.stride = rc->model.frontend == FRONTEND_FBANK ? rc->model.fbank_stack * 160 : 1;
+    for (int i = 0; rc->model.frontend == FRONTEND_WAVEFORM && i < rc->model.n_conv; i++)
+        tr.stride *= rc->model.conv_stride[i];
     tr.lab = koe_malloc((size_t)(max_B * model_frames(&rc->model, max_S)) * sizeof *tr.lab);
     const size_t P = (size_t)m->table.total;
     uint8_t *decay = koe_malloc(P);
@@ -417,11 +445,15 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
             iv.correct += upd.correct;
             iv.frames += frames;
             iv.gnorm += gnorm;
+            iv.code_ppl += upd.code_ppl / rc->optim.update_freq;
+            iv.prob_ppl += upd.prob_ppl / rc->optim.update_freq;
+            iv.temp += upd.temp / rc->optim.update_freq;
             iv.updates++;
         }
         iv.samples += samples;
         st.step++;
         st.sched_step = st.step;
+        if (rc->objective.name == OBJECTIVE_WAV2VEC2) st.gumbel_temp = wav2vec2_temperature(&oc.wav2vec2, st.step);
         st.adam_t = opt.t;
 
         const int do_valid = has_valid && rc->run.valid_every > 0 && st.step % rc->run.valid_every == 0;
@@ -440,6 +472,9 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
             fprintf(logf, "{\"step\": %lld, \"loss\": %.9g, \"acc\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, "
                           "\"audio_s_per_s\": %.4g, \"skipped\": %lld, \"frames\": %lld",
                     (long long)st.step, l, acc, lr, gn, aps, (long long)st.skipped, (long long)iv.frames);
+            if (rc->objective.name == OBJECTIVE_WAV2VEC2 && iv.updates)
+                fprintf(logf, ", \"code_ppl\": %.9g, \"prob_ppl\": %.9g, \"temp\": %.9g", iv.code_ppl / (double)iv.updates,
+                        iv.prob_ppl / (double)iv.updates, iv.temp / (double)iv.updates);
             if (do_valid) fprintf(logf, ", \"valid_loss\": %.9g, \"valid_acc\": %.9g", vloss, vacc);
             fprintf(logf, "}\n");
             fflush(logf);
