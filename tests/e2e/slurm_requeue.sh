@@ -53,7 +53,7 @@ wait_state() { # JOB REGEX SECONDS
   return 1
 }
 submit() { # NAME RUN_DIR -> $job
-  job=$(KOE_RUN_DIR=$2 sbatch --parsable --job-name="$1" --chdir="$T" --ntasks="$RANKS" --cpus-per-task=1 \
+  job=$(KOE_RUN_DIR=$2 sbatch --parsable --job-name="$1" --chdir="$T" --nodes=1 --ntasks-per-node="$RANKS" --cpus-per-task=1 \
         --time=10 "$KOE_ROOT/launch/slurm/pretrain.sbatch") || fail "sbatch refused the job"
 }
 

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# hubert_pipeline.sh — submit HuBERT's two iterations as a chain of dependent Slurm jobs
+# (--dependency=afterok, --kill-on-invalid-dep=yes), from a login node:
+#   1 km1     koe kmeans --source mfcc --k $KOE_K1                  (koe_mpi.sbatch, MPI ranks)
+#   2 label1  koe label  --name mfcc_km$KOE_K1                      (koe_mpi.sbatch)
+#   3 train1  koe train  $KOE_RECIPE_ITER1 data.labels=mfcc_km...   (pretrain.sbatch; requeues itself)
+#   4 km2     koe kmeans --source layer:$KOE_LAYER --ckpt <train1's last checkpoint> --k $KOE_K2
+#   5 label2  koe label  --name layer${KOE_LAYER}_km$KOE_K2 --ckpt <the same checkpoint>
+#   6 train2  koe train  $KOE_RECIPE_ITER2 objective.label_rate=50 data.labels=layer..._km...
+# Each job starts only when the one before ended with exit 0; a failed step cancels the rest.
+# A preempted training job requeues under the same job id, so the chain waits for it.
+#
+# Environment:
+#   KOE_CORPUS        corpus directory (koe prepare --out) on a shared file system (required)
+#   KOE_WORK          output directory: km*.h5, iter1/, iter2/, job logs (required)
+#   KOE_RECIPE_ITER1  iteration-1 recipe (default recipes/base/hubert_iter1.ini)
+#   KOE_RECIPE_ITER2  iteration-2 recipe (default: KOE_RECIPE_ITER1; objective.label_rate=50 is added)
+#   KOE_K1, KOE_K2    clusters of iteration 1 and 2 (default 100 and 500, as HuBERT Base)
+#   KOE_LAYER         encoder layer clustered for iteration 2 (default 6)
+#   KOE_TRAIN_OVERRIDES  more section.key=value words for both koe train jobs (default none)
+#   KOE_KMEANS_ARGS   more koe kmeans options, e.g. "--sample 0.1" (default none)
+#   KOE_DATA_SBATCH   sbatch options of the k-means and label jobs (default "--ntasks=8 --cpus-per-task=4 --time=04:00:00")
+#   KOE_TRAIN_SBATCH  sbatch options of the training jobs (default "--nodes=4 --ntasks-per-node=8
+#                     --cpus-per-task=4 --time=24:00:00"; pretrain.sbatch requeues at the limit)
+#   KOE_SBATCH        sbatch options for every job, e.g. "--partition=cpu --account=speech" (default none)
+#   KOE_FROM          first step to submit: km1 label1 train1 km2 label2 train2 (default km1), to pick
+#                     up a pipeline whose earlier steps are done
+#   KOE_DRY_RUN=1     print the sbatch commands instead of running them
+#   KOE, KOE_LAUNCHER, KOE_MPI_ARGS   passed to the jobs (see pretrain.sbatch)
+# It must not: start work itself (everything runs in jobs) or submit a step without its dependency.
+set -euo pipefail
+unset KOE_RECIPE KOE_RUN_DIR KOE_OVERRIDES KOE_CKPT_FROM_RUN KOE_THREADS_FLAG # set per job below
+here=$(cd "$(dirname "$0")" && pwd)
+die() { echo "hubert_pipeline.sh: error: $*" >&2; exit 1; }
+[ -n "${KOE_CORPUS:-}" ] || die "KOE_CORPUS is not set: KOE_CORPUS=/shared/corpus KOE_WORK=/shared/hubert $0"
+[ -n "${KOE_WORK:-}" ] || die "KOE_WORK is not set: KOE_CORPUS=/shared/corpus KOE_WORK=/shared/hubert $0"
+[ -f "$KOE_CORPUS/corpus.h5" ] || die "KOE_CORPUS=$KOE_CORPUS has no corpus.h5: run koe prepare --out $KOE_CORPUS first"
+recipe1=${KOE_RECIPE_ITER1:-recipes/base/hubert_iter1.ini}
+recipe2=${KOE_RECIPE_ITER2:-$recipe1}
+[ -f "$recipe1" ] || die "KOE_RECIPE_ITER1=$recipe1: no such file"
+[ -f "$recipe2" ] || die "KOE_RECIPE_ITER2=$recipe2: no such file"
+k1=${KOE_K1:-100} k2=${KOE_K2:-500} layer=${KOE_LAYER:-6}
+for v in "$k1" "$k2" "$layer"; do [[ $v =~ ^[0-9]+$ ]] || die "KOE_K1, KOE_K2 and KOE_LAYER must be numbers (got '$v')"; done
+steps=(km1 label1 train1 km2 label2 train2)
+from=${KOE_FROM:-km1}
+[[ " ${steps[*]} " == *" $from "* ]] || die "KOE_FROM=$from: use one of ${steps[*]}"
+# absolute paths: the jobs run in $KOE_WORK
+corpus=$(realpath "$KOE_CORPUS") recipe1=$(realpath "$recipe1") recipe2=$(realpath "$recipe2")
+[ "${KOE_DRY_RUN:-0}" = 1 ] || mkdir -p "$KOE_WORK"
+work=$(realpath -m "$KOE_WORK")
+[ -z "${KOE:-}" ] || export KOE=$(realpath "$KOE")
+
+read -r -d '' -a common <<<"${KOE_SBATCH:-}" || true
+read -r -d '' -a data_opts <<<"${KOE_DATA_SBATCH:---ntasks=8 --cpus-per-task=4 --time=04:00:00}" || true
+read -r -d '' -a train_opts <<<"${KOE_TRAIN_SBATCH:---nodes=4 --ntasks-per-node=8 --cpus-per-task=4 --time=24:00:00}" || true
+labels1=mfcc_km$k1 labels2=layer${layer}_km$k2
+km1=$work/km1_mfcc_k$k1.h5 km2=$work/km2_layer${layer}_k$k2.h5
+
+prev="" started=0
+submit() { # STEP ENV-ASSIGNMENTS... -- SBATCH-ARGS...   sets prev to the new job id
+  local step=$1; shift
+  [ "$step" = "$from" ] && started=1
+  if [ "$started" = 0 ]; then echo "$step: skipped (KOE_FROM=$from)"; shift "$#"; return; fi
+  local envs=() dep=()
+  while [ "$1" != -- ]; do envs+=("$1"); shift; done; shift
+  [ -n "$prev" ] && dep=(--dependency="afterok:$prev" --kill-on-invalid-dep=yes)
+  local cmd=(env "${envs[@]}" sbatch --parsable --chdir="$work" --job-name="koe-$step" "${common[@]}" "${dep[@]}" "$@")
+  if [ "${KOE_DRY_RUN:-0}" = 1 ]; then
+    printf '%q ' "${cmd[@]}"; echo
+    prev=DRY_$step
+  else
+    prev=$("${cmd[@]}") || die "sbatch refused step $step"
+    prev=${prev%%;*}
+    echo "$step: job $prev"
+  fi
+}
+
+submit km1 KOE_THREADS_FLAG=1 -- "${data_opts[@]}" "$here/koe_mpi.sbatch" \
+  kmeans --corpus "$corpus" --source mfcc --k "$k1" --out "$km1" ${KOE_KMEANS_ARGS:-}
+submit label1 KOE_THREADS_FLAG=1 -- "${data_opts[@]}" "$here/koe_mpi.sbatch" \
+  label --corpus "$corpus" --kmeans "$km1" --name "$labels1"
+submit train1 KOE_RECIPE="$recipe1" KOE_RUN_DIR="$work/iter1" \
+  KOE_OVERRIDES="data.corpus=$corpus data.labels=$labels1 objective.label_rate=100 ${KOE_TRAIN_OVERRIDES:-}" -- \
+  "${train_opts[@]}" "$here/pretrain.sbatch"
+submit km2 KOE_THREADS_FLAG=1 KOE_CKPT_FROM_RUN="$work/iter1" -- "${data_opts[@]}" "$here/koe_mpi.sbatch" \
+  kmeans --corpus "$corpus" --source "layer:$layer" --k "$k2" --out "$km2" ${KOE_KMEANS_ARGS:-}
+submit label2 KOE_THREADS_FLAG=1 KOE_CKPT_FROM_RUN="$work/iter1" -- "${data_opts[@]}" "$here/koe_mpi.sbatch" \
+  label --corpus "$corpus" --kmeans "$km2" --name "$labels2"
+submit train2 KOE_RECIPE="$recipe2" KOE_RUN_DIR="$work/iter2" \
+  KOE_OVERRIDES="data.corpus=$corpus data.labels=$labels2 objective.label_rate=50 ${KOE_TRAIN_OVERRIDES:-}" -- \
+  "${train_opts[@]}" "$here/pretrain.sbatch"
+[ "${KOE_DRY_RUN:-0}" = 1 ] && { echo "dry run: nothing submitted"; exit 0; }
+echo "submitted; watch with: squeue -u $(id -un) ; logs in $work/koe-STEP_JOBID.out"
