@@ -21,6 +21,11 @@ koe=$(realpath "$KOE")
 export KOE_SLURM_DIR
 KOE_SLURM_DIR=$(mktemp -d /tmp/koe-slurm.XXXXXX) # not under KOE_TMP: munged (user munge) must reach it
 cleanup() {
+  local rc=$?
+  if [ "$rc" != 0 ]; then
+    echo "--- last lines of the Slurm daemons' logs:" >&2
+    tail -n 25 "$KOE_SLURM_DIR"/log/slurmctld.log "$KOE_SLURM_DIR"/log/slurmd.log >&2 || true
+  fi
   "$KOE_ROOT/tests/slurm/cluster.sh" stop || true # cancels the jobs, then stops the daemons
   rm -rf "$KOE_SLURM_DIR"
 }
@@ -29,10 +34,11 @@ trap cleanup EXIT
 eval "$("$KOE_ROOT/tests/slurm/cluster.sh" env)"
 
 # ---- a tiny corpus with MFCC k-means labels ------------------------------------------------------
-"$koe" synth --out "$T/synth" --minutes 1 --langs en,de --seed 1 2>/dev/null
-"$koe" prepare --out "$T/corpus" --lang-from-dir "$T/synth/wav" 2>/dev/null
-"$koe" kmeans --corpus "$T/corpus" --source mfcc --k 20 --out "$T/km.h5" 2>/dev/null
-"$koe" label --corpus "$T/corpus" --kmeans "$T/km.h5" --name km20 2>/dev/null
+prep() { "$koe" "$@" >"$T/prep.log" 2>&1 || { cat "$T/prep.log"; fail "koe $1 failed"; }; }
+prep synth --out "$T/synth" --minutes 1 --langs en,de --seed 1
+prep prepare --out "$T/corpus" --lang-from-dir "$T/synth/wav"
+prep kmeans --corpus "$T/corpus" --source mfcc --k 20 --out "$T/km.h5"
+prep label --corpus "$T/corpus" --kmeans "$T/km.h5" --name km20
 
 export KOE=$koe KOE_RECIPE=$KOE_ROOT/recipes/tiny/hubert.ini
 export KOE_OVERRIDES="data.corpus=$T/corpus data.labels=km20 model.encoder_layers=2 data.max_tokens=64000
@@ -73,13 +79,15 @@ done
 { [ -s "$log" ] && [ "$(wc -l <"$log")" -ge 6 ]; } || { cat "$T/pre_$job.out"; fail "no 6 logged steps within 150 s"; }
 scancel --signal=USR1 --batch "$job"
 # The trap forwards USR1, koe checkpoints and exits 3, the script requeues: the job comes back
-# PENDING and held until its BeginTime (about 2 minutes); release it now.
+# PENDING and held until its BeginTime (about 2 minutes); release it sooner.
 wait_state "$job" PENDING 120 || fail "job $job was not requeued after USR1"
 stopped_at=$(wc -l <"$log")
 [ "$stopped_at" -lt "$STEPS" ] || fail "the run had finished all $STEPS steps before the preemption took effect"
 grep -q 'got SIGUSR1' "$T/pre_$job.out" || fail "the batch script's trap did not see USR1"
 grep -q 'stopped after a clean checkpoint (exit 3): requeueing' "$T/pre_$job.out" || { cat "$T/pre_$job.out"; fail "koe did not exit 3 after USR1"; }
-scontrol update JobId="$job" StartTime=now
+# not StartTime=now: slurmd refuses a credential made in the same second as the one it revoked at
+# the requeue ("Job credential revoked"); a few seconds on, the job starts cleanly
+scontrol update JobId="$job" StartTime=now+3
 wait_state "$job" COMPLETED 150 || fail "the requeued job did not complete"
 out=$T/pre_$job.out
 grep -q "job $job (restart 1)" "$out" || { cat "$out"; fail "the job output has no second start (restart 1)"; }
