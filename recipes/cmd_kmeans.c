@@ -300,6 +300,17 @@ int cmd_kmeans(int argc, char **argv) {
     const int rank = comm_rank(), world = comm_size();
     omp_set_num_threads((int)threads_d);
 
+    /* the output directory first: a run should not end with nowhere to write */
+    char *ocopy = koe_strdup(out);
+    int64_t no_dir = access(dirname(ocopy), W_OK | X_OK) < 0;
+    const int out_errno = errno;
+    comm_allreduce_max_i64(&no_dir, 1);
+    if (no_dir) {
+        if (rank == 0) fprintf(stderr, "koe kmeans: --out %s: cannot write in %s: %s\n", out, ocopy, strerror(out_errno));
+        free(ocopy);
+        return KOE_EXIT_USAGE;
+    }
+    free(ocopy);
     Corpus c;
     KoeError err;
     if (corpus_open(&c, corpus_dir, &err) < 0) {
