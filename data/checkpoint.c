@@ -35,6 +35,7 @@ static uint64_t state_sum(const TrainState *st) {
     int64_t f[8] = {st->step, st->epoch, st->consumed, (int64_t)st->seed, st->adam_t, st->skipped, st->skips_in_row,
                     st->sched_step};
     uint64_t h = bytes_hash(f, sizeof f, FNV_BASIS);
+    h = bytes_hash(st->log_sums, sizeof st->log_sums, h);
     return bytes_hash(&st->gumbel_temp, sizeof st->gumbel_temp, h);
 }
 
@@ -193,7 +194,9 @@ int checkpoint_writer_finish(CheckpointWriter *w, const char *config_text, const
              h5_attr_write_i64(g, "skipped", st->skipped) >= 0 &&
              h5_attr_write_i64(g, "skips_in_row", st->skips_in_row) >= 0 &&
              h5_attr_write_i64(g, "sched_step", st->sched_step) >= 0 &&
-             h5_attr_write_f64(g, "gumbel_temp", st->gumbel_temp) >= 0 && attr_write_sum(g, state_sum(st)) >= 0;
+             h5_attr_write_f64(g, "gumbel_temp", st->gumbel_temp) >= 0 &&
+             h5_write_array(g, "log_sums", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, st->log_sums, CHECKPOINT_LOG_SUMS) >= 0 &&
+             attr_write_sum(g, state_sum(st)) >= 0;
         if (g >= 0) H5Gclose(g);
     }
     if (ok && h5_write_strings(w->file, "config", cfg, 1) >= 0) {
@@ -413,6 +416,13 @@ static int read_state_locked(hid_t f, const char *path, TrainState *st, KoeError
              h5_attr_read_i64(g, path, "sched_step", &st->sched_step, err) == 0 &&
              h5_attr_read_f64(g, path, "gumbel_temp", &st->gumbel_temp, err) == 0;
     st->seed = (uint64_t)seed;
+    if (ok) {
+        double *sums = NULL;
+        ok = h5_read_array(g, path, "log_sums", H5T_NATIVE_DOUBLE, sizeof(double), CHECKPOINT_LOG_SUMS, (void **)&sums,
+                           NULL, err) == 0;
+        if (ok) memcpy(st->log_sums, sums, sizeof st->log_sums);
+        free(sums);
+    }
     if (ok) {
         int chk = attr_check_sum(g, path, "/state", state_sum(st), err);
         if (chk == 0) koe_error_set(err, "%s: /state has no checksum", path);

@@ -2,7 +2,8 @@
  *   /model/<hf name>  float32, shaped as the parameter table says     attr checksum
  *   /optim/m, /optim/v  float32 [total] AdamW moments, flat (training checkpoints)  attr checksum each
  *   /state            group; attrs step, epoch, consumed, seed, adam_t, skipped, skips_in_row,
- *                     sched_step (int64), gumbel_temp (float64), checksum
+ *                     sched_step (int64), gumbel_temp (float64), checksum;
+ *                     /state/log_sums float64 [CHECKPOINT_LOG_SUMS]
  *   /config           strings [1]: the resolved recipe text the model was built from; attr checksum
  *   attrs: format="koe-checkpoint", format_version=1
  * Checksums are 16 hex digits. The tensor checksums are additive: sum over elements i of
@@ -27,6 +28,7 @@
 
 #define CHECKPOINT_FORMAT "koe-checkpoint"
 #define CHECKPOINT_FORMAT_VERSION 1
+#define CHECKPOINT_LOG_SUMS 12
 
 /* Where a training run stands: what a resumed run needs besides the weights and the moments. */
 typedef struct {
@@ -39,6 +41,9 @@ typedef struct {
     int64_t skips_in_row; /* ... in a row up to this step */
     int64_t sched_step;   /* the learning-rate schedule's step */
     double gumbel_temp;   /* wav2vec 2.0's temperature at this step (0 for the other objectives) */
+    /* The trainer's sums over the logging interval in progress (its own layout), so that a run resumed
+     * mid-interval logs the same averages as an uninterrupted one. */
+    double log_sums[CHECKPOINT_LOG_SUMS];
 } TrainState;
 
 /* The additive checksum of v (n floats) at flat positions first .. first + n - 1. */

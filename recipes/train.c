@@ -47,11 +47,12 @@ typedef struct {
     int64_t lab_cap;
 } Trainer;
 
-typedef struct { /* sums over a logging interval */
-    double loss, head, correct, gnorm, samples, seconds;
+typedef struct { /* sums over a logging interval; all doubles: saved in checkpoints as TrainState.log_sums */
+    double loss, head, correct, gnorm, samples;
     double code_ppl, prob_ppl, temp; /* wav2vec 2.0, summed over updates */
-    int64_t frames, updates;
+    double frames, updates;
 } Interval;
+_Static_assert(sizeof(Interval) <= sizeof(((TrainState *)0)->log_sums), "Interval fits TrainState.log_sums");
 
 static int make_dir(const char *path, KoeError *err) {
     if (mkdir(path, 0777) == 0 || errno == EEXIST) return 0;
@@ -398,11 +399,11 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
 
     const int tty = isatty(fileno(stderr));
     Interval iv = {0};
+    memcpy(&iv, st.log_sums, sizeof iv); /* a resumed run continues the interval it stopped in */
     const double t_start = koe_now();
     const int64_t step0 = st.step;
     double t_iv = koe_now();
     int exit_code = KOE_EXIT_OK;
-    int64_t last_saved = resumed ? st.step : -1;
     while (st.step < rc->optim.max_updates) {
         model_zero_grad(m);
         ObjectiveStats upd = {0};
@@ -443,7 +444,7 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
             iv.loss += upd.loss_sum;
             iv.head += upd.head_sum;
             iv.correct += upd.correct;
-            iv.frames += frames;
+            iv.frames += (double)frames;
             iv.gnorm += gnorm;
             iv.code_ppl += upd.code_ppl / rc->optim.update_freq;
             iv.prob_ppl += upd.prob_ppl / rc->optim.update_freq;
@@ -464,17 +465,18 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
         const double now = koe_now();
         if (do_log) {
             const double dt = now - t_iv;
-            const double l = iv.frames ? iv.loss / (double)iv.frames : NAN;
-            const double acc = iv.frames ? iv.correct / (double)iv.frames : NAN;
-            const double gn = iv.updates ? iv.gnorm / (double)iv.updates : NAN;
+            const double l = iv.frames > 0 ? iv.loss / iv.frames : NAN;
+            const double acc = iv.frames > 0 ? iv.correct / iv.frames : NAN;
+            const double gn = iv.updates > 0 ? iv.gnorm / iv.updates : NAN;
             const double lr = schedule_lr(&sc, st.step - 1);
             const double aps = dt > 0 ? iv.samples / 16000.0 / dt : 0;
             fprintf(logf, "{\"step\": %lld, \"loss\": %.9g, \"acc\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, "
                           "\"audio_s_per_s\": %.4g, \"skipped\": %lld, \"frames\": %lld",
                     (long long)st.step, l, acc, lr, gn, aps, (long long)st.skipped, (long long)iv.frames);
-            if (rc->objective.name == OBJECTIVE_WAV2VEC2 && iv.updates)
-                fprintf(logf, ", \"code_ppl\": %.9g, \"prob_ppl\": %.9g, \"temp\": %.9g", iv.code_ppl / (double)iv.updates,
-                        iv.prob_ppl / (double)iv.updates, iv.temp / (double)iv.updates);
+
+            if (rc->objective.name == OBJECTIVE_WAV2VEC2 && iv.updates > 0)
+                fprintf(logf, ", \"code_ppl\": %.9g, \"prob_ppl\": %.9g, \"temp\": %.9g", iv.code_ppl / iv.updates,
+                        iv.prob_ppl / iv.updates, iv.temp / iv.updates);
             if (do_valid) fprintf(logf, ", \"valid_loss\": %.9g, \"valid_acc\": %.9g", vloss, vacc);
             fprintf(logf, "}\n");
             fflush(logf);
@@ -502,8 +504,8 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
         const int stopping = stop && *stop;
         if (st.step % rc->run.save_every == 0 || st.step == rc->optim.max_updates || stopping) {
             if (tty) fputc('\n', stderr);
+            memcpy(st.log_sums, &iv, sizeof iv);
             if (save(&tr, &opt, &st, ckdir, &err) < 0) koe_fatal(KOE_EXIT_INTERNAL, "%s", err.msg);
-            last_saved = st.step;
         }
         if (stopping) {
             koe_log("stopped by a signal at step %lld after a clean checkpoint; run the same command to resume",
@@ -513,8 +515,6 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
         }
     }
     if (tty) fputc('\n', stderr);
-    if (exit_code == KOE_EXIT_OK && last_saved != st.step && save(&tr, &opt, &st, ckdir, &err) < 0)
-        koe_fatal(KOE_EXIT_INTERNAL, "%s", err.msg);
     if (exit_code == KOE_EXIT_OK) koe_log("done: %lld steps, %lld skipped; checkpoint %s/latest", (long long)st.step,
                                           (long long)st.skipped, ckdir);
     fclose(logf);

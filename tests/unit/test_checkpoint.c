@@ -36,7 +36,8 @@ static void fill(float *x, int64_t n, uint64_t key) {
 }
 
 static TrainState state_for(int64_t step) {
-    TrainState s = {step, step / 3, step + 1, 42, step - 1, 1, 0, step, 1.5 - 0.01 * (double)step};
+    TrainState s = {step, step / 3, step + 1, 42, step - 1, 1, 0, step, 1.5 - 0.01 * (double)step, {0}};
+    for (int i = 0; i < CHECKPOINT_LOG_SUMS; i++) s.log_sums[i] = (double)(step * 100 + i) / 7.0;
     return s;
 }
 
