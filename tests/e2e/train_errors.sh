@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# tests/e2e/train_errors.sh — `koe train` refuses bad input with exit 1 and a message naming what is
+# wrong: a recipe typo (file:line and the key), a missing corpus, a missing label set, a label rate
+# that disagrees with the label set, labels made for another corpus (fingerprint), a resume with
+# another seed. And the non-finite guard: with a NaN in the weights every update is skipped, the run
+# stops after optim.max_skips in a row with exit 2 and writes no checkpoint.
+set -euo pipefail
+T="$KOE_TMP/train_errors"
+mkdir -p "$T"
+cd "$T"
+"$KOE" synth --out s1 --minutes 0.3 --langs en --seed 1 2> /dev/null
+"$KOE" synth --out s2 --minutes 0.3 --langs en --seed 2 2> /dev/null
+"$KOE" prepare --out c1 s1 2> /dev/null
+"$KOE" prepare --out c2 s2 2> /dev/null
+"$KOE" kmeans --corpus c1 --source mfcc --k 8 --out km.h5 2> /dev/null
+"$KOE" label --corpus c1 --kmeans km.h5 --name km8 2> /dev/null
+
+R="$KOE_ROOT/recipes/tiny/hubert.ini"
+SMALL=(data.max_tokens=64000 data.max_sample_size=32000
+       "model.conv_feature_layers=[(32,10,5)] + [(32,3,2)]*4 + [(32,2,2)]*2" model.encoder_embed_dim=32
+       model.encoder_layers=1 model.encoder_attention_heads=2 model.encoder_ffn_embed_dim=64 model.conv_pos=8
+       objective.label_rate=100 optim.warmup=2 optim.max_updates=6 run.save_every=3 run.valid_every=0)
+
+# expect_fail CODE PATTERN... -- ARGS: koe train ARGS exits CODE and its stderr matches every PATTERN
+expect_fail() {
+  local code=$1; shift
+  local pats=()
+  while [ "$1" != -- ]; do pats+=("$1"); shift; done
+  shift
+  local rc=0
+  "$KOE" train "$@" > out.txt 2> err.txt || rc=$?
+  if [ $rc != "$code" ]; then cat err.txt; echo "FAIL: koe train $*: exit $rc, expected $code"; exit 1; fi
+  for p in "${pats[@]}"; do
+    grep -q -- "$p" err.txt || { cat err.txt; echo "FAIL: message lacks '$p'"; exit 1; }
+  done
+  echo "ok ($code): $(head -c 200 err.txt | tr '\n' ' ')"
+}
+
+printf '[data]\ncorpus = c1\n\n[model]\nencoder_layerz = 2\n' > typo.ini
+expect_fail 1 "typo.ini:5" "encoder_layerz" -- typo.ini
+expect_fail 1 "nosuch" -- "$R" data.corpus=nosuch data.labels=km8 run.dir=r "${SMALL[@]}"
+expect_fail 1 "data.labels" -- "$R" data.corpus=c1 data.labels= run.dir=r "${SMALL[@]}"
+expect_fail 1 "km9" -- "$R" data.corpus=c1 data.labels=km9 run.dir=r "${SMALL[@]}"
+expect_fail 1 "frame_rate 100" "objective.label_rate" -- "$R" data.corpus=c1 data.labels=km8 run.dir=r \
+  "${SMALL[@]}" objective.label_rate=50
+mkdir -p c2/labels && cp -r c1/labels/km8 c2/labels/
+expect_fail 1 "c2" "koe label" -- "$R" data.corpus=c2 data.labels=km8 run.dir=r "${SMALL[@]}"
+expect_fail 1 "c2" -- "$R" data.corpus=c1 data.labels=km8 data.valid_corpus=c2 run.dir=r "${SMALL[@]}"
+
+# a good run, then a resume with another seed is refused
+"$KOE" train "$R" data.corpus=c1 data.labels=km8 run.dir=good "${SMALL[@]}" > /dev/null 2> good.err \
+  || { cat good.err; exit 1; }
+expect_fail 1 "run.seed" -- "$R" data.corpus=c1 data.labels=km8 run.dir=good "${SMALL[@]}" run.seed=2 \
+  optim.max_updates=9
+
+# NaN weights: every update skipped, stop after max_skips with exit 2, no checkpoint written
+mkdir -p nan/checkpoints
+cp good/checkpoints/step-00000006.h5 nan/checkpoints/
+echo step-00000006.h5 > nan/checkpoints/latest
+"$PYTHON" - nan/checkpoints/step-00000006.h5 << 'PY'
+import sys, h5py, numpy as np
+with h5py.File(sys.argv[1], "r+") as f:
+    del f["model"].attrs["checksum"]  # a model group without a checksum is accepted (koe init's older files)
+    w = f["model/label_embeddings"]
+    a = w[...]
+    a[0, 0] = np.nan
+    w[...] = a
+PY
+expect_fail 2 "update skipped" "optim.max_skips" "checkpoint" -- "$R" data.corpus=c1 data.labels=km8 run.dir=nan \
+  "${SMALL[@]}" optim.max_updates=20 optim.max_skips=3
+test "$(ls nan/checkpoints)" = "$(printf 'latest\nstep-00000006.h5')"
+test "$(cat nan/checkpoints/latest)" = step-00000006.h5
+grep -c "update skipped" err.txt | grep -qx 3
+echo "all refusals and the non-finite stop behave"
