@@ -31,6 +31,13 @@ static uint64_t bytes_hash(const void *p, size_t n, uint64_t h) { /* FNV-1a 64 *
 }
 #define FNV_BASIS 0xCBF29CE484222325ULL
 
+/* A /model tensor's part of the /model checksum: positions keyed by its name, not by where a table
+ * puts it, so a reader that knows only some of the tensors (the encoder of a training checkpoint)
+ * can still verify the whole group. */
+static uint64_t tensor_sum(const char *name, const float *v, int64_t n) {
+    return checkpoint_sum(v, (int64_t)(bytes_hash(name, strlen(name), FNV_BASIS) >> 2), n);
+}
+
 static uint64_t state_sum(const TrainState *st) {
     int64_t f[8] = {st->step, st->epoch, st->consumed, (int64_t)st->seed, st->adam_t, st->skipped, st->skips_in_row,
                     st->sched_step};
@@ -141,7 +148,7 @@ int checkpoint_writer_tensor(CheckpointWriter *w, int i, const float *v, KoeErro
     if (ds >= 0 && H5Dclose(ds) < 0) rc = -1;
     if (rc < 0) koe_error_set(err, "%s: cannot write /model/%s: %s", w->tmp, e->name, h5_last_error());
     h5_unlock();
-    if (rc == 0) w->sums[0] += checkpoint_sum(v, e->offset, e->numel);
+    if (rc == 0) w->sums[0] += tensor_sum(e->name, v, e->numel);
     return rc;
 }
 
@@ -282,39 +289,55 @@ int checkpoint_read_config(const char *path, char **config_text, KoeError *err) 
     return rc;
 }
 
-/* H5Literate callback: remember the first dataset in /model that the table does not have. */
+/* H5Literate callback: the first dataset in /model that the table does not have, and (extra != 0)
+ * the checksum of every such dataset. */
 typedef struct {
     const ParamTable *t;
     char unknown[PARAM_NAME_LEN + 32];
+    int extra, failed;
+    uint64_t extra_sum;
 } ScanState;
 
 static herr_t scan_one(hid_t g, const char *name, const H5L_info_t *info, void *op) {
-    (void)g;
     (void)info;
     ScanState *s = op;
-    if (!s->unknown[0] && params_find(s->t, name) < 0) snprintf(s->unknown, sizeof s->unknown, "%s", name);
+    if (params_find(s->t, name) >= 0) return 0;
+    if (!s->unknown[0]) snprintf(s->unknown, sizeof s->unknown, "%s", name);
+    if (!s->extra) return 0;
+    hid_t ds = H5Dopen2(g, name, H5P_DEFAULT);
+    hid_t sp = ds >= 0 ? H5Dget_space(ds) : -1;
+    hssize_t n = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
+    float *v = n >= 0 ? koe_malloc((size_t)(n ? n : 1) * sizeof *v) : NULL;
+    if (!v || H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) < 0) s->failed = 1;
+    else
+        s->extra_sum += tensor_sum(name, v, (int64_t)n);
+    free(v);
+    if (sp >= 0) H5Sclose(sp);
+    if (ds >= 0) H5Dclose(ds);
     return 0;
 }
 
-/* Every /model tensor of an open file into params, then its checksum (when stored). Caller holds h5_lock. */
-static int read_params_locked(hid_t f, const char *path, const ParamTable *t, float *params, KoeError *err) {
+/* Every /model tensor of the table from an open file into params, then the group's checksum (when
+ * stored). extra: tensors the table lacks are allowed (and checksummed). Caller holds h5_lock. */
+static int read_params_locked(hid_t f, const char *path, const ParamTable *t, float *params, int extra,
+                              KoeError *err) {
     int rc = -1;
     hid_t g = H5Lexists(f, "model", H5P_DEFAULT) > 0 ? H5Gopen2(f, "model", H5P_DEFAULT) : -1;
     if (g < 0) {
         koe_error_set(err, "%s: no /model group", path);
         return -1;
     }
-    ScanState scan = {t, ""};
-    if (H5Literate(g, H5_INDEX_NAME, H5_ITER_NATIVE, NULL, scan_one, &scan) < 0) {
-        koe_error_set(err, "%s: cannot list /model: %s", path, h5_last_error());
+    ScanState scan = {t, "", extra, 0, 0};
+    if (H5Literate(g, H5_INDEX_NAME, H5_ITER_NATIVE, NULL, scan_one, &scan) < 0 || scan.failed) {
+        koe_error_set(err, "%s: cannot list or read /model: %s", path, h5_last_error());
         goto done;
     }
-    if (scan.unknown[0]) {
+    if (scan.unknown[0] && !extra) {
         koe_error_set(err, "%s: /model/%s is not a tensor of this model (was it written for another [model] config?)",
                       path, scan.unknown);
         goto done;
     }
-    uint64_t sum = 0;
+    uint64_t sum = scan.extra_sum;
     for (int i = 0; i < t->n; i++) {
         const ParamEntry *e = &t->e[i];
         char want[128], got[128] = "(";
@@ -351,7 +374,7 @@ static int read_params_locked(hid_t f, const char *path, const ParamTable *t, fl
         H5Sclose(sp);
         H5Dclose(ds);
         if (!ok) goto done;
-        sum += checkpoint_sum(params + e->offset, e->offset, e->numel);
+        sum += tensor_sum(e->name, params + e->offset, e->numel);
     }
     if (attr_check_sum(g, path, "/model", sum, err) < 0) goto done;
     rc = 0;
@@ -365,7 +388,19 @@ int checkpoint_read_params(const char *path, const ParamTable *t, float *params,
     hid_t f = open_checked(path, err);
     int rc = -1;
     if (f >= 0) {
-        rc = read_params_locked(f, path, t, params, err);
+        rc = read_params_locked(f, path, t, params, 0, err);
+        H5Fclose(f);
+    }
+    h5_unlock();
+    return rc;
+}
+
+int checkpoint_read_encoder(const char *path, const ParamTable *t, float *params, KoeError *err) {
+    h5_lock();
+    hid_t f = open_checked(path, err);
+    int rc = -1;
+    if (f >= 0) {
+        rc = read_params_locked(f, path, t, params, 1, err);
         H5Fclose(f);
     }
     h5_unlock();
@@ -440,7 +475,7 @@ int checkpoint_read_train(const char *path, const ParamTable *t, float *params, 
     if (f >= 0) {
         char *text = NULL;
         if (read_state_locked(f, path, st, err) == 0 && read_config_locked(f, path, &text, err) == 0 &&
-            read_params_locked(f, path, t, params, err) == 0 &&
+            read_params_locked(f, path, t, params, 0, err) == 0 &&
             read_moment_locked(f, path, "/optim/m", t->total, m, err) == 0 &&
             read_moment_locked(f, path, "/optim/v", t->total, v, err) == 0) {
             *config_text = text;

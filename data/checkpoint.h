@@ -7,8 +7,10 @@
  *   /config           strings [1]: the resolved recipe text the model was built from; attr checksum
  *   attrs: format="koe-checkpoint", format_version=1
  * Checksums are 16 hex digits. The tensor checksums are additive: sum over elements i of
- * hash(i, bits of x[i]) mod 2^64 with i the flat buffer position, so slices written by different
- * ranks (ZeRO-1) add up to the whole buffer's checksum; a flipped byte changes it.
+ * hash(i, bits of x[i]) mod 2^64, i the flat buffer position for /optim (so slices written by
+ * different ranks, ZeRO-1, add up to the whole buffer's checksum) and, for /model, the position in
+ * the tensor offset by a hash of its name (so the group verifies whatever table reads it); a flipped
+ * byte changes it.
  *
  * Writing goes through CheckpointWriter, which is handed whole /model tensors and [offset, count)
  * slices of the flat /optim datasets, and accumulates the checksums of what it wrote. This file does
@@ -77,6 +79,10 @@ int checkpoint_read_config(const char *path, char **config_text, KoeError *err);
 /* Every tensor of the table from /model into params (laid out by t). A missing tensor, another
  * shape, or a tensor in the file that the table does not have is an error naming it. */
 int checkpoint_read_params(const char *path, const ParamTable *t, float *params, KoeError *err);
+/* The same for a table that is a subset of the file's /model: tensors the table lacks (a training
+ * checkpoint's objective head: final_proj, label_embeddings, quantizer, ...) are skipped, though
+ * still read for the /model checksum. For koe embed, export and kmeans, which need the encoder. */
+int checkpoint_read_encoder(const char *path, const ParamTable *t, float *params, KoeError *err);
 /* A training checkpoint: params, the moments m and v (t->total floats each), the state and the
  * config text (malloc'ed), every checksum verified (a mismatch names the group). */
 int checkpoint_read_train(const char *path, const ParamTable *t, float *params, float *m, float *v, TrainState *st,

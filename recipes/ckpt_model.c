@@ -22,7 +22,7 @@ Model *ckpt_model_open(const char *path, int max_B, int64_t max_S, Recipe *r, Ko
     if (rc < 0) return NULL;
     const int64_t lo = ckpt_model_min_input(&r->model);
     Model *m = model_create(&r->model, max_B, max_S > lo ? max_S : lo);
-    if (checkpoint_read_params(path, &m->table, m->params, err) < 0) {
+    if (checkpoint_read_encoder(path, &m->table, m->params, err) < 0) {
         model_free(m);
         recipe_free(r);
         return NULL;

@@ -1,6 +1,7 @@
 /* test_checkpoint.c — training checkpoints (data/checkpoint.c): a full round trip of /model,
  * /optim, /state and /config; /optim written in slices (as ZeRO ranks will) equals the whole and
- * checksums add up; a flipped byte in any tensor group is caught by its checksum; the run directory
+ * checksums add up; the encoder reader takes a subset table and still verifies the whole /model; a
+ * flipped byte in any tensor group is caught by its checksum; the run directory
  * logic: latest is followed, a corrupt or missing latest falls back to the previous checkpoint, a
  * half-written .tmp is never taken for a checkpoint, keep_last prunes the oldest. */
 #include <hdf5.h>
@@ -148,6 +149,35 @@ static void test_round_trip(void **state) {
     params_table_free(&t);
 }
 
+/* The encoder reader takes a subset table (a training checkpoint holds the head too), still verifies
+ * the whole /model group, and the strict reader refuses the extra tensor. */
+static void test_encoder_subset(void **state) {
+    (void)state;
+    ParamTable t, sub;
+    table(&t);
+    params_table_init(&sub);
+    params_add(&sub, "a.weight", 2, (int64_t[]){7, 5}, PARAM_INIT_NORMAL, 1, 0);
+    params_add(&sub, "a.bias", 1, (int64_t[]){7}, PARAM_INIT_ZERO, 0, 0);
+    fresh_dir();
+    save(&t, 5, 3);
+    char path[512];
+    checkpoint_step_path(path, sizeof path, dir, 5);
+    float *p = malloc((size_t)sub.total * sizeof *p), *q = malloc((size_t)t.total * sizeof *q);
+    KoeError err;
+    if (checkpoint_read_encoder(path, &sub, p, &err) < 0) fail_msg("%s", err.msg);
+    fill(q, t.total, 15);
+    assert_memory_equal(p, q, (size_t)sub.total * sizeof *p);
+    assert_int_equal(checkpoint_read_params(path, &sub, p, &err), -1);
+    assert_non_null(strstr(err.msg, "b.weight"));
+    flip_byte(path, "/model/b.weight", 1); /* a tensor the subset does not read */
+    assert_int_equal(checkpoint_read_encoder(path, &sub, p, &err), -1);
+    assert_non_null(strstr(err.msg, "checksum"));
+    free(p), free(q);
+    rm_dir();
+    params_table_free(&sub);
+    params_table_free(&t);
+}
+
 static void test_checksums_catch_flips(void **state) {
     (void)state;
     ParamTable t;
@@ -221,6 +251,7 @@ int main(void) {
     h5_init();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_encoder_subset),
         cmocka_unit_test(test_checksums_catch_flips),
         cmocka_unit_test(test_fallback_and_keep_last),
     };
