@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # demo.sh — `make demo`: the main job on the demo corpus, end to end, on this machine.
-# synth (espeak-ng, 10+ languages) -> prepare (2 MPI ranks) -> info -> features.
+# synth (espeak-ng, 10+ languages) -> prepare (2 MPI ranks) -> info -> features -> BEST-RQ
+# pretraining of the tiny model for a few minutes (DEMO_STEPS updates, default 200) -> a summary.
 # Output in $DEMO_DIR (default build/demo); each step says what it did and where.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 DEMO_DIR=${DEMO_DIR:-$BUILD/demo}
 MINUTES=${DEMO_MINUTES:-4}
+STEPS=${DEMO_STEPS:-200}
+THREADS=${DEMO_THREADS:-2}
 run() { echo; echo "\$ $*"; "$@"; }
 rm -rf "$DEMO_DIR"
 mkdir -p "$DEMO_DIR"
@@ -26,9 +29,32 @@ echo; echo "== 4. HuBERT iteration-1 features: Kaldi MFCC + deltas (2 MPI ranks)
 run launch/koe-local -n 2 -t 1 -- koe features --corpus "$DEMO_DIR/corpus" --kind mfcc --out "$DEMO_DIR/mfcc.h5"
 run "$BUILD/koe" info "$DEMO_DIR/mfcc.h5"
 
+echo; echo "== 5. BEST-RQ pretraining of the tiny model: $STEPS updates on $THREADS threads"
+RUN="$DEMO_DIR/run_bestrq"
+OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS run "$BUILD/koe" train recipes/tiny/bestrq.ini \
+  data.corpus="$DEMO_DIR/corpus" run.dir="$RUN" run.threads="$THREADS" optim.max_updates="$STEPS" \
+  optim.warmup=$((STEPS / 10)) run.log_every=10 run.save_every=100 run.valid_every=0 > "$RUN.recipe.txt"
+echo "(the resolved recipe is in $RUN.recipe.txt and $RUN/recipe.ini)"
+
+# summary from RUN/log.jsonl: the first and the last logged update
+field() { sed -n "s/.*\"$1\": \([^,}]*\).*/\1/p"; }
+first=$(head -n 1 "$RUN/log.jsonl")
+last=$(tail -n 1 "$RUN/log.jsonl")
+ckpt="$RUN/checkpoints/$(cat "$RUN/checkpoints/latest")"
 cat <<MSG
 
-Demo done. The corpus is in $DEMO_DIR/corpus (read it from Python with
-HDF5_PLUGIN_PATH=$PWD/$BUILD/hdf5-plugins), the features in $DEMO_DIR/mfcc.h5.
+== summary
+                 step    loss      masked accuracy
+  first logged   $(echo "$first" | field step | xargs printf '%5s')   $(echo "$first" | field loss | xargs printf '%7.3f')   $(echo "$first" | field acc | xargs printf '%.3f')
+  last logged    $(echo "$last" | field step | xargs printf '%5s')   $(echo "$last" | field loss | xargs printf '%7.3f')   $(echo "$last" | field acc | xargs printf '%.3f')
+  metrics        $RUN/log.jsonl (one JSON object per logged update)
+  checkpoint     $ckpt
+  export it      $BUILD/koe export --ckpt $ckpt --out $DEMO_DIR/export
+                 (model.safetensors + config.json; koe embed --ckpt $ckpt --layer all ... for features)
+  continue       run the same koe train command with a larger optim.max_updates: it resumes from
+                 $RUN/checkpoints/latest
+
+The corpus is in $DEMO_DIR/corpus (read it from Python with
+HDF5_PLUGIN_PATH=$PWD/$BUILD/hdf5-plugins), the MFCC features in $DEMO_DIR/mfcc.h5.
 Your own audio: build/koe prepare --out DIR --lang-from-dir AUDIO_DIR   (see README.md).
 MSG
