@@ -20,15 +20,17 @@ const char cmd_train_help[] =
     "otherwise one line every run.log_every updates. Writes:\n"
     "  RUN/recipe.ini                 the resolved recipe\n"
     "  RUN/log.jsonl                  one JSON object per logged update: step, loss, acc, lr, grad_norm,\n"
-    "                                 audio_s_per_s, skipped, frames (+ valid_loss, valid_acc)\n"
+    "                                 audio_s_per_s, skipped, frames (+ code_ppl, prob_ppl, temp for\n"
+    "                                 wav2vec 2.0; valid_loss, valid_acc at run.valid_every)\n"
     "  RUN/checkpoints/step-NNNNNNNN.h5, RUN/checkpoints/latest   every run.save_every and at the end;\n"
     "                                 the run.keep_last newest are kept\n"
     "HuBERT reads its targets from CORPUS/labels/<data.labels>/ (koe label).\n"
     "SIGINT or SIGTERM: the update in flight finishes, a checkpoint is written, exit code 3.\n"
     "An update with a non-finite loss or gradient is skipped; after optim.max_skips in a row the run\n"
-    "stops with exit code 2 and the last good checkpoint intact.\n"
+    "stops with exit code 2 and the last good checkpoint intact. An update whose batch has no masked\n"
+    "frame is skipped too, without counting toward optim.max_skips.\n"
     "\n"
-    "Recipe keys (section.key = default):\n";
+    "Every recipe key with its default and meaning: koe train --help (this text, then the keys).\n";
 
 static volatile sig_atomic_t stop_requested;
 
@@ -40,6 +42,7 @@ static void on_signal(int sig) {
 int cmd_train(int argc, char **argv) {
     if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
         fputs(cmd_train_help, stdout);
+        fputs("\nRecipe keys:\n", stdout);
         recipe_print_keys(stdout);
         return KOE_EXIT_OK;
     }

@@ -422,7 +422,12 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
         const double loss = frames ? upd.loss_sum / (double)frames : NAN;
         if (frames) optim_scale_grads(m->grads, 0, P, (float)(1.0 / (double)frames));
         const double gnorm = sqrt(optim_grad_sqnorm(m->grads, 0, P));
-        if (!isfinite(loss) || !isfinite(gnorm)) {
+        if (frames == 0) {
+            /* nothing was masked (BEST-RQ's sparse input masks can miss a short batch): no loss to
+             * learn from; skipped, but not a failure counted toward optim.max_skips */
+            st.skipped++;
+            koe_warn("step %lld: no masked frames in the batch; update skipped", (long long)st.step);
+        } else if (!isfinite(loss) || !isfinite(gnorm)) {
             st.skipped++;
             st.skips_in_row++;
             koe_warn("step %lld: loss %g, gradient norm %g (scored frames %lld): update skipped (%lld in a row; "
