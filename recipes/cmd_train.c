@@ -25,7 +25,7 @@ const char cmd_train_help[] =
     "  RUN/checkpoints/step-NNNNNNNN.h5, RUN/checkpoints/latest   every run.save_every and at the end;\n"
     "                                 the run.keep_last newest are kept\n"
     "HuBERT reads its targets from CORPUS/labels/<data.labels>/ (koe label).\n"
-    "SIGINT or SIGTERM: the update in flight finishes, a checkpoint is written, exit code 3.\n"
+    "SIGINT, SIGTERM or SIGUSR1: the update in flight finishes, a checkpoint is written, exit code 3.\n"
     "An update with a non-finite loss or gradient is skipped; after optim.max_skips in a row the run\n"
     "stops with exit code 2 and the last good checkpoint intact. An update whose batch has no masked\n"
     "frame is skipped too, without counting toward optim.max_skips.\n"
@@ -62,6 +62,7 @@ int cmd_train(int argc, char **argv) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL); /* Slurm's --signal=B:USR1@T warning before the time limit */
     int code = train_run(&rc, &stop_requested);
     recipe_free(&rc);
     return code;
