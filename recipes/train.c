@@ -54,9 +54,21 @@ typedef struct { /* sums over a logging interval; all doubles: saved in checkpoi
 } Interval;
 _Static_assert(sizeof(Interval) <= sizeof(((TrainState *)0)->log_sums), "Interval fits TrainState.log_sums");
 
+/* mkdir -p */
 static int make_dir(const char *path, KoeError *err) {
-    if (mkdir(path, 0777) == 0 || errno == EEXIST) return 0;
-    return koe_error_set(err, "%s: cannot create directory: %s", path, strerror(errno));
+    char *p = koe_strdup(path);
+    int rc = 0;
+    for (char *s = p + 1; rc == 0; s++) {
+        const char c = *s;
+        if (c != '/' && c != 0) continue;
+        *s = 0;
+        if (mkdir(p, 0777) < 0 && errno != EEXIST)
+            rc = koe_error_set(err, "%s: cannot create directory: %s", p, strerror(errno));
+        *s = c;
+        if (!c) break;
+    }
+    free(p);
+    return rc;
 }
 
 static int open_side(DataSide *d, const Recipe *rc, const char *dir, const char *what, KoeError *err) {
@@ -293,7 +305,6 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
     snprintf(ckdir, sizeof ckdir, "%s/checkpoints", rc->run.dir);
     snprintf(logpath, sizeof logpath, "%s/log.jsonl", rc->run.dir);
     snprintf(recpath, sizeof recpath, "%s/recipe.ini", rc->run.dir);
-    if (make_dir(rc->run.dir, &err) < 0 || make_dir(ckdir, &err) < 0) koe_fatal(KOE_EXIT_USAGE, "%s", err.msg);
 
     DataSide train, valid;
     int has_valid = rc->data.valid_corpus[0] != 0;
@@ -304,6 +315,8 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
         koe_fatal(KOE_EXIT_USAGE, "label set %s has %d classes on %s but %d on %s: label both with the same k-means",
                   rc->data.labels, train.labels.info.n_classes, rc->data.corpus, valid.labels.info.n_classes,
                   rc->data.valid_corpus);
+
+    if (make_dir(ckdir, &err) < 0) koe_fatal(KOE_EXIT_USAGE, "%s", err.msg);
 
     /* the model, its head in the same flat buffer, the optimizer */
     ObjectiveConfig oc = {0};
