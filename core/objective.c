@@ -25,6 +25,7 @@ void objective_create(Objective *o, const ObjectiveConfig *cfg, Model *m) {
     o->max_T = model_frames(&m->cfg, m->max_S);
     const int64_t N = (int64_t)o->max_B * o->max_T;
     o->mask = koe_calloc((size_t)N, 1);
+    o->utt_frames = koe_calloc((size_t)o->max_B, sizeof *o->utt_frames);
     o->dout = koe_malloc((size_t)(N * m->cfg.D) * sizeof(float));
     switch (cfg->name) {
     case OBJ_HUBERT:
@@ -54,6 +55,7 @@ void objective_create(Objective *o, const ObjectiveConfig *cfg, Model *m) {
 
 void objective_free(Objective *o) {
     free(o->mask);
+    free(o->utt_frames);
     free(o->dout);
     free(o->act_mem);
     free(o->dfeat);
@@ -70,9 +72,8 @@ void objective_forward(Objective *o, Model *m, const ObjectiveBatch *b, Objectiv
         /* the span mask after the frontend needs each utterance's valid frame count */
         const int64_t T = model_frames(mc, b->S);
         KOE_ASSERT(b->B <= o->max_B && T <= o->max_T);
-        int64_t frames[b->B > 0 ? b->B : 1];
-        for (int i = 0; i < b->B; i++) frames[i] = model_frames(mc, b->in_len[i]);
-        mask_spans_batch(o->mask, frames, b->utt, b->B, T, mc->mask_prob, mc->mask_length, mc->mask_min_spans,
+        for (int i = 0; i < b->B; i++) o->utt_frames[i] = model_frames(mc, b->in_len[i]);
+        mask_spans_batch(o->mask, o->utt_frames, b->utt, b->B, T, mc->mask_prob, mc->mask_length, mc->mask_min_spans,
                          b->run.seed, b->run.step);
         model_forward(m, b->inp, b->in_len, b->B, b->S, o->mask, &b->run);
         if (o->cfg.name == OBJ_HUBERT) {

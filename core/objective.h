@@ -67,6 +67,7 @@ typedef struct {
     BestrqAct bact;
     float *act_mem;  /* the head's act arena */
     uint8_t *mask;   /* (max_B * max_T) frames the model masks */
+    int64_t *utt_frames; /* (max_B) valid encoder frames of each utterance */
     float *dout;     /* (max_B * max_T, D) gradient w.r.t. the encoder output */
     float *dfeat;    /* wav2vec 2.0: (max_B * max_T, C) gradient w.r.t. the normalised features */
     int64_t frames;  /* the last forward's scored frames */

@@ -1,0 +1,163 @@
+/* test_objective.c — core/objective: the one interface over the heads composes them with the model
+ * correctly. For HuBERT (waveform frontend: head CE + feature_pen_weight x frames x feature penalty)
+ * and BEST-RQ (fbank frontend: input normalisation, mask noise, CE per codebook), the gradient that
+ * objective_backward accumulates for every trainable tensor matches a central finite difference of
+ * the loss_sum objective_forward reports (directional derivative along a random +-1 direction, as
+ * test_model does); frozen tensors get no gradient. The loss_sum also equals the head sum plus the
+ * weighted penalty times the frame count. (wav2vec 2.0's straight-through gradient is not the
+ * derivative of its forward, so tests/unit/test_wav2vec2.c checks it against its own reference.) */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "../../core/common.h"
+#include "../../core/objective.h"
+#include "../../core/rng.h"
+
+static void tiny_model(ModelConfig *c, FrontendKind fe) {
+    model_config_default(c);
+    c->frontend = fe;
+    c->n_conv = 3;
+    const int dim[] = {8, 8, 6}, k[] = {10, 3, 2}, s[] = {5, 2, 2};
+    for (int i = 0; i < 3; i++) c->conv_dim[i] = dim[i], c->conv_kernel[i] = k[i], c->conv_stride[i] = s[i];
+    c->feature_grad_mult = 1.0f;
+    c->fbank_dim = 6;
+    c->fbank_stack = 2;
+    c->D = 16;
+    c->L = 1;
+    c->H = 2;
+    c->F = 24;
+    c->pos_conv_kernel = 4;
+    c->pos_conv_groups = 2;
+    c->encoder_layerdrop = 0;
+    c->mask_prob = 0.5f;
+    c->mask_length = 2;
+    c->mask_min_spans = 1;
+}
+
+typedef struct {
+    Model *m;
+    Objective o;
+    float *inp, *work; /* the batch input and the copy a forward may modify */
+    int64_t len[2], utt[2];
+    int32_t *labels;
+    int B;
+    int64_t S, n_inp;
+} Case;
+
+static double loss_of(Case *k, ObjectiveStats *st) {
+    memcpy(k->work, k->inp, (size_t)k->n_inp * sizeof(float));
+    ObjectiveBatch b = {k->work, k->len, k->utt, k->B, k->S, k->labels, {0, 5, 3}};
+    objective_forward(&k->o, k->m, &b, st);
+    return st->loss_sum;
+}
+
+static void setup(Case *k, ObjectiveName name) {
+    memset(k, 0, sizeof *k);
+    ModelConfig mc;
+    tiny_model(&mc, name == OBJ_BESTRQ ? FRONTEND_FBANK : FRONTEND_WAVEFORM);
+    ObjectiveConfig oc = {0};
+    oc.name = name;
+    oc.feature_pen_weight = 10.0f;
+    oc.hubert = (HubertHeadConfig){mc.D, 8, 5, 0.1f};
+    oc.bestrq = (BestrqConfig){mc.fbank_dim, mc.fbank_stack, mc.D, 2, 7, 3, 0.3f, 4, 0.1f};
+    k->B = 2;
+    k->S = name == OBJ_BESTRQ ? 40 : 1200;
+    k->len[0] = k->S, k->len[1] = name == OBJ_BESTRQ ? 30 : 900;
+    k->utt[0] = 3, k->utt[1] = 8;
+    ParamTable t;
+    params_table_init(&t);
+    model_table_build(&mc, &t);
+    objective_add_params(&t, &oc);
+    k->m = model_create_with_table(&mc, t, k->B, k->S);
+    model_init_params(k->m, 1);
+    objective_create(&k->o, &oc, k->m);
+    k->n_inp = k->B * k->S * (name == OBJ_BESTRQ ? mc.fbank_dim : 1);
+    k->inp = malloc((size_t)k->n_inp * sizeof(float));
+    k->work = malloc((size_t)k->n_inp * sizeof(float));
+    KoeRng r = koe_rng(4, 0, 0, KOE_RNG_NOISE);
+    for (int64_t i = 0; i < k->n_inp; i++) k->inp[i] = (float)(name == OBJ_BESTRQ ? koe_rng_normal(&r) : 0.3 * koe_rng_normal(&r));
+    for (int b = 0; b < k->B; b++) /* padding stays zero */
+        for (int64_t s = k->len[b]; s < k->S; s++)
+            for (int d = 0; d < (name == OBJ_BESTRQ ? mc.fbank_dim : 1); d++)
+                k->inp[(b * k->S + s) * (name == OBJ_BESTRQ ? mc.fbank_dim : 1) + d] = 0;
+    const int64_t T = model_frames(&mc, k->S);
+    k->labels = malloc((size_t)(k->B * T) * sizeof *k->labels);
+    for (int64_t i = 0; i < k->B * T; i++) k->labels[i] = (int32_t)koe_rng_below(&r, 5);
+}
+
+static void teardown(Case *k) {
+    objective_free(&k->o);
+    model_free(k->m);
+    free(k->inp);
+    free(k->work);
+    free(k->labels);
+}
+
+static void check(ObjectiveName name, const char *what) {
+    Case k;
+    setup(&k, name);
+    Model *m = k.m;
+    ObjectiveStats st;
+    model_zero_grad(m);
+    loss_of(&k, &st);
+    assert_true(st.frames > 0);
+    const double want = st.head_sum + (name == OBJ_HUBERT ? 10.0 * st.feature_pen * (double)st.frames : 0.0);
+    assert_true(fabs(st.loss_sum - want) <= 1e-9 * fabs(want));
+    if (name == OBJ_HUBERT) assert_true(st.feature_pen > 0);
+    objective_backward(&k.o, m, 1.0f);
+    int bad = 0, checked = 0;
+    for (int i = 0; i < m->table.n; i++) {
+        const ParamEntry *e = &m->table.e[i];
+        float *p = m->params + e->offset;
+        const float *g = m->grads + e->offset;
+        if (e->frozen) {
+            for (int64_t j = 0; j < e->numel; j++) assert_true(g[j] == 0.0f);
+            continue;
+        }
+        float *save = malloc((size_t)e->numel * sizeof(float));
+        memcpy(save, p, (size_t)e->numel * sizeof(float));
+        KoeRng r = koe_rng(17, (uint64_t)i, 0, KOE_RNG_NOISE);
+        signed char *u = malloc((size_t)e->numel);
+        double an = 0, scale = 0, rms = 0;
+        for (int64_t j = 0; j < e->numel; j++) {
+            u[j] = (koe_rng_u64(&r) >> 63) ? 1 : -1;
+            an += (double)g[j] * u[j];
+            scale += fabs((double)g[j]);
+            rms += (double)save[j] * save[j];
+        }
+        rms = sqrt(rms / (double)e->numel);
+        const float h = (float)(1e-2 * (rms > 0.1 ? rms : 0.1));
+        for (int64_t j = 0; j < e->numel; j++) p[j] = save[j] + h * u[j];
+        double lp = loss_of(&k, &st);
+        for (int64_t j = 0; j < e->numel; j++) p[j] = save[j] - h * u[j];
+        double lm = loss_of(&k, &st);
+        memcpy(p, save, (size_t)e->numel * sizeof(float));
+        const double fd = (lp - lm) / (2.0 * h);
+        const double err = fabs(fd - an), tol = 2e-2 * fabs(an) + 2e-3 * scale + 3e-3;
+        if (err > tol || !isfinite(an)) {
+            printf("%s: %-50s analytic %.6g  finite difference %.6g  (|g|_1 %.3g)\n", what, e->name, an, fd, scale);
+            bad++;
+        }
+        checked++;
+        free(u);
+        free(save);
+    }
+    printf("%s: %d tensors checked\n", what, checked);
+    assert_int_equal(bad, 0);
+    teardown(&k);
+}
+
+static void test_hubert(void **s) { (void)s, check(OBJ_HUBERT, "hubert"); }
+static void test_bestrq(void **s) { (void)s, check(OBJ_BESTRQ, "bestrq"); }
+
+int main(void) {
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_hubert), cmocka_unit_test(test_bestrq)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
