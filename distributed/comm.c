@@ -54,6 +54,13 @@ void comm_abort(int code) {
     exit(code);
 }
 
+void comm_slice(int64_t total, int world, int rank, int64_t *start, int64_t *end) {
+    KOE_ASSERT(total >= 0 && world >= 1 && rank >= 0 && rank < world);
+    const int64_t q = total / world, r = total % world;
+    *start = rank * q + (rank < r ? rank : r);
+    *end = *start + q + (rank < r ? 1 : 0);
+}
+
 void comm_allreduce_sum_i64(int64_t *v, int n) {
     mpiCheck(MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD));
 }

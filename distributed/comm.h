@@ -14,6 +14,11 @@ int comm_size(void);
 void comm_barrier(void);
 void comm_abort(int code) __attribute__((noreturn));
 
+/* Rank `rank`'s part [*start, *end) of a flat buffer of `total` elements split over `world` ranks:
+ * even, the first total % world ranks one element longer. The ZeRO-1 slices of the gradients and
+ * AdamW moments, and the /optim slices a rank writes to and reads from a checkpoint. */
+void comm_slice(int64_t total, int world, int rank, int64_t *start, int64_t *end);
+
 /* Collectives on plain arrays, in place. */
 void comm_allreduce_sum_i64(int64_t *v, int n);
 void comm_allreduce_sum_f64(double *v, int n);
