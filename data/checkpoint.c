@@ -72,7 +72,10 @@ struct CheckpointWriter {
     char *path, *tmp;
     const ParamTable *t;
     hid_t file, model, optim[2]; /* optim: /optim/m, /optim/v, or -1 */
+    hid_t *ds;                   /* (t->n) the /model datasets, open from creation (collectively) to finish */
     uint64_t sums[3];
+    int has_io;
+    CheckpointIO io;
 };
 
 static hid_t create_dataset(hid_t loc, const char *name, int ndim, const int64_t *shape) {
@@ -80,12 +83,21 @@ static hid_t create_dataset(hid_t loc, const char *name, int ndim, const int64_t
     for (int d = 0; d < ndim; d++) dims[d] = (hsize_t)shape[d];
     hid_t sp = H5Screate_simple(ndim, dims, NULL);
     if (sp < 0) return -1;
-    hid_t ds = H5Dcreate2(loc, name, H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    /* every element gets written: no fill pass (parallel HDF5 would otherwise write the zeros first) */
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    hid_t ds = dcpl >= 0 && H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) >= 0
+                   ? H5Dcreate2(loc, name, H5T_IEEE_F32LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT)
+                   : -1;
+    if (dcpl >= 0) H5Pclose(dcpl);
     H5Sclose(sp);
     return ds;
 }
 
 static void writer_close_handles(CheckpointWriter *w) {
+    for (int i = 0; w->ds && i < w->t->n; i++)
+        if (w->ds[i] >= 0) H5Dclose(w->ds[i]);
+    free(w->ds);
+    w->ds = NULL;
     for (int k = 0; k < 2; k++)
         if (w->optim[k] >= 0) H5Dclose(w->optim[k]);
     if (w->model >= 0) H5Gclose(w->model);
@@ -99,7 +111,16 @@ static void writer_free(CheckpointWriter *w) {
 }
 
 CheckpointWriter *checkpoint_writer_open(const char *path, const ParamTable *t, int optim, KoeError *err) {
+    return checkpoint_writer_open_io(path, t, optim, NULL, err);
+}
+
+CheckpointWriter *checkpoint_writer_open_io(const char *path, const ParamTable *t, int optim, const CheckpointIO *io,
+                                            KoeError *err) {
     CheckpointWriter *w = koe_calloc(1, sizeof *w);
+    if (io) {
+        w->io = *io;
+        w->has_io = 1;
+    }
     w->path = koe_strdup(path);
     size_t n = strlen(path) + 5;
     w->tmp = koe_malloc(n);
@@ -107,7 +128,7 @@ CheckpointWriter *checkpoint_writer_open(const char *path, const ParamTable *t, 
     w->t = t;
     w->model = w->optim[0] = w->optim[1] = -1;
     h5_lock();
-    w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, io ? io->fapl : H5P_DEFAULT);
     if (w->file < 0) {
         koe_error_set(err, "%s: cannot create: %s (does the directory exist and is it writable?)", w->tmp,
                       h5_last_error());
@@ -116,10 +137,9 @@ CheckpointWriter *checkpoint_writer_open(const char *path, const ParamTable *t, 
         return NULL;
     }
     int ok = (w->model = H5Gcreate2(w->file, "model", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) >= 0;
-    for (int i = 0; ok && i < t->n; i++) {
-        hid_t ds = create_dataset(w->model, t->e[i].name, t->e[i].ndim, t->e[i].shape);
-        ok = ds >= 0 && H5Dclose(ds) >= 0;
-    }
+    w->ds = koe_malloc((size_t)(t->n ? t->n : 1) * sizeof *w->ds);
+    for (int i = 0; i < t->n; i++) w->ds[i] = -1;
+    for (int i = 0; ok && i < t->n; i++) ok = (w->ds[i] = create_dataset(w->model, t->e[i].name, t->e[i].ndim, t->e[i].shape)) >= 0;
     if (ok && optim) {
         hid_t g = H5Gcreate2(w->file, "optim", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
         ok = g >= 0 && (w->optim[0] = create_dataset(g, "m", 1, &t->total)) >= 0 &&
@@ -143,9 +163,10 @@ int checkpoint_writer_tensor(CheckpointWriter *w, int i, const float *v, KoeErro
     KOE_ASSERT(i >= 0 && i < w->t->n);
     const ParamEntry *e = &w->t->e[i];
     h5_lock();
-    hid_t ds = H5Dopen2(w->model, e->name, H5P_DEFAULT);
-    int rc = ds >= 0 && H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0 ? 0 : -1;
-    if (ds >= 0 && H5Dclose(ds) < 0) rc = -1;
+    int rc = H5Dwrite(w->ds[i], H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, w->has_io ? w->io.dxpl_tensor : H5P_DEFAULT, v) >=
+                     0
+                 ? 0
+                 : -1;
     if (rc < 0) koe_error_set(err, "%s: cannot write /model/%s: %s", w->tmp, e->name, h5_last_error());
     h5_unlock();
     if (rc == 0) w->sums[0] += tensor_sum(e->name, v, e->numel);
@@ -156,13 +177,17 @@ int checkpoint_writer_optim(CheckpointWriter *w, int which, int64_t offset, int6
                             KoeError *err) {
     KOE_ASSERT(which == 0 || which == 1);
     KOE_ASSERT(w->optim[which] >= 0 && offset >= 0 && count >= 0 && offset + count <= w->t->total);
-    if (count == 0) return 0;
+    if (count == 0 && !w->has_io) return 0; /* collective: an empty part still joins the write */
+    static const float nothing = 0;  /* HDF5 wants a buffer even for an empty selection */
     h5_lock();
     hid_t fs = H5Dget_space(w->optim[which]);
-    hsize_t start = (hsize_t)offset, cnt = (hsize_t)count;
+    hsize_t start = (hsize_t)offset, cnt = (hsize_t)(count ? count : 1);
     hid_t ms = H5Screate_simple(1, &cnt, NULL);
-    int rc = fs >= 0 && ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &cnt, NULL) >= 0 &&
-                     H5Dwrite(w->optim[which], H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, v) >= 0
+    int sel = count ? H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &cnt, NULL) >= 0
+                    : H5Sselect_none(fs) >= 0 && H5Sselect_none(ms) >= 0;
+    int rc = fs >= 0 && ms >= 0 && sel &&
+                     H5Dwrite(w->optim[which], H5T_NATIVE_FLOAT, ms, fs, w->has_io ? w->io.dxpl_optim : H5P_DEFAULT,
+                              count ? v : &nothing) >= 0
                  ? 0
                  : -1;
     if (rc < 0)
@@ -186,9 +211,18 @@ void checkpoint_writer_abort(CheckpointWriter *w) {
     writer_free(w);
 }
 
+/* /config and its checksum; 1 on success. Caller holds h5_lock. */
+static int write_config(hid_t file, const char *text) {
+    char *cfg[1] = {(char *)text};
+    if (h5_write_strings(file, "config", cfg, 1) < 0) return 0;
+    hid_t ds = H5Dopen2(file, "config", H5P_DEFAULT);
+    int ok = ds >= 0 && attr_write_sum(ds, bytes_hash(text, strlen(text), FNV_BASIS)) >= 0;
+    if (ds >= 0) H5Dclose(ds);
+    return ok;
+}
+
 int checkpoint_writer_finish(CheckpointWriter *w, const char *config_text, const TrainState *st, KoeError *err) {
     const char *text = config_text ? config_text : "";
-    char *cfg[1] = {(char *)text};
     h5_lock();
     int ok = attr_write_sum(w->model, w->sums[0]) >= 0;
     for (int k = 0; ok && k < 2; k++)
@@ -206,12 +240,7 @@ int checkpoint_writer_finish(CheckpointWriter *w, const char *config_text, const
              attr_write_sum(g, state_sum(st)) >= 0;
         if (g >= 0) H5Gclose(g);
     }
-    if (ok && h5_write_strings(w->file, "config", cfg, 1) >= 0) {
-        hid_t ds = H5Dopen2(w->file, "config", H5P_DEFAULT);
-        ok = ds >= 0 && attr_write_sum(ds, bytes_hash(text, strlen(text), FNV_BASIS)) >= 0;
-        if (ds >= 0) H5Dclose(ds);
-    } else
-        ok = 0;
+    if (ok && !w->has_io) ok = write_config(w->file, text);
     ok = ok && h5_attr_write_str(w->file, "format", CHECKPOINT_FORMAT) >= 0 &&
          h5_attr_write_i64(w->file, "format_version", CHECKPOINT_FORMAT_VERSION) >= 0;
     if (!ok) koe_error_set(err, "%s: cannot write /config, /state or attributes: %s", w->tmp, h5_last_error());
@@ -220,9 +249,17 @@ int checkpoint_writer_finish(CheckpointWriter *w, const char *config_text, const
         koe_error_set(err, "%s: cannot close: %s", w->tmp, h5_last_error());
         ok = 0;
     }
+    if (ok && w->has_io && w->io.rank == 0) { /* /config, serially, after the parallel close */
+        hid_t f = H5Fopen(w->tmp, H5F_ACC_RDWR, H5P_DEFAULT);
+        ok = f >= 0 && write_config(f, text);
+        if (f >= 0 && H5Fclose(f) < 0) ok = 0;
+        if (!ok) koe_error_set(err, "%s: cannot add /config: %s", w->tmp, h5_last_error());
+    }
     h5_unlock();
     int rc = -1;
-    if (!ok) remove(w->tmp);
+    if (w->has_io && w->io.rank != 0) rc = ok ? 0 : -1; /* rank 0 publishes */
+    else if (!ok)
+        remove(w->tmp);
     else
         rc = koe_publish_file(w->tmp, w->path, err);
     writer_free(w);
@@ -407,8 +444,10 @@ int checkpoint_read_encoder(const char *path, const ParamTable *t, float *params
     return rc;
 }
 
-/* /optim/m or /optim/v of an open file: exactly total floats, checksum required. Caller holds h5_lock. */
-static int read_moment_locked(hid_t f, const char *path, const char *name, int64_t total, float *out, KoeError *err) {
+/* Elements [start, end) of /optim/m or /optim/v of an open file (of exactly total floats) into out; *sum:
+ * their additive checksum, *stored: the dataset's (required). Caller holds h5_lock. */
+static int read_moment_slice_locked(hid_t f, const char *path, const char *name, int64_t total, int64_t start,
+                                    int64_t end, float *out, uint64_t *sum, uint64_t *stored, KoeError *err) {
     if (H5Lexists(f, "optim", H5P_DEFAULT) <= 0 || H5Lexists(f, name, H5P_DEFAULT) <= 0) {
         koe_error_set(err, "%s: no %s: this is not a training checkpoint (koe init writes model-only files)", path,
                       name);
@@ -422,16 +461,41 @@ static int read_moment_locked(hid_t f, const char *path, const char *name, int64
     if (H5Sget_simple_extent_ndims(sp) != 1 || H5Sget_simple_extent_dims(sp, &dim, NULL) < 0 || (int64_t)dim != total)
         koe_error_set(err, "%s: %s has %llu elements, the model has %lld parameters", path, name,
                       (unsigned long long)dim, (long long)total);
-    else if (H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
-        koe_error_set(err, "%s: cannot read %s: %s", path, name, h5_last_error());
     else {
-        int chk = attr_check_sum(ds, path, name, checkpoint_sum(out, 0, total), err);
-        if (chk == 0) koe_error_set(err, "%s: %s has no checksum", path, name);
-        rc = chk == 1 ? 0 : -1;
+        hsize_t off = (hsize_t)start, cnt = (hsize_t)(end - start);
+        hid_t ms = cnt ? H5Screate_simple(1, &cnt, NULL) : -1;
+        char hex[32] = "";
+        if (cnt && (ms < 0 || H5Sselect_hyperslab(sp, H5S_SELECT_SET, &off, NULL, &cnt, NULL) < 0 ||
+                    H5Dread(ds, H5T_NATIVE_FLOAT, ms, sp, H5P_DEFAULT, out) < 0))
+            koe_error_set(err, "%s: cannot read %s: %s", path, name, h5_last_error());
+        else if (H5Aexists(ds, "checksum") <= 0)
+            koe_error_set(err, "%s: %s has no checksum", path, name);
+        else if (h5_attr_read_str(ds, path, "checksum", hex, sizeof hex, err) == 0) {
+            char *e = NULL;
+            *stored = strtoull(hex, &e, 16);
+            if (strlen(hex) != 16 || *e)
+                koe_error_set(err, "%s: %s has a malformed checksum '%s'", path, name, hex);
+            else {
+                *sum = checkpoint_sum(out, start, end - start);
+                rc = 0;
+            }
+        }
+        if (ms >= 0) H5Sclose(ms);
     }
     H5Sclose(sp);
     H5Dclose(ds);
     return rc;
+}
+
+/* The whole of /optim/m or /optim/v, its checksum verified. Caller holds h5_lock. */
+static int read_moment_locked(hid_t f, const char *path, const char *name, int64_t total, float *out, KoeError *err) {
+    uint64_t sum = 0, stored = 0;
+    if (read_moment_slice_locked(f, path, name, total, 0, total, out, &sum, &stored, err) < 0) return -1;
+    if (sum != stored)
+        return koe_error_set(err, "%s: %s fails its checksum (stored %016" PRIx64 ", computed %016" PRIx64
+                                  "): the file is damaged",
+                             path, name, stored, sum);
+    return 0;
 }
 
 static int read_state_locked(hid_t f, const char *path, TrainState *st, KoeError *err) {
@@ -478,6 +542,30 @@ int checkpoint_read_train(const char *path, const ParamTable *t, float *params, 
             read_params_locked(f, path, t, params, 0, err) == 0 &&
             read_moment_locked(f, path, "/optim/m", t->total, m, err) == 0 &&
             read_moment_locked(f, path, "/optim/v", t->total, v, err) == 0) {
+            *config_text = text;
+            text = NULL;
+            rc = 0;
+        }
+        free(text);
+        H5Fclose(f);
+    }
+    h5_unlock();
+    return rc;
+}
+
+int checkpoint_read_train_slice(const char *path, const ParamTable *t, float *params, float *m, float *v,
+                                int64_t start, int64_t end, TrainState *st, char **config_text, uint64_t sums[2],
+                                uint64_t stored[2], KoeError *err) {
+    KOE_ASSERT(start >= 0 && start <= end && end <= t->total);
+    h5_lock();
+    hid_t f = open_checked(path, err);
+    int rc = -1;
+    if (f >= 0) {
+        char *text = NULL;
+        if (read_state_locked(f, path, st, err) == 0 && read_config_locked(f, path, &text, err) == 0 &&
+            read_params_locked(f, path, t, params, 0, err) == 0 &&
+            read_moment_slice_locked(f, path, "/optim/m", t->total, start, end, m, &sums[0], &stored[0], err) == 0 &&
+            read_moment_slice_locked(f, path, "/optim/v", t->total, start, end, v, &sums[1], &stored[1], err) == 0) {
             *config_text = text;
             text = NULL;
             rc = 0;
@@ -551,6 +639,30 @@ int checkpoint_publish_latest(const char *dir, int64_t step, int keep_last, KoeE
     }
     free(steps);
     return 0;
+}
+
+int64_t checkpoint_candidates(const char *dir, int64_t **steps) {
+    char latest[4200], name[256] = "";
+    snprintf(latest, sizeof latest, "%s/latest", dir);
+    int64_t first = -1;
+    FILE *fp = fopen(latest, "r");
+    if (fp) {
+        long long s = -1;
+        if (fgets(name, sizeof name, fp)) name[strcspn(name, "\r\n")] = 0;
+        fclose(fp);
+        if (sscanf(name, "step-%lld.h5", &s) == 1 && s >= 0) first = s;
+        else
+            koe_warn("%s does not name a step-NNNNNNNN.h5 file ('%s'); looking for the newest usable checkpoint",
+                     latest, name);
+    }
+    int64_t *all;
+    int64_t n = list_steps(dir, &all), k = 0;
+    *steps = koe_malloc((size_t)(n + 1) * sizeof **steps);
+    if (first >= 0) (*steps)[k++] = first;
+    for (int64_t i = 0; i < n; i++)
+        if (all[i] != first) (*steps)[k++] = all[i];
+    free(all);
+    return k;
 }
 
 int checkpoint_load_latest(const char *dir, const ParamTable *t, float *params, float *m, float *v, TrainState *st,

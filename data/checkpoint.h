@@ -23,6 +23,7 @@
  * which one is wrong; training loads verify the checksums and fall back to an older checkpoint when
  * the newest is corrupt or incomplete. No MPI here. */
 #pragma once
+#include <hdf5.h>
 #include <stdint.h>
 
 #include "../core/common.h"
@@ -56,6 +57,19 @@ typedef struct CheckpointWriter CheckpointWriter;
 
 /* Create path.tmp with every dataset of the layout (optim = 1: /optim/m and /optim/v too). */
 CheckpointWriter *checkpoint_writer_open(const char *path, const ParamTable *t, int optim, KoeError *err);
+/* How the collective mode (distributed/ckpt.c) reaches the file: fapl with the MPI-IO driver (and
+ * collective metadata), the transfer lists for the whole /model tensors a rank writes (independent)
+ * and for the /optim slices (collective: every rank calls checkpoint_writer_optim once per moment,
+ * count 0 allowed), and the rank. Every rank creates the datasets and writes the attributes with the
+ * same values (the summed checksums); only rank 0, after the parallel close, adds /config (variable
+ * length, which parallel HDF5 cannot write) and publishes path. Errors inside it are the caller's to
+ * make fatal (one rank returning from a collective would hang the others). */
+typedef struct {
+    hid_t fapl, dxpl_tensor, dxpl_optim;
+    int rank;
+} CheckpointIO;
+CheckpointWriter *checkpoint_writer_open_io(const char *path, const ParamTable *t, int optim, const CheckpointIO *io,
+                                            KoeError *err);
 /* Tensor i of the table, whole (v: its numel floats). */
 int checkpoint_writer_tensor(CheckpointWriter *w, int i, const float *v, KoeError *err);
 /* Elements [offset, offset + count) of /optim/m (which = 0) or /optim/v (which = 1) from v. */
@@ -88,12 +102,23 @@ int checkpoint_read_encoder(const char *path, const ParamTable *t, float *params
 int checkpoint_read_train(const char *path, const ParamTable *t, float *params, float *m, float *v, TrainState *st,
                           char **config_text, KoeError *err);
 
+/* The collective mode's read: like checkpoint_read_train, but only elements [start, end) of the
+ * moments (m, v: end - start floats each) and without verifying their checksums: sums[k] is the
+ * additive checksum of the slice read, stored[k] the file's checksum of the whole dataset (k = 0: m,
+ * 1: v); the caller sums the slices over ranks and compares. */
+int checkpoint_read_train_slice(const char *path, const ParamTable *t, float *params, float *m, float *v,
+                                int64_t start, int64_t end, TrainState *st, char **config_text, uint64_t sums[2],
+                                uint64_t stored[2], KoeError *err);
+
 /* ---- a run's checkpoint directory (RUN/checkpoints) --------------------------------------------- */
 /* RUN/checkpoints/step-NNNNNNNN.h5 for step (out: n bytes). */
 void checkpoint_step_path(char *out, size_t n, const char *dir, int64_t step);
 /* After a step file is published: point dir/latest at it (written .tmp, fsynced, renamed) and delete
  * all but the keep_last newest step files. */
 int checkpoint_publish_latest(const char *dir, int64_t step, int keep_last, KoeError *err);
+/* The step files to try on resume, in order (malloc'ed, the count returned): the one dir/latest names,
+ * then every other step file newest first. A latest that names no step file gets a warning. */
+int64_t checkpoint_candidates(const char *dir, int64_t **steps);
 /* Resume: the checkpoint dir/latest names, or, when it is missing, unreadable or fails its checks,
  * the newest older step file that passes (each skipped one gets a warning saying why). Returns 1 with
  * everything loaded and path_out (n bytes) set, 0 when the directory holds no checkpoint at all, -1

@@ -1,0 +1,139 @@
+/* ckpt.c — see ckpt.h. The only place that opens a training checkpoint through MPI-IO.
+ * Must not: let one rank return early from a collective step (errors are fatal), or publish latest
+ * before every rank's part is on disk. */
+#include "ckpt.h"
+
+#include <mpi.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../data/h5util.h"
+#include "comm.h"
+#include "watchdog.h"
+
+#define ckptCheck(call)                                                                                      \
+    do {                                                                                                     \
+        if ((call) < 0)                                                                                      \
+            koe_fatal(KOE_EXIT_INTERNAL, "%s:%d: %s failed: %s", __FILE__, __LINE__, #call, h5_last_error()); \
+    } while (0)
+
+#define mpiCheck(call)                                                                             \
+    do {                                                                                           \
+        int rc_ = (call);                                                                          \
+        if (rc_ != MPI_SUCCESS) {                                                                  \
+            char s_[MPI_MAX_ERROR_STRING];                                                         \
+            int n_ = 0;                                                                            \
+            MPI_Error_string(rc_, s_, &n_);                                                        \
+            koe_fatal(KOE_EXIT_INTERNAL, "%s:%d: %s failed: %s", __FILE__, __LINE__, #call, s_); \
+        }                                                                                          \
+    } while (0)
+
+/* The part of the moments this rank writes (and verifies): its ZeRO-1 slice, or, when it holds the
+ * whole buffer, its comm_slice of it. */
+static void moment_part(int64_t total, int64_t mstart, int64_t mend, int64_t *s, int64_t *e) {
+    if (mstart == 0 && mend == total) comm_slice(total, comm_size(), comm_rank(), s, e);
+    else {
+        *s = mstart;
+        *e = mend;
+    }
+}
+
+void ckpt_save(const char *ckdir, const ParamTable *t, const float *params, const float *m, const float *v,
+               int64_t mstart, int64_t mend, const char *config_text, const TrainState *st, int keep_last) {
+    const int rank = comm_rank(), world = comm_size();
+    char path[4200];
+    checkpoint_step_path(path, sizeof path, ckdir, st->step);
+    watchdog_phase(1, "checkpoint write step %lld", (long long)st->step);
+    CheckpointIO io;
+    io.rank = rank;
+    ckptCheck(io.fapl = H5Pcreate(H5P_FILE_ACCESS));
+    ckptCheck(H5Pset_fapl_mpio(io.fapl, MPI_COMM_WORLD, MPI_INFO_NULL));
+    ckptCheck(H5Pset_all_coll_metadata_ops(io.fapl, 1));
+    ckptCheck(H5Pset_coll_metadata_write(io.fapl, 1));
+    ckptCheck(io.dxpl_tensor = H5Pcreate(H5P_DATASET_XFER));
+    ckptCheck(H5Pset_dxpl_mpio(io.dxpl_tensor, H5FD_MPIO_INDEPENDENT));
+    ckptCheck(io.dxpl_optim = H5Pcreate(H5P_DATASET_XFER));
+    ckptCheck(H5Pset_dxpl_mpio(io.dxpl_optim, H5FD_MPIO_COLLECTIVE));
+    KoeError err;
+    CheckpointWriter *w = checkpoint_writer_open_io(path, t, 1, &io, &err);
+    if (!w) koe_fatal(KOE_EXIT_INTERNAL, "%s", err.msg);
+    /* /model: the tensors that start in this rank's slice of the flat buffer */
+    int64_t ps, pe;
+    comm_slice(t->total, world, rank, &ps, &pe);
+    for (int i = 0; i < t->n; i++)
+        if (t->e[i].offset >= ps && t->e[i].offset < pe &&
+            checkpoint_writer_tensor(w, i, params + t->e[i].offset, &err) < 0)
+            koe_fatal(KOE_EXIT_INTERNAL, "%s", err.msg);
+    int64_t s, e;
+    moment_part(t->total, mstart, mend, &s, &e);
+    if (checkpoint_writer_optim(w, 0, s, e - s, m + (s - mstart), &err) < 0 ||
+        checkpoint_writer_optim(w, 1, s, e - s, v + (s - mstart), &err) < 0)
+        koe_fatal(KOE_EXIT_INTERNAL, "%s", err.msg);
+    const char *slow = getenv("KOE_TEST_SLOW_CKPT"); /* test hook, see ckpt.h */
+    if (slow && atoi(slow) > 0) sleep((unsigned)atoi(slow));
+    uint64_t *sums = checkpoint_writer_sums(w);
+    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, sums, 3, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD));
+    if (checkpoint_writer_finish(w, config_text, st, &err) < 0) koe_fatal(KOE_EXIT_INTERNAL, "%s", err.msg);
+    H5Pclose(io.dxpl_optim);
+    H5Pclose(io.dxpl_tensor);
+    H5Pclose(io.fapl);
+    comm_barrier(); /* rank 0 has renamed the file: every part of it is on disk */
+    if (rank == 0) {
+        if (checkpoint_publish_latest(ckdir, st->step, keep_last, &err) < 0)
+            koe_fatal(KOE_EXIT_INTERNAL, "%s", err.msg);
+        koe_log("checkpoint %s", path);
+    }
+    comm_barrier();
+}
+
+int ckpt_load(const char *ckdir, const ParamTable *t, float *params, float *m, float *v, int64_t mstart,
+              int64_t mend, TrainState *st, char **config_text, char *path_out, size_t n) {
+    const int rank = comm_rank();
+    watchdog_phase(1, "checkpoint load");
+    int64_t *steps = NULL, ns = 0;
+    if (rank == 0) ns = checkpoint_candidates(ckdir, &steps);
+    comm_bcast(&ns, sizeof ns, 0);
+    if (rank != 0) steps = koe_malloc((size_t)(ns + 1) * sizeof *steps);
+    if (ns) comm_bcast(steps, (size_t)ns * sizeof *steps, 0);
+    const int full = mstart == 0 && mend == t->total;
+    for (int64_t i = 0; i < ns; i++) {
+        char path[4400];
+        checkpoint_step_path(path, sizeof path, ckdir, steps[i]);
+        KoeError err;
+        char *text = NULL;
+        uint64_t part[2] = {0, 0}, stored[2] = {0, 0};
+        int ok = checkpoint_read_train_slice(path, t, params, m, v, mstart, mend, st, &text, part, stored, &err) == 0;
+        if (!ok) koe_warn("checkpoint %s is unusable on this rank: %s", path, err.msg);
+        /* a rank holding the whole moments verifies them itself; the slices of ZeRO-1 (or rank 0's whole
+         * copy) add up to the stored checksums over ranks */
+        if (ok && full && (part[0] != stored[0] || part[1] != stored[1])) {
+            koe_warn("checkpoint %s: /optim fails its checksum: the file is damaged", path);
+            ok = 0;
+        }
+        uint64_t contrib[2] = {full && rank ? 0 : part[0], full && rank ? 0 : part[1]};
+        mpiCheck(MPI_Allreduce(MPI_IN_PLACE, contrib, 2, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD));
+        int64_t bad = !ok;
+        comm_allreduce_max_i64(&bad, 1);
+        if (!bad && (contrib[0] != stored[0] || contrib[1] != stored[1])) {
+            if (rank == 0)
+                koe_warn("checkpoint %s: /optim fails its checksum over the ranks: the file is damaged", path);
+            bad = 1;
+        }
+        if (!bad) {
+            if (i > 0 && rank == 0) koe_warn("resuming from %s instead of the latest", path);
+            snprintf(path_out, n, "%s", path);
+            *config_text = text;
+            free(steps);
+            return 1;
+        }
+        free(text);
+        if (rank == 0)
+            koe_warn("checkpoint %s is unusable (see above)%s", path, i + 1 < ns ? "; trying the one before" : "");
+    }
+    free(steps);
+    if (ns == 0) return 0;
+    koe_fatal(KOE_EXIT_USAGE, "%s: checkpoints exist but none is usable (see the warnings above); move them away to "
+                              "start afresh, or restore a good one",
+              ckdir);
+}
