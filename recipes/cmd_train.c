@@ -1,6 +1,6 @@
 /* cmd_train.c — `koe train RECIPE.ini [section.key=value ...]`: parse the recipe, install the
- * SIGINT/SIGTERM handler, run the loop (recipes/train.c). Thin on purpose: everything a run does is
- * in train.c. */
+ * SIGINT/SIGTERM/SIGUSR1 handler (it sets the stop flag, which train.c agrees on over the ranks), run
+ * the loop (recipes/train.c). Thin on purpose: everything a run does is in train.c. */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -25,7 +25,13 @@ const char cmd_train_help[] =
     "  RUN/checkpoints/step-NNNNNNNN.h5, RUN/checkpoints/latest   every run.save_every and at the end;\n"
     "                                 the run.keep_last newest are kept\n"
     "HuBERT reads its targets from CORPUS/labels/<data.labels>/ (koe label).\n"
-    "SIGINT, SIGTERM or SIGUSR1: the update in flight finishes, a checkpoint is written, exit code 3.\n"
+    "SIGINT, SIGTERM or SIGUSR1 (to any rank; mpirun forwards them), or a file RUN/STOP: the update in\n"
+    "flight finishes, the ranks agree, a checkpoint is written, exit code 3 (requeue me; RUN/STOP is\n"
+    "removed so that the next run continues). Under mpirun every rank writes its part of one checkpoint\n"
+    "file (MPI-IO); a checkpoint resumes on any number of ranks.\n"
+    "run.watchdog_s: a rank whose phase (forward/backward, gradient reduction, checkpoint write, ...)\n"
+    "has not changed for that long ends the whole job with a message naming the rank and the phase;\n"
+    "keep it above the time of a checkpoint write and of a validation pass.\n"
     "An update with a non-finite loss or gradient is skipped; after optim.max_skips in a row the run\n"
     "stops with exit code 2 and the last good checkpoint intact. An update whose batch has no masked\n"
     "frame is skipped too, without counting toward optim.max_skips.\n"
