@@ -57,12 +57,6 @@ void bestrq_bind(const ParamTable *t, const BestrqConfig *cfg, float *buf, Bestr
 
 /* ---- act arena ------------------------------------------------------------------------------------ */
 
-static float *take(float *base, int64_t *used, int64_t n) {
-    float *v = base ? base + *used : NULL;
-    *used += (n + 15) & ~(int64_t)15; /* 64-byte aligned views */
-    return v;
-}
-
 /* Carves every view (base NULL: only counts); returns the floats used. int32 views take one float
  * slot per element, byte views a quarter (the arena is malloc'ed memory: no declared type). */
 static int64_t act_carve(BestrqAct *a, const BestrqConfig *c, int max_B, int64_t max_F, float *base) {
@@ -70,17 +64,17 @@ static int64_t act_carve(BestrqAct *a, const BestrqConfig *c, int max_B, int64_t
     const int64_t Q = c->codebooks, K = c->codebook_dim, C = c->codebook_size, D = c->D;
     const int64_t M = (int64_t)max_B * (max_F / c->stack);
     int64_t used = 0;
-    a->in_mask = (uint8_t *)take(base, &used, ((int64_t)max_B * max_F + 3) / 4);
-    a->mask = (uint8_t *)take(base, &used, (M + 3) / 4);
-    a->targets = (int32_t *)take(base, &used, M * Q);
-    a->z = take(base, &used, M * K);
-    a->codes_t = take(base, &used, K * C);
-    a->idx = (int32_t *)take(base, &used, M);
-    a->tgt = (int32_t *)take(base, &used, M * Q);
-    a->xs = take(base, &used, M * D);
-    a->prob = take(base, &used, Q * M * C);
-    a->row_loss = take(base, &used, Q * M);
-    a->dxs = take(base, &used, M * D);
+    a->in_mask = (uint8_t *)koe_arena_take(base, &used, ((int64_t)max_B * max_F + 3) / 4);
+    a->mask = (uint8_t *)koe_arena_take(base, &used, (M + 3) / 4);
+    a->targets = (int32_t *)koe_arena_take(base, &used, M * Q);
+    a->z = koe_arena_take(base, &used, M * K);
+    a->codes_t = koe_arena_take(base, &used, K * C);
+    a->idx = (int32_t *)koe_arena_take(base, &used, M);
+    a->tgt = (int32_t *)koe_arena_take(base, &used, M * Q);
+    a->xs = koe_arena_take(base, &used, M * D);
+    a->prob = koe_arena_take(base, &used, Q * M * C);
+    a->row_loss = koe_arena_take(base, &used, Q * M);
+    a->dxs = koe_arena_take(base, &used, M * D);
     return used;
 }
 

@@ -48,6 +48,15 @@ char *koe_strdup(const char *s);
 
 double koe_now(void); /* monotonic seconds */
 
+/* Carving named views out of one arena (llm.c style): returns base + *used (NULL when base is NULL,
+ * the sizing pass) and advances *used by n rounded up to 16 floats, so views stay 64-byte aligned
+ * relative to the arena. Run once with base NULL to size the arena, then again to bind the views. */
+static inline float *koe_arena_take(float *base, int64_t *used, int64_t n) {
+    float *v = base ? base + *used : NULL;
+    *used += (n + 15) & ~(int64_t)15;
+    return v;
+}
+
 /* Publish a finished file: fsync tmp, rename it to path, fsync path's directory. A reader never
  * sees a partial file under the final name. On failure tmp is removed and err names the step. */
 int koe_publish_file(const char *tmp, const char *path, KoeError *err);

@@ -32,31 +32,25 @@ void hubert_head_bind(const ParamTable *t, float *buf, HubertHeadParams *p) {
 
 /* ---- act arena ------------------------------------------------------------------------------------ */
 
-static float *take(float *base, int64_t *used, int64_t n) {
-    float *v = base ? base + *used : NULL;
-    *used += (n + 15) & ~(int64_t)15; /* 64-byte aligned views */
-    return v;
-}
-
 /* Carves every view (base NULL: only counts); returns the floats used. The int32 views take one
  * float slot per element (the arena is malloc'ed memory, so its elements have no declared type). */
 static int64_t act_carve(HubertHeadAct *a, const HubertHeadConfig *c, int64_t M, float *base) {
     _Static_assert(sizeof(int32_t) == sizeof(float), "int32 views take one float slot");
     const int64_t D = c->D, F = c->final_dim, C = c->n_classes;
     int64_t used = 0;
-    a->idx = (int32_t *)take(base, &used, M);
-    a->label = (int32_t *)take(base, &used, M);
-    a->xs = take(base, &used, M * D);
-    a->phat = take(base, &used, M * F);
-    a->pnorm = take(base, &used, M);
-    a->ehat = take(base, &used, C * F);
-    a->enorm = take(base, &used, C);
-    a->prob = take(base, &used, M * C);
-    a->row_loss = take(base, &used, M);
-    a->dlogit = take(base, &used, M * C);
-    a->dphat = take(base, &used, M * F);
-    a->dxs = take(base, &used, M * D);
-    a->dehat = take(base, &used, C * F);
+    a->idx = (int32_t *)koe_arena_take(base, &used, M);
+    a->label = (int32_t *)koe_arena_take(base, &used, M);
+    a->xs = koe_arena_take(base, &used, M * D);
+    a->phat = koe_arena_take(base, &used, M * F);
+    a->pnorm = koe_arena_take(base, &used, M);
+    a->ehat = koe_arena_take(base, &used, C * F);
+    a->enorm = koe_arena_take(base, &used, C);
+    a->prob = koe_arena_take(base, &used, M * C);
+    a->row_loss = koe_arena_take(base, &used, M);
+    a->dlogit = koe_arena_take(base, &used, M * C);
+    a->dphat = koe_arena_take(base, &used, M * F);
+    a->dxs = koe_arena_take(base, &used, M * D);
+    a->dehat = koe_arena_take(base, &used, C * F);
     return used;
 }
 

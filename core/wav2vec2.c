@@ -54,12 +54,6 @@ void wav2vec2_head_bind(const ParamTable *t, float *buf, Wav2vec2HeadParams *p) 
 
 /* ---- act arena ------------------------------------------------------------------------------------ */
 
-static float *take(float *base, int64_t *used, int64_t n) {
-    float *v = base ? base + *used : NULL;
-    *used += (n + 15) & ~(int64_t)15; /* 64-byte aligned views (relative to the arena) */
-    return v;
-}
-
 /* Carves every view (base NULL: only counts); returns the floats used. int32 views take one float
  * slot per element, int64 and double views two (the arena is malloc'ed memory without declared type). */
 static int64_t act_carve(Wav2vec2HeadAct *a, const Wav2vec2HeadConfig *c, int max_B, int64_t M, float *base) {
@@ -67,35 +61,35 @@ static int64_t act_carve(Wav2vec2HeadAct *a, const Wav2vec2HeadConfig *c, int ma
     const int64_t D = c->D, C = c->C, F = c->final_dim, G = c->G, GV = G * c->V, Q = c->vq_dim,
                   K1 = c->n_negatives + 1;
     int64_t used = 0;
-    a->utt = (int64_t *)take(base, &used, 2 * (int64_t)max_B);
-    a->prob_sum = (double *)take(base, &used, 2 * GV);
-    a->code_count = (double *)take(base, &used, 2 * GV);
-    a->first = (int32_t *)take(base, &used, max_B);
-    a->count = (int32_t *)take(base, &used, max_B);
-    a->idx = (int32_t *)take(base, &used, M);
-    a->code = (int32_t *)take(base, &used, M * G);
-    a->hard = (int32_t *)take(base, &used, M * G);
-    a->neg = (int32_t *)take(base, &used, M * (K1 - 1));
-    a->xs = take(base, &used, M * D);
-    a->yin = take(base, &used, M * C);
-    a->soft = take(base, &used, M * GV);
-    a->gsoft = take(base, &used, M * GV);
-    a->q = take(base, &used, M * Q);
-    a->zhat = take(base, &used, M * F);
-    a->znorm = take(base, &used, M);
-    a->chat = take(base, &used, M * F);
-    a->cnorm = take(base, &used, M);
-    a->prob = take(base, &used, M * K1);
-    a->row_loss = take(base, &used, M);
-    a->dlogit = take(base, &used, M * K1);
-    a->dchat = take(base, &used, M * F);
-    a->dzhat = take(base, &used, M * F);
-    a->dq = take(base, &used, M * Q);
-    a->dl = take(base, &used, M * GV);
-    a->dgs = take(base, &used, M * GV);
-    a->dyin = take(base, &used, M * C);
-    a->dxs = take(base, &used, M * D);
-    a->cdiv = take(base, &used, GV);
+    a->utt = (int64_t *)koe_arena_take(base, &used, 2 * (int64_t)max_B);
+    a->prob_sum = (double *)koe_arena_take(base, &used, 2 * GV);
+    a->code_count = (double *)koe_arena_take(base, &used, 2 * GV);
+    a->first = (int32_t *)koe_arena_take(base, &used, max_B);
+    a->count = (int32_t *)koe_arena_take(base, &used, max_B);
+    a->idx = (int32_t *)koe_arena_take(base, &used, M);
+    a->code = (int32_t *)koe_arena_take(base, &used, M * G);
+    a->hard = (int32_t *)koe_arena_take(base, &used, M * G);
+    a->neg = (int32_t *)koe_arena_take(base, &used, M * (K1 - 1));
+    a->xs = koe_arena_take(base, &used, M * D);
+    a->yin = koe_arena_take(base, &used, M * C);
+    a->soft = koe_arena_take(base, &used, M * GV);
+    a->gsoft = koe_arena_take(base, &used, M * GV);
+    a->q = koe_arena_take(base, &used, M * Q);
+    a->zhat = koe_arena_take(base, &used, M * F);
+    a->znorm = koe_arena_take(base, &used, M);
+    a->chat = koe_arena_take(base, &used, M * F);
+    a->cnorm = koe_arena_take(base, &used, M);
+    a->prob = koe_arena_take(base, &used, M * K1);
+    a->row_loss = koe_arena_take(base, &used, M);
+    a->dlogit = koe_arena_take(base, &used, M * K1);
+    a->dchat = koe_arena_take(base, &used, M * F);
+    a->dzhat = koe_arena_take(base, &used, M * F);
+    a->dq = koe_arena_take(base, &used, M * Q);
+    a->dl = koe_arena_take(base, &used, M * GV);
+    a->dgs = koe_arena_take(base, &used, M * GV);
+    a->dyin = koe_arena_take(base, &used, M * C);
+    a->dxs = koe_arena_take(base, &used, M * D);
+    a->cdiv = koe_arena_take(base, &used, GV);
     return used;
 }
 
