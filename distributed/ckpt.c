@@ -6,6 +6,7 @@
 #include <mpi.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../data/h5util.h"
@@ -45,6 +46,7 @@ void ckpt_save(const char *ckdir, const ParamTable *t, const float *params, cons
     char path[4200];
     checkpoint_step_path(path, sizeof path, ckdir, st->step);
     watchdog_phase(1, "checkpoint write step %lld", (long long)st->step);
+    const double t0 = koe_now();
     CheckpointIO io;
     io.rank = rank;
     ckptCheck(io.fapl = H5Pcreate(H5P_FILE_ACCESS));
@@ -82,7 +84,9 @@ void ckpt_save(const char *ckdir, const ParamTable *t, const float *params, cons
     if (rank == 0) {
         if (checkpoint_publish_latest(ckdir, st->step, keep_last, &err) < 0)
             koe_fatal(KOE_EXIT_INTERNAL, "%s", err.msg);
-        koe_log("checkpoint %s", path);
+        struct stat sb;
+        koe_log("checkpoint %s (%lld bytes, written in %.3f s by %d rank%s)", path,
+                stat(path, &sb) == 0 ? (long long)sb.st_size : -1LL, koe_now() - t0, world, world > 1 ? "s" : "");
     }
     comm_barrier();
 }
@@ -91,6 +95,7 @@ int ckpt_load(const char *ckdir, const ParamTable *t, float *params, float *m, f
               int64_t mend, TrainState *st, char **config_text, char *path_out, size_t n) {
     const int rank = comm_rank();
     watchdog_phase(1, "checkpoint load");
+    const double t0 = koe_now();
     int64_t *steps = NULL, ns = 0;
     if (rank == 0) ns = checkpoint_candidates(ckdir, &steps);
     comm_bcast(&ns, sizeof ns, 0);
@@ -122,6 +127,9 @@ int ckpt_load(const char *ckdir, const ParamTable *t, float *params, float *m, f
         }
         if (!bad) {
             if (i > 0 && rank == 0) koe_warn("resuming from %s instead of the latest", path);
+            if (rank == 0)
+                koe_log("checkpoint %s read and verified in %.3f s by %d rank%s", path, koe_now() - t0, comm_size(),
+                        comm_size() > 1 ? "s" : "");
             snprintf(path_out, n, "%s", path);
             *config_text = text;
             free(steps);

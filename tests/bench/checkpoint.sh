@@ -1,0 +1,30 @@
+# checkpoint.sh — `make bench BENCH=checkpoint`: collective checkpoint write and load of the base
+# HuBERT model (recipes/base/hubert_iter1.ini, ~95M parameters + AdamW moments) on 1 and on 2 ranks,
+# and the bytes written (issue 5 section 5). One `koe train` update with max_updates=1 writes the
+# checkpoint (its "checkpoint ... written in" line); the same command again only loads it (its "read
+# and verified in" line). Times include the checksums; the 2-rank run writes one file through MPI-IO.
+set -euo pipefail
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+T=$(mktemp -d /tmp/koe-bench-ckpt.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+cd "$T"
+"$KOE" synth --out syn --minutes 1 --langs en --seed 1 2> /dev/null
+"$KOE" prepare --out corp syn 2> /dev/null
+"$KOE" kmeans --corpus corp --source mfcc --k 100 --out km.h5 2> /dev/null
+"$KOE" label --corpus corp --kmeans km.h5 --name km100 2> /dev/null
+OV=(data.corpus=corp data.labels=km100 data.max_tokens=64000 data.max_sample_size=32000 data.threads=0
+    optim.max_updates=1 optim.warmup=0 run.valid_every=0 run.save_every=1 run.keep_last=1)
+R="$KOE_ROOT/recipes/base/hubert_iter1.ini"
+for n in 1 2; do
+    mpirun --oversubscribe -np $n -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS -x HDF5_USE_FILE_LOCKING \
+        "$KOE" train "$R" "${OV[@]}" run.dir=r$n > /dev/null 2> w$n.err || { cat w$n.err; exit 1; }
+    mpirun --oversubscribe -np $n -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS -x HDF5_USE_FILE_LOCKING \
+        "$KOE" train "$R" "${OV[@]}" run.dir=r$n > /dev/null 2> l$n.err || { cat l$n.err; exit 1; }
+    w=$(grep -o 'checkpoint [^ ]* ([0-9]* bytes, written in [0-9.]* s' w$n.err)
+    bytes=$(echo "$w" | sed -E 's/.*\(([0-9]+) bytes.*/\1/')
+    wt=$(echo "$w" | sed -E 's/.*written in ([0-9.]+) s/\1/')
+    lt=$(grep -o 'read and verified in [0-9.]* s' l$n.err | grep -o '[0-9.]* s' | cut -d' ' -f1)
+    printf '   base checkpoint, %d rank%s: bytes=%s write_s=%s (%s MB/s) load_s=%s (%s MB/s)\n' $n \
+        "$([ $n = 1 ] || echo s)" "$bytes" "$wt" "$(awk -v b="$bytes" -v t="$wt" 'BEGIN{printf "%.0f", b/t/1e6}')" \
+        "$lt" "$(awk -v b="$bytes" -v t="$lt" 'BEGIN{printf "%.0f", b/t/1e6}')"
+done
