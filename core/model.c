@@ -383,12 +383,29 @@ Model *model_create_with_table(const ModelConfig *cfg, ParamTable table, int max
     m->key_pad = koe_calloc((size_t)(max_B * max_T), 1);
     m->frames = koe_calloc((size_t)max_B, sizeof(int64_t));
     m->skipped = koe_calloc((size_t)(L ? L : 1), sizeof(int));
+    /* where each layer's tensors start; the encoder's own tensors are the first ones of the table */
+    m->layer_first = koe_calloc((size_t)L + 1, sizeof(int64_t));
+    ParamTable own;
+    params_table_init(&own);
+    model_table_build(cfg, &own);
+    const ParamEntry *last = &own.e[own.n - 1];
+    m->layer_first[L] = last->offset + last->numel;
+    for (int l = 0; l < L; l++) {
+        char prefix[48];
+        const int n = snprintf(prefix, sizeof prefix, "encoder.layers.%d.", l);
+        m->layer_first[l] = m->layer_first[L];
+        for (int i = 0; i < own.n; i++)
+            if (!strncmp(own.e[i].name, prefix, (size_t)n) && own.e[i].offset < m->layer_first[l])
+                m->layer_first[l] = own.e[i].offset;
+    }
+    params_table_free(&own);
     return m;
 }
 
 void model_free(Model *m) {
     if (!m) return;
     params_table_free(&m->table);
+    free(m->layer_first);
     free(m->params);
     free(m->grads);
     free(m->p.layer);
@@ -619,6 +636,8 @@ static void frontend_forward(Model *m, const float *inp, const int64_t *in_len, 
             cnt += n;
         }
         m->feature_pen = cnt ? (float)(s / (double)cnt) : 0.0f;
+        m->feature_pen_sum = s;
+        m->feature_pen_count = cnt;
         layernorm_forward(a->fp_ln, a->fp_mean, a->fp_rstd, x, m->p.fp_ln_w, m->p.fp_ln_b, N, cin, eps);
         linear_forward(a->x_in, a->fp_ln, m->p.fp_w, m->p.fp_b, N, cin, D);
     } else {
@@ -627,6 +646,8 @@ static void frontend_forward(Model *m, const float *inp, const int64_t *in_len, 
             memcpy(a->stacked + (int64_t)b * T * Cs, inp + (int64_t)b * m->S * c->fbank_dim,
                    (size_t)(T * Cs) * sizeof(float));
         m->feature_pen = 0.0f;
+        m->feature_pen_sum = 0;
+        m->feature_pen_count = 0;
         linear_forward(a->x_in, a->stacked, m->p.fp_w, m->p.fp_b, N, Cs, D);
     }
     drop_fwd(a->x_in, a->x_in, N * D, p_in, &m->run, site(c->L + 1, SITE_INPUT));
@@ -793,6 +814,7 @@ void model_backward(Model *m, const float *dout, float dpen, const float *dfeat)
                 p_att = train ? c->attention_dropout : 0;
     /* gx: d of the current layer's output, then of its input (the running residual gradient) */
     float *gx = m->s_d[3], *gy = m->s_posraw; /* s_posraw (>= N*D floats) is free until the positional conv */
+    if (m->on_grads_ready) m->on_grads_ready(m->grads_ctx, m->layer_first[c->L]);
     double t = koe_now();
     if (c->layer_norm_first) {
         zero(gx, ND);
@@ -814,6 +836,7 @@ void model_backward(Model *m, const float *dout, float dpen, const float *dfeat)
             prof(m, 1, PROF_CONFORMER, &t);
         } else
             transformer_layer_backward(m, l, gx, gy, x, p_drop, p_act, p_att);
+        if (m->on_grads_ready) m->on_grads_ready(m->grads_ctx, m->layer_first[l]);
     }
     /* encoder input: dropout, (post-LN) encoder.layer_norm, positional embedding */
     t = koe_now();
@@ -838,4 +861,5 @@ void model_backward(Model *m, const float *dout, float dpen, const float *dfeat)
     weightnorm_backward(m->g.pos_g, m->g.pos_v, m->s_posw, m->p.pos_g, m->p.pos_v, a->pos_norm, D, D / G, K);
     prof(m, 1, PROF_POSCONV, &t);
     frontend_backward(m, dx_in, dpen, dfeat);
+    if (m->on_grads_ready) m->on_grads_ready(m->grads_ctx, 0);
 }

@@ -157,6 +157,15 @@ typedef struct {
     const uint8_t *mask;   /* (B, T) or NULL, borrowed until backward */
     ModelRun run;
     float feature_pen;     /* mean of squared conv features over valid frames (waveform) */
+    double feature_pen_sum; /* (waveform) the sum of squares and the element count feature_pen is their */
+    int64_t feature_pen_count; /* ratio of: across ranks the trainer sums these (objective.h) */
+    /* Optional, set by the caller (distributed/ data parallelism): model_backward calls
+     * on_grads_ready(grads_ctx, first) each time grads[first, table.total) has become final — at its
+     * start (tensors after the encoder's own: the objective's head, whose backward runs first), after
+     * each encoder layer, and with first = 0 at its end. first only decreases within one backward. */
+    void (*on_grads_ready)(void *ctx, int64_t first);
+    void *grads_ctx;
+    int64_t *layer_first;  /* (L) flat offset of layer l's first tensor; [L]: end of the encoder's own tensors */
     ModelActs a;
     double prof[2][PROF_N]; /* seconds: [0] forward, [1] backward */
     /* scratch views (see model.c) */

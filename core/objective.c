@@ -27,6 +27,8 @@ void objective_create(Objective *o, const ObjectiveConfig *cfg, Model *m) {
     o->mask = koe_calloc((size_t)N, 1);
     o->utt_frames = koe_calloc((size_t)o->max_B, sizeof *o->utt_frames);
     o->dout = koe_malloc((size_t)(N * m->cfg.D) * sizeof(float));
+    o->red = koe_calloc(4 + 2 * (size_t)cfg->wav2vec2.G * (size_t)cfg->wav2vec2.V, sizeof(double));
+    o->pen_share = 1.0f;
     switch (cfg->name) {
     case OBJ_HUBERT:
         hubert_head_bind(&m->table, m->params, &o->hp);
@@ -59,7 +61,59 @@ void objective_free(Objective *o) {
     free(o->dout);
     free(o->act_mem);
     free(o->dfeat);
+    free(o->red);
     memset(o, 0, sizeof *o);
+}
+
+/* What forward sums over ranks (waveform frontend: HuBERT and wav2vec 2.0):
+ *   red[0] scored frames, red[1] and red[2] the feature penalty's sum of squares and element count,
+ *   wav2vec 2.0: red[3] the quantizer's rows, red[4 ..] prob_sum (G*V) then code_count (G*V). */
+static int reduce_len(const Objective *o, const Model *m) {
+    if (!o->reduce || o->cfg.name == OBJ_BESTRQ || m->cfg.frontend != FRONTEND_WAVEFORM) return 0;
+    return o->cfg.name == OBJ_WAV2VEC2 ? 4 + 2 * o->cfg.wav2vec2.G * o->cfg.wav2vec2.V : 3;
+}
+
+/* Sums the statistics over ranks and returns the global feature penalty; sets frames_global and
+ * pen_share; wav2vec 2.0: puts the global quantizer sums back into the head's act. */
+static double reduce_stats(Objective *o, const Model *m, int64_t frames) {
+    const int n = reduce_len(o, m);
+    o->frames_global = frames;
+    o->pen_share = 1.0f;
+    if (!n) return m->feature_pen;
+    const int64_t GV = (int64_t)o->cfg.wav2vec2.G * o->cfg.wav2vec2.V;
+    double *v = o->red;
+    v[0] = (double)frames;
+    v[1] = m->feature_pen_sum;
+    v[2] = (double)m->feature_pen_count;
+    if (o->cfg.name == OBJ_WAV2VEC2) {
+        v[3] = o->wact.n_sum;
+        memcpy(v + 4, o->wact.prob_sum, (size_t)GV * sizeof *v);
+        memcpy(v + 4 + GV, o->wact.code_count, (size_t)GV * sizeof *v);
+    }
+    o->reduce(o->reduce_ctx, v, n);
+    o->frames_global = (int64_t)v[0];
+    o->pen_share = v[2] > 0 ? (float)((double)m->feature_pen_count / v[2]) : 0.0f;
+    if (o->cfg.name == OBJ_WAV2VEC2) {
+        o->wact.n_sum = v[3];
+        memcpy(o->wact.prob_sum, v + 4, (size_t)GV * sizeof *v);
+        memcpy(o->wact.code_count, v + 4 + GV, (size_t)GV * sizeof *v);
+    }
+    return v[2] > 0 ? (double)(float)(v[1] / v[2]) : 0.0;
+}
+
+void objective_forward_empty(Objective *o, Model *m, ObjectiveStats *st) {
+    memset(st, 0, sizeof *st);
+    o->B = 0;
+    o->frames = 0;
+    m->feature_pen_sum = 0;
+    m->feature_pen_count = 0;
+    if (o->cfg.name == OBJ_WAV2VEC2) {
+        const int64_t GV = (int64_t)o->cfg.wav2vec2.G * o->cfg.wav2vec2.V;
+        o->wact.n_sum = 0;
+        memset(o->wact.prob_sum, 0, (size_t)GV * sizeof(double));
+        memset(o->wact.code_count, 0, (size_t)GV * sizeof(double));
+    }
+    reduce_stats(o, m, 0);
 }
 
 void objective_forward(Objective *o, Model *m, const ObjectiveBatch *b, ObjectiveStats *st) {
@@ -82,10 +136,13 @@ void objective_forward(Objective *o, Model *m, const ObjectiveBatch *b, Objectiv
                                 HUBERT_FRAMES_MASKED, &st->head_sum, &n, &correct);
             st->frames = n;
             st->correct = (double)correct;
+            st->feature_pen = reduce_stats(o, m, n);
         } else {
             Wav2vec2Stats ws;
             wav2vec2_head_forward(&o->wact, &o->wp, m->a.out, m->a.fp_ln, o->mask, m->key_pad, b->utt, b->B, m->T,
                                   &b->run, &ws);
+            st->feature_pen = reduce_stats(o, m, ws.n_frames);
+            if (reduce_len(o, m)) wav2vec2_head_reduce(&o->wact, &ws);
             st->head_sum = ws.loss_sum;
             st->frames = ws.n_frames;
             st->correct = (double)ws.n_correct;
@@ -94,7 +151,6 @@ void objective_forward(Objective *o, Model *m, const ObjectiveBatch *b, Objectiv
             st->diversity = ws.diversity;
             st->temp = ws.temp;
         }
-        st->feature_pen = m->feature_pen;
         st->loss_sum = st->head_sum + ((double)o->cfg.feature_pen_weight * st->feature_pen +
                                        (double)o->cfg.diversity_weight * st->diversity) * (double)st->frames;
         o->frames = st->frames;
@@ -111,6 +167,7 @@ void objective_forward(Objective *o, Model *m, const ObjectiveBatch *b, Objectiv
         st->frames = n;
         st->loss_sum = st->head_sum;
         o->frames = n;
+        o->frames_global = n;
         return;
     }
     default: koe_fatal(KOE_EXIT_INTERNAL, "objective %d is not built into this koe", (int)o->cfg.name);
@@ -120,9 +177,12 @@ void objective_forward(Objective *o, Model *m, const ObjectiveBatch *b, Objectiv
 void objective_backward(Objective *o, Model *m, float dloss) {
     const int64_t ND = (int64_t)o->B * m->T * m->cfg.D;
     memset(o->dout, 0, (size_t)ND * sizeof(float));
-    /* fairseq adds each auxiliary term times the micro-batch's frame count to the summed loss */
-    const float n = (float)o->frames;
-    const float dpen = m->cfg.frontend == FRONTEND_WAVEFORM ? dloss * o->cfg.feature_pen_weight * n : 0.0f;
+    /* fairseq adds each auxiliary term times the micro-batch's frame count to the summed loss; across
+     * ranks that is the global micro-batch's count, and this rank's conv features carry pen_share of
+     * the global mean's elements */
+    const float n = (float)o->frames_global;
+    const float dpen =
+        m->cfg.frontend == FRONTEND_WAVEFORM ? dloss * o->cfg.feature_pen_weight * n * o->pen_share : 0.0f;
     switch (o->cfg.name) {
     case OBJ_HUBERT:
         hubert_head_backward(o->dout, &o->hg, &o->hact, &o->hp, dloss);

@@ -9,6 +9,13 @@
  * factor the gradient of that sum is scaled by. The trainer passes dloss = 1 for every micro-batch,
  * sums the gradients, and scales them by 1 / (frames of the whole update, over all ranks) once.
  *
+ * Across ranks (each holding a slice of the global micro-batch), the terms that are not sums over
+ * frames — the feature penalty (a mean over the conv features) and wav2vec 2.0's perplexities and
+ * diversity — must come from the whole global micro-batch. The trainer sets o->reduce: forward then
+ * sums those statistics over ranks through it between the head's forward and the loss, so loss_sum,
+ * summed over ranks, and the gradients, summed over ranks, equal one process's on the global batch.
+ * A rank whose slice is empty calls objective_forward_empty instead (same collective calls).
+ *
  * Dimension letters: B utterances, S input length (samples, or fbank frames), T encoder frames,
  * D model width. Must not: allocate after objective_create, normalise the loss, include MPI or HDF5,
  * or know where labels come from (HuBERT's arrive per encoder frame in the batch). */
@@ -72,6 +79,12 @@ typedef struct {
     float *dfeat;    /* wav2vec 2.0: (max_B * max_T, C) gradient w.r.t. the normalised features */
     int64_t frames;  /* the last forward's scored frames */
     int B;
+    /* across ranks: reduce(reduce_ctx, v, n) sums v (n doubles) over ranks in place; NULL: one process */
+    void (*reduce)(void *ctx, double *v, int n);
+    void *reduce_ctx;
+    double *red;           /* the reduced statistics (see objective.c) */
+    int64_t frames_global; /* the last forward's scored frames over all ranks */
+    float pen_share;       /* this rank's share of the feature penalty's elements (1 on one process) */
 } Objective;
 
 /* Append the head's tensors to the model's table (before model_create_with_table). */
@@ -82,5 +95,8 @@ void objective_create(Objective *o, const ObjectiveConfig *cfg, Model *m);
 void objective_free(Objective *o);
 /* Mask, model forward, head forward. Fills st. b->inp and b->labels must stay valid until backward. */
 void objective_forward(Objective *o, Model *m, const ObjectiveBatch *b, ObjectiveStats *st);
+/* A rank with no utterance in this micro-batch: takes part in forward's reduction (o->reduce) with
+ * zeros; st is all zero and there is no backward to run. */
+void objective_forward_empty(Objective *o, Model *m, ObjectiveStats *st);
 /* Gradients of dloss * (the last forward's loss_sum), accumulated into m->grads. */
 void objective_backward(Objective *o, Model *m, float dloss);

@@ -23,11 +23,14 @@
 #include "../data/labels.h"
 #include "../data/loader.h"
 #include "../distributed/comm.h"
+#include "../distributed/dp.h"
 
 void openblas_set_num_threads(int n); /* OpenBLAS's own; not in cblas.h */
 
 /* Validation masks are keyed by this fixed step, so every validation sees the same masks. */
 #define TRAIN_VALID_STEP 0x7A11D000ULL
+/* Gradient buckets reduced across ranks while backward runs (distributed/dp.h). */
+#define TRAIN_BUCKET_BYTES (25 << 20)
 
 /* One corpus and what reads it: the training data or the validation data. */
 typedef struct {
@@ -51,6 +54,7 @@ typedef struct { /* sums over a logging interval; all doubles: saved in checkpoi
     double loss, head, correct, gnorm, samples;
     double code_ppl, prob_ppl, temp; /* wav2vec 2.0, summed over updates */
     double frames, updates;
+    double comm; /* seconds waiting on the gradient reduction after backward (several ranks) */
 } Interval;
 _Static_assert(sizeof(Interval) <= sizeof(((TrainState *)0)->log_sums), "Interval fits TrainState.log_sums");
 
@@ -163,7 +167,11 @@ static int batch_labels(Trainer *tr, LabelSet *ls, const LoaderBatch *b, int64_t
 /* One micro-batch through the objective; adds to *st (sums). dloss = 0: forward only (validation). */
 static int micro_batch(Trainer *tr, DataSide *side, const LoaderBatch *b, ModelRun run, int backward,
                        ObjectiveStats *sum, KoeError *err) {
-    if (b->n == 0) return 0;
+    if (b->n == 0) { /* this rank's slice of the global batch is empty */
+        ObjectiveStats st;
+        if (tr->obj.reduce) objective_forward_empty(&tr->obj, tr->m, &st);
+        return 0;
+    }
     const Recipe *rc = tr->rc;
     ObjectiveBatch ob = {0};
     ob.B = (int)b->n;
@@ -218,12 +226,18 @@ static int validate(Trainer *tr, DataSide *v, double *loss, double *acc, KoeErro
         rc = b ? micro_batch(tr, v, b, run, 0, &sum, err) : -1;
     }
     loader_close(l);
+    double tot[3] = {sum.loss_sum, (double)sum.frames, sum.correct}; /* over ranks */
+    if (comm_size() > 1) comm_allreduce_sum_f64(tot, 3);
+    sum.loss_sum = tot[0];
+    sum.frames = (int64_t)tot[1];
+    sum.correct = tot[2];
     *loss = sum.frames ? sum.loss_sum / (double)sum.frames : NAN;
     *acc = sum.frames ? sum.correct / (double)sum.frames : NAN;
     return rc;
 }
 
-static int save(Trainer *tr, AdamW *opt, const TrainState *st, const char *ckdir, KoeError *err) {
+static int save_file(Trainer *tr, const float *om, const float *ov, const TrainState *st, const char *ckdir,
+                     KoeError *err) {
     char path[4200];
     checkpoint_step_path(path, sizeof path, ckdir, st->step);
     const ParamTable *t = &tr->m->table;
@@ -231,8 +245,8 @@ static int save(Trainer *tr, AdamW *opt, const TrainState *st, const char *ckdir
     if (!w) return -1;
     for (int i = 0; i < t->n; i++)
         if (checkpoint_writer_tensor(w, i, tr->m->params + t->e[i].offset, err) < 0) goto fail;
-    if (checkpoint_writer_optim(w, 0, 0, t->total, opt->m, err) < 0 ||
-        checkpoint_writer_optim(w, 1, 0, t->total, opt->v, err) < 0)
+    if (checkpoint_writer_optim(w, 0, 0, t->total, om, err) < 0 ||
+        checkpoint_writer_optim(w, 1, 0, t->total, ov, err) < 0)
         goto fail;
     if (checkpoint_writer_finish(w, tr->rc->text, st, err) < 0) return -1;
     if (checkpoint_publish_latest(ckdir, st->step, tr->rc->run.keep_last, err) < 0) return -1;
@@ -241,6 +255,25 @@ static int save(Trainer *tr, AdamW *opt, const TrainState *st, const char *ckdir
 fail:
     checkpoint_writer_abort(w);
     return -1;
+}
+
+/* Several ranks: every rank holds all the parameters and rank 0 writes the serial file; with ZeRO-1 the
+ * AdamW moments are gathered to it first (every rank takes part). */
+static int save(Trainer *tr, AdamW *opt, DataParallel *dp, const TrainState *st, const char *ckdir, KoeError *err) {
+    const int64_t P = tr->m->table.total;
+    float *full[2] = {opt->m, opt->v};
+    const int zero = dp && tr->rc->run.zero;
+    for (int w = 0; zero && w < 2; w++) {
+        full[w] = comm_rank() == 0 ? koe_malloc((size_t)P * sizeof(float)) : NULL;
+        dp_gather_slices(dp, w ? opt->v : opt->m, full[w], 0);
+    }
+    if (comm_rank() != 0) return 0;
+    const int rc = save_file(tr, full[0], full[1], st, ckdir, err);
+    if (zero) {
+        free(full[0]);
+        free(full[1]);
+    }
+    return rc;
 }
 
 /* Keep the lines of RUN/log.jsonl up to `step` (a resumed run rewrites what followed its checkpoint). */
@@ -276,12 +309,23 @@ static void fmt_eta(char *out, size_t n, double s) {
         snprintf(out, n, "%ldm%02lds", t / 60, t % 60);
 }
 
+/* objective.h's reduce hook: the objective's statistics summed over ranks */
+static void reduce_sum(void *ctx, double *v, int n) {
+    (void)ctx;
+    comm_allreduce_sum_f64(v, n);
+}
+
+/* Every rank must start from the same state: a clear error naming what differs. */
+static void check_agree(uint64_t x, const char *what) {
+    if (!comm_all_equal_u64(x))
+        koe_fatal(KOE_EXIT_USAGE, "the ranks disagree on %s (this rank has %016llx): every rank must run the same "
+                                  "recipe on the same run.dir (a shared file system) and resume the same checkpoint",
+                  what, (unsigned long long)x);
+}
+
 int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
     KoeError err;
-    const int rank = comm_rank();
-    if (comm_size() > 1)
-        koe_fatal(KOE_EXIT_USAGE, "koe train runs on one rank for now (multi-rank training is issue 5): run it "
-                                  "without mpirun -n >1");
+    const int rank = comm_rank(), world = comm_size();
     int threads = rc->run.threads;
     if (!threads) threads = getenv("OMP_NUM_THREADS") ? atoi(getenv("OMP_NUM_THREADS")) : 1;
     if (threads < 1) threads = 1;
@@ -372,15 +416,43 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
     ScheduleConfig sc;
     recipe_schedule_config(rc, &sc);
     AdamW opt;
-    adamw_init(&opt, &ac, 0, P, decay);
+    /* several ranks: gradients reduced by buckets during backward; ZeRO-1: this rank's AdamW slice */
+    DataParallel *dp = world > 1 ? dp_create(&m->table, m->grads, TRAIN_BUCKET_BYTES, rc->run.zero) : NULL;
+    int64_t s0 = 0, s1 = (int64_t)P;
+    if (dp) {
+        dp_slice(dp, &s0, &s1);
+        m->on_grads_ready = dp_grads_ready;
+        m->grads_ctx = dp;
+        tr.obj.reduce = reduce_sum;
+    }
+    const int sliced = s0 != 0 || s1 != (int64_t)P;
+    adamw_init(&opt, &ac, (size_t)s0, (size_t)s1, decay);
 
     /* resume */
     TrainState st = {0};
     st.seed = rc->run.seed;
     char *ck_text = NULL, ck_path[4400];
-    int resumed = checkpoint_load_latest(ckdir, &m->table, m->params, opt.m, opt.v, &st, &ck_text, ck_path,
+    float *om = opt.m, *ov = opt.v; /* ZeRO-1: the whole moments are read, this rank keeps its slice */
+    if (sliced) {
+        om = koe_malloc(P * sizeof(float));
+        ov = koe_malloc(P * sizeof(float));
+    }
+    int resumed = checkpoint_load_latest(ckdir, &m->table, m->params, om, ov, &st, &ck_text, ck_path,
                                          sizeof ck_path, &err);
     if (resumed < 0) koe_fatal(KOE_EXIT_USAGE, "%s", err.msg);
+    if (sliced) {
+        if (resumed) {
+            memcpy(opt.m, om + s0, (size_t)(s1 - s0) * sizeof(float));
+            memcpy(opt.v, ov + s0, (size_t)(s1 - s0) * sizeof(float));
+        }
+        free(om);
+        free(ov);
+    }
+    if (world > 1) {
+        check_agree(rc->hash, "the recipe hash");
+        check_agree((uint64_t)st.step, "the step to start from");
+        check_agree(checkpoint_sum(m->params, 0, (int64_t)P), "the parameter checksum");
+    }
     if (resumed) {
         if (strcmp(ck_text, rc->text))
             koe_warn("the recipe differs from the one %s was trained with; continuing with the new one (the run "
@@ -390,15 +462,19 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
                                       "same seed or use another run.dir",
                       ck_path, (unsigned long long)st.seed, (unsigned long long)rc->run.seed);
         opt.t = st.adam_t;
-        koe_log("resumed from %s at step %lld (%lld global batches consumed)", ck_path, (long long)st.step,
+        if (rank == 0)
+            koe_log("resumed from %s at step %lld (%lld global batches consumed)", ck_path, (long long)st.step,
                 (long long)st.consumed);
-        if (log_truncate(logpath, st.step, &err) < 0) koe_fatal(KOE_EXIT_INTERNAL, "%s", err.msg);
+        if (rank == 0 && log_truncate(logpath, st.step, &err) < 0) koe_fatal(KOE_EXIT_INTERNAL, "%s", err.msg);
     }
     free(ck_text);
-    FILE *rf = fopen(recpath, "w");
-    if (!rf || fputs(rc->text, rf) < 0 || fclose(rf) != 0) koe_fatal(KOE_EXIT_USAGE, "%s: cannot write", recpath);
-    FILE *logf = fopen(logpath, "a");
-    if (!logf) koe_fatal(KOE_EXIT_USAGE, "%s: cannot open for appending: %s", logpath, strerror(errno));
+    FILE *logf = NULL; /* rank 0 writes the run's files */
+    if (rank == 0) {
+        FILE *rf = fopen(recpath, "w");
+        if (!rf || fputs(rc->text, rf) < 0 || fclose(rf) != 0) koe_fatal(KOE_EXIT_USAGE, "%s: cannot write", recpath);
+        logf = fopen(logpath, "a");
+        if (!logf) koe_fatal(KOE_EXIT_USAGE, "%s: cannot open for appending: %s", logpath, strerror(errno));
+    }
 
     LoaderConfig lc;
     loader_cfg(rc, &lc, 0);
@@ -410,7 +486,7 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
                 rc->data.corpus, (double)P / 1e6, (long long)train.corpus.n_utts, train.corpus.hours,
                 (long long)max_B, (long long)max_S, (long long)st.step, (long long)rc->optim.max_updates);
 
-    const int tty = isatty(fileno(stderr));
+    const int tty = rank == 0 && isatty(fileno(stderr));
     Interval iv = {0};
     memcpy(&iv, st.log_sums, sizeof iv); /* a resumed run continues the interval it stopped in */
     const double t_start = koe_now();
@@ -424,30 +500,46 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
         ModelRun run = {1, rc->run.seed, (uint64_t)st.step};
         for (int u = 0; u < rc->optim.update_freq; u++) {
             const LoaderBatch *b = loader_next(loader, &err);
+            if (dp && u == rc->optim.update_freq - 1) dp_arm(dp); /* this backward ends the update */
             if (!b || micro_batch(&tr, &train, b, run, 1, &upd, &err) < 0)
                 koe_fatal(KOE_EXIT_USAGE, "step %lld: %s", (long long)st.step, err.msg);
             samples += (double)b->global_samples;
             st.epoch = b->epoch;
         }
         st.consumed = loader_consumed(loader);
-        /* normalise by the update's scored frames (issue 5: summed over ranks first) */
+        /* several ranks: the gradient (ZeRO-1: this rank's slice of it) and the sums over all ranks */
+        double comm_wait = 0;
+        if (dp) {
+            comm_wait = dp_finish(dp);
+            double v[4] = {upd.loss_sum, upd.head_sum, (double)upd.frames, upd.correct};
+            comm_allreduce_sum_f64(v, 4);
+            upd.loss_sum = v[0];
+            upd.head_sum = v[1];
+            upd.frames = (int64_t)v[2];
+            upd.correct = v[3];
+        }
+        /* normalise by the update's scored frames over all ranks; clip on the global norm */
         const int64_t frames = upd.frames;
         const double loss = frames ? upd.loss_sum / (double)frames : NAN;
-        if (frames) optim_scale_grads(m->grads, 0, P, (float)(1.0 / (double)frames));
-        const double gnorm = sqrt(optim_grad_sqnorm(m->grads, 0, P));
+        if (frames) optim_scale_grads(m->grads, (size_t)s0, (size_t)s1, (float)(1.0 / (double)frames));
+        double gsq = optim_grad_sqnorm(m->grads, (size_t)s0, (size_t)s1);
+        if (sliced) comm_allreduce_sum_f64(&gsq, 1);
+        const double gnorm = sqrt(gsq);
+        int64_t nonfinite = !isfinite(loss) || !isfinite(gnorm);
+        if (dp) comm_allreduce_max_i64(&nonfinite, 1); /* non-finite on any rank: every rank skips */
         if (frames == 0) {
             /* nothing was masked (BEST-RQ's sparse input masks can miss a short batch): no loss to
              * learn from; skipped, but not a failure counted toward optim.max_skips */
             st.skipped++;
-            koe_warn("step %lld: no masked frames in the batch; update skipped", (long long)st.step);
-        } else if (!isfinite(loss) || !isfinite(gnorm)) {
+            if (rank == 0) koe_warn("step %lld: no masked frames in the batch; update skipped", (long long)st.step);
+        } else if (nonfinite) {
             st.skipped++;
             st.skips_in_row++;
-            koe_warn("step %lld: loss %g, gradient norm %g (scored frames %lld): update skipped (%lld in a row; "
+            if (rank == 0) koe_warn("step %lld: loss %g, gradient norm %g (scored frames %lld): update skipped (%lld in a row; "
                      "optim.max_skips = %d)",
                      (long long)st.step, loss, gnorm, (long long)frames, (long long)st.skips_in_row, rc->optim.max_skips);
             if (st.skips_in_row >= rc->optim.max_skips) {
-                koe_log("stopping: %lld updates in a row had a non-finite loss or gradient; the last good "
+                if (rank == 0) koe_log("stopping: %lld updates in a row had a non-finite loss or gradient; the last good "
                         "checkpoint (%s/latest) is intact. Lower optim.lr or check the data.",
                         (long long)st.skips_in_row, ckdir);
                 exit_code = KOE_EXIT_INTERNAL;
@@ -456,9 +548,10 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
         } else {
             st.skips_in_row = 0;
             const double coef = optim_clip_coef(gnorm, rc->optim.clip_norm);
-            if (coef != 1.0) optim_scale_grads(m->grads, 0, P, (float)coef);
+            if (coef != 1.0) optim_scale_grads(m->grads, (size_t)s0, (size_t)s1, (float)coef);
             params_freeze_step(&m->table, m->grads, decay);
             adamw_step(&opt, m->params, m->grads, schedule_lr(&sc, st.step));
+            if (sliced) dp_allgather_params(dp, m->params);
             iv.loss += upd.loss_sum;
             iv.head += upd.head_sum;
             iv.correct += upd.correct;
@@ -469,6 +562,7 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
             iv.temp += upd.temp / rc->optim.update_freq;
             iv.updates++;
         }
+        iv.comm += comm_wait;
         iv.samples += samples;
         st.step++;
         st.sched_step = st.step;
@@ -481,7 +575,7 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
         if (do_valid && validate(&tr, &valid, &vloss, &vacc, &err) < 0)
             koe_fatal(KOE_EXIT_USAGE, "validation at step %lld: %s", (long long)st.step, err.msg);
         const double now = koe_now();
-        if (do_log) {
+        if (do_log && rank == 0) {
             const double dt = now - t_iv;
             const double l = iv.frames > 0 ? iv.loss / iv.frames : NAN;
             const double acc = iv.frames > 0 ? iv.correct / iv.frames : NAN;
@@ -495,6 +589,7 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
             if (rc->objective.name == OBJECTIVE_WAV2VEC2 && iv.updates > 0)
                 fprintf(logf, ", \"code_ppl\": %.9g, \"prob_ppl\": %.9g, \"temp\": %.9g", iv.code_ppl / iv.updates,
                         iv.prob_ppl / iv.updates, iv.temp / iv.updates);
+            if (dp) fprintf(logf, ", \"comm_time_s\": %.4g", iv.updates > 0 ? iv.comm / iv.updates : 0.0);
             if (do_valid) fprintf(logf, ", \"valid_loss\": %.9g, \"valid_acc\": %.9g", vloss, vacc);
             fprintf(logf, "}\n");
             fflush(logf);
@@ -508,6 +603,8 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
                         (long long)st.skipped, eta);
                 if (do_valid) koe_log("step %lld valid_loss %.4f valid_acc %.3f", (long long)st.step, vloss, vacc);
             }
+        }
+        if (do_log) {
             memset(&iv, 0, sizeof iv);
             t_iv = now;
         }
@@ -519,23 +616,25 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
                     (long long)rc->optim.max_updates, loss, frames ? upd.correct / (double)frames : 0.0, gnorm, eta);
             fflush(stderr);
         }
-        const int stopping = stop && *stop;
+        int64_t stopping = stop && *stop;
+        if (dp) comm_allreduce_max_i64(&stopping, 1); /* a signal seen by any rank stops all of them */
         if (st.step % rc->run.save_every == 0 || st.step == rc->optim.max_updates || stopping) {
             if (tty) fputc('\n', stderr);
             memcpy(st.log_sums, &iv, sizeof iv);
-            if (save(&tr, &opt, &st, ckdir, &err) < 0) koe_fatal(KOE_EXIT_INTERNAL, "%s", err.msg);
+            if (save(&tr, &opt, dp, &st, ckdir, &err) < 0) koe_fatal(KOE_EXIT_INTERNAL, "%s", err.msg);
         }
         if (stopping) {
-            koe_log("stopped by a signal at step %lld after a clean checkpoint; run the same command to resume",
+            if (rank == 0) koe_log("stopped by a signal at step %lld after a clean checkpoint; run the same command to resume",
                     (long long)st.step);
             exit_code = KOE_EXIT_PREEMPTED;
             break;
         }
     }
     if (tty) fputc('\n', stderr);
-    if (exit_code == KOE_EXIT_OK) koe_log("done: %lld steps, %lld skipped; checkpoint %s/latest", (long long)st.step,
+    if (exit_code == KOE_EXIT_OK && rank == 0) koe_log("done: %lld steps, %lld skipped; checkpoint %s/latest", (long long)st.step,
                                           (long long)st.skipped, ckdir);
-    fclose(logf);
+    if (logf) fclose(logf);
+    dp_free(dp);
     loader_close(loader);
     free(tr.lab);
     free(tr.lab_utt);
