@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # demo.sh — `make demo`: the main job on the demo corpus, end to end, on this machine.
 # synth (espeak-ng, 10+ languages) -> prepare (2 MPI ranks) -> info -> features -> BEST-RQ
-# pretraining of the tiny model for a few minutes (DEMO_STEPS updates, default 200) -> a summary.
+# pretraining of the tiny model on 2 MPI ranks for a few minutes (DEMO_STEPS updates, default 200)
+# -> a summary.
 # Output in $DEMO_DIR (default build/demo); each step says what it did and where.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +10,6 @@ BUILD=${BUILD:-build}
 DEMO_DIR=${DEMO_DIR:-$BUILD/demo}
 MINUTES=${DEMO_MINUTES:-4}
 STEPS=${DEMO_STEPS:-200}
-THREADS=${DEMO_THREADS:-2}
 run() { echo; echo "\$ $*"; "$@"; }
 rm -rf "$DEMO_DIR"
 mkdir -p "$DEMO_DIR"
@@ -29,10 +29,10 @@ echo; echo "== 4. HuBERT iteration-1 features: Kaldi MFCC + deltas (2 MPI ranks)
 run launch/koe-local -n 2 -t 1 -- koe features --corpus "$DEMO_DIR/corpus" --kind mfcc --out "$DEMO_DIR/mfcc.h5"
 run "$BUILD/koe" info "$DEMO_DIR/mfcc.h5"
 
-echo; echo "== 5. BEST-RQ pretraining of the tiny model: $STEPS updates on $THREADS threads"
+echo; echo "== 5. BEST-RQ pretraining of the tiny model on 2 MPI ranks x 1 thread: $STEPS updates"
 RUN="$DEMO_DIR/run_bestrq"
-OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS run "$BUILD/koe" train recipes/tiny/bestrq.ini \
-  data.corpus="$DEMO_DIR/corpus" run.dir="$RUN" run.threads="$THREADS" optim.max_updates="$STEPS" \
+run launch/koe-local -n 2 -t 1 -- koe train recipes/tiny/bestrq.ini \
+  data.corpus="$DEMO_DIR/corpus" run.dir="$RUN" optim.max_updates="$STEPS" \
   optim.warmup=$((STEPS / 10)) run.log_every=10 run.save_every=100 run.valid_every=0 > "$RUN.recipe.txt"
 echo "(the resolved recipe is in $RUN.recipe.txt and $RUN/recipe.ini)"
 
