@@ -1,8 +1,8 @@
 /* train.c — see train.h. The loop reads like fairseq's train_step: micro-batches summed, one
  * normalisation by the update's scored-frame count, clip, AdamW, schedule.
  * Must not: keep any randomness outside core/rng.h streams keyed by (seed, step, utterance), or write
- * a checkpoint anywhere but through data/checkpoint.h (which never leaves a partial file under a
- * final name). */
+ * a checkpoint anywhere but through distributed/ckpt.h (data/checkpoint.h's collective mode, which
+ * never leaves a partial file under a final name). */
 #include "train.h"
 
 #include <errno.h>
@@ -22,8 +22,10 @@
 #include "../data/corpus.h"
 #include "../data/labels.h"
 #include "../data/loader.h"
+#include "../distributed/ckpt.h"
 #include "../distributed/comm.h"
 #include "../distributed/dp.h"
+#include "../distributed/watchdog.h"
 
 void openblas_set_num_threads(int n); /* OpenBLAS's own; not in cblas.h */
 
@@ -236,45 +238,14 @@ static int validate(Trainer *tr, DataSide *v, double *loss, double *acc, KoeErro
     return rc;
 }
 
-static int save_file(Trainer *tr, const float *om, const float *ov, const TrainState *st, const char *ckdir,
-                     KoeError *err) {
-    char path[4200];
-    checkpoint_step_path(path, sizeof path, ckdir, st->step);
-    const ParamTable *t = &tr->m->table;
-    CheckpointWriter *w = checkpoint_writer_open(path, t, 1, err);
-    if (!w) return -1;
-    for (int i = 0; i < t->n; i++)
-        if (checkpoint_writer_tensor(w, i, tr->m->params + t->e[i].offset, err) < 0) goto fail;
-    if (checkpoint_writer_optim(w, 0, 0, t->total, om, err) < 0 ||
-        checkpoint_writer_optim(w, 1, 0, t->total, ov, err) < 0)
-        goto fail;
-    if (checkpoint_writer_finish(w, tr->rc->text, st, err) < 0) return -1;
-    if (checkpoint_publish_latest(ckdir, st->step, tr->rc->run.keep_last, err) < 0) return -1;
-    koe_log("checkpoint %s", path);
-    return 0;
-fail:
-    checkpoint_writer_abort(w);
-    return -1;
+/* The collective checkpoint (distributed/ckpt.h): every rank writes its slices of one file. */
+static void save(Trainer *tr, const AdamW *opt, const TrainState *st, const char *ckdir) {
+    ckpt_save(ckdir, &tr->m->table, tr->m->params, opt->m, opt->v, (int64_t)opt->start, (int64_t)opt->end,
+              tr->rc->text, st, tr->rc->run.keep_last);
 }
 
-/* Several ranks: every rank holds all the parameters and rank 0 writes the serial file; with ZeRO-1 the
- * AdamW moments are gathered to it first (every rank takes part). */
-static int save(Trainer *tr, AdamW *opt, DataParallel *dp, const TrainState *st, const char *ckdir, KoeError *err) {
-    const int64_t P = tr->m->table.total;
-    float *full[2] = {opt->m, opt->v};
-    const int zero = dp && tr->rc->run.zero;
-    for (int w = 0; zero && w < 2; w++) {
-        full[w] = comm_rank() == 0 ? koe_malloc((size_t)P * sizeof(float)) : NULL;
-        dp_gather_slices(dp, w ? opt->v : opt->m, full[w], 0);
-    }
-    if (comm_rank() != 0) return 0;
-    const int rc = save_file(tr, full[0], full[1], st, ckdir, err);
-    if (zero) {
-        free(full[0]);
-        free(full[1]);
-    }
-    return rc;
-}
+/* A stop file in the run directory asks for the same clean stop as a signal (exit code 3). */
+static int stop_file_present(const char *path) { return access(path, F_OK) == 0; }
 
 /* Keep the lines of RUN/log.jsonl up to `step` (a resumed run rewrites what followed its checkpoint). */
 static int log_truncate(const char *path, int64_t step, KoeError *err) {
@@ -345,10 +316,15 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
         printf("# resolved recipe (hash %016llx)\n%s", (unsigned long long)rc->hash, rc->text);
         fflush(stdout);
     }
-    char ckdir[4200], logpath[4200], recpath[4200];
+    char ckdir[4200], logpath[4200], recpath[4200], stoppath[4200];
     snprintf(ckdir, sizeof ckdir, "%s/checkpoints", rc->run.dir);
     snprintf(logpath, sizeof logpath, "%s/log.jsonl", rc->run.dir);
     snprintf(recpath, sizeof recpath, "%s/recipe.ini", rc->run.dir);
+    snprintf(stoppath, sizeof stoppath, "%s/STOP", rc->run.dir);
+    watchdog_start(rc->run.watchdog_s);
+    watchdog_phase(0, "start-up (corpus, model, resume)");
+    const char *hang = getenv("KOE_TEST_HANG_AT_STEP"); /* test hook for e2e train_watchdog */
+    const int64_t hang_at_step = hang ? atoll(hang) : -1;
 
     DataSide train, valid;
     int has_valid = rc->data.valid_corpus[0] != 0;
@@ -432,22 +408,9 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
     TrainState st = {0};
     st.seed = rc->run.seed;
     char *ck_text = NULL, ck_path[4400];
-    float *om = opt.m, *ov = opt.v; /* ZeRO-1: the whole moments are read, this rank keeps its slice */
-    if (sliced) {
-        om = koe_malloc(P * sizeof(float));
-        ov = koe_malloc(P * sizeof(float));
-    }
-    int resumed = checkpoint_load_latest(ckdir, &m->table, m->params, om, ov, &st, &ck_text, ck_path,
-                                         sizeof ck_path, &err);
-    if (resumed < 0) koe_fatal(KOE_EXIT_USAGE, "%s", err.msg);
-    if (sliced) {
-        if (resumed) {
-            memcpy(opt.m, om + s0, (size_t)(s1 - s0) * sizeof(float));
-            memcpy(opt.v, ov + s0, (size_t)(s1 - s0) * sizeof(float));
-        }
-        free(om);
-        free(ov);
-    }
+    /* every rank reads the parameters and the moments of its own slice (any world size) */
+    const int resumed = ckpt_load(ckdir, &m->table, m->params, opt.m, opt.v, s0, s1, &st, &ck_text, ck_path,
+                                  sizeof ck_path);
     if (world > 1) {
         check_agree(rc->hash, "the recipe hash");
         check_agree((uint64_t)st.step, "the step to start from");
@@ -498,8 +461,11 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
         ObjectiveStats upd = {0};
         double samples = 0;
         ModelRun run = {1, rc->run.seed, (uint64_t)st.step};
+        watchdog_phase(0, "forward/backward step %lld", (long long)st.step);
         for (int u = 0; u < rc->optim.update_freq; u++) {
             const LoaderBatch *b = loader_next(loader, &err);
+            if (hang_at_step == st.step && rank == 1) /* test hook KOE_TEST_HANG_AT_STEP: rank 1 hangs here */
+                for (;;) sleep(1);
             if (dp && u == rc->optim.update_freq - 1) dp_arm(dp); /* this backward ends the update */
             if (!b || micro_batch(&tr, &train, b, run, 1, &upd, &err) < 0)
                 koe_fatal(KOE_EXIT_USAGE, "step %lld: %s", (long long)st.step, err.msg);
@@ -507,6 +473,7 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
             st.epoch = b->epoch;
         }
         st.consumed = loader_consumed(loader);
+        watchdog_phase(1, "gradient reduction and update step %lld", (long long)st.step);
         /* several ranks: the gradient (ZeRO-1: this rank's slice of it) and the sums over all ranks */
         double comm_wait = 0;
         if (dp) {
@@ -572,6 +539,7 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
         const int do_valid = has_valid && rc->run.valid_every > 0 && st.step % rc->run.valid_every == 0;
         const int do_log = st.step % rc->run.log_every == 0 || do_valid || st.step == rc->optim.max_updates;
         double vloss = NAN, vacc = NAN;
+        if (do_valid) watchdog_phase(0, "validation step %lld", (long long)st.step);
         if (do_valid && validate(&tr, &valid, &vloss, &vacc, &err) < 0)
             koe_fatal(KOE_EXIT_USAGE, "validation at step %lld: %s", (long long)st.step, err.msg);
         const double now = koe_now();
@@ -616,21 +584,27 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
                     (long long)rc->optim.max_updates, loss, frames ? upd.correct / (double)frames : 0.0, gnorm, eta);
             fflush(stderr);
         }
-        int64_t stopping = stop && *stop;
-        if (dp) comm_allreduce_max_i64(&stopping, 1); /* a signal seen by any rank stops all of them */
+        int64_t stopping = (stop && *stop) || stop_file_present(stoppath);
+        watchdog_phase(1, "stop agreement step %lld", (long long)st.step);
+        if (dp) comm_allreduce_max_i64(&stopping, 1); /* a signal or stop file seen by any rank stops all of them */
         if (st.step % rc->run.save_every == 0 || st.step == rc->optim.max_updates || stopping) {
             if (tty) fputc('\n', stderr);
             memcpy(st.log_sums, &iv, sizeof iv);
-            if (save(&tr, &opt, dp, &st, ckdir, &err) < 0) koe_fatal(KOE_EXIT_INTERNAL, "%s", err.msg);
+            save(&tr, &opt, &st, ckdir);
         }
         if (stopping) {
-            if (rank == 0) koe_log("stopped by a signal at step %lld after a clean checkpoint; run the same command to resume",
+            if (rank == 0 && stop_file_present(stoppath)) {
+                if (remove(stoppath) < 0) koe_warn("cannot remove %s: %s", stoppath, strerror(errno));
+                koe_log("%s asked for a stop; removed it so that the next run continues", stoppath);
+            }
+            if (rank == 0) koe_log("stopped by a signal or stop file at step %lld after a clean checkpoint; run the same command to resume",
                     (long long)st.step);
             exit_code = KOE_EXIT_PREEMPTED;
             break;
         }
     }
     if (tty) fputc('\n', stderr);
+    watchdog_stop();
     if (exit_code == KOE_EXIT_OK && rank == 0) koe_log("done: %lld steps, %lld skipped; checkpoint %s/latest", (long long)st.step,
                                           (long long)st.skipped, ckdir);
     if (logf) fclose(logf);
