@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../core/rng.h"
 #include "h5util.h"
@@ -667,45 +668,24 @@ int64_t checkpoint_candidates(const char *dir, int64_t **steps) {
 
 int checkpoint_load_latest(const char *dir, const ParamTable *t, float *params, float *m, float *v, TrainState *st,
                            char **config_text, char *path_out, size_t n, KoeError *err) {
-    char latest[4200], name[256] = "", path[4400];
-    snprintf(latest, sizeof latest, "%s/latest", dir);
-    FILE *fp = fopen(latest, "r");
-    int64_t tried = -1;
-    int any = 0;
-    KoeError e;
-    if (fp) {
-        any = 1;
-        long long s = -1;
-        if (fgets(name, sizeof name, fp)) name[strcspn(name, "\r\n")] = 0;
-        fclose(fp);
-        if (sscanf(name, "step-%lld.h5", &s) == 1) {
-            snprintf(path, sizeof path, "%s/%s", dir, name);
-            tried = s;
-            if (checkpoint_read_train(path, t, params, m, v, st, config_text, &e) == 0) {
-                snprintf(path_out, n, "%s", path);
-                return 1;
-            }
-            koe_warn("latest checkpoint %s is unusable (%s); trying the one before", path, e.msg);
-        } else
-            koe_warn("%s does not name a step-NNNNNNNN.h5 file ('%s'); looking for the newest usable checkpoint",
-                     latest, name);
-    }
     int64_t *steps;
-    int64_t ns = list_steps(dir, &steps);
+    const int64_t ns = checkpoint_candidates(dir, &steps);
     for (int64_t i = 0; i < ns; i++) {
-        any = 1;
-        if (steps[i] == tried) continue;
+        char path[4400];
+        KoeError e;
         checkpoint_step_path(path, sizeof path, dir, steps[i]);
         if (checkpoint_read_train(path, t, params, m, v, st, config_text, &e) == 0) {
-            koe_warn("resuming from %s instead of the latest", path);
+            if (i > 0) koe_warn("resuming from %s instead of the latest", path);
             snprintf(path_out, n, "%s", path);
             free(steps);
             return 1;
         }
-        koe_warn("checkpoint %s is unusable (%s)", path, e.msg);
+        koe_warn("checkpoint %s is unusable (%s)%s", path, e.msg, i + 1 < ns ? "; trying the one before" : "");
     }
     free(steps);
-    if (!any) return 0;
+    char latest[4200];
+    snprintf(latest, sizeof latest, "%s/latest", dir);
+    if (ns == 0 && access(latest, F_OK) != 0) return 0;
     koe_error_set(err, "%s: checkpoints exist but none is usable (see the warnings above); move them away to start "
                        "afresh, or restore a good one",
                   dir);

@@ -96,9 +96,15 @@ int ckpt_load(const char *ckdir, const ParamTable *t, float *params, float *m, f
     const int rank = comm_rank();
     watchdog_phase(1, "checkpoint load");
     const double t0 = koe_now();
-    int64_t *steps = NULL, ns = 0;
-    if (rank == 0) ns = checkpoint_candidates(ckdir, &steps);
-    comm_bcast(&ns, sizeof ns, 0);
+    int64_t *steps = NULL, hdr[2] = {0, 0}; /* candidates, and whether latest exists */
+    if (rank == 0) {
+        char latest[4200];
+        snprintf(latest, sizeof latest, "%s/latest", ckdir);
+        hdr[0] = checkpoint_candidates(ckdir, &steps);
+        hdr[1] = access(latest, F_OK) == 0;
+    }
+    comm_bcast(hdr, sizeof hdr, 0);
+    const int64_t ns = hdr[0];
     if (rank != 0) steps = koe_malloc((size_t)(ns + 1) * sizeof *steps);
     if (ns) comm_bcast(steps, (size_t)ns * sizeof *steps, 0);
     const int full = mstart == 0 && mend == t->total;
@@ -140,7 +146,7 @@ int ckpt_load(const char *ckdir, const ParamTable *t, float *params, float *m, f
             koe_warn("checkpoint %s is unusable (see above)%s", path, i + 1 < ns ? "; trying the one before" : "");
     }
     free(steps);
-    if (ns == 0) return 0;
+    if (ns == 0 && !hdr[1]) return 0;
     koe_fatal(KOE_EXIT_USAGE, "%s: checkpoints exist but none is usable (see the warnings above); move them away to "
                               "start afresh, or restore a good one",
               ckdir);
