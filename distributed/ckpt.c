@@ -3,7 +3,6 @@
  * before every rank's part is on disk. */
 #include "ckpt.h"
 
-#include <mpi.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -12,22 +11,12 @@
 #include "../data/h5util.h"
 #include "comm.h"
 #include "watchdog.h"
+#include "mpi_check.h"
 
 #define ckptCheck(call)                                                                                      \
     do {                                                                                                     \
         if ((call) < 0)                                                                                      \
             koe_fatal(KOE_EXIT_INTERNAL, "%s:%d: %s failed: %s", __FILE__, __LINE__, #call, h5_last_error()); \
-    } while (0)
-
-#define mpiCheck(call)                                                                             \
-    do {                                                                                           \
-        int rc_ = (call);                                                                          \
-        if (rc_ != MPI_SUCCESS) {                                                                  \
-            char s_[MPI_MAX_ERROR_STRING];                                                         \
-            int n_ = 0;                                                                            \
-            MPI_Error_string(rc_, s_, &n_);                                                        \
-            koe_fatal(KOE_EXIT_INTERNAL, "%s:%d: %s failed: %s", __FILE__, __LINE__, #call, s_); \
-        }                                                                                          \
     } while (0)
 
 /* The part of the moments this rank writes (and verifies): its ZeRO-1 slice, or, when it holds the

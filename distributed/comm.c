@@ -1,23 +1,12 @@
 /* comm.c — MPI setup and the few collectives koe needs. See comm.h. */
 #include "comm.h"
 
-#include <mpi.h>
 #include <stdlib.h>
 
 #include "../core/common.h"
+#include "mpi_check.h"
 
 static int world_rank, world_size = 1;
-
-#define mpiCheck(call)                                                                       \
-    do {                                                                                     \
-        int rc_ = (call);                                                                    \
-        if (rc_ != MPI_SUCCESS) {                                                            \
-            char s_[MPI_MAX_ERROR_STRING];                                                   \
-            int n_ = 0;                                                                      \
-            MPI_Error_string(rc_, s_, &n_);                                                  \
-            koe_fatal(KOE_EXIT_INTERNAL, "%s:%d: %s failed: %s", __FILE__, __LINE__, #call, s_); \
-        }                                                                                    \
-    } while (0)
 
 static void abort_hook(int code) { MPI_Abort(MPI_COMM_WORLD, code); }
 

@@ -3,23 +3,12 @@
  * Must not: call MPI outside the bucket collectives and the ZeRO-1 gathers, or allocate per update. */
 #include "dp.h"
 
-#include <mpi.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../core/common.h"
 #include "comm.h"
-
-#define mpiCheck(call)                                                                            \
-    do {                                                                                          \
-        int rc_ = (call);                                                                         \
-        if (rc_ != MPI_SUCCESS) {                                                                 \
-            char s_[MPI_MAX_ERROR_STRING];                                                        \
-            int n_ = 0;                                                                           \
-            MPI_Error_string(rc_, s_, &n_);                                                       \
-            koe_fatal(KOE_EXIT_INTERNAL, "%s:%d: %s failed: %s", __FILE__, __LINE__, #call, s_); \
-        }                                                                                         \
-    } while (0)
+#include "mpi_check.h"
 
 struct DataParallel {
     float *grads;
