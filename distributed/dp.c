@@ -137,9 +137,3 @@ void dp_allgather_params(DataParallel *d, float *params) {
     mpiCheck(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, params, d->s_counts, d->s_displs, MPI_FLOAT,
                             MPI_COMM_WORLD));
 }
-
-void dp_gather_slices(DataParallel *d, const float *mine, float *full, int root) {
-    KOE_ASSERT(d->zero);
-    mpiCheck(MPI_Gatherv(mine, (int)(d->s1 - d->s0), MPI_FLOAT, full, d->s_counts, d->s_displs, MPI_FLOAT, root,
-                         MPI_COMM_WORLD));
-}

@@ -33,6 +33,3 @@ void dp_grads_ready(void *ctx, int64_t first);
 double dp_finish(DataParallel *d);
 /* ZeRO-1: every rank's slice of params to every rank (MPI_Allgatherv, in place). */
 void dp_allgather_params(DataParallel *d, float *params);
-/* ZeRO-1: full (t->total) on root from each rank's slice in mine (slice length), e.g. AdamW moments
- * for a checkpoint written by root alone. full is only touched on root. */
-void dp_gather_slices(DataParallel *d, const float *mine, float *full, int root);
