@@ -17,10 +17,12 @@
  * utterance whose frames are all padding has no key masked (torchaudio adds the same -10000 to
  * every key of such a row, which softmax ignores), so nothing is ever 0/0.
  *
- * Dropout mask: stream koe_rng(seed, step, layer, KOE_RNG_DROPOUT); row r = (b*H + h)*T + i of
- * att uses words r*ceil(T/2) ... of the stream, word w holding keys 2w (low 32 bits) and 2w+1 (high
- * 32 bits); a key is kept when its 32 bits >= p * 2^32. Pure function of (stream, b, h, i, j): the
- * same whatever the thread count, and regenerated (not stored) in backward.
+ * Dropout mask: head h of utterance b has its own stream koe_rng(seed, step, hash(hash(layer ^
+ * hash(u)) + h), KOE_RNG_DROPOUT) with u = utt[b] (b without utt); query row i uses words i*2^32 ...
+ * of the stream, word w holding keys 2w (low 32 bits) and 2w+1 (high 32 bits); a key is kept when
+ * its 32 bits >= p * 2^32. Pure function of (stream, u, h, i, j): the same whatever the thread
+ * count, the utterance's batch position or the batch's padded length T, and regenerated (not
+ * stored) in backward.
  * Must not allocate, and must not keep anything but att between forward and backward. */
 #include <cblas.h>
 #include <math.h>
@@ -61,12 +63,19 @@ static uint32_t attention_drop_threshold(float p) {
     return t >= 4294967295.0 ? UINT32_MAX : (uint32_t)t;
 }
 
-/* pd[j] = p[j] * keep(j) / (1 - p) for j < Tk, row `row` of the stream (see the file header). */
-static void attention_dropout_row(float *pd, const float *p, int64_t Tk, int64_t T, uint64_t key, int64_t row,
-                                  uint32_t thr, float inv_keep) {
+/* The key of the dropout stream of head h of utterance b (see the file header). */
+static uint64_t attention_dropout_key(const AttentionDropout *drop, int b, int h) {
+    const uint64_t u = drop->utt ? (uint64_t)drop->utt[b] : (uint64_t)b;
+    const uint64_t name = koe_hash64(koe_hash64(drop->layer ^ koe_hash64(u)) + (uint64_t)h);
+    return koe_rng(drop->seed, drop->step, name, KOE_RNG_DROPOUT).key;
+}
+
+/* pd[j] = p[j] * keep(j) / (1 - p) for j < Tk, query row i of the (b, h) stream `key` (file header). */
+static void attention_dropout_row(float *pd, const float *p, int64_t Tk, uint64_t key, int64_t i, uint32_t thr,
+                                  float inv_keep) {
     enum { WORDS = 128 };
     uint32_t bits[2 * WORDS];
-    const uint64_t first = (uint64_t)(row * ((T + 1) / 2)) + 1; /* number of the row's word 0 */
+    const uint64_t first = ((uint64_t)i << 32) + 1; /* number of the row's word 0 */
     for (int64_t j0 = 0; j0 < Tk; j0 += 2 * WORDS) {
         const int64_t nj = Tk - j0 < 2 * WORDS ? Tk - j0 : 2 * WORDS;
         const uint64_t w0 = first + (uint64_t)j0 / 2;
@@ -145,7 +154,6 @@ void attention_forward(float *out, float *att, const float *qkv, const uint8_t *
     const float scale = 1.0f / sqrtf((float)Dh);
     const int dropping = drop && drop->p > 0.0f;
     KOE_ASSERT(!dropping || drop->p < 1.0f);
-    const uint64_t key = dropping ? koe_rng(drop->seed, drop->step, drop->layer, KOE_RNG_DROPOUT).key : 0;
     const uint32_t thr = dropping ? attention_drop_threshold(drop->p) : 0;
     const float inv_keep = dropping ? 1.0f / (1.0f - drop->p) : 1.0f;
     const int slots = attention_slots(B, H);
@@ -158,6 +166,7 @@ void attention_forward(float *out, float *att, const float *qkv, const uint8_t *
         int masked;
         const int64_t Tk = attention_key_len(key_pad, b, T, &masked);
         const uint8_t *kp = masked ? key_pad + (int64_t)b * T : NULL;
+        const uint64_t key = dropping ? attention_dropout_key(drop, b, h) : 0;
         const float *q = qkv + (int64_t)b * T * 3 * C + (int64_t)h * Dh; /* (T, Dh), row stride 3C */
         const float *k = q + C, *v = q + 2 * C;
         float *a = att + (int64_t)bh * T * T; /* (T, T) */
@@ -168,7 +177,7 @@ void attention_forward(float *out, float *att, const float *qkv, const uint8_t *
             float *row = a + i * T;
             attention_softmax_row(row, Tk, kp);
             if (Tk < T) memset(row + Tk, 0, (size_t)(T - Tk) * sizeof(float));
-            if (dropping) attention_dropout_row(pd + i * Tk, row, Tk, T, key, (int64_t)bh * T + i, thr, inv_keep);
+            if (dropping) attention_dropout_row(pd + i * Tk, row, Tk, key, i, thr, inv_keep);
         }
         const float *p = dropping ? pd : a;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, Dh, (int)Tk, 1.0f, p, dropping ? (int)Tk : (int)T,
@@ -185,7 +194,6 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
     const float scale = 1.0f / sqrtf((float)Dh);
     const int dropping = drop && drop->p > 0.0f;
     KOE_ASSERT(!dropping || drop->p < 1.0f);
-    const uint64_t key = dropping ? koe_rng(drop->seed, drop->step, drop->layer, KOE_RNG_DROPOUT).key : 0;
     const uint32_t thr = dropping ? attention_drop_threshold(drop->p) : 0;
     const float inv_keep = dropping ? 1.0f / (1.0f - drop->p) : 1.0f;
     const int slots = attention_slots(B, H);
@@ -198,6 +206,7 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
         float *ds = pd + T * T;                                         /* (T, Tk) dP, then dS */
         int masked;
         const int64_t Tk = attention_key_len(key_pad, b, T, &masked);
+        const uint64_t key = dropping ? attention_dropout_key(drop, b, h) : 0;
         const int64_t qoff = (int64_t)b * T * 3 * C + (int64_t)h * Dh;
         const float *q = qkv + qoff, *k = q + C, *v = q + 2 * C; /* (T, Dh), row stride 3C */
         float *dq = dqkv + qoff, *dk = dq + C, *dv = dq + 2 * C;
@@ -205,7 +214,7 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
         const float *dO = dout + (int64_t)b * T * C + (int64_t)h * Dh; /* (T, Dh), row stride C */
         if (dropping)
             for (int64_t i = 0; i < T; i++)
-                attention_dropout_row(pd + i * Tk, a + i * T, Tk, T, key, (int64_t)bh * T + i, thr, inv_keep);
+                attention_dropout_row(pd + i * Tk, a + i * T, Tk, key, i, thr, inv_keep);
         const float *p = dropping ? pd : a;
         const int ldp = dropping ? (int)Tk : (int)T;
         /* dV[0:Tk] += Pd^T dO */

@@ -7,11 +7,12 @@
 
 #include "common.h"
 
-int attention_keep_naive(const AttentionDropout *drop, int b, int h, int64_t i, int64_t j, int64_t T, int H) {
+int attention_keep_naive(const AttentionDropout *drop, int b, int h, int64_t i, int64_t j) {
     if (!drop || drop->p <= 0.0f) return 1;
-    KoeRng r = koe_rng(drop->seed, drop->step, drop->layer, KOE_RNG_DROPOUT);
-    int64_t row = ((int64_t)b * H + h) * T + i;
-    r.ctr = (uint64_t)(row * ((T + 1) / 2) + j / 2); /* word ctr is number ctr + 1 of the stream */
+    uint64_t id = drop->utt ? (uint64_t)drop->utt[b] : (uint64_t)b;
+    KoeRng r = koe_rng(drop->seed, drop->step, koe_hash64(koe_hash64(drop->layer ^ koe_hash64(id)) + (uint64_t)h),
+                       KOE_RNG_DROPOUT);
+    r.ctr = (uint64_t)i * ((uint64_t)1 << 32) + (uint64_t)(j / 2); /* word ctr is number ctr + 1 of the stream */
     uint64_t u = koe_rng_u64(&r);
     uint32_t bits = (j % 2) ? (uint32_t)(u >> 32) : (uint32_t)u;
     double thr = (double)drop->p * 4294967296.0;
@@ -30,7 +31,7 @@ static double attention_dropped_naive(const AttentionDropout *drop, const double
                                       int64_t j, int64_t T, int H) {
     double p = att[(((int64_t)b * H + h) * T + i) * T + j];
     if (!drop || drop->p <= 0.0f) return p;
-    return attention_keep_naive(drop, b, h, i, j, T, H) ? p / (1.0 - (double)drop->p) : 0.0;
+    return attention_keep_naive(drop, b, h, i, j) ? p / (1.0 - (double)drop->p) : 0.0;
 }
 
 void attention_forward_naive(double *out, double *att, const double *qkv, const uint8_t *key_pad, int B, int64_t T,
@@ -80,7 +81,7 @@ void attention_backward_naive(double *dqkv, const double *dout, const double *qk
                     /* pd = att * f with f = keep / (1 - p) (1 without dropout) */
                     double f = 1.0;
                     if (drop && drop->p > 0.0f)
-                        f = attention_keep_naive(drop, b, h, i, j, T, H) ? 1.0 / (1.0 - (double)drop->p) : 0.0;
+                        f = attention_keep_naive(drop, b, h, i, j) ? 1.0 / (1.0 - (double)drop->p) : 0.0;
                     double g = 0;
                     for (int d = 0; d < Dh; d++) {
                         dv[d] += a[j] * f * dO[d];

@@ -13,4 +13,4 @@ void attention_forward_naive(double *out, double *att, const double *qkv, const 
 void attention_backward_naive(double *dqkv, const double *dout, const double *qkv, const double *att,
                               const uint8_t *key_pad, int B, int64_t T, int C, int H, const AttentionDropout *drop);
 /* 1 if key j of query row i in head h of utterance b survives attention dropout, else 0. */
-int attention_keep_naive(const AttentionDropout *drop, int b, int h, int64_t i, int64_t j, int64_t T, int H);
+int attention_keep_naive(const AttentionDropout *drop, int b, int h, int64_t i, int64_t j);

@@ -8,6 +8,7 @@
 
 #include "common.h"
 #include "layers.h"
+#include "rng.h"
 
 /* ------------------------------------------------------------------------------------------------
  * Parameter table */
@@ -174,17 +175,34 @@ static void zero_padded_rows(float *x, const uint8_t *key_pad, int64_t N, int C)
         if (key_pad[i]) memset(x + i * C, 0, (size_t)C * sizeof(float));
 }
 
+/* Dropout at site `stream` of x (B, n) in place, each utterance's n values from its own stream
+ * (conformer.h). */
+static void conformer_drop_fwd(float *x, int B, int64_t n, float p, const ConformerDropout *drop, uint64_t stream) {
+    for (int b = 0; b < B; b++) {
+        const uint64_t u = drop->utt ? (uint64_t)drop->utt[b] : (uint64_t)b;
+        dropout_forward(x + b * n, x + b * n, n, p, drop->seed, drop->step, koe_hash64(stream ^ koe_hash64(u)));
+    }
+}
+/* dinp (B, n) += dropout'(dout) at site `stream`. */
+static void conformer_drop_bwd(float *dinp, const float *dout, int B, int64_t n, float p, const ConformerDropout *drop,
+                               uint64_t stream) {
+    for (int b = 0; b < B; b++) {
+        const uint64_t u = drop->utt ? (uint64_t)drop->utt[b] : (uint64_t)b;
+        dropout_backward(dinp + b * n, dout + b * n, n, p, drop->seed, drop->step, koe_hash64(stream ^ koe_hash64(u)));
+    }
+}
+
 /* y (N, D) = drop(W2 drop_act(swish(W1 LN(x) + b1)) + b2); saves ln, mean, rstd, pre.
  * h (N, F) is scratch. Streams: stream (after swish), stream + 1 (output). */
 static void conformer_ffn_forward(float *y, float *ln, float *mean, float *rstd, float *pre, const float *x,
-                                  const ConformerFFN *f, int64_t N, int D, int F, float eps, float *h,
+                                  const ConformerFFN *f, int B, int64_t N, int D, int F, float eps, float *h,
                                   const ConformerDropout *drop, uint64_t stream) {
     layernorm_forward(ln, mean, rstd, x, f->ln_w, f->ln_b, N, D, eps);
     linear_forward(pre, ln, f->w1, f->b1, N, D, F);
     swish_forward(h, pre, N * F);
-    dropout_forward(h, h, N * F, drop->p_act, drop->seed, drop->step, stream);
+    conformer_drop_fwd(h, B, N / B * F, drop->p_act, drop, stream);
     linear_forward(y, h, f->w2, f->b2, N, F, D);
-    dropout_forward(y, y, N * D, drop->p, drop->seed, drop->step, stream + 1);
+    conformer_drop_fwd(y, B, N / B * D, drop->p, drop, stream + 1);
 }
 
 void conformer_layer_forward(float *out, ConformerLayerAct *act, const float *inp, const ConformerLayerParams *p,
@@ -196,18 +214,18 @@ void conformer_layer_forward(float *out, ConformerLayerAct *act, const float *in
     uint64_t st = drop->stream;
 
     /* x1 = x + 0.5 * FFN1(x) */
-    conformer_ffn_forward(sc.a, act->ffn1_ln, act->ffn1_mean, act->ffn1_rstd, act->ffn1_pre, inp, &p->ffn1, N, D, F,
-                          eps, sc.wide2, drop, st + 0);
+    conformer_ffn_forward(sc.a, act->ffn1_ln, act->ffn1_mean, act->ffn1_rstd, act->ffn1_pre, inp, &p->ffn1, B, N, D,
+                          F, eps, sc.wide2, drop, st + 0);
     memcpy(act->x1, inp, (size_t)ND * sizeof(float));
     axpy_inplace(act->x1, 0.5f, sc.a, ND);
 
     /* x2 = x1 + drop(linear_out(MHSA(LN(x1)))) */
     layernorm_forward(act->attn_ln, act->attn_mean, act->attn_rstd, act->x1, p->attn_ln_w, p->attn_ln_b, N, D, eps);
     linear_forward(act->qkv, act->attn_ln, p->qkv_w, p->qkv_b, N, D, 3 * D);
-    AttentionDropout ad = {drop->p_att, drop->seed, drop->step, st + 2};
+    AttentionDropout ad = {drop->p_att, drop->seed, drop->step, st + 2, drop->utt};
     attention_forward(act->attn_y, act->att, act->qkv, key_pad, B, T, D, H, &ad, sc.kernel);
     linear_forward(sc.a, act->attn_y, p->out_w, p->out_b, N, D, D);
-    dropout_forward(sc.a, sc.a, ND, drop->p, drop->seed, drop->step, st + 3);
+    conformer_drop_fwd(sc.a, B, T * D, drop->p, drop, st + 3);
     memcpy(act->x2, act->x1, (size_t)ND * sizeof(float));
     add_inplace(act->x2, sc.a, ND);
 
@@ -220,13 +238,13 @@ void conformer_layer_forward(float *out, ConformerLayerAct *act, const float *in
     layernorm_forward(act->dw_ln, act->dw_mean, act->dw_rstd, act->dw, p->dw_ln_w, p->dw_ln_b, N, D, eps);
     swish_forward(sc.b, act->dw_ln, ND);
     linear_forward(sc.a, sc.b, p->pw2_w, NULL, N, D, D);
-    dropout_forward(sc.a, sc.a, ND, drop->p, drop->seed, drop->step, st + 4);
+    conformer_drop_fwd(sc.a, B, T * D, drop->p, drop, st + 4);
     memcpy(act->x3, act->x2, (size_t)ND * sizeof(float));
     add_inplace(act->x3, sc.a, ND);
 
     /* x4 = x3 + 0.5 * FFN2(x3); out = LN(x4) */
-    conformer_ffn_forward(sc.a, act->ffn2_ln, act->ffn2_mean, act->ffn2_rstd, act->ffn2_pre, act->x3, &p->ffn2, N, D,
-                          F, eps, sc.wide2, drop, st + 5);
+    conformer_ffn_forward(sc.a, act->ffn2_ln, act->ffn2_mean, act->ffn2_rstd, act->ffn2_pre, act->x3, &p->ffn2, B, N,
+                          D, F, eps, sc.wide2, drop, st + 5);
     memcpy(act->x4, act->x3, (size_t)ND * sizeof(float));
     axpy_inplace(act->x4, 0.5f, sc.a, ND);
     layernorm_forward(out, act->final_mean, act->final_rstd, act->x4, p->final_ln_w, p->final_ln_b, N, D, eps);
@@ -238,22 +256,22 @@ void conformer_layer_forward(float *out, ConformerLayerAct *act, const float *in
 /* dx += d FFN(x)/dx . (scale * dres), gradients into g. Uses sc.a, sc.c, wide2 (h) and wide (dh). */
 static void conformer_ffn_backward(float *dx, const ConformerFFN *g, const float *dres, float scale, const float *x,
                                    const float *ln, const float *mean, const float *rstd, const float *pre,
-                                   const ConformerFFN *f, int64_t N, int D, int F, const ConformerScratch *sc,
+                                   const ConformerFFN *f, int B, int64_t N, int D, int F, const ConformerScratch *sc,
                                    const ConformerDropout *drop, uint64_t stream) {
     int64_t ND = N * D, NF = N * F;
     float *dy = sc->a, *dln = sc->c, *h = sc->wide2, *dh = sc->wide;
     /* dy = scale * drop'(dres) */
     memset(dy, 0, (size_t)ND * sizeof(float));
-    dropout_backward(dy, dres, ND, drop->p, drop->seed, drop->step, stream + 1);
+    conformer_drop_bwd(dy, dres, B, ND / B, drop->p, drop, stream + 1);
     scale_inplace(dy, scale, ND);
     /* h = drop_act(swish(pre)), recomputed */
     swish_forward(h, pre, NF);
-    dropout_forward(h, h, NF, drop->p_act, drop->seed, drop->step, stream);
+    conformer_drop_fwd(h, B, NF / B, drop->p_act, drop, stream);
     memset(dh, 0, (size_t)NF * sizeof(float));
     linear_backward(dh, g->w2, g->b2, dy, h, f->w2, N, F, D);
     /* through dropout (into h, now free) and swish (back into dh) */
     memset(h, 0, (size_t)NF * sizeof(float));
-    dropout_backward(h, dh, NF, drop->p_act, drop->seed, drop->step, stream);
+    conformer_drop_bwd(h, dh, B, NF / B, drop->p_act, drop, stream);
     memset(dh, 0, (size_t)NF * sizeof(float));
     swish_backward(dh, h, pre, NF);
     memset(dln, 0, (size_t)ND * sizeof(float));
@@ -278,12 +296,12 @@ void conformer_layer_backward(float *dinp, const ConformerLayerParams *g, const 
 
     /* x4 = x3 + 0.5 * FFN2(x3): r becomes dL/dx3 */
     conformer_ffn_backward(r, &g->ffn2, r, 0.5f, act->x3, act->ffn2_ln, act->ffn2_mean, act->ffn2_rstd,
-                           act->ffn2_pre, &p->ffn2, N, D, F, &sc, drop, st + 5);
+                           act->ffn2_pre, &p->ffn2, B, N, D, F, &sc, drop, st + 5);
 
     /* x3 = x2 + conv module(x2): r becomes dL/dx2 */
     float *dy = sc.a, *s = sc.b, *ds = sc.c, *d2 = sc.wide;
     memset(dy, 0, nd_bytes);
-    dropout_backward(dy, r, ND, drop->p, drop->seed, drop->step, st + 4);
+    conformer_drop_bwd(dy, r, B, T * D, drop->p, drop, st + 4);
     swish_forward(s, act->dw_ln, ND);
     memset(ds, 0, nd_bytes);
     linear_backward(ds, g->pw2_w, NULL, dy, s, p->pw2_w, N, D, D);
@@ -306,11 +324,11 @@ void conformer_layer_backward(float *dinp, const ConformerLayerParams *g, const 
     /* x2 = x1 + drop(linear_out(MHSA(LN(x1)))): r becomes dL/dx1 */
     float *dattn_y = sc.b, *dqkv = sc.wide, *dattn_ln = sc.c;
     memset(dy, 0, nd_bytes);
-    dropout_backward(dy, r, ND, drop->p, drop->seed, drop->step, st + 3);
+    conformer_drop_bwd(dy, r, B, T * D, drop->p, drop, st + 3);
     memset(dattn_y, 0, nd_bytes);
     linear_backward(dattn_y, g->out_w, g->out_b, dy, act->attn_y, p->out_w, N, D, D);
     memset(dqkv, 0, (size_t)(3 * ND) * sizeof(float));
-    AttentionDropout ad = {drop->p_att, drop->seed, drop->step, st + 2};
+    AttentionDropout ad = {drop->p_att, drop->seed, drop->step, st + 2, drop->utt};
     attention_backward(dqkv, dattn_y, act->qkv, act->att, key_pad, B, T, D, H, &ad, sc.kernel);
     memset(dattn_ln, 0, nd_bytes);
     linear_backward(dattn_ln, g->qkv_w, g->qkv_b, dqkv, act->attn_ln, p->qkv_w, N, D, 3 * D);
@@ -319,6 +337,6 @@ void conformer_layer_backward(float *dinp, const ConformerLayerParams *g, const 
 
     /* x1 = x + 0.5 * FFN1(x): r becomes dL/dx */
     conformer_ffn_backward(r, &g->ffn1, r, 0.5f, inp, act->ffn1_ln, act->ffn1_mean, act->ffn1_rstd, act->ffn1_pre,
-                           &p->ffn1, N, D, F, &sc, drop, st + 0);
+                           &p->ffn1, B, N, D, F, &sc, drop, st + 0);
     if (dinp) add_inplace(dinp, r, ND);
 }

@@ -115,12 +115,15 @@ int64_t conformer_layer_scratch_floats(int B, int64_t T, int D, int F, int H, in
 
 /* Dropout of one layer: p on the residual branches (FFN outputs, attention output, conv module
  * output), p_act after the FFN's swish, p_att on the attention probabilities. The layer draws from
- * CONFORMER_DROPOUT_STREAMS dropout streams (seed, step, stream + i), i = 0..6, so the caller gives
- * each layer its own range of stream ids. All zero = off (evaluation). */
+ * CONFORMER_DROPOUT_STREAMS dropout sites stream + i, i = 0..6, so the caller gives each layer its
+ * own range of stream ids. Utterance b's (T, C) block at site s has its own stream (seed, step,
+ * hash(s ^ hash(utt[b]))) indexed by frame * C + channel (attention: layers.h), so its mask does not
+ * depend on its batch position or padding. All zero = off (evaluation). */
 #define CONFORMER_DROPOUT_STREAMS 7
 typedef struct {
     float p, p_act, p_att;
     uint64_t seed, step, stream;
+    const int64_t *utt; /* (B) utterance ids keying the masks; NULL: utt[b] = b */
 } ConformerDropout;
 
 /* out (B, T, D) = layer(inp (B, T, D)); key_pad (B, T): 1 on padded frames, or NULL (no padding).

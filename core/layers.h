@@ -67,14 +67,16 @@ void glu_backward(float *dinp, const float *dout, const float *inp, int64_t N, i
  * key_pad (B, T): 1 where frame t of utterance b is padding (never attended to), or NULL.
  * att (B, H, T, T): the softmax probabilities after dropout is NOT applied — the probabilities
  * themselves, the only thing backward keeps (no pre-softmax scores). out (B, T, C): heads concatenated.
- * Attention dropout (p > 0) draws from rng stream (seed, step, layer, KOE_RNG_DROPOUT) and is
- * recomputed identically in backward. Padded query rows produce finite outputs (they attend to the
+ * Attention dropout (p > 0) of head h of utterance b draws from its own rng stream, named by
+ * (seed, step, layer, utterance id utt[b], h) and not by b (attention.c), and is recomputed
+ * identically in backward. Padded query rows produce finite outputs (they attend to the
  * unpadded keys as usual). scratch: attention_scratch_floats(B, T, C, H) floats. */
 typedef struct {
     float p;        /* attention dropout probability; 0 = off */
-    uint64_t seed;  /* dropout stream name: (seed, step, layer) */
+    uint64_t seed;  /* dropout stream name: (seed, step, layer, utt[b], head) */
     uint64_t step;
     uint64_t layer;
+    const int64_t *utt; /* (B) utterance ids keying each utterance's masks; NULL: utt[b] = b */
 } AttentionDropout;
 int64_t attention_scratch_floats(int B, int64_t T, int C, int H);
 void attention_forward(float *out, float *att, const float *qkv, const uint8_t *key_pad, int B, int64_t T, int C,

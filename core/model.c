@@ -16,9 +16,11 @@
  *   encoder Linear       N(0, 0.02), bias 0 (init_bert_params); LayerNorm 1 / 0
  * Activations: one arena sized at creation for (max_B, max_S) and carved into views for each
  * forward's (B, S); every view's size grows with B and S, so any smaller batch fits.
- * Randomness (train only): dropout site k of layer l draws from the stream
- * (seed, step, MODEL_STREAM_DROPOUT + 16 l + k); attention dropout from (seed, step, l) (layers.h);
- * layerdrop of layer l from (seed, step, MODEL_STREAM_LAYERDROP + l).
+ * Randomness (train only): at dropout site k of layer l, utterance b's (T, C) block draws from the
+ * stream (seed, step, hash(s ^ hash(utt[b]))), s = MODEL_STREAM_DROPOUT + 16 l + k, element
+ * t * C + c (so the mask of a frame does not depend on the batch position or padding); attention
+ * dropout from (seed, step, l, utt[b]) (layers.h); layerdrop of layer l (the whole batch) from
+ * (seed, step, MODEL_STREAM_LAYERDROP + l).
  * Must not: allocate after model_create, talk MPI or HDF5, or know about objectives. */
 #include "model.h"
 
@@ -354,6 +356,11 @@ Model *model_create(const ModelConfig *cfg, int max_B, int64_t max_S) {
 }
 
 Model *model_create_with_table(const ModelConfig *cfg, ParamTable table, int max_B, int64_t max_S) {
+    return model_create_budget(cfg, table, max_B, max_S, (int64_t)max_B * max_S);
+}
+
+Model *model_create_budget(const ModelConfig *cfg, ParamTable table, int max_B, int64_t max_S, int64_t max_tokens) {
+    KOE_ASSERT(max_tokens >= max_S);
     KOE_ASSERT(max_B >= 1 && cfg->D % cfg->H == 0 && cfg->D % cfg->pos_conv_groups == 0);
     KOE_ASSERT(cfg->frontend == FRONTEND_FBANK || (cfg->n_conv >= 1 && cfg->n_conv <= MODEL_MAX_CONV));
     KOE_ASSERT(model_frames(cfg, max_S) >= 1);
@@ -377,7 +384,16 @@ Model *model_create_with_table(const ModelConfig *cfg, ParamTable table, int max
     bind_params(m, m->grads, &m->g);
     m->max_B = max_B;
     m->max_S = max_S;
-    m->arena_floats = carve(m, NULL, max_B, max_S);
+    /* The worst batch under the budget: per-frame activations grow with B*S, attention's (B, H, T, T)
+     * probabilities with B*T^2, so every batch count B with S = min(max_S, max_tokens / B) is tried. */
+    m->arena_floats = 0;
+    for (int B = 1; B <= max_B; B++) {
+        int64_t S = max_tokens / B < max_S ? max_tokens / B : max_S;
+        if (model_frames(cfg, S) < 1) break;
+        int64_t n = carve(m, NULL, B, S);
+        if (n > m->arena_floats) m->arena_floats = n;
+    }
+    m->max_tokens = max_tokens;
     m->arena = koe_malloc((size_t)m->arena_floats * sizeof(float));
     const int64_t max_T = model_frames(cfg, max_S);
     m->key_pad = koe_calloc((size_t)(max_B * max_T), 1);
@@ -445,14 +461,25 @@ static void prof(Model *m, int dir, ModelProfSection k, double *t) {
     *t = now;
 }
 
-/* out = inp, or its inverted dropout when p > 0 (out may equal inp). */
-static void drop_fwd(float *out, const float *inp, int64_t n, float p, const ModelRun *r, uint64_t s) {
-    if (p > 0) dropout_forward(out, inp, n, p, r->seed, r->step, s);
+/* The dropout stream of site s for utterance b (see the file header). */
+static uint64_t utt_site(const Model *m, int b, uint64_t s) {
+    const uint64_t u = m->run.utt ? (uint64_t)m->run.utt[b] : (uint64_t)b;
+    return koe_hash64(s ^ koe_hash64(u));
+}
+/* out = inp (B utterances of n / B values), or its inverted dropout when p > 0 (out may equal inp). */
+static void drop_fwd(const Model *m, float *out, const float *inp, int64_t n, float p, uint64_t s) {
+    const int64_t nb = n / m->B;
+    if (p > 0)
+        for (int b = 0; b < m->B; b++)
+            dropout_forward(out + b * nb, inp + b * nb, nb, p, m->run.seed, m->run.step, utt_site(m, b, s));
     else if (out != inp) memcpy(out, inp, (size_t)n * sizeof *out);
 }
 /* dinp += dropout'(dout) */
-static void drop_bwd(float *dinp, const float *dout, int64_t n, float p, const ModelRun *r, uint64_t s) {
-    if (p > 0) dropout_backward(dinp, dout, n, p, r->seed, r->step, s);
+static void drop_bwd(const Model *m, float *dinp, const float *dout, int64_t n, float p, uint64_t s) {
+    const int64_t nb = n / m->B;
+    if (p > 0)
+        for (int b = 0; b < m->B; b++)
+            dropout_backward(dinp + b * nb, dout + b * nb, nb, p, m->run.seed, m->run.step, utt_site(m, b, s));
     else add_inplace(dinp, dout, n);
 }
 static void zero(float *x, int64_t n) { memset(x, 0, (size_t)n * sizeof *x); }
@@ -470,7 +497,7 @@ static void transformer_layer_forward(Model *m, int l, float *out, const float *
     const ModelRun *r = &m->run;
     float *tmp = m->s_d[0];
     float *tmpf = m->s_f[0];
-    AttentionDropout ad = {p_att, r->seed, r->step, (uint64_t)l};
+    AttentionDropout ad = {p_att, r->seed, r->step, (uint64_t)l, r->utt};
     const float *att_in = x;
     double t = koe_now();
     if (c->layer_norm_first) {
@@ -484,7 +511,7 @@ static void transformer_layer_forward(Model *m, int l, float *out, const float *
     prof(m, 0, PROF_ATTENTION, &t);
     linear_forward(tmp, y->attn, p->out_w, p->out_b, N, D, D);
     prof(m, 0, PROF_OUTPROJ, &t);
-    drop_fwd(tmp, tmp, ND, p_drop, r, site(l, SITE_ATTN_OUT));
+    drop_fwd(m, tmp, tmp, ND, p_drop, site(l, SITE_ATTN_OUT));
     for (int64_t i = 0; i < ND; i++) y->r1[i] = x[i] + tmp[i];
     if (c->layer_norm_first) layernorm_forward(y->n2, y->fln_mean, y->fln_rstd, y->r1, p->fln_w, p->fln_b, N, D, eps);
     else layernorm_forward(y->n2, y->ln_mean, y->ln_rstd, y->r1, p->ln_w, p->ln_b, N, D, eps);
@@ -493,12 +520,12 @@ static void transformer_layer_forward(Model *m, int l, float *out, const float *
     gelu_forward(y->g, y->h, N * F);
     const float *g = y->g;
     if (p_act > 0) {
-        drop_fwd(tmpf, y->g, N * F, p_act, r, site(l, SITE_FFN_ACT));
+        drop_fwd(m, tmpf, y->g, N * F, p_act, site(l, SITE_FFN_ACT));
         g = tmpf;
     }
     linear_forward(tmp, g, p->fc2_w, p->fc2_b, N, F, D);
     prof(m, 0, PROF_FFN, &t);
-    drop_fwd(tmp, tmp, ND, p_drop, r, site(l, SITE_FFN_OUT));
+    drop_fwd(m, tmp, tmp, ND, p_drop, site(l, SITE_FFN_OUT));
     if (c->layer_norm_first) {
         for (int64_t i = 0; i < ND; i++) out[i] = y->r1[i] + tmp[i];
     } else {
@@ -519,7 +546,7 @@ static void transformer_layer_backward(Model *m, int l, float *dx, const float *
     const int64_t T = m->T, N = (int64_t)B * T, ND = N * D, NF = N * F;
     const ModelRun *r = &m->run;
     float *d1 = m->s_d[0], *d2 = m->s_d[1], *d3 = m->s_d[2], *f1 = m->s_f[0], *f2 = m->s_f[1], *dqkv = m->s_qkv;
-    AttentionDropout ad = {p_att, r->seed, r->step, (uint64_t)l};
+    AttentionDropout ad = {p_att, r->seed, r->step, (uint64_t)l, r->utt};
     const int pre = c->layer_norm_first;
 
     double t = koe_now();
@@ -532,11 +559,11 @@ static void transformer_layer_backward(Model *m, int l, float *dx, const float *
     }
     /* FFN: output dropout, output_dense, activation dropout, GELU, intermediate_dense */
     zero(d2, ND);
-    drop_bwd(d2, dsum, ND, p_drop, r, site(l, SITE_FFN_OUT));
+    drop_bwd(m, d2, dsum, ND, p_drop, site(l, SITE_FFN_OUT));
     prof(m, 1, PROF_NORMS, &t);
     const float *g = y->g;
     if (p_act > 0) {
-        drop_fwd(f1, y->g, NF, p_act, r, site(l, SITE_FFN_ACT));
+        drop_fwd(m, f1, y->g, NF, p_act, site(l, SITE_FFN_ACT));
         g = f1;
     }
     zero(f2, NF);
@@ -544,7 +571,7 @@ static void transformer_layer_backward(Model *m, int l, float *dx, const float *
     float *dg = f2, *dh = f1;
     if (p_act > 0) {
         zero(f1, NF);
-        dropout_backward(f1, f2, NF, p_act, r->seed, r->step, site(l, SITE_FFN_ACT));
+        drop_bwd(m, f1, f2, NF, p_act, site(l, SITE_FFN_ACT));
         dg = f1;
         dh = f2;
     }
@@ -567,7 +594,7 @@ static void transformer_layer_backward(Model *m, int l, float *dx, const float *
     /* attention branch: output dropout, out_proj, attention, q|k|v projection */
     add_inplace(dx, dr1, ND); /* residual */
     zero(d2, ND);
-    drop_bwd(d2, dr1, ND, p_drop, r, site(l, SITE_ATTN_OUT));
+    drop_bwd(m, d2, dr1, ND, p_drop, site(l, SITE_ATTN_OUT));
     zero(d1, ND);
     prof(m, 1, PROF_NORMS, &t);
     linear_backward(d1, gp->out_w, gp->out_b, d2, y->attn, p->out_w, N, D, D);
@@ -650,7 +677,7 @@ static void frontend_forward(Model *m, const float *inp, const int64_t *in_len, 
         m->feature_pen_count = 0;
         linear_forward(a->x_in, a->stacked, m->p.fp_w, m->p.fp_b, N, Cs, D);
     }
-    drop_fwd(a->x_in, a->x_in, N * D, p_in, &m->run, site(c->L + 1, SITE_INPUT));
+    drop_fwd(m, a->x_in, a->x_in, N * D, p_in, site(c->L + 1, SITE_INPUT));
     mask_embed_forward(a->x_in, m->mask, m->p.mask_emb, N, D);
     for (int b = 0; b < B; b++)
         for (int64_t f = 0; f < T; f++) {
@@ -670,6 +697,7 @@ void model_forward(Model *m, const float *inp, const int64_t *in_len, int B, int
     m->inp = inp;
     m->mask = mask;
     m->run = *run;
+    KOE_ASSERT((int64_t)B * S <= m->max_tokens);
     carve(m, m->arena, B, S);
     ModelActs *a = &m->a;
     const int D = c->D, K = c->pos_conv_kernel, G = c->pos_conv_groups;
@@ -694,7 +722,7 @@ void model_forward(Model *m, const float *inp, const int64_t *in_len, int B, int
         layernorm_forward(a->x0n, a->x0_mean, a->x0_rstd, a->x0, m->p.enc_ln_w, m->p.enc_ln_b, N, D, eps);
         e = a->x0n;
     }
-    drop_fwd(a->enc_in, e, ND, p_drop, run, site(c->L, SITE_INPUT));
+    drop_fwd(m, a->enc_in, e, ND, p_drop, site(c->L, SITE_INPUT));
     prof(m, 0, PROF_POSCONV, &t);
 
     const float *x = a->enc_in;
@@ -706,7 +734,7 @@ void model_forward(Model *m, const float *inp, const int64_t *in_len, int B, int
         }
         if (m->skipped[l]) memcpy(a->layer_out[l], x, (size_t)ND * sizeof *x);
         else if (c->encoder == ENCODER_CONFORMER) {
-            ConformerDropout cd = {p_drop, p_act, p_att, run->seed, run->step, site(l, 0)};
+            ConformerDropout cd = {p_drop, p_act, p_att, run->seed, run->step, site(l, 0), run->utt};
             t = koe_now();
             conformer_layer_forward(a->layer_out[l], &a->clayer[l], x, &m->p.clayer[l], m->key_pad, B, T, D, c->F,
                                     c->H, c->conformer_kernel, eps, &cd, m->s_att);
@@ -735,7 +763,7 @@ static void frontend_backward(Model *m, float *dx_in, float dpen, const float *d
     mask_embed_backward(m->g.mask_emb, dx_in, m->mask, N, D);
     float *dproj = m->s_d[1];
     zero(dproj, N * D);
-    drop_bwd(dproj, dx_in, N * D, m->run.train ? c->dropout_input : 0, &m->run, site(c->L + 1, SITE_INPUT));
+    drop_bwd(m, dproj, dx_in, N * D, m->run.train ? c->dropout_input : 0, site(c->L + 1, SITE_INPUT));
     if (c->frontend == FRONTEND_FBANK) {
         linear_backward(NULL, m->g.fp_w, m->g.fp_b, dproj, a->stacked, m->p.fp_w, N, frontend_dim(c), D);
         prof(m, 1, PROF_FEATURES, &t);
@@ -829,7 +857,7 @@ void model_backward(Model *m, const float *dout, float dpen, const float *dfeat)
         memcpy(gy, gx, (size_t)ND * sizeof *gx);
         zero(gx, ND);
         if (c->encoder == ENCODER_CONFORMER) {
-            ConformerDropout cd = {p_drop, p_act, p_att, run->seed, run->step, site(l, 0)};
+            ConformerDropout cd = {p_drop, p_act, p_att, run->seed, run->step, site(l, 0), run->utt};
             t = koe_now();
             conformer_layer_backward(gx, &m->g.clayer[l], gy, x, &m->p.clayer[l], &a->clayer[l], m->key_pad, B, T,
                                      D, c->F, c->H, c->conformer_kernel, &cd, m->s_att);
@@ -845,10 +873,10 @@ void model_backward(Model *m, const float *dout, float dpen, const float *dfeat)
     if (!c->layer_norm_first) {
         float *d = m->s_d[1];
         zero(d, ND);
-        drop_bwd(d, gx, ND, p_drop, run, site(c->L, SITE_INPUT));
+        drop_bwd(m, d, gx, ND, p_drop, site(c->L, SITE_INPUT));
         layernorm_backward(dx0, m->g.enc_ln_w, m->g.enc_ln_b, d, a->x0, m->p.enc_ln_w, a->x0_mean, a->x0_rstd, N, D);
     } else
-        drop_bwd(dx0, gx, ND, p_drop, run, site(c->L, SITE_INPUT));
+        drop_bwd(m, dx0, gx, ND, p_drop, site(c->L, SITE_INPUT));
     const int64_t Tp = conv1d_out_len(T, K, 1, K / 2);
     float *dpos = m->s_posraw; /* (B, Tp, D); the last frame (dropped) gets no gradient */
     zero(dpos, (int64_t)B * Tp * D);

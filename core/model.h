@@ -130,10 +130,13 @@ typedef enum {
 } ModelProfSection;
 extern const char *const model_prof_names[PROF_N];
 
-/* A forward pass's randomness: dropout and layerdrop only when train is set. */
+/* A forward pass's randomness: dropout and layerdrop only when train is set. Every dropout mask of
+ * utterance b is keyed by utt[b] (DESIGN.md section 4: never by its batch position or rank), so
+ * the same utterance gets the same masks on its valid frames alone or in any padded batch. */
 typedef struct {
     int train;
     uint64_t seed, step;
+    const int64_t *utt; /* (B) corpus utterance ids, borrowed until backward; NULL: utt[b] = b */
 } ModelRun;
 
 typedef struct {
@@ -143,6 +146,7 @@ typedef struct {
     ModelParams p, g;      /* named views into params and grads */
     int max_B;
     int64_t max_S;
+    int64_t max_tokens;    /* B * S of any forward is at most this */
     float *arena;          /* activations + scratch, sized once for (max_B, max_S) */
     int64_t arena_floats;
     uint8_t *key_pad;      /* (max_B * max_T) 1 on padded frames */
@@ -183,6 +187,10 @@ Model *model_create(const ModelConfig *cfg, int max_B, int64_t max_S);
  * buffer. The model owns the table afterwards (the head binds its views with params_view). */
 void model_table_build(const ModelConfig *cfg, ParamTable *t);
 Model *model_create_with_table(const ModelConfig *cfg, ParamTable table, int max_B, int64_t max_S);
+/* The same with a token budget: batches of up to max_B utterances, each up to max_S long, with
+ * B * S <= max_tokens (the loader's budget). The arena is sized for the worst such batch, not for
+ * max_B * max_S, which for Base recipes is ~8x larger than any real batch. */
+Model *model_create_budget(const ModelConfig *cfg, ParamTable table, int max_B, int64_t max_S, int64_t max_tokens);
 void model_free(Model *m);
 /* fairseq's initialisation, from the seed only (see model.c for each tensor's rule). */
 void model_init_params(Model *m, uint64_t seed);

@@ -178,7 +178,7 @@ int cmd_bench(int argc, char **argv) {
         masked = mask_spans_batch(mask, frames, utt, B, T, mc->mask_prob, mc->mask_length, mc->mask_min_spans,
                                   rc.run.seed, (uint64_t)s);
         model_zero_grad(m);
-        ModelRun run = {1, rc.run.seed, (uint64_t)s};
+        ModelRun run = {.train = 1, .seed = rc.run.seed, .step = (uint64_t)s};
         model_forward(m, wav, len, B, S, mask, &run);
         double loss_sum = 0;
         int64_t n_frames = 0, n_correct = 0;

@@ -150,7 +150,7 @@ static int run(const char *ckpt, int layer, const char *out, const char *corpus_
     wav = koe_malloc((size_t)max_len * sizeof *wav);
     pcm = koe_malloc((size_t)max_len * sizeof *pcm);
     double t0 = koe_now(), audio_s = 0;
-    ModelRun run = {0, 0, 0};
+    ModelRun run = {0};
     for (int i = 0; i < in.n; i++) {
         const int64_t T = offset[i + 1] - offset[i];
         audio_s += (double)in.len[i] / AUDIO_RATE;

@@ -64,7 +64,7 @@ int64_t km_source_compute(KmSource *s, Corpus *c, int64_t utt, const float **fea
     if (corpus_read(c, utt, 0, n, s->pcm, err) < 0) return -1;
     for (int64_t i = 0; i < n; i++) s->wav[i] = (float)s->pcm[i] / 32768.0f;
     if (s->m) {
-        ModelRun run = {0, 0, 0};
+        ModelRun run = {0};
         model_forward(s->m, s->wav, &n, 1, n, NULL, &run);
         KOE_ASSERT(s->m->T == T);
         *feats = model_hidden(s->m, s->layer);

@@ -179,6 +179,7 @@ static int micro_batch(Trainer *tr, DataSide *side, const LoaderBatch *b, ModelR
     ob.B = (int)b->n;
     ob.utt = b->utt;
     ob.run = run;
+    ob.run.utt = b->utt; /* dropout masks keyed by utterance (DESIGN.md section 4) */
     if (rc->model.frontend == FRONTEND_WAVEFORM) {
         ob.inp = b->audio;
         ob.in_len = b->length;
@@ -221,7 +222,7 @@ static int validate(Trainer *tr, DataSide *v, double *loss, double *acc, KoeErro
     Loader *l = loader_open(&v->corpus, &lc, 0, err);
     if (!l) return -1;
     ObjectiveStats sum = {0};
-    ModelRun run = {0, tr->rc->run.seed, TRAIN_VALID_STEP};
+    ModelRun run = {.seed = tr->rc->run.seed, .step = TRAIN_VALID_STEP};
     int rc = 0;
     for (int64_t i = 0; i < n && rc == 0; i++) {
         const LoaderBatch *b = loader_next(l, err);
@@ -460,7 +461,7 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
         model_zero_grad(m);
         ObjectiveStats upd = {0};
         double samples = 0;
-        ModelRun run = {1, rc->run.seed, (uint64_t)st.step};
+        ModelRun run = {.train = 1, .seed = rc->run.seed, .step = (uint64_t)st.step};
         watchdog_phase(0, "forward/backward step %lld", (long long)st.step);
         for (int u = 0; u < rc->optim.update_freq; u++) {
             const LoaderBatch *b = loader_next(loader, &err);

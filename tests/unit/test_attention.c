@@ -2,7 +2,7 @@
  * the naive double reference, forward and backward, with and without key padding, odd T, H = 1
  * and H = 4, attention dropout; the fast backward against central finite differences of the
  * double forward; all-padded utterances stay finite; the dropout mask does not depend on the
- * thread count. Dimension letters as in core/layers.h. */
+ * thread count, nor on the utterance's batch position or padding (it is keyed by the utterance id). Dimension letters as in core/layers.h. */
 #include <math.h>
 #include <omp.h>
 #include <setjmp.h>
@@ -61,7 +61,9 @@ static Problem problem_make(Case c, uint64_t seed) {
             for (int64_t t = 0; t < c.T; t++) pr.key_pad[(int64_t)(c.B - 1) * c.T + t] = 1; /* all padding */
         }
     }
-    pr.drop = (AttentionDropout){.p = c.p, .seed = seed, .step = 3, .layer = 5};
+    static const int64_t ids[4] = {11, 5, 90210, 3}; /* utterance ids keying the dropout masks */
+    KOE_ASSERT(c.B <= 4);
+    pr.drop = (AttentionDropout){.p = c.p, .seed = seed, .step = 3, .layer = 5, .utt = ids};
     return pr;
 }
 
@@ -229,7 +231,7 @@ static void test_dropout_thread_independent(void **state) {
     int64_t kept = 0, n = 0;
     for (int h = 0; h < c.H; h++)
         for (int64_t i = 0; i < c.T; i++)
-            for (int64_t j = 0; j < c.T; j++, n++) kept += attention_keep_naive(&pr.drop, 0, h, i, j, c.T, c.H);
+            for (int64_t j = 0; j < c.T; j++, n++) kept += attention_keep_naive(&pr.drop, 0, h, i, j);
     double frac = (double)(n - kept) / (double)n; /* n = 6400: sd of the fraction 0.0038 */
     printf("  dropped fraction %.4f (p = 0.1)\n", frac);
     assert_true(fabs(frac - 0.1) < 0.02);
@@ -238,11 +240,66 @@ static void test_dropout_thread_independent(void **state) {
     problem_free(&pr);
 }
 
+/* Dropout keyed by utterance id: an utterance of 13 frames gets the same outputs and gradient alone
+ * (B = 1, T = 13) as at batch position 2 of a batch padded to T = 20, and a different id changes them. */
+static void test_dropout_keyed_by_utterance(void **state) {
+    (void)state;
+    const int C = 16, H = 4;
+    const int64_t Tv = 13;
+    Case cb = {3, 20, C, H, PAD_NONE, 0.2f};
+    Problem big = problem_make(cb, 21);
+    big.key_pad = koe_calloc((size_t)(cb.B * cb.T), 1);
+    for (int b = 0; b < cb.B; b++)
+        for (int64_t t = Tv; t < cb.T; t++) {
+            big.key_pad[b * cb.T + t] = 1;
+            memset(big.dout + (b * cb.T + t) * C, 0, (size_t)C * sizeof(float)); /* no loss on padding */
+        }
+    const int64_t ids[3] = {7, 1000003, 42};
+    big.drop.utt = ids;
+    Case ca = {1, Tv, C, H, PAD_NONE, 0.2f};
+    Problem one = problem_make(ca, 21);
+    for (int64_t t = 0; t < Tv; t++) /* utterance 2's valid frames and output gradient */
+        for (int k = 0; k < 3 * C; k++) one.qkv[t * 3 * C + k] = big.qkv[(2 * cb.T + t) * 3 * C + k];
+    for (int64_t t = 0; t < Tv; t++)
+        for (int k = 0; k < C; k++) one.dout[t * C + k] = big.dout[(2 * cb.T + t) * C + k];
+    const int64_t id42 = 42, id43 = 43;
+    float *res[3][2]; /* [big, one with id 42, one with id 43][out, dqkv] */
+    for (int k = 0; k < 3; k++) {
+        Problem *pr = k ? &one : &big;
+        if (k) pr->drop.utt = k == 1 ? &id42 : &id43;
+        const Case c = pr->c;
+        float *att = koe_malloc((size_t)pr->natt * sizeof(float));
+        float *scratch = koe_malloc((size_t)attention_scratch_floats(c.B, c.T, C, H) * sizeof(float));
+        res[k][0] = koe_malloc((size_t)pr->nout * sizeof(float));
+        res[k][1] = koe_calloc((size_t)pr->nqkv, sizeof(float));
+        attention_forward(res[k][0], att, pr->qkv, pr->key_pad, c.B, c.T, C, H, &pr->drop, scratch);
+        attention_backward(res[k][1], pr->dout, pr->qkv, att, pr->key_pad, c.B, c.T, C, H, &pr->drop, scratch);
+        free(att), free(scratch);
+    }
+    double diff[2] = {0, 0}, other = 0;
+    for (int64_t t = 0; t < Tv; t++) {
+        for (int k = 0; k < C; k++) {
+            diff[0] = fmax(diff[0], fabs(res[0][0][(2 * cb.T + t) * C + k] - res[1][0][t * C + k]));
+            other = fmax(other, fabs(res[2][0][t * C + k] - res[1][0][t * C + k]));
+        }
+        for (int k = 0; k < 3 * C; k++)
+            diff[1] = fmax(diff[1], fabs(res[0][1][(2 * cb.T + t) * 3 * C + k] - res[1][1][t * 3 * C + k]));
+    }
+    printf("  alone vs in a padded batch: max|d out| %.3g max|d dqkv| %.3g; another id: max|d out| %.3g\n", diff[0],
+           diff[1], other);
+    assert_true(diff[0] < 1e-5 && diff[1] < 1e-5);
+    assert_true(other > 1e-2);
+    for (int k = 0; k < 3; k++) free(res[k][0]), free(res[k][1]);
+    problem_free(&big);
+    problem_free(&one);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fast_vs_naive_nopad),         cmocka_unit_test(test_fast_vs_naive_pad),
         cmocka_unit_test(test_fast_vs_naive_dropout),       cmocka_unit_test(test_backward_finite_differences),
         cmocka_unit_test(test_all_padded_finite),           cmocka_unit_test(test_dropout_thread_independent),
+        cmocka_unit_test(test_dropout_keyed_by_utterance),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

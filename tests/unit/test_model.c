@@ -1,6 +1,6 @@
 /* test_model.c — the whole model: finite-difference check of model_backward on tiny configs (every
  * parameter tensor, dropout on, with mask, feature penalty and feature gradient), padding independence,
- * layerdrop, the arena bound, and (when KOE_MODEL_REF names a directory of reference files made by
+ * dropout masks keyed by utterance id (the same alone and in a padded batch), layerdrop, the arena bound, and (when KOE_MODEL_REF names a directory of reference files made by
  * tests/reference/model_ref.py; tests/e2e/model_parity.sh does that) parity with torchaudio: every
  * hidden state and every parameter gradient, error <= 1e-4 * max|ref| + 1e-5 per tensor. */
 #include <dirent.h>
@@ -227,6 +227,48 @@ static void test_padding_independence(void **state) {
     case_free(&k);
 }
 
+/* Dropout on (train, p = 0.1 at every site): the masks are keyed by utterance id, so utterance 1 (id
+ * 7) gets the same outputs on its valid frames at batch position 1 of a padded batch as alone at
+ * position 0, cropped to its length; keyed by position (utt = NULL) or by another id they differ. */
+static void dropout_by_utterance(FrontendKind fe, EncoderKind enc, const char *name) {
+    ModelConfig c;
+    tiny_config(&c, fe, CONV_NORM_LAYER, 0, enc);
+    Case k;
+    case_setup(&k, &c, 1);
+    Model *m = k.m;
+    const int64_t ids[3] = {20, 7, 31}, id7 = 7, id8 = 8;
+    const int64_t per = fe == FRONTEND_FBANK ? c.fbank_dim : 1; /* input values per sample or frame */
+    k.run.utt = ids;
+    model_forward(m, k.inp, k.len, k.B, k.S, NULL, &k.run);
+    const int64_t T = m->T, D = c.D, f1 = m->frames[1];
+    float *batch = malloc((size_t)(f1 * D) * sizeof(float));
+    memcpy(batch, m->a.out + T * D, (size_t)(f1 * D) * sizeof(float));
+    double worst[3] = {0, 0, 0}, maxabs = 0; /* alone with id 7, with utt = NULL, with id 8 */
+    const int64_t *alone[3] = {&id7, NULL, &id8};
+    for (int v = 0; v < 3; v++) {
+        ModelRun run = k.run;
+        run.utt = alone[v];
+        model_forward(m, k.inp + k.S * per, &k.len[1], 1, k.len[1], NULL, &run);
+        assert_int_equal(m->T, f1);
+        for (int64_t i = 0; i < f1 * D; i++) {
+            worst[v] = fmax(worst[v], fabs((double)m->a.out[i] - batch[i]));
+            maxabs = fmax(maxabs, fabs((double)batch[i]));
+        }
+    }
+    printf("%s dropout by utterance: alone vs in the batch worst |diff| %.3g (max |out| %.3g); keyed by position "
+           "%.3g, by another id %.3g\n",
+           name, worst[0], maxabs, worst[1], worst[2]);
+    assert_true(worst[0] < 1e-5 * fmax(1.0, maxabs));
+    assert_true(worst[1] > 1e-2 && worst[2] > 1e-2);
+    free(batch);
+    case_free(&k);
+}
+static void test_dropout_by_utterance(void **state) {
+    (void)state;
+    dropout_by_utterance(FRONTEND_WAVEFORM, ENCODER_TRANSFORMER, "waveform/transformer");
+    dropout_by_utterance(FRONTEND_FBANK, ENCODER_CONFORMER, "fbank/conformer");
+}
+
 /* Layerdrop: the decisions come from (seed, step, layer); some step skips a layer and then the layer's
  * output equals its input. */
 static void test_layerdrop_identity(void **state) {
@@ -333,7 +375,7 @@ static int run_reference(const char *path) {
     Model *m = model_create(&c, B, S);
     KoeError err;
     if (checkpoint_read_params(path, &m->table, m->params, &err) < 0) fail_msg("%s", err.msg);
-    ModelRun run = {0, 0, 0};
+    ModelRun run = {0};
     model_forward(m, wav, len, B, S, NULL, &run);
     const int64_t ND = (int64_t)B * m->T * c.D;
     int ok = 1;
@@ -431,7 +473,8 @@ int main(void) {
         cmocka_unit_test(test_fd_group_preln_eval), cmocka_unit_test(test_fd_layer_postln_eval),
         cmocka_unit_test(test_fd_fbank),          cmocka_unit_test(test_fd_conformer),
         cmocka_unit_test(test_fd_layerdrop),      cmocka_unit_test(test_padding_independence),
-        cmocka_unit_test(test_layerdrop_identity), cmocka_unit_test(test_parity_torchaudio),
+        cmocka_unit_test(test_layerdrop_identity), cmocka_unit_test(test_dropout_by_utterance),
+        cmocka_unit_test(test_parity_torchaudio),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

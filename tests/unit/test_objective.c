@@ -53,7 +53,7 @@ typedef struct {
 
 static double loss_of(Case *k, ObjectiveStats *st) {
     memcpy(k->work, k->inp, (size_t)k->n_inp * sizeof(float));
-    ObjectiveBatch b = {k->work, k->len, k->utt, k->B, k->S, k->labels, {0, 5, 3}};
+    ObjectiveBatch b = {k->work, k->len, k->utt, k->B, k->S, k->labels, {0, 5, 3, k->utt}};
     objective_forward(&k->o, k->m, &b, st);
     return st->loss_sum;
 }
