@@ -10,7 +10,7 @@
  *             dQ += scale * dS K, dK += scale * dS^T Q
  * (dS: with keep/(1-p) folded in, P*(keep/(1-p)*dP - rowsum) = Pd*dP - P*rowsum(Pd*dP).)
  * The (b, h) pairs are shared among OpenMP threads, each running single-threaded sgemm on its own
- * scratch slot: with Dh = 64 the GEMMs are too thin for OpenBLAS's own threading to pay (measured
+ * scratch slot (OpenBLAS's OpenMP build runs single-threaded inside a parallel region): with Dh = 64 the GEMMs are too thin for OpenBLAS's own threading to pay (measured
  * in tests/bench/bench_attention.c).
  *
  * Key padding follows torchaudio's additive mask: a padded key gets probability 0, and an
@@ -157,8 +157,6 @@ void attention_forward(float *out, float *att, const float *qkv, const uint8_t *
     const uint32_t thr = dropping ? attention_drop_threshold(drop->p) : 0;
     const float inv_keep = dropping ? 1.0f / (1.0f - drop->p) : 1.0f;
     const int slots = attention_slots(B, H);
-    const int blas_threads = openblas_get_num_threads();
-    openblas_set_num_threads(1);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(slots)
     for (int bh = 0; bh < B * H; bh++) {
         const int b = bh / H, h = bh % H;
@@ -183,7 +181,6 @@ void attention_forward(float *out, float *att, const float *qkv, const uint8_t *
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, Dh, (int)Tk, 1.0f, p, dropping ? (int)Tk : (int)T,
                     v, 3 * C, 0.0f, o, C);
     }
-    openblas_set_num_threads(blas_threads);
 }
 
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, const uint8_t *key_pad,
@@ -197,8 +194,6 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
     const uint32_t thr = dropping ? attention_drop_threshold(drop->p) : 0;
     const float inv_keep = dropping ? 1.0f / (1.0f - drop->p) : 1.0f;
     const int slots = attention_slots(B, H);
-    const int blas_threads = openblas_get_num_threads();
-    openblas_set_num_threads(1);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(slots)
     for (int bh = 0; bh < B * H; bh++) {
         const int b = bh / H, h = bh % H;
@@ -242,5 +237,4 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)Tk, Dh, (int)T, scale, ds, (int)Tk, q, 3 * C, 1.0f,
                     dk, 3 * C);
     }
-    openblas_set_num_threads(blas_threads);
 }

@@ -1,8 +1,8 @@
 /* layers.c — the fast kernels of layers.h (all but attention, which is in attention.c): GEMMs
  * through OpenBLAS, everything else OpenMP loops over contiguous memory.
- * Must not allocate (scratch comes from the caller) or include MPI or HDF5. OpenBLAS runs its own
- * threads: it is called from serial code, except in the grouped conv, which switches OpenBLAS to one
- * thread while its OpenMP threads each run whole groups.
+ * Must not allocate (scratch comes from the caller) or include MPI or HDF5. OpenBLAS is its OpenMP
+ * build (see the Makefile): called from serial code it uses the OpenMP threads; called inside a
+ * parallel region (the grouped conv's per-group loop) it runs single-threaded by itself.
  * Dimension letters as in layers.h; Cg = C/G input channels per group, OCg = OC/G, KC = K*Cg the
  * length of one unfolded input window of a group. */
 #include "layers.h"
@@ -62,7 +62,7 @@ void linear_backward(float *dinp, float *dweight, float *dbias, const float *dou
  *   otherwise (grouped, or few input channels like the waveform's C = 1): per group, blocks of
  *     CONV_BLOCK_FLOATS unfolded input windows (im2col, zeros in the padding) times the group's
  *     weight in one GEMM. With G > 1 the groups go to the OpenMP threads (one unfolding buffer each)
- *     and OpenBLAS runs single-threaded meanwhile: the group GEMMs are narrow (OC/G columns), and
+ *     and each group's GEMM runs on its own thread: the group GEMMs are narrow (OC/G columns), and
  *     threading inside them spends more time synchronising than computing (positional conv: 2-3x).
  * GEMM paths use the weight as Wr (OC, K, Cg) (PyTorch stores (OC, Cg, K)), built in scratch. */
 #define CONV_TAP_MIN_C 32
@@ -266,8 +266,7 @@ void conv1d_forward(float *out, const float *inp, const float *weight, const flo
         return;
     }
     int64_t RB = conv_block_rows(R, KC);
-    int slots = conv_slots(G), blas_threads = openblas_get_num_threads();
-    if (slots > 1) openblas_set_num_threads(1);
+    int slots = conv_slots(G);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(slots) if (slots > 1)
     for (int g = 0; g < G; g++) {
         float *colg = col + omp_get_thread_num() * RB * KC;
@@ -279,7 +278,6 @@ void conv1d_forward(float *out, const float *inp, const float *weight, const flo
                         OC);
         }
     }
-    if (slots > 1) openblas_set_num_threads(blas_threads);
 }
 
 void conv1d_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
@@ -317,8 +315,7 @@ void conv1d_backward(float *dinp, float *dweight, float *dbias, const float *dou
     } else {
         /* groups write disjoint rows of dwr and disjoint channels of dinp: no two threads meet */
         int64_t RB = conv_block_rows(R, KC);
-        int slots = conv_slots(G), blas_threads = openblas_get_num_threads();
-        if (slots > 1) openblas_set_num_threads(1);
+        int slots = conv_slots(G);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(slots) if (slots > 1)
         for (int g = 0; g < G; g++) {
             float *colg = col + omp_get_thread_num() * RB * KC;
@@ -337,8 +334,7 @@ void conv1d_backward(float *dinp, float *dweight, float *dbias, const float *dou
                 }
             }
         }
-        if (slots > 1) openblas_set_num_threads(blas_threads);
-    }
+        }
     if (dweight) conv_wr_grad_accumulate(dweight, dwr, OC, Cg, K);
 }
 
