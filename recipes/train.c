@@ -377,7 +377,12 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
     objective_add_params(&table, &oc);
     Trainer tr = {0};
     tr.rc = rc;
-    tr.m = model_create_with_table(&rc->model, table, (int)max_B, max_S);
+    /* The arena follows the loader's budget (B * cropped length <= data.max_tokens samples), not
+     * max_B * max_S, which for the Base recipes is ~8x any real batch. In fbank frames a batch of
+     * n <= max_B utterances holds at most max_tokens / 160 + n frames. */
+    const int64_t budget = rc->model.frontend == FRONTEND_WAVEFORM ? rc->data.max_tokens
+                                                                   : rc->data.max_tokens / 160 + max_B;
+    tr.m = model_create_budget(&rc->model, table, (int)max_B, max_S, budget > max_S ? budget : max_S);
     Model *m = tr.m;
     model_init_params(m, rc->run.seed);
     objective_create(&tr.obj, &oc, m);
