@@ -2,7 +2,10 @@
  * DIR/labels/NAME (data/labels.h) — every frame's nearest centroid, one file per corpus shard,
  * with the k-means file's checksum, the checkpoint's and each shard's fingerprint as provenance.
  * The features are the ones KM.h5 was made from (its `source`); for layer:N the checkpoint must be
- * the one k-means saw (checksums compared). Under mpirun rank r labels shards r, r + world, ...
+ * the one k-means saw (checksums compared). `--part I/N` labels only the shards s with s % N == I
+ * (one task of a Slurm job array; the N parts together make the whole set, in any order, since
+ * every shard file is written and published on its own); under mpirun the ranks split the part's
+ * shards round-robin (rank r takes the part's shards r, r + world, ...).
  * Must not: leave a label file that looks complete after a failure (labels_write_shard publishes
  * complete files only), or let one rank fail alone while the others wait. */
 #include <omp.h>
@@ -20,7 +23,8 @@
 
 const char cmd_label_summary[] = "label every frame of a corpus with its nearest k-means centroid (HuBERT targets)";
 const char cmd_label_help[] =
-    "usage: koe label --corpus DIR --kmeans KM.h5 --name NAME [--ckpt CKPT.h5] [--threads N]\n"
+    "usage: koe label --corpus DIR --kmeans KM.h5 --name NAME [--ckpt CKPT.h5] [--part I/N]\n"
+    "                 [--threads N]\n"
     "\n"
     "Writes the label set DIR/labels/NAME/shard-NNNNN.h5, one file per corpus shard: /labels uint16\n"
     "[frames] (nearest centroid of each frame), /offset int64 [n+1], attrs format=koe-labels,\n"
@@ -28,11 +32,18 @@ const char cmd_label_help[] =
     "shard_fingerprint. The features are those KM.h5 was made from. Under mpirun the ranks split\n"
     "the shards. `koe train` (data.labels=NAME) refuses a label set that does not match the corpus.\n"
     "\n"
+    "--part I/N labels only the shards s with s % N == I (the ranks split those), so N jobs, e.g. the\n"
+    "tasks of a Slurm job array (--part $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT), make the set\n"
+    "together, in any order and at the same time. Each shard file is written to a .tmp file and renamed,\n"
+    "nothing else is written, so the set is complete once all N parts succeeded; a failed part can be\n"
+    "rerun alone. The N parts give the same files as one run without --part.\n"
+    "\n"
     "options:\n"
     "  --corpus DIR     corpus written by `koe prepare` (required)\n"
     "  --kmeans KM.h5   written by `koe kmeans` (required)\n"
     "  --name NAME      label set name (required), a plain name such as km100\n"
     "  --ckpt CKPT.h5   the checkpoint `koe kmeans` used (required when its source is layer:N)\n"
+    "  --part I/N       label only the shards s with s % N == I, 0 <= I < N (default 0/1: all)\n"
     "  --threads N      threads per rank (default 1)\n";
 
 /* Label one shard (global utterances first .. first + s->n - 1). */
@@ -73,6 +84,7 @@ static int label_shard(Corpus *c, int si, int64_t first, KmSource *src, const Km
 int cmd_label(int argc, char **argv) {
     const char *corpus_dir = NULL, *kmeans = NULL, *name = NULL, *ckpt = NULL;
     int threads = 1;
+    long part = 0, parts = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -96,6 +108,15 @@ int cmd_label(int argc, char **argv) {
                 return KOE_EXIT_USAGE;
             }
             threads = (int)t;
+        } else if (!strcmp(a, "--part")) {
+            char *slash, *end;
+            part = strtol(v, &slash, 10);
+            if (slash == v || *slash != '/' || (parts = strtol(slash + 1, &end, 10), end == slash + 1) || *end ||
+                parts < 1 || parts > 1000000 || part < 0 || part >= parts) {
+                fprintf(stderr, "koe label: --part %s: expected I/N with integers 0 <= I < N, e.g. --part 0/4 "
+                                "(the shards s with s %% N == I)\n", v);
+                return KOE_EXIT_USAGE;
+            }
         } else {
             fprintf(stderr, "koe label: unknown option %s (see `koe help label`)\n", a);
             return KOE_EXIT_USAGE;
@@ -153,7 +174,8 @@ int cmd_label(int argc, char **argv) {
     kmeans_sqnorms(km.centroids, km.k, km.dim, c_sqn);
     int64_t first = 0, stats[2] = {0, 0}; /* frames, shards */
     for (int si = 0; si < c.n_shards; si++) {
-        if (si % world == rank && !bad) {
+        /* the part's shards are si = part + j * parts; rank r takes j = r, r + world, ... */
+        if (si % parts == part && (si / parts) % world == rank && !bad) {
             int64_t F = 0;
             if (label_shard(&c, si, first, &src, &km, c_sqn, &info, name, &F, &err) < 0) {
                 fprintf(stderr, "koe label: %s\n", err.msg);
@@ -170,8 +192,8 @@ int cmd_label(int argc, char **argv) {
     if (!bad) {
         rc = KOE_EXIT_OK;
         if (rank == 0)
-            koe_log("label: wrote %s/labels/%s (%lld shards, %lld frames at %g Hz, k=%d, source %s, %.1f s)", corpus_dir,
-                    name, (long long)stats[1], (long long)stats[0], info.frame_rate, km.k, km.source, koe_now() - t0);
+            koe_log("label: wrote %s/labels/%s part %ld/%ld (%lld shards, %lld frames at %g Hz, k=%d, source %s, %.1f s)", corpus_dir,
+                    name, part, parts, (long long)stats[1], (long long)stats[0], info.frame_rate, km.k, km.source, koe_now() - t0);
     }
 out_src:
     km_source_close(&src);

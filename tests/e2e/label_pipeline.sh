@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # label_pipeline.sh — HuBERT targets end to end on a 1-minute demo corpus (5 small shards):
 # koe kmeans on MFCC (k=20) gives the same centroids at 1 and 2 ranks (to 1e-5 relative), koe label
-# gives the same labels at 1 and 2 ranks, koe analyze labels --json gives purities and PNMI in
-# range (the same at 2 ranks), and the checks hold: a label set is refused by a corpus it was not
-# made for, layer:N k-means needs its checkpoint and refuses another one.
+# gives the same labels at 1 and 2 ranks and in 3 parts (--part I/N, as the tasks of a Slurm job
+# array; a bad --part exits 1 with a message), koe analyze labels --json gives purities and PNMI in
+# range (the same at 2 ranks and for the 3-part set), and the checks hold: a label set is refused
+# by a corpus it was not made for, layer:N k-means needs its checkpoint and refuses another one.
 set -euo pipefail
 D=$KOE_TMP/label_pipeline
 rm -rf "$D" && mkdir -p "$D"
@@ -49,6 +50,43 @@ for f in files:
     n += len(x["labels"])
 print(f"labels: {len(files)} shard files, {n} frames, equal at 1 and 2 ranks")
 PY
+
+# --part I/N (one task of a Slurm job array each): 3 parts run one after another, part 1 (shards
+# 1 and 4) on 2 ranks, make the same files as one run; each part writes only its own shards
+for p in 0 1 2; do
+  np=1; [ $p = 1 ] && np=2
+  $MPI -np $np "$KOE" label --corpus "$D/corpus" --kmeans "$D/km1.h5" --name km20p --part $p/3 2> "$D/part$p.log" \
+    || { cat "$D/part$p.log"; echo "FAIL: label --part $p/3"; exit 1; }
+  if [ $p = 0 ]; then ls "$D/corpus/labels/km20p" > "$D/part0.ls"; fi
+done
+grep -q 'part 1/3 (2 shards' "$D/part1.log" || { cat "$D/part1.log"; echo "FAIL: the log does not name the part"; exit 1; }
+$PYTHON - "$D/corpus/labels/km20b" "$D/corpus/labels/km20p" "$D/part0.ls" <<'PY'
+import sys, os, glob, h5py, numpy as np
+a, b, ls0 = sys.argv[1:4]
+files = sorted(os.path.basename(p) for p in glob.glob(a + "/shard-*.h5"))
+assert files == sorted(os.listdir(b)), f"FAIL: 3 parts wrote {sorted(os.listdir(b))}, one run {files}"
+part0 = open(ls0).read().split()
+want0 = [f for f in files if int(f[len("shard-"):-len(".h5")]) % 3 == 0]
+assert part0 == want0, f"FAIL: --part 0/3 wrote {part0}, want the shards s % 3 == 0: {want0}"
+for f in files:
+    x, y = h5py.File(f"{a}/{f}", "r"), h5py.File(f"{b}/{f}", "r")
+    for d in ("labels", "offset"):
+        assert np.array_equal(x[d][:], y[d][:]), f"FAIL: {f}: /{d} differs between 3 parts and one run"
+    for k in x.attrs:
+        assert np.array_equal(x.attrs[k], y.attrs[k]), f"FAIL: {f}: attribute {k} differs"
+print(f"labels --part 0/3, 1/3, 2/3: {len(files)} shard files equal to one run ({len(part0)} from part 0)")
+PY
+"$KOE" analyze labels --corpus "$D/corpus" --labels km20b --json > "$D/ab.json"
+"$KOE" analyze labels --corpus "$D/corpus" --labels km20p --json > "$D/ap.json" \
+  || { echo "FAIL: analyze cannot read the label set made in 3 parts"; exit 1; }
+diff "$D/ab.json" "$D/ap.json" || { echo "FAIL: analyze differs for the label set made in 3 parts"; exit 1; }
+for bad in 3/3 1/0 x 1 -1/3 1/3x; do
+  rc=0
+  "$KOE" label --corpus "$D/corpus" --kmeans "$D/km1.h5" --name km20q --part "$bad" 2> "$D/badpart.err" || rc=$?
+  [ $rc = 1 ] || { echo "FAIL: --part $bad exited $rc, want 1"; exit 1; }
+  grep -q -- "--part $bad: expected I/N" "$D/badpart.err" || { cat "$D/badpart.err"; echo "FAIL: unclear --part message"; exit 1; }
+done
+[ ! -e "$D/corpus/labels/km20q" ] || { echo "FAIL: a bad --part wrote labels"; exit 1; }
 
 "$KOE" analyze labels --corpus "$D/corpus" --labels km20 --json > "$D/a1.json"
 $MPI -np 2 "$KOE" analyze labels --corpus "$D/corpus" --labels km20 --json > "$D/a2.json"
