@@ -2,12 +2,15 @@
 # hubert_pipeline.sh — submit HuBERT's two iterations as a chain of dependent Slurm jobs
 # (--dependency=afterok, --kill-on-invalid-dep=yes), from a login node:
 #   1 km1     koe kmeans --source mfcc --k $KOE_K1                  (koe_mpi.sbatch, MPI ranks)
-#   2 label1  koe label  --name mfcc_km$KOE_K1                      (koe_mpi.sbatch)
+#   2 label1  koe label  --name mfcc_km$KOE_K1 --part I/N          (job array of N tasks, each koe_mpi.sbatch)
 #   3 train1  koe train  $KOE_RECIPE_ITER1 data.labels=mfcc_km...   (pretrain.sbatch; requeues itself)
 #   4 km2     koe kmeans --source layer:$KOE_LAYER --ckpt <train1's last checkpoint> --k $KOE_K2
-#   5 label2  koe label  --name layer${KOE_LAYER}_km$KOE_K2 --ckpt <the same checkpoint>
+#   5 label2  koe label  --name layer${KOE_LAYER}_km$KOE_K2 --ckpt <the same checkpoint> --part I/N (job array)
 #   6 train2  koe train  $KOE_RECIPE_ITER2 objective.label_rate=50 data.labels=layer..._km...
-# Each job starts only when the one before ended with exit 0; a failed step cancels the rest.
+# Each job starts only when the one before ended with exit 0 (for a job array: all its tasks did);
+# a failed step cancels the rest.
+# The label steps are job arrays (--array=0-(N-1), N = KOE_LABEL_TASKS): task I runs
+# `koe label ... --part I/N`, the corpus shards s with s % N == I; together they write the whole set.
 # A preempted training job requeues under the same job id, so the chain waits for it.
 #
 # Environment:
@@ -20,6 +23,9 @@
 #   KOE_TRAIN_OVERRIDES  more section.key=value words for both koe train jobs (default none)
 #   KOE_KMEANS_ARGS   more koe kmeans options, e.g. "--sample 0.1" (default none)
 #   KOE_DATA_SBATCH   sbatch options of the k-means and label jobs (default "--ntasks=8 --cpus-per-task=4 --time=04:00:00")
+#   KOE_LABEL_TASKS   tasks of each label job array (default 4); a failed task can be rerun alone with
+#                     sbatch --array=I (see launch/README.md)
+#   KOE_LABEL_SBATCH  sbatch options of each label array task (default: KOE_DATA_SBATCH)
 #   KOE_TRAIN_SBATCH  sbatch options of the training jobs (default "--nodes=4 --ntasks-per-node=8
 #                     --cpus-per-task=4 --time=24:00:00"; pretrain.sbatch requeues at the limit)
 #   KOE_SBATCH        sbatch options for every job, e.g. "--partition=cpu --account=speech" (default none)
@@ -40,7 +46,9 @@ recipe2=${KOE_RECIPE_ITER2:-$recipe1}
 [ -f "$recipe1" ] || die "KOE_RECIPE_ITER1=$recipe1: no such file"
 [ -f "$recipe2" ] || die "KOE_RECIPE_ITER2=$recipe2: no such file"
 k1=${KOE_K1:-100} k2=${KOE_K2:-500} layer=${KOE_LAYER:-6}
+label_tasks=${KOE_LABEL_TASKS:-4}
 for v in "$k1" "$k2" "$layer"; do [[ $v =~ ^[0-9]+$ ]] || die "KOE_K1, KOE_K2 and KOE_LAYER must be numbers (got '$v')"; done
+[[ $label_tasks =~ ^[1-9][0-9]*$ ]] || die "KOE_LABEL_TASKS=$label_tasks: expected a number >= 1"
 steps=(km1 label1 train1 km2 label2 train2)
 from=${KOE_FROM:-km1}
 [[ " ${steps[*]} " == *" $from "* ]] || die "KOE_FROM=$from: use one of ${steps[*]}"
@@ -52,6 +60,7 @@ work=$(realpath -m "$KOE_WORK")
 
 read -r -d '' -a common <<<"${KOE_SBATCH:-}" || true
 read -r -d '' -a data_opts <<<"${KOE_DATA_SBATCH:---ntasks=8 --cpus-per-task=4 --time=04:00:00}" || true
+read -r -d '' -a label_opts <<<"${KOE_LABEL_SBATCH:-${data_opts[*]}}" || true
 read -r -d '' -a train_opts <<<"${KOE_TRAIN_SBATCH:---nodes=4 --ntasks-per-node=8 --cpus-per-task=4 --time=24:00:00}" || true
 labels1=mfcc_km$k1 labels2=layer${layer}_km$k2
 km1=$work/km1_mfcc_k$k1.h5 km2=$work/km2_layer${layer}_k$k2.h5
@@ -75,19 +84,31 @@ submit() { # STEP ENV-ASSIGNMENTS... -- SBATCH-ARGS...   sets prev to the new jo
   fi
 }
 
+# sbatch options of a label job array: task I runs koe_mpi.sbatch label ARGS --part I/N. The task id
+# is known only when the task starts, so the task's script is a --wrap around koe_mpi.sbatch (whose
+# own #SBATCH lines then do not apply: label_opts give the resources, --output the log name). N is
+# fixed here, not $SLURM_ARRAY_TASK_COUNT, so a task rerun alone (sbatch --array=I) keeps its shards.
+label_array() { # KOE-LABEL-ARGS...
+  local q
+  q=$(printf '%q ' "$here/koe_mpi.sbatch" label "$@")
+  echo "--array=0-$((label_tasks - 1))"
+  echo "--output=%x_%A_%a.out"
+  echo "--wrap=exec bash $q--part \$SLURM_ARRAY_TASK_ID/$label_tasks"
+}
+
 submit km1 KOE_THREADS_FLAG=1 -- "${data_opts[@]}" "$here/koe_mpi.sbatch" \
   kmeans --corpus "$corpus" --source mfcc --k "$k1" --out "$km1" ${KOE_KMEANS_ARGS:-}
-submit label1 KOE_THREADS_FLAG=1 -- "${data_opts[@]}" "$here/koe_mpi.sbatch" \
-  label --corpus "$corpus" --kmeans "$km1" --name "$labels1"
+mapfile -t arr < <(label_array --corpus "$corpus" --kmeans "$km1" --name "$labels1")
+submit label1 KOE_THREADS_FLAG=1 -- "${label_opts[@]}" "${arr[@]}"
 submit train1 KOE_RECIPE="$recipe1" KOE_RUN_DIR="$work/iter1" \
   KOE_OVERRIDES="data.corpus=$corpus data.labels=$labels1 objective.label_rate=100 ${KOE_TRAIN_OVERRIDES:-}" -- \
   "${train_opts[@]}" "$here/pretrain.sbatch"
 submit km2 KOE_THREADS_FLAG=1 KOE_CKPT_FROM_RUN="$work/iter1" -- "${data_opts[@]}" "$here/koe_mpi.sbatch" \
   kmeans --corpus "$corpus" --source "layer:$layer" --k "$k2" --out "$km2" ${KOE_KMEANS_ARGS:-}
-submit label2 KOE_THREADS_FLAG=1 KOE_CKPT_FROM_RUN="$work/iter1" -- "${data_opts[@]}" "$here/koe_mpi.sbatch" \
-  label --corpus "$corpus" --kmeans "$km2" --name "$labels2"
+mapfile -t arr < <(label_array --corpus "$corpus" --kmeans "$km2" --name "$labels2")
+submit label2 KOE_THREADS_FLAG=1 KOE_CKPT_FROM_RUN="$work/iter1" -- "${label_opts[@]}" "${arr[@]}"
 submit train2 KOE_RECIPE="$recipe2" KOE_RUN_DIR="$work/iter2" \
   KOE_OVERRIDES="data.corpus=$corpus data.labels=$labels2 objective.label_rate=50 ${KOE_TRAIN_OVERRIDES:-}" -- \
   "${train_opts[@]}" "$here/pretrain.sbatch"
 [ "${KOE_DRY_RUN:-0}" = 1 ] && { echo "dry run: nothing submitted"; exit 0; }
-echo "submitted; watch with: squeue -u $(id -un) ; logs in $work/koe-STEP_JOBID.out"
+echo "submitted; watch with: squeue -u $(id -un) ; logs in $work/koe-STEP_JOBID.out (label arrays: koe-STEP_JOBID_TASK.out)"
