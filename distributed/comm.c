@@ -40,7 +40,7 @@ int comm_size(void) { return world_size; }
 void comm_barrier(void) { mpiCheck(MPI_Barrier(MPI_COMM_WORLD)); }
 void comm_abort(int code) {
     MPI_Abort(MPI_COMM_WORLD, code);
-    exit(code);
+    abort(); /* MPI_Abort does not return; if it ever did, this rank must not go on alone */
 }
 
 void comm_slice(int64_t total, int world, int rank, int64_t *start, int64_t *end) {
