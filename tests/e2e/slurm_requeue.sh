@@ -69,7 +69,9 @@ wait_state "$ref" COMPLETED 150 || fail "the uninterrupted job did not complete"
 grep -q 'koe train finished (exit 0)' "$T/ref_$ref.out" || { cat "$T/ref_$ref.out"; fail "no 'finished' line in the job output"; }
 
 # ---- 2. preempted in the middle, requeued, resumed -----------------------------------------------
-submit pre "$T/run_pre"
+# KOE_TEST_SLOW_CKPT=1: each checkpoint write of this job takes a second longer (test hook of
+# distributed/ckpt.c), so USR1 lands while the run is still going however fast the machine is.
+KOE_TEST_SLOW_CKPT=1 submit pre "$T/run_pre"
 log=$T/run_pre/log.jsonl
 for i in $(seq 750); do
   [ -s "$log" ] && [ "$(wc -l <"$log")" -ge 6 ] && break
