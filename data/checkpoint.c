@@ -421,28 +421,25 @@ done:
     return rc;
 }
 
-int checkpoint_read_params(const char *path, const ParamTable *t, float *params, KoeError *err) {
+/* subset: tensors of the file that the table lacks are skipped (still checksummed). */
+static int read_params(const char *path, const ParamTable *t, float *params, int subset, KoeError *err) {
     h5_lock();
     hid_t f = open_checked(path, err);
     int rc = -1;
     if (f >= 0) {
-        rc = read_params_locked(f, path, t, params, 0, err);
+        rc = read_params_locked(f, path, t, params, subset, err);
         H5Fclose(f);
     }
     h5_unlock();
     return rc;
 }
 
+int checkpoint_read_params(const char *path, const ParamTable *t, float *params, KoeError *err) {
+    return read_params(path, t, params, 0, err);
+}
+
 int checkpoint_read_encoder(const char *path, const ParamTable *t, float *params, KoeError *err) {
-    h5_lock();
-    hid_t f = open_checked(path, err);
-    int rc = -1;
-    if (f >= 0) {
-        rc = read_params_locked(f, path, t, params, 1, err);
-        H5Fclose(f);
-    }
-    h5_unlock();
-    return rc;
+    return read_params(path, t, params, 1, err);
 }
 
 /* Elements [start, end) of /optim/m or /optim/v of an open file (of exactly total floats) into out; *sum:

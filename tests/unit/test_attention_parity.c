@@ -18,6 +18,7 @@
 #include "../../core/common.h"
 #include "../../core/layers.h"
 #include "../../data/h5util.h"
+#include "parity.h"
 
 static float *read_f32(hid_t f, const char *path, const char *name, int64_t n) {
     void *v;
@@ -27,20 +28,8 @@ static float *read_f32(hid_t f, const char *path, const char *name, int64_t n) {
     return v;
 }
 
-/* Prints the error and returns 1 if it is within the tolerance. */
 static int compare(const char *name, const float *got, const float *ref, int64_t n) {
-    double maxref = 0, worst = -1;
-    int64_t wi = 0;
-    for (int64_t i = 0; i < n; i++) maxref = fmax(maxref, fabs((double)ref[i]));
-    for (int64_t i = 0; i < n; i++) {
-        double e = fabs((double)got[i] - (double)ref[i]);
-        if (!(e <= worst)) worst = e, wi = i; /* NaN counts as worst */
-    }
-    double tol = 1e-4 * maxref + 1e-5;
-    int ok = worst <= tol;
-    printf("%s %-22s max|err| %.3g  tol %.3g  max|ref| %.3g  worst [%lld] koe %.9g torch %.9g\n", ok ? "ok  " : "FAIL",
-           name, worst, tol, maxref, (long long)wi, (double)got[wi], (double)ref[wi]);
-    return ok;
+    return parity_check(name, got, ref, n, NULL);
 }
 
 /* y (N, ldy) columns [0, OC) = x (N, Cin) W^T + b, W (OC, Cin). */

@@ -24,6 +24,7 @@
 #include "../../core/conformer.h"
 #include "../../core/rng.h"
 #include "../../data/h5util.h"
+#include "parity.h"
 
 typedef struct {
     int B, D, F, H, K;
@@ -328,16 +329,7 @@ static int64_t ref_attr(hid_t f, const char *path, const char *name) {
 
 /* error <= 1e-4 * max|ref| + 1e-5; prints the worst element either way. */
 static int parity_compare(const char *name, const float *got, const float *ref, int64_t n) {
-    float scale = max_abs(ref, n), tol = 1e-4f * scale + 1e-5f, worst = 0;
-    int64_t wi = 0;
-    for (int64_t i = 0; i < n; i++) {
-        float e = fabsf(got[i] - ref[i]);
-        if (!(e <= worst)) worst = e, wi = i; /* NaN counts as worst */
-    }
-    int ok = worst <= tol;
-    printf("%s %-44s max|ref| %.3g  worst err %.3g at %lld (got %.7g, ref %.7g)  tol %.3g\n", ok ? "ok  " : "FAIL",
-           name, scale, worst, (long long)wi, got[wi], ref[wi], tol);
-    return ok;
+    return parity_check(name, got, ref, n, NULL);
 }
 
 static void test_parity_torch(void **state) {

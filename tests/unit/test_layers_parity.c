@@ -17,6 +17,7 @@
 #include "../../core/common.h"
 #include "../../core/layers.h"
 #include "../../data/h5util.h"
+#include "parity.h"
 
 typedef struct {
     hid_t file, grp;
@@ -70,21 +71,12 @@ static float *zeros(int64_t n) { return koe_calloc((size_t)(n ? n : 1), sizeof(f
 /* got vs the reference dataset `name` of the case: 1e-4 * max|ref| + 1e-5 */
 static void ref_check(RefCase *c, const char *name, const float *got, int64_t n) {
     float *ref = ref_tensor(c, name, n);
-    double maxref = 0.0, worst = -1.0;
-    int64_t wi = 0;
-    for (int64_t i = 0; i < n; i++) maxref = fmax(maxref, fabs(ref[i]));
-    for (int64_t i = 0; i < n; i++) {
-        double e = fabs((double)got[i] - ref[i]);
-        if (!(e <= worst)) {
-            worst = e;
-            wi = i;
-        }
-    }
-    double tol = 1e-4 * maxref + 1e-5;
-    print_message("parity %-18s %-4s max_err %.3e  max|ref| %.3e  tol %.3e\n", c->name, name, worst, maxref, tol);
-    if (!(worst <= tol))
-        fail_msg("%s %s: worst element %lld: koe %.9g, torch %.9g, |err| %.3g > tol %.3g", c->name, name,
-                 (long long)wi, got[wi], ref[wi], worst, tol);
+    char what[96];
+    snprintf(what, sizeof what, "%s %s", c->name, name);
+    ParityResult r;
+    if (!parity_check(what, got, ref, n, &r))
+        fail_msg("%s: worst element %lld: koe %.9g, torch %.9g, |err| %.3g > tol %.3g", what, (long long)r.at,
+                 got[r.at], ref[r.at], r.worst, r.tol);
     free(ref);
 }
 

@@ -21,6 +21,7 @@
 #include "../../core/rng.h"
 #include "../../data/checkpoint.h"
 #include "../../data/h5util.h"
+#include "parity.h"
 
 static void tiny_config(ModelConfig *c, FrontendKind fe, ConvNorm norm, int pre_ln, EncoderKind enc) {
     memset(c, 0, sizeof *c);
@@ -319,26 +320,12 @@ static int64_t attr_i64(hid_t f, const char *name) {
 
 /* err <= 1e-4 max|ref| + 1e-5; prints the worst element. Returns 1 when within. */
 static int compare(const char *file, const char *what, const float *got, const float *ref, int64_t n, double *worst_rel) {
-    double maxref = 0, worst = -1, excess = -1;
-    int64_t wi = 0;
-    for (int64_t i = 0; i < n; i++) maxref = fmax(maxref, fabs((double)ref[i]));
-    const double tol = 1e-4 * maxref + 1e-5;
-    for (int64_t i = 0; i < n; i++) {
-        double e = fabs((double)got[i] - ref[i]);
-        if (!(e <= worst) || isnan(e)) {
-            worst = isnan(e) ? INFINITY : e;
-            wi = i;
-        }
-    }
-    excess = worst / tol;
-    if (worst_rel) *worst_rel = maxref > 0 ? worst / maxref : worst;
-    if (!(worst <= tol)) {
-        printf("%s: %-58s FAIL worst element %lld: got %.8g ref %.8g (|err| %.3g > tol %.3g)\n", file, what,
-               (long long)wi, got[wi], ref[wi], worst, tol);
-        return 0;
-    }
-    (void)excess;
-    return 1;
+    char name[192];
+    snprintf(name, sizeof name, "%s: %s", file, what);
+    ParityResult r;
+    const int ok = parity_check(name, got, ref, n, &r);
+    if (worst_rel) *worst_rel = r.maxref > 0 ? r.worst / r.maxref : r.worst;
+    return ok;
 }
 
 static int run_reference(const char *path) {

@@ -36,6 +36,7 @@
 #include "../../core/rng.h"
 #include "../../core/wav2vec2.h"
 #include "../../data/h5util.h"
+#include "parity.h"
 
 typedef struct {
     Wav2vec2HeadConfig cfg;
@@ -781,18 +782,12 @@ static double ref_f64(hid_t grp, const char *path, const char *attr) {
 
 static void ref_check(hid_t grp, const char *path, const char *cname, const char *name, const float *got, int64_t n) {
     float *ref = ref_read(grp, path, name, H5T_NATIVE_FLOAT, sizeof(float), n);
-    double maxref = 0, worst = -1;
-    int64_t wi = 0;
-    for (int64_t i = 0; i < n; i++) maxref = fmax(maxref, fabs(ref[i]));
-    for (int64_t i = 0; i < n; i++) {
-        const double e = fabs((double)got[i] - ref[i]);
-        if (!(e <= worst)) worst = e, wi = i;
-    }
-    const double tol = 1e-4 * maxref + 1e-5;
-    print_message("parity %s %s: max|ref| %.4g, max error %.3e (tol %.3e)\n", cname, name, maxref, worst, tol);
-    if (!(worst <= tol))
-        fail_msg("%s %s: worst element %lld: koe %.8g, torch %.8g (error %.3e > %.3e)", cname, name, (long long)wi,
-                 got[wi], ref[wi], worst, tol);
+    char what[160];
+    snprintf(what, sizeof what, "%s %s", cname, name);
+    ParityResult r;
+    if (!parity_check(what, got, ref, n, &r))
+        fail_msg("%s: worst element %lld: koe %.8g, torch %.8g (error %.3e > %.3e)", what, (long long)r.at, got[r.at],
+                 ref[r.at], r.worst, r.tol);
     free(ref);
 }
 
