@@ -15,7 +15,8 @@ ANCHORS ?= $(abspath ../shared/anchors)
 # pkg-config names, and the Debian packages that provide them (plus test-only packages).
 PKGS := ompi-c hdf5-openmpi openblas sndfile libzstd soxr kissfft-float inih espeak-ng cmocka
 DEB_RUNTIME := pkg-config openmpi-bin libopenmpi-dev libopenblas-openmp-dev libhdf5-openmpi-dev \
-  libsndfile1-dev libzstd-dev libsoxr-dev libkissfft-dev libinih-dev libespeak-ng-dev espeak-ng-data
+  libsndfile1-dev libzstd-dev libsoxr-dev libkissfft-dev libinih-dev libespeak-ng-dev espeak-ng-data \
+  libdnnl-dev
 DEB_TEST := libcmocka-dev python3-torch python3-torchaudio python3-h5py python3-soundfile \
   python3-sklearn python3-numpy hdf5-tools espeak-ng munge slurm-wlm slurm-client
 DEB_ALL := $(DEB_RUNTIME) $(DEB_TEST)
@@ -31,9 +32,9 @@ LDSAN :=
 endif
 
 CC := gcc
-# OpenBLAS built on OpenMP (Debian's openblas-openmp variant), linked by path with an rpath: its GEMMs
-# share our OpenMP thread pool instead of spinning pthreads against it (measured: the pthread
-# variant makes a tiny-model training step ~35% slower on 2 cores).
+# GEMMs: oneDNN's sgemm (libdnnl-dev; it ships no pkg-config file, hence -ldnnl; core/gemm.h says
+# why not OpenBLAS). OpenBLAS stays as the reference `koe bench` measures against, its OpenMP build
+# (Debian's openblas-openmp variant) linked by path with an rpath, so that it shares our OpenMP pool.
 MULTIARCH := $(shell $(CC) -print-multiarch)
 OPENBLAS_DIR := /usr/lib/$(MULTIARCH)/openblas-openmp
 export PKG_CONFIG_PATH := $(OPENBLAS_DIR)/pkgconfig$(if $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PATH))
@@ -42,7 +43,7 @@ Q := $(if $(filter 1,$(V)),,@)
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) -fopenmp -pthread -Wall -Wextra -Werror -MMD -MP
-LDLIBS = $(PKG_LIBS) -Wl,-rpath,$(OPENBLAS_DIR) -lm -fopenmp -pthread $(LDSAN)
+LDLIBS = $(PKG_LIBS) -ldnnl -Wl,-rpath,$(OPENBLAS_DIR) -lm -fopenmp -pthread $(LDSAN)
 
 SRC := $(wildcard core/*.c data/*.c distributed/*.c analysis/*.c)
 CMD_SRC := $(wildcard recipes/*.c)
@@ -74,6 +75,8 @@ $(BUILD)/deps.ok: Makefile
 	for p in $(PKGS); do \
 	  if pkg-config --exists $$p; then printf '  ✓ %-14s %s\n' $$p "$$(pkg-config --modversion $$p)"; \
 	  else printf '  ✗ %-14s missing\n' $$p; ok=0; fi; done; \
+	if [ -f /usr/include/oneapi/dnnl/dnnl.h ]; then printf '  ✓ %-14s %s\n' dnnl "(libdnnl-dev, no .pc)"; \
+	else printf '  ✗ %-14s missing\n' dnnl; ok=0; fi; \
 	if [ $$ok = 0 ]; then echo "koe: missing dependencies: run 'make deps' (Debian: apt-get install $(DEB_ALL))"; exit 1; fi; \
 	touch $@
 

@@ -10,8 +10,8 @@
  *             dQ += scale * dS K, dK += scale * dS^T Q
  * (dS: with keep/(1-p) folded in, P*(keep/(1-p)*dP - rowsum) = Pd*dP - P*rowsum(Pd*dP).)
  * The (b, h) pairs are shared among OpenMP threads, each running single-threaded sgemm on its own
- * scratch slot (OpenBLAS's OpenMP build runs single-threaded inside a parallel region): with Dh = 64 the GEMMs are too thin for OpenBLAS's own threading to pay (measured
- * in tests/bench/bench_attention.c).
+ * scratch slot (sgemm runs single-threaded inside a parallel region): with Dh = 64 the GEMMs are
+ * too thin for threading inside one GEMM to pay (measured in tests/bench/bench_attention.c).
  *
  * Key padding follows torchaudio's additive mask: a padded key gets probability 0, and an
  * utterance whose frames are all padding has no key masked (torchaudio adds the same -10000 to
@@ -24,12 +24,12 @@
  * count, the utterance's batch position or the batch's padded length T, and regenerated (not
  * stored) in backward.
  * Must not allocate, and must not keep anything but att between forward and backward. */
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <string.h>
 
 #include "common.h"
+#include "gemm.h"
 #include "layers.h"
 #include "rng.h"
 
@@ -169,8 +169,7 @@ void attention_forward(float *out, float *att, const float *qkv, const uint8_t *
         const float *k = q + C, *v = q + 2 * C;
         float *a = att + (int64_t)bh * T * T; /* (T, T) */
         float *o = out + (int64_t)b * T * C + (int64_t)h * Dh; /* (T, Dh), row stride C */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)Tk, Dh, scale, q, 3 * C, k, 3 * C, 0.0f,
-                    a, (int)T);
+        sgemm('N', 'T', (int)T, (int)Tk, Dh, scale, q, 3 * C, k, 3 * C, 0.0f, a, (int)T);
         for (int64_t i = 0; i < T; i++) {
             float *row = a + i * T;
             attention_softmax_row(row, Tk, kp);
@@ -178,8 +177,7 @@ void attention_forward(float *out, float *att, const float *qkv, const uint8_t *
             if (dropping) attention_dropout_row(pd + i * Tk, row, Tk, key, i, thr, inv_keep);
         }
         const float *p = dropping ? pd : a;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, Dh, (int)Tk, 1.0f, p, dropping ? (int)Tk : (int)T,
-                    v, 3 * C, 0.0f, o, C);
+        sgemm('N', 'N', (int)T, Dh, (int)Tk, 1.0f, p, dropping ? (int)Tk : (int)T, v, 3 * C, 0.0f, o, C);
     }
 }
 
@@ -213,11 +211,9 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
         const float *p = dropping ? pd : a;
         const int ldp = dropping ? (int)Tk : (int)T;
         /* dV[0:Tk] += Pd^T dO */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)Tk, Dh, (int)T, 1.0f, p, ldp, dO, C, 1.0f, dv,
-                    3 * C);
+        sgemm('T', 'N', (int)Tk, Dh, (int)T, 1.0f, p, ldp, dO, C, 1.0f, dv, 3 * C);
         /* dP = dO V^T */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)Tk, Dh, 1.0f, dO, C, v, 3 * C, 0.0f, ds,
-                    (int)Tk);
+        sgemm('N', 'T', (int)T, (int)Tk, Dh, 1.0f, dO, C, v, 3 * C, 0.0f, ds, (int)Tk);
         for (int64_t i = 0; i < T; i++) {
             const float *pi = p + i * ldp, *ai = a + i * T;
             float *di = ds + i * Tk;
@@ -232,9 +228,7 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
             for (int64_t j = 0; j < Tk; j++) di[j] -= ai[j] * fdot;
         }
         /* dQ += scale dS K, dK[0:Tk] += scale dS^T Q */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, Dh, (int)Tk, scale, ds, (int)Tk, k, 3 * C, 1.0f,
-                    dq, 3 * C);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)Tk, Dh, (int)T, scale, ds, (int)Tk, q, 3 * C, 1.0f,
-                    dk, 3 * C);
+        sgemm('N', 'N', (int)T, Dh, (int)Tk, scale, ds, (int)Tk, k, 3 * C, 1.0f, dq, 3 * C);
+        sgemm('T', 'N', (int)Tk, Dh, (int)T, scale, ds, (int)Tk, q, 3 * C, 1.0f, dk, 3 * C);
     }
 }

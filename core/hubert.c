@@ -8,11 +8,11 @@
  * Must not: allocate, include MPI or HDF5, or decide how the loss is normalised (the caller does). */
 #include "hubert.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
 #include "common.h"
+#include "gemm.h"
 #include "layers.h"
 
 void hubert_head_add_params(ParamTable *t, const HubertHeadConfig *cfg) {
@@ -135,8 +135,7 @@ void hubert_head_forward(HubertHeadAct *act, const HubertHeadParams *p, const fl
     rows_normalize(act->phat, act->pnorm, act->phat, N, F);
     rows_normalize(act->ehat, act->enorm, p->label_emb, C, F);
     /* logits (N, C) = phat ehat^T / logit_temp, written into prob and turned into probabilities */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)N, C, F, 1.0f / c->logit_temp, act->phat, F,
-                act->ehat, F, 0.0f, act->prob, C);
+    sgemm('N', 'T', N, C, F, 1.0f / c->logit_temp, act->phat, F, act->ehat, F, 0.0f, act->prob, C);
 
     int64_t correct = 0;
 #pragma omp parallel for schedule(static) reduction(+ : correct)
@@ -174,10 +173,8 @@ void hubert_head_backward(float *dx, const HubertHeadParams *g, HubertHeadAct *a
         dl[act->label[i]] -= s;
     }
     /* dphat (N, F) = dcos ehat; dehat (C, F) = dcos^T phat */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)N, F, C, 1.0f, act->dlogit, C, act->ehat, F, 0.0f,
-                act->dphat, F);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, F, (blasint)N, 1.0f, act->dlogit, C, act->phat, F, 0.0f,
-                act->dehat, F);
+    sgemm('N', 'N', N, F, C, 1.0f, act->dlogit, C, act->ehat, F, 0.0f, act->dphat, F);
+    sgemm('T', 'N', C, F, N, 1.0f, act->dlogit, C, act->phat, F, 0.0f, act->dehat, F);
     rows_normalize_backward(g->label_emb, act->dehat, act->ehat, act->enorm, C, F, 1);
     rows_normalize_backward(act->dphat, act->dphat, act->phat, act->pnorm, N, F, 0); /* now d proj */
     if (dx) memset(act->dxs, 0, (size_t)N * D * sizeof(float));

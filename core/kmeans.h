@@ -16,7 +16,7 @@ void kmeans_sqnorms(const float *X, int64_t N, int D, float *out);
 
 /* For each row of X (N, D), the nearest of the K centroids C (K, D) (c_sqn (K) their squared norms)
  * as assign[i] (lowest index on ties) and its squared distance dist[i] (may be NULL), computed as
- * ||x||^2 - 2 x.c + ||c||^2 with one cblas_sgemm per block of KMEANS_BLOCK rows, clamped at 0.
+ * ||x||^2 - 2 x.c + ||c||^2 with one sgemm per block of KMEANS_BLOCK rows, clamped at 0.
  * scratch: (KMEANS_BLOCK * K) floats. Returns the summed squared distance (double). */
 double kmeans_assign(const float *X, int64_t N, int D, const float *C, const float *c_sqn, int K, int32_t *assign,
                      float *dist, float *scratch);

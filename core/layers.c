@@ -1,18 +1,18 @@
 /* layers.c — the fast kernels of layers.h (all but attention, which is in attention.c): GEMMs
- * through OpenBLAS, everything else OpenMP loops over contiguous memory.
- * Must not allocate (scratch comes from the caller) or include MPI or HDF5. OpenBLAS is its OpenMP
- * build (see the Makefile): called from serial code it uses the OpenMP threads; called inside a
- * parallel region (the grouped conv's per-group loop) it runs single-threaded by itself.
+ * through sgemm (gemm.h), everything else OpenMP loops over contiguous memory.
+ * Must not allocate (scratch comes from the caller) or include MPI or HDF5. sgemm called from serial
+ * code uses the OpenMP threads; called inside a parallel region (the grouped conv's per-group loop)
+ * it runs single-threaded by itself.
  * Dimension letters as in layers.h; Cg = C/G input channels per group, OCg = OC/G, KC = K*Cg the
  * length of one unfolded input window of a group. */
 #include "layers.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <string.h>
 
 #include "common.h"
+#include "gemm.h"
 
 /* ---- linear ------------------------------------------------------------------------------------ */
 
@@ -23,7 +23,7 @@ void linear_forward(float *out, const float *inp, const float *weight, const flo
         for (int64_t n = 0; n < N; n++) memcpy(out + n * OC, bias, (size_t)OC * sizeof(float));
         beta = 1.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)N, OC, C, 1.0f, inp, C, weight, C, beta, out, OC);
+    sgemm('N', 'T', N, OC, C, 1.0f, inp, C, weight, C, beta, out, OC);
 }
 
 /* dst (OC) += column sums of src (N rows of OC, row stride ld): threads split the columns so no two
@@ -45,11 +45,9 @@ static void colsum_accumulate(float *dst, const float *src, int64_t N, int OC, i
 void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int64_t N, int C, int OC) {
     if (dinp)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)N, C, OC, 1.0f, dout, OC, weight, C, 1.0f,
-                    dinp, C);
+        sgemm('N', 'N', N, C, OC, 1.0f, dout, OC, weight, C, 1.0f, dinp, C);
     if (dweight)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, (blasint)N, 1.0f, dout, OC, inp, C, 1.0f,
-                    dweight, C);
+        sgemm('T', 'N', OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dweight, C);
     if (dbias) colsum_accumulate(dbias, dout, N, OC, OC);
 }
 
@@ -77,7 +75,7 @@ static int conv_is_depthwise(int C, int OC, int G) { return G == C && OC == C; }
 static int conv_uses_taps(int C, int G) { return G == 1 && C >= CONV_TAP_MIN_C; }
 
 /* OpenMP threads running groups at once in the unfolded path (each needs its own unfolding buffer):
- * 1 when G = 1, where the GEMMs use OpenBLAS's threads instead. */
+ * 1 when G = 1, where the GEMMs use sgemm's threads instead. */
 static int conv_slots(int G) {
     int nt = omp_get_max_threads();
     return G > 1 && nt > 1 ? (G < nt ? G : nt) : 1;
@@ -259,9 +257,8 @@ void conv1d_forward(float *out, const float *inp, const float *weight, const flo
                 int64_t t0, t1;
                 conv_tap_range(&t0, &t1, Ti, To, k, stride, pad);
                 if (t1 == t0) continue;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)(t1 - t0), OC, C, 1.0f,
-                            inp + ((int64_t)b * Ti + t0 * stride + k - pad) * C, stride * C, wr + (int64_t)k * C,
-                            (blasint)KC, 1.0f, out + ((int64_t)b * To + t0) * OC, OC);
+                sgemm('N', 'T', (t1 - t0), OC, C, 1.0f, inp + ((int64_t)b * Ti + t0 * stride + k - pad) * C, stride * C,
+                      wr + (int64_t)k * C, KC, 1.0f, out + ((int64_t)b * To + t0) * OC, OC);
             }
         return;
     }
@@ -273,9 +270,8 @@ void conv1d_forward(float *out, const float *inp, const float *weight, const flo
         for (int64_t r0 = 0; r0 < R; r0 += RB) {
             int64_t M = R - r0 < RB ? R - r0 : RB;
             conv_im2col(colg, inp, r0, M, Ti, To, C, Cg, K, stride, pad, g);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)M, OCg, (blasint)KC, 1.0f, colg,
-                        (blasint)KC, wr + (int64_t)g * OCg * KC, (blasint)KC, 1.0f, out + r0 * OC + (int64_t)g * OCg,
-                        OC);
+            sgemm('N', 'T', M, OCg, KC, 1.0f, colg, KC, wr + (int64_t)g * OCg * KC, KC, 1.0f,
+                  out + r0 * OC + (int64_t)g * OCg, OC);
         }
     }
 }
@@ -306,11 +302,11 @@ void conv1d_backward(float *dinp, float *dweight, float *dbias, const float *dou
                 const float *d = dout + ((int64_t)b * To + t0) * OC;
                 int64_t i0 = (int64_t)b * Ti + t0 * stride + k - pad;
                 if (dweight)
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, (blasint)(t1 - t0), 1.0f, d, OC,
-                                inp + i0 * C, stride * C, 1.0f, dwr + (int64_t)k * C, (blasint)KC);
+                    sgemm('T', 'N', OC, C, (t1 - t0), 1.0f, d, OC, inp + i0 * C, stride * C, 1.0f, dwr + (int64_t)k * C,
+                          KC);
                 if (dinp)
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)(t1 - t0), C, OC, 1.0f, d, OC,
-                                wr + (int64_t)k * C, (blasint)KC, 1.0f, dinp + i0 * C, stride * C);
+                    sgemm('N', 'N', (t1 - t0), C, OC, 1.0f, d, OC, wr + (int64_t)k * C, KC, 1.0f, dinp + i0 * C,
+                          stride * C);
             }
     } else {
         /* groups write disjoint rows of dwr and disjoint channels of dinp: no two threads meet */
@@ -324,12 +320,10 @@ void conv1d_backward(float *dinp, float *dweight, float *dbias, const float *dou
                 const float *d = dout + r0 * OC + (int64_t)g * OCg;
                 if (dweight) {
                     conv_im2col(colg, inp, r0, M, Ti, To, C, Cg, K, stride, pad, g);
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OCg, (blasint)KC, (blasint)M, 1.0f, d, OC,
-                                colg, (blasint)KC, 1.0f, dwr + (int64_t)g * OCg * KC, (blasint)KC);
+                    sgemm('T', 'N', OCg, KC, M, 1.0f, d, OC, colg, KC, 1.0f, dwr + (int64_t)g * OCg * KC, KC);
                 }
                 if (dinp) {
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)M, (blasint)KC, OCg, 1.0f, d, OC,
-                                wr + (int64_t)g * OCg * KC, (blasint)KC, 0.0f, colg, (blasint)KC);
+                    sgemm('N', 'N', M, KC, OCg, 1.0f, d, OC, wr + (int64_t)g * OCg * KC, KC, 0.0f, colg, KC);
                     conv_col2im_accumulate(dinp, colg, r0, M, Ti, To, C, Cg, K, stride, pad, g);
                 }
             }

@@ -13,7 +13,7 @@
  *   - each kernel has a naive reference (`*_naive`, in layers_naive.c) that the tests compare the
  *     fast one against; the naive ones are only for tests.
  *   - no allocation inside a kernel except where a scratch argument is documented.
- * No MPI, no HDF5. Threads: OpenMP for loops, OpenBLAS for GEMMs. */
+ * No MPI, no HDF5. Threads: OpenMP for loops and GEMMs (gemm.h). */
 #pragma once
 #include <stdint.h>
 

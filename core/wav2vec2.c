@@ -10,11 +10,11 @@
  * Must not: allocate, include MPI or HDF5, or decide how the loss is normalised (the caller does). */
 #include "wav2vec2.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
 #include "common.h"
+#include "gemm.h"
 #include "layers.h"
 #include "rng.h"
 
@@ -399,8 +399,8 @@ void wav2vec2_head_backward(float *dx, float *dfeat, const Wav2vec2HeadParams *g
     if (run->train) {
         /* d gsoft[i, g*V + v] = dq[i, g block] . codevectors[g*V + v] */
         for (int gg = 0; gg < G; gg++)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)N, V, Qg, 1.0f, act->dq + gg * Qg, Q,
-                        p->codevectors + (int64_t)gg * V * Qg, Qg, 0.0f, act->dgs + gg * V, GV);
+            sgemm('N', 'T', N, V, Qg, 1.0f, act->dq + gg * Qg, Q, p->codevectors + (int64_t)gg * V * Qg, Qg, 0.0f,
+                  act->dgs + gg * V, GV);
         const float inv_tau = (float)(1.0 / act->temp);
 #pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < N; i++)

@@ -1,6 +1,7 @@
-/* cmd_train.c — `koe train RECIPE.ini [section.key=value ...]`: parse the recipe, install the
- * SIGINT/SIGTERM/SIGUSR1 handler (it sets the stop flag, which train.c agrees on over the ranks), run
- * the loop (recipes/train.c). Thin on purpose: everything a run does is in train.c. */
+/* cmd_train.c — `koe train RECIPE.ini [section.key=value ...]`: parse the recipe, block the stop
+ * signals and install their handler (it sets the stop flag, which train.c agrees on over the ranks;
+ * train.h says when the signals get through), run the loop (recipes/train.c). Thin on purpose: everything a run does is in train.c. */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -62,6 +63,9 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "koe train: %s\n", err.msg);
         return KOE_EXIT_USAGE;
     }
+    sigset_t stop_set;
+    train_stop_signals(&stop_set);
+    pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;

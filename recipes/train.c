@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <math.h>
 #include <omp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +28,6 @@
 #include "../distributed/dp.h"
 #include "../distributed/watchdog.h"
 
-void openblas_set_num_threads(int n); /* OpenBLAS's own; not in cblas.h */
 
 /* Validation masks are keyed by this fixed step, so every validation sees the same masks. */
 #define TRAIN_VALID_STEP 0x7A11D000ULL
@@ -245,6 +245,21 @@ static void save(Trainer *tr, const AdamW *opt, const TrainState *st, const char
               tr->rc->text, st, tr->rc->run.keep_last);
 }
 
+void train_stop_signals(sigset_t *set) {
+    sigemptyset(set);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGUSR1);
+}
+
+/* A stop signal pending on this thread is handled here, between updates (see train_stop_signals). */
+static void stop_signals_deliver(void) {
+    sigset_t set;
+    train_stop_signals(&set);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
 /* A stop file in the run directory asks for the same clean stop as a signal (exit code 3). */
 static int stop_file_present(const char *path) { return access(path, F_OK) == 0; }
 
@@ -302,7 +317,6 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
     if (!threads) threads = getenv("OMP_NUM_THREADS") ? atoi(getenv("OMP_NUM_THREADS")) : 1;
     if (threads < 1) threads = 1;
     omp_set_num_threads(threads);
-    openblas_set_num_threads(threads);
     if (!rc->data.corpus[0]) koe_fatal(KOE_EXIT_USAGE, "data.corpus is not set: pass data.corpus=DIR");
     if (rc->model.frontend == FRONTEND_FBANK && rc->data.features != FEAT_FBANK)
         koe_fatal(KOE_EXIT_USAGE, "model.frontend = fbank needs data.features = fbank");
@@ -590,6 +604,7 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
                     (long long)rc->optim.max_updates, loss, frames ? upd.correct / (double)frames : 0.0, gnorm, eta);
             fflush(stderr);
         }
+        stop_signals_deliver();
         int64_t stopping = (stop && *stop) || stop_file_present(stoppath);
         watchdog_phase(1, "stop agreement step %lld", (long long)st.step);
         if (dp) comm_allreduce_max_i64(&stopping, 1); /* a signal or stop file seen by any rank stops all of them */

@@ -12,3 +12,9 @@
  * finishes, a checkpoint is written, and the run returns KOE_EXIT_PREEMPTED). Returns a koe exit
  * code; on failure the message has been printed. */
 int train_run(const Recipe *rc, volatile sig_atomic_t *stop);
+
+/* The stop signals (SIGINT, SIGTERM, SIGUSR1). `koe train` blocks them in its main thread before it
+ * starts any thread of its own, so OpenMP workers, the loader and the watchdog inherit the block and
+ * no signal lands in the middle of a GEMM (oneDNN's sgemm interrupted by a signal corrupted the heap:
+ * kill -TERM crashed 5 runs of 8 before this); train_run lets them through at each update boundary. */
+void train_stop_signals(sigset_t *set);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tests/bench/attention.sh — attention forward+backward (core/attention.c) on 2 threads at speech
-# sizes (C=768, H=12, dropout 0.1, a padded batch), as GFLOP/s against OpenBLAS sgemm measured in
-# the same process, and as a speed ratio against PyTorch doing the same part of torchaudio's
+# sizes (C=768, H=12, dropout 0.1, a padded batch), as GFLOP/s against koe's sgemm (core/gemm.h) measured
+# in the same process, and as a speed ratio against PyTorch doing the same part of torchaudio's
 # SelfAttention (tests/reference/attention_torch_time.py) in the same run.
 set -euo pipefail
 export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 MKL_NUM_THREADS=2

@@ -1,19 +1,19 @@
 /* bench_attention.c — speed of attention_forward/attention_backward (core/attention.c) at speech
- * sizes, as GFLOP/s next to OpenBLAS sgemm measured in the same process (a square GEMM with
- * OpenBLAS's own threads: the machine's practical peak for these threads).
+ * sizes, as GFLOP/s next to koe's sgemm (core/gemm.h) measured in the same process (a square GEMM
+ * with all the threads: the practical peak for these threads).
  * Usage: bench_attention [--B 4] [--T 750] [--C 768] [--H 12] [--p 0.1] [--pad 0.25] [--repeats 5]
  *   --pad: utterance b of the batch loses pad*b/(B-1) of its frames at the end (a padded batch).
  * Prints one line: fwd_ms=… bwd_ms=… fwd_gflops=… bwd_gflops=… sgemm_gflops=… frac_fwd=… frac_bwd=…
  * FLOPs are those of the GEMMs actually run: keys after an utterance's last frame are skipped, so
  * utterance b counts 4·T·Tk_b·C forward and 8·T·Tk_b·C backward (Tk_b its unpadded length).
  * Medians of the repeats. Not a test: nothing is asserted. */
-#include <cblas.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../../core/common.h"
+#include "../../core/gemm.h"
 #include "../../core/layers.h"
 
 static int cmp_double(const void *a, const void *b) {
@@ -34,7 +34,7 @@ static double sgemm_gflops(int repeats) {
     double t[16];
     for (int r = 0; r <= repeats; r++) {
         double t0 = koe_now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        sgemm('N', 'N', n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
         if (r > 0) t[r - 1] = koe_now() - t0; /* the first call warms up */
     }
     free(a), free(b), free(c);

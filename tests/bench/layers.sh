@@ -2,9 +2,10 @@
 # tests/bench/layers.sh — the layer kernels (bench_layers, HuBERT Base sizes, batch 2 x 4 s) against
 # the same PyTorch ops on the same shapes in this run (torch layouts: channels-first convs), 2 threads.
 # Two environments, each for koe and torch: "default" (as launched), and "tuned":
-# OMP_WAIT_POLICY=PASSIVE (OpenMP workers sleep instead of spinning against OpenBLAS's pthreads) and,
+# OMP_WAIT_POLICY=PASSIVE (OpenMP workers sleep instead of spinning against BLAS pthreads) and,
 # on CPUs with AVX-512, OPENBLAS_CORETYPE=SKYLAKEX (OpenBLAS 0.3.21 takes newer AMD CPUs for Haswell
-# and runs 256-bit kernels). Prints per kernel fwd+bwd ms (medians of 5) and torch / koe (> 1: koe faster).
+# and runs 256-bit kernels; this matters to PyTorch's OpenBLAS GEMMs only: koe's are oneDNN's,
+# core/gemm.h). Prints per kernel fwd+bwd ms (medians of 5) and torch / koe (> 1: koe faster).
 set -euo pipefail
 export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 MKL_NUM_THREADS=2
 tuned=(OMP_WAIT_POLICY=PASSIVE)

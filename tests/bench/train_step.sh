@@ -2,8 +2,9 @@
 # AdamW), koe vs ../shared/anchors/torch_hubert_step.py, 2 threads, batch 2 x 4 s, the three model
 # sizes, side by side in one run (issue 3 section 3; goal >= 2x, peak RSS <= PyTorch's).
 # Run in the machine's environment as it is. This machine sets OPENBLAS_CORETYPE=Haswell (older
-# OpenBLAS builds miscompute on some CPUs), which both sides share; KOE_BENCH_NATIVE=1 also runs
-# both sides with it unset, to show what the CPU's own kernels give.
+# OpenBLAS builds miscompute on some CPUs): PyTorch's OpenBLAS GEMMs follow it, koe's GEMMs (oneDNN,
+# core/gemm.h) and PyTorch's convolutions (oneDNN too) pick kernels from the CPU's features.
+# KOE_BENCH_NATIVE=1 also runs both sides with OPENBLAS_CORETYPE/L2_SIZE unset.
 set -euo pipefail
 export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2
 STEPS=${KOE_BENCH_STEPS:-4}

@@ -543,7 +543,9 @@ static void test_reduce_across_halves(void **state) {
     for (int r = 0; r < 2; r++) {
         h[r].act.n_sum = n;
         wav2vec2_head_reduce(&h[r].act, &sh[r]);
-        assert_true(fabs(sh[r].prob_ppl - sw.prob_ppl) <= 1e-9 * sw.prob_ppl);
+        /* float32 logits: a GEMM's rows may round differently with the batch's row count (oneDNN picks
+         * its kernel by shape), so the probabilities agree to float rounding, not bit for bit */
+        assert_true(fabs(sh[r].prob_ppl - sw.prob_ppl) <= 1e-6 * sw.prob_ppl);
         assert_true(fabs(sh[r].code_ppl - sw.code_ppl) <= 1e-12 * sw.code_ppl);
         wav2vec2_head_backward(h[r].dx, h[r].dfeat, &h[r].g, &h[r].act, &h[r].p, 0.5f, 0.1f);
     }
