@@ -244,21 +244,29 @@ void conv1d_forward(float *out, const float *inp, const float *weight, const flo
     int64_t KC = (int64_t)K * Cg;
     float *wr = scratch, *col = scratch + 2 * (int64_t)OC * KC;
     conv_weight_to_wr(wr, weight, OC, Cg, K);
+    /* out starts as the bias (or 0), unless there is no bias and the first GEMM onto each output row
+     * writes all of it (beta = 0): every unfolded path, and the tap path when tap 0 covers every frame */
+    const int taps = conv_uses_taps(C, G);
+    int64_t f0, f1;
+    conv_tap_range(&f0, &f1, Ti, To, 0, stride, pad);
+    const float beta0 = !bias && (!taps || (f0 == 0 && f1 == To)) ? 0.0f : 1.0f;
+    if (beta0 != 0.0f) {
 #pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < R; r++) {
-        if (bias)
-            memcpy(out + r * OC, bias, (size_t)OC * sizeof(float));
-        else
-            memset(out + r * OC, 0, (size_t)OC * sizeof(float));
+        for (int64_t r = 0; r < R; r++) {
+            if (bias)
+                memcpy(out + r * OC, bias, (size_t)OC * sizeof(float));
+            else
+                memset(out + r * OC, 0, (size_t)OC * sizeof(float));
+        }
     }
-    if (conv_uses_taps(C, G)) {
+    if (taps) {
         for (int b = 0; b < B; b++)
             for (int k = 0; k < K; k++) {
                 int64_t t0, t1;
                 conv_tap_range(&t0, &t1, Ti, To, k, stride, pad);
                 if (t1 == t0) continue;
                 sgemm('N', 'T', (t1 - t0), OC, C, 1.0f, inp + ((int64_t)b * Ti + t0 * stride + k - pad) * C, stride * C,
-                      wr + (int64_t)k * C, KC, 1.0f, out + ((int64_t)b * To + t0) * OC, OC);
+                      wr + (int64_t)k * C, KC, k ? 1.0f : beta0, out + ((int64_t)b * To + t0) * OC, OC);
             }
         return;
     }
@@ -270,7 +278,7 @@ void conv1d_forward(float *out, const float *inp, const float *weight, const flo
         for (int64_t r0 = 0; r0 < R; r0 += RB) {
             int64_t M = R - r0 < RB ? R - r0 : RB;
             conv_im2col(colg, inp, r0, M, Ti, To, C, Cg, K, stride, pad, g);
-            sgemm('N', 'T', M, OCg, KC, 1.0f, colg, KC, wr + (int64_t)g * OCg * KC, KC, 1.0f,
+            sgemm('N', 'T', M, OCg, KC, 1.0f, colg, KC, wr + (int64_t)g * OCg * KC, KC, beta0,
                   out + r0 * OC + (int64_t)g * OCg, OC);
         }
     }
@@ -395,6 +403,9 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 
 /* channels per job: at most GN_CB (the stack arrays), small enough that every thread gets work */
 #define GN_CB 256
+/* frames per float partial sum: blocks of GN_TB frames are summed in float (16 lanes at a time),
+ * the blocks' sums in double */
+#define GN_TB 64
 static int groupnorm_block(int C) {
     int nt = omp_get_max_threads(), cb = (C + nt - 1) / nt;
     cb = (cb + 15) / 16 * 16;
@@ -404,7 +415,8 @@ static int groupnorm_block(int C) {
 void groupnorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
                        const float *bias, int B, int64_t T, int C, float eps) {
     /* wide channel blocks: each thread streams long contiguous pieces of every row. Sum and sum of
-     * squares in one pass, in double (var = E[x^2] - mean^2 loses nothing that matters in double). */
+     * squares in one pass, in float within blocks of GN_TB frames and in double across them
+     * (var = E[x^2] - mean^2 loses nothing that matters in double). */
     const int CB = groupnorm_block(C);
     int nblk = (C + CB - 1) / CB;
 #pragma omp parallel for schedule(dynamic, 1)
@@ -414,12 +426,18 @@ void groupnorm_forward(float *out, float *mean, float *rstd, const float *inp, c
         const float *x = inp + b * T * C;
         float *y = out + b * T * C;
         double s[GN_CB] = {0}, q[GN_CB] = {0};
-        for (int64_t t = 0; t < T; t++)
-            for (int c = c0; c < c1; c++) {
-                double v = x[t * C + c];
-                s[c - c0] += v;
-                q[c - c0] += v * v;
-            }
+        for (int64_t tb = 0; tb < T; tb += GN_TB) {
+            const int64_t te = tb + GN_TB < T ? tb + GN_TB : T;
+            float fs[GN_CB] = {0}, fq[GN_CB] = {0};
+            for (int64_t t = tb; t < te; t++)
+#pragma omp simd
+                for (int c = c0; c < c1; c++) {
+                    float v = x[t * C + c];
+                    fs[c - c0] += v;
+                    fq[c - c0] += v * v;
+                }
+            for (int c = c0; c < c1; c++) s[c - c0] += fs[c - c0], q[c - c0] += fq[c - c0];
+        }
         float a[GN_CB], sh[GN_CB];
         for (int c = c0; c < c1; c++) {
             double m = s[c - c0] / (double)T, var = q[c - c0] / (double)T - m * m;
@@ -444,12 +462,19 @@ void groupnorm_backward(float *dinp, float *dweight, float *dbias, const float *
         for (int b = 0; b < B; b++) {
             const float *x = inp + (int64_t)b * T * C, *d = dout + (int64_t)b * T * C;
             double sd[GN_CB] = {0}, sdx[GN_CB] = {0};
-            for (int64_t t = 0; t < T; t++)
-                for (int c = c0; c < c1; c++) {
-                    float xh = (x[t * C + c] - mean[b * C + c]) * rstd[b * C + c];
-                    sd[c - c0] += d[t * C + c];
-                    sdx[c - c0] += d[t * C + c] * xh;
-                }
+            const float *mb = mean + (int64_t)b * C, *rb = rstd + (int64_t)b * C;
+            for (int64_t tb = 0; tb < T; tb += GN_TB) { /* float within GN_TB frames, as in forward */
+                const int64_t te = tb + GN_TB < T ? tb + GN_TB : T;
+                float fd[GN_CB] = {0}, fdx[GN_CB] = {0};
+                for (int64_t t = tb; t < te; t++)
+#pragma omp simd
+                    for (int c = c0; c < c1; c++) {
+                        float xh = (x[t * C + c] - mb[c]) * rb[c];
+                        fd[c - c0] += d[t * C + c];
+                        fdx[c - c0] += d[t * C + c] * xh;
+                    }
+                for (int c = c0; c < c1; c++) sd[c - c0] += fd[c - c0], sdx[c - c0] += fdx[c - c0];
+            }
             for (int c = c0; c < c1; c++) {
                 aw[c - c0] += sdx[c - c0];
                 ab[c - c0] += sd[c - c0];
@@ -464,8 +489,9 @@ void groupnorm_backward(float *dinp, float *dweight, float *dbias, const float *
             }
             float *dx = dinp + (int64_t)b * T * C;
             for (int64_t t = 0; t < T; t++)
+#pragma omp simd
                 for (int c = c0; c < c1; c++) {
-                    float r = rstd[b * C + c], xh = (x[t * C + c] - mean[b * C + c]) * r;
+                    float r = rb[c], xh = (x[t * C + c] - mb[c]) * r;
                     dx[t * C + c] += wr[c - c0] * d[t * C + c] - r * (k1[c - c0] + xh * k2[c - c0]);
                 }
         }
