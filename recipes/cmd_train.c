@@ -1,6 +1,7 @@
 /* cmd_train.c — `koe train RECIPE.ini [section.key=value ...]`: parse the recipe, block the stop
  * signals and install their handler (it sets the stop flag, which train.c agrees on over the ranks;
- * train.h says when the signals get through), run the loop (recipes/train.c). Thin on purpose: everything a run does is in train.c. */
+ * train.h says when the signals get through), run the loop (recipes/train.c). Thin on purpose:
+ * everything a run does is in train.c. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>

@@ -28,7 +28,6 @@
 #include "../distributed/dp.h"
 #include "../distributed/watchdog.h"
 
-
 /* Validation masks are keyed by this fixed step, so every validation sees the same masks. */
 #define TRAIN_VALID_STEP 0x7A11D000ULL
 /* Gradient buckets reduced across ranks while backward runs (distributed/dp.h). */
