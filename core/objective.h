@@ -37,6 +37,7 @@ typedef struct {
     BestrqConfig bestrq;      /* OBJ_BESTRQ */
     float feature_pen_weight; /* HuBERT, wav2vec 2.0: weight of the feature penalty (10) */
     float diversity_weight;   /* wav2vec 2.0: weight of the diversity term (0.1) */
+    float nomask_weight;      /* HuBERT: weight of the CE on unmasked frames (fairseq pred_nomask_weight, 0) */
 } ObjectiveConfig;
 
 /* One micro-batch. */
@@ -54,7 +55,7 @@ typedef struct {
 /* What one forward measured. loss_sum / frames is the micro-batch's loss. */
 typedef struct {
     double loss_sum;    /* head loss sum + aux terms x frames */
-    double head_sum;    /* the head's loss sum alone */
+    double head_sum;    /* the head's loss sum alone (HuBERT: masked + nomask_weight x unmasked) */
     int64_t frames;     /* frames scored (masked frames with a target) */
     double correct;     /* frames whose target scored highest */
     double feature_pen; /* the model's feature penalty (waveform frontend), unweighted */
@@ -67,12 +68,13 @@ typedef struct {
     int max_B;
     int64_t max_T;
     HubertHeadParams hp, hg;
-    HubertHeadAct hact;
+    HubertHeadAct hact, hact_u; /* masked frames; unmasked frames (when nomask_weight > 0) */
     Wav2vec2HeadParams wp, wg;
     Wav2vec2HeadAct wact;
     BestrqParams bp, bg;
     BestrqAct bact;
     float *act_mem;  /* the head's act arena */
+    float *act_mem_u; /* HuBERT's second arena, for the unmasked frames */
     uint8_t *mask;   /* (max_B * max_T) frames the model masks */
     int64_t *utt_frames; /* (max_B) valid encoder frames of each utterance */
     float *dout;     /* (max_B * max_T, D) gradient w.r.t. the encoder output */

@@ -29,7 +29,7 @@ struct LoaderPlan {
     /* first global batch of each epoch whose batch count is known: (n_epochs_known + 1) */
     int64_t n_epochs_known;
     int64_t *epoch_first;
-    int64_t logged_epoch;  /* last epoch whose language counts were logged */
+    int64_t logged_epoch;  /* last epoch logged (-1: none yet, the language shares are listed with the first) */
     /* the current epoch's plan */
     int64_t cur_epoch;     /* -1: none */
     int64_t cur_batches;
@@ -284,9 +284,11 @@ void loader_plan_epoch_lang_counts(LoaderPlan *p, int64_t epoch, int64_t *counts
 static void plan_log_epoch(LoaderPlan *p, int64_t e) {
     char line[4096];
     size_t at = 0;
-    at += (size_t)snprintf(line + at, sizeof line - at, "loader: epoch %lld: %lld global batches, %lld utterances:",
-                           (long long)e, (long long)p->cur_batches, (long long)p->n_chosen);
-    for (int l = 0; l < p->n_langs && at < sizeof line; l++) {
+    at += (size_t)snprintf(line + at, sizeof line - at, "loader: epoch %lld: %lld global batches, %lld utterances%s",
+                           (long long)e, (long long)p->cur_batches, (long long)p->n_chosen,
+                           p->logged_epoch < 0 ? ":" : "");
+    /* the per-language shares are fixed for the run: listed once, not every epoch */
+    for (int l = 0; p->logged_epoch < 0 && l < p->n_langs && at < sizeof line; l++) {
         int64_t n_l = p->lang_off[l + 1] - p->lang_off[l];
         if (n_l == 0) continue;
         char name[32];

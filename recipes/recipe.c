@@ -126,6 +126,8 @@ static const RecipeKey keys[] = {
        "hubert, wav2vec2: weight of the feature penalty (mean squared conv output)"),
     KN("objective", "label_rate", K_INT, objective.label_rate, "50", 1, 1000, 0,
        "hubert: label frames per second (100 for MFCC labels, 50 for layer labels)"),
+    KN("objective", "pred_nomask_weight", K_DOUBLE, objective.pred_nomask_weight, "0", 0, INF, 0,
+       "hubert: weight of the cross-entropy on unmasked frames (the paper's 1 - alpha; 0 = masked only)"),
     KN("objective", "latent_groups", K_INT, objective.latent_groups, "2", 1, 64, 0, "wav2vec2: quantizer groups G"),
     KN("objective", "latent_vars", K_INT, objective.latent_vars, "320", 1, 65536, 0,
        "wav2vec2: codebook entries per group V"),

@@ -40,6 +40,7 @@ typedef struct {
     double logit_temp;
     double feature_pen_weight;
     int label_rate;          /* HuBERT: label frames per second */
+    double pred_nomask_weight; /* HuBERT: weight of the CE on unmasked frames */
     /* wav2vec 2.0 */
     int latent_groups;       /* G */
     int latent_vars;         /* V */

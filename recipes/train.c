@@ -357,6 +357,7 @@ int train_run(const Recipe *rc, volatile sig_atomic_t *stop) {
     oc.name = (ObjectiveName)rc->objective.name;
     oc.feature_pen_weight = (float)rc->objective.feature_pen_weight;
     oc.diversity_weight = (float)rc->objective.diversity_weight;
+    oc.nomask_weight = (float)rc->objective.pred_nomask_weight;
     oc.hubert = (HubertHeadConfig){rc->model.D, rc->objective.final_dim,
                                    train.has_labels ? train.labels.info.n_classes : 0, (float)rc->objective.logit_temp};
     const RecipeObjective *ro = &rc->objective;

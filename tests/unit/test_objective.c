@@ -4,7 +4,8 @@
  * objective_backward accumulates for every trainable tensor matches a central finite difference of
  * the loss_sum objective_forward reports (directional derivative along a random +-1 direction, as
  * test_model does); frozen tensors get no gradient. The loss_sum also equals the head sum plus the
- * weighted penalty times the frame count. (wav2vec 2.0's straight-through gradient is not the
+ * weighted penalty times the frame count. HuBERT with pred_nomask_weight w > 0 adds w x the CE of the
+ * unmasked frames (recomputed here through the head alone) and its gradient. (wav2vec 2.0's straight-through gradient is not the
  * derivative of its forward, so tests/unit/test_wav2vec2.c checks it against its own reference.) */
 #include <math.h>
 #include <setjmp.h>
@@ -58,13 +59,14 @@ static double loss_of(Case *k, ObjectiveStats *st) {
     return st->loss_sum;
 }
 
-static void setup(Case *k, ObjectiveName name) {
+static void setup(Case *k, ObjectiveName name, float nomask_weight) {
     memset(k, 0, sizeof *k);
     ModelConfig mc;
     tiny_model(&mc, name == OBJ_BESTRQ ? FRONTEND_FBANK : FRONTEND_WAVEFORM);
     ObjectiveConfig oc = {0};
     oc.name = name;
     oc.feature_pen_weight = 10.0f;
+    oc.nomask_weight = nomask_weight;
     oc.hubert = (HubertHeadConfig){mc.D, 8, 5, 0.1f};
     oc.bestrq = (BestrqConfig){mc.fbank_dim, mc.fbank_stack, mc.D, 2, 7, 3, 0.3f, 4, 0.1f};
     k->B = 2;
@@ -100,9 +102,9 @@ static void teardown(Case *k) {
     free(k->labels);
 }
 
-static void check(ObjectiveName name, const char *what) {
+static void check(ObjectiveName name, float nomask_weight, const char *what) {
     Case k;
-    setup(&k, name);
+    setup(&k, name, nomask_weight);
     Model *m = k.m;
     ObjectiveStats st;
     model_zero_grad(m);
@@ -110,6 +112,21 @@ static void check(ObjectiveName name, const char *what) {
     assert_true(st.frames > 0);
     const double want = st.head_sum + (name == OBJ_HUBERT ? 10.0 * st.feature_pen * (double)st.frames : 0.0);
     assert_true(fabs(st.loss_sum - want) <= 1e-9 * fabs(want));
+    if (name == OBJ_HUBERT) { /* head_sum = masked CE + w x unmasked CE, each from the head alone */
+        HubertHeadAct act;
+        float *mem = malloc((size_t)hubert_head_act_floats(&k.o.cfg.hubert, k.B * m->T) * sizeof(float));
+        hubert_head_act_bind(&act, &k.o.cfg.hubert, k.B * m->T, mem);
+        double sum[2];
+        int64_t n[2], correct;
+        hubert_head_forward(&act, &k.o.hp, m->a.out, k.o.mask, m->key_pad, k.labels, k.B, m->T, HUBERT_FRAMES_MASKED,
+                            &sum[0], &n[0], &correct);
+        hubert_head_forward(&act, &k.o.hp, m->a.out, k.o.mask, m->key_pad, k.labels, k.B, m->T,
+                            HUBERT_FRAMES_UNMASKED, &sum[1], &n[1], &correct);
+        assert_true(n[0] == st.frames && n[1] > 0);
+        const double head = sum[0] + (double)nomask_weight * sum[1];
+        assert_true(fabs(st.head_sum - head) <= 1e-9 * fabs(head));
+        free(mem);
+    }
     if (name == OBJ_HUBERT) assert_true(st.feature_pen > 0);
     objective_backward(&k.o, m, 1.0f);
     int bad = 0, checked = 0;
@@ -154,10 +171,12 @@ static void check(ObjectiveName name, const char *what) {
     teardown(&k);
 }
 
-static void test_hubert(void **s) { (void)s, check(OBJ_HUBERT, "hubert"); }
-static void test_bestrq(void **s) { (void)s, check(OBJ_BESTRQ, "bestrq"); }
+static void test_hubert(void **s) { (void)s, check(OBJ_HUBERT, 0.0f, "hubert"); }
+static void test_hubert_nomask(void **s) { (void)s, check(OBJ_HUBERT, 0.5f, "hubert, pred_nomask_weight 0.5"); }
+static void test_bestrq(void **s) { (void)s, check(OBJ_BESTRQ, 0.0f, "bestrq"); }
 
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_hubert), cmocka_unit_test(test_bestrq)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_hubert), cmocka_unit_test(test_hubert_nomask),
+                                       cmocka_unit_test(test_bestrq)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# tests/e2e/hubert_iterations.sh — HuBERT's two iterations through recipes/hubert/run.sh on the demo
+# corpus (what `make demo` synthesizes: 4 minutes, 14 languages, phone alignments), issue 4 section 4:
+# iteration 1 clusters MFCC (k=100) and trains the tiny recipe (shrunk: 128-wide conv stack, 2 x 128
+# transformer, dropout off; pred_nomask_weight 1 as in the tiny recipe) for 800 updates; iteration 2
+# clusters its layer 1 (k=500), labels the corpus and trains briefly on those 50 Hz labels. The
+# iteration-2 label set must score a higher PNMI than the MFCC labels (koe analyze labels --json), as
+# in the HuBERT paper. Control, so the comparison can fail: the same k-means (k=500) on layer 1 of the
+# UNTRAINED model (koe init, same recipe and seed) must score below the MFCC labels — the gain comes
+# from training, not from k=500 or the layer.
+set -euo pipefail
+T="$KOE_TMP/hubert_iterations"
+rm -rf "$T" && mkdir -p "$T"
+cd "$T"
+"$KOE" synth --out syn --minutes 4 --seed 1 2> /dev/null
+"$KOE" prepare --out corpus --shard-mb 2 --lang-from-dir --align syn/align.ctm syn/wav 2> /dev/null
+
+SHRINK="data.max_tokens=160000 data.max_sample_size=48000
+  model.conv_feature_layers=[(128,10,5)]+[(128,3,2)]*4+[(128,2,2)]*2
+  model.encoder_embed_dim=128 model.encoder_layers=2 model.encoder_attention_heads=2 model.encoder_ffn_embed_dim=512
+  model.conv_pos=32 model.dropout=0 model.attention_dropout=0 model.dropout_input=0 model.encoder_layerdrop=0
+  run.log_every=100 run.valid_every=0"
+export CORPUS=corpus WORK=work RECIPE1="$KOE_ROOT/recipes/tiny/hubert.ini" RECIPE2="$KOE_ROOT/recipes/tiny/hubert.ini"
+export LAYER=1 KOE THREADS=${OMP_NUM_THREADS:-1}
+TRAIN_ARGS="$SHRINK optim.warmup=30 optim.max_updates=800" bash "$KOE_ROOT/recipes/hubert/run.sh" iter1 2> iter1.log \
+  || { tail -20 iter1.log; exit 1; }
+TRAIN_ARGS="$SHRINK optim.warmup=10 optim.max_updates=50" bash "$KOE_ROOT/recipes/hubert/run.sh" iter2 > iter2.out \
+  2> iter2.log || { tail -20 iter2.log; exit 1; }
+grep "step 800/800" iter1.log
+test -f work/iter2/checkpoints/step-00000050.h5 || { echo "FAIL: iteration 2 did not train"; exit 1; }
+grep -q "^PNMI" iter2.out || { echo "FAIL: run.sh printed no label-quality table"; exit 1; }
+
+# the control: the same recipe, untrained (koe init writes the step-0 checkpoint train would start from)
+# shellcheck disable=SC2086
+"$KOE" init "$KOE_ROOT/recipes/tiny/hubert.ini" $SHRINK data.corpus=corpus data.labels=mfcc_km100 \
+  objective.label_rate=100 run.seed=1 --out init.h5 2> init.log || { cat init.log; exit 1; }
+"$KOE" kmeans --corpus corpus --source layer:1 --ckpt init.h5 --k 500 --seed 1 --out km_init.h5 2> /dev/null
+"$KOE" label --corpus corpus --kmeans km_init.h5 --ckpt init.h5 --name init_l1_km500 2> /dev/null
+
+for l in mfcc_km100 iter1_l1_km500 init_l1_km500; do
+  "$KOE" analyze labels --corpus corpus --labels $l --json > $l.json
+done
+"$PYTHON" - << 'PY'
+import json
+p = {l: json.load(open(f"{l}.json"))["pnmi"] for l in ("mfcc_km100", "iter1_l1_km500", "init_l1_km500")}
+print("PNMI: MFCC k=100 (iteration 1) %.3f, trained layer 1 k=500 (iteration 2) %.3f, untrained layer 1 k=500 %.3f"
+      % (p["mfcc_km100"], p["iter1_l1_km500"], p["init_l1_km500"]))
+assert p["iter1_l1_km500"] > p["mfcc_km100"], "FAIL: iteration-2 labels do not beat the MFCC labels"
+assert p["init_l1_km500"] < p["mfcc_km100"], "FAIL: control: an untrained layer already beats MFCC"
+PY
