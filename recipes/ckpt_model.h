@@ -1,11 +1,34 @@
 /* ckpt_model.h — build a Model from a checkpoint file: its /config (the resolved recipe) gives the
- * ModelConfig, its /model tensors the weights. Shared by `koe embed` and `koe export`. No MPI. */
+ * ModelConfig, its /model tensors the weights. Shared by `koe embed`, `koe kmeans`/`koe label`
+ * (layer sources) and `koe export`. And the encoder input of one utterance as `koe train` feeds it:
+ * the waveform, or for an fbank-frontend model its Kaldi fbank frames, normalised per utterance when
+ * the checkpoint was trained with BEST-RQ (whose input is the normalised features; masked frames
+ * get noise in training, none here). No MPI. */
 #pragma once
 #include "../core/model.h"
+#include "../data/features.h"
 #include "recipe.h"
 
 /* The shortest input (samples, or fbank frames) that gives one encoder frame. */
 int64_t ckpt_model_min_input(const ModelConfig *cfg);
-/* r receives the recipe (recipe_free it); the model holds up to max_B utterances of max_S inputs
- * (max_S below ckpt_model_min_input is raised to it). NULL with err filled on failure. */
-Model *ckpt_model_open(const char *path, int max_B, int64_t max_S, Recipe *r, KoeError *err);
+/* r receives the recipe (recipe_free it); the model holds one forward of up to max_B utterances of
+ * max_samples samples each (as input frames for an fbank frontend). NULL with err filled on failure:
+ * also for an fbank frontend whose fbank_dim is not the 80 bins koe computes. */
+Model *ckpt_model_open(const char *path, int max_B, int64_t max_samples, Recipe *r, KoeError *err);
+
+/* Encoder frames of an utterance of n samples. */
+int64_t ckpt_model_frames(const Model *m, int64_t n);
+/* Frames per second of the encoder output (50 for the waveform stack, 100 / fbank_stack). */
+double ckpt_model_frame_rate(const Model *m);
+
+typedef struct {
+    FeatureExtractor *fe; /* fbank frontend */
+    int normalise;        /* BEST-RQ checkpoint */
+    float *feats;         /* (fbank frames of max_samples, 80) */
+} CkptInput;
+/* For utterances of up to max_samples samples. */
+void ckpt_input_init(CkptInput *ci, const Model *m, const Recipe *r, int64_t max_samples);
+/* The encoder input of wav (n samples, float in [-1, 1)): returns it and sets *S to its length
+ * (samples or frames), for model_forward(m, inp, S, 1, *S, ...). Valid until the next call. */
+const float *ckpt_input_compute(CkptInput *ci, const float *wav, int64_t n, int64_t *S);
+void ckpt_input_free(CkptInput *ci);

@@ -3,7 +3,8 @@
  * section 5:
  *   /feats float32 [frames, D] (--layer N) or [L+1, frames, D] (--layer all)
  *   /offset int64 [n+1]   /utt_id strings [n]
- *   attrs: format="koe-features", format_version=1, kind="layer:N" | "layers:all", frame_rate=50, dim
+ *   attrs: format="koe-features", format_version=1, kind="layer:N" | "layers:all", frame_rate (50, or
+ *          100 / fbank_stack for an fbank frontend), dim
  * Layer 0 is the encoder input after the positional embedding (and, post-LN, its LayerNorm):
  * Hugging Face's hidden_states[0]; layer i the output of transformer layer i, torchaudio's
  * extract_features(...)[i-1]. One utterance per forward (no padding, no masking, no dropout).
@@ -34,9 +35,11 @@ const char cmd_embed_help[] =
     "Runs the encoder on every utterance (one at a time: no padding, masking or dropout) and writes\n"
     "/feats float32 [frames, D] for --layer N, or [L+1, frames, D] for --layer all, /offset int64 [n+1]\n"
     "(utterance i is frames offset[i]..offset[i+1]), /utt_id, attrs format=koe-features, kind,\n"
-    "frame_rate=50, dim. Layer 0 is the encoder input after the positional embedding (and, for post-LN\n"
-    "models, its LayerNorm): Hugging Face's hidden_states[0]; layer i (1..L) is the output of layer i\n"
-    "(torchaudio's extract_features()[i-1]; for pre-LN models, before the final LayerNorm).\n"
+    "frame_rate (50 Hz; 100 / fbank_stack for an fbank frontend), dim. Layer 0 is the encoder input\n"
+    "after the positional embedding (and, for post-LN models, its LayerNorm): Hugging Face's\n"
+    "hidden_states[0]; layer i (1..L) is the output of layer i (torchaudio's extract_features()[i-1];\n"
+    "for pre-LN models, before the final LayerNorm). An fbank-frontend model gets the 80-bin Kaldi\n"
+    "fbank of each utterance, normalised per utterance if it was trained with BEST-RQ, as in training.\n"
     "WAV inputs are decoded as `koe prepare` does (16 kHz mono int16, any format libsndfile reads);\n"
     "their utterance ids are the file names without directory and extension.\n"
     "Utterances too short for one frame (400 samples) get no frames.\n"
@@ -109,6 +112,8 @@ static int run(const char *ckpt, int layer, const char *out, const char *corpus_
     for (int i = 0; i < in.n; i++) max_len = in.len[i] > max_len ? in.len[i] : max_len;
     Recipe r;
     Model *m = ckpt_model_open(ckpt, 1, max_len, &r, &err);
+    CkptInput ci = {0};
+    if (m) ckpt_input_init(&ci, m, &r, max_len);
     int rc = KOE_EXIT_USAGE;
     float *wav = NULL;
     int16_t *pcm = NULL;
@@ -120,10 +125,6 @@ static int run(const char *ckpt, int layer, const char *out, const char *corpus_
         fprintf(stderr, "koe embed: %s\n", err.msg);
         goto done;
     }
-    if (m->cfg.frontend != FRONTEND_WAVEFORM) {
-        fprintf(stderr, "koe embed: %s: fbank-frontend models are not supported by embed yet\n", ckpt);
-        goto done;
-    }
     const int L = m->cfg.L, D = m->cfg.D;
     if (layer > L) {
         fprintf(stderr, "koe embed: --layer %d: the model has layers 0..%d\n", layer, L);
@@ -131,7 +132,7 @@ static int run(const char *ckpt, int layer, const char *out, const char *corpus_
     }
     offset = koe_malloc((size_t)(in.n + 1) * sizeof *offset);
     offset[0] = 0;
-    for (int i = 0; i < in.n; i++) offset[i + 1] = offset[i] + model_frames(&m->cfg, in.len[i]);
+    for (int i = 0; i < in.n; i++) offset[i + 1] = offset[i] + ckpt_model_frames(m, in.len[i]);
     const int64_t frames = offset[in.n];
     const int all = layer < 0;
     h5_lock();
@@ -161,7 +162,9 @@ static int run(const char *ckpt, int layer, const char *out, const char *corpus_
             goto done;
         }
         for (int64_t k = 0; k < in.len[i]; k++) wav[k] = (float)src[k] / 32768.0f;
-        model_forward(m, wav, &in.len[i], 1, in.len[i], NULL, &run);
+        int64_t S;
+        const float *inp = ckpt_input_compute(&ci, wav, in.len[i], &S);
+        model_forward(m, inp, &S, 1, S, NULL, &run);
         KOE_ASSERT(m->T == T);
         for (int l = all ? 0 : layer; l <= (all ? L : layer); l++) {
             hsize_t start[3] = {(hsize_t)l, (hsize_t)offset[i], 0}, count[3] = {1, (hsize_t)T, (hsize_t)D};
@@ -188,7 +191,7 @@ static int run(const char *ckpt, int layer, const char *out, const char *corpus_
     ok = ok && h5_write_array(f, "offset", H5T_STD_I64LE, H5T_NATIVE_INT64, offset, in.n + 1) >= 0 &&
          h5_write_strings(f, "utt_id", in.id, in.n) >= 0 && h5_attr_write_str(f, "format", EMBED_FORMAT) >= 0 &&
          h5_attr_write_i64(f, "format_version", EMBED_FORMAT_VERSION) >= 0 && h5_attr_write_str(f, "kind", kind) >= 0 &&
-         h5_attr_write_i64(f, "frame_rate", 50) >= 0 && h5_attr_write_i64(f, "dim", D) >= 0 &&
+         h5_attr_write_f64(f, "frame_rate", ckpt_model_frame_rate(m)) >= 0 && h5_attr_write_i64(f, "dim", D) >= 0 &&
          h5_attr_write_str(f, "checkpoint", ckpt) >= 0;
     ok = (H5Fclose(f) >= 0) && ok;
     f = -1;
@@ -215,6 +218,7 @@ done:
     free(pcm);
     free(offset);
     if (m) {
+        ckpt_input_free(&ci);
         model_free(m);
         recipe_free(&r);
     }

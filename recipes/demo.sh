@@ -50,9 +50,9 @@ cat <<MSG
   metrics        $RUN/log.jsonl (one JSON object per logged update)
   checkpoint     $ckpt
   export it      $BUILD/koe export --ckpt $ckpt --out $DEMO_DIR/export
-                 (model.safetensors + config.json, the encoder under Hugging Face names; koe embed
-                 extracts layer features from waveform-frontend checkpoints, HuBERT and wav2vec 2.0,
-                 not yet from fbank-frontend ones such as this BEST-RQ model)
+                 (model.safetensors + config.json, the encoder under Hugging Face names)
+  features       $BUILD/koe embed --ckpt $ckpt --layer all --corpus $DEMO_DIR/corpus \\
+                   --out $DEMO_DIR/hidden.h5   (every layer's hidden states, 25 frames/s)
   continue       run the same koe train command with a larger optim.max_updates: it resumes from
                  $RUN/checkpoints/latest
 

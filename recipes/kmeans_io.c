@@ -9,7 +9,6 @@
 
 #include "../data/h5util.h"
 #include "../data/labels.h"
-#include "ckpt_model.h"
 
 int km_source_open(KmSource *s, const char *source, const char *ckpt, const Corpus *c, KoeError *err) {
     memset(s, 0, sizeof *s);
@@ -36,15 +35,14 @@ int km_source_open(KmSource *s, const char *source, const char *ckpt, const Corp
         if (koe_file_checksum(ckpt, s->ckpt_checksum, err) < 0) return -1;
         s->m = ckpt_model_open(ckpt, 1, s->max_len, &s->r, err);
         if (!s->m) return -1;
-        if (s->m->cfg.frontend != FRONTEND_WAVEFORM || s->layer > s->m->cfg.L) {
-            koe_error_set(err, "%s: source %s needs a waveform-frontend model with layers 0..%d (this one has %d, %s)",
-                          ckpt, source, s->layer, s->m->cfg.L,
-                          s->m->cfg.frontend == FRONTEND_WAVEFORM ? "waveform" : "fbank frontend");
+        if (s->layer > s->m->cfg.L) {
+            koe_error_set(err, "%s: source %s: the model has layers 0..%d", ckpt, source, s->m->cfg.L);
             km_source_close(s);
             return -1;
         }
+        ckpt_input_init(&s->in, s->m, &s->r, s->max_len);
         s->dim = s->m->cfg.D;
-        s->frame_rate = 50;
+        s->frame_rate = ckpt_model_frame_rate(s->m);
     } else {
         return koe_error_set(err, "source '%s': expected mfcc or layer:N", source);
     }
@@ -54,7 +52,7 @@ int km_source_open(KmSource *s, const char *source, const char *ckpt, const Corp
 }
 
 int64_t km_source_frames(const KmSource *s, int64_t n) {
-    return s->m ? model_frames(&s->m->cfg, n) : features_num_frames(n);
+    return s->m ? ckpt_model_frames(s->m, n) : features_num_frames(n);
 }
 
 int64_t km_source_compute(KmSource *s, Corpus *c, int64_t utt, const float **feats, KoeError *err) {
@@ -65,7 +63,9 @@ int64_t km_source_compute(KmSource *s, Corpus *c, int64_t utt, const float **fea
     for (int64_t i = 0; i < n; i++) s->wav[i] = (float)s->pcm[i] / 32768.0f;
     if (s->m) {
         ModelRun run = {0};
-        model_forward(s->m, s->wav, &n, 1, n, NULL, &run);
+        int64_t S;
+        const float *inp = ckpt_input_compute(&s->in, s->wav, n, &S);
+        model_forward(s->m, inp, &S, 1, S, NULL, &run);
         KOE_ASSERT(s->m->T == T);
         *feats = model_hidden(s->m, s->layer);
     } else {
@@ -78,6 +78,7 @@ int64_t km_source_compute(KmSource *s, Corpus *c, int64_t utt, const float **fea
 void km_source_close(KmSource *s) {
     if (s->fe) features_free(s->fe);
     if (s->m) {
+        ckpt_input_free(&s->in);
         model_free(s->m);
         recipe_free(&s->r);
     }

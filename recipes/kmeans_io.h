@@ -1,6 +1,6 @@
 /* kmeans_io.h — what `koe kmeans` and `koe label` share: the features k-means clusters, computed
  * one utterance at a time from a corpus (MFCC 39-d at 100 Hz, or hidden state N of a checkpoint's
- * encoder at 50 Hz), and the k-means file KM.h5:
+ * encoder at its frame rate: 50 Hz, or 100 / fbank_stack), and the k-means file KM.h5:
  *   /centroids float32 [k, dim]
  *   attrs: format="koe-kmeans", format_version=1, source ("mfcc" | "layer:N"), k, dim, frame_rate,
  *          corpus, ckpt_checksum ("" for mfcc), seed, sample, iterations, inertia, frames
@@ -12,6 +12,7 @@
 #include "../core/model.h"
 #include "../data/corpus.h"
 #include "../data/features.h"
+#include "ckpt_model.h"
 #include "recipe.h"
 
 #define KMEANS_FORMAT "koe-kmeans"
@@ -21,18 +22,19 @@ typedef struct {
     char source[64];         /* "mfcc" | "layer:N" */
     int layer;               /* N, or -1 for mfcc */
     int dim;
-    double frame_rate;       /* 100 or 50 */
+    double frame_rate;       /* 100 (mfcc), or the encoder's (50; 25 for a 4-frame fbank stack) */
     char ckpt_checksum[17];  /* "" for mfcc */
     FeatureExtractor *fe;    /* mfcc */
     Model *m;                /* layer:N */
     Recipe r;
+    CkptInput in;            /* layer:N: the encoder input of an utterance */
     int64_t max_len;         /* longest utterance of the corpus, samples */
     int16_t *pcm;            /* (max_len) */
     float *wav;              /* (max_len) */
     float *out;              /* (frames of max_len, dim) mfcc output */
 } KmSource;
 
-/* source: "mfcc" or "layer:N" (N in 0..L of the checkpoint; needs ckpt, a waveform-frontend model).
+/* source: "mfcc" or "layer:N" (N in 0..L of the checkpoint; needs ckpt).
  * c: the corpus whose utterances will be computed (sizes the buffers). */
 int km_source_open(KmSource *s, const char *source, const char *ckpt, const Corpus *c, KoeError *err);
 /* Frames an utterance of n samples gives. */

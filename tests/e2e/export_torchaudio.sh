@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # export_torchaudio.sh — koe init -> koe export -> torchaudio (issue 3, section 2): the export's
-# model.safetensors (parsed by hand: 8-byte header length, JSON header, raw data) is loaded into
-# torchaudio's wav2vec2_model(**config from config.json) through the sub-dicts that
+# model.safetensors is loaded into torchaudio's wav2vec2_model(**config from config.json)
+# (tests/reference/hf_export.py) through the sub-dicts that
 # import_huggingface_model uses, and its hidden states (float64) on real speech (espeak-ng) equal
 # `koe embed --layer all` per layer within 1e-4 * max|ref| + 1e-5. Both layer-norm orders and both
 # extractors. Then `koe init --from` the export and export again: the same bytes.
@@ -18,33 +18,14 @@ check() { # name, overrides...
   "$KOE" export --ckpt "$T/$name.h5" --out "$T/$name"
   "$KOE" embed --ckpt "$T/$name.h5" --layer all --out "$T/$name.emb.h5" "$T/in/en1.wav" "$T/in/de1.wav"
   "$PYTHON" - "$T/$name" "$T/$name.emb.h5" "$T/in/en1.wav" "$T/in/de1.wav" <<'PY'
-import json, struct, sys
+import os, sys
 import h5py, numpy as np, soundfile, torch
-from torchaudio.models import wav2vec2_model
+sys.path.insert(0, os.environ["KOE_ROOT"] + "/tests/reference")
+import hf_export
 exp, emb, wavs = sys.argv[1], sys.argv[2], sys.argv[3:]
-cfg = json.load(open(exp + "/config.json"))
-with open(exp + "/model.safetensors", "rb") as f:
-    n = struct.unpack("<Q", f.read(8))[0]
-    header = json.loads(f.read(n))
-    data = f.read()
-assert header.pop("__metadata__") == {"format": "pt"}
-sd = {}
-for k, v in header.items():
-    assert v["dtype"] == "F32", k
-    a, b = v["data_offsets"]
-    sd[k] = torch.from_numpy(np.frombuffer(data[a:b], dtype="<f4").reshape(v["shape"]).copy())
-model = wav2vec2_model(
-    extractor_mode=cfg["feat_extract_norm"] + "_norm",
-    extractor_conv_layer_config=list(zip(cfg["conv_dim"], cfg["conv_kernel"], cfg["conv_stride"])),
-    extractor_conv_bias=cfg["conv_bias"], encoder_embed_dim=cfg["hidden_size"],
-    encoder_projection_dropout=cfg["feat_proj_dropout"], encoder_pos_conv_kernel=cfg["num_conv_pos_embeddings"],
-    encoder_pos_conv_groups=cfg["num_conv_pos_embedding_groups"], encoder_num_layers=cfg["num_hidden_layers"],
-    encoder_num_heads=cfg["num_attention_heads"], encoder_attention_dropout=cfg["attention_dropout"],
-    encoder_ff_interm_features=cfg["intermediate_size"], encoder_ff_interm_dropout=cfg["activation_dropout"],
-    encoder_dropout=cfg["hidden_dropout"], encoder_layer_norm_first=cfg["do_stable_layer_norm"],
-    encoder_layer_drop=cfg["layerdrop"], aux_num_out=None)
-def sub(prefix):
-    return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+cfg, sd = hf_export.load(exp)
+model = hf_export.model(cfg)
+sub = lambda prefix: hf_export.sub(sd, prefix)
 # as torchaudio.models.wav2vec2.utils.import_huggingface_model does
 model.feature_extractor.load_state_dict(sub("feature_extractor."), strict=True)
 model.encoder.feature_projection.load_state_dict(sub("feature_projection."), strict=True)
