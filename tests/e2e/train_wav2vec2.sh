@@ -4,10 +4,10 @@
 # temperature decay 0.99 per update, 600 updates. log.jsonl carries code_ppl, prob_ppl and temp; the
 # temperature follows max(2 * 0.99^step, 0.5); prob_ppl stays above 30% of G*V on every line after the
 # warmup (no codebook collapse); the loss falls and the masked accuracy rises (mean of the first 10%
-# of lines vs the last 10%; the accuracy leaves chance at update ~200 here, while with Base's dropouts,
-# or a 2 x 128 transformer, it stays at chance for 600+ updates). With Base's dropouts on, a run
-# resumed from a step-40 checkpoint (Gumbel noise, negatives and dropout keyed by step) logs exactly
-# the lines of the uninterrupted run after step 40.
+# of lines vs the last 10%; the accuracy leaves chance at update ~200 here, at ~400 with Base's
+# dropouts (0.10 at 600), and not within 600 updates with a 2 x 128 transformer). With Base's
+# dropouts on, a run resumed from a step-40 checkpoint (Gumbel noise, negatives and dropout keyed by
+# step) logs exactly the lines of the uninterrupted run after step 40.
 set -euo pipefail
 T="$KOE_TMP/train_wav2vec2"
 mkdir -p "$T"
