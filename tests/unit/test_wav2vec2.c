@@ -36,7 +36,7 @@
 #include "../../core/rng.h"
 #include "../../core/wav2vec2.h"
 #include "../../data/h5util.h"
-#include "parity.h"
+#include "parity_h5.h"
 
 typedef struct {
     Wav2vec2HeadConfig cfg;
@@ -768,29 +768,11 @@ static void test_parity_dump(void **state) {
     H5Fclose(file);
 }
 
-static void *ref_read(hid_t grp, const char *path, const char *name, hid_t type, size_t size, int64_t n) {
-    void *v;
-    KoeError err;
-    if (h5_read_array(grp, path, name, type, size, n, &v, NULL, &err) < 0) fail_msg("%s", err.msg);
-    return v;
-}
-
 static double ref_f64(hid_t grp, const char *path, const char *attr) {
     double v;
     KoeError err;
     if (h5_attr_read_f64(grp, path, attr, &v, &err) < 0) fail_msg("%s", err.msg);
     return v;
-}
-
-static void ref_check(hid_t grp, const char *path, const char *cname, const char *name, const float *got, int64_t n) {
-    float *ref = ref_read(grp, path, name, H5T_NATIVE_FLOAT, sizeof(float), n);
-    char what[160];
-    snprintf(what, sizeof what, "%s %s", cname, name);
-    ParityResult r;
-    if (!parity_check(what, got, ref, n, &r))
-        fail_msg("%s: worst element %lld: koe %.8g, torch %.8g (error %.3e > %.3e)", what, (long long)r.at, got[r.at],
-                 ref[r.at], r.worst, r.tol);
-    free(ref);
 }
 
 static void test_parity_torch(void **state) {
