@@ -17,7 +17,7 @@
 
 #define FEAT_SAMPLE_RATE 16000.0
 #define FEAT_WIN 400   /* 25 ms at 16 kHz */
-#define FEAT_SHIFT 160 /* 10 ms */
+#define FEAT_SHIFT FEATURES_HOP
 #define FEAT_NFFT 512  /* next power of two of the window (round_to_power_of_two) */
 #define FEAT_NBINS (FEAT_NFFT / 2) /* mel weights cover bins 0..255; the Nyquist bin has weight 0 */
 #define FEAT_PREEMPH 0.97f

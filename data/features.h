@@ -16,6 +16,7 @@ typedef struct FeatureExtractor FeatureExtractor; /* holds FFT scratch: one per 
 FeatureExtractor *features_create(FeatureKind kind);
 void features_free(FeatureExtractor *fe);
 int features_dim(FeatureKind kind);                  /* 80 or 39 */
+#define FEATURES_HOP 160 /* samples between frames (10 ms at 16 kHz) */
 int64_t features_num_frames(int64_t n_samples);      /* 0 if n < 400, else 1 + (n - 400) / 160 */
 /* out: (features_num_frames(n), features_dim(kind)), row-major. */
 void features_compute(FeatureExtractor *fe, const float *wav, int64_t n, float *out);

@@ -1,9 +1,10 @@
-/* cmd_bench.c — `koe bench RECIPE.ini`: time full training steps of the recipe's model on synthetic
- * audio, as ../shared/anchors/torch_hubert_step.py does for PyTorch, so the two compare side by side:
- * forward, HuBERT masked-prediction loss over `--classes` labels (+ 10 x feature penalty), backward,
- * gradient clipping, AdamW. Prints one line ending in audio_s_per_s=X, the achieved GFLOP/s against
- * the peak of our sgemm (oneDNN, core/gemm.h) and of OpenBLAS's, both measured in the same process,
- * and where the time goes.
+/* cmd_bench.c — `koe bench RECIPE.ini`: time the training steps `koe train` runs (recipes/trainer.h's
+ * trainer_step: the recipe's objective, masks, loss normalisation, clipping, AdamW at the schedule's
+ * lr, the gradient reduction under mpirun) on a synthetic batch — the batch of
+ * ../shared/anchors/torch_hubert_step.py, so the two compare side by side — or, when the overrides
+ * set data.corpus, on the recipe's real batches. Prints each step's loss, one line ending in
+ * audio_s_per_s=X, the achieved GFLOP/s against the peak of our sgemm (oneDNN, core/gemm.h) and of
+ * OpenBLAS's, both measured in the same process, and where the time goes.
  * A benchmark, not a test: it checks nothing but that the loss is finite. */
 #include <cblas.h>
 #include <getopt.h>
@@ -15,14 +16,12 @@
 
 #include "../core/common.h"
 #include "../core/gemm.h"
-#include "../core/hubert.h"
-#include "../core/mask.h"
 #include "../core/model.h"
-#include "../core/optim.h"
 #include "../core/rng.h"
 #include "../distributed/comm.h"
 #include "commands.h"
 #include "recipe.h"
+#include "trainer.h"
 
 void openblas_set_num_threads(int n); /* OpenBLAS's own; not in cblas.h */
 
@@ -30,11 +29,13 @@ const char cmd_bench_summary[] = "time training steps of a recipe's model (print
 const char cmd_bench_help[] =
     "usage: koe bench RECIPE.ini [section.key=value ...] [options]\n"
     "\n"
-    "Times full HuBERT-style training steps (forward, masked-prediction loss, backward, clipping,\n"
-    "AdamW) of the recipe's model on synthetic audio, like ../shared/anchors/torch_hubert_step.py,\n"
-    "and prints step_median_s, peak_rss_mb, audio_s_per_s, the GFLOP/s reached against the peak of\n"
-    "koe's sgemm (oneDNN) and of OpenBLAS in the same process, and a per-section profile. The first\n"
-    "step is a warm-up.\n"
+    "Times the training steps koe train runs (the recipe's objective: forward, loss, backward,\n"
+    "clipping, AdamW) on a synthetic batch of N(0, 1) audio with uniform HuBERT targets, like\n"
+    "../shared/anchors/torch_hubert_step.py, or on the recipe's corpus when data.corpus=DIR is given\n"
+    "(--batch and --seconds then do not apply; koe train's first updates compute the same losses).\n"
+    "Prints each step's loss, then step_median_s, peak_rss_mb, audio_s_per_s, the GFLOP/s reached\n"
+    "against the peak of koe's sgemm (oneDNN) and of OpenBLAS in the same process, and a per-section\n"
+    "profile. The first step is a warm-up. Writes nothing on disk.\n"
     "\n"
     "options:\n"
     "  --batch B       utterances per step (default 2)\n"
@@ -138,73 +139,29 @@ int cmd_bench(int argc, char **argv) {
     omp_set_num_threads(threads);
     openblas_set_num_threads(threads);
 
-    const ModelConfig *mc = &rc.model;
-    if (mc->frontend != FRONTEND_WAVEFORM)
+    if (rc.model.frontend != FRONTEND_WAVEFORM)
         koe_fatal(KOE_EXIT_USAGE, "bench: %s has an fbank frontend; koe bench times the waveform models the "
                                   "PyTorch anchor has", argv[optind]);
-    const int64_t S = (int64_t)(seconds * 16000);
-    const int B = batch;
-    HubertHeadConfig hc = {mc->D, rc.objective.final_dim, classes, (float)rc.objective.logit_temp};
-    ParamTable table;
-    params_table_init(&table);
-    model_table_build(mc, &table);
-    hubert_head_add_params(&table, &hc);
-    Model *m = model_create_with_table(mc, table, B, S);
-    model_init_params(m, rc.run.seed);
-    HubertHeadParams hp, hg;
-    hubert_head_bind(&m->table, m->params, &hp);
-    hubert_head_bind(&m->table, m->grads, &hg);
-    const int64_t T = model_frames(mc, S), N = (int64_t)B * T;
-    float *head_mem = koe_malloc((size_t)hubert_head_act_floats(&hc, N) * sizeof(float));
-    HubertHeadAct act;
-    hubert_head_act_bind(&act, &hc, N, head_mem);
-
-    /* synthetic batch: N(0, 1) samples as the anchor's torch.randn, uniform labels */
-    float *wav = koe_malloc((size_t)(B * S) * sizeof *wav);
-    int64_t *len = koe_malloc((size_t)B * sizeof *len), *utt = koe_malloc((size_t)B * sizeof *utt),
-            *frames = koe_malloc((size_t)B * sizeof *frames);
-    int32_t *labels = koe_malloc((size_t)N * sizeof *labels);
-    uint8_t *mask = koe_malloc((size_t)N);
-    KoeRng r = koe_rng(rc.run.seed, 0, 0, KOE_RNG_NOISE);
-    for (int64_t i = 0; i < B * S; i++) wav[i] = (float)koe_rng_normal(&r);
-    for (int64_t i = 0; i < N; i++) labels[i] = (int32_t)koe_rng_below(&r, (uint64_t)classes);
-    for (int b = 0; b < B; b++) len[b] = S, utt[b] = b, frames[b] = T;
-    float *dx = koe_malloc((size_t)(N * mc->D) * sizeof *dx);
-
-    AdamWConfig ac;
-    recipe_adamw_config(&rc, &ac);
-    AdamW opt;
-    adamw_init(&opt, &ac, 0, (size_t)m->table.total, NULL);
-    const double pen_w = rc.objective.feature_pen_weight;
-    double *times = koe_malloc((size_t)(steps + 1) * sizeof *times);
-    int64_t masked = 0;
-    double loss = 0;
+    rc.run.threads = threads;
+    TrainerSynthetic sy = {.B = batch, .S = (int64_t)(seconds * 16000), .classes = classes};
+    const int real = rc.data.corpus[0] != 0; /* data.corpus=DIR: the recipe's own batches */
+    Trainer *tr = trainer_open(&rc, &(TrainerOptions){.synthetic = real ? NULL : &sy}, &err);
+    if (!tr) koe_fatal(KOE_EXIT_USAGE, "bench: %s", err.msg);
+    Model *m = trainer_model(tr);
+    double *times = koe_malloc((size_t)(steps + 1) * sizeof *times), audio_s = 0;
+    TrainerStep st;
     for (int s = 0; s <= steps; s++) {
         if (s == 1) model_profile_reset(m);
-        double t0 = koe_now();
-        masked = mask_spans_batch(mask, frames, utt, B, T, mc->mask_prob, mc->mask_length, mc->mask_min_spans,
-                                  rc.run.seed, (uint64_t)s);
-        model_zero_grad(m);
-        ModelRun run = {.train = 1, .seed = rc.run.seed, .step = (uint64_t)s};
-        model_forward(m, wav, len, B, S, mask, &run);
-        double loss_sum = 0;
-        int64_t n_frames = 0, n_correct = 0;
-        hubert_head_forward(&act, &hp, m->a.out, mask, m->key_pad, labels, B, T, HUBERT_FRAMES_MASKED, &loss_sum,
-                            &n_frames, &n_correct);
-        loss = loss_sum / (double)(n_frames ? n_frames : 1) + pen_w * m->feature_pen;
-        memset(dx, 0, (size_t)(N * mc->D) * sizeof *dx);
-        hubert_head_backward(dx, &hg, &act, &hp, 1.0f / (float)(n_frames ? n_frames : 1));
-        model_backward(m, dx, (float)pen_w, NULL);
-        double norm = sqrt(optim_grad_sqnorm(m->grads, 0, (size_t)m->table.total));
-        double coef = optim_clip_coef(norm, rc.optim.clip_norm);
-        if (coef != 1.0) optim_scale_grads(m->grads, 0, (size_t)m->table.total, (float)coef);
-        adamw_step(&opt, m->params, m->grads, rc.optim.lr);
-        times[s] = koe_now() - t0;
-        if (!isfinite(loss)) koe_fatal(KOE_EXIT_INTERNAL, "bench: step %d: loss is %g", s, loss);
+        if (trainer_step(tr, &st, &err) < 0) koe_fatal(KOE_EXIT_USAGE, "bench: step %d: %s", s, err.msg);
+        times[s] = st.seconds;
+        if (s) audio_s += st.samples / 16000.0 / steps;
+        if (comm_rank() == 0) printf("step %d loss %.9g frames %lld seconds %.3f\n", s, st.loss, (long long)st.frames,
+                                     st.seconds);
+        if (!isfinite(st.loss)) koe_fatal(KOE_EXIT_INTERNAL, "bench: step %d: loss is %g", s, st.loss);
     }
     qsort(times + 1, (size_t)steps, sizeof *times, cmp_double);
     const double med = times[1 + steps / 2];
-    StepFlops fl = step_flops(m, classes, masked);
+    StepFlops fl = step_flops(m, rc.objective.name == OBJECTIVE_HUBERT ? classes : 0, st.frames);
     const double gflops = (fl.fwd + fl.bwd) / med / 1e9;
     const double peak = sgemm_gflops(0), openblas_peak = sgemm_gflops(1);
     struct rusage ru;
@@ -226,20 +183,11 @@ int cmd_bench(int argc, char **argv) {
         printf("koe threads=%d model=%s params=%.1fM batch=%dx%gs loss=%.3f step_median_s=%.3f "
                "gflops=%.1f sgemm_gflops=%.1f sgemm_fraction=%.2f openblas_gflops=%.1f peak_rss_mb=%.0f "
                "audio_s_per_s=%.3f\n",
-               threads, argv[optind], (double)m->table.total / 1e6, B, seconds, loss, med, gflops, peak,
-               gflops / peak, openblas_peak, (double)ru.ru_maxrss / 1024.0, B * seconds / med);
+               threads, argv[optind], (double)m->table.total / 1e6, m->B, seconds, st.loss, med, gflops, peak,
+               gflops / peak, openblas_peak, (double)ru.ru_maxrss / 1024.0, audio_s / med);
     }
     free(times);
-    free(dx);
-    free(mask);
-    free(labels);
-    free(frames);
-    free(utt);
-    free(len);
-    free(wav);
-    free(head_mem);
-    adamw_free(&opt);
-    model_free(m);
+    trainer_close(tr);
     recipe_free(&rc);
     return KOE_EXIT_OK;
 }

@@ -1,16 +1,19 @@
 /* cmd_train.c — `koe train RECIPE.ini [section.key=value ...]`: parse the recipe, block the stop
- * signals and install their handler (it sets the stop flag, which train.c agrees on over the ranks;
- * train.h says when the signals get through), run the loop (recipes/train.c). Thin on purpose:
- * everything a run does is in train.c. */
+ * signals and install their handler (it sets the stop flag, which the trainer agrees on over the
+ * ranks; trainer.h says when the signals get through), and run the training loop: one update, then
+ * validation, logging, the stop agreement and checkpoints when they are due. What each of those does
+ * is in recipes/trainer.c. */
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "../core/common.h"
+#include "../distributed/comm.h"
 #include "commands.h"
 #include "recipe.h"
-#include "train.h"
+#include "trainer.h"
 
 const char cmd_train_summary[] = "pretrain a model (BEST-RQ, HuBERT or wav2vec 2.0) from a recipe";
 const char cmd_train_help[] =
@@ -47,6 +50,44 @@ static void on_signal(int sig) {
     stop_requested = 1;
 }
 
+/* The run to optim.max_updates, or until a stop signal or RUN/STOP (the update in flight finishes, a
+ * checkpoint is written, KOE_EXIT_PREEMPTED). Returns a koe exit code. */
+static int train_loop(const Recipe *rc) {
+    KoeError err;
+    if (comm_rank() == 0) {
+        printf("# resolved recipe (hash %016llx)\n%s", (unsigned long long)rc->hash, rc->text);
+        fflush(stdout);
+    }
+    Trainer *tr = trainer_open(rc, &(TrainerOptions){.run_dir = 1}, &err);
+    if (!tr) koe_fatal(KOE_EXIT_USAGE, "%s", err.msg);
+    int code = KOE_EXIT_OK;
+    while (trainer_steps_done(tr) < trainer_max_updates(tr)) {
+        TrainerStep s;
+        if (trainer_step(tr, &s, &err) < 0) koe_fatal(KOE_EXIT_USAGE, "step %lld: %s", (long long)s.step, err.msg);
+        if (s.give_up) {
+            code = KOE_EXIT_INTERNAL;
+            break;
+        }
+        double vloss = NAN, vacc = NAN;
+        const int valid = trainer_due_valid(tr);
+        if (valid && trainer_validate(tr, &vloss, &vacc, &err) < 0)
+            koe_fatal(KOE_EXIT_USAGE, "validation at step %lld: %s", (long long)trainer_steps_done(tr), err.msg);
+        if (trainer_due_log(tr)) trainer_log(tr, &s, valid, vloss, vacc);
+        else
+            trainer_progress(tr, &s);
+        const int stopping = trainer_stop_agreed(tr, &stop_requested);
+        if (trainer_due_save(tr) || stopping) trainer_save(tr);
+        if (stopping) {
+            trainer_stopped(tr);
+            code = KOE_EXIT_PREEMPTED;
+            break;
+        }
+    }
+    if (code == KOE_EXIT_OK) trainer_done(tr);
+    trainer_close(tr);
+    return code;
+}
+
 int cmd_train(int argc, char **argv) {
     if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
         fputs(cmd_train_help, stdout);
@@ -65,7 +106,7 @@ int cmd_train(int argc, char **argv) {
         return KOE_EXIT_USAGE;
     }
     sigset_t stop_set;
-    train_stop_signals(&stop_set);
+    trainer_stop_signals(&stop_set);
     pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -74,7 +115,7 @@ int cmd_train(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGUSR1, &sa, NULL); /* Slurm's --signal=B:USR1@T warning before the time limit */
-    int code = train_run(&rc, &stop_requested);
+    int code = train_loop(&rc);
     recipe_free(&rc);
     return code;
 }

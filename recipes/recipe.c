@@ -914,6 +914,42 @@ void recipe_schedule_config(const Recipe *r, ScheduleConfig *s) {
                           .init_lr_scale = o->init_lr_scale, .final_lr_scale = o->final_lr_scale};
 }
 
+int recipe_objective_config(const Recipe *r, int n_classes, ObjectiveConfig *c, KoeError *err) {
+    const RecipeObjective *o = &r->objective;
+    const ModelConfig *m = &r->model;
+    *c = (ObjectiveConfig){
+        .name = (ObjectiveName)o->name,
+        .feature_pen_weight = (float)o->feature_pen_weight,
+        .diversity_weight = (float)o->diversity_weight,
+        .nomask_weight = (float)o->pred_nomask_weight,
+        .hubert = {.D = m->D, .final_dim = o->final_dim, .n_classes = n_classes, .logit_temp = (float)o->logit_temp},
+        .wav2vec2 = {.C = m->conv_dim[m->n_conv - 1],
+                     .D = m->D,
+                     .final_dim = o->final_dim,
+                     .G = o->latent_groups,
+                     .V = o->latent_vars,
+                     .vq_dim = o->latent_dim ? o->latent_dim : o->final_dim,
+                     .n_negatives = o->num_negatives,
+                     .logit_temp = (float)o->logit_temp,
+                     .temp = {o->temp[0], o->temp[1], o->temp[2]},
+                     .dropout_features = m->dropout_features},
+        .bestrq = {.feat_dim = m->fbank_dim,
+                   .stack = m->fbank_stack,
+                   .D = m->D,
+                   .codebooks = o->codebooks,
+                   .codebook_size = o->codebook_size,
+                   .codebook_dim = o->codebook_dim,
+                   .mask_prob = m->mask_prob,
+                   .mask_length = m->mask_length,
+                   .noise_std = (float)o->mask_noise_std},
+    };
+    if (o->name == OBJECTIVE_WAV2VEC2 && c->wav2vec2.vq_dim % o->latent_groups)
+        return koe_error_set(err, "objective.latent_dim (or final_dim) = %d must be a multiple of "
+                                  "objective.latent_groups = %d",
+                             c->wav2vec2.vq_dim, o->latent_groups);
+    return 0;
+}
+
 void recipe_free(Recipe *r) {
     free(r->text);
     r->text = NULL;

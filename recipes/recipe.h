@@ -11,6 +11,7 @@
 
 #include "../core/common.h"
 #include "../core/model.h"
+#include "../core/objective.h"
 #include "../core/optim.h"
 #include "../data/features.h"
 
@@ -107,6 +108,9 @@ uint64_t recipe_hash_text(const char *text); /* FNV-1a 64 over the bytes */
 /* The [optim] section as the optimizer's and the schedule's configs (core/optim.h). */
 void recipe_adamw_config(const Recipe *r, AdamWConfig *c);
 void recipe_schedule_config(const Recipe *r, ScheduleConfig *s);
+/* The [objective] section (with the model keys the heads share) as the objective's config.
+ * n_classes: HuBERT's label classes (from the label set). Fails when the keys do not fit together. */
+int recipe_objective_config(const Recipe *r, int n_classes, ObjectiveConfig *c, KoeError *err);
 
 /* Every key with its default and doc, grouped by section (for `koe help train`). */
 void recipe_print_keys(FILE *f);

@@ -1,0 +1,788 @@
+/* trainer.c — see trainer.h. An update reads like fairseq's train_step: micro-batches summed, one
+ * normalisation by the update's scored-frame count over all ranks, clip, AdamW, schedule. */
+#include "trainer.h"
+
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../core/common.h"
+#include "../core/objective.h"
+#include "../core/optim.h"
+#include "../core/rng.h"
+#include "../data/checkpoint.h"
+#include "../data/corpus.h"
+#include "../data/features.h"
+#include "../data/labels.h"
+#include "../data/loader.h"
+#include "../distributed/ckpt.h"
+#include "../distributed/comm.h"
+#include "../distributed/dp.h"
+#include "../distributed/watchdog.h"
+
+/* Validation masks are keyed by this fixed step, so every validation sees the same masks. */
+#define TRAINER_VALID_STEP 0x7A11D000ULL
+/* Gradient buckets reduced across ranks while backward runs (distributed/dp.h). */
+#define TRAINER_BUCKET_BYTES (25 << 20)
+#define TRAINER_PATH_MAX 4200
+
+/* One corpus and what reads it: the training data or the validation data. */
+typedef struct {
+    Corpus corpus;
+    int has_corpus;
+    LabelSet labels;
+    int has_labels;
+} DataSide;
+
+typedef struct { /* sums over a logging interval; all doubles: saved in checkpoints as TrainState.log_sums */
+    double loss, head, correct, gnorm, samples;
+    double code_ppl, prob_ppl, temp; /* wav2vec 2.0, summed over updates */
+    double frames, updates;
+    double comm; /* seconds waiting on the gradient reduction after backward (several ranks) */
+} Interval;
+_Static_assert(sizeof(Interval) <= sizeof(((TrainState *)0)->log_sums), "Interval fits TrainState.log_sums");
+
+struct Trainer {
+    const Recipe *rc;
+    TrainerOptions opt;
+    int rank, world;
+    DataSide train, valid;
+    int has_valid;
+    Loader *loader;      /* NULL with a synthetic batch */
+    LoaderBatch synth;   /* the synthetic batch (koe bench) */
+    Model *m;
+    Objective obj;
+    ObjectiveConfig oc;
+    int stride;          /* samples per encoder frame (waveform: product of conv strides) */
+    int32_t *lab;        /* (max_B * max_T) labels per encoder frame */
+    int32_t *lab_utt;    /* (lab_cap) one utterance's label frames */
+    int64_t lab_cap;
+    uint8_t *decay;      /* (P) 1 where weight decay applies */
+    AdamW adamw;
+    ScheduleConfig sched;
+    DataParallel *dp;    /* several ranks: gradients reduced by buckets during backward */
+    int64_t s0, s1;      /* this rank's AdamW slice of the flat buffer */
+    TrainState st;
+    Interval iv;
+    FILE *logf;          /* rank 0 with a run directory */
+    int log_lines;       /* lines this process wrote to log.jsonl */
+    int tty;             /* rank 0 writes a progress line to a terminal */
+    double t_start, t_iv;
+    int64_t step0;
+    int64_t hang_at_step; /* test hook KOE_TEST_HANG_AT_STEP (e2e train_watchdog) */
+    char ckdir[TRAINER_PATH_MAX], logpath[TRAINER_PATH_MAX], stoppath[TRAINER_PATH_MAX];
+};
+
+/* ---- corpus sides -------------------------------------------------------------------------------- */
+
+static int open_side(DataSide *d, const Recipe *rc, const char *dir, const char *what, KoeError *err) {
+    memset(d, 0, sizeof *d);
+    if (corpus_open(&d->corpus, dir, err) < 0) {
+        char msg[KOE_ERR_LEN];
+        snprintf(msg, sizeof msg, "%s", err->msg);
+        return koe_error_set(err, "%s (%s = %s)", msg, what, dir);
+    }
+    d->has_corpus = 1;
+    if (rc->objective.name != OBJECTIVE_HUBERT) return 0;
+    if (!rc->data.labels[0])
+        return koe_error_set(err, "HuBERT needs targets: set data.labels to a label set of %s (koe label --corpus %s "
+                                  "--name NAME)", dir, dir);
+    if (labelset_open(&d->labels, &d->corpus, rc->data.labels, err) < 0) return -1;
+    d->has_labels = 1;
+    if (fabs(d->labels.info.frame_rate - rc->objective.label_rate) > 1e-9)
+        return koe_error_set(err, "label set %s of %s has frame_rate %g but objective.label_rate = %d: set "
+                                  "objective.label_rate=%g (100 for MFCC labels, 50 for layer labels)",
+                             rc->data.labels, dir, d->labels.info.frame_rate, rc->objective.label_rate,
+                             d->labels.info.frame_rate);
+    return 0;
+}
+
+static void close_side(DataSide *d) {
+    if (d->has_labels) labelset_close(&d->labels);
+    if (d->has_corpus) corpus_close(&d->corpus);
+}
+
+static int open_sides(Trainer *tr, KoeError *err) {
+    const Recipe *rc = tr->rc;
+    if (!rc->data.corpus[0]) return koe_error_set(err, "data.corpus is not set: pass data.corpus=DIR");
+    if (open_side(&tr->train, rc, rc->data.corpus, "data.corpus", err) < 0) return -1;
+    tr->has_valid = tr->opt.run_dir && rc->data.valid_corpus[0] != 0;
+    if (tr->has_valid && open_side(&tr->valid, rc, rc->data.valid_corpus, "data.valid_corpus", err) < 0) return -1;
+    if (tr->has_valid && tr->train.has_labels && tr->valid.labels.info.n_classes != tr->train.labels.info.n_classes)
+        return koe_error_set(err, "label set %s has %d classes on %s but %d on %s: label both with the same k-means",
+                             rc->data.labels, tr->train.labels.info.n_classes, rc->data.corpus,
+                             tr->valid.labels.info.n_classes, rc->data.valid_corpus);
+    return 0;
+}
+
+/* Largest batch (utterances) and longest input the loader can hand out for this corpus. */
+static void batch_bounds(const Recipe *rc, const Corpus *c, int64_t *max_B, int64_t *max_len) {
+    int64_t shortest = INT64_MAX, longest = 0, eligible = 0;
+    for (int64_t i = 0; i < c->n_utts; i++) {
+        if (c->utt_length[i] < rc->data.min_sample_size) continue;
+        int64_t L = c->utt_length[i] < rc->data.max_sample_size ? c->utt_length[i] : rc->data.max_sample_size;
+        if (L < shortest) shortest = L;
+        if (L > longest) longest = L;
+        eligible++;
+    }
+    int64_t b = eligible ? rc->data.max_tokens / shortest : 0;
+    if (b < 1) b = 1;
+    if (b > eligible) b = eligible;
+    if (b > *max_B) *max_B = b;
+    if (longest > *max_len) *max_len = longest;
+}
+
+static void loader_cfg(const Recipe *rc, LoaderConfig *lc, int valid) {
+    loader_config_default(lc);
+    lc->plan.seed = rc->run.seed;
+    lc->plan.max_tokens = rc->data.max_tokens;
+    lc->plan.max_sample_size = rc->data.max_sample_size;
+    lc->plan.min_sample_size = rc->data.min_sample_size;
+    lc->plan.lang_alpha = valid ? 1.0 : rc->data.lang_alpha; /* validation: every utterance once */
+    lc->plan.crop_to_shortest = rc->model.frontend == FRONTEND_WAVEFORM;
+    lc->plan.bucket_batches = rc->data.bucket_batches;
+    lc->plan.rank = comm_rank();
+    lc->plan.world = comm_size();
+    lc->plan.log = !valid;
+    lc->features = (FeatureKind)rc->data.features;
+    lc->threads = rc->data.threads;
+}
+
+/* ---- the synthetic batch (koe bench) -------------------------------------------------------------- */
+
+static void synth_batch(Trainer *tr, const TrainerSynthetic *sy) {
+    const ModelConfig *mc = &tr->rc->model;
+    LoaderBatch *b = &tr->synth;
+    const int64_t B = sy->B, S = sy->S;
+    b->n = B;
+    b->global_n = B * tr->world;
+    b->global_samples = B * S * tr->world;
+    b->T = S;
+    b->utt = koe_malloc((size_t)B * sizeof *b->utt);
+    b->start = koe_calloc((size_t)B, sizeof *b->start);
+    b->length = koe_malloc((size_t)B * sizeof *b->length);
+    b->frames = koe_malloc((size_t)B * sizeof *b->frames);
+    KoeRng r = koe_rng(tr->rc->run.seed, 0, (uint64_t)tr->rank, KOE_RNG_NOISE);
+    if (mc->frontend == FRONTEND_WAVEFORM) {
+        b->audio = koe_malloc((size_t)(B * S) * sizeof *b->audio);
+        for (int64_t i = 0; i < B * S; i++) b->audio[i] = (float)koe_rng_normal(&r);
+    } else {
+        b->feat_kind = FEAT_FBANK;
+        b->D = mc->fbank_dim;
+        b->F = features_num_frames(S);
+        b->feats = koe_malloc((size_t)(B * b->F * b->D) * sizeof *b->feats);
+        for (int64_t i = 0; i < B * b->F * b->D; i++) b->feats[i] = (float)koe_rng_normal(&r);
+    }
+    for (int64_t i = 0; i < B; i++) {
+        b->utt[i] = tr->rank * B + i;
+        b->length[i] = S;
+        b->frames[i] = b->F;
+    }
+    const int64_t T = model_frames(mc, mc->frontend == FRONTEND_WAVEFORM ? S : b->F);
+    for (int64_t i = 0; i < B * T; i++) tr->lab[i] = (int32_t)koe_rng_below(&r, (uint64_t)sy->classes);
+}
+
+/* ---- one micro-batch ------------------------------------------------------------------------------ */
+
+/* HuBERT targets of a batch, per encoder frame, as fairseq's hubert dataset + model do: the labels are
+ * cropped with the audio (first label frame round(start * rate / 16000), at most round(len * rate /
+ * 16000) frames) and encoder frame t takes label floor(t * rate * stride / 16000); frames past the
+ * labels get -1 (not scored). */
+static int batch_labels(Trainer *tr, LabelSet *ls, const LoaderBatch *b, int64_t T, KoeError *err) {
+    const double rate = ls->info.frame_rate;
+    for (int64_t i = 0; i < b->n; i++) {
+        const int64_t utt = b->utt[i];
+        int64_t n = labelset_read(ls, utt, NULL, 0, err);
+        if (n < 0) return -1;
+        if (n > tr->lab_cap) {
+            tr->lab_cap = n;
+            tr->lab_utt = koe_realloc(tr->lab_utt, (size_t)n * sizeof *tr->lab_utt);
+        }
+        if (labelset_read(ls, utt, tr->lab_utt, tr->lab_cap, err) < 0) return -1;
+        const int64_t first = llround((double)b->start[i] * rate / 16000.0);
+        int64_t end = first + llround((double)b->length[i] * rate / 16000.0);
+        if (end > n) end = n;
+        const int64_t frames = model_frames(&tr->m->cfg, b->length[i]);
+        int32_t *out = tr->lab + i * T;
+        for (int64_t t = 0; t < T; t++) {
+            /* exact integer form of fairseq's long(t * label_rate * stride / sample_rate) */
+            int64_t j = first + (int64_t)floor((double)t * rate * tr->stride / 16000.0);
+            out[t] = t < frames && j < end ? tr->lab_utt[j] : -1;
+        }
+    }
+    return 0;
+}
+
+/* One micro-batch through the objective; adds to *sum. backward = 0: forward only (validation). */
+static int micro_batch(Trainer *tr, DataSide *side, const LoaderBatch *b, ModelRun run, int backward,
+                       ObjectiveStats *sum, KoeError *err) {
+    if (b->n == 0) { /* this rank's slice of the global batch is empty */
+        ObjectiveStats st;
+        if (tr->obj.reduce) objective_forward_empty(&tr->obj, tr->m, &st);
+        return 0;
+    }
+    const Recipe *rc = tr->rc;
+    const int wave = rc->model.frontend == FRONTEND_WAVEFORM;
+    ObjectiveBatch ob = {
+        .inp = wave ? b->audio : b->feats,
+        .in_len = wave ? b->length : b->frames,
+        .utt = b->utt,
+        .B = (int)b->n,
+        .S = wave ? b->T : b->F,
+        .run = run,
+    };
+    ob.run.utt = b->utt; /* dropout masks keyed by utterance (distributed/README.md, Determinism) */
+    if (rc->objective.name == OBJECTIVE_HUBERT) {
+        const int64_t T = model_frames(&rc->model, ob.S);
+        /* the synthetic batch's targets are in lab already */
+        if (!tr->opt.synthetic && batch_labels(tr, &side->labels, b, T, err) < 0) return -1;
+        ob.labels = tr->lab;
+    }
+    ObjectiveStats st;
+    objective_forward(&tr->obj, tr->m, &ob, &st);
+    if (backward) objective_backward(&tr->obj, tr->m, 1.0f);
+    sum->loss_sum += st.loss_sum;
+    sum->head_sum += st.head_sum;
+    sum->frames += st.frames;
+    sum->correct += st.correct;
+    /* wav2vec 2.0's perplexities and temperature: the micro-batches' mean (divided by the caller) */
+    sum->code_ppl += st.code_ppl;
+    sum->prob_ppl += st.prob_ppl;
+    sum->temp += st.temp;
+    return 0;
+}
+
+/* ---- opening --------------------------------------------------------------------------------------- */
+
+/* objective.h's reduce hook: the objective's statistics summed over ranks */
+static void reduce_sum(void *ctx, double *v, int n) {
+    (void)ctx;
+    comm_allreduce_sum_f64(v, n);
+}
+
+/* The model with the head in its table, sized for the largest batch the data can produce. */
+static int build_model(Trainer *tr, KoeError *err) {
+    const Recipe *rc = tr->rc;
+    const int wave = rc->model.frontend == FRONTEND_WAVEFORM;
+    const TrainerSynthetic *sy = tr->opt.synthetic;
+    int64_t max_B = 0, max_len = 0, budget;
+    if (sy) {
+        max_B = sy->B;
+        max_len = sy->S;
+    } else {
+        batch_bounds(rc, &tr->train.corpus, &max_B, &max_len);
+        if (tr->has_valid) batch_bounds(rc, &tr->valid.corpus, &max_B, &max_len);
+        if (max_len == 0)
+            return koe_error_set(err, "%s: no utterance is at least data.min_sample_size = %lld samples long",
+                                 rc->data.corpus, (long long)rc->data.min_sample_size);
+    }
+    const int64_t max_S = wave ? max_len : features_num_frames(max_len);
+    /* The arena follows the loader's budget (B * cropped length <= data.max_tokens samples), not
+     * max_B * max_S, which for the Base recipes is ~8x any real batch. In fbank frames a batch of
+     * n <= max_B utterances holds at most max_tokens / hop + n frames. */
+    if (sy) budget = max_B * max_S;
+    else budget = wave ? rc->data.max_tokens : rc->data.max_tokens / FEATURES_HOP + max_B;
+    const int n_classes = sy ? sy->classes : tr->train.has_labels ? tr->train.labels.info.n_classes : 0;
+    if (recipe_objective_config(rc, n_classes, &tr->oc, err) < 0) return -1;
+    ParamTable table;
+    params_table_init(&table);
+    model_table_build(&rc->model, &table);
+    objective_add_params(&table, &tr->oc);
+    tr->m = model_create_budget(&rc->model, table, (int)max_B, max_S, budget > max_S ? budget : max_S);
+    model_init_params(tr->m, rc->run.seed);
+    objective_create(&tr->obj, &tr->oc, tr->m);
+    tr->stride = wave ? 1 : rc->model.fbank_stack * FEATURES_HOP;
+    for (int i = 0; wave && i < rc->model.n_conv; i++) tr->stride *= rc->model.conv_stride[i];
+    tr->lab = koe_malloc((size_t)(max_B * model_frames(&rc->model, max_S)) * sizeof *tr->lab);
+    return 0;
+}
+
+/* AdamW over this rank's slice; on several ranks the bucketed gradient reduction during backward. */
+static void build_optimizer(Trainer *tr) {
+    const Recipe *rc = tr->rc;
+    Model *m = tr->m;
+    const size_t P = (size_t)m->table.total;
+    tr->decay = koe_malloc(P);
+    memset(tr->decay, 1, P);
+    AdamWConfig ac;
+    recipe_adamw_config(rc, &ac);
+    recipe_schedule_config(rc, &tr->sched);
+    tr->s0 = 0;
+    tr->s1 = (int64_t)P;
+    if (tr->world > 1) {
+        tr->dp = dp_create(&m->table, m->grads, TRAINER_BUCKET_BYTES, rc->run.zero);
+        dp_slice(tr->dp, &tr->s0, &tr->s1);
+        m->on_grads_ready = dp_grads_ready;
+        m->grads_ctx = tr->dp;
+        tr->obj.reduce = reduce_sum;
+    }
+    adamw_init(&tr->adamw, &ac, (size_t)tr->s0, (size_t)tr->s1, tr->decay);
+}
+
+/* mkdir -p */
+static int make_dir(const char *path, KoeError *err) {
+    char *p = koe_strdup(path);
+    int rc = 0;
+    for (char *s = p + 1; rc == 0; s++) {
+        const char c = *s;
+        if (c != '/' && c != 0) continue;
+        *s = 0;
+        if (mkdir(p, 0777) < 0 && errno != EEXIST)
+            rc = koe_error_set(err, "%s: cannot create directory: %s", p, strerror(errno));
+        *s = c;
+        if (!c) break;
+    }
+    free(p);
+    return rc;
+}
+
+/* Keep the lines of RUN/log.jsonl up to `step` (a resumed run rewrites what followed its checkpoint). */
+static int log_truncate(const char *path, int64_t step, KoeError *err) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t n = strlen(path) + 5;
+    char *tmp = koe_malloc(n), line[8192];
+    snprintf(tmp, n, "%s.tmp", path);
+    FILE *o = fopen(tmp, "w");
+    if (!o) {
+        fclose(f);
+        koe_error_set(err, "%s: cannot create: %s", tmp, strerror(errno));
+        free(tmp);
+        return -1;
+    }
+    while (fgets(line, sizeof line, f)) {
+        long long s;
+        if (sscanf(line, "{\"step\": %lld", &s) == 1 && s > step) break;
+        fputs(line, o);
+    }
+    fclose(f);
+    int rc = fclose(o) == 0 ? koe_publish_file(tmp, path, err) : koe_error_set(err, "%s: write failed", tmp);
+    free(tmp);
+    return rc;
+}
+
+/* Every rank must start from the same state: a clear error naming what differs. */
+static void check_agree(uint64_t x, const char *what) {
+    if (!comm_all_equal_u64(x))
+        koe_fatal(KOE_EXIT_USAGE, "the ranks disagree on %s (this rank has %016llx): every rank must run the same "
+                                  "recipe on the same run.dir (a shared file system) and resume the same checkpoint",
+                  what, (unsigned long long)x);
+}
+
+/* Resume from RUN/checkpoints/latest when there is one: every rank reads the parameters and the
+ * moments of its own slice (any world size). */
+static int resume(Trainer *tr, KoeError *err) {
+    const Recipe *rc = tr->rc;
+    Model *m = tr->m;
+    char *ck_text = NULL, ck_path[TRAINER_PATH_MAX + 200];
+    const int resumed = ckpt_load(tr->ckdir, &m->table, m->params, tr->adamw.m, tr->adamw.v, tr->s0, tr->s1, &tr->st,
+                                  &ck_text, ck_path, sizeof ck_path);
+    if (tr->world > 1) {
+        check_agree(rc->hash, "the recipe hash");
+        check_agree((uint64_t)tr->st.step, "the step to start from");
+        check_agree(checkpoint_sum(m->params, 0, m->table.total), "the parameter checksum");
+    }
+    int rcode = 0;
+    if (resumed) {
+        if (strcmp(ck_text, rc->text))
+            koe_warn("the recipe differs from the one %s was trained with; continuing with the new one (the run "
+                     "will not repeat an uninterrupted one)", ck_path);
+        if (tr->st.seed != rc->run.seed)
+            rcode = koe_error_set(err, "%s was trained with run.seed = %llu, the recipe says %llu: resume with the "
+                                       "same seed or use another run.dir",
+                                  ck_path, (unsigned long long)tr->st.seed, (unsigned long long)rc->run.seed);
+        tr->adamw.t = tr->st.adam_t;
+        memcpy(&tr->iv, tr->st.log_sums, sizeof tr->iv); /* continue the interval it stopped in */
+        if (rcode == 0 && tr->rank == 0) {
+            koe_log("resumed from %s at step %lld (%lld global batches consumed)", ck_path, (long long)tr->st.step,
+                    (long long)tr->st.consumed);
+            rcode = log_truncate(tr->logpath, tr->st.step, err);
+        }
+    }
+    free(ck_text);
+    return rcode;
+}
+
+/* The run directory: checkpoints/, and on rank 0 recipe.ini and log.jsonl (appended). */
+static int open_run_dir(Trainer *tr, KoeError *err) {
+    const Recipe *rc = tr->rc;
+    snprintf(tr->ckdir, sizeof tr->ckdir, "%s/checkpoints", rc->run.dir);
+    snprintf(tr->logpath, sizeof tr->logpath, "%s/log.jsonl", rc->run.dir);
+    snprintf(tr->stoppath, sizeof tr->stoppath, "%s/STOP", rc->run.dir);
+    if (make_dir(tr->ckdir, err) < 0) return -1;
+    if (resume(tr, err) < 0) return -1;
+    if (tr->rank != 0) return 0;
+    char recpath[TRAINER_PATH_MAX];
+    snprintf(recpath, sizeof recpath, "%s/recipe.ini", rc->run.dir);
+    FILE *rf = fopen(recpath, "w");
+    if (!rf || fputs(rc->text, rf) < 0 || fclose(rf) != 0) return koe_error_set(err, "%s: cannot write", recpath);
+    tr->logf = fopen(tr->logpath, "a");
+    if (!tr->logf) return koe_error_set(err, "%s: cannot open for appending: %s", tr->logpath, strerror(errno));
+    fseek(tr->logf, 0, SEEK_END);
+    tr->log_lines = ftell(tr->logf) > 0; /* the file's first line carries the version (trainer_log) */
+    return 0;
+}
+
+static int check_recipe(const Recipe *rc, KoeError *err) {
+    if (rc->model.frontend == FRONTEND_FBANK && rc->data.features != FEAT_FBANK)
+        return koe_error_set(err, "model.frontend = fbank needs data.features = fbank");
+    if (rc->objective.name == OBJECTIVE_BESTRQ && rc->model.frontend != FRONTEND_FBANK)
+        return koe_error_set(err, "objective.name = bestrq quantizes fbank frames: set model.frontend = fbank and "
+                                  "data.features = fbank");
+    if (rc->objective.name == OBJECTIVE_WAV2VEC2 && rc->model.frontend != FRONTEND_WAVEFORM)
+        return koe_error_set(err, "objective.name = wav2vec2 quantizes the conv features: set model.frontend = "
+                                  "waveform");
+    return 0;
+}
+
+Trainer *trainer_open(const Recipe *rc, const TrainerOptions *opt, KoeError *err) {
+    if (check_recipe(rc, err) < 0) return NULL;
+    Trainer *tr = koe_calloc(1, sizeof *tr);
+    tr->rc = rc;
+    tr->opt = *opt;
+    tr->rank = comm_rank();
+    tr->world = comm_size();
+    tr->st.seed = rc->run.seed;
+    const char *hang = getenv("KOE_TEST_HANG_AT_STEP");
+    tr->hang_at_step = hang ? atoll(hang) : -1;
+    int threads = rc->run.threads;
+    if (!threads) threads = getenv("OMP_NUM_THREADS") ? atoi(getenv("OMP_NUM_THREADS")) : 1;
+    omp_set_num_threads(threads < 1 ? 1 : threads);
+    if (opt->run_dir) {
+        watchdog_start(rc->run.watchdog_s);
+        watchdog_phase(0, "start-up (corpus, model, resume)");
+    }
+    int ok = (opt->synthetic || open_sides(tr, err) == 0) && build_model(tr, err) == 0;
+    if (ok) build_optimizer(tr);
+    if (ok && opt->run_dir) ok = open_run_dir(tr, err) == 0;
+    if (ok && opt->synthetic) synth_batch(tr, opt->synthetic);
+    if (ok && !opt->synthetic) {
+        LoaderConfig lc;
+        loader_cfg(rc, &lc, 0);
+        tr->loader = loader_open(&tr->train.corpus, &lc, tr->st.consumed, err);
+        ok = tr->loader != NULL;
+    }
+    if (!ok) {
+        trainer_close(tr);
+        return NULL;
+    }
+    tr->tty = opt->run_dir && tr->rank == 0 && isatty(fileno(stderr));
+    tr->t_start = tr->t_iv = koe_now();
+    tr->step0 = tr->st.step;
+    if (tr->rank == 0 && !opt->synthetic)
+        koe_log("training %s: %.2fM parameters, %lld utterances (%.2f h), up to %d utterances x %lld per batch, "
+                "steps %lld -> %lld",
+                rc->data.corpus, (double)tr->m->table.total / 1e6, (long long)tr->train.corpus.n_utts,
+                tr->train.corpus.hours, tr->m->max_B, (long long)tr->m->max_S, (long long)tr->st.step,
+                (long long)rc->optim.max_updates);
+    return tr;
+}
+
+void trainer_close(Trainer *tr) {
+    if (!tr) return;
+    if (tr->tty) fputc('\n', stderr);
+    if (tr->opt.run_dir) watchdog_stop();
+    if (tr->logf) fclose(tr->logf);
+    dp_free(tr->dp);
+    if (tr->loader) loader_close(tr->loader);
+    loader_batch_free(&tr->synth);
+    free(tr->lab);
+    free(tr->lab_utt);
+    free(tr->decay);
+    if (tr->decay) adamw_free(&tr->adamw);
+    if (tr->m) {
+        objective_free(&tr->obj);
+        model_free(tr->m);
+    }
+    if (tr->has_valid) close_side(&tr->valid);
+    close_side(&tr->train);
+    free(tr);
+}
+
+/* ---- one update ------------------------------------------------------------------------------------ */
+
+/* The update's sums over all ranks (the gradient itself is reduced by dp during backward). */
+static void reduce_update(Trainer *tr, ObjectiveStats *u) {
+    double v[4] = {u->loss_sum, u->head_sum, (double)u->frames, u->correct};
+    comm_allreduce_sum_f64(v, 4);
+    u->loss_sum = v[0];
+    u->head_sum = v[1];
+    u->frames = (int64_t)v[2];
+    u->correct = v[3];
+    (void)tr;
+}
+
+/* Skip (returns 0) or apply (returns 1) the update whose gradient is in m->grads, normalised. */
+static int apply_update(Trainer *tr, TrainerStep *s) {
+    const Recipe *rc = tr->rc;
+    TrainState *st = &tr->st;
+    int64_t nonfinite = !isfinite(s->loss) || !isfinite(s->gnorm);
+    if (tr->dp) comm_allreduce_max_i64(&nonfinite, 1); /* non-finite on any rank: every rank skips */
+    if (s->frames == 0) {
+        /* nothing was masked (BEST-RQ's sparse input masks can miss a short batch): no loss to learn
+         * from; skipped, but not a failure counted toward optim.max_skips */
+        st->skipped++;
+        if (tr->rank == 0) koe_warn("step %lld: no masked frames in the batch; update skipped", (long long)st->step);
+        return 0;
+    }
+    if (nonfinite) {
+        st->skipped++;
+        st->skips_in_row++;
+        if (tr->rank == 0)
+            koe_warn("step %lld: loss %g, gradient norm %g (scored frames %lld): update skipped (%lld in a row; "
+                     "optim.max_skips = %d)",
+                     (long long)st->step, s->loss, s->gnorm, (long long)s->frames, (long long)st->skips_in_row,
+                     rc->optim.max_skips);
+        s->give_up = st->skips_in_row >= rc->optim.max_skips;
+        if (s->give_up && tr->rank == 0)
+            koe_log("stopping: %lld updates in a row had a non-finite loss or gradient; the last good checkpoint "
+                    "(%s/latest) is intact. Lower optim.lr or check the data.",
+                    (long long)st->skips_in_row, tr->ckdir);
+        return 0;
+    }
+    st->skips_in_row = 0;
+    Model *m = tr->m;
+    const double coef = optim_clip_coef(s->gnorm, rc->optim.clip_norm);
+    if (coef != 1.0) optim_scale_grads(m->grads, (size_t)tr->s0, (size_t)tr->s1, (float)coef);
+    params_freeze_step(&m->table, m->grads, tr->decay);
+    adamw_step(&tr->adamw, m->params, m->grads, schedule_lr(&tr->sched, st->step));
+    if (tr->s0 != 0 || tr->s1 != m->table.total) dp_allgather_params(tr->dp, m->params);
+    return 1;
+}
+
+static const LoaderBatch *next_batch(Trainer *tr, KoeError *err) {
+    return tr->loader ? loader_next(tr->loader, err) : &tr->synth;
+}
+
+int trainer_step(Trainer *tr, TrainerStep *s, KoeError *err) {
+    const Recipe *rc = tr->rc;
+    TrainState *st = &tr->st;
+    Model *m = tr->m;
+    const double t0 = koe_now();
+    memset(s, 0, sizeof *s);
+    s->step = st->step;
+    model_zero_grad(m);
+    ObjectiveStats upd = {0};
+    double samples = 0;
+    ModelRun run = {.train = 1, .seed = rc->run.seed, .step = (uint64_t)st->step};
+    watchdog_phase(0, "forward/backward step %lld", (long long)st->step);
+    for (int u = 0; u < rc->optim.update_freq; u++) {
+        const LoaderBatch *b = next_batch(tr, err);
+        if (tr->hang_at_step == st->step && tr->rank == 1) /* test hook KOE_TEST_HANG_AT_STEP: rank 1 hangs */
+            for (;;) sleep(1);
+        if (tr->dp && u == rc->optim.update_freq - 1) dp_arm(tr->dp); /* this backward ends the update */
+        if (!b || micro_batch(tr, &tr->train, b, run, 1, &upd, err) < 0) return -1;
+        samples += (double)b->global_samples;
+        st->epoch = b->epoch;
+    }
+    if (tr->loader) st->consumed = loader_consumed(tr->loader);
+    watchdog_phase(1, "gradient reduction and update step %lld", (long long)st->step);
+    double comm_wait = 0;
+    if (tr->dp) {
+        comm_wait = dp_finish(tr->dp);
+        reduce_update(tr, &upd);
+    }
+    /* normalise by the update's scored frames over all ranks; clip on the global norm */
+    s->frames = upd.frames;
+    s->loss = upd.frames ? upd.loss_sum / (double)upd.frames : NAN;
+    s->acc = upd.frames ? upd.correct / (double)upd.frames : NAN;
+    if (upd.frames) optim_scale_grads(m->grads, (size_t)tr->s0, (size_t)tr->s1, (float)(1.0 / (double)upd.frames));
+    double gsq = optim_grad_sqnorm(m->grads, (size_t)tr->s0, (size_t)tr->s1);
+    if (tr->s0 != 0 || tr->s1 != m->table.total) comm_allreduce_sum_f64(&gsq, 1);
+    s->gnorm = sqrt(gsq);
+    s->applied = apply_update(tr, s);
+    Interval *iv = &tr->iv;
+    if (s->applied) {
+        iv->loss += upd.loss_sum;
+        iv->head += upd.head_sum;
+        iv->correct += upd.correct;
+        iv->frames += (double)upd.frames;
+        iv->gnorm += s->gnorm;
+        iv->code_ppl += upd.code_ppl / rc->optim.update_freq;
+        iv->prob_ppl += upd.prob_ppl / rc->optim.update_freq;
+        iv->temp += upd.temp / rc->optim.update_freq;
+        iv->updates++;
+    }
+    iv->comm += comm_wait;
+    iv->samples += samples;
+    s->samples = samples;
+    st->step++;
+    st->sched_step = st->step;
+    if (rc->objective.name == OBJECTIVE_WAV2VEC2) st->gumbel_temp = wav2vec2_temperature(&tr->oc.wav2vec2, st->step);
+    st->adam_t = tr->adamw.t;
+    s->seconds = koe_now() - t0;
+    return 0;
+}
+
+/* ---- validation, logging, checkpoints, stopping ---------------------------------------------------- */
+
+int trainer_validate(Trainer *tr, double *loss, double *acc, KoeError *err) {
+    DataSide *v = &tr->valid;
+    watchdog_phase(0, "validation step %lld", (long long)tr->st.step);
+    LoaderConfig lc;
+    loader_cfg(tr->rc, &lc, 1);
+    lc.threads = 0;
+    LoaderPlan *plan = loader_plan_create(v->corpus.utt_length, v->corpus.utt_lang, v->corpus.n_utts,
+                                          v->corpus.n_langs, v->corpus.langs, &lc.plan, err);
+    if (!plan) return -1;
+    const int64_t n = loader_plan_epoch_batches(plan, 0);
+    loader_plan_free(plan);
+    Loader *l = loader_open(&v->corpus, &lc, 0, err);
+    if (!l) return -1;
+    ObjectiveStats sum = {0};
+    ModelRun run = {.seed = tr->rc->run.seed, .step = TRAINER_VALID_STEP};
+    int rc = 0;
+    for (int64_t i = 0; i < n && rc == 0; i++) {
+        const LoaderBatch *b = loader_next(l, err);
+        rc = b ? micro_batch(tr, v, b, run, 0, &sum, err) : -1;
+    }
+    loader_close(l);
+    double tot[3] = {sum.loss_sum, (double)sum.frames, sum.correct}; /* over ranks */
+    if (tr->world > 1) comm_allreduce_sum_f64(tot, 3);
+    *loss = tot[1] > 0 ? tot[0] / tot[1] : NAN;
+    *acc = tot[1] > 0 ? tot[2] / tot[1] : NAN;
+    return rc;
+}
+
+static void fmt_eta(char *out, size_t n, double s) {
+    if (!isfinite(s) || s < 0) s = 0;
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(out, n, "%ldh%02ldm", t / 3600, t / 60 % 60);
+    else
+        snprintf(out, n, "%ldm%02lds", t / 60, t % 60);
+}
+
+static double eta_s(const Trainer *tr, double now) {
+    return (now - tr->t_start) / (double)(tr->st.step - tr->step0) * (double)(tr->rc->optim.max_updates - tr->st.step);
+}
+
+/* `"name": value` for log.jsonl; JSON has no NaN or Infinity: a non-finite value is null. */
+static void json_num(FILE *f, const char *name, double v, const char *fmt) {
+    fprintf(f, ", \"%s\": ", name);
+    if (isfinite(v)) fprintf(f, fmt, v);
+    else
+        fputs("null", f);
+}
+
+static void write_log_line(Trainer *tr, double dt, int valid, double vloss, double vacc) {
+    const Interval *iv = &tr->iv;
+    FILE *f = tr->logf;
+    const double n = iv->updates;
+    fprintf(f, "{\"step\": %lld", (long long)tr->st.step);
+    json_num(f, "loss", iv->frames > 0 ? iv->loss / iv->frames : NAN, "%.9g");
+    json_num(f, "acc", iv->frames > 0 ? iv->correct / iv->frames : NAN, "%.9g");
+    json_num(f, "lr", schedule_lr(&tr->sched, tr->st.step - 1), "%.9g");
+    json_num(f, "grad_norm", n > 0 ? iv->gnorm / n : NAN, "%.9g");
+    json_num(f, "audio_s_per_s", dt > 0 ? iv->samples / 16000.0 / dt : 0, "%.4g");
+    fprintf(f, ", \"skipped\": %lld, \"frames\": %lld", (long long)tr->st.skipped, (long long)iv->frames);
+    if (tr->rc->objective.name == OBJECTIVE_WAV2VEC2 && n > 0) {
+        json_num(f, "code_ppl", iv->code_ppl / n, "%.9g");
+        json_num(f, "prob_ppl", iv->prob_ppl / n, "%.9g");
+        json_num(f, "temp", iv->temp / n, "%.9g");
+    }
+    if (tr->dp) json_num(f, "comm_time_s", n > 0 ? iv->comm / n : 0.0, "%.4g");
+    if (valid) {
+        json_num(f, "valid_loss", vloss, "%.9g");
+        json_num(f, "valid_acc", vacc, "%.9g");
+    }
+    fprintf(f, "}\n");
+    fflush(f);
+    tr->log_lines++;
+}
+
+void trainer_log(Trainer *tr, const TrainerStep *s, int valid, double vloss, double vacc) {
+    const double now = koe_now();
+    if (tr->rank == 0 && tr->logf) {
+        const Interval *iv = &tr->iv;
+        const double dt = now - tr->t_iv;
+        write_log_line(tr, dt, valid, vloss, vacc);
+        if (!tr->tty || valid) {
+            char eta[32];
+            fmt_eta(eta, sizeof eta, eta_s(tr, now));
+            if (tr->tty) fputc('\n', stderr);
+            koe_log("step %lld/%lld loss %.4f acc %.3f lr %.3g gnorm %.3g %.2f audio s/s skipped %lld eta %s",
+                    (long long)tr->st.step, (long long)tr->rc->optim.max_updates,
+                    iv->frames > 0 ? iv->loss / iv->frames : NAN, iv->frames > 0 ? iv->correct / iv->frames : NAN,
+                    schedule_lr(&tr->sched, tr->st.step - 1), iv->updates > 0 ? iv->gnorm / iv->updates : NAN,
+                    dt > 0 ? iv->samples / 16000.0 / dt : 0, (long long)tr->st.skipped, eta);
+            if (valid) koe_log("step %lld valid_loss %.4f valid_acc %.3f", (long long)tr->st.step, vloss, vacc);
+        }
+    }
+    memset(&tr->iv, 0, sizeof tr->iv);
+    tr->t_iv = now;
+    trainer_progress(tr, s);
+}
+
+void trainer_progress(Trainer *tr, const TrainerStep *s) {
+    if (!tr->tty) return;
+    char eta[32];
+    fmt_eta(eta, sizeof eta, eta_s(tr, koe_now()));
+    fprintf(stderr, "\rkoe: step %lld/%lld  loss %.4f  acc %.3f  gnorm %.3g  eta %s   ", (long long)tr->st.step,
+            (long long)tr->rc->optim.max_updates, s->loss, s->frames ? s->acc : 0.0, s->gnorm, eta);
+    fflush(stderr);
+}
+
+void trainer_save(Trainer *tr) {
+    if (tr->tty) fputc('\n', stderr);
+    memcpy(tr->st.log_sums, &tr->iv, sizeof tr->iv);
+    ckpt_save(tr->ckdir, &tr->m->table, tr->m->params, tr->adamw.m, tr->adamw.v, tr->s0, tr->s1, tr->rc->text,
+              &tr->st, tr->rc->run.keep_last);
+}
+
+void trainer_stop_signals(sigset_t *set) {
+    sigemptyset(set);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGUSR1);
+}
+
+int trainer_stop_agreed(Trainer *tr, volatile sig_atomic_t *stop) {
+    sigset_t set; /* a stop signal pending on this thread is handled here, between updates */
+    trainer_stop_signals(&set);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    int64_t stopping = (stop && *stop) || access(tr->stoppath, F_OK) == 0;
+    watchdog_phase(1, "stop agreement step %lld", (long long)tr->st.step);
+    if (tr->dp) comm_allreduce_max_i64(&stopping, 1); /* a signal or stop file seen by any rank stops all */
+    return stopping != 0;
+}
+
+void trainer_stopped(Trainer *tr) {
+    if (tr->rank != 0) return;
+    if (access(tr->stoppath, F_OK) == 0) {
+        if (remove(tr->stoppath) < 0) koe_warn("cannot remove %s: %s", tr->stoppath, strerror(errno));
+        koe_log("%s asked for a stop; removed it so that the next run continues", tr->stoppath);
+    }
+    koe_log("stopped by a signal or stop file at step %lld after a clean checkpoint; run the same command to resume",
+            (long long)tr->st.step);
+}
+
+void trainer_done(Trainer *tr) {
+    if (tr->rank == 0)
+        koe_log("done: %lld steps, %lld skipped; checkpoint %s/latest", (long long)tr->st.step,
+                (long long)tr->st.skipped, tr->ckdir);
+}
+
+int64_t trainer_steps_done(const Trainer *tr) { return tr->st.step; }
+int64_t trainer_max_updates(const Trainer *tr) { return tr->rc->optim.max_updates; }
+Model *trainer_model(Trainer *tr) { return tr->m; }
+
+int trainer_due_valid(const Trainer *tr) {
+    const int64_t every = tr->rc->run.valid_every;
+    return tr->has_valid && every > 0 && tr->st.step % every == 0;
+}
+
+int trainer_due_log(const Trainer *tr) {
+    return tr->st.step % tr->rc->run.log_every == 0 || trainer_due_valid(tr) ||
+           tr->st.step == tr->rc->optim.max_updates;
+}
+
+int trainer_due_save(const Trainer *tr) {
+    return tr->st.step % tr->rc->run.save_every == 0 || tr->st.step == tr->rc->optim.max_updates;
+}
