@@ -2,7 +2,8 @@
 # tests/e2e/train_errors.sh — `koe train` refuses bad input with exit 1 and a message naming what is
 # wrong: a recipe typo (file:line and the key), a missing corpus, a missing label set, a label rate
 # that disagrees with the label set, labels made for another corpus (fingerprint), a resume with
-# another seed. And the non-finite guard: with a NaN in the weights every update is skipped, the run
+# another seed. And the non-finite guard: with a NaN in the weights every update is skipped (logged as
+# null in log.jsonl, which stays JSON), the run
 # stops after optim.max_skips in a row with exit 2 and writes no checkpoint.
 set -euo pipefail
 T="$KOE_TMP/train_errors"
@@ -71,4 +72,15 @@ expect_fail 2 "update skipped" "optim.max_skips" "checkpoint" -- "$R" data.corpu
 test "$(ls nan/checkpoints)" = "$(printf 'latest\nstep-00000006.h5')"
 test "$(cat nan/checkpoints/latest)" = step-00000006.h5
 grep -c "update skipped" err.txt | grep -qx 3
+# log.jsonl stays JSON when every update of an interval was skipped: no loss is null, not nan
+mkdir -p nan2/checkpoints
+cp nan/checkpoints/step-00000006.h5 nan/checkpoints/latest nan2/checkpoints/
+expect_fail 2 "update skipped" -- "$R" data.corpus=c1 data.labels=km8 run.dir=nan2 "${SMALL[@]}" \
+  optim.max_updates=20 optim.max_skips=3 run.log_every=1
+"$PYTHON" - nan2/log.jsonl << 'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]  # json.loads rejects nan
+assert [r["step"] for r in rows] == [7, 8], rows
+assert all(r["loss"] is None and r["acc"] is None and r["grad_norm"] is None for r in rows), rows
+PY
 echo "all refusals and the non-finite stop behave"
