@@ -178,7 +178,7 @@ static int micro_batch(Trainer *tr, DataSide *side, const LoaderBatch *b, ModelR
     ob.B = (int)b->n;
     ob.utt = b->utt;
     ob.run = run;
-    ob.run.utt = b->utt; /* dropout masks keyed by utterance (DESIGN.md section 4) */
+    ob.run.utt = b->utt; /* dropout masks keyed by utterance (distributed/README.md, Determinism) */
     if (rc->model.frontend == FRONTEND_WAVEFORM) {
         ob.inp = b->audio;
         ob.in_len = b->length;

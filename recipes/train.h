@@ -1,8 +1,8 @@
-/* train.h — the pretraining loop behind `koe train` (issue 4 section 2): recipe -> corpus -> loader ->
+/* train.h — the pretraining loop behind `koe train` (recipes/README.md): recipe -> corpus -> loader ->
  * for each update, update_freq micro-batches of (mask, forward, loss, backward) -> gradient norm ->
  * skip non-finite updates -> clip -> AdamW at the schedule's lr -> log, validate, checkpoint.
- * Resumes from RUN/checkpoints/latest and continues bit for bit. Single rank for now: the values that
- * issue 5 sums over ranks (the update's scored frames, loss sums, gradient) are kept explicit. */
+ * Resumes from RUN/checkpoints/latest and continues bit for bit. The values summed over ranks
+ * (the update's scored frames, loss sums, gradient) are kept explicit. */
 #pragma once
 #include <signal.h>
 
