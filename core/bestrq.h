@@ -1,4 +1,4 @@
-/* bestrq.h — BEST-RQ's targets, input masking and prediction head (DESIGN.md section 3; Chiu et al.
+/* bestrq.h — BEST-RQ's targets, input masking and prediction head (core/README.md, Objectives; Chiu et al.
  * 2022, "Self-supervised learning with random-projection quantizer for speech recognition").
  *
  * Per batch of fbank features (the loader's feats (B, F, 80), frames (B), with data.features = fbank):

@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-/* Exit codes of the koe binary (DESIGN.md section 6). */
+/* Exit codes of the koe binary (recipes/README.md, Exit codes). */
 enum {
     KOE_EXIT_OK = 0,        /* success */
     KOE_EXIT_USAGE = 1,     /* usage or bad input: the message names the file, line or key */

@@ -1,4 +1,4 @@
-/* conformer.h — one Conformer encoder layer (DESIGN.md section 2, encoder `conformer`): forward and
+/* conformer.h — one Conformer encoder layer (core/README.md, encoder `conformer`): forward and
  * backward as a straight list of core/layers.h kernel calls, in torchaudio's ConformerLayer order:
  *
  *   x1  = x  + 0.5 * FFN1(x)                 FFN(z) = drop(W2 drop_act(swish(W1 LN(z) + b1)) + b2)

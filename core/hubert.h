@@ -1,4 +1,4 @@
-/* hubert.h — HuBERT's prediction head and masked-prediction loss (DESIGN.md section 3): the encoder
+/* hubert.h — HuBERT's prediction head and masked-prediction loss (core/README.md, Objectives): the encoder
  * output x of each selected frame is projected by final_proj (Linear D -> final_dim, with bias), and
  * its logits are the cosine similarities to every label embedding divided by logit_temp (0.1):
  *   logit[c] = cos(final_proj(x), label_embeddings[c]) / logit_temp,   c = 0 .. n_classes - 1

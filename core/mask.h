@@ -1,4 +1,4 @@
-/* mask.h — which frames an objective hides from the encoder (DESIGN.md section 3), and the two ways
+/* mask.h — which frames an objective hides from the encoder (core/README.md, Objectives), and the two ways
  * they are hidden: a learned mask embedding after the frontend (HuBERT, wav2vec 2.0) or noise on the
  * input features (BEST-RQ).
  *

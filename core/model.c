@@ -1,4 +1,4 @@
-/* model.c — the speech encoder of DESIGN.md section 2 as straight lists of layers.h kernel calls:
+/* model.c — the speech encoder of core/README.md (The model) as straight lists of layers.h kernel calls:
  * frontend (waveform conv stack + LayerNorm + projection, or stacked fbank + projection), learned mask
  * embedding, and the transformer encoder (conv positional embedding, post-LN or pre-LN layers,
  * layerdrop) or the conformer encoder (core/conformer.h layers behind the same positional embedding).

@@ -1,4 +1,4 @@
-/* model.h — a speech encoder: frontend -> (mask) -> encoder, as DESIGN.md section 2 describes.
+/* model.h — a speech encoder: frontend -> (mask) -> encoder, as core/README.md describes.
  * ModelConfig is what the recipe's [model] section resolves to (recipes/recipe.c parses it; the keys
  * use fairseq's names). The rest of this header (parameter table, activations, forward/backward)
  * is the model's own API. No MPI, no HDF5. */
@@ -131,7 +131,7 @@ typedef enum {
 extern const char *const model_prof_names[PROF_N];
 
 /* A forward pass's randomness: dropout and layerdrop only when train is set. Every dropout mask of
- * utterance b is keyed by utt[b] (DESIGN.md section 4: never by its batch position or rank), so
+ * utterance b is keyed by utt[b] (distributed/README.md, Determinism: never by its batch position or rank), so
  * the same utterance gets the same masks on its valid frames alone or in any padded batch. */
 typedef struct {
     int train;

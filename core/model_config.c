@@ -1,5 +1,5 @@
-/* model_config.c — the default ModelConfig: HuBERT Base as fairseq trains it (DESIGN.md sections 2
- * and 3). The recipe's [model] table (recipes/recipe.c) states the same numbers as its defaults;
+/* model_config.c — the default ModelConfig: HuBERT Base as fairseq trains it (core/README.md,
+ * Objectives). The recipe's [model] table (recipes/recipe.c) states the same numbers as its defaults;
  * tests/unit/test_recipe.c checks that the two agree. Must not hold anything but numbers. */
 #include <string.h>
 

@@ -1,4 +1,4 @@
-/* objective.h — one small interface over the pretraining objectives (DESIGN.md section 3), so the
+/* objective.h — one small interface over the pretraining objectives (core/README.md), so the
  * training loop does not branch on which one runs: where the mask goes (after the frontend for
  * HuBERT and wav2vec 2.0, on the input features for BEST-RQ), the model's forward, the head's loss,
  * and the backward through head and model.

@@ -1,5 +1,5 @@
 /* optim.h — AdamW, gradient-norm clipping and learning-rate schedules over the flat parameter
- * buffer (DESIGN.md sections 2 and 3). Everything works on a slice [start, end) of the flat
+ * buffer (core/README.md). Everything works on a slice [start, end) of the flat
  * buffers, so ZeRO-1 (distributed/) updates its own slice with the same code; reductions across
  * ranks are the caller's (optim_grad_sqnorm returns the local part, the caller sums it). Gradient
  * accumulation is the caller's too: sum the gradients of update_freq micro-batches, then step.

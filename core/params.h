@@ -1,4 +1,4 @@
-/* params.h — the parameter table (DESIGN.md section 2): an ordered list of {name, shape, init}
+/* params.h — the parameter table (core/README.md): an ordered list of {name, shape, init}
  * entries with Hugging Face transformers names. The table decides the layout of the one flat float
  * buffer that holds every parameter (and of the gradient buffer, which has the same layout), how each
  * tensor is initialised, and what checkpoints, export and parity tests read and write by name.

@@ -1,4 +1,4 @@
-/* rng.h — the one random number generator of koe (DESIGN.md section 4).
+/* rng.h — the one random number generator of koe (distributed/README.md, Determinism).
  * Counter-based: a stream is named by (seed, a, b, purpose), e.g. (seed, step, utterance, KOE_RNG_MASK),
  * and its n-th number is a pure function of that name and n. Nothing depends on rank count or
  * thread schedule. The C library's generator is banned. */

@@ -1,4 +1,4 @@
-/* wav2vec2.h — wav2vec 2.0's objective head (DESIGN.md section 3): the Gumbel product quantizer of the
+/* wav2vec2.h — wav2vec 2.0's objective head (core/README.md, Objectives): the Gumbel product quantizer of the
  * unmasked features, the contrastive (InfoNCE) loss over masked frames with negatives from the same
  * utterance, and the diversity term. fairseq's Wav2Vec2Model (quantizer path, sample_negatives,
  * compute_preds), GumbelVectorQuantizer and wav2vec_criterion, in plain form:

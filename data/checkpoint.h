@@ -1,4 +1,4 @@
-/* checkpoint.h — checkpoint files, DESIGN.md section 5:
+/* checkpoint.h — checkpoint files (data/README.md, Checkpoint):
  *   /model/<hf name>  float32, shaped as the parameter table says     attr checksum
  *   /optim/m, /optim/v  float32 [total] AdamW moments, flat (training checkpoints)  attr checksum each
  *   /state            group; attrs step, epoch, consumed, seed, adam_t, skipped, skips_in_row,
@@ -14,7 +14,7 @@
  *
  * Writing goes through CheckpointWriter, which is handed whole /model tensors and [offset, count)
  * slices of the flat /optim datasets, and accumulates the checksums of what it wrote. This file does
- * the serial I/O mode (one process writes everything); the collective mode (distributed/, issue 5)
+ * the serial I/O mode (one process writes everything); the collective mode (distributed/ckpt.h)
  * opens the same layout through MPI-IO, has each rank write its slices, and sums the checksums over
  * ranks before checkpoint_writer_finish — the calls stay the same.
  * The file is written as PATH.tmp, fsynced and renamed; a run directory's RUN/checkpoints/latest

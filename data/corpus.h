@@ -1,4 +1,4 @@
-/* corpus.h — a corpus directory, DESIGN.md section 5: DIR/corpus.h5 (the index) and
+/* corpus.h — a corpus directory (data/README.md, Corpus): DIR/corpus.h5 (the index) and
  * DIR/shard-NNNNN.h5. corpus.h5 holds
  *   /shards strings [S] (file names)  /shard_utts int64 [S]
  *   /langs strings [Lg]  /lang_utts int64 [Lg]  /lang_hours float64 [Lg]

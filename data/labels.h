@@ -1,4 +1,4 @@
-/* labels.h — a label set, DESIGN.md section 5: HuBERT's frame targets, one file per corpus shard,
+/* labels.h — a label set (data/README.md, Label set): HuBERT's frame targets, one file per corpus shard,
  * never inside the shard:
  *   DIR/labels/NAME/shard-NNNNN.h5   (same base name as the corpus shard it labels)
  *     /labels  uint16 [frames]   class ids, all < n_classes

@@ -1,4 +1,4 @@
-/* loader.h — the batch loader (DESIGN.md section 4, issue 2 section 5): which utterances form each
+/* loader.h — the batch loader (distributed/README.md, Determinism): which utterances form each
  * global batch, which part of it this rank gets, where each utterance is cropped, and a background
  * prefetch that reads audio (and fbank/MFCC) ahead of the trainer. No MPI: rank and world are ints.
  *
@@ -22,7 +22,7 @@
  *      ties by position, and cut greedily into global batches while n * max_len <= max_tokens.
  *   5. The order of the epoch's batches is shuffled from (seed, epoch, KOE_RNG_BATCH_ORDER).
  *
- * max_tokens is the budget of one GLOBAL batch in samples (DESIGN.md says "per rank"; here it is
+ * max_tokens is the budget of one GLOBAL batch in samples (fairseq's is per GPU; here it is
  * global on purpose): that is what makes the global batches identical for every world size. A rank
  * holds about max_tokens / world samples. Rank r of P takes utterances i of each global batch with
  * i % P == r (the batch is sorted by length, so slices are balanced); a slice may be empty when the

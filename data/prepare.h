@@ -1,5 +1,5 @@
 /* prepare.h — `koe prepare` without the MPI: turn inputs (audio directories, fairseq .tsv manifests,
- * Kaldi wav.scp, single files) into corpus shards (DESIGN.md section 5).
+ * Kaldi wav.scp, single files) into corpus shards (data/README.md, Corpus).
  *
  * The steps, each deterministic and independent of the rank count:
  *   prepare_collect      every rank lists the same candidates in the same order (directories sorted

@@ -1,4 +1,4 @@
-/* shard.c — write and read one corpus shard (layout in shard.h, DESIGN.md section 5).
+/* shard.c — write and read one corpus shard (layout in shard.h and data/README.md, Corpus).
  * The writer appends audio in whole chunks to an extendible dataset, so memory stays bounded for
  * a multi-GB shard, and publishes the file by rename only once it is complete. The reader trusts
  * nothing in the file: every table is checked before anyone indexes with it.

@@ -1,4 +1,4 @@
-/* shard.h — one corpus shard, DESIGN.md section 5:
+/* shard.h — one corpus shard (data/README.md, Corpus):
  *   /audio       int16 [samples]  chunked, shuffle + zstd (32015) + fletcher32
  *   /utt/offset  int64 [n]   /utt/length int64 [n]
  *   /utt/id, /utt/lang, /utt/speaker, /utt/source   strings [n]

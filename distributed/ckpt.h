@@ -1,4 +1,4 @@
-/* ckpt.h — training checkpoints written and read collectively (issue 5 section 2): the collective
+/* ckpt.h — training checkpoints written and read collectively (distributed/README.md): the collective
  * mode of data/checkpoint.h's CheckpointWriter. One parallel-HDF5 file per checkpoint through MPI-IO
  * (collective metadata operations; HDF5_USE_FILE_LOCKING=FALSE in the environment is honoured by
  * HDF5 itself), each rank writing its slices: the /model tensors whose first element lies in its

@@ -1,4 +1,4 @@
-/* dp.h — data-parallel gradient reduction (issue 5 section 1): the flat gradient buffer cut into
+/* dp.h — data-parallel gradient reduction (distributed/README.md): the flat gradient buffer cut into
  * buckets of whole tensors in reverse table order (the order backward finishes them), each reduced
  * over MPI_COMM_WORLD with a non-blocking collective as soon as the model reports it final
  * (Model.on_grads_ready), so communication overlaps the rest of backward.

@@ -1,4 +1,4 @@
-/* watchdog.h — ends the job when a rank hangs (issue 5 section 3): a per-rank thread that knows what
+/* watchdog.h — ends the job when a rank hangs (distributed/README.md, Watchdog): a per-rank thread that knows what
  * the rank is doing (its phase: "forward/backward step 123", "gradient allreduce step 123",
  * "checkpoint write step 123") and aborts the communicator with a message naming the rank and the
  * phase when the phase has not changed for run.watchdog_s seconds. A phase that waits on the other

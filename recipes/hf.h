@@ -1,4 +1,4 @@
-/* hf.h — the Hugging Face export of a model (DESIGN.md section 5): DIR/model.safetensors (tensors
+/* hf.h — the Hugging Face export of a model (data/README.md, Export): DIR/model.safetensors (tensors
  * under the parameter table's Hugging Face names, F32, __metadata__ {"format":"pt"}) and
  * DIR/config.json with the transformers Wav2Vec2/HuBERT fields (conv_dim, conv_kernel, conv_stride,
  * conv_bias, feat_extract_norm, hidden_size, num_hidden_layers, num_attention_heads,

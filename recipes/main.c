@@ -1,4 +1,4 @@
-/* main.c — the koe binary: git-style subcommands (DESIGN.md section 6). Every subcommand runs
+/* main.c — the koe binary: git-style subcommands (recipes/README.md, Subcommands). Every subcommand runs
  * inside MPI (a plain `koe CMD` is a world of one) so that the same binary works under mpirun. */
 #include <stdio.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-/* recipe.h — training recipes (DESIGN.md section 7): INI files parsed with libinih, sections
+/* recipe.h — training recipes (recipes/README.md, Recipes): INI files parsed with libinih, sections
  * [data] [model] [objective] [optim] [run], plus `section.key=value` overrides from the command
  * line. One table (recipe.c) gives every key its type, default and one-line doc; it drives parsing,
  * validation, the `koe help`-style key listing and the resolved text. The resolved text (every

@@ -1,6 +1,6 @@
 # checkpoint.sh — `make bench BENCH=checkpoint`: collective checkpoint write and load of the base
 # HuBERT model (recipes/base/hubert_iter1.ini, ~95M parameters + AdamW moments) on 1 and on 2 ranks,
-# and the bytes written (issue 5 section 5). One `koe train` update with max_updates=1 writes the
+# and the bytes written. One `koe train` update with max_updates=1 writes the
 # checkpoint (its "checkpoint ... written in" line); the same command again only loads it (its "read
 # and verified in" line). Times include the checksums; the 2-rank run writes one file through MPI-IO.
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# dp.sh — `make bench BENCH=dp`: data-parallel training on one machine (issue 5 section 5). The small
+# dp.sh — `make bench BENCH=dp`: data-parallel training on one machine. The small
 # HuBERT (recipes/tiny/hubert_small.ini, global batch 320000 samples) on a synthesized corpus with
 # MFCC k-means labels, at 1 rank x 2 threads and at 2 MPI ranks x 1 thread: seconds per update (the
 # difference between a run of LONG and one of SHORT updates, divided by LONG - SHORT, so start-up and

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tests/bench/features.sh — fbank and MFCC throughput on one core against the torchaudio anchor
-# (../shared/anchors/kaldi_features.py), same audio length, measured in this run. Goal (issue 2):
+# (../shared/anchors/kaldi_features.py), same audio length, measured in this run. Goal:
 # ours >= 3x the anchor's x_realtime. Median of 3 for both sides.
 set -euo pipefail
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1

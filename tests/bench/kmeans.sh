@@ -2,7 +2,7 @@
 # tests/bench/kmeans.sh — koe kmeans against the anchor (../shared/anchors/sklearn_kmeans.py:
 # MiniBatchKMeans, HuBERT settings, n_init 20) on the same MFCC of a demo corpus, k=100, 2 threads
 # each. Prints both inertias over all frames (ours computed by tests/reference/kmeans_inertia.py the
-# way the anchor scores itself), both times and the ratios. Goal (issue 4): inertia <= 1.01x.
+# way the anchor scores itself), both times and the ratios. Goal: inertia <= 1.01x.
 # koe's time includes computing the MFCC on the fly every Lloyd pass; the anchor's excludes loading.
 set -euo pipefail
 MINUTES=${KMEANS_BENCH_MINUTES:-10}

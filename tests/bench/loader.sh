@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/bench/loader.sh — sustained loader rate (issue 2 section 6): HDF5 read + zstd decode + fbank +
+# tests/bench/loader.sh — sustained loader rate: HDF5 read + zstd decode + fbank +
 # padding with one prefetch thread, the consumer taking batches as fast as they come. Reports audio
 # seconds per CPU second of the whole process (per core; goal >= 500x real time) and per wall second,
 # median of 3, with torchaudio's fbank alone (../shared/anchors/kaldi_features.py) from this run for

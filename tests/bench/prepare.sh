@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# tests/bench/prepare.sh — `koe prepare` throughput, 1 rank, in hours of audio per minute (issue 2
-# section 6), on generated files: half 16 kHz int16 (copied bit-exactly), half 44.1 kHz float
+# tests/bench/prepare.sh — `koe prepare` throughput, 1 rank, in hours of audio per minute,
+# on generated files: half 16 kHz int16 (copied bit-exactly), half 44.1 kHz float
 # (resampled with soxr HQ). For scale, the same work with the usual Python stack in this run
 # (tests/reference/prepare_baseline.py: soundfile + torchaudio resample + h5py with our zstd plugin).
 # Median of 3 for both; koe's figure is its own log line (decode + resample + shard writing + index,

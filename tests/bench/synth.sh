@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/bench/synth.sh — `koe synth` CPU seconds per minute of audio (issue 2: "minutes of audio in
+# tests/bench/synth.sh — `koe synth` CPU seconds per minute of audio (the goal: "minutes of audio in
 # seconds of CPU"), against the espeak-ng command line speaking the same sentences with the same
 # voice, rate and pitch in the same run (one process per utterance, 22.05 kHz, no resampling, no
 # alignments). Median of 3 for koe; 1 rank and 2 ranks.

@@ -1,6 +1,6 @@
 # train_step.sh — `make bench BENCH=train_step`: a full HuBERT training step (forward, loss, backward,
 # AdamW), koe vs ../shared/anchors/torch_hubert_step.py, 2 threads, batch 2 x 4 s, the three model
-# sizes, side by side in one run (issue 3 section 3; goal >= 2x, peak RSS <= PyTorch's).
+# sizes, side by side in one run (goal >= 2x, peak RSS <= PyTorch's).
 # Run in the machine's environment as it is. This machine sets OPENBLAS_CORETYPE=Haswell (older
 # OpenBLAS builds miscompute on some CPUs): PyTorch's OpenBLAS GEMMs follow it, koe's GEMMs (oneDNN,
 # core/gemm.h) and PyTorch's convolutions (oneDNN too) pick kernels from the CPU's features.

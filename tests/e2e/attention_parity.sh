@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# attention_parity.sh — koe's attention kernels against torchaudio's SelfAttention (issue 3 §2):
+# attention_parity.sh — koe's attention kernels against torchaudio's SelfAttention:
 # tests/reference/attention_ref.py writes the reference tensors for a padded batch (Base sizes, and
 # a smaller 4-head case with a longer T), then build/tests/test_attention_parity compares the
 # output and every input/weight gradient (error <= 1e-4 max|ref| + 1e-5, worst element printed).

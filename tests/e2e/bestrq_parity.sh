@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bestrq_parity.sh — BEST-RQ (core/bestrq.c) against PyTorch (issue 4, section 1): test_bestrq with
+# bestrq_parity.sh — BEST-RQ (core/bestrq.c) against PyTorch: test_bestrq with
 # KOE_BESTRQ_REF writes one realistic case (3 utterances of 80-d fbank-like features, 2 quantizers of
 # 8192 x 16, noise_std 0.2, a 48-wide head) with every koe result; tests/reference/bestrq_ref.py
 # recomputes normalisation, targets, masks, the noised input, the loss and every gradient and compares

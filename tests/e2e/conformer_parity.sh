@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# conformer_parity.sh — one Conformer layer against PyTorch (issue 3, section 2): the reference
+# conformer_parity.sh — one Conformer layer against PyTorch: the reference
 # (tests/reference/conformer_ref.py: torch.nn pieces, fixed-seed weights saved by transformers name)
 # runs a padded batch, then test_conformer's parity test loads the same weights and compares the
 # residual stream after every block, the output, and every gradient of sum(out * R):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# export_torchaudio.sh — koe init -> koe export -> torchaudio (issue 3, section 2): the export's
+# export_torchaudio.sh — koe init -> koe export -> torchaudio: the export's
 # model.safetensors is loaded into torchaudio's wav2vec2_model(**config from config.json)
 # (tests/reference/hf_export.py) through the sub-dicts that
 # import_huggingface_model uses, and its hidden states (float64) on real speech (espeak-ng) equal

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# features_parity.sh — the real pipeline against torchaudio (issue 2, section 4): espeak-ng speech
+# features_parity.sh — the real pipeline against torchaudio: espeak-ng speech
 # -> koe prepare -> koe features (mfcc, fbank) -> per utterance and per dimension,
 # max |koe - torchaudio| <= 1e-3 x that dimension's range (../shared/anchors/kaldi_features.py --dump).
 # Then the same files from 2 and 3 ranks (small blocks, so ranks write different numbers of blocks,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tests/e2e/hubert_iterations.sh — HuBERT's two iterations through recipes/hubert/run.sh on the demo
-# corpus (what `make demo` synthesizes: 4 minutes, 14 languages, phone alignments), issue 4 section 4:
+# corpus (what `make demo` synthesizes: 4 minutes, 14 languages, phone alignments):
 # iteration 1 clusters MFCC (k=100) and trains the tiny recipe (shrunk: 128-wide conv stack, 2 x 128
 # transformer, dropout off; pred_nomask_weight 1 as in the tiny recipe) for 800 updates; iteration 2
 # clusters its layer 1 (k=500), labels the corpus and trains briefly on those 50 Hz labels. The

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # hubert_parity.sh — the HuBERT head and loss (core/hubert.c) against torchaudio's LogitGenerator
-# (issue 4, section 1): tests/reference/hubert_ref.py writes a padded batch with masks and labels
+# tests/reference/hubert_ref.py writes a padded batch with masks and labels
 # (some -1), the weights, and torchaudio's loss (cross_entropy(logit_m, zeros, reduction="sum"), as
 # ../shared/anchors/torch_hubert_step.py takes it) with every gradient, for masked frames, unmasked
 # frames and a label embedding whose norm is under cosine_similarity's eps; it also checks that

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# layers_parity.sh — the layer kernels (core/layers.c) against PyTorch (issue 3, section 2):
+# layers_parity.sh — the layer kernels (core/layers.c) against PyTorch:
 # tests/reference/layers_ref.py writes inputs, outputs and gradients of sum(out * R) for linear,
 # conv1d (waveform, strided, grouped "same", depthwise), LayerNorm, GroupNorm(C, C), GELU, SiLU,
 # GLU, weight_norm(dim=2) + grouped conv and dropout's mask rule; test_layers_parity compares every

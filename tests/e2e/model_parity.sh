@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# model_parity.sh — the whole model against torchaudio (issue 3, section 2): tests/reference/model_ref.py
+# model_parity.sh — the whole model against torchaudio: tests/reference/model_ref.py
 # builds wav2vec2_model(...) for the four extractor x layer-norm-order combinations, runs a padded batch
 # of three utterances in float64 and writes every hidden state, the output and every parameter's
 # gradient of sum(out * R); test_model's parity test loads the same weights through the checkpoint

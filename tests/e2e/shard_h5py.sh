@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # shard_h5py.sh — a shard written by `koe prepare` is plain HDF5 that other tools read: h5py (with
 # HDF5_PLUGIN_PATH at our zstd plugin) returns exactly the int16 samples python3-soundfile reads
-# from the sources, the tables and attributes are as DESIGN.md section 5 says, and h5dump decodes
+# from the sources, the tables and attributes are as data/README.md says, and h5dump decodes
 # /audio. Also: a flipped byte inside a compressed chunk makes h5py fail (fletcher32), not return
 # garbage.
 set -euo pipefail

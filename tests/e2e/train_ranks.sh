@@ -5,7 +5,7 @@
 # (run.zero=1); every logged step's loss must be within 1e-5 (relative) of the 1-rank run's, with the
 # same scored-frame count. Small global batches make some ranks' slices empty at 3 and 4 ranks.
 # Dropout is on at every site (the recipes' 0.1, plus activation dropout 0.1): its masks are keyed by
-# utterance id (DESIGN.md section 4), so they do not depend on the rank count or the batch layout.
+# utterance id (distributed/README.md, Determinism), so they do not depend on the rank count or the batch layout.
 # Then checkpoints: a 2-rank ZeRO-1 run resumed from its step-10 checkpoint logs exactly the lines of
 # the uninterrupted one, and the same checkpoint resumed on 3 ranks without ZeRO-1 stays within 1e-5.
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/e2e/train_resume.sh — collective checkpoints on several ranks (issue 5 section 2), with the
+# tests/e2e/train_resume.sh — collective checkpoints on several ranks, with the
 # tiny BEST-RQ recipe shrunk to seconds per run:
 #  (a) 2 ranks killed with kill -9 at a random step, and once in the middle of a checkpoint write
 #      (test hook KOE_TEST_SLOW_CKPT), then restarted: log.jsonl equals an uninterrupted 2-rank run's

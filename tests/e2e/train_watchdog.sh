@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# tests/e2e/train_watchdog.sh — a hung rank ends the job (issue 5 section 3): 2 ranks of a tiny run
+# tests/e2e/train_watchdog.sh — a hung rank ends the job: 2 ranks of a tiny run
 # with run.watchdog_s=10, rank 1 made to hang at step 3 by the test hook KOE_TEST_HANG_AT_STEP
-# (recipes/train.c). The job must end by itself (a 120 s timeout catches a job that sits idle) with a
+# (recipes/trainer.c). The job must end by itself (a 120 s timeout catches a job that sits idle) with a
 # non-zero exit and a message naming rank 1 and what it was doing; rank 0, waiting on it, may say so
 # too. Also: a rank killed outright (kill -9 of rank 1's process) ends the job (Open MPI's part).
 set -euo pipefail

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # wav2vec2_parity.sh — the wav2vec 2.0 head (core/wav2vec2.c) against a PyTorch transcription of
 # fairseq's GumbelVectorQuantizer, Wav2Vec2Model quantizer/negatives/compute_preds path and
-# wav2vec_criterion (issue 4, section 1). test_wav2vec2 writes three cases (KOE_WAV2VEC2_DUMP): a
+# wav2vec_criterion. test_wav2vec2 writes three cases (KOE_WAV2VEC2_DUMP): a
 # training case with V = 320 entries and 100 negatives, a case with G*V = 4 codes so that negatives
 # equal to their positive are common (-inf logits; the reference fails if there are none), and an
 # evaluation case (hard argmax, no straight-through); each with its inputs, weights, Gumbel noise,

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Compare koe features with the torchaudio reference, per dimension (issue 2, section 4).
+"""Compare koe features with the torchaudio reference, per dimension.
 
   python3 compare_features.py OURS.h5 REF.h5 [--utt ID] [--rtol 1e-3]
 

@@ -1,4 +1,4 @@
-/* parity.h — the one parity rule every test against PyTorch uses (DESIGN.md section 8, issue 3):
+/* parity.h — the one parity rule every test against PyTorch uses:
  * a tensor agrees when every element has |got - ref| <= 1e-4 * max|ref| + 1e-5. parity_check prints
  * one line per tensor with the worst element (NaN counts as the worst) and returns 1 when it agrees. */
 #pragma once

@@ -2,7 +2,7 @@
  * tests/reference/layers_ref.py writes (run by tests/e2e/layers_parity.sh, which sets KOE_LAYERS_REF
  * to the .h5 path). Without KOE_LAYERS_REF every test is skipped with a message saying so.
  * For each case: forward output and the gradients of sum(out * R) for every input and parameter,
- * each within 1e-4 * max|ref| + 1e-5 (issue 3, section 2); the worst element is printed on failure
+ * each within 1e-4 * max|ref| + 1e-5 (tests/unit/parity.h); the worst element is printed on failure
  * and every tensor's max error is printed as a "parity" line for the report. */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -109,7 +109,7 @@ static void test_defaults_canonical(void **state) {
 
 static void test_design_keys_exist(void **state) {
     (void)state;
-    /* DESIGN.md section 7 and the issue name these; scripts and tests rely on them. */
+    /* recipes/README.md names these; scripts and tests rely on them. */
     static const char *const named[][2] = {
         {"data", "corpus"},      {"data", "labels"},        {"data", "max_tokens"},   {"data", "valid_corpus"},
         {"objective", "name"},   {"optim", "lr"},           {"optim", "max_updates"}, {"optim", "warmup"},
