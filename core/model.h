@@ -1,9 +1,12 @@
 /* model.h — a speech encoder: frontend -> (mask) -> encoder, as DESIGN.md section 2 describes.
- * ModelConfig is what the recipe's [model] section resolves to (recipes/recipe.c parses it; the keys
- * use fairseq's names). The rest of this header (parameter table, activations, forward/backward)
+ * ModelConfig is what the recipe's [model] section resolves to: its keys (fairseq's names) are
+ * declared once, in model_keys (model_config.c). The rest of this header (parameter table, activations, forward/backward)
  * is the model's own API. No MPI, no HDF5. */
 #pragma once
 #include <stdint.h>
+#include <stdio.h>
+
+#include "config_keys.h"
 
 #define MODEL_MAX_CONV 16
 
@@ -45,8 +48,17 @@ typedef struct {
     int mask_min_spans;          /* mask_min_masks = 2 */
 } ModelConfig;
 
-/* HuBERT/wav2vec 2.0 Base defaults (the numbers above). */
+/* Every ModelConfig setting: the recipe's [model] keys and the config.json fields (config_keys.h). */
+extern const ConfigKey model_keys[];
+extern const int model_n_keys;
+/* HuBERT/wav2vec 2.0 Base defaults (the numbers above): model_keys' defaults. */
 void model_config_default(ModelConfig *cfg);
+/* fairseq's conv_feature_layers grammar: a sum of lists of (dim, kernel, stride) tuples, each list
+ * optionally repeated with *N, e.g. "[(512,10,5)] + [(512,3,2)]*4 + [(512,2,2)]*2". Fills n_conv
+ * and the conv arrays of m (the rest zero); on error returns -1 with why (naming the character) in
+ * msg and m unchanged. model_format_conv_layers writes the canonical form. */
+int model_parse_conv_layers(const char *s, ModelConfig *m, char *msg, size_t msg_len);
+void model_format_conv_layers(FILE *f, const ModelConfig *m);
 
 /* ---- the model: parameters, activations, forward and backward ---------------------------------
  * Dimension letters: B utterances, S input length (samples, or fbank frames), T encoder frames,

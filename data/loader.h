@@ -49,6 +49,7 @@
 #include <stdint.h>
 
 #include "../core/common.h"
+#include "../core/config_keys.h"
 #include "corpus.h"
 #include "features.h"
 
@@ -92,7 +93,7 @@ typedef struct {
 /* ---- planning: pure, no I/O ------------------------------------------------------------------ */
 typedef struct LoaderPlan LoaderPlan;
 
-void loader_plan_config_default(LoaderPlanConfig *cfg); /* seed 1, 1.4M, 250k, 32k, 0.5, 1, 100, 0/1 */
+void loader_plan_config_default(LoaderPlanConfig *cfg); /* loader_config_default's plan */
 /* length, lang: (n_utts) samples and language index in [0, n_langs); lang_names (n_langs) may be
  * NULL (used for logging only). The arrays are copied. Fails when the config is invalid or no
  * utterance is at least min_sample_size long. */
@@ -116,7 +117,12 @@ typedef struct {
 
 typedef struct Loader Loader;
 
-void loader_config_default(LoaderConfig *cfg); /* plan defaults, no features, 1 thread, depth 4 */
+/* The settings a recipe states in [data] (max_tokens ... features), declared once: offsets into
+ * LoaderConfig, defaults that are the recipe's (recipes/recipe.c lists this table). */
+extern const ConfigKey loader_keys[];
+extern const int loader_n_keys;
+/* loader_keys' defaults; seed 1, crop_to_shortest, rank 0 of 1, logging on, depth 4. */
+void loader_config_default(LoaderConfig *cfg);
 /* The corpus is borrowed and must outlive the loader. Starts at global batch `consumed`. */
 Loader *loader_open(Corpus *c, const LoaderConfig *cfg, int64_t consumed, KoeError *err);
 /* The next batch of this rank; valid until the next loader_next or loader_close. Returns NULL
