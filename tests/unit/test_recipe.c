@@ -1,5 +1,6 @@
 /* test_recipe.c — recipes (recipes/recipe.c): defaults are HuBERT Base and agree with
- * model_config_default; every error class names file:line and the key (or the override);
+ * model_config_default; [model] is model_keys and [data] holds loader_keys (tests/unit/test_hf.c
+ * checks that model_keys covers ModelConfig and survives config.json); every error class names file:line and the key (or the override);
  * overrides apply after the file; fairseq's conv_feature_layers grammar; the resolved text parses
  * back to the same text and hash; changing any key changes the hash.
  * recipes/ is linked into the koe binary only, so the parser is compiled into this test directly. */
@@ -104,6 +105,45 @@ static void test_defaults_canonical(void **state) {
             fail();
         }
         free(buf);
+    }
+}
+
+static char *format_field(const ConfigKey *k, const void *field) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    assert_non_null(f);
+    config_key_format(f, k, field);
+    fclose(f);
+    return buf;
+}
+
+/* [model] is core's model_keys, in order, on Recipe.model; [data] holds every one of data/loader.c's
+ * loader_keys, and the recipe's default of each is what loader_config_default sets. */
+static void test_sections_are_the_owners_tables(void **state) {
+    (void)state;
+    Recipe r;
+    set_defaults(&r);
+    int m = 0;
+    for (int k = 0; k < n_keys; k++) {
+        if (strcmp(keys[k].section, "model")) continue;
+        assert_true(m < model_n_keys);
+        assert_ptr_equal(keys[k].k, &model_keys[m]);
+        assert_int_equal(keys[k].off, offsetof(Recipe, model) + model_keys[m].off);
+        m++;
+    }
+    assert_int_equal(m, model_n_keys);
+    LoaderConfig lc;
+    loader_config_default(&lc);
+    for (int i = 0; i < loader_n_keys; i++) {
+        int k = find_key("data", loader_keys[i].key);
+        if (k < 0) fail_msg("loader key %s is not in [data]", loader_keys[i].key);
+        assert_ptr_equal(keys[k].k, &loader_keys[i]);
+        char *want = format_field(&loader_keys[i], (const char *)&lc + loader_keys[i].off);
+        char *got = format_field(keys[k].k, (const char *)&r + keys[k].off);
+        assert_string_equal(got, want);
+        free(want);
+        free(got);
     }
 }
 
@@ -485,6 +525,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_defaults_canonical),
+        cmocka_unit_test(test_sections_are_the_owners_tables),
         cmocka_unit_test(test_design_keys_exist),
         cmocka_unit_test(test_help_lists_every_key),
         cmocka_unit_test(test_errors_name_line_and_key),
