@@ -1,7 +1,7 @@
 /* model.h — a speech encoder: frontend -> (mask) -> encoder, as DESIGN.md section 2 describes.
  * ModelConfig is what the recipe's [model] section resolves to: its keys (fairseq's names) are
- * declared once, in model_keys (model_config.c). The rest of this header (parameter table, activations, forward/backward)
- * is the model's own API. No MPI, no HDF5. */
+ * declared once, in model_keys (model_config.c). The rest of this header (parameter table,
+ * activations, forward/backward) is the model's own API. No MPI, no HDF5. */
 #pragma once
 #include <stdint.h>
 #include <stdio.h>

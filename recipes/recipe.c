@@ -156,7 +156,6 @@ static void build_keys(void) {
 /* The table, built on first use. */
 static void recipe_keys(void) { pthread_once(&keys_once, build_keys); }
 
-
 static const char *const sections[] = {"data", "model", "objective", "optim", "run"};
 #define N_SECTIONS ((int)(sizeof sections / sizeof sections[0]))
 #define SECTION_LIST "[data] [model] [objective] [optim] [run]"
