@@ -56,11 +56,11 @@
 typedef struct {
     uint64_t seed;
     int64_t max_tokens;      /* samples per GLOBAL batch: n * longest cropped length <= max_tokens */
-    int64_t max_sample_size; /* crop longer utterances to this many samples (250000) */
-    int64_t min_sample_size; /* skip utterances shorter than this (32000) */
-    double lang_alpha;       /* multilingual sampling exponent: 1 = as is, 0.5 default, 0 = uniform */
+    int64_t max_sample_size; /* crop longer utterances to this many samples */
+    int64_t min_sample_size; /* skip utterances shorter than this */
+    double lang_alpha;       /* multilingual sampling exponent: 1 = as is, 0 = uniform */
     int crop_to_shortest;    /* 1: crop the global batch to its shortest (waveform frontend); 0: pad */
-    int64_t bucket_batches;  /* batches' worth of utterances sorted together by length (100) */
+    int64_t bucket_batches;  /* batches' worth of utterances sorted together by length */
     int rank, world;         /* this rank's slice of every global batch */
     int log;                 /* 1: log per-language counts when an epoch's batches are first used */
 } LoaderPlanConfig;
