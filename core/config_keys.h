@@ -7,7 +7,8 @@
  * keys), data/hf.c writes and reads config.json by walking model_keys, and model_config_default /
  * loader_config_default are the tables' defaults — so no default is written twice.
  * It lives in core/ because model_config_default must come from the table and core/ depends on
- * nothing above it (DESIGN.md section 1). libc and libm only: no files, no MPI. */
+ * nothing above it (core/ includes only libc, libm, BLAS and OpenMP). libc and libm only here: no
+ * files, no MPI. */
 #pragma once
 #include <stddef.h>
 #include <stdio.h>
