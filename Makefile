@@ -13,10 +13,10 @@ PYTHON ?= /usr/bin/python3
 ANCHORS ?= $(abspath ../shared/anchors)
 
 # pkg-config names, and the Debian packages that provide them (plus test-only packages).
-PKGS := ompi-c hdf5-openmpi openblas sndfile libzstd soxr kissfft-float inih espeak-ng cmocka
+PKGS := ompi-c hdf5-openmpi openblas sndfile libzstd soxr kissfft-float inih espeak-ng jansson cmocka
 DEB_RUNTIME := pkg-config openmpi-bin libopenmpi-dev libopenblas-openmp-dev libhdf5-openmpi-dev \
   libsndfile1-dev libzstd-dev libsoxr-dev libkissfft-dev libinih-dev libespeak-ng-dev espeak-ng-data \
-  libdnnl-dev
+  libdnnl-dev libjansson-dev
 DEB_TEST := libcmocka-dev python3-torch python3-torchaudio python3-h5py python3-soundfile \
   python3-sklearn python3-numpy hdf5-tools espeak-ng munge slurm-wlm slurm-client
 DEB_ALL := $(DEB_RUNTIME) $(DEB_TEST)

@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,19 +45,44 @@ typedef struct BucketItem {
     int64_t eff, pos, utt;
 } BucketItem;
 
+static const EnumName features_names[] = {
+    {"none", 0, NULL}, {"fbank", FEAT_FBANK, NULL}, {"mfcc", FEAT_MFCC, NULL}, {NULL, 0, NULL}};
+_Static_assert(sizeof(FeatureKind) == sizeof(int), "features is written through an int pointer");
+
+#define OFF(field) offsetof(LoaderConfig, field)
+#define KN(key, type, field, def, lo, hi, doc) {key, type, OFF(field), def, lo, hi, 0, NULL, doc, NULL}
+const ConfigKey loader_keys[] = {
+    KN("max_tokens", K_I64, plan.max_tokens, "1400000", 1, INFINITY,
+       "samples per global batch: utterances x longest crop <= max_tokens"),
+    KN("max_sample_size", K_I64, plan.max_sample_size, "250000", 1, INFINITY,
+       "longer utterances are cropped to this many samples"),
+    KN("min_sample_size", K_I64, plan.min_sample_size, "32000", 0, INFINITY, "shorter utterances are skipped (samples)"),
+    KN("lang_alpha", K_DOUBLE, plan.lang_alpha, "0.5", 0, 1,
+       "multilingual sampling exponent: 1 = as is, 0 = uniform over languages"),
+    KN("bucket_batches", K_I64, plan.bucket_batches, "100", 1, INFINITY,
+       "batches' worth of utterances sorted together by length"),
+    KN("threads", K_INT, threads, "1", 0, 256, "loader prefetch threads; 0 = read synchronously"),
+    {"features", K_ENUM, OFF(features), "none", 0, 0, 0, features_names,
+     "features computed by the loader: none | fbank | mfcc (fbank frontend and BEST-RQ need fbank)", NULL},
+};
+const int loader_n_keys = (int)(sizeof loader_keys / sizeof loader_keys[0]);
+#undef KN
+#undef OFF
+
+void loader_config_default(LoaderConfig *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    config_keys_default(loader_keys, loader_n_keys, cfg);
+    cfg->plan.seed = 1;
+    cfg->plan.crop_to_shortest = 1;
+    cfg->plan.world = 1;
+    cfg->plan.log = 1;
+    cfg->depth = 4;
+}
+
 void loader_plan_config_default(LoaderPlanConfig *cfg) {
-    *cfg = (LoaderPlanConfig){
-        .seed = 1,
-        .max_tokens = 1400000,
-        .max_sample_size = 250000,
-        .min_sample_size = 32000,
-        .lang_alpha = 0.5,
-        .crop_to_shortest = 1,
-        .bucket_batches = 100,
-        .rank = 0,
-        .world = 1,
-        .log = 1,
-    };
+    LoaderConfig c;
+    loader_config_default(&c);
+    *cfg = c.plan;
 }
 
 LoaderPlan *loader_plan_create(const int64_t *length, const int32_t *lang, int64_t n_utts, int n_langs,
@@ -489,13 +515,6 @@ static void *loader_worker_main(void *arg) {
     }
     pthread_mutex_unlock(&l->mu);
     return NULL;
-}
-
-void loader_config_default(LoaderConfig *cfg) {
-    loader_plan_config_default(&cfg->plan);
-    cfg->features = 0;
-    cfg->threads = 1;
-    cfg->depth = 4;
 }
 
 Loader *loader_open(Corpus *c, const LoaderConfig *cfg, int64_t consumed, KoeError *err) {

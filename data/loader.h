@@ -49,17 +49,18 @@
 #include <stdint.h>
 
 #include "../core/common.h"
+#include "../core/config_keys.h"
 #include "corpus.h"
 #include "features.h"
 
 typedef struct {
     uint64_t seed;
     int64_t max_tokens;      /* samples per GLOBAL batch: n * longest cropped length <= max_tokens */
-    int64_t max_sample_size; /* crop longer utterances to this many samples (250000) */
-    int64_t min_sample_size; /* skip utterances shorter than this (32000) */
-    double lang_alpha;       /* multilingual sampling exponent: 1 = as is, 0.5 default, 0 = uniform */
+    int64_t max_sample_size; /* crop longer utterances to this many samples */
+    int64_t min_sample_size; /* skip utterances shorter than this */
+    double lang_alpha;       /* multilingual sampling exponent: 1 = as is, 0 = uniform */
     int crop_to_shortest;    /* 1: crop the global batch to its shortest (waveform frontend); 0: pad */
-    int64_t bucket_batches;  /* batches' worth of utterances sorted together by length (100) */
+    int64_t bucket_batches;  /* batches' worth of utterances sorted together by length */
     int rank, world;         /* this rank's slice of every global batch */
     int log;                 /* 1: log per-language counts when an epoch's batches are first used */
 } LoaderPlanConfig;
@@ -92,7 +93,7 @@ typedef struct {
 /* ---- planning: pure, no I/O ------------------------------------------------------------------ */
 typedef struct LoaderPlan LoaderPlan;
 
-void loader_plan_config_default(LoaderPlanConfig *cfg); /* seed 1, 1.4M, 250k, 32k, 0.5, 1, 100, 0/1 */
+void loader_plan_config_default(LoaderPlanConfig *cfg); /* loader_config_default's plan */
 /* length, lang: (n_utts) samples and language index in [0, n_langs); lang_names (n_langs) may be
  * NULL (used for logging only). The arrays are copied. Fails when the config is invalid or no
  * utterance is at least min_sample_size long. */
@@ -116,7 +117,12 @@ typedef struct {
 
 typedef struct Loader Loader;
 
-void loader_config_default(LoaderConfig *cfg); /* plan defaults, no features, 1 thread, depth 4 */
+/* The settings a recipe states in [data] (max_tokens ... features), declared once: offsets into
+ * LoaderConfig, defaults that are the recipe's (recipes/recipe.c lists this table). */
+extern const ConfigKey loader_keys[];
+extern const int loader_n_keys;
+/* loader_keys' defaults; seed 1, crop_to_shortest, rank 0 of 1, logging on, depth 4. */
+void loader_config_default(LoaderConfig *cfg);
 /* The corpus is borrowed and must outlive the loader. Starts at global batch `consumed`. */
 Loader *loader_open(Corpus *c, const LoaderConfig *cfg, int64_t consumed, KoeError *err);
 /* The next batch of this rank; valid until the next loader_next or loader_close. Returns NULL

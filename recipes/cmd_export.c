@@ -10,7 +10,7 @@
 #include "../distributed/comm.h"
 #include "ckpt_model.h"
 #include "commands.h"
-#include "hf.h"
+#include "../data/hf.h"
 
 const char cmd_export_summary[] = "a checkpoint as model.safetensors + config.json (Hugging Face names)";
 const char cmd_export_help[] =

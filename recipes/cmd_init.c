@@ -13,7 +13,7 @@
 #include "../distributed/comm.h"
 #include "ckpt_model.h"
 #include "commands.h"
-#include "hf.h"
+#include "../data/hf.h"
 #include "recipe.h"
 
 const char cmd_init_summary[] = "a randomly initialised model (or one loaded from a Hugging Face export) as a checkpoint";
@@ -39,47 +39,6 @@ static void usage_error(const char *msg, const char *arg) {
     fprintf(stderr, "koe init: ");
     fprintf(stderr, msg, arg);
     fprintf(stderr, " (see `koe help init`)\n");
-}
-
-/* Recipe overrides that state a ModelConfig read from config.json. */
-static int config_overrides(const ModelConfig *c, char ***out) {
-    enum { MAXO = 32, LEN = 200 };
-    char **o = koe_malloc(MAXO * sizeof *o);
-    int n = 0;
-    for (int i = 0; i < MAXO; i++) o[i] = koe_malloc(LEN);
-    int k = snprintf(o[n], LEN, "model.conv_feature_layers=[");
-    for (int i = 0; i < c->n_conv && k < LEN; i++)
-        k += snprintf(o[n] + k, (size_t)(LEN - k), "%s(%d,%d,%d)", i ? "," : "", c->conv_dim[i], c->conv_kernel[i],
-                      c->conv_stride[i]);
-    if (k < LEN) snprintf(o[n] + k, (size_t)(LEN - k), "]");
-    n++;
-    snprintf(o[n++], LEN, "model.frontend=%s", c->frontend == FRONTEND_FBANK ? "fbank" : "waveform");
-    snprintf(o[n++], LEN, "model.encoder=%s", c->encoder == ENCODER_CONFORMER ? "conformer" : "transformer");
-    snprintf(o[n++], LEN, "model.extractor_mode=%s", c->conv_norm == CONV_NORM_LAYER ? "layer_norm" : "default");
-    snprintf(o[n++], LEN, "model.conv_bias=%s", c->conv_bias ? "true" : "false");
-    snprintf(o[n++], LEN, "model.feature_grad_mult=%.9g", (double)c->feature_grad_mult);
-    snprintf(o[n++], LEN, "model.fbank_dim=%d", c->fbank_dim);
-    snprintf(o[n++], LEN, "model.fbank_stack=%d", c->fbank_stack);
-    snprintf(o[n++], LEN, "model.encoder_embed_dim=%d", c->D);
-    snprintf(o[n++], LEN, "model.encoder_layers=%d", c->L);
-    snprintf(o[n++], LEN, "model.encoder_attention_heads=%d", c->H);
-    snprintf(o[n++], LEN, "model.encoder_ffn_embed_dim=%d", c->F);
-    snprintf(o[n++], LEN, "model.conv_pos=%d", c->pos_conv_kernel);
-    snprintf(o[n++], LEN, "model.conv_pos_groups=%d", c->pos_conv_groups);
-    snprintf(o[n++], LEN, "model.layer_norm_first=%s", c->layer_norm_first ? "true" : "false");
-    snprintf(o[n++], LEN, "model.depthwise_conv_kernel_size=%d", c->conformer_kernel);
-    snprintf(o[n++], LEN, "model.layer_norm_eps=%.9g", (double)c->layer_norm_eps);
-    snprintf(o[n++], LEN, "model.dropout=%.9g", (double)c->dropout);
-    snprintf(o[n++], LEN, "model.attention_dropout=%.9g", (double)c->attention_dropout);
-    snprintf(o[n++], LEN, "model.activation_dropout=%.9g", (double)c->activation_dropout);
-    snprintf(o[n++], LEN, "model.encoder_layerdrop=%.9g", (double)c->encoder_layerdrop);
-    snprintf(o[n++], LEN, "model.dropout_input=%.9g", (double)c->dropout_input);
-    snprintf(o[n++], LEN, "model.mask_prob=%.9g", (double)c->mask_prob);
-    snprintf(o[n++], LEN, "model.mask_length=%d", c->mask_length);
-    snprintf(o[n++], LEN, "model.mask_min_masks=%d", c->mask_min_spans);
-    for (int i = n; i < MAXO; i++) free(o[i]);
-    *out = o;
-    return n;
 }
 
 int cmd_init(int argc, char **argv) {
@@ -136,17 +95,9 @@ int cmd_init(int argc, char **argv) {
             free(over);
             return KOE_EXIT_USAGE;
         }
-        char **co;
-        int nco = config_overrides(&c, &co);
-        char **all = koe_malloc((size_t)(nco + n_over) * sizeof *all);
-        for (int i = 0; i < nco; i++) all[i] = co[i];
-        for (int i = 0; i < n_over; i++) all[nco + i] = over[i];
         char name[4200];
         snprintf(name, sizeof name, "%s/config.json", from);
-        int lrc = recipe_load_string(&r, name, "", nco + n_over, all, &err);
-        for (int i = 0; i < nco; i++) free(co[i]);
-        free(co);
-        free(all);
+        int lrc = recipe_load_model(&r, name, &c, n_over, over, &err);
         if (lrc < 0) {
             fprintf(stderr, "koe init: %s\n", err.msg);
             free(over);

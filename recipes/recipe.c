@@ -8,175 +8,153 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <ini.h>
 
-/* ---- the key table -------------------------------------------------------------------------- */
+#include "../data/loader.h"
 
-typedef enum { K_STR, K_INT, K_I64, K_U64, K_FLOAT, K_DOUBLE, K_BOOL, K_ENUM, K_TUPLE2, K_TUPLE3, K_CONV } KeyType;
-
-typedef struct {
-    const char *name;
-    int value;
-} EnumName;
-
-enum { OPEN_LO = 1, OPEN_HI = 2 }; /* range bounds that are exclusive */
+/* ---- the key table ----------------------------------------------------------------------------
+ * A recipe key is declared once, by the struct that holds it: [model] is core's model_keys (the
+ * ModelConfig settings, with their config.json names), [data] is the recipe's own corpus keys plus
+ * data/loader.c's loader_keys (stored in RecipeData's fields of the same names), and [objective]
+ * [optim] [run] are declared here. keys[] lists them all, in the order of the resolved text. */
 
 typedef struct {
-    const char *section, *key;
-    KeyType type;
-    size_t off;            /* offsetof(Recipe, ...) */
-    const char *def;       /* the default, written as in a recipe (canonical form) */
-    double lo, hi;         /* numbers (each element of a tuple): allowed range */
-    int open;              /* OPEN_LO | OPEN_HI */
-    const EnumName *names; /* K_ENUM: {NULL, 0}-terminated */
-    const char *doc;
+    const char *section;
+    const ConfigKey *k;
+    size_t off; /* offsetof(Recipe, field) */
 } RecipeKey;
 
-static const EnumName features_names[] = {{"none", 0}, {"fbank", FEAT_FBANK}, {"mfcc", FEAT_MFCC}, {NULL, 0}};
-static const EnumName frontend_names[] = {{"waveform", FRONTEND_WAVEFORM}, {"fbank", FRONTEND_FBANK}, {NULL, 0}};
-static const EnumName extractor_names[] = {{"default", CONV_NORM_GROUP}, {"layer_norm", CONV_NORM_LAYER}, {NULL, 0}};
-static const EnumName encoder_names[] = {{"transformer", ENCODER_TRANSFORMER}, {"conformer", ENCODER_CONFORMER}, {NULL, 0}};
 static const EnumName objective_names[] = {
-    {"hubert", OBJECTIVE_HUBERT}, {"wav2vec2", OBJECTIVE_WAV2VEC2}, {"bestrq", OBJECTIVE_BESTRQ}, {NULL, 0}};
-static const EnumName schedule_names[] = {
-    {"linear", SCHEDULE_LINEAR}, {"cosine", SCHEDULE_COSINE}, {"tri_stage", SCHEDULE_TRI_STAGE}, {NULL, 0}};
+    {"hubert", OBJECTIVE_HUBERT, NULL}, {"wav2vec2", OBJECTIVE_WAV2VEC2, NULL}, {"bestrq", OBJECTIVE_BESTRQ, NULL},
+    {NULL, 0, NULL}};
+static const EnumName schedule_names[] = {{"linear", SCHEDULE_LINEAR, NULL}, {"cosine", SCHEDULE_COSINE, NULL},
+                                          {"tri_stage", SCHEDULE_TRI_STAGE, NULL}, {NULL, 0, NULL}};
 
 /* enum fields are written through int pointers */
-_Static_assert(sizeof(FrontendKind) == sizeof(int) && sizeof(EncoderKind) == sizeof(int) &&
-                   sizeof(ConvNorm) == sizeof(int) && sizeof(ObjectiveKind) == sizeof(int) &&
-                   sizeof(ScheduleKind) == sizeof(int),
-               "enums are int-sized");
+_Static_assert(sizeof(ObjectiveKind) == sizeof(int) && sizeof(ScheduleKind) == sizeof(int), "enums are int-sized");
 
 #define OFF(field) offsetof(Recipe, field)
 #define INF INFINITY
 #define IMAX 2147483647.0
-#define KS(sec, key, field, def, doc) {sec, key, K_STR, OFF(field), def, 0, 0, 0, NULL, doc}
-#define KN(sec, key, type, field, def, lo, hi, open, doc) {sec, key, type, OFF(field), def, lo, hi, open, NULL, doc}
-#define KE(sec, key, field, def, names, doc) {sec, key, K_ENUM, OFF(field), def, 0, 0, 0, names, doc}
-#define KB(sec, key, field, def, doc) {sec, key, K_BOOL, OFF(field), def, 0, 0, 0, NULL, doc}
+#define KS(key, field, def, doc) {key, K_STR, OFF(field), def, 0, 0, 0, NULL, doc, NULL}
+#define KN(key, type, field, def, lo, hi, open, doc) {key, type, OFF(field), def, lo, hi, open, NULL, doc, NULL}
+#define KE(key, field, def, names, doc) {key, K_ENUM, OFF(field), def, 0, 0, 0, names, doc, NULL}
 
-static const RecipeKey keys[] = {
-    /* [data] */
-    KS("data", "corpus", data.corpus, "", "corpus directory (koe prepare --out)"),
-    KS("data", "valid_corpus", data.valid_corpus, "", "held-out corpus for validation; empty = no validation"),
-    KS("data", "labels", data.labels, "", "label set name under CORPUS/labels/ (HuBERT targets)"),
-    KN("data", "max_tokens", K_I64, data.max_tokens, "1400000", 1, INF, 0,
-       "samples per global batch: utterances x longest crop <= max_tokens"),
-    KN("data", "max_sample_size", K_I64, data.max_sample_size, "250000", 1, INF, 0,
-       "longer utterances are cropped to this many samples"),
-    KN("data", "min_sample_size", K_I64, data.min_sample_size, "32000", 0, INF, 0,
-       "shorter utterances are skipped (samples)"),
-    KN("data", "lang_alpha", K_DOUBLE, data.lang_alpha, "0.5", 0, 1, 0,
-       "multilingual sampling exponent: 1 = as is, 0 = uniform over languages"),
-    KN("data", "bucket_batches", K_I64, data.bucket_batches, "100", 1, INF, 0,
-       "batches' worth of utterances sorted together by length"),
-    KN("data", "threads", K_INT, data.threads, "1", 0, 256, 0, "loader prefetch threads; 0 = read synchronously"),
-    KE("data", "features", data.features, "none", features_names,
-       "features computed by the loader: none | fbank | mfcc (fbank frontend and BEST-RQ need fbank)"),
-    /* [model] (fairseq names) */
-    KE("model", "frontend", model.frontend, "waveform", frontend_names, "waveform (conv stack) | fbank (stacked log-mel)"),
-    KN("model", "conv_feature_layers", K_CONV, model, "[(512,10,5)] + [(512,3,2)]*4 + [(512,2,2)]*2", 0, 0, 0,
-       "waveform conv stack: sum of lists of (dim, kernel, stride), each optionally *N"),
-    KE("model", "extractor_mode", model.conv_norm, "default", extractor_names,
-       "default = group norm on the first conv layer (Base) | layer_norm = on every layer (Large)"),
-    KB("model", "conv_bias", model.conv_bias, "false", "bias in the conv layers"),
-    KN("model", "feature_grad_mult", K_FLOAT, model.feature_grad_mult, "0.1", 0, 1, 0,
-       "gradient into the conv stack is scaled by this"),
-    KN("model", "fbank_dim", K_INT, model.fbank_dim, "80", 1, 1024, 0, "fbank frontend: mel bins per frame"),
-    KN("model", "fbank_stack", K_INT, model.fbank_stack, "4", 1, 64, 0, "fbank frontend: frames concatenated (4 = 40 ms)"),
-    KE("model", "encoder", model.encoder, "transformer", encoder_names, "transformer | conformer"),
-    KN("model", "encoder_embed_dim", K_INT, model.D, "768", 1, 65536, 0, "model width D"),
-    KN("model", "encoder_layers", K_INT, model.L, "12", 1, 1024, 0, "encoder layers L"),
-    KN("model", "encoder_attention_heads", K_INT, model.H, "12", 1, 1024, 0, "attention heads H (divides D)"),
-    KN("model", "encoder_ffn_embed_dim", K_INT, model.F, "3072", 1, 1048576, 0, "feed-forward width F"),
-    KN("model", "conv_pos", K_INT, model.pos_conv_kernel, "128", 1, 4096, 0, "convolutional positional embedding kernel"),
-    KN("model", "conv_pos_groups", K_INT, model.pos_conv_groups, "16", 1, 65536, 0,
-       "groups of the positional convolution (divides D)"),
-    KB("model", "layer_norm_first", model.layer_norm_first, "false", "pre-LN (true, Large) or post-LN (false, Base)"),
-    KN("model", "depthwise_conv_kernel_size", K_INT, model.conformer_kernel, "31", 1, 1023, 0,
-       "conformer: depthwise convolution kernel (odd)"),
-    KN("model", "layer_norm_eps", K_FLOAT, model.layer_norm_eps, "1e-05", 0, 0.1, OPEN_LO, "LayerNorm epsilon"),
-    KN("model", "dropout", K_FLOAT, model.dropout, "0.1", 0, 1, OPEN_HI, "dropout in the encoder"),
-    KN("model", "attention_dropout", K_FLOAT, model.attention_dropout, "0.1", 0, 1, OPEN_HI,
-       "dropout on attention probabilities"),
-    KN("model", "activation_dropout", K_FLOAT, model.activation_dropout, "0", 0, 1, OPEN_HI,
-       "dropout after the feed-forward activation"),
-    KN("model", "encoder_layerdrop", K_FLOAT, model.encoder_layerdrop, "0.05", 0, 1, OPEN_HI,
-       "probability of skipping a whole encoder layer"),
-    KN("model", "dropout_input", K_FLOAT, model.dropout_input, "0.1", 0, 1, OPEN_HI,
-       "dropout on the frontend output (encoder input)"),
-    KN("model", "dropout_features", K_FLOAT, model.dropout_features, "0.1", 0, 1, OPEN_HI,
-       "dropout on the unmasked features used for targets"),
-    KN("model", "mask_prob", K_FLOAT, model.mask_prob, "0.8", 0, 1, 0,
-       "probability that a frame starts a masked span (0.8 HuBERT, 0.65 wav2vec 2.0, 0.01 BEST-RQ)"),
-    KN("model", "mask_length", K_INT, model.mask_length, "10", 1, 100000, 0,
-       "masked span length in frames (BEST-RQ: 10 ms input frames, 40)"),
-    KN("model", "mask_min_masks", K_INT, model.mask_min_spans, "2", 0, 100000, 0, "at least this many spans per utterance"),
-    /* [objective] */
-    KE("objective", "name", objective.name, "hubert", objective_names, "hubert | wav2vec2 | bestrq"),
-    KN("objective", "final_dim", K_INT, objective.final_dim, "256", 1, 65536, 0,
+static const ConfigKey data_keys[] = {
+    KS("corpus", data.corpus, "", "corpus directory (koe prepare --out)"),
+    KS("valid_corpus", data.valid_corpus, "", "held-out corpus for validation; empty = no validation"),
+    KS("labels", data.labels, "", "label set name under CORPUS/labels/ (HuBERT targets)"),
+};
+/* Where RecipeData holds each of loader_keys (the same type as the LoaderConfig field). */
+static const struct {
+    const char *key;
+    size_t off;
+} loader_fields[] = {
+    {"max_tokens", OFF(data.max_tokens)},         {"max_sample_size", OFF(data.max_sample_size)},
+    {"min_sample_size", OFF(data.min_sample_size)}, {"lang_alpha", OFF(data.lang_alpha)},
+    {"bucket_batches", OFF(data.bucket_batches)}, {"threads", OFF(data.threads)},
+    {"features", OFF(data.features)},
+};
+static const ConfigKey objective_keys[] = {
+    KE("name", objective.name, "hubert", objective_names, "hubert | wav2vec2 | bestrq"),
+    KN("final_dim", K_INT, objective.final_dim, "256", 1, 65536, 0,
        "hubert, wav2vec2: projection dim of the logits"),
-    KN("objective", "logit_temp", K_DOUBLE, objective.logit_temp, "0.1", 0, INF, OPEN_LO,
+    KN("logit_temp", K_DOUBLE, objective.logit_temp, "0.1", 0, INF, OPEN_LO,
        "hubert, wav2vec2: cosine similarity is divided by this"),
-    KN("objective", "feature_pen_weight", K_DOUBLE, objective.feature_pen_weight, "10", 0, INF, 0,
+    KN("feature_pen_weight", K_DOUBLE, objective.feature_pen_weight, "10", 0, INF, 0,
        "hubert, wav2vec2: weight of the feature penalty (mean squared conv output)"),
-    KN("objective", "label_rate", K_INT, objective.label_rate, "50", 1, 1000, 0,
+    KN("label_rate", K_INT, objective.label_rate, "50", 1, 1000, 0,
        "hubert: label frames per second (100 for MFCC labels, 50 for layer labels)"),
-    KN("objective", "pred_nomask_weight", K_DOUBLE, objective.pred_nomask_weight, "0", 0, INF, 0,
+    KN("pred_nomask_weight", K_DOUBLE, objective.pred_nomask_weight, "0", 0, INF, 0,
        "hubert: weight of the cross-entropy on unmasked frames (the paper's 1 - alpha; 0 = masked only)"),
-    KN("objective", "latent_groups", K_INT, objective.latent_groups, "2", 1, 64, 0, "wav2vec2: quantizer groups G"),
-    KN("objective", "latent_vars", K_INT, objective.latent_vars, "320", 1, 65536, 0,
+    KN("latent_groups", K_INT, objective.latent_groups, "2", 1, 64, 0, "wav2vec2: quantizer groups G"),
+    KN("latent_vars", K_INT, objective.latent_vars, "320", 1, 65536, 0,
        "wav2vec2: codebook entries per group V"),
-    KN("objective", "latent_dim", K_INT, objective.latent_dim, "0", 0, 65536, 0,
+    KN("latent_dim", K_INT, objective.latent_dim, "0", 0, 65536, 0,
        "wav2vec2: codevector dim (split over groups); 0 = final_dim"),
-    KN("objective", "num_negatives", K_INT, objective.num_negatives, "100", 1, 100000, 0,
+    KN("num_negatives", K_INT, objective.num_negatives, "100", 1, 100000, 0,
        "wav2vec2: distractors from masked frames of the same utterance"),
-    KN("objective", "diversity_weight", K_DOUBLE, objective.diversity_weight, "0.1", 0, INF, 0,
+    KN("diversity_weight", K_DOUBLE, objective.diversity_weight, "0.1", 0, INF, 0,
        "wav2vec2: weight of the codebook diversity loss"),
-    KN("objective", "temp", K_TUPLE3, objective.temp, "(2,0.5,0.999995)", 0, INF, OPEN_LO,
+    KN("temp", K_TUPLE3, objective.temp, "(2,0.5,0.999995)", 0, INF, OPEN_LO,
        "wav2vec2: Gumbel temperature (max, min, decay): max(max * decay^step, min)"),
-    KN("objective", "codebooks", K_INT, objective.codebooks, "1", 1, 64, 0, "bestrq: independent quantizers"),
-    KN("objective", "codebook_size", K_INT, objective.codebook_size, "8192", 2, 65536, 0, "bestrq: codes per codebook"),
-    KN("objective", "codebook_dim", K_INT, objective.codebook_dim, "16", 1, 4096, 0, "bestrq: code dimension"),
-    KN("objective", "mask_noise_std", K_DOUBLE, objective.mask_noise_std, "0.1", 0, INF, 0,
+    KN("codebooks", K_INT, objective.codebooks, "1", 1, 64, 0, "bestrq: independent quantizers"),
+    KN("codebook_size", K_INT, objective.codebook_size, "8192", 2, 65536, 0, "bestrq: codes per codebook"),
+    KN("codebook_dim", K_INT, objective.codebook_dim, "16", 1, 4096, 0, "bestrq: code dimension"),
+    KN("mask_noise_std", K_DOUBLE, objective.mask_noise_std, "0.1", 0, INF, 0,
        "bestrq: masked input frames are replaced by N(0, std^2) noise"),
-    /* [optim] */
-    KN("optim", "lr", K_DOUBLE, optim.lr, "0.0005", 0, 10, OPEN_LO, "peak learning rate"),
-    KN("optim", "betas", K_TUPLE2, optim.betas, "(0.9,0.98)", 0, 1, OPEN_HI, "AdamW (beta1, beta2)"),
-    KN("optim", "eps", K_DOUBLE, optim.eps, "1e-06", 0, 1, OPEN_LO, "AdamW epsilon"),
-    KN("optim", "weight_decay", K_DOUBLE, optim.weight_decay, "0.01", 0, INF, 0, "AdamW decoupled weight decay"),
-    KN("optim", "clip_norm", K_DOUBLE, optim.clip_norm, "10", 0, INF, 0,
+};
+static const ConfigKey optim_keys[] = {
+    KN("lr", K_DOUBLE, optim.lr, "0.0005", 0, 10, OPEN_LO, "peak learning rate"),
+    KN("betas", K_TUPLE2, optim.betas, "(0.9,0.98)", 0, 1, OPEN_HI, "AdamW (beta1, beta2)"),
+    KN("eps", K_DOUBLE, optim.eps, "1e-06", 0, 1, OPEN_LO, "AdamW epsilon"),
+    KN("weight_decay", K_DOUBLE, optim.weight_decay, "0.01", 0, INF, 0, "AdamW decoupled weight decay"),
+    KN("clip_norm", K_DOUBLE, optim.clip_norm, "10", 0, INF, 0,
        "clip the global gradient norm to this; 0 = no clipping"),
-    KE("optim", "schedule", optim.schedule, "linear", schedule_names,
+    KE("schedule", optim.schedule, "linear", schedule_names,
        "linear (fairseq polynomial_decay) | cosine | tri_stage"),
-    KN("optim", "warmup", K_I64, optim.warmup, "32000", 0, INF, 0, "linear, cosine: warmup updates from lr 0"),
-    KN("optim", "max_updates", K_I64, optim.max_updates, "400000", 1, INF, 0, "updates in the run"),
-    KN("optim", "phase_ratio", K_TUPLE3, optim.phase_ratio, "(0.1,0.4,0.5)", 0, 1, 0,
+    KN("warmup", K_I64, optim.warmup, "32000", 0, INF, 0, "linear, cosine: warmup updates from lr 0"),
+    KN("max_updates", K_I64, optim.max_updates, "400000", 1, INF, 0, "updates in the run"),
+    KN("phase_ratio", K_TUPLE3, optim.phase_ratio, "(0.1,0.4,0.5)", 0, 1, 0,
        "tri_stage: warmup, hold, decay fractions of max_updates (sum 1)"),
-    KN("optim", "init_lr_scale", K_DOUBLE, optim.init_lr_scale, "0.01", 0, 1, OPEN_LO, "tri_stage: first lr / peak lr"),
-    KN("optim", "final_lr_scale", K_DOUBLE, optim.final_lr_scale, "0.05", 0, 1, OPEN_LO, "tri_stage: last lr / peak lr"),
-    KN("optim", "update_freq", K_INT, optim.update_freq, "1", 1, 1000000, 0,
+    KN("init_lr_scale", K_DOUBLE, optim.init_lr_scale, "0.01", 0, 1, OPEN_LO, "tri_stage: first lr / peak lr"),
+    KN("final_lr_scale", K_DOUBLE, optim.final_lr_scale, "0.05", 0, 1, OPEN_LO, "tri_stage: last lr / peak lr"),
+    KN("update_freq", K_INT, optim.update_freq, "1", 1, 1000000, 0,
        "micro-batches whose gradients are summed per update"),
-    KN("optim", "max_skips", K_INT, optim.max_skips, "10", 1, IMAX, 0,
+    KN("max_skips", K_INT, optim.max_skips, "10", 1, IMAX, 0,
        "steps with NaN/Inf loss or gradient in a row before the run stops"),
-    /* [run] */
-    KS("run", "dir", run.dir, "run", "run directory: log.jsonl, checkpoints/"),
-    KN("run", "seed", K_U64, run.seed, "1", 0, 0, 0, "seed of every random choice (data order, masks, init)"),
-    KN("run", "threads", K_INT, run.threads, "0", 0, 4096, 0, "compute threads per rank; 0 = OMP_NUM_THREADS"),
-    KN("run", "log_every", K_I64, run.log_every, "100", 1, INF, 0, "log a line to RUN/log.jsonl every N updates"),
-    KN("run", "save_every", K_I64, run.save_every, "10000", 1, INF, 0, "checkpoint every N updates (and at the end)"),
-    KN("run", "keep_last", K_INT, run.keep_last, "3", 1, 1000000, 0, "checkpoints kept"),
-    KN("run", "valid_every", K_I64, run.valid_every, "10000", 0, INF, 0,
+};
+static const ConfigKey run_keys[] = {
+    KS("dir", run.dir, "run", "run directory: log.jsonl, checkpoints/"),
+    KN("seed", K_U64, run.seed, "1", 0, 0, 0, "seed of every random choice (data order, masks, init)"),
+    KN("threads", K_INT, run.threads, "0", 0, 4096, 0, "compute threads per rank; 0 = OMP_NUM_THREADS"),
+    KN("log_every", K_I64, run.log_every, "100", 1, INF, 0, "log a line to RUN/log.jsonl every N updates"),
+    KN("save_every", K_I64, run.save_every, "10000", 1, INF, 0, "checkpoint every N updates (and at the end)"),
+    KN("keep_last", K_INT, run.keep_last, "3", 1, 1000000, 0, "checkpoints kept"),
+    KN("valid_every", K_I64, run.valid_every, "10000", 0, INF, 0,
        "validate on data.valid_corpus every N updates; 0 = never"),
-    KN("run", "zero", K_INT, run.zero, "0", 0, 1, 0, "1 = ZeRO-1: each rank keeps its slice of the optimizer state"),
-    KN("run", "watchdog_s", K_DOUBLE, run.watchdog_s, "600", 0, INF, 0,
+    KN("zero", K_INT, run.zero, "0", 0, 1, 0, "1 = ZeRO-1: each rank keeps its slice of the optimizer state"),
+    KN("watchdog_s", K_DOUBLE, run.watchdog_s, "600", 0, INF, 0,
        "abort when a step makes no progress for this many seconds; 0 = off"),
 };
-#define N_KEYS ((int)(sizeof keys / sizeof keys[0]))
+#define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+#define MAX_KEYS 128
+static RecipeKey keys[MAX_KEYS];
+static int n_keys;
+static pthread_once_t keys_once = PTHREAD_ONCE_INIT;
+
+static void add_keys(const char *section, const ConfigKey *k, int n, size_t base) {
+    for (int i = 0; i < n; i++) {
+        KOE_ASSERT(n_keys < MAX_KEYS);
+        keys[n_keys++] = (RecipeKey){section, &k[i], base + k[i].off};
+    }
+}
+
+static void build_keys(void) {
+    add_keys("data", data_keys, COUNT(data_keys), 0);
+    KOE_ASSERT(loader_n_keys == COUNT(loader_fields));
+    for (int i = 0; i < loader_n_keys; i++) {
+        int f = 0;
+        while (f < COUNT(loader_fields) && strcmp(loader_fields[f].key, loader_keys[i].key)) f++;
+        if (f == COUNT(loader_fields))
+            koe_fatal(KOE_EXIT_INTERNAL, "recipe: loader key %s has no field in RecipeData", loader_keys[i].key);
+        KOE_ASSERT(n_keys < MAX_KEYS);
+        keys[n_keys++] = (RecipeKey){"data", &loader_keys[i], loader_fields[f].off};
+    }
+    add_keys("model", model_keys, model_n_keys, OFF(model));
+    add_keys("objective", objective_keys, COUNT(objective_keys), 0);
+    add_keys("optim", optim_keys, COUNT(optim_keys), 0);
+    add_keys("run", run_keys, COUNT(run_keys), 0);
+}
+
+/* The table, built on first use. */
+static void recipe_keys(void) { pthread_once(&keys_once, build_keys); }
 
 static const char *const sections[] = {"data", "model", "objective", "optim", "run"};
 #define N_SECTIONS ((int)(sizeof sections / sizeof sections[0]))
@@ -209,384 +187,38 @@ static int edit_distance(const char *a, const char *b) {
 static const char *did_you_mean(const char *section, const char *key, char *buf, size_t n);
 
 static int find_key(const char *section, const char *key) {
-    for (int k = 0; k < N_KEYS; k++)
-        if (!strcmp(keys[k].section, section) && !strcmp(keys[k].key, key)) return k;
+    recipe_keys();
+    for (int k = 0; k < n_keys; k++)
+        if (!strcmp(keys[k].section, section) && !strcmp(keys[k].k->key, key)) return k;
     return -1;
 }
 
 static const char *did_you_mean(const char *section, const char *key, char *buf, size_t n) {
     int best = 4, best_k = -1;
-    for (int k = 0; k < N_KEYS; k++) {
+    for (int k = 0; k < n_keys; k++) {
         if (strcmp(keys[k].section, section)) continue;
-        int d = edit_distance(key, keys[k].key);
+        int d = edit_distance(key, keys[k].k->key);
         if (d < best) best = d, best_k = k;
     }
     if (best_k < 0) return "";
-    snprintf(buf, n, " (did you mean '%s'?)", keys[best_k].key);
+    snprintf(buf, n, " (did you mean '%s'?)", keys[best_k].k->key);
     return buf;
 }
 
 /* ---- values ------------------------------------------------------------------------------------ */
 
-/* Whole numbers as integers ("10", not "1e+01"), others as the shortest %g text that reads back
- * as the same number. */
-static void format_double(char *buf, size_t n, double v) {
-    if (v == floor(v) && fabs(v) < 1e15) {
-        snprintf(buf, n, "%.0f", v);
-        return;
-    }
-    for (int p = 1; p <= 17; p++) {
-        snprintf(buf, n, "%.*g", p, v);
-        if (strtod(buf, NULL) == v) return;
-    }
-}
-
-static void format_float(char *buf, size_t n, float v) {
-    if (v == floorf(v) && fabsf(v) < 1e7f) {
-        snprintf(buf, n, "%.0f", (double)v);
-        return;
-    }
-    for (int p = 1; p <= 9; p++) {
-        snprintf(buf, n, "%.*g", p, (double)v);
-        if (strtof(buf, NULL) == v) return;
-    }
-}
-
-static void describe_range(const RecipeKey *k, char *buf, size_t n) {
-    char lo[32], hi[32];
-    format_double(lo, sizeof lo, k->lo);
-    format_double(hi, sizeof hi, k->hi);
-    if (isinf(k->hi))
-        snprintf(buf, n, "%s %s", k->open & OPEN_LO ? ">" : ">=", lo);
-    else
-        snprintf(buf, n, "in %c%s, %s%c", k->open & OPEN_LO ? '(' : '[', lo, hi, k->open & OPEN_HI ? ')' : ']');
-}
-
-static int in_range(const RecipeKey *k, double v) {
-    if (k->open & OPEN_LO ? !(v > k->lo) : !(v >= k->lo)) return 0;
-    if (k->open & OPEN_HI ? !(v < k->hi) : !(v <= k->hi)) return 0;
-    return 1;
-}
-
-static int parse_integer(const RecipeKey *k, const char *s, double lo_type, double hi_type, long long *out,
-                         char *why, size_t wn) {
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (!*s || *end || errno) {
-        snprintf(why, wn, "'%s' is not an integer", s);
-        return -1;
-    }
-    char range[96];
-    describe_range(k, range, sizeof range);
-    if ((double)v < lo_type || (double)v > hi_type || !in_range(k, (double)v)) {
-        snprintf(why, wn, "%s is out of range: must be %s", s, range);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-static int parse_real(const RecipeKey *k, const char *s, double *out, char *why, size_t wn) {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (!*s || *end || isspace((unsigned char)*s)) {
-        snprintf(why, wn, "'%s' is not a number", s);
-        return -1;
-    }
-    if (!isfinite(v) || errno == ERANGE) {
-        snprintf(why, wn, "'%s' is not a finite number", s);
-        return -1;
-    }
-    if (!in_range(k, v)) {
-        char range[96];
-        describe_range(k, range, sizeof range);
-        snprintf(why, wn, "%s is out of range: must be %s", s, range);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-/* "(a, b[, c])": n numbers, each in the key's range. */
-static int parse_tuple(const RecipeKey *k, const char *s, int n, double *out, char *why, size_t wn) {
-    const char *p = s;
-    double v[3];
-    while (isspace((unsigned char)*p)) p++;
-    if (*p++ != '(') goto bad;
-    for (int i = 0; i < n; i++) {
-        while (isspace((unsigned char)*p)) p++;
-        char *end;
-        errno = 0;
-        v[i] = strtod(p, &end);
-        if (end == p || errno == ERANGE || !isfinite(v[i])) goto bad;
-        p = end;
-        while (isspace((unsigned char)*p)) p++;
-        if (*p++ != (i == n - 1 ? ')' : ',')) goto bad;
-    }
-    while (isspace((unsigned char)*p)) p++;
-    if (*p) goto bad;
-    for (int i = 0; i < n; i++) {
-        if (!in_range(k, v[i])) {
-            char range[96], num[32];
-            describe_range(k, range, sizeof range);
-            format_double(num, sizeof num, v[i]);
-            snprintf(why, wn, "element %d (%s) of '%s' is out of range: must be %s", i + 1, num, s, range);
-            return -1;
-        }
-    }
-    memcpy(out, v, (size_t)n * sizeof(double));
-    return 0;
-bad:
-    snprintf(why, wn, "'%s' is not a tuple of %d numbers like %s", s, n, k->def);
-    return -1;
-}
-
-/* A string must survive being written as `key = value` and read back by libinih. */
-static int check_string(const char *s, char *why, size_t wn) {
-    if (strlen(s) >= RECIPE_STR_MAX) {
-        snprintf(why, wn, "value is %zu characters long; at most %d are allowed", strlen(s), RECIPE_STR_MAX - 1);
-        return -1;
-    }
-    for (const char *p = s; *p; p++) {
-        if ((unsigned char)*p < 32) {
-            snprintf(why, wn, "value contains a control character");
-            return -1;
-        }
-        if (*p == ';' && p > s && isspace((unsigned char)p[-1])) {
-            snprintf(why, wn, "value contains ' ;', which an INI file reads as a comment");
-            return -1;
-        }
-    }
-    if (*s && (isspace((unsigned char)s[0]) || isspace((unsigned char)s[strlen(s) - 1]))) {
-        snprintf(why, wn, "value starts or ends with white space");
-        return -1;
-    }
-    return 0;
-}
-
 /* Parse s as key k's value into r. On error returns -1 with the reason in why. */
 static int set_value(Recipe *r, const RecipeKey *k, const char *s, char *why, size_t wn) {
-    char *field = (char *)r + k->off;
-    long long iv;
-    double dv;
-    switch (k->type) {
-    case K_STR:
-        if (check_string(s, why, wn)) return -1;
-        snprintf(field, RECIPE_STR_MAX, "%s", s);
-        return 0;
-    case K_INT:
-        if (parse_integer(k, s, INT_MIN, INT_MAX, &iv, why, wn)) return -1;
-        *(int *)field = (int)iv;
-        return 0;
-    case K_I64:
-        if (parse_integer(k, s, (double)INT64_MIN, (double)INT64_MAX, &iv, why, wn)) return -1;
-        *(int64_t *)field = iv;
-        return 0;
-    case K_U64: {
-        char *end;
-        errno = 0;
-        unsigned long long v = strtoull(s, &end, 10);
-        if (!*s || *end || errno || strchr(s, '-')) {
-            snprintf(why, wn, "'%s' is not a non-negative integer below 2^64", s);
-            return -1;
-        }
-        *(uint64_t *)field = v;
-        return 0;
-    }
-    case K_FLOAT:
-        if (parse_real(k, s, &dv, why, wn)) return -1;
-        *(float *)field = (float)dv;
-        return 0;
-    case K_DOUBLE:
-        if (parse_real(k, s, &dv, why, wn)) return -1;
-        *(double *)field = dv;
-        return 0;
-    case K_BOOL:
-        if (!strcasecmp(s, "true") || !strcasecmp(s, "yes") || !strcmp(s, "1")) {
-            *(int *)field = 1;
-            return 0;
-        }
-        if (!strcasecmp(s, "false") || !strcasecmp(s, "no") || !strcmp(s, "0")) {
-            *(int *)field = 0;
-            return 0;
-        }
-        snprintf(why, wn, "'%s' is not a boolean: use true or false", s);
-        return -1;
-    case K_ENUM: {
-        for (const EnumName *e = k->names; e->name; e++)
-            if (!strcmp(e->name, s)) {
-                *(int *)field = e->value;
-                return 0;
-            }
-        int len = snprintf(why, wn, "'%s' is not one of", s);
-        for (const EnumName *e = k->names; e->name && len >= 0 && (size_t)len < wn; e++)
-            len += snprintf(why + len, wn - (size_t)len, " %s", e->name);
-        return -1;
-    }
-    case K_TUPLE2: return parse_tuple(k, s, 2, (double *)field, why, wn);
-    case K_TUPLE3: return parse_tuple(k, s, 3, (double *)field, why, wn);
-    case K_CONV: {
-        ModelConfig tmp = *(ModelConfig *)field;
-        if (recipe_parse_conv_layers(s, &tmp, why, wn)) return -1;
-        *(ModelConfig *)field = tmp;
-        return 0;
-    }
-    }
-    koe_fatal(KOE_EXIT_INTERNAL, "recipe: key %s.%s has no type", k->section, k->key);
-}
-
-/* Canonical form: runs of equal layers as [(d,k,s)]*n, neighbouring single layers in one list. */
-static void format_conv_layers(FILE *f, const ModelConfig *m) {
-    int i = 0, in_list = 0;
-    while (i < m->n_conv) {
-        int j = i + 1;
-        while (j < m->n_conv && m->conv_dim[j] == m->conv_dim[i] && m->conv_kernel[j] == m->conv_kernel[i] &&
-               m->conv_stride[j] == m->conv_stride[i])
-            j++;
-        if (j - i > 1) {
-            fprintf(f, "%s%s[(%d,%d,%d)]*%d", in_list ? "]" : "", i ? " + " : "", m->conv_dim[i],
-                    m->conv_kernel[i], m->conv_stride[i], j - i);
-            in_list = 0;
-        } else {
-            fprintf(f, "%s(%d,%d,%d)", in_list ? "," : i ? " + [" : "[", m->conv_dim[i], m->conv_kernel[i],
-                    m->conv_stride[i]);
-            in_list = 1;
-        }
-        i = j;
-    }
-    if (in_list) fputc(']', f);
+    return config_key_parse(k->k, (char *)r + k->off, s, why, wn);
 }
 
 static void format_value(FILE *f, const Recipe *r, const RecipeKey *k) {
-    const char *field = (const char *)r + k->off;
-    char num[3][40];
-    switch (k->type) {
-    case K_STR: fputs(field, f); return;
-    case K_INT: fprintf(f, "%d", *(const int *)field); return;
-    case K_I64: fprintf(f, "%" PRId64, *(const int64_t *)field); return;
-    case K_U64: fprintf(f, "%" PRIu64, *(const uint64_t *)field); return;
-    case K_FLOAT:
-        format_float(num[0], sizeof num[0], *(const float *)field);
-        fputs(num[0], f);
-        return;
-    case K_DOUBLE:
-        format_double(num[0], sizeof num[0], *(const double *)field);
-        fputs(num[0], f);
-        return;
-    case K_BOOL: fputs(*(const int *)field ? "true" : "false", f); return;
-    case K_ENUM:
-        for (const EnumName *e = k->names; e->name; e++)
-            if (e->value == *(const int *)field) {
-                fputs(e->name, f);
-                return;
-            }
-        koe_fatal(KOE_EXIT_INTERNAL, "recipe: %s.%s holds %d, not a value of its enum", k->section, k->key,
-                  *(const int *)field);
-    case K_TUPLE2:
-    case K_TUPLE3: {
-        int n = k->type == K_TUPLE2 ? 2 : 3;
-        for (int i = 0; i < n; i++) format_double(num[i], sizeof num[i], ((const double *)field)[i]);
-        if (n == 2)
-            fprintf(f, "(%s,%s)", num[0], num[1]);
-        else
-            fprintf(f, "(%s,%s,%s)", num[0], num[1], num[2]);
-        return;
-    }
-    case K_CONV: format_conv_layers(f, (const ModelConfig *)field); return;
-    }
+    config_key_format(f, k->k, (const char *)r + k->off);
 }
-
-/* ---- conv_feature_layers ---------------------------------------------------------------------- */
-
-typedef struct {
-    const char *s, *p;
-    char *msg;
-    size_t msg_len;
-} ConvParser;
-
-static void conv_skip(ConvParser *c) {
-    while (isspace((unsigned char)*c->p)) c->p++;
-}
-
-static int conv_fail(ConvParser *c, const char *what) {
-    snprintf(c->msg, c->msg_len, "'%s': %s at character %d (%s)", c->s, what, (int)(c->p - c->s) + 1,
-             *c->p ? "here" : "end of text");
-    return -1;
-}
-
-static int conv_expect(ConvParser *c, char ch) {
-    conv_skip(c);
-    if (*c->p != ch) {
-        char what[32];
-        snprintf(what, sizeof what, "expected '%c'", ch);
-        return conv_fail(c, what);
-    }
-    c->p++;
-    return 0;
-}
-
-static int conv_int(ConvParser *c, int *out) {
-    conv_skip(c);
-    if (!isdigit((unsigned char)*c->p)) return conv_fail(c, "expected a positive integer");
-    char *end;
-    errno = 0;
-    long v = strtol(c->p, &end, 10);
-    if (errno || v < 1 || v > 1000000) return conv_fail(c, "expected an integer in [1, 1000000]");
-    c->p = end;
-    *out = (int)v;
-    return 0;
-}
-
-int recipe_parse_conv_layers(const char *s, ModelConfig *m, char *msg, size_t msg_len) {
-    ConvParser c = {s, s, msg, msg_len};
-    int n = 0, dim[MODEL_MAX_CONV], kernel[MODEL_MAX_CONV], stride[MODEL_MAX_CONV];
-    for (;;) { /* term: '[' tuple (',' tuple)* ']' ('*' N)? */
-        if (conv_expect(&c, '[')) return -1;
-        int first = n;
-        for (;;) {
-            int t[3];
-            if (conv_expect(&c, '(') || conv_int(&c, &t[0]) || conv_expect(&c, ',') || conv_int(&c, &t[1]) ||
-                conv_expect(&c, ',') || conv_int(&c, &t[2]) || conv_expect(&c, ')'))
-                return -1;
-            if (n == MODEL_MAX_CONV) return conv_fail(&c, "more than " "16" " conv layers");
-            dim[n] = t[0], kernel[n] = t[1], stride[n] = t[2];
-            n++;
-            conv_skip(&c);
-            if (*c.p != ',') break;
-            c.p++;
-        }
-        if (conv_expect(&c, ']')) return -1;
-        conv_skip(&c);
-        if (*c.p == '*') {
-            c.p++;
-            int rep;
-            if (conv_int(&c, &rep)) return -1;
-            int len = n - first;
-            if ((int64_t)len * rep + first > MODEL_MAX_CONV) return conv_fail(&c, "more than " "16" " conv layers");
-            for (int r = 1; r < rep; r++)
-                for (int i = 0; i < len; i++) {
-                    dim[n] = dim[first + i], kernel[n] = kernel[first + i], stride[n] = stride[first + i];
-                    n++;
-                }
-            conv_skip(&c);
-        }
-        if (!*c.p) break;
-        if (*c.p != '+') return conv_fail(&c, "expected '+' or the end");
-        c.p++;
-    }
-    m->n_conv = n;
-    for (int i = 0; i < MODEL_MAX_CONV; i++) {
-        m->conv_dim[i] = i < n ? dim[i] : 0;
-        m->conv_kernel[i] = i < n ? kernel[i] : 0;
-        m->conv_stride[i] = i < n ? stride[i] : 0;
-    }
-    return 0;
-}
-_Static_assert(MODEL_MAX_CONV == 16, "the conv_feature_layers messages say 16");
 
 /* ---- parsing ---------------------------------------------------------------------------------- */
+
+enum { SET_BY_SOURCE = INT_MAX };
 
 typedef struct {
     Recipe *r;
@@ -595,7 +227,8 @@ typedef struct {
     size_t pos;
     int line;                /* line of what the reader handed out last */
     int indented;            /* that line starts with white space (libinih: a continuation) */
-    int set_line[N_KEYS];    /* where each key got its value: 0 default, > 0 file line, < 0 override */
+    int set_line[MAX_KEYS];  /* where each key got its value: 0 default, > 0 file line, < 0 override,
+                                SET_BY_SOURCE: [model] from recipe_load_model's source */
     char *const *overrides;
     int err_line;            /* first error we found (0: none) */
     KoeError err;
@@ -720,7 +353,9 @@ static const char *where(const ParseState *ps, const char *section, const char *
     int k = find_key(section, key);
     KOE_ASSERT(k >= 0);
     int s = ps->set_line[k];
-    if (s > 0)
+    if (s == SET_BY_SOURCE)
+        snprintf(buf, n, "%s", ps->name);
+    else if (s > 0)
         snprintf(buf, n, "%s:%d", ps->name, s);
     else if (s < 0)
         snprintf(buf, n, "command line override '%s'", ps->overrides[-s - 1]);
@@ -799,8 +434,8 @@ static int check_lines(const ParseState *ps, KoeError *err) {
             char key[64], w[1200];
             const char *eq = memchr(t, ' ', len);
             snprintf(key, sizeof key, "%.*s", (int)(eq ? eq - t : 0), t);
-            for (int k = 0; k < N_KEYS; k++)
-                if (!strcmp(keys[k].key, key))
+            for (int k = 0; k < n_keys; k++)
+                if (!strcmp(keys[k].k->key, key))
                     return koe_error_set(err, "%s: %s.%s: the value is too long: its recipe line would be %zu "
                                          "characters, at most %d fit", where(ps, keys[k].section, key, w, sizeof w),
                                          keys[k].section, key, len, RECIPE_LINE_MAX);
@@ -818,10 +453,10 @@ static char *format_recipe(const Recipe *r) {
     if (!f) koe_fatal(KOE_EXIT_INTERNAL, "open_memstream failed");
     for (int s = 0; s < N_SECTIONS; s++) {
         fprintf(f, "%s[%s]\n", s ? "\n" : "", sections[s]);
-        for (int k = 0; k < N_KEYS; k++) {
+        for (int k = 0; k < n_keys; k++) {
             if (strcmp(keys[k].section, sections[s])) continue;
-            fprintf(f, "%s =", keys[k].key);
-            if (keys[k].type != K_STR || *((const char *)r + keys[k].off)) fputc(' ', f);
+            fprintf(f, "%s =", keys[k].k->key);
+            if (keys[k].k->type != K_STR || *((const char *)r + keys[k].off)) fputc(' ', f);
             format_value(f, r, &keys[k]);
             fputc('\n', f);
         }
@@ -840,18 +475,25 @@ uint64_t recipe_hash_text(const char *text) {
 }
 
 static void set_defaults(Recipe *r) {
+    recipe_keys();
     memset(r, 0, sizeof *r);
-    for (int k = 0; k < N_KEYS; k++) {
+    for (int k = 0; k < n_keys; k++) {
         char why[512];
-        if (set_value(r, &keys[k], keys[k].def, why, sizeof why))
-            koe_fatal(KOE_EXIT_INTERNAL, "recipe: default of %s.%s: %s", keys[k].section, keys[k].key, why);
+        if (set_value(r, &keys[k], keys[k].k->def, why, sizeof why))
+            koe_fatal(KOE_EXIT_INTERNAL, "recipe: default of %s.%s: %s", keys[k].section, keys[k].k->key, why);
     }
 }
 
-int recipe_load_string(Recipe *r, const char *name, const char *text, int n_overrides, char *const *overrides,
-                       KoeError *err) {
+/* The file text (or, when model is given, that [model] and no text), then the overrides. */
+static int recipe_resolve(Recipe *r, const char *name, const char *text, const ModelConfig *model, int n_overrides,
+                          char *const *overrides, KoeError *err) {
     set_defaults(r);
     ParseState ps = {.r = r, .name = name, .text = text, .overrides = overrides};
+    if (model) {
+        r->model = *model;
+        for (int k = 0; k < n_keys; k++)
+            if (!strcmp(keys[k].section, "model")) ps.set_line[k] = SET_BY_SOURCE;
+    }
     int rc = ini_parse_stream(recipe_line_reader, &ps, recipe_key_handler, &ps);
     if (rc == -2) koe_fatal(KOE_EXIT_INTERNAL, "recipe %s: out of memory in libinih", name);
     if (rc > 0 && (!ps.err_line || rc < ps.err_line)) {
@@ -872,6 +514,16 @@ int recipe_load_string(Recipe *r, const char *name, const char *text, int n_over
     }
     r->hash = recipe_hash_text(r->text);
     return 0;
+}
+
+int recipe_load_string(Recipe *r, const char *name, const char *text, int n_overrides, char *const *overrides,
+                       KoeError *err) {
+    return recipe_resolve(r, name, text, NULL, n_overrides, overrides, err);
+}
+
+int recipe_load_model(Recipe *r, const char *name, const ModelConfig *model, int n_overrides, char *const *overrides,
+                      KoeError *err) {
+    return recipe_resolve(r, name, "", model, n_overrides, overrides, err);
 }
 
 int recipe_load(Recipe *r, const char *path, int n_overrides, char *const *overrides, KoeError *err) {
@@ -956,16 +608,17 @@ void recipe_free(Recipe *r) {
 }
 
 void recipe_print_keys(FILE *f) {
+    recipe_keys();
     for (int s = 0; s < N_SECTIONS; s++) {
         fprintf(f, "%s[%s]\n", s ? "\n" : "", sections[s]);
-        for (int k = 0; k < N_KEYS; k++) {
+        for (int k = 0; k < n_keys; k++) {
             if (strcmp(keys[k].section, sections[s])) continue;
             char def[128];
-            snprintf(def, sizeof def, "%s", *keys[k].def ? keys[k].def : "\"\"");
+            snprintf(def, sizeof def, "%s", *keys[k].k->def ? keys[k].k->def : "\"\"");
             if (strlen(def) > 24)
-                fprintf(f, "  %-26s = %s\n  %-26s   %-24s %s\n", keys[k].key, def, "", "", keys[k].doc);
+                fprintf(f, "  %-26s = %s\n  %-26s   %-24s %s\n", keys[k].k->key, def, "", "", keys[k].k->doc);
             else
-                fprintf(f, "  %-26s = %-24s %s\n", keys[k].key, def, keys[k].doc);
+                fprintf(f, "  %-26s = %-24s %s\n", keys[k].k->key, def, keys[k].k->doc);
         }
     }
 }

@@ -1,6 +1,7 @@
 /* recipe.h — training recipes (recipes/README.md, Recipes): INI files parsed with libinih, sections
  * [data] [model] [objective] [optim] [run], plus `section.key=value` overrides from the command
- * line. One table (recipe.c) gives every key its type, default and one-line doc; it drives parsing,
+ * line. One table (recipe.c; its [model] keys are core's model_keys, its loader keys data/loader.c's
+ * loader_keys) gives every key its type, default and one-line doc; it drives parsing,
  * validation, the `koe help`-style key listing and the resolved text. The resolved text (every
  * key, defaults included, canonical formatting) is what koe prints at start, hashes, checks equal
  * on every rank and stores in checkpoints; parsing it again gives the same text and hash.
@@ -15,9 +16,7 @@
 #include "../core/optim.h"
 #include "../data/features.h"
 
-/* String values are limited so that a resolved line `key = value` stays within libinih's
- * 200-character line (the resolved text must parse again). */
-#define RECIPE_STR_MAX 161
+#define RECIPE_STR_MAX CONFIG_STR_MAX /* core/config_keys.h: a resolved line fits libinih's */
 
 typedef enum { OBJECTIVE_HUBERT = 1, OBJECTIVE_WAV2VEC2 = 2, OBJECTIVE_BESTRQ = 3 } ObjectiveKind;
 
@@ -101,6 +100,10 @@ int recipe_load(Recipe *r, const char *path, int n_overrides, char *const *overr
 /* The same from text in memory; name is used in messages (e.g. "CKPT.h5:/config"). */
 int recipe_load_string(Recipe *r, const char *name, const char *text, int n_overrides,
                        char *const *overrides, KoeError *err);
+/* `koe init --from`: the defaults with [model] = *model (read from name, e.g. DIR/config.json, which
+ * messages name), then the overrides, validated like a file. */
+int recipe_load_model(Recipe *r, const char *name, const ModelConfig *model, int n_overrides,
+                      char *const *overrides, KoeError *err);
 void recipe_free(Recipe *r);
 
 uint64_t recipe_hash_text(const char *text); /* FNV-1a 64 over the bytes */
@@ -114,8 +117,3 @@ int recipe_objective_config(const Recipe *r, int n_classes, ObjectiveConfig *c, 
 
 /* Every key with its default and doc, grouped by section (for `koe help train`). */
 void recipe_print_keys(FILE *f);
-
-/* fairseq's conv_feature_layers grammar: a sum of lists of (dim, kernel, stride) tuples, each list
- * optionally repeated with *N, e.g. "[(512,10,5)] + [(512,3,2)]*4 + [(512,2,2)]*2". Fills n_conv
- * and the conv arrays of m; on error returns -1 and writes why (naming the character) to msg. */
-int recipe_parse_conv_layers(const char *s, ModelConfig *m, char *msg, size_t msg_len);

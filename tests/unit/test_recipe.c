@@ -1,5 +1,6 @@
 /* test_recipe.c — recipes (recipes/recipe.c): defaults are HuBERT Base and agree with
- * model_config_default; every error class names file:line and the key (or the override);
+ * model_config_default; [model] is model_keys and [data] holds loader_keys (tests/unit/test_hf.c
+ * checks that model_keys covers ModelConfig and survives config.json); every error class names file:line and the key (or the override);
  * overrides apply after the file; fairseq's conv_feature_layers grammar; the resolved text parses
  * back to the same text and hash; changing any key changes the hash.
  * recipes/ is linked into the koe binary only, so the parser is compiled into this test directly. */
@@ -92,18 +93,57 @@ static void test_defaults_canonical(void **state) {
     (void)state;
     Recipe r;
     set_defaults(&r);
-    for (int k = 0; k < N_KEYS; k++) {
+    for (int k = 0; k < n_keys; k++) {
         char *buf = NULL;
         size_t len = 0;
         FILE *f = open_memstream(&buf, &len);
         assert_non_null(f);
         format_value(f, &r, &keys[k]);
         fclose(f);
-        if (strcmp(buf, keys[k].def)) {
-            print_error("%s.%s: default '%s' is formatted as '%s'\n", keys[k].section, keys[k].key, keys[k].def, buf);
+        if (strcmp(buf, keys[k].k->def)) {
+            print_error("%s.%s: default '%s' is formatted as '%s'\n", keys[k].section, keys[k].k->key, keys[k].k->def, buf);
             fail();
         }
         free(buf);
+    }
+}
+
+static char *format_field(const ConfigKey *k, const void *field) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    assert_non_null(f);
+    config_key_format(f, k, field);
+    fclose(f);
+    return buf;
+}
+
+/* [model] is core's model_keys, in order, on Recipe.model; [data] holds every one of data/loader.c's
+ * loader_keys, and the recipe's default of each is what loader_config_default sets. */
+static void test_sections_are_the_owners_tables(void **state) {
+    (void)state;
+    Recipe r;
+    set_defaults(&r);
+    int m = 0;
+    for (int k = 0; k < n_keys; k++) {
+        if (strcmp(keys[k].section, "model")) continue;
+        assert_true(m < model_n_keys);
+        assert_ptr_equal(keys[k].k, &model_keys[m]);
+        assert_int_equal(keys[k].off, offsetof(Recipe, model) + model_keys[m].off);
+        m++;
+    }
+    assert_int_equal(m, model_n_keys);
+    LoaderConfig lc;
+    loader_config_default(&lc);
+    for (int i = 0; i < loader_n_keys; i++) {
+        int k = find_key("data", loader_keys[i].key);
+        if (k < 0) fail_msg("loader key %s is not in [data]", loader_keys[i].key);
+        assert_ptr_equal(keys[k].k, &loader_keys[i]);
+        char *want = format_field(&loader_keys[i], (const char *)&lc + loader_keys[i].off);
+        char *got = format_field(keys[k].k, (const char *)&r + keys[k].off);
+        assert_string_equal(got, want);
+        free(want);
+        free(got);
     }
 }
 
@@ -137,10 +177,10 @@ static void test_help_lists_every_key(void **state) {
         snprintf(head, sizeof head, "[%s]\n", sections[s]);
         assert_non_null(strstr(buf, head));
     }
-    for (int k = 0; k < N_KEYS; k++) {
+    for (int k = 0; k < n_keys; k++) {
         char line[256];
-        snprintf(line, sizeof line, "  %-26s = %s", keys[k].key, *keys[k].def ? keys[k].def : "\"\"");
-        if (!strstr(buf, line) || !strstr(buf, keys[k].doc)) {
+        snprintf(line, sizeof line, "  %-26s = %s", keys[k].k->key, *keys[k].k->def ? keys[k].k->def : "\"\"");
+        if (!strstr(buf, line) || !strstr(buf, keys[k].k->doc)) {
             print_error("help lacks '%s' or its doc\n%s", line, buf);
             fail();
         }
@@ -289,7 +329,7 @@ static void test_conv_grammar(void **state) {
         ModelConfig m;
         model_config_default(&m);
         char msg[256] = "";
-        if (recipe_parse_conv_layers(ok[i].in, &m, msg, sizeof msg)) {
+        if (model_parse_conv_layers(ok[i].in, &m, msg, sizeof msg)) {
             print_error("'%s' rejected: %s\n", ok[i].in, msg);
             fail();
         }
@@ -303,12 +343,12 @@ static void test_conv_grammar(void **state) {
         char *buf = NULL;
         size_t len = 0;
         FILE *f = open_memstream(&buf, &len);
-        format_conv_layers(f, &m);
+        model_format_conv_layers(f, &m);
         fclose(f);
         assert_string_equal(buf, ok[i].canonical);
         ModelConfig m2;
         model_config_default(&m2);
-        assert_int_equal(recipe_parse_conv_layers(buf, &m2, msg, sizeof msg), 0);
+        assert_int_equal(model_parse_conv_layers(buf, &m2, msg, sizeof msg), 0);
         assert_memory_equal(&m, &m2, sizeof m);
         free(buf);
     }
@@ -334,7 +374,7 @@ static void test_conv_grammar(void **state) {
         model_config_default(&m);
         ModelConfig before = m;
         char msg[256] = "";
-        if (recipe_parse_conv_layers(bad[i].in, &m, msg, sizeof msg) == 0 || !strstr(msg, bad[i].want)) {
+        if (model_parse_conv_layers(bad[i].in, &m, msg, sizeof msg) == 0 || !strstr(msg, bad[i].want)) {
             print_error("'%s': expected an error with '%s', got '%s'\n", bad[i].in, bad[i].want, msg);
             fail();
         }
@@ -390,7 +430,8 @@ static void test_round_trip(void **state) {
 
 /* A different valid value for key k, as text: the first candidate that the recipe accepts. */
 static int changed_value_hashes_differently(int k, const Recipe *base, char *const *base_ov, int n_base) {
-    const RecipeKey *key = &keys[k];
+    const RecipeKey *rk = &keys[k];
+    const ConfigKey *key = rk->k;
     char cand[8][200];
     int nc = 0;
     double d = 0;
@@ -419,7 +460,7 @@ static int changed_value_hashes_differently(int k, const Recipe *base, char *con
     case K_TUPLE2:
     case K_TUPLE3: {
         double v[3];
-        parse_tuple(key, key->def, key->type == K_TUPLE2 ? 2 : 3, v, cand[0], 200);
+        assert_int_equal(config_key_parse(key, v, key->def, cand[0], 200), 0);
         for (int j = 0; j < 2; j++) {
             double w0 = j ? v[0] * 0.5 : v[0] * 0.9, w1 = j ? v[1] * 0.5 : v[1] * 0.9;
             if (key->type == K_TUPLE2)
@@ -434,12 +475,12 @@ static int changed_value_hashes_differently(int k, const Recipe *base, char *con
     char *now = NULL; /* the key's value in the base recipe: not a change */
     size_t now_len = 0;
     FILE *f = open_memstream(&now, &now_len);
-    format_value(f, base, key);
+    format_value(f, base, rk);
     fclose(f);
     for (int c = 0; c < nc; c++) {
         if (!strcmp(cand[c], now)) continue;
         char over[512];
-        snprintf(over, sizeof over, "%s.%s=%.200s", key->section, key->key, cand[c]);
+        snprintf(over, sizeof over, "%s.%s=%.200s", rk->section, key->key, cand[c]);
         char *ov[8];
         for (int i = 0; i < n_base; i++) ov[i] = base_ov[i];
         ov[n_base] = over;
@@ -465,7 +506,7 @@ static int changed_value_hashes_differently(int k, const Recipe *base, char *con
         return 1;
     }
     free(now);
-    print_error("%s.%s: no candidate value was accepted\n", key->section, key->key);
+    print_error("%s.%s: no candidate value was accepted\n", rk->section, key->key);
     return 0;
 }
 
@@ -475,7 +516,7 @@ static void test_hash_changes_with_every_key(void **state) {
     Recipe base;
     KoeError err;
     assert_int_equal(load(&base, "", 1, base_ov, &err), 0);
-    for (int k = 0; k < N_KEYS; k++)
+    for (int k = 0; k < n_keys; k++)
         if (!changed_value_hashes_differently(k, &base, base_ov, 1)) fail();
     recipe_free(&base);
 }
@@ -484,6 +525,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_defaults_canonical),
+        cmocka_unit_test(test_sections_are_the_owners_tables),
         cmocka_unit_test(test_design_keys_exist),
         cmocka_unit_test(test_help_lists_every_key),
         cmocka_unit_test(test_errors_name_line_and_key),

@@ -1,0 +1,326 @@
+/* hf.c — see hf.h. Must not: name a config.json field for a model setting (the Hugging Face names
+ * are model_keys' column; only the constants koe's encoder implies are written here), write a
+ * half-finished export under the final names (both files are written as *.tmp and renamed), or
+ * accept a tensor whose dtype, shape or byte range is wrong. */
+#include "hf.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+static const char *const conv_lists[3] = {"dim", "kernel", "stride"}; /* K_CONV's <hf>_<list> fields */
+
+/* ---- files --------------------------------------------------------------------------------------- */
+
+static char *read_file(const char *path, size_t *size, KoeError *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        koe_error_set(err, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = koe_malloc(cap + 1);
+    size_t k;
+    while ((k = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += k;
+        if (n == cap) buf = koe_realloc(buf, (cap *= 2) + 1);
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        koe_error_set(err, "%s: read error", path);
+        return NULL;
+    }
+    buf[n] = 0;
+    *size = n;
+    return buf;
+}
+
+/* config.json: the constant fields koe's encoder implies, then every model key with an hf name. */
+static json_t *config_json(const ModelConfig *c) {
+    json_t *root = json_object(), *arch = json_array();
+    json_array_append_new(arch, json_string("Wav2Vec2Model"));
+    json_object_set_new(root, "architectures", arch);
+    json_object_set_new(root, "model_type", json_string("wav2vec2"));
+    json_object_set_new(root, "feat_extract_activation", json_string("gelu"));
+    json_object_set_new(root, "hidden_act", json_string("gelu"));
+    for (int i = 0; i < model_n_keys; i++) {
+        const ConfigKey *k = &model_keys[i];
+        const char *field = (const char *)c + k->off;
+        if (!k->hf) continue;
+        switch (k->type) {
+        case K_CONV:
+            for (int l = 0; l < 3; l++) {
+                const int *v = l == 0 ? c->conv_dim : l == 1 ? c->conv_kernel : c->conv_stride;
+                json_t *a = json_array();
+                for (int j = 0; j < c->n_conv; j++) json_array_append_new(a, json_integer(v[j]));
+                char name[128];
+                snprintf(name, sizeof name, "%s_%s", k->hf, conv_lists[l]);
+                json_object_set_new(root, name, a);
+            }
+            break;
+        case K_ENUM: {
+            const EnumName *e = k->names;
+            while (e->name && e->value != *(const int *)field) e++;
+            KOE_ASSERT(e->name);
+            json_object_set_new(root, k->hf, json_string(e->hf));
+            break;
+        }
+        case K_BOOL: json_object_set_new(root, k->hf, json_boolean(*(const int *)field)); break;
+        case K_INT: json_object_set_new(root, k->hf, json_integer(*(const int *)field)); break;
+        case K_FLOAT: { /* the shortest decimal that reads back as the same float: "0.1", not 0.100000001 */
+            char num[40];
+            config_format_float(num, sizeof num, *(const float *)field);
+            json_object_set_new(root, k->hf, json_real(strtod(num, NULL)));
+            break;
+        }
+        default: koe_fatal(KOE_EXIT_INTERNAL, "hf: model key %s has a type config.json cannot hold", k->key);
+        }
+    }
+    return root;
+}
+
+static int write_config(FILE *f, const ModelConfig *c) {
+    json_t *root = config_json(c);
+    int rc = json_dumpf(root, f, JSON_INDENT(2) | JSON_REAL_PRECISION(9));
+    json_decref(root);
+    return rc < 0 || fputc('\n', f) == EOF || ferror(f) ? -1 : 0;
+}
+
+static int write_safetensors(FILE *f, const ParamTable *t, const float *params) {
+    /* header: {"__metadata__":{"format":"pt"}, name: {"dtype":"F32","shape":[...],"data_offsets":[a,b]}, ...} */
+    json_t *h = json_object(), *meta = json_object();
+    json_object_set_new(meta, "format", json_string("pt"));
+    json_object_set_new(h, "__metadata__", meta);
+    for (int i = 0; i < t->n; i++) {
+        const ParamEntry *e = &t->e[i];
+        json_t *o = json_object(), *shape = json_array();
+        json_object_set_new(o, "dtype", json_string("F32"));
+        for (int d = 0; d < e->ndim; d++) json_array_append_new(shape, json_integer(e->shape[d]));
+        json_object_set_new(o, "shape", shape);
+        json_object_set_new(o, "data_offsets", json_pack("[II]", (json_int_t)(e->offset * 4),
+                                                         (json_int_t)((e->offset + e->numel) * 4)));
+        json_object_set_new(h, e->name, o);
+    }
+    char *text = json_dumps(h, JSON_COMPACT);
+    json_decref(h);
+    if (!text) return -1;
+    size_t n = strlen(text), pad = (8 - n % 8) % 8; /* data starts 8-byte aligned */
+    uint64_t len = n + pad;
+    unsigned char le[8];
+    for (int k = 0; k < 8; k++) le[k] = (unsigned char)(len >> (8 * k));
+    int ok = fwrite(le, 1, 8, f) == 8 && fwrite(text, 1, n, f) == n && fwrite("       ", 1, pad, f) == pad &&
+             fwrite(params, sizeof(float), (size_t)t->total, f) == (size_t)t->total;
+    free(text);
+    return ok ? 0 : -1;
+}
+
+static int write_published(const char *dir, const char *name, int (*fill)(FILE *, const void *, const void *),
+                           const void *a, const void *b, KoeError *err) {
+    char path[4096], tmp[4100];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return koe_error_set(err, "%s: cannot create: %s (does --out exist?)", tmp, strerror(errno));
+    int bad = fill(f, a, b) < 0;
+    if (fclose(f) != 0) bad = 1;
+    if (bad) {
+        remove(tmp);
+        return koe_error_set(err, "%s: write failed: %s", tmp, strerror(errno));
+    }
+    return koe_publish_file(tmp, path, err);
+}
+
+static int fill_config(FILE *f, const void *a, const void *b) {
+    (void)b;
+    return write_config(f, a);
+}
+static int fill_tensors(FILE *f, const void *a, const void *b) { return write_safetensors(f, a, b); }
+
+int hf_export(const char *dir, const ModelConfig *cfg, const ParamTable *t, const float *params, KoeError *err) {
+    /* little-endian float32 is what safetensors F32 means; the raw buffer is written as is */
+    const uint32_t probe = 1;
+    KOE_ASSERT(*(const unsigned char *)&probe == 1);
+    if (write_published(dir, "model.safetensors", fill_tensors, t, params, err) < 0) return -1;
+    return write_published(dir, "config.json", fill_config, cfg, NULL, err);
+}
+
+/* ---- reading ------------------------------------------------------------------------------------- */
+
+/* The conv lists present in root set n_conv and their arrays (the others keep theirs); the rest zero. */
+static int read_conv(const json_t *root, const ConfigKey *k, ModelConfig *c, const char *path, KoeError *err) {
+    int *vals[3] = {c->conv_dim, c->conv_kernel, c->conv_stride};
+    int n_conv = -1;
+    for (int l = 0; l < 3; l++) {
+        char name[128];
+        snprintf(name, sizeof name, "%s_%s", k->hf, conv_lists[l]);
+        const json_t *a = json_object_get(root, name);
+        if (!a) continue;
+        const int n = json_is_array(a) ? (int)json_array_size(a) : -1;
+        int ok = n >= 1 && n <= MODEL_MAX_CONV && (n_conv < 0 || n == n_conv);
+        for (int i = 0; ok && i < n; i++) {
+            const json_t *v = json_array_get(a, (size_t)i);
+            ok = json_is_integer(v) && json_integer_value(v) >= 1 && json_integer_value(v) <= 1000000;
+        }
+        if (!ok)
+            return koe_error_set(err, "%s: \"%s\" must be a list of 1..%d integers in [1, 1000000], as long as the "
+                                 "other %s_* lists (model.%s)", path, name, MODEL_MAX_CONV, k->hf, k->key);
+        n_conv = n;
+        for (int i = 0; i < MODEL_MAX_CONV; i++) vals[l][i] = i < n ? (int)json_integer_value(json_array_get(a, (size_t)i)) : 0;
+    }
+    if (n_conv < 0) return 0;
+    c->n_conv = n_conv;
+    for (int l = 0; l < 3; l++)
+        for (int i = n_conv; i < MODEL_MAX_CONV; i++) vals[l][i] = 0;
+    return 0;
+}
+
+/* Key k from root's field k->hf (absent or null: k keeps its value), checked against k's range. */
+static int read_key(const json_t *root, const ConfigKey *k, ModelConfig *c, const char *path, KoeError *err) {
+    if (k->type == K_CONV) return read_conv(root, k, c, path, err);
+    const json_t *v = json_object_get(root, k->hf);
+    if (!v || json_is_null(v)) return 0;
+    void *field = (char *)c + k->off;
+    char why[512];
+    if (k->type == K_ENUM) {
+        for (const EnumName *e = k->names; e->name; e++)
+            if (json_is_string(v) && !strcmp(json_string_value(v), e->hf))
+                return config_key_parse(k, field, e->name, why, sizeof why) ? koe_error_set(err, "%s", why) : 0;
+        int len = snprintf(why, sizeof why, "%s: \"%s\" must be one of", path, k->hf);
+        for (const EnumName *e = k->names; e->name && len >= 0 && (size_t)len < sizeof why; e++)
+            len += snprintf(why + len, sizeof why - (size_t)len, " \"%s\"", e->hf);
+        return koe_error_set(err, "%s (model.%s)", why, k->key);
+    }
+    if (k->type == K_BOOL ? !json_is_boolean(v) : !json_is_number(v))
+        return koe_error_set(err, "%s: \"%s\" must be %s (model.%s)", path, k->hf,
+                             k->type == K_BOOL ? "true or false" : k->type == K_INT ? "an integer" : "a number", k->key);
+    if (config_key_set_number(k, field, json_is_boolean(v) ? json_is_true(v) : json_number_value(v), why, sizeof why))
+        return koe_error_set(err, "%s: \"%s\": %s (model.%s)", path, k->hf, why, k->key);
+    return 0;
+}
+
+int hf_read_config(const char *dir, ModelConfig *c, KoeError *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    json_error_t je;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (!root) return koe_error_set(err, "%s:%d:%d: %s", path, je.line, je.column, je.text);
+    int rc = -1;
+    if (!json_is_object(root)) {
+        koe_error_set(err, "%s: not a JSON object", path);
+        goto out;
+    }
+    model_config_default(c);
+    for (int i = 0; i < model_n_keys; i++)
+        if (model_keys[i].hf && read_key(root, &model_keys[i], c, path, err) < 0) goto out;
+    const json_t *act = json_object_get(root, "hidden_act");
+    if (act && (!json_is_string(act) || strcmp(json_string_value(act), "gelu"))) {
+        koe_error_set(err, "%s: hidden_act must be \"gelu\" (koe's encoder uses exact GELU)", path);
+        goto out;
+    }
+    rc = 0;
+out:
+    json_decref(root);
+    return rc;
+}
+
+/* The table's name for a safetensors name: drop a task model's "wav2vec2." / "hubert." prefix and map
+ * torch.nn.utils.parametrizations' weight norm names to weight_g / weight_v. */
+static void table_name(const char *in, char *out, size_t n) {
+    if (!strncmp(in, "wav2vec2.", 9)) in += 9;
+    else if (!strncmp(in, "hubert.", 7)) in += 7;
+    snprintf(out, n, "%s", in);
+    char *p = strstr(out, "parametrizations.weight.original");
+    if (p && (p[32] == '0' || p[32] == '1') && !p[33]) snprintf(p, n - (size_t)(p - out), "weight_%c", p[32] == '0' ? 'g' : 'v');
+}
+
+/* Tensor `name` (o: its header entry) into e's place in params, after checking dtype, shape and byte
+ * range (data: dsize bytes after the header). */
+static int read_tensor(const char *path, const char *name, const json_t *o, const ParamEntry *e, const char *data,
+                       uint64_t dsize, float *params, KoeError *err) {
+    const json_t *dt = json_object_get(o, "dtype"), *sh = json_object_get(o, "shape"),
+                 *off = json_object_get(o, "data_offsets");
+    if (!json_is_string(dt) || strcmp(json_string_value(dt), "F32"))
+        return koe_error_set(err, "%s: %s has dtype %s, expected F32", path, name,
+                             json_is_string(dt) ? json_string_value(dt) : "?");
+    int same = json_is_array(sh) && json_array_size(sh) == (size_t)e->ndim;
+    for (int d = 0; same && d < e->ndim; d++) {
+        const json_t *v = json_array_get(sh, (size_t)d);
+        same = json_is_integer(v) && json_integer_value(v) == e->shape[d];
+    }
+    if (!same) {
+        char want[128];
+        params_shape_str(e, want, sizeof want);
+        return koe_error_set(err, "%s: %s has another shape than this model's %s (config.json and weights disagree?)",
+                             path, name, want);
+    }
+    const json_t *a = json_array_get(off, 0), *b = json_array_get(off, 1);
+    if (!json_is_array(off) || json_array_size(off) != 2 || !json_is_integer(a) || !json_is_integer(b) ||
+        json_integer_value(a) < 0 || (uint64_t)json_integer_value(b) > dsize ||
+        json_integer_value(b) - json_integer_value(a) != e->numel * 4)
+        return koe_error_set(err, "%s: %s: data_offsets missing or not %lld bytes inside the file", path, name,
+                             (long long)e->numel * 4);
+    memcpy(params + e->offset, data + json_integer_value(a), (size_t)e->numel * 4);
+    return 0;
+}
+
+int hf_read_params(const char *dir, const ParamTable *t, float *params, KoeError *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    size_t size;
+    char *buf = read_file(path, &size, err);
+    if (!buf) return -1;
+    int rc = -1, skipped = 0;
+    uint64_t hlen = 0;
+    json_t *h = NULL;
+    unsigned char *done = koe_calloc((size_t)(t->n ? t->n : 1), 1);
+    if (size < 8) {
+        koe_error_set(err, "%s: too short for safetensors (%zu bytes)", path, size);
+        goto out;
+    }
+    for (int k = 0; k < 8; k++) hlen |= (uint64_t)(unsigned char)buf[k] << (8 * k);
+    if (hlen > size - 8) {
+        koe_error_set(err, "%s: header length %llu exceeds the file (%zu bytes): truncated?", path,
+                      (unsigned long long)hlen, size);
+        goto out;
+    }
+    json_error_t je;
+    h = json_loadb(buf + 8, hlen, JSON_REJECT_DUPLICATES, &je);
+    if (!h || !json_is_object(h)) {
+        koe_error_set(err, "%s: JSON header:%d:%d: %s", path, h ? 1 : je.line, h ? 1 : je.column,
+                      h ? "not a JSON object" : je.text);
+        goto out;
+    }
+    const char *key;
+    json_t *o;
+    json_object_foreach(h, key, o) {
+        if (!strcmp(key, "__metadata__")) continue;
+        char name[512];
+        table_name(key, name, sizeof name);
+        const int ti = params_find(t, name);
+        if (ti < 0) {
+            koe_warn("%s: %s is not part of the encoder; skipped", path, key);
+            skipped++;
+            continue;
+        }
+        if (read_tensor(path, key, o, &t->e[ti], buf + 8 + hlen, size - 8 - hlen, params, err) < 0) goto out;
+        done[ti] = 1;
+    }
+    for (int i = 0; i < t->n; i++) {
+        if (done[i] || !strcmp(t->e[i].name, "masked_spec_embed")) continue;
+        koe_error_set(err, "%s: tensor %s is missing", path, t->e[i].name);
+        goto out;
+    }
+    if (skipped) koe_log("%s: %d tensor(s) outside the encoder skipped", path, skipped);
+    rc = 0;
+out:
+    json_decref(h);
+    free(done);
+    free(buf);
+    return rc;
+}

@@ -1,0 +1,21 @@
+/* hf.h — the Hugging Face format of a model (data/README.md, Export): DIR/model.safetensors (tensors
+ * under the parameter table's Hugging Face names, F32, __metadata__ {"format":"pt"}) and
+ * DIR/config.json with the transformers Wav2Vec2/HuBERT fields. The config.json fields are the
+ * Hugging Face column of core's model_keys (conv_dim/conv_kernel/conv_stride, feat_extract_norm,
+ * hidden_size, ..., mask_time_*, plus koe_frontend / koe_encoder / fbank_* / conformer_kernel for
+ * what transformers has no field for): the writer and the reader walk that table, so a model key
+ * with an hf name is written and read without an edit here. Reading goes the other way for
+ * `koe init --from DIR`. Both JSON texts are read and written with jansson. No MPI. */
+#pragma once
+#include "../core/common.h"
+#include "../core/model.h"
+#include "../core/params.h"
+
+int hf_export(const char *dir, const ModelConfig *cfg, const ParamTable *t, const float *params, KoeError *err);
+/* cfg starts from model_config_default; the fields present in DIR/config.json override it, each
+ * checked against its key's range. Errors name DIR/config.json (with line and column for bad JSON),
+ * the field and the recipe key. */
+int hf_read_config(const char *dir, ModelConfig *cfg, KoeError *err);
+/* Every table tensor from DIR/model.safetensors (F32, same shape); tensors the table lacks are an error,
+ * except masked_spec_embed may be absent (published fine-tuned models drop it: it keeps its init). */
+int hf_read_params(const char *dir, const ParamTable *t, float *params, KoeError *err);

@@ -1,0 +1,198 @@
+/* test_hf.c — the Hugging Face format (data/hf.c) against the one description of the model
+ * (core/model_config.c): every ModelConfig byte belongs to exactly one model key, every model key has
+ * a config.json name and a changed value of it survives config.json write -> read, errors in
+ * config.json name the line and column (bad JSON) or the field and key (bad value), and the
+ * safetensors header is real JSON: a tensor name written with \uXXXX escapes is decoded. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "../../core/common.h"
+#include "../../core/model.h"
+#include "../../core/params.h"
+#include "../../data/hf.h"
+
+static char dir[256];
+
+/* The bytes [*lo, *hi) of ModelConfig that key k sets (K_CONV: n_conv and the conv arrays). */
+static void key_span(const ConfigKey *k, size_t *lo, size_t *hi) {
+    *lo = k->off;
+    switch (k->type) {
+    case K_INT:
+    case K_BOOL:
+    case K_ENUM: *hi = k->off + sizeof(int); return;
+    case K_FLOAT: *hi = k->off + sizeof(float); return;
+    case K_CONV:
+        *lo = offsetof(ModelConfig, n_conv);
+        *hi = offsetof(ModelConfig, conv_stride) + sizeof(((ModelConfig *)0)->conv_stride);
+        return;
+    default: fail_msg("model key %s: type %d is not a model key type", k->key, (int)k->type);
+    }
+}
+
+/* A field added to ModelConfig without a key (or a key on the wrong field) leaves a byte uncovered
+ * or covered twice. */
+static void test_every_field_has_one_key(void **state) {
+    (void)state;
+    unsigned char owner[sizeof(ModelConfig)] = {0};
+    for (int i = 0; i < model_n_keys; i++) {
+        const ConfigKey *k = &model_keys[i];
+        size_t lo = 0, hi = 0;
+        key_span(k, &lo, &hi);
+        for (size_t b = lo; b < hi; b++) {
+            assert_true(b < sizeof(ModelConfig));
+            if (owner[b]) fail_msg("ModelConfig byte %zu belongs to model keys %s and %s", b, model_keys[owner[b] - 1].key, k->key);
+            owner[b] = (unsigned char)(i + 1);
+        }
+    }
+    for (size_t b = 0; b < sizeof(ModelConfig); b++)
+        if (!owner[b]) fail_msg("ModelConfig byte %zu has no model key (core/model_config.c: model_keys)", b);
+}
+
+/* A value of key k other than its default, as recipe text. */
+static void changed_value(const ConfigKey *k, char *buf, size_t n) {
+    double d = strtod(k->def, NULL);
+    switch (k->type) {
+    case K_INT: snprintf(buf, n, "%.0f", d + 1); break;
+    case K_FLOAT: snprintf(buf, n, "%.9g", d > 0 ? d * 0.5 : 0.25); break;
+    case K_BOOL: snprintf(buf, n, "%s", strcmp(k->def, "true") ? "true" : "false"); break;
+    case K_ENUM:
+        for (const EnumName *e = k->names; e->name; e++)
+            if (strcmp(e->name, k->def)) {
+                snprintf(buf, n, "%s", e->name);
+                break;
+            }
+        break;
+    case K_CONV: snprintf(buf, n, "[(64,4,2)]*3 + [(32,3,1)]"); break;
+    default: fail_msg("model key %s: no changed value for type %d", k->key, (int)k->type);
+    }
+}
+
+static void export_config(const ModelConfig *c) {
+    ParamTable t;
+    params_table_init(&t);
+    params_add(&t, "masked_spec_embed", 1, (int64_t[]){4}, PARAM_INIT_ZERO, 0, 0);
+    float p[4] = {1, 2, 3, 4};
+    KoeError err;
+    if (hf_export(dir, c, &t, p, &err)) fail_msg("%s", err.msg);
+    params_table_free(&t);
+}
+
+static void test_every_key_round_trips(void **state) {
+    (void)state;
+    for (int i = 0; i < model_n_keys; i++) {
+        const ConfigKey *k = &model_keys[i];
+        if (!k->hf) fail_msg("model key %s has no config.json name: koe init --from could not restore it", k->key);
+        ModelConfig c, back, def;
+        model_config_default(&c);
+        model_config_default(&def);
+        char text[128], why[512];
+        changed_value(k, text, sizeof text);
+        if (config_key_parse(k, (char *)&c + k->off, text, why, sizeof why)) fail_msg("%s = %s: %s", k->key, text, why);
+        assert_memory_not_equal(&c, &def, sizeof c);
+        export_config(&c);
+        KoeError err;
+        if (hf_read_config(dir, &back, &err)) fail_msg("%s = %s: %s", k->key, text, err.msg);
+        if (memcmp(&c, &back, sizeof c)) fail_msg("model.%s = %s did not survive config.json (%s)", k->key, text, k->hf);
+    }
+}
+
+static void write_text(const char *name, const char *text) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void test_config_errors(void **state) {
+    (void)state;
+    struct {
+        const char *text, *want[3];
+    } cases[] = {
+        {"{\n  \"hidden_size\": 768\n  \"num_hidden_layers\": 12\n}\n", {"config.json:3:", NULL}},
+        {"{\"hidden_size\": 0}", {"\"hidden_size\"", "out of range", "model.encoder_embed_dim"}},
+        {"{\"hidden_size\": 76.5}", {"\"hidden_size\"", "not an integer", NULL}},
+        {"{\"conv_bias\": 1}", {"\"conv_bias\"", "true or false", "model.conv_bias"}},
+        {"{\"feat_extract_norm\": \"batch\"}", {"\"group\" \"layer\"", "model.extractor_mode", NULL}},
+        {"{\"conv_dim\": [512, 512], \"conv_kernel\": [10]}", {"\"conv_kernel\"", "as long as", NULL}},
+        {"{\"hidden_act\": \"relu\"}", {"hidden_act", "gelu", NULL}},
+        {"[1, 2]", {"not a JSON object", NULL}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        write_text("config.json", cases[i].text);
+        ModelConfig c;
+        KoeError err = {{0}};
+        if (hf_read_config(dir, &c, &err) == 0) fail_msg("accepted: %s", cases[i].text);
+        for (int w = 0; w < 3 && cases[i].want[w]; w++)
+            if (!strstr(err.msg, cases[i].want[w])) fail_msg("'%s' lacks '%s'", err.msg, cases[i].want[w]);
+    }
+}
+
+/* The header as koe writes it, with "masked_spec_embed" spelled with \u escapes: the same tensor. */
+static void test_safetensors_unicode_escapes(void **state) {
+    (void)state;
+    ModelConfig c;
+    model_config_default(&c);
+    export_config(&c);
+    char path[512];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    unsigned char le[8];
+    assert_int_equal(fread(le, 1, 8, f), 8);
+    uint64_t hlen = 0;
+    for (int k = 0; k < 8; k++) hlen |= (uint64_t)le[k] << (8 * k);
+    char header[1024] = {0}, data[64];
+    assert_true(hlen < sizeof header);
+    assert_int_equal(fread(header, 1, hlen, f), hlen);
+    size_t dn = fread(data, 1, sizeof data, f);
+    fclose(f);
+    assert_int_equal(dn, 16);
+    char *at = strstr(header, "\"masked_spec_embed\"");
+    assert_non_null(at);
+    char escaped[1024];
+    snprintf(escaped, sizeof escaped, "%.*s\"masked_spec_\\u0065mbe\\u0064\"%s", (int)(at - header), header,
+             at + strlen("\"masked_spec_embed\""));
+    size_t n = strlen(escaped);
+    while (n % 8) escaped[n++] = ' ';
+    f = fopen(path, "wb");
+    for (int k = 0; k < 8; k++) le[k] = (unsigned char)((uint64_t)n >> (8 * k));
+    fwrite(le, 1, 8, f);
+    fwrite(escaped, 1, n, f);
+    fwrite(data, 1, dn, f);
+    fclose(f);
+    ParamTable t;
+    params_table_init(&t);
+    params_add(&t, "masked_spec_embed", 1, (int64_t[]){4}, PARAM_INIT_ZERO, 0, 0);
+    float p[4] = {0};
+    KoeError err;
+    if (hf_read_params(dir, &t, p, &err)) fail_msg("%s", err.msg);
+    assert_true(p[0] == 1 && p[1] == 2 && p[2] == 3 && p[3] == 4);
+    params_table_free(&t);
+}
+
+int main(void) {
+    const char *tmp = getenv("KOE_TMP") ? getenv("KOE_TMP") : "/tmp";
+    snprintf(dir, sizeof dir, "%s/test_hf_%d", tmp, (int)getpid());
+    mkdir(dir, 0777);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_every_field_has_one_key),
+        cmocka_unit_test(test_every_key_round_trips),
+        cmocka_unit_test(test_config_errors),
+        cmocka_unit_test(test_safetensors_unicode_escapes),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd)) rc = 1;
+    return rc;
+}
