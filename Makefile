@@ -113,7 +113,7 @@ $(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libkoe.a
 	@$(if $(Q),echo "  LD    $@")
 	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) $< $(BUILD)/libkoe.a $(LDLIBS) -o $@
 
--include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(BUILD)/tests $(BUILD)/bench -name '*.d' 2>/dev/null)
 
 # ---- test, demo, bench --------------------------------------------------------------------------
 test: deps

@@ -50,16 +50,6 @@ static const ConfigKey data_keys[] = {
     KS("valid_corpus", data.valid_corpus, "", "held-out corpus for validation; empty = no validation"),
     KS("labels", data.labels, "", "label set name under CORPUS/labels/ (HuBERT targets)"),
 };
-/* Where RecipeData holds each of loader_keys (the same type as the LoaderConfig field). */
-static const struct {
-    const char *key;
-    size_t off;
-} loader_fields[] = {
-    {"max_tokens", OFF(data.max_tokens)},         {"max_sample_size", OFF(data.max_sample_size)},
-    {"min_sample_size", OFF(data.min_sample_size)}, {"lang_alpha", OFF(data.lang_alpha)},
-    {"bucket_batches", OFF(data.bucket_batches)}, {"threads", OFF(data.threads)},
-    {"features", OFF(data.features)},
-};
 static const ConfigKey objective_keys[] = {
     KE("name", objective.name, "hubert", objective_names, "hubert | wav2vec2 | bestrq"),
     KN("final_dim", K_INT, objective.final_dim, "256", 1, 65536, 0,
@@ -138,15 +128,7 @@ static void add_keys(const char *section, const ConfigKey *k, int n, size_t base
 
 static void build_keys(void) {
     add_keys("data", data_keys, COUNT(data_keys), 0);
-    KOE_ASSERT(loader_n_keys == COUNT(loader_fields));
-    for (int i = 0; i < loader_n_keys; i++) {
-        int f = 0;
-        while (f < COUNT(loader_fields) && strcmp(loader_fields[f].key, loader_keys[i].key)) f++;
-        if (f == COUNT(loader_fields))
-            koe_fatal(KOE_EXIT_INTERNAL, "recipe: loader key %s has no field in RecipeData", loader_keys[i].key);
-        KOE_ASSERT(n_keys < MAX_KEYS);
-        keys[n_keys++] = (RecipeKey){"data", &loader_keys[i], loader_fields[f].off};
-    }
+    add_keys("data", loader_keys, loader_n_keys, OFF(data.loader));
     add_keys("model", model_keys, model_n_keys, OFF(model));
     add_keys("objective", objective_keys, COUNT(objective_keys), 0);
     add_keys("optim", optim_keys, COUNT(optim_keys), 0);
@@ -382,15 +364,15 @@ static int check_recipe(const ParseState *ps, KoeError *err) {
     if (m->encoder == ENCODER_CONFORMER && m->conformer_kernel % 2 == 0)
         return koe_error_set(err, "%s: model.depthwise_conv_kernel_size = %d must be odd (same-length convolution)",
                              WHERE1("model", "depthwise_conv_kernel_size"), m->conformer_kernel);
-    if (r->data.min_sample_size > r->data.max_sample_size)
+    if (r->data.loader.plan.min_sample_size > r->data.loader.plan.max_sample_size)
         return koe_error_set(err, "%s: data.min_sample_size = %" PRId64 " is above data.max_sample_size = %" PRId64 " (%s)",
-                             WHERE1("data", "min_sample_size"), r->data.min_sample_size, r->data.max_sample_size,
+                             WHERE1("data", "min_sample_size"), r->data.loader.plan.min_sample_size, r->data.loader.plan.max_sample_size,
                              WHERE2("data", "max_sample_size"));
-    if (r->data.max_tokens < r->data.max_sample_size)
+    if (r->data.loader.plan.max_tokens < r->data.loader.plan.max_sample_size)
         return koe_error_set(err,
                              "%s: data.max_tokens = %" PRId64 " cannot hold one utterance of data.max_sample_size = %" PRId64
                              " (%s); raise max_tokens or lower max_sample_size",
-                             WHERE1("data", "max_tokens"), r->data.max_tokens, r->data.max_sample_size,
+                             WHERE1("data", "max_tokens"), r->data.loader.plan.max_tokens, r->data.loader.plan.max_sample_size,
                              WHERE2("data", "max_sample_size"));
     const RecipeOptim *o = &r->optim;
     if (o->schedule != SCHEDULE_TRI_STAGE && o->warmup >= o->max_updates)
@@ -410,12 +392,17 @@ static int check_recipe(const ParseState *ps, KoeError *err) {
     if (ob->name == OBJECTIVE_WAV2VEC2 && vq_dim % ob->latent_groups)
         return koe_error_set(err, "%s: objective.latent_groups = %d must divide the codevector dim %d (latent_dim, or final_dim when latent_dim = 0)",
                              WHERE1("objective", "latent_groups"), ob->latent_groups, vq_dim);
-    if (m->frontend == FRONTEND_FBANK && r->data.features != FEAT_FBANK)
+    if (m->frontend == FRONTEND_FBANK && r->data.loader.features != FEAT_FBANK)
         return koe_error_set(err, "%s: model.frontend = fbank needs data.features = fbank (%s)",
                              WHERE1("model", "frontend"), WHERE2("data", "features"));
-    if (ob->name == OBJECTIVE_BESTRQ && r->data.features != FEAT_FBANK)
-        return koe_error_set(err, "%s: objective.name = bestrq quantizes fbank frames: it needs data.features = fbank (%s)",
+    if (ob->name == OBJECTIVE_BESTRQ && (r->data.loader.features != FEAT_FBANK || m->frontend != FRONTEND_FBANK))
+        return koe_error_set(err, "%s: objective.name = bestrq quantizes fbank frames: it needs model.frontend = fbank "
+                                  "and data.features = fbank (%s)",
                              WHERE1("objective", "name"), WHERE2("data", "features"));
+    if (ob->name == OBJECTIVE_WAV2VEC2 && m->frontend != FRONTEND_WAVEFORM)
+        return koe_error_set(err, "%s: objective.name = wav2vec2 quantizes the conv features: it needs "
+                                  "model.frontend = waveform (%s)",
+                             WHERE1("objective", "name"), WHERE2("model", "frontend"));
 #undef WHERE1
 #undef WHERE2
     return 0;
@@ -477,6 +464,7 @@ uint64_t recipe_hash_text(const char *text) {
 static void set_defaults(Recipe *r) {
     recipe_keys();
     memset(r, 0, sizeof *r);
+    loader_config_default(&r->data.loader); /* the loader's settings that are not keys (depth, ...) */
     for (int k = 0; k < n_keys; k++) {
         char why[512];
         if (set_value(r, &keys[k], keys[k].k->def, why, sizeof why))
@@ -566,7 +554,7 @@ void recipe_schedule_config(const Recipe *r, ScheduleConfig *s) {
                           .init_lr_scale = o->init_lr_scale, .final_lr_scale = o->final_lr_scale};
 }
 
-int recipe_objective_config(const Recipe *r, int n_classes, ObjectiveConfig *c, KoeError *err) {
+void recipe_objective_config(const Recipe *r, int n_classes, ObjectiveConfig *c) {
     const RecipeObjective *o = &r->objective;
     const ModelConfig *m = &r->model;
     *c = (ObjectiveConfig){
@@ -595,11 +583,6 @@ int recipe_objective_config(const Recipe *r, int n_classes, ObjectiveConfig *c, 
                    .mask_length = m->mask_length,
                    .noise_std = (float)o->mask_noise_std},
     };
-    if (o->name == OBJECTIVE_WAV2VEC2 && c->wav2vec2.vq_dim % o->latent_groups)
-        return koe_error_set(err, "objective.latent_dim (or final_dim) = %d must be a multiple of "
-                                  "objective.latent_groups = %d",
-                             c->wav2vec2.vq_dim, o->latent_groups);
-    return 0;
 }
 
 void recipe_free(Recipe *r) {

@@ -15,6 +15,7 @@
 #include "../core/objective.h"
 #include "../core/optim.h"
 #include "../data/features.h"
+#include "../data/loader.h"
 
 #define RECIPE_STR_MAX CONFIG_STR_MAX /* core/config_keys.h: a resolved line fits libinih's */
 
@@ -24,13 +25,8 @@ typedef struct {
     char corpus[RECIPE_STR_MAX];       /* corpus directory */
     char valid_corpus[RECIPE_STR_MAX]; /* held-out corpus; "" = no validation */
     char labels[RECIPE_STR_MAX];       /* label set name (HuBERT) */
-    int64_t max_tokens;                /* samples per global batch */
-    int64_t max_sample_size;           /* crop longer utterances (samples) */
-    int64_t min_sample_size;           /* skip shorter utterances (samples) */
-    double lang_alpha;                 /* multilingual sampling exponent */
-    int64_t bucket_batches;            /* batches' worth of utterances sorted together */
-    int threads;                       /* loader prefetch threads (0 = synchronous) */
-    int features;                      /* 0 (none) | FEAT_FBANK | FEAT_MFCC */
+    LoaderConfig loader;               /* the [data] keys of data/loader.c's loader_keys; the trainer sets
+                                          the seed, rank, world and cropping */
 } RecipeData;
 
 typedef struct {
@@ -112,8 +108,8 @@ uint64_t recipe_hash_text(const char *text); /* FNV-1a 64 over the bytes */
 void recipe_adamw_config(const Recipe *r, AdamWConfig *c);
 void recipe_schedule_config(const Recipe *r, ScheduleConfig *s);
 /* The [objective] section (with the model keys the heads share) as the objective's config.
- * n_classes: HuBERT's label classes (from the label set). Fails when the keys do not fit together. */
-int recipe_objective_config(const Recipe *r, int n_classes, ObjectiveConfig *c, KoeError *err);
+ * n_classes: HuBERT's label classes (from the label set). */
+void recipe_objective_config(const Recipe *r, int n_classes, ObjectiveConfig *c);
 
 /* Every key with its default and doc, grouped by section (for `koe help train`). */
 void recipe_print_keys(FILE *f);

@@ -123,15 +123,16 @@ static int open_sides(Trainer *tr, KoeError *err) {
 
 /* Largest batch (utterances) and longest input the loader can hand out for this corpus. */
 static void batch_bounds(const Recipe *rc, const Corpus *c, int64_t *max_B, int64_t *max_len) {
+    const LoaderPlanConfig *p = &rc->data.loader.plan;
     int64_t shortest = INT64_MAX, longest = 0, eligible = 0;
     for (int64_t i = 0; i < c->n_utts; i++) {
-        if (c->utt_length[i] < rc->data.min_sample_size) continue;
-        int64_t L = c->utt_length[i] < rc->data.max_sample_size ? c->utt_length[i] : rc->data.max_sample_size;
+        if (c->utt_length[i] < p->min_sample_size) continue;
+        int64_t L = c->utt_length[i] < p->max_sample_size ? c->utt_length[i] : p->max_sample_size;
         if (L < shortest) shortest = L;
         if (L > longest) longest = L;
         eligible++;
     }
-    int64_t b = eligible ? rc->data.max_tokens / shortest : 0;
+    int64_t b = eligible ? p->max_tokens / shortest : 0;
     if (b < 1) b = 1;
     if (b > eligible) b = eligible;
     if (b > *max_B) *max_B = b;
@@ -139,19 +140,13 @@ static void batch_bounds(const Recipe *rc, const Corpus *c, int64_t *max_B, int6
 }
 
 static void loader_cfg(const Recipe *rc, LoaderConfig *lc, int valid) {
-    loader_config_default(lc);
+    *lc = rc->data.loader;
     lc->plan.seed = rc->run.seed;
-    lc->plan.max_tokens = rc->data.max_tokens;
-    lc->plan.max_sample_size = rc->data.max_sample_size;
-    lc->plan.min_sample_size = rc->data.min_sample_size;
-    lc->plan.lang_alpha = valid ? 1.0 : rc->data.lang_alpha; /* validation: every utterance once */
+    if (valid) lc->plan.lang_alpha = 1.0; /* validation: every utterance once */
     lc->plan.crop_to_shortest = rc->model.frontend == FRONTEND_WAVEFORM;
-    lc->plan.bucket_batches = rc->data.bucket_batches;
     lc->plan.rank = comm_rank();
     lc->plan.world = comm_size();
     lc->plan.log = !valid;
-    lc->features = (FeatureKind)rc->data.features;
-    lc->threads = rc->data.threads;
 }
 
 /* ---- the synthetic batch (koe bench) -------------------------------------------------------------- */
@@ -280,16 +275,16 @@ static int build_model(Trainer *tr, KoeError *err) {
         if (tr->has_valid) batch_bounds(rc, &tr->valid.corpus, &max_B, &max_len);
         if (max_len == 0)
             return koe_error_set(err, "%s: no utterance is at least data.min_sample_size = %lld samples long",
-                                 rc->data.corpus, (long long)rc->data.min_sample_size);
+                                 rc->data.corpus, (long long)rc->data.loader.plan.min_sample_size);
     }
     const int64_t max_S = wave ? max_len : features_num_frames(max_len);
     /* The arena follows the loader's budget (B * cropped length <= data.max_tokens samples), not
      * max_B * max_S, which for the Base recipes is ~8x any real batch. In fbank frames a batch of
      * n <= max_B utterances holds at most max_tokens / hop + n frames. */
     if (sy) budget = max_B * max_S;
-    else budget = wave ? rc->data.max_tokens : rc->data.max_tokens / FEATURES_HOP + max_B;
+    else budget = wave ? rc->data.loader.plan.max_tokens : rc->data.loader.plan.max_tokens / FEATURES_HOP + max_B;
     const int n_classes = sy ? sy->classes : tr->train.has_labels ? tr->train.labels.info.n_classes : 0;
-    if (recipe_objective_config(rc, n_classes, &tr->oc, err) < 0) return -1;
+    recipe_objective_config(rc, n_classes, &tr->oc);
     ParamTable table;
     params_table_init(&table);
     model_table_build(&rc->model, &table);
@@ -429,20 +424,7 @@ static int open_run_dir(Trainer *tr, KoeError *err) {
     return 0;
 }
 
-static int check_recipe(const Recipe *rc, KoeError *err) {
-    if (rc->model.frontend == FRONTEND_FBANK && rc->data.features != FEAT_FBANK)
-        return koe_error_set(err, "model.frontend = fbank needs data.features = fbank");
-    if (rc->objective.name == OBJECTIVE_BESTRQ && rc->model.frontend != FRONTEND_FBANK)
-        return koe_error_set(err, "objective.name = bestrq quantizes fbank frames: set model.frontend = fbank and "
-                                  "data.features = fbank");
-    if (rc->objective.name == OBJECTIVE_WAV2VEC2 && rc->model.frontend != FRONTEND_WAVEFORM)
-        return koe_error_set(err, "objective.name = wav2vec2 quantizes the conv features: set model.frontend = "
-                                  "waveform");
-    return 0;
-}
-
 Trainer *trainer_open(const Recipe *rc, const TrainerOptions *opt, KoeError *err) {
-    if (check_recipe(rc, err) < 0) return NULL;
     Trainer *tr = koe_calloc(1, sizeof *tr);
     tr->rc = rc;
     tr->opt = *opt;

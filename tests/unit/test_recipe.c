@@ -66,10 +66,10 @@ static void test_defaults(void **state) {
     assert_int_equal(r.optim.max_updates, 400000);
     assert_int_equal(r.optim.schedule, SCHEDULE_LINEAR);
     assert_int_equal(r.optim.update_freq, 1);
-    assert_int_equal(r.data.max_tokens, 1400000);
-    assert_int_equal(r.data.max_sample_size, 250000);
-    assert_int_equal(r.data.min_sample_size, 32000);
-    assert_true(r.data.lang_alpha == 0.5);
+    assert_int_equal(r.data.loader.plan.max_tokens, 1400000);
+    assert_int_equal(r.data.loader.plan.max_sample_size, 250000);
+    assert_int_equal(r.data.loader.plan.min_sample_size, 32000);
+    assert_true(r.data.loader.plan.lang_alpha == 0.5);
     assert_int_equal(r.run.seed, 1);
     assert_int_equal(r.run.log_every, 100);
     assert_int_equal(r.run.save_every, 10000);
