@@ -27,7 +27,7 @@
 #include "model.h"
 #include "wav2vec2.h"
 
-/* Same values as the recipe's ObjectiveKind. */
+/* The recipe's objective.name. */
 typedef enum { OBJ_HUBERT = 1, OBJ_WAV2VEC2 = 2, OBJ_BESTRQ = 3 } ObjectiveName;
 
 typedef struct {

@@ -55,7 +55,7 @@ void ckpt_input_init(CkptInput *ci, const Model *m, const Recipe *r, int64_t max
     memset(ci, 0, sizeof *ci);
     if (m->cfg.frontend != FRONTEND_FBANK) return;
     ci->fe = features_create(FEAT_FBANK);
-    ci->normalise = r->objective.name == OBJECTIVE_BESTRQ;
+    ci->normalise = r->objective.name == OBJ_BESTRQ;
     const int64_t f = features_num_frames(max_samples);
     ci->feats = koe_malloc((size_t)(f > 0 ? f : 1) * (size_t)features_dim(FEAT_FBANK) * sizeof(float));
 }

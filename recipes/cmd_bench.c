@@ -163,7 +163,7 @@ int cmd_bench(int argc, char **argv) {
     }
     qsort(times + 1, (size_t)steps, sizeof *times, cmp_double);
     const double med = times[1 + steps / 2];
-    StepFlops fl = step_flops(m, rc.objective.name == OBJECTIVE_HUBERT ? classes : 0, st.frames);
+    StepFlops fl = step_flops(m, rc.objective.name == OBJ_HUBERT ? classes : 0, st.frames);
     const double gflops = (fl.fwd + fl.bwd) / med / 1e9;
     const double peak = sgemm_gflops(0), openblas_peak = sgemm_gflops(1);
     struct rusage ru;

@@ -30,13 +30,13 @@ typedef struct {
 } RecipeKey;
 
 static const EnumName objective_names[] = {
-    {"hubert", OBJECTIVE_HUBERT, NULL}, {"wav2vec2", OBJECTIVE_WAV2VEC2, NULL}, {"bestrq", OBJECTIVE_BESTRQ, NULL},
+    {"hubert", OBJ_HUBERT, NULL}, {"wav2vec2", OBJ_WAV2VEC2, NULL}, {"bestrq", OBJ_BESTRQ, NULL},
     {NULL, 0, NULL}};
 static const EnumName schedule_names[] = {{"linear", SCHEDULE_LINEAR, NULL}, {"cosine", SCHEDULE_COSINE, NULL},
                                           {"tri_stage", SCHEDULE_TRI_STAGE, NULL}, {NULL, 0, NULL}};
 
 /* enum fields are written through int pointers */
-_Static_assert(sizeof(ObjectiveKind) == sizeof(int) && sizeof(ScheduleKind) == sizeof(int), "enums are int-sized");
+_Static_assert(sizeof(ObjectiveName) == sizeof(int) && sizeof(ScheduleKind) == sizeof(int), "enums are int-sized");
 
 #define OFF(field) offsetof(Recipe, field)
 #define INF INFINITY
@@ -389,17 +389,17 @@ static int check_recipe(const ParseState *ps, KoeError *err) {
         return koe_error_set(err, "%s: objective.temp = (max, min, decay) needs max >= min and decay <= 1",
                              WHERE1("objective", "temp"));
     int vq_dim = ob->latent_dim > 0 ? ob->latent_dim : ob->final_dim;
-    if (ob->name == OBJECTIVE_WAV2VEC2 && vq_dim % ob->latent_groups)
+    if (ob->name == OBJ_WAV2VEC2 && vq_dim % ob->latent_groups)
         return koe_error_set(err, "%s: objective.latent_groups = %d must divide the codevector dim %d (latent_dim, or final_dim when latent_dim = 0)",
                              WHERE1("objective", "latent_groups"), ob->latent_groups, vq_dim);
     if (m->frontend == FRONTEND_FBANK && r->data.loader.features != FEAT_FBANK)
         return koe_error_set(err, "%s: model.frontend = fbank needs data.features = fbank (%s)",
                              WHERE1("model", "frontend"), WHERE2("data", "features"));
-    if (ob->name == OBJECTIVE_BESTRQ && (r->data.loader.features != FEAT_FBANK || m->frontend != FRONTEND_FBANK))
+    if (ob->name == OBJ_BESTRQ && (r->data.loader.features != FEAT_FBANK || m->frontend != FRONTEND_FBANK))
         return koe_error_set(err, "%s: objective.name = bestrq quantizes fbank frames: it needs model.frontend = fbank "
                                   "and data.features = fbank (%s)",
                              WHERE1("objective", "name"), WHERE2("data", "features"));
-    if (ob->name == OBJECTIVE_WAV2VEC2 && m->frontend != FRONTEND_WAVEFORM)
+    if (ob->name == OBJ_WAV2VEC2 && m->frontend != FRONTEND_WAVEFORM)
         return koe_error_set(err, "%s: objective.name = wav2vec2 quantizes the conv features: it needs "
                                   "model.frontend = waveform (%s)",
                              WHERE1("objective", "name"), WHERE2("model", "frontend"));
@@ -558,7 +558,7 @@ void recipe_objective_config(const Recipe *r, int n_classes, ObjectiveConfig *c)
     const RecipeObjective *o = &r->objective;
     const ModelConfig *m = &r->model;
     *c = (ObjectiveConfig){
-        .name = (ObjectiveName)o->name,
+        .name = o->name,
         .feature_pen_weight = (float)o->feature_pen_weight,
         .diversity_weight = (float)o->diversity_weight,
         .nomask_weight = (float)o->pred_nomask_weight,

@@ -19,8 +19,6 @@
 
 #define RECIPE_STR_MAX CONFIG_STR_MAX /* core/config_keys.h: a resolved line fits libinih's */
 
-typedef enum { OBJECTIVE_HUBERT = 1, OBJECTIVE_WAV2VEC2 = 2, OBJECTIVE_BESTRQ = 3 } ObjectiveKind;
-
 typedef struct {
     char corpus[RECIPE_STR_MAX];       /* corpus directory */
     char valid_corpus[RECIPE_STR_MAX]; /* held-out corpus; "" = no validation */
@@ -30,7 +28,7 @@ typedef struct {
 } RecipeData;
 
 typedef struct {
-    ObjectiveKind name;
+    ObjectiveName name;
     /* HuBERT and wav2vec 2.0 */
     int final_dim;
     double logit_temp;

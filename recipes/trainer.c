@@ -89,7 +89,7 @@ static int open_side(DataSide *d, const Recipe *rc, const char *dir, const char 
         return koe_error_set(err, "%s (%s = %s)", msg, what, dir);
     }
     d->has_corpus = 1;
-    if (rc->objective.name != OBJECTIVE_HUBERT) return 0;
+    if (rc->objective.name != OBJ_HUBERT) return 0;
     if (!rc->data.labels[0])
         return koe_error_set(err, "HuBERT needs targets: set data.labels to a label set of %s (koe label --corpus %s "
                                   "--name NAME)", dir, dir);
@@ -233,7 +233,7 @@ static int micro_batch(Trainer *tr, DataSide *side, const LoaderBatch *b, ModelR
         .run = run,
     };
     ob.run.utt = b->utt; /* dropout masks keyed by utterance (distributed/README.md, Determinism) */
-    if (rc->objective.name == OBJECTIVE_HUBERT) {
+    if (rc->objective.name == OBJ_HUBERT) {
         const int64_t T = model_frames(&rc->model, ob.S);
         /* the synthetic batch's targets are in lab already */
         if (!tr->opt.synthetic && batch_labels(tr, &side->labels, b, T, err) < 0) return -1;
@@ -596,7 +596,7 @@ int trainer_step(Trainer *tr, TrainerStep *s, KoeError *err) {
     s->samples = samples;
     st->step++;
     st->sched_step = st->step;
-    if (rc->objective.name == OBJECTIVE_WAV2VEC2) st->gumbel_temp = wav2vec2_temperature(&tr->oc.wav2vec2, st->step);
+    if (rc->objective.name == OBJ_WAV2VEC2) st->gumbel_temp = wav2vec2_temperature(&tr->oc.wav2vec2, st->step);
     st->adam_t = tr->adamw.t;
     s->seconds = koe_now() - t0;
     return 0;
@@ -663,7 +663,7 @@ static void write_log_line(Trainer *tr, double dt, int valid, double vloss, doub
     json_num(f, "grad_norm", n > 0 ? iv->gnorm / n : NAN, "%.9g");
     json_num(f, "audio_s_per_s", dt > 0 ? iv->samples / 16000.0 / dt : 0, "%.4g");
     fprintf(f, ", \"skipped\": %lld, \"frames\": %lld", (long long)tr->st.skipped, (long long)iv->frames);
-    if (tr->rc->objective.name == OBJECTIVE_WAV2VEC2 && n > 0) {
+    if (tr->rc->objective.name == OBJ_WAV2VEC2 && n > 0) {
         json_num(f, "code_ppl", iv->code_ppl / n, "%.9g");
         json_num(f, "prob_ppl", iv->prob_ppl / n, "%.9g");
         json_num(f, "temp", iv->temp / n, "%.9g");

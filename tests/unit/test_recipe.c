@@ -51,7 +51,7 @@ static void test_defaults(void **state) {
     assert_int_equal(m.n_conv, 7);
     assert_int_equal(m.conv_kernel[0], 10);
     assert_int_equal(m.conv_stride[6], 2);
-    assert_int_equal(r.objective.name, OBJECTIVE_HUBERT);
+    assert_int_equal(r.objective.name, OBJ_HUBERT);
     assert_int_equal(r.objective.final_dim, 256);
     assert_true(r.objective.logit_temp == 0.1 && r.objective.feature_pen_weight == 10.0);
     assert_int_equal(r.objective.latent_groups, 2);
@@ -411,7 +411,7 @@ static void test_round_trip(void **state) {
         }
         assert_true(r.model.D == D[i] && r.model.L == L[i] && r.model.H == H[i] && r.model.F == F[i]);
         assert_int_equal(r.model.n_conv, 7);
-        assert_int_equal(r.objective.name, OBJECTIVE_HUBERT);
+        assert_int_equal(r.objective.name, OBJ_HUBERT);
         assert_int_equal(r.objective.label_rate, 100);
         assert_round_trip(&r);
         recipe_free(&r);
