@@ -15,9 +15,7 @@
 
 #include "../core/common.h"
 
-#define FEAT_SAMPLE_RATE 16000.0
 #define FEAT_WIN 400   /* 25 ms at 16 kHz */
-#define FEAT_SHIFT 160 /* 10 ms */
 #define FEAT_NFFT 512  /* next power of two of the window (round_to_power_of_two) */
 #define FEAT_NBINS (FEAT_NFFT / 2) /* mel weights cover bins 0..255; the Nyquist bin has weight 0 */
 #define FEAT_PREEMPH 0.97f
@@ -48,7 +46,7 @@ struct FeatureExtractor {
 int features_dim(FeatureKind kind) { return kind == FEAT_MFCC ? 3 * FEAT_MFCC_CEPS : FEAT_FBANK_MELS; }
 
 int64_t features_num_frames(int64_t n_samples) {
-    return n_samples < FEAT_WIN ? 0 : 1 + (n_samples - FEAT_WIN) / FEAT_SHIFT;
+    return n_samples < FEAT_WIN ? 0 : 1 + (n_samples - FEAT_WIN) / FEATURES_HOP;
 }
 
 int features_kind_parse(const char *name, FeatureKind *kind) {
@@ -66,8 +64,8 @@ static float mel_of_hz(float f) { return 1127.0f * logf(1.0f + f / 700.0f); }
 /* torchaudio get_mel_banks with vtln off: triangles equally spaced in mel between low_freq and
  * Nyquist (high_freq 0), weight max(0, min(up, down)) on bin k's mel value, all in float32. */
 static void build_mel_banks(FeatureExtractor *fe) {
-    const float nyquist = (float)(0.5 * FEAT_SAMPLE_RATE);
-    const float bin_width = (float)(FEAT_SAMPLE_RATE / FEAT_NFFT);
+    const float nyquist = (float)(0.5 * KOE_SAMPLE_RATE);
+    const float bin_width = (float)((double)KOE_SAMPLE_RATE / FEAT_NFFT);
     /* python floats in torchaudio: computed in double, rounded where they meet a float tensor */
     const double mel_low_d = 1127.0 * log(1.0 + FEAT_LOW_FREQ / 700.0);
     const double mel_high_d = 1127.0 * log(1.0 + nyquist / 700.0);
@@ -200,7 +198,7 @@ void features_compute(FeatureExtractor *fe, const float *wav, int64_t n, float *
     const int64_t T = features_num_frames(n);
     const int dim = features_dim(fe->kind);
     for (int64_t t = 0; t < T; t++) {
-        frame_log_mel(fe, wav + t * FEAT_SHIFT);
+        frame_log_mel(fe, wav + t * FEATURES_HOP);
         float *o = out + t * dim;
         if (fe->kind == FEAT_FBANK) {
             memcpy(o, fe->mel, FEAT_FBANK_MELS * sizeof(float));
@@ -234,16 +232,16 @@ void features_compute_naive(FeatureKind kind, const float *wav, int64_t n, float
     double *logmel = koe_malloc((size_t)n_mel * sizeof(double));                // (n_mel)
     double *ceps = koe_malloc((size_t)(T > 0 ? T : 1) * FEAT_MFCC_CEPS * sizeof(double)); // (T, 13)
     double *delta = koe_malloc((size_t)(T > 0 ? T : 1) * FEAT_MFCC_CEPS * sizeof(double)); // (T, 13)
-    const double mlo = naive_mel(FEAT_LOW_FREQ), mhi = naive_mel(0.5 * FEAT_SAMPLE_RATE);
+    const double mlo = naive_mel(FEAT_LOW_FREQ), mhi = naive_mel(0.5 * KOE_SAMPLE_RATE);
     const double md = (mhi - mlo) / (n_mel + 1);
     for (int m = 0; m < n_mel; m++)
         for (int k = 0; k < FEAT_NFFT / 2; k++) { /* the Nyquist bin keeps weight 0, as in Kaldi */
-            double mel = naive_mel(k * FEAT_SAMPLE_RATE / FEAT_NFFT);
+            double mel = naive_mel(k * (double)KOE_SAMPLE_RATE / FEAT_NFFT);
             double up = (mel - (mlo + m * md)) / md, down = (mlo + (m + 2) * md - mel) / md;
             melw[m * n_bins + k] = fmax(0.0, fmin(up, down));
         }
     for (int64_t t = 0; t < T; t++) {
-        const float *x = wav + t * FEAT_SHIFT;
+        const float *x = wav + t * FEATURES_HOP;
         double mean = 0;
         for (int j = 0; j < FEAT_WIN; j++) mean += x[j];
         mean /= FEAT_WIN;

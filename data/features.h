@@ -9,6 +9,10 @@
 #pragma once
 #include <stdint.h>
 
+/* Samples between the starts of two frames (10 ms at KOE_SAMPLE_RATE): the features' frame rate is
+ * KOE_SAMPLE_RATE / FEATURES_HOP = 100 Hz. */
+#define FEATURES_HOP 160
+
 typedef enum { FEAT_FBANK = 1, FEAT_MFCC = 2 } FeatureKind;
 
 typedef struct FeatureExtractor FeatureExtractor; /* holds FFT scratch: one per thread */

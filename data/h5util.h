@@ -20,6 +20,16 @@ void h5_unlock(void);
 /* The innermost message on HDF5's error stack, for error reports ("" if none). */
 const char *h5_last_error(void);
 
+/* The one checked-call macro for HDF5 calls whose failure cannot be handed back to the caller
+ * (collective parallel-HDF5 steps in distributed/, where one rank returning would hang the others):
+ * fatal, naming the file, the line, the call and HDF5's message. User errors (a bad file) return -1
+ * with a KoeError instead. */
+#define h5Check(call)                                                                                      \
+    do {                                                                                                   \
+        if ((call) < 0)                                                                                    \
+            koe_fatal(KOE_EXIT_INTERNAL, "%s:%d: %s failed: %s", __FILE__, __LINE__, #call, h5_last_error()); \
+    } while (0)
+
 /* Attributes on a file, group or dataset. Readers return -1 (and fill err, naming path and
  * attribute) when the attribute is missing or has the wrong type. */
 int h5_attr_write_str(hid_t obj, const char *name, const char *value);

@@ -1,4 +1,5 @@
-/* ckpt.c — see ckpt.h. The only place that opens a training checkpoint through MPI-IO.
+/* ckpt.c — see ckpt.h. The only place that writes or reads a training checkpoint collectively (its
+ * file opened through distributed/h5par.c's h5par_fapl).
  * Must not: let one rank return early from a collective step (errors are fatal), or publish latest
  * before every rank's part is on disk. */
 #include "ckpt.h"
@@ -10,14 +11,9 @@
 
 #include "../data/h5util.h"
 #include "comm.h"
+#include "h5par.h"
 #include "watchdog.h"
 #include "mpi_check.h"
-
-#define ckptCheck(call)                                                                                      \
-    do {                                                                                                     \
-        if ((call) < 0)                                                                                      \
-            koe_fatal(KOE_EXIT_INTERNAL, "%s:%d: %s failed: %s", __FILE__, __LINE__, #call, h5_last_error()); \
-    } while (0)
 
 /* The part of the moments this rank writes (and verifies): its ZeRO-1 slice, or, when it holds the
  * whole buffer, its comm_slice of it. */
@@ -38,14 +34,9 @@ void ckpt_save(const char *ckdir, const ParamTable *t, const float *params, cons
     const double t0 = koe_now();
     CheckpointIO io;
     io.rank = rank;
-    ckptCheck(io.fapl = H5Pcreate(H5P_FILE_ACCESS));
-    ckptCheck(H5Pset_fapl_mpio(io.fapl, MPI_COMM_WORLD, MPI_INFO_NULL));
-    ckptCheck(H5Pset_all_coll_metadata_ops(io.fapl, 1));
-    ckptCheck(H5Pset_coll_metadata_write(io.fapl, 1));
-    ckptCheck(io.dxpl_tensor = H5Pcreate(H5P_DATASET_XFER));
-    ckptCheck(H5Pset_dxpl_mpio(io.dxpl_tensor, H5FD_MPIO_INDEPENDENT));
-    ckptCheck(io.dxpl_optim = H5Pcreate(H5P_DATASET_XFER));
-    ckptCheck(H5Pset_dxpl_mpio(io.dxpl_optim, H5FD_MPIO_COLLECTIVE));
+    io.fapl = h5par_fapl();
+    io.dxpl_tensor = h5par_dxpl(0);
+    io.dxpl_optim = h5par_dxpl(1);
     KoeError err;
     CheckpointWriter *w = checkpoint_writer_open_io(path, t, 1, &io, &err);
     if (!w) koe_fatal(KOE_EXIT_INTERNAL, "%s", err.msg);
