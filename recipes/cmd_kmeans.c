@@ -26,11 +26,12 @@
 #include "../core/kmeans.h"
 #include "../core/rng.h"
 #include "../data/corpus.h"
+#include "../data/kmeans_file.h"
 #include "../data/labels.h"
 #include "../distributed/comm.h"
 #include "../distributed/kmeans.h"
 #include "commands.h"
-#include "kmeans_io.h"
+#include "feature_source.h"
 
 /* The `a` field of the KOE_RNG_KMEANS streams used here. */
 enum { KM_RNG_UTT_SAMPLE = 1, KM_RNG_FRAME_KEY = 2, KM_RNG_INIT = 3 };
@@ -78,7 +79,7 @@ static int parse_num(const char *opt, const char *s, double lo, double hi, doubl
 
 /* One pass over this rank's utterances: frames go through fn in blocks. */
 typedef struct {
-    KmSource *src;
+    FeatureSource *src;
     Corpus *c;
     const int64_t *utts; /* this rank's utterances */
     int64_t n_utts;
@@ -99,7 +100,7 @@ static void stream_pass(Stream *s, BlockFn fn, void *ctx) {
         const float *X;
         int64_t T;
         if (s->cache && s->cached) {
-            T = km_source_frames(s->src, s->c->utt_length[utt]);
+            T = feature_source_frames(s->src, s->c->utt_length[utt]);
             for (int64_t f0 = 0; f0 < T; f0 += KM_BLOCK_FRAMES) {
                 int64_t nb = T - f0 < KM_BLOCK_FRAMES ? T - f0 : KM_BLOCK_FRAMES;
                 if (fread(s->block, sizeof(float) * D, (size_t)nb, s->cache) != (size_t)nb)
@@ -108,7 +109,7 @@ static void stream_pass(Stream *s, BlockFn fn, void *ctx) {
             }
             continue;
         }
-        T = km_source_compute(s->src, s->c, utt, &X, &err);
+        T = feature_source_compute(s->src, s->c, utt, &X, &err);
         if (T < 0) koe_fatal(KOE_EXIT_USAGE, "koe kmeans: %s", err.msg);
         if (s->cache && fwrite(X, sizeof(float) * D, (size_t)T, s->cache) != (size_t)T)
             koe_fatal(KOE_EXIT_USAGE, "koe kmeans: cannot write the feature cache (disk full? see --cache-dir): %s",
@@ -272,8 +273,8 @@ int cmd_kmeans(int argc, char **argv) {
         if (rank == 0) fprintf(stderr, "koe kmeans: %s\n", err.msg);
         return KOE_EXIT_USAGE;
     }
-    KmSource src;
-    if (km_source_open(&src, source, ckpt, &c, &err) < 0) {
+    FeatureSource src;
+    if (feature_source_open(&src, source, ckpt, &c, &err) < 0) {
         if (rank == 0) fprintf(stderr, "koe kmeans: %s\n", err.msg);
         corpus_close(&c);
         return KOE_EXIT_USAGE;
@@ -332,7 +333,11 @@ int cmd_kmeans(int argc, char **argv) {
     double inertia;
     const int it = lloyd_run(&st, C, K, S, Ns, iters, tol, frames, &inertia);
     if (rank == 0) {
-        if (km_file_write(out, C, K, D, &src, corpus_dir, seed, sample, it, inertia, frames, &err) < 0) {
+        KmeansFile km = {.k = K, .dim = D, .centroids = C, .frame_rate = src.frame_rate, .corpus = corpus_dir,
+                         .seed = seed, .sample = sample, .iterations = it, .inertia = inertia, .frames = frames};
+        snprintf(km.source, sizeof km.source, "%s", src.source);
+        snprintf(km.ckpt_checksum, sizeof km.ckpt_checksum, "%s", src.ckpt_checksum);
+        if (kmeans_file_write(out, &km, &err) < 0) {
             fprintf(stderr, "koe kmeans: %s\n", err.msg);
             rc = KOE_EXIT_USAGE;
         } else {
@@ -352,7 +357,7 @@ done:
     }
     free(st.block);
     free(utts);
-    km_source_close(&src);
+    feature_source_close(&src);
     corpus_close(&c);
     return rc;
 }
