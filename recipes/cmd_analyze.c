@@ -1,14 +1,15 @@
 /* cmd_analyze.c — `koe analyze labels --corpus DIR --labels NAME [--json]`: how well a label set
  * matches the corpus's phone alignments (shard /align, 10 ms frames): the HuBERT paper's phone
- * purity, cluster purity and PNMI (analysis/pnmi.h). Labels at 50 Hz are upsampled to the 100 Hz
- * alignment by repetition (alignment frame j takes label floor(j * rate / 100)); frames without a
- * phone, or past the last label, are skipped. Phones are matched across shards by name.
+ * purity, cluster purity and PNMI (analysis/pnmi.h), from the join of labels and alignments in
+ * analysis/label_join.h (50 Hz labels repeated to the 100 Hz alignment, frames without a phone
+ * skipped, phones matched across shards by name). This file reads the files and prints.
  * Under mpirun the ranks split the shards and sum their counts.
  * Must not: write anything (it only reads the corpus and the label set). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../analysis/label_join.h"
 #include "../analysis/pnmi.h"
 #include "../core/common.h"
 #include "../data/corpus.h"
@@ -33,15 +34,6 @@ const char cmd_analyze_help[] =
     "  --labels NAME   label set name (required)\n"
     "  --json          print one JSON object {\"phone_purity\":..,\"cluster_purity\":..,\"pnmi\":..,...}\n"
     "                  instead of the table\n";
-
-/* Index of name in the global phone list, adding it when new. */
-static int phone_index(char ***names, int *n, const char *name) {
-    for (int i = 0; i < *n; i++)
-        if (!strcmp((*names)[i], name)) return i;
-    *names = koe_realloc(*names, (size_t)(*n + 1) * sizeof(char *));
-    (*names)[*n] = koe_strdup(name);
-    return (*n)++;
-}
 
 int cmd_analyze(int argc, char **argv) {
     if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
@@ -95,8 +87,7 @@ int cmd_analyze(int argc, char **argv) {
     }
     int rc = KOE_EXIT_USAGE;
     /* The global phone inventory: every rank builds the same one from the shards' lists. */
-    char **phones = NULL;
-    int n_phones = 0;
+    PhoneInventory phones = {0};
     int **map = koe_calloc((size_t)c.n_shards, sizeof(int *));
     for (int si = 0; si < c.n_shards; si++) {
         const CorpusShard *s = &c.shards[si];
@@ -107,8 +98,9 @@ int cmd_analyze(int argc, char **argv) {
             goto out;
         }
         map[si] = koe_malloc((size_t)(s->n_phones ? s->n_phones : 1) * sizeof(int));
-        for (int64_t p = 0; p < s->n_phones; p++) map[si][p] = phone_index(&phones, &n_phones, s->phones[p]);
+        for (int64_t p = 0; p < s->n_phones; p++) map[si][p] = phone_inventory_index(&phones, s->phones[p]);
     }
+    const int n_phones = phones.n;
     if (n_phones == 0) {
         if (rank == 0) fprintf(stderr, "koe analyze: %s: the alignments have no phones\n", corpus_dir);
         goto out;
@@ -125,8 +117,8 @@ int cmd_analyze(int argc, char **argv) {
         for (int64_t i = 0; i < s->n; i++)
             if (s->align_offset[i + 1] - s->align_offset[i] > max_al) max_al = s->align_offset[i + 1] - s->align_offset[i];
     }
-    uint16_t *al = koe_malloc((size_t)max_al * sizeof(uint16_t)), *ph = koe_malloc((size_t)max_al * sizeof(uint16_t));
-    int32_t *lab = koe_malloc((size_t)max_lab * sizeof(int32_t)), *zz = koe_malloc((size_t)max_al * sizeof(int32_t));
+    uint16_t *al = koe_malloc((size_t)max_al * sizeof(uint16_t));
+    int32_t *lab = koe_malloc((size_t)max_lab * sizeof(int32_t));
     for (int si = 0; si < c.n_shards; si++) {
         CorpusShard *s = &c.shards[si];
         if (si % world == rank) {
@@ -138,25 +130,13 @@ int cmd_analyze(int argc, char **argv) {
                     bad = 1;
                     break;
                 }
-                int64_t n = 0;
-                for (int64_t j = 0; j < na; j++) {
-                    int64_t li = (int64_t)((double)j * ls.info.frame_rate / 100.0);
-                    if (al[j] == SHARD_NO_PHONE || li >= nl) {
-                        skipped++;
-                        continue;
-                    }
-                    ph[n] = (uint16_t)map[si][al[j]];
-                    zz[n++] = lab[li];
-                }
-                pnmi_add(&pc, ph, zz, n);
+                skipped += label_join_count(&pc, al, na, SHARD_NO_PHONE, map[si], lab, nl, ls.info.frame_rate);
             }
         }
         first += s->n;
     }
     free(al);
-    free(ph);
     free(lab);
-    free(zz);
     comm_allreduce_max_i64(&bad, 1);
     if (!bad) {
         const int64_t n_joint = (int64_t)n_phones * pc.n_clusters;
@@ -195,8 +175,7 @@ int cmd_analyze(int argc, char **argv) {
 out:
     for (int si = 0; si < c.n_shards; si++) free(map[si]);
     free(map);
-    for (int i = 0; i < n_phones; i++) free(phones[i]);
-    free(phones);
+    phone_inventory_free(&phones);
     labelset_close(&ls);
     corpus_close(&c);
     return rc;
