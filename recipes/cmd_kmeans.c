@@ -204,6 +204,63 @@ static int lloyd_run(Stream *st, float *C, int K, const float *S, int64_t Ns, in
     return it > iters ? iters : it;
 }
 
+/* --out's directory is writable on every rank; otherwise a message (rank 0) and -1 everywhere. */
+static int out_dir_check(const char *out) {
+    char *ocopy = koe_strdup(out);
+    int64_t no_dir = access(dirname(ocopy), W_OK | X_OK) < 0;
+    const int out_errno = errno;
+    comm_allreduce_max_i64(&no_dir, 1);
+    if (no_dir && comm_rank() == 0)
+        fprintf(stderr, "koe kmeans: --out %s: cannot write in %s: %s\n", out, ocopy, strerror(out_errno));
+    free(ocopy);
+    return no_dir ? -1 : 0;
+}
+
+/* This rank's layer-feature cache, .OUT.rankR.feats.tmp in --cache-dir or beside --out (path: n bytes). */
+static FILE *cache_open(const char *out, const char *cache_dir, char *path, size_t n) {
+    char *ocopy = koe_strdup(out);
+    snprintf(path, n, "%s/.%s.rank%d.feats.tmp", cache_dir ? cache_dir : dirname(ocopy), basename(ocopy), comm_rank());
+    free(ocopy);
+    FILE *f = fopen(path, "w+b");
+    if (!f)
+        koe_fatal(KOE_EXIT_USAGE, "koe kmeans: %s: cannot create the feature cache: %s (see --cache-dir)", path,
+                  strerror(errno));
+    return f;
+}
+
+/* Pass 0: the global init sample of at most max_rows frames (capped at KM_SAMPLE_BYTES) into *S
+ * (malloc'ed, rows returned); *frames: the frames of every rank's pass. */
+static int64_t init_sample(Stream *st, int64_t max_rows, uint64_t seed, int64_t *frames, float **S) {
+    const int D = st->src->dim;
+    KmeansSample res;
+    if (max_rows > KM_SAMPLE_BYTES / ((int64_t)D * 4)) max_rows = KM_SAMPLE_BYTES / ((int64_t)D * 4);
+    kmeans_sample_init(&res, max_rows, D);
+    SampleCtx sc = {.r = &res, .seed = seed};
+    stream_pass(st, sample_block, &sc);
+    *frames = sc.frames;
+    comm_allreduce_sum_i64(frames, 1);
+    const int64_t Ns = kmeans_sample_merge(&res, S);
+    kmeans_sample_free(&res);
+    return Ns;
+}
+
+/* Rank 0 writes KM.h5; the exit code, agreed by every rank. */
+static int result_write(const char *out, const KmeansFile *km, double t0) {
+    int64_t rc = KOE_EXIT_OK;
+    KoeError err;
+    if (comm_rank() == 0) {
+        if (kmeans_file_write(out, km, &err) < 0) {
+            fprintf(stderr, "koe kmeans: %s\n", err.msg);
+            rc = KOE_EXIT_USAGE;
+        } else {
+            koe_log("kmeans: wrote %s (k=%d, dim %d, %d iterations, inertia %.6g, %.1f s)", out, km->k, km->dim,
+                    km->iterations, km->inertia, koe_now() - t0);
+        }
+    }
+    comm_allreduce_max_i64(&rc, 1);
+    return (int)rc;
+}
+
 int cmd_kmeans(int argc, char **argv) {
     const char *corpus_dir = NULL, *source = NULL, *ckpt = NULL, *out = NULL, *init = "k-means++", *cache_dir = NULL;
     double k_d = 0, sample = 1, seed_d = 1, iters_d = 100, tol = 1e-4, init_sample_d = 100000, threads_d = 1;
@@ -256,17 +313,7 @@ int cmd_kmeans(int argc, char **argv) {
     const int rank = comm_rank(), world = comm_size();
     omp_set_num_threads((int)threads_d);
 
-    /* the output directory first: a run should not end with nowhere to write */
-    char *ocopy = koe_strdup(out);
-    int64_t no_dir = access(dirname(ocopy), W_OK | X_OK) < 0;
-    const int out_errno = errno;
-    comm_allreduce_max_i64(&no_dir, 1);
-    if (no_dir) {
-        if (rank == 0) fprintf(stderr, "koe kmeans: --out %s: cannot write in %s: %s\n", out, ocopy, strerror(out_errno));
-        free(ocopy);
-        return KOE_EXIT_USAGE;
-    }
-    free(ocopy);
+    if (out_dir_check(out) < 0) return KOE_EXIT_USAGE; /* first: a run should not end with nowhere to write */
     Corpus c;
     KoeError err;
     if (corpus_open(&c, corpus_dir, &err) < 0) {
@@ -290,27 +337,10 @@ int cmd_kmeans(int argc, char **argv) {
     Stream st = {.src = &src, .c = &c, .utts = utts, .n_utts = n_mine};
     st.block = koe_malloc((size_t)KM_BLOCK_FRAMES * D * sizeof(float));
     char cache_path[4400] = "";
-    if (src.m) {
-        char *ocopy = koe_strdup(out);
-        snprintf(cache_path, sizeof cache_path, "%s/.%s.rank%d.feats.tmp", cache_dir ? cache_dir : dirname(ocopy),
-                 basename(ocopy), rank);
-        free(ocopy);
-        st.cache = fopen(cache_path, "w+b");
-        if (!st.cache)
-            koe_fatal(KOE_EXIT_USAGE, "koe kmeans: %s: cannot create the feature cache: %s (see --cache-dir)",
-                      cache_path, strerror(errno));
-    }
-    KmeansSample res;
-    int64_t M = (int64_t)init_sample_d;
-    if (M > KM_SAMPLE_BYTES / ((int64_t)D * 4)) M = KM_SAMPLE_BYTES / ((int64_t)D * 4);
-    kmeans_sample_init(&res, M, D);
-    SampleCtx sc = {.r = &res, .seed = seed};
-    stream_pass(&st, sample_block, &sc);
-    int64_t frames = sc.frames;
-    comm_allreduce_sum_i64(&frames, 1);
+    if (src.m) st.cache = cache_open(out, cache_dir, cache_path, sizeof cache_path);
+    int64_t frames;
     float *S = NULL;
-    const int64_t Ns = kmeans_sample_merge(&res, &S);
-    kmeans_sample_free(&res);
+    const int64_t Ns = init_sample(&st, (int64_t)init_sample_d, seed, &frames, &S);
     int rc = KOE_EXIT_OK;
     if (Ns < K) {
         if (rank == 0)
@@ -332,22 +362,11 @@ int cmd_kmeans(int argc, char **argv) {
     /* 4. Lloyd */
     double inertia;
     const int it = lloyd_run(&st, C, K, S, Ns, iters, tol, frames, &inertia);
-    if (rank == 0) {
-        KmeansFile km = {.k = K, .dim = D, .centroids = C, .frame_rate = src.frame_rate, .corpus = corpus_dir,
-                         .seed = seed, .sample = sample, .iterations = it, .inertia = inertia, .frames = frames};
-        snprintf(km.source, sizeof km.source, "%s", src.source);
-        snprintf(km.ckpt_checksum, sizeof km.ckpt_checksum, "%s", src.ckpt_checksum);
-        if (kmeans_file_write(out, &km, &err) < 0) {
-            fprintf(stderr, "koe kmeans: %s\n", err.msg);
-            rc = KOE_EXIT_USAGE;
-        } else {
-            koe_log("kmeans: wrote %s (k=%d, dim %d, %d iterations, inertia %.6g, %.1f s)", out, K, D, it, inertia,
-                    koe_now() - t0);
-        }
-    }
-    int64_t flag = rc;
-    comm_allreduce_max_i64(&flag, 1);
-    rc = (int)flag;
+    KmeansFile km = {.k = K, .dim = D, .centroids = C, .frame_rate = src.frame_rate, .corpus = corpus_dir,
+                     .seed = seed, .sample = sample, .iterations = it, .inertia = inertia, .frames = frames};
+    snprintf(km.source, sizeof km.source, "%s", src.source);
+    snprintf(km.ckpt_checksum, sizeof km.ckpt_checksum, "%s", src.ckpt_checksum);
+    rc = result_write(out, &km, t0);
     free(C);
 done:
     free(S);

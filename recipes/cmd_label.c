@@ -82,6 +82,18 @@ static int label_shard(Corpus *c, int si, int64_t first, FeatureSource *src, con
     return rc;
 }
 
+/* The provenance of a label set made from km, of features at frame_rate Hz. */
+static LabelSetInfo label_set_info(const KmeansFile *km, double frame_rate) {
+    LabelSetInfo info;
+    memset(&info, 0, sizeof info);
+    info.n_classes = km->k;
+    info.frame_rate = frame_rate;
+    snprintf(info.source, sizeof info.source, "%s", km->source);
+    snprintf(info.kmeans_checksum, sizeof info.kmeans_checksum, "%s", km->checksum);
+    snprintf(info.ckpt_checksum, sizeof info.ckpt_checksum, "%s", km->ckpt_checksum);
+    return info;
+}
+
 int cmd_label(int argc, char **argv) {
     const char *corpus_dir = NULL, *kmeans = NULL, *name = NULL, *ckpt = NULL;
     int threads = 1;
@@ -154,13 +166,7 @@ int cmd_label(int argc, char **argv) {
                     kmeans, km.source, km.ckpt_checksum, km.dim, ckpt ? ckpt : "(none)", src.ckpt_checksum, src.dim);
         goto out_src;
     }
-    LabelSetInfo info;
-    memset(&info, 0, sizeof info);
-    info.n_classes = km.k;
-    info.frame_rate = src.frame_rate;
-    snprintf(info.source, sizeof info.source, "%s", km.source);
-    snprintf(info.kmeans_checksum, sizeof info.kmeans_checksum, "%s", km.checksum);
-    snprintf(info.ckpt_checksum, sizeof info.ckpt_checksum, "%s", km.ckpt_checksum);
+    const LabelSetInfo info = label_set_info(&km, src.frame_rate);
 
     int64_t bad = 0;
     if (rank == 0 && labels_make_dir(corpus_dir, name, &err) < 0) {
