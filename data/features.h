@@ -9,9 +9,11 @@
 #pragma once
 #include <stdint.h>
 
-/* Samples between the starts of two frames (10 ms at KOE_SAMPLE_RATE): the features' frame rate is
- * KOE_SAMPLE_RATE / FEATURES_HOP = 100 Hz. */
+#include "../core/common.h"
+
+/* Samples between the starts of two frames (10 ms at KOE_SAMPLE_RATE), and the frame rate that gives. */
 #define FEATURES_HOP 160
+#define FEATURES_FRAME_RATE (KOE_SAMPLE_RATE / FEATURES_HOP) /* 100 Hz */
 
 typedef enum { FEAT_FBANK = 1, FEAT_MFCC = 2 } FeatureKind;
 

@@ -45,7 +45,7 @@ int64_t ckpt_model_frames(const Model *m, int64_t n) {
 }
 
 double ckpt_model_frame_rate(const Model *m) {
-    if (m->cfg.frontend == FRONTEND_FBANK) return (double)(KOE_SAMPLE_RATE / FEATURES_HOP) / m->cfg.fbank_stack;
+    if (m->cfg.frontend == FRONTEND_FBANK) return (double)FEATURES_FRAME_RATE / m->cfg.fbank_stack;
     int64_t stride = 1;
     for (int i = 0; i < m->cfg.n_conv; i++) stride *= m->cfg.conv_stride[i];
     return (double)KOE_SAMPLE_RATE / (double)stride;

@@ -17,7 +17,7 @@ int feature_source_open(FeatureSource *s, const char *source, const char *ckpt, 
         if (c->utt_length[i] > s->max_len) s->max_len = c->utt_length[i];
     if (!strcmp(source, "mfcc")) {
         s->dim = features_dim(FEAT_MFCC);
-        s->frame_rate = 100;
+        s->frame_rate = FEATURES_FRAME_RATE;
         s->fe = features_create(FEAT_MFCC);
         int64_t fmax = features_num_frames(s->max_len);
         s->out = koe_malloc((size_t)(fmax ? fmax : 1) * s->dim * sizeof(float));
