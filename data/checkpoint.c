@@ -177,23 +177,12 @@ int checkpoint_writer_optim(CheckpointWriter *w, int which, int64_t offset, int6
     KOE_ASSERT(which == 0 || which == 1);
     KOE_ASSERT(w->optim[which] >= 0 && offset >= 0 && count >= 0 && offset + count <= w->t->total);
     if (count == 0 && !w->has_io) return 0; /* collective: an empty part still joins the write */
-    static const float nothing = 0;  /* HDF5 wants a buffer even for an empty selection */
     h5_lock();
-    hid_t fs = H5Dget_space(w->optim[which]);
-    hsize_t start = (hsize_t)offset, cnt = (hsize_t)(count ? count : 1);
-    hid_t ms = H5Screate_simple(1, &cnt, NULL);
-    int sel = count ? H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &cnt, NULL) >= 0
-                    : H5Sselect_none(fs) >= 0 && H5Sselect_none(ms) >= 0;
-    int rc = fs >= 0 && ms >= 0 && sel &&
-                     H5Dwrite(w->optim[which], H5T_NATIVE_FLOAT, ms, fs, w->has_io ? w->io.dxpl_optim : H5P_DEFAULT,
-                              count ? v : &nothing) >= 0
-                 ? 0
-                 : -1;
+    int rc = h5_write_rows(w->optim[which], H5T_NATIVE_FLOAT, offset, count, v,
+                           w->has_io ? w->io.dxpl_optim : H5P_DEFAULT);
     if (rc < 0)
         koe_error_set(err, "%s: cannot write /optim/%s [%lld, +%lld): %s", w->tmp, which ? "v" : "m",
                       (long long)offset, (long long)count, h5_last_error());
-    if (ms >= 0) H5Sclose(ms);
-    if (fs >= 0) H5Sclose(fs);
     h5_unlock();
     if (rc == 0) w->sums[1 + which] += checkpoint_sum(v, offset, count);
     return rc;

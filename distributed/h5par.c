@@ -51,35 +51,9 @@ hid_t h5par_create_dataset(hid_t file, const char *name, hid_t type, int ndims, 
 }
 
 void h5par_write_rows(hid_t dset, hid_t memtype, int64_t row0, int64_t nrows, const void *buf) {
-    hid_t fspace = H5Dget_space(dset);
-    h5Check(fspace);
-    int ndims = H5Sget_simple_extent_ndims(fspace);
-    KOE_ASSERT(ndims >= 1 && ndims <= 4);
-    hsize_t dims[4], start[4] = {0}, count[4];
-    h5Check(H5Sget_simple_extent_dims(fspace, dims, NULL));
-    KOE_ASSERT(row0 >= 0 && nrows >= 0 && (hsize_t)(row0 + nrows) <= dims[0]);
-    start[0] = (hsize_t)row0;
-    count[0] = (hsize_t)nrows;
-    for (int i = 1; i < ndims; i++) count[i] = dims[i];
-    hid_t mspace;
-    if (nrows == 0) {
-        /* still part of the collective: an empty selection on both sides */
-        h5Check(H5Sselect_none(fspace));
-        hsize_t one = 1;
-        mspace = H5Screate_simple(1, &one, NULL);
-        h5Check(mspace);
-        h5Check(H5Sselect_none(mspace));
-    } else {
-        h5Check(H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL));
-        mspace = H5Screate_simple(ndims, count, NULL);
-        h5Check(mspace);
-    }
     hid_t dxpl = h5par_dxpl(1);
-    static const float nothing = 0; /* HDF5 wants a buffer even for an empty selection */
-    h5Check(H5Dwrite(dset, memtype, mspace, fspace, dxpl, buf ? buf : &nothing));
+    h5Check(h5_write_rows(dset, memtype, row0, nrows, buf, dxpl));
     H5Pclose(dxpl);
-    H5Sclose(mspace);
-    H5Sclose(fspace);
 }
 
 void h5par_close_dataset(hid_t dset) { h5Check(H5Dclose(dset)); }
