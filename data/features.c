@@ -16,6 +16,7 @@
 #include "../core/common.h"
 
 #define FEAT_WIN 400   /* 25 ms at 16 kHz */
+#define FEAT_SHIFT FEATURES_HOP
 #define FEAT_NFFT 512  /* next power of two of the window (round_to_power_of_two) */
 #define FEAT_NBINS (FEAT_NFFT / 2) /* mel weights cover bins 0..255; the Nyquist bin has weight 0 */
 #define FEAT_PREEMPH 0.97f
@@ -46,7 +47,7 @@ struct FeatureExtractor {
 int features_dim(FeatureKind kind) { return kind == FEAT_MFCC ? 3 * FEAT_MFCC_CEPS : FEAT_FBANK_MELS; }
 
 int64_t features_num_frames(int64_t n_samples) {
-    return n_samples < FEAT_WIN ? 0 : 1 + (n_samples - FEAT_WIN) / FEATURES_HOP;
+    return n_samples < FEAT_WIN ? 0 : 1 + (n_samples - FEAT_WIN) / FEAT_SHIFT;
 }
 
 int features_kind_parse(const char *name, FeatureKind *kind) {
@@ -198,7 +199,7 @@ void features_compute(FeatureExtractor *fe, const float *wav, int64_t n, float *
     const int64_t T = features_num_frames(n);
     const int dim = features_dim(fe->kind);
     for (int64_t t = 0; t < T; t++) {
-        frame_log_mel(fe, wav + t * FEATURES_HOP);
+        frame_log_mel(fe, wav + t * FEAT_SHIFT);
         float *o = out + t * dim;
         if (fe->kind == FEAT_FBANK) {
             memcpy(o, fe->mel, FEAT_FBANK_MELS * sizeof(float));
@@ -241,7 +242,7 @@ void features_compute_naive(FeatureKind kind, const float *wav, int64_t n, float
             melw[m * n_bins + k] = fmax(0.0, fmin(up, down));
         }
     for (int64_t t = 0; t < T; t++) {
-        const float *x = wav + t * FEATURES_HOP;
+        const float *x = wav + t * FEAT_SHIFT;
         double mean = 0;
         for (int j = 0; j < FEAT_WIN; j++) mean += x[j];
         mean /= FEAT_WIN;

@@ -11,8 +11,7 @@
 
 #include "../core/common.h"
 
-/* Samples between the starts of two frames (10 ms at KOE_SAMPLE_RATE), and the frame rate that gives. */
-#define FEATURES_HOP 160
+/* Frames per second of the features: KOE_SAMPLE_RATE / FEATURES_HOP (FEATURES_HOP below). */
 #define FEATURES_FRAME_RATE (KOE_SAMPLE_RATE / FEATURES_HOP) /* 100 Hz */
 
 typedef enum { FEAT_FBANK = 1, FEAT_MFCC = 2 } FeatureKind;
@@ -22,6 +21,7 @@ typedef struct FeatureExtractor FeatureExtractor; /* holds FFT scratch: one per 
 FeatureExtractor *features_create(FeatureKind kind);
 void features_free(FeatureExtractor *fe);
 int features_dim(FeatureKind kind);                  /* 80 or 39 */
+#define FEATURES_HOP 160 /* samples between frames (10 ms at 16 kHz) */
 int64_t features_num_frames(int64_t n_samples);      /* 0 if n < 400, else 1 + (n - 400) / 160 */
 /* out: (features_num_frames(n), features_dim(kind)), row-major. */
 void features_compute(FeatureExtractor *fe, const float *wav, int64_t n, float *out);
