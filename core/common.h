@@ -14,6 +14,10 @@ enum {
     KOE_EXIT_PREEMPTED = 3, /* stopped by a preemption signal after a clean checkpoint */
 };
 
+/* The one audio sample rate of koe: corpora, features and models are 16 kHz; audio at other rates
+ * is resampled when the corpus is prepared. */
+#define KOE_SAMPLE_RATE 16000
+
 /* A recoverable error a user can cause (bad file, bad key): filled by the callee, printed or
  * recorded (prepare-report.tsv) by the caller. Functions that take one return 0 or -1. */
 #define KOE_ERR_LEN 1024

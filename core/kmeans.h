@@ -2,7 +2,7 @@
  * GEMM-based distances, accumulation of the Lloyd statistics, the centroid update, greedy
  * k-means++ seeding and re-seeding of empty clusters. Letters: N frames, D feature dim, K clusters.
  * Must not: do I/O, call MPI, or know where features come from (recipes/cmd_kmeans.c streams them
- * from the corpus and allreduces the statistics across ranks). */
+ * from the corpus; distributed/kmeans.c sums the statistics across ranks). */
 #pragma once
 #include <stdint.h>
 

@@ -165,7 +165,6 @@ typedef struct {
     int64_t arena_floats;
     uint8_t *key_pad;      /* (max_B * max_T) 1 on padded frames */
     int64_t *frames;       /* (max_B) valid encoder frames of each utterance */
-    int64_t *conv_frames;  /* (max_B) scratch for frame counting */
     int *skipped;          /* (L) layerdrop decisions of the last forward */
     /* the last forward */
     int B;

@@ -80,7 +80,7 @@ static int check_info(const SF_INFO *si, const char *name, AudioInfo *info, KoeE
     info->rate = si->samplerate;
     info->channels = si->channels;
     info->format = si->format;
-    info->est_samples = (si->frames * AUDIO_RATE + si->samplerate / 2) / si->samplerate;
+    info->est_samples = (si->frames * KOE_SAMPLE_RATE + si->samplerate / 2) / si->samplerate;
     return 0;
 }
 
@@ -157,13 +157,13 @@ static int64_t decode_float(SNDFILE *sf, const AudioInfo *info, const char *name
     float *out = koe_malloc(out_cap * sizeof(float));
     soxr_t rs = NULL;
     int64_t read = 0;
-    if (info->rate != AUDIO_RATE) {
+    if (info->rate != KOE_SAMPLE_RATE) {
         soxr_error_t e = NULL;
         soxr_io_spec_t io = soxr_io_spec(SOXR_FLOAT32_I, SOXR_FLOAT32_I);
         soxr_quality_spec_t q = soxr_quality_spec(SOXR_HQ, 0);
-        rs = soxr_create(info->rate, AUDIO_RATE, 1, &e, &io, &q, NULL);
+        rs = soxr_create(info->rate, KOE_SAMPLE_RATE, 1, &e, &io, &q, NULL);
         if (!rs || e) {
-            koe_error_set(err, "%s: libsoxr cannot resample %d Hz to %d Hz: %s", name, info->rate, AUDIO_RATE,
+            koe_error_set(err, "%s: libsoxr cannot resample %d Hz to %d Hz: %s", name, info->rate, KOE_SAMPLE_RATE,
                           e ? e : "unknown error");
             read = -1;
             goto done;
@@ -230,7 +230,7 @@ static int decode_sndfile(SNDFILE *sf, const SF_INFO *si, const char *name, int 
     if (check_length && check_declared_length(sf, name, err)) return -1;
     PcmOut o = {0};
     int64_t read;
-    if (info.rate == AUDIO_RATE && info.channels == 1 && (info.format & SF_FORMAT_SUBMASK) == SF_FORMAT_PCM_16)
+    if (info.rate == KOE_SAMPLE_RATE && info.channels == 1 && (info.format & SF_FORMAT_SUBMASK) == SF_FORMAT_PCM_16)
         read = decode_short(sf, &o, info.frames);
     else
         read = decode_float(sf, &info, name, &o, err);

@@ -10,7 +10,6 @@
 
 #include "../core/common.h"
 
-#define AUDIO_RATE 16000
 #define AUDIO_MAX_SECONDS (4.0 * 3600.0) /* longer files are refused: split them first */
 #define AUDIO_MIN_SOURCE_RATE 1000
 #define AUDIO_MAX_SOURCE_RATE 768000

@@ -2,12 +2,10 @@
  * that is incomplete, or delete a checkpoint that latest names. */
 #include "checkpoint.h"
 
-#include <dirent.h>
 #include <hdf5.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "../core/rng.h"
 #include "h5util.h"
@@ -179,23 +177,12 @@ int checkpoint_writer_optim(CheckpointWriter *w, int which, int64_t offset, int6
     KOE_ASSERT(which == 0 || which == 1);
     KOE_ASSERT(w->optim[which] >= 0 && offset >= 0 && count >= 0 && offset + count <= w->t->total);
     if (count == 0 && !w->has_io) return 0; /* collective: an empty part still joins the write */
-    static const float nothing = 0;  /* HDF5 wants a buffer even for an empty selection */
     h5_lock();
-    hid_t fs = H5Dget_space(w->optim[which]);
-    hsize_t start = (hsize_t)offset, cnt = (hsize_t)(count ? count : 1);
-    hid_t ms = H5Screate_simple(1, &cnt, NULL);
-    int sel = count ? H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &cnt, NULL) >= 0
-                    : H5Sselect_none(fs) >= 0 && H5Sselect_none(ms) >= 0;
-    int rc = fs >= 0 && ms >= 0 && sel &&
-                     H5Dwrite(w->optim[which], H5T_NATIVE_FLOAT, ms, fs, w->has_io ? w->io.dxpl_optim : H5P_DEFAULT,
-                              count ? v : &nothing) >= 0
-                 ? 0
-                 : -1;
+    int rc = h5_write_rows(w->optim[which], H5T_NATIVE_FLOAT, offset, count, v,
+                           w->has_io ? w->io.dxpl_optim : H5P_DEFAULT);
     if (rc < 0)
         koe_error_set(err, "%s: cannot write /optim/%s [%lld, +%lld): %s", w->tmp, which ? "v" : "m",
                       (long long)offset, (long long)count, h5_last_error());
-    if (ms >= 0) H5Sclose(ms);
-    if (fs >= 0) H5Sclose(fs);
     h5_unlock();
     if (rc == 0) w->sums[1 + which] += checkpoint_sum(v, offset, count);
     return rc;
@@ -485,17 +472,6 @@ static int read_moment_slice_locked(hid_t f, const char *path, const char *name,
     return rc;
 }
 
-/* The whole of /optim/m or /optim/v, its checksum verified. Caller holds h5_lock. */
-static int read_moment_locked(hid_t f, const char *path, const char *name, int64_t total, float *out, KoeError *err) {
-    uint64_t sum = 0, stored = 0;
-    if (read_moment_slice_locked(f, path, name, total, 0, total, out, &sum, &stored, err) < 0) return -1;
-    if (sum != stored)
-        return koe_error_set(err, "%s: %s fails its checksum (stored %016" PRIx64 ", computed %016" PRIx64
-                                  "): the file is damaged",
-                             path, name, stored, sum);
-    return 0;
-}
-
 static int read_state_locked(hid_t f, const char *path, TrainState *st, KoeError *err) {
     if (H5Lexists(f, "state", H5P_DEFAULT) <= 0)
         return koe_error_set(err, "%s: no /state: this is not a training checkpoint", path);
@@ -529,28 +505,6 @@ static int read_state_locked(hid_t f, const char *path, TrainState *st, KoeError
     return ok ? 0 : -1;
 }
 
-int checkpoint_read_train(const char *path, const ParamTable *t, float *params, float *m, float *v, TrainState *st,
-                          char **config_text, KoeError *err) {
-    h5_lock();
-    hid_t f = open_checked(path, err);
-    int rc = -1;
-    if (f >= 0) {
-        char *text = NULL;
-        if (read_state_locked(f, path, st, err) == 0 && read_config_locked(f, path, &text, err) == 0 &&
-            read_params_locked(f, path, t, params, 0, err) == 0 &&
-            read_moment_locked(f, path, "/optim/m", t->total, m, err) == 0 &&
-            read_moment_locked(f, path, "/optim/v", t->total, v, err) == 0) {
-            *config_text = text;
-            text = NULL;
-            rc = 0;
-        }
-        free(text);
-        H5Fclose(f);
-    }
-    h5_unlock();
-    return rc;
-}
-
 int checkpoint_read_train_slice(const char *path, const ParamTable *t, float *params, float *m, float *v,
                                 int64_t start, int64_t end, TrainState *st, char **config_text, uint64_t sums[2],
                                 uint64_t stored[2], KoeError *err) {
@@ -573,118 +527,4 @@ int checkpoint_read_train_slice(const char *path, const ParamTable *t, float *pa
     }
     h5_unlock();
     return rc;
-}
-
-/* ---- the run's checkpoint directory ----------------------------------------------------------- */
-
-void checkpoint_step_path(char *out, size_t n, const char *dir, int64_t step) {
-    snprintf(out, n, "%s/step-%08lld.h5", dir, (long long)step);
-}
-
-/* Steps of the published step files in dir (not .tmp), newest first; returns the count. */
-static int64_t list_steps(const char *dir, int64_t **steps) {
-    *steps = NULL;
-    DIR *d = opendir(dir);
-    if (!d) return 0;
-    int64_t n = 0, cap = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        long long s;
-        char tail[8];
-        if (sscanf(e->d_name, "step-%lld.h%7s", &s, tail) != 2 || strcmp(tail, "5") || s < 0) continue;
-        char canon[64];
-        snprintf(canon, sizeof canon, "step-%08lld.h5", s);
-        if (strcmp(canon, e->d_name)) continue;
-        if (n == cap) *steps = koe_realloc(*steps, (size_t)(cap = cap ? 2 * cap : 16) * sizeof **steps);
-        (*steps)[n++] = s;
-    }
-    closedir(d);
-    for (int64_t i = 1; i < n; i++) /* insertion sort, descending: a run keeps a handful */
-        for (int64_t j = i; j > 0 && (*steps)[j] > (*steps)[j - 1]; j--) {
-            int64_t x = (*steps)[j];
-            (*steps)[j] = (*steps)[j - 1];
-            (*steps)[j - 1] = x;
-        }
-    return n;
-}
-
-int checkpoint_publish_latest(const char *dir, int64_t step, int keep_last, KoeError *err) {
-    size_t n = strlen(dir) + 32;
-    char *tmp = koe_malloc(n), *latest = koe_malloc(n);
-    snprintf(tmp, n, "%s/latest.tmp", dir);
-    snprintf(latest, n, "%s/latest", dir);
-    FILE *fp = fopen(tmp, "w");
-    int rc = -1;
-    if (!fp) koe_error_set(err, "%s: cannot create: %m", tmp);
-    else {
-        int wr = fprintf(fp, "step-%08lld.h5\n", (long long)step);
-        if (fclose(fp) != 0 || wr < 0) {
-            koe_error_set(err, "%s: cannot write: %m", tmp);
-            remove(tmp);
-        } else
-            rc = koe_publish_file(tmp, latest, err);
-    }
-    free(tmp);
-    free(latest);
-    if (rc < 0) return -1;
-    int64_t *steps;
-    int64_t ns = list_steps(dir, &steps);
-    for (int64_t i = keep_last; i < ns; i++) {
-        if (steps[i] == step) continue;
-        char p[4200];
-        checkpoint_step_path(p, sizeof p, dir, steps[i]);
-        if (remove(p) < 0) koe_warn("cannot remove old checkpoint %s: %m", p);
-    }
-    free(steps);
-    return 0;
-}
-
-int64_t checkpoint_candidates(const char *dir, int64_t **steps) {
-    char latest[4200], name[256] = "";
-    snprintf(latest, sizeof latest, "%s/latest", dir);
-    int64_t first = -1;
-    FILE *fp = fopen(latest, "r");
-    if (fp) {
-        long long s = -1;
-        if (fgets(name, sizeof name, fp)) name[strcspn(name, "\r\n")] = 0;
-        fclose(fp);
-        if (sscanf(name, "step-%lld.h5", &s) == 1 && s >= 0) first = s;
-        else
-            koe_warn("%s does not name a step-NNNNNNNN.h5 file ('%s'); looking for the newest usable checkpoint",
-                     latest, name);
-    }
-    int64_t *all;
-    int64_t n = list_steps(dir, &all), k = 0;
-    *steps = koe_malloc((size_t)(n + 1) * sizeof **steps);
-    if (first >= 0) (*steps)[k++] = first;
-    for (int64_t i = 0; i < n; i++)
-        if (all[i] != first) (*steps)[k++] = all[i];
-    free(all);
-    return k;
-}
-
-int checkpoint_load_latest(const char *dir, const ParamTable *t, float *params, float *m, float *v, TrainState *st,
-                           char **config_text, char *path_out, size_t n, KoeError *err) {
-    int64_t *steps;
-    const int64_t ns = checkpoint_candidates(dir, &steps);
-    for (int64_t i = 0; i < ns; i++) {
-        char path[4400];
-        KoeError e;
-        checkpoint_step_path(path, sizeof path, dir, steps[i]);
-        if (checkpoint_read_train(path, t, params, m, v, st, config_text, &e) == 0) {
-            if (i > 0) koe_warn("resuming from %s instead of the latest", path);
-            snprintf(path_out, n, "%s", path);
-            free(steps);
-            return 1;
-        }
-        koe_warn("checkpoint %s is unusable (%s)%s", path, e.msg, i + 1 < ns ? "; trying the one before" : "");
-    }
-    free(steps);
-    char latest[4200];
-    snprintf(latest, sizeof latest, "%s/latest", dir);
-    if (ns == 0 && access(latest, F_OK) != 0) return 0;
-    koe_error_set(err, "%s: checkpoints exist but none is usable (see the warnings above); move them away to start "
-                       "afresh, or restore a good one",
-                  dir);
-    return -1;
 }

@@ -17,11 +17,10 @@
  * the serial I/O mode (one process writes everything); the collective mode (distributed/ckpt.h)
  * opens the same layout through MPI-IO, has each rank write its slices, and sums the checksums over
  * ranks before checkpoint_writer_finish — the calls stay the same.
- * The file is written as PATH.tmp, fsynced and renamed; a run directory's RUN/checkpoints/latest
- * (a one-line text file naming the newest step-NNNNNNNN.h5) is replaced after that, and only the
- * keep_last newest step files are kept. Readers check every tensor by name, shape and type and say
- * which one is wrong; training loads verify the checksums and fall back to an older checkpoint when
- * the newest is corrupt or incomplete. No MPI here. */
+ * The file is written as PATH.tmp, fsynced and renamed (the run directory's latest and keep_last are
+ * distributed/rundir.h's). Readers check every tensor by name, shape and type and say which one is
+ * wrong; training loads (distributed/ckpt.c) verify the checksums and fall back to an older
+ * checkpoint when the newest is corrupt or incomplete. No MPI here. */
 #pragma once
 #include <hdf5.h>
 #include <stdint.h>
@@ -58,7 +57,7 @@ typedef struct CheckpointWriter CheckpointWriter;
 /* Create path.tmp with every dataset of the layout (optim = 1: /optim/m and /optim/v too). */
 CheckpointWriter *checkpoint_writer_open(const char *path, const ParamTable *t, int optim, KoeError *err);
 /* How the collective mode (distributed/ckpt.c) reaches the file: fapl with the MPI-IO driver (and
- * collective metadata), the transfer lists for the whole /model tensors a rank writes (independent)
+ * collective metadata; distributed/h5par.h's h5par_fapl), the transfer lists for the whole /model tensors a rank writes (independent)
  * and for the /optim slices (collective: every rank calls checkpoint_writer_optim once per moment,
  * count 0 allowed), and the rank. Every rank creates the datasets and writes the attributes with the
  * same values (the summed checksums); only rank 0, after the parallel close, adds /config (variable
@@ -97,31 +96,11 @@ int checkpoint_read_params(const char *path, const ParamTable *t, float *params,
  * checkpoint's objective head: final_proj, label_embeddings, quantizer, ...) are skipped, though
  * still read for the /model checksum. For koe embed, export and kmeans, which need the encoder. */
 int checkpoint_read_encoder(const char *path, const ParamTable *t, float *params, KoeError *err);
-/* A training checkpoint: params, the moments m and v (t->total floats each), the state and the
- * config text (malloc'ed), every checksum verified (a mismatch names the group). */
-int checkpoint_read_train(const char *path, const ParamTable *t, float *params, float *m, float *v, TrainState *st,
-                          char **config_text, KoeError *err);
-
-/* The collective mode's read: like checkpoint_read_train, but only elements [start, end) of the
- * moments (m, v: end - start floats each) and without verifying their checksums: sums[k] is the
- * additive checksum of the slice read, stored[k] the file's checksum of the whole dataset (k = 0: m,
- * 1: v); the caller sums the slices over ranks and compares. */
+/* The read of a training checkpoint (distributed/ckpt.c's ckpt_load): params, elements [start, end)
+ * of the moments (m, v: end - start floats each), the state and the config text (malloc'ed), every
+ * checksum verified but the moments': sums[k] is the additive checksum of the slice read, stored[k]
+ * the file's checksum of the whole dataset (k = 0: m, 1: v); the caller sums the slices over ranks
+ * and compares. */
 int checkpoint_read_train_slice(const char *path, const ParamTable *t, float *params, float *m, float *v,
                                 int64_t start, int64_t end, TrainState *st, char **config_text, uint64_t sums[2],
                                 uint64_t stored[2], KoeError *err);
-
-/* ---- a run's checkpoint directory (RUN/checkpoints) --------------------------------------------- */
-/* RUN/checkpoints/step-NNNNNNNN.h5 for step (out: n bytes). */
-void checkpoint_step_path(char *out, size_t n, const char *dir, int64_t step);
-/* After a step file is published: point dir/latest at it (written .tmp, fsynced, renamed) and delete
- * all but the keep_last newest step files. */
-int checkpoint_publish_latest(const char *dir, int64_t step, int keep_last, KoeError *err);
-/* The step files to try on resume, in order (malloc'ed, the count returned): the one dir/latest names,
- * then every other step file newest first. A latest that names no step file gets a warning. */
-int64_t checkpoint_candidates(const char *dir, int64_t **steps);
-/* Resume: the checkpoint dir/latest names, or, when it is missing, unreadable or fails its checks,
- * the newest older step file that passes (each skipped one gets a warning saying why). Returns 1 with
- * everything loaded and path_out (n bytes) set, 0 when the directory holds no checkpoint at all, -1
- * when checkpoints exist but none is usable (err says why). */
-int checkpoint_load_latest(const char *dir, const ParamTable *t, float *params, float *m, float *v, TrainState *st,
-                           char **config_text, char *path_out, size_t n, KoeError *err);

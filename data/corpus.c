@@ -99,7 +99,7 @@ static int stats_compute(const CorpusShard *shards, int n_shards, CorpusStats *s
             int l = (int)(hit - st->langs);
             st->utt_lang[u] = l;
             st->lang_utts[l]++;
-            st->lang_hours[l] += (double)shards[s].length[i] / SHARD_SAMPLE_RATE / 3600.0;
+            st->lang_hours[l] += (double)shards[s].length[i] / KOE_SAMPLE_RATE / 3600.0;
         }
     for (int l = 0; l < st->n_langs; l++) st->hours += st->lang_hours[l];
     return 0;
@@ -115,7 +115,7 @@ static int index_write_file(const char *tmp, char *const *names, const int64_t *
              h5_write_strings(f, "langs", st->langs, st->n_langs) |
              h5_write_array(f, "lang_utts", H5T_STD_I64LE, H5T_NATIVE_INT64, st->lang_utts, st->n_langs) |
              h5_write_array(f, "lang_hours", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, st->lang_hours, st->n_langs) |
-             h5_attr_write_i64(f, "sample_rate", SHARD_SAMPLE_RATE) | h5_attr_write_i64(f, "n_utts", st->n_utts) |
+             h5_attr_write_i64(f, "sample_rate", KOE_SAMPLE_RATE) | h5_attr_write_i64(f, "n_utts", st->n_utts) |
              h5_attr_write_f64(f, "hours", st->hours) | h5_attr_write_str(f, "settings", settings ? settings : "") |
              h5_attr_write_i64(f, "format_version", CORPUS_FORMAT_VERSION) |
              h5_attr_write_str(f, "format", CORPUS_FORMAT);
@@ -198,9 +198,9 @@ static int index_read_locked(hid_t f, const char *path, CorpusIndex *ix, KoeErro
     int64_t rate;
     if (h5_check_format(f, path, CORPUS_FORMAT, CORPUS_FORMAT_VERSION, err) < 0) return -1;
     if (h5_attr_read_i64(f, path, "sample_rate", &rate, err) < 0) return -1;
-    if (rate != SHARD_SAMPLE_RATE)
+    if (rate != KOE_SAMPLE_RATE)
         return koe_error_set(err, "%s: sample_rate is %lld, koe corpora are %d Hz", path, (long long)rate,
-                             SHARD_SAMPLE_RATE);
+                             KOE_SAMPLE_RATE);
     if (h5_attr_read_i64(f, path, "n_utts", &ix->n_utts, err) < 0 ||
         h5_attr_read_f64(f, path, "hours", &ix->hours, err) < 0)
         return -1;

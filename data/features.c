@@ -15,7 +15,6 @@
 
 #include "../core/common.h"
 
-#define FEAT_SAMPLE_RATE 16000.0
 #define FEAT_WIN 400   /* 25 ms at 16 kHz */
 #define FEAT_SHIFT FEATURES_HOP
 #define FEAT_NFFT 512  /* next power of two of the window (round_to_power_of_two) */
@@ -66,8 +65,8 @@ static float mel_of_hz(float f) { return 1127.0f * logf(1.0f + f / 700.0f); }
 /* torchaudio get_mel_banks with vtln off: triangles equally spaced in mel between low_freq and
  * Nyquist (high_freq 0), weight max(0, min(up, down)) on bin k's mel value, all in float32. */
 static void build_mel_banks(FeatureExtractor *fe) {
-    const float nyquist = (float)(0.5 * FEAT_SAMPLE_RATE);
-    const float bin_width = (float)(FEAT_SAMPLE_RATE / FEAT_NFFT);
+    const float nyquist = (float)(0.5 * KOE_SAMPLE_RATE);
+    const float bin_width = (float)((double)KOE_SAMPLE_RATE / FEAT_NFFT);
     /* python floats in torchaudio: computed in double, rounded where they meet a float tensor */
     const double mel_low_d = 1127.0 * log(1.0 + FEAT_LOW_FREQ / 700.0);
     const double mel_high_d = 1127.0 * log(1.0 + nyquist / 700.0);
@@ -234,11 +233,11 @@ void features_compute_naive(FeatureKind kind, const float *wav, int64_t n, float
     double *logmel = koe_malloc((size_t)n_mel * sizeof(double));                // (n_mel)
     double *ceps = koe_malloc((size_t)(T > 0 ? T : 1) * FEAT_MFCC_CEPS * sizeof(double)); // (T, 13)
     double *delta = koe_malloc((size_t)(T > 0 ? T : 1) * FEAT_MFCC_CEPS * sizeof(double)); // (T, 13)
-    const double mlo = naive_mel(FEAT_LOW_FREQ), mhi = naive_mel(0.5 * FEAT_SAMPLE_RATE);
+    const double mlo = naive_mel(FEAT_LOW_FREQ), mhi = naive_mel(0.5 * KOE_SAMPLE_RATE);
     const double md = (mhi - mlo) / (n_mel + 1);
     for (int m = 0; m < n_mel; m++)
         for (int k = 0; k < FEAT_NFFT / 2; k++) { /* the Nyquist bin keeps weight 0, as in Kaldi */
-            double mel = naive_mel(k * FEAT_SAMPLE_RATE / FEAT_NFFT);
+            double mel = naive_mel(k * (double)KOE_SAMPLE_RATE / FEAT_NFFT);
             double up = (mel - (mlo + m * md)) / md, down = (mlo + (m + 2) * md - mel) / md;
             melw[m * n_bins + k] = fmax(0.0, fmin(up, down));
         }

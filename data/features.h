@@ -9,6 +9,11 @@
 #pragma once
 #include <stdint.h>
 
+#include "../core/common.h"
+
+/* Frames per second of the features: KOE_SAMPLE_RATE / FEATURES_HOP (FEATURES_HOP below). */
+#define FEATURES_FRAME_RATE (KOE_SAMPLE_RATE / FEATURES_HOP) /* 100 Hz */
+
 typedef enum { FEAT_FBANK = 1, FEAT_MFCC = 2 } FeatureKind;
 
 typedef struct FeatureExtractor FeatureExtractor; /* holds FFT scratch: one per thread */

@@ -173,6 +173,32 @@ int h5_write_array(hid_t loc, const char *name, hid_t file_type, hid_t mem_type,
     return rc;
 }
 
+int h5_write_rows(hid_t dset, hid_t memtype, int64_t row0, int64_t nrows, const void *buf, hid_t dxpl) {
+    hid_t fspace = H5Dget_space(dset);
+    if (fspace < 0) return -1;
+    const int ndims = H5Sget_simple_extent_ndims(fspace);
+    hsize_t dims[4], start[4] = {0}, count[4];
+    int ok = ndims >= 1 && ndims <= 4 && H5Sget_simple_extent_dims(fspace, dims, NULL) == ndims;
+    KOE_ASSERT(!ok || (row0 >= 0 && nrows >= 0 && (hsize_t)(row0 + nrows) <= dims[0]));
+    hid_t mspace = -1;
+    if (ok && nrows == 0) { /* still part of a collective: an empty selection on both sides */
+        hsize_t one = 1;
+        ok = H5Sselect_none(fspace) >= 0 && (mspace = H5Screate_simple(1, &one, NULL)) >= 0 &&
+             H5Sselect_none(mspace) >= 0;
+    } else if (ok) {
+        start[0] = (hsize_t)row0;
+        count[0] = (hsize_t)nrows;
+        for (int i = 1; i < ndims; i++) count[i] = dims[i];
+        ok = H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL) >= 0 &&
+             (mspace = H5Screate_simple(ndims, count, NULL)) >= 0;
+    }
+    static const float nothing = 0; /* HDF5 wants a buffer even for an empty selection */
+    ok = ok && H5Dwrite(dset, memtype, mspace, fspace, dxpl, buf && nrows ? buf : &nothing) >= 0;
+    if (mspace >= 0) H5Sclose(mspace);
+    H5Sclose(fspace);
+    return ok ? 0 : -1;
+}
+
 int h5_read_array(hid_t loc, const char *path, const char *name, hid_t mem_type, size_t elem_size,
                   int64_t n_expected, void **out, int64_t *n_out, KoeError *err) {
     if (H5Lexists(loc, name, H5P_DEFAULT) <= 0) return koe_error_set(err, "%s: dataset '%s' is missing", path, name);

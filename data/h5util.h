@@ -20,6 +20,16 @@ void h5_unlock(void);
 /* The innermost message on HDF5's error stack, for error reports ("" if none). */
 const char *h5_last_error(void);
 
+/* The one checked-call macro for HDF5 calls whose failure cannot be handed back to the caller
+ * (collective parallel-HDF5 steps in distributed/, where one rank returning would hang the others):
+ * fatal, naming the file, the line, the call and HDF5's message. User errors (a bad file) return -1
+ * with a KoeError instead. */
+#define h5Check(call)                                                                                      \
+    do {                                                                                                   \
+        if ((call) < 0)                                                                                    \
+            koe_fatal(KOE_EXIT_INTERNAL, "%s:%d: %s failed: %s", __FILE__, __LINE__, #call, h5_last_error()); \
+    } while (0)
+
 /* Attributes on a file, group or dataset. Readers return -1 (and fill err, naming path and
  * attribute) when the attribute is missing or has the wrong type. */
 int h5_attr_write_str(hid_t obj, const char *name, const char *value);
@@ -37,6 +47,11 @@ int h5_check_format(hid_t file, const char *path, const char *format, int64_t ma
  * dataset converted to mem_type (elem_size bytes each) into a malloc'ed array. n_expected >= 0
  * refuses another length; *n_out (may be NULL) gets the length read. */
 int h5_write_array(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, const void *v, int64_t n);
+/* Rows [row0, row0 + nrows) of dimension 0 of dset (with all of its other dimensions, <= 4 in all)
+ * from buf, by hyperslab, through the transfer list dxpl: H5P_DEFAULT serially, or collective under
+ * MPI-IO (distributed/h5par.h), where a rank with no rows still joins the write (nrows 0, buf may be
+ * NULL). 0, or -1 on an HDF5 failure (h5_last_error says which). */
+int h5_write_rows(hid_t dset, hid_t memtype, int64_t row0, int64_t nrows, const void *buf, hid_t dxpl);
 int h5_read_array(hid_t loc, const char *path, const char *name, hid_t mem_type, size_t elem_size,
                   int64_t n_expected, void **out, int64_t *n_out, KoeError *err);
 

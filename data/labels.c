@@ -239,7 +239,7 @@ static int labelset_open_shard(LabelSet *ls, const Corpus *c, const char *name, 
         }
         for (int64_t i = 0; i < s->n; i++) {
             int64_t frames = offset[i + 1] - offset[i];
-            double dl = (double)frames / info.frame_rate, da = (double)s->length[i] / SHARD_SAMPLE_RATE;
+            double dl = (double)frames / info.frame_rate, da = (double)s->length[i] / KOE_SAMPLE_RATE;
             if (fabs(dl - da) > LABELS_MAX_LENGTH_DIFF_S) {
                 koe_error_set(err,
                               "%s: utterance %s has %lld label frames (%.3f s at %g Hz) for %.3f s of audio (more than "

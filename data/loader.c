@@ -11,7 +11,6 @@
 
 #include "../core/rng.h"
 
-#define SAMPLE_RATE 16000.0
 
 /* ---- planning -------------------------------------------------------------------------------- */
 
@@ -135,7 +134,7 @@ LoaderPlan *loader_plan_create(const int64_t *length, const int32_t *lang, int64
         }
         if (length[i] >= cfg->min_sample_size) {
             p->lang_off[lang[i] + 1]++;
-            p->lang_hours[lang[i]] += (double)length[i] / SAMPLE_RATE / 3600.0;
+            p->lang_hours[lang[i]] += (double)length[i] / KOE_SAMPLE_RATE / 3600.0;
         }
     }
     for (int l = 0; l < n_langs; l++) p->lang_off[l + 1] += p->lang_off[l];

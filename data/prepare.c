@@ -615,7 +615,7 @@ int prepare_write_shards(const PreparePlan *p, const char *out_dir, int rank, in
                          100.0 * (double)a.clipped / (double)a.n);
             int64_t n_frames = 0;
             if (p->n_phones) {
-                n_frames = a.n / (SHARD_SAMPLE_RATE / 100);
+                n_frames = a.n / (KOE_SAMPLE_RATE / 100);
                 if (n_frames > frames_cap) {
                     frames_cap = n_frames;
                     frames = koe_realloc(frames, (size_t)frames_cap * sizeof *frames);
@@ -642,7 +642,7 @@ int prepare_write_shards(const PreparePlan *p, const char *out_dir, int rank, in
             if (koe_now() - t_last >= PROGRESS_SECONDS) {
                 t_last = koe_now();
                 koe_log("prepare: %lld/%lld files, %.2f h written, %lld rejected", (long long)done,
-                        (long long)mine, (double)st->samples / SHARD_SAMPLE_RATE / 3600.0,
+                        (long long)mine, (double)st->samples / KOE_SAMPLE_RATE / 3600.0,
                         (long long)st->files_rejected);
             }
         }

@@ -17,7 +17,7 @@
 
 #include "../core/common.h"
 
-#define PREPARE_PIPE_EST_SAMPLES (10 * 16000) /* a pipe's length is unknown until it runs */
+#define PREPARE_PIPE_EST_SAMPLES (10 * KOE_SAMPLE_RATE) /* a pipe's length is unknown until it runs */
 
 typedef struct {
     const char *lang;    /* --lang, or NULL */

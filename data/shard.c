@@ -247,7 +247,7 @@ static int writer_write_tables(ShardWriter *w) {
         if (rc < 0) return -1;
     }
     /* format last: a file without it is refused by every reader */
-    return h5_attr_write_i64(w->file, "sample_rate", SHARD_SAMPLE_RATE) |
+    return h5_attr_write_i64(w->file, "sample_rate", KOE_SAMPLE_RATE) |
            h5_attr_write_i64(w->file, "n_utts", w->n) | h5_attr_write_i64(w->file, "samples", w->written) |
            h5_attr_write_i64(w->file, "format_version", SHARD_FORMAT_VERSION) |
            h5_attr_write_str(w->file, "format", SHARD_FORMAT);
@@ -404,9 +404,9 @@ static int shard_open_locked(CorpusShard *s, const char *path, KoeError *err) {
     }
     if (h5_check_format(file, path, SHARD_FORMAT, SHARD_FORMAT_VERSION, err) < 0) return -1;
     if (h5_attr_read_i64(file, path, "sample_rate", &rate, err) < 0) return -1;
-    if (rate != SHARD_SAMPLE_RATE)
+    if (rate != KOE_SAMPLE_RATE)
         return koe_error_set(err, "%s: sample_rate is %lld, koe shards are %d Hz", path, (long long)rate,
-                             SHARD_SAMPLE_RATE);
+                             KOE_SAMPLE_RATE);
     if (h5_attr_read_i64(file, path, "n_utts", &n_attr, err) < 0 ||
         h5_attr_read_i64(file, path, "samples", &samples_attr, err) < 0)
         return -1;

@@ -17,7 +17,6 @@
 
 #define SHARD_FORMAT "koe-corpus-shard"
 #define SHARD_FORMAT_VERSION 1
-#define SHARD_SAMPLE_RATE 16000
 #define SHARD_NO_PHONE 0xFFFF
 /* 64k samples (128 KB raw) per HDF5 chunk: a 250k-sample crop touches at most 5 chunks, and a
  * chunk is big enough for zstd to find the redundancy in speech. */

@@ -325,16 +325,16 @@ static int speak_forked(const SynthUttSpec *s, char **buf, size_t *len, KoeError
 /* ---- resampling and phone segments ----------------------------------------------------------- */
 
 static int resample(const int16_t *in, int64_t n_in, SynthUtt *u, KoeError *err) {
-    size_t olen = (size_t)((double)n_in * SYNTH_SAMPLE_RATE / espeak_rate) + 64, odone = 0;
+    size_t olen = (size_t)((double)n_in * KOE_SAMPLE_RATE / espeak_rate) + 64, odone = 0;
     float *out = koe_malloc(olen * sizeof *out);
     soxr_io_spec_t io = soxr_io_spec(SOXR_INT16_I, SOXR_FLOAT32_I);
     soxr_quality_spec_t q = soxr_quality_spec(SOXR_HQ, 0);
     soxr_runtime_spec_t rt = soxr_runtime_spec(1);
-    soxr_error_t e = soxr_oneshot(espeak_rate, SYNTH_SAMPLE_RATE, 1, in, (size_t)n_in, NULL, out, olen, &odone,
+    soxr_error_t e = soxr_oneshot(espeak_rate, KOE_SAMPLE_RATE, 1, in, (size_t)n_in, NULL, out, olen, &odone,
                                   &io, &q, &rt);
     if (e) {
         free(out);
-        return koe_error_set(err, "soxr_oneshot %d -> %d Hz failed: %s", espeak_rate, SYNTH_SAMPLE_RATE, e);
+        return koe_error_set(err, "soxr_oneshot %d -> %d Hz failed: %s", espeak_rate, KOE_SAMPLE_RATE, e);
     }
     u->audio = koe_malloc((odone ? odone : 1) * sizeof *u->audio);
     u->n_samples = (int64_t)odone;
@@ -367,7 +367,7 @@ static void push_phone(SynthUtt *u, int64_t *cap, int64_t start, int64_t end, co
 /* Phone i runs from its event to the next one (or the audio's end); events without a name are
  * espeak-ng's pauses. Times are ms on the 22050 Hz timeline, which is the same in seconds at 16 kHz. */
 static void build_phones(SynthUtt *u, const RawEvent *ev, int64_t n_ev) {
-    int64_t end_ms = (u->n_samples * 1000 + SYNTH_SAMPLE_RATE / 2) / SYNTH_SAMPLE_RATE, cap = 0;
+    int64_t end_ms = (u->n_samples * 1000 + KOE_SAMPLE_RATE / 2) / KOE_SAMPLE_RATE, cap = 0;
     int64_t cur = 0;
     char label[sizeof ev->name] = "sil";
     for (int64_t i = 0; i < n_ev; i++) {
@@ -436,7 +436,7 @@ int synth_write_wav(const char *path, const SynthUtt *u, KoeError *err) {
     char tmp[4200];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
         return koe_error_set(err, "%s: path too long", path);
-    SF_INFO info = {.samplerate = SYNTH_SAMPLE_RATE, .channels = 1, .format = SF_FORMAT_WAV | SF_FORMAT_PCM_16};
+    SF_INFO info = {.samplerate = KOE_SAMPLE_RATE, .channels = 1, .format = SF_FORMAT_WAV | SF_FORMAT_PCM_16};
     SNDFILE *f = sf_open(tmp, SFM_WRITE, &info);
     if (!f) return koe_error_set(err, "%s: cannot create: %s", tmp, sf_strerror(NULL));
     sf_count_t w = sf_write_short(f, u->audio, u->n_samples);

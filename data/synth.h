@@ -20,7 +20,6 @@
 
 #include "../core/common.h"
 
-#define SYNTH_SAMPLE_RATE 16000
 #define SYNTH_MIN_WORDS 4  /* words per sentence, inclusive */
 #define SYNTH_MAX_WORDS 14
 #define SYNTH_MIN_WORDLIST 50 /* a word list shorter than this is refused */

@@ -1,4 +1,5 @@
-/* ckpt.c — see ckpt.h. The only place that opens a training checkpoint through MPI-IO.
+/* ckpt.c — see ckpt.h. The only place that writes or reads a training checkpoint collectively (its
+ * file opened through distributed/h5par.c's h5par_fapl).
  * Must not: let one rank return early from a collective step (errors are fatal), or publish latest
  * before every rank's part is on disk. */
 #include "ckpt.h"
@@ -10,14 +11,10 @@
 
 #include "../data/h5util.h"
 #include "comm.h"
-#include "watchdog.h"
+#include "h5par.h"
 #include "mpi_check.h"
-
-#define ckptCheck(call)                                                                                      \
-    do {                                                                                                     \
-        if ((call) < 0)                                                                                      \
-            koe_fatal(KOE_EXIT_INTERNAL, "%s:%d: %s failed: %s", __FILE__, __LINE__, #call, h5_last_error()); \
-    } while (0)
+#include "rundir.h"
+#include "watchdog.h"
 
 /* The part of the moments this rank writes (and verifies): its ZeRO-1 slice, or, when it holds the
  * whole buffer, its comm_slice of it. */
@@ -33,19 +30,14 @@ void ckpt_save(const char *ckdir, const ParamTable *t, const float *params, cons
                int64_t mstart, int64_t mend, const char *config_text, const TrainState *st, int keep_last) {
     const int rank = comm_rank(), world = comm_size();
     char path[4200];
-    checkpoint_step_path(path, sizeof path, ckdir, st->step);
+    rundir_step_path(path, sizeof path, ckdir, st->step);
     watchdog_phase(1, "checkpoint write step %lld", (long long)st->step);
     const double t0 = koe_now();
     CheckpointIO io;
     io.rank = rank;
-    ckptCheck(io.fapl = H5Pcreate(H5P_FILE_ACCESS));
-    ckptCheck(H5Pset_fapl_mpio(io.fapl, MPI_COMM_WORLD, MPI_INFO_NULL));
-    ckptCheck(H5Pset_all_coll_metadata_ops(io.fapl, 1));
-    ckptCheck(H5Pset_coll_metadata_write(io.fapl, 1));
-    ckptCheck(io.dxpl_tensor = H5Pcreate(H5P_DATASET_XFER));
-    ckptCheck(H5Pset_dxpl_mpio(io.dxpl_tensor, H5FD_MPIO_INDEPENDENT));
-    ckptCheck(io.dxpl_optim = H5Pcreate(H5P_DATASET_XFER));
-    ckptCheck(H5Pset_dxpl_mpio(io.dxpl_optim, H5FD_MPIO_COLLECTIVE));
+    io.fapl = h5par_fapl();
+    io.dxpl_tensor = h5par_dxpl(0);
+    io.dxpl_optim = h5par_dxpl(1);
     KoeError err;
     CheckpointWriter *w = checkpoint_writer_open_io(path, t, 1, &io, &err);
     if (!w) koe_fatal(KOE_EXIT_INTERNAL, "%s", err.msg);
@@ -71,7 +63,7 @@ void ckpt_save(const char *ckdir, const ParamTable *t, const float *params, cons
     H5Pclose(io.fapl);
     comm_barrier(); /* rank 0 has renamed the file: every part of it is on disk */
     if (rank == 0) {
-        if (checkpoint_publish_latest(ckdir, st->step, keep_last, &err) < 0)
+        if (rundir_publish_latest(ckdir, st->step, keep_last, &err) < 0)
             koe_fatal(KOE_EXIT_INTERNAL, "%s", err.msg);
         struct stat sb;
         koe_log("checkpoint %s (%lld bytes, written in %.3f s by %d rank%s)", path,
@@ -89,7 +81,7 @@ int ckpt_load(const char *ckdir, const ParamTable *t, float *params, float *m, f
     if (rank == 0) {
         char latest[4200];
         snprintf(latest, sizeof latest, "%s/latest", ckdir);
-        hdr[0] = checkpoint_candidates(ckdir, &steps);
+        hdr[0] = rundir_candidates(ckdir, &steps);
         hdr[1] = access(latest, F_OK) == 0;
     }
     comm_bcast(hdr, sizeof hdr, 0);
@@ -99,7 +91,7 @@ int ckpt_load(const char *ckdir, const ParamTable *t, float *params, float *m, f
     const int full = mstart == 0 && mend == t->total;
     for (int64_t i = 0; i < ns; i++) {
         char path[4400];
-        checkpoint_step_path(path, sizeof path, ckdir, steps[i]);
+        rundir_step_path(path, sizeof path, ckdir, steps[i]);
         KoeError err;
         char *text = NULL;
         uint64_t part[2] = {0, 0}, stored[2] = {0, 0};
@@ -108,7 +100,8 @@ int ckpt_load(const char *ckdir, const ParamTable *t, float *params, float *m, f
         /* a rank holding the whole moments verifies them itself; the slices of ZeRO-1 (or rank 0's whole
          * copy) add up to the stored checksums over ranks */
         if (ok && full && (part[0] != stored[0] || part[1] != stored[1])) {
-            koe_warn("checkpoint %s: /optim fails its checksum: the file is damaged", path);
+            koe_warn("checkpoint %s: %s fails its checksum: the file is damaged", path,
+                     part[0] != stored[0] ? "/optim/m" : "/optim/v");
             ok = 0;
         }
         uint64_t contrib[2] = {full && rank ? 0 : part[0], full && rank ? 0 : part[1]};
@@ -117,7 +110,8 @@ int ckpt_load(const char *ckdir, const ParamTable *t, float *params, float *m, f
         comm_allreduce_max_i64(&bad, 1);
         if (!bad && (contrib[0] != stored[0] || contrib[1] != stored[1])) {
             if (rank == 0)
-                koe_warn("checkpoint %s: /optim fails its checksum over the ranks: the file is damaged", path);
+                koe_warn("checkpoint %s: %s fails its checksum over the ranks: the file is damaged", path,
+                         contrib[0] != stored[0] ? "/optim/m" : "/optim/v");
             bad = 1;
         }
         if (!bad) {

@@ -8,8 +8,6 @@
 
 static int world_rank, world_size = 1;
 
-static void abort_hook(int code) { MPI_Abort(MPI_COMM_WORLD, code); }
-
 void comm_init(int *argc, char ***argv) {
     int inited = 0;
     MPI_Initialized(&inited);
@@ -18,7 +16,7 @@ void comm_init(int *argc, char ***argv) {
     mpiCheck(MPI_Comm_rank(MPI_COMM_WORLD, &world_rank));
     mpiCheck(MPI_Comm_size(MPI_COMM_WORLD, &world_size));
     koe_set_log_rank(world_rank, world_size);
-    if (world_size > 1) koe_set_fatal_hook(abort_hook);
+    if (world_size > 1) koe_set_fatal_hook(comm_abort);
     /* `srun -n N koe ...` without PMIx support starts N separate worlds of one, which would all do
      * rank 0's work on the same files. srun sets SLURM_STEP_NUM_TASKS for the step it launched. */
     const char *nt = getenv("SLURM_STEP_NUM_TASKS");
@@ -58,9 +56,6 @@ void comm_allreduce_sum_f64(double *v, int n) {
 }
 void comm_allreduce_max_i64(int64_t *v, int n) {
     mpiCheck(MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD));
-}
-void comm_allreduce_min_i64(int64_t *v, int n) {
-    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_INT64_T, MPI_MIN, MPI_COMM_WORLD));
 }
 void comm_allgather_i64(const int64_t *mine, int n, int64_t *all) {
     mpiCheck(MPI_Allgather(mine, n, MPI_INT64_T, all, n, MPI_INT64_T, MPI_COMM_WORLD));

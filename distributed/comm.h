@@ -12,6 +12,8 @@ void comm_finalize(void);
 int comm_rank(void);
 int comm_size(void);
 void comm_barrier(void);
+/* End the whole job with exit code `code` (MPI_Abort; never returns, never exit()s one rank alone).
+ * The only fatal path under MPI: koe_fatal's hook on a multi-rank run, and the watchdog. */
 void comm_abort(int code) __attribute__((noreturn));
 
 /* Rank `rank`'s part [*start, *end) of a flat buffer of `total` elements split over `world` ranks:
@@ -23,7 +25,6 @@ void comm_slice(int64_t total, int world, int rank, int64_t *start, int64_t *end
 void comm_allreduce_sum_i64(int64_t *v, int n);
 void comm_allreduce_sum_f64(double *v, int n);
 void comm_allreduce_max_i64(int64_t *v, int n);
-void comm_allreduce_min_i64(int64_t *v, int n);
 void comm_allgather_i64(const int64_t *mine, int n, int64_t *all /* (size, n) */);
 void comm_bcast(void *buf, size_t bytes, int root);
 

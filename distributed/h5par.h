@@ -1,6 +1,6 @@
 /* h5par.h — parallel HDF5 over MPI-IO: one shared file, each rank writes its own rows of a
  * dataset by hyperslab, collectively (the PETSc / parallel-HDF5-examples pattern). Used by
- * `koe features`; checkpoints will use it too.
+ * `koe features`; checkpoints (distributed/ckpt.c) open their files with h5par_fapl too.
  * Every function here is collective: all ranks call it, in the same order, with the same
  * file/dataset arguments (the rows may differ, and may be 0). HDF5 failures inside a collective are
  * fatal (they abort the communicator), since one rank returning while the others wait would hang.
@@ -11,6 +11,13 @@
 #include <stdint.h>
 
 #include "../core/common.h"
+
+/* The one way a file is opened for parallel HDF5 (every parallel file of koe: `koe features` here,
+ * checkpoints through data/checkpoint.h's CheckpointIO): a file access list with the MPI-IO driver
+ * over the whole world and collective metadata operations. The caller closes it (H5Pclose). */
+hid_t h5par_fapl(void);
+/* A dataset transfer list: collective (every rank joins the write) or independent. */
+hid_t h5par_dxpl(int collective);
 
 /* Create (truncate) path for writing with the MPI-IO driver over the whole world. A path that
  * cannot be created is a user error: -1 with err naming the path (the same on every rank). */

@@ -1,11 +1,9 @@
 /* watchdog.c — see watchdog.h. */
 #include "watchdog.h"
 
-#include <mpi.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include <unistd.h>
 
 #include "../core/common.h"
 #include "comm.h"
@@ -29,8 +27,7 @@ static void *wd_main(void *arg) {
                     comm_rank(), comm_size(), wd_phase, held, wd_limit,
                     wd_waiting ? ": another rank is dead or hung (see its message, if any)" : "");
             fflush(stderr);
-            MPI_Abort(MPI_COMM_WORLD, KOE_EXIT_INTERNAL);
-            _exit(KOE_EXIT_INTERNAL);
+            comm_abort(KOE_EXIT_INTERNAL);
         }
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);

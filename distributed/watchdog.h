@@ -5,7 +5,7 @@
  * ranks (a collective) gets 1.5 x the limit, so that a hung rank names itself before the ranks
  * waiting for it time out; those say that a peer is dead or hung. A rank that dies is Open MPI's to
  * notice: mpirun ends the job when a rank exits without MPI_Finalize.
- * Must not: do any MPI but MPI_Abort, or slow the step (a phase change is a lock and a snprintf). */
+ * Must not: do any MPI but comm_abort, or slow the step (a phase change is a lock and a snprintf). */
 #pragma once
 
 /* Start the thread (seconds <= 0: no watchdog; the phase calls are then no-ops). */

@@ -45,10 +45,10 @@ int64_t ckpt_model_frames(const Model *m, int64_t n) {
 }
 
 double ckpt_model_frame_rate(const Model *m) {
-    if (m->cfg.frontend == FRONTEND_FBANK) return 100.0 / m->cfg.fbank_stack;
+    if (m->cfg.frontend == FRONTEND_FBANK) return (double)FEATURES_FRAME_RATE / m->cfg.fbank_stack;
     int64_t stride = 1;
     for (int i = 0; i < m->cfg.n_conv; i++) stride *= m->cfg.conv_stride[i];
-    return 16000.0 / (double)stride;
+    return (double)KOE_SAMPLE_RATE / (double)stride;
 }
 
 void ckpt_input_init(CkptInput *ci, const Model *m, const Recipe *r, int64_t max_samples) {

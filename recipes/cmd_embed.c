@@ -154,7 +154,7 @@ static int run(const char *ckpt, int layer, const char *out, const char *corpus_
     ModelRun run = {0};
     for (int i = 0; i < in.n; i++) {
         const int64_t T = offset[i + 1] - offset[i];
-        audio_s += (double)in.len[i] / AUDIO_RATE;
+        audio_s += (double)in.len[i] / KOE_SAMPLE_RATE;
         if (T == 0) continue;
         const int16_t *src = in.pcm ? in.pcm[i] : pcm;
         if (!in.pcm && corpus_read(&c, i, 0, in.len[i], pcm, &err) < 0) {

@@ -27,7 +27,6 @@
 
 #define FEATURES_FORMAT "koe-features"
 #define FEATURES_FORMAT_VERSION 1
-#define FEATURES_FRAME_RATE 100
 #define FEATURES_BLOCK_BYTES ((int64_t)64 << 20) /* features held in memory per rank per write */
 
 const char cmd_features_summary[] = "Kaldi-compatible MFCC (39-d, HuBERT iteration 1) or fbank of a corpus";

@@ -65,7 +65,7 @@ static int info_corpus(const char *dir) {
     }
     printf("%-14s %s\n", "corpus", dir);
     printf("%-14s %s v%d\n", "format", CORPUS_FORMAT, CORPUS_FORMAT_VERSION);
-    printf("%-14s %d Hz\n", "sample_rate", SHARD_SAMPLE_RATE);
+    printf("%-14s %d Hz\n", "sample_rate", KOE_SAMPLE_RATE);
     printf("%-14s %d\n", "shards", c.n_shards);
     printf("%-14s %lld\n", "utterances", (long long)c.n_utts);
     print_duration("duration", c.hours * 3600.0);
@@ -128,10 +128,10 @@ static int info_shard(const char *path, int n_ids) {
     int64_t stored = corpus_shard_storage_bytes(&s);
     printf("%-14s %s\n", "shard", path);
     printf("%-14s %s v%d\n", "format", SHARD_FORMAT, SHARD_FORMAT_VERSION);
-    printf("%-14s %d Hz\n", "sample_rate", SHARD_SAMPLE_RATE);
+    printf("%-14s %d Hz\n", "sample_rate", KOE_SAMPLE_RATE);
     printf("%-14s %lld\n", "utterances", (long long)s.n);
     printf("%-14s %lld\n", "samples", (long long)s.samples);
-    print_duration("duration", (double)s.samples / SHARD_SAMPLE_RATE);
+    print_duration("duration", (double)s.samples / KOE_SAMPLE_RATE);
     char b1[32], b2[32];
     printf("%-14s %s on disk, %s raw int16 (ratio %.2f)\n", "audio", human_bytes(stored, b1, sizeof b1),
            human_bytes(s.samples * 2, b2, sizeof b2), stored > 0 ? (double)(s.samples * 2) / (double)stored : 0.0);
@@ -158,7 +158,7 @@ static int info_shard(const char *path, int n_ids) {
     if (show > 0) printf("\n%-24s %-6s %10s %8s  %s\n", "id", "lang", "samples", "seconds", "source");
     for (int64_t i = 0; i < show; i++)
         printf("%-24s %-6s %10lld %8.2f  %s\n", s.id[i], s.lang[i], (long long)s.length[i],
-               (double)s.length[i] / SHARD_SAMPLE_RATE, s.source[i]);
+               (double)s.length[i] / KOE_SAMPLE_RATE, s.source[i]);
     if (show < s.n) printf("... %lld more\n", (long long)(s.n - show));
     corpus_shard_close(&s);
     return KOE_EXIT_OK;

@@ -8,8 +8,8 @@
  *      (raw float32, removed at the end) so the model runs once; MFCC is recomputed each pass.
  *   3. k-means++ (greedy, core/kmeans.c) on the sample, then Lloyd iterations: one pass per
  *      iteration assigns frames in blocks (sgemm distances) and accumulates sums and counts in
- *      double, summed across ranks (allreduce), so the centroids equal one rank's up to float
- *      reassociation. Empty clusters move to the sample frame farthest from its centroid.
+ *      double, summed across ranks (distributed/kmeans.c), so the centroids equal one rank's up to
+ *      float reassociation. Empty clusters move to the sample frame farthest from its centroid.
  *      Stops when the inertia improves by less than --tol (relative) or after --iters.
  * Memory: one block of frames, the sample, the centroids and the sums; never all features.
  * Must not: load all features at once, or draw randomness from anything but (seed, utterance, frame). */
@@ -26,10 +26,12 @@
 #include "../core/kmeans.h"
 #include "../core/rng.h"
 #include "../data/corpus.h"
+#include "../data/kmeans_file.h"
 #include "../data/labels.h"
 #include "../distributed/comm.h"
+#include "../distributed/kmeans.h"
 #include "commands.h"
-#include "kmeans_io.h"
+#include "feature_source.h"
 
 /* The `a` field of the KOE_RNG_KMEANS streams used here. */
 enum { KM_RNG_UTT_SAMPLE = 1, KM_RNG_FRAME_KEY = 2, KM_RNG_INIT = 3 };
@@ -75,106 +77,9 @@ static int parse_num(const char *opt, const char *s, double lo, double hi, doubl
     return 0;
 }
 
-/* Bottom-M sample by 63-bit key: a max-heap of slots. */
-typedef struct {
-    int64_t M, n;
-    int D;
-    int64_t *key;  /* (M) heap of keys */
-    int64_t *slot; /* (M) heap position -> row of data */
-    float *data;   /* (M, D) */
-} Reservoir;
-
-static void reservoir_sift_down(Reservoir *r, int64_t i) {
-    for (;;) {
-        int64_t l = 2 * i + 1, big = i;
-        if (l < r->n && r->key[l] > r->key[big]) big = l;
-        if (l + 1 < r->n && r->key[l + 1] > r->key[big]) big = l + 1;
-        if (big == i) return;
-        int64_t tk = r->key[i], ts = r->slot[i];
-        r->key[i] = r->key[big], r->slot[i] = r->slot[big];
-        r->key[big] = tk, r->slot[big] = ts;
-        i = big;
-    }
-}
-
-static void reservoir_offer(Reservoir *r, int64_t key, const float *x) {
-    if (r->n < r->M) {
-        int64_t i = r->n++;
-        r->slot[i] = i;
-        r->key[i] = key;
-        memcpy(r->data + i * r->D, x, (size_t)r->D * sizeof(float));
-        while (i > 0 && r->key[(i - 1) / 2] < r->key[i]) { /* sift up */
-            int64_t p = (i - 1) / 2, tk = r->key[i], ts = r->slot[i];
-            r->key[i] = r->key[p], r->slot[i] = r->slot[p];
-            r->key[p] = tk, r->slot[p] = ts;
-            i = p;
-        }
-    } else if (r->M > 0 && key < r->key[0]) {
-        r->key[0] = key;
-        memcpy(r->data + r->slot[0] * r->D, x, (size_t)r->D * sizeof(float));
-        reservoir_sift_down(r, 0);
-    }
-}
-
-static int cmp_i64(const void *a, const void *b) {
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
-
-/* The global bottom-M sample, identical on every rank and sorted by key. Returns its row count;
- * *out (malloc'ed) holds (rows, D). */
-static int64_t reservoir_merge(const Reservoir *r, float **out) {
-    const int world = comm_size(), rank = comm_rank(), D = r->D;
-    const int64_t M = r->M;
-    int64_t *mine = koe_malloc((size_t)(M ? M : 1) * sizeof(int64_t));
-    for (int64_t i = 0; i < M; i++) mine[i] = i < r->n ? r->key[i] : INT64_MAX;
-    int64_t *all = koe_malloc((size_t)world * (M ? M : 1) * sizeof(int64_t));
-    comm_allgather_i64(mine, (int)M, all);
-    qsort(all, (size_t)world * M, sizeof(int64_t), cmp_i64);
-    const int64_t thr = all[M - 1]; /* the M-th smallest key over all ranks */
-    free(all);
-    /* each rank sends (key, row) for its keys <= thr; rank 0 sorts and keeps M */
-    const size_t rec = sizeof(int64_t) + (size_t)D * sizeof(float);
-    int64_t cnt = 0;
-    for (int64_t i = 0; i < r->n; i++) cnt += r->key[i] <= thr;
-    char *buf = koe_malloc((size_t)(cnt ? cnt : 1) * rec), *p = buf;
-    for (int64_t i = 0; i < r->n; i++) {
-        if (r->key[i] > thr) continue;
-        memcpy(p, &r->key[i], sizeof(int64_t));
-        memcpy(p + sizeof(int64_t), r->data + r->slot[i] * D, (size_t)D * sizeof(float));
-        p += rec;
-    }
-    int64_t total = 0;
-    char *got = comm_gather_bytes(buf, cnt * (int64_t)rec, 0, &total);
-    free(buf);
-    free(mine);
-    int64_t rows = 0;
-    float *data = NULL;
-    if (rank == 0) {
-        int64_t n = total / (int64_t)rec;
-        int64_t *order = koe_malloc((size_t)(n ? n : 1) * 2 * sizeof(int64_t)); /* (key, index) pairs */
-        for (int64_t i = 0; i < n; i++) {
-            memcpy(&order[2 * i], got + i * rec, sizeof(int64_t));
-            order[2 * i + 1] = i;
-        }
-        qsort(order, (size_t)n, 2 * sizeof(int64_t), cmp_i64);
-        rows = n < M ? n : M;
-        data = koe_malloc((size_t)(rows ? rows : 1) * D * sizeof(float));
-        for (int64_t i = 0; i < rows; i++)
-            memcpy(data + i * D, got + order[2 * i + 1] * rec + sizeof(int64_t), (size_t)D * sizeof(float));
-        free(order);
-        free(got);
-    }
-    comm_bcast(&rows, sizeof rows, 0);
-    if (rank != 0) data = koe_malloc((size_t)(rows ? rows : 1) * D * sizeof(float));
-    comm_bcast(data, (size_t)rows * D * sizeof(float), 0);
-    *out = data;
-    return rows;
-}
-
 /* One pass over this rank's utterances: frames go through fn in blocks. */
 typedef struct {
-    KmSource *src;
+    FeatureSource *src;
     Corpus *c;
     const int64_t *utts; /* this rank's utterances */
     int64_t n_utts;
@@ -195,7 +100,7 @@ static void stream_pass(Stream *s, BlockFn fn, void *ctx) {
         const float *X;
         int64_t T;
         if (s->cache && s->cached) {
-            T = km_source_frames(s->src, s->c->utt_length[utt]);
+            T = feature_source_frames(s->src, s->c->utt_length[utt]);
             for (int64_t f0 = 0; f0 < T; f0 += KM_BLOCK_FRAMES) {
                 int64_t nb = T - f0 < KM_BLOCK_FRAMES ? T - f0 : KM_BLOCK_FRAMES;
                 if (fread(s->block, sizeof(float) * D, (size_t)nb, s->cache) != (size_t)nb)
@@ -204,7 +109,7 @@ static void stream_pass(Stream *s, BlockFn fn, void *ctx) {
             }
             continue;
         }
-        T = km_source_compute(s->src, s->c, utt, &X, &err);
+        T = feature_source_compute(s->src, s->c, utt, &X, &err);
         if (T < 0) koe_fatal(KOE_EXIT_USAGE, "koe kmeans: %s", err.msg);
         if (s->cache && fwrite(X, sizeof(float) * D, (size_t)T, s->cache) != (size_t)T)
             koe_fatal(KOE_EXIT_USAGE, "koe kmeans: cannot write the feature cache (disk full? see --cache-dir): %s",
@@ -220,7 +125,7 @@ static void stream_pass(Stream *s, BlockFn fn, void *ctx) {
 }
 
 typedef struct {
-    Reservoir *r;
+    KmeansSample *r;
     uint64_t seed;
     int64_t frames;
 } SampleCtx;
@@ -229,23 +134,131 @@ static void sample_block(void *ctx, const float *X, int64_t N, int64_t utt, int6
     SampleCtx *sc = ctx;
     KoeRng g = koe_rng(sc->seed, KM_RNG_FRAME_KEY, (uint64_t)utt, KOE_RNG_KMEANS);
     for (int64_t i = 0; i < N; i++)
-        reservoir_offer(sc->r, (int64_t)(koe_rng_number(g.key, (uint64_t)(frame0 + i) + 1) >> 1), X + i * sc->r->D);
+        kmeans_sample_offer(sc->r, (int64_t)(koe_rng_number(g.key, (uint64_t)(frame0 + i) + 1) >> 1), X + i * sc->r->D);
     sc->frames += N;
 }
 
 typedef struct {
     const float *C, *c_sqn;
-    int K, D;
     int32_t *assign;
     float *scratch;
-    double *sums, *counts, inertia;
+    KmeansStats st;
 } LloydCtx;
 
 static void lloyd_block(void *ctx, const float *X, int64_t N, int64_t utt, int64_t frame0) {
     (void)utt, (void)frame0;
     LloydCtx *lc = ctx;
-    lc->inertia += kmeans_assign(X, N, lc->D, lc->C, lc->c_sqn, lc->K, lc->assign, NULL, lc->scratch);
-    kmeans_accumulate(X, N, lc->D, lc->assign, lc->sums, lc->counts);
+    const int K = lc->st.K, D = lc->st.D;
+    kmeans_stats_add_inertia(&lc->st, kmeans_assign(X, N, D, lc->C, lc->c_sqn, K, lc->assign, NULL, lc->scratch));
+    kmeans_accumulate(X, N, D, lc->assign, lc->st.sums, lc->st.counts);
+}
+
+/* The utterances kept by --sample (RNG keyed by seed and utterance), every world-th of them to this
+ * rank (malloc'ed, *n_mine of them); *n_kept: how many were kept over all ranks. */
+static int64_t *kept_utterances(const Corpus *c, double sample, uint64_t seed, int64_t *n_kept, int64_t *n_mine) {
+    const int rank = comm_rank(), world = comm_size();
+    int64_t *utts = koe_malloc((size_t)(c->n_utts ? c->n_utts : 1) * sizeof(int64_t));
+    *n_kept = *n_mine = 0;
+    for (int64_t u = 0; u < c->n_utts; u++) {
+        if (sample < 1) {
+            KoeRng g = koe_rng(seed, KM_RNG_UTT_SAMPLE, (uint64_t)u, KOE_RNG_KMEANS);
+            if (koe_rng_uniform(&g) >= sample) continue;
+        }
+        if ((*n_kept)++ % world == rank) utts[(*n_mine)++] = u;
+    }
+    return utts;
+}
+
+/* Lloyd iterations from the centroids C (K, D) over every frame of the stream, until the inertia
+ * improves by less than tol (relative) or after iters passes; empty clusters re-seeded from the
+ * sample S (Ns, D). Returns the passes made; *inertia: that of the last pass. */
+static int lloyd_run(Stream *st, float *C, int K, const float *S, int64_t Ns, int iters, double tol, int64_t frames,
+                     double *inertia) {
+    const int D = st->src->dim;
+    LloydCtx lc = {.C = C};
+    float *c_sqn = koe_malloc((size_t)K * sizeof(float));
+    lc.c_sqn = c_sqn;
+    lc.assign = koe_malloc((size_t)KM_BLOCK_FRAMES * sizeof(int32_t));
+    lc.scratch = koe_malloc((size_t)KMEANS_BLOCK * K * sizeof(float));
+    kmeans_stats_init(&lc.st, K, D);
+    double prev = INFINITY;
+    *inertia = NAN;
+    int it = 0;
+    for (it = 1; it <= iters; it++) {
+        double ti = koe_now();
+        kmeans_stats_clear(&lc.st);
+        kmeans_sqnorms(C, K, D, c_sqn);
+        stream_pass(st, lloyd_block, &lc);
+        int empty;
+        *inertia = kmeans_dist_update(&lc.st, C, S, Ns, &empty);
+        if (comm_rank() == 0)
+            koe_log("kmeans: iter %d inertia %.6g (%.6g per frame), %d empty cluster%s re-seeded, %.2f s", it, *inertia,
+                    *inertia / (double)frames, empty, empty == 1 ? "" : "s", koe_now() - ti);
+        if (!empty && prev - *inertia < tol * *inertia) break;
+        prev = *inertia;
+    }
+    free(c_sqn);
+    free(lc.assign);
+    free(lc.scratch);
+    kmeans_stats_free(&lc.st);
+    return it > iters ? iters : it;
+}
+
+/* --out's directory is writable on every rank; otherwise a message (rank 0) and -1 everywhere. */
+static int out_dir_check(const char *out) {
+    char *ocopy = koe_strdup(out);
+    int64_t no_dir = access(dirname(ocopy), W_OK | X_OK) < 0;
+    const int out_errno = errno;
+    comm_allreduce_max_i64(&no_dir, 1);
+    if (no_dir && comm_rank() == 0)
+        fprintf(stderr, "koe kmeans: --out %s: cannot write in %s: %s\n", out, ocopy, strerror(out_errno));
+    free(ocopy);
+    return no_dir ? -1 : 0;
+}
+
+/* This rank's layer-feature cache, .OUT.rankR.feats.tmp in --cache-dir or beside --out (path: n bytes). */
+static FILE *cache_open(const char *out, const char *cache_dir, char *path, size_t n) {
+    char *ocopy = koe_strdup(out);
+    snprintf(path, n, "%s/.%s.rank%d.feats.tmp", cache_dir ? cache_dir : dirname(ocopy), basename(ocopy), comm_rank());
+    free(ocopy);
+    FILE *f = fopen(path, "w+b");
+    if (!f)
+        koe_fatal(KOE_EXIT_USAGE, "koe kmeans: %s: cannot create the feature cache: %s (see --cache-dir)", path,
+                  strerror(errno));
+    return f;
+}
+
+/* Pass 0: the global init sample of at most max_rows frames (capped at KM_SAMPLE_BYTES) into *S
+ * (malloc'ed, rows returned); *frames: the frames of every rank's pass. */
+static int64_t init_sample(Stream *st, int64_t max_rows, uint64_t seed, int64_t *frames, float **S) {
+    const int D = st->src->dim;
+    KmeansSample res;
+    if (max_rows > KM_SAMPLE_BYTES / ((int64_t)D * 4)) max_rows = KM_SAMPLE_BYTES / ((int64_t)D * 4);
+    kmeans_sample_init(&res, max_rows, D);
+    SampleCtx sc = {.r = &res, .seed = seed};
+    stream_pass(st, sample_block, &sc);
+    *frames = sc.frames;
+    comm_allreduce_sum_i64(frames, 1);
+    const int64_t Ns = kmeans_sample_merge(&res, S);
+    kmeans_sample_free(&res);
+    return Ns;
+}
+
+/* Rank 0 writes KM.h5; the exit code, agreed by every rank. */
+static int result_write(const char *out, const KmeansFile *km, double t0) {
+    int64_t rc = KOE_EXIT_OK;
+    KoeError err;
+    if (comm_rank() == 0) {
+        if (kmeans_file_write(out, km, &err) < 0) {
+            fprintf(stderr, "koe kmeans: %s\n", err.msg);
+            rc = KOE_EXIT_USAGE;
+        } else {
+            koe_log("kmeans: wrote %s (k=%d, dim %d, %d iterations, inertia %.6g, %.1f s)", out, km->k, km->dim,
+                    km->iterations, km->inertia, koe_now() - t0);
+        }
+    }
+    comm_allreduce_max_i64(&rc, 1);
+    return (int)rc;
 }
 
 int cmd_kmeans(int argc, char **argv) {
@@ -300,25 +313,15 @@ int cmd_kmeans(int argc, char **argv) {
     const int rank = comm_rank(), world = comm_size();
     omp_set_num_threads((int)threads_d);
 
-    /* the output directory first: a run should not end with nowhere to write */
-    char *ocopy = koe_strdup(out);
-    int64_t no_dir = access(dirname(ocopy), W_OK | X_OK) < 0;
-    const int out_errno = errno;
-    comm_allreduce_max_i64(&no_dir, 1);
-    if (no_dir) {
-        if (rank == 0) fprintf(stderr, "koe kmeans: --out %s: cannot write in %s: %s\n", out, ocopy, strerror(out_errno));
-        free(ocopy);
-        return KOE_EXIT_USAGE;
-    }
-    free(ocopy);
+    if (out_dir_check(out) < 0) return KOE_EXIT_USAGE; /* first: a run should not end with nowhere to write */
     Corpus c;
     KoeError err;
     if (corpus_open(&c, corpus_dir, &err) < 0) {
         if (rank == 0) fprintf(stderr, "koe kmeans: %s\n", err.msg);
         return KOE_EXIT_USAGE;
     }
-    KmSource src;
-    if (km_source_open(&src, source, ckpt, &c, &err) < 0) {
+    FeatureSource src;
+    if (feature_source_open(&src, source, ckpt, &c, &err) < 0) {
         if (rank == 0) fprintf(stderr, "koe kmeans: %s\n", err.msg);
         corpus_close(&c);
         return KOE_EXIT_USAGE;
@@ -327,44 +330,17 @@ int cmd_kmeans(int argc, char **argv) {
     double t0 = koe_now();
 
     /* 1. utterances: the kept ones, every world-th to this rank */
-    int64_t *utts = koe_malloc((size_t)(c.n_utts ? c.n_utts : 1) * sizeof(int64_t)), n_mine = 0, n_kept = 0;
-    for (int64_t u = 0; u < c.n_utts; u++) {
-        if (sample < 1) {
-            KoeRng g = koe_rng(seed, KM_RNG_UTT_SAMPLE, (uint64_t)u, KOE_RNG_KMEANS);
-            if (koe_rng_uniform(&g) >= sample) continue;
-        }
-        if (n_kept++ % world == rank) utts[n_mine++] = u;
-    }
+    int64_t n_kept, n_mine;
+    int64_t *utts = kept_utterances(&c, sample, seed, &n_kept, &n_mine);
 
     /* 2. pass 0: the init sample (and the layer cache) */
     Stream st = {.src = &src, .c = &c, .utts = utts, .n_utts = n_mine};
     st.block = koe_malloc((size_t)KM_BLOCK_FRAMES * D * sizeof(float));
     char cache_path[4400] = "";
-    if (src.m) {
-        char *ocopy = koe_strdup(out);
-        snprintf(cache_path, sizeof cache_path, "%s/.%s.rank%d.feats.tmp", cache_dir ? cache_dir : dirname(ocopy),
-                 basename(ocopy), rank);
-        free(ocopy);
-        st.cache = fopen(cache_path, "w+b");
-        if (!st.cache)
-            koe_fatal(KOE_EXIT_USAGE, "koe kmeans: %s: cannot create the feature cache: %s (see --cache-dir)",
-                      cache_path, strerror(errno));
-    }
-    Reservoir res = {.D = D};
-    res.M = (int64_t)init_sample_d;
-    if (res.M > KM_SAMPLE_BYTES / ((int64_t)D * 4)) res.M = KM_SAMPLE_BYTES / ((int64_t)D * 4);
-    res.key = koe_malloc((size_t)res.M * sizeof(int64_t));
-    res.slot = koe_malloc((size_t)res.M * sizeof(int64_t));
-    res.data = koe_malloc((size_t)res.M * D * sizeof(float));
-    SampleCtx sc = {.r = &res, .seed = seed};
-    stream_pass(&st, sample_block, &sc);
-    int64_t frames = sc.frames;
-    comm_allreduce_sum_i64(&frames, 1);
+    if (src.m) st.cache = cache_open(out, cache_dir, cache_path, sizeof cache_path);
+    int64_t frames;
     float *S = NULL;
-    const int64_t Ns = reservoir_merge(&res, &S);
-    free(res.key);
-    free(res.slot);
-    free(res.data);
+    const int64_t Ns = init_sample(&st, (int64_t)init_sample_d, seed, &frames, &S);
     int rc = KOE_EXIT_OK;
     if (Ns < K) {
         if (rank == 0)
@@ -381,65 +357,17 @@ int cmd_kmeans(int argc, char **argv) {
     /* 3. init on the sample (every rank computes the same; rank 0's is broadcast to be sure) */
     float *C = koe_malloc((size_t)K * D * sizeof(float));
     KoeRng g = koe_rng(seed, KM_RNG_INIT, 0, KOE_RNG_KMEANS);
-    if (!strcmp(init, "random")) {
-        int64_t *perm = koe_malloc((size_t)Ns * sizeof(int64_t));
-        for (int64_t i = 0; i < Ns; i++) perm[i] = i;
-        koe_rng_shuffle_i64(&g, perm, Ns);
-        for (int k = 0; k < K; k++) memcpy(C + (int64_t)k * D, S + perm[k] * D, (size_t)D * sizeof(float));
-        free(perm);
-    } else {
-        kmeans_plusplus(S, Ns, D, K, &g, C);
-    }
-    comm_bcast(C, (size_t)K * D * sizeof(float), 0);
+    kmeans_dist_init(C, S, Ns, D, K, !strcmp(init, "random"), &g);
 
     /* 4. Lloyd */
-    LloydCtx lc = {.C = C, .K = K, .D = D};
-    float *c_sqn = koe_malloc((size_t)K * sizeof(float));
-    lc.c_sqn = c_sqn;
-    lc.assign = koe_malloc((size_t)KM_BLOCK_FRAMES * sizeof(int32_t));
-    lc.scratch = koe_malloc((size_t)KMEANS_BLOCK * K * sizeof(float));
-    const int64_t n_stat = (int64_t)K * D + K + 1;
-    KOE_ASSERT(n_stat < INT32_MAX);
-    double *stat = koe_malloc((size_t)n_stat * sizeof(double));
-    lc.sums = stat;
-    lc.counts = stat + (int64_t)K * D;
-    double prev = INFINITY, inertia = NAN;
-    int it = 0;
-    for (it = 1; it <= iters; it++) {
-        double ti = koe_now();
-        memset(stat, 0, (size_t)n_stat * sizeof(double));
-        lc.inertia = 0;
-        kmeans_sqnorms(C, K, D, c_sqn);
-        stream_pass(&st, lloyd_block, &lc);
-        stat[n_stat - 1] = lc.inertia;
-        comm_allreduce_sum_f64(stat, (int)n_stat);
-        inertia = stat[n_stat - 1];
-        int empty = kmeans_update(C, lc.sums, lc.counts, K, D);
-        if (empty) kmeans_reseed_empty(C, lc.counts, K, D, S, Ns);
-        if (rank == 0)
-            koe_log("kmeans: iter %d inertia %.6g (%.6g per frame), %d empty cluster%s re-seeded, %.2f s", it, inertia,
-                    inertia / (double)frames, empty, empty == 1 ? "" : "s", koe_now() - ti);
-        if (!empty && prev - inertia < tol * inertia) break;
-        prev = inertia;
-    }
-    if (it > iters) it = iters;
-    if (rank == 0) {
-        if (km_file_write(out, C, K, D, &src, corpus_dir, seed, sample, it, inertia, frames, &err) < 0) {
-            fprintf(stderr, "koe kmeans: %s\n", err.msg);
-            rc = KOE_EXIT_USAGE;
-        } else {
-            koe_log("kmeans: wrote %s (k=%d, dim %d, %d iterations, inertia %.6g, %.1f s)", out, K, D, it, inertia,
-                    koe_now() - t0);
-        }
-    }
-    int64_t flag = rc;
-    comm_allreduce_max_i64(&flag, 1);
-    rc = (int)flag;
+    double inertia;
+    const int it = lloyd_run(&st, C, K, S, Ns, iters, tol, frames, &inertia);
+    KmeansFile km = {.k = K, .dim = D, .centroids = C, .frame_rate = src.frame_rate, .corpus = corpus_dir,
+                     .seed = seed, .sample = sample, .iterations = it, .inertia = inertia, .frames = frames};
+    snprintf(km.source, sizeof km.source, "%s", src.source);
+    snprintf(km.ckpt_checksum, sizeof km.ckpt_checksum, "%s", src.ckpt_checksum);
+    rc = result_write(out, &km, t0);
     free(C);
-    free(c_sqn);
-    free(lc.assign);
-    free(lc.scratch);
-    free(stat);
 done:
     free(S);
     if (st.cache) {
@@ -448,7 +376,7 @@ done:
     }
     free(st.block);
     free(utts);
-    km_source_close(&src);
+    feature_source_close(&src);
     corpus_close(&c);
     return rc;
 }

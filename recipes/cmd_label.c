@@ -16,10 +16,11 @@
 #include "../core/common.h"
 #include "../core/kmeans.h"
 #include "../data/corpus.h"
+#include "../data/kmeans_file.h"
 #include "../data/labels.h"
 #include "../distributed/comm.h"
 #include "commands.h"
-#include "kmeans_io.h"
+#include "feature_source.h"
 
 const char cmd_label_summary[] = "label every frame of a corpus with its nearest k-means centroid (HuBERT targets)";
 const char cmd_label_help[] =
@@ -47,12 +48,12 @@ const char cmd_label_help[] =
     "  --threads N      threads per rank (default 1)\n";
 
 /* Label one shard (global utterances first .. first + s->n - 1). */
-static int label_shard(Corpus *c, int si, int64_t first, KmSource *src, const KmFile *km, const float *c_sqn,
+static int label_shard(Corpus *c, int si, int64_t first, FeatureSource *src, const KmeansFile *km, const float *c_sqn,
                        const LabelSetInfo *info, const char *name, int64_t *frames_out, KoeError *err) {
     const CorpusShard *s = &c->shards[si];
     int64_t *offset = koe_malloc((size_t)(s->n + 1) * sizeof(int64_t));
     offset[0] = 0;
-    for (int64_t i = 0; i < s->n; i++) offset[i + 1] = offset[i] + km_source_frames(src, s->length[i]);
+    for (int64_t i = 0; i < s->n; i++) offset[i + 1] = offset[i] + feature_source_frames(src, s->length[i]);
     const int64_t F = offset[s->n];
     uint16_t *labels = koe_malloc((size_t)(F ? F : 1) * sizeof(uint16_t));
     int32_t *assign = koe_malloc((size_t)KMEANS_BLOCK * sizeof(int32_t));
@@ -60,7 +61,7 @@ static int label_shard(Corpus *c, int si, int64_t first, KmSource *src, const Km
     int rc = 0;
     for (int64_t i = 0; i < s->n && rc == 0; i++) {
         const float *X;
-        int64_t T = km_source_compute(src, c, first + i, &X, err);
+        int64_t T = feature_source_compute(src, c, first + i, &X, err);
         if (T < 0) {
             rc = -1;
             break;
@@ -79,6 +80,18 @@ static int label_shard(Corpus *c, int si, int64_t first, KmSource *src, const Km
     free(assign);
     free(scratch);
     return rc;
+}
+
+/* The provenance of a label set made from km, of features at frame_rate Hz. */
+static LabelSetInfo label_set_info(const KmeansFile *km, double frame_rate) {
+    LabelSetInfo info;
+    memset(&info, 0, sizeof info);
+    info.n_classes = km->k;
+    info.frame_rate = frame_rate;
+    snprintf(info.source, sizeof info.source, "%s", km->source);
+    snprintf(info.kmeans_checksum, sizeof info.kmeans_checksum, "%s", km->checksum);
+    snprintf(info.ckpt_checksum, sizeof info.ckpt_checksum, "%s", km->ckpt_checksum);
+    return info;
 }
 
 int cmd_label(int argc, char **argv) {
@@ -130,19 +143,19 @@ int cmd_label(int argc, char **argv) {
     const int rank = comm_rank(), world = comm_size();
     KoeError err;
     Corpus c;
-    KmFile km;
-    KmSource src;
-    if (km_file_read(&km, kmeans, &err) < 0) {
+    KmeansFile km;
+    FeatureSource src;
+    if (kmeans_file_read(&km, kmeans, &err) < 0) {
         if (rank == 0) fprintf(stderr, "koe label: %s\n", err.msg);
         return KOE_EXIT_USAGE;
     }
     if (corpus_open(&c, corpus_dir, &err) < 0) {
         if (rank == 0) fprintf(stderr, "koe label: %s\n", err.msg);
-        km_file_free(&km);
+        kmeans_file_free(&km);
         return KOE_EXIT_USAGE;
     }
     int rc = KOE_EXIT_USAGE;
-    if (km_source_open(&src, km.source, ckpt, &c, &err) < 0) {
+    if (feature_source_open(&src, km.source, ckpt, &c, &err) < 0) {
         if (rank == 0) fprintf(stderr, "koe label: %s: %s\n", kmeans, err.msg);
         goto out_corpus;
     }
@@ -153,13 +166,7 @@ int cmd_label(int argc, char **argv) {
                     kmeans, km.source, km.ckpt_checksum, km.dim, ckpt ? ckpt : "(none)", src.ckpt_checksum, src.dim);
         goto out_src;
     }
-    LabelSetInfo info;
-    memset(&info, 0, sizeof info);
-    info.n_classes = km.k;
-    info.frame_rate = src.frame_rate;
-    snprintf(info.source, sizeof info.source, "%s", km.source);
-    snprintf(info.kmeans_checksum, sizeof info.kmeans_checksum, "%s", km.checksum);
-    snprintf(info.ckpt_checksum, sizeof info.ckpt_checksum, "%s", km.ckpt_checksum);
+    const LabelSetInfo info = label_set_info(&km, src.frame_rate);
 
     int64_t bad = 0;
     if (rank == 0 && labels_make_dir(corpus_dir, name, &err) < 0) {
@@ -196,9 +203,9 @@ int cmd_label(int argc, char **argv) {
                     name, part, parts, (long long)stats[1], (long long)stats[0], info.frame_rate, km.k, km.source, koe_now() - t0);
     }
 out_src:
-    km_source_close(&src);
+    feature_source_close(&src);
 out_corpus:
     corpus_close(&c);
-    km_file_free(&km);
+    kmeans_file_free(&km);
     return rc;
 }

@@ -124,9 +124,9 @@ static char *settings_text(const PrepareOptions *opt, const char *align, char **
     size_t cap = 60000, n = 0;
     char *s = koe_malloc(cap);
     n += (size_t)snprintf(s, cap,
-                          "koe prepare: sample_rate=16000 resampler=soxr-hq shard_bytes=%lld lang=%s "
+                          "koe prepare: sample_rate=%d resampler=soxr-hq shard_bytes=%lld lang=%s "
                           "lang_from_dir=%d align=%s allow_pipes=%d inputs=",
-                          (long long)opt->shard_bytes, opt->lang ? opt->lang : "-", opt->lang_from_dir,
+                          KOE_SAMPLE_RATE, (long long)opt->shard_bytes, opt->lang ? opt->lang : "-", opt->lang_from_dir,
                           align ? align : "-", opt->allow_pipes);
     for (int i = 0; i < n_inputs && n < cap; i++) {
         size_t need = strlen(inputs[i]) + 2;
@@ -234,7 +234,7 @@ int cmd_prepare(int argc, char **argv) {
         int64_t est = 0;
         for (int64_t j = 0; j < plan.n_plan; j++) est += plan.est_samples[plan.plan[j]];
         koe_log("prepare: %lld candidates, %lld with usable headers (~%.2f h), %d shards of ~%.3g MB on %d rank%s",
-                (long long)plan.n_orders, (long long)plan.n_plan, (double)est / 16000.0 / 3600.0, plan.n_shards,
+                (long long)plan.n_orders, (long long)plan.n_plan, (double)est / KOE_SAMPLE_RATE / 3600.0, plan.n_shards,
                 (double)opt.shard_bytes / (1 << 20), world, world > 1 ? "s" : "");
     }
 
@@ -266,7 +266,7 @@ int cmd_prepare(int argc, char **argv) {
             names[n_names] = koe_malloc(32);
             prepare_shard_name(k, names[n_names++], 32);
         }
-        double hours = (double)tot[2] / 16000.0 / 3600.0, secs = koe_now() - t0;
+        double hours = (double)tot[2] / KOE_SAMPLE_RATE / 3600.0, secs = koe_now() - t0;
         if (n_names == 0) {
             fprintf(stderr, "koe prepare: nothing written: all %lld inputs were rejected (see %s)\n",
                     (long long)every.n, report);

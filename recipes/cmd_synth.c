@@ -50,7 +50,7 @@ const char cmd_synth_help[] =
 
 #define DEFAULT_MINUTES 5.0
 #define DEFAULT_SEED 1
-#define PRIOR_UTT_SAMPLES (3 * SYNTH_SAMPLE_RATE) /* guess of an utterance's length before any is made */
+#define PRIOR_UTT_SAMPLES (3 * KOE_SAMPLE_RATE) /* guess of an utterance's length before any is made */
 #define MAX_WAVE_PER_LANG 256
 
 typedef struct {
@@ -357,7 +357,7 @@ int cmd_synth(int argc, char **argv) {
     }
 
     double t0 = koe_now();
-    int64_t budget = (int64_t)ceil(minutes * 60.0 * SYNTH_SAMPLE_RATE / n_langs);
+    int64_t budget = (int64_t)ceil(minutes * 60.0 * KOE_SAMPLE_RATE / n_langs);
     char part[PATH_MAX];
     part_path(part, sizeof part, out, rank);
     FILE *pf = fopen(part, "w");
@@ -445,7 +445,7 @@ int cmd_synth(int argc, char **argv) {
         n_utts += ls[i].n_kept;
         samples += ls[i].kept_samples;
     }
-    double audio_min = (double)samples / SYNTH_SAMPLE_RATE / 60.0;
+    double audio_min = (double)samples / KOE_SAMPLE_RATE / 60.0;
     if (rank == 0) {
         koe_log("synth: %" PRId64 " utterances, %.2f min of audio in %d languages -> %s "
                 "(%" PRId64 " synthesised, %" PRId64 " samples clipped)",

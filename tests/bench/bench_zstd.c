@@ -251,7 +251,7 @@ static void decode_speeds(const char *path, int is_shard, const Audio *a, int re
 static void report(const char *name, const Audio *a, int64_t stored, double enc_s, double seq, double crop) {
     double mb = (double)a->samples * 2 / 1e6;
     printf("%-10s ratio %5.3f  encode %7.1f MB/s  decode %7.1f MB/s (%6.0fx real time)  crops %7.1f MB/s\n", name,
-           (double)a->samples * 2 / (double)stored, mb / enc_s, seq, seq * 1e6 / 2 / SHARD_SAMPLE_RATE, crop);
+           (double)a->samples * 2 / (double)stored, mb / enc_s, seq, seq * 1e6 / 2 / KOE_SAMPLE_RATE, crop);
 }
 
 int main(int argc, char **argv) {
@@ -270,13 +270,13 @@ int main(int argc, char **argv) {
     if (!out || seconds <= 0 || repeat < 1) koe_fatal(KOE_EXIT_USAGE, "bench_zstd: --out DIR is required");
     h5_init();
     Audio a = {0};
-    int64_t max_samples = (int64_t)(seconds * SHARD_SAMPLE_RATE);
+    int64_t max_samples = (int64_t)(seconds * KOE_SAMPLE_RATE);
     if (corpus)
         audio_from_corpus(&a, corpus, max_samples);
     else
         audio_generate(&a, max_samples);
     printf("audio: %s, %lld utterances, %.1f s, %.1f MB int16; decode is median of %d runs\n",
-           corpus ? corpus : "generated speech-like", (long long)a.n_utts, (double)a.samples / SHARD_SAMPLE_RATE,
+           corpus ? corpus : "generated speech-like", (long long)a.n_utts, (double)a.samples / KOE_SAMPLE_RATE,
            (double)a.samples * 2 / 1e6, repeat);
 
     char path[4096], name[32];

@@ -1,9 +1,13 @@
-/* test_checkpoint.c — training checkpoints (data/checkpoint.c): a full round trip of /model,
- * /optim, /state and /config; /optim written in slices (as ZeRO ranks will) equals the whole and
- * checksums add up; the encoder reader takes a subset table and still verifies the whole /model; a
- * flipped byte in any tensor group is caught by its checksum; the run directory
- * logic: latest is followed, a corrupt or missing latest falls back to the previous checkpoint, a
- * half-written .tmp is never taken for a checkpoint, keep_last prunes the oldest. */
+/* test_checkpoint.c — training checkpoints through the path `koe train` takes: ckpt_save and
+ * ckpt_load (distributed/ckpt.c) at world size 1 over data/checkpoint.c's files and
+ * distributed/rundir.c's run directory. A full round trip of /model, /optim, /state and /config;
+ * /optim written in slices (as ZeRO ranks do) equals the whole and the checksums add up; the encoder
+ * reader takes a subset table and still verifies the whole /model; a flipped byte in any tensor
+ * group is caught by its checksum, and a run whose only checkpoint is damaged stops rather than
+ * starting afresh; the run directory: latest is followed, a corrupt or missing latest falls back to
+ * the previous checkpoint, a half-written .tmp is never taken for a checkpoint, keep_last prunes the
+ * oldest. */
+#include <fcntl.h>
 #include <hdf5.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -21,6 +26,9 @@
 #include "../../core/rng.h"
 #include "../../data/checkpoint.h"
 #include "../../data/h5util.h"
+#include "../../distributed/ckpt.h"
+#include "../../distributed/comm.h"
+#include "../../distributed/rundir.h"
 
 static char dir[256];
 
@@ -42,41 +50,28 @@ static TrainState state_for(int64_t step) {
     return s;
 }
 
-/* Write a training checkpoint for `step` into dir with buffers keyed by step; m in two slices. */
+/* Write a training checkpoint for `step` into dir with buffers keyed by step, as `koe train` does. */
 static void save(const ParamTable *t, int64_t step, int keep_last) {
     const int64_t n = t->total;
     float *p = malloc((size_t)n * sizeof *p), *m = malloc((size_t)n * sizeof *m), *v = malloc((size_t)n * sizeof *v);
     fill(p, n, (uint64_t)step * 3), fill(m, n, (uint64_t)step * 3 + 1), fill(v, n, (uint64_t)step * 3 + 2);
-    char path[512];
-    checkpoint_step_path(path, sizeof path, dir, step);
-    KoeError err;
-    CheckpointWriter *w = checkpoint_writer_open(path, t, 1, &err);
-    if (!w) fail_msg("%s", err.msg);
-    for (int i = 0; i < t->n; i++) assert_int_equal(checkpoint_writer_tensor(w, i, p + t->e[i].offset, &err), 0);
-    const int64_t cut = n / 3;
-    assert_int_equal(checkpoint_writer_optim(w, 0, cut, n - cut, m + cut, &err), 0);
-    assert_int_equal(checkpoint_writer_optim(w, 0, 0, cut, m, &err), 0);
-    assert_int_equal(checkpoint_writer_optim(w, 1, 0, n, v, &err), 0);
-    assert_true(checkpoint_writer_sums(w)[1] == checkpoint_sum(m, 0, n));
     TrainState st = state_for(step);
     char cfg[64];
     snprintf(cfg, sizeof cfg, "[run]\nseed = %lld\n", (long long)step);
-    if (checkpoint_writer_finish(w, cfg, &st, &err) < 0) fail_msg("%s", err.msg);
-    if (checkpoint_publish_latest(dir, step, keep_last, &err) < 0) fail_msg("%s", err.msg);
+    ckpt_save(dir, t, p, m, v, 0, n, cfg, &st, keep_last);
     free(p), free(m), free(v);
 }
 
-/* Load via the run directory; returns the step loaded (-1: none usable, 0 files: -2) and checks the
- * buffers are those save() wrote for it. */
+/* Resume from the run directory as `koe train` does; returns the step loaded (no checkpoint at all:
+ * -2) and checks the buffers are those save() wrote for it. */
 static int64_t load(const ParamTable *t) {
     const int64_t n = t->total;
     float *p = malloc((size_t)n * sizeof *p), *m = malloc((size_t)n * sizeof *m), *v = malloc((size_t)n * sizeof *v);
     float *q = malloc((size_t)n * sizeof *q);
     TrainState st;
     char *cfg = NULL, path[512];
-    KoeError err;
-    int rc = checkpoint_load_latest(dir, t, p, m, v, &st, &cfg, path, sizeof path, &err);
-    int64_t step = rc == 1 ? st.step : rc == 0 ? -2 : -1;
+    int rc = ckpt_load(dir, t, p, m, v, 0, n, &st, &cfg, path, sizeof path);
+    int64_t step = rc == 1 ? st.step : -2;
     if (rc == 1) {
         TrainState want = state_for(st.step);
         assert_memory_equal(&st, &want, sizeof st);
@@ -90,11 +85,49 @@ static int64_t load(const ParamTable *t) {
         snprintf(want_cfg, sizeof want_cfg, "[run]\nseed = %lld\n", (long long)step);
         assert_string_equal(cfg, want_cfg);
         char want_path[512];
-        checkpoint_step_path(want_path, sizeof want_path, dir, step);
+        rundir_step_path(want_path, sizeof want_path, dir, step);
         assert_string_equal(path, want_path);
     }
     free(cfg), free(p), free(m), free(v), free(q);
     return step;
+}
+
+static void leave_now(int code) { _exit(code); }
+
+/* ckpt_load where checkpoints exist but none is usable: the run stops (koe_fatal). Runs it in a child
+ * process (which leaves with _exit, so that the parent's MPI state is left alone), checks it exited
+ * with KOE_EXIT_USAGE, and returns what it wrote on stderr (malloc'ed). */
+static char *load_refused(const ParamTable *t) {
+    char log[300];
+    snprintf(log, sizeof log, "%s.stderr", dir);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0 || dup2(fd, 2) < 0) _exit(90);
+        koe_set_fatal_hook(leave_now);
+        const int64_t n = t->total;
+        float *p = malloc((size_t)n * 3 * sizeof *p);
+        TrainState st;
+        char *cfg = NULL, path[512];
+        ckpt_load(dir, t, p, p + n, p + 2 * n, 0, n, &st, &cfg, path, sizeof path);
+        _exit(91); /* it returned: the run would have gone on */
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    FILE *fp = fopen(log, "r");
+    assert_non_null(fp);
+    char *text = calloc(1, 65536);
+    size_t got = fread(text, 1, 65535, fp);
+    text[got] = 0;
+    fclose(fp);
+    remove(log);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != KOE_EXIT_USAGE)
+        fail_msg("ckpt_load should stop the run with exit code %d; status %d, stderr:\n%s", KOE_EXIT_USAGE, status,
+                 text);
+    return text;
 }
 
 /* Flip one byte of dataset `name`'s stored data (contiguous layout) at element `elem`. */
@@ -138,7 +171,7 @@ static void test_round_trip(void **state) {
     assert_int_equal(load(&t), 10);
     /* a model-only reader sees the same tensors */
     char path[512];
-    checkpoint_step_path(path, sizeof path, dir, 10);
+    rundir_step_path(path, sizeof path, dir, 10);
     float *p = malloc((size_t)t.total * sizeof *p), *q = malloc((size_t)t.total * sizeof *q);
     KoeError err;
     assert_int_equal(checkpoint_read_params(path, &t, p, &err), 0);
@@ -161,7 +194,7 @@ static void test_encoder_subset(void **state) {
     fresh_dir();
     save(&t, 5, 3);
     char path[512];
-    checkpoint_step_path(path, sizeof path, dir, 5);
+    rundir_step_path(path, sizeof path, dir, 5);
     float *p = malloc((size_t)sub.total * sizeof *p), *q = malloc((size_t)t.total * sizeof *q);
     KoeError err;
     if (checkpoint_read_encoder(path, &sub, p, &err) < 0) fail_msg("%s", err.msg);
@@ -188,21 +221,60 @@ static void test_checksums_catch_flips(void **state) {
         fresh_dir();
         save(&t, 7, 3);
         char path[512];
-        checkpoint_step_path(path, sizeof path, dir, 7);
+        rundir_step_path(path, sizeof path, dir, 7);
         flip_byte(path, groups[k], 3);
-        float *p = malloc((size_t)t.total * 12);
-        TrainState st;
-        char *cfg = NULL;
-        KoeError err;
-        assert_int_equal(checkpoint_read_train(path, &t, p, p + t.total, p + 2 * t.total, &st, &cfg, &err), -1);
-        if (!strstr(err.msg, "checksum") || !strstr(err.msg, want[k])) fail_msg("unexpected message: %s", err.msg);
-        /* the only checkpoint is damaged: resume refuses rather than starting afresh */
-        char used[512];
-        assert_int_equal(checkpoint_load_latest(dir, &t, p, p + t.total, p + 2 * t.total, &st, &cfg, used,
-                                                sizeof used, &err), -1);
-        free(p);
+        /* the only checkpoint is damaged: resume refuses rather than starting afresh, naming the group */
+        char *text = load_refused(&t);
+        if (!strstr(text, "checksum") || !strstr(text, want[k]) || !strstr(text, "none is usable"))
+            fail_msg("unexpected message: %s", text);
+        free(text);
         rm_dir();
     }
+    params_table_free(&t);
+}
+
+/* /optim written in slices by separate writer calls (as ZeRO ranks do) reads back as the whole, and
+ * the slices' checksums add up to the stored one. */
+static void test_optim_slices(void **state) {
+    (void)state;
+    ParamTable t;
+    table(&t);
+    fresh_dir();
+    const int64_t n = t.total, cut = n / 3;
+    float *p = malloc((size_t)n * sizeof *p), *m = malloc((size_t)n * sizeof *m), *v = malloc((size_t)n * sizeof *v);
+    fill(p, n, 1), fill(m, n, 2), fill(v, n, 3);
+    char path[512];
+    rundir_step_path(path, sizeof path, dir, 3);
+    KoeError err;
+    CheckpointWriter *w = checkpoint_writer_open(path, &t, 1, &err);
+    if (!w) fail_msg("%s", err.msg);
+    for (int i = 0; i < t.n; i++) assert_int_equal(checkpoint_writer_tensor(w, i, p + t.e[i].offset, &err), 0);
+    assert_int_equal(checkpoint_writer_optim(w, 0, cut, n - cut, m + cut, &err), 0);
+    assert_int_equal(checkpoint_writer_optim(w, 0, 0, cut, m, &err), 0);
+    assert_int_equal(checkpoint_writer_optim(w, 1, 0, n, v, &err), 0);
+    assert_true(checkpoint_writer_sums(w)[1] == checkpoint_sum(m, 0, n));
+    TrainState st = state_for(3), got;
+    if (checkpoint_writer_finish(w, "[run]\n", &st, &err) < 0) fail_msg("%s", err.msg);
+    float *q = malloc((size_t)n * 3 * sizeof *q);
+    uint64_t total[2] = {0, 0};
+    for (int64_t s0 = 0; s0 < n; s0 += cut) { /* read back in other slices than were written */
+        const int64_t s1 = s0 + cut < n ? s0 + cut : n;
+        uint64_t sums[2], stored[2];
+        char *cfg = NULL;
+        if (checkpoint_read_train_slice(path, &t, q, q + n + s0, q + 2 * n + s0, s0, s1, &got, &cfg, sums, stored,
+                                        &err) < 0)
+            fail_msg("%s", err.msg);
+        assert_true(stored[0] == checkpoint_sum(m, 0, n) && stored[1] == checkpoint_sum(v, 0, n));
+        total[0] += sums[0], total[1] += sums[1];
+        free(cfg);
+    }
+    assert_true(total[0] == checkpoint_sum(m, 0, n) && total[1] == checkpoint_sum(v, 0, n));
+    assert_memory_equal(q, p, (size_t)n * sizeof *p);
+    assert_memory_equal(q + n, m, (size_t)n * sizeof *m);
+    assert_memory_equal(q + 2 * n, v, (size_t)n * sizeof *v);
+    assert_memory_equal(&got, &st, sizeof st);
+    free(p), free(m), free(v), free(q);
+    rm_dir();
     params_table_free(&t);
 }
 
@@ -213,7 +285,7 @@ static void test_fallback_and_keep_last(void **state) {
     fresh_dir();
     for (int64_t s = 10; s <= 40; s += 10) save(&t, s, 3);
     char path[512];
-    checkpoint_step_path(path, sizeof path, dir, 10);
+    rundir_step_path(path, sizeof path, dir, 10);
     assert_int_equal(access(path, F_OK), -1); /* keep_last 3: step 10 pruned */
     assert_int_equal(load(&t), 40);
     /* a half-written newer checkpoint (killed writer) is ignored */
@@ -224,11 +296,11 @@ static void test_fallback_and_keep_last(void **state) {
     fclose(fp);
     assert_int_equal(load(&t), 40);
     /* corrupt latest: fall back to the one before */
-    checkpoint_step_path(path, sizeof path, dir, 40);
+    rundir_step_path(path, sizeof path, dir, 40);
     flip_byte(path, "/optim/v", 0);
     assert_int_equal(load(&t), 30);
     /* truncated step file (half-written under its final name by a broken filesystem) */
-    checkpoint_step_path(path, sizeof path, dir, 30);
+    rundir_step_path(path, sizeof path, dir, 30);
     assert_int_equal(truncate(path, 100), 0);
     assert_int_equal(load(&t), 20);
     /* latest pointer itself damaged */
@@ -240,20 +312,24 @@ static void test_fallback_and_keep_last(void **state) {
     assert_int_equal(load(&t), 20);
     /* the .tmp never counts toward keep_last and survives pruning of real files only */
     save(&t, 60, 2);
-    checkpoint_step_path(path, sizeof path, dir, 20);
+    rundir_step_path(path, sizeof path, dir, 20);
     assert_int_equal(access(path, F_OK), -1);
     assert_int_equal(load(&t), 60);
     rm_dir();
     params_table_free(&t);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    comm_init(&argc, &argv); /* a world of one, as a plain `koe train` without mpirun */
     h5_init();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_encoder_subset),
+        cmocka_unit_test(test_optim_slices),
         cmocka_unit_test(test_checksums_catch_flips),
         cmocka_unit_test(test_fallback_and_keep_last),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    comm_finalize();
+    return rc;
 }

@@ -1,7 +1,9 @@
 /* test_pnmi.c — analysis/pnmi on hand-made joint distributions with known values: labels equal
  * to the phones (purities 1, PNMI 1), labels independent of the phones (PNMI 0, purities the
- * largest marginals), one cluster for everything, a worked 2x2 example computed by hand, and
- * frame-by-frame counting equal to the table it should build. */
+ * largest marginals), one cluster for everything, a worked 2x2 example computed by hand,
+ * frame-by-frame counting equal to the table it should build, and analysis/label_join: 50 Hz labels
+ * repeated to the 100 Hz alignment, shard phone ids mapped by name, frames without a phone or past
+ * the last label skipped. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,6 +13,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "../../analysis/label_join.h"
 #include "../../analysis/pnmi.h"
 
 static PnmiResult from_table(const int64_t *joint, int P, int Z) {
@@ -97,6 +100,38 @@ static void test_counting(void **state) {
     pnmi_counts_free(&empty);
 }
 
+static void test_label_join(void **state) {
+    (void)state;
+    PhoneInventory inv = {0};
+    /* shard A lists "a", "b"; shard B lists "b", "c", "a": names map to one inventory */
+    const char *la[2] = {"a", "b"}, *lb[3] = {"b", "c", "a"};
+    int ma[2], mb[3];
+    for (int i = 0; i < 2; i++) ma[i] = phone_inventory_index(&inv, la[i]);
+    for (int i = 0; i < 3; i++) mb[i] = phone_inventory_index(&inv, lb[i]);
+    assert_int_equal(inv.n, 3);
+    assert_true(ma[0] == 0 && ma[1] == 1 && mb[0] == 1 && mb[1] == 2 && mb[2] == 0);
+    PnmiCounts pc;
+    pnmi_counts_init(&pc, inv.n, 4);
+    const uint16_t NO = 0xFFFF;
+    /* shard A, 50 Hz labels: alignment frame j takes label j / 2; frame 2 has no phone; frames 6, 7
+     * lie past the 3 labels */
+    const uint16_t al_a[8] = {0, 0, NO, 1, 1, 1, 0, 0};
+    const int32_t lab_a[3] = {3, 1, 2};
+    assert_int_equal(label_join_count(&pc, al_a, 8, NO, ma, lab_a, 3, 50.0), 3);
+    /* shard B, 100 Hz labels: one to one */
+    const uint16_t al_b[3] = {2, 1, 0};
+    const int32_t lab_b[3] = {0, 0, 3};
+    assert_int_equal(label_join_count(&pc, al_b, 3, NO, mb, lab_b, 3, 100.0), 0);
+    /* rows phones a, b, c; columns labels 0..3 */
+    const int64_t want[12] = {1, 0, 0, 2,  /* a: A frames 0, 1 -> label 3; B frame 0 (id 2) -> 0 */
+                              0, 1, 2, 1,  /* b: A frame 3 -> 1, frames 4, 5 -> 2; B frame 2 (id 0) -> 3 */
+                              1, 0, 0, 0}; /* c: B frame 1 (id 1) -> 0 */
+    assert_memory_equal(pc.joint, want, sizeof want);
+    assert_int_equal(pc.frames, 8);
+    pnmi_counts_free(&pc);
+    phone_inventory_free(&inv);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_perfect_labels),
@@ -104,6 +139,7 @@ int main(void) {
         cmocka_unit_test(test_one_cluster),
         cmocka_unit_test(test_worked_example),
         cmocka_unit_test(test_counting),
+        cmocka_unit_test(test_label_join),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -114,7 +114,7 @@ static void test_phones_tile_audio(void **state) {
     for (int l = 0; l < 2; l++) {
         SynthUtt u;
         render(1, l == 0 ? synth_lang_find("en") : synth_lang_find("de"), 7, l == 0 ? &wl_en : &wl_de, &u);
-        assert_true(u.n_samples > SYNTH_SAMPLE_RATE / 2);
+        assert_true(u.n_samples > KOE_SAMPLE_RATE / 2);
         assert_true(u.n_phones >= 8);
         assert_int_equal(u.phones[0].start_ms, 0);
         for (int64_t i = 0; i < u.n_phones; i++) {
@@ -122,7 +122,7 @@ static void test_phones_tile_audio(void **state) {
             assert_true(u.phones[i].phone[0] && !strchr(u.phones[i].phone, ' '));
             if (i) assert_int_equal(u.phones[i].start_ms, u.phones[i - 1].end_ms);
         }
-        int64_t end_ms = (u.n_samples * 1000 + SYNTH_SAMPLE_RATE / 2) / SYNTH_SAMPLE_RATE;
+        int64_t end_ms = (u.n_samples * 1000 + KOE_SAMPLE_RATE / 2) / KOE_SAMPLE_RATE;
         assert_int_equal(u.phones[u.n_phones - 1].end_ms, end_ms);
         synth_utt_free(&u);
     }

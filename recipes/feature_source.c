@@ -1,0 +1,86 @@
+/* feature_source.c — see feature_source.h. */
+#include "feature_source.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../data/labels.h"
+
+int feature_source_open(FeatureSource *s, const char *source, const char *ckpt, const Corpus *c, KoeError *err) {
+    memset(s, 0, sizeof *s);
+    s->layer = -1;
+    if (strlen(source) >= sizeof s->source) return koe_error_set(err, "source '%s' is too long", source);
+    snprintf(s->source, sizeof s->source, "%s", source);
+    s->max_len = 1;
+    for (int64_t i = 0; i < c->n_utts; i++)
+        if (c->utt_length[i] > s->max_len) s->max_len = c->utt_length[i];
+    if (!strcmp(source, "mfcc")) {
+        s->dim = features_dim(FEAT_MFCC);
+        s->frame_rate = FEATURES_FRAME_RATE;
+        s->fe = features_create(FEAT_MFCC);
+        int64_t fmax = features_num_frames(s->max_len);
+        s->out = koe_malloc((size_t)(fmax ? fmax : 1) * s->dim * sizeof(float));
+    } else if (!strncmp(source, "layer:", 6)) {
+        char *end;
+        errno = 0;
+        long n = strtol(source + 6, &end, 10);
+        if (errno || end == source + 6 || *end || n < 0 || n > 1000)
+            return koe_error_set(err, "source '%s': expected mfcc or layer:N with N a layer number", source);
+        if (!ckpt) return koe_error_set(err, "source '%s' needs --ckpt CKPT.h5 (the model whose layer is clustered)", source);
+        s->layer = (int)n;
+        if (koe_file_checksum(ckpt, s->ckpt_checksum, err) < 0) return -1;
+        s->m = ckpt_model_open(ckpt, 1, s->max_len, &s->r, err);
+        if (!s->m) return -1;
+        if (s->layer > s->m->cfg.L) {
+            koe_error_set(err, "%s: source %s: the model has layers 0..%d", ckpt, source, s->m->cfg.L);
+            feature_source_close(s);
+            return -1;
+        }
+        ckpt_input_init(&s->in, s->m, &s->r, s->max_len);
+        s->dim = s->m->cfg.D;
+        s->frame_rate = ckpt_model_frame_rate(s->m);
+    } else {
+        return koe_error_set(err, "source '%s': expected mfcc or layer:N", source);
+    }
+    s->pcm = koe_malloc((size_t)s->max_len * sizeof(int16_t));
+    s->wav = koe_malloc((size_t)s->max_len * sizeof(float));
+    return 0;
+}
+
+int64_t feature_source_frames(const FeatureSource *s, int64_t n) {
+    return s->m ? ckpt_model_frames(s->m, n) : features_num_frames(n);
+}
+
+int64_t feature_source_compute(FeatureSource *s, Corpus *c, int64_t utt, const float **feats, KoeError *err) {
+    const int64_t n = c->utt_length[utt];
+    const int64_t T = feature_source_frames(s, n);
+    if (T == 0) return 0;
+    if (corpus_read(c, utt, 0, n, s->pcm, err) < 0) return -1;
+    for (int64_t i = 0; i < n; i++) s->wav[i] = (float)s->pcm[i] / 32768.0f;
+    if (s->m) {
+        ModelRun run = {0};
+        int64_t S;
+        const float *inp = ckpt_input_compute(&s->in, s->wav, n, &S);
+        model_forward(s->m, inp, &S, 1, S, NULL, &run);
+        KOE_ASSERT(s->m->T == T);
+        *feats = model_hidden(s->m, s->layer);
+    } else {
+        features_compute(s->fe, s->wav, n, s->out);
+        *feats = s->out;
+    }
+    return T;
+}
+
+void feature_source_close(FeatureSource *s) {
+    if (s->fe) features_free(s->fe);
+    if (s->m) {
+        ckpt_input_free(&s->in);
+        model_free(s->m);
+        recipe_free(&s->r);
+    }
+    free(s->pcm);
+    free(s->wav);
+    free(s->out);
+    memset(s, 0, sizeof *s);
+}
