@@ -145,7 +145,7 @@ int cmd_bench(int argc, char **argv) {
     openblas_set_num_threads(threads);
 
     rc.run.threads = threads;
-    TrainerSynthetic sy = {.B = batch, .S = (int64_t)(seconds * 16000), .classes = classes};
+    TrainerSynthetic sy = {.B = batch, .S = (int64_t)(seconds * KOE_SAMPLE_RATE), .classes = classes};
     const int real = rc.data.corpus[0] != 0; /* data.corpus=DIR: the recipe's own batches */
     Trainer *tr = trainer_open(&rc, &(TrainerOptions){.synthetic = real ? NULL : &sy}, &err);
     if (!tr) koe_fatal(KOE_EXIT_USAGE, "bench: %s", err.msg);
@@ -156,7 +156,7 @@ int cmd_bench(int argc, char **argv) {
         if (s == 1) model_profile_reset(m);
         if (trainer_step(tr, &st, &err) < 0) koe_fatal(KOE_EXIT_USAGE, "bench: step %d: %s", s, err.msg);
         times[s] = st.seconds;
-        if (s) audio_s += st.samples / 16000.0 / steps;
+        if (s) audio_s += st.samples / KOE_SAMPLE_RATE / steps;
         if (comm_rank() == 0) printf("step %d loss %.9g frames %lld seconds %.3f\n", s, st.loss, (long long)st.frames,
                                      st.seconds);
         if (!isfinite(st.loss)) koe_fatal(KOE_EXIT_INTERNAL, "bench: step %d: loss is %g", s, st.loss);

@@ -186,9 +186,9 @@ static void synth_batch(Trainer *tr, const TrainerSynthetic *sy) {
 /* ---- one micro-batch ------------------------------------------------------------------------------ */
 
 /* HuBERT targets of a batch, per encoder frame, as fairseq's hubert dataset + model do: the labels are
- * cropped with the audio (first label frame round(start * rate / 16000), at most round(len * rate /
- * 16000) frames) and encoder frame t takes label floor(t * rate * stride / 16000); frames past the
- * labels get -1 (not scored). */
+ * cropped with the audio (first label frame round(start * rate / sr), at most round(len * rate / sr)
+ * frames, sr = KOE_SAMPLE_RATE) and encoder frame t takes label floor(t * rate * stride / sr); frames
+ * past the labels get -1 (not scored). */
 static int batch_labels(Trainer *tr, LabelSet *ls, const LoaderBatch *b, int64_t T, KoeError *err) {
     const double rate = ls->info.frame_rate;
     for (int64_t i = 0; i < b->n; i++) {
@@ -200,14 +200,14 @@ static int batch_labels(Trainer *tr, LabelSet *ls, const LoaderBatch *b, int64_t
             tr->lab_utt = koe_realloc(tr->lab_utt, (size_t)n * sizeof *tr->lab_utt);
         }
         if (labelset_read(ls, utt, tr->lab_utt, tr->lab_cap, err) < 0) return -1;
-        const int64_t first = llround((double)b->start[i] * rate / 16000.0);
-        int64_t end = first + llround((double)b->length[i] * rate / 16000.0);
+        const int64_t first = llround((double)b->start[i] * rate / (double)KOE_SAMPLE_RATE);
+        int64_t end = first + llround((double)b->length[i] * rate / (double)KOE_SAMPLE_RATE);
         if (end > n) end = n;
         const int64_t frames = model_frames(&tr->m->cfg, b->length[i]);
         int32_t *out = tr->lab + i * T;
         for (int64_t t = 0; t < T; t++) {
             /* exact integer form of fairseq's long(t * label_rate * stride / sample_rate) */
-            int64_t j = first + (int64_t)floor((double)t * rate * tr->stride / 16000.0);
+            int64_t j = first + (int64_t)floor((double)t * rate * tr->stride / (double)KOE_SAMPLE_RATE);
             out[t] = t < frames && j < end ? tr->lab_utt[j] : -1;
         }
     }
@@ -661,7 +661,7 @@ static void write_log_line(Trainer *tr, double dt, int valid, double vloss, doub
     json_num(f, "acc", iv->frames > 0 ? iv->correct / iv->frames : NAN, "%.9g");
     json_num(f, "lr", schedule_lr(&tr->sched, tr->st.step - 1), "%.9g");
     json_num(f, "grad_norm", n > 0 ? iv->gnorm / n : NAN, "%.9g");
-    json_num(f, "audio_s_per_s", dt > 0 ? iv->samples / 16000.0 / dt : 0, "%.4g");
+    json_num(f, "audio_s_per_s", dt > 0 ? iv->samples / KOE_SAMPLE_RATE / dt : 0, "%.4g");
     fprintf(f, ", \"skipped\": %lld, \"frames\": %lld", (long long)tr->st.skipped, (long long)iv->frames);
     if (tr->rc->objective.name == OBJ_WAV2VEC2 && n > 0) {
         json_num(f, "code_ppl", iv->code_ppl / n, "%.9g");
@@ -692,7 +692,7 @@ void trainer_log(Trainer *tr, const TrainerStep *s, int valid, double vloss, dou
                     (long long)tr->st.step, (long long)tr->rc->optim.max_updates,
                     iv->frames > 0 ? iv->loss / iv->frames : NAN, iv->frames > 0 ? iv->correct / iv->frames : NAN,
                     schedule_lr(&tr->sched, tr->st.step - 1), iv->updates > 0 ? iv->gnorm / iv->updates : NAN,
-                    dt > 0 ? iv->samples / 16000.0 / dt : 0, (long long)tr->st.skipped, eta);
+                    dt > 0 ? iv->samples / KOE_SAMPLE_RATE / dt : 0, (long long)tr->st.skipped, eta);
             if (valid) koe_log("step %lld valid_loss %.4f valid_acc %.3f", (long long)tr->st.step, vloss, vacc);
         }
     }
