@@ -654,3 +654,74 @@ void axpy_inplace(float *y, float s, const float *x, int64_t n) {
 #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; i++) y[i] += s * x[i];
 }
+
+/* ---- the objective heads' kernels ----------------------------------------------------------------- */
+
+void rownorm_forward(float *out, float *norm, const float *inp, int64_t N, int C, float eps) {
+    const double eps2 = (double)eps * eps;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        const float *r = inp + i * C;
+        double ss = 0.0;
+        for (int c = 0; c < C; c++) ss += (double)r[c] * r[c];
+        const float nrm = (float)sqrt(ss > eps2 ? ss : eps2), inv = 1.0f / nrm;
+        norm[i] = nrm;
+        float *o = out + i * C;
+        for (int c = 0; c < C; c++) o[c] = r[c] * inv;
+    }
+}
+
+void rownorm_backward(float *dinp, const float *dout, const float *out, const float *norm, int64_t N, int C) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        const float *h = out + i * C, *dh = dout + i * C;
+        double dot = 0.0;
+        for (int c = 0; c < C; c++) dot += (double)h[c] * dh[c];
+        const float inv = 1.0f / norm[i], fdot = (float)dot;
+        float *d = dinp + i * C;
+        for (int c = 0; c < C; c++) d[c] += (dh[c] - h[c] * fdot) * inv;
+    }
+}
+
+int64_t softmax_xent_forward(float *prob, float *loss, const float *logit, const int32_t *target, int64_t N, int C) {
+    int64_t top = 0;
+#pragma omp parallel for schedule(static) reduction(+ : top)
+    for (int64_t i = 0; i < N; i++) {
+        const float *r = logit + i * C;
+        const int y = target ? target[i] : 0;
+        float mx = r[0];
+        for (int k = 1; k < C; k++) mx = r[k] > mx ? r[k] : mx;
+        top += r[y] >= mx;
+        double s = 0.0;
+        for (int k = 0; k < C; k++) s += exp((double)(r[k] - mx));
+        const double lse = mx + log(s);
+        loss[i] = (float)(lse - r[y]);
+        float *p = prob + i * C; /* may be r: r[y] is read above */
+        for (int k = 0; k < C; k++) p[k] = (float)exp(r[k] - lse);
+    }
+    return top;
+}
+
+void softmax_xent_backward(float *dlogit, const float *prob, const int32_t *target, float dloss, int64_t N, int C) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        const float *p = prob + i * C;
+        float *d = dlogit + i * C;
+        for (int k = 0; k < C; k++) d[k] = dloss * p[k];
+        d[target ? target[i] : 0] -= dloss;
+    }
+}
+
+void gather_rows_forward(float *out, const float *inp, const int32_t *idx, int64_t N, int C) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) memcpy(out + i * C, inp + (int64_t)idx[i] * C, (size_t)C * sizeof(float));
+}
+
+void gather_rows_backward(float *dinp, const float *dout, const int32_t *idx, int64_t N, int C) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        float *d = dinp + (int64_t)idx[i] * C;
+        const float *src = dout + i * C;
+        for (int c = 0; c < C; c++) d[c] += src[c];
+    }
+}
