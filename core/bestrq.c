@@ -70,7 +70,7 @@ static int64_t act_carve(BestrqAct *a, const BestrqConfig *c, int max_B, int64_t
     a->z = koe_arena_take(base, &used, M * K);
     a->codes_t = koe_arena_take(base, &used, K * C);
     a->idx = (int32_t *)koe_arena_take(base, &used, M);
-    a->tgt = (int32_t *)koe_arena_take(base, &used, M * Q);
+    a->tgt = (int32_t *)koe_arena_take(base, &used, Q * M);
     a->xs = koe_arena_take(base, &used, M * D);
     a->prob = koe_arena_take(base, &used, Q * M * C);
     a->row_loss = koe_arena_take(base, &used, Q * M);
@@ -240,7 +240,7 @@ void bestrq_head_forward(BestrqAct *act, const BestrqParams *p, const float *x, 
         for (int q = 0; q < Q; q++) {
             const int32_t y = targets[i * Q + q];
             KOE_ASSERT(y >= 0 && y < C); /* loss frames are valid frames, which all have targets */
-            act->tgt[M * Q + q] = y;
+            act->tgt[q * MF + M] = y;
         }
         M++;
     }
@@ -250,25 +250,12 @@ void bestrq_head_forward(BestrqAct *act, const BestrqParams *p, const float *x, 
     *n_correct = 0.0;
     if (M == 0) return;
 
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < M; i++) memcpy(act->xs + i * D, x + (int64_t)act->idx[i] * D, (size_t)D * sizeof(float));
+    gather_rows_forward(act->xs, x, act->idx, M, D);
     int64_t correct = 0;
     for (int q = 0; q < Q; q++) {
-        float *prob = act->prob + q * MF * C, *row_loss = act->row_loss + q * MF;
+        float *prob = act->prob + q * MF * C; /* logits, then probabilities in place */
         linear_forward(prob, act->xs, p->cls_w[q], p->cls_b[q], M, D, C);
-#pragma omp parallel for schedule(static) reduction(+ : correct)
-        for (int64_t i = 0; i < M; i++) {
-            float *r = prob + i * C;
-            const int y = act->tgt[i * Q + q];
-            float mx = r[0];
-            for (int k = 1; k < C; k++) mx = r[k] > mx ? r[k] : mx;
-            correct += r[y] >= mx;
-            double s = 0.0;
-            for (int k = 0; k < C; k++) s += exp((double)(r[k] - mx));
-            const double lse = mx + log(s);
-            row_loss[i] = (float)(lse - r[y]);
-            for (int k = 0; k < C; k++) r[k] = (float)exp(r[k] - lse);
-        }
+        correct += softmax_xent_forward(prob, act->row_loss + q * MF, prob, act->tgt + q * MF, M, C);
     }
     double loss = 0.0;
     for (int q = 0; q < Q; q++)
@@ -286,20 +273,9 @@ void bestrq_head_backward(float *dx, const BestrqParams *g, BestrqAct *act, cons
     if (dx) memset(act->dxs, 0, (size_t)(M * D) * sizeof(float));
     for (int q = 0; q < Q; q++) {
         float *dl = act->prob + q * MF * C; /* d logits = s (softmax - onehot), in place */
-#pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < M; i++) {
-            float *r = dl + i * C;
-            for (int k = 0; k < C; k++) r[k] *= s;
-            r[act->tgt[i * Q + q]] -= s;
-        }
+        softmax_xent_backward(dl, dl, act->tgt + q * MF, s, M, C);
         linear_backward(dx ? act->dxs : NULL, g->cls_w[q], g->cls_b[q], dl, act->xs, p->cls_w[q], M, D, C);
     }
     act->M = 0; /* the probabilities are spent */
-    if (!dx) return;
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < M; i++) {
-        float *d = dx + (int64_t)act->idx[i] * D;
-        const float *src = act->dxs + i * D;
-        for (int k = 0; k < D; k++) d[k] += src[k];
-    }
+    if (dx) gather_rows_backward(dx, act->dxs, act->idx, M, D);
 }
