@@ -57,30 +57,30 @@ void bestrq_bind(const ParamTable *t, const BestrqConfig *cfg, float *buf, Bestr
 
 /* ---- act arena ------------------------------------------------------------------------------------ */
 
-/* Carves every view (base NULL: only counts); returns the floats used. int32 views take one float
+/* Takes every view from ar (measuring or binding, common.h). int32 views take one float
  * slot per element, byte views a quarter (the arena is malloc'ed memory: no declared type). */
-static int64_t act_carve(BestrqAct *a, const BestrqConfig *c, int max_B, int64_t max_F, float *base) {
+static void act_carve(BestrqAct *a, const BestrqConfig *c, int max_B, int64_t max_F, Arena *ar) {
     _Static_assert(sizeof(int32_t) == sizeof(float), "int32 views take one float slot");
     const int64_t Q = c->codebooks, K = c->codebook_dim, C = c->codebook_size, D = c->D;
     const int64_t M = (int64_t)max_B * (max_F / c->stack);
-    int64_t used = 0;
-    a->in_mask = (uint8_t *)koe_arena_take(base, &used, ((int64_t)max_B * max_F + 3) / 4);
-    a->mask = (uint8_t *)koe_arena_take(base, &used, (M + 3) / 4);
-    a->targets = (int32_t *)koe_arena_take(base, &used, M * Q);
-    a->z = koe_arena_take(base, &used, M * K);
-    a->codes_t = koe_arena_take(base, &used, K * C);
-    a->idx = (int32_t *)koe_arena_take(base, &used, M);
-    a->tgt = (int32_t *)koe_arena_take(base, &used, Q * M);
-    a->xs = koe_arena_take(base, &used, M * D);
-    a->prob = koe_arena_take(base, &used, Q * M * C);
-    a->row_loss = koe_arena_take(base, &used, Q * M);
-    a->dxs = koe_arena_take(base, &used, M * D);
-    return used;
+    a->in_mask = (uint8_t *)arena_take(ar, ((int64_t)max_B * max_F + 3) / 4);
+    a->mask = (uint8_t *)arena_take(ar, (M + 3) / 4);
+    a->targets = (int32_t *)arena_take(ar, M * Q);
+    a->z = arena_take(ar, M * K);
+    a->codes_t = arena_take(ar, K * C);
+    a->idx = (int32_t *)arena_take(ar, M);
+    a->tgt = (int32_t *)arena_take(ar, Q * M);
+    a->xs = arena_take(ar, M * D);
+    a->prob = arena_take(ar, Q * M * C);
+    a->row_loss = arena_take(ar, Q * M);
+    a->dxs = arena_take(ar, M * D);
 }
 
 int64_t bestrq_act_floats(const BestrqConfig *cfg, int max_B, int64_t max_F) {
     BestrqAct a;
-    return act_carve(&a, cfg, max_B, max_F, NULL);
+    Arena ar = arena_measure();
+    act_carve(&a, cfg, max_B, max_F, &ar);
+    return ar.used;
 }
 
 void bestrq_act_bind(BestrqAct *act, const BestrqConfig *cfg, int max_B, int64_t max_F, float *mem) {
@@ -91,7 +91,8 @@ void bestrq_act_bind(BestrqAct *act, const BestrqConfig *cfg, int max_B, int64_t
     act->max_B = max_B;
     act->max_F = max_F;
     act->max_frames = (int64_t)max_B * (max_F / cfg->stack);
-    act_carve(act, cfg, max_B, max_F, mem);
+    Arena ar = arena_over(mem, bestrq_act_floats(cfg, max_B, max_F));
+    act_carve(act, cfg, max_B, max_F, &ar);
 }
 
 /* ---- 1. normalisation ------------------------------------------------------------------------------ */

@@ -32,32 +32,32 @@ void hubert_head_bind(const ParamTable *t, float *buf, HubertHeadParams *p) {
 
 /* ---- act arena ------------------------------------------------------------------------------------ */
 
-/* Carves every view (base NULL: only counts); returns the floats used. The int32 views take one
+/* Takes every view from ar (measuring or binding, common.h). The int32 views take one
  * float slot per element (the arena is malloc'ed memory, so its elements have no declared type). */
-static int64_t act_carve(HubertHeadAct *a, const HubertHeadConfig *c, int64_t M, float *base) {
+static void act_carve(HubertHeadAct *a, const HubertHeadConfig *c, int64_t M, Arena *ar) {
     _Static_assert(sizeof(int32_t) == sizeof(float), "int32 views take one float slot");
     const int64_t D = c->D, F = c->final_dim, C = c->n_classes;
-    int64_t used = 0;
-    a->idx = (int32_t *)koe_arena_take(base, &used, M);
-    a->label = (int32_t *)koe_arena_take(base, &used, M);
-    a->xs = koe_arena_take(base, &used, M * D);
-    a->phat = koe_arena_take(base, &used, M * F);
-    a->pnorm = koe_arena_take(base, &used, M);
-    a->ehat = koe_arena_take(base, &used, C * F);
-    a->enorm = koe_arena_take(base, &used, C);
-    a->prob = koe_arena_take(base, &used, M * C);
-    a->row_loss = koe_arena_take(base, &used, M);
-    a->dlogit = koe_arena_take(base, &used, M * C);
-    a->dphat = koe_arena_take(base, &used, M * F);
-    a->dproj = koe_arena_take(base, &used, M * F);
-    a->dxs = koe_arena_take(base, &used, M * D);
-    a->dehat = koe_arena_take(base, &used, C * F);
-    return used;
+    a->idx = (int32_t *)arena_take(ar, M);
+    a->label = (int32_t *)arena_take(ar, M);
+    a->xs = arena_take(ar, M * D);
+    a->phat = arena_take(ar, M * F);
+    a->pnorm = arena_take(ar, M);
+    a->ehat = arena_take(ar, C * F);
+    a->enorm = arena_take(ar, C);
+    a->prob = arena_take(ar, M * C);
+    a->row_loss = arena_take(ar, M);
+    a->dlogit = arena_take(ar, M * C);
+    a->dphat = arena_take(ar, M * F);
+    a->dproj = arena_take(ar, M * F);
+    a->dxs = arena_take(ar, M * D);
+    a->dehat = arena_take(ar, C * F);
 }
 
 int64_t hubert_head_act_floats(const HubertHeadConfig *cfg, int64_t max_frames) {
     HubertHeadAct a;
-    return act_carve(&a, cfg, max_frames, NULL);
+    Arena ar = arena_measure();
+    act_carve(&a, cfg, max_frames, &ar);
+    return ar.used;
 }
 
 void hubert_head_act_bind(HubertHeadAct *act, const HubertHeadConfig *cfg, int64_t max_frames, float *mem) {
@@ -65,7 +65,8 @@ void hubert_head_act_bind(HubertHeadAct *act, const HubertHeadConfig *cfg, int64
     memset(act, 0, sizeof *act);
     act->cfg = *cfg;
     act->max_frames = max_frames;
-    act_carve(act, cfg, max_frames, mem);
+    Arena ar = arena_over(mem, hubert_head_act_floats(cfg, max_frames));
+    act_carve(act, cfg, max_frames, &ar);
 }
 
 /* ---- forward / backward ----------------------------------------------------------------------------- */

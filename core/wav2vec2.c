@@ -54,49 +54,49 @@ void wav2vec2_head_bind(const ParamTable *t, float *buf, Wav2vec2HeadParams *p) 
 
 /* ---- act arena ------------------------------------------------------------------------------------ */
 
-/* Carves every view (base NULL: only counts); returns the floats used. int32 views take one float
+/* Takes every view from ar (measuring or binding, common.h). int32 views take one float
  * slot per element, int64 and double views two (the arena is malloc'ed memory without declared type). */
-static int64_t act_carve(Wav2vec2HeadAct *a, const Wav2vec2HeadConfig *c, int max_B, int64_t M, float *base) {
+static void act_carve(Wav2vec2HeadAct *a, const Wav2vec2HeadConfig *c, int max_B, int64_t M, Arena *ar) {
     _Static_assert(sizeof(int32_t) == sizeof(float) && sizeof(double) == 2 * sizeof(float), "slot sizes");
     const int64_t D = c->D, C = c->C, F = c->final_dim, G = c->G, GV = G * c->V, Q = c->vq_dim,
                   K1 = c->n_negatives + 1;
-    int64_t used = 0;
-    a->utt = (int64_t *)koe_arena_take(base, &used, 2 * (int64_t)max_B);
-    a->prob_sum = (double *)koe_arena_take(base, &used, 2 * GV);
-    a->code_count = (double *)koe_arena_take(base, &used, 2 * GV);
-    a->first = (int32_t *)koe_arena_take(base, &used, max_B);
-    a->count = (int32_t *)koe_arena_take(base, &used, max_B);
-    a->idx = (int32_t *)koe_arena_take(base, &used, M);
-    a->code = (int32_t *)koe_arena_take(base, &used, M * G);
-    a->hard = (int32_t *)koe_arena_take(base, &used, M * G);
-    a->neg = (int32_t *)koe_arena_take(base, &used, M * (K1 - 1));
-    a->xs = koe_arena_take(base, &used, M * D);
-    a->yin = koe_arena_take(base, &used, M * C);
-    a->soft = koe_arena_take(base, &used, M * GV);
-    a->gsoft = koe_arena_take(base, &used, M * GV);
-    a->q = koe_arena_take(base, &used, M * Q);
-    a->zhat = koe_arena_take(base, &used, M * F);
-    a->znorm = koe_arena_take(base, &used, M);
-    a->chat = koe_arena_take(base, &used, M * F);
-    a->cnorm = koe_arena_take(base, &used, M);
-    a->prob = koe_arena_take(base, &used, M * K1);
-    a->row_loss = koe_arena_take(base, &used, M);
-    a->dlogit = koe_arena_take(base, &used, M * K1);
-    a->dchat = koe_arena_take(base, &used, M * F);
-    a->dzhat = koe_arena_take(base, &used, M * F);
-    a->dproj = koe_arena_take(base, &used, M * F);
-    a->dq = koe_arena_take(base, &used, M * Q);
-    a->dl = koe_arena_take(base, &used, M * GV);
-    a->dgs = koe_arena_take(base, &used, M * GV);
-    a->dyin = koe_arena_take(base, &used, M * C);
-    a->dxs = koe_arena_take(base, &used, M * D);
-    a->cdiv = koe_arena_take(base, &used, GV);
-    return used;
+    a->utt = (int64_t *)arena_take(ar, 2 * (int64_t)max_B);
+    a->prob_sum = (double *)arena_take(ar, 2 * GV);
+    a->code_count = (double *)arena_take(ar, 2 * GV);
+    a->first = (int32_t *)arena_take(ar, max_B);
+    a->count = (int32_t *)arena_take(ar, max_B);
+    a->idx = (int32_t *)arena_take(ar, M);
+    a->code = (int32_t *)arena_take(ar, M * G);
+    a->hard = (int32_t *)arena_take(ar, M * G);
+    a->neg = (int32_t *)arena_take(ar, M * (K1 - 1));
+    a->xs = arena_take(ar, M * D);
+    a->yin = arena_take(ar, M * C);
+    a->soft = arena_take(ar, M * GV);
+    a->gsoft = arena_take(ar, M * GV);
+    a->q = arena_take(ar, M * Q);
+    a->zhat = arena_take(ar, M * F);
+    a->znorm = arena_take(ar, M);
+    a->chat = arena_take(ar, M * F);
+    a->cnorm = arena_take(ar, M);
+    a->prob = arena_take(ar, M * K1);
+    a->row_loss = arena_take(ar, M);
+    a->dlogit = arena_take(ar, M * K1);
+    a->dchat = arena_take(ar, M * F);
+    a->dzhat = arena_take(ar, M * F);
+    a->dproj = arena_take(ar, M * F);
+    a->dq = arena_take(ar, M * Q);
+    a->dl = arena_take(ar, M * GV);
+    a->dgs = arena_take(ar, M * GV);
+    a->dyin = arena_take(ar, M * C);
+    a->dxs = arena_take(ar, M * D);
+    a->cdiv = arena_take(ar, GV);
 }
 
 int64_t wav2vec2_head_act_floats(const Wav2vec2HeadConfig *cfg, int max_B, int64_t max_T) {
     Wav2vec2HeadAct a;
-    return act_carve(&a, cfg, max_B, (int64_t)max_B * max_T, NULL);
+    Arena ar = arena_measure();
+    act_carve(&a, cfg, max_B, (int64_t)max_B * max_T, &ar);
+    return ar.used;
 }
 
 void wav2vec2_head_act_bind(Wav2vec2HeadAct *act, const Wav2vec2HeadConfig *cfg, int max_B, int64_t max_T,
@@ -108,7 +108,8 @@ void wav2vec2_head_act_bind(Wav2vec2HeadAct *act, const Wav2vec2HeadConfig *cfg,
     act->max_B = max_B;
     act->max_T = max_T;
     act->max_frames = (int64_t)max_B * max_T;
-    act_carve(act, cfg, max_B, act->max_frames, mem);
+    Arena ar = arena_over(mem, wav2vec2_head_act_floats(cfg, max_B, max_T));
+    act_carve(act, cfg, max_B, act->max_frames, &ar);
 }
 
 /* ---- pieces --------------------------------------------------------------------------------------- */
