@@ -88,14 +88,38 @@ static int64_t conv_block_rows(int64_t rows, int64_t KC) {
     return rb < rows ? rb : rows;
 }
 
-int64_t conv1d_scratch_floats(int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G) {
+/* The views of a conv's scratch (common.h's arena): depthwise only the weight as (K, C) in wr;
+ * otherwise Wr, its gradient and, on the unfolded path, one block of unfolded rows per slot. */
+typedef struct {
+    float *wr, *dwr, *col;
+} ConvScratch;
+
+static void conv_scratch_carve(ConvScratch *s, Arena *ar, int B, int64_t Ti, int C, int OC, int K, int stride,
+                               int pad, int G) {
     KOE_ASSERT(G > 0 && C % G == 0 && OC % G == 0 && K > 0 && stride > 0 && pad >= 0);
-    if (conv_is_depthwise(C, OC, G)) return (int64_t)K * C; /* the weight as (K, C) */
-    int64_t KC = (int64_t)K * (C / G);
-    int64_t n = 2 * (int64_t)OC * KC; /* Wr and its gradient */
-    if (!conv_uses_taps(C, G))
-        n += conv_slots(G) * conv_block_rows((int64_t)B * conv1d_out_len(Ti, K, stride, pad), KC) * KC;
-    return n;
+    if (conv_is_depthwise(C, OC, G)) {
+        s->wr = arena_take(ar, (int64_t)K * C), s->dwr = s->col = NULL;
+        return;
+    }
+    const int64_t KC = (int64_t)K * (C / G);
+    s->wr = arena_take(ar, (int64_t)OC * KC);
+    s->dwr = arena_take(ar, (int64_t)OC * KC);
+    const int64_t R = (int64_t)B * conv1d_out_len(Ti, K, stride, pad);
+    s->col = conv_uses_taps(C, G) ? NULL : arena_take(ar, conv_slots(G) * conv_block_rows(R, KC) * KC);
+}
+
+int64_t conv1d_scratch_floats(int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G) {
+    ConvScratch s;
+    Arena ar = arena_measure();
+    conv_scratch_carve(&s, &ar, B, Ti, C, OC, K, stride, pad, G);
+    return ar.used;
+}
+
+static ConvScratch conv_scratch(float *scratch, int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G) {
+    ConvScratch s;
+    Arena ar = arena_over(scratch, conv1d_scratch_floats(B, Ti, C, OC, K, stride, pad, G));
+    conv_scratch_carve(&s, &ar, B, Ti, C, OC, K, stride, pad, G);
+    return s;
 }
 
 /* Wr[o][k][cg] = weight[o][cg][k] */
@@ -236,13 +260,14 @@ void conv1d_forward(float *out, const float *inp, const float *weight, const flo
     KOE_ASSERT(G > 0 && C % G == 0 && OC % G == 0 && K > 0 && stride > 0 && pad >= 0);
     int64_t To = conv1d_out_len(Ti, K, stride, pad), R = (int64_t)B * To;
     if (R == 0) return;
+    const ConvScratch s = conv_scratch(scratch, B, Ti, C, OC, K, stride, pad, G);
     if (conv_is_depthwise(C, OC, G)) {
-        conv_depthwise_forward(out, inp, weight, bias, B, Ti, To, C, K, stride, pad, scratch);
+        conv_depthwise_forward(out, inp, weight, bias, B, Ti, To, C, K, stride, pad, s.wr);
         return;
     }
     int Cg = C / G, OCg = OC / G;
     int64_t KC = (int64_t)K * Cg;
-    float *wr = scratch, *col = scratch + 2 * (int64_t)OC * KC;
+    float *wr = s.wr, *col = s.col;
     conv_weight_to_wr(wr, weight, OC, Cg, K);
     /* out starts as the bias (or 0), unless there is no bias and the first GEMM onto each output row
      * writes all of it (beta = 0): every unfolded path, and the tap path when tap 0 covers every frame */
@@ -290,13 +315,14 @@ void conv1d_backward(float *dinp, float *dweight, float *dbias, const float *dou
     KOE_ASSERT(G > 0 && C % G == 0 && OC % G == 0 && K > 0 && stride > 0 && pad >= 0);
     int64_t To = conv1d_out_len(Ti, K, stride, pad), R = (int64_t)B * To;
     if (R == 0) return;
+    const ConvScratch s = conv_scratch(scratch, B, Ti, C, OC, K, stride, pad, G);
     if (conv_is_depthwise(C, OC, G)) {
-        conv_depthwise_backward(dinp, dweight, dbias, dout, inp, weight, B, Ti, To, C, K, stride, pad, scratch);
+        conv_depthwise_backward(dinp, dweight, dbias, dout, inp, weight, B, Ti, To, C, K, stride, pad, s.wr);
         return;
     }
     int Cg = C / G, OCg = OC / G;
     int64_t KC = (int64_t)K * Cg;
-    float *wr = scratch, *dwr = scratch + (int64_t)OC * KC, *col = scratch + 2 * (int64_t)OC * KC;
+    float *wr = s.wr, *dwr = s.dwr, *col = s.col;
     if (dbias) colsum_accumulate(dbias, dout, R, OC, OC);
     if (!dinp && !dweight) return;
     if (dinp) conv_weight_to_wr(wr, weight, OC, Cg, K);
