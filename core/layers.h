@@ -7,7 +7,8 @@
  * Conventions:
  *   - forward writes its outputs (=); backward ACCUMULATES (+=) into every gradient it is given,
  *     parameters and inputs alike, so residual branches just add. A NULL gradient pointer means
- *     "not needed" and is skipped (e.g. the input of the first layer).
+ *     "not needed" and is skipped (e.g. the input of the first layer). The one exception is
+ *     softmax_xent_backward, which writes (see there).
  *   - backward gets what forward saved (mean/rstd, attention probabilities, ...) and never
  *     recomputes from scratch what forward already had.
  *   - each kernel has a naive reference (`*_naive`, in layers_naive.c) that the tests compare the
