@@ -57,30 +57,30 @@ void bestrq_bind(const ParamTable *t, const BestrqConfig *cfg, float *buf, Bestr
 
 /* ---- act arena ------------------------------------------------------------------------------------ */
 
-/* Carves every view (base NULL: only counts); returns the floats used. int32 views take one float
+/* Takes every view from ar (measuring or binding, common.h). int32 views take one float
  * slot per element, byte views a quarter (the arena is malloc'ed memory: no declared type). */
-static int64_t act_carve(BestrqAct *a, const BestrqConfig *c, int max_B, int64_t max_F, float *base) {
+static void act_carve(BestrqAct *a, const BestrqConfig *c, int max_B, int64_t max_F, Arena *ar) {
     _Static_assert(sizeof(int32_t) == sizeof(float), "int32 views take one float slot");
     const int64_t Q = c->codebooks, K = c->codebook_dim, C = c->codebook_size, D = c->D;
     const int64_t M = (int64_t)max_B * (max_F / c->stack);
-    int64_t used = 0;
-    a->in_mask = (uint8_t *)koe_arena_take(base, &used, ((int64_t)max_B * max_F + 3) / 4);
-    a->mask = (uint8_t *)koe_arena_take(base, &used, (M + 3) / 4);
-    a->targets = (int32_t *)koe_arena_take(base, &used, M * Q);
-    a->z = koe_arena_take(base, &used, M * K);
-    a->codes_t = koe_arena_take(base, &used, K * C);
-    a->idx = (int32_t *)koe_arena_take(base, &used, M);
-    a->tgt = (int32_t *)koe_arena_take(base, &used, M * Q);
-    a->xs = koe_arena_take(base, &used, M * D);
-    a->prob = koe_arena_take(base, &used, Q * M * C);
-    a->row_loss = koe_arena_take(base, &used, Q * M);
-    a->dxs = koe_arena_take(base, &used, M * D);
-    return used;
+    a->in_mask = (uint8_t *)arena_take(ar, ((int64_t)max_B * max_F + 3) / 4);
+    a->mask = (uint8_t *)arena_take(ar, (M + 3) / 4);
+    a->targets = (int32_t *)arena_take(ar, M * Q);
+    a->z = arena_take(ar, M * K);
+    a->codes_t = arena_take(ar, K * C);
+    a->idx = (int32_t *)arena_take(ar, M);
+    a->tgt = (int32_t *)arena_take(ar, Q * M);
+    a->xs = arena_take(ar, M * D);
+    a->prob = arena_take(ar, Q * M * C);
+    a->row_loss = arena_take(ar, Q * M);
+    a->dxs = arena_take(ar, M * D);
 }
 
 int64_t bestrq_act_floats(const BestrqConfig *cfg, int max_B, int64_t max_F) {
     BestrqAct a;
-    return act_carve(&a, cfg, max_B, max_F, NULL);
+    Arena ar = arena_measure();
+    act_carve(&a, cfg, max_B, max_F, &ar);
+    return ar.used;
 }
 
 void bestrq_act_bind(BestrqAct *act, const BestrqConfig *cfg, int max_B, int64_t max_F, float *mem) {
@@ -91,7 +91,8 @@ void bestrq_act_bind(BestrqAct *act, const BestrqConfig *cfg, int max_B, int64_t
     act->max_B = max_B;
     act->max_F = max_F;
     act->max_frames = (int64_t)max_B * (max_F / cfg->stack);
-    act_carve(act, cfg, max_B, max_F, mem);
+    Arena ar = arena_over(mem, bestrq_act_floats(cfg, max_B, max_F));
+    act_carve(act, cfg, max_B, max_F, &ar);
 }
 
 /* ---- 1. normalisation ------------------------------------------------------------------------------ */
@@ -240,7 +241,7 @@ void bestrq_head_forward(BestrqAct *act, const BestrqParams *p, const float *x, 
         for (int q = 0; q < Q; q++) {
             const int32_t y = targets[i * Q + q];
             KOE_ASSERT(y >= 0 && y < C); /* loss frames are valid frames, which all have targets */
-            act->tgt[M * Q + q] = y;
+            act->tgt[q * MF + M] = y;
         }
         M++;
     }
@@ -250,25 +251,12 @@ void bestrq_head_forward(BestrqAct *act, const BestrqParams *p, const float *x, 
     *n_correct = 0.0;
     if (M == 0) return;
 
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < M; i++) memcpy(act->xs + i * D, x + (int64_t)act->idx[i] * D, (size_t)D * sizeof(float));
+    gather_rows_forward(act->xs, x, act->idx, M, D);
     int64_t correct = 0;
     for (int q = 0; q < Q; q++) {
-        float *prob = act->prob + q * MF * C, *row_loss = act->row_loss + q * MF;
+        float *prob = act->prob + q * MF * C; /* logits, then probabilities in place */
         linear_forward(prob, act->xs, p->cls_w[q], p->cls_b[q], M, D, C);
-#pragma omp parallel for schedule(static) reduction(+ : correct)
-        for (int64_t i = 0; i < M; i++) {
-            float *r = prob + i * C;
-            const int y = act->tgt[i * Q + q];
-            float mx = r[0];
-            for (int k = 1; k < C; k++) mx = r[k] > mx ? r[k] : mx;
-            correct += r[y] >= mx;
-            double s = 0.0;
-            for (int k = 0; k < C; k++) s += exp((double)(r[k] - mx));
-            const double lse = mx + log(s);
-            row_loss[i] = (float)(lse - r[y]);
-            for (int k = 0; k < C; k++) r[k] = (float)exp(r[k] - lse);
-        }
+        correct += softmax_xent_forward(prob, act->row_loss + q * MF, prob, act->tgt + q * MF, M, C);
     }
     double loss = 0.0;
     for (int q = 0; q < Q; q++)
@@ -286,20 +274,9 @@ void bestrq_head_backward(float *dx, const BestrqParams *g, BestrqAct *act, cons
     if (dx) memset(act->dxs, 0, (size_t)(M * D) * sizeof(float));
     for (int q = 0; q < Q; q++) {
         float *dl = act->prob + q * MF * C; /* d logits = s (softmax - onehot), in place */
-#pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < M; i++) {
-            float *r = dl + i * C;
-            for (int k = 0; k < C; k++) r[k] *= s;
-            r[act->tgt[i * Q + q]] -= s;
-        }
+        softmax_xent_backward(dl, dl, act->tgt + q * MF, s, M, C);
         linear_backward(dx ? act->dxs : NULL, g->cls_w[q], g->cls_b[q], dl, act->xs, p->cls_w[q], M, D, C);
     }
     act->M = 0; /* the probabilities are spent */
-    if (!dx) return;
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < M; i++) {
-        float *d = dx + (int64_t)act->idx[i] * D;
-        const float *src = act->dxs + i * D;
-        for (int k = 0; k < D; k++) d[k] += src[k];
-    }
+    if (dx) gather_rows_backward(dx, act->dxs, act->idx, M, D);
 }

@@ -90,7 +90,7 @@ typedef struct {
     /* head: what the forward keeps for backward */
     int64_t M;         /* frames scored by the last forward */
     int32_t *idx;      /* (max_frames) b*T + t of each scored frame */
-    int32_t *tgt;      /* (max_frames, Q) its targets */
+    int32_t *tgt;      /* (Q, max_frames) its targets */
     float *xs;         /* (max_frames, D) the scored rows of x */
     float *prob;       /* (Q, max_frames, C) softmax of the logits; backward turns it into d logits */
     float *row_loss;   /* (Q, max_frames) */

@@ -52,12 +52,24 @@ char *koe_strdup(const char *s);
 
 double koe_now(void); /* monotonic seconds */
 
-/* Carving named views out of one arena (llm.c style): returns base + *used (NULL when base is NULL,
- * the sizing pass) and advances *used by n rounded up to 16 floats, so views stay 64-byte aligned
- * relative to the arena. Run once with base NULL to size the arena, then again to bind the views. */
-static inline float *koe_arena_take(float *base, int64_t *used, int64_t n) {
-    float *v = base ? base + *used : NULL;
-    *used += (n + 15) & ~(int64_t)15;
+/* One arena carved into named views (llm.c style). A carve function lists every view once and runs
+ * twice: over arena_measure() to size the arena (arena_take returns NULL and only counts), then over
+ * arena_over(mem, floats) to bind the views. Each view takes n floats rounded up to 16, so views stay
+ * 64-byte aligned relative to the arena; taking past the arena's end is an internal error. */
+typedef struct {
+    float *base;  /* NULL: measuring */
+    int64_t cap;  /* floats at base */
+    int64_t used; /* floats taken so far, rounding included */
+} Arena;
+
+static inline Arena arena_measure(void) { return (Arena){NULL, 0, 0}; }
+static inline Arena arena_over(float *base, int64_t floats) { return (Arena){base, floats, 0}; }
+
+static inline float *arena_take(Arena *a, int64_t n) {
+    KOE_ASSERT(n >= 0);
+    float *v = a->base ? a->base + a->used : NULL;
+    a->used += (n + 15) & ~(int64_t)15;
+    KOE_ASSERT(!a->base || a->used <= a->cap);
     return v;
 }
 

@@ -110,26 +110,32 @@ void conformer_layer_bind(ConformerLayerParams *p, float *block, int D, int F, i
 /* ------------------------------------------------------------------------------------------------
  * Activations and scratch */
 
+void conformer_layer_act_carve(ConformerLayerAct *a, Arena *ar, int B, int64_t T, int D, int F, int H) {
+    const int64_t N = (int64_t)B * T, ND = N * D, NF = N * F;
+    a->ffn1_ln = arena_take(ar, ND), a->ffn1_mean = arena_take(ar, N), a->ffn1_rstd = arena_take(ar, N);
+    a->ffn1_pre = arena_take(ar, NF), a->x1 = arena_take(ar, ND);
+    a->attn_ln = arena_take(ar, ND), a->attn_mean = arena_take(ar, N), a->attn_rstd = arena_take(ar, N);
+    a->qkv = arena_take(ar, 3 * ND), a->att = arena_take(ar, (int64_t)B * H * T * T);
+    a->attn_y = arena_take(ar, ND), a->x2 = arena_take(ar, ND);
+    a->conv_ln = arena_take(ar, ND), a->conv_mean = arena_take(ar, N), a->conv_rstd = arena_take(ar, N);
+    a->pw1 = arena_take(ar, 2 * ND), a->glu = arena_take(ar, ND), a->dw = arena_take(ar, ND);
+    a->dw_ln = arena_take(ar, ND), a->dw_mean = arena_take(ar, N), a->dw_rstd = arena_take(ar, N);
+    a->x3 = arena_take(ar, ND);
+    a->ffn2_ln = arena_take(ar, ND), a->ffn2_mean = arena_take(ar, N), a->ffn2_rstd = arena_take(ar, N);
+    a->ffn2_pre = arena_take(ar, NF), a->x4 = arena_take(ar, ND);
+    a->final_mean = arena_take(ar, N), a->final_rstd = arena_take(ar, N);
+}
+
 int64_t conformer_layer_act_floats(int B, int64_t T, int D, int F, int H) {
-    int64_t N = (int64_t)B * T;
-    /* (N, D): ffn1_ln x1 attn_ln attn_y x2 conv_ln glu dw dw_ln x3 ffn2_ln x4 = 12; qkv 3; pw1 2 */
-    return N * (17 * (int64_t)D + 2 * (int64_t)F + 12) + (int64_t)B * H * T * T;
+    ConformerLayerAct a;
+    Arena ar = arena_measure();
+    conformer_layer_act_carve(&a, &ar, B, T, D, F, H);
+    return ar.used;
 }
 
 void conformer_layer_act_bind(ConformerLayerAct *a, float *base, int B, int64_t T, int D, int F, int H) {
-    int64_t N = (int64_t)B * T, ND = N * D, NF = N * F;
-    float *c = base;
-#define TAKE(ptr, n) (ptr = c, c += (n))
-    TAKE(a->ffn1_ln, ND), TAKE(a->ffn1_mean, N), TAKE(a->ffn1_rstd, N), TAKE(a->ffn1_pre, NF), TAKE(a->x1, ND);
-    TAKE(a->attn_ln, ND), TAKE(a->attn_mean, N), TAKE(a->attn_rstd, N), TAKE(a->qkv, 3 * ND);
-    TAKE(a->att, (int64_t)B * H * T * T), TAKE(a->attn_y, ND), TAKE(a->x2, ND);
-    TAKE(a->conv_ln, ND), TAKE(a->conv_mean, N), TAKE(a->conv_rstd, N), TAKE(a->pw1, 2 * ND);
-    TAKE(a->glu, ND), TAKE(a->dw, ND), TAKE(a->dw_ln, ND), TAKE(a->dw_mean, N), TAKE(a->dw_rstd, N);
-    TAKE(a->x3, ND);
-    TAKE(a->ffn2_ln, ND), TAKE(a->ffn2_mean, N), TAKE(a->ffn2_rstd, N), TAKE(a->ffn2_pre, NF), TAKE(a->x4, ND);
-    TAKE(a->final_mean, N), TAKE(a->final_rstd, N);
-#undef TAKE
-    KOE_ASSERT(c - base == conformer_layer_act_floats(B, T, D, F, H));
+    Arena ar = arena_over(base, conformer_layer_act_floats(B, T, D, F, H));
+    conformer_layer_act_carve(a, &ar, B, T, D, F, H);
 }
 
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
@@ -143,21 +149,26 @@ typedef struct {
     float *kernel;        /* attention or conv1d scratch */
 } ConformerScratch;
 
-static int64_t conformer_scratch_wide(int D, int F) { return max64(3 * (int64_t)D, F); }
-
-int64_t conformer_layer_scratch_floats(int B, int64_t T, int D, int F, int H, int K) {
-    int64_t N = (int64_t)B * T;
-    int64_t kernel = max64(attention_scratch_floats(B, T, D, H),
-                           conv1d_scratch_floats(B, T, D, D, K, 1, (K - 1) / 2, D));
-    return N * (4 * (int64_t)D + conformer_scratch_wide(D, F) + max64(F, D)) + kernel;
+static void conformer_scratch_carve(ConformerScratch *sc, Arena *ar, int B, int64_t T, int D, int F, int H, int K) {
+    const int64_t N = (int64_t)B * T, ND = N * D;
+    sc->r = arena_take(ar, ND), sc->a = arena_take(ar, ND), sc->b = arena_take(ar, ND), sc->c = arena_take(ar, ND);
+    sc->wide = arena_take(ar, N * max64(3 * (int64_t)D, F));
+    sc->wide2 = arena_take(ar, N * max64(F, D));
+    sc->kernel = arena_take(ar, max64(attention_scratch_floats(B, T, D, H),
+                                      conv1d_scratch_floats(B, T, D, D, K, 1, (K - 1) / 2, D)));
 }
 
-static ConformerScratch conformer_scratch(float *s, int B, int64_t T, int D, int F) {
-    int64_t N = (int64_t)B * T, ND = N * D;
+int64_t conformer_layer_scratch_floats(int B, int64_t T, int D, int F, int H, int K) {
     ConformerScratch sc;
-    sc.r = s, sc.a = s + ND, sc.b = s + 2 * ND, sc.c = s + 3 * ND, sc.wide = s + 4 * ND;
-    sc.wide2 = sc.wide + N * conformer_scratch_wide(D, F);
-    sc.kernel = sc.wide2 + N * max64(F, D);
+    Arena ar = arena_measure();
+    conformer_scratch_carve(&sc, &ar, B, T, D, F, H, K);
+    return ar.used;
+}
+
+static ConformerScratch conformer_scratch(float *s, int B, int64_t T, int D, int F, int H, int K) {
+    ConformerScratch sc;
+    Arena ar = arena_over(s, conformer_layer_scratch_floats(B, T, D, F, H, K));
+    conformer_scratch_carve(&sc, &ar, B, T, D, F, H, K);
     return sc;
 }
 
@@ -210,7 +221,7 @@ void conformer_layer_forward(float *out, ConformerLayerAct *act, const float *in
                              const ConformerDropout *drop, float *scratch) {
     KOE_ASSERT(K % 2 == 1 && D % H == 0);
     int64_t N = (int64_t)B * T, ND = N * D;
-    ConformerScratch sc = conformer_scratch(scratch, B, T, D, F);
+    ConformerScratch sc = conformer_scratch(scratch, B, T, D, F, H, K);
     uint64_t st = drop->stream;
 
     /* x1 = x + 0.5 * FFN1(x) */
@@ -285,7 +296,7 @@ void conformer_layer_backward(float *dinp, const ConformerLayerParams *g, const 
                               float *scratch) {
     int64_t N = (int64_t)B * T, ND = N * D;
     size_t nd_bytes = (size_t)ND * sizeof(float);
-    ConformerScratch sc = conformer_scratch(scratch, B, T, D, F);
+    ConformerScratch sc = conformer_scratch(scratch, B, T, D, F, H, K);
     uint64_t st = drop->stream;
     float *r = sc.r;
 

@@ -37,6 +37,8 @@
 #pragma once
 #include <stdint.h>
 
+#include "common.h"
+
 /* Feed-forward module with its own pre-LayerNorm. */
 typedef struct {
     float *ln_w, *ln_b; /* (D), (D)      ffnX_layer_norm */
@@ -108,6 +110,10 @@ typedef struct {
     float *final_mean, *final_rstd;         /* (N), (N) */
 } ConformerLayerAct;
 
+/* The views of one layer's activations taken from ar (common.h: measuring or binding), so a model's
+ * arena holds them among its own; conformer_layer_act_floats measures them and act_bind carves them
+ * from base alone. */
+void conformer_layer_act_carve(ConformerLayerAct *a, Arena *ar, int B, int64_t T, int D, int F, int H);
 int64_t conformer_layer_act_floats(int B, int64_t T, int D, int F, int H);
 void conformer_layer_act_bind(ConformerLayerAct *a, float *base, int B, int64_t T, int D, int F, int H);
 /* Scratch for forward and backward (contents need not survive between calls). */

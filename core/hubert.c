@@ -32,31 +32,32 @@ void hubert_head_bind(const ParamTable *t, float *buf, HubertHeadParams *p) {
 
 /* ---- act arena ------------------------------------------------------------------------------------ */
 
-/* Carves every view (base NULL: only counts); returns the floats used. The int32 views take one
+/* Takes every view from ar (measuring or binding, common.h). The int32 views take one
  * float slot per element (the arena is malloc'ed memory, so its elements have no declared type). */
-static int64_t act_carve(HubertHeadAct *a, const HubertHeadConfig *c, int64_t M, float *base) {
+static void act_carve(HubertHeadAct *a, const HubertHeadConfig *c, int64_t M, Arena *ar) {
     _Static_assert(sizeof(int32_t) == sizeof(float), "int32 views take one float slot");
     const int64_t D = c->D, F = c->final_dim, C = c->n_classes;
-    int64_t used = 0;
-    a->idx = (int32_t *)koe_arena_take(base, &used, M);
-    a->label = (int32_t *)koe_arena_take(base, &used, M);
-    a->xs = koe_arena_take(base, &used, M * D);
-    a->phat = koe_arena_take(base, &used, M * F);
-    a->pnorm = koe_arena_take(base, &used, M);
-    a->ehat = koe_arena_take(base, &used, C * F);
-    a->enorm = koe_arena_take(base, &used, C);
-    a->prob = koe_arena_take(base, &used, M * C);
-    a->row_loss = koe_arena_take(base, &used, M);
-    a->dlogit = koe_arena_take(base, &used, M * C);
-    a->dphat = koe_arena_take(base, &used, M * F);
-    a->dxs = koe_arena_take(base, &used, M * D);
-    a->dehat = koe_arena_take(base, &used, C * F);
-    return used;
+    a->idx = (int32_t *)arena_take(ar, M);
+    a->label = (int32_t *)arena_take(ar, M);
+    a->xs = arena_take(ar, M * D);
+    a->phat = arena_take(ar, M * F);
+    a->pnorm = arena_take(ar, M);
+    a->ehat = arena_take(ar, C * F);
+    a->enorm = arena_take(ar, C);
+    a->prob = arena_take(ar, M * C);
+    a->row_loss = arena_take(ar, M);
+    a->dlogit = arena_take(ar, M * C);
+    a->dphat = arena_take(ar, M * F);
+    a->dproj = arena_take(ar, M * F);
+    a->dxs = arena_take(ar, M * D);
+    a->dehat = arena_take(ar, C * F);
 }
 
 int64_t hubert_head_act_floats(const HubertHeadConfig *cfg, int64_t max_frames) {
     HubertHeadAct a;
-    return act_carve(&a, cfg, max_frames, NULL);
+    Arena ar = arena_measure();
+    act_carve(&a, cfg, max_frames, &ar);
+    return ar.used;
 }
 
 void hubert_head_act_bind(HubertHeadAct *act, const HubertHeadConfig *cfg, int64_t max_frames, float *mem) {
@@ -64,43 +65,8 @@ void hubert_head_act_bind(HubertHeadAct *act, const HubertHeadConfig *cfg, int64
     memset(act, 0, sizeof *act);
     act->cfg = *cfg;
     act->max_frames = max_frames;
-    act_carve(act, cfg, max_frames, mem);
-}
-
-/* ---- cosine: rows divided by their clamped norm (torch.cosine_similarity) ------------------------- */
-
-/* out (n, F) = inp / norm, norm (n) = sqrt(max(|row|^2, eps^2)); out may be inp. */
-static void rows_normalize(float *out, float *norm, const float *inp, int64_t n, int F) {
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        const float *r = inp + i * F;
-        double ss = 0.0;
-        for (int f = 0; f < F; f++) ss += (double)r[f] * r[f];
-        const double eps2 = (double)HUBERT_COS_EPS * HUBERT_COS_EPS;
-        const float nrm = (float)sqrt(ss > eps2 ? ss : eps2), inv = 1.0f / nrm;
-        norm[i] = nrm;
-        float *o = out + i * F;
-        for (int f = 0; f < F; f++) o[f] = r[f] * inv;
-    }
-}
-
-/* Backward of rows_normalize: din (n, F) (+)= (dhat - hat * (hat . dhat)) / norm. The clamped norm's
- * gradient is taken as torch takes it (d norm / d v = v / norm, even when clamped). din may be dhat
- * (then it is overwritten, accumulate = 0). */
-static void rows_normalize_backward(float *din, const float *dhat, const float *hat, const float *norm, int64_t n,
-                                    int F, int accumulate) {
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        const float *h = hat + i * F, *dh = dhat + i * F;
-        double dot = 0.0;
-        for (int f = 0; f < F; f++) dot += (double)h[f] * dh[f];
-        const float inv = 1.0f / norm[i], fdot = (float)dot;
-        float *d = din + i * F;
-        if (accumulate)
-            for (int f = 0; f < F; f++) d[f] += (dh[f] - h[f] * fdot) * inv;
-        else
-            for (int f = 0; f < F; f++) d[f] = (dh[f] - h[f] * fdot) * inv;
-    }
+    Arena ar = arena_over(mem, hubert_head_act_floats(cfg, max_frames));
+    act_carve(act, cfg, max_frames, &ar);
 }
 
 /* ---- forward / backward ----------------------------------------------------------------------------- */
@@ -129,28 +95,13 @@ void hubert_head_forward(HubertHeadAct *act, const HubertHeadParams *p, const fl
     *n_correct = 0;
     if (N == 0) return;
 
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < N; i++) memcpy(act->xs + i * D, x + (int64_t)act->idx[i] * D, (size_t)D * sizeof(float));
+    gather_rows_forward(act->xs, x, act->idx, N, D);
     linear_forward(act->phat, act->xs, p->proj_w, p->proj_b, N, D, F);
-    rows_normalize(act->phat, act->pnorm, act->phat, N, F);
-    rows_normalize(act->ehat, act->enorm, p->label_emb, C, F);
+    rownorm_forward(act->phat, act->pnorm, act->phat, N, F, HUBERT_COS_EPS);
+    rownorm_forward(act->ehat, act->enorm, p->label_emb, C, F, HUBERT_COS_EPS);
     /* logits (N, C) = phat ehat^T / logit_temp, written into prob and turned into probabilities */
     sgemm('N', 'T', N, C, F, 1.0f / c->logit_temp, act->phat, F, act->ehat, F, 0.0f, act->prob, C);
-
-    int64_t correct = 0;
-#pragma omp parallel for schedule(static) reduction(+ : correct)
-    for (int64_t i = 0; i < N; i++) {
-        float *r = act->prob + i * C;
-        const int y = act->label[i];
-        float mx = r[0];
-        for (int k = 1; k < C; k++) mx = r[k] > mx ? r[k] : mx;
-        correct += r[y] >= mx;
-        double s = 0.0;
-        for (int k = 0; k < C; k++) s += exp((double)(r[k] - mx));
-        const double lse = mx + log(s);
-        act->row_loss[i] = (float)(lse - r[y]);
-        for (int k = 0; k < C; k++) r[k] = (float)exp(r[k] - lse);
-    }
+    const int64_t correct = softmax_xent_forward(act->prob, act->row_loss, act->prob, act->label, N, C);
     double loss = 0.0;
     for (int64_t i = 0; i < N; i++) loss += act->row_loss[i];
     *loss_sum = loss;
@@ -164,26 +115,14 @@ void hubert_head_backward(float *dx, const HubertHeadParams *g, HubertHeadAct *a
     const int64_t N = act->N;
     if (N == 0) return;
     /* d logits = dloss (softmax - onehot); d cos = d logits / logit_temp */
-    const float s = dloss / c->logit_temp;
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < N; i++) {
-        const float *pr = act->prob + i * C;
-        float *dl = act->dlogit + i * C;
-        for (int k = 0; k < C; k++) dl[k] = s * pr[k];
-        dl[act->label[i]] -= s;
-    }
+    softmax_xent_backward(act->dlogit, act->prob, act->label, dloss / c->logit_temp, N, C);
     /* dphat (N, F) = dcos ehat; dehat (C, F) = dcos^T phat */
     sgemm('N', 'N', N, F, C, 1.0f, act->dlogit, C, act->ehat, F, 0.0f, act->dphat, F);
     sgemm('T', 'N', C, F, N, 1.0f, act->dlogit, C, act->phat, F, 0.0f, act->dehat, F);
-    rows_normalize_backward(g->label_emb, act->dehat, act->ehat, act->enorm, C, F, 1);
-    rows_normalize_backward(act->dphat, act->dphat, act->phat, act->pnorm, N, F, 0); /* now d proj */
+    rownorm_backward(g->label_emb, act->dehat, act->ehat, act->enorm, C, F);
+    memset(act->dproj, 0, (size_t)N * F * sizeof(float));
+    rownorm_backward(act->dproj, act->dphat, act->phat, act->pnorm, N, F);
     if (dx) memset(act->dxs, 0, (size_t)N * D * sizeof(float));
-    linear_backward(dx ? act->dxs : NULL, g->proj_w, g->proj_b, act->dphat, act->xs, p->proj_w, N, D, F);
-    if (!dx) return;
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < N; i++) {
-        float *d = dx + (int64_t)act->idx[i] * D;
-        const float *src = act->dxs + i * D;
-        for (int k = 0; k < D; k++) d[k] += src[k];
-    }
+    linear_backward(dx ? act->dxs : NULL, g->proj_w, g->proj_b, act->dproj, act->xs, p->proj_w, N, D, F);
+    if (dx) gather_rows_backward(dx, act->dxs, act->idx, N, D);
 }

@@ -59,6 +59,7 @@ typedef struct {
     /* backward scratch */
     float *dlogit;    /* (max_frames, C) */
     float *dphat;     /* (max_frames, F) */
+    float *dproj;     /* (max_frames, F) d final_proj output */
     float *dxs;       /* (max_frames, D) */
     float *dehat;     /* (C, F) */
 } HubertHeadAct;

@@ -88,14 +88,38 @@ static int64_t conv_block_rows(int64_t rows, int64_t KC) {
     return rb < rows ? rb : rows;
 }
 
-int64_t conv1d_scratch_floats(int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G) {
+/* The views of a conv's scratch (common.h's arena): depthwise only the weight as (K, C) in wr;
+ * otherwise Wr, its gradient and, on the unfolded path, one block of unfolded rows per slot. */
+typedef struct {
+    float *wr, *dwr, *col;
+} ConvScratch;
+
+static void conv_scratch_carve(ConvScratch *s, Arena *ar, int B, int64_t Ti, int C, int OC, int K, int stride,
+                               int pad, int G) {
     KOE_ASSERT(G > 0 && C % G == 0 && OC % G == 0 && K > 0 && stride > 0 && pad >= 0);
-    if (conv_is_depthwise(C, OC, G)) return (int64_t)K * C; /* the weight as (K, C) */
-    int64_t KC = (int64_t)K * (C / G);
-    int64_t n = 2 * (int64_t)OC * KC; /* Wr and its gradient */
-    if (!conv_uses_taps(C, G))
-        n += conv_slots(G) * conv_block_rows((int64_t)B * conv1d_out_len(Ti, K, stride, pad), KC) * KC;
-    return n;
+    if (conv_is_depthwise(C, OC, G)) {
+        s->wr = arena_take(ar, (int64_t)K * C), s->dwr = s->col = NULL;
+        return;
+    }
+    const int64_t KC = (int64_t)K * (C / G);
+    s->wr = arena_take(ar, (int64_t)OC * KC);
+    s->dwr = arena_take(ar, (int64_t)OC * KC);
+    const int64_t R = (int64_t)B * conv1d_out_len(Ti, K, stride, pad);
+    s->col = conv_uses_taps(C, G) ? NULL : arena_take(ar, conv_slots(G) * conv_block_rows(R, KC) * KC);
+}
+
+int64_t conv1d_scratch_floats(int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G) {
+    ConvScratch s;
+    Arena ar = arena_measure();
+    conv_scratch_carve(&s, &ar, B, Ti, C, OC, K, stride, pad, G);
+    return ar.used;
+}
+
+static ConvScratch conv_scratch(float *scratch, int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G) {
+    ConvScratch s;
+    Arena ar = arena_over(scratch, conv1d_scratch_floats(B, Ti, C, OC, K, stride, pad, G));
+    conv_scratch_carve(&s, &ar, B, Ti, C, OC, K, stride, pad, G);
+    return s;
 }
 
 /* Wr[o][k][cg] = weight[o][cg][k] */
@@ -236,13 +260,14 @@ void conv1d_forward(float *out, const float *inp, const float *weight, const flo
     KOE_ASSERT(G > 0 && C % G == 0 && OC % G == 0 && K > 0 && stride > 0 && pad >= 0);
     int64_t To = conv1d_out_len(Ti, K, stride, pad), R = (int64_t)B * To;
     if (R == 0) return;
+    const ConvScratch s = conv_scratch(scratch, B, Ti, C, OC, K, stride, pad, G);
     if (conv_is_depthwise(C, OC, G)) {
-        conv_depthwise_forward(out, inp, weight, bias, B, Ti, To, C, K, stride, pad, scratch);
+        conv_depthwise_forward(out, inp, weight, bias, B, Ti, To, C, K, stride, pad, s.wr);
         return;
     }
     int Cg = C / G, OCg = OC / G;
     int64_t KC = (int64_t)K * Cg;
-    float *wr = scratch, *col = scratch + 2 * (int64_t)OC * KC;
+    float *wr = s.wr, *col = s.col;
     conv_weight_to_wr(wr, weight, OC, Cg, K);
     /* out starts as the bias (or 0), unless there is no bias and the first GEMM onto each output row
      * writes all of it (beta = 0): every unfolded path, and the tap path when tap 0 covers every frame */
@@ -290,13 +315,14 @@ void conv1d_backward(float *dinp, float *dweight, float *dbias, const float *dou
     KOE_ASSERT(G > 0 && C % G == 0 && OC % G == 0 && K > 0 && stride > 0 && pad >= 0);
     int64_t To = conv1d_out_len(Ti, K, stride, pad), R = (int64_t)B * To;
     if (R == 0) return;
+    const ConvScratch s = conv_scratch(scratch, B, Ti, C, OC, K, stride, pad, G);
     if (conv_is_depthwise(C, OC, G)) {
-        conv_depthwise_backward(dinp, dweight, dbias, dout, inp, weight, B, Ti, To, C, K, stride, pad, scratch);
+        conv_depthwise_backward(dinp, dweight, dbias, dout, inp, weight, B, Ti, To, C, K, stride, pad, s.wr);
         return;
     }
     int Cg = C / G, OCg = OC / G;
     int64_t KC = (int64_t)K * Cg;
-    float *wr = scratch, *dwr = scratch + (int64_t)OC * KC, *col = scratch + 2 * (int64_t)OC * KC;
+    float *wr = s.wr, *dwr = s.dwr, *col = s.col;
     if (dbias) colsum_accumulate(dbias, dout, R, OC, OC);
     if (!dinp && !dweight) return;
     if (dinp) conv_weight_to_wr(wr, weight, OC, Cg, K);
@@ -653,4 +679,75 @@ void add_inplace(float *y, const float *x, int64_t n) {
 void axpy_inplace(float *y, float s, const float *x, int64_t n) {
 #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; i++) y[i] += s * x[i];
+}
+
+/* ---- the objective heads' kernels ----------------------------------------------------------------- */
+
+void rownorm_forward(float *out, float *norm, const float *inp, int64_t N, int C, float eps) {
+    const double eps2 = (double)eps * eps;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        const float *r = inp + i * C;
+        double ss = 0.0;
+        for (int c = 0; c < C; c++) ss += (double)r[c] * r[c];
+        const float nrm = (float)sqrt(ss > eps2 ? ss : eps2), inv = 1.0f / nrm;
+        norm[i] = nrm;
+        float *o = out + i * C;
+        for (int c = 0; c < C; c++) o[c] = r[c] * inv;
+    }
+}
+
+void rownorm_backward(float *dinp, const float *dout, const float *out, const float *norm, int64_t N, int C) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        const float *h = out + i * C, *dh = dout + i * C;
+        double dot = 0.0;
+        for (int c = 0; c < C; c++) dot += (double)h[c] * dh[c];
+        const float inv = 1.0f / norm[i], fdot = (float)dot;
+        float *d = dinp + i * C;
+        for (int c = 0; c < C; c++) d[c] += (dh[c] - h[c] * fdot) * inv;
+    }
+}
+
+int64_t softmax_xent_forward(float *prob, float *loss, const float *logit, const int32_t *target, int64_t N, int C) {
+    int64_t top = 0;
+#pragma omp parallel for schedule(static) reduction(+ : top)
+    for (int64_t i = 0; i < N; i++) {
+        const float *r = logit + i * C;
+        const int y = target ? target[i] : 0;
+        float mx = r[0];
+        for (int k = 1; k < C; k++) mx = r[k] > mx ? r[k] : mx;
+        top += r[y] >= mx;
+        double s = 0.0;
+        for (int k = 0; k < C; k++) s += exp((double)(r[k] - mx));
+        const double lse = mx + log(s);
+        loss[i] = (float)(lse - r[y]);
+        float *p = prob + i * C; /* may be r: r[y] is read above */
+        for (int k = 0; k < C; k++) p[k] = (float)exp(r[k] - lse);
+    }
+    return top;
+}
+
+void softmax_xent_backward(float *dlogit, const float *prob, const int32_t *target, float dloss, int64_t N, int C) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        const float *p = prob + i * C;
+        float *d = dlogit + i * C;
+        for (int k = 0; k < C; k++) d[k] = dloss * p[k];
+        d[target ? target[i] : 0] -= dloss;
+    }
+}
+
+void gather_rows_forward(float *out, const float *inp, const int32_t *idx, int64_t N, int C) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) memcpy(out + i * C, inp + (int64_t)idx[i] * C, (size_t)C * sizeof(float));
+}
+
+void gather_rows_backward(float *dinp, const float *dout, const int32_t *idx, int64_t N, int C) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        float *d = dinp + (int64_t)idx[i] * C;
+        const float *src = dout + i * C;
+        for (int c = 0; c < C; c++) d[c] += src[c];
+    }
 }

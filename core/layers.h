@@ -7,7 +7,8 @@
  * Conventions:
  *   - forward writes its outputs (=); backward ACCUMULATES (+=) into every gradient it is given,
  *     parameters and inputs alike, so residual branches just add. A NULL gradient pointer means
- *     "not needed" and is skipped (e.g. the input of the first layer).
+ *     "not needed" and is skipped (e.g. the input of the first layer). The one exception is
+ *     softmax_xent_backward, which writes (see there).
  *   - backward gets what forward saved (mean/rstd, attention probabilities, ...) and never
  *     recomputes from scratch what forward already had.
  *   - each kernel has a naive reference (`*_naive`, in layers_naive.c) that the tests compare the
@@ -99,3 +100,28 @@ void weightnorm_backward(float *dg, float *dv, const float *dw, const float *g, 
 /* y += x (n values), and y += s * x: residual adds and gradient scaling (feature_grad_mult). */
 void add_inplace(float *y, const float *x, int64_t n);
 void axpy_inplace(float *y, float s, const float *x, int64_t n);
+
+/* ---- the objective heads' kernels (hubert.c, wav2vec2.c, bestrq.c) ---- */
+
+/* Rows divided by their clamped norm, as torch.cosine_similarity divides each vector:
+ * out (N, C) = inp / norm, norm (N) = sqrt(max(|row|^2, eps^2)); out may be inp. */
+void rownorm_forward(float *out, float *norm, const float *inp, int64_t N, int C, float eps);
+/* dinp (N, C) += (dout - out (out . dout)) / norm. The clamped norm's gradient is taken as torch takes
+ * it (d norm / d inp = inp / norm, even when clamped). dinp must not be dout. */
+void rownorm_backward(float *dinp, const float *dout, const float *out, const float *norm, int64_t N, int C);
+
+/* Softmax cross-entropy per row: prob (N, C) = softmax(logit), loss (N) = logsumexp(logit) -
+ * logit[target]; prob may be logit (in place). target (N) the class of each row, or NULL: class 0 of
+ * every row (a contrastive row whose positive comes first). -inf logits get probability 0 (the first
+ * logit of each row must be finite). Returns how many rows' target logit is the largest (ties count). */
+int64_t softmax_xent_forward(float *prob, float *loss, const float *logit, const int32_t *target, int64_t N, int C);
+/* dlogit (N, C) = dloss (prob - onehot(target)), the gradient of dloss * sum(loss). The one backward
+ * that WRITES its gradient instead of adding to it: it starts a head's backward (nothing else feeds
+ * the logits), and dlogit may be prob itself, so a head with a large class count (BEST-RQ's codebook)
+ * keeps one (N, C) buffer for probabilities and their gradient. */
+void softmax_xent_backward(float *dlogit, const float *prob, const int32_t *target, float dloss, int64_t N, int C);
+
+/* The rows a head scores: out (N, C) row i = inp row idx[i] (inp (R, C), idx in [0, R)). Backward:
+ * dinp row idx[i] += dout row i; the idx of one call must be distinct (rows run in parallel). */
+void gather_rows_forward(float *out, const float *inp, const int32_t *idx, int64_t N, int C);
+void gather_rows_backward(float *dinp, const float *dout, const int32_t *idx, int64_t N, int C);

@@ -231,3 +231,56 @@ void add_inplace_naive(double *y, const double *x, int64_t n) {
 void axpy_inplace_naive(double *y, double s, const double *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] += s * x[i];
 }
+
+void rownorm_forward_naive(double *out, double *norm, const double *inp, int64_t N, int C, double eps) {
+    for (int64_t i = 0; i < N; i++) {
+        double ss = 0.0;
+        for (int c = 0; c < C; c++) ss += inp[i * C + c] * inp[i * C + c];
+        norm[i] = fmax(sqrt(ss), eps); /* sqrt(max(ss, eps^2)) */
+        for (int c = 0; c < C; c++) out[i * C + c] = inp[i * C + c] / norm[i];
+    }
+}
+
+void rownorm_backward_naive(double *dinp, const double *dout, const double *out, const double *norm, int64_t N,
+                            int C) {
+    /* out_j = v_j / n, n = |v| (torch's gradient, clamped or not): d out_j / d v_k = (delta_jk - out_j out_k) / n */
+    for (int64_t i = 0; i < N; i++)
+        for (int k = 0; k < C; k++) {
+            double g = 0.0;
+            for (int j = 0; j < C; j++)
+                g += dout[i * C + j] * ((j == k) - out[i * C + j] * out[i * C + k]) / norm[i];
+            dinp[i * C + k] += g;
+        }
+}
+
+int64_t softmax_xent_forward_naive(double *prob, double *loss, const double *logit, const int32_t *target, int64_t N,
+                                   int C) {
+    int64_t top = 0;
+    for (int64_t i = 0; i < N; i++) {
+        const double *l = logit + i * C;
+        const int y = target ? target[i] : 0;
+        double mx = -INFINITY, s = 0.0;
+        for (int k = 0; k < C; k++) mx = fmax(mx, l[k]);
+        for (int k = 0; k < C; k++) s += exp(l[k] - mx);
+        for (int k = 0; k < C; k++) prob[i * C + k] = exp(l[k] - mx) / s;
+        loss[i] = mx + log(s) - l[y];
+        top += l[y] == mx;
+    }
+    return top;
+}
+
+void softmax_xent_backward_naive(double *dlogit, const double *prob, const int32_t *target, double dloss, int64_t N,
+                                 int C) {
+    for (int64_t i = 0; i < N; i++)
+        for (int k = 0; k < C; k++) dlogit[i * C + k] = dloss * (prob[i * C + k] - (k == (target ? target[i] : 0)));
+}
+
+void gather_rows_forward_naive(double *out, const double *inp, const int32_t *idx, int64_t N, int C) {
+    for (int64_t i = 0; i < N; i++)
+        for (int c = 0; c < C; c++) out[i * C + c] = inp[(int64_t)idx[i] * C + c];
+}
+
+void gather_rows_backward_naive(double *dinp, const double *dout, const int32_t *idx, int64_t N, int C) {
+    for (int64_t i = 0; i < N; i++)
+        for (int c = 0; c < C; c++) dinp[(int64_t)idx[i] * C + c] += dout[i * C + c];
+}

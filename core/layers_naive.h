@@ -43,3 +43,13 @@ void weightnorm_backward_naive(double *dg, double *dv, const double *dw, const d
 
 void add_inplace_naive(double *y, const double *x, int64_t n);
 void axpy_inplace_naive(double *y, double s, const double *x, int64_t n);
+
+void rownorm_forward_naive(double *out, double *norm, const double *inp, int64_t N, int C, double eps);
+void rownorm_backward_naive(double *dinp, const double *dout, const double *out, const double *norm, int64_t N,
+                            int C);
+int64_t softmax_xent_forward_naive(double *prob, double *loss, const double *logit, const int32_t *target, int64_t N,
+                                   int C);
+void softmax_xent_backward_naive(double *dlogit, const double *prob, const int32_t *target, double dloss, int64_t N,
+                                 int C);
+void gather_rows_forward_naive(double *out, const double *inp, const int32_t *idx, int64_t N, int C);
+void gather_rows_backward_naive(double *dinp, const double *dout, const int32_t *idx, int64_t N, int C);

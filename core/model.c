@@ -238,22 +238,11 @@ static void bind_params(const Model *m, float *buf, ModelParams *p) {
 
 /* ---- activation arena ------------------------------------------------------------------------------ */
 
-typedef struct {
-    float *base; /* NULL: only count */
-    int64_t used;
-} Carve;
-
-static float *take(Carve *c, int64_t n) {
-    float *p = c->base ? c->base + c->used : NULL;
-    c->used += (n + 15) & ~(int64_t)15; /* 64-byte aligned views */
-    return p;
-}
-
-/* Carve every view for a batch of B utterances of S input samples/frames; returns floats used. */
-static int64_t carve(Model *m, float *base, int B, int64_t S) {
+/* Takes every view for a batch of B utterances of S input samples/frames from cv (measuring, or binding
+ * the arena sized for the worst batch; common.h). */
+static void carve(Model *m, Arena *cv, int B, int64_t S) {
     const ModelConfig *c = &m->cfg;
     ModelActs *a = &m->a;
-    Carve cv = {base, 0};
     const int D = c->D, F = c->F, H = c->H, K = c->pos_conv_kernel, G = c->pos_conv_groups;
     int64_t Tc[MODEL_MAX_CONV];
     int64_t T, conv_scratch = 0, conv_max = 0;
@@ -264,12 +253,12 @@ static int64_t carve(Model *m, float *base, int B, int64_t S) {
         for (int i = 0; i < c->n_conv; i++) {
             const int64_t n = (int64_t)B * Tc[i] * c->conv_dim[i];
             const int normed = c->conv_norm == CONV_NORM_LAYER || i == 0;
-            a->conv_out[i] = take(&cv, n);
-            a->norm_out[i] = normed ? take(&cv, n) : NULL;
+            a->conv_out[i] = arena_take(cv, n);
+            a->norm_out[i] = normed ? arena_take(cv, n) : NULL;
             const int64_t stats = c->conv_norm == CONV_NORM_GROUP ? (int64_t)B * c->conv_dim[i] : (int64_t)B * Tc[i];
-            a->norm_mean[i] = normed ? take(&cv, stats) : NULL;
-            a->norm_rstd[i] = normed ? take(&cv, stats) : NULL;
-            a->conv_act[i] = take(&cv, n);
+            a->norm_mean[i] = normed ? arena_take(cv, stats) : NULL;
+            a->norm_rstd[i] = normed ? arena_take(cv, stats) : NULL;
+            a->conv_act[i] = arena_take(cv, n);
             conv_scratch = i64max(conv_scratch, conv1d_scratch_floats(B, Tin, cin, c->conv_dim[i], c->conv_kernel[i],
                                                                       c->conv_stride[i], 0, 1));
             conv_max = i64max(conv_max, n);
@@ -278,72 +267,70 @@ static int64_t carve(Model *m, float *base, int B, int64_t S) {
         }
         T = Tc[c->n_conv - 1];
         a->stacked = NULL;
-        a->fp_ln = take(&cv, (int64_t)B * T * cin);
-        a->fp_mean = take(&cv, (int64_t)B * T);
-        a->fp_rstd = take(&cv, (int64_t)B * T);
+        a->fp_ln = arena_take(cv, (int64_t)B * T * cin);
+        a->fp_mean = arena_take(cv, (int64_t)B * T);
+        a->fp_rstd = arena_take(cv, (int64_t)B * T);
     } else {
         T = S / c->fbank_stack;
         KOE_ASSERT(T >= 1);
-        a->stacked = take(&cv, (int64_t)B * T * frontend_dim(c));
+        a->stacked = arena_take(cv, (int64_t)B * T * frontend_dim(c));
         a->fp_ln = a->fp_mean = a->fp_rstd = NULL;
     }
     const int64_t N = (int64_t)B * T, ND = N * D;
     const int64_t Tp = conv1d_out_len(T, K, 1, K / 2);
-    a->x_in = take(&cv, ND);
-    a->pos_w = take(&cv, (int64_t)D * (D / G) * K);
-    a->pos_norm = take(&cv, K);
-    a->pos_raw = take(&cv, (int64_t)B * Tp * D);
-    a->x0 = take(&cv, ND);
+    a->x_in = arena_take(cv, ND);
+    a->pos_w = arena_take(cv, (int64_t)D * (D / G) * K);
+    a->pos_norm = arena_take(cv, K);
+    a->pos_raw = arena_take(cv, (int64_t)B * Tp * D);
+    a->x0 = arena_take(cv, ND);
     const int post_ln = !c->layer_norm_first;
-    a->x0n = post_ln ? take(&cv, ND) : NULL;
-    a->x0_mean = post_ln ? take(&cv, N) : NULL;
-    a->x0_rstd = post_ln ? take(&cv, N) : NULL;
-    a->enc_in = take(&cv, ND);
+    a->x0n = post_ln ? arena_take(cv, ND) : NULL;
+    a->x0_mean = post_ln ? arena_take(cv, N) : NULL;
+    a->x0_rstd = post_ln ? arena_take(cv, N) : NULL;
+    a->enc_in = arena_take(cv, ND);
     for (int l = 0; l < c->L; l++) {
         if (c->encoder == ENCODER_CONFORMER) {
-            float *blk = take(&cv, conformer_layer_act_floats(B, T, D, F, H));
-            if (base) conformer_layer_act_bind(&a->clayer[l], blk, B, T, D, F, H);
+            conformer_layer_act_carve(&a->clayer[l], cv, B, T, D, F, H);
         } else {
             TransformerLayerAct *y = &a->layer[l];
-            y->n1 = post_ln ? NULL : take(&cv, ND);
-            y->ln_mean = take(&cv, N);
-            y->ln_rstd = take(&cv, N);
-            y->qkv = take(&cv, 3 * ND);
-            y->att = take(&cv, (int64_t)B * H * T * T);
-            y->attn = take(&cv, ND);
-            y->r1 = take(&cv, ND);
-            y->n2 = take(&cv, ND);
-            y->fln_mean = take(&cv, N);
-            y->fln_rstd = take(&cv, N);
-            y->h = take(&cv, N * F);
-            y->g = take(&cv, N * F);
-            y->r2 = post_ln ? take(&cv, ND) : NULL;
+            y->n1 = post_ln ? NULL : arena_take(cv, ND);
+            y->ln_mean = arena_take(cv, N);
+            y->ln_rstd = arena_take(cv, N);
+            y->qkv = arena_take(cv, 3 * ND);
+            y->att = arena_take(cv, (int64_t)B * H * T * T);
+            y->attn = arena_take(cv, ND);
+            y->r1 = arena_take(cv, ND);
+            y->n2 = arena_take(cv, ND);
+            y->fln_mean = arena_take(cv, N);
+            y->fln_rstd = arena_take(cv, N);
+            y->h = arena_take(cv, N * F);
+            y->g = arena_take(cv, N * F);
+            y->r2 = post_ln ? arena_take(cv, ND) : NULL;
         }
-        a->layer_out[l] = take(&cv, ND);
+        a->layer_out[l] = arena_take(cv, ND);
     }
-    a->out_mean = post_ln ? NULL : take(&cv, N);
-    a->out_rstd = post_ln ? NULL : take(&cv, N);
-    a->out = post_ln ? (c->L ? a->layer_out[c->L - 1] : a->enc_in) : take(&cv, ND);
+    a->out_mean = post_ln ? NULL : arena_take(cv, N);
+    a->out_rstd = post_ln ? NULL : arena_take(cv, N);
+    a->out = post_ln ? (c->L ? a->layer_out[c->L - 1] : a->enc_in) : arena_take(cv, ND);
 
     /* scratch, shared by forward and backward */
     conv_scratch = i64max(conv_scratch, conv1d_scratch_floats(B, T, D, D, K, 1, K / 2, G));
-    m->s_conv = take(&cv, conv_scratch);
+    m->s_conv = arena_take(cv, conv_scratch);
     int64_t att_scratch = attention_scratch_floats(B, T, D, H);
     if (c->encoder == ENCODER_CONFORMER)
         att_scratch = i64max(att_scratch, conformer_layer_scratch_floats(B, T, D, F, H, c->conformer_kernel));
-    m->s_att = take(&cv, att_scratch);
+    m->s_att = arena_take(cv, att_scratch);
     const int64_t dwidth = i64max(ND, N * frontend_dim(c));
-    for (int k = 0; k < 4; k++) m->s_d[k] = take(&cv, dwidth);
-    for (int k = 0; k < 2; k++) m->s_f[k] = take(&cv, N * F);
-    m->s_qkv = take(&cv, 3 * ND);
-    for (int k = 0; k < 2; k++) m->s_c[k] = take(&cv, conv_max);
-    m->s_posw = take(&cv, (int64_t)D * (D / G) * K);
-    m->s_posraw = take(&cv, (int64_t)B * Tp * D);
-    if (base) {
+    for (int k = 0; k < 4; k++) m->s_d[k] = arena_take(cv, dwidth);
+    for (int k = 0; k < 2; k++) m->s_f[k] = arena_take(cv, N * F);
+    m->s_qkv = arena_take(cv, 3 * ND);
+    for (int k = 0; k < 2; k++) m->s_c[k] = arena_take(cv, conv_max);
+    m->s_posw = arena_take(cv, (int64_t)D * (D / G) * K);
+    m->s_posraw = arena_take(cv, (int64_t)B * Tp * D);
+    if (cv->base) {
         m->T = T;
         if (c->frontend == FRONTEND_WAVEFORM) memcpy(m->Tc, Tc, sizeof Tc);
     }
-    return cv.used;
 }
 
 /* ---- create / free / init ------------------------------------------------------------------------ */
@@ -390,8 +377,9 @@ Model *model_create_budget(const ModelConfig *cfg, ParamTable table, int max_B, 
     for (int B = 1; B <= max_B; B++) {
         int64_t S = max_tokens / B < max_S ? max_tokens / B : max_S;
         if (model_frames(cfg, S) < 1) break;
-        int64_t n = carve(m, NULL, B, S);
-        if (n > m->arena_floats) m->arena_floats = n;
+        Arena cv = arena_measure();
+        carve(m, &cv, B, S);
+        if (cv.used > m->arena_floats) m->arena_floats = cv.used;
     }
     m->max_tokens = max_tokens;
     m->arena = koe_malloc((size_t)m->arena_floats * sizeof(float));
@@ -698,7 +686,8 @@ void model_forward(Model *m, const float *inp, const int64_t *in_len, int B, int
     m->mask = mask;
     m->run = *run;
     KOE_ASSERT((int64_t)B * S <= m->max_tokens);
-    carve(m, m->arena, B, S);
+    Arena cv = arena_over(m->arena, m->arena_floats);
+    carve(m, &cv, B, S);
     ModelActs *a = &m->a;
     const int D = c->D, K = c->pos_conv_kernel, G = c->pos_conv_groups;
     const int64_t T = m->T, N = (int64_t)B * T, ND = N * D;

@@ -54,48 +54,49 @@ void wav2vec2_head_bind(const ParamTable *t, float *buf, Wav2vec2HeadParams *p) 
 
 /* ---- act arena ------------------------------------------------------------------------------------ */
 
-/* Carves every view (base NULL: only counts); returns the floats used. int32 views take one float
+/* Takes every view from ar (measuring or binding, common.h). int32 views take one float
  * slot per element, int64 and double views two (the arena is malloc'ed memory without declared type). */
-static int64_t act_carve(Wav2vec2HeadAct *a, const Wav2vec2HeadConfig *c, int max_B, int64_t M, float *base) {
+static void act_carve(Wav2vec2HeadAct *a, const Wav2vec2HeadConfig *c, int max_B, int64_t M, Arena *ar) {
     _Static_assert(sizeof(int32_t) == sizeof(float) && sizeof(double) == 2 * sizeof(float), "slot sizes");
     const int64_t D = c->D, C = c->C, F = c->final_dim, G = c->G, GV = G * c->V, Q = c->vq_dim,
                   K1 = c->n_negatives + 1;
-    int64_t used = 0;
-    a->utt = (int64_t *)koe_arena_take(base, &used, 2 * (int64_t)max_B);
-    a->prob_sum = (double *)koe_arena_take(base, &used, 2 * GV);
-    a->code_count = (double *)koe_arena_take(base, &used, 2 * GV);
-    a->first = (int32_t *)koe_arena_take(base, &used, max_B);
-    a->count = (int32_t *)koe_arena_take(base, &used, max_B);
-    a->idx = (int32_t *)koe_arena_take(base, &used, M);
-    a->code = (int32_t *)koe_arena_take(base, &used, M * G);
-    a->hard = (int32_t *)koe_arena_take(base, &used, M * G);
-    a->neg = (int32_t *)koe_arena_take(base, &used, M * (K1 - 1));
-    a->xs = koe_arena_take(base, &used, M * D);
-    a->yin = koe_arena_take(base, &used, M * C);
-    a->soft = koe_arena_take(base, &used, M * GV);
-    a->gsoft = koe_arena_take(base, &used, M * GV);
-    a->q = koe_arena_take(base, &used, M * Q);
-    a->zhat = koe_arena_take(base, &used, M * F);
-    a->znorm = koe_arena_take(base, &used, M);
-    a->chat = koe_arena_take(base, &used, M * F);
-    a->cnorm = koe_arena_take(base, &used, M);
-    a->prob = koe_arena_take(base, &used, M * K1);
-    a->row_loss = koe_arena_take(base, &used, M);
-    a->dlogit = koe_arena_take(base, &used, M * K1);
-    a->dchat = koe_arena_take(base, &used, M * F);
-    a->dzhat = koe_arena_take(base, &used, M * F);
-    a->dq = koe_arena_take(base, &used, M * Q);
-    a->dl = koe_arena_take(base, &used, M * GV);
-    a->dgs = koe_arena_take(base, &used, M * GV);
-    a->dyin = koe_arena_take(base, &used, M * C);
-    a->dxs = koe_arena_take(base, &used, M * D);
-    a->cdiv = koe_arena_take(base, &used, GV);
-    return used;
+    a->utt = (int64_t *)arena_take(ar, 2 * (int64_t)max_B);
+    a->prob_sum = (double *)arena_take(ar, 2 * GV);
+    a->code_count = (double *)arena_take(ar, 2 * GV);
+    a->first = (int32_t *)arena_take(ar, max_B);
+    a->count = (int32_t *)arena_take(ar, max_B);
+    a->idx = (int32_t *)arena_take(ar, M);
+    a->code = (int32_t *)arena_take(ar, M * G);
+    a->hard = (int32_t *)arena_take(ar, M * G);
+    a->neg = (int32_t *)arena_take(ar, M * (K1 - 1));
+    a->xs = arena_take(ar, M * D);
+    a->yin = arena_take(ar, M * C);
+    a->soft = arena_take(ar, M * GV);
+    a->gsoft = arena_take(ar, M * GV);
+    a->q = arena_take(ar, M * Q);
+    a->zhat = arena_take(ar, M * F);
+    a->znorm = arena_take(ar, M);
+    a->chat = arena_take(ar, M * F);
+    a->cnorm = arena_take(ar, M);
+    a->prob = arena_take(ar, M * K1);
+    a->row_loss = arena_take(ar, M);
+    a->dlogit = arena_take(ar, M * K1);
+    a->dchat = arena_take(ar, M * F);
+    a->dzhat = arena_take(ar, M * F);
+    a->dproj = arena_take(ar, M * F);
+    a->dq = arena_take(ar, M * Q);
+    a->dl = arena_take(ar, M * GV);
+    a->dgs = arena_take(ar, M * GV);
+    a->dyin = arena_take(ar, M * C);
+    a->dxs = arena_take(ar, M * D);
+    a->cdiv = arena_take(ar, GV);
 }
 
 int64_t wav2vec2_head_act_floats(const Wav2vec2HeadConfig *cfg, int max_B, int64_t max_T) {
     Wav2vec2HeadAct a;
-    return act_carve(&a, cfg, max_B, (int64_t)max_B * max_T, NULL);
+    Arena ar = arena_measure();
+    act_carve(&a, cfg, max_B, (int64_t)max_B * max_T, &ar);
+    return ar.used;
 }
 
 void wav2vec2_head_act_bind(Wav2vec2HeadAct *act, const Wav2vec2HeadConfig *cfg, int max_B, int64_t max_T,
@@ -107,7 +108,8 @@ void wav2vec2_head_act_bind(Wav2vec2HeadAct *act, const Wav2vec2HeadConfig *cfg,
     act->max_B = max_B;
     act->max_T = max_T;
     act->max_frames = (int64_t)max_B * max_T;
-    act_carve(act, cfg, max_B, act->max_frames, mem);
+    Arena ar = arena_over(mem, wav2vec2_head_act_floats(cfg, max_B, max_T));
+    act_carve(act, cfg, max_B, act->max_frames, &ar);
 }
 
 /* ---- pieces --------------------------------------------------------------------------------------- */
@@ -151,35 +153,6 @@ static int argmax_row(const float *v, int n) {
     return best;
 }
 
-/* out (n, F) = inp / norm, norm (n) = sqrt(max(|row|^2, eps^2)) (torch.cosine_similarity); out may be inp. */
-static void rows_normalize(float *out, float *norm, const float *inp, int64_t n, int F) {
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        const float *r = inp + i * F;
-        double ss = 0.0;
-        for (int f = 0; f < F; f++) ss += (double)r[f] * r[f];
-        const double eps2 = (double)WAV2VEC2_COS_EPS * WAV2VEC2_COS_EPS;
-        const float nrm = (float)sqrt(ss > eps2 ? ss : eps2), inv = 1.0f / nrm;
-        norm[i] = nrm;
-        float *o = out + i * F;
-        for (int f = 0; f < F; f++) o[f] = r[f] * inv;
-    }
-}
-
-/* In place: d (n, F) = (d - hat (hat . d)) / norm, the gradient through rows_normalize (torch's, with
- * d norm / d v = v / norm even when clamped). */
-static void rows_normalize_backward(float *d, const float *hat, const float *norm, int64_t n, int F) {
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        const float *h = hat + i * F;
-        float *dr = d + i * F;
-        double dot = 0.0;
-        for (int f = 0; f < F; f++) dot += (double)h[f] * dr[f];
-        const float inv = 1.0f / norm[i], fdot = (float)dot;
-        for (int f = 0; f < F; f++) dr[f] = (dr[f] - h[f] * fdot) * inv;
-    }
-}
-
 /* sum_g exp(-sum_v a log(a + 1e-7)), a = sum / n */
 static double perplexity(const double *sum, double n, int G, int V) {
     if (n <= 0) return 0.0;
@@ -199,6 +172,122 @@ static int same_code(const int32_t *a, const int32_t *b, int G) {
     for (int g = 0; g < G; g++)
         if (a[g] != b[g]) return 0;
     return 1;
+}
+
+/* The scored rows: masked, unpadded frames of utterances with at least two of them; fills act->utt,
+ * first, count and idx, and returns the row count. */
+static int64_t select_rows(Wav2vec2HeadAct *act, const uint8_t *mask, const uint8_t *pad, const int64_t *utt, int B,
+                           int64_t T) {
+    int64_t N = 0;
+    for (int b = 0; b < B; b++) {
+        act->utt[b] = utt[b];
+        int64_t m = 0;
+        for (int64_t t = 0; t < T; t++) m += mask[b * T + t] && !(pad && pad[b * T + t]);
+        act->first[b] = (int32_t)N;
+        act->count[b] = m >= 2 ? (int32_t)m : 0;
+        if (m < 2) continue;
+        for (int64_t t = 0; t < T; t++)
+            if (mask[b * T + t] && !(pad && pad[b * T + t])) act->idx[N++] = (int32_t)(b * T + t);
+    }
+    return N;
+}
+
+/* act->neg: per utterance, in frame order, from the stream (seed, step, utterance id, KOE_RNG_NEGATIVES). */
+static void sample_negatives(Wav2vec2HeadAct *act, const ModelRun *run, int B) {
+    const int K = act->cfg.n_negatives;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int b = 0; b < B; b++) {
+        const int32_t M = act->count[b], f0 = act->first[b];
+        if (M == 0) continue;
+        KoeRng rng = koe_rng(run->seed, run->step, (uint64_t)act->utt[b], KOE_RNG_NEGATIVES);
+        for (int32_t i = 0; i < M; i++)
+            for (int k = 0; k < K; k++) {
+                int32_t j = (int32_t)koe_rng_below(&rng, (uint64_t)M - 1);
+                j += j >= i;
+                act->neg[(int64_t)(f0 + i) * K + k] = f0 + j;
+            }
+    }
+}
+
+/* act->prob (N, 1+K) = the logits [positive, negatives]: cos(chat, zhat of the target) / logit_temp,
+ * -inf for a negative with the row's own code; returns the rows fairseq counts as correct. */
+static int64_t contrastive_logits(Wav2vec2HeadAct *act) {
+    const Wav2vec2HeadConfig *c = &act->cfg;
+    const int F = c->final_dim, G = c->G, K = c->n_negatives, K1 = K + 1;
+    const int64_t N = act->N;
+    const float inv_lt = 1.0f / c->logit_temp;
+    int64_t correct = 0;
+#pragma omp parallel for schedule(static) reduction(+ : correct)
+    for (int64_t i = 0; i < N; i++) {
+        const float *ci = act->chat + i * F;
+        float *pr = act->prob + i * K1;
+        for (int j = 0; j < K1; j++) {
+            const int64_t tr = j == 0 ? i : act->neg[i * K + j - 1];
+            if (j > 0 && same_code(act->code + i * G, act->code + tr * G, G)) {
+                pr[j] = -INFINITY;
+                continue;
+            }
+            const float *z = act->zhat + tr * F;
+            double dot = 0.0;
+            for (int f = 0; f < F; f++) dot += (double)ci[f] * z[f];
+            pr[j] = (float)dot * inv_lt;
+        }
+        float mx = pr[0], mn = pr[0];
+        for (int j = 1; j < K1; j++) mx = pr[j] > mx ? pr[j] : mx, mn = pr[j] < mn ? pr[j] : mn;
+        correct += pr[0] >= mx && !(pr[0] <= mn); /* fairseq: argmax == 0 and not argmin == 0 */
+    }
+    return correct;
+}
+
+/* From act->dlogit (d cos): dchat = sum_j dcos_j zhat_target(j); dzhat_target(j) += dcos_j chat.
+ * Negatives stay inside their utterance, so utterances are independent: one thread each, rows in order. */
+static void contrastive_backward(Wav2vec2HeadAct *act) {
+    const int F = act->cfg.final_dim, K = act->cfg.n_negatives, K1 = K + 1;
+    memset(act->dzhat, 0, (size_t)act->N * F * sizeof(float));
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int b = 0; b < act->B; b++) {
+        for (int64_t i = act->first[b]; i < (int64_t)act->first[b] + act->count[b]; i++) {
+            const float *dl = act->dlogit + i * K1, *ci = act->chat + i * F;
+            float *dc = act->dchat + i * F;
+            memset(dc, 0, (size_t)F * sizeof(float));
+            for (int j = 0; j < K1; j++) {
+                if (dl[j] == 0.0f) continue;
+                const int64_t tr = j == 0 ? i : act->neg[i * K + j - 1];
+                const float *z = act->zhat + tr * F;
+                float *dz = act->dzhat + tr * F;
+                for (int f = 0; f < F; f++) dc[f] += dl[j] * z[f], dz[f] += dl[j] * ci[f];
+            }
+        }
+    }
+}
+
+/* act->dl (N, G*V) += ddiv * d diversity / d logits, through the per-group softmax soft. */
+static void diversity_backward(Wav2vec2HeadAct *act, float ddiv) {
+    const int G = act->cfg.G, V = act->cfg.V, GV = G * V;
+    const int64_t N = act->N;
+    /* diversity = (GV - sum_g exp(H_g)) / GV, H_g = -sum_v a log(a + eps), a = prob_sum / n_sum */
+    for (int gg = 0; gg < G; gg++) {
+        double h = 0.0;
+        for (int v = 0; v < V; v++) {
+            const double a = act->prob_sum[gg * V + v] / act->n_sum;
+            h -= a * log(a + WAV2VEC2_PPL_EPS);
+        }
+        const double eh = exp(h);
+        for (int v = 0; v < V; v++) {
+            const double a = act->prob_sum[gg * V + v] / act->n_sum;
+            const double dh = -(log(a + WAV2VEC2_PPL_EPS) + a / (a + WAV2VEC2_PPL_EPS));
+            act->cdiv[gg * V + v] = (float)(ddiv * (-eh * dh / GV) / act->n_sum);
+        }
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++)
+        for (int gg = 0; gg < G; gg++) {
+            const float *y = act->soft + i * GV + gg * V, *cd = act->cdiv + gg * V;
+            float *dl = act->dl + i * GV + gg * V;
+            double dot = 0.0;
+            for (int v = 0; v < V; v++) dot += (double)y[v] * cd[v];
+            for (int v = 0; v < V; v++) dl[v] += y[v] * (cd[v] - (float)dot);
+        }
 }
 
 /* ---- forward / backward ----------------------------------------------------------------------------- */
@@ -224,18 +313,7 @@ void wav2vec2_head_forward(Wav2vec2HeadAct *act, const Wav2vec2HeadParams *p, co
     act->temp = wav2vec2_temperature(c, (int64_t)run->step);
     const float p_drop = run->train ? c->dropout_features : 0.0f;
 
-    /* scored rows: masked, unpadded frames of utterances with at least two of them */
-    int64_t N = 0;
-    for (int b = 0; b < B; b++) {
-        act->utt[b] = utt[b];
-        int64_t m = 0;
-        for (int64_t t = 0; t < T; t++) m += mask[b * T + t] && !(pad && pad[b * T + t]);
-        act->first[b] = (int32_t)N;
-        act->count[b] = m >= 2 ? (int32_t)m : 0;
-        if (m < 2) continue;
-        for (int64_t t = 0; t < T; t++)
-            if (mask[b * T + t] && !(pad && pad[b * T + t])) act->idx[N++] = (int32_t)(b * T + t);
-    }
+    const int64_t N = select_rows(act, mask, pad, utt, B, T);
     act->N = N;
     memset(st, 0, sizeof *st);
     st->temp = act->temp;
@@ -246,10 +324,10 @@ void wav2vec2_head_forward(Wav2vec2HeadAct *act, const Wav2vec2HeadParams *p, co
     if (N == 0) return;
 
     /* inputs: x rows; feature rows through dropout_features (one stream per frame) */
+    gather_rows_forward(act->xs, x, act->idx, N, D);
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < N; i++) {
         const int64_t r = act->idx[i], b = r / T;
-        memcpy(act->xs + i * D, x + r * D, (size_t)D * sizeof(float));
         dropout_forward(act->yin + i * C, feat + r * C, C, p_drop, run->seed, run->step,
                         featdrop_stream(act->utt[b], r - b * T));
     }
@@ -281,51 +359,15 @@ void wav2vec2_head_forward(Wav2vec2HeadAct *act, const Wav2vec2HeadParams *p, co
 
     /* targets and predictions, normalised for the cosines */
     linear_forward(act->zhat, act->q, p->pq_w, p->pq_b, N, Q, F);
-    rows_normalize(act->zhat, act->znorm, act->zhat, N, F);
+    rownorm_forward(act->zhat, act->znorm, act->zhat, N, F, WAV2VEC2_COS_EPS);
     linear_forward(act->chat, act->xs, p->fp_w, p->fp_b, N, D, F);
-    rows_normalize(act->chat, act->cnorm, act->chat, N, F);
+    rownorm_forward(act->chat, act->cnorm, act->chat, N, F, WAV2VEC2_COS_EPS);
 
-    /* negatives: per utterance, in frame order */
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int b = 0; b < B; b++) {
-        const int32_t M = act->count[b], f0 = act->first[b];
-        if (M == 0) continue;
-        KoeRng rng = koe_rng(run->seed, run->step, (uint64_t)act->utt[b], KOE_RNG_NEGATIVES);
-        for (int32_t i = 0; i < M; i++)
-            for (int k = 0; k < K; k++) {
-                int32_t j = (int32_t)koe_rng_below(&rng, (uint64_t)M - 1);
-                j += j >= i;
-                act->neg[(int64_t)(f0 + i) * K + k] = f0 + j;
-            }
-    }
+    sample_negatives(act, run, B);
 
     /* logits [positive, negatives] -> softmax CE with target 0 */
-    const float inv_lt = 1.0f / c->logit_temp;
-    int64_t correct = 0;
-#pragma omp parallel for schedule(static) reduction(+ : correct)
-    for (int64_t i = 0; i < N; i++) {
-        const float *ci = act->chat + i * F;
-        float *pr = act->prob + i * K1;
-        for (int j = 0; j < K1; j++) {
-            const int64_t tr = j == 0 ? i : act->neg[i * K + j - 1];
-            if (j > 0 && same_code(act->code + i * G, act->code + tr * G, G)) {
-                pr[j] = -INFINITY;
-                continue;
-            }
-            const float *z = act->zhat + tr * F;
-            double dot = 0.0;
-            for (int f = 0; f < F; f++) dot += (double)ci[f] * z[f];
-            pr[j] = (float)dot * inv_lt;
-        }
-        float mx = pr[0], mn = pr[0];
-        for (int j = 1; j < K1; j++) mx = pr[j] > mx ? pr[j] : mx, mn = pr[j] < mn ? pr[j] : mn;
-        correct += pr[0] >= mx && !(pr[0] <= mn); /* fairseq: argmax == 0 and not argmin == 0 */
-        double s = 0.0;
-        for (int j = 0; j < K1; j++) s += exp((double)(pr[j] - mx));
-        const double lse = mx + log(s);
-        act->row_loss[i] = (float)(lse - pr[0]);
-        for (int j = 0; j < K1; j++) pr[j] = (float)exp(pr[j] - lse);
-    }
+    const int64_t correct = contrastive_logits(act);
+    softmax_xent_forward(act->prob, act->row_loss, act->prob, NULL, N, K1);
     double loss = 0.0;
     for (int64_t i = 0; i < N; i++) loss += act->row_loss[i];
     st->loss_sum = loss;
@@ -343,50 +385,20 @@ void wav2vec2_head_backward(float *dx, float *dfeat, const Wav2vec2HeadParams *g
     const ModelRun *run = &act->run;
 
     /* d cos = dloss (softmax - onehot(0)) / logit_temp; -inf entries have probability 0, gradient 0 */
-    const float s = dloss / c->logit_temp;
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < N; i++) {
-        const float *pr = act->prob + i * K1;
-        float *dl = act->dlogit + i * K1;
-        for (int j = 0; j < K1; j++) dl[j] = s * pr[j];
-        dl[0] -= s;
-    }
-    /* dchat = sum_j dcos_j zhat_target(j); dzhat_target(j) += dcos_j chat. Negatives stay inside their
-     * utterance, so utterances are independent: one thread each, rows in order. */
-    memset(act->dzhat, 0, (size_t)N * F * sizeof(float));
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int b = 0; b < act->B; b++) {
-        for (int64_t i = act->first[b]; i < (int64_t)act->first[b] + act->count[b]; i++) {
-            const float *dl = act->dlogit + i * K1, *ci = act->chat + i * F;
-            float *dc = act->dchat + i * F;
-            memset(dc, 0, (size_t)F * sizeof(float));
-            for (int j = 0; j < K1; j++) {
-                if (dl[j] == 0.0f) continue;
-                const int64_t tr = j == 0 ? i : act->neg[i * K + j - 1];
-                const float *z = act->zhat + tr * F;
-                float *dz = act->dzhat + tr * F;
-                for (int f = 0; f < F; f++) dc[f] += dl[j] * z[f], dz[f] += dl[j] * ci[f];
-            }
-        }
-    }
-    rows_normalize_backward(act->dchat, act->chat, act->cnorm, N, F);
-    rows_normalize_backward(act->dzhat, act->zhat, act->znorm, N, F);
+    softmax_xent_backward(act->dlogit, act->prob, NULL, dloss / c->logit_temp, N, K1);
+    contrastive_backward(act);
 
-    /* final_proj -> dx */
+    /* final_proj -> dx, then project_q -> dq (dproj holds d of each projection's output in turn) */
+    memset(act->dproj, 0, (size_t)N * F * sizeof(float));
+    rownorm_backward(act->dproj, act->dchat, act->chat, act->cnorm, N, F);
     if (dx) memset(act->dxs, 0, (size_t)N * D * sizeof(float));
-    linear_backward(dx ? act->dxs : NULL, g->fp_w, g->fp_b, act->dchat, act->xs, p->fp_w, N, D, F);
-    if (dx) {
-#pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < N; i++) {
-            float *d = dx + (int64_t)act->idx[i] * D;
-            const float *src = act->dxs + i * D;
-            for (int k = 0; k < D; k++) d[k] += src[k];
-        }
-    }
-
-    /* project_q -> dq; codevectors get the rows of the entries chosen */
+    linear_backward(dx ? act->dxs : NULL, g->fp_w, g->fp_b, act->dproj, act->xs, p->fp_w, N, D, F);
+    if (dx) gather_rows_backward(dx, act->dxs, act->idx, N, D);
+    memset(act->dproj, 0, (size_t)N * F * sizeof(float));
+    rownorm_backward(act->dproj, act->dzhat, act->zhat, act->znorm, N, F);
     memset(act->dq, 0, (size_t)N * Q * sizeof(float));
-    linear_backward(act->dq, g->pq_w, g->pq_b, act->dzhat, act->q, p->pq_w, N, Q, F);
+    linear_backward(act->dq, g->pq_w, g->pq_b, act->dproj, act->q, p->pq_w, N, Q, F);
+    /* codevectors get the rows of the entries chosen */
     for (int64_t i = 0; i < N; i++)
         for (int gg = 0; gg < G; gg++) {
             float *dcv = g->codevectors + ((int64_t)gg * V + act->code[i * G + gg]) * Qg;
@@ -412,31 +424,7 @@ void wav2vec2_head_backward(float *dx, float *dfeat, const Wav2vec2HeadParams *g
                 for (int v = 0; v < V; v++) dl[v] += inv_tau * y[v] * (dy[v] - (float)dot);
             }
     }
-    if (ddiv != 0.0f && act->n_sum > 0) {
-        /* diversity = (GV - sum_g exp(H_g)) / GV, H_g = -sum_v a log(a + eps), a = prob_sum / n_sum */
-        for (int gg = 0; gg < G; gg++) {
-            double h = 0.0;
-            for (int v = 0; v < V; v++) {
-                const double a = act->prob_sum[gg * V + v] / act->n_sum;
-                h -= a * log(a + WAV2VEC2_PPL_EPS);
-            }
-            const double eh = exp(h);
-            for (int v = 0; v < V; v++) {
-                const double a = act->prob_sum[gg * V + v] / act->n_sum;
-                const double dh = -(log(a + WAV2VEC2_PPL_EPS) + a / (a + WAV2VEC2_PPL_EPS));
-                act->cdiv[gg * V + v] = (float)(ddiv * (-eh * dh / GV) / act->n_sum);
-            }
-        }
-#pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < N; i++)
-            for (int gg = 0; gg < G; gg++) {
-                const float *y = act->soft + i * GV + gg * V, *cd = act->cdiv + gg * V;
-                float *dl = act->dl + i * GV + gg * V;
-                double dot = 0.0;
-                for (int v = 0; v < V; v++) dot += (double)y[v] * cd[v];
-                for (int v = 0; v < V; v++) dl[v] += y[v] * (cd[v] - (float)dot);
-            }
-    }
+    if (ddiv != 0.0f && act->n_sum > 0) diversity_backward(act, ddiv);
 
     /* weight_proj -> dropout_features -> dfeat */
     if (dfeat) memset(act->dyin, 0, (size_t)N * C * sizeof(float));

@@ -128,6 +128,7 @@ typedef struct {
     /* backward scratch */
     float *dlogit;     /* (max_frames, 1+K) */
     float *dchat, *dzhat; /* (max_frames, F) */
+    float *dproj;      /* (max_frames, F) d final_proj output, then d project_q output */
     float *dq;         /* (max_frames, Q) */
     float *dl;         /* (max_frames, G*V) d weight_proj output */
     float *dgs;        /* (max_frames, G*V) d gsoft */

@@ -5,6 +5,7 @@
  *   3. finite differences in double: for each input tensor x_j and a random direction d,
  *      <dL/dx_j, d> from the fast and from the naive backward against
  *      (L(x + h d) - L(x - h d)) / 2h with L = <forward_naive(x), R>.
+ * The objective heads' kernels (row normalisation, softmax cross-entropy, gathered rows) run the same way.
  * Tolerances: fast vs naive 1e-4 * max|ref| + 1e-5 per tensor (the project's parity rule), worst
  * element printed on failure; directional derivatives 1e-4 (fast) and 1e-7 (naive) of sum|g_i d_i|. */
 #include <math.h>
@@ -544,12 +545,202 @@ static void test_add_axpy(void **state) {
     for (int i = 0; i < N; i++) assert_float_equal(y2[i], yd2[i], 1e-6); /* really y + s x, not y + x */
 }
 
+/* ---- the objective heads' kernels: row normalisation, softmax cross-entropy, gathered rows ---------- */
+
+typedef struct {
+    int64_t N;
+    int C;
+    float *norm, *out; /* the fast forward's, for its backward */
+    double *norm_d, *out_d;
+} RownormCase;
+
+static void rn_f(void *c, float *o, float *const *in) {
+    RownormCase *p = c;
+    rownorm_forward(o, p->norm, in[0], p->N, p->C, 1e-8f);
+    memcpy(p->out, o, (size_t)(p->N * p->C) * sizeof(float));
+}
+static void rn_b(void *c, float *const *d, const float *g, float *const *in) {
+    RownormCase *p = c;
+    (void)in;
+    rownorm_backward(d[0], g, p->out, p->norm, p->N, p->C);
+}
+static void rn_fd(void *c, double *o, double *const *in) {
+    RownormCase *p = c;
+    rownorm_forward_naive(o, p->norm_d, in[0], p->N, p->C, 1e-8);
+    memcpy(p->out_d, o, (size_t)(p->N * p->C) * sizeof(double));
+}
+static void rn_bd(void *c, double *const *d, const double *g, double *const *in) {
+    RownormCase *p = c;
+    (void)in;
+    rownorm_backward_naive(d[0], g, p->out_d, p->norm_d, p->N, p->C);
+}
+
+static void test_rownorm(void **state) {
+    (void)state;
+    RownormCase cases[] = {{.N = 5, .C = 7}, {.N = 33, .C = 256}, {.N = 1, .C = 1}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        RownormCase *p = &cases[i];
+        const int64_t n = p->N * p->C;
+        p->norm = koe_malloc((size_t)p->N * sizeof(float));
+        p->out = koe_malloc((size_t)n * sizeof(float));
+        p->norm_d = koe_malloc((size_t)p->N * sizeof(double));
+        p->out_d = koe_malloc((size_t)n * sizeof(double));
+        Kernel k = {.name = "rownorm", .n_in = 1, .in_n = {n}, .out_n = n, .in_scale = {1}, .in_offset = {0.3},
+                    .fwd = rn_f, .bwd = rn_b, .fwd_d = rn_fd, .bwd_d = rn_bd, .ctx = p};
+        run_kernel(&k, 900 + i);
+        free(p->norm);
+        free(p->out);
+        free(p->norm_d);
+        free(p->out_d);
+    }
+    /* a zero row and a row below eps: divided by eps (torch.cosine_similarity's clamp), in place */
+    float x[2][3] = {{0, 0, 0}, {3e-9f, 0, -4e-9f}}, norm[2];
+    rownorm_forward(&x[0][0], norm, &x[0][0], 2, 3, 1e-8f);
+    assert_float_equal(norm[0], 1e-8f, 0);
+    assert_float_equal(norm[1], 1e-8f, 0);
+    for (int c = 0; c < 3; c++) assert_float_equal(x[0][c], 0.0f, 0);
+    assert_float_equal(x[1][0], 0.3f, 1e-6);
+    assert_float_equal(x[1][2], -0.4f, 1e-6);
+}
+
+typedef struct {
+    int64_t N;
+    int C;
+    const int32_t *target; /* NULL: class 0 */
+    float *prob;
+    double *prob_d;
+} XentCase;
+
+/* The kernel's backward takes one dloss for all rows; <loss, R> needs R[i] for row i, so the wrappers
+ * call it row by row (N = 1), and add: the kernel writes its gradient. */
+static void xe_f(void *c, float *o, float *const *in) {
+    XentCase *p = c;
+    softmax_xent_forward(p->prob, o, in[0], p->target, p->N, p->C);
+}
+static void xe_b(void *c, float *const *d, const float *g, float *const *in) {
+    XentCase *p = c;
+    (void)in;
+    float *row = koe_malloc((size_t)p->C * sizeof(float));
+    for (int64_t i = 0; i < p->N; i++) {
+        softmax_xent_backward(row, p->prob + i * p->C, p->target ? p->target + i : NULL, g[i], 1, p->C);
+        for (int k = 0; k < p->C; k++) d[0][i * p->C + k] += row[k];
+    }
+    free(row);
+}
+static void xe_fd(void *c, double *o, double *const *in) {
+    XentCase *p = c;
+    softmax_xent_forward_naive(p->prob_d, o, in[0], p->target, p->N, p->C);
+}
+static void xe_bd(void *c, double *const *d, const double *g, double *const *in) {
+    XentCase *p = c;
+    (void)in;
+    double *row = koe_malloc((size_t)p->C * sizeof(double));
+    for (int64_t i = 0; i < p->N; i++) {
+        softmax_xent_backward_naive(row, p->prob_d + i * p->C, p->target ? p->target + i : NULL, g[i], 1, p->C);
+        for (int k = 0; k < p->C; k++) d[0][i * p->C + k] += row[k];
+    }
+    free(row);
+}
+
+static void test_softmax_xent(void **state) {
+    (void)state;
+    enum { NMAX = 40 };
+    int32_t target[NMAX];
+    for (int i = 0; i < NMAX; i++) target[i] = (i * 7) % 13;
+    XentCase cases[] = {{6, 13, target, NULL, NULL}, {40, 500, target, NULL, NULL}, {9, 101, NULL, NULL, NULL},
+                        {3, 1, NULL, NULL, NULL}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        XentCase *p = &cases[i];
+        p->prob = koe_malloc((size_t)(p->N * p->C) * sizeof(float));
+        p->prob_d = koe_malloc((size_t)(p->N * p->C) * sizeof(double));
+        Kernel k = {.name = "softmax_xent", .n_in = 1, .in_n = {p->N * p->C}, .out_n = p->N, .in_scale = {3},
+                    .fwd = xe_f, .bwd = xe_b, .fwd_d = xe_fd, .bwd_d = xe_bd, .ctx = p};
+        run_kernel(&k, 1000 + i);
+        free(p->prob);
+        free(p->prob_d);
+    }
+}
+
+/* All rows at once and in place: probabilities, the count of rows won, -inf logits, one dloss. */
+static void test_softmax_xent_rows(void **state) {
+    (void)state;
+    enum { N = 5, C = 6 };
+    const float logit[N][C] = {{1, 2, 3, 0, -1, 2},     {4, 1, 4, 0, 0, 0}, {0.5f, -INFINITY, 0.25f, -INFINITY, 0, 0},
+                               {-2, -2, -2, -2, -2, -2}, {9, 8, 7, 6, 5, 4}};
+    const int32_t target[N] = {2, 0, 0, 3, 1}; /* won, tied (counts), won over -inf, all tied, lost */
+    float x[N][C], prob[N][C], loss[N], loss2[N], d[N][C];
+    double ld[N][C], pd[N][C], lossd[N], dd[N][C];
+    memcpy(x, logit, sizeof x);
+    for (int i = 0; i < N; i++)
+        for (int k = 0; k < C; k++) ld[i][k] = logit[i][k];
+    assert_int_equal(softmax_xent_forward(&prob[0][0], loss, &logit[0][0], target, N, C), 4);
+    assert_int_equal(softmax_xent_forward_naive(&pd[0][0], lossd, &ld[0][0], target, N, C), 4);
+    assert_int_equal(softmax_xent_forward(&x[0][0], loss2, &x[0][0], target, N, C), 4); /* in place */
+    assert_false(check_close("softmax_xent", "prob", &prob[0][0], &pd[0][0], N * C));
+    assert_false(check_close("softmax_xent", "loss", loss, lossd, N));
+    assert_memory_equal(x, prob, sizeof x);
+    assert_memory_equal(loss2, loss, sizeof loss);
+    assert_float_equal(prob[2][1], 0.0f, 0);
+    assert_float_equal(loss[3], logf(C), 1e-6);
+    softmax_xent_backward(&d[0][0], &prob[0][0], target, 0.25f, N, C);
+    softmax_xent_backward_naive(&dd[0][0], &pd[0][0], target, 0.25, N, C);
+    assert_false(check_close("softmax_xent", "dlogit", &d[0][0], &dd[0][0], N * C));
+    softmax_xent_backward(&x[0][0], &x[0][0], target, 0.25f, N, C); /* in place */
+    assert_memory_equal(x, d, sizeof x);
+    assert_float_equal(d[2][3], 0.0f, 0);
+    /* target NULL: class 0 */
+    softmax_xent_forward(&prob[0][0], loss2, &logit[0][0], NULL, N, C);
+    softmax_xent_forward(&x[0][0], loss, &logit[0][0], (const int32_t[N]){0}, N, C);
+    assert_memory_equal(loss2, loss, sizeof loss);
+}
+
+typedef struct {
+    int64_t R, N;
+    int C;
+    int32_t *idx;
+} GatherCase;
+
+static void ga_f(void *c, float *o, float *const *in) {
+    GatherCase *p = c;
+    gather_rows_forward(o, in[0], p->idx, p->N, p->C);
+}
+static void ga_b(void *c, float *const *d, const float *g, float *const *in) {
+    GatherCase *p = c;
+    (void)in;
+    gather_rows_backward(d[0], g, p->idx, p->N, p->C);
+}
+static void ga_fd(void *c, double *o, double *const *in) {
+    GatherCase *p = c;
+    gather_rows_forward_naive(o, in[0], p->idx, p->N, p->C);
+}
+static void ga_bd(void *c, double *const *d, const double *g, double *const *in) {
+    GatherCase *p = c;
+    (void)in;
+    gather_rows_backward_naive(d[0], g, p->idx, p->N, p->C);
+}
+
+static void test_gather_rows(void **state) {
+    (void)state;
+    GatherCase cases[] = {{20, 11, 9, NULL}, {300, 200, 64, NULL}, {5, 5, 1, NULL}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        GatherCase *p = &cases[i];
+        p->idx = koe_malloc((size_t)p->N * sizeof(int32_t));
+        for (int64_t j = 0; j < p->N; j++) p->idx[j] = (int32_t)((j * 7 + 3) % p->R); /* distinct: R prime to 7 */
+        Kernel k = {.name = "gather_rows", .n_in = 1, .in_n = {p->R * p->C}, .out_n = p->N * p->C, .in_scale = {1},
+                    .fwd = ga_f, .bwd = ga_b, .fwd_d = ga_fd, .bwd_d = ga_bd, .ctx = p};
+        run_kernel(&k, 1100 + i);
+        free(p->idx);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_linear),      cmocka_unit_test(test_conv1d_out_len), cmocka_unit_test(test_conv1d),
         cmocka_unit_test(test_conv1d_blocks), cmocka_unit_test(test_layernorm),    cmocka_unit_test(test_groupnorm),
         cmocka_unit_test(test_activations), cmocka_unit_test(test_gelu_values),    cmocka_unit_test(test_dropout),
-        cmocka_unit_test(test_weightnorm),  cmocka_unit_test(test_add_axpy),
+        cmocka_unit_test(test_weightnorm),  cmocka_unit_test(test_add_axpy),    cmocka_unit_test(test_rownorm),
+        cmocka_unit_test(test_softmax_xent), cmocka_unit_test(test_softmax_xent_rows),
+        cmocka_unit_test(test_gather_rows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
