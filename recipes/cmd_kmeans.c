@@ -16,7 +16,7 @@
 #include <errno.h>
 #include <libgen.h>
 #include <math.h>
-#include <omp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,44 +36,60 @@ enum { KM_RNG_UTT_SAMPLE = 1, KM_RNG_FRAME_KEY = 2, KM_RNG_INIT = 3 };
 #define KM_BLOCK_FRAMES 8192
 #define KM_SAMPLE_BYTES ((int64_t)384 << 20) /* cap on the init sample's memory */
 
-const char cmd_kmeans_summary[] = "k-means over MFCC or a checkpoint layer of a corpus (HuBERT targets)";
-const char cmd_kmeans_help[] =
-    "usage: koe kmeans --corpus DIR --source mfcc|layer:N [--ckpt CKPT.h5] --k K --out KM.h5 [options]\n"
-    "\n"
-    "Clusters frames of the corpus: 39-d MFCC at 100 Hz (HuBERT iteration 1), or hidden state N of a\n"
-    "checkpoint's encoder at 50 Hz (layer:6 for iteration 2). Features are streamed utterance by\n"
-    "utterance; k-means++ runs on a bounded sample of frames, then Lloyd iterations pass over all\n"
-    "kept frames. Under mpirun the ranks split the utterances and sum their statistics: the result\n"
-    "equals one rank's up to float rounding.\n"
-    "Output KM.h5: /centroids float32 [k, dim]; attrs format=koe-kmeans, source, k, dim, frame_rate,\n"
-    "corpus, ckpt_checksum, seed, sample, iterations, inertia (of the last pass), frames.\n"
-    "\n"
-    "options:\n"
-    "  --corpus DIR        corpus written by `koe prepare` (required)\n"
-    "  --source S          mfcc or layer:N (required)\n"
-    "  --ckpt CKPT.h5      checkpoint whose layer N is clustered (required for layer:N)\n"
-    "  --k K               clusters, 1..65535 (required)\n"
-    "  --out KM.h5         output (required); written as KM.h5.tmp and renamed\n"
-    "  --sample F          fraction of utterances used, in (0, 1] (default 1)\n"
-    "  --seed S            seed of the utterance sample, frame sample and init (default 1)\n"
-    "  --iters N           maximum Lloyd iterations (default 100)\n"
-    "  --tol X             stop when the inertia improves by less than X relative (default 1e-4)\n"
-    "  --init I            k-means++ or random (default k-means++)\n"
-    "  --init-sample N     frames in the init sample (default 100000, capped at 384 MB of features)\n"
-    "  --cache-dir DIR     where layer features are cached during the run (default: --out's directory)\n"
-    "  --threads N         threads per rank (default 1)\n";
+typedef struct {
+    const char *corpus, *source, *ckpt, *out, *init, *cache_dir;
+    int k, iters, threads;
+    double sample, tol;
+    uint64_t seed;
+    int64_t init_sample;
+} KmeansOptions;
 
-static int parse_num(const char *opt, const char *s, double lo, double hi, double *v) {
-    char *end;
-    errno = 0;
-    double x = strtod(s, &end);
-    if (errno || end == s || *end || !(x >= lo && x <= hi)) {
-        fprintf(stderr, "koe kmeans: %s %s: expected a number in [%g, %g] (see `koe help kmeans`)\n", opt, s, lo, hi);
+static int parse_init(const char *s, void *dst, char *why, size_t n) {
+    if (strcmp(s, "k-means++") && strcmp(s, "random")) {
+        snprintf(why, n, "expected k-means++ or random");
         return -1;
     }
-    *v = x;
+    *(const char **)dst = s;
     return 0;
 }
+
+#define O(field) offsetof(KmeansOptions, field)
+static const CliFlag kmeans_flags[] = {
+    CLI_S("--corpus", O(corpus), NULL, CLI_REQUIRED, "DIR", "corpus written by `koe prepare`"),
+    CLI_S("--source", O(source), NULL, CLI_REQUIRED, "mfcc|layer:N", "the features clustered"),
+    CLI_S("--ckpt", O(ckpt), NULL, 0, "CKPT.h5", "checkpoint whose layer N is clustered (required for layer:N)"),
+    CLI_N("--k", CLI_INT, O(k), NULL, 1, LABELS_MAX_CLASSES, CLI_REQUIRED, "K", "clusters"),
+    CLI_S("--out", O(out), NULL, CLI_REQUIRED, "KM.h5", "output; written as KM.h5.tmp and renamed"),
+    CLI_N("--sample", CLI_DOUBLE, O(sample), "1", 0, 1, CLI_ABOVE_LO, "F", "fraction of utterances used"),
+    CLI_N("--seed", CLI_U64, O(seed), "1", 0, 9007199254740992.0, 0, "S",
+          "seed of the utterance sample, frame sample and init"),
+    CLI_N("--iters", CLI_INT, O(iters), "100", 0, 100000, 0, "N", "maximum Lloyd iterations"),
+    CLI_N("--tol", CLI_DOUBLE, O(tol), "1e-4", 0, 1, 0, "X", "stop when the inertia improves by less than X relative"),
+    CLI_P("--init", O(init), parse_init, "k-means++", 0, "I", "k-means++ or random"),
+    CLI_N("--init-sample", CLI_I64, O(init_sample), "100000", 1, 1e9, 0, "N",
+          "frames in the init sample (at most 384 MB of features)"),
+    CLI_S("--cache-dir", O(cache_dir), NULL, 0, "DIR",
+          "where layer features are cached during the run (default: --out's directory)"),
+    CLI_THREADS(O(threads)),
+    CLI_END,
+};
+
+static int kmeans_command(const void *opts, int n_args, char **args);
+
+const CliCommand cmd_kmeans = {
+    .name = "kmeans",
+    .summary = "k-means over MFCC or a checkpoint layer of a corpus (HuBERT targets)",
+    .about = "Clusters frames of the corpus: 39-d MFCC at 100 Hz (HuBERT iteration 1), or hidden state N of a\n"
+             "checkpoint's encoder at 50 Hz (layer:6 for iteration 2). Features are streamed utterance by\n"
+             "utterance; k-means++ runs on a bounded sample of frames, then Lloyd iterations pass over all\n"
+             "kept frames. Under mpirun the ranks split the utterances and sum their statistics: the result\n"
+             "equals one rank's up to float rounding.\n"
+             "Output KM.h5: /centroids float32 [k, dim]; attrs format=koe-kmeans, source, k, dim, frame_rate,\n"
+             "corpus, ckpt_checksum, seed, sample, iterations, inertia (of the last pass), frames.\n",
+    .flags = kmeans_flags,
+    .opts_size = sizeof(KmeansOptions),
+    .run = kmeans_command,
+};
 
 /* Bottom-M sample by 63-bit key: a max-heap of slots. */
 typedef struct {
@@ -248,138 +264,70 @@ static void lloyd_block(void *ctx, const float *X, int64_t N, int64_t utt, int64
     kmeans_accumulate(X, N, lc->D, lc->assign, lc->sums, lc->counts);
 }
 
-int cmd_kmeans(int argc, char **argv) {
-    const char *corpus_dir = NULL, *source = NULL, *ckpt = NULL, *out = NULL, *init = "k-means++", *cache_dir = NULL;
-    double k_d = 0, sample = 1, seed_d = 1, iters_d = 100, tol = 1e-4, init_sample_d = 100000, threads_d = 1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(cmd_kmeans_help, stdout);
-            return KOE_EXIT_OK;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "koe kmeans: %s needs a value, or is not an option (see `koe help kmeans`)\n", a);
-            return KOE_EXIT_USAGE;
-        }
-        const char *v = argv[++i];
-        int rc = 0;
-        if (!strcmp(a, "--corpus")) corpus_dir = v;
-        else if (!strcmp(a, "--source")) source = v;
-        else if (!strcmp(a, "--ckpt")) ckpt = v;
-        else if (!strcmp(a, "--out")) out = v;
-        else if (!strcmp(a, "--init")) init = v;
-        else if (!strcmp(a, "--cache-dir")) cache_dir = v;
-        else if (!strcmp(a, "--k")) rc = parse_num(a, v, 1, LABELS_MAX_CLASSES, &k_d);
-        else if (!strcmp(a, "--sample")) rc = parse_num(a, v, 1e-9, 1, &sample);
-        else if (!strcmp(a, "--seed")) rc = parse_num(a, v, 0, 9007199254740992.0, &seed_d);
-        else if (!strcmp(a, "--iters")) rc = parse_num(a, v, 0, 100000, &iters_d);
-        else if (!strcmp(a, "--tol")) rc = parse_num(a, v, 0, 1, &tol);
-        else if (!strcmp(a, "--init-sample")) rc = parse_num(a, v, 1, 1e9, &init_sample_d);
-        else if (!strcmp(a, "--threads")) rc = parse_num(a, v, 1, 1024, &threads_d);
-        else {
-            fprintf(stderr, "koe kmeans: unknown option %s (see `koe help kmeans`)\n", a);
-            return KOE_EXIT_USAGE;
-        }
-        if (rc < 0) return KOE_EXIT_USAGE;
-    }
-    if (!corpus_dir || !source || !out || k_d == 0) {
-        fprintf(stderr, "koe kmeans: --corpus, --source, --k and --out are required (see `koe help kmeans`)\n");
-        return KOE_EXIT_USAGE;
-    }
-    if (strcmp(init, "k-means++") && strcmp(init, "random")) {
-        fprintf(stderr, "koe kmeans: --init %s: expected k-means++ or random\n", init);
-        return KOE_EXIT_USAGE;
-    }
-    if (k_d != floor(k_d) || seed_d != floor(seed_d) || iters_d != floor(iters_d) || threads_d != floor(threads_d) ||
-        init_sample_d != floor(init_sample_d)) {
-        fprintf(stderr, "koe kmeans: --k, --seed, --iters, --init-sample and --threads take integers\n");
-        return KOE_EXIT_USAGE;
-    }
-    const int K = (int)k_d, iters = (int)iters_d;
-    const uint64_t seed = (uint64_t)seed_d;
-    const int rank = comm_rank(), world = comm_size();
-    omp_set_num_threads((int)threads_d);
-
-    /* the output directory first: a run should not end with nowhere to write */
+/* The output directory first: a run should not end with nowhere to write. */
+static int check_out_dir(const char *out, int rank) {
     char *ocopy = koe_strdup(out);
     int64_t no_dir = access(dirname(ocopy), W_OK | X_OK) < 0;
     const int out_errno = errno;
     comm_allreduce_max_i64(&no_dir, 1);
-    if (no_dir) {
-        if (rank == 0) fprintf(stderr, "koe kmeans: --out %s: cannot write in %s: %s\n", out, ocopy, strerror(out_errno));
-        free(ocopy);
-        return KOE_EXIT_USAGE;
-    }
+    if (no_dir && rank == 0)
+        fprintf(stderr, "koe kmeans: --out %s: cannot write in %s: %s\n", out, ocopy, strerror(out_errno));
     free(ocopy);
-    Corpus c;
-    KoeError err;
-    if (corpus_open(&c, corpus_dir, &err) < 0) {
-        if (rank == 0) fprintf(stderr, "koe kmeans: %s\n", err.msg);
-        return KOE_EXIT_USAGE;
-    }
-    KmSource src;
-    if (km_source_open(&src, source, ckpt, &c, &err) < 0) {
-        if (rank == 0) fprintf(stderr, "koe kmeans: %s\n", err.msg);
-        corpus_close(&c);
-        return KOE_EXIT_USAGE;
-    }
-    const int D = src.dim;
-    double t0 = koe_now();
+    return no_dir ? -1 : 0;
+}
 
-    /* 1. utterances: the kept ones, every world-th to this rank */
-    int64_t *utts = koe_malloc((size_t)(c.n_utts ? c.n_utts : 1) * sizeof(int64_t)), n_mine = 0, n_kept = 0;
-    for (int64_t u = 0; u < c.n_utts; u++) {
+/* 1. utterances: each kept with probability sample, every world-th kept one to this rank (into utts,
+ * c->n_utts long). Returns this rank's count; *n_kept gets the count over all ranks. */
+static int64_t keep_utterances(const Corpus *c, double sample, uint64_t seed, int64_t *utts, int64_t *n_kept) {
+    const int rank = comm_rank(), world = comm_size();
+    int64_t n_mine = 0;
+    *n_kept = 0;
+    for (int64_t u = 0; u < c->n_utts; u++) {
         if (sample < 1) {
             KoeRng g = koe_rng(seed, KM_RNG_UTT_SAMPLE, (uint64_t)u, KOE_RNG_KMEANS);
             if (koe_rng_uniform(&g) >= sample) continue;
         }
-        if (n_kept++ % world == rank) utts[n_mine++] = u;
+        if ((*n_kept)++ % world == rank) utts[n_mine++] = u;
     }
+    return n_mine;
+}
 
-    /* 2. pass 0: the init sample (and the layer cache) */
-    Stream st = {.src = &src, .c = &c, .utts = utts, .n_utts = n_mine};
-    st.block = koe_malloc((size_t)KM_BLOCK_FRAMES * D * sizeof(float));
-    char cache_path[4400] = "";
-    if (src.m) {
-        char *ocopy = koe_strdup(out);
-        snprintf(cache_path, sizeof cache_path, "%s/.%s.rank%d.feats.tmp", cache_dir ? cache_dir : dirname(ocopy),
-                 basename(ocopy), rank);
-        free(ocopy);
-        st.cache = fopen(cache_path, "w+b");
-        if (!st.cache)
-            koe_fatal(KOE_EXIT_USAGE, "koe kmeans: %s: cannot create the feature cache: %s (see --cache-dir)",
-                      cache_path, strerror(errno));
-    }
+/* The per-rank cache of layer features, in --cache-dir or beside --out. */
+static FILE *open_cache(const KmeansOptions *o, char *path, size_t n) {
+    char *ocopy = koe_strdup(o->out);
+    snprintf(path, n, "%s/.%s.rank%d.feats.tmp", o->cache_dir ? o->cache_dir : dirname(ocopy), basename(ocopy),
+             comm_rank());
+    free(ocopy);
+    FILE *f = fopen(path, "w+b");
+    if (!f)
+        koe_fatal(KOE_EXIT_USAGE, "koe kmeans: %s: cannot create the feature cache: %s (see --cache-dir)", path,
+                  strerror(errno));
+    return f;
+}
+
+/* 2. pass 0: the init sample, merged over the ranks (and the layer cache written). Returns its rows
+ * in *S (malloc'ed, (rows, D)); *frames gets the frame count over all ranks. */
+static int64_t draw_init_sample(Stream *st, int64_t init_sample, uint64_t seed, float **S, int64_t *frames) {
+    const int D = st->src->dim;
     Reservoir res = {.D = D};
-    res.M = (int64_t)init_sample_d;
+    res.M = init_sample;
     if (res.M > KM_SAMPLE_BYTES / ((int64_t)D * 4)) res.M = KM_SAMPLE_BYTES / ((int64_t)D * 4);
     res.key = koe_malloc((size_t)res.M * sizeof(int64_t));
     res.slot = koe_malloc((size_t)res.M * sizeof(int64_t));
     res.data = koe_malloc((size_t)res.M * D * sizeof(float));
     SampleCtx sc = {.r = &res, .seed = seed};
-    stream_pass(&st, sample_block, &sc);
-    int64_t frames = sc.frames;
-    comm_allreduce_sum_i64(&frames, 1);
-    float *S = NULL;
-    const int64_t Ns = reservoir_merge(&res, &S);
+    stream_pass(st, sample_block, &sc);
+    *frames = sc.frames;
+    comm_allreduce_sum_i64(frames, 1);
+    const int64_t Ns = reservoir_merge(&res, S);
     free(res.key);
     free(res.slot);
     free(res.data);
-    int rc = KOE_EXIT_OK;
-    if (Ns < K) {
-        if (rank == 0)
-            fprintf(stderr, "koe kmeans: only %lld frames in %lld utterances (--sample %g) for --k %d; use more data or "
-                            "a smaller --k\n", (long long)frames, (long long)n_kept, sample, K);
-        rc = KOE_EXIT_USAGE;
-        goto done;
-    }
-    if (rank == 0)
-        koe_log("kmeans: %s, %lld of %lld utterances, %lld frames of dim %d, k=%d, %d ranks; init sample %lld frames "
-                "(%.1f s)", source, (long long)n_kept, (long long)c.n_utts, (long long)frames, D, K, world,
-                (long long)Ns, koe_now() - t0);
+    return Ns;
+}
 
-    /* 3. init on the sample (every rank computes the same; rank 0's is broadcast to be sure) */
-    float *C = koe_malloc((size_t)K * D * sizeof(float));
+/* 3. init on the sample (every rank computes the same; rank 0's is broadcast to be sure) */
+static void init_centroids(const char *init, const float *S, int64_t Ns, int D, int K, uint64_t seed, float *C) {
     KoeRng g = koe_rng(seed, KM_RNG_INIT, 0, KOE_RNG_KMEANS);
     if (!strcmp(init, "random")) {
         int64_t *perm = koe_malloc((size_t)Ns * sizeof(int64_t));
@@ -391,8 +339,13 @@ int cmd_kmeans(int argc, char **argv) {
         kmeans_plusplus(S, Ns, D, K, &g, C);
     }
     comm_bcast(C, (size_t)K * D * sizeof(float), 0);
+}
 
-    /* 4. Lloyd */
+/* 4. Lloyd iterations on C (K, D) until the inertia improves by less than tol or after iters.
+ * Returns the iterations run; *inertia gets the last pass's. */
+static int lloyd(Stream *st, float *C, int K, const float *S, int64_t Ns, int iters, double tol, int64_t frames,
+                 double *inertia) {
+    const int D = st->src->dim;
     LloydCtx lc = {.C = C, .K = K, .D = D};
     float *c_sqn = koe_malloc((size_t)K * sizeof(float));
     lc.c_sqn = c_sqn;
@@ -403,32 +356,83 @@ int cmd_kmeans(int argc, char **argv) {
     double *stat = koe_malloc((size_t)n_stat * sizeof(double));
     lc.sums = stat;
     lc.counts = stat + (int64_t)K * D;
-    double prev = INFINITY, inertia = NAN;
+    double prev = INFINITY;
+    *inertia = NAN;
     int it = 0;
     for (it = 1; it <= iters; it++) {
         double ti = koe_now();
         memset(stat, 0, (size_t)n_stat * sizeof(double));
         lc.inertia = 0;
         kmeans_sqnorms(C, K, D, c_sqn);
-        stream_pass(&st, lloyd_block, &lc);
+        stream_pass(st, lloyd_block, &lc);
         stat[n_stat - 1] = lc.inertia;
         comm_allreduce_sum_f64(stat, (int)n_stat);
-        inertia = stat[n_stat - 1];
+        *inertia = stat[n_stat - 1];
         int empty = kmeans_update(C, lc.sums, lc.counts, K, D);
         if (empty) kmeans_reseed_empty(C, lc.counts, K, D, S, Ns);
-        if (rank == 0)
-            koe_log("kmeans: iter %d inertia %.6g (%.6g per frame), %d empty cluster%s re-seeded, %.2f s", it, inertia,
-                    inertia / (double)frames, empty, empty == 1 ? "" : "s", koe_now() - ti);
-        if (!empty && prev - inertia < tol * inertia) break;
-        prev = inertia;
+        if (comm_rank() == 0)
+            koe_log("kmeans: iter %d inertia %.6g (%.6g per frame), %d empty cluster%s re-seeded, %.2f s", it, *inertia,
+                    *inertia / (double)frames, empty, empty == 1 ? "" : "s", koe_now() - ti);
+        if (!empty && prev - *inertia < tol * *inertia) break;
+        prev = *inertia;
     }
-    if (it > iters) it = iters;
+    free(c_sqn);
+    free(lc.assign);
+    free(lc.scratch);
+    free(stat);
+    return it > iters ? iters : it;
+}
+
+static int kmeans_command(const void *opts, int n_args, char **args) {
+    (void)n_args, (void)args;
+    const KmeansOptions *o = opts;
+    const int K = o->k, rank = comm_rank(), world = comm_size();
+    cli_threads(o->threads, 0);
+    if (check_out_dir(o->out, rank) < 0) return KOE_EXIT_USAGE;
+    Corpus c;
+    KoeError err;
+    if (corpus_open(&c, o->corpus, &err) < 0) {
+        if (rank == 0) fprintf(stderr, "koe kmeans: %s\n", err.msg);
+        return KOE_EXIT_USAGE;
+    }
+    KmSource src;
+    if (km_source_open(&src, o->source, o->ckpt, &c, &err) < 0) {
+        if (rank == 0) fprintf(stderr, "koe kmeans: %s\n", err.msg);
+        corpus_close(&c);
+        return KOE_EXIT_USAGE;
+    }
+    const int D = src.dim;
+    double t0 = koe_now();
+    int64_t *utts = koe_malloc((size_t)(c.n_utts ? c.n_utts : 1) * sizeof(int64_t)), n_kept;
+    Stream st = {.src = &src, .c = &c, .utts = utts, .n_utts = keep_utterances(&c, o->sample, o->seed, utts, &n_kept)};
+    st.block = koe_malloc((size_t)KM_BLOCK_FRAMES * D * sizeof(float));
+    char cache_path[4400] = "";
+    if (src.m) st.cache = open_cache(o, cache_path, sizeof cache_path);
+    float *S = NULL;
+    int64_t frames;
+    const int64_t Ns = draw_init_sample(&st, o->init_sample, o->seed, &S, &frames);
+    int rc = KOE_EXIT_OK;
+    if (Ns < K) {
+        if (rank == 0)
+            fprintf(stderr, "koe kmeans: only %lld frames in %lld utterances (--sample %g) for --k %d; use more data or "
+                            "a smaller --k\n", (long long)frames, (long long)n_kept, o->sample, K);
+        rc = KOE_EXIT_USAGE;
+        goto done;
+    }
+    if (rank == 0)
+        koe_log("kmeans: %s, %lld of %lld utterances, %lld frames of dim %d, k=%d, %d ranks; init sample %lld frames "
+                "(%.1f s)", o->source, (long long)n_kept, (long long)c.n_utts, (long long)frames, D, K, world,
+                (long long)Ns, koe_now() - t0);
+    float *C = koe_malloc((size_t)K * D * sizeof(float));
+    init_centroids(o->init, S, Ns, D, K, o->seed, C);
+    double inertia;
+    const int it = lloyd(&st, C, K, S, Ns, o->iters, o->tol, frames, &inertia);
     if (rank == 0) {
-        if (km_file_write(out, C, K, D, &src, corpus_dir, seed, sample, it, inertia, frames, &err) < 0) {
+        if (km_file_write(o->out, C, K, D, &src, o->corpus, o->seed, o->sample, it, inertia, frames, &err) < 0) {
             fprintf(stderr, "koe kmeans: %s\n", err.msg);
             rc = KOE_EXIT_USAGE;
         } else {
-            koe_log("kmeans: wrote %s (k=%d, dim %d, %d iterations, inertia %.6g, %.1f s)", out, K, D, it, inertia,
+            koe_log("kmeans: wrote %s (k=%d, dim %d, %d iterations, inertia %.6g, %.1f s)", o->out, K, D, it, inertia,
                     koe_now() - t0);
         }
     }
@@ -436,10 +440,6 @@ int cmd_kmeans(int argc, char **argv) {
     comm_allreduce_max_i64(&flag, 1);
     rc = (int)flag;
     free(C);
-    free(c_sqn);
-    free(lc.assign);
-    free(lc.scratch);
-    free(stat);
 done:
     free(S);
     if (st.cache) {
