@@ -1,6 +1,6 @@
 /* cmd_embed.c — `koe embed --ckpt CKPT --layer N|all --out FILE.h5 (--corpus DIR | WAV...)`: hidden
- * states of a checkpoint's encoder for every utterance, in the features file layout of DESIGN.md
- * section 5:
+ * states of a checkpoint's encoder for every utterance, in the features file layout of data/README.md
+ * (Features):
  *   /feats float32 [frames, D] (--layer N) or [L+1, frames, D] (--layer all)
  *   /offset int64 [n+1]   /utt_id strings [n]
  *   attrs: format="koe-features", format_version=1, kind="layer:N" | "layers:all", frame_rate (50, or

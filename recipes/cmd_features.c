@@ -1,5 +1,5 @@
 /* cmd_features.c — `koe features --corpus DIR --kind mfcc|fbank --out FILE.h5`: Kaldi-compatible
- * features of every utterance of a corpus into one file (DESIGN.md section 5):
+ * features of every utterance of a corpus into one file (data/README.md, Features):
  *   /feats float32 [frames, dim]   /offset int64 [n+1]   /utt_id strings [n]
  *   attrs: format="koe-features", format_version=1, kind, frame_rate=100, dim, corpus
  * Under mpirun, rank r takes a contiguous range of utterances in the corpus's global order (cut so

@@ -1,5 +1,5 @@
 /* cmd_kmeans.c — `koe kmeans --corpus DIR --source mfcc|layer:N [--ckpt CKPT] --k K --out KM.h5`:
- * HuBERT's k-means over features streamed from the corpus (issue 4 section 3).
+ * HuBERT's k-means over features streamed from the corpus.
  *   1. Utterances: each is kept with probability --sample (RNG keyed by seed and utterance); rank r
  *      takes every world-th kept utterance.
  *   2. Pass 0 reads every kept utterance once and keeps a bounded sample of frames: the

@@ -1,5 +1,5 @@
 /* cmd_prepare.c — `koe prepare`: audio directories, fairseq manifests and Kaldi wav.scp in, corpus
- * shards + corpus.h5 + prepare-report.tsv out (DESIGN.md section 5). Under mpirun the ranks split the
+ * shards + corpus.h5 + prepare-report.tsv out (data/README.md, Corpus). Under mpirun the ranks split the
  * shards of one plan that does not depend on the rank count; rank 0 gathers the rejections and
  * writes the report and the index. The work itself is in data/prepare.c; this file only parses the
  * command line and does the collectives. */

@@ -1,6 +1,5 @@
-/* main.c — the koe binary: git-style subcommands (DESIGN.md section 6). Every subcommand runs
- * inside MPI (a plain `koe CMD` is a world of one) so that the same binary works under mpirun; its
- * command line is read from its flag table (cli.h) after MPI is up, so that only rank 0 complains. */
+/* main.c — the koe binary: git-style subcommands (recipes/README.md, Subcommands). Every subcommand runs
+ * inside MPI (a plain `koe CMD` is a world of one) so that the same binary works under mpirun. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +34,8 @@ static const CliCommand *find(const char *name) {
     return NULL;
 }
 
-/* koe CMD ...: MPI up, the command line read from CMD's table, CMD run. */
+/* koe CMD ...: MPI up, then the command line read from CMD's flag table (cli.h), so that under
+ * mpirun only rank 0 says what is wrong with it, then CMD run. */
 static int run_command(const CliCommand *c, int argc, char **argv) {
     comm_init(&argc, &argv);
     h5_init();
