@@ -4,7 +4,6 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <inttypes.h>
 #include <math.h>
 #include <omp.h>
 #include <stdarg.h>
@@ -57,11 +56,11 @@ static int parse_unsigned(const CliFlag *f, const char *s, unsigned long long *v
     char *end;
     errno = 0;
     *v = strtoull(s, &end, 10);
-    if (!*s || isspace((unsigned char)*s) || *end || (*s == '-' && s[1] == '-')) {
+    if (!*s || isspace((unsigned char)*s) || *end) {
         snprintf(why, n, "not an integer");
         return -1;
     }
-    if (*s == '-') return out_of_range(f, -1.0, why, n);
+    if (*s == '-') return out_of_range(f, -1.0, why, n); /* strtoull negates "-5"; it is below 0 */
     return out_of_range(f, errno == ERANGE ? INFINITY : (double)*v, why, n);
 }
 
