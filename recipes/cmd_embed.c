@@ -86,6 +86,7 @@ typedef struct {
     int64_t *len;
     int16_t **pcm;  /* WAV inputs: decoded up front; corpus: NULL (read one at a time) */
     Corpus *corpus; /* the corpus read from, or NULL */
+    int64_t max_len; /* samples of the longest (at least 1) */
 } Inputs;
 
 static void inputs_free(Inputs *in) {
@@ -99,25 +100,28 @@ static void inputs_free(Inputs *in) {
     if (in->corpus) corpus_close(in->corpus);
 }
 
-/* The utterances: the corpus's (read one at a time later) or the WAV files' (decoded now).
- * Returns 0, or -1 (printed). */
-static int inputs_load(Inputs *in, Corpus *c, const char *corpus_dir, char **wavs, int n_wavs) {
+/* The corpus's utterances, read one at a time later. Returns 0, or -1 (printed). */
+static int inputs_from_corpus(Inputs *in, Corpus *c, const char *corpus_dir) {
     KoeError err;
-    if (corpus_dir) {
-        if (corpus_open(c, corpus_dir, &err) < 0) {
-            fprintf(stderr, "koe embed: %s\n", err.msg);
-            return -1;
-        }
-        in->corpus = c;
-        in->n = (int)c->n_utts;
-        in->id = koe_calloc((size_t)(in->n ? in->n : 1), sizeof *in->id);
-        in->len = koe_calloc((size_t)(in->n ? in->n : 1), sizeof *in->len);
-        for (int i = 0; i < in->n; i++) {
-            in->id[i] = koe_strdup(corpus_utt_id(c, i));
-            in->len[i] = c->utt_length[i];
-        }
-        return 0;
+    if (corpus_open(c, corpus_dir, &err) < 0) {
+        fprintf(stderr, "koe embed: %s\n", err.msg);
+        return -1;
     }
+    in->corpus = c;
+    in->n = (int)c->n_utts;
+    in->id = koe_calloc((size_t)(in->n ? in->n : 1), sizeof *in->id);
+    in->len = koe_calloc((size_t)(in->n ? in->n : 1), sizeof *in->len);
+    for (int i = 0; i < in->n; i++) {
+        in->id[i] = koe_strdup(corpus_utt_id(c, i));
+        in->len[i] = c->utt_length[i];
+    }
+    return 0;
+}
+
+/* The WAV files, decoded now; ids are their names without directory and extension. Returns 0, or
+ * -1 (printed). */
+static int inputs_from_wavs(Inputs *in, char **wavs, int n_wavs) {
+    KoeError err;
     in->n = n_wavs;
     in->id = koe_calloc((size_t)n_wavs, sizeof *in->id);
     in->len = koe_calloc((size_t)n_wavs, sizeof *in->len);
@@ -138,6 +142,13 @@ static int inputs_load(Inputs *in, Corpus *c, const char *corpus_dir, char **wav
         in->id[i] = koe_strdup(base);
         free(copy);
     }
+    return 0;
+}
+
+static int inputs_load(Inputs *in, Corpus *c, const char *corpus_dir, char **wavs, int n_wavs) {
+    if ((corpus_dir ? inputs_from_corpus(in, c, corpus_dir) : inputs_from_wavs(in, wavs, n_wavs)) < 0) return -1;
+    in->max_len = 1;
+    for (int i = 0; i < in->n; i++) in->max_len = in->len[i] > in->max_len ? in->len[i] : in->max_len;
     return 0;
 }
 
@@ -182,10 +193,8 @@ static int feats_write(hid_t ds, const char *tmp, int all, int l, int64_t row0, 
 static int embed_all(Model *m, CkptInput *ci, Inputs *in, const int64_t *offset, int layer, hid_t ds,
                      const char *tmp, double *audio_s) {
     const int L = m->cfg.L, D = m->cfg.D, all = layer < 0;
-    int64_t max_len = 1;
-    for (int i = 0; i < in->n; i++) max_len = in->len[i] > max_len ? in->len[i] : max_len;
-    float *wav = koe_malloc((size_t)max_len * sizeof *wav);
-    int16_t *pcm = koe_malloc((size_t)max_len * sizeof *pcm);
+    float *wav = koe_malloc((size_t)in->max_len * sizeof *wav);
+    int16_t *pcm = koe_malloc((size_t)in->max_len * sizeof *pcm);
     KoeError err;
     ModelRun run = {0};
     int rc = 0;
@@ -231,16 +240,14 @@ static int feats_finish(hid_t f, hid_t ds, const char *tmp, const Inputs *in, co
 
 static int run(const char *ckpt, int layer, const char *out, Inputs *in) {
     KoeError err;
-    int64_t max_len = 1;
-    for (int i = 0; i < in->n; i++) max_len = in->len[i] > max_len ? in->len[i] : max_len;
     Recipe r;
-    Model *m = ckpt_model_open(ckpt, 1, max_len, &r, &err);
+    Model *m = ckpt_model_open(ckpt, 1, in->max_len, &r, &err);
     if (!m) {
         fprintf(stderr, "koe embed: %s\n", err.msg);
         return KOE_EXIT_USAGE;
     }
     CkptInput ci = {0};
-    ckpt_input_init(&ci, m, &r, max_len);
+    ckpt_input_init(&ci, m, &r, in->max_len);
     int rc = KOE_EXIT_USAGE;
     int64_t *offset = NULL;
     hid_t f = -1, ds = -1;
