@@ -42,7 +42,7 @@ export PKG_CONFIG_PATH := $(OPENBLAS_DIR)/pkgconfig$(if $(PKG_CONFIG_PATH),:$(PK
 Q := $(if $(filter 1,$(V)),,@)
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) -fopenmp -pthread -Wall -Wextra -Werror -MMD -MP
+CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) -fopenmp -pthread -Wall -Wextra -Werror -MMD -MP -I$(BUILD)/gen
 LDLIBS = $(PKG_LIBS) -ldnnl -Wl,-rpath,$(OPENBLAS_DIR) -lm -fopenmp -pthread $(LDSAN)
 
 SRC := $(wildcard core/*.c data/*.c distributed/*.c analysis/*.c)
@@ -55,7 +55,7 @@ BENCH_SRC := $(wildcard tests/bench/bench_*.c)
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 PLUGIN := $(BUILD)/hdf5-plugins/libh5zstd.so
 
-.PHONY: all deps check-deps test demo bench install clean help
+.PHONY: all deps check-deps test demo bench install clean help FORCE
 all: $(BUILD)/koe $(BUILD)/libkoe.a $(PLUGIN) $(TEST_BIN) $(BENCH_BIN)
 
 help:
@@ -85,6 +85,17 @@ $(BUILD)/obj/%.o: %.c $(BUILD)/deps.ok
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC    $<")
 	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+
+# The version (core/version.h): `git describe` of this tree, or the VERSION file of a release tarball
+# (no .git). Worked out on every make and written only when it changed, so that core/version.o is
+# rebuilt exactly when HEAD, a tag or the dirty state changes.
+VERSION_H := $(BUILD)/gen/koe_version.h
+$(VERSION_H): FORCE
+	@mkdir -p $(dir $@)
+	@v=$$( { [ -e .git ] && git describe --tags --always --dirty 2>/dev/null; } || cat VERSION); \
+	printf '#define KOE_VERSION "%s"\n' "$$v" > $@.tmp; \
+	if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
+$(BUILD)/obj/core/version.o: $(VERSION_H)
 
 $(BUILD)/libkoe.a: $(LIB_OBJ)
 	@rm -f $@

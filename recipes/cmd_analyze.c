@@ -5,6 +5,7 @@
  * skipped, phones matched across shards by name). This file reads the files and prints.
  * Under mpirun the ranks split the shards and sum their counts.
  * Must not: write anything (it only reads the corpus and the label set). */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,22 +19,38 @@
 #include "../distributed/comm.h"
 #include "commands.h"
 
-const char cmd_analyze_summary[] = "label quality vs phone alignments: phone purity, cluster purity, PNMI";
-const char cmd_analyze_help[] =
-    "usage: koe analyze labels --corpus DIR --labels NAME [--json]\n"
-    "\n"
-    "Compares the label set DIR/labels/NAME with the corpus's frame-level phone alignments (made by\n"
-    "`koe synth`; shards without /align cannot be analysed) and prints the HuBERT paper's measures:\n"
-    "  phone purity    sum_z max_y p(y, z)   (how pure each cluster is in phones)\n"
-    "  cluster purity  sum_y max_z p(y, z)   (how concentrated each phone is in one cluster)\n"
-    "  PNMI            I(phone; cluster) / H(phone)\n"
-    "50 Hz labels are repeated to the 100 Hz alignment; frames without a phone are skipped.\n"
-    "\n"
-    "options:\n"
-    "  --corpus DIR    corpus with alignments (required)\n"
-    "  --labels NAME   label set name (required)\n"
-    "  --json          print one JSON object {\"phone_purity\":..,\"cluster_purity\":..,\"pnmi\":..,...}\n"
-    "                  instead of the table\n";
+typedef struct {
+    const char *corpus, *labels;
+    int json;
+} AnalyzeOptions;
+
+#define O(field) offsetof(AnalyzeOptions, field)
+static const CliFlag analyze_flags[] = {
+    CLI_S("--corpus", O(corpus), NULL, CLI_REQUIRED, "DIR", "corpus with alignments"),
+    CLI_S("--labels", O(labels), NULL, CLI_REQUIRED, "NAME", "label set name"),
+    CLI_B("--json", O(json), "print one JSON object {\"phone_purity\":..,\"cluster_purity\":..,\"pnmi\":..,...}\n"
+                             "instead of the table"),
+    CLI_END,
+};
+
+static int analyze_command(const void *opts, int n_args, char **args);
+
+const CliCommand cmd_analyze = {
+    .name = "analyze",
+    .summary = "label quality vs phone alignments: phone purity, cluster purity, PNMI",
+    .args = "labels",
+    .min_args = 1,
+    .max_args = 1,
+    .about = "Compares the label set DIR/labels/NAME with the corpus's frame-level phone alignments (made by\n"
+             "`koe synth`; shards without /align cannot be analysed) and prints the HuBERT paper's measures:\n"
+             "  phone purity    sum_z max_y p(y, z)   (how pure each cluster is in phones)\n"
+             "  cluster purity  sum_y max_z p(y, z)   (how concentrated each phone is in one cluster)\n"
+             "  PNMI            I(phone; cluster) / H(phone)\n"
+             "50 Hz labels are repeated to the 100 Hz alignment; frames without a phone are skipped.\n",
+    .flags = analyze_flags,
+    .opts_size = sizeof(AnalyzeOptions),
+    .run = analyze_command,
+};
 
 /* Count this rank's shards (every world-th) into pc: each utterance's alignment joined with its labels
  * (map[si]: shard si's phone ids -> inventory). Returns 1 after a read error (printed), else 0. */
@@ -91,43 +108,12 @@ static void print_result(const PnmiResult *r, const LabelSet *ls, int64_t skippe
     fflush(stdout);
 }
 
-int cmd_analyze(int argc, char **argv) {
-    if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
-        fputs(cmd_analyze_help, stdout);
-        return KOE_EXIT_OK;
-    }
-    if (argc < 2 || strcmp(argv[1], "labels")) {
-        fprintf(stderr, "koe analyze: expected `koe analyze labels ...` (see `koe help analyze`)\n");
-        return KOE_EXIT_USAGE;
-    }
-    const char *corpus_dir = NULL, *name = NULL;
-    int json = 0;
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--json")) {
-            json = 1;
-            continue;
-        }
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(cmd_analyze_help, stdout);
-            return KOE_EXIT_OK;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "koe analyze: %s needs a value, or is not an option (see `koe help analyze`)\n", a);
-            return KOE_EXIT_USAGE;
-        }
-        const char *v = argv[++i];
-        if (!strcmp(a, "--corpus")) corpus_dir = v;
-        else if (!strcmp(a, "--labels")) name = v;
-        else {
-            fprintf(stderr, "koe analyze: unknown option %s (see `koe help analyze`)\n", a);
-            return KOE_EXIT_USAGE;
-        }
-    }
-    if (!corpus_dir || !name) {
-        fprintf(stderr, "koe analyze: --corpus and --labels are required (see `koe help analyze`)\n");
-        return KOE_EXIT_USAGE;
-    }
+static int analyze_command(const void *opts, int n_args, char **args) {
+    (void)n_args;
+    const AnalyzeOptions *o = opts;
+    const char *corpus_dir = o->corpus, *name = o->labels;
+    const int json = o->json;
+    if (strcmp(args[0], "labels")) return cli_error(&cmd_analyze, comm_rank() == 0, "expected `koe analyze labels ...`");
     const int rank = comm_rank();
     KoeError err;
     Corpus c;

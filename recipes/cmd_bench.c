@@ -7,9 +7,8 @@
  * OpenBLAS's, both measured in the same process, and where the time goes.
  * A benchmark, not a test: it checks nothing but that the loss is finite. */
 #include <cblas.h>
-#include <getopt.h>
 #include <math.h>
-#include <omp.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -18,6 +17,7 @@
 #include "../core/gemm.h"
 #include "../core/model.h"
 #include "../core/rng.h"
+#include "../data/labels.h"
 #include "../distributed/comm.h"
 #include "commands.h"
 #include "recipe.h"
@@ -25,25 +25,41 @@
 
 void openblas_set_num_threads(int n); /* OpenBLAS's own; not in cblas.h */
 
-const char cmd_bench_summary[] = "time training steps of a recipe's model (prints audio_s_per_s=X)";
-const char cmd_bench_help[] =
-    "usage: koe bench RECIPE.ini [section.key=value ...] [options]\n"
-    "\n"
-    "Times the training steps koe train runs (the recipe's objective: forward, loss, backward,\n"
-    "clipping, AdamW) on a synthetic batch of N(0, 1) audio with uniform HuBERT targets, like\n"
-    "../shared/anchors/torch_hubert_step.py, or on the recipe's corpus when data.corpus=DIR is given\n"
-    "(--batch and --seconds then do not apply; koe train's first updates compute the same losses).\n"
-    "Prints each step's loss, then step_median_s, peak_rss_mb, audio_s_per_s, the GFLOP/s reached\n"
-    "against the peak of koe's sgemm (oneDNN) and of OpenBLAS in the same process, and a per-section\n"
-    "profile. The first step is a warm-up. Writes nothing on disk.\n"
-    "\n"
-    "options:\n"
-    "  --batch B       utterances per step (default 2)\n"
-    "  --seconds S     seconds of audio per utterance (default 4)\n"
-    "  --steps N       timed steps after the warm-up (default 4)\n"
-    "  --threads T     threads (default: run.threads, else OMP_NUM_THREADS, else 1)\n"
-    "  --classes K     label classes of the HuBERT head (default 100)\n"
-    "  --no-profile    skip the per-section table\n";
+typedef struct {
+    int batch, steps, threads, classes, no_profile;
+    double seconds;
+} BenchOptions;
+
+#define O(field) offsetof(BenchOptions, field)
+static const CliFlag bench_flags[] = {
+    CLI_N("--batch", CLI_INT, O(batch), "2", 1, 4096, 0, "B", "utterances per step"),
+    CLI_N("--seconds", CLI_DOUBLE, O(seconds), "4", 0, 3600, CLI_ABOVE_LO, "S", "seconds of audio per utterance"),
+    CLI_N("--steps", CLI_INT, O(steps), "4", 1, 1000000, 0, "N", "timed steps after the warm-up"),
+    CLI_THREADS(O(threads)),
+    CLI_N("--classes", CLI_INT, O(classes), "100", 2, LABELS_MAX_CLASSES, 0, "K", "label classes of the HuBERT head"),
+    CLI_B("--no-profile", O(no_profile), "skip the per-section table"),
+    CLI_END,
+};
+
+static int bench_command(const void *opts, int n_args, char **args);
+
+const CliCommand cmd_bench = {
+    .name = "bench",
+    .summary = "time training steps of a recipe's model (prints audio_s_per_s=X)",
+    .args = "RECIPE.ini [section.key=value ...]",
+    .min_args = 1,
+    .max_args = -1,
+    .about = "Times the training steps koe train runs (the recipe's objective: forward, loss, backward,\n"
+             "clipping, AdamW) on a synthetic batch of N(0, 1) audio with uniform HuBERT targets, like\n"
+             "../shared/anchors/torch_hubert_step.py, or on the recipe's corpus when data.corpus=DIR is given\n"
+             "(--batch and --seconds then do not apply; koe train's first updates compute the same losses).\n"
+             "Prints each step's loss, then step_median_s, peak_rss_mb, audio_s_per_s, the GFLOP/s reached\n"
+             "against the peak of koe's sgemm (oneDNN) and of OpenBLAS in the same process, and a per-section\n"
+             "profile. The first step is a warm-up. Writes nothing on disk.\n",
+    .flags = bench_flags,
+    .opts_size = sizeof(BenchOptions),
+    .run = bench_command,
+};
 
 /* Multiply-add FLOPs (x2) of one forward through the model and head, and of the matching backward.
  * Counted as transformer layers and a HuBERT head (classes = 0: none): for a conformer or another head
@@ -107,41 +123,15 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-int cmd_bench(int argc, char **argv) {
-    int batch = 2, steps = 4, threads = 0, classes = 100, profile = 1;
-    double seconds = 4.0;
-    static const struct option opts[] = {{"batch", required_argument, 0, 'b'},   {"seconds", required_argument, 0, 's'},
-                                         {"steps", required_argument, 0, 'n'},   {"threads", required_argument, 0, 't'},
-                                         {"classes", required_argument, 0, 'k'}, {"no-profile", no_argument, 0, 'P'},
-                                         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
-    int o;
-    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (o) {
-        case 'b': batch = atoi(optarg); break;
-        case 's': seconds = atof(optarg); break;
-        case 'n': steps = atoi(optarg); break;
-        case 't': threads = atoi(optarg); break;
-        case 'k': classes = atoi(optarg); break;
-        case 'P': profile = 0; break;
-        case 'h': fputs(cmd_bench_help, stdout); return KOE_EXIT_OK;
-        default: fputs(cmd_bench_help, stderr); return KOE_EXIT_USAGE;
-        }
-    }
-    if (optind >= argc) {
-        fputs("koe bench: missing RECIPE.ini\n\n", stderr);
-        fputs(cmd_bench_help, stderr);
-        return KOE_EXIT_USAGE;
-    }
-    if (batch < 1 || steps < 1 || seconds <= 0 || classes < 2 || threads < 0)
-        koe_fatal(KOE_EXIT_USAGE, "bench: --batch, --steps and --classes >= 1 (classes >= 2), --seconds > 0");
+static int bench_command(const void *opts, int n_args, char **args) {
+    const BenchOptions *o = opts;
+    const int batch = o->batch, steps = o->steps, classes = o->classes, profile = !o->no_profile;
+    const double seconds = o->seconds;
+    const char *recipe_path = args[0];
     Recipe rc;
     KoeError err;
-    if (recipe_load(&rc, argv[optind], argc - optind - 1, argv + optind + 1, &err) < 0)
-        koe_fatal(KOE_EXIT_USAGE, "%s", err.msg);
-    if (!threads) threads = rc.run.threads;
-    if (!threads) threads = getenv("OMP_NUM_THREADS") ? atoi(getenv("OMP_NUM_THREADS")) : 1;
-    if (threads < 1) threads = 1;
-    omp_set_num_threads(threads);
+    if (recipe_load(&rc, recipe_path, n_args - 1, args + 1, &err) < 0) koe_fatal(KOE_EXIT_USAGE, "%s", err.msg);
+    const int threads = cli_threads(o->threads, rc.run.threads);
     openblas_set_num_threads(threads);
 
     rc.run.threads = threads;
@@ -185,7 +175,7 @@ int cmd_bench(int argc, char **argv) {
         printf("koe threads=%d model=%s params=%.1fM batch=%dx%gs loss=%.3f step_median_s=%.3f "
                "gflops=%.1f sgemm_gflops=%.1f sgemm_fraction=%.2f openblas_gflops=%.1f peak_rss_mb=%.0f "
                "audio_s_per_s=%.3f\n",
-               threads, argv[optind], (double)m->table.total / 1e6, m->B, seconds, st.loss, med, gflops, peak,
+               threads, recipe_path, (double)m->table.total / 1e6, m->B, seconds, st.loss, med, gflops, peak,
                gflops / peak, openblas_peak, (double)ru.ru_maxrss / 1024.0, audio_s / med);
     }
     free(times);

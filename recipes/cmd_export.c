@@ -2,6 +2,7 @@
  * (DIR/model.safetensors + DIR/config.json, see hf.h) that transformers and torchaudio's
  * import_huggingface_model load. Must not: leave half-written files under the final names. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -12,40 +13,39 @@
 #include "commands.h"
 #include "../data/hf.h"
 
-const char cmd_export_summary[] = "a checkpoint as model.safetensors + config.json (Hugging Face names)";
-const char cmd_export_help[] =
-    "usage: koe export --ckpt CKPT.h5 --out DIR\n"
-    "\n"
-    "Writes DIR/model.safetensors (every encoder tensor under its Hugging Face transformers name, F32,\n"
-    "__metadata__ {\"format\":\"pt\"}) and DIR/config.json (Wav2Vec2 fields: conv_dim, conv_kernel,\n"
-    "conv_stride, conv_bias, feat_extract_norm, hidden_size, num_hidden_layers, num_attention_heads,\n"
-    "intermediate_size, num_conv_pos_embeddings, num_conv_pos_embedding_groups, do_stable_layer_norm,\n"
-    "layer_norm_eps, dropouts, layerdrop, mask_time_*; plus koe_* fields for the fbank frontend and\n"
-    "the conformer encoder, which transformers' Wav2Vec2 has no field for).\n"
-    "`koe init --from DIR` reads it back.\n"
-    "\n"
-    "options:\n"
-    "  --ckpt CKPT.h5   checkpoint (koe init / koe train) (required)\n"
-    "  --out DIR        output directory, created if missing (required)\n";
+typedef struct {
+    const char *ckpt, *out;
+} ExportOptions;
 
-int cmd_export(int argc, char **argv) {
-    const char *ckpt = NULL, *out = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            fputs(cmd_export_help, stdout);
-            return KOE_EXIT_OK;
-        }
-        if (i + 1 < argc && !strcmp(argv[i], "--ckpt")) ckpt = argv[++i];
-        else if (i + 1 < argc && !strcmp(argv[i], "--out")) out = argv[++i];
-        else {
-            fprintf(stderr, "koe export: unknown option or missing value: %s (see `koe help export`)\n", argv[i]);
-            return KOE_EXIT_USAGE;
-        }
-    }
-    if (!ckpt || !out) {
-        fprintf(stderr, "koe export: --ckpt and --out are required (see `koe help export`)\n");
-        return KOE_EXIT_USAGE;
-    }
+#define O(field) offsetof(ExportOptions, field)
+static const CliFlag export_flags[] = {
+    CLI_S("--ckpt", O(ckpt), NULL, CLI_REQUIRED, "CKPT.h5", "checkpoint (koe init / koe train)"),
+    CLI_S("--out", O(out), NULL, CLI_REQUIRED, "DIR", "output directory, created if missing"),
+    CLI_END,
+};
+
+static int export_command(const void *opts, int n_args, char **args);
+
+const CliCommand cmd_export = {
+    .name = "export",
+    .summary = "a checkpoint as model.safetensors + config.json (Hugging Face names)",
+    .about =
+        "Writes DIR/model.safetensors (every encoder tensor under its Hugging Face transformers name, F32,\n"
+        "__metadata__ {\"format\":\"pt\"}) and DIR/config.json (Wav2Vec2 fields: conv_dim, conv_kernel,\n"
+        "conv_stride, conv_bias, feat_extract_norm, hidden_size, num_hidden_layers, num_attention_heads,\n"
+        "intermediate_size, num_conv_pos_embeddings, num_conv_pos_embedding_groups, do_stable_layer_norm,\n"
+        "layer_norm_eps, dropouts, layerdrop, mask_time_*; plus koe_* fields for the fbank frontend and\n"
+        "the conformer encoder, which transformers' Wav2Vec2 has no field for).\n"
+        "`koe init --from DIR` reads it back.\n",
+    .flags = export_flags,
+    .opts_size = sizeof(ExportOptions),
+    .run = export_command,
+};
+
+static int export_command(const void *opts, int n_args, char **args) {
+    (void)n_args, (void)args;
+    const ExportOptions *o = opts;
+    const char *ckpt = o->ckpt, *out = o->out;
     int rc = KOE_EXIT_OK;
     if (comm_rank() == 0) {
         KoeError err;

@@ -13,6 +13,7 @@
 #include <hdf5.h>
 #include <libgen.h>
 #include <omp.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -29,46 +30,42 @@
 #define FEATURES_FORMAT_VERSION 1
 #define FEATURES_BLOCK_BYTES ((int64_t)64 << 20) /* features held in memory per rank per write */
 
-const char cmd_features_summary[] = "Kaldi-compatible MFCC (39-d, HuBERT iteration 1) or fbank of a corpus";
-const char cmd_features_help[] =
-    "usage: koe features --corpus DIR --kind mfcc|fbank --out FILE.h5 [options]\n"
-    "\n"
-    "Compute features of every utterance of a corpus, as torchaudio.compliance.kaldi does:\n"
-    "  mfcc   13 cepstra (23 mel bins, lifter 22, no energy) + deltas + delta-deltas = 39 dims\n"
-    "  fbank  80 log mel energies\n"
-    "25 ms frames every 10 ms (100 Hz), snip_edges: an utterance of n samples has\n"
-    "1 + (n - 400) / 160 frames, none below 400 samples (25 ms).\n"
-    "Output (HDF5): /feats float32 [frames, dim], /offset int64 [n+1] (utterance i is rows\n"
-    "offset[i]..offset[i+1]), /utt_id, attrs format=koe-features, kind, frame_rate=100, dim.\n"
-    "Written as FILE.h5.tmp and renamed when complete. Under mpirun the ranks split the utterances\n"
-    "and write one shared file (MPI-IO); the result is identical for any number of ranks or threads.\n"
-    "\n"
-    "options:\n"
-    "  --corpus DIR        corpus directory written by `koe prepare` (required)\n"
-    "  --kind K            mfcc or fbank (required)\n"
-    "  --out FILE.h5       output file (required); its directory must exist\n"
-    "  --threads N         threads per rank (default 1)\n"
-    "  --block-frames N    frames each rank computes between two collective writes\n"
-    "                      (default: 64 MB of features, i.e. 430k mfcc / 209k fbank frames)\n";
+typedef struct {
+    const char *corpus, *kind, *out;
+    int threads;
+    int64_t block_frames;
+} FeaturesOptions;
 
-static void usage_error(const char *fmt, const char *arg) {
-    fprintf(stderr, "koe features: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, " (see `koe help features`)\n");
-}
+#define O(field) offsetof(FeaturesOptions, field)
+static const CliFlag features_flags[] = {
+    CLI_S("--corpus", O(corpus), NULL, CLI_REQUIRED, "DIR", "corpus directory written by `koe prepare`"),
+    CLI_S("--kind", O(kind), NULL, CLI_REQUIRED, "mfcc|fbank", "which features"),
+    CLI_S("--out", O(out), NULL, CLI_REQUIRED, "FILE.h5", "output file; its directory must exist"),
+    CLI_THREADS(O(threads)),
+    CLI_N("--block-frames", CLI_I64, O(block_frames), NULL, 1, INT64_MAX / 4096, 0, "N",
+          "frames each rank computes between two collective writes\n"
+          "(default: 64 MB of features, i.e. 430k mfcc / 209k fbank frames)"),
+    CLI_END,
+};
 
-static int parse_i64(const char *opt, const char *s, int64_t lo, int64_t hi, int64_t *v) {
-    char *end;
-    errno = 0;
-    long long x = strtoll(s, &end, 10);
-    if (errno || end == s || *end || x < lo || x > hi) {
-        fprintf(stderr, "koe features: %s %s: expected an integer in [%lld, %lld]\n", opt, s, (long long)lo,
-                (long long)hi);
-        return -1;
-    }
-    *v = x;
-    return 0;
-}
+static int features_command(const void *opts, int n_args, char **args);
+
+const CliCommand cmd_features = {
+    .name = "features",
+    .summary = "Kaldi-compatible MFCC (39-d, HuBERT iteration 1) or fbank of a corpus",
+    .about = "Compute features of every utterance of a corpus, as torchaudio.compliance.kaldi does:\n"
+             "  mfcc   13 cepstra (23 mel bins, lifter 22, no energy) + deltas + delta-deltas = 39 dims\n"
+             "  fbank  80 log mel energies\n"
+             "25 ms frames every 10 ms (100 Hz), snip_edges: an utterance of n samples has\n"
+             "1 + (n - 400) / 160 frames, none below 400 samples (25 ms).\n"
+             "Output (HDF5): /feats float32 [frames, dim], /offset int64 [n+1] (utterance i is rows\n"
+             "offset[i]..offset[i+1]), /utt_id, attrs format=koe-features, kind, frame_rate=100, dim.\n"
+             "Written as FILE.h5.tmp and renamed when complete. Under mpirun the ranks split the utterances\n"
+             "and write one shared file (MPI-IO); the result is identical for any number of ranks or threads.\n",
+    .flags = features_flags,
+    .opts_size = sizeof(FeaturesOptions),
+    .run = features_command,
+};
 
 /* First utterance u with offset[u] >= target (offset is non-decreasing, n + 1 long). */
 static int64_t first_utt_at(const int64_t *offset, int64_t n, int64_t target) {
@@ -118,46 +115,8 @@ static void finish_file(const char *tmp, const char *out, const Corpus *c, const
     if (koe_publish_file(tmp, out, &err) < 0) koe_fatal(KOE_EXIT_USAGE, "%s", err.msg);
 }
 
-int cmd_features(int argc, char **argv) {
-    const char *corpus_dir = NULL, *out = NULL, *kind_name = NULL;
-    int64_t threads = 1, block_frames = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(cmd_features_help, stdout);
-            return KOE_EXIT_OK;
-        }
-        if (i + 1 >= argc) {
-            usage_error("%s needs a value, or is not an option", a);
-            return KOE_EXIT_USAGE;
-        }
-        const char *v = argv[++i];
-        if (!strcmp(a, "--corpus")) corpus_dir = v;
-        else if (!strcmp(a, "--out")) out = v;
-        else if (!strcmp(a, "--kind")) kind_name = v;
-        else if (!strcmp(a, "--threads")) {
-            if (parse_i64(a, v, 1, 1024, &threads) < 0) return KOE_EXIT_USAGE;
-        } else if (!strcmp(a, "--block-frames")) {
-            if (parse_i64(a, v, 1, INT64_MAX / 4096, &block_frames) < 0) return KOE_EXIT_USAGE;
-        } else {
-            usage_error("unknown option %s", a);
-            return KOE_EXIT_USAGE;
-        }
-    }
-    if (!corpus_dir || !out || !kind_name) {
-        usage_error("%s", "--corpus, --kind and --out are required");
-        return KOE_EXIT_USAGE;
-    }
-    FeatureKind kind;
-    if (features_kind_parse(kind_name, &kind) < 0) {
-        usage_error("--kind %s: expected mfcc or fbank", kind_name);
-        return KOE_EXIT_USAGE;
-    }
-    const int rank = comm_rank(), world = comm_size();
-    const int dim = features_dim(kind);
-    if (block_frames == 0) block_frames = FEATURES_BLOCK_BYTES / ((int64_t)dim * (int64_t)sizeof(float));
-
-    /* The output directory, checked by rank 0 for all (MPI-IO's own error says little). */
+/* Rank 0 checks the output directory for all (MPI-IO's own error says little). */
+static int check_out_dir(const char *out, int rank) {
     char where[KOE_ERR_LEN] = "";
     if (rank == 0) {
         char *dcopy = koe_strdup(out);
@@ -167,10 +126,55 @@ int cmd_features(int argc, char **argv) {
         free(dcopy);
     }
     comm_bcast(where, sizeof where, 0);
-    if (where[0]) {
-        if (rank == 0) fprintf(stderr, "koe features: %s\n", where);
-        return KOE_EXIT_USAGE;
+    if (where[0] && rank == 0) fprintf(stderr, "koe features: %s\n", where);
+    return where[0] ? -1 : 0;
+}
+
+/* Features of utterances [ub, ue) into feats (rows from offset[ub]), threads at a time. A damaged
+ * shard on one rank aborts them all, naming it (the others wait in the collective write). */
+static void compute_block(Corpus *c, FeatureKind kind, const int64_t *offset, int64_t ub, int64_t ue,
+                          int64_t max_len, int threads, float *feats) {
+    const int64_t row0 = offset[ub], dim = features_dim(kind);
+    char failed[KOE_ERR_LEN] = "";
+#pragma omp parallel num_threads(threads)
+    {
+        FeatureExtractor *fe = features_create(kind);
+        int16_t *pcm = koe_malloc((size_t)(max_len ? max_len : 1) * sizeof *pcm); // (max_len)
+        float *wav = koe_malloc((size_t)(max_len ? max_len : 1) * sizeof *wav);   // (max_len)
+        KoeError e;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t u = ub; u < ue; u++) {
+            if (offset[u + 1] == offset[u]) continue;
+            int64_t len = c->utt_length[u];
+            if (corpus_read(c, u, 0, len, pcm, &e) < 0) {
+#pragma omp critical(features_error)
+                if (!failed[0]) snprintf(failed, sizeof failed, "%s", e.msg);
+                continue;
+            }
+            for (int64_t i = 0; i < len; i++) wav[i] = (float)pcm[i] / 32768.0f;
+            features_compute(fe, wav, len, feats + (offset[u] - row0) * dim);
+        }
+        free(wav);
+        free(pcm);
+        features_free(fe);
     }
+    if (failed[0]) koe_fatal(KOE_EXIT_USAGE, "koe features: %s", failed);
+}
+
+static int features_command(const void *opts, int n_args, char **args) {
+    (void)n_args, (void)args;
+    const FeaturesOptions *o = opts;
+    const char *corpus_dir = o->corpus, *out = o->out;
+    FeatureKind kind;
+    if (features_kind_parse(o->kind, &kind) < 0)
+        return cli_error(&cmd_features, comm_rank() == 0, "--kind %s: expected mfcc or fbank", o->kind);
+    const int threads = cli_threads(o->threads, 0);
+    const int rank = comm_rank(), world = comm_size();
+    const int dim = features_dim(kind);
+    int64_t block_frames = o->block_frames;
+    if (block_frames == 0) block_frames = FEATURES_BLOCK_BYTES / ((int64_t)dim * (int64_t)sizeof(float));
+
+    if (check_out_dir(out, rank) < 0) return KOE_EXIT_USAGE;
 
     /* Every rank reads the same index: failures are the same everywhere, so returning is safe here
      * (no collective has started). */
@@ -191,8 +195,8 @@ int cmd_features(int argc, char **argv) {
     }
     const int64_t F = offset[n];
     if (rank == 0) {
-        koe_log("features: %s of %lld utterances (%.2f h), %lld frames x %d, %d rank(s) x %lld thread(s)",
-                features_kind_name(kind), (long long)n, c.hours, (long long)F, dim, world, (long long)threads);
+        koe_log("features: %s of %lld utterances (%.2f h), %lld frames x %d, %d rank(s) x %d thread(s)",
+                features_kind_name(kind), (long long)n, c.hours, (long long)F, dim, world, threads);
         if (n_short)
             koe_warn("features: %lld utterance(s) shorter than 400 samples (25 ms) get no frames", (long long)n_short);
     }
@@ -222,37 +226,13 @@ int cmd_features(int argc, char **argv) {
     hid_t dset = h5par_create_dataset(file, "feats", H5T_IEEE_F32LE, 2, dims);
 
     double t0 = koe_now();
-    char failed[KOE_ERR_LEN] = "";
     for (int64_t b = 0; b < nb_max; b++) {
         int64_t row0 = 0, rows = 0;
         if (b < nb) {
             const int64_t ub = block_start[b], ue = block_start[b + 1];
             row0 = offset[ub];
             rows = offset[ue] - row0;
-#pragma omp parallel num_threads((int)threads)
-            {
-                FeatureExtractor *fe = features_create(kind);
-                int16_t *pcm = koe_malloc((size_t)(max_len ? max_len : 1) * sizeof *pcm); // (max_len)
-                float *wav = koe_malloc((size_t)(max_len ? max_len : 1) * sizeof *wav);   // (max_len)
-                KoeError e;
-#pragma omp for schedule(dynamic, 1)
-                for (int64_t u = ub; u < ue; u++) {
-                    if (offset[u + 1] == offset[u]) continue;
-                    int64_t len = c.utt_length[u];
-                    if (corpus_read(&c, u, 0, len, pcm, &e) < 0) {
-#pragma omp critical(features_error)
-                        if (!failed[0]) snprintf(failed, sizeof failed, "%s", e.msg);
-                        continue;
-                    }
-                    for (int64_t i = 0; i < len; i++) wav[i] = (float)pcm[i] / 32768.0f;
-                    features_compute(fe, wav, len, feats + (offset[u] - row0) * dim);
-                }
-                free(wav);
-                free(pcm);
-                features_free(fe);
-            }
-            /* A damaged shard on one rank: abort them all, naming it (the others wait in the write). */
-            if (failed[0]) koe_fatal(KOE_EXIT_USAGE, "koe features: %s", failed);
+            compute_block(&c, kind, offset, ub, ue, max_len, threads, feats);
         }
         h5par_write_rows(dset, H5T_NATIVE_FLOAT, row0, rows, feats);
     }

@@ -5,6 +5,7 @@
  * Must not: modify anything it reads; print from more than one rank. */
 #include <hdf5.h>
 #include <libgen.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -16,19 +17,34 @@
 #include "../distributed/comm.h"
 #include "commands.h"
 
-const char cmd_info_summary[] = "summarise a corpus, shard, label set, features file or checkpoint";
-const char cmd_info_help[] =
-    "usage: koe info [--ids N] PATH\n"
-    "\n"
-    "Summarise a koe file. PATH may be:\n"
-    "  a corpus directory (or its corpus.h5): shards, utterances, hours, languages, alignments, settings\n"
-    "  a corpus shard (shard-NNNNN.h5): utterances, duration, compression, languages, first ids\n"
-    "  any other koe HDF5 file (features, label set, checkpoint): format, attributes, datasets\n"
-    "Every file is checked as the readers used in training check it; a damaged or foreign file is an\n"
-    "error (exit 1) naming the file. Under mpirun only rank 0 prints.\n"
-    "\n"
-    "options:\n"
-    "  --ids N    how many utterance ids of a shard to list (default 5)\n";
+typedef struct {
+    int ids;
+} InfoOptions;
+
+static const CliFlag info_flags[] = {
+    CLI_N("--ids", CLI_INT, offsetof(InfoOptions, ids), "5", 0, 1000000, 0, "N",
+          "how many utterance ids of a shard to list"),
+    CLI_END,
+};
+
+static int info_command(const void *opts, int n_args, char **args);
+
+const CliCommand cmd_info = {
+    .name = "info",
+    .summary = "summarise a corpus, shard, label set, features file or checkpoint",
+    .args = "PATH",
+    .min_args = 1,
+    .max_args = 1,
+    .about = "Summarise a koe file. PATH may be:\n"
+             "  a corpus directory (or its corpus.h5): shards, utterances, hours, languages, alignments, settings\n"
+             "  a corpus shard (shard-NNNNN.h5): utterances, duration, compression, languages, first ids\n"
+             "  any other koe HDF5 file (features, label set, checkpoint): format, attributes, datasets\n"
+             "Every file is checked as the readers used in training check it; a damaged or foreign file is an\n"
+             "error (exit 1) naming the file. Under mpirun only rank 0 prints.\n",
+    .flags = info_flags,
+    .opts_size = sizeof(InfoOptions),
+    .run = info_command,
+};
 
 /* "12.3 MB": a byte count in the unit that keeps 3-4 significant digits. */
 static const char *human_bytes(int64_t b, char *buf, size_t n) {
@@ -312,35 +328,8 @@ static int info_path(const char *path, int n_ids) {
     return rc;
 }
 
-int cmd_info(int argc, char **argv) {
-    const char *path = NULL;
-    int n_ids = 5;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--ids") && i + 1 < argc) {
-            char *end;
-            long v = strtol(argv[++i], &end, 10);
-            if (*end || v < 0 || v > 1000000) {
-                fprintf(stderr, "koe info: --ids wants a count 0..1000000, got '%s'\n", argv[i]);
-                return KOE_EXIT_USAGE;
-            }
-            n_ids = (int)v;
-        } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            fputs(cmd_info_help, stdout);
-            return KOE_EXIT_OK;
-        } else if (argv[i][0] == '-' && argv[i][1]) {
-            fprintf(stderr, "koe info: unknown option '%s' (see koe help info)\n", argv[i]);
-            return KOE_EXIT_USAGE;
-        } else if (path) {
-            fprintf(stderr, "koe info: one PATH only (got '%s' and '%s')\n", path, argv[i]);
-            return KOE_EXIT_USAGE;
-        } else {
-            path = argv[i];
-        }
-    }
-    if (!path) {
-        fputs(cmd_info_help, stderr);
-        return KOE_EXIT_USAGE;
-    }
+static int info_command(const void *opts, int n_args, char **args) {
+    (void)n_args;
     if (comm_rank() != 0) return KOE_EXIT_OK; /* one summary per job, not one per rank */
-    return info_path(path, n_ids);
+    return info_path(args[0], ((const InfoOptions *)opts)->ids);
 }

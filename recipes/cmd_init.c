@@ -3,6 +3,7 @@
  * the same from a Hugging Face export (model.safetensors + config.json), so that pretraining can
  * continue from a published model. The checkpoint's /config is the resolved recipe.
  * Must not: run under several ranks writing the same file (rank 0 writes; the others wait). */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,69 +17,56 @@
 #include "../data/hf.h"
 #include "recipe.h"
 
-const char cmd_init_summary[] = "a randomly initialised model (or one loaded from a Hugging Face export) as a checkpoint";
-const char cmd_init_help[] =
-    "usage: koe init RECIPE.ini [section.key=value ...] --out CKPT.h5\n"
-    "       koe init --from DIR [section.key=value ...] --out CKPT.h5\n"
-    "\n"
-    "Writes a checkpoint: /model/<Hugging Face name> float32 tensors, /config (the resolved recipe),\n"
-    "attrs format=koe-checkpoint, format_version=1. Written as CKPT.h5.tmp, then renamed.\n"
-    "With RECIPE.ini the weights are initialised as fairseq does (from run.seed): conv stack kaiming\n"
-    "normal, encoder Linear N(0, 0.02) with zero bias, LayerNorm 1/0, positional conv N(0, 4/(K*D))\n"
-    "under weight norm, mask embedding U(0, 1).\n"
-    "With --from DIR the [model] section comes from DIR/config.json (transformers Wav2Vec2/HuBERT\n"
-    "fields) and the weights from DIR/model.safetensors (tensors outside the encoder, e.g. a CTC head,\n"
-    "are skipped with a warning); the other sections are the recipe defaults plus the overrides.\n"
-    "\n"
-    "options:\n"
-    "  --out CKPT.h5     output checkpoint (required)\n"
-    "  --from DIR        load a Hugging Face export instead of initialising (no RECIPE.ini then)\n"
-    "  section.key=value recipe overrides, applied after the file (see `koe help train` for keys)\n";
+typedef struct {
+    const char *out, *from;
+} InitOptions;
 
-static void usage_error(const char *msg, const char *arg) {
-    fprintf(stderr, "koe init: ");
-    fprintf(stderr, msg, arg);
-    fprintf(stderr, " (see `koe help init`)\n");
-}
+#define O(field) offsetof(InitOptions, field)
+static const CliFlag init_flags[] = {
+    CLI_S("--out", O(out), NULL, CLI_REQUIRED, "CKPT.h5", "output checkpoint"),
+    CLI_S("--from", O(from), NULL, 0, "DIR", "load a Hugging Face export instead of initialising (no RECIPE.ini then)"),
+    CLI_END,
+};
 
-int cmd_init(int argc, char **argv) {
-    const char *recipe = NULL, *out = NULL, *from = NULL;
-    char **over = koe_malloc((size_t)(argc + 1) * sizeof *over);
-    int n_over = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(cmd_init_help, stdout);
-            free(over);
-            return KOE_EXIT_OK;
-        }
-        if (!strcmp(a, "--out") || !strcmp(a, "--from")) {
-            if (i + 1 >= argc) {
-                usage_error("%s needs a value", a);
-                free(over);
-                return KOE_EXIT_USAGE;
-            }
-            *(!strcmp(a, "--out") ? &out : &from) = argv[++i];
-        } else if (a[0] == '-') {
-            usage_error("unknown option %s", a);
-            free(over);
-            return KOE_EXIT_USAGE;
-        } else if (strchr(a, '=')) over[n_over++] = argv[i];
-        else if (!recipe) recipe = a;
-        else {
-            usage_error("unexpected argument %s (one RECIPE.ini)", a);
-            free(over);
-            return KOE_EXIT_USAGE;
-        }
+static int init_command(const void *opts, int n_args, char **args);
+
+const CliCommand cmd_init = {
+    .name = "init",
+    .summary = "a randomly initialised model (or one loaded from a Hugging Face export) as a checkpoint",
+    .args = "(RECIPE.ini | --from DIR) [section.key=value ...]",
+    .max_args = -1,
+    .about = "Writes a checkpoint: /model/<Hugging Face name> float32 tensors, /config (the resolved recipe),\n"
+             "attrs format=koe-checkpoint, format_version=1. Written as CKPT.h5.tmp, then renamed.\n"
+             "With RECIPE.ini the weights are initialised as fairseq does (from run.seed): conv stack kaiming\n"
+             "normal, encoder Linear N(0, 0.02) with zero bias, LayerNorm 1/0, positional conv N(0, 4/(K*D))\n"
+             "under weight norm, mask embedding U(0, 1).\n"
+             "With --from DIR the [model] section comes from DIR/config.json (transformers Wav2Vec2/HuBERT\n"
+             "fields) and the weights from DIR/model.safetensors (tensors outside the encoder, e.g. a CTC head,\n"
+             "are skipped with a warning); the other sections are the recipe defaults plus the overrides.\n"
+             "section.key=value arguments override the recipe, after the file (`koe help train` lists the keys).\n",
+    .flags = init_flags,
+    .opts_size = sizeof(InitOptions),
+    .run = init_command,
+};
+
+static int init_command(const void *opts, int n_args, char **args) {
+    const InitOptions *o = opts;
+    const char *recipe = NULL, *out = o->out, *from = o->from;
+    char **over = koe_malloc((size_t)(n_args + 1) * sizeof *over);
+    int n_over = 0, rc = KOE_EXIT_OK;
+    for (int i = 0; i < n_args && !rc; i++) {
+        if (strchr(args[i], '=')) over[n_over++] = args[i];
+        else if (!recipe) recipe = args[i];
+        else rc = cli_error(&cmd_init, comm_rank() == 0, "unexpected argument %s (one RECIPE.ini)", args[i]);
     }
-    if (!out || (!recipe) == (!from)) {
-        usage_error("%s", "--out and exactly one of RECIPE.ini or --from DIR are required");
+    if (!rc && (!recipe) == (!from))
+        rc = cli_error(&cmd_init, comm_rank() == 0, "exactly one of RECIPE.ini or --from DIR is required");
+    if (rc) {
         free(over);
-        return KOE_EXIT_USAGE;
+        return rc;
     }
     KoeError err;
     Recipe r;
-    int rc = KOE_EXIT_OK;
     Model *m = NULL;
     if (recipe) {
         if (recipe_load(&r, recipe, n_over, over, &err) < 0) {

@@ -16,7 +16,7 @@
 #include <errno.h>
 #include <libgen.h>
 #include <math.h>
-#include <omp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,44 +38,60 @@ enum { KM_RNG_UTT_SAMPLE = 1, KM_RNG_FRAME_KEY = 2, KM_RNG_INIT = 3 };
 #define KM_BLOCK_FRAMES 8192
 #define KM_SAMPLE_BYTES ((int64_t)384 << 20) /* cap on the init sample's memory */
 
-const char cmd_kmeans_summary[] = "k-means over MFCC or a checkpoint layer of a corpus (HuBERT targets)";
-const char cmd_kmeans_help[] =
-    "usage: koe kmeans --corpus DIR --source mfcc|layer:N [--ckpt CKPT.h5] --k K --out KM.h5 [options]\n"
-    "\n"
-    "Clusters frames of the corpus: 39-d MFCC at 100 Hz (HuBERT iteration 1), or hidden state N of a\n"
-    "checkpoint's encoder at 50 Hz (layer:6 for iteration 2). Features are streamed utterance by\n"
-    "utterance; k-means++ runs on a bounded sample of frames, then Lloyd iterations pass over all\n"
-    "kept frames. Under mpirun the ranks split the utterances and sum their statistics: the result\n"
-    "equals one rank's up to float rounding.\n"
-    "Output KM.h5: /centroids float32 [k, dim]; attrs format=koe-kmeans, source, k, dim, frame_rate,\n"
-    "corpus, ckpt_checksum, seed, sample, iterations, inertia (of the last pass), frames.\n"
-    "\n"
-    "options:\n"
-    "  --corpus DIR        corpus written by `koe prepare` (required)\n"
-    "  --source S          mfcc or layer:N (required)\n"
-    "  --ckpt CKPT.h5      checkpoint whose layer N is clustered (required for layer:N)\n"
-    "  --k K               clusters, 1..65535 (required)\n"
-    "  --out KM.h5         output (required); written as KM.h5.tmp and renamed\n"
-    "  --sample F          fraction of utterances used, in (0, 1] (default 1)\n"
-    "  --seed S            seed of the utterance sample, frame sample and init (default 1)\n"
-    "  --iters N           maximum Lloyd iterations (default 100)\n"
-    "  --tol X             stop when the inertia improves by less than X relative (default 1e-4)\n"
-    "  --init I            k-means++ or random (default k-means++)\n"
-    "  --init-sample N     frames in the init sample (default 100000, capped at 384 MB of features)\n"
-    "  --cache-dir DIR     where layer features are cached during the run (default: --out's directory)\n"
-    "  --threads N         threads per rank (default 1)\n";
+typedef struct {
+    const char *corpus, *source, *ckpt, *out, *init, *cache_dir;
+    int k, iters, threads;
+    double sample, tol;
+    uint64_t seed;
+    int64_t init_sample;
+} KmeansOptions;
 
-static int parse_num(const char *opt, const char *s, double lo, double hi, double *v) {
-    char *end;
-    errno = 0;
-    double x = strtod(s, &end);
-    if (errno || end == s || *end || !(x >= lo && x <= hi)) {
-        fprintf(stderr, "koe kmeans: %s %s: expected a number in [%g, %g] (see `koe help kmeans`)\n", opt, s, lo, hi);
+static int parse_init(const char *s, void *dst, char *why, size_t n) {
+    if (strcmp(s, "k-means++") && strcmp(s, "random")) {
+        snprintf(why, n, "expected k-means++ or random");
         return -1;
     }
-    *v = x;
+    *(const char **)dst = s;
     return 0;
 }
+
+#define O(field) offsetof(KmeansOptions, field)
+static const CliFlag kmeans_flags[] = {
+    CLI_S("--corpus", O(corpus), NULL, CLI_REQUIRED, "DIR", "corpus written by `koe prepare`"),
+    CLI_S("--source", O(source), NULL, CLI_REQUIRED, "mfcc|layer:N", "the features clustered"),
+    CLI_S("--ckpt", O(ckpt), NULL, 0, "CKPT.h5", "checkpoint whose layer N is clustered (required for layer:N)"),
+    CLI_N("--k", CLI_INT, O(k), NULL, 1, LABELS_MAX_CLASSES, CLI_REQUIRED, "K", "clusters"),
+    CLI_S("--out", O(out), NULL, CLI_REQUIRED, "KM.h5", "output; written as KM.h5.tmp and renamed"),
+    CLI_N("--sample", CLI_DOUBLE, O(sample), "1", 0, 1, CLI_ABOVE_LO, "F", "fraction of utterances used"),
+    CLI_N("--seed", CLI_U64, O(seed), "1", 0, 9007199254740992.0, 0, "S",
+          "seed of the utterance sample, frame sample and init"),
+    CLI_N("--iters", CLI_INT, O(iters), "100", 0, 100000, 0, "N", "maximum Lloyd iterations"),
+    CLI_N("--tol", CLI_DOUBLE, O(tol), "1e-4", 0, 1, 0, "X", "stop when the inertia improves by less than X relative"),
+    CLI_P("--init", O(init), parse_init, "k-means++", 0, "I", "k-means++ or random"),
+    CLI_N("--init-sample", CLI_I64, O(init_sample), "100000", 1, 1e9, 0, "N",
+          "frames in the init sample (at most 384 MB of features)"),
+    CLI_S("--cache-dir", O(cache_dir), NULL, 0, "DIR",
+          "where layer features are cached during the run (default: --out's directory)"),
+    CLI_THREADS(O(threads)),
+    CLI_END,
+};
+
+static int kmeans_command(const void *opts, int n_args, char **args);
+
+const CliCommand cmd_kmeans = {
+    .name = "kmeans",
+    .summary = "k-means over MFCC or a checkpoint layer of a corpus (HuBERT targets)",
+    .about = "Clusters frames of the corpus: 39-d MFCC at 100 Hz (HuBERT iteration 1), or hidden state N of a\n"
+             "checkpoint's encoder at 50 Hz (layer:6 for iteration 2). Features are streamed utterance by\n"
+             "utterance; k-means++ runs on a bounded sample of frames, then Lloyd iterations pass over all\n"
+             "kept frames. Under mpirun the ranks split the utterances and sum their statistics: the result\n"
+             "equals one rank's up to float rounding.\n"
+             "Output KM.h5: /centroids float32 [k, dim]; attrs format=koe-kmeans, source, k, dim, frame_rate,\n"
+             "corpus, ckpt_checksum, seed, sample, iterations, inertia (of the last pass), frames.\n",
+    .flags = kmeans_flags,
+    .opts_size = sizeof(KmeansOptions),
+    .run = kmeans_command,
+};
 
 /* One pass over this rank's utterances: frames go through fn in blocks. */
 typedef struct {
@@ -261,57 +277,16 @@ static int result_write(const char *out, const KmeansFile *km, double t0) {
     return (int)rc;
 }
 
-int cmd_kmeans(int argc, char **argv) {
-    const char *corpus_dir = NULL, *source = NULL, *ckpt = NULL, *out = NULL, *init = "k-means++", *cache_dir = NULL;
-    double k_d = 0, sample = 1, seed_d = 1, iters_d = 100, tol = 1e-4, init_sample_d = 100000, threads_d = 1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(cmd_kmeans_help, stdout);
-            return KOE_EXIT_OK;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "koe kmeans: %s needs a value, or is not an option (see `koe help kmeans`)\n", a);
-            return KOE_EXIT_USAGE;
-        }
-        const char *v = argv[++i];
-        int rc = 0;
-        if (!strcmp(a, "--corpus")) corpus_dir = v;
-        else if (!strcmp(a, "--source")) source = v;
-        else if (!strcmp(a, "--ckpt")) ckpt = v;
-        else if (!strcmp(a, "--out")) out = v;
-        else if (!strcmp(a, "--init")) init = v;
-        else if (!strcmp(a, "--cache-dir")) cache_dir = v;
-        else if (!strcmp(a, "--k")) rc = parse_num(a, v, 1, LABELS_MAX_CLASSES, &k_d);
-        else if (!strcmp(a, "--sample")) rc = parse_num(a, v, 1e-9, 1, &sample);
-        else if (!strcmp(a, "--seed")) rc = parse_num(a, v, 0, 9007199254740992.0, &seed_d);
-        else if (!strcmp(a, "--iters")) rc = parse_num(a, v, 0, 100000, &iters_d);
-        else if (!strcmp(a, "--tol")) rc = parse_num(a, v, 0, 1, &tol);
-        else if (!strcmp(a, "--init-sample")) rc = parse_num(a, v, 1, 1e9, &init_sample_d);
-        else if (!strcmp(a, "--threads")) rc = parse_num(a, v, 1, 1024, &threads_d);
-        else {
-            fprintf(stderr, "koe kmeans: unknown option %s (see `koe help kmeans`)\n", a);
-            return KOE_EXIT_USAGE;
-        }
-        if (rc < 0) return KOE_EXIT_USAGE;
-    }
-    if (!corpus_dir || !source || !out || k_d == 0) {
-        fprintf(stderr, "koe kmeans: --corpus, --source, --k and --out are required (see `koe help kmeans`)\n");
-        return KOE_EXIT_USAGE;
-    }
-    if (strcmp(init, "k-means++") && strcmp(init, "random")) {
-        fprintf(stderr, "koe kmeans: --init %s: expected k-means++ or random\n", init);
-        return KOE_EXIT_USAGE;
-    }
-    if (k_d != floor(k_d) || seed_d != floor(seed_d) || iters_d != floor(iters_d) || threads_d != floor(threads_d) ||
-        init_sample_d != floor(init_sample_d)) {
-        fprintf(stderr, "koe kmeans: --k, --seed, --iters, --init-sample and --threads take integers\n");
-        return KOE_EXIT_USAGE;
-    }
-    const int K = (int)k_d, iters = (int)iters_d;
-    const uint64_t seed = (uint64_t)seed_d;
+static int kmeans_command(const void *opts, int n_args, char **args) {
+    (void)n_args, (void)args;
+    const KmeansOptions *o = opts;
+    const char *corpus_dir = o->corpus, *source = o->source, *ckpt = o->ckpt, *out = o->out, *init = o->init,
+               *cache_dir = o->cache_dir;
+    const double sample = o->sample, tol = o->tol;
+    const int K = o->k, iters = o->iters;
+    const uint64_t seed = o->seed;
     const int rank = comm_rank(), world = comm_size();
-    omp_set_num_threads((int)threads_d);
+    cli_threads(o->threads, 0);
 
     if (out_dir_check(out) < 0) return KOE_EXIT_USAGE; /* first: a run should not end with nowhere to write */
     Corpus c;
@@ -340,7 +315,7 @@ int cmd_kmeans(int argc, char **argv) {
     if (src.m) st.cache = cache_open(out, cache_dir, cache_path, sizeof cache_path);
     int64_t frames;
     float *S = NULL;
-    const int64_t Ns = init_sample(&st, (int64_t)init_sample_d, seed, &frames, &S);
+    const int64_t Ns = init_sample(&st, o->init_sample, seed, &frames, &S);
     int rc = KOE_EXIT_OK;
     if (Ns < K) {
         if (rank == 0)

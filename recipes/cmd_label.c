@@ -8,7 +8,7 @@
  * shards round-robin (rank r takes the part's shards r, r + world, ...).
  * Must not: leave a label file that looks complete after a failure (labels_write_shard publishes
  * complete files only), or let one rank fail alone while the others wait. */
-#include <omp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,30 +22,59 @@
 #include "commands.h"
 #include "feature_source.h"
 
-const char cmd_label_summary[] = "label every frame of a corpus with its nearest k-means centroid (HuBERT targets)";
-const char cmd_label_help[] =
-    "usage: koe label --corpus DIR --kmeans KM.h5 --name NAME [--ckpt CKPT.h5] [--part I/N]\n"
-    "                 [--threads N]\n"
-    "\n"
-    "Writes the label set DIR/labels/NAME/shard-NNNNN.h5, one file per corpus shard: /labels uint16\n"
-    "[frames] (nearest centroid of each frame), /offset int64 [n+1], attrs format=koe-labels,\n"
-    "n_classes, frame_rate (100 for mfcc, 50 for layer:N), source, kmeans_checksum, ckpt_checksum,\n"
-    "shard_fingerprint. The features are those KM.h5 was made from. Under mpirun the ranks split\n"
-    "the shards. `koe train` (data.labels=NAME) refuses a label set that does not match the corpus.\n"
-    "\n"
-    "--part I/N labels only the shards s with s % N == I (the ranks split those), so N jobs, e.g. the\n"
-    "tasks of a Slurm job array (--part $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT), make the set\n"
-    "together, in any order and at the same time. Each shard file is written to a .tmp file and renamed,\n"
-    "nothing else is written, so the set is complete once all N parts succeeded; a failed part can be\n"
-    "rerun alone. The N parts give the same files as one run without --part.\n"
-    "\n"
-    "options:\n"
-    "  --corpus DIR     corpus written by `koe prepare` (required)\n"
-    "  --kmeans KM.h5   written by `koe kmeans` (required)\n"
-    "  --name NAME      label set name (required), a plain name such as km100\n"
-    "  --ckpt CKPT.h5   the checkpoint `koe kmeans` used (required when its source is layer:N)\n"
-    "  --part I/N       label only the shards s with s % N == I, 0 <= I < N (default 0/1: all)\n"
-    "  --threads N      threads per rank (default 1)\n";
+typedef struct {
+    long part, parts;
+} LabelPart;
+
+typedef struct {
+    const char *corpus, *kmeans, *name, *ckpt;
+    LabelPart part;
+    int threads;
+} LabelOptions;
+
+static int parse_part(const char *s, void *dst, char *why, size_t n) {
+    LabelPart *p = dst;
+    char *slash, *end;
+    p->part = strtol(s, &slash, 10);
+    if (slash == s || *slash != '/' || (p->parts = strtol(slash + 1, &end, 10), end == slash + 1) || *end ||
+        p->parts < 1 || p->parts > 1000000 || p->part < 0 || p->part >= p->parts) {
+        snprintf(why, n, "expected I/N with integers 0 <= I < N, e.g. --part 0/4 (the shards s with s %% N == I)");
+        return -1;
+    }
+    return 0;
+}
+
+#define O(field) offsetof(LabelOptions, field)
+static const CliFlag label_flags[] = {
+    CLI_S("--corpus", O(corpus), NULL, CLI_REQUIRED, "DIR", "corpus written by `koe prepare`"),
+    CLI_S("--kmeans", O(kmeans), NULL, CLI_REQUIRED, "KM.h5", "written by `koe kmeans`"),
+    CLI_S("--name", O(name), NULL, CLI_REQUIRED, "NAME", "label set name, a plain name such as km100"),
+    CLI_S("--ckpt", O(ckpt), NULL, 0, "CKPT.h5", "the checkpoint `koe kmeans` used (required when its source is layer:N)"),
+    CLI_P("--part", O(part), parse_part, "0/1", 0, "I/N", "label only the shards s with s % N == I, 0 <= I < N (0/1: all of them)"),
+    CLI_THREADS(O(threads)),
+    CLI_END,
+};
+
+static int label_command(const void *opts, int n_args, char **args);
+
+const CliCommand cmd_label = {
+    .name = "label",
+    .summary = "label every frame of a corpus with its nearest k-means centroid (HuBERT targets)",
+    .about = "Writes the label set DIR/labels/NAME/shard-NNNNN.h5, one file per corpus shard: /labels uint16\n"
+             "[frames] (nearest centroid of each frame), /offset int64 [n+1], attrs format=koe-labels,\n"
+             "n_classes, frame_rate (100 for mfcc, 50 for layer:N), source, kmeans_checksum, ckpt_checksum,\n"
+             "shard_fingerprint. The features are those KM.h5 was made from. Under mpirun the ranks split\n"
+             "the shards. `koe train` (data.labels=NAME) refuses a label set that does not match the corpus.\n"
+             "\n"
+             "--part I/N labels only the shards s with s % N == I (the ranks split those), so N jobs, e.g. the\n"
+             "tasks of a Slurm job array (--part $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT), make the set\n"
+             "together, in any order and at the same time. Each shard file is written to a .tmp file and renamed,\n"
+             "nothing else is written, so the set is complete once all N parts succeeded; a failed part can be\n"
+             "rerun alone. The N parts give the same files as one run without --part.\n",
+    .flags = label_flags,
+    .opts_size = sizeof(LabelOptions),
+    .run = label_command,
+};
 
 /* Label one shard (global utterances first .. first + s->n - 1). */
 static int label_shard(Corpus *c, int si, int64_t first, FeatureSource *src, const KmeansFile *km, const float *c_sqn,
@@ -94,52 +123,12 @@ static LabelSetInfo label_set_info(const KmeansFile *km, double frame_rate) {
     return info;
 }
 
-int cmd_label(int argc, char **argv) {
-    const char *corpus_dir = NULL, *kmeans = NULL, *name = NULL, *ckpt = NULL;
-    int threads = 1;
-    long part = 0, parts = 1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(cmd_label_help, stdout);
-            return KOE_EXIT_OK;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "koe label: %s needs a value, or is not an option (see `koe help label`)\n", a);
-            return KOE_EXIT_USAGE;
-        }
-        const char *v = argv[++i];
-        if (!strcmp(a, "--corpus")) corpus_dir = v;
-        else if (!strcmp(a, "--kmeans")) kmeans = v;
-        else if (!strcmp(a, "--name")) name = v;
-        else if (!strcmp(a, "--ckpt")) ckpt = v;
-        else if (!strcmp(a, "--threads")) {
-            char *end;
-            long t = strtol(v, &end, 10);
-            if (*end || end == v || t < 1 || t > 1024) {
-                fprintf(stderr, "koe label: --threads %s: expected an integer in [1, 1024]\n", v);
-                return KOE_EXIT_USAGE;
-            }
-            threads = (int)t;
-        } else if (!strcmp(a, "--part")) {
-            char *slash, *end;
-            part = strtol(v, &slash, 10);
-            if (slash == v || *slash != '/' || (parts = strtol(slash + 1, &end, 10), end == slash + 1) || *end ||
-                parts < 1 || parts > 1000000 || part < 0 || part >= parts) {
-                fprintf(stderr, "koe label: --part %s: expected I/N with integers 0 <= I < N, e.g. --part 0/4 "
-                                "(the shards s with s %% N == I)\n", v);
-                return KOE_EXIT_USAGE;
-            }
-        } else {
-            fprintf(stderr, "koe label: unknown option %s (see `koe help label`)\n", a);
-            return KOE_EXIT_USAGE;
-        }
-    }
-    if (!corpus_dir || !kmeans || !name) {
-        fprintf(stderr, "koe label: --corpus, --kmeans and --name are required (see `koe help label`)\n");
-        return KOE_EXIT_USAGE;
-    }
-    omp_set_num_threads(threads);
+static int label_command(const void *opts, int n_args, char **args) {
+    (void)n_args, (void)args;
+    const LabelOptions *o = opts;
+    const char *corpus_dir = o->corpus, *kmeans = o->kmeans, *name = o->name, *ckpt = o->ckpt;
+    const long part = o->part.part, parts = o->part.parts;
+    cli_threads(o->threads, 0);
     const int rank = comm_rank(), world = comm_size();
     KoeError err;
     Corpus c;

@@ -5,6 +5,7 @@
  * command line and does the collectives. */
 #include <dirent.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -16,47 +17,63 @@
 #include "../distributed/comm.h"
 #include "commands.h"
 
-#define DEFAULT_SHARD_MB 256
+typedef struct {
+    const char *out, *lang, *align;
+    double shard_mb;
+    int lang_from_dir, allow_pipes, force;
+} PrepareCmdOptions;
 
-const char cmd_prepare_summary[] = "audio (dirs, fairseq .tsv, Kaldi wav.scp) to corpus shards";
-const char cmd_prepare_help[] =
-    "usage: koe prepare --out DIR [options] INPUT...\n"
-    "\n"
-    "Decode every input (any format libsndfile reads), mix to mono, resample to 16 kHz with libsoxr\n"
-    "(SOXR_HQ), store int16 in DIR/shard-NNNNN.h5 and index them in DIR/corpus.h5. Inputs that cannot\n"
-    "be used are listed with the reason in DIR/prepare-report.tsv and on stderr; the run goes on.\n"
-    "Under mpirun the ranks split the shards; the corpus is the same for any number of ranks.\n"
-    "\n"
-    "INPUT is one of\n"
-    "  DIR            every non-hidden file below DIR, sorted by path; id = path relative to DIR\n"
-    "                 without extension (files libsndfile cannot read are rejected)\n"
-    "  FILE.tsv       fairseq manifest: the root directory (relative to the manifest's directory\n"
-    "                 unless absolute), then relpath<TAB>nsamples[<TAB>lang]; id = relpath without extension\n"
-    "  FILE.scp       Kaldi wav.scp: `uttid path` or `uttid command |` (see --allow-pipes)\n"
-    "  FILE           one audio file; id = its name without extension\n"
-    "Ids must be unique: later duplicates are rejected.\n"
-    "\n"
-    "options:\n"
-    "  --out DIR        output corpus directory (required; created if missing)\n"
-    "  --shard-mb N     target size of a shard in MB of int16 audio (default 256)\n"
-    "  --lang L         language of every utterance (default: the manifest's third column, else und)\n"
-    "  --lang-from-dir  language = name of each file's parent directory\n"
-    "  --align CTM      phone alignments, lines `utt channel start dur phone` (seconds), stored as\n"
-    "                   10 ms frames in each shard's /align (default: none)\n"
-    "  --allow-pipes    run wav.scp `command |` entries with the shell (default: refused)\n"
-    "  --force          replace a corpus already in DIR (default: refuse; a corpus is immutable)\n"
-    "\n"
-    "The speaker of an utterance is its file's parent directory name (unknown for pipes).\n"
-    "Exit status: 0 if any utterance was written, 1 if nothing was (or on a usage error).\n";
-
-static int usage_error(const char *fmt, const char *arg) {
-    if (comm_rank() == 0) {
-        fprintf(stderr, "koe prepare: ");
-        fprintf(stderr, fmt, arg);
-        fprintf(stderr, "\n(see `koe help prepare`)\n");
+static int parse_lang(const char *s, void *dst, char *why, size_t n) {
+    if (!s[0] || strpbrk(s, " \t\n/")) {
+        snprintf(why, n, "expected a language code such as en or sw");
+        return -1;
     }
-    return KOE_EXIT_USAGE;
+    *(const char **)dst = s;
+    return 0;
 }
+
+#define O(field) offsetof(PrepareCmdOptions, field)
+static const CliFlag prepare_flags[] = {
+    CLI_S("--out", O(out), NULL, CLI_REQUIRED, "DIR", "output corpus directory (created if missing)"),
+    CLI_N("--shard-mb", CLI_DOUBLE, O(shard_mb), "256", 0, 1e6, CLI_ABOVE_LO, "N",
+          "target size of a shard in MB of int16 audio"),
+    CLI_P("--lang", O(lang), parse_lang, NULL, 0, "L",
+          "language of every utterance (default: the manifest's third column, else und)"),
+    CLI_B("--lang-from-dir", O(lang_from_dir), "language = name of each file's parent directory"),
+    CLI_S("--align", O(align), NULL, 0, "CTM", "phone alignments, lines `utt channel start dur phone` (seconds),\n"
+                                               "stored as 10 ms frames in each shard's /align (default: none)"),
+    CLI_B("--allow-pipes", O(allow_pipes), "run wav.scp `command |` entries with the shell (default: refused)"),
+    CLI_B("--force", O(force), "replace a corpus already in DIR (default: refuse; a corpus is immutable)"),
+    CLI_END,
+};
+
+static int prepare_command(const void *opts, int n_args, char **args);
+
+const CliCommand cmd_prepare = {
+    .name = "prepare",
+    .summary = "audio (dirs, fairseq .tsv, Kaldi wav.scp) to corpus shards",
+    .args = "INPUT...",
+    .min_args = 1,
+    .max_args = -1,
+    .about = "Decode every input (any format libsndfile reads), mix to mono, resample to 16 kHz with libsoxr\n"
+             "(SOXR_HQ), store int16 in DIR/shard-NNNNN.h5 and index them in DIR/corpus.h5. Inputs that cannot\n"
+             "be used are listed with the reason in DIR/prepare-report.tsv and on stderr; the run goes on.\n"
+             "Under mpirun the ranks split the shards; the corpus is the same for any number of ranks.\n"
+             "\n"
+             "INPUT is one of\n"
+             "  DIR            every non-hidden file below DIR, sorted by path; id = path relative to DIR\n"
+             "                 without extension (files libsndfile cannot read are rejected)\n"
+             "  FILE.tsv       fairseq manifest: the root directory (relative to the manifest's directory\n"
+             "                 unless absolute), then relpath<TAB>nsamples[<TAB>lang]; id = relpath without extension\n"
+             "  FILE.scp       Kaldi wav.scp: `uttid path` or `uttid command |` (see --allow-pipes)\n"
+             "  FILE           one audio file; id = its name without extension\n"
+             "Ids must be unique: later duplicates are rejected.\n"
+             "The speaker of an utterance is its file's parent directory name (unknown for pipes).\n"
+             "Exit status: 0 if any utterance was written, 1 if nothing was (or on a usage error).\n",
+    .flags = prepare_flags,
+    .opts_size = sizeof(PrepareCmdOptions),
+    .run = prepare_command,
+};
 
 static int is_shard_file(const char *name) {
     if (strncmp(name, "shard-", 6) != 0) return 0;
@@ -143,65 +160,21 @@ static void allreduce_i64_chunked(int64_t *v, int64_t n) {
     for (int64_t i = 0; i < n; i += 1 << 26) comm_allreduce_sum_i64(v + i, (int)(n - i < (1 << 26) ? n - i : 1 << 26));
 }
 
-int cmd_prepare(int argc, char **argv) {
-    const char *out = NULL, *align = NULL;
-    PrepareOptions opt = {.shard_bytes = (int64_t)DEFAULT_SHARD_MB << 20};
-    int force = 0;
-    char **inputs = koe_malloc((size_t)argc * sizeof *inputs);
-    int n_inputs = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int has_val = i + 1 < argc;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            if (comm_rank() == 0) fputs(cmd_prepare_help, stdout);
-            free(inputs);
-            return KOE_EXIT_OK;
-        } else if (!strcmp(a, "--out") && has_val) {
-            out = argv[++i];
-        } else if (!strcmp(a, "--shard-mb") && has_val) {
-            char *end;
-            double mb = strtod(argv[++i], &end);
-            if (*end || !(mb > 0) || mb > 1e6) {
-                free(inputs);
-                return usage_error("--shard-mb %s: expected a positive number of MB", argv[i]);
-            }
-            opt.shard_bytes = (int64_t)(mb * (1 << 20));
-        } else if (!strcmp(a, "--lang") && has_val) {
-            opt.lang = argv[++i];
-        } else if (!strcmp(a, "--lang-from-dir")) {
-            opt.lang_from_dir = 1;
-        } else if (!strcmp(a, "--align") && has_val) {
-            align = argv[++i];
-        } else if (!strcmp(a, "--allow-pipes")) {
-            opt.allow_pipes = 1;
-        } else if (!strcmp(a, "--force")) {
-            force = 1;
-        } else if (a[0] == '-' && a[1] == '-') {
-            free(inputs);
-            return usage_error("unknown option or missing value: %s", a);
-        } else {
-            inputs[n_inputs++] = argv[i];
-        }
-    }
-    if (!out || n_inputs == 0) {
-        free(inputs);
-        return usage_error("%s", !out ? "--out DIR is required" : "no INPUT given");
-    }
-    if (opt.lang && opt.lang_from_dir) {
-        free(inputs);
-        return usage_error("%s", "--lang and --lang-from-dir exclude each other");
-    }
-    if (opt.lang && (!opt.lang[0] || strpbrk(opt.lang, " \t\n/"))) {
-        free(inputs);
-        return usage_error("--lang '%s': expected a language code such as en or sw", opt.lang);
-    }
+static int prepare_command(const void *opts, int n_args, char **args) {
+    const PrepareCmdOptions *o = opts;
+    const char *out = o->out, *align = o->align;
+    char **inputs = args;
+    const int n_inputs = n_args, force = o->force;
+    PrepareOptions opt = {.shard_bytes = (int64_t)(o->shard_mb * (1 << 20)), .lang = o->lang,
+                          .lang_from_dir = o->lang_from_dir, .allow_pipes = o->allow_pipes};
+    if (opt.lang && opt.lang_from_dir)
+        return cli_error(&cmd_prepare, comm_rank() == 0, "--lang and --lang-from-dir exclude each other");
     int rank = comm_rank(), world = comm_size();
     double t0 = koe_now();
 
     int64_t rc_dir = rank == 0 ? prepare_out_dir(out, force) : 0;
     comm_bcast(&rc_dir, sizeof rc_dir, 0);
     if (rc_dir) {
-        free(inputs);
         return (int)rc_dir;
     }
 
@@ -221,7 +194,6 @@ int cmd_prepare(int argc, char **argv) {
             if (rank == 0) fprintf(stderr, "koe prepare: %s\n", err.msg[0] ? err.msg : "--align failed on another rank");
             prepare_plan_free(&plan);
             prepare_rejects_free(&rej);
-            free(inputs);
             return KOE_EXIT_USAGE;
         }
     }
@@ -293,6 +265,5 @@ int cmd_prepare(int argc, char **argv) {
     prepare_stats_free(&st);
     prepare_plan_free(&plan);
     prepare_rejects_free(&rej);
-    free(inputs);
     return (int)rc;
 }

@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -18,38 +19,6 @@
 #include "../distributed/comm.h"
 #include "commands.h"
 
-const char cmd_synth_summary[] = "synthesise the multilingual demo corpus (espeak-ng) with phone alignments";
-const char cmd_synth_help[] =
-    "usage: koe synth --out DIR [--langs L1,L2,...] [--minutes M] [--seed S] [--wordlists DIR]\n"
-    "\n"
-    "Speaks sentences drawn from word lists with espeak-ng, varying voice variant (m1-m7, f1-f4),\n"
-    "rate (130-220 wpm), pitch (30-70) and pitch range (20-80) per utterance, resampled to 16 kHz\n"
-    "with libsoxr. Deterministic for a seed, and the same under mpirun with any number of ranks.\n"
-    "\n"
-    "  --out DIR        output directory (required); DIR/wav must not exist yet\n"
-    "  --langs LIST     comma-separated languages (default: all supported:\n"
-    "                   en,de,fr,es,it,pt,nl,pl,cs,fi,ru,tr,sw,hi)\n"
-    "  --minutes M      minutes of audio in total, split evenly across languages (default 5);\n"
-    "                   each language gets utterances until its share is reached\n"
-    "  --seed S         seed of every random choice (default 1)\n"
-    "  --wordlists DIR  word lists LANG.txt (default: data/wordlists of the source tree the koe\n"
-    "                   binary was built in, or PREFIX/share/koe/wordlists when installed)\n"
-    "\n"
-    "Writes:\n"
-    "  DIR/wav/LANG/LANG-NNNNNN-VARIANT.wav  16-bit PCM mono, 16 kHz; the speaker is the variant\n"
-    "  DIR/train.tsv   fairseq manifest: first line the absolute path of DIR/wav, then\n"
-    "                  RELPATH<TAB>N_SAMPLES<TAB>LANG\n"
-    "  DIR/align.ctm   phone alignments, one line per phone: UTT 1 START DUR PHONE (seconds,\n"
-    "                  3 decimals), covering each utterance from 0 to its end; phones are espeak-ng's\n"
-    "                  IPA names, pauses and leading silence are \"sil\". UTT is the wav path under\n"
-    "                  DIR/wav without .wav (e.g. en/en-000003-m2), the id `koe prepare` gives it.\n"
-    "  DIR/utts.txt    what each utterance says and how (tab-separated, one header line): id,\n"
-    "                  speaker, rate, pitch, range, text\n"
-    "\n"
-    "Next: koe prepare --out CORPUS --lang-from-dir --align DIR/align.ctm DIR/wav\n";
-
-#define DEFAULT_MINUTES 5.0
-#define DEFAULT_SEED 1
 #define PRIOR_UTT_SAMPLES (3 * KOE_SAMPLE_RATE) /* guess of an utterance's length before any is made */
 #define MAX_WAVE_PER_LANG 256
 
@@ -63,6 +32,53 @@ typedef struct {
     int done;
 } LangState;
 
+typedef struct {
+    const char *out, *langs, *wordlists;
+    double minutes;
+    uint64_t seed;
+} SynthOptions;
+
+#define O(field) offsetof(SynthOptions, field)
+static const CliFlag synth_flags[] = {
+    CLI_S("--out", O(out), NULL, CLI_REQUIRED, "DIR", "output directory; DIR/wav must not exist yet"),
+    CLI_S("--langs", O(langs), NULL, 0, "L1,L2,...", "comma-separated languages (default: all supported:\n"
+                                                     "en,de,fr,es,it,pt,nl,pl,cs,fi,ru,tr,sw,hi)"),
+    CLI_N("--minutes", CLI_DOUBLE, O(minutes), "5", 0, 1e5, CLI_ABOVE_LO, "M",
+          "minutes of audio in total, split evenly across languages;\n"
+          "each language gets utterances until its share is reached"),
+    CLI_N("--seed", CLI_U64, O(seed), "1", 0, 9007199254740992.0, 0, "S", "seed of every random choice"),
+    CLI_S("--wordlists", O(wordlists), NULL, 0, "DIR", "word lists LANG.txt (default: data/wordlists of the source\n"
+                                                      "tree the koe binary was built in, or PREFIX/share/koe/wordlists\n"
+                                                      "when installed)"),
+    CLI_END,
+};
+
+static int synth_command(const void *opts, int n_args, char **args);
+
+const CliCommand cmd_synth = {
+    .name = "synth",
+    .summary = "synthesise the multilingual demo corpus (espeak-ng) with phone alignments",
+    .about = "Speaks sentences drawn from word lists with espeak-ng, varying voice variant (m1-m7, f1-f4),\n"
+             "rate (130-220 wpm), pitch (30-70) and pitch range (20-80) per utterance, resampled to 16 kHz\n"
+             "with libsoxr. Deterministic for a seed, and the same under mpirun with any number of ranks.\n"
+             "\n"
+             "Writes:\n"
+             "  DIR/wav/LANG/LANG-NNNNNN-VARIANT.wav  16-bit PCM mono, 16 kHz; the speaker is the variant\n"
+             "  DIR/train.tsv   fairseq manifest: first line the absolute path of DIR/wav, then\n"
+             "                  RELPATH<TAB>N_SAMPLES<TAB>LANG\n"
+             "  DIR/align.ctm   phone alignments, one line per phone: UTT 1 START DUR PHONE (seconds,\n"
+             "                  3 decimals), covering each utterance from 0 to its end; phones are espeak-ng's\n"
+             "                  IPA names, pauses and leading silence are \"sil\". UTT is the wav path under\n"
+             "                  DIR/wav without .wav (e.g. en/en-000003-m2), the id `koe prepare` gives it.\n"
+             "  DIR/utts.txt    what each utterance says and how (tab-separated, one header line): id,\n"
+             "                  speaker, rate, pitch, range, text\n"
+             "\n"
+             "Next: koe prepare --out CORPUS --lang-from-dir --align DIR/align.ctm DIR/wav\n",
+    .flags = synth_flags,
+    .opts_size = sizeof(SynthOptions),
+    .run = synth_command,
+};
+
 /* Paths are built from --out (checked to be short enough) and short names; a truncated path
  * would write somewhere else, so it is fatal rather than silent. */
 static void __attribute__((format(printf, 3, 4))) path_printf(char *buf, size_t n, const char *fmt, ...) {
@@ -71,15 +87,6 @@ static void __attribute__((format(printf, 3, 4))) path_printf(char *buf, size_t 
     int len = vsnprintf(buf, n, fmt, ap);
     va_end(ap);
     if (len < 0 || (size_t)len >= n) koe_fatal(KOE_EXIT_USAGE, "path too long: %s...", buf);
-}
-
-static int usage_error(int rank, const char *fmt, const char *a) {
-    if (rank == 0) {
-        fprintf(stderr, "koe synth: ");
-        fprintf(stderr, fmt, a);
-        fprintf(stderr, "\n(see `koe help synth`)\n");
-    }
-    return KOE_EXIT_USAGE;
 }
 
 /* The word lists next to the binary: BUILD/koe -> ../data/wordlists (source tree), or
@@ -255,189 +262,126 @@ static double cpu_seconds(void) {
                            kids.ru_stime.tv_usec);
 }
 
-int cmd_synth(int argc, char **argv) {
-    int rank = comm_rank(), world = comm_size();
-    const char *out = NULL, *langs_arg = NULL, *wl_dir = NULL;
-    double minutes = DEFAULT_MINUTES;
-    uint64_t seed = DEFAULT_SEED;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            if (rank == 0) fputs(cmd_synth_help, stdout);
-            return KOE_EXIT_OK;
-        }
-        if (strcmp(a, "--out") && strcmp(a, "--langs") && strcmp(a, "--minutes") && strcmp(a, "--seed") &&
-            strcmp(a, "--wordlists"))
-            return usage_error(rank, "unknown option '%s'", a);
-        if (i + 1 >= argc) return usage_error(rank, "%s needs a value", a);
-        const char *v = argv[++i];
-        char *end;
-        if (!strcmp(a, "--out")) out = v;
-        else if (!strcmp(a, "--langs")) langs_arg = v;
-        else if (!strcmp(a, "--wordlists")) wl_dir = v;
-        else if (!strcmp(a, "--minutes")) {
-            errno = 0;
-            minutes = strtod(v, &end);
-            if (errno || end == v || *end || !(minutes > 0) || minutes > 1e5)
-                return usage_error(rank, "--minutes '%s': give a number of minutes > 0 (at most 100000)", v);
-        } else {
-            errno = 0;
-            unsigned long long s = strtoull(v, &end, 10);
-            if (errno || end == v || *end || v[0] == '-')
-                return usage_error(rank, "--seed '%s': give a non-negative integer", v);
-            seed = (uint64_t)s;
-        }
-    }
-    if (!out) return usage_error(rank, "%s", "--out DIR is required");
-    if (strlen(out) > PATH_MAX - 256) return usage_error(rank, "--out '%s': path too long", out);
-
-    /* Languages: the requested ones, in the order given. */
+/* Languages: the requested ones (all when langs is NULL), in the order given, into ls. Returns the
+ * count, or -1 (printed on rank 0). */
+static int select_langs(const char *langs, LangState *ls) {
+    const int say = comm_rank() == 0;
     char supported[256];
     synth_lang_list(supported, sizeof supported);
-    char *langs_copy = koe_strdup(langs_arg ? langs_arg : supported);
-    LangState *ls = koe_calloc((size_t)synth_n_langs, sizeof *ls);
-    int n_langs = 0, rc = KOE_EXIT_OK;
-    for (char *save = NULL, *tok = strtok_r(langs_copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    char *copy = koe_strdup(langs ? langs : supported);
+    int n_langs = 0, rc = 0;
+    for (char *save = NULL, *tok = strtok_r(copy, ",", &save); tok && !rc; tok = strtok_r(NULL, ",", &save)) {
         int l = synth_lang_find(tok);
-        if (l < 0) {
-            if (rank == 0)
-                fprintf(stderr, "koe synth: --langs: unknown language '%s'; supported: %s\n", tok, supported);
-            rc = KOE_EXIT_USAGE;
-            break;
-        }
-        for (int j = 0; j < n_langs; j++)
-            if (ls[j].lang == l) {
-                if (rank == 0) fprintf(stderr, "koe synth: --langs: '%s' is given twice\n", tok);
-                rc = KOE_EXIT_USAGE;
-            }
-        if (rc) break;
-        ls[n_langs++].lang = l;
+        if (l < 0) rc = cli_error(&cmd_synth, say, "--langs: unknown language '%s'; supported: %s", tok, supported);
+        for (int j = 0; j < n_langs && !rc; j++)
+            if (ls[j].lang == l) rc = cli_error(&cmd_synth, say, "--langs: '%s' is given twice", tok);
+        if (!rc) ls[n_langs++].lang = l;
     }
-    free(langs_copy);
-    if (!rc && n_langs == 0) rc = usage_error(rank, "--langs '%s': no language given", langs_arg);
+    free(copy);
+    if (!rc && n_langs == 0) rc = cli_error(&cmd_synth, say, "--langs '%s': no language given", langs);
+    return rc ? -1 : n_langs;
+}
 
+/* Every language's word list, and an espeak-ng voice for it. Returns 0 or an exit code (printed). */
+static int load_langs(const char *wl_dir, LangState *ls, int n_langs) {
+    const int say = comm_rank() == 0;
     char wl_default[PATH_MAX];
-    if (!rc && !wl_dir) {
+    if (!wl_dir) {
         if (default_wordlists(wl_default, sizeof wl_default))
-            rc = usage_error(rank, "%s", "cannot find the word lists next to the koe binary: pass --wordlists "
-                                         "DIR (the source tree's data/wordlists)");
+            return cli_error(&cmd_synth, say, "cannot find the word lists next to the koe binary: pass --wordlists "
+                                              "DIR (the source tree's data/wordlists)");
         wl_dir = wl_default;
     }
     KoeError err;
-    for (int i = 0; !rc && i < n_langs; i++) {
+    for (int i = 0; i < n_langs; i++) {
         char p[PATH_MAX];
-        if (snprintf(p, sizeof p, "%s/%s.txt", wl_dir, synth_langs[ls[i].lang].code) >= (int)sizeof p) {
-            rc = usage_error(rank, "--wordlists '%s': path too long", wl_dir);
-            break;
-        }
-        if (synth_wordlist_load(&ls[i].wl, p, &err)) {
-            if (rank == 0) fprintf(stderr, "koe synth: %s\n", err.msg);
-            rc = KOE_EXIT_USAGE;
-        }
+        if (snprintf(p, sizeof p, "%s/%s.txt", wl_dir, synth_langs[ls[i].lang].code) >= (int)sizeof p)
+            return cli_error(&cmd_synth, say, "--wordlists '%s': path too long", wl_dir);
+        if (synth_wordlist_load(&ls[i].wl, p, &err)) return cli_error(&cmd_synth, say, "%s", err.msg);
     }
     int voice_ok[64];
     KOE_ASSERT(synth_n_langs <= 64);
-    if (!rc && synth_init(voice_ok, &err)) {
-        if (rank == 0) fprintf(stderr, "koe synth: %s\n", err.msg);
-        rc = KOE_EXIT_USAGE;
-    }
-    for (int i = 0; !rc && i < n_langs; i++)
-        if (!voice_ok[ls[i].lang]) {
-            if (rank == 0)
-                fprintf(stderr, "koe synth: espeak-ng has no voice '%s' for language %s: install espeak-ng-data "
-                                "or leave the language out of --langs\n",
-                        synth_langs[ls[i].lang].voice, synth_langs[ls[i].lang].code);
-            rc = KOE_EXIT_USAGE;
-        }
-    if (!rc && make_dirs(out, ls, n_langs)) rc = KOE_EXIT_USAGE;
-    if (rc) {
-        for (int i = 0; i < n_langs; i++) synth_wordlist_free(&ls[i].wl);
-        free(ls);
-        return rc;
-    }
+    if (synth_init(voice_ok, &err)) return cli_error(&cmd_synth, say, "%s", err.msg);
+    for (int i = 0; i < n_langs; i++)
+        if (!voice_ok[ls[i].lang])
+            return cli_error(&cmd_synth, say,
+                             "espeak-ng has no voice '%s' for language %s: install espeak-ng-data or leave the "
+                             "language out of --langs", synth_langs[ls[i].lang].voice, synth_langs[ls[i].lang].code);
+    return 0;
+}
 
-    double t0 = koe_now();
-    int64_t budget = (int64_t)ceil(minutes * 60.0 * KOE_SAMPLE_RATE / n_langs);
-    char part[PATH_MAX];
-    part_path(part, sizeof part, out, rank);
-    FILE *pf = fopen(part, "w");
-    if (!pf) koe_fatal(KOE_EXIT_USAGE, "cannot create %s: %s", part, strerror(errno));
-    int64_t clipped = 0, n_jobs_total = 0;
-    /* Waves: every language still short of its budget gets about as many utterances as its mean
-     * length so far says it needs; the kept utterances are the shortest prefix that reaches the
-     * budget, so the result does not depend on how a wave was sized or split, only the waste does. */
-    for (int wave = 0;; wave++) {
-        int64_t n_jobs = 0;
-        int64_t *job_n = koe_calloc((size_t)n_langs, sizeof *job_n);
-        for (int i = 0; i < n_langs; i++) {
-            if (ls[i].done) continue;
-            double est = ls[i].n_made ? (double)ls[i].made_samples / (double)ls[i].n_made : PRIOR_UTT_SAMPLES;
-            double need = ceil((double)(budget - ls[i].kept_samples) / est);
-            job_n[i] = need < 1 ? 1 : need > MAX_WAVE_PER_LANG ? MAX_WAVE_PER_LANG : (int64_t)need;
-            n_jobs += job_n[i];
+/* One wave: every language still short of its budget gets about as many utterances as its mean
+ * length so far says it needs; this rank makes every world-th, writing its wav and its CTM lines
+ * to pf. Returns the utterances made in the wave (0: every language is done). */
+static int64_t synth_wave(const char *out, LangState *ls, int n_langs, uint64_t seed, int64_t budget, FILE *pf,
+                          const char *part, int64_t *clipped) {
+    const int rank = comm_rank(), world = comm_size();
+    int64_t n_jobs = 0;
+    int64_t *job_n = koe_calloc((size_t)n_langs, sizeof *job_n);
+    for (int i = 0; i < n_langs; i++) {
+        if (ls[i].done) continue;
+        double est = ls[i].n_made ? (double)ls[i].made_samples / (double)ls[i].n_made : PRIOR_UTT_SAMPLES;
+        double need = ceil((double)(budget - ls[i].kept_samples) / est);
+        job_n[i] = need < 1 ? 1 : need > MAX_WAVE_PER_LANG ? MAX_WAVE_PER_LANG : (int64_t)need;
+        n_jobs += job_n[i];
+    }
+    int *job_lang = koe_malloc((size_t)(n_jobs ? n_jobs : 1) * sizeof *job_lang); /* index into ls */
+    int64_t *job_index = koe_malloc((size_t)(n_jobs ? n_jobs : 1) * sizeof *job_index);
+    int64_t *job_len = koe_calloc((size_t)(n_jobs ? n_jobs : 1), sizeof *job_len);
+    for (int i = 0, k = 0; i < n_langs; i++)
+        for (int64_t j = 0; j < job_n[i]; j++, k++) {
+            job_lang[k] = i;
+            job_index[k] = ls[i].n_made + j;
         }
-        if (n_jobs == 0) {
-            free(job_n);
-            break;
-        }
-        int *job_lang = koe_malloc((size_t)n_jobs * sizeof *job_lang); /* index into ls */
-        int64_t *job_index = koe_malloc((size_t)n_jobs * sizeof *job_index);
-        int64_t *job_len = koe_calloc((size_t)n_jobs, sizeof *job_len);
-        for (int i = 0, k = 0; i < n_langs; i++)
-            for (int64_t j = 0; j < job_n[i]; j++, k++) {
-                job_lang[k] = i;
-                job_index[k] = ls[i].n_made + j;
-            }
-        for (int64_t k = rank; k < n_jobs; k += world) {
-            LangState *L = &ls[job_lang[k]];
+    KoeError err;
+    for (int64_t k = rank; k < n_jobs; k += world) {
+        LangState *L = &ls[job_lang[k]];
+        SynthUttSpec s;
+        SynthUtt u;
+        synth_utt_spec(&s, seed, L->lang, job_index[k], &L->wl);
+        char id[128], wav[PATH_MAX];
+        synth_utt_id(id, sizeof id, &s);
+        if (synth_render(&s, &u, &err)) koe_fatal(KOE_EXIT_INTERNAL, "utterance %s: %s", id, err.msg);
+        path_printf(wav, sizeof wav, "%s/wav/%s.wav", out, id);
+        if (synth_write_wav(wav, &u, &err)) koe_fatal(KOE_EXIT_USAGE, "utterance %s: %s", id, err.msg);
+        if (synth_write_ctm(pf, id, &u)) koe_fatal(KOE_EXIT_USAGE, "write error on %s (disk full?)", part);
+        job_len[k] = u.n_samples;
+        *clipped += u.n_clipped;
+        synth_utt_free(&u);
+        synth_utt_spec_free(&s);
+    }
+    KOE_ASSERT(n_jobs <= INT_MAX);
+    if (n_jobs) comm_allreduce_sum_i64(job_len, (int)n_jobs);
+    /* The kept utterances are the shortest prefix that reaches the budget, so the result does not
+     * depend on how a wave was sized or split, only the waste does. */
+    for (int64_t k = 0; k < n_jobs; k++) {
+        LangState *L = &ls[job_lang[k]];
+        KOE_ASSERT(job_len[k] > 0 && job_index[k] == L->n_made);
+        L->len = koe_realloc(L->len, (size_t)(L->n_made + 1) * sizeof *L->len);
+        L->len[L->n_made++] = job_len[k];
+        L->made_samples += job_len[k];
+        if (!L->done) {
+            L->n_kept++;
+            L->kept_samples += job_len[k];
+            L->done = L->kept_samples >= budget;
+        } else if (k % world == rank) { /* made in this wave past the budget: not part of the corpus */
             SynthUttSpec s;
-            SynthUtt u;
             synth_utt_spec(&s, seed, L->lang, job_index[k], &L->wl);
             char id[128], wav[PATH_MAX];
             synth_utt_id(id, sizeof id, &s);
-            if (synth_render(&s, &u, &err)) koe_fatal(KOE_EXIT_INTERNAL, "utterance %s: %s", id, err.msg);
-            path_printf(wav, sizeof wav, "%s/wav/%s.wav", out, id);
-            if (synth_write_wav(wav, &u, &err)) koe_fatal(KOE_EXIT_USAGE, "utterance %s: %s", id, err.msg);
-            if (synth_write_ctm(pf, id, &u)) koe_fatal(KOE_EXIT_USAGE, "write error on %s (disk full?)", part);
-            job_len[k] = u.n_samples;
-            clipped += u.n_clipped;
-            synth_utt_free(&u);
             synth_utt_spec_free(&s);
+            path_printf(wav, sizeof wav, "%s/wav/%s.wav", out, id);
+            if (unlink(wav)) koe_fatal(KOE_EXIT_USAGE, "cannot remove %s: %s", wav, strerror(errno));
         }
-        KOE_ASSERT(n_jobs <= INT_MAX);
-        comm_allreduce_sum_i64(job_len, (int)n_jobs);
-        for (int64_t k = 0; k < n_jobs; k++) {
-            LangState *L = &ls[job_lang[k]];
-            KOE_ASSERT(job_len[k] > 0 && job_index[k] == L->n_made);
-            L->len = koe_realloc(L->len, (size_t)(L->n_made + 1) * sizeof *L->len);
-            L->len[L->n_made++] = job_len[k];
-            L->made_samples += job_len[k];
-            if (!L->done) {
-                L->n_kept++;
-                L->kept_samples += job_len[k];
-                L->done = L->kept_samples >= budget;
-            } else if (k % world == rank) { /* made in this wave past the budget: not part of the corpus */
-                SynthUttSpec s;
-                synth_utt_spec(&s, seed, L->lang, job_index[k], &L->wl);
-                char id[128], wav[PATH_MAX];
-                synth_utt_id(id, sizeof id, &s);
-                synth_utt_spec_free(&s);
-                path_printf(wav, sizeof wav, "%s/wav/%s.wav", out, id);
-                if (unlink(wav)) koe_fatal(KOE_EXIT_USAGE, "cannot remove %s: %s", wav, strerror(errno));
-            }
-        }
-        n_jobs_total += n_jobs;
-        if (rank == 0) koe_log("synth: wave %d: %" PRId64 " utterances", wave + 1, n_jobs);
-        free(job_n);
-        free(job_lang);
-        free(job_index);
-        free(job_len);
     }
-    if (ferror(pf) | fclose(pf)) koe_fatal(KOE_EXIT_USAGE, "write error on %s (disk full?)", part);
-    comm_allreduce_sum_i64(&clipped, 1);
-    comm_barrier(); /* every part file is complete */
-    if (rank == 0) write_outputs(out, ls, n_langs, seed, world);
+    free(job_n);
+    free(job_lang);
+    free(job_index);
+    free(job_len);
+    return n_jobs;
+}
 
+static void report(const char *out, const LangState *ls, int n_langs, double t0, int64_t n_made, int64_t clipped) {
     double cpu = cpu_seconds();
     comm_allreduce_sum_f64(&cpu, 1);
     int64_t n_utts = 0, samples = 0;
@@ -446,14 +390,47 @@ int cmd_synth(int argc, char **argv) {
         samples += ls[i].kept_samples;
     }
     double audio_min = (double)samples / KOE_SAMPLE_RATE / 60.0;
-    if (rank == 0) {
+    if (comm_rank() == 0) {
         koe_log("synth: %" PRId64 " utterances, %.2f min of audio in %d languages -> %s "
                 "(%" PRId64 " synthesised, %" PRId64 " samples clipped)",
-                n_utts, audio_min, n_langs, out, n_jobs_total, clipped);
+                n_utts, audio_min, n_langs, out, n_made, clipped);
         koe_log("synth: %.1f s wall, %.2f CPU s on %d rank(s): %.2f CPU s per minute of audio", koe_now() - t0, cpu,
-                world, cpu / audio_min);
+                comm_size(), cpu / audio_min);
         koe_log("next: koe prepare --out CORPUS --lang-from-dir --align %s/align.ctm %s/wav", out, out);
     }
+}
+
+static int synth_command(const void *opts, int n_args, char **args) {
+    (void)n_args, (void)args;
+    const SynthOptions *o = opts;
+    const char *out = o->out;
+    const int rank = comm_rank();
+    if (strlen(out) > PATH_MAX - 256) return cli_error(&cmd_synth, rank == 0, "--out '%s': path too long", out);
+    LangState *ls = koe_calloc((size_t)synth_n_langs, sizeof *ls);
+    const int n_langs = select_langs(o->langs, ls);
+    int rc = n_langs < 0 ? KOE_EXIT_USAGE : load_langs(o->wordlists, ls, n_langs);
+    if (!rc && make_dirs(out, ls, n_langs)) rc = KOE_EXIT_USAGE;
+    if (rc) {
+        for (int i = 0; i < n_langs; i++) synth_wordlist_free(&ls[i].wl);
+        free(ls);
+        return rc;
+    }
+    double t0 = koe_now();
+    int64_t budget = (int64_t)ceil(o->minutes * 60.0 * KOE_SAMPLE_RATE / n_langs);
+    char part[PATH_MAX];
+    part_path(part, sizeof part, out, rank);
+    FILE *pf = fopen(part, "w");
+    if (!pf) koe_fatal(KOE_EXIT_USAGE, "cannot create %s: %s", part, strerror(errno));
+    int64_t clipped = 0, n_made = 0, n;
+    for (int wave = 1; (n = synth_wave(out, ls, n_langs, o->seed, budget, pf, part, &clipped)) > 0; wave++) {
+        n_made += n;
+        if (rank == 0) koe_log("synth: wave %d: %" PRId64 " utterances", wave, n);
+    }
+    if (ferror(pf) | fclose(pf)) koe_fatal(KOE_EXIT_USAGE, "write error on %s (disk full?)", part);
+    comm_allreduce_sum_i64(&clipped, 1);
+    comm_barrier(); /* every part file is complete */
+    if (rank == 0) write_outputs(out, ls, n_langs, o->seed, comm_size());
+    report(out, ls, n_langs, t0, n_made, clipped);
     comm_barrier(); /* the outputs exist when any rank returns */
     for (int i = 0; i < n_langs; i++) {
         synth_wordlist_free(&ls[i].wl);

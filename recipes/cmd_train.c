@@ -15,33 +15,49 @@
 #include "recipe.h"
 #include "trainer.h"
 
-const char cmd_train_summary[] = "pretrain a model (BEST-RQ, HuBERT or wav2vec 2.0) from a recipe";
-const char cmd_train_help[] =
-    "usage: koe train RECIPE.ini [section.key=value ...]\n"
-    "\n"
-    "Trains the recipe's model on data.corpus until optim.max_updates, resuming from\n"
-    "RUN/checkpoints/latest when present (RUN = run.dir); a resumed run continues bit for bit.\n"
-    "Prints the resolved recipe and its hash, then progress: on a terminal a progress line with ETA,\n"
-    "otherwise one line every run.log_every updates. Writes:\n"
-    "  RUN/recipe.ini                 the resolved recipe\n"
-    "  RUN/log.jsonl                  one JSON object per logged update: step, loss, acc, lr, grad_norm,\n"
-    "                                 audio_s_per_s, skipped, frames (+ code_ppl, prob_ppl, temp for\n"
-    "                                 wav2vec 2.0; valid_loss, valid_acc at run.valid_every)\n"
-    "  RUN/checkpoints/step-NNNNNNNN.h5, RUN/checkpoints/latest   every run.save_every and at the end;\n"
-    "                                 the run.keep_last newest are kept\n"
-    "HuBERT reads its targets from CORPUS/labels/<data.labels>/ (koe label).\n"
-    "SIGINT, SIGTERM or SIGUSR1 (to any rank; mpirun forwards them), or a file RUN/STOP: the update in\n"
-    "flight finishes, the ranks agree, a checkpoint is written, exit code 3 (requeue me; RUN/STOP is\n"
-    "removed so that the next run continues). Under mpirun every rank writes its part of one checkpoint\n"
-    "file (MPI-IO); a checkpoint resumes on any number of ranks.\n"
-    "run.watchdog_s: a rank whose phase (forward/backward, gradient reduction, checkpoint write, ...)\n"
-    "has not changed for that long ends the whole job with a message naming the rank and the phase;\n"
-    "keep it above the time of a checkpoint write and of a validation pass.\n"
-    "An update with a non-finite loss or gradient is skipped; after optim.max_skips in a row the run\n"
-    "stops with exit code 2 and the last good checkpoint intact. An update whose batch has no masked\n"
-    "frame is skipped too, without counting toward optim.max_skips.\n"
-    "\n"
-    "Every recipe key with its default and meaning: koe train --help (this text, then the keys).\n";
+static int train_command(const void *opts, int n_args, char **args);
+
+static void train_help_keys(FILE *f) {
+    fputs("\nRecipe keys:\n", f);
+    recipe_print_keys(f);
+}
+
+static const CliFlag train_flags[] = {CLI_END};
+
+const CliCommand cmd_train = {
+    .name = "train",
+    .summary = "pretrain a model (BEST-RQ, HuBERT or wav2vec 2.0) from a recipe",
+    .args = "RECIPE.ini [section.key=value ...]",
+    .min_args = 1,
+    .max_args = -1,
+    .about =
+        "Trains the recipe's model on data.corpus until optim.max_updates, resuming from\n"
+        "RUN/checkpoints/latest when present (RUN = run.dir); a resumed run continues bit for bit.\n"
+        "Prints the resolved recipe and its hash, then progress: on a terminal a progress line with ETA,\n"
+        "otherwise one line every run.log_every updates. Writes:\n"
+        "  RUN/recipe.ini                 the resolved recipe\n"
+        "  RUN/log.jsonl                  one JSON object per logged update: step, loss, acc, lr, grad_norm,\n"
+        "                                 audio_s_per_s, skipped, frames (+ code_ppl, prob_ppl, temp for\n"
+        "                                 wav2vec 2.0; valid_loss, valid_acc at run.valid_every)\n"
+        "  RUN/checkpoints/step-NNNNNNNN.h5, RUN/checkpoints/latest   every run.save_every and at the end;\n"
+        "                                 the run.keep_last newest are kept\n"
+        "HuBERT reads its targets from CORPUS/labels/<data.labels>/ (koe label).\n"
+        "SIGINT, SIGTERM or SIGUSR1 (to any rank; mpirun forwards them), or a file RUN/STOP: the update in\n"
+        "flight finishes, the ranks agree, a checkpoint is written, exit code 3 (requeue me; RUN/STOP is\n"
+        "removed so that the next run continues). Under mpirun every rank writes its part of one checkpoint\n"
+        "file (MPI-IO); a checkpoint resumes on any number of ranks.\n"
+        "run.watchdog_s: a rank whose phase (forward/backward, gradient reduction, checkpoint write, ...)\n"
+        "has not changed for that long ends the whole job with a message naming the rank and the phase;\n"
+        "keep it above the time of a checkpoint write and of a validation pass.\n"
+        "An update with a non-finite loss or gradient is skipped; after optim.max_skips in a row the run\n"
+        "stops with exit code 2 and the last good checkpoint intact. An update whose batch has no masked\n"
+        "frame is skipped too, without counting toward optim.max_skips.\n"
+        "\n"
+        "Every recipe key with its default and meaning follows.\n",
+    .flags = train_flags,
+    .run = train_command,
+    .help_more = train_help_keys,
+};
 
 static volatile sig_atomic_t stop_requested;
 
@@ -88,20 +104,11 @@ static int train_loop(const Recipe *rc) {
     return code;
 }
 
-int cmd_train(int argc, char **argv) {
-    if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
-        fputs(cmd_train_help, stdout);
-        fputs("\nRecipe keys:\n", stdout);
-        recipe_print_keys(stdout);
-        return KOE_EXIT_OK;
-    }
-    if (argc < 2 || argv[1][0] == '-') {
-        fputs("koe train: missing RECIPE.ini (see `koe help train`)\n", stderr);
-        return KOE_EXIT_USAGE;
-    }
+static int train_command(const void *opts, int n_args, char **args) {
+    (void)opts;
     Recipe rc;
     KoeError err;
-    if (recipe_load(&rc, argv[1], argc - 2, argv + 2, &err) < 0) {
+    if (recipe_load(&rc, args[0], n_args - 1, args + 1, &err) < 0) {
         fprintf(stderr, "koe train: %s\n", err.msg);
         return KOE_EXIT_USAGE;
     }

@@ -1,28 +1,7 @@
 /* commands.h — the subcommands of the koe binary. Each lives in recipes/cmd_NAME.c and exports
- * cmd_NAME (argc/argv after the subcommand name, argv[0] = "NAME") and its help text. */
+ * cmd_NAME: its flag table, help and run function (cli.h). */
 #pragma once
+#include "cli.h"
 
-typedef struct {
-    const char *name;
-    int (*run)(int argc, char **argv);
-    const char *summary; /* one line for `koe help` */
-    const char *help;    /* every option with its default, for `koe help NAME` */
-} KoeCommand;
-
-#define KOE_DECLARE_COMMAND(NAME)          \
-    int cmd_##NAME(int argc, char **argv); \
-    extern const char cmd_##NAME##_summary[]; \
-    extern const char cmd_##NAME##_help[];
-
-KOE_DECLARE_COMMAND(synth)
-KOE_DECLARE_COMMAND(prepare)
-KOE_DECLARE_COMMAND(info)
-KOE_DECLARE_COMMAND(features)
-KOE_DECLARE_COMMAND(init)
-KOE_DECLARE_COMMAND(embed)
-KOE_DECLARE_COMMAND(export)
-KOE_DECLARE_COMMAND(bench)
-KOE_DECLARE_COMMAND(train)
-KOE_DECLARE_COMMAND(kmeans)
-KOE_DECLARE_COMMAND(label)
-KOE_DECLARE_COMMAND(analyze)
+extern const CliCommand cmd_synth, cmd_prepare, cmd_info, cmd_features, cmd_init, cmd_embed, cmd_export,
+    cmd_bench, cmd_train, cmd_kmeans, cmd_label, cmd_analyze;

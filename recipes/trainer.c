@@ -25,6 +25,7 @@
 #include "../distributed/comm.h"
 #include "../distributed/dp.h"
 #include "../distributed/watchdog.h"
+#include "cli.h"
 
 /* Validation masks are keyed by this fixed step, so every validation sees the same masks. */
 #define TRAINER_VALID_STEP 0x7A11D000ULL
@@ -433,9 +434,7 @@ Trainer *trainer_open(const Recipe *rc, const TrainerOptions *opt, KoeError *err
     tr->st.seed = rc->run.seed;
     const char *hang = getenv("KOE_TEST_HANG_AT_STEP");
     tr->hang_at_step = hang ? atoll(hang) : -1;
-    int threads = rc->run.threads;
-    if (!threads) threads = getenv("OMP_NUM_THREADS") ? atoi(getenv("OMP_NUM_THREADS")) : 1;
-    omp_set_num_threads(threads < 1 ? 1 : threads);
+    cli_threads(0, rc->run.threads);
     if (opt->run_dir) {
         watchdog_start(rc->run.watchdog_s);
         watchdog_phase(0, "start-up (corpus, model, resume)");
