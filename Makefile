@@ -86,13 +86,15 @@ $(BUILD)/obj/%.o: %.c $(BUILD)/deps.ok
 	@$(if $(Q),echo "  CC    $<")
 	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
 
-# The version (core/version.h): `git describe` of this tree, or the VERSION file of a release tarball
-# (no .git). Worked out on every make and written only when it changed, so that core/version.o is
-# rebuilt exactly when HEAD, a tag or the dirty state changes.
+# The version (core/version.h): `git describe` of this tree when a tag is reachable; without a tag the
+# VERSION file's number and the commit (0.1.0-gabc1234[-dirty]); in a release tarball (no .git) the
+# VERSION file alone. Worked out on every make and written only when it changed, so that
+# core/version.o is rebuilt exactly when HEAD, a tag or the dirty state changes.
 VERSION_H := $(BUILD)/gen/koe_version.h
 $(VERSION_H): FORCE
 	@mkdir -p $(dir $@)
-	@v=$$( { [ -e .git ] && git describe --tags --always --dirty 2>/dev/null; } || cat VERSION); \
+	@v=$$(cat VERSION); if [ -e .git ]; then v=$$(git describe --tags --dirty 2>/dev/null || \
+	  { h=$$(git describe --always --dirty 2>/dev/null) && echo "$$v-g$$h"; } || echo "$$v"); fi; \
 	printf '#define KOE_VERSION "%s"\n' "$$v" > $@.tmp; \
 	if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
 $(BUILD)/obj/core/version.o: $(VERSION_H)

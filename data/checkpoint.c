@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "../core/rng.h"
+#include "../core/version.h"
 #include "h5util.h"
 
 /* ---- checksums -------------------------------------------------------------------------------- */
@@ -230,7 +231,8 @@ int checkpoint_writer_finish(CheckpointWriter *w, const char *config_text, const
     }
     if (ok && !w->has_io) ok = write_config(w->file, text);
     ok = ok && h5_attr_write_str(w->file, "format", CHECKPOINT_FORMAT) >= 0 &&
-         h5_attr_write_i64(w->file, "format_version", CHECKPOINT_FORMAT_VERSION) >= 0;
+         h5_attr_write_i64(w->file, "format_version", CHECKPOINT_FORMAT_VERSION) >= 0 &&
+         h5_attr_write_str(w->file, "koe_version", koe_version()) >= 0;
     if (!ok) koe_error_set(err, "%s: cannot write /config, /state or attributes: %s", w->tmp, h5_last_error());
     writer_close_handles(w);
     if (H5Fclose(w->file) < 0 && ok) {

@@ -16,6 +16,7 @@
 #include "../core/objective.h"
 #include "../core/optim.h"
 #include "../core/rng.h"
+#include "../core/version.h"
 #include "../data/checkpoint.h"
 #include "../data/corpus.h"
 #include "../data/features.h"
@@ -72,7 +73,7 @@ struct Trainer {
     TrainState st;
     Interval iv;
     FILE *logf;          /* rank 0 with a run directory */
-    int log_lines;       /* lines this process wrote to log.jsonl */
+    int log_lines;       /* lines in log.jsonl (0: the next one is the file's first and names the version) */
     int tty;             /* rank 0 writes a progress line to a terminal */
     double t_start, t_iv;
     int64_t step0;
@@ -457,9 +458,9 @@ Trainer *trainer_open(const Recipe *rc, const TrainerOptions *opt, KoeError *err
     tr->t_start = tr->t_iv = koe_now();
     tr->step0 = tr->st.step;
     if (tr->rank == 0 && !opt->synthetic)
-        koe_log("training %s: %.2fM parameters, %lld utterances (%.2f h), up to %d utterances x %lld per batch, "
+        koe_log("koe %s training %s: %.2fM parameters, %lld utterances (%.2f h), up to %d utterances x %lld per batch, "
                 "steps %lld -> %lld",
-                rc->data.corpus, (double)tr->m->table.total / 1e6, (long long)tr->train.corpus.n_utts,
+                koe_version(), rc->data.corpus, (double)tr->m->table.total / 1e6, (long long)tr->train.corpus.n_utts,
                 tr->train.corpus.hours, tr->m->max_B, (long long)tr->m->max_S, (long long)tr->st.step,
                 (long long)rc->optim.max_updates);
     return tr;
@@ -672,6 +673,7 @@ static void write_log_line(Trainer *tr, double dt, int valid, double vloss, doub
         json_num(f, "valid_loss", vloss, "%.9g");
         json_num(f, "valid_acc", vacc, "%.9g");
     }
+    if (tr->log_lines == 0) fprintf(f, ", \"version\": \"%s\"", koe_version()); /* the file's first line */
     fprintf(f, "}\n");
     fflush(f);
     tr->log_lines++;

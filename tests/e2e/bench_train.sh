@@ -2,6 +2,8 @@
 # tests/e2e/bench_train.sh — `koe bench` times the training step `koe train` runs (recipes/trainer.h):
 # on the recipe's corpus (data.corpus=DIR) bench's step k computes exactly the loss that train logs at
 # update k + 1, for HuBERT (labels, dropout on), BEST-RQ and wav2vec 2.0, on 1 rank and on 2 ranks.
+# And koe train names its version (`koe --version`) at start, in log.jsonl's first line and in every
+# checkpoint.
 set -euo pipefail
 T="$KOE_TMP/bench_train"
 mkdir -p "$T"
@@ -42,3 +44,15 @@ check hubert 1 "$KOE_ROOT/recipes/tiny/hubert.ini" "${SMALL[@]}" "${WAVE[@]}" da
 check bestrq 1 "$KOE_ROOT/recipes/tiny/bestrq.ini" "${SMALL[@]}"
 check wav2vec2 1 "$KOE_ROOT/recipes/tiny/wav2vec2.ini" "${SMALL[@]}" "${WAVE[@]}"
 check hubert2 2 "$KOE_ROOT/recipes/tiny/hubert.ini" "${SMALL[@]}" "${WAVE[@]}" data.labels=km20 objective.label_rate=100
+
+v=$("$KOE" --version)
+grep -q "^koe: $v training " bestrq.train.err || { echo "FAIL: koe train did not name its version ($v)"; exit 1; }
+"$PYTHON" - "${v#koe }" bestrq/log.jsonl bestrq/checkpoints/step-00000003.h5 << 'PY'
+import json, sys, h5py
+v, log, ck = sys.argv[1:]
+rows = [json.loads(l) for l in open(log)]
+assert rows[0].get("version") == v and all("version" not in r for r in rows[1:]), rows
+got = h5py.File(ck, "r").attrs["koe_version"]
+assert (got.decode() if isinstance(got, bytes) else got) == v, got
+print(f"version {v} in the start line, log.jsonl's first line and the checkpoint")
+PY
