@@ -95,32 +95,6 @@ void bestrq_act_bind(BestrqAct *act, const BestrqConfig *cfg, int max_B, int64_t
     act_carve(act, cfg, max_B, max_F, &ar);
 }
 
-/* ---- 1. normalisation ------------------------------------------------------------------------------ */
-
-void bestrq_normalize(float *feats, const int64_t *frames, int B, int64_t F, int E) {
-    for (int b = 0; b < B; b++) {
-        const int64_t n = frames[b];
-        KOE_ASSERT(n >= 0 && n <= F);
-        float *u = feats + (int64_t)b * F * E;
-        if (n > 0) {
-#pragma omp parallel for schedule(static)
-            for (int e = 0; e < E; e++) {
-                double s = 0.0;
-                for (int64_t t = 0; t < n; t++) s += u[t * E + e];
-                const double mean = s / (double)n;
-                double ss = 0.0; /* two passes: no cancellation for large log-energies */
-                for (int64_t t = 0; t < n; t++) {
-                    const double d = u[t * E + e] - mean;
-                    ss += d * d;
-                }
-                const double inv = 1.0 / sqrt(ss / (double)n + BESTRQ_NORM_EPS);
-                for (int64_t t = 0; t < n; t++) u[t * E + e] = (float)((u[t * E + e] - mean) * inv);
-            }
-        }
-        memset(u + n * E, 0, (size_t)((F - n) * E) * sizeof(float));
-    }
-}
-
 /* ---- 2. targets ------------------------------------------------------------------------------------ */
 
 /* z (K) = row (P) @ proj (P, K), accumulated over p in order (vectorised across k). */
@@ -220,7 +194,6 @@ int64_t bestrq_prepare_input(BestrqAct *act, const BestrqParams *p, float *feats
     act->B = B;
     act->F = F;
     act->T = F / c->stack;
-    bestrq_normalize(feats, frames, B, F, c->feat_dim);
     bestrq_quantize(act, act->targets, p, feats, frames, B, F);
     return bestrq_mask_input(c, act->in_mask, act->mask, feats, frames, utt, B, F, seed, step);
 }

@@ -1,12 +1,15 @@
 /* bestrq.h — BEST-RQ's targets, input masking and prediction head (core/README.md, Objectives; Chiu et al.
  * 2022, "Self-supervised learning with random-projection quantizer for speech recognition").
  *
- * Per batch of fbank features (the loader's feats (B, F, 80), frames (B), with data.features = fbank):
- *   1. normalise: per utterance and per feature dimension, mean 0 and variance 1 over the utterance's
- *      valid frames (x - mean) / sqrt(var + BESTRQ_NORM_EPS); padding stays 0. Per-utterance rather
- *      than corpus statistics: no extra pass over the corpus, no statistics file to keep in step with
- *      the checkpoint, and an utterance's targets depend on its own frames only. The same normalised
- *      features feed the quantizer and (after step 3) the model.
+ * Per batch of fbank features, as the model's fbank frontend presents them (model_fbank_input: the
+ * loader's feats (B, F, 80) copied into the model's input buffer and, with model.fbank_norm =
+ * utterance, BEST-RQ's normalisation: per utterance and per feature dimension, mean 0 and variance 1
+ * over the utterance's valid frames, (x - mean) / sqrt(var + MODEL_FBANK_NORM_EPS), padding 0 —
+ * per-utterance rather than corpus statistics: no extra pass over the corpus, no statistics file to
+ * keep in step with the checkpoint, and an utterance's targets depend on its own frames only):
+ *   1. the model owns that normalisation, so the encoder's input depends on the model config alone
+ *      (koe embed and layer k-means need not know the objective); BEST-RQ works on the model's copy,
+ *      never on the loader's batch.
  *   2. targets, from the UNMASKED normalised features: encoder frame t stacks input frames
  *      [stack*t, stack*t + stack) into one (stack*feat_dim) row — exactly the model's fbank frontend
  *      rows — and for each of the `codebooks` quantizers q:
@@ -21,9 +24,9 @@
  *      order, so a frame's target is bit-reproducible whatever the batch, position or thread count.
  *   3. masking on the input: for each utterance, mask_bestrq (mask.h) picks input frames (each valid
  *      frame starts a span of mask_length = 40 frames with probability mask_prob = 0.01), keyed by
- *      (seed, step, utterance id); those frames are replaced by N(0, noise_std^2) noise
- *      (mask_bestrq_noise, rescaled from its 0.1 to noise_std). The model then runs on the noised
- *      features with NO mask embedding (model_forward(..., mask = NULL, ...)).
+ *      (seed, step, utterance id); those frames of the model's input copy are replaced by
+ *      N(0, noise_std^2) noise (mask_bestrq_noise, rescaled from its 0.1 to noise_std). The model then
+ *      runs on the noised copy with NO mask embedding (model_forward(m, copy, ..., mask = NULL, ...)).
  *   4. loss frames: encoder frame t of utterance b is scored when t < frames[b] / stack and ALL of
  *      its `stack` input frames are masked (WeNet's BestRQModel takes the min over the stack the same
  *      way). "All" rather than "any": a scored frame never sees any of its own clean input, only
@@ -50,7 +53,6 @@
 #include "params.h"
 
 #define BESTRQ_MAX_CODEBOOKS 64 /* the recipe's objective.codebooks range */
-#define BESTRQ_NORM_EPS 1e-5    /* added to the per-dimension variance */
 
 typedef struct {
     int feat_dim;      /* E: model.fbank_dim = 80 */
@@ -109,10 +111,7 @@ void bestrq_bind(const ParamTable *t, const BestrqConfig *cfg, float *buf, Bestr
 int64_t bestrq_act_floats(const BestrqConfig *cfg, int max_B, int64_t max_F);
 void bestrq_act_bind(BestrqAct *act, const BestrqConfig *cfg, int max_B, int64_t max_F, float *mem);
 
-/* ---- the three steps of bestrq_prepare_input, exposed for tests ------------------------------- */
-/* 1. feats (B, F, E) in place: per-utterance, per-dimension mean/variance normalisation over the
- *    frames[b] valid frames; frames past frames[b] are set to 0. */
-void bestrq_normalize(float *feats, const int64_t *frames, int B, int64_t F, int E);
+/* ---- the two steps of bestrq_prepare_input, exposed for tests --------------------------------- */
 /* 2. targets (B, T, Q), T = F / S: codes of every valid encoder frame (t < frames[b] / S), -1 after. */
 void bestrq_quantize(BestrqAct *act, int32_t *targets, const BestrqParams *p, const float *feats,
                      const int64_t *frames, int B, int64_t F);
@@ -122,10 +121,11 @@ int64_t bestrq_mask_input(const BestrqConfig *cfg, uint8_t *in_mask, uint8_t *ma
                           const int64_t *frames, const int64_t *utt, int B, int64_t F, uint64_t seed,
                           uint64_t step);
 
-/* The trainer's call, per (micro-)batch, before model_forward: feats, frames are the loader's
- * LoaderBatch feats (B, F, E) and frames (B) (modified in place: normalised, then noised), utt its
- * corpus ids (b->utt), (seed, step) the run's seed and update count. Fills act->in_mask, act->mask,
- * act->targets, act->B/F/T and returns the number of loss frames. Then:
+/* The objective's call, per (micro-)batch, before model_forward: feats is the model's input copy
+ * (B, F, E) from model_fbank_input (the targets come from it; its masked frames get the noise in
+ * place), frames (B) the valid frames, utt the corpus ids (b->utt), (seed, step) the run's seed and
+ * update count. Fills act->in_mask, act->mask, act->targets, act->B/F/T and returns the number of loss
+ * frames. Then:
  *   model_forward(m, feats, frames, B, F, NULL, &run);          (m->T == act->T)
  *   bestrq_head_forward(act, &p, m->a.out, act->mask, act->targets, B, act->T, ...);
  *   bestrq_head_backward(dout, &g, act, &p, 1 / global loss frames); model_backward(m, dout, 0, NULL). */

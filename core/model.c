@@ -1,6 +1,6 @@
 /* model.c — the speech encoder of core/README.md (The model) as straight lists of layers.h kernel calls:
- * frontend (waveform conv stack + LayerNorm + projection, or stacked fbank + projection), learned mask
- * embedding, and the transformer encoder (conv positional embedding, post-LN or pre-LN layers,
+ * frontend (waveform conv stack + LayerNorm + projection, or normalised, stacked fbank + projection),
+ * learned mask embedding, and the transformer encoder (conv positional embedding, post-LN or pre-LN layers,
  * layerdrop) or the conformer encoder (core/conformer.h layers behind the same positional embedding).
  * Forward and backward follow torchaudio.models.wav2vec2 (components.py) operation by operation;
  * backward is forward's list reversed, accumulating into the gradient buffer.
@@ -383,6 +383,7 @@ Model *model_create_budget(const ModelConfig *cfg, ParamTable table, int max_B, 
     }
     m->max_tokens = max_tokens;
     m->arena = koe_malloc((size_t)m->arena_floats * sizeof(float));
+    if (cfg->frontend == FRONTEND_FBANK) m->fbank_in = koe_malloc((size_t)(max_tokens * cfg->fbank_dim) * sizeof(float));
     const int64_t max_T = model_frames(cfg, max_S);
     m->key_pad = koe_calloc((size_t)(max_B * max_T), 1);
     m->frames = koe_calloc((size_t)max_B, sizeof(int64_t));
@@ -420,6 +421,7 @@ void model_free(Model *m) {
     free(m->a.clayer);
     free(m->a.layer_out);
     free(m->arena);
+    free(m->fbank_in);
     free(m->key_pad);
     free(m->frames);
     free(m->skipped);
@@ -676,10 +678,49 @@ static void frontend_forward(Model *m, const float *inp, const int64_t *in_len, 
     prof(m, 0, PROF_FEATURES, &t);
 }
 
+void model_fbank_normalize(float *x, const int64_t *frames, int B, int64_t F, int E) {
+    for (int b = 0; b < B; b++) {
+        const int64_t n = frames[b];
+        KOE_ASSERT(n >= 0 && n <= F);
+        float *u = x + (int64_t)b * F * E;
+        if (n > 0) {
+#pragma omp parallel for schedule(static)
+            for (int e = 0; e < E; e++) {
+                double s = 0.0;
+                for (int64_t t = 0; t < n; t++) s += u[t * E + e];
+                const double mean = s / (double)n;
+                double ss = 0.0; /* two passes: no cancellation for large log-energies */
+                for (int64_t t = 0; t < n; t++) {
+                    const double d = u[t * E + e] - mean;
+                    ss += d * d;
+                }
+                const double inv = 1.0 / sqrt(ss / (double)n + MODEL_FBANK_NORM_EPS);
+                for (int64_t t = 0; t < n; t++) u[t * E + e] = (float)((u[t * E + e] - mean) * inv);
+            }
+        }
+        memset(u + n * E, 0, (size_t)((F - n) * E) * sizeof(float));
+    }
+}
+
+float *model_fbank_input(Model *m, const float *feats, const int64_t *frames, int B, int64_t F) {
+    const ModelConfig *c = &m->cfg;
+    const int E = c->fbank_dim;
+    KOE_ASSERT(c->frontend == FRONTEND_FBANK && B >= 1 && (int64_t)B * F <= m->max_tokens);
+    for (int b = 0; b < B; b++) {
+        KOE_ASSERT(frames[b] >= 0 && frames[b] <= F);
+        float *u = m->fbank_in + (int64_t)b * F * E;
+        memcpy(u, feats + (int64_t)b * F * E, (size_t)(frames[b] * E) * sizeof(float));
+        zero(u + frames[b] * E, (F - frames[b]) * E);
+    }
+    if (c->fbank_norm == FBANK_NORM_UTTERANCE) model_fbank_normalize(m->fbank_in, frames, B, F, E);
+    return m->fbank_in;
+}
+
 void model_forward(Model *m, const float *inp, const int64_t *in_len, int B, int64_t S, const uint8_t *mask,
                    const ModelRun *run) {
     const ModelConfig *c = &m->cfg;
     KOE_ASSERT(B >= 1 && B <= m->max_B && S <= m->max_S);
+    if (c->frontend == FRONTEND_FBANK && inp != m->fbank_in) inp = model_fbank_input(m, inp, in_len, B, S);
     m->B = B;
     m->S = S;
     m->inp = inp;

@@ -13,6 +13,9 @@
 typedef enum { FRONTEND_WAVEFORM = 1, FRONTEND_FBANK = 2 } FrontendKind;
 typedef enum { ENCODER_TRANSFORMER = 1, ENCODER_CONFORMER = 2 } EncoderKind;
 typedef enum { CONV_NORM_GROUP = 1, CONV_NORM_LAYER = 2 } ConvNorm; /* fairseq extractor_mode default / layer_norm */
+typedef enum { FBANK_NORM_NONE = 1, FBANK_NORM_UTTERANCE = 2 } FbankNorm;
+
+#define MODEL_FBANK_NORM_EPS 1e-5 /* fbank_norm = utterance: added to each bin's variance */
 
 /* The comments name each field's recipe key; its type, default, range, doc and config.json name are
  * in model_keys (model_config.c), the only place they are written. */
@@ -26,6 +29,7 @@ typedef struct {
     float feature_grad_mult;     /* feature_grad_mult */
     int fbank_dim;               /* fbank_dim */
     int fbank_stack;             /* fbank_stack: frames concatenated */
+    FbankNorm fbank_norm;        /* fbank_norm: the frontend's input normalisation */
     /* encoder */
     EncoderKind encoder;         /* encoder */
     int D;                       /* encoder_embed_dim */
@@ -163,6 +167,7 @@ typedef struct {
     int64_t max_tokens;    /* B * S of any forward is at most this */
     float *arena;          /* activations + scratch, sized once for (max_B, max_S) */
     int64_t arena_floats;
+    float *fbank_in;       /* fbank frontend: (max_tokens, fbank_dim) the encoder's input (model_fbank_input) */
     uint8_t *key_pad;      /* (max_B * max_T) 1 on padded frames */
     int64_t *frames;       /* (max_B) valid encoder frames of each utterance */
     int *skipped;          /* (L) layerdrop decisions of the last forward */
@@ -207,6 +212,15 @@ Model *model_create_budget(const ModelConfig *cfg, ParamTable table, int max_B, 
 void model_free(Model *m);
 /* fairseq's initialisation, from the seed only (see model.c for each tensor's rule). */
 void model_init_params(Model *m, uint64_t seed);
+/* fbank frontend: the features the encoder reads — feats (B, F, fbank_dim), frames (B) valid each —
+ * copied into m->fbank_in, normalised per utterance (each bin to mean 0, variance 1 + eps over the
+ * utterance's valid frames) when cfg.fbank_norm = utterance, zero past the valid frames. Returns
+ * m->fbank_in. model_forward calls it; a caller that needs the encoder's input before the forward
+ * (BEST-RQ: its targets come from it and its masked frames get noise in it) calls it, may change the
+ * returned frames, and passes the returned pointer to model_forward, which then uses it as it is. */
+float *model_fbank_input(Model *m, const float *feats, const int64_t *frames, int B, int64_t F);
+/* Per-utterance normalisation in place: x (B, F, E), frames (B); padding zeroed. */
+void model_fbank_normalize(float *x, const int64_t *frames, int B, int64_t F, int E);
 /* inp: (B, S) waveform samples in [-1, 1], or (B, S, fbank_dim) features; in_len (B): valid input
  * length of each utterance (the rest is padding, zero for the waveform). mask (B, T) or NULL: frames
  * replaced by the mask embedding (T = model_frames(cfg, S)). inp and mask must stay valid until

@@ -19,12 +19,14 @@ static const EnumName frontend_names[] = {
     {"waveform", FRONTEND_WAVEFORM, "waveform"}, {"fbank", FRONTEND_FBANK, "fbank"}, {NULL, 0, NULL}};
 static const EnumName extractor_names[] = {
     {"default", CONV_NORM_GROUP, "group"}, {"layer_norm", CONV_NORM_LAYER, "layer"}, {NULL, 0, NULL}};
+static const EnumName fbank_norm_names[] = {
+    {"none", FBANK_NORM_NONE, "none"}, {"utterance", FBANK_NORM_UTTERANCE, "utterance"}, {NULL, 0, NULL}};
 static const EnumName encoder_names[] = {
     {"transformer", ENCODER_TRANSFORMER, "transformer"}, {"conformer", ENCODER_CONFORMER, "conformer"}, {NULL, 0, NULL}};
 
 /* enum fields are written through int pointers */
 _Static_assert(sizeof(FrontendKind) == sizeof(int) && sizeof(EncoderKind) == sizeof(int) &&
-                   sizeof(ConvNorm) == sizeof(int),
+                   sizeof(ConvNorm) == sizeof(int) && sizeof(FbankNorm) == sizeof(int),
                "enums are int-sized");
 
 #define OFF(field) offsetof(ModelConfig, field)
@@ -33,7 +35,7 @@ _Static_assert(sizeof(FrontendKind) == sizeof(int) && sizeof(EncoderKind) == siz
 #define KB(key, field, def, hf, doc) {key, K_BOOL, OFF(field), def, 0, 0, 0, NULL, doc, hf}
 
 /* The Hugging Face names are transformers' Wav2Vec2Config fields; koe_frontend, koe_encoder, fbank_*,
- * conformer_kernel and feature_grad_mult are koe's own (transformers' Wav2Vec2 has no field for them). */
+ * koe_fbank_norm, conformer_kernel and feature_grad_mult are koe's own (transformers' Wav2Vec2 has no field for them). */
 const ConfigKey model_keys[] = {
     KE("frontend", frontend, "waveform", frontend_names, "koe_frontend", "waveform (conv stack) | fbank (stacked log-mel)"),
     {"conv_feature_layers", K_CONV, 0, "[(512,10,5)] + [(512,3,2)]*4 + [(512,2,2)]*2", 0, 0, 0, NULL,
@@ -45,6 +47,8 @@ const ConfigKey model_keys[] = {
        "gradient into the conv stack is scaled by this"),
     KN("fbank_dim", K_INT, fbank_dim, "80", 1, 1024, 0, "fbank_dim", "fbank frontend: mel bins per frame"),
     KN("fbank_stack", K_INT, fbank_stack, "4", 1, 64, 0, "fbank_stack", "fbank frontend: frames concatenated (4 = 40 ms)"),
+    KE("fbank_norm", fbank_norm, "utterance", fbank_norm_names, "koe_fbank_norm",
+       "fbank frontend: utterance = each bin to mean 0, variance 1 over the utterance (BEST-RQ) | none"),
     KE("encoder", encoder, "transformer", encoder_names, "koe_encoder", "transformer | conformer"),
     KN("encoder_embed_dim", K_INT, D, "768", 1, 65536, 0, "hidden_size", "model width D"),
     KN("encoder_layers", K_INT, L, "12", 1, 1024, 0, "num_hidden_layers", "encoder layers L"),

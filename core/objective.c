@@ -170,8 +170,11 @@ void objective_forward(Objective *o, Model *m, const ObjectiveBatch *b, Objectiv
     }
     case OBJ_BESTRQ: {
         KOE_ASSERT(b->B <= o->max_B);
-        bestrq_prepare_input(&o->bact, &o->bp, b->inp, b->in_len, b->utt, b->B, b->S, b->run.seed, b->run.step);
-        model_forward(m, b->inp, b->in_len, b->B, b->S, NULL, &b->run);
+        /* the model's copy of its input (normalised as model.fbank_norm says): targets from it, then
+         * noise on its masked frames; the loader's batch is not touched */
+        float *x = model_fbank_input(m, b->inp, b->in_len, b->B, b->S);
+        bestrq_prepare_input(&o->bact, &o->bp, x, b->in_len, b->utt, b->B, b->S, b->run.seed, b->run.step);
+        model_forward(m, x, b->in_len, b->B, b->S, NULL, &b->run);
         KOE_ASSERT(m->T == o->bact.T);
         int64_t n = 0;
         bestrq_head_forward(&o->bact, &o->bp, m->a.out, o->bact.mask, o->bact.targets, b->B, o->bact.T,

@@ -42,8 +42,7 @@ typedef struct {
 
 /* One micro-batch. */
 typedef struct {
-    float *inp;            /* (B, S) waveform or (B, S, fbank_dim) features; BEST-RQ normalises and
-                              noises it in place */
+    const float *inp;      /* (B, S) waveform or (B, S, fbank_dim) features (not modified) */
     const int64_t *in_len; /* (B) valid input length */
     const int64_t *utt;    /* (B) corpus utterance ids: the keys of masks and noise */
     int B;

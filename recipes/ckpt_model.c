@@ -4,7 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/bestrq.h"
 #include "../data/checkpoint.h"
 
 int64_t ckpt_model_min_input(const ModelConfig *c) {
@@ -51,11 +50,10 @@ double ckpt_model_frame_rate(const Model *m) {
     return (double)KOE_SAMPLE_RATE / (double)stride;
 }
 
-void ckpt_input_init(CkptInput *ci, const Model *m, const Recipe *r, int64_t max_samples) {
+void ckpt_input_init(CkptInput *ci, const Model *m, int64_t max_samples) {
     memset(ci, 0, sizeof *ci);
     if (m->cfg.frontend != FRONTEND_FBANK) return;
     ci->fe = features_create(FEAT_FBANK);
-    ci->normalise = r->objective.name == OBJ_BESTRQ;
     const int64_t f = features_num_frames(max_samples);
     ci->feats = koe_malloc((size_t)(f > 0 ? f : 1) * (size_t)features_dim(FEAT_FBANK) * sizeof(float));
 }
@@ -67,7 +65,6 @@ const float *ckpt_input_compute(CkptInput *ci, const float *wav, int64_t n, int6
     }
     const int64_t f = features_num_frames(n);
     if (f > 0) features_compute(ci->fe, wav, n, ci->feats);
-    if (f > 0 && ci->normalise) bestrq_normalize(ci->feats, &f, 1, f, features_dim(FEAT_FBANK));
     *S = f;
     return ci->feats;
 }

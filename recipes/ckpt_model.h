@@ -1,9 +1,9 @@
 /* ckpt_model.h — build a Model from a checkpoint file: its /config (the resolved recipe) gives the
  * ModelConfig, its /model tensors the weights. Shared by `koe embed`, `koe kmeans`/`koe label`
- * (layer sources) and `koe export`. And the encoder input of one utterance as `koe train` feeds it:
- * the waveform, or for an fbank-frontend model its Kaldi fbank frames, normalised per utterance when
- * the checkpoint was trained with BEST-RQ (whose input is the normalised features; masked frames
- * get noise in training, none here). No MPI. */
+ * (layer sources) and `koe export`. And the input of one utterance as `koe train`'s loader gives it:
+ * the waveform, or for an fbank-frontend model its Kaldi fbank frames (the model's frontend
+ * normalises them as its model.fbank_norm says; in training BEST-RQ's masked frames get noise, here
+ * none). No MPI, and no knowledge of the objective a checkpoint was trained with. */
 #pragma once
 #include "../core/model.h"
 #include "../data/features.h"
@@ -23,11 +23,10 @@ double ckpt_model_frame_rate(const Model *m);
 
 typedef struct {
     FeatureExtractor *fe; /* fbank frontend */
-    int normalise;        /* BEST-RQ checkpoint */
     float *feats;         /* (fbank frames of max_samples, 80) */
 } CkptInput;
 /* For utterances of up to max_samples samples. */
-void ckpt_input_init(CkptInput *ci, const Model *m, const Recipe *r, int64_t max_samples);
+void ckpt_input_init(CkptInput *ci, const Model *m, int64_t max_samples);
 /* The encoder input of wav (n samples, float in [-1, 1)): returns it and sets *S to its length
  * (samples or frames), for model_forward(m, inp, S, 1, *S, ...). Valid until the next call. */
 const float *ckpt_input_compute(CkptInput *ci, const float *wav, int64_t n, int64_t *S);

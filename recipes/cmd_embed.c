@@ -247,7 +247,7 @@ static int run(const char *ckpt, int layer, const char *out, Inputs *in) {
         return KOE_EXIT_USAGE;
     }
     CkptInput ci = {0};
-    ckpt_input_init(&ci, m, &r, in->max_len);
+    ckpt_input_init(&ci, m, in->max_len);
     int rc = KOE_EXIT_USAGE;
     int64_t *offset = NULL;
     hid_t f = -1, ds = -1;

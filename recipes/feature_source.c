@@ -37,7 +37,7 @@ int feature_source_open(FeatureSource *s, const char *source, const char *ckpt, 
             feature_source_close(s);
             return -1;
         }
-        ckpt_input_init(&s->in, s->m, &s->r, s->max_len);
+        ckpt_input_init(&s->in, s->m, s->max_len);
         s->dim = s->m->cfg.D;
         s->frame_rate = ckpt_model_frame_rate(s->m);
     } else {

@@ -73,7 +73,7 @@ struct Trainer {
     TrainState st;
     Interval iv;
     FILE *logf;          /* rank 0 with a run directory */
-    int log_lines;       /* lines in log.jsonl (0: the next one is the file's first and names the version) */
+    int log_lines;       /* lines in log.jsonl (0 at step 0: the next one is the run's first; it names the version) */
     int tty;             /* rank 0 writes a progress line to a terminal */
     double t_start, t_iv;
     int64_t step0;
@@ -422,7 +422,7 @@ static int open_run_dir(Trainer *tr, KoeError *err) {
     tr->logf = fopen(tr->logpath, "a");
     if (!tr->logf) return koe_error_set(err, "%s: cannot open for appending: %s", tr->logpath, strerror(errno));
     fseek(tr->logf, 0, SEEK_END);
-    tr->log_lines = ftell(tr->logf) > 0; /* the file's first line carries the version (trainer_log) */
+    tr->log_lines = ftell(tr->logf) > 0;
     return 0;
 }
 
@@ -673,7 +673,8 @@ static void write_log_line(Trainer *tr, double dt, int valid, double vloss, doub
         json_num(f, "valid_loss", vloss, "%.9g");
         json_num(f, "valid_acc", vacc, "%.9g");
     }
-    if (tr->log_lines == 0) fprintf(f, ", \"version\": \"%s\"", koe_version()); /* the file's first line */
+    if (tr->log_lines == 0 && tr->step0 == 0) /* a run's first line: which koe started it */
+        fprintf(f, ", \"version\": \"%s\"", koe_version());
     fprintf(f, "}\n");
     fflush(f);
     tr->log_lines++;

@@ -3,8 +3,10 @@
 # hidden states `koe embed --layer all --corpus` writes equal, per layer, torchaudio's transformer
 # (float64, weights from `koe export`, tests/reference/hf_export.py) run on the input training feeds
 # the model: the corpus's fbank from `koe features --kind fbank` (itself checked against Kaldi by
-# features_parity.sh), normalised per utterance and dimension (mean 0, variance 1 + 1e-5) for a BEST-RQ
-# checkpoint and left as is for a HuBERT one, 4 frames stacked, through feature_projection.projection.
+# features_parity.sh), normalised per utterance and dimension (mean 0, variance 1 + 1e-5) when the
+# checkpoint's model.fbank_norm = utterance (the default: BEST-RQ, and a HuBERT one) and left as is with
+# model.fbank_norm = none, 4 frames stacked, through feature_projection.projection: the encoder's input
+# follows the model config alone, whichever objective trained it.
 # Tolerance 1e-4 * max|ref| + 1e-5. The file's frame_rate is 25 (100 / stack 4); layer k-means and
 # labels on the BEST-RQ checkpoint run and the label set says 25 Hz.
 set -euo pipefail
@@ -66,7 +68,9 @@ print(exp, "normalised" if norm else "raw", "fbank: hidden states 0..%d match; w
 PY
 }
 check bestrq 1 "$KOE_ROOT/recipes/tiny/bestrq.ini"
-check hubert 0 "$KOE_ROOT/recipes/tiny/hubert.ini" model.frontend=fbank data.features=fbank model.fbank_stack=4
+check hubert 0 "$KOE_ROOT/recipes/tiny/hubert.ini" model.frontend=fbank data.features=fbank model.fbank_stack=4 \
+  model.fbank_norm=none
+check hubert_norm 1 "$KOE_ROOT/recipes/tiny/hubert.ini" model.frontend=fbank data.features=fbank model.fbank_stack=4
 
 "$KOE" kmeans --corpus corpus --source layer:2 --ckpt bestrq.h5 --k 8 --out km.h5 2> km.log || { cat km.log; exit 1; }
 "$KOE" label --corpus corpus --kmeans km.h5 --ckpt bestrq.h5 --name rq_l2 2> label.log || { cat label.log; exit 1; }

@@ -22,6 +22,7 @@
 #include <cmocka.h>
 
 #include "../../core/bestrq.h"
+#include "../../core/model.h"
 #include "../../core/common.h"
 #include "../../core/mask.h"
 #include "../../core/optim.h"
@@ -183,7 +184,7 @@ static void test_normalize(void **state) {
     case_alloc(&k, &cfg, 3, 203, 1);
     const int64_t ids[3] = {4, 9, 2}, n[3] = {203, 150, 0};
     fill_batch(&k, ids, n);
-    bestrq_normalize(k.feats, k.frames, k.B, k.F, 80);
+    model_fbank_normalize(k.feats, k.frames, k.B, k.F, 80);
     double worst_mean = 0, worst_var = 0;
     for (int b = 0; b < 3; b++) {
         const float *u = k.feats + (int64_t)b * k.F * 80;
@@ -262,7 +263,7 @@ static void test_targets_naive(void **state) {
     case_alloc(&k, &cfg, 3, 210, 21);
     const int64_t ids[3] = {5, 1, 8}, n[3] = {210, 97, 3}; /* 3 frames: no whole encoder frame */
     fill_batch(&k, ids, n);
-    bestrq_normalize(k.feats, k.frames, k.B, k.F, 80);
+    model_fbank_normalize(k.feats, k.frames, k.B, k.F, 80);
     bestrq_quantize(&k.act, k.act.targets, &k.p, k.feats, k.frames, k.B, k.F);
     assert_true(check_targets_naive(&k, k.act.targets) <= 2);
     case_free(&k);
@@ -278,6 +279,7 @@ static void test_targets_batch_independent(void **state) {
     case_alloc(&big, &cfg, 4, 200, 31);
     fill_batch(&big, ids, n);
     omp_set_num_threads(2);
+    model_fbank_normalize(big.feats, big.frames, 4, 200, 80); /* the model's input, as model_fbank_input gives it */
     bestrq_prepare_input(&big.act, &big.p, big.feats, big.frames, big.utt, 4, 200, 1, 7);
     for (int b = 0; b < 4; b++) {
         for (int threads = 1; threads <= 2; threads++) {
@@ -290,6 +292,7 @@ static void test_targets_batch_independent(void **state) {
             /* utterance b goes second here, after a different utterance */
             const int64_t ids_sw[2] = {ids2[1], ids2[0]}, n_sw[2] = {n2[1], n2[0]};
             fill_batch(k, ids_sw, n_sw);
+            model_fbank_normalize(k->feats, k->frames, 2, F, 80);
             bestrq_prepare_input(&k->act, &k->p, k->feats, k->frames, k->utt, 2, F, 1, 7);
             const int64_t Tb = n[b] / 4, Q = cfg.codebooks;
             for (int64_t t = 0; t < Tb; t++)
@@ -317,7 +320,7 @@ static void test_mask_mapping(void **state) {
     case_alloc(&k, &cfg, 3, 403, 2);
     const int64_t ids[3] = {21, 22, 23}, n[3] = {403, 250, 39};
     fill_batch(&k, ids, n);
-    bestrq_normalize(k.feats, k.frames, 3, k.F, 80);
+    model_fbank_normalize(k.feats, k.frames, 3, k.F, 80);
     float *clean = koe_malloc((size_t)(3 * k.F * 80) * sizeof(float));
     memcpy(clean, k.feats, (size_t)(3 * k.F * 80) * sizeof(float));
     const uint64_t seed = 5, step = 17;
@@ -363,7 +366,7 @@ static void test_mask_mapping(void **state) {
     cfg2.noise_std = 0.25f;
     case_alloc(&k2, &cfg2, 3, 403, 2);
     fill_batch(&k2, ids, n);
-    bestrq_normalize(k2.feats, k2.frames, 3, k2.F, 80);
+    model_fbank_normalize(k2.feats, k2.frames, 3, k2.F, 80);
     bestrq_mask_input(&cfg2, k2.act.in_mask, k2.act.mask, k2.feats, k2.frames, k2.utt, 3, k2.F, seed, step);
     for (int64_t i = 0; i < 3 * k.F; i++)
         if (k.act.in_mask[i])
@@ -590,12 +593,12 @@ static void test_parity_case(void **state) {
     const int64_t nf_all = (int64_t)B * F * E, BT = B * k.T;
     float *raw = koe_malloc((size_t)nf_all * sizeof(float)), *norm = koe_malloc((size_t)nf_all * sizeof(float));
     memcpy(raw, k.feats, (size_t)nf_all * sizeof(float));
-    /* the steps one by one (to keep the clean normalised features), then prepare as the trainer calls
-     * it on a copy, which must give the same */
-    bestrq_normalize(k.feats, k.frames, B, F, E);
+    /* the steps one by one (to keep the clean normalised features), then prepare as the objective calls
+     * it on a copy of the model's normalised input, which must give the same */
+    model_fbank_normalize(k.feats, k.frames, B, F, E);
     memcpy(norm, k.feats, (size_t)nf_all * sizeof(float));
     float *again = koe_malloc((size_t)nf_all * sizeof(float));
-    memcpy(again, raw, (size_t)nf_all * sizeof(float));
+    memcpy(again, norm, (size_t)nf_all * sizeof(float));
     const int64_t loss_frames = bestrq_prepare_input(&k.act, &k.p, again, k.frames, k.utt, B, F, seed, step);
     assert_true(loss_frames > 30);
 
@@ -627,7 +630,7 @@ static void test_parity_case(void **state) {
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) h5_attr_write_i64(f, ints[i].name, ints[i].v);
     h5_attr_write_f64(f, "noise_std", cfg.noise_std);
     h5_attr_write_f64(f, "mask_prob", cfg.mask_prob);
-    h5_attr_write_f64(f, "norm_eps", BESTRQ_NORM_EPS);
+    h5_attr_write_f64(f, "norm_eps", MODEL_FBANK_NORM_EPS);
     h5_attr_write_f64(f, "scale", scale);
     h5_attr_write_f64(f, "loss", loss);
     h5_attr_write_f64(f, "n_correct", nc);
