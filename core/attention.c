@@ -147,16 +147,32 @@ static void attention_softmax_row(float *s, int64_t Tk, const uint8_t *kp) {
     for (int64_t j = 0; j < Tk; j++) s[j] *= inv;
 }
 
+/* What forward and backward both derive from the shapes and the dropout. */
+typedef struct {
+    int Dh;          /* head width C / H */
+    float scale;     /* 1 / sqrt(Dh) */
+    int dropping;    /* attention dropout on */
+    uint32_t thr;    /* its keep threshold */
+    float inv_keep;  /* 1 / (1 - p) */
+    int slots;       /* threads over the (b, h) pairs */
+} AttentionSetup;
+
+static AttentionSetup attention_setup(int B, int C, int H, const AttentionDropout *drop) {
+    KOE_ASSERT(C % H == 0);
+    AttentionSetup a = {.Dh = C / H, .dropping = drop && drop->p > 0.0f, .slots = attention_slots(B, H)};
+    a.scale = 1.0f / sqrtf((float)a.Dh);
+    KOE_ASSERT(!a.dropping || drop->p < 1.0f);
+    a.thr = a.dropping ? attention_drop_threshold(drop->p) : 0;
+    a.inv_keep = a.dropping ? 1.0f / (1.0f - drop->p) : 1.0f;
+    return a;
+}
+
 void attention_forward(float *out, float *att, const float *qkv, const uint8_t *key_pad, int B, int64_t T, int C,
                        int H, const AttentionDropout *drop, float *scratch) {
-    KOE_ASSERT(C % H == 0);
-    const int Dh = C / H;
-    const float scale = 1.0f / sqrtf((float)Dh);
-    const int dropping = drop && drop->p > 0.0f;
-    KOE_ASSERT(!dropping || drop->p < 1.0f);
-    const uint32_t thr = dropping ? attention_drop_threshold(drop->p) : 0;
-    const float inv_keep = dropping ? 1.0f / (1.0f - drop->p) : 1.0f;
-    const int slots = attention_slots(B, H);
+    const AttentionSetup su = attention_setup(B, C, H, drop);
+    const int Dh = su.Dh, dropping = su.dropping, slots = su.slots;
+    const float scale = su.scale, inv_keep = su.inv_keep;
+    const uint32_t thr = su.thr;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(slots)
     for (int bh = 0; bh < B * H; bh++) {
         const int b = bh / H, h = bh % H;
@@ -183,15 +199,11 @@ void attention_forward(float *out, float *att, const float *qkv, const uint8_t *
 
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, const uint8_t *key_pad,
                         int B, int64_t T, int C, int H, const AttentionDropout *drop, float *scratch) {
-    KOE_ASSERT(C % H == 0);
     if (!dqkv) return;
-    const int Dh = C / H;
-    const float scale = 1.0f / sqrtf((float)Dh);
-    const int dropping = drop && drop->p > 0.0f;
-    KOE_ASSERT(!dropping || drop->p < 1.0f);
-    const uint32_t thr = dropping ? attention_drop_threshold(drop->p) : 0;
-    const float inv_keep = dropping ? 1.0f / (1.0f - drop->p) : 1.0f;
-    const int slots = attention_slots(B, H);
+    const AttentionSetup su = attention_setup(B, C, H, drop);
+    const int Dh = su.Dh, dropping = su.dropping, slots = su.slots;
+    const float scale = su.scale, inv_keep = su.inv_keep;
+    const uint32_t thr = su.thr;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(slots)
     for (int bh = 0; bh < B * H; bh++) {
         const int b = bh / H, h = bh % H;
