@@ -490,14 +490,13 @@ void trainer_close(Trainer *tr) {
 /* ---- one update ------------------------------------------------------------------------------------ */
 
 /* The update's sums over all ranks (the gradient itself is reduced by dp during backward). */
-static void reduce_update(Trainer *tr, ObjectiveStats *u) {
+static void reduce_update(ObjectiveStats *u) {
     double v[4] = {u->loss_sum, u->head_sum, (double)u->frames, u->correct};
     comm_allreduce_sum_f64(v, 4);
     u->loss_sum = v[0];
     u->head_sum = v[1];
     u->frames = (int64_t)v[2];
     u->correct = v[3];
-    (void)tr;
 }
 
 /* Skip (returns 0) or apply (returns 1) the update whose gradient is in m->grads, normalised. */
@@ -568,7 +567,7 @@ int trainer_step(Trainer *tr, TrainerStep *s, KoeError *err) {
     double comm_wait = 0;
     if (tr->dp) {
         comm_wait = dp_finish(tr->dp);
-        reduce_update(tr, &upd);
+        reduce_update(&upd);
     }
     /* normalise by the update's scored frames over all ranks; clip on the global norm */
     s->frames = upd.frames;
