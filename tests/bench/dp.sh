@@ -41,7 +41,7 @@ import json, sys
 a1, b1, a2, b2 = map(float, sys.argv[1:5])
 short, long_, log = int(sys.argv[5]), int(sys.argv[6]), sys.argv[7]
 s1, s2 = (b1 - a1) / (long_ - short), (b2 - a2) / (long_ - short)
-rows = [json.loads(l.replace(": nan", ": NaN")) for l in open(log)]
+rows = [json.loads(l) for l in open(log)]
 comm = [r["comm_time_s"] for r in rows if r["step"] > short]
 c = sum(comm) / len(comm)
 print(f"   small HuBERT, global batch 320000 samples, updates {short + 1}..{long_}:")
