@@ -14,8 +14,15 @@
 int hf_export(const char *dir, const ModelConfig *cfg, const ParamTable *t, const float *params, KoeError *err);
 /* cfg starts from model_config_default; the fields present in DIR/config.json override it, each
  * checked against its key's range. Errors name DIR/config.json (with line and column for bad JSON),
- * the field and the recipe key. */
+ * the field and the recipe key. Refused, saying why and what to run instead: a path that is not a
+ * directory with config.json and model.safetensors (or its sharded index) — a fairseq .pt file or a
+ * directory with only pytorch_model.bin gets the conversion command —, a model_type other than
+ * hubert or wav2vec2 (WavLM, data2vec-audio, UniSpeech, ...), and switches koe cannot compute
+ * (feat_proj_layer_norm false as in DistilHuBERT, conv_pos_batch_norm, add_adapter). */
 int hf_read_config(const char *dir, ModelConfig *cfg, KoeError *err);
-/* Every table tensor from DIR/model.safetensors (F32, same shape); tensors the table lacks are an error,
- * except masked_spec_embed may be absent (published fine-tuned models drop it: it keeps its init). */
+/* Every table tensor from DIR/model.safetensors, or from the shards DIR/model.safetensors.index.json
+ * names (same shape; F32, F16, BF16 or F64, converted to float32); a task model's "hubert." /
+ * "wav2vec2." prefix is dropped and tensors outside the encoder (CTC head, quantizer) are skipped
+ * with a warning. Tensors the table lacks are an error, except masked_spec_embed may be absent
+ * (published fine-tuned models drop it: it keeps its init). */
 int hf_read_params(const char *dir, const ParamTable *t, float *params, KoeError *err);

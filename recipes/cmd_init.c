@@ -40,9 +40,14 @@ const CliCommand cmd_init = {
              "With RECIPE.ini the weights are initialised as fairseq does (from run.seed): conv stack kaiming\n"
              "normal, encoder Linear N(0, 0.02) with zero bias, LayerNorm 1/0, positional conv N(0, 4/(K*D))\n"
              "under weight norm, mask embedding U(0, 1).\n"
-             "With --from DIR the [model] section comes from DIR/config.json (transformers Wav2Vec2/HuBERT\n"
-             "fields) and the weights from DIR/model.safetensors (tensors outside the encoder, e.g. a CTC head,\n"
-             "are skipped with a warning); the other sections are the recipe defaults plus the overrides.\n"
+             "With --from DIR the [model] section's architecture comes from DIR/config.json (transformers\n"
+             "HuBERT / wav2vec 2.0 fields; do_normalize becomes model.normalize_waveform) and the weights from\n"
+             "DIR/model.safetensors or the shards of DIR/model.safetensors.index.json (F32, F16 or BF16; tensors\n"
+             "outside the encoder, e.g. a CTC head, are skipped with a warning). The pretraining settings\n"
+             "(dropouts, layerdrop, masking) and the other sections are the recipe defaults plus the overrides:\n"
+             "a published config.json's mask_time_prob etc. are fine-tuning values and are not used. Other\n"
+             "model types (WavLM, data2vec-audio, ...) are refused; for pytorch_model.bin or a fairseq .pt the\n"
+             "message says how to convert it.\n"
              "section.key=value arguments override the recipe, after the file (`koe help train` lists the keys).\n",
     .flags = init_flags,
     .opts_size = sizeof(InitOptions),
