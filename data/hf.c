@@ -285,6 +285,26 @@ static int check_architecture(const json_t *root, const char *path, KoeError *er
     return 0;
 }
 
+/* DIR/preprocessor_config.json, when present, is transformers' feature extractor: what a user of the
+ * published model feeds it. Its model-key fields (do_normalize) override config.json's; its
+ * sampling_rate must be koe's 16 kHz. */
+static int read_preprocessor(const char *dir, ModelConfig *c, KoeError *err) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/preprocessor_config.json", dir);
+    if (access(path, F_OK) != 0) return 0;
+    json_error_t je;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (!root) return koe_error_set(err, "%s:%d:%d: %s", path, je.line, je.column, je.text);
+    int rc = json_is_object(root) ? 0 : koe_error_set(err, "%s: not a JSON object", path);
+    for (int i = 0; i < model_n_keys && !rc; i++)
+        if (model_keys[i].hf && model_keys[i].type != K_CONV) rc = read_key(root, &model_keys[i], c, path, err);
+    const json_t *sr = json_object_get(root, "sampling_rate");
+    if (!rc && sr && (!json_is_integer(sr) || json_integer_value(sr) != 16000))
+        rc = koe_error_set(err, "%s: sampling_rate must be 16000 (koe's audio rate)", path);
+    json_decref(root);
+    return rc;
+}
+
 int hf_read_config(const char *dir, ModelConfig *c, KoeError *err) {
     char path[4096];
     if (check_layout(dir, err) < 0) return -1;
@@ -301,6 +321,7 @@ int hf_read_config(const char *dir, ModelConfig *c, KoeError *err) {
     model_config_default(c);
     for (int i = 0; i < model_n_keys; i++)
         if (model_keys[i].hf && read_key(root, &model_keys[i], c, path, err) < 0) goto out;
+    if (read_preprocessor(dir, c, err) < 0) goto out;
     const json_t *act = json_object_get(root, "hidden_act");
     if (act && (!json_is_string(act) || strcmp(json_string_value(act), "gelu"))) {
         koe_error_set(err, "%s: hidden_act must be \"gelu\" (koe's encoder uses exact GELU)", path);

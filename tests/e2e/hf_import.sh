@@ -28,7 +28,7 @@ for name in $imported; do
 done
 $SI check "$T" "$T/a.wav,$T/b.wav" $imported
 # the Large model's embed is normalised: torchaudio on the raw waveform differs
-sed -i 's/"do_normalize": true/"do_normalize": false/' "$T/large/config.json"
+sed -i 's/"do_normalize": true/"do_normalize": false/' "$T/large/preprocessor_config.json"
 if $SI check "$T" "$T/a.wav,$T/b.wav" large > "$T/raw.out" 2>&1; then echo "normalisation made no difference"; exit 1; fi
 
 # the recipe in the checkpoint: the architecture from config.json, the pretraining settings koe's

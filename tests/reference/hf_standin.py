@@ -6,6 +6,7 @@ config.json fields that transformers' save_pretrained gives, at tiny sizes (2 la
   hubert_ctc    HubertForCTC: "hubert." prefix, lm_head, weight norm as parametrizations.weight.original0/1
   w2v2_pt       Wav2Vec2ForPreTraining: "wav2vec2." prefix, quantizer, project_hid, project_q
   hubert_large  HuBERT Large style: layer norm in every conv layer, conv bias, pre-LN, do_normalize true
+                (in preprocessor_config.json, or in config.json when sharded)
   wavlm, data2vec_audio, distilhubert   models koe cannot compute (refused)
   bin_only      a directory with config.json and pytorch_model.bin only
   fairseq_pt    a fairseq checkpoint file (x.pt: {"cfg": ..., "model": ...})
@@ -57,8 +58,6 @@ def config(kind):
         "num_hidden_layers": L, "pad_token_id": 0, "torch_dtype": "float32", "transformers_version": "4.40.0",
         "use_weighted_layer_sum": False, "vocab_size": 32,
     }
-    if large:
-        cfg["do_normalize"] = True
     if kind == "w2v2_pt":
         cfg.update(num_codevectors_per_group=8, num_codevector_groups=2, codevector_dim=16, proj_codevector_dim=16,
                    contrastive_logits_temperature=0.1, num_negatives=100, diversity_loss_weight=0.1)
@@ -154,6 +153,13 @@ def build(out, kind, dtype="F32", shards=1):
         torch.save({"cfg": {"model": {"_name": "hubert", "encoder_layers": L}}, "model": model}, out)
         return
     os.makedirs(out, exist_ok=True)
+    large = kind == "hubert_large"
+    if large and shards > 1:  # some published configs say do_normalize in config.json
+        cfg["do_normalize"] = True
+    elif large:  # most, like hubert-large-ll60k, only in the feature extractor's preprocessor_config.json
+        json.dump({"do_normalize": True, "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1,
+                   "padding_side": "right", "padding_value": 0, "return_attention_mask": True, "sampling_rate": 16000},
+                  open(out + "/preprocessor_config.json", "w"), indent=2)
     json.dump(cfg, open(out + "/config.json", "w"), indent=2)
     if kind == "bin_only":
         torch.save(tensors, out + "/pytorch_model.bin")
@@ -192,6 +198,8 @@ def read_safetensors(path):
 def load(d):
     """config and the encoder's tensors as float32 under torchaudio's sub-dict names"""
     cfg = json.load(open(d + "/config.json"))
+    if os.path.exists(d + "/preprocessor_config.json"):
+        cfg["do_normalize"] = json.load(open(d + "/preprocessor_config.json"))["do_normalize"]
     if os.path.exists(d + "/model.safetensors.index.json"):
         files = sorted(set(json.load(open(d + "/model.safetensors.index.json"))["weight_map"].values()))
     else:
