@@ -162,6 +162,7 @@ install: all
 	install -m 755 launch/koe-local $(DESTDIR)$(PREFIX)/bin/koe-local
 	install -m 755 $(PLUGIN) $(DESTDIR)$(PREFIX)/lib/koe/hdf5-plugins/
 	cp -r data/wordlists $(SHARE)/koe/
+	install -m 755 data/pickle_to_hf.py $(SHARE)/koe/
 	for f in $(wildcard recipes/*/*.ini recipes/*/*.sh); do install -D -m 644 $$f $(SHARE)/koe/$$f; done
 	cp -r launch/slurm launch/README.md $(SHARE)/koe/launch/
 	bash launch/install/man.sh $(BUILD)/koe $(SHARE)/man/man1

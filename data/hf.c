@@ -227,31 +227,31 @@ static int exists(const char *dir, const char *name) {
     return access(path, F_OK) == 0;
 }
 
+int hf_is_pickle(const char *path) {
+    struct stat st;
+    if (stat(path, &st) != 0) return 0;
+    const size_t n = strlen(path);
+    if (!S_ISDIR(st.st_mode)) return n > 3 && !strcmp(path + n - 3, ".pt");
+    return !exists(path, "model.safetensors") && !exists(path, "model.safetensors.index.json") &&
+           (exists(path, "pytorch_model.bin") || exists(path, "pytorch_model.bin.index.json"));
+}
+
 /* What `koe init --from` was given, when it is not a directory in the layout koe reads: each message
  * says what to run instead. */
 static int check_layout(const char *dir, KoeError *err) {
     struct stat st;
     if (stat(dir, &st) != 0) return koe_error_set(err, "%s: %s", dir, strerror(errno));
-    const size_t n = strlen(dir);
-    if (!S_ISDIR(st.st_mode) && n > 3 && !strcmp(dir + n - 3, ".pt"))
-        return koe_error_set(err, "%s is a fairseq checkpoint (a Python pickle), which koe does not read. Convert it "
-                             "to the Hugging Face layout with transformers' converter, then import that directory:\n"
-                             "  python3 -m transformers.models.hubert.convert_hubert_original_pytorch_checkpoint_to_pytorch "
-                             "--checkpoint_path %s --pytorch_dump_folder_path OUT --not_finetuned\n"
-                             "  (wav2vec 2.0: transformers.models.wav2vec2.convert_wav2vec2_original_pytorch_checkpoint_to_pytorch, "
-                             "same arguments)\n  koe init --from OUT --out CKPT.h5", dir, dir);
+    if (hf_is_pickle(dir))
+        return koe_error_set(err, "%s is a Python pickle (a fairseq .pt or pytorch_model.bin), which koe reads only "
+                             "through its converter: `koe init --from %s` runs it, or run it yourself:\n"
+                             "  python3 data/pickle_to_hf.py %s OUT   (installed: PREFIX/share/koe/pickle_to_hf.py)\n"
+                             "  koe init --from OUT --out CKPT.h5", dir, dir, dir);
     if (!S_ISDIR(st.st_mode))
         return koe_error_set(err, "%s is not a directory: give the directory holding config.json and "
                              "model.safetensors (a Hugging Face model)", dir);
     if (!exists(dir, "config.json"))
         return koe_error_set(err, "%s has no config.json: not a Hugging Face model directory", dir);
     if (exists(dir, "model.safetensors") || exists(dir, "model.safetensors.index.json")) return 0;
-    if (exists(dir, "pytorch_model.bin") || exists(dir, "pytorch_model.bin.index.json"))
-        return koe_error_set(err, "%s holds pytorch_model.bin (a Python pickle), which koe does not read. Save it as "
-                             "safetensors with transformers, then import that directory:\n"
-                             "  python3 -c \"import transformers; transformers.AutoModel.from_pretrained('%s')"
-                             ".save_pretrained('OUT', safe_serialization=True)\"\n  koe init --from OUT --out CKPT.h5",
-                             dir, dir);
     return koe_error_set(err, "%s has neither model.safetensors nor model.safetensors.index.json", dir);
 }
 

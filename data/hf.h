@@ -11,13 +11,17 @@
 #include "../core/model.h"
 #include "../core/params.h"
 
+/* 1 when path is a Python pickle of a model that data/pickle_to_hf.py converts to this layout: a
+ * fairseq checkpoint file (*.pt) or a directory with pytorch_model.bin (or its index) and no
+ * safetensors. `koe init --from` runs the converter itself (recipes/cmd_init.c). */
+int hf_is_pickle(const char *path);
 int hf_export(const char *dir, const ModelConfig *cfg, const ParamTable *t, const float *params, KoeError *err);
 /* cfg starts from model_config_default; the fields present in DIR/config.json override it, each
  * checked against its key's range. Errors name DIR/config.json (with line and column for bad JSON),
  * the field and the recipe key. DIR/preprocessor_config.json, when present, overrides do_normalize
  * (transformers keeps the feature extractor's settings there) and must say 16 kHz. Refused, saying why and what to run instead: a path that is not a
- * directory with config.json and model.safetensors (or its sharded index) — a fairseq .pt file or a
- * directory with only pytorch_model.bin gets the conversion command —, a model_type other than
+ * directory with config.json and model.safetensors (or its sharded index) — a pickle (hf_is_pickle)
+ * gets the conversion command —, a model_type other than
  * hubert or wav2vec2 (WavLM, data2vec-audio, UniSpeech, ...), and switches koe cannot compute
  * (feat_proj_layer_norm false as in DistilHuBERT, conv_pos_batch_norm, add_adapter). */
 int hf_read_config(const char *dir, ModelConfig *cfg, KoeError *err);

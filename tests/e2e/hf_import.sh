@@ -4,7 +4,9 @@
 # config.json fields, 2 layers x 32 wide, nothing downloaded). Each one is either imported, and then
 # `koe embed --layer all` equals torchaudio's model on the same weights at every layer (1e-4
 # relative; the Large one on the waveform normalised as do_normalize says), or refused with a message
-# naming the reason (and, for pickles, what to run). Importing never puts transformers' fine-tuning
+# naming the reason. Pickles (a directory with only pytorch_model.bin, fairseq .pt files in both the
+# cfg/omegaconf and the older args/Namespace form) are converted by koe's data/pickle_to_hf.py, which
+# `koe init --from` runs, and which runs no code from the file. Importing never puts transformers' fine-tuning
 # values (mask_time_prob 0.05, layerdrop, dropouts) into the recipe, and `koe export` writes them
 # back under transformers' names, with koe's pretraining values under koe_*.
 set -euo pipefail
@@ -21,7 +23,9 @@ for path, n, f in ((sys.argv[1], 16000, 220.0), (sys.argv[2], 11000, 310.0)):
 PY
 
 $SI build "$T"
-imported="hubert hubert_f16 hubert_bf16 hubert_sharded hubert_ctc w2v2_pt large large_bf16_sharded"
+export KOE_PYTHON=$PYTHON  # the pickle converter's python (with torch)
+imported="hubert hubert_f16 hubert_bf16 hubert_sharded hubert_ctc w2v2_pt large large_bf16_sharded bin_only
+  fairseq.pt fairseq_large.pt"
 for name in $imported; do
   "$KOE" init --from "$T/$name" --out "$T/$name.h5"
   "$KOE" embed --ckpt "$T/$name.h5" --layer all --out "$T/$name.emb.h5" "$T/a.wav" "$T/b.wav"
@@ -68,17 +72,27 @@ PY
 
 refused() { # name, expected text...
   local name=$1; shift
-  if "$KOE" init --from "$T/$name" --out "$T/$name.h5" 2> "$T/$name.err"; then
+  if "$KOE" init --from "$T/$name" --out "$T/$name.refused.h5" 2> "$T/$name.err"; then
     echo "$name: imported, should be refused"; exit 1
   fi
   for w in "$@"; do
     grep -qF -- "$w" "$T/$name.err" || { echo "$name: message lacks '$w':"; cat "$T/$name.err"; exit 1; }
   done
-  [ ! -e "$T/$name.h5" ]
+  [ ! -e "$T/$name.refused.h5" ]
 }
 refused wavlm 'model_type "wavlm"' "cannot compute"
 refused data2vec 'model_type "data2vec-audio"' "cannot compute"
 refused distil '"feat_proj_layer_norm" must be true' "cannot compute"
-refused bin_only "pytorch_model.bin" "save_pretrained" "koe init --from OUT"
-refused fairseq.pt "fairseq checkpoint" "convert_hubert_original_pytorch_checkpoint_to_pytorch" "koe init --from OUT"
+# the converter runs no code from a pickle: a .pt whose unpickling would call os.system is refused
+"$PYTHON" - "$T/evil.pt" "$T/pwned" <<'PY'
+import os, sys, torch
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("touch " + sys.argv[2],))
+torch.save({"model": {"x": torch.zeros(1)}, "cfg": Evil()}, sys.argv[1])
+PY
+refused evil.pt "converting" "not a fairseq model config"
+[ ! -e "$T/pwned" ] || { echo "the converter ran code from the pickle"; exit 1; }
+# without a python that has torch, the message says what to install
+KOE_PYTHON=/bin/false refused fairseq.pt "converting" "python3-torch" "pickle_to_hf.py"
 echo "hf_import: ok"

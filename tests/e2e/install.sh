@@ -11,7 +11,7 @@ cd "$KOE_ROOT"
 make --no-print-directory install BUILD="$KOE_BUILD" DESTDIR="$T/stage" PREFIX=/opt/koe > "$T/make.log"
 P=$T/stage/opt/koe
 [ -x "$P/bin/koe" ] && [ -f "$P/lib/koe/hdf5-plugins/libh5zstd.so" ]
-[ -f "$P/share/koe/recipes/base/hubert_iter1.ini" ] && [ -f "$P/share/koe/launch/slurm/pretrain.sbatch" ]
+[ -x "$P/share/koe/pickle_to_hf.py" ] && [ -f "$P/share/koe/recipes/base/hubert_iter1.ini" ] && [ -f "$P/share/koe/launch/slurm/pretrain.sbatch" ]
 grep -q "^version: \"$(cat VERSION)\"" CITATION.cff
 [ -f "$P/share/doc/koe/CITATION.cff" ]
 

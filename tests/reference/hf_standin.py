@@ -9,7 +9,12 @@ config.json fields that transformers' save_pretrained gives, at tiny sizes (2 la
                 (in preprocessor_config.json, or in config.json when sharded)
   wavlm, data2vec_audio, distilhubert   models koe cannot compute (refused)
   bin_only      a directory with config.json and pytorch_model.bin only
-  fairseq_pt    a fairseq checkpoint file (x.pt: {"cfg": ..., "model": ...})
+  fairseq_pt    a fairseq HuBERT Base checkpoint file (x.pt: {"cfg": omegaconf DictConfig, "model":
+                fairseq's names, label_embs_concat, final_proj}); the DictConfig classes are
+                stand-ins pickled under omegaconf's module names, with omegaconf's state layout
+  fairseq_pt_large   the same for a Large model (layer_norm extractor, pre-LN, conv bias), in the
+                older {"args": argparse.Namespace} form with task normalize = True
+The pickles get NAME.ref/ beside them: the same weights in the HF layout (F32), what `check` compares with.
 
 Usage: hf_standin.py build ROOT            every stand-in of STANDINS as ROOT/NAME
        hf_standin.py check ROOT WAVS NAME...  ROOT/NAME.emb.h5 (koe embed --layer all of the
@@ -37,11 +42,12 @@ STANDINS = {
     "large": ("hubert_large", "F32", 1), "large_bf16_sharded": ("hubert_large", "BF16", 2),
     "wavlm": ("wavlm", "F32", 1), "data2vec": ("data2vec_audio", "F32", 1), "distil": ("distilhubert", "F32", 1),
     "bin_only": ("bin_only", "F32", 1), "fairseq.pt": ("fairseq_pt", "F32", 1),
+    "fairseq_large.pt": ("fairseq_pt_large", "F32", 1),
 }
 
 
 def config(kind):
-    large = kind == "hubert_large"
+    large = kind in ("hubert_large", "fairseq_pt_large")
     cfg = {
         "architectures": [{"hubert": "HubertModel", "hubert_ctc": "HubertForCTC", "w2v2_pt": "Wav2Vec2ForPreTraining",
                            "wavlm": "WavLMModel", "data2vec_audio": "Data2VecAudioModel"}.get(kind, "HubertModel")],
@@ -118,6 +124,69 @@ def hf_names(kind, sd):
     return out
 
 
+FAIRSEQ = [  # transformers' name -> fairseq's, written independently of data/pickle_to_hf.py's table
+    (r"feature_extractor\.conv_layers\.(\d+)\.conv\.", r"feature_extractor.conv_layers.\1.0."),
+    (r"feature_extractor\.conv_layers\.(\d+)\.layer_norm\.", None),  # group norm .2, layer norm .1.1
+    (r"^feature_projection\.layer_norm\.", "layer_norm."), (r"^feature_projection\.projection\.", "post_extract_proj."),
+    (r"^masked_spec_embed$", "mask_emb"), (r"^encoder\.pos_conv_embed\.conv\.", "encoder.pos_conv.0."),
+    (r"\.attention\.", ".self_attn."), (r"(layers\.\d+)\.layer_norm\.", r"\1.self_attn_layer_norm."),
+    (r"\.feed_forward\.intermediate_dense\.", ".fc1."), (r"\.feed_forward\.output_dense\.", ".fc2."),
+]
+
+
+def fairseq_names(sd, layer_norm):
+    import re
+    out = {}
+    for k, v in sd.items():
+        for pat, rep in FAIRSEQ:
+            if rep is None:
+                k = re.sub(pat, r"feature_extractor.conv_layers.\1.1.1." if layer_norm else r"feature_extractor.conv_layers.\1.2.", k)
+            else:
+                k = re.sub(pat, rep, k)
+        out[k] = v
+    return out
+
+
+def omegaconf_standin(d):
+    """d as omegaconf pickles a DictConfig (state {"_content": {key: node}}, nodes {"_val": value}),
+    from classes registered under omegaconf's module names, so that the pickle names them"""
+    import types
+    if "omegaconf" not in sys.modules:
+        for name in ("omegaconf", "omegaconf.dictconfig", "omegaconf.nodes"):
+            sys.modules[name] = types.ModuleType(name)
+        class DictConfig:
+            def __init__(self, content): self.content = content
+            def __getstate__(self): return {"_metadata": None, "_parent": None, "_content": self.content}
+        class AnyNode:
+            def __init__(self, v): self.v = v
+            def __getstate__(self): return {"_metadata": None, "_parent": None, "_val": self.v}
+        DictConfig.__module__, AnyNode.__module__ = "omegaconf.dictconfig", "omegaconf.nodes"
+        DictConfig.__qualname__, AnyNode.__qualname__ = "DictConfig", "AnyNode"
+        sys.modules["omegaconf.dictconfig"].DictConfig, sys.modules["omegaconf.nodes"].AnyNode = DictConfig, AnyNode
+    DictConfig, AnyNode = sys.modules["omegaconf.dictconfig"].DictConfig, sys.modules["omegaconf.nodes"].AnyNode
+    return DictConfig({k: omegaconf_standin(v) if isinstance(v, dict) else AnyNode(v) for k, v in d.items()})
+
+
+def fairseq_checkpoint(out, kind, cfg, tensors):
+    large = kind == "fairseq_pt_large"
+    model = fairseq_names(tensors, large)
+    model["label_embs_concat"] = torch.randn(100, 16)
+    model["final_proj.weight"], model["final_proj.bias"] = torch.randn(16, D), torch.zeros(16)
+    mcfg = {"_name": "hubert", "extractor_mode": "layer_norm" if large else "default", "encoder_layers": L,
+            "encoder_embed_dim": D, "encoder_ffn_embed_dim": F, "encoder_attention_heads": H, "activation_fn": "gelu",
+            "layer_norm_first": large, "conv_feature_layers": "[(32,10,5)] + [(32,3,2)]*2 + [(32,2,2)]",
+            "conv_bias": large, "conv_pos": cfg["num_conv_pos_embeddings"], "conv_pos_groups": cfg["num_conv_pos_embedding_groups"],
+            "feature_grad_mult": 0.1, "mask_prob": 0.8, "dropout": 0.1}
+    task = {"_name": "hubert_pretraining", "normalize": large, "sample_rate": 16000}
+    if large:
+        import argparse
+        ckpt = {"args": argparse.Namespace(arch="hubert", **{**mcfg, **task}), "model": model}
+    else:
+        ckpt = {"cfg": omegaconf_standin({"model": mcfg, "task": task}), "model": model}
+    ckpt["extra_state"] = {"epoch": 3, "best_loss": np.float64(1.5)}
+    torch.save(ckpt, out)
+
+
 def to_bytes(t, dtype):
     t = t.contiguous()
     if dtype == "F32":
@@ -146,11 +215,12 @@ def build(out, kind, dtype="F32", shards=1):
         cfg["torch_dtype"] = {"F16": "float16", "BF16": "bfloat16"}[dtype]
     tensors = hf_names(kind, encoder_weights(cfg, 1234))
     tensors.update(heads(kind, cfg))
-    if kind == "fairseq_pt":  # fairseq's layout: one pickle with its own names and an omegaconf-like cfg
-        model = {k.replace("feature_projection.projection", "post_extract_proj"): v for k, v in tensors.items()}
-        model["label_embs_concat"] = torch.randn(100, 16)
-        model["final_proj.weight"] = torch.randn(16, D)
-        torch.save({"cfg": {"model": {"_name": "hubert", "encoder_layers": L}}, "model": model}, out)
+    if kind in ("bin_only", "fairseq_pt", "fairseq_pt_large"):  # pickles: the reference beside them
+        os.makedirs(out + ".ref", exist_ok=True)
+        json.dump({**cfg, "do_normalize": kind == "fairseq_pt_large"}, open(out + ".ref/config.json", "w"), indent=2)
+        write_safetensors(out + ".ref/model.safetensors", tensors, "F32")
+    if kind.startswith("fairseq_pt"):
+        fairseq_checkpoint(out, kind, cfg, tensors)
         return
     os.makedirs(out, exist_ok=True)
     large = kind == "hubert_large"
@@ -218,7 +288,7 @@ def load(d):
 
 def check(d, emb, wavs):
     import h5py
-    cfg, sd = load(d)
+    cfg, sd = load(d + ".ref" if os.path.exists(d + ".ref") else d)
     model = hf_export.model(cfg)
     hf_export.load_weights(model, sd)
     model.eval().double()
