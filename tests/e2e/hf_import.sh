@@ -25,12 +25,16 @@ PY
 $SI build "$T"
 export KOE_PYTHON=$PYTHON  # the pickle converter's python (with torch)
 imported="hubert hubert_f16 hubert_bf16 hubert_sharded hubert_ctc w2v2_pt large large_bf16_sharded bin_only
-  fairseq.pt fairseq_large.pt"
+  fairseq.pt fairseq_large.pt fairseq_w2v2.pt"
 for name in $imported; do
-  "$KOE" init --from "$T/$name" --out "$T/$name.h5"
+  "$KOE" init --from "$T/$name" --out "$T/$name.h5" 2> "$T/$name.init.err"
   "$KOE" embed --ckpt "$T/$name.h5" --layer all --out "$T/$name.emb.h5" "$T/a.wav" "$T/b.wav"
 done
 $SI check "$T" "$T/a.wav,$T/b.wav" $imported
+# fairseq's wav2vec 2.0 heads come out under transformers' names (skipped by koe's encoder import)
+for t in quantizer.codevectors quantizer.weight_proj.weight project_q.weight project_hid.weight; do
+  grep -q "$t is not part of the encoder" "$T/fairseq_w2v2.pt.init.err" || { cat "$T/fairseq_w2v2.pt.init.err"; exit 1; }
+done
 # the Large model's embed is normalised: torchaudio on the raw waveform differs
 sed -i 's/"do_normalize": true/"do_normalize": false/' "$T/large/preprocessor_config.json"
 if $SI check "$T" "$T/a.wav,$T/b.wav" large > "$T/raw.out" 2>&1; then echo "normalisation made no difference"; exit 1; fi

@@ -14,6 +14,8 @@ config.json fields that transformers' save_pretrained gives, at tiny sizes (2 la
                 stand-ins pickled under omegaconf's module names, with omegaconf's state layout
   fairseq_pt_large   the same for a Large model (layer_norm extractor, pre-LN, conv bias), in the
                 older {"args": argparse.Namespace} form with task normalize = True
+  fairseq_pt_w2v2    a fairseq wav2vec 2.0 Base checkpoint: quantizer.vars, quantizer.weight_proj,
+                project_q, final_proj
 The pickles get NAME.ref/ beside them: the same weights in the HF layout (F32), what `check` compares with.
 
 Usage: hf_standin.py build ROOT            every stand-in of STANDINS as ROOT/NAME
@@ -42,7 +44,7 @@ STANDINS = {
     "large": ("hubert_large", "F32", 1), "large_bf16_sharded": ("hubert_large", "BF16", 2),
     "wavlm": ("wavlm", "F32", 1), "data2vec": ("data2vec_audio", "F32", 1), "distil": ("distilhubert", "F32", 1),
     "bin_only": ("bin_only", "F32", 1), "fairseq.pt": ("fairseq_pt", "F32", 1),
-    "fairseq_large.pt": ("fairseq_pt_large", "F32", 1),
+    "fairseq_large.pt": ("fairseq_pt_large", "F32", 1), "fairseq_w2v2.pt": ("fairseq_pt_w2v2", "F32", 1),
 }
 
 
@@ -170,9 +172,14 @@ def omegaconf_standin(d):
 def fairseq_checkpoint(out, kind, cfg, tensors):
     large = kind == "fairseq_pt_large"
     model = fairseq_names(tensors, large)
-    model["label_embs_concat"] = torch.randn(100, 16)
+    if kind == "fairseq_pt_w2v2":
+        model.update({"quantizer.vars": torch.rand(1, 16, 8), "quantizer.weight_proj.weight": torch.randn(16, CONV[-1][0]),
+                      "quantizer.weight_proj.bias": torch.ones(16), "project_q.weight": torch.randn(16, 16),
+                      "project_q.bias": torch.zeros(16)})
+    else:
+        model["label_embs_concat"] = torch.randn(100, 16)
     model["final_proj.weight"], model["final_proj.bias"] = torch.randn(16, D), torch.zeros(16)
-    mcfg = {"_name": "hubert", "extractor_mode": "layer_norm" if large else "default", "encoder_layers": L,
+    mcfg = {"_name": "wav2vec2" if kind == "fairseq_pt_w2v2" else "hubert", "extractor_mode": "layer_norm" if large else "default", "encoder_layers": L,
             "encoder_embed_dim": D, "encoder_ffn_embed_dim": F, "encoder_attention_heads": H, "activation_fn": "gelu",
             "layer_norm_first": large, "conv_feature_layers": "[(32,10,5)] + [(32,3,2)]*2 + [(32,2,2)]",
             "conv_bias": large, "conv_pos": cfg["num_conv_pos_embeddings"], "conv_pos_groups": cfg["num_conv_pos_embedding_groups"],
@@ -215,7 +222,7 @@ def build(out, kind, dtype="F32", shards=1):
         cfg["torch_dtype"] = {"F16": "float16", "BF16": "bfloat16"}[dtype]
     tensors = hf_names(kind, encoder_weights(cfg, 1234))
     tensors.update(heads(kind, cfg))
-    if kind in ("bin_only", "fairseq_pt", "fairseq_pt_large"):  # pickles: the reference beside them
+    if kind in ("bin_only", "fairseq_pt", "fairseq_pt_large", "fairseq_pt_w2v2"):  # pickles: the reference beside them
         os.makedirs(out + ".ref", exist_ok=True)
         json.dump({**cfg, "do_normalize": kind == "fairseq_pt_large"}, open(out + ".ref/config.json", "w"), indent=2)
         write_safetensors(out + ".ref/model.safetensors", tensors, "F32")
