@@ -12,7 +12,7 @@ that koe itself needs no pickle reader. `koe init --from` runs it when given
     (conv_feature_layers, extractor_mode, encoder_*, layer_norm_first, conv_pos*, and the task's
     normalize as do_normalize).
 
-Safety: torch.save's zip is read here, and its pickle by an Unpickler that runs no code from the
+Safety: torch.save's file (zip, or the legacy format before torch 1.6) is read here, and its pickle by an Unpickler that runs no code from the
 file (not torch.load, which runs any callable the pickle names). Only the names that rebuild
 tensors (torch._utils._rebuild_tensor_v2 and the storage types, mapped to this file's own
 functions) and OrderedDict are resolved; any other class (fairseq's, omegaconf's DictConfig,
@@ -49,7 +49,8 @@ class Stub:
 
 
 def rebuild_tensor(storage, offset, size, stride, *unused):
-    return torch.as_strided(storage, tuple(size), tuple(stride), offset).clone()
+    """a view of storage (a 1-d tensor): the legacy format fills the storages after the pickle"""
+    return torch.as_strided(storage, tuple(size), tuple(stride), offset)
 
 
 def rebuild_parameter(data, *unused):
@@ -58,11 +59,13 @@ def rebuild_parameter(data, *unused):
 
 class Unpickler(pickle.Unpickler):
     """resolves only what rebuilds tensors (to this file's own functions) and OrderedDict; every
-    other class becomes a Stub subclass named after it. Storages come from the zip's data/ records."""
+    other class becomes a Stub subclass named after it. records(key): a storage's bytes (the zip's
+    data/KEY), or None for the legacy format, whose storages follow the pickle: then they are made
+    empty here (self.storages) and filled by load_legacy."""
 
-    def __init__(self, f, records):
+    def __init__(self, f, records=None):
         super().__init__(f)
-        self.records = records
+        self.records, self.storages = records, {}
 
     def find_class(self, module, name):
         if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
@@ -75,17 +78,43 @@ class Unpickler(pickle.Unpickler):
             return collections.OrderedDict
         return type(name, (Stub,), {"__module__": "stub." + module})
 
-    def persistent_load(self, pid):  # ("storage", dtype, key, location, numel)
+    def persistent_load(self, pid):  # ("storage", dtype, key, location, numel[, view (key, offset, size)])
         if not (isinstance(pid, tuple) and pid[0] == "storage" and isinstance(pid[1], torch.dtype)):
             raise pickle.UnpicklingError("unexpected persistent id %r" % (pid[:2],))
-        return torch.frombuffer(bytearray(self.records(str(pid[2]))), dtype=pid[1])
+        if self.records:
+            return torch.frombuffer(bytearray(self.records(str(pid[2]))), dtype=pid[1])
+        key = str(pid[2])
+        if key not in self.storages:
+            self.storages[key] = torch.empty(int(pid[4]), dtype=pid[1])
+        view = pid[5] if len(pid) > 5 else None
+        return self.storages[key] if view is None else self.storages[key][int(view[1]):int(view[1]) + int(view[2])]
+
+
+def load_legacy(f):
+    """torch.save before torch 1.6: pickles of the magic number, protocol and system info, the object,
+    the storage keys, then each storage as an int64 element count and its raw bytes"""
+    magic = Unpickler(f).load()
+    if magic != 0x1950A86A20F9469CFC6C:
+        raise ValueError("not a torch.save file (neither a zip nor the legacy format)")
+    Unpickler(f).load(), Unpickler(f).load()  # protocol version, system info
+    u = Unpickler(f)
+    result = u.load()
+    for key in Unpickler(f).load():
+        st = u.storages[str(key)]
+        n = struct.unpack("<q", f.read(8))[0]
+        data = f.read(n * st.element_size())
+        if n != st.numel() or len(data) != n * st.element_size():
+            raise ValueError("storage %s: truncated or not %d elements" % (key, st.numel()))
+        st.copy_(torch.frombuffer(bytearray(data), dtype=st.dtype))
+    return result
 
 
 def load(path):
-    """torch.save's zip format (torch >= 1.6): archive/data.pkl and one record per storage in archive/data/"""
+    """torch.save's zip format (torch >= 1.6: archive/data.pkl and one record per storage in
+    archive/data/), or the legacy format before it (fairseq's wav2vec 2.0 checkpoints of 2020)"""
     if not zipfile.is_zipfile(path):
-        raise ValueError("not a PyTorch zip file (torch.save before torch 1.6?): load and save it again with a "
-                         "newer torch, e.g. python3 -c \"import torch; torch.save(torch.load('IN'), 'OUT')\"")
+        with open(path, "rb") as f:
+            return load_legacy(f)
     with zipfile.ZipFile(path) as z:
         pkl = [n for n in z.namelist() if n.endswith("/data.pkl")]
         if len(pkl) != 1:

@@ -15,7 +15,7 @@ config.json fields that transformers' save_pretrained gives, at tiny sizes (2 la
   fairseq_pt_large   the same for a Large model (layer_norm extractor, pre-LN, conv bias), in the
                 older {"args": argparse.Namespace} form with task normalize = True
   fairseq_pt_w2v2    a fairseq wav2vec 2.0 Base checkpoint: quantizer.vars, quantizer.weight_proj,
-                project_q, final_proj
+                project_q, final_proj; in torch.save's legacy (pre-1.6, non-zip) format, as the 2020 ones
 The pickles get NAME.ref/ beside them: the same weights in the HF layout (F32), what `check` compares with.
 
 Usage: hf_standin.py build ROOT            every stand-in of STANDINS as ROOT/NAME
@@ -191,7 +191,8 @@ def fairseq_checkpoint(out, kind, cfg, tensors):
     else:
         ckpt = {"cfg": omegaconf_standin({"model": mcfg, "task": task}), "model": model}
     ckpt["extra_state"] = {"epoch": 3, "best_loss": np.float64(1.5)}
-    torch.save(ckpt, out)
+    # fairseq's wav2vec 2.0 checkpoints (2020) predate torch 1.6's zip format
+    torch.save(ckpt, out, _use_new_zipfile_serialization=kind != "fairseq_pt_w2v2")
 
 
 def to_bytes(t, dtype):
