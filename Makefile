@@ -4,21 +4,28 @@
 #   make test       the whole suite (installs what is missing first); SAN=1 under ASan+UBSan
 #   make demo       synthesise a demo corpus and run the main job on it
 #   make bench      benchmarks against ../shared/anchors (ratios, not timed tests)
-#   make install    PREFIX=/usr/local DESTDIR=
+#   make install    PREFIX=/usr/local DESTDIR=  (koe, plugin, recipes, launch templates, man pages,
+#                   bash completion, Lmod modulefile; launch/README.md, Installing)
+# Portable builds (a login node building for older compute nodes): CC=..., MARCH=-march=x86-64-v2
+# (default -march=native), WERROR=0 (warnings not errors), MPI_PC= / HDF5_PC= (pkg-config names of
+# another MPI's C library and its parallel HDF5, default Debian's ompi-c and hdf5-openmpi).
 SHELL := /bin/bash
 PREFIX ?= /usr/local
 DESTDIR ?=
 SAN ?= 0
+MARCH ?= -march=native
 PYTHON ?= /usr/bin/python3
 ANCHORS ?= $(abspath ../shared/anchors)
 
 # pkg-config names, and the Debian packages that provide them (plus test-only packages).
-PKGS := ompi-c hdf5-openmpi openblas sndfile libzstd soxr kissfft-float inih espeak-ng jansson cmocka
+MPI_PC ?= ompi-c
+HDF5_PC ?= hdf5-openmpi
+PKGS := $(MPI_PC) $(HDF5_PC) openblas sndfile libzstd soxr kissfft-float inih espeak-ng jansson cmocka
 DEB_RUNTIME := pkg-config openmpi-bin libopenmpi-dev libopenblas-openmp-dev libhdf5-openmpi-dev \
   libsndfile1-dev libzstd-dev libsoxr-dev libkissfft-dev libinih-dev libespeak-ng-dev espeak-ng-data \
-  libdnnl-dev libjansson-dev
+  libdnnl-dev libjansson-dev help2man
 DEB_TEST := libcmocka-dev python3-torch python3-torchaudio python3-h5py python3-soundfile \
-  python3-sklearn python3-numpy hdf5-tools espeak-ng munge slurm-wlm slurm-client
+  python3-sklearn python3-numpy hdf5-tools espeak-ng munge slurm-wlm slurm-client lmod bash-completion
 DEB_ALL := $(DEB_RUNTIME) $(DEB_TEST)
 
 ifeq ($(SAN),1)
@@ -27,11 +34,15 @@ OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize
 LDSAN := -fsanitize=address,undefined
 else
 BUILD ?= build
-OPT := -O2 -g -march=native
+OPT := -O2 -g $(MARCH)
 LDSAN :=
 endif
 
+# make's built-in default CC is cc: ours is gcc unless CC is given (command line or environment)
+ifeq ($(origin CC),default)
 CC := gcc
+endif
+WERROR ?= 1
 # GEMMs: oneDNN's sgemm (libdnnl-dev; it ships no pkg-config file, hence -ldnnl; core/gemm.h says
 # why not OpenBLAS). OpenBLAS stays as the reference `koe bench` measures against, its OpenMP build
 # (Debian's openblas-openmp variant) linked by path with an rpath, so that it shares our OpenMP pool.
@@ -42,7 +53,7 @@ export PKG_CONFIG_PATH := $(OPENBLAS_DIR)/pkgconfig$(if $(PKG_CONFIG_PATH),:$(PK
 Q := $(if $(filter 1,$(V)),,@)
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) -fopenmp -pthread -Wall -Wextra -Werror -MMD -MP -I$(BUILD)/gen
+CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) -fopenmp -pthread -Wall -Wextra $(if $(filter 1,$(WERROR)),-Werror) -MMD -MP -I$(BUILD)/gen
 LDLIBS = $(PKG_LIBS) -ldnnl -Wl,-rpath,$(OPENBLAS_DIR) -lm -fopenmp -pthread $(LDSAN)
 
 SRC := $(wildcard core/*.c data/*.c distributed/*.c analysis/*.c)
@@ -112,8 +123,8 @@ $(BUILD)/koe: $(CMD_OBJ) $(BUILD)/libkoe.a
 $(PLUGIN): data/zstd_filter.c data/zstd_filter.h $(BUILD)/deps.ok
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  SO    $@")
-	$(Q)$(CC) -std=c11 -O2 -g -fPIC -shared -Wall -Wextra -Werror -DKOE_H5_PLUGIN \
-	  $(shell pkg-config --cflags hdf5-openmpi libzstd) data/zstd_filter.c \
+	$(Q)$(CC) -std=c11 -O2 -g -fPIC -shared -Wall -Wextra $(if $(filter 1,$(WERROR)),-Werror) -DKOE_H5_PLUGIN \
+	  $(shell pkg-config --cflags $(HDF5_PC) libzstd) data/zstd_filter.c \
 	  $(shell pkg-config --libs libzstd) -o $@
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libkoe.a
@@ -141,13 +152,23 @@ bench: deps
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) ANCHORS=$(ANCHORS) bash tests/bench.sh $(BENCH)
 
+# Man pages and bash completion are generated from the built koe's own help (launch/install/);
+# the modulefile finds the prefix from where it lies, so a DESTDIR tree works as installed.
+SHARE := $(DESTDIR)$(PREFIX)/share
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/koe/hdf5-plugins $(DESTDIR)$(PREFIX)/share/koe
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/koe/hdf5-plugins $(SHARE)/koe/launch \
+	  $(SHARE)/man/man1 $(SHARE)/bash-completion/completions $(SHARE)/modulefiles/koe $(SHARE)/doc/koe
 	install -m 755 $(BUILD)/koe $(DESTDIR)$(PREFIX)/bin/koe
 	install -m 755 launch/koe-local $(DESTDIR)$(PREFIX)/bin/koe-local
 	install -m 755 $(PLUGIN) $(DESTDIR)$(PREFIX)/lib/koe/hdf5-plugins/
-	cp -r data/wordlists $(DESTDIR)$(PREFIX)/share/koe/
-	$(if $(wildcard recipes/*/*.ini),cd recipes && cp --parents $(patsubst recipes/%,%,$(wildcard recipes/*/*.ini)) $(DESTDIR)$(PREFIX)/share/koe/)
+	cp -r data/wordlists $(SHARE)/koe/
+	install -m 755 data/pickle_to_hf.py $(SHARE)/koe/
+	for f in $(wildcard recipes/*/*.ini recipes/*/*.sh); do install -D -m 644 $$f $(SHARE)/koe/$$f; done
+	cp -r launch/slurm launch/README.md $(SHARE)/koe/launch/
+	bash launch/install/man.sh $(BUILD)/koe $(SHARE)/man/man1
+	bash launch/install/completion.sh $(BUILD)/koe > $(SHARE)/bash-completion/completions/koe
+	install -m 644 launch/install/koe.lua $(SHARE)/modulefiles/koe/$$(cat VERSION).lua
+	install -m 644 README.md LICENSE CITATION.cff $(SHARE)/doc/koe/
 
 clean:
 	rm -rf build build-san

@@ -384,6 +384,8 @@ Model *model_create_budget(const ModelConfig *cfg, ParamTable table, int max_B, 
     m->max_tokens = max_tokens;
     m->arena = koe_malloc((size_t)m->arena_floats * sizeof(float));
     if (cfg->frontend == FRONTEND_FBANK) m->fbank_in = koe_malloc((size_t)(max_tokens * cfg->fbank_dim) * sizeof(float));
+    if (cfg->frontend == FRONTEND_WAVEFORM && cfg->normalize_waveform)
+        m->wave_in = koe_malloc((size_t)max_tokens * sizeof(float));
     const int64_t max_T = model_frames(cfg, max_S);
     m->key_pad = koe_calloc((size_t)(max_B * max_T), 1);
     m->frames = koe_calloc((size_t)max_B, sizeof(int64_t));
@@ -422,6 +424,7 @@ void model_free(Model *m) {
     free(m->a.layer_out);
     free(m->arena);
     free(m->fbank_in);
+    free(m->wave_in);
     free(m->key_pad);
     free(m->frames);
     free(m->skipped);
@@ -716,11 +719,33 @@ float *model_fbank_input(Model *m, const float *feats, const int64_t *frames, in
     return m->fbank_in;
 }
 
+/* normalize_waveform: wave (B, S) into m->wave_in, each utterance's valid samples to zero mean and
+ * unit variance as transformers' Wav2Vec2FeatureExtractor does ((x - mean) / sqrt(var + 1e-7), the
+ * variance over the valid samples), padding zero. Returns m->wave_in. */
+static const float *waveform_input(Model *m, const float *wave, const int64_t *len, int B, int64_t S) {
+    KOE_ASSERT((int64_t)B * S <= m->max_tokens);
+    for (int b = 0; b < B; b++) {
+        const int64_t n = len[b];
+        KOE_ASSERT(n >= 0 && n <= S);
+        const float *x = wave + (int64_t)b * S;
+        float *u = m->wave_in + (int64_t)b * S;
+        double sum = 0.0, ss = 0.0;
+        for (int64_t t = 0; t < n; t++) sum += x[t];
+        const double mean = n ? sum / (double)n : 0.0;
+        for (int64_t t = 0; t < n; t++) ss += (x[t] - mean) * (x[t] - mean); /* two passes, as for fbank */
+        const double inv = 1.0 / sqrt((n ? ss / (double)n : 0.0) + MODEL_WAVE_NORM_EPS);
+        for (int64_t t = 0; t < n; t++) u[t] = (float)((x[t] - mean) * inv);
+        zero(u + n, S - n);
+    }
+    return m->wave_in;
+}
+
 void model_forward(Model *m, const float *inp, const int64_t *in_len, int B, int64_t S, const uint8_t *mask,
                    const ModelRun *run) {
     const ModelConfig *c = &m->cfg;
     KOE_ASSERT(B >= 1 && B <= m->max_B && S <= m->max_S);
     if (c->frontend == FRONTEND_FBANK && inp != m->fbank_in) inp = model_fbank_input(m, inp, in_len, B, S);
+    if (c->frontend == FRONTEND_WAVEFORM && c->normalize_waveform) inp = waveform_input(m, inp, in_len, B, S);
     m->B = B;
     m->S = S;
     m->inp = inp;

@@ -16,6 +16,7 @@ typedef enum { CONV_NORM_GROUP = 1, CONV_NORM_LAYER = 2 } ConvNorm; /* fairseq e
 typedef enum { FBANK_NORM_NONE = 1, FBANK_NORM_UTTERANCE = 2 } FbankNorm;
 
 #define MODEL_FBANK_NORM_EPS 1e-5 /* fbank_norm = utterance: added to each bin's variance */
+#define MODEL_WAVE_NORM_EPS 1e-7  /* normalize_waveform: added to the variance, as Wav2Vec2FeatureExtractor does */
 
 /* The comments name each field's recipe key; its type, default, range, doc and config.json name are
  * in model_keys (model_config.c), the only place they are written. */
@@ -30,6 +31,7 @@ typedef struct {
     int fbank_dim;               /* fbank_dim */
     int fbank_stack;             /* fbank_stack: frames concatenated */
     FbankNorm fbank_norm;        /* fbank_norm: the frontend's input normalisation */
+    int normalize_waveform;      /* normalize_waveform: the waveform frontend's input normalisation */
     /* encoder */
     EncoderKind encoder;         /* encoder */
     int D;                       /* encoder_embed_dim */
@@ -168,6 +170,7 @@ typedef struct {
     float *arena;          /* activations + scratch, sized once for (max_B, max_S) */
     int64_t arena_floats;
     float *fbank_in;       /* fbank frontend: (max_tokens, fbank_dim) the encoder's input (model_fbank_input) */
+    float *wave_in;        /* waveform frontend with normalize_waveform: (max_tokens) the normalised samples */
     uint8_t *key_pad;      /* (max_B * max_T) 1 on padded frames */
     int64_t *frames;       /* (max_B) valid encoder frames of each utterance */
     int *skipped;          /* (L) layerdrop decisions of the last forward */
@@ -222,7 +225,9 @@ float *model_fbank_input(Model *m, const float *feats, const int64_t *frames, in
 /* Per-utterance normalisation in place: x (B, F, E), frames (B); padding zeroed. */
 void model_fbank_normalize(float *x, const int64_t *frames, int B, int64_t F, int E);
 /* inp: (B, S) waveform samples in [-1, 1], or (B, S, fbank_dim) features; in_len (B): valid input
- * length of each utterance (the rest is padding, zero for the waveform). mask (B, T) or NULL: frames
+ * length of each utterance (the rest is padding, zero for the waveform). With normalize_waveform the
+ * conv stack reads a copy of the waveform with each utterance's valid samples at zero mean and unit
+ * variance (+ MODEL_WAVE_NORM_EPS), as transformers' Wav2Vec2FeatureExtractor (do_normalize) gives. mask (B, T) or NULL: frames
  * replaced by the mask embedding (T = model_frames(cfg, S)). inp and mask must stay valid until
  * model_backward. Sets m->T, m->frames, m->a.out and, for the waveform, m->feature_pen. */
 void model_forward(Model *m, const float *inp, const int64_t *in_len, int B, int64_t S, const uint8_t *mask,

@@ -34,8 +34,15 @@ _Static_assert(sizeof(FrontendKind) == sizeof(int) && sizeof(EncoderKind) == siz
 #define KE(key, field, def, names, hf, doc) {key, K_ENUM, OFF(field), def, 0, 0, 0, names, doc, hf}
 #define KB(key, field, def, hf, doc) {key, K_BOOL, OFF(field), def, 0, 0, 0, NULL, doc, hf}
 
-/* The Hugging Face names are transformers' Wav2Vec2Config fields; koe_frontend, koe_encoder, fbank_*,
- * koe_fbank_norm, conformer_kernel and feature_grad_mult are koe's own (transformers' Wav2Vec2 has no field for them). */
+/* The Hugging Face names are transformers' Wav2Vec2Config fields for the architecture; koe_frontend,
+ * koe_encoder, fbank_*, koe_fbank_norm, conformer_kernel and feature_grad_mult are koe's own (transformers'
+ * Wav2Vec2 has no field for them). The pretraining settings (dropouts, layerdrop, masking) have koe's
+ * own names too (koe_dropout, koe_mask_prob, ...): a published config.json holds transformers'
+ * fine-tuning values under hidden_dropout, mask_time_prob, ..., which must not become a pretraining
+ * recipe's (mask_time_prob 0.05 against pretraining's 0.8 / 0.65), so importing one leaves these keys
+ * at the recipe defaults, while a koe export read back keeps its own. koe export writes transformers'
+ * fine-tuning defaults under transformers' names (data/hf.c). do_normalize is the waveform
+ * normalisation of transformers' Wav2Vec2FeatureExtractor (fairseq's task.normalize). */
 const ConfigKey model_keys[] = {
     KE("frontend", frontend, "waveform", frontend_names, "koe_frontend", "waveform (conv stack) | fbank (stacked log-mel)"),
     {"conv_feature_layers", K_CONV, 0, "[(512,10,5)] + [(512,3,2)]*4 + [(512,2,2)]*2", 0, 0, 0, NULL,
@@ -49,6 +56,8 @@ const ConfigKey model_keys[] = {
     KN("fbank_stack", K_INT, fbank_stack, "4", 1, 64, 0, "fbank_stack", "fbank frontend: frames concatenated (4 = 40 ms)"),
     KE("fbank_norm", fbank_norm, "utterance", fbank_norm_names, "koe_fbank_norm",
        "fbank frontend: utterance = each bin to mean 0, variance 1 over the utterance (BEST-RQ) | none"),
+    KB("normalize_waveform", normalize_waveform, "false", "do_normalize",
+       "waveform frontend: each utterance to zero mean, unit variance over its samples first (Large models)"),
     KE("encoder", encoder, "transformer", encoder_names, "koe_encoder", "transformer | conformer"),
     KN("encoder_embed_dim", K_INT, D, "768", 1, 65536, 0, "hidden_size", "model width D"),
     KN("encoder_layers", K_INT, L, "12", 1, 1024, 0, "num_hidden_layers", "encoder layers L"),
@@ -63,22 +72,22 @@ const ConfigKey model_keys[] = {
     KN("depthwise_conv_kernel_size", K_INT, conformer_kernel, "31", 1, 1023, 0, "conformer_kernel",
        "conformer: depthwise convolution kernel (odd)"),
     KN("layer_norm_eps", K_FLOAT, layer_norm_eps, "1e-05", 0, 0.1, OPEN_LO, "layer_norm_eps", "LayerNorm epsilon"),
-    KN("dropout", K_FLOAT, dropout, "0.1", 0, 1, OPEN_HI, "hidden_dropout", "dropout in the encoder"),
-    KN("attention_dropout", K_FLOAT, attention_dropout, "0.1", 0, 1, OPEN_HI, "attention_dropout",
+    KN("dropout", K_FLOAT, dropout, "0.1", 0, 1, OPEN_HI, "koe_dropout", "dropout in the encoder"),
+    KN("attention_dropout", K_FLOAT, attention_dropout, "0.1", 0, 1, OPEN_HI, "koe_attention_dropout",
        "dropout on attention probabilities"),
-    KN("activation_dropout", K_FLOAT, activation_dropout, "0", 0, 1, OPEN_HI, "activation_dropout",
+    KN("activation_dropout", K_FLOAT, activation_dropout, "0", 0, 1, OPEN_HI, "koe_activation_dropout",
        "dropout after the feed-forward activation"),
-    KN("encoder_layerdrop", K_FLOAT, encoder_layerdrop, "0.05", 0, 1, OPEN_HI, "layerdrop",
+    KN("encoder_layerdrop", K_FLOAT, encoder_layerdrop, "0.05", 0, 1, OPEN_HI, "koe_layerdrop",
        "probability of skipping a whole encoder layer"),
-    KN("dropout_input", K_FLOAT, dropout_input, "0.1", 0, 1, OPEN_HI, "feat_proj_dropout",
+    KN("dropout_input", K_FLOAT, dropout_input, "0.1", 0, 1, OPEN_HI, "koe_dropout_input",
        "dropout on the frontend output (encoder input)"),
-    KN("dropout_features", K_FLOAT, dropout_features, "0.1", 0, 1, OPEN_HI, "feat_quantizer_dropout",
+    KN("dropout_features", K_FLOAT, dropout_features, "0.1", 0, 1, OPEN_HI, "koe_dropout_features",
        "dropout on the unmasked features used for targets"),
-    KN("mask_prob", K_FLOAT, mask_prob, "0.8", 0, 1, 0, "mask_time_prob",
+    KN("mask_prob", K_FLOAT, mask_prob, "0.8", 0, 1, 0, "koe_mask_prob",
        "probability that a frame starts a masked span (0.8 HuBERT, 0.65 wav2vec 2.0, 0.01 BEST-RQ)"),
-    KN("mask_length", K_INT, mask_length, "10", 1, 100000, 0, "mask_time_length",
+    KN("mask_length", K_INT, mask_length, "10", 1, 100000, 0, "koe_mask_length",
        "masked span length in frames (BEST-RQ: 10 ms input frames, 40)"),
-    KN("mask_min_masks", K_INT, mask_min_spans, "2", 0, 100000, 0, "mask_time_min_masks",
+    KN("mask_min_masks", K_INT, mask_min_spans, "2", 0, 100000, 0, "koe_mask_min_masks",
        "at least this many spans per utterance"),
 };
 const int model_n_keys = (int)(sizeof model_keys / sizeof model_keys[0]);

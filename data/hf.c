@@ -5,10 +5,13 @@
 #include "hf.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -41,7 +44,17 @@ static char *read_file(const char *path, size_t *size, KoeError *err) {
     return buf;
 }
 
-/* config.json: the constant fields koe's encoder implies, then every model key with an hf name. */
+/* transformers' Wav2Vec2Config defaults for fine-tuning, written under transformers' names so that
+ * fine-tuning an export starts from them, never read back (koe's pretraining settings are the
+ * koe_* fields, core/model_config.c says why) */
+static const char finetune_defaults[] =
+    "{\"hidden_dropout\": 0.1, \"attention_dropout\": 0.1, \"activation_dropout\": 0.1, \"feat_proj_dropout\": 0.0,"
+    " \"feat_quantizer_dropout\": 0.0, \"final_dropout\": 0.1, \"layerdrop\": 0.1, \"mask_time_prob\": 0.05,"
+    " \"mask_time_length\": 10, \"mask_time_min_masks\": 2, \"mask_feature_prob\": 0.0, \"mask_feature_length\": 10,"
+    " \"mask_feature_min_masks\": 0}";
+
+/* config.json: the constant fields koe's encoder implies, transformers' fine-tuning defaults, then
+ * every model key with an hf name. */
 static json_t *config_json(const ModelConfig *c) {
     json_t *root = json_object(), *arch = json_array();
     json_array_append_new(arch, json_string("Wav2Vec2Model"));
@@ -49,6 +62,10 @@ static json_t *config_json(const ModelConfig *c) {
     json_object_set_new(root, "model_type", json_string("wav2vec2"));
     json_object_set_new(root, "feat_extract_activation", json_string("gelu"));
     json_object_set_new(root, "hidden_act", json_string("gelu"));
+    json_t *ft = json_loads(finetune_defaults, 0, NULL);
+    KOE_ASSERT(ft);
+    json_object_update(root, ft);
+    json_decref(ft);
     for (int i = 0; i < model_n_keys; i++) {
         const ConfigKey *k = &model_keys[i];
         const char *field = (const char *)c + k->off;
@@ -204,8 +221,93 @@ static int read_key(const json_t *root, const ConfigKey *k, ModelConfig *c, cons
     return 0;
 }
 
+static int exists(const char *dir, const char *name) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return access(path, F_OK) == 0;
+}
+
+int hf_is_pickle(const char *path) {
+    struct stat st;
+    if (stat(path, &st) != 0) return 0;
+    const size_t n = strlen(path);
+    if (!S_ISDIR(st.st_mode)) return n > 3 && !strcmp(path + n - 3, ".pt");
+    return !exists(path, "model.safetensors") && !exists(path, "model.safetensors.index.json") &&
+           (exists(path, "pytorch_model.bin") || exists(path, "pytorch_model.bin.index.json"));
+}
+
+/* What `koe init --from` was given, when it is not a directory in the layout koe reads: each message
+ * says what to run instead. */
+static int check_layout(const char *dir, KoeError *err) {
+    struct stat st;
+    if (stat(dir, &st) != 0) return koe_error_set(err, "%s: %s", dir, strerror(errno));
+    if (hf_is_pickle(dir))
+        return koe_error_set(err, "%s is a Python pickle (a fairseq .pt or pytorch_model.bin), which koe reads only "
+                             "through its converter: `koe init --from %s` runs it, or run it yourself:\n"
+                             "  python3 data/pickle_to_hf.py %s OUT   (installed: PREFIX/share/koe/pickle_to_hf.py)\n"
+                             "  koe init --from OUT --out CKPT.h5", dir, dir, dir);
+    if (!S_ISDIR(st.st_mode))
+        return koe_error_set(err, "%s is not a directory: give the directory holding config.json and "
+                             "model.safetensors (a Hugging Face model)", dir);
+    if (!exists(dir, "config.json"))
+        return koe_error_set(err, "%s has no config.json: not a Hugging Face model directory", dir);
+    if (exists(dir, "model.safetensors") || exists(dir, "model.safetensors.index.json")) return 0;
+    return koe_error_set(err, "%s has neither model.safetensors nor model.safetensors.index.json", dir);
+}
+
+/* config.json fields of models koe cannot compute: the model type, and switches of HuBERT and
+ * wav2vec 2.0 that change the network (absent = transformers' default, which koe computes). */
+static int check_architecture(const json_t *root, const char *path, KoeError *err) {
+    const json_t *type = json_object_get(root, "model_type");
+    if (type && (!json_is_string(type) ||
+                 (strcmp(json_string_value(type), "hubert") && strcmp(json_string_value(type), "wav2vec2"))))
+        return koe_error_set(err, "%s: model_type \"%s\": koe computes HuBERT and wav2vec 2.0 encoders (model_type "
+                             "\"hubert\" or \"wav2vec2\") and cannot compute this model", path,
+                             json_is_string(type) ? json_string_value(type) : "?");
+    static const struct {
+        const char *field;
+        int value; /* the only value koe computes */
+        const char *why;
+    } switches[] = {
+        {"feat_proj_layer_norm", 1, "koe's frontend always has the feature projection's LayerNorm"},
+        {"conv_pos_batch_norm", 0, "koe's positional convolution uses weight norm, not batch norm"},
+        {"add_adapter", 0, "koe's encoder has no adapter layers"},
+    };
+    for (size_t i = 0; i < sizeof switches / sizeof switches[0]; i++) {
+        const json_t *v = json_object_get(root, switches[i].field);
+        if (v && !json_is_null(v) && (!json_is_boolean(v) || json_is_true(v) != switches[i].value))
+            return koe_error_set(err, "%s: \"%s\" must be %s: %s, so koe cannot compute this model", path,
+                                 switches[i].field, switches[i].value ? "true" : "false", switches[i].why);
+    }
+    const json_t *act = json_object_get(root, "feat_extract_activation");
+    if (act && (!json_is_string(act) || strcmp(json_string_value(act), "gelu")))
+        return koe_error_set(err, "%s: feat_extract_activation must be \"gelu\" (koe's conv stack uses exact GELU)", path);
+    return 0;
+}
+
+/* DIR/preprocessor_config.json, when present, is transformers' feature extractor: what a user of the
+ * published model feeds it. Its model-key fields (do_normalize) override config.json's; its
+ * sampling_rate must be koe's 16 kHz. */
+static int read_preprocessor(const char *dir, ModelConfig *c, KoeError *err) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/preprocessor_config.json", dir);
+    if (access(path, F_OK) != 0) return 0;
+    json_error_t je;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (!root) return koe_error_set(err, "%s:%d:%d: %s", path, je.line, je.column, je.text);
+    int rc = json_is_object(root) ? 0 : koe_error_set(err, "%s: not a JSON object", path);
+    for (int i = 0; i < model_n_keys && !rc; i++)
+        if (model_keys[i].hf && model_keys[i].type != K_CONV) rc = read_key(root, &model_keys[i], c, path, err);
+    const json_t *sr = json_object_get(root, "sampling_rate");
+    if (!rc && sr && (!json_is_integer(sr) || json_integer_value(sr) != 16000))
+        rc = koe_error_set(err, "%s: sampling_rate must be 16000 (koe's audio rate)", path);
+    json_decref(root);
+    return rc;
+}
+
 int hf_read_config(const char *dir, ModelConfig *c, KoeError *err) {
     char path[4096];
+    if (check_layout(dir, err) < 0) return -1;
     snprintf(path, sizeof path, "%s/config.json", dir);
     json_error_t je;
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
@@ -215,9 +317,11 @@ int hf_read_config(const char *dir, ModelConfig *c, KoeError *err) {
         koe_error_set(err, "%s: not a JSON object", path);
         goto out;
     }
+    if (check_architecture(root, path, err) < 0) goto out;
     model_config_default(c);
     for (int i = 0; i < model_n_keys; i++)
         if (model_keys[i].hf && read_key(root, &model_keys[i], c, path, err) < 0) goto out;
+    if (read_preprocessor(dir, c, err) < 0) goto out;
     const json_t *act = json_object_get(root, "hidden_act");
     if (act && (!json_is_string(act) || strcmp(json_string_value(act), "gelu"))) {
         koe_error_set(err, "%s: hidden_act must be \"gelu\" (koe's encoder uses exact GELU)", path);
@@ -239,19 +343,59 @@ static void table_name(const char *in, char *out, size_t n) {
     if (p && (p[32] == '0' || p[32] == '1') && !p[33]) snprintf(p, n - (size_t)(p - out), "weight_%c", p[32] == '0' ? 'g' : 'v');
 }
 
-/* Tensor `name` (o: its header entry) into e's place in params, after checking dtype, shape and byte
- * range (data: dsize bytes after the header). */
+/* safetensors dtypes koe converts to float32 (published models are F32, F16 or BF16) */
+typedef enum { DT_F32, DT_F16, DT_BF16, DT_F64 } Dtype;
+static const struct {
+    const char *name;
+    Dtype dt;
+    int size;
+} dtypes[] = {{"F32", DT_F32, 4}, {"F16", DT_F16, 2}, {"BF16", DT_BF16, 2}, {"F64", DT_F64, 8}};
+
+/* IEEE half (little-endian bytes) to float, subnormals and infinities included */
+static float half_to_float(uint16_t h) {
+    const int e = (h >> 10) & 31, f = h & 1023;
+    const float v = e == 0 ? ldexpf((float)f, -24) : e == 31 ? (f ? NAN : INFINITY) : ldexpf((float)(f | 1024), e - 25);
+    return h & 0x8000 ? -v : v;
+}
+
+static void convert(float *out, const unsigned char *in, int64_t n, Dtype dt) {
+    for (int64_t i = 0; i < n; i++) {
+        const unsigned char *b = in + i * (dt == DT_F32 ? 4 : dt == DT_F64 ? 8 : 2);
+        uint32_t u;
+        uint64_t w = 0;
+        switch (dt) {
+        case DT_F32: memcpy(&out[i], b, 4); break;
+        case DT_F16: out[i] = half_to_float((uint16_t)(b[0] | b[1] << 8)); break;
+        case DT_BF16: /* the high half of a float32 */
+            u = (uint32_t)(b[0] | b[1] << 8) << 16;
+            memcpy(&out[i], &u, 4);
+            break;
+        case DT_F64: {
+            double d;
+            for (int k = 0; k < 8; k++) w |= (uint64_t)b[k] << (8 * k);
+            memcpy(&d, &w, 8);
+            out[i] = (float)d;
+            break;
+        }
+        }
+    }
+}
+
+/* Tensor `name` (o: its header entry) into e's place in params as float32, after checking dtype,
+ * shape and byte range (data: dsize bytes after the header). */
 static int read_tensor(const char *path, const char *name, const json_t *o, const ParamEntry *e, const char *data,
                        uint64_t dsize, float *params, KoeError *err) {
     const json_t *dt = json_object_get(o, "dtype"), *sh = json_object_get(o, "shape"),
                  *off = json_object_get(o, "data_offsets");
-    if (!json_is_string(dt) || strcmp(json_string_value(dt), "F32"))
-        return koe_error_set(err, "%s: %s has dtype %s, expected F32", path, name,
+    int d = 0;
+    while (d < 4 && !(json_is_string(dt) && !strcmp(json_string_value(dt), dtypes[d].name))) d++;
+    if (d == 4)
+        return koe_error_set(err, "%s: %s has dtype %s; koe reads F32, F16, BF16 and F64", path, name,
                              json_is_string(dt) ? json_string_value(dt) : "?");
     int same = json_is_array(sh) && json_array_size(sh) == (size_t)e->ndim;
-    for (int d = 0; same && d < e->ndim; d++) {
-        const json_t *v = json_array_get(sh, (size_t)d);
-        same = json_is_integer(v) && json_integer_value(v) == e->shape[d];
+    for (int k = 0; same && k < e->ndim; k++) {
+        const json_t *v = json_array_get(sh, (size_t)k);
+        same = json_is_integer(v) && json_integer_value(v) == e->shape[k];
     }
     if (!same) {
         char want[128];
@@ -259,26 +403,27 @@ static int read_tensor(const char *path, const char *name, const json_t *o, cons
         return koe_error_set(err, "%s: %s has another shape than this model's %s (config.json and weights disagree?)",
                              path, name, want);
     }
+    const int64_t bytes = e->numel * dtypes[d].size;
     const json_t *a = json_array_get(off, 0), *b = json_array_get(off, 1);
     if (!json_is_array(off) || json_array_size(off) != 2 || !json_is_integer(a) || !json_is_integer(b) ||
         json_integer_value(a) < 0 || (uint64_t)json_integer_value(b) > dsize ||
-        json_integer_value(b) - json_integer_value(a) != e->numel * 4)
+        json_integer_value(b) - json_integer_value(a) != bytes)
         return koe_error_set(err, "%s: %s: data_offsets missing or not %lld bytes inside the file", path, name,
-                             (long long)e->numel * 4);
-    memcpy(params + e->offset, data + json_integer_value(a), (size_t)e->numel * 4);
+                             (long long)bytes);
+    convert(params + e->offset, (const unsigned char *)data + json_integer_value(a), e->numel, dtypes[d].dt);
     return 0;
 }
 
-int hf_read_params(const char *dir, const ParamTable *t, float *params, KoeError *err) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+/* Every tensor of one safetensors file into params; done[i] marks table entry i as read (a tensor
+ * read twice, e.g. in two shards, is an error). Tensors outside the table add to *skipped. */
+static int read_safetensors(const char *path, const ParamTable *t, float *params, unsigned char *done, int *skipped,
+                            KoeError *err) {
     size_t size;
     char *buf = read_file(path, &size, err);
     if (!buf) return -1;
-    int rc = -1, skipped = 0;
+    int rc = -1;
     uint64_t hlen = 0;
     json_t *h = NULL;
-    unsigned char *done = koe_calloc((size_t)(t->n ? t->n : 1), 1);
     if (size < 8) {
         koe_error_set(err, "%s: too short for safetensors (%zu bytes)", path, size);
         goto out;
@@ -305,22 +450,79 @@ int hf_read_params(const char *dir, const ParamTable *t, float *params, KoeError
         const int ti = params_find(t, name);
         if (ti < 0) {
             koe_warn("%s: %s is not part of the encoder; skipped", path, key);
-            skipped++;
+            (*skipped)++;
             continue;
+        }
+        if (done[ti]) {
+            koe_error_set(err, "%s: %s is a second copy of %s (in another shard or under another name)", path, key, name);
+            goto out;
         }
         if (read_tensor(path, key, o, &t->e[ti], buf + 8 + hlen, size - 8 - hlen, params, err) < 0) goto out;
         done[ti] = 1;
     }
-    for (int i = 0; i < t->n; i++) {
-        if (done[i] || !strcmp(t->e[i].name, "masked_spec_embed")) continue;
-        koe_error_set(err, "%s: tensor %s is missing", path, t->e[i].name);
-        goto out;
-    }
-    if (skipped) koe_log("%s: %d tensor(s) outside the encoder skipped", path, skipped);
     rc = 0;
 out:
     json_decref(h);
-    free(done);
     free(buf);
+    return rc;
+}
+
+/* The shard files of DIR/model.safetensors.index.json ({"weight_map": {tensor: file}}), each once,
+ * in order of first mention; NULL on error. */
+static json_t *index_shards(const char *path, KoeError *err) {
+    json_error_t je;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je), *files = json_array();
+    if (!root) {
+        koe_error_set(err, "%s:%d:%d: %s", path, je.line, je.column, je.text);
+        json_decref(files);
+        return NULL;
+    }
+    const json_t *map = json_object_get(root, "weight_map");
+    const char *key;
+    json_t *v;
+    int ok = json_is_object(map) && json_object_size(map) > 0;
+    json_object_foreach((json_t *)map, key, v) {
+        const char *file = json_string_value(v);
+        if (!file || !*file || strchr(file, '/')) {
+            ok = 0;
+            break;
+        }
+        size_t i;
+        json_t *f;
+        json_array_foreach(files, i, f) if (!strcmp(json_string_value(f), file)) break;
+        if (i == json_array_size(files)) json_array_append_new(files, json_string(file));
+    }
+    json_decref(root);
+    if (!ok) {
+        koe_error_set(err, "%s: \"weight_map\" must map each tensor to a file name in the same directory", path);
+        json_decref(files);
+        return NULL;
+    }
+    return files;
+}
+
+int hf_read_params(const char *dir, const ParamTable *t, float *params, KoeError *err) {
+    char path[4096];
+    int rc = -1, skipped = 0;
+    unsigned char *done = koe_calloc((size_t)(t->n ? t->n : 1), 1);
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    json_t *shards = access(path, F_OK) == 0 ? index_shards(path, err) : json_pack("[s]", "model.safetensors");
+    if (!shards) goto out;
+    size_t i;
+    json_t *f;
+    json_array_foreach(shards, i, f) {
+        snprintf(path, sizeof path, "%s/%s", dir, json_string_value(f));
+        if (read_safetensors(path, t, params, done, &skipped, err) < 0) goto out;
+    }
+    for (int k = 0; k < t->n; k++) {
+        if (done[k] || !strcmp(t->e[k].name, "masked_spec_embed")) continue;
+        koe_error_set(err, "%s: tensor %s is missing", path, t->e[k].name);
+        goto out;
+    }
+    if (skipped) koe_log("%s: %d tensor(s) outside the encoder skipped", dir, skipped);
+    rc = 0;
+out:
+    json_decref(shards);
+    free(done);
     return rc;
 }

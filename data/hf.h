@@ -11,11 +11,23 @@
 #include "../core/model.h"
 #include "../core/params.h"
 
+/* 1 when path is a Python pickle of a model that data/pickle_to_hf.py converts to this layout: a
+ * fairseq checkpoint file (*.pt) or a directory with pytorch_model.bin (or its index) and no
+ * safetensors. `koe init --from` runs the converter itself (recipes/cmd_init.c). */
+int hf_is_pickle(const char *path);
 int hf_export(const char *dir, const ModelConfig *cfg, const ParamTable *t, const float *params, KoeError *err);
 /* cfg starts from model_config_default; the fields present in DIR/config.json override it, each
  * checked against its key's range. Errors name DIR/config.json (with line and column for bad JSON),
- * the field and the recipe key. */
+ * the field and the recipe key. DIR/preprocessor_config.json, when present, overrides do_normalize
+ * (transformers keeps the feature extractor's settings there) and must say 16 kHz. Refused, saying why and what to run instead: a path that is not a
+ * directory with config.json and model.safetensors (or its sharded index) — a pickle (hf_is_pickle)
+ * gets the conversion command —, a model_type other than
+ * hubert or wav2vec2 (WavLM, data2vec-audio, UniSpeech, ...), and switches koe cannot compute
+ * (feat_proj_layer_norm false as in DistilHuBERT, conv_pos_batch_norm, add_adapter). */
 int hf_read_config(const char *dir, ModelConfig *cfg, KoeError *err);
-/* Every table tensor from DIR/model.safetensors (F32, same shape); tensors the table lacks are an error,
- * except masked_spec_embed may be absent (published fine-tuned models drop it: it keeps its init). */
+/* Every table tensor from DIR/model.safetensors, or from the shards DIR/model.safetensors.index.json
+ * names (same shape; F32, F16, BF16 or F64, converted to float32); a task model's "hubert." /
+ * "wav2vec2." prefix is dropped and tensors outside the encoder (CTC head, quantizer) are skipped
+ * with a warning. Tensors the table lacks are an error, except masked_spec_embed may be absent
+ * (published fine-tuned models drop it: it keeps its init). */
 int hf_read_params(const char *dir, const ParamTable *t, float *params, KoeError *err);

@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "../core/common.h"
 
@@ -273,4 +275,25 @@ int cli_threads(int given, int recipe_threads) {
     if (n < 1) n = 1;
     omp_set_num_threads(n);
     return n;
+}
+
+int cli_shipped_path(const char *source, const char *installed, char *out, size_t n) {
+    char exe[4096];
+    const ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len <= 0) return -1;
+    exe[len] = 0;
+    char *slash = strrchr(exe, '/');
+    if (!slash) return -1;
+    *slash = 0;
+    const char *const cands[2][2] = {{"", source}, {"share/koe/", installed}};
+    for (int i = 0; i < 2; i++) {
+        char p[4200];
+        struct stat st;
+        const int m = snprintf(p, sizeof p, "%s/../%s%s", exe, cands[i][0], cands[i][1]);
+        if (m > 0 && (size_t)m < sizeof p && (size_t)m < n && stat(p, &st) == 0) {
+            memcpy(out, p, (size_t)m + 1);
+            return 0;
+        }
+    }
+    return -1;
 }

@@ -74,3 +74,8 @@ int cli_error(const CliCommand *c, int say, const char *fmt, ...) __attribute__(
  * recipe_threads (a recipe's run.threads, 0 when unset or no recipe), else OMP_NUM_THREADS (its
  * first entry), else 1. Sets OpenMP's count to it and returns it. */
 int cli_threads(int given, int recipe_threads);
+
+/* A file or directory shipped with koe, found from the running binary: BUILD/koe -> ../SOURCE
+ * (the source tree) or PREFIX/bin/koe -> ../share/koe/INSTALLED (make install). Fills out with
+ * the first that exists; returns -1 when neither does. */
+int cli_shipped_path(const char *source, const char *installed, char *out, size_t n);

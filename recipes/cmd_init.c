@@ -1,12 +1,17 @@
 /* cmd_init.c — `koe init RECIPE.ini [section.key=value ...] --out CKPT.h5`: a randomly initialised
  * model (fairseq's initialisation, from run.seed) as a checkpoint; `koe init --from DIR --out CKPT.h5`:
- * the same from a Hugging Face export (model.safetensors + config.json), so that pretraining can
- * continue from a published model. The checkpoint's /config is the resolved recipe.
+ * the same from a Hugging Face export (model.safetensors + config.json), or from a pytorch_model.bin
+ * directory or fairseq .pt converted to one by data/pickle_to_hf.py, which it runs, so that
+ * pretraining can continue from a published model. The checkpoint's /config is the resolved recipe.
  * Must not: run under several ranks writing the same file (rank 0 writes; the others wait). */
+#include <errno.h>
+#include <spawn.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "../core/common.h"
 #include "../core/model.h"
@@ -40,14 +45,81 @@ const CliCommand cmd_init = {
              "With RECIPE.ini the weights are initialised as fairseq does (from run.seed): conv stack kaiming\n"
              "normal, encoder Linear N(0, 0.02) with zero bias, LayerNorm 1/0, positional conv N(0, 4/(K*D))\n"
              "under weight norm, mask embedding U(0, 1).\n"
-             "With --from DIR the [model] section comes from DIR/config.json (transformers Wav2Vec2/HuBERT\n"
-             "fields) and the weights from DIR/model.safetensors (tensors outside the encoder, e.g. a CTC head,\n"
-             "are skipped with a warning); the other sections are the recipe defaults plus the overrides.\n"
+             "With --from DIR the [model] section's architecture comes from DIR/config.json (transformers\n"
+             "HuBERT / wav2vec 2.0 fields; do_normalize becomes model.normalize_waveform) and the weights from\n"
+             "DIR/model.safetensors or the shards of DIR/model.safetensors.index.json (F32, F16 or BF16; tensors\n"
+             "outside the encoder, e.g. a CTC head, are skipped with a warning). The pretraining settings\n"
+             "(dropouts, layerdrop, masking) and the other sections are the recipe defaults plus the overrides:\n"
+             "a published config.json's mask_time_prob etc. are fine-tuning values and are not used. Other\n"
+             "model types (WavLM, data2vec-audio, ...) are refused. DIR may also be a directory with only\n"
+             "pytorch_model.bin or a fairseq .pt file (Python pickles): koe converts it first with its\n"
+             "pickle_to_hf.py, under $KOE_PYTHON or python3 with torch, reading the pickle without running code.\n"
              "section.key=value arguments override the recipe, after the file (`koe help train` lists the keys).\n",
     .flags = init_flags,
     .opts_size = sizeof(InitOptions),
     .run = init_command,
 };
+
+/* The converter's output directory, removed after the import. */
+static void remove_converted(const char *dir) {
+    static const char *const files[] = {"config.json", "preprocessor_config.json", "model.safetensors"};
+    char p[4300];
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, files[i]);
+        remove(p);
+    }
+    if (rmdir(dir)) koe_warn("cannot remove %s: %s", dir, strerror(errno));
+}
+
+/* A pickle (hf_is_pickle) converted by data/pickle_to_hf.py into a new temporary directory, written
+ * to dir (empty when none was made; the caller removes it). The converter runs under $KOE_PYTHON, else python3 from PATH (it needs torch). Returns 0,
+ * or -1 after saying why and what to do. */
+static int convert_pickle(const char *from, char *dir, size_t n) {
+    char script[4200];
+    if (cli_shipped_path("data/pickle_to_hf.py", "pickle_to_hf.py", script, sizeof script)) {
+        fprintf(stderr, "koe init: %s is a Python pickle, and the converter pickle_to_hf.py is not next to the koe "
+                        "binary (source tree: data/, installed: PREFIX/share/koe/)\n", from);
+        return -1;
+    }
+    const char *tmp = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    snprintf(dir, n, "%s/koe-convert-XXXXXX", tmp);
+    if (!mkdtemp(dir)) {
+        fprintf(stderr, "koe init: cannot create a directory %s for the converted model: %s\n", dir, strerror(errno));
+        dir[0] = 0;
+        return -1;
+    }
+    const char *py = getenv("KOE_PYTHON") && *getenv("KOE_PYTHON") ? getenv("KOE_PYTHON") : "python3";
+    char *const argv[] = {(char *)py, script, (char *)from, dir, NULL};
+    koe_log("init: %s is a Python pickle; converting it: %s %s %s %s", from, py, script, from, dir);
+    pid_t pid;
+    int status = 0, rc = posix_spawnp(&pid, py, NULL, NULL, argv, environ);
+    if (rc == 0 && waitpid(pid, &status, 0) < 0) rc = errno;
+    if (rc == 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0) return 0;
+    fprintf(stderr, "koe init: converting %s failed (%s). The converter needs Python 3 with torch (Debian: "
+                    "apt-get install python3-torch; KOE_PYTHON=/path/to/python selects another); run it yourself to "
+                    "see why:\n  %s %s %s OUT\n", from, rc ? strerror(rc) : "see its message above", py, script, from);
+    return -1;
+}
+
+/* The model of a Hugging Face directory: r from its config.json and the overrides, *m with its
+ * weights. Returns 0, or an exit code after printing why (*m is set once r is loaded). */
+static int init_from(const char *from, int n_over, char **over, Recipe *r, Model **m) {
+    ModelConfig c;
+    KoeError err;
+    char name[4200];
+    snprintf(name, sizeof name, "%s/config.json", from);
+    if (hf_read_config(from, &c, &err) < 0 || recipe_load_model(r, name, &c, n_over, over, &err) < 0) {
+        fprintf(stderr, "koe init: %s\n", err.msg);
+        return KOE_EXIT_USAGE;
+    }
+    *m = model_create(&r->model, 1, ckpt_model_min_input(&r->model));
+    model_init_params(*m, r->run.seed); /* masked_spec_embed keeps this when the export has none */
+    if (hf_read_params(from, &(*m)->table, (*m)->params, &err) < 0) {
+        fprintf(stderr, "koe init: %s\n", err.msg);
+        return KOE_EXIT_USAGE;
+    }
+    return KOE_EXIT_OK;
+}
 
 static int init_command(const void *opts, int n_args, char **args) {
     const InitOptions *o = opts;
@@ -77,25 +149,13 @@ static int init_command(const void *opts, int n_args, char **args) {
         m = model_create(&r.model, 1, ckpt_model_min_input(&r.model));
         model_init_params(m, r.run.seed);
     } else {
-        ModelConfig c;
-        if (hf_read_config(from, &c, &err) < 0) {
-            fprintf(stderr, "koe init: %s\n", err.msg);
+        char converted[4200] = "";
+        if (hf_is_pickle(from) && convert_pickle(from, converted, sizeof converted) < 0) rc = KOE_EXIT_USAGE;
+        else rc = init_from(*converted ? converted : from, n_over, over, &r, &m);
+        if (*converted) remove_converted(converted);
+        if (rc && !m) { /* the recipe was not loaded */
             free(over);
-            return KOE_EXIT_USAGE;
-        }
-        char name[4200];
-        snprintf(name, sizeof name, "%s/config.json", from);
-        int lrc = recipe_load_model(&r, name, &c, n_over, over, &err);
-        if (lrc < 0) {
-            fprintf(stderr, "koe init: %s\n", err.msg);
-            free(over);
-            return KOE_EXIT_USAGE;
-        }
-        m = model_create(&r.model, 1, ckpt_model_min_input(&r.model));
-        model_init_params(m, r.run.seed); /* masked_spec_embed keeps this when the export has none */
-        if (hf_read_params(from, &m->table, m->params, &err) < 0) {
-            fprintf(stderr, "koe init: %s\n", err.msg);
-            rc = KOE_EXIT_USAGE;
+            return rc;
         }
     }
     if (rc == KOE_EXIT_OK && comm_rank() == 0) {

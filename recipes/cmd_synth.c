@@ -89,29 +89,6 @@ static void __attribute__((format(printf, 3, 4))) path_printf(char *buf, size_t 
     if (len < 0 || (size_t)len >= n) koe_fatal(KOE_EXIT_USAGE, "path too long: %s...", buf);
 }
 
-/* The word lists next to the binary: BUILD/koe -> ../data/wordlists (source tree), or
- * PREFIX/bin/koe -> ../share/koe/wordlists (make install). */
-static int default_wordlists(char *out, size_t n) {
-    char exe[PATH_MAX];
-    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (len <= 0) return -1;
-    exe[len] = 0;
-    char *slash = strrchr(exe, '/');
-    if (!slash) return -1;
-    *slash = 0;
-    const char *cands[] = {"../data/wordlists", "../share/koe/wordlists"};
-    for (size_t i = 0; i < sizeof cands / sizeof cands[0]; i++) {
-        char p[PATH_MAX + 64];
-        struct stat st;
-        path_printf(p, sizeof p, "%s/%s", exe, cands[i]);
-        if (stat(p, &st) == 0 && S_ISDIR(st.st_mode) && strlen(p) < n) {
-            memcpy(out, p, strlen(p) + 1);
-            return 0;
-        }
-    }
-    return -1;
-}
-
 /* Rank 0 creates DIR, DIR/wav and DIR/wav/LANG; every rank learns whether that worked. */
 static int make_dirs(const char *out, const LangState *ls, int n_langs) {
     int32_t ok = 1;
@@ -287,7 +264,7 @@ static int load_langs(const char *wl_dir, LangState *ls, int n_langs) {
     const int say = comm_rank() == 0;
     char wl_default[PATH_MAX];
     if (!wl_dir) {
-        if (default_wordlists(wl_default, sizeof wl_default))
+        if (cli_shipped_path("data/wordlists", "wordlists", wl_default, sizeof wl_default))
             return cli_error(&cmd_synth, say, "cannot find the word lists next to the koe binary: pass --wordlists "
                                               "DIR (the source tree's data/wordlists)");
         wl_dir = wl_default;

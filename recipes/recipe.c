@@ -395,6 +395,10 @@ static int check_recipe(const ParseState *ps, KoeError *err) {
     if (m->frontend == FRONTEND_FBANK && r->data.loader.features != FEAT_FBANK)
         return koe_error_set(err, "%s: model.frontend = fbank needs data.features = fbank (%s)",
                              WHERE1("model", "frontend"), WHERE2("data", "features"));
+    if (m->frontend == FRONTEND_FBANK && m->normalize_waveform)
+        return koe_error_set(err, "%s: model.normalize_waveform = true normalises the waveform frontend's input, but "
+                                  "model.frontend = fbank (%s); the fbank frontend has model.fbank_norm",
+                             WHERE1("model", "normalize_waveform"), WHERE2("model", "frontend"));
     if (ob->name == OBJ_BESTRQ && (r->data.loader.features != FEAT_FBANK || m->frontend != FRONTEND_FBANK))
         return koe_error_set(err, "%s: objective.name = bestrq quantizes fbank frames: it needs model.frontend = fbank "
                                   "and data.features = fbank (%s)",

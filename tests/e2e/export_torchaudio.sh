@@ -19,17 +19,13 @@ check() { # name, overrides...
   "$KOE" embed --ckpt "$T/$name.h5" --layer all --out "$T/$name.emb.h5" "$T/in/en1.wav" "$T/in/de1.wav"
   "$PYTHON" - "$T/$name" "$T/$name.emb.h5" "$T/in/en1.wav" "$T/in/de1.wav" <<'PY'
 import os, sys
-import h5py, numpy as np, soundfile, torch
+import h5py
 sys.path.insert(0, os.environ["KOE_ROOT"] + "/tests/reference")
 import hf_export
 exp, emb, wavs = sys.argv[1], sys.argv[2], sys.argv[3:]
 cfg, sd = hf_export.load(exp)
 model = hf_export.model(cfg)
-sub = lambda prefix: hf_export.sub(sd, prefix)
-# as torchaudio.models.wav2vec2.utils.import_huggingface_model does
-model.feature_extractor.load_state_dict(sub("feature_extractor."), strict=True)
-model.encoder.feature_projection.load_state_dict(sub("feature_projection."), strict=True)
-model.encoder.transformer.load_state_dict(sub("encoder."), strict=True)
+hf_export.load_weights(model, sd)  # as torchaudio.models.wav2vec2.utils.import_huggingface_model does
 assert set(sd) - {k for k in sd if k.split(".")[0] in ("feature_extractor", "feature_projection", "encoder")} == {"masked_spec_embed"}
 model.eval().double()
 L = cfg["num_hidden_layers"]
@@ -38,26 +34,7 @@ with h5py.File(emb, "r") as h:
     ids = [s.decode() if isinstance(s, bytes) else s for s in h["utt_id"][:]]
     assert h.attrs["kind"] in ("layers:all", b"layers:all")
 assert feats.shape[0] == L + 1 and ids == ["en1", "de1"], (feats.shape, ids)
-worst = np.zeros(L + 1)
-for i, w in enumerate(wavs):
-    pcm, sr = soundfile.read(w, dtype="int16")
-    x = torch.from_numpy(pcm.astype(np.float64) / 32768.0)[None]
-    hidden = []
-    hk = model.encoder.transformer.layers[0].register_forward_pre_hook(lambda m, inp: hidden.append(inp[0]))
-    with torch.no_grad():
-        outs, _ = model.extract_features(x)
-    hk.remove()
-    hidden += outs
-    for l in range(L + 1):
-        ref = hidden[l][0].numpy()
-        got = feats[l, offset[i]:offset[i + 1]]
-        assert got.shape == ref.shape, (l, got.shape, ref.shape)
-        err = np.abs(got - ref)
-        tol = 1e-4 * np.abs(ref).max() + 1e-5
-        j = np.unravel_index(err.argmax(), err.shape)
-        worst[l] = max(worst[l], err.max() / np.abs(ref).max())
-        if err.max() > tol:
-            sys.exit(f"{w} layer {l}: worst element {j}: koe {got[j]:.8g} torchaudio {ref[j]:.8g} (|err| {err.max():.3g} > {tol:.3g})")
+worst = hf_export.compare_layers(model, feats, offset, wavs)
 print(exp, "hidden states 0..%d match torchaudio; worst |err|/max|ref| per layer:" % L, " ".join("%.1e" % v for v in worst))
 PY
 }

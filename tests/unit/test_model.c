@@ -228,6 +228,52 @@ static void test_padding_independence(void **state) {
     case_free(&k);
 }
 
+/* normalize_waveform: the model's output on a raw batch (an offset and a scale per utterance) equals
+ * the output without it on the batch normalised here, in double, as transformers'
+ * Wav2Vec2FeatureExtractor does ((x - mean) / sqrt(var + 1e-7) over each utterance's valid samples,
+ * padding zero), and differs from the output without it on the raw batch. */
+static void test_normalize_waveform(void **state) {
+    (void)state;
+    ModelConfig c;
+    tiny_config(&c, FRONTEND_WAVEFORM, CONV_NORM_LAYER, 1, ENCODER_TRANSFORMER);
+    Case plain, norm;
+    case_setup(&plain, &c, 0);
+    c.normalize_waveform = 1;
+    case_setup(&norm, &c, 0);
+    const int B = plain.B;
+    const int64_t S = plain.S;
+    float *ref_in = calloc((size_t)(B * S), sizeof(float));
+    for (int b = 0; b < B; b++) {
+        float *x = plain.inp + b * S;
+        const int64_t n = plain.len[b];
+        for (int64_t t = 0; t < n; t++) x[t] = x[t] * (1.5f + b) + 0.1f * (float)(b + 1); /* off mean 0, var 1 */
+        double mean = 0, var = 0;
+        for (int64_t t = 0; t < n; t++) mean += x[t] / (double)n;
+        for (int64_t t = 0; t < n; t++) var += (x[t] - mean) * (x[t] - mean) / (double)n;
+        for (int64_t t = 0; t < n; t++) ref_in[b * S + t] = (float)((x[t] - mean) / sqrt(var + 1e-7));
+    }
+    model_forward(norm.m, plain.inp, plain.len, B, S, NULL, &norm.run);
+    const int64_t N = (int64_t)B * norm.m->T * c.D;
+    float *got = malloc((size_t)N * sizeof(float));
+    memcpy(got, norm.m->a.out, (size_t)N * sizeof(float));
+    model_forward(plain.m, ref_in, plain.len, B, S, NULL, &plain.run);
+    double worst = 0, raw = 0, maxabs = 0;
+    for (int64_t i = 0; i < N; i++) {
+        worst = fmax(worst, fabs((double)got[i] - plain.m->a.out[i]));
+        maxabs = fmax(maxabs, fabs((double)plain.m->a.out[i]));
+    }
+    model_forward(plain.m, plain.inp, plain.len, B, S, NULL, &plain.run);
+    for (int64_t i = 0; i < N; i++) raw = fmax(raw, fabs((double)got[i] - plain.m->a.out[i]));
+    printf("normalize_waveform: vs normalised input worst |diff| %.3g, vs raw input %.3g (max |out| %.3g)\n", worst,
+           raw, maxabs);
+    assert_true(worst < 1e-5 * fmax(1.0, maxabs));
+    assert_true(raw > 1e-2 * maxabs);
+    free(got);
+    free(ref_in);
+    case_free(&plain);
+    case_free(&norm);
+}
+
 /* Dropout on (train, p = 0.1 at every site): the masks are keyed by utterance id, so utterance 1 (id
  * 7) gets the same outputs on its valid frames at batch position 1 of a padded batch as alone at
  * position 0, cropped to its length; keyed by position (utt = NULL) or by another id they differ. */
@@ -461,6 +507,7 @@ int main(void) {
         cmocka_unit_test(test_fd_fbank),          cmocka_unit_test(test_fd_conformer),
         cmocka_unit_test(test_fd_layerdrop),      cmocka_unit_test(test_padding_independence),
         cmocka_unit_test(test_layerdrop_identity), cmocka_unit_test(test_dropout_by_utterance),
+        cmocka_unit_test(test_normalize_waveform),
         cmocka_unit_test(test_parity_torchaudio),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

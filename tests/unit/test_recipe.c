@@ -227,6 +227,8 @@ static void test_errors_name_line_and_key(void **state) {
         {"[optim]\nschedule = tri_stage\nphase_ratio = (0.1, 0.4, 0.4)\n", {"x.ini:3:", "phase_ratio", "sum", NULL}},
         {"[objective]\nname = bestrq\n", {"x.ini:2:", "objective.name", "data.features", NULL}},
         {"[model]\nfrontend = fbank\n[data]\nfeatures = mfcc\n", {"x.ini:2:", "model.frontend", "x.ini:4", NULL}},
+        {"[model]\nfrontend = fbank\nnormalize_waveform = true\n[data]\nfeatures = fbank\n",
+         {"x.ini:3:", "model.normalize_waveform", "x.ini:2", NULL}},
         {"[data]\nmin_sample_size = 300000\n", {"x.ini:2:", "min_sample_size", "max_sample_size", NULL}},
         {"[objective]\nname = wav2vec2\nlatent_groups = 3\n", {"x.ini:3:", "latent_groups", NULL}},
         {"[objective]\ntemp = (0.5, 2, 0.9)\n", {"x.ini:2:", "objective.temp", NULL}},
