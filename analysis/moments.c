@@ -1,0 +1,106 @@
+/* moments.c — per-fold co-moments in double precision (moments.h).
+ * Must not: do I/O or MPI. */
+#include "moments.h"
+
+#include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/common.h"
+
+void moments_init(FoldStats *fs, int dim, int folds) {
+    KOE_ASSERT(dim > 0 && folds > 0);
+    fs->dim = dim;
+    fs->folds = folds;
+    fs->n = koe_calloc((size_t)folds, sizeof(double));
+    fs->mean = koe_calloc((size_t)folds * dim, sizeof(double));
+    fs->m = koe_calloc((size_t)folds * dim * dim, sizeof(double));
+    fs->scratch = koe_calloc((size_t)dim * dim + dim, sizeof(double));
+}
+
+void moments_free(FoldStats *fs) {
+    free(fs->n);
+    free(fs->mean);
+    free(fs->m);
+    free(fs->scratch);
+    memset(fs, 0, sizeof *fs);
+}
+
+void moments_merge(int dim, double *n, double *mean, double *m, double nb, const double *mb, const double *Mb) {
+    if (nb == 0) return;
+    const double na = *n, nt = na + nb, f = na * nb / nt;
+    for (int i = 0; i < dim; i++) {
+        const double di = mb[i] - mean[i];
+        for (int j = 0; j < dim; j++) m[(int64_t)i * dim + j] += Mb[(int64_t)i * dim + j] + f * di * (mb[j] - mean[j]);
+    }
+    for (int i = 0; i < dim; i++) mean[i] += (mb[i] - mean[i]) * nb / nt;
+    *n = nt;
+}
+
+void moments_add(FoldStats *fs, int fold, const double *z, int64_t rows) {
+    KOE_ASSERT(fold >= 0 && fold < fs->folds);
+    if (rows <= 0) return;
+    const int d = fs->dim;
+    double *Mb = fs->scratch, *mb = fs->scratch + (int64_t)d * d;
+    memset(mb, 0, sizeof(double) * d);
+    for (int64_t r = 0; r < rows; r++)
+        for (int i = 0; i < d; i++) mb[i] += z[r * d + i];
+    for (int i = 0; i < d; i++) mb[i] /= (double)rows;
+    double *zc = koe_malloc(sizeof(double) * rows * d);
+    for (int64_t r = 0; r < rows; r++)
+        for (int i = 0; i < d; i++) zc[r * d + i] = z[r * d + i] - mb[i];
+    /* Mb = zc^T zc, upper triangle, then mirrored */
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, d, (int)rows, 1.0, zc, d, 0.0, Mb, d);
+    free(zc);
+    for (int i = 0; i < d; i++)
+        for (int j = 0; j < i; j++) Mb[(int64_t)i * d + j] = Mb[(int64_t)j * d + i];
+    moments_merge(d, &fs->n[fold], fs->mean + (int64_t)fold * d, fs->m + (int64_t)fold * d * d, (double)rows, mb, Mb);
+}
+
+void moments_merge_folds(const FoldStats *fs, const unsigned char *use, double *n, double *mean, double *m) {
+    const int d = fs->dim;
+    *n = 0;
+    memset(mean, 0, sizeof(double) * d);
+    memset(m, 0, sizeof(double) * d * d);
+    for (int f = 0; f < fs->folds; f++)
+        if (use[f]) moments_merge(d, n, mean, m, fs->n[f], fs->mean + (int64_t)f * d, fs->m + (int64_t)f * d * d);
+}
+
+void moments_weighted_mean(const FoldStats *fs, double *n_mean_sum, double *n_sum) {
+    memset(n_mean_sum, 0, sizeof(double) * fs->dim);
+    *n_sum = 0;
+    for (int f = 0; f < fs->folds; f++) {
+        for (int i = 0; i < fs->dim; i++) n_mean_sum[i] += fs->n[f] * fs->mean[(int64_t)f * fs->dim + i];
+        *n_sum += fs->n[f];
+    }
+}
+
+int64_t moments_sums_len(const FoldStats *fs) {
+    return (int64_t)fs->folds * (1 + fs->dim + (int64_t)fs->dim * fs->dim);
+}
+
+void moments_to_sums(const FoldStats *fs, const double *c, double *sums) {
+    const int d = fs->dim;
+    for (int f = 0; f < fs->folds; f++) {
+        double *o = sums + (int64_t)f * (1 + d + (int64_t)d * d), *s = o + 1, *S = o + 1 + d;
+        const double n = fs->n[f], *mu = fs->mean + (int64_t)f * d, *M = fs->m + (int64_t)f * d * d;
+        o[0] = n;
+        for (int i = 0; i < d; i++) s[i] = n * (mu[i] - c[i]);
+        for (int i = 0; i < d; i++)
+            for (int j = 0; j < d; j++)
+                S[(int64_t)i * d + j] = M[(int64_t)i * d + j] + n * (mu[i] - c[i]) * (mu[j] - c[j]);
+    }
+}
+
+void moments_from_sums(FoldStats *fs, const double *c, const double *sums) {
+    const int d = fs->dim;
+    for (int f = 0; f < fs->folds; f++) {
+        const double *o = sums + (int64_t)f * (1 + d + (int64_t)d * d), *s = o + 1, *S = o + 1 + d;
+        const double n = o[0];
+        double *mu = fs->mean + (int64_t)f * d, *M = fs->m + (int64_t)f * d * d;
+        fs->n[f] = n;
+        for (int i = 0; i < d; i++) mu[i] = n > 0 ? c[i] + s[i] / n : 0;
+        for (int i = 0; i < d; i++)
+            for (int j = 0; j < d; j++) M[(int64_t)i * d + j] = n > 0 ? S[(int64_t)i * d + j] - s[i] * s[j] / n : 0;
+    }
+}

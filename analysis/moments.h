@@ -1,0 +1,35 @@
+/* moments.h — per-fold co-moments of unit vectors z (count, mean, centred co-moment
+ * M = sum (z - mu)(z - mu)^T), in double precision, the statistics every CCA score is computed from
+ * (spec ../shared/specs/analyze_layers.md §7.3, §8.5).
+ * Rows are added in batches, centred on the batch's own mean and merged with Chan et al.'s pairwise
+ * formula, so an outlier dimension with a large mean loses no precision. Statistics of different
+ * folds or processes merge exactly (up to float reassociation): two sets merge with
+ * moments_merge; across ranks, each rank turns its folds into sums about a common shift c
+ * (moments_to_sums), the sums are added (an allreduce), and moments_from_sums turns them back.
+ * Must not: do I/O, call MPI, or know what the dimensions of z mean. */
+#pragma once
+#include <stdint.h>
+
+typedef struct {
+    int dim, folds;
+    double *n;    /* (folds) unit counts */
+    double *mean; /* (folds, dim) */
+    double *m;    /* (folds, dim, dim) centred co-moments, full symmetric, row-major */
+    double *scratch; /* (dim, dim) + (dim): one batch's co-moment and mean */
+} FoldStats;
+
+void moments_init(FoldStats *fs, int dim, int folds);
+void moments_free(FoldStats *fs);
+/* Add `rows` rows of z (rows, dim), all in fold `fold`. */
+void moments_add(FoldStats *fs, int fold, const double *z, int64_t rows);
+/* (n, mean, m) += (nb, mb, Mb), sets of dimension dim (Chan et al.). */
+void moments_merge(int dim, double *n, double *mean, double *m, double nb, const double *mb, const double *Mb);
+/* The merge of the folds f with use[f] != 0 into (n, mean, m). */
+void moments_merge_folds(const FoldStats *fs, const unsigned char *use, double *n, double *mean, double *m);
+/* sum over folds of n * mean (dim) and of n (1): what an allreduce turns into a common shift. */
+void moments_weighted_mean(const FoldStats *fs, double *n_mean_sum, double *n_sum);
+/* Sums about the shift c (dim), per fold: [n, s = n (mu - c) (dim), S = M + n (mu - c)(mu - c)^T (dim^2)],
+ * moments_sums_len(fs) doubles in all. Sums of different processes add; moments_from_sums inverts. */
+int64_t moments_sums_len(const FoldStats *fs);
+void moments_to_sums(const FoldStats *fs, const double *c, double *sums);
+void moments_from_sums(FoldStats *fs, const double *c, const double *sums);
