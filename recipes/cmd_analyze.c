@@ -1,10 +1,14 @@
-/* cmd_analyze.c — `koe analyze labels --corpus DIR --labels NAME [--json]`: how well a label set
+/* cmd_analyze.c — `koe analyze labels` and `koe analyze layers`.
+ * `koe analyze layers --ckpt CKPT --corpus DIR [--out DIR] [--json]`: what each layer of an encoder
+ * carries (recipes/analyze_layers.c); this file parses its options.
+ * `koe analyze labels --corpus DIR --labels NAME [--json]`: how well a label set
  * matches the corpus's phone alignments (shard /align, 10 ms frames): the HuBERT paper's phone
  * purity, cluster purity and PNMI (analysis/pnmi.h), from the join of labels and alignments in
  * analysis/label_join.h (50 Hz labels repeated to the 100 Hz alignment, frames without a phone
  * skipped, phones matched across shards by name). This file reads the files and prints.
  * Under mpirun the ranks split the shards and sum their counts.
  * Must not: write anything (it only reads the corpus and the label set). */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,12 +20,55 @@
 #include "../data/labels.h"
 #include "../data/shard.h"
 #include "../distributed/comm.h"
+#include "../analysis/cca.h"
+#include "analyze_layers.h"
 #include "commands.h"
 
-const char cmd_analyze_summary[] = "label quality vs phone alignments: phone purity, cluster purity, PNMI";
+const char cmd_analyze_summary[] = "what each layer learned (PWCCA, CKA, PNMI); label quality vs phone alignments";
 const char cmd_analyze_help[] =
-    "usage: koe analyze labels --corpus DIR --labels NAME [--json]\n"
+    "usage: koe analyze layers --ckpt CKPT.h5 --corpus DIR [--out DIR] [--json] [options]\n"
+    "       koe analyze labels --corpus DIR --labels NAME [--json]\n"
     "\n"
+    "koe analyze layers: what each hidden state (T0 = the encoder input, Ti = layer i, as `koe embed`)\n"
+    "carries, after Pasad et al.'s layer-wise analysis: projection-weighted CCA (PWCCA) of each layer\n"
+    "against properties of the same units, fitted on training folds, eps chosen on a dev fold, scored on\n"
+    "a test fold, averaged over trials. Properties (--props, comma-separated):\n"
+    "  mel          frames: koe's 80-bin Kaldi fbank of the same samples\n"
+    "  phone        phone segments (runs of the corpus's 10 ms alignment): the mean of the middle third\n"
+    "               of the segment's frames against the one-hot phone\n"
+    "  phone-frame  frames: the one-hot phone under the frame's centre\n"
+    "  intra        frames: layer --base-layer of the same model\n"
+    "  cka          debiased linear CKA between every pair of layers (frame subsample)\n"
+    "  pnmi         k-means (--pnmi-k) of each layer on the subsample's training folds; PNMI of the\n"
+    "               test folds' cluster ids against their phones\n"
+    "PWCCA here differs from layerwise-analysis on purpose: weights from centred canonical variates\n"
+    "(sign-invariant) and whitening directions with eigenvalue <= --null-tol x max dropped (a one-hot\n"
+    "property of q classes has q - 1 directions; theirs scores a null one, ~1/q lower); all eps pairs.\n"
+    "Units and folds are keyed by --seed: the same for any rank count. Under mpirun the ranks split\n"
+    "the utterances and sum the fold co-moments. Prints a table with a `best` row (or --json).\n"
+    "\n"
+    "options (layers):\n"
+    "  --ckpt CKPT.h5       checkpoint (required)\n"
+    "  --corpus DIR         corpus; phone properties need its alignments (required)\n"
+    "  --out DIR            write layers.json, layers.tsv, cka.tsv\n"
+    "  --json               print layers.json on stdout instead of the table\n"
+    "  --props LIST         default mel,phone,intra,cka\n"
+    "  --frames N           frame sample: whole utterances in keyed order until N frames (100000; 0: all)\n"
+    "  --phone-cap N        segments per phone (200)\n"
+    "  --min-class N        drop phones with fewer segments (10; at least --folds)\n"
+    "  --silence LIST       alignment names that are not phones (sil,SIL,sp,spn)\n"
+    "  --base-layer L       reference layer of intra (0)\n"
+    "  --folds F            folds (10); trial t: dev fold 2t, test fold 2t+1\n"
+    "  --trials T           trials (3); 2T <= F\n"
+    "  --eps LIST           eps grid for both views (1e-11,1e-10,1e-9), relative to the largest covariance\n"
+    "  --null-tol X         drop whitening directions with eigenvalue <= X x max (1e-12)\n"
+    "  --sub-frames N       keyed frame subsample for cka and pnmi (20000)\n"
+    "  --pnmi-k K           clusters per layer for pnmi (100); --pnmi-iters N Lloyd iterations (20)\n"
+    "  --seed S             units, folds and subsample (1)\n"
+    "  --max-mem GB         refuse above this memory estimate per rank (80% of MemTotal)\n"
+    "  --dump FILE          every unit as TSV: unit utt first end label fold sub (for the reference)\n"
+    "\n"
+    "koe analyze labels:\n"
     "Compares the label set DIR/labels/NAME with the corpus's frame-level phone alignments (made by\n"
     "`koe synth`; shards without /align cannot be analysed) and prints the HuBERT paper's measures:\n"
     "  phone purity    sum_z max_y p(y, z)   (how pure each cluster is in phones)\n"
@@ -29,7 +76,7 @@ const char cmd_analyze_help[] =
     "  PNMI            I(phone; cluster) / H(phone)\n"
     "50 Hz labels are repeated to the 100 Hz alignment; frames without a phone are skipped.\n"
     "\n"
-    "options:\n"
+    "options (labels):\n"
     "  --corpus DIR    corpus with alignments (required)\n"
     "  --labels NAME   label set name (required)\n"
     "  --json          print one JSON object {\"phone_purity\":..,\"cluster_purity\":..,\"pnmi\":..,...}\n"
@@ -91,13 +138,107 @@ static void print_result(const PnmiResult *r, const LabelSet *ls, int64_t skippe
     fflush(stdout);
 }
 
+/* A whole-string number in [lo, hi], or -1 with a message naming the flag. */
+static int parse_num(const char *flag, const char *v, double lo, double hi, double *out) {
+    char *end;
+    errno = 0;
+    *out = strtod(v, &end);
+    if (errno || end == v || *end || !(*out >= lo && *out <= hi)) {
+        fprintf(stderr, "koe analyze layers: %s %s: expected a number in [%g, %g]\n", flag, v, lo, hi);
+        return -1;
+    }
+    return 0;
+}
+
+static int parse_eps(const char *v, AnalyzeLayersOpts *o) {
+    char *copy = koe_strdup(v), *save = NULL;
+    int rc = 0;
+    o->n_eps = 0;
+    for (char *t = strtok_r(copy, ",", &save); t && rc == 0; t = strtok_r(NULL, ",", &save)) {
+        if (o->n_eps == ALP_MAX_EPS) {
+            fprintf(stderr, "koe analyze layers: --eps: at most %d values\n", ALP_MAX_EPS);
+            rc = -1;
+        } else {
+            rc = parse_num("--eps", t, 0, 1, &o->eps[o->n_eps++]);
+        }
+    }
+    free(copy);
+    return o->n_eps == 0 ? -1 : rc;
+}
+
+/* `koe analyze layers` options into o: 0, 1 after --help (printed), -1 after a usage error (printed). */
+static int parse_layers_args(int argc, char **argv, AnalyzeLayersOpts *o) {
+    analyze_layers_defaults(o);
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--json")) {
+            o->json = 1;
+            continue;
+        }
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(cmd_analyze_help, stdout);
+            return 1;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "koe analyze layers: %s needs a value, or is not an option (see `koe help analyze`)\n", a);
+            return -1;
+        }
+        const char *v = argv[++i];
+        double d = 0;
+        int rc = 0;
+        if (!strcmp(a, "--ckpt")) o->ckpt = v;
+        else if (!strcmp(a, "--corpus")) o->corpus = v;
+        else if (!strcmp(a, "--out")) o->out = v;
+        else if (!strcmp(a, "--dump")) o->dump = v;
+        else if (!strcmp(a, "--silence")) o->silence = v;
+        else if (!strcmp(a, "--eps")) rc = parse_eps(v, o);
+        else if (!strcmp(a, "--props")) {
+            char bad[64];
+            if ((rc = analyze_layers_parse_props(v, &o->props, bad, sizeof bad)) < 0)
+                fprintf(stderr, "koe analyze layers: --props %s: unknown property '%s' (mel, phone, phone-frame, intra, "
+                                "cka, pnmi)\n", v, bad);
+        } else if (!strcmp(a, "--frames")) rc = parse_num(a, v, 0, 1e12, &d), o->frames = (int64_t)d;
+        else if (!strcmp(a, "--phone-cap")) rc = parse_num(a, v, 1, 1e9, &d), o->phone_cap = (int)d;
+        else if (!strcmp(a, "--min-class")) rc = parse_num(a, v, 1, 1e9, &d), o->min_class = (int)d;
+        else if (!strcmp(a, "--base-layer")) rc = parse_num(a, v, 0, 1000, &d), o->base_layer = (int)d;
+        else if (!strcmp(a, "--folds")) rc = parse_num(a, v, 2, 64, &d), o->folds = (int)d;
+        else if (!strcmp(a, "--trials")) rc = parse_num(a, v, 1, CCA_MAX_TRIALS, &d), o->trials = (int)d;
+        else if (!strcmp(a, "--null-tol")) rc = parse_num(a, v, 0, 1, &o->null_tol);
+        else if (!strcmp(a, "--sub-frames")) rc = parse_num(a, v, 4, 1e9, &d), o->sub_frames = (int64_t)d;
+        else if (!strcmp(a, "--pnmi-k")) rc = parse_num(a, v, 1, 65535, &d), o->pnmi_k = (int)d;
+        else if (!strcmp(a, "--pnmi-iters")) rc = parse_num(a, v, 1, 10000, &d), o->pnmi_iters = (int)d;
+        else if (!strcmp(a, "--seed")) rc = parse_num(a, v, 0, 9e15, &d), o->seed = (uint64_t)d;
+        else if (!strcmp(a, "--max-mem")) rc = parse_num(a, v, 0, 1e6, &o->max_mem_gb);
+        else {
+            fprintf(stderr, "koe analyze layers: unknown option %s (see `koe help analyze`)\n", a);
+            return -1;
+        }
+        if (rc < 0) return -1;
+    }
+    if (!o->ckpt || !o->corpus) {
+        fprintf(stderr, "koe analyze layers: --ckpt and --corpus are required (see `koe help analyze`)\n");
+        return -1;
+    }
+    if (2 * o->trials > o->folds) {
+        fprintf(stderr, "koe analyze layers: --trials %d needs --folds >= %d (a dev and a test fold per trial)\n",
+                o->trials, 2 * o->trials);
+        return -1;
+    }
+    return 0;
+}
+
 int cmd_analyze(int argc, char **argv) {
     if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
         fputs(cmd_analyze_help, stdout);
         return KOE_EXIT_OK;
     }
+    if (argc >= 2 && !strcmp(argv[1], "layers")) {
+        AnalyzeLayersOpts o;
+        const int rc = parse_layers_args(argc, argv, &o);
+        return rc < 0 ? KOE_EXIT_USAGE : rc > 0 ? KOE_EXIT_OK : analyze_layers_run(&o);
+    }
     if (argc < 2 || strcmp(argv[1], "labels")) {
-        fprintf(stderr, "koe analyze: expected `koe analyze labels ...` (see `koe help analyze`)\n");
+        fprintf(stderr, "koe analyze: expected `koe analyze layers ...` or `koe analyze labels ...` (see `koe help analyze`)\n");
         return KOE_EXIT_USAGE;
     }
     const char *corpus_dir = NULL, *name = NULL;

@@ -1,0 +1,41 @@
+/* analyze_layers.h — `koe analyze layers`: what each hidden state of an encoder carries (PWCCA
+ * against acoustic and phonetic properties, PNMI of its k-means clusters) and how similar the
+ * layers are (debiased CKA), after Pasad et al. and spec ../shared/specs/analyze_layers.md.
+ * recipes/cmd_analyze.c parses the command line into AnalyzeLayersOpts; analyze_layers.c runs it. */
+#pragma once
+#include <stdint.h>
+
+enum {
+    ALP_MEL = 1,
+    ALP_PHONE = 2,
+    ALP_PHONE_FRAME = 4,
+    ALP_INTRA = 8,
+    ALP_CKA = 16,
+    ALP_PNMI = 32,
+};
+
+#define ALP_MAX_EPS 8
+
+typedef struct {
+    const char *ckpt, *corpus, *out, *dump;
+    int json;
+    unsigned props;          /* ALP_* */
+    int64_t frames;          /* frame sample: whole utterances until >= frames (0: all) */
+    int phone_cap, min_class;
+    int base_layer, folds, trials;
+    double eps[ALP_MAX_EPS];
+    int n_eps;
+    double null_tol;
+    int64_t sub_frames;      /* CKA and PNMI subsample */
+    int pnmi_k, pnmi_iters;
+    uint64_t seed;
+    double max_mem_gb;       /* 0: 80% of MemTotal */
+    const char *silence;     /* comma-separated alignment names that are not phones */
+} AnalyzeLayersOpts;
+
+/* Defaults (spec §8.1). */
+void analyze_layers_defaults(AnalyzeLayersOpts *o);
+/* Parse "mel,phone,..." into *props; -1 with the bad name in err on an unknown one. */
+int analyze_layers_parse_props(const char *list, unsigned *props, char *bad, int bad_len);
+/* Run the analysis (collective). Returns a koe exit code. */
+int analyze_layers_run(const AnalyzeLayersOpts *o);
