@@ -16,48 +16,75 @@ static void gather_block(const double *m, int dim, const int *ia, int na, const 
         for (int j = 0; j < nb; j++) out[(int64_t)i * nb + j] = m[(int64_t)ia[i] * dim + ib[j]];
 }
 
-/* One view of the fit: the largest |entry| of its covariance block s (len x len, from offset z0),
- * the kept indices (scaled variance >= eps), and the whitening W = V_r (L_r + eps)^(-1/2)
- * (nkept x r, returned) of the scaled block. *scale gets the divisor. */
-static double *whiten(const double *s, int dim, int z0, int len, double eps, double tol, int **idx, int *nkept,
-                      int *r, double *scale) {
+/* One view's covariance block s (len x len from offset z0 of the dim x dim S) divided by its largest
+ * |entry| (scale), restricted to the dimensions with scaled variance >= eps (idx), and its
+ * eigendecomposition: eigenvector c is row c of v (column c in LAPACK's order), eigenvalues w ascending. */
+typedef struct {
+    int n, *idx;
+    double scale, *v, *w;
+} ViewEig;
+
+/* The kept dimensions of the view for eps into idx (len); returns their count. */
+static int view_keep(const double *s, int dim, int z0, int len, double scale, double eps, int *idx) {
+    int n = 0;
+    for (int i = 0; i < len && scale > 0; i++)
+        if (s[(int64_t)(z0 + i) * dim + z0 + i] / scale >= eps) idx[n++] = z0 + i;
+    return n;
+}
+
+static void view_eig(const double *s, int dim, int z0, int len, double eps, ViewEig *e) {
     double a = 0;
     for (int i = 0; i < len; i++)
         for (int j = 0; j < len; j++) a = fmax(a, fabs(s[(int64_t)(z0 + i) * dim + z0 + j]));
-    *scale = a;
-    *idx = koe_malloc(sizeof(int) * (len > 0 ? len : 1));
-    int n = 0;
-    for (int i = 0; i < len && a > 0; i++)
-        if (s[(int64_t)(z0 + i) * dim + z0 + i] / a >= eps) (*idx)[n++] = z0 + i;
-    *nkept = n;
+    e->scale = a;
+    e->idx = koe_malloc(sizeof(int) * (len > 0 ? len : 1));
+    const int n = e->n = view_keep(s, dim, z0, len, a, eps, e->idx);
+    e->v = e->w = NULL;
+    if (n == 0) return;
+    e->v = koe_malloc(sizeof(double) * n * n);
+    e->w = koe_malloc(sizeof(double) * n);
+    gather_block(s, dim, e->idx, n, e->idx, n, e->v);
+    for (int64_t i = 0; i < (int64_t)n * n; i++) e->v[i] /= a;
+    int info, lwork = -1, liwork = -1, qi;
+    double q;
+    dsyevd_("V", "U", &n, e->v, &n, e->w, &q, &lwork, &qi, &liwork, &info);
+    lwork = (int)q, liwork = qi;
+    double *work = koe_malloc(sizeof(double) * lwork);
+    int *iwork = koe_malloc(sizeof(int) * liwork);
+    dsyevd_("V", "U", &n, e->v, &n, e->w, work, &lwork, iwork, &liwork, &info);
+    free(work), free(iwork);
+    KOE_ASSERT(info == 0);
+}
+
+static void view_eig_free(ViewEig *e) {
+    free(e->idx), free(e->v), free(e->w);
+    memset(e, 0, sizeof *e);
+}
+
+/* Does eps keep the same dimensions as e? (Then e's eigendecomposition serves it too.) */
+static int view_same_keep(const double *s, int dim, int z0, int len, double eps, const ViewEig *e) {
+    int *idx = koe_malloc(sizeof(int) * (len > 0 ? len : 1));
+    const int n = view_keep(s, dim, z0, len, e->scale, eps, idx);
+    const int same = n == e->n && (n == 0 || !memcmp(idx, e->idx, sizeof(int) * n));
+    free(idx);
+    return same;
+}
+
+/* The whitening W = V_r (L_r + eps)^(-1/2) (n x r) over the eigenvalues > tol * max, largest first. */
+static double *view_whiten(const ViewEig *e, double eps, double tol, int *r) {
+    const int n = e->n;
     *r = 0;
     if (n == 0) return NULL;
-    double *v = koe_malloc(sizeof(double) * n * n), *w = koe_malloc(sizeof(double) * n);
-    gather_block(s, dim, *idx, n, *idx, n, v);
-    for (int64_t i = 0; i < (int64_t)n * n; i++) v[i] /= a;
-    int info, lwork = -1;
-    double q;
-    dsyev_("V", "U", &n, v, &n, w, &q, &lwork, &info);
-    lwork = (int)q;
-    double *work = koe_malloc(sizeof(double) * lwork);
-    dsyev_("V", "U", &n, v, &n, w, work, &lwork, &info);
-    free(work);
-    KOE_ASSERT(info == 0);
-    /* eigenvector c is row c of v (column c in LAPACK's column-major order); descending order */
-    double *W = koe_malloc(sizeof(double) * n * n);
-    const double lmax = w[n - 1];
+    const double lmax = e->w[n - 1];
     int rr = 0;
-    for (int c = n - 1; c >= 0; c--) {
-        if (!(w[c] > tol * lmax)) break;
-        const double f = 1.0 / sqrt(fmax(w[c] + eps, eps));
-        for (int i = 0; i < n; i++) W[(int64_t)i * n + rr] = v[(int64_t)c * n + i] * f;
-        rr++;
+    while (rr < n && e->w[n - 1 - rr] > tol * lmax) rr++;
+    double *W = koe_malloc(sizeof(double) * n * (rr > 0 ? rr : 1));
+    for (int c = 0; c < rr; c++) {
+        const int ev = n - 1 - c;
+        const double f = 1.0 / sqrt(fmax(e->w[ev] + eps, eps));
+        for (int i = 0; i < n; i++) W[(int64_t)i * rr + c] = e->v[(int64_t)ev * n + i] * f;
     }
-    /* compact W to (n, rr) */
-    for (int i = 0; i < n; i++) memmove(W + (int64_t)i * rr, W + (int64_t)i * n, sizeof(double) * rr);
     *r = rr;
-    free(v);
-    free(w);
     return W;
 }
 
@@ -83,27 +110,25 @@ static void svd_thin(double *t, int rx, int ry, double *u, double *s, double *v)
     free(lvt);
 }
 
-int cca_fit(CcaFit *fit, int dim, double n, const double *m, CcaViews vw, double eps_x, double eps_y, double tol) {
+/* The fit from the scaled views: S (dim x dim, = M / (n - 1)), each view's eigendecomposition and
+ * whitening (W (n x r)). */
+static int fit_core(CcaFit *fit, const double *s, int dim, const ViewEig *ex, const double *wx, int rx,
+                    const ViewEig *ey, const double *wy, int ry) {
     memset(fit, 0, sizeof *fit);
-    KOE_ASSERT(n > 1);
-    double *s = koe_malloc(sizeof(double) * dim * dim);
-    for (int64_t i = 0; i < (int64_t)dim * dim; i++) s[i] = m[i] / (n - 1);
-    double a, b;
-    int rx, ry;
-    double *wx = whiten(s, dim, vw.x0, vw.p, eps_x, tol, &fit->ix, &fit->nx, &rx, &a);
-    double *wy = whiten(s, dim, vw.y0, vw.q, eps_y, tol, &fit->iy, &fit->ny, &ry, &b);
-    const int nx = fit->nx, ny = fit->ny, k = rx < ry ? rx : ry;
+    const int nx = fit->nx = ex->n, ny = fit->ny = ey->n, k = rx < ry ? rx : ry;
+    fit->ix = koe_malloc(sizeof(int) * (nx ? nx : 1));
+    fit->iy = koe_malloc(sizeof(int) * (ny ? ny : 1));
+    if (nx) memcpy(fit->ix, ex->idx, sizeof(int) * nx);
+    if (ny) memcpy(fit->iy, ey->idx, sizeof(int) * ny);
     fit->k = k;
     fit->weight_x = rx < ry;
-    if (k == 0) {
-        free(s), free(wx), free(wy);
-        return 0;
-    }
+    if (k == 0) return 0;
     /* t = W_x^T S~xy W_y, S~xy = S_xy / sqrt(ab) */
     double *sxy = koe_malloc(sizeof(double) * nx * ny), *tmp = koe_malloc(sizeof(double) * nx * ry);
     double *t = koe_malloc(sizeof(double) * rx * ry);
     gather_block(s, dim, fit->ix, nx, fit->iy, ny, sxy);
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nx, ry, ny, 1.0 / sqrt(a * b), sxy, ny, wy, ry, 0.0, tmp, ry);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nx, ry, ny, 1.0 / sqrt(ex->scale * ey->scale), sxy, ny, wy,
+                ry, 0.0, tmp, ry);
     cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rx, ry, nx, 1.0, wx, rx, tmp, ry, 0.0, t, ry);
     double *u = koe_malloc(sizeof(double) * rx * k), *v = koe_malloc(sizeof(double) * ry * k);
     fit->rho = koe_malloc(sizeof(double) * k);
@@ -113,7 +138,27 @@ int cca_fit(CcaFit *fit, int dim, double n, const double *m, CcaViews vw, double
     fit->ay = koe_malloc(sizeof(double) * k * ny);
     cblas_dgemm(CblasRowMajor, CblasTrans, CblasTrans, k, nx, rx, 1.0, u, k, wx, rx, 0.0, fit->ax, nx);
     cblas_dgemm(CblasRowMajor, CblasTrans, CblasTrans, k, ny, ry, 1.0, v, k, wy, ry, 0.0, fit->ay, ny);
-    free(s), free(wx), free(wy), free(sxy), free(tmp), free(t), free(u), free(v);
+    free(sxy), free(tmp), free(t), free(u), free(v);
+    return k;
+}
+
+static double *covariance(int dim, double n, const double *m) {
+    KOE_ASSERT(n > 1);
+    double *s = koe_malloc(sizeof(double) * dim * dim);
+    for (int64_t i = 0; i < (int64_t)dim * dim; i++) s[i] = m[i] / (n - 1);
+    return s;
+}
+
+int cca_fit(CcaFit *fit, int dim, double n, const double *m, CcaViews vw, double eps_x, double eps_y, double tol) {
+    double *s = covariance(dim, n, m);
+    ViewEig ex, ey;
+    view_eig(s, dim, vw.x0, vw.p, eps_x, &ex);
+    view_eig(s, dim, vw.y0, vw.q, eps_y, &ey);
+    int rx, ry;
+    double *wx = view_whiten(&ex, eps_x, tol, &rx), *wy = view_whiten(&ey, eps_y, tol, &ry);
+    const int k = fit_core(fit, s, dim, &ex, wx, rx, &ey, wy, ry);
+    view_eig_free(&ex), view_eig_free(&ey);
+    free(s), free(wx), free(wy);
     return k;
 }
 
@@ -179,50 +224,88 @@ int cca_eval(const CcaFit *fit, int dim, const double *m, CcaScore *out) {
     return rc;
 }
 
-/* Fit on the training set of a trial with (ex, ey) and score on m_eval; NaN on failure. */
-static double fit_and_score(int dim, double n, const double *m_tr, CcaViews v, double ex, double ey, double tol,
-                            const double *m_eval, CcaScore *sc, int *k) {
+/* One view of a trial's training set, for every eps of the grid: the eigendecomposition (shared
+ * between eps values that keep the same dimensions) and the whitening. */
+typedef struct {
+    ViewEig eig[CCA_MAX_EPS];
+    int owner[CCA_MAX_EPS]; /* eps i uses eig[owner[i]] */
+    double *w[CCA_MAX_EPS];
+    int r[CCA_MAX_EPS];
+} ViewGrid;
+
+static void grid_init(ViewGrid *g, const double *s, int dim, int z0, int len, const CcaProtocol *pr) {
+    for (int i = 0; i < pr->n_eps; i++) {
+        int o = i;
+        for (int j = 0; j < i && o == i; j++)
+            if (g->owner[j] == j && view_same_keep(s, dim, z0, len, pr->eps[i], &g->eig[j])) o = j;
+        g->owner[i] = o;
+        if (o == i) view_eig(s, dim, z0, len, pr->eps[i], &g->eig[i]);
+        g->w[i] = view_whiten(&g->eig[o], pr->eps[i], pr->null_tol, &g->r[i]);
+    }
+}
+
+static void grid_free(ViewGrid *g, int n_eps) {
+    for (int i = 0; i < n_eps; i++) {
+        if (g->owner[i] == i) view_eig_free(&g->eig[i]);
+        free(g->w[i]);
+    }
+}
+
+/* Fit with eps pair (i, j) of the grids and score on m_eval: PWCCA, or NaN when it cannot be scored. */
+static double grid_score(const double *s, int dim, const ViewGrid *gx, const ViewGrid *gy, int i, int j,
+                         const double *m_eval, CcaScore *sc, int *k) {
     CcaFit fit;
     double r = NAN;
-    *k = cca_fit(&fit, dim, n, m_tr, v, ex, ey, tol);
+    *k = fit_core(&fit, s, dim, &gx->eig[gx->owner[i]], gx->w[i], gx->r[i], &gy->eig[gy->owner[j]], gy->w[j], gy->r[j]);
     if (*k > 0 && cca_eval(&fit, dim, m_eval, sc) == 0) r = sc->pwcca;
     cca_fit_free(&fit);
+    return r;
+}
+
+/* Trial t: every eps pair fitted on the training folds (s: their covariance) and scored on the dev
+ * fold, the first pair within 1e-12 of the best scored on the test fold. Returns the test PWCCA
+ * (NaN on failure) and fills sc, k and the chosen pair. */
+static double trial(const FoldStats *fs, const double *s, CcaViews v, const CcaProtocol *pr, int t, CcaScore *sc,
+                    int *k, double eps[2]) {
+    const int d = fs->dim, ne = pr->n_eps;
+    const double *m_dev = fs->m + (int64_t)(2 * t) * d * d, *m_test = fs->m + (int64_t)(2 * t + 1) * d * d;
+    ViewGrid gx, gy;
+    grid_init(&gx, s, d, v.x0, v.p, pr);
+    grid_init(&gy, s, d, v.y0, v.q, pr);
+    double best = -INFINITY, dev[CCA_MAX_EPS * CCA_MAX_EPS];
+    for (int e = 0; e < ne * ne; e++) {
+        dev[e] = grid_score(s, d, &gx, &gy, e / ne, e % ne, m_dev, sc, k);
+        if (dev[e] > best) best = dev[e];
+    }
+    int e = 0;
+    while (e < ne * ne && !(dev[e] >= best - 1e-12)) e++;
+    double r = NAN;
+    if (e < ne * ne) {
+        eps[0] = pr->eps[e / ne], eps[1] = pr->eps[e % ne];
+        r = grid_score(s, d, &gx, &gy, e / ne, e % ne, m_test, sc, k);
+    }
+    grid_free(&gx, ne), grid_free(&gy, ne);
     return r;
 }
 
 CcaResult cca_protocol(const FoldStats *fs, CcaViews v, const CcaProtocol *pr) {
     CcaResult res = {.ok = 1};
     const int d = fs->dim, T = pr->trials;
-    KOE_ASSERT(T > 0 && T <= CCA_MAX_TRIALS && 2 * T <= fs->folds && pr->n_eps > 0);
+    KOE_ASSERT(T > 0 && T <= CCA_MAX_TRIALS && 2 * T <= fs->folds && pr->n_eps > 0 && pr->n_eps <= CCA_MAX_EPS);
     double n_tr, *mu = koe_malloc(sizeof(double) * d), *m_tr = koe_malloc(sizeof(double) * d * d);
     unsigned char *use = koe_malloc((size_t)fs->folds);
     double sum = 0;
     for (int t = 0; t < T && res.ok; t++) {
         for (int f = 0; f < fs->folds; f++) use[f] = f != 2 * t && f != 2 * t + 1;
         moments_merge_folds(fs, use, &n_tr, mu, m_tr);
-        const double *m_dev = fs->m + (int64_t)(2 * t) * d * d, *m_test = fs->m + (int64_t)(2 * t + 1) * d * d;
-        double best = -INFINITY, dev[64];
-        const int np = pr->n_eps * pr->n_eps;
-        KOE_ASSERT(np <= 64);
-        CcaScore sc;
-        int k;
-        for (int e = 0; e < np; e++) {
-            dev[e] = fit_and_score(d, n_tr, m_tr, v, pr->eps[e / pr->n_eps], pr->eps[e % pr->n_eps], pr->null_tol,
-                                   m_dev, &sc, &k);
-            if (dev[e] > best) best = dev[e];
-        }
-        int e = 0;
-        while (e < np && !(dev[e] >= best - 1e-12)) e++;
-        if (e == np) {
-            res.ok = 0;
-            break;
-        }
-        res.eps[t][0] = pr->eps[e / pr->n_eps];
-        res.eps[t][1] = pr->eps[e % pr->n_eps];
-        const double s = fit_and_score(d, n_tr, m_tr, v, res.eps[t][0], res.eps[t][1], pr->null_tol, m_test, &sc, &k);
-        if (isnan(s)) res.ok = 0;
-        res.trial[t] = s;
-        sum += s;
+        double *s = covariance(d, n_tr, m_tr);
+        CcaScore sc = {0};
+        int k = 0;
+        const double r = trial(fs, s, v, pr, t, &sc, &k, res.eps[t]);
+        free(s);
+        if (isnan(r)) res.ok = 0;
+        res.trial[t] = r;
+        sum += r;
         res.mean_rho += sc.mean_rho / T;
         res.rho1 += sc.rho1 / T;
         if (t == 0) res.k = k, res.n_train = n_tr, res.n_dev = fs->n[0], res.n_test = fs->n[1];

@@ -20,6 +20,7 @@
 #include "moments.h"
 
 #define CCA_MAX_TRIALS 16
+#define CCA_MAX_EPS 8
 
 /* The two views inside z: x = z[x0, x0 + p), y = z[y0, y0 + q). */
 typedef struct {
@@ -50,7 +51,7 @@ int cca_eval(const CcaFit *fit, int dim, const double *m, CcaScore *out);
 
 typedef struct {
     int trials;        /* trial t: dev fold 2t, test fold 2t + 1, training = every other fold */
-    const double *eps; /* grid for eps_x and eps_y: all n_eps^2 pairs, row-major (x outer) */
+    const double *eps; /* grid for eps_x and eps_y: all n_eps^2 pairs, row-major (x outer); n_eps <= CCA_MAX_EPS */
     int n_eps;
     double null_tol;
 } CcaProtocol;

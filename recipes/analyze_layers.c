@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include "../analysis/cca.h"
@@ -135,6 +136,7 @@ typedef struct {
     int64_t cka_n;
     double *pnmi; /* (L1) */
     int64_t pnmi_train, pnmi_test;
+    double t_forward; /* seconds in model_forward on this rank */
 } Ctx;
 
 static int need_align(const AnalyzeLayersOpts *o) { return (o->props & (ALP_PHONE | ALP_PHONE_FRAME | ALP_PNMI)) != 0; }
@@ -483,7 +485,9 @@ static int run_forwards(Ctx *x, KoeError *err) {
         ModelRun run = {0};
         int64_t S;
         const float *inp = ckpt_input_compute(&x->in, x->wav, n, &S);
+        const double t = koe_now();
         model_forward(x->m, inp, &S, 1, S, NULL, &run);
+        x->t_forward += koe_now() - t;
         const int64_t T = x->m->T;
         KOE_ASSERT(T == utt_frames(x, u));
         for (int l = 0; l < x->L1; l++) hid[l] = model_hidden(x->m, l);
@@ -963,7 +967,6 @@ static int analyze(Ctx *x, KoeError *err) {
     if (bad) fprintf(stderr, "koe analyze layers: %s\n", err->msg);
     comm_allreduce_max_i64(&bad, 1);
     if (bad) return koe_error_set(err, "stopped: a corpus read failed (the message above names it)");
-    const double t1 = koe_now();
     for (int l = 0; l < x->L1; l++) {
         if (x->fr) reduce_stats(&x->fr[l]);
         if (x->pf) reduce_stats(&x->pf[l]);
@@ -974,9 +977,14 @@ static int analyze(Ctx *x, KoeError *err) {
     solve_jobs(x);
     if (o->props & ALP_CKA) compute_cka(x);
     if (o->props & ALP_PNMI) compute_pnmi(x);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double t[3] = {x->t_forward, koe_now() - t0 - x->t_forward, (double)ru.ru_maxrss / 1024.0};
+    comm_allreduce_sum_f64(t, 3);
     if (rank == 0)
-        fprintf(stderr, "koe analyze layers: forwards and statistics %.1f s, reductions, solves, CKA and k-means %.1f s\n",
-                t1 - t0, koe_now() - t1);
+        fprintf(stderr, "koe analyze layers: per rank (mean of %d): forwards %.2f s, everything else (statistics, "
+                "reductions, solves, CKA, k-means) %.2f s, peak RSS %.0f MB\n", world, t[0] / world, t[1] / world,
+                t[2] / world);
     return 0;
 }
 

@@ -5,6 +5,8 @@
 #pragma once
 #include <stdint.h>
 
+#include "../analysis/cca.h"
+
 enum {
     ALP_MEL = 1,
     ALP_PHONE = 2,
@@ -14,7 +16,7 @@ enum {
     ALP_PNMI = 32,
 };
 
-#define ALP_MAX_EPS 8
+#define ALP_MAX_EPS CCA_MAX_EPS
 
 typedef struct {
     const char *ckpt, *corpus, *out, *dump;
