@@ -8,7 +8,9 @@
 #     row path);
 #   - the same run on 3 ranks gives the same scores to 1e-9;
 #   - bad input: a corpus without alignments asked for phone, too few segments per class for the
-#     folds, an unknown property, more trials than the folds allow — each exits 1 naming the cause.
+#     folds, an unknown property, more trials than the folds allow, a memory estimate above --max-mem —
+#     each exits 1 naming the cause;
+#   - recipes/hubert/run.sh LAYER=auto picks the layer with the highest PNMI and names the labels by it.
 set -euo pipefail
 T="$KOE_TMP/analyze_layers"
 rm -rf "$T" && mkdir -p "$T"
@@ -64,3 +66,19 @@ expect_usage "noalign/shard-00000.h5 has no phone alignments" --ckpt init.h5 --c
 expect_usage "max(--min-class, --folds)" --ckpt init.h5 --corpus corpus --props phone --min-class 100000
 expect_usage "unknown property 'word'" --ckpt init.h5 --corpus corpus --props mel,word
 expect_usage "needs --folds >= 8" --ckpt init.h5 --corpus corpus --trials 4 --folds 6
+expect_usage "is above --max-mem" --ckpt init.h5 --corpus corpus --max-mem 0.001
+
+# recipes/hubert/run.sh LAYER=auto: iteration 2 clusters the layer with the highest phone PNMI
+# (here of the untrained model standing in for iteration 1's checkpoint), and names the label set by it
+mkdir -p work/iter1/checkpoints && cp init.h5 work/iter1/checkpoints/step-00000000.h5
+echo step-00000000.h5 > work/iter1/checkpoints/latest
+CORPUS=corpus WORK=work LAYER=auto K2=20 RECIPE2="$KOE_ROOT/recipes/tiny/hubert.ini" KOE="$KOE" \
+  TRAIN_ARGS="optim.max_updates=1 optim.warmup=0 run.log_every=1 run.valid_every=0 data.max_tokens=64000
+  data.max_sample_size=32000 model.encoder_embed_dim=64 model.encoder_layers=1 model.encoder_ffn_embed_dim=128" \
+  bash "$KOE_ROOT/recipes/hubert/run.sh" iter2 > auto.out 2> auto.log || { tail -20 auto.log; exit 1; }
+chosen=$(cat work/layer_auto/layer)
+want=$(awk -F'\t' 'NR > 1 && $1 ~ /^T/ { if (b == "" || $3 + 0 > v) { b = substr($1, 2); v = $3 + 0 } } END { print b }' \
+  work/layer_auto/layers.tsv)
+grep "LAYER=auto chose layer $chosen" auto.log
+[ "$chosen" = "$want" ] || fail "LAYER=auto chose $chosen, the highest PNMI is layer $want"
+test -d "corpus/labels/iter1_l${chosen}_km20" || fail "no label set iter1_l${chosen}_km20"
