@@ -761,38 +761,49 @@ static json_t *json_matrix(const double *m, int n) {
     return a;
 }
 
-/* properties.<name> of a CCA property: per-layer arrays (null where there is no score). */
+/* properties.<name> of a CCA property: per-layer arrays (null where there is no score); the unit
+ * count n and n_train, n_dev, n_test of trial 0 (the same units at every layer). */
 static json_t *json_cca_prop(const Ctx *x, int p) {
-    static const char *const fields[] = {"pwcca", "pwcca_std", "mean_rho", "rho1", "k", "n_train", "n_dev", "n_test"};
-    json_t *o = json_object(), *arr[8], *eps = json_array();
-    for (int f = 0; f < 8; f++) arr[f] = json_array();
+    static const char *const fields[] = {"pwcca", "pwcca_std", "mean_rho", "rho1", "k"};
+    json_t *o = json_object(), *arr[5], *eps = json_array();
+    for (int f = 0; f < 5; f++) arr[f] = json_array();
+    const CcaResult *any = NULL;
+    double n = 0;
     for (int l = 0; l < x->L1; l++) {
         const CcaResult *r = NULL;
         for (int i = 0; i < x->n_jobs; i++)
-            if (x->jobs[i].prop == p && x->jobs[i].layer == l) r = &x->jobs[i].r;
-        const double v[8] = {r ? r->pwcca : 0, r ? r->pwcca_std : 0, r ? r->mean_rho : 0, r ? r->rho1 : 0,
-                             r ? r->k : 0, r ? r->n_train : 0, r ? r->n_dev : 0, r ? r->n_test : 0};
-        for (int f = 0; f < 8; f++)
-            json_array_append_new(arr[f], f >= 4 ? (r ? json_integer((json_int_t)v[f]) : json_null())
-                                                 : json_num_or_null(r && r->ok, v[f]));
+            if (x->jobs[i].prop == p && x->jobs[i].layer == l) r = &x->jobs[i].r, any = r;
+        const double v[4] = {r ? r->pwcca : 0, r ? r->pwcca_std : 0, r ? r->mean_rho : 0, r ? r->rho1 : 0};
+        for (int f = 0; f < 4; f++) json_array_append_new(arr[f], json_num_or_null(r && r->ok, v[f]));
+        json_array_append_new(arr[4], r ? json_integer(r->k) : json_null());
         json_t *le = json_array();
         for (int t = 0; r && t < x->o->trials; t++) json_array_append_new(le, json_pack("[ff]", r->eps[t][0], r->eps[t][1]));
         json_array_append_new(eps, r ? le : (json_decref(le), json_null()));
     }
+    for (int i = 0; i < x->n_jobs; i++)
+        if (x->jobs[i].prop == p) {
+            CcaViews v;
+            const FoldStats *fs = job_stats(x, &x->jobs[i], &v);
+            for (int f = 0; f < fs->folds; f++) n += fs->n[f];
+            break;
+        }
     json_object_set_new(o, "unit", json_string(p == 1 ? "segment" : "frame"));
-    for (int f = 0; f < 8; f++) json_object_set_new(o, fields[f], arr[f]);
-    json_object_set_new(o, "eps", eps);
-    const int dim = p == 0 ? 80 : p == 1 ? x->nscls : p == 2 ? x->nfcls : x->D;
-    json_object_set_new(o, "dim", json_integer(dim));
+    json_object_set_new(o, "n", json_integer((json_int_t)n));
+    json_object_set_new(o, "dim", json_integer(p == 0 ? 80 : p == 1 ? x->nscls : p == 2 ? x->nfcls : x->D));
     if (p == 1 || p == 2) {
         json_t *names = json_array();
         for (int c = 0; c < (p == 1 ? x->nscls : x->nfcls); c++)
             for (int q = 0; q < x->inv.n; q++)
                 if ((p == 1 ? x->scls[q] : x->fcls[q]) == c) json_array_append_new(names, json_string(x->inv.names[q]));
-        json_object_set_new(o, "classes", names);
+        json_object_set_new(o, "classes", json_integer((json_int_t)json_array_size(names)));
+        json_object_set_new(o, "class_names", names);
     }
-    if (p == 1) json_object_set_new(o, "n", json_integer(x->n_seg));
     if (p == 3) json_object_set_new(o, "base", json_integer(x->o->base_layer));
+    for (int f = 0; f < 5; f++) json_object_set_new(o, fields[f], arr[f]);
+    json_object_set_new(o, "eps", eps);
+    json_object_set_new(o, "n_train", json_integer(any ? (json_int_t)any->n_train : 0));
+    json_object_set_new(o, "n_dev", json_integer(any ? (json_int_t)any->n_dev : 0));
+    json_object_set_new(o, "n_test", json_integer(any ? (json_int_t)any->n_test : 0));
     return o;
 }
 

@@ -141,10 +141,10 @@ def views(prop, layer):
     if prop == "phone-frame":
         lab = np.array([f[2] for f in frames])
         keep = lab >= 0
-        q = len(js["properties"][prop]["classes"])
+        q = js["properties"][prop]["classes"]
         return np.hstack([frame_rows(layer)[keep], onehot(lab[keep], q)]), fold_f[keep], None
     lab = np.array([s[3] for s in segs])
-    q = len(js["properties"][prop]["classes"])
+    q = js["properties"][prop]["classes"]
     return np.hstack([seg_rows(layer), onehot(lab, q)]), np.array([s[4] for s in segs]), None
 
 
