@@ -15,7 +15,7 @@ void moments_init(FoldStats *fs, int dim, int folds) {
     fs->n = koe_calloc((size_t)folds, sizeof(double));
     fs->mean = koe_calloc((size_t)folds * dim, sizeof(double));
     fs->m = koe_calloc((size_t)folds * dim * dim, sizeof(double));
-    fs->scratch = koe_calloc((size_t)dim * dim + dim, sizeof(double));
+    fs->scratch = koe_calloc((size_t)dim, sizeof(double));
 }
 
 void moments_free(FoldStats *fs) {
@@ -41,20 +41,25 @@ void moments_add(FoldStats *fs, int fold, const double *z, int64_t rows) {
     KOE_ASSERT(fold >= 0 && fold < fs->folds);
     if (rows <= 0) return;
     const int d = fs->dim;
-    double *Mb = fs->scratch, *mb = fs->scratch + (int64_t)d * d;
-    memset(mb, 0, sizeof(double) * d);
-    for (int64_t r = 0; r < rows; r++)
-        for (int i = 0; i < d; i++) mb[i] += z[r * d + i];
-    for (int i = 0; i < d; i++) mb[i] /= (double)rows;
+    double *mu = fs->mean + (int64_t)fold * d, *M = fs->m + (int64_t)fold * d * d, *sb = fs->scratch;
+    if (fs->n[fold] == 0) { /* the first batch's own mean is the centre */
+        memset(mu, 0, sizeof(double) * d);
+        for (int64_t r = 0; r < rows; r++)
+            for (int i = 0; i < d; i++) mu[i] += z[r * d + i];
+        for (int i = 0; i < d; i++) mu[i] /= (double)rows;
+    }
+    /* rows centred on the current mean mu: with s = sum (z - mu) and n the new count,
+     * M += sum (z - mu)(z - mu)^T - s s^T / n, mu += s / n (exact) */
     double *zc = koe_malloc(sizeof(double) * rows * d);
+    memset(sb, 0, sizeof(double) * d);
     for (int64_t r = 0; r < rows; r++)
-        for (int i = 0; i < d; i++) zc[r * d + i] = z[r * d + i] - mb[i];
-    /* Mb = zc^T zc, upper triangle, then mirrored */
-    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, d, (int)rows, 1.0, zc, d, 0.0, Mb, d);
+        for (int i = 0; i < d; i++) sb[i] += zc[r * d + i] = z[r * d + i] - mu[i];
+    const double n = fs->n[fold] + (double)rows;
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, d, (int)rows, 1.0, zc, d, zc, d, 1.0, M, d);
+    cblas_dger(CblasRowMajor, d, d, -1.0 / n, sb, 1, sb, 1, M, d);
+    for (int i = 0; i < d; i++) mu[i] += sb[i] / n;
+    fs->n[fold] = n;
     free(zc);
-    for (int i = 0; i < d; i++)
-        for (int j = 0; j < i; j++) Mb[(int64_t)i * d + j] = Mb[(int64_t)j * d + i];
-    moments_merge(d, &fs->n[fold], fs->mean + (int64_t)fold * d, fs->m + (int64_t)fold * d * d, (double)rows, mb, Mb);
 }
 
 void moments_merge_folds(const FoldStats *fs, const unsigned char *use, double *n, double *mean, double *m) {

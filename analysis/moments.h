@@ -1,8 +1,9 @@
 /* moments.h — per-fold co-moments of unit vectors z (count, mean, centred co-moment
  * M = sum (z - mu)(z - mu)^T), in double precision, the statistics every CCA score is computed from
  * (spec ../shared/specs/analyze_layers.md §7.3, §8.5).
- * Rows are added in batches, centred on the batch's own mean and merged with Chan et al.'s pairwise
- * formula, so an outlier dimension with a large mean loses no precision. Statistics of different
+ * Rows are added in batches, centred on the fold's running mean (the first batch's own mean to
+ * begin with) and folded in exactly (M += sum (z - mu)(z - mu)^T - s s^T / n, s the batch's sum of
+ * z - mu), so an outlier dimension with a large mean loses no precision. Statistics of different
  * folds or processes merge exactly (up to float reassociation): two sets merge with
  * moments_merge; across ranks, each rank turns its folds into sums about a common shift c
  * (moments_to_sums), the sums are added (an allreduce), and moments_from_sums turns them back.
@@ -15,7 +16,7 @@ typedef struct {
     double *n;    /* (folds) unit counts */
     double *mean; /* (folds, dim) */
     double *m;    /* (folds, dim, dim) centred co-moments, full symmetric, row-major */
-    double *scratch; /* (dim, dim) + (dim): one batch's co-moment and mean */
+    double *scratch; /* (dim): one batch's sum */
 } FoldStats;
 
 void moments_init(FoldStats *fs, int dim, int folds);
