@@ -38,8 +38,9 @@
 #include "../distributed/kmeans.h"
 #include "ckpt_model.h"
 
-static const char *const PROP_NAMES[] = {"mel", "phone", "phone-frame", "intra", "cka", "pnmi"};
-enum { N_PROPS = 6, N_CCA = 4 };
+/* Property i is bit ALP_* = 1 << i; the CCA ones come first. */
+static const char *const PROP_NAMES[] = {"mel", "phone", "phone-frame", "intra", "inter", "cka", "pnmi"};
+enum { PI_MEL, PI_PHONE, PI_PHONE_FRAME, PI_INTRA, PI_INTER, PI_CKA, PI_PNMI, N_PROPS, N_CCA = PI_CKA };
 
 void analyze_layers_defaults(AnalyzeLayersOpts *o) {
     memset(o, 0, sizeof *o);
@@ -86,7 +87,7 @@ typedef struct {
 
 /* The per-property CCA results: job (prop, layer). */
 typedef struct {
-    int prop; /* 0 mel, 1 phone, 2 phone-frame, 3 intra */
+    int prop; /* PI_MEL .. PI_INTER */
     int layer;
     CcaResult r;
 } Job;
@@ -95,10 +96,10 @@ typedef struct {
     const AnalyzeLayersOpts *o;
     Corpus c;
     int have_corpus;
-    Model *m;
-    Recipe r;
-    CkptInput in;
-    int L1, D;
+    Model *m, *m2; /* m2: --ckpt2, for inter */
+    Recipe r, r2;
+    CkptInput in, in2;
+    int L1, D, D2;
     double rate;
     int64_t hop, win;
     /* plan */
@@ -115,7 +116,7 @@ typedef struct {
     double sub_p;
     /* statistics, (L1) each or NULL */
     FoldStats *fr, *pf, *sg;
-    int fr_dim, mel_off, base_off;
+    int fr_dim, mel_off, base_off, inter_off;
     /* the subsample on this rank */
     float *sub;
     int64_t n_sub, cap_sub;
@@ -343,8 +344,10 @@ static double mem_total_bytes(void) {
     return kb * 1024.0;
 }
 
-/* z rows of the frames `idx` (n) of one fold into x->z: [x_l | mel | x_base] for the frame set. */
-static void frame_rows(Ctx *x, const float *h, const float *hb, const float *mel, const int64_t *idx, int64_t n) {
+/* z rows of the frames `idx` (n) of one fold into x->z: [x_l | mel | x_base | x2_l] for the frame set
+ * (h, hb, h2 the layer, the base layer, the same layer of --ckpt2). */
+static void frame_rows(Ctx *x, const float *h, const float *hb, const float *h2, const float *mel, const int64_t *idx,
+                       int64_t n) {
     const int D = x->D, d = x->fr_dim;
     for (int64_t r = 0; r < n; r++) {
         const int64_t i = idx[r];
@@ -354,6 +357,8 @@ static void frame_rows(Ctx *x, const float *h, const float *hb, const float *mel
             for (int j = 0; j < 80; j++) z[x->mel_off + j] = mel[i * 80 + j];
         if (x->o->props & ALP_INTRA)
             for (int j = 0; j < D; j++) z[x->base_off + j] = hb[i * D + j];
+        if (x->o->props & ALP_INTER)
+            for (int j = 0; j < x->D2; j++) z[x->inter_off + j] = h2[i * x->D2 + j];
     }
 }
 
@@ -420,8 +425,9 @@ static void sub_append(Ctx *x, const float **hid, int64_t i, int fold, int lab, 
     x->sub_lab[x->n_sub++] = lab;
 }
 
-/* The frame units of utterance u (n samples, T encoder frames, hidden states hid). */
-static int add_frames(Ctx *x, int64_t u, int64_t n, int64_t T, const float **hid, KoeError *err) {
+/* The frame units of utterance u (n samples, T encoder frames, hidden states hid, and hid2 of
+ * --ckpt2 for inter). */
+static int add_frames(Ctx *x, int64_t u, int64_t n, int64_t T, const float **hid, const float **hid2, KoeError *err) {
     const int F = x->o->folds;
     int *fold = koe_malloc(sizeof(int) * T), *lab = koe_malloc(sizeof(int) * T);
     double *draw = koe_malloc(sizeof(double) * T);
@@ -440,7 +446,7 @@ static int add_frames(Ctx *x, int64_t u, int64_t n, int64_t T, const float **hid
             for (int f = 0; f < F; f++) {
                 const int64_t *fi = idx + start[f], nf = start[f + 1] - start[f];
                 if (x->fr) {
-                    frame_rows(x, hid[l], hid[x->o->base_layer], mel, fi, nf);
+                    frame_rows(x, hid[l], hid[x->o->base_layer], hid2 ? hid2[l] : NULL, mel, fi, nf);
                     moments_add(&x->fr[l], f, x->z, nf);
                 }
                 if (x->pf) moments_add(&x->pf[l], f, x->z, class_rows(x, hid[l], lab, x->nfcls, fi, nf));
@@ -472,33 +478,42 @@ static void add_segments(Ctx *x, const SegUnit *seg, int64_t ns, const float **h
         }
 }
 
-/* This rank's utterances (its comm_slice of the run list): one forward each, units added. */
+/* One forward of wav (n samples) through m; the time goes to x->t_forward. Returns the frame count. */
+static int64_t forward(Ctx *x, Model *m, CkptInput *in, int64_t n) {
+    ModelRun run = {0};
+    int64_t S;
+    const float *inp = ckpt_input_compute(in, x->wav, n, &S);
+    const double t = koe_now();
+    model_forward(m, inp, &S, 1, S, NULL, &run);
+    x->t_forward += koe_now() - t;
+    return m->T;
+}
+
+/* This rank's utterances (its comm_slice of the run list): one forward each (and one of --ckpt2
+ * for the frame sample when inter is asked for), units added. */
 static int run_forwards(Ctx *x, KoeError *err) {
     int64_t s0, s1, si = 0;
     comm_slice(x->n_run, comm_size(), comm_rank(), &s0, &s1);
-    const float **hid = koe_malloc(sizeof(float *) * x->L1);
+    const float **hid = koe_malloc(sizeof(float *) * x->L1), **hid2 = koe_malloc(sizeof(float *) * x->L1);
     int rc = 0;
     for (int64_t k = s0; k < s1 && rc == 0; k++) {
         const int64_t u = x->run_utts[k], n = x->c.utt_length[u];
         if ((rc = corpus_read(&x->c, u, 0, n, x->pcm, err)) < 0) break;
         for (int64_t i = 0; i < n; i++) x->wav[i] = (float)x->pcm[i] / 32768.0f;
-        ModelRun run = {0};
-        int64_t S;
-        const float *inp = ckpt_input_compute(&x->in, x->wav, n, &S);
-        const double t = koe_now();
-        model_forward(x->m, inp, &S, 1, S, NULL, &run);
-        x->t_forward += koe_now() - t;
-        const int64_t T = x->m->T;
+        const int64_t T = forward(x, x->m, &x->in, n);
         KOE_ASSERT(T == utt_frames(x, u));
         for (int l = 0; l < x->L1; l++) hid[l] = model_hidden(x->m, l);
-        if (x->in_frames[u]) rc = add_frames(x, u, n, T, hid, err);
+        const int two = x->m2 && x->in_frames[u];
+        if (two) KOE_ASSERT(forward(x, x->m2, &x->in2, n) == T);
+        for (int l = 0; two && l < x->L1; l++) hid2[l] = model_hidden(x->m2, l);
+        if (x->in_frames[u]) rc = add_frames(x, u, n, T, hid, two ? hid2 : NULL, err);
         while (si < x->n_seg && x->seg[si].utt < u) si++;
         int64_t se = si;
         while (se < x->n_seg && x->seg[se].utt == u) se++;
         if (rc == 0 && x->sg && se > si) add_segments(x, x->seg + si, se - si, hid);
         si = se;
     }
-    free(hid);
+    free(hid), free(hid2);
     return rc;
 }
 
@@ -526,19 +541,20 @@ static void reduce_stats(FoldStats *fs) {
 static FoldStats *job_stats(const Ctx *x, const Job *j, CcaViews *v) {
     const int D = x->D;
     switch (j->prop) {
-    case 0: *v = (CcaViews){0, D, x->mel_off, 80}; return &x->fr[j->layer];
-    case 1: *v = (CcaViews){0, D, D, x->nscls}; return &x->sg[j->layer];
-    case 2: *v = (CcaViews){0, D, D, x->nfcls}; return &x->pf[j->layer];
-    default: *v = (CcaViews){0, D, x->base_off, D}; return &x->fr[j->layer];
+    case PI_MEL: *v = (CcaViews){0, D, x->mel_off, 80}; return &x->fr[j->layer];
+    case PI_PHONE: *v = (CcaViews){0, D, D, x->nscls}; return &x->sg[j->layer];
+    case PI_PHONE_FRAME: *v = (CcaViews){0, D, D, x->nfcls}; return &x->pf[j->layer];
+    case PI_INTRA: *v = (CcaViews){0, D, x->base_off, D}; return &x->fr[j->layer];
+    default: *v = (CcaViews){0, D, x->inter_off, x->D2}; return &x->fr[j->layer];
     }
 }
 
 static void make_jobs(Ctx *x) {
-    static const unsigned bit[N_CCA] = {ALP_MEL, ALP_PHONE, ALP_PHONE_FRAME, ALP_INTRA};
     x->jobs = koe_calloc((size_t)N_CCA * x->L1, sizeof(Job));
     for (int p = 0; p < N_CCA; p++)
         for (int l = 0; l < x->L1; l++)
-            if ((x->o->props & bit[p]) && !(p == 3 && l == x->o->base_layer)) x->jobs[x->n_jobs++] = (Job){p, l, {0}};
+            if ((x->o->props & (1u << p)) && !(p == PI_INTRA && l == x->o->base_layer))
+                x->jobs[x->n_jobs++] = (Job){p, l, {0}};
 }
 
 /* Refuse a property whose training folds hold no more units than its dimensions. */
@@ -686,13 +702,13 @@ static void compute_pnmi(Ctx *x) {
 static int columns(const Ctx *x, int *col) {
     int n = 0;
     for (int p = 0; p < N_PROPS; p++)
-        if (p != 4 && (x->o->props & (1u << p))) col[n++] = p;
+        if (p != PI_CKA && (x->o->props & (1u << p))) col[n++] = p;
     return n;
 }
 
 /* Score of property p at layer l: 1 and *v, or 0 when there is none (intra at its base, a failed fit). */
 static int score(const Ctx *x, int p, int l, double *v) {
-    if (p == 5) return *v = x->pnmi[l], 1;
+    if (p == PI_PNMI) return *v = x->pnmi[l], 1;
     for (int i = 0; i < x->n_jobs; i++)
         if (x->jobs[i].prop == p && x->jobs[i].layer == l && x->jobs[i].r.ok) return *v = x->jobs[i].r.pwcca, 1;
     return 0;
@@ -787,18 +803,20 @@ static json_t *json_cca_prop(const Ctx *x, int p) {
             for (int f = 0; f < fs->folds; f++) n += fs->n[f];
             break;
         }
-    json_object_set_new(o, "unit", json_string(p == 1 ? "segment" : "frame"));
+    const int seg = p == PI_PHONE;
+    json_object_set_new(o, "unit", json_string(seg ? "segment" : "frame"));
     json_object_set_new(o, "n", json_integer((json_int_t)n));
-    json_object_set_new(o, "dim", json_integer(p == 0 ? 80 : p == 1 ? x->nscls : p == 2 ? x->nfcls : x->D));
-    if (p == 1 || p == 2) {
+    json_object_set_new(o, "dim", json_integer(p == PI_MEL ? 80 : seg ? x->nscls : p == PI_PHONE_FRAME ? x->nfcls
+                                               : p == PI_INTER ? x->D2 : x->D));
+    if (seg || p == PI_PHONE_FRAME) {
         json_t *names = json_array();
-        for (int c = 0; c < (p == 1 ? x->nscls : x->nfcls); c++)
+        for (int c = 0; c < (seg ? x->nscls : x->nfcls); c++)
             for (int q = 0; q < x->inv.n; q++)
-                if ((p == 1 ? x->scls[q] : x->fcls[q]) == c) json_array_append_new(names, json_string(x->inv.names[q]));
+                if ((seg ? x->scls[q] : x->fcls[q]) == c) json_array_append_new(names, json_string(x->inv.names[q]));
         json_object_set_new(o, "classes", json_integer((json_int_t)json_array_size(names)));
         json_object_set_new(o, "class_names", names);
     }
-    if (p == 3) json_object_set_new(o, "base", json_integer(x->o->base_layer));
+    if (p == PI_INTRA) json_object_set_new(o, "base", json_integer(x->o->base_layer));
     for (int f = 0; f < 5; f++) json_object_set_new(o, fields[f], arr[f]);
     json_object_set_new(o, "eps", eps);
     json_object_set_new(o, "n_train", json_integer(any ? (json_int_t)any->n_train : 0));
@@ -814,7 +832,7 @@ static json_t *json_report(const Ctx *x) {
     json_object_set_new(root, "format", json_string("koe-analyze-layers"));
     json_object_set_new(root, "format_version", json_integer(1));
     json_object_set_new(root, "ckpt", json_string(o->ckpt));
-    json_object_set_new(root, "ckpt2", json_null());
+    json_object_set_new(root, "ckpt2", o->ckpt2 ? json_string(o->ckpt2) : json_null());
     json_object_set_new(root, "corpus", json_string(o->corpus));
     json_object_set_new(root, "seed", json_integer((json_int_t)o->seed));
     json_object_set_new(root, "model", json_pack("{s:s,s:s,s:i,s:i,s:f,s:b,s:s}", "encoder",
@@ -830,7 +848,7 @@ static json_t *json_report(const Ctx *x) {
                         (json_int_t)o->sub_frames, "phone_cap", o->phone_cap, "min_class", o->min_class));
     for (int l = 0; l < x->L1; l++) json_array_append_new(layers, json_sprintf("T%d", l));
     json_object_set_new(root, "layers", layers);
-    for (int p = 0; p < 4; p++)
+    for (int p = 0; p < N_CCA; p++)
         if (o->props & (1u << p)) json_object_set_new(props, PROP_NAMES[p], json_cca_prop(x, p));
     if (o->props & ALP_PNMI) {
         json_t *v = json_array();
@@ -903,6 +921,23 @@ static int write_outputs(const Ctx *x, KoeError *err) {
     return rc;
 }
 
+/* --ckpt2 for inter: the same number of layers and the same frame rate as --ckpt. */
+static int open_second(Ctx *x, KoeError *err) {
+    const AnalyzeLayersOpts *o = x->o;
+    if (!o->ckpt2) return koe_error_set(err, "--props inter needs --ckpt2 CKPT.h5 (the model to compare with)");
+    if (!(x->m2 = ckpt_model_open(o->ckpt2, 1, x->max_len, &x->r2, err))) return -1;
+    ckpt_input_init(&x->in2, x->m2, &x->r2, x->max_len);
+    x->D2 = x->m2->cfg.D;
+    const double rate2 = ckpt_model_frame_rate(x->m2);
+    if (rate2 != x->rate || ckpt_model_frames(x->m2, x->max_len) != ckpt_model_frames(x->m, x->max_len))
+        return koe_error_set(err, "--ckpt2 %s has a frame rate of %g Hz, --ckpt %s %g Hz: inter compares the same "
+                             "frames, so both need the same frontend", o->ckpt2, rate2, o->ckpt, x->rate);
+    if (x->m2->cfg.L != x->m->cfg.L)
+        return koe_error_set(err, "--ckpt2 %s has %d layers, --ckpt %s %d: inter compares layer by layer", o->ckpt2,
+                             x->m2->cfg.L, o->ckpt, x->m->cfg.L);
+    return 0;
+}
+
 static int ctx_open(Ctx *x, const AnalyzeLayersOpts *o, KoeError *err) {
     memset(x, 0, sizeof *x);
     x->o = o;
@@ -917,6 +952,7 @@ static int ctx_open(Ctx *x, const AnalyzeLayersOpts *o, KoeError *err) {
     if (o->base_layer > mc->L)
         return koe_error_set(err, "--base-layer %d: %s has layers 0..%d", o->base_layer, o->ckpt, mc->L);
     x->rate = ckpt_model_frame_rate(x->m);
+    if ((o->props & ALP_INTER) && open_second(x, err) < 0) return -1;
     x->hop = (int64_t)llround(KOE_SAMPLE_RATE / x->rate);
     x->win = mc->frontend == FRONTEND_FBANK ? 160 * (mc->fbank_stack - 1) + 400 : ckpt_model_min_input(mc);
     if (need_align(o) && plan_phones(x, err) < 0) return -1;
@@ -926,8 +962,9 @@ static int ctx_open(Ctx *x, const AnalyzeLayersOpts *o, KoeError *err) {
     plan_run_list(x);
     x->mel_off = x->D;
     x->base_off = x->D + (o->props & ALP_MEL ? 80 : 0);
-    x->fr_dim = x->base_off + (o->props & ALP_INTRA ? x->D : 0);
-    if (o->props & (ALP_MEL | ALP_INTRA)) x->fr = stats_sets(x->L1, x->fr_dim, o->folds);
+    x->inter_off = x->base_off + (o->props & ALP_INTRA ? x->D : 0);
+    x->fr_dim = x->inter_off + (o->props & ALP_INTER ? x->D2 : 0);
+    if (o->props & (ALP_MEL | ALP_INTRA | ALP_INTER)) x->fr = stats_sets(x->L1, x->fr_dim, o->folds);
     if (o->props & ALP_PHONE_FRAME) x->pf = stats_sets(x->L1, x->D + x->nfcls, o->folds);
     if (o->props & ALP_PHONE) x->sg = stats_sets(x->L1, x->D + x->nscls, o->folds);
     const int64_t maxT = ckpt_model_frames(x->m, x->max_len), rows = maxT > x->max_al ? maxT : x->max_al;
@@ -951,6 +988,7 @@ static void free_sets(FoldStats *s, int n) {
 static void ctx_close(Ctx *x) {
     free_sets(x->fr, x->L1), free_sets(x->pf, x->L1), free_sets(x->sg, x->L1);
     if (x->m) ckpt_input_free(&x->in), model_free(x->m), recipe_free(&x->r);
+    if (x->m2) ckpt_input_free(&x->in2), model_free(x->m2), recipe_free(&x->r2);
     if (x->fe) features_free(x->fe);
     for (int si = 0; x->map && si < x->c.n_shards; si++) free(x->map[si]);
     free(x->map), free(x->fcls), free(x->scls), free(x->scls_phone), free(x->in_frames), free(x->seg);

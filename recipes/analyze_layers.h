@@ -12,14 +12,15 @@ enum {
     ALP_PHONE = 2,
     ALP_PHONE_FRAME = 4,
     ALP_INTRA = 8,
-    ALP_CKA = 16,
-    ALP_PNMI = 32,
+    ALP_INTER = 16,
+    ALP_CKA = 32,
+    ALP_PNMI = 64,
 };
 
 #define ALP_MAX_EPS CCA_MAX_EPS
 
 typedef struct {
-    const char *ckpt, *corpus, *out, *dump;
+    const char *ckpt, *ckpt2, *corpus, *out, *dump;
     int json;
     unsigned props;          /* ALP_* */
     int64_t frames;          /* frame sample: whole utterances until >= frames (0: all) */

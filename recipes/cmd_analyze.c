@@ -38,6 +38,7 @@ const char cmd_analyze_help[] =
     "               of the segment's frames against the one-hot phone\n"
     "  phone-frame  frames: the one-hot phone under the frame's centre\n"
     "  intra        frames: layer --base-layer of the same model\n"
+    "  inter        frames: the same layer of --ckpt2 (same layer count and frame rate)\n"
     "  cka          debiased linear CKA between every pair of layers (frame subsample)\n"
     "  pnmi         k-means (--pnmi-k) of each layer on the subsample's training folds; PNMI of the\n"
     "               test folds' cluster ids against their phones\n"
@@ -49,6 +50,7 @@ const char cmd_analyze_help[] =
     "\n"
     "options (layers):\n"
     "  --ckpt CKPT.h5       checkpoint (required)\n"
+    "  --ckpt2 CKPT.h5      second checkpoint, for inter (e.g. HuBERT iteration 1 vs 2, two training steps)\n"
     "  --corpus DIR         corpus; phone properties need its alignments (required)\n"
     "  --out DIR            write layers.json, layers.tsv, cka.tsv\n"
     "  --json               print layers.json on stdout instead of the table\n"
@@ -187,6 +189,7 @@ static int parse_layers_args(int argc, char **argv, AnalyzeLayersOpts *o) {
         double d = 0;
         int rc = 0;
         if (!strcmp(a, "--ckpt")) o->ckpt = v;
+        else if (!strcmp(a, "--ckpt2")) o->ckpt2 = v;
         else if (!strcmp(a, "--corpus")) o->corpus = v;
         else if (!strcmp(a, "--out")) o->out = v;
         else if (!strcmp(a, "--dump")) o->dump = v;
@@ -196,7 +199,7 @@ static int parse_layers_args(int argc, char **argv, AnalyzeLayersOpts *o) {
             char bad[64];
             if ((rc = analyze_layers_parse_props(v, &o->props, bad, sizeof bad)) < 0)
                 fprintf(stderr, "koe analyze layers: --props %s: unknown property '%s' (mel, phone, phone-frame, intra, "
-                                "cka, pnmi)\n", v, bad);
+                                "inter, cka, pnmi)\n", v, bad);
         } else if (!strcmp(a, "--frames")) rc = parse_num(a, v, 0, 1e12, &d), o->frames = (int64_t)d;
         else if (!strcmp(a, "--phone-cap")) rc = parse_num(a, v, 1, 1e9, &d), o->phone_cap = (int)d;
         else if (!strcmp(a, "--min-class")) rc = parse_num(a, v, 1, 1e9, &d), o->min_class = (int)d;

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # tests/e2e/analyze_layers.sh — `koe analyze layers` on a synthesized corpus (1 minute, phone
 # alignments) and a small untrained model (koe init; 2 x 64 transformer, 128-wide conv stack):
-#   - every property (mel, phone, phone-frame, intra, cka, pnmi): the table, layers.json, layers.tsv,
+#   - every property (mel, phone, phone-frame, intra, inter against a second seed's model, cka, pnmi): the table, layers.json, layers.tsv,
 #     cka.tsv; a numpy reference (tests/reference/analyze_layers_ref.py) recomputes every PWCCA,
 #     mean rho, rho1 and CKA from the dumped units and folds, `koe embed --layer all` and
 #     `koe features --kind fbank`, and must agree to 1e-4 (it also checks the moment path against the
 #     row path);
 #   - the same run on 3 ranks gives the same scores to 1e-9;
 #   - bad input: a corpus without alignments asked for phone, too few segments per class for the
-#     folds, an unknown property, more trials than the folds allow, a memory estimate above --max-mem —
+#     folds, an unknown property, more trials than the folds allow, a memory estimate above --max-mem,
+#     inter without --ckpt2 or with a --ckpt2 of another frame rate —
 #     each exits 1 naming the cause;
 #   - recipes/hubert/run.sh LAYER=auto picks the layer with the highest PNMI and names the labels by it.
 set -euo pipefail
@@ -21,16 +22,23 @@ cd "$T"
   'model.conv_feature_layers=[(128,10,5)]+[(128,3,2)]*4+[(128,2,2)]*2' model.encoder_embed_dim=64 \
   model.encoder_layers=2 model.encoder_attention_heads=2 model.encoder_ffn_embed_dim=128 model.conv_pos=16 \
   --out init.h5 2> init.log || { cat init.log; exit 1; }
+# --ckpt2 for inter: the same architecture from another seed
+"$KOE" init "$KOE_ROOT/recipes/tiny/hubert.ini" data.corpus=corpus run.seed=2 \
+  'model.conv_feature_layers=[(128,10,5)]+[(128,3,2)]*4+[(128,2,2)]*2' model.encoder_embed_dim=64 \
+  model.encoder_layers=2 model.encoder_attention_heads=2 model.encoder_ffn_embed_dim=128 model.conv_pos=16 \
+  --out init2.h5 2> init.log || { cat init.log; exit 1; }
 
-ARGS=(--ckpt init.h5 --corpus corpus --props mel,phone,phone-frame,intra,cka,pnmi --folds 6 --min-class 6 --pnmi-k 20)
+ARGS=(--ckpt init.h5 --ckpt2 init2.h5 --corpus corpus --props mel,phone,phone-frame,intra,inter,cka,pnmi --folds 6
+  --min-class 6 --pnmi-k 20)
 "$KOE" analyze layers "${ARGS[@]}" --out out --dump units.tsv > table.txt 2> run1.log || { cat run1.log; exit 1; }
 cat table.txt run1.log
 grep -q "memory estimate" run1.log || { echo "FAIL: no memory estimate printed"; exit 1; }
 grep -q "^best " table.txt || { echo "FAIL: no best row"; exit 1; }
 test -s out/layers.json && test -s out/layers.tsv && test -s out/cka.tsv
 "$KOE" embed --ckpt init.h5 --layer all --corpus corpus --out emb.h5 2> /dev/null
+"$KOE" embed --ckpt init2.h5 --layer all --corpus corpus --out emb2.h5 2> /dev/null
 "$KOE" features --corpus corpus --kind fbank --out fbank.h5 2> /dev/null
-"$PYTHON" "$KOE_ROOT/tests/reference/analyze_layers_ref.py" out/layers.json units.tsv emb.h5 fbank.h5
+"$PYTHON" "$KOE_ROOT/tests/reference/analyze_layers_ref.py" out/layers.json units.tsv emb.h5 fbank.h5 emb2.h5
 
 mpirun --oversubscribe -np 3 "$KOE" analyze layers "${ARGS[@]}" --json > ranks3.json 2> run3.log || { cat run3.log; exit 1; }
 "$PYTHON" - << 'PY'
@@ -67,6 +75,12 @@ expect_usage "max(--min-class, --folds)" --ckpt init.h5 --corpus corpus --props 
 expect_usage "unknown property 'word'" --ckpt init.h5 --corpus corpus --props mel,word
 expect_usage "needs --folds >= 8" --ckpt init.h5 --corpus corpus --trials 4 --folds 6
 expect_usage "is above --max-mem" --ckpt init.h5 --corpus corpus --max-mem 0.001
+expect_usage "needs --ckpt2" --ckpt init.h5 --corpus corpus --props inter
+"$KOE" init "$KOE_ROOT/recipes/tiny/hubert.ini" data.corpus=corpus data.features=fbank model.frontend=fbank \
+  model.encoder_embed_dim=64 model.encoder_layers=2 model.encoder_attention_heads=2 model.encoder_ffn_embed_dim=128 \
+  model.conv_pos=16 --out fbank.ckpt.h5 2> init.log || { cat init.log; exit 1; }
+expect_usage "fbank.ckpt.h5 has a frame rate of 25 Hz, --ckpt init.h5 50 Hz" --ckpt init.h5 --ckpt2 fbank.ckpt.h5 \
+  --corpus corpus --props inter
 
 # recipes/hubert/run.sh LAYER=auto: iteration 2 clusters the layer with the highest phone PNMI
 # (here of the untrained model standing in for iteration 1's checkpoint), and names the label set by it

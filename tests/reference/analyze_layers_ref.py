@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """numpy reference for `koe analyze layers` (spec ../shared/specs/analyze_layers.md §8.5, §6, §9).
 
-  /usr/bin/python3 analyze_layers_ref.py LAYERS.json UNITS.tsv EMBED.h5 FBANK.h5
+  /usr/bin/python3 analyze_layers_ref.py LAYERS.json UNITS.tsv EMBED.h5 FBANK.h5 [EMBED2.h5]
 
 Recomputes every PWCCA, mean rho and rho1 that koe reported (properties mel, phone, phone-frame,
-intra) and the CKA matrices, from the units and folds koe dumped (`--dump`), the hidden states of
+intra, inter: EMBED2.h5 the hidden states of --ckpt2) and the CKA matrices, from the units and folds koe dumped (`--dump`), the hidden states of
 `koe embed --layer all` and the fbank of `koe features --kind fbank` of the same corpus, in float64
 with numpy's eigh / svd / cholesky, written from the spec and not from the C code. Asserts agreement
 within 1e-4 absolute (PWCCA, rho) and 1e-6 (CKA), and that the moment path of the held-out score
@@ -30,6 +30,7 @@ def load_feats(path):
 
 hid, hid_at = load_feats(sys.argv[3])  # (L+1, frames, D)
 fb, fb_at = load_feats(sys.argv[4])  # (frames, 80)
+hid2, hid2_at = load_feats(sys.argv[5]) if len(sys.argv) > 5 else (None, None)
 rate = js["model"]["frame_rate"]
 step = int(round(100 / rate))
 stack = step if js["model"]["frontend"] == "fbank" else 1
@@ -41,8 +42,9 @@ frames = [(u[1], int(u[2]), int(u[4]), int(u[5]), int(u[6])) for u in units if u
 segs = [(u[1], int(u[2]), int(u[3]), int(u[4]), int(u[5])) for u in units if u[0] == "segment"]
 
 
-def frame_rows(layer):
-    return np.stack([hid[layer, hid_at[u][0] + i] for u, i, _, _, _ in frames]).astype(np.float64)
+def frame_rows(layer, h=None, at=None):
+    h, at = (hid, hid_at) if h is None else (h, at)
+    return np.stack([h[layer, at[u][0] + i] for u, i, _, _, _ in frames]).astype(np.float64)
 
 
 def mel_rows():
@@ -135,8 +137,9 @@ def protocol(Z, fold, p, check_rows):
 def views(prop, layer):
     """(Z, folds, p) of a property at a layer."""
     fold_f = np.array([f[3] for f in frames])
-    if prop in ("mel", "intra"):
-        y = mel_rows() if prop == "mel" else frame_rows(js["properties"]["intra"]["base"])
+    if prop in ("mel", "intra", "inter"):
+        y = (mel_rows() if prop == "mel" else frame_rows(layer, hid2, hid2_at) if prop == "inter"
+             else frame_rows(js["properties"]["intra"]["base"]))
         return np.hstack([frame_rows(layer), y]), fold_f, None
     if prop == "phone-frame":
         lab = np.array([f[2] for f in frames])
@@ -167,7 +170,7 @@ def cka(block_rows, debiased):
 
 worst = 0.0
 D = hid.shape[2]
-for prop in ("mel", "phone", "phone-frame", "intra"):
+for prop in ("mel", "phone", "phone-frame", "intra", "inter"):
     if prop not in js["properties"]:
         continue
     P = js["properties"][prop]
