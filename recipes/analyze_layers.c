@@ -143,6 +143,11 @@ typedef struct {
 static int need_align(const AnalyzeLayersOpts *o) { return (o->props & (ALP_PHONE | ALP_PHONE_FRAME | ALP_PNMI)) != 0; }
 static int need_frames(const AnalyzeLayersOpts *o) { return (o->props & ~(unsigned)ALP_PHONE) != 0; }
 
+/* The statistics keep the dev and test folds of every trial apart (0 .. 2T-1) and the folds only
+ * ever trained on as one (slot 2T): the protocol needs nothing finer, and it saves memory. */
+static int n_slots(const AnalyzeLayersOpts *o) { return 2 * o->trials < o->folds ? 2 * o->trials + 1 : o->folds; }
+static int slot_of(const AnalyzeLayersOpts *o, int fold) { return fold < 2 * o->trials ? fold : 2 * o->trials; }
+
 static int64_t utt_frames(const Ctx *x, int64_t u) { return ckpt_model_frames(x->m, x->c.utt_length[u]); }
 
 static int64_t read_align(Ctx *x, int64_t u, KoeError *err) {
@@ -323,8 +328,8 @@ static double memory_estimate(const Ctx *x, int world) {
     const int have[3] = {x->fr != NULL, x->pf != NULL, x->sg != NULL};
     for (int s = 0; s < 3; s++)
         if (have[s]) {
-            b += 8.0 * x->L1 * o->folds * dims[s] * (dims[s] + 1);
-            big = fmax(big, 8.0 * o->folds * dims[s] * (dims[s] + 1));
+            b += 8.0 * x->L1 * n_slots(o) * dims[s] * (dims[s] + 1);
+            big = fmax(big, 8.0 * n_slots(o) * dims[s] * (dims[s] + 1));
         }
     b += big; /* the sums buffer of one set during the reduction */
     if (o->props & (ALP_CKA | ALP_PNMI)) b += 1.2 * (double)o->sub_frames * x->L1 * x->D * 4.0 / world;
@@ -428,7 +433,7 @@ static void sub_append(Ctx *x, const float **hid, int64_t i, int fold, int lab, 
 /* The frame units of utterance u (n samples, T encoder frames, hidden states hid, and hid2 of
  * --ckpt2 for inter). */
 static int add_frames(Ctx *x, int64_t u, int64_t n, int64_t T, const float **hid, const float **hid2, KoeError *err) {
-    const int F = x->o->folds;
+    const int F = n_slots(x->o);
     int *fold = koe_malloc(sizeof(int) * T), *lab = koe_malloc(sizeof(int) * T);
     double *draw = koe_malloc(sizeof(double) * T);
     int64_t *idx = koe_malloc(sizeof(int64_t) * T), *start = koe_calloc((size_t)F + 1, sizeof(int64_t));
@@ -436,11 +441,11 @@ static int add_frames(Ctx *x, int64_t u, int64_t n, int64_t T, const float **hid
     int rc = frame_labels(x, u, T, fold, draw, lab, err);
     if (rc == 0) {
         if (mel) mel_of_frames(x, n, T, mel);
-        for (int64_t i = 0; i < T; i++) start[fold[i] + 1]++; /* counting sort by fold */
+        for (int64_t i = 0; i < T; i++) start[slot_of(x->o, fold[i]) + 1]++; /* counting sort by slot */
         for (int f = 0; f < F; f++) start[f + 1] += start[f];
         int64_t *pos = koe_malloc(sizeof(int64_t) * F);
         memcpy(pos, start, sizeof(int64_t) * F);
-        for (int64_t i = 0; i < T; i++) idx[pos[fold[i]]++] = i;
+        for (int64_t i = 0; i < T; i++) idx[pos[slot_of(x->o, fold[i])]++] = i;
         free(pos);
         for (int l = 0; l < x->L1; l++)
             for (int f = 0; f < F; f++) {
@@ -459,14 +464,14 @@ static int add_frames(Ctx *x, int64_t u, int64_t n, int64_t T, const float **hid
     return rc;
 }
 
-/* The segment units of utterance u (seg[0 .. ns)): per layer and fold, rows [mean of the window | one-hot]. */
+/* The segment units of utterance u (seg[0 .. ns)): per layer and slot, rows [mean of the window | one-hot]. */
 static void add_segments(Ctx *x, const SegUnit *seg, int64_t ns, const float **hid) {
     const int D = x->D, q = x->nscls, d = D + q;
     for (int l = 0; l < x->L1; l++)
-        for (int f = 0; f < x->o->folds; f++) {
+        for (int f = 0; f < n_slots(x->o); f++) {
             int64_t k = 0;
             for (int64_t s = 0; s < ns; s++) {
-                if (seg[s].fold != f) continue;
+                if (slot_of(x->o, seg[s].fold) != f) continue;
                 double *z = x->z + k++ * d;
                 memset(z, 0, sizeof(double) * d);
                 for (int64_t i = seg[s].first; i < seg[s].end; i++)
@@ -964,9 +969,9 @@ static int ctx_open(Ctx *x, const AnalyzeLayersOpts *o, KoeError *err) {
     x->base_off = x->D + (o->props & ALP_MEL ? 80 : 0);
     x->inter_off = x->base_off + (o->props & ALP_INTRA ? x->D : 0);
     x->fr_dim = x->inter_off + (o->props & ALP_INTER ? x->D2 : 0);
-    if (o->props & (ALP_MEL | ALP_INTRA | ALP_INTER)) x->fr = stats_sets(x->L1, x->fr_dim, o->folds);
-    if (o->props & ALP_PHONE_FRAME) x->pf = stats_sets(x->L1, x->D + x->nfcls, o->folds);
-    if (o->props & ALP_PHONE) x->sg = stats_sets(x->L1, x->D + x->nscls, o->folds);
+    if (o->props & (ALP_MEL | ALP_INTRA | ALP_INTER)) x->fr = stats_sets(x->L1, x->fr_dim, n_slots(o));
+    if (o->props & ALP_PHONE_FRAME) x->pf = stats_sets(x->L1, x->D + x->nfcls, n_slots(o));
+    if (o->props & ALP_PHONE) x->sg = stats_sets(x->L1, x->D + x->nscls, n_slots(o));
     const int64_t maxT = ckpt_model_frames(x->m, x->max_len), rows = maxT > x->max_al ? maxT : x->max_al;
     int dmax = x->fr_dim > x->D + x->nfcls ? x->fr_dim : x->D + x->nfcls;
     dmax = dmax > x->D + x->nscls ? dmax : x->D + x->nscls;
