@@ -178,6 +178,67 @@ static void diag_quad(const double *A, const double *mab, const double *B, int k
     for (int i = 0; i < k; i++) d[i] = cblas_ddot(nb, am + (int64_t)i * nb, 1, B + (int64_t)i * nb, 1);
 }
 
+/* The Cholesky factor G = R^T R (R upper, k x k row-major) over the canonical directions that vary on
+ * the evaluation set, in order: direction i is left out (keep[i] = 0) when its x or y variance is at
+ * most CCA_HELD_OUT_TOL of the largest, or when its part not explained by the directions kept before
+ * it is at most CCA_HELD_OUT_TOL of its variance (a class absent from the fold makes such a
+ * dependence). Returns the count kept. */
+static int held_out_cholesky(const double *g, int k, const double *dxx, const double *dyy, unsigned char *keep,
+                             double *r) {
+    double mx = 0, my = 0;
+    for (int i = 0; i < k; i++) mx = fmax(mx, dxx[i]), my = fmax(my, dyy[i]);
+    int nk = 0;
+    for (int i = 0; i < k; i++) {
+        keep[i] = 0;
+        if (!(dxx[i] > CCA_HELD_OUT_TOL * mx && dyy[i] > CCA_HELD_OUT_TOL * my)) continue;
+        double d = g[(int64_t)i * k + i];
+        for (int j = 0; j < i; j++) {
+            if (!keep[j]) continue;
+            double v = g[(int64_t)j * k + i];
+            for (int m = 0; m < j; m++)
+                if (keep[m]) v -= r[(int64_t)m * k + j] * r[(int64_t)m * k + i];
+            r[(int64_t)j * k + i] = v / r[(int64_t)j * k + j];
+            d -= r[(int64_t)j * k + i] * r[(int64_t)j * k + i];
+        }
+        if (d > CCA_HELD_OUT_TOL * g[(int64_t)i * k + i]) {
+            keep[i] = 1;
+            r[(int64_t)i * k + i] = sqrt(d);
+            nk++;
+        }
+    }
+    return nk;
+}
+
+/* PWCCA, mean rho and rho1 over the kept directions: B = R^-T (A_v M_vv) on the kept rows, alpha_i = sum_j |B_ij|. */
+static void weighted_score(const double *r, const unsigned char *keep, int k, const double *bv, int nv,
+                           const double *dxx, const double *dyy, const double *dxy, CcaScore *out) {
+    int nk = 0, *kk = koe_malloc(sizeof(int) * k);
+    for (int i = 0; i < k; i++)
+        if (keep[i]) kk[nk++] = i;
+    double *rc = koe_malloc(sizeof(double) * nk * nk), *b = koe_malloc(sizeof(double) * nk * nv);
+    for (int a = 0; a < nk; a++) {
+        for (int c = 0; c < nk; c++) rc[(int64_t)a * nk + c] = c >= a ? r[(int64_t)kk[a] * k + kk[c]] : 0;
+        memcpy(b + (int64_t)a * nv, bv + (int64_t)kk[a] * nv, sizeof(double) * nv);
+    }
+    cblas_dtrsm(CblasRowMajor, CblasLeft, CblasUpper, CblasTrans, CblasNonUnit, nk, nv, 1.0, rc, nk, b, nv);
+    double wsum = 0, acc = 0, rsum = 0;
+    for (int a = 0; a < nk; a++) {
+        const int i = kk[a];
+        double alpha = 0;
+        for (int j = 0; j < nv; j++) alpha += fabs(b[(int64_t)a * nv + j]);
+        const double rho = dxy[i] / sqrt(dxx[i] * dyy[i]);
+        wsum += alpha;
+        acc += alpha * rho;
+        rsum += rho;
+        if (a == 0) out->rho1 = rho;
+    }
+    out->pwcca = acc / wsum;
+    out->mean_rho = rsum / nk;
+    out->k = k;
+    out->dropped = k - nk;
+    free(kk), free(rc), free(b);
+}
+
 int cca_eval(const CcaFit *fit, int dim, const double *m, CcaScore *out) {
     const int k = fit->k, nx = fit->nx, ny = fit->ny;
     memset(out, 0, sizeof *out);
@@ -196,32 +257,13 @@ int cca_eval(const CcaFit *fit, int dim, const double *m, CcaScore *out) {
     diag_quad(fit->ax, mxx, fit->ax, k, nx, nx, amx, dxx);
     /* the weighting view's A_v M_vv is now in amx (x) or amy (y) */
     const double *av = fit->weight_x ? fit->ax : fit->ay, *bv = fit->weight_x ? amx : amy;
-    double *g = koe_malloc(sizeof(double) * k * k), *b = koe_malloc(sizeof(double) * k * nv);
+    double *g = koe_malloc(sizeof(double) * k * k), *r = koe_calloc((size_t)k * k, sizeof(double));
+    unsigned char *keep = koe_malloc((size_t)k);
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, k, k, nv, 1.0, bv, nv, av, nv, 0.0, g, k);
-    memcpy(b, bv, sizeof(double) * k * nv);
-    int info;
-    /* column-major "L" of the symmetric g: the row-major upper triangle holds R, g = R^T R */
-    dpotrf_("L", &k, g, &k, &info);
-    int rc = -1;
-    if (info == 0) {
-        cblas_dtrsm(CblasRowMajor, CblasLeft, CblasUpper, CblasTrans, CblasNonUnit, k, nv, 1.0, g, k, b, nv);
-        double wsum = 0, acc = 0, rsum = 0;
-        for (int i = 0; i < k; i++) {
-            double alpha = 0;
-            for (int j = 0; j < nv; j++) alpha += fabs(b[(int64_t)i * nv + j]);
-            const double rho = dxy[i] / sqrt(dxx[i] * dyy[i]);
-            wsum += alpha;
-            acc += alpha * rho;
-            rsum += rho;
-            if (i == 0) out->rho1 = rho;
-        }
-        out->pwcca = acc / wsum;
-        out->mean_rho = rsum / k;
-        out->k = k;
-        rc = 0;
-    }
-    free(mxx), free(myy), free(mxy), free(amx), free(amy), free(dxx), free(g), free(b);
-    return rc;
+    const int nk = held_out_cholesky(g, k, dxx, dyy, keep, r);
+    if (nk > 0) weighted_score(r, keep, k, bv, nv, dxx, dyy, dxy, out);
+    free(mxx), free(myy), free(mxy), free(amx), free(amy), free(dxx), free(g), free(r), free(keep);
+    return nk > 0 ? 0 : -1;
 }
 
 /* One view of a trial's training set, for every eps of the grid: the eigendecomposition (shared
@@ -308,6 +350,7 @@ CcaResult cca_protocol(const FoldStats *fs, CcaViews v, const CcaProtocol *pr) {
         sum += r;
         res.mean_rho += sc.mean_rho / T;
         res.rho1 += sc.rho1 / T;
+        res.dropped = sc.dropped > res.dropped ? sc.dropped : res.dropped;
         if (t == 0) res.k = k, res.n_train = n_tr, res.n_dev = fs->n[0], res.n_test = fs->n[1];
     }
     res.pwcca = sum / T;

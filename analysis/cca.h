@@ -14,13 +14,17 @@
  * Score on an evaluation co-moment M: rho_i = (A_x M_xy A_y^T)_ii / sqrt((A_x M_xx A_x^T)_ii
  * (A_y M_yy A_y^T)_ii); for the view v with fewer directions (y on a tie), G = A_v M_vv A_v^T = R^T R
  * (Cholesky), B = R^-T A_v M_vv (= Q^T of the centred activations), alpha_i = sum_j |B_ij|,
- * PWCCA = sum_i alpha_i rho_i / sum_i alpha_i.
+ * PWCCA = sum_i alpha_i rho_i / sum_i alpha_i. A direction without variance on the evaluation set,
+ * or dependent there on the directions before it (a class the fold lacks), is left out of all three
+ * numbers (CCA_HELD_OUT_TOL; the spec's "drop that direction"), and counted in `dropped`.
  * Must not: do I/O or MPI, or know what the views are. */
 #pragma once
 #include "moments.h"
 
 #define CCA_MAX_TRIALS 16
 #define CCA_MAX_EPS 8
+/* Relative variance below which a canonical direction counts as absent from an evaluation set. */
+#define CCA_HELD_OUT_TOL 1e-9
 
 /* The two views inside z: x = z[x0, x0 + p), y = z[y0, y0 + q). */
 typedef struct {
@@ -40,13 +44,14 @@ typedef struct {
 typedef struct {
     double pwcca, mean_rho, rho1;
     int k;
+    int dropped; /* directions left out on this evaluation set */
 } CcaScore;
 
 /* Fit on (n, m) (m: dim x dim). Returns k (0: nothing to correlate). */
 int cca_fit(CcaFit *fit, int dim, double n, const double *m, CcaViews v, double eps_x, double eps_y, double tol);
 void cca_fit_free(CcaFit *fit);
-/* Score the fit on an evaluation co-moment m (dim x dim). Returns 0, or -1 when a canonical
- * variate has no variance on it (the Cholesky factor does not exist). */
+/* Score the fit on an evaluation co-moment m (dim x dim). Returns 0, or -1 when no canonical
+ * direction varies on it. */
 int cca_eval(const CcaFit *fit, int dim, const double *m, CcaScore *out);
 
 typedef struct {
@@ -61,6 +66,7 @@ typedef struct {
     double pwcca, pwcca_std;      /* mean and sample standard deviation of the test PWCCAs */
     double mean_rho, rho1;        /* means over the trials */
     int k;                        /* canonical pairs of trial 0's chosen fit */
+    int dropped;                  /* the most directions a test fold left out */
     double eps[CCA_MAX_TRIALS][2]; /* the chosen (eps_x, eps_y) of each trial */
     double trial[CCA_MAX_TRIALS]; /* each trial's test PWCCA */
     double n_train, n_dev, n_test; /* of trial 0 */

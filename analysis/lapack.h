@@ -10,5 +10,3 @@ void dsyevd_(const char *jobz, const char *uplo, const int *n, double *a, const 
 /* Thin SVD a = U diag(s) VT (jobz = "S"). */
 void dgesdd_(const char *jobz, const int *m, const int *n, double *a, const int *lda, double *s, double *u,
              const int *ldu, double *vt, const int *ldvt, double *work, const int *lwork, int *iwork, int *info);
-/* Cholesky factor of a symmetric positive-definite a; info > 0 when it is not. */
-void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info);

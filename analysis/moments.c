@@ -8,6 +8,13 @@
 
 #include "../core/common.h"
 
+static int batch_rows(int dim) { return dim / 4 < 64 ? 64 : dim / 4 > 512 ? 512 : dim / 4; }
+
+double moments_bytes(int dim, int folds) {
+    return 8.0 * ((double)folds * (1 + dim + (double)dim * dim + (double)batch_rows(dim) * dim) +
+                  (double)dim * (batch_rows(dim) + 1));
+}
+
 void moments_init(FoldStats *fs, int dim, int folds) {
     KOE_ASSERT(dim > 0 && folds > 0);
     fs->dim = dim;
@@ -15,7 +22,10 @@ void moments_init(FoldStats *fs, int dim, int folds) {
     fs->n = koe_calloc((size_t)folds, sizeof(double));
     fs->mean = koe_calloc((size_t)folds * dim, sizeof(double));
     fs->m = koe_calloc((size_t)folds * dim * dim, sizeof(double));
-    fs->scratch = koe_calloc((size_t)dim, sizeof(double));
+    fs->batch = batch_rows(dim);
+    fs->scratch = koe_calloc((size_t)dim * (fs->batch + 1), sizeof(double));
+    fs->pend = koe_malloc(sizeof(double) * folds * fs->batch * dim);
+    fs->n_pend = koe_calloc((size_t)folds, sizeof(int));
 }
 
 void moments_free(FoldStats *fs) {
@@ -23,6 +33,8 @@ void moments_free(FoldStats *fs) {
     free(fs->mean);
     free(fs->m);
     free(fs->scratch);
+    free(fs->pend);
+    free(fs->n_pend);
     memset(fs, 0, sizeof *fs);
 }
 
@@ -37,11 +49,10 @@ void moments_merge(int dim, double *n, double *mean, double *m, double nb, const
     *n = nt;
 }
 
-void moments_add(FoldStats *fs, int fold, const double *z, int64_t rows) {
-    KOE_ASSERT(fold >= 0 && fold < fs->folds);
-    if (rows <= 0) return;
+/* Fold rows (at most fs->batch) of z into fold `fold`. */
+static void update(FoldStats *fs, int fold, const double *z, int64_t rows) {
     const int d = fs->dim;
-    double *mu = fs->mean + (int64_t)fold * d, *M = fs->m + (int64_t)fold * d * d, *sb = fs->scratch;
+    double *mu = fs->mean + (int64_t)fold * d, *M = fs->m + (int64_t)fold * d * d, *sb = fs->scratch, *zc = sb + d;
     if (fs->n[fold] == 0) { /* the first batch's own mean is the centre */
         memset(mu, 0, sizeof(double) * d);
         for (int64_t r = 0; r < rows; r++)
@@ -50,7 +61,6 @@ void moments_add(FoldStats *fs, int fold, const double *z, int64_t rows) {
     }
     /* rows centred on the current mean mu: with s = sum (z - mu) and n the new count,
      * M += sum (z - mu)(z - mu)^T - s s^T / n, mu += s / n (exact) */
-    double *zc = koe_malloc(sizeof(double) * rows * d);
     memset(sb, 0, sizeof(double) * d);
     for (int64_t r = 0; r < rows; r++)
         for (int i = 0; i < d; i++) sb[i] += zc[r * d + i] = z[r * d + i] - mu[i];
@@ -59,10 +69,32 @@ void moments_add(FoldStats *fs, int fold, const double *z, int64_t rows) {
     cblas_dger(CblasRowMajor, d, d, -1.0 / n, sb, 1, sb, 1, M, d);
     for (int i = 0; i < d; i++) mu[i] += sb[i] / n;
     fs->n[fold] = n;
-    free(zc);
+}
+
+void moments_add(FoldStats *fs, int fold, const double *z, int64_t rows) {
+    KOE_ASSERT(fold >= 0 && fold < fs->folds);
+    const int d = fs->dim, b = fs->batch;
+    double *pend = fs->pend + (int64_t)fold * b * d;
+    for (int64_t r = 0; r < rows;) {
+        const int64_t take = rows - r < b - fs->n_pend[fold] ? rows - r : b - fs->n_pend[fold];
+        memcpy(pend + (int64_t)fs->n_pend[fold] * d, z + r * d, sizeof(double) * take * d);
+        fs->n_pend[fold] += (int)take;
+        r += take;
+        if (fs->n_pend[fold] == b) update(fs, fold, pend, b), fs->n_pend[fold] = 0;
+    }
+}
+
+void moments_flush(FoldStats *fs) {
+    for (int f = 0; f < fs->folds; f++)
+        if (fs->n_pend[f] > 0) update(fs, f, fs->pend + (int64_t)f * fs->batch * fs->dim, fs->n_pend[f]), fs->n_pend[f] = 0;
+}
+
+static void assert_flushed(const FoldStats *fs) {
+    for (int f = 0; f < fs->folds; f++) KOE_ASSERT(fs->n_pend[f] == 0);
 }
 
 void moments_merge_folds(const FoldStats *fs, const unsigned char *use, double *n, double *mean, double *m) {
+    assert_flushed(fs);
     const int d = fs->dim;
     *n = 0;
     memset(mean, 0, sizeof(double) * d);
@@ -72,6 +104,7 @@ void moments_merge_folds(const FoldStats *fs, const unsigned char *use, double *
 }
 
 void moments_weighted_mean(const FoldStats *fs, double *n_mean_sum, double *n_sum) {
+    assert_flushed(fs);
     memset(n_mean_sum, 0, sizeof(double) * fs->dim);
     *n_sum = 0;
     for (int f = 0; f < fs->folds; f++) {
@@ -85,6 +118,7 @@ int64_t moments_sums_len(const FoldStats *fs) {
 }
 
 void moments_to_sums(const FoldStats *fs, const double *c, double *sums) {
+    assert_flushed(fs);
     const int d = fs->dim;
     for (int f = 0; f < fs->folds; f++) {
         double *o = sums + (int64_t)f * (1 + d + (int64_t)d * d), *s = o + 1, *S = o + 1 + d;
@@ -98,6 +132,7 @@ void moments_to_sums(const FoldStats *fs, const double *c, double *sums) {
 }
 
 void moments_from_sums(FoldStats *fs, const double *c, const double *sums) {
+    assert_flushed(fs);
     const int d = fs->dim;
     for (int f = 0; f < fs->folds; f++) {
         const double *o = sums + (int64_t)f * (1 + d + (int64_t)d * d), *s = o + 1, *S = o + 1 + d;

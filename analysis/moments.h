@@ -3,7 +3,9 @@
  * (spec ../shared/specs/analyze_layers.md §7.3, §8.5).
  * Rows are added in batches, centred on the fold's running mean (the first batch's own mean to
  * begin with) and folded in exactly (M += sum (z - mu)(z - mu)^T - s s^T / n, s the batch's sum of
- * z - mu), so an outlier dimension with a large mean loses no precision. Statistics of different
+ * z - mu), so an outlier dimension with a large mean loses no precision. Rows are held per fold
+ * until a batch of `batch` rows is full (a few rows at a time would make each update one pass over
+ * M); moments_flush folds in what is pending, and every reader asserts nothing is. Statistics of different
  * folds or processes merge exactly (up to float reassociation): two sets merge with
  * moments_merge; across ranks, each rank turns its folds into sums about a common shift c
  * (moments_to_sums), the sums are added (an allreduce), and moments_from_sums turns them back.
@@ -16,13 +18,20 @@ typedef struct {
     double *n;    /* (folds) unit counts */
     double *mean; /* (folds, dim) */
     double *m;    /* (folds, dim, dim) centred co-moments, full symmetric, row-major */
-    double *scratch; /* (dim): one batch's sum */
+    double *scratch; /* (dim): one batch's sum; (batch, dim): its centred rows */
+    int batch;       /* rows held per fold before an update: dim / 4 within [64, 512] */
+    double *pend;    /* (folds, batch, dim) rows not yet folded in */
+    int *n_pend;     /* (folds) */
 } FoldStats;
 
 void moments_init(FoldStats *fs, int dim, int folds);
+/* The bytes moments_init allocates. */
+double moments_bytes(int dim, int folds);
 void moments_free(FoldStats *fs);
-/* Add `rows` rows of z (rows, dim), all in fold `fold`. */
+/* Add `rows` rows of z (rows, dim), all in fold `fold` (held until its batch is full). */
 void moments_add(FoldStats *fs, int fold, const double *z, int64_t rows);
+/* Fold in every pending row. Call before reading n, mean or m. */
+void moments_flush(FoldStats *fs);
 /* (n, mean, m) += (nb, mb, Mb), sets of dimension dim (Chan et al.). */
 void moments_merge(int dim, double *n, double *mean, double *m, double nb, const double *mb, const double *Mb);
 /* The merge of the folds f with use[f] != 0 into (n, mean, m). */

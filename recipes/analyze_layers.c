@@ -328,11 +328,12 @@ static double memory_estimate(const Ctx *x, int world) {
     const int have[3] = {x->fr != NULL, x->pf != NULL, x->sg != NULL};
     for (int s = 0; s < 3; s++)
         if (have[s]) {
-            b += 8.0 * x->L1 * n_slots(o) * dims[s] * (dims[s] + 1);
+            b += x->L1 * moments_bytes((int)dims[s], n_slots(o));
             big = fmax(big, 8.0 * n_slots(o) * dims[s] * (dims[s] + 1));
         }
     b += big; /* the sums buffer of one set during the reduction */
-    if (o->props & (ALP_CKA | ALP_PNMI)) b += 1.2 * (double)o->sub_frames * x->L1 * x->D * 4.0 / world;
+    const double sub = (double)(o->sub_frames < x->n_frames ? o->sub_frames : x->n_frames);
+    if (o->props & (ALP_CKA | ALP_PNMI)) b += 1.2 * sub * x->L1 * x->D * 4.0 / world;
     if (o->props & ALP_CKA) b += 8.0 * (double)x->L1 * x->D * x->L1 * x->D;
     return b;
 }
@@ -528,6 +529,7 @@ static void allreduce_f64(double *v, int64_t n) {
 
 /* Sum a statistics set over ranks, about its global mean. */
 static void reduce_stats(FoldStats *fs) {
+    moments_flush(fs);
     const int d = fs->dim;
     double *c = koe_malloc(sizeof(double) * (d + 1));
     moments_weighted_mean(fs, c, &c[d]);
@@ -583,7 +585,7 @@ static int check_sizes(const Ctx *x, KoeError *err) {
 
 /* Every job on rank (job mod world); the results gathered by one allreduce. */
 static void solve_jobs(Ctx *x) {
-    const int T = x->o->trials, w = 9 + 2 * T, rank = comm_rank(), world = comm_size();
+    const int T = x->o->trials, w = 10 + 2 * T, rank = comm_rank(), world = comm_size();
     double *buf = koe_calloc((size_t)x->n_jobs * w, sizeof(double));
     CcaProtocol pr = {.trials = T, .eps = x->o->eps, .n_eps = x->o->n_eps, .null_tol = x->o->null_tol};
     for (int i = 0; i < x->n_jobs; i++) {
@@ -593,16 +595,19 @@ static void solve_jobs(Ctx *x) {
         const CcaResult r = cca_protocol(fs, v, &pr);
         double *b = buf + (int64_t)i * w;
         b[0] = r.ok, b[1] = r.pwcca, b[2] = r.pwcca_std, b[3] = r.mean_rho, b[4] = r.rho1, b[5] = r.k;
-        b[6] = r.n_train, b[7] = r.n_dev, b[8] = r.n_test;
-        for (int t = 0; t < T; t++) b[9 + 2 * t] = r.eps[t][0], b[10 + 2 * t] = r.eps[t][1];
+        b[6] = r.n_train, b[7] = r.n_dev, b[8] = r.n_test, b[9] = r.dropped;
+        for (int t = 0; t < T; t++) b[10 + 2 * t] = r.eps[t][0], b[11 + 2 * t] = r.eps[t][1];
     }
     allreduce_f64(buf, (int64_t)x->n_jobs * w);
     for (int i = 0; i < x->n_jobs; i++) {
         const double *b = buf + (int64_t)i * w;
         CcaResult *r = &x->jobs[i].r;
         r->ok = (int)b[0], r->pwcca = b[1], r->pwcca_std = b[2], r->mean_rho = b[3], r->rho1 = b[4], r->k = (int)b[5];
-        r->n_train = b[6], r->n_dev = b[7], r->n_test = b[8];
-        for (int t = 0; t < T; t++) r->eps[t][0] = b[9 + 2 * t], r->eps[t][1] = b[10 + 2 * t];
+        r->n_train = b[6], r->n_dev = b[7], r->n_test = b[8], r->dropped = (int)b[9];
+        for (int t = 0; t < T; t++) r->eps[t][0] = b[10 + 2 * t], r->eps[t][1] = b[11 + 2 * t];
+        if (r->dropped > 0 && rank == 0)
+            koe_warn("analyze layers: %s T%d: %d canonical direction(s) without variance on a test fold (a class it "
+                     "lacks) left out of its score", PROP_NAMES[x->jobs[i].prop], x->jobs[i].layer, r->dropped);
     }
     free(buf);
 }
@@ -785,9 +790,9 @@ static json_t *json_matrix(const double *m, int n) {
 /* properties.<name> of a CCA property: per-layer arrays (null where there is no score); the unit
  * count n and n_train, n_dev, n_test of trial 0 (the same units at every layer). */
 static json_t *json_cca_prop(const Ctx *x, int p) {
-    static const char *const fields[] = {"pwcca", "pwcca_std", "mean_rho", "rho1", "k"};
-    json_t *o = json_object(), *arr[5], *eps = json_array();
-    for (int f = 0; f < 5; f++) arr[f] = json_array();
+    static const char *const fields[] = {"pwcca", "pwcca_std", "mean_rho", "rho1", "k", "dropped"};
+    json_t *o = json_object(), *arr[6], *eps = json_array();
+    for (int f = 0; f < 6; f++) arr[f] = json_array();
     const CcaResult *any = NULL;
     double n = 0;
     for (int l = 0; l < x->L1; l++) {
@@ -797,6 +802,7 @@ static json_t *json_cca_prop(const Ctx *x, int p) {
         const double v[4] = {r ? r->pwcca : 0, r ? r->pwcca_std : 0, r ? r->mean_rho : 0, r ? r->rho1 : 0};
         for (int f = 0; f < 4; f++) json_array_append_new(arr[f], json_num_or_null(r && r->ok, v[f]));
         json_array_append_new(arr[4], r ? json_integer(r->k) : json_null());
+        json_array_append_new(arr[5], r ? json_integer(r->dropped) : json_null());
         json_t *le = json_array();
         for (int t = 0; r && t < x->o->trials; t++) json_array_append_new(le, json_pack("[ff]", r->eps[t][0], r->eps[t][1]));
         json_array_append_new(eps, r ? le : (json_decref(le), json_null()));
@@ -822,7 +828,7 @@ static json_t *json_cca_prop(const Ctx *x, int p) {
         json_object_set_new(o, "class_names", names);
     }
     if (p == PI_INTRA) json_object_set_new(o, "base", json_integer(x->o->base_layer));
-    for (int f = 0; f < 5; f++) json_object_set_new(o, fields[f], arr[f]);
+    for (int f = 0; f < 6; f++) json_object_set_new(o, fields[f], arr[f]);
     json_object_set_new(o, "eps", eps);
     json_object_set_new(o, "n_train", json_integer(any ? (json_int_t)any->n_train : 0));
     json_object_set_new(o, "n_dev", json_integer(any ? (json_int_t)any->n_dev : 0));
@@ -1016,11 +1022,12 @@ static int analyze(Ctx *x, KoeError *err) {
     if (limit > 0 && mem > limit)
         return koe_error_set(err, "memory estimate %.0f MB per rank is above --max-mem %.0f MB: lower --frames, "
                              "--sub-frames or --folds, use fewer --props, or more ranks", mem / 1e6, limit / 1e6);
-    const double t0 = koe_now();
+    double t[7] = {koe_now()}; /* then: forwards, statistics, reductions, solves, CKA and k-means, peak RSS */
     int64_t bad = run_forwards(x, err) < 0;
     if (bad) fprintf(stderr, "koe analyze layers: %s\n", err->msg);
     comm_allreduce_max_i64(&bad, 1);
     if (bad) return koe_error_set(err, "stopped: a corpus read failed (the message above names it)");
+    t[1] = x->t_forward, t[2] = koe_now() - t[0] - x->t_forward, t[0] = koe_now();
     for (int l = 0; l < x->L1; l++) {
         if (x->fr) reduce_stats(&x->fr[l]);
         if (x->pf) reduce_stats(&x->pf[l]);
@@ -1028,17 +1035,20 @@ static int analyze(Ctx *x, KoeError *err) {
     }
     make_jobs(x);
     if (check_sizes(x, err) < 0) return -1;
+    t[3] = koe_now() - t[0], t[0] = koe_now();
     solve_jobs(x);
+    t[4] = koe_now() - t[0], t[0] = koe_now();
     if (o->props & ALP_CKA) compute_cka(x);
     if (o->props & ALP_PNMI) compute_pnmi(x);
+    t[5] = koe_now() - t[0];
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    double t[3] = {x->t_forward, koe_now() - t0 - x->t_forward, (double)ru.ru_maxrss / 1024.0};
-    comm_allreduce_sum_f64(t, 3);
+    t[6] = (double)ru.ru_maxrss / 1024.0;
+    comm_allreduce_sum_f64(t + 1, 6);
     if (rank == 0)
-        fprintf(stderr, "koe analyze layers: per rank (mean of %d): forwards %.2f s, everything else (statistics, "
-                "reductions, solves, CKA, k-means) %.2f s, peak RSS %.0f MB\n", world, t[0] / world, t[1] / world,
-                t[2] / world);
+        fprintf(stderr, "koe analyze layers: seconds per rank (mean of %d): forwards %.2f; statistics %.2f, reductions "
+                "%.2f, solves %.2f, CKA and k-means %.2f; peak RSS %.0f MB\n", world, t[1] / world, t[2] / world,
+                t[3] / world, t[4] / world, t[5] / world, t[6] / world);
     return 0;
 }
 

@@ -8,7 +8,8 @@ intra, inter: EMBED2.h5 the hidden states of --ckpt2) and the CKA matrices, from
 `koe embed --layer all` and the fbank of `koe features --kind fbank` of the same corpus, in float64
 with numpy's eigh / svd / cholesky, written from the spec and not from the C code. Asserts agreement
 within 1e-4 absolute (PWCCA, rho) and 1e-6 (CKA), and that the moment path of the held-out score
-equals the row path (centred canonical variates, np.linalg.qr) to 1e-10. PNMI is not recomputed (it
+equals the row path (centred canonical variates, np.linalg.qr) to 1e-10. Canonical directions without
+variance on an evaluation fold are left out as analysis/cca.h says (CCA_HELD_OUT_TOL). PNMI is not recomputed (it
 depends on k-means); its values are checked to lie in [0, 1]. Exit 1 on a mismatch.
 """
 import json
@@ -91,15 +92,37 @@ def fit(M, n, p, q, ex, ey):
                 wx=Wx.shape[1] < Wy.shape[1], p=p)
 
 
+HELD_OUT_TOL = 1e-9  # analysis/cca.h CCA_HELD_OUT_TOL
+
+
+def kept_directions(G, vx, vy):
+    """The directions that vary on the evaluation set, in order: variance above HELD_OUT_TOL of the
+    largest in both views, and a part not explained by the directions kept before it above
+    HELD_OUT_TOL of its variance (a Gram-Schmidt on G)."""
+    keep = []
+    for i in range(len(G)):
+        if not (vx[i] > HELD_OUT_TOL * vx.max() and vy[i] > HELD_OUT_TOL * vy.max()):
+            continue
+        d = G[i, i]
+        if keep:
+            c = G[np.ix_(keep, [i])][:, 0]
+            d -= c @ np.linalg.solve(G[np.ix_(keep, keep)], c)
+        if d > HELD_OUT_TOL * G[i, i]:
+            keep.append(i)
+    return keep
+
+
 def score(fit_, M):
     p, ix, iy = fit_["p"], fit_["ix"], fit_["iy"] + fit_["p"]
     Ax, Ay = fit_["Ax"], fit_["Ay"]
     Mxx, Myy, Mxy = M[np.ix_(ix, ix)], M[np.ix_(iy, iy)], M[np.ix_(ix, iy)]
-    rho = np.einsum("ij,ij->i", Ax @ Mxy, Ay) / np.sqrt(np.einsum("ij,ij->i", Ax @ Mxx, Ax) *
-                                                        np.einsum("ij,ij->i", Ay @ Myy, Ay))
+    vx, vy = np.einsum("ij,ij->i", Ax @ Mxx, Ax), np.einsum("ij,ij->i", Ay @ Myy, Ay)
     Av, Mvv = (Ax, Mxx) if fit_["wx"] else (Ay, Myy)
-    R = np.linalg.cholesky(Av @ Mvv @ Av.T).T  # G = R^T R
-    B = np.linalg.solve(R.T, Av @ Mvv)
+    G = Av @ Mvv @ Av.T
+    keep = kept_directions(G, vx, vy)
+    rho = (np.einsum("ij,ij->i", Ax @ Mxy, Ay) / np.sqrt(vx * vy))[keep]
+    R = np.linalg.cholesky(G[np.ix_(keep, keep)]).T  # G = R^T R on the kept directions
+    B = np.linalg.solve(R.T, (Av @ Mvv)[keep])
     alpha = np.abs(B).sum(1)
     return (alpha * rho).sum() / alpha.sum(), rho.mean(), rho[0]
 
@@ -111,9 +134,10 @@ def score_rows(fit_, Z):
     Hx, Hy = Zc[:, ix] @ fit_["Ax"].T, Zc[:, iy] @ fit_["Ay"].T
     rho = (Hx * Hy).sum(0) / np.sqrt((Hx * Hx).sum(0) * (Hy * Hy).sum(0))
     Hv, Av = (Hx, Zc[:, ix]) if fit_["wx"] else (Hy, Zc[:, iy])
-    Q, _ = np.linalg.qr(Hv)
+    keep = kept_directions(Hv.T @ Hv, (Hx * Hx).sum(0), (Hy * Hy).sum(0))
+    Q, _ = np.linalg.qr(Hv[:, keep])
     alpha = np.abs(Q.T @ Av).sum(1)
-    return (alpha * rho).sum() / alpha.sum()
+    return (alpha * rho[keep]).sum() / alpha.sum()
 
 
 def protocol(Z, fold, p, check_rows):

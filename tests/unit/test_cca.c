@@ -2,7 +2,7 @@
  * ../shared/specs/analyze_layers.md §8.9 item 1): planted canonical correlations recovered;
  * training and held-out correlations unchanged by re-mixing either view with an invertible matrix
  * or scaling it; negating canonical pairs leaves PWCCA unchanged; a q-class one-hot view gives
- * q - 1 canonical pairs; fold statistics merge exactly, within a process and through the sums about
+ * q - 1 canonical pairs, and an evaluation set lacking a class leaves its direction out; fold statistics merge exactly, within a process and through the sums about
  * a shift that ranks add. */
 #include <math.h>
 #include <setjmp.h>
@@ -63,6 +63,7 @@ static void stats_of(FoldStats *fs, const double *z, int64_t n, int dim, const i
             if (r < n && fold[r] == f) memcpy(buf + (int64_t)m++ * dim, z + r * dim, sizeof(double) * dim);
         }
     }
+    moments_flush(fs);
     free(buf);
 }
 
@@ -156,9 +157,28 @@ static void test_one_hot(void **state) {
     CcaResult res = cca_protocol(&fs, v, &pr);
     assert_true(res.ok);
     assert_int_equal(res.k, NC - 1);
+    assert_int_equal(res.dropped, 0);
     assert_true(res.pwcca > 0.5 && res.pwcca < 1);
+    /* an evaluation set without class 0: the direction it lacks is left out, not a failed score */
+    FoldStats ev;
+    int *in_eval = malloc(sizeof(int) * n);
+    for (int64_t r = 0; r < n; r++) in_eval[r] = z[r * D1 + PX] == 1 ? 1 : 0; /* class 0 -> fold 1, unused */
+    stats_of(&ev, z, n, D1, in_eval);
+    CcaFit fit;
+    unsigned char use[FOLDS];
+    memset(use, 1, sizeof use);
+    double nt, mu[D1], m[D1 * D1];
+    moments_merge_folds(&fs, use, &nt, mu, m);
+    assert_int_equal(cca_fit(&fit, D1, nt, m, v, 1e-10, 1e-10, 1e-12), NC - 1);
+    CcaScore all, lacking;
+    assert_int_equal(cca_eval(&fit, D1, fs.m, &all), 0);
+    assert_int_equal(cca_eval(&fit, D1, ev.m, &lacking), 0);
+    assert_true(all.dropped == 0 && lacking.dropped == 1);
+    assert_true(lacking.pwcca > 0.3 && lacking.pwcca < 1);
+    cca_fit_free(&fit);
+    moments_free(&ev);
     moments_free(&fs);
-    free(z), free(fold);
+    free(z), free(fold), free(in_eval);
 }
 
 static void assert_stats_close(const FoldStats *a, int fa, const double *n, const double *mu, const double *m) {
