@@ -335,6 +335,8 @@ static double memory_estimate(const Ctx *x, int world) {
     const double sub = (double)(o->sub_frames < x->n_frames ? o->sub_frames : x->n_frames);
     if (o->props & (ALP_CKA | ALP_PNMI)) b += 1.2 * sub * x->L1 * x->D * 4.0 / world;
     if (o->props & ALP_CKA) b += 8.0 * (double)x->L1 * x->D * x->L1 * x->D;
+    /* the model(s): parameters, gradients (allocated, unused) and the activation arena */
+    for (const Model *m = x->m; m; m = m == x->m ? x->m2 : NULL) b += 4.0 * (2.0 * m->table.total + m->arena_floats);
     return b;
 }
 
