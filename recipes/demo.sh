@@ -61,7 +61,8 @@ cat <<MSG
 The corpus is in $DEMO_DIR/corpus (read it from Python with
 HDF5_PLUGIN_PATH=$PWD/$BUILD/hdf5-plugins), the MFCC features in $DEMO_DIR/mfcc.h5.
 Your own audio: build/koe prepare --out DIR --lang-from-dir AUDIO_DIR   (see README.md).
-HuBERT's two iterations on this corpus, with the PNMI of both label sets (12 min on 2 cores):
+HuBERT's two iterations on this corpus, with the PNMI of both label sets (12 min on 2 cores;
+LAYER=auto: koe analyze layers picks the iteration-2 layer):
   CORPUS=$DEMO_DIR/corpus WORK=$DEMO_DIR/hubert RECIPE1=recipes/tiny/hubert.ini RECIPE2=recipes/tiny/hubert.ini \\
-    LAYER=auto THREADS=2 OMP_NUM_THREADS=2 bash recipes/hubert/run.sh   (LAYER=auto: koe analyze layers picks it)
+    LAYER=auto THREADS=2 OMP_NUM_THREADS=2 bash recipes/hubert/run.sh
 MSG
