@@ -764,6 +764,20 @@ static void write_table(const Ctx *x, FILE *f, int tsv) {
         fprintf(f, tsv ? "\t%s" : " %-11s", b);
     }
     fputc('\n', f);
+    if (!tsv && x->cka) {
+        fprintf(f, "debiased linear CKA (%lld frames):\n%-6s", (long long)x->cka_n, "");
+        for (int l = 0; l < x->L1; l++) {
+            char name[16];
+            snprintf(name, sizeof name, "T%d", l);
+            fprintf(f, " %6s", name);
+        }
+        fputc('\n', f);
+        for (int a = 0; a < x->L1; a++) {
+            fprintf(f, "T%-5d", a);
+            for (int b = 0; b < x->L1; b++) fprintf(f, " %6.3f", x->cka[a * x->L1 + b]);
+            fputc('\n', f);
+        }
+    }
 }
 
 static void write_cka_tsv(const Ctx *x, FILE *f) {
