@@ -734,20 +734,35 @@ static int best_layer(const Ctx *x, int p) {
     return best;
 }
 
-/* The table (stdout, sep " ") or layers.tsv (sep "\t"). */
+static void print_cka(const Ctx *x, FILE *f) {
+    fprintf(f, "debiased linear CKA (%lld frames):\n%-6s", (long long)x->cka_n, "");
+    for (int l = 0; l < x->L1; l++) {
+        char name[16];
+        snprintf(name, sizeof name, "T%d", l);
+        fprintf(f, " %6s", name);
+    }
+    fputc('\n', f);
+    for (int a = 0; a < x->L1; a++) {
+        fprintf(f, "T%-5d", a);
+        for (int b = 0; b < x->L1; b++) fprintf(f, " %6.3f", x->cka[a * x->L1 + b]);
+        fputc('\n', f);
+    }
+}
+
+/* The table (stdout, sep " ", then the CKA matrix) or layers.tsv (sep "\t"). */
 static void write_table(const Ctx *x, FILE *f, int tsv) {
     int col[N_PROPS];
     const int nc = columns(x, col);
     if (!tsv) {
         fprintf(f, "koe analyze layers: ckpt=%s corpus=%s frames=%lld (%lld utts)\n", x->o->ckpt, x->o->corpus,
                 (long long)x->n_frames, (long long)x->n_frame_utts);
-        fprintf(f, "  phone segments=%lld (%d classes) folds=%d trials=%d seed=%llu\n", (long long)x->n_seg, x->nscls,
-                x->o->folds, x->o->trials, (unsigned long long)x->o->seed);
+        if (x->o->props & ALP_PHONE) fprintf(f, "  phone segments=%lld (%d classes)", (long long)x->n_seg, x->nscls);
+        fprintf(f, "  folds=%d trials=%d seed=%llu\n", x->o->folds, x->o->trials, (unsigned long long)x->o->seed);
     }
     fprintf(f, tsv ? "%s" : "%-6s", "layer");
     for (int c = 0; c < nc; c++) fprintf(f, tsv ? "\t%s" : " %-11s", PROP_NAMES[col[c]]);
     fputc('\n', f);
-    for (int l = 0; l < x->L1; l++) {
+    for (int l = 0; l < x->L1 && nc > 0; l++) {
         fprintf(f, tsv ? "T%d" : "T%-5d", l);
         for (int c = 0; c < nc; c++) {
             double v;
@@ -764,20 +779,7 @@ static void write_table(const Ctx *x, FILE *f, int tsv) {
         fprintf(f, tsv ? "\t%s" : " %-11s", b);
     }
     fputc('\n', f);
-    if (!tsv && x->cka) {
-        fprintf(f, "debiased linear CKA (%lld frames):\n%-6s", (long long)x->cka_n, "");
-        for (int l = 0; l < x->L1; l++) {
-            char name[16];
-            snprintf(name, sizeof name, "T%d", l);
-            fprintf(f, " %6s", name);
-        }
-        fputc('\n', f);
-        for (int a = 0; a < x->L1; a++) {
-            fprintf(f, "T%-5d", a);
-            for (int b = 0; b < x->L1; b++) fprintf(f, " %6.3f", x->cka[a * x->L1 + b]);
-            fputc('\n', f);
-        }
-    }
+    if (!tsv && x->cka) print_cka(x, f);
 }
 
 static void write_cka_tsv(const Ctx *x, FILE *f) {
