@@ -585,11 +585,14 @@ static int check_sizes(const Ctx *x, KoeError *err) {
     return 0;
 }
 
-/* Every job on rank (job mod world); the results gathered by one allreduce. */
+/* Every job on rank (job mod world), a rank's jobs over its OpenMP threads (each job's BLAS then runs
+ * on one thread; a job's result does not depend on which thread runs it); the results gathered by
+ * one allreduce. */
 static void solve_jobs(Ctx *x) {
     const int T = x->o->trials, w = 10 + 2 * T, rank = comm_rank(), world = comm_size();
     double *buf = koe_calloc((size_t)x->n_jobs * w, sizeof(double));
     CcaProtocol pr = {.trials = T, .eps = x->o->eps, .n_eps = x->o->n_eps, .null_tol = x->o->null_tol};
+#pragma omp parallel for schedule(dynamic)
     for (int i = 0; i < x->n_jobs; i++) {
         if (i % world != rank) continue;
         CcaViews v;
