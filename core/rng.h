@@ -19,6 +19,9 @@ typedef enum {
     KOE_RNG_KMEANS,          /* (seed, iteration, 0): k-means++ and sampling */
     KOE_RNG_GUMBEL,          /* (seed, step, utterance): wav2vec 2.0 Gumbel noise */
     KOE_RNG_NEGATIVES,       /* (seed, step, utterance): wav2vec 2.0 negative indices */
+    KOE_RNG_ANALYZE_ORDER,   /* (seed, 0, 0): koe analyze layers' utterance order */
+    KOE_RNG_ANALYZE_FRAME,   /* (seed, utterance, frame): a frame unit's fold and subsample draw */
+    KOE_RNG_ANALYZE_SEGMENT, /* (seed, utterance, first 10 ms frame): a segment's order and fold */
 } KoeRngPurpose;
 
 typedef struct {

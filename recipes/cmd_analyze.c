@@ -1,4 +1,7 @@
-/* cmd_analyze.c — `koe analyze labels --corpus DIR --labels NAME [--json]`: how well a label set
+/* cmd_analyze.c — `koe analyze labels` and `koe analyze layers`.
+ * `koe analyze layers --ckpt CKPT --corpus DIR [--out DIR] [--json]`: what each layer of an encoder
+ * carries (recipes/analyze_layers.c); this file parses its options.
+ * `koe analyze labels --corpus DIR --labels NAME [--json]`: how well a label set
  * matches the corpus's phone alignments (shard /align, 10 ms frames): the HuBERT paper's phone
  * purity, cluster purity and PNMI (analysis/pnmi.h), from the join of labels and alignments in
  * analysis/label_join.h (50 Hz labels repeated to the 100 Hz alignment, frames without a phone
@@ -17,19 +20,55 @@
 #include "../data/labels.h"
 #include "../data/shard.h"
 #include "../distributed/comm.h"
+#include "../analysis/cca.h"
+#include "analyze_layers.h"
 #include "commands.h"
 
+/* One table for both forms: --corpus and --json are shared, --labels is `labels`', the rest
+ * `layers`' (analyze_command refuses a flag of the other form). The layers defaults are spec §8.1's. */
 typedef struct {
-    const char *corpus, *labels;
-    int json;
+    const char *labels;
+    AnalyzeLayersOpts l;
 } AnalyzeOptions;
+
+static int parse_props(const char *s, void *dst, char *why, size_t n) {
+    char bad[64];
+    if (analyze_layers_parse_props(s, dst, bad, sizeof bad) == 0) return 0;
+    snprintf(why, n, "unknown property '%s' (mel, phone, phone-frame, intra, inter, cka, pnmi)", bad);
+    return -1;
+}
 
 #define O(field) offsetof(AnalyzeOptions, field)
 static const CliFlag analyze_flags[] = {
-    CLI_S("--corpus", O(corpus), NULL, CLI_REQUIRED, "DIR", "corpus with alignments"),
-    CLI_S("--labels", O(labels), NULL, CLI_REQUIRED, "NAME", "label set name"),
-    CLI_B("--json", O(json), "print one JSON object {\"phone_purity\":..,\"cluster_purity\":..,\"pnmi\":..,...}\n"
-                             "instead of the table"),
+    CLI_S("--corpus", O(l.corpus), NULL, CLI_REQUIRED, "DIR", "corpus (with its alignments for labels and phone properties)"),
+    CLI_S("--labels", O(labels), NULL, 0, "NAME", "labels: the label set to compare with the alignments"),
+    CLI_B("--json", O(l.json), "print one JSON object instead of the table (layers: layers.json)"),
+    CLI_S("--ckpt", O(l.ckpt), NULL, 0, "CKPT.h5", "layers: the checkpoint to analyse"),
+    CLI_S("--ckpt2", O(l.ckpt2), NULL, 0, "CKPT.h5",
+          "layers: second checkpoint, for inter (e.g. HuBERT iteration 1 vs 2, two training steps)"),
+    CLI_S("--out", O(l.out), NULL, 0, "DIR", "layers: write layers.json, layers.tsv, cka.tsv"),
+    CLI_P("--props", O(l.props), parse_props, "mel,phone,intra,cka", 0, "LIST", "layers: properties, comma-separated"),
+    CLI_N("--frames", CLI_I64, O(l.frames), "100000", 0, 1e12, 0, "N",
+          "layers: frame sample, whole utterances in keyed order until N frames (0: all)"),
+    CLI_N("--phone-cap", CLI_INT, O(l.phone_cap), "200", 1, 1e9, 0, "N", "layers: segments per phone"),
+    CLI_N("--min-class", CLI_INT, O(l.min_class), "10", 1, 1e9, 0, "N",
+          "layers: drop phones with fewer segments (at least --folds)"),
+    CLI_S("--silence", O(l.silence), "sil,SIL,sp,spn", 0, "LIST", "layers: alignment names that are not phones"),
+    CLI_N("--base-layer", CLI_INT, O(l.base_layer), "0", 0, 1000, 0, "L", "layers: reference layer of intra"),
+    CLI_N("--folds", CLI_INT, O(l.folds), "10", 2, 64, 0, "F", "layers: folds; trial t: dev fold 2t, test fold 2t+1"),
+    CLI_N("--trials", CLI_INT, O(l.trials), "3", 1, CCA_MAX_TRIALS, 0, "T", "layers: trials; 2T <= F"),
+    CLI_P("--eps", O(l.eps), analyze_layers_parse_eps, "1e-11,1e-10,1e-9", 0, "LIST",
+          "layers: eps grid for both views, relative to the largest covariance"),
+    CLI_N("--null-tol", CLI_DOUBLE, O(l.null_tol), "1e-12", 0, 1, 0, "X",
+          "layers: drop whitening directions with eigenvalue <= X x max"),
+    CLI_N("--sub-frames", CLI_I64, O(l.sub_frames), "20000", 4, 1e9, 0, "N",
+          "layers: keyed frame subsample for cka and pnmi"),
+    CLI_N("--pnmi-k", CLI_INT, O(l.pnmi_k), "100", 1, 65535, 0, "K", "layers: clusters per layer for pnmi"),
+    CLI_N("--pnmi-iters", CLI_INT, O(l.pnmi_iters), "20", 1, 10000, 0, "N", "layers: Lloyd iterations for pnmi"),
+    CLI_N("--seed", CLI_U64, O(l.seed), "1", 0, 9e15, 0, "S", "layers: units, folds and subsample"),
+    CLI_N("--max-mem", CLI_DOUBLE, O(l.max_mem_gb), "0", 0, 1e6, 0, "GB",
+          "layers: refuse above this memory estimate per rank (0: 80% of MemTotal)"),
+    CLI_S("--dump", O(l.dump), NULL, 0, "FILE", "layers: every unit as TSV (unit utt first end label fold sub)"),
     CLI_END,
 };
 
@@ -37,12 +76,33 @@ static int analyze_command(const void *opts, int n_args, char **args);
 
 const CliCommand cmd_analyze = {
     .name = "analyze",
-    .summary = "label quality vs phone alignments: phone purity, cluster purity, PNMI",
-    .args = "labels",
+    .summary = "what each layer learned (PWCCA, CKA, PNMI); label quality vs phone alignments",
+    .args = "layers|labels",
     .min_args = 1,
     .max_args = 1,
-    .about = "Compares the label set DIR/labels/NAME with the corpus's frame-level phone alignments (made by\n"
-             "`koe synth`; shards without /align cannot be analysed) and prints the HuBERT paper's measures:\n"
+    .about = "koe analyze layers --ckpt CKPT.h5 --corpus DIR [--out DIR] [--json]: what each hidden state\n"
+             "(T0 = the encoder input, Ti = layer i, as `koe embed`) carries, after Pasad et al.'s layer-wise\n"
+             "analysis: projection-weighted CCA (PWCCA) of each layer against properties of the same units,\n"
+             "fitted on training folds, eps chosen on a dev fold, scored on a test fold, averaged over\n"
+             "trials. Properties (--props):\n"
+             "  mel          frames: koe's 80-bin Kaldi fbank of the same samples\n"
+             "  phone        phone segments (runs of the corpus's 10 ms alignment): the mean of the middle\n"
+             "               third of the segment's frames against the one-hot phone\n"
+             "  phone-frame  frames: the one-hot phone under the frame's centre\n"
+             "  intra        frames: layer --base-layer of the same model\n"
+             "  inter        frames: the same layer of --ckpt2 (same layer count and frame rate)\n"
+             "  cka          debiased linear CKA between every pair of layers (frame subsample)\n"
+             "  pnmi         k-means (--pnmi-k) of each layer on the subsample's training folds; PNMI of\n"
+             "               the test folds' cluster ids against their phones\n"
+             "PWCCA here differs from layerwise-analysis on purpose: weights from centred canonical\n"
+             "variates (sign-invariant) and whitening directions with eigenvalue <= --null-tol x max\n"
+             "dropped (a one-hot property of q classes has q - 1 directions; theirs scores a null one, ~1/q\n"
+             "lower). Units and folds are keyed by --seed: the same for any rank count. Under mpirun the\n"
+             "ranks split the utterances and sum the fold co-moments. Prints a table with a `best` row.\n"
+             "\n"
+             "koe analyze labels --corpus DIR --labels NAME [--json]: compares the label set\n"
+             "DIR/labels/NAME with the corpus's frame-level phone alignments (made by `koe synth`; shards\n"
+             "without /align cannot be analysed) and prints the HuBERT paper's measures:\n"
              "  phone purity    sum_z max_y p(y, z)   (how pure each cluster is in phones)\n"
              "  cluster purity  sum_y max_z p(y, z)   (how concentrated each phone is in one cluster)\n"
              "  PNMI            I(phone; cluster) / H(phone)\n"
@@ -108,12 +168,29 @@ static void print_result(const PnmiResult *r, const LabelSet *ls, int64_t skippe
     fflush(stdout);
 }
 
+/* `koe analyze layers`: the checks between flags the table cannot state. */
+static int layers_command(const AnalyzeOptions *o) {
+    const int say = comm_rank() == 0;
+    if (o->labels) return cli_error(&cmd_analyze, say, "--labels is for `koe analyze labels`");
+    if (!o->l.ckpt) return cli_error(&cmd_analyze, say, "koe analyze layers needs --ckpt CKPT.h5");
+    if (2 * o->l.trials > o->l.folds)
+        return cli_error(&cmd_analyze, say, "--trials %d needs --folds >= %d (a dev and a test fold per trial)",
+                         o->l.trials, 2 * o->l.trials);
+    return analyze_layers_run(&o->l);
+}
+
 static int analyze_command(const void *opts, int n_args, char **args) {
     (void)n_args;
     const AnalyzeOptions *o = opts;
-    const char *corpus_dir = o->corpus, *name = o->labels;
-    const int json = o->json;
-    if (strcmp(args[0], "labels")) return cli_error(&cmd_analyze, comm_rank() == 0, "expected `koe analyze labels ...`");
+    if (!strcmp(args[0], "layers")) return layers_command(o);
+    const int say = comm_rank() == 0;
+    if (strcmp(args[0], "labels"))
+        return cli_error(&cmd_analyze, say, "expected `koe analyze layers ...` or `koe analyze labels ...`");
+    if (!o->labels) return cli_error(&cmd_analyze, say, "koe analyze labels needs --labels NAME");
+    if (o->l.ckpt || o->l.ckpt2 || o->l.out || o->l.dump)
+        return cli_error(&cmd_analyze, say, "--ckpt, --ckpt2, --out and --dump are for `koe analyze layers`");
+    const char *corpus_dir = o->l.corpus, *name = o->labels;
+    const int json = o->l.json;
     const int rank = comm_rank();
     KoeError err;
     Corpus c;

@@ -53,13 +53,16 @@ cat <<MSG
                  (model.safetensors + config.json, the encoder under Hugging Face names)
   features       $BUILD/koe embed --ckpt $ckpt --layer all --corpus $DEMO_DIR/corpus \\
                    --out $DEMO_DIR/hidden.h5   (every layer's hidden states, 25 frames/s)
+  layers         $BUILD/koe analyze layers --ckpt $ckpt --corpus $DEMO_DIR/corpus --out $DEMO_DIR/layers
+                   (what each layer carries: PWCCA against mel features and phones, CKA between layers)
   continue       run the same koe train command with a larger optim.max_updates: it resumes from
                  $RUN/checkpoints/latest
 
 The corpus is in $DEMO_DIR/corpus (read it from Python with
 HDF5_PLUGIN_PATH=$PWD/$BUILD/hdf5-plugins), the MFCC features in $DEMO_DIR/mfcc.h5.
 Your own audio: build/koe prepare --out DIR --lang-from-dir AUDIO_DIR   (see README.md).
-HuBERT's two iterations on this corpus, with the PNMI of both label sets (12 min on 2 cores):
+HuBERT's two iterations on this corpus, with the PNMI of both label sets (12 min on 2 cores;
+LAYER=auto: koe analyze layers picks the iteration-2 layer):
   CORPUS=$DEMO_DIR/corpus WORK=$DEMO_DIR/hubert RECIPE1=recipes/tiny/hubert.ini RECIPE2=recipes/tiny/hubert.ini \\
-    LAYER=2 THREADS=2 OMP_NUM_THREADS=2 bash recipes/hubert/run.sh
+    LAYER=auto THREADS=2 OMP_NUM_THREADS=2 bash recipes/hubert/run.sh
 MSG

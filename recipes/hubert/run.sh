@@ -13,7 +13,10 @@
 #   RECIPE1      iteration-1 recipe [recipes/base/hubert_iter1.ini]
 #   RECIPE2      iteration-2 recipe [recipes/base/hubert_iter2.ini]
 #   K1, K2       clusters per iteration [100, 500]
-#   LAYER        iteration-1 layer clustered for iteration 2 [6]
+#   LAYER        iteration-1 layer clustered for iteration 2 [6]; `auto`: the layer whose k-means
+#                clusters have the highest phone PNMI (ties: phone PWCCA), from `koe analyze layers
+#                --props phone,pnmi` on iteration 1's checkpoint (needs the corpus's alignments); the
+#                choice and its table are logged and kept in $WORK/layer_auto/ (layers.tsv, layer)
 #   SAMPLE1/2    fraction of utterances k-means sees [1, 1]; HuBERT used 10% of LibriSpeech 960 h
 #   SEED         seed of k-means and training [1]
 #   MPIRUN       prefix for every step, e.g. "mpirun -np 8" or "srun" [none: one process]
@@ -22,7 +25,8 @@
 #                "optim.max_updates=2000 run.save_every=500" [none]
 #   THREADS      threads per rank for kmeans/label [OMP_NUM_THREADS or 1]
 # Outputs: $WORK/km_mfcc$K1.h5, $CORPUS/labels/mfcc_km$K1, $WORK/iter1 (run dir),
-#          $WORK/km_l${LAYER}_$K2.h5, $CORPUS/labels/iter1_l${LAYER}_km$K2, $WORK/iter2.
+#          $WORK/km_l${LAYER}_$K2.h5, $CORPUS/labels/iter1_l${LAYER}_km$K2, $WORK/iter2 (LAYER=auto:
+#          the chosen number in these names).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 : "${CORPUS:?set CORPUS=DIR (a corpus written by koe prepare)}"
@@ -40,9 +44,29 @@ fi
 WHAT=${1:-all}
 case "$WHAT" in iter1|iter2|all) ;; *) echo "usage: CORPUS=DIR bash $0 [iter1|iter2|all]" >&2; exit 1 ;; esac
 mkdir -p "$WORK"
+[[ $LAYER =~ ^([0-9]+|auto)$ ]] || { echo "run.sh: LAYER must be a layer number or auto (got '$LAYER')" >&2; exit 1; }
+# a choice LAYER=auto made earlier stays (a re-run resumes with the same layer)
+if [ "$LAYER" = auto ] && [ -f "$WORK/layer_auto/layer" ]; then LAYER=$(cat "$WORK/layer_auto/layer"); fi
 LABELS1=mfcc_km$K1
 LABELS2=iter1_l${LAYER}_km$K2
 step() { echo "== $*" >&2; }
+
+# LAYER=auto: analyse the layers of checkpoint $1 and set LAYER and LABELS2 to the chosen one.
+pick_layer() {
+  local out="$WORK/layer_auto"
+  step "iteration 2: LAYER=auto: koe analyze layers --props phone,pnmi of $1"
+  $MPIRUN "$KOE" analyze layers --ckpt "$1" --corpus "$CORPUS" --props phone,pnmi --seed "$SEED" --out "$out" >&2
+  LAYER=$(awk -F'\t' 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
+    $1 ~ /^T[0-9]+$/ && $c["pnmi"] != "NA" {
+      p = $c["pnmi"] + 0; f = $c["phone"] == "NA" ? -2 : $c["phone"] + 0
+      if (best == "" || p > bp || (p == bp && f > bf)) { best = substr($1, 2); bp = p; bf = f }
+    }
+    END { print best }' "$out/layers.tsv")
+  [ -n "$LAYER" ] || { echo "run.sh: LAYER=auto: no layer has a PNMI in $out/layers.tsv" >&2; exit 1; }
+  echo "$LAYER" > "$out/layer"
+  LABELS2=iter1_l${LAYER}_km$K2
+  step "iteration 2: LAYER=auto chose layer $LAYER (highest phone PNMI; table in $out/layers.tsv)"
+}
 
 iter1() {
   if [ ! -f "$WORK/km_mfcc$K1.h5" ]; then
@@ -65,6 +89,7 @@ iter2() {
   [ -f "$latest" ] || { echo "run.sh: $latest is missing: run iteration 1 first" >&2; exit 1; }
   local ckpt
   ckpt="$WORK/iter1/checkpoints/$(head -n 1 "$latest")"
+  if [ "$LAYER" = auto ]; then pick_layer "$ckpt"; fi
   if [ ! -f "$WORK/km_l${LAYER}_$K2.h5" ]; then
     step "iteration 2: k-means of layer $LAYER of $ckpt, k=$K2"
     $MPIRUN "$KOE" kmeans --corpus "$CORPUS" --source "layer:$LAYER" --ckpt "$ckpt" --k "$K2" --sample "$SAMPLE2" \

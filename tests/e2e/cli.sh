@@ -37,9 +37,9 @@ for c in "${!flags[@]}"; do
   [ "$h" = "$("$KOE" "$c" --help)" ] || { echo "koe help $c and koe $c --help differ"; exit 1; }
   grep -q "^usage: koe $c" <<<"$h" || { echo "koe help $c has no usage line"; exit 1; }
   # the flags in the command's table (recipes/cmd_$c.c) are the ones the help lists, and include the old ones
-  table=$(grep -oE 'CLI_[SNBP]\("--[a-z-]+"' "$KOE_ROOT/recipes/cmd_$c.c" | grep -oE -- '--[a-z-]+' || true)
+  table=$(grep -oE 'CLI_[SNBP]\("--[a-z0-9-]+"' "$KOE_ROOT/recipes/cmd_$c.c" | grep -oE -- '--[a-z0-9-]+' || true)
   grep -q 'CLI_THREADS(' "$KOE_ROOT/recipes/cmd_$c.c" && table="$table --threads"
-  listed=$( (grep -oE '^  --[a-z-]+' <<<"$h" || true) | tr -d ' ' | sort | tr '\n' ' ')
+  listed=$( (grep -oE '^  --[a-z0-9-]+' <<<"$h" || true) | tr -d ' ' | sort | tr '\n' ' ')
   [ "$listed" = "$(tr ' ' '\n' <<<"$table" | grep . | sort | tr '\n' ' ')" ] \
     || { echo "koe help $c lists '$listed', its table has '$table'"; exit 1; }
   for f in ${flags[$c]}; do
@@ -82,7 +82,7 @@ expect_usage "koe export: --ckpt CKPT.h5 is required" export --out d
 expect_usage "koe train: missing RECIPE.ini" train
 expect_usage "koe info: unexpected argument 'b'" info a b
 expect_usage "koe prepare: --force takes no value" prepare --out o --force=yes in
-expect_usage "koe analyze: expected \`koe analyze labels ...\`" analyze phones --corpus c --labels l
+expect_usage "koe analyze: expected \`koe analyze layers ...\` or \`koe analyze labels ...\`" analyze phones --corpus c --labels l
 # --flag=value is the same as --flag value
 expect_usage "koe bench: --batch 0: must be between" bench "$R" --batch=0
 

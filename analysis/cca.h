@@ -1,0 +1,78 @@
+/* cca.h — projection-weighted CCA (PWCCA, Morcos et al. 2018) between two views of the same units,
+ * computed from fold co-moments (moments.h) as ../shared/specs/analyze_layers.md §8.5 specifies:
+ * the protocol of Pasad et al.'s layerwise-analysis (fit on the training folds, choose (eps_x, eps_y)
+ * on a dev fold, score a test fold, mean over trials), with two corrections: the PWCCA weights come
+ * from centred canonical variates and centred activations (sign-invariant), and whitening
+ * directions with eigenvalue <= tol * max are dropped (a one-hot view of q classes gives q - 1
+ * directions, not a null direction scored on noise).
+ *
+ * Fit on a training co-moment M (n units): S = M / (n - 1); each view's block divided by its
+ * largest |entry| (a, b; S_xy by sqrt(ab)) so that eps is relative; dimensions with scaled
+ * variance < eps dropped; S_xx = V L V^T, kept directions W_x = V_r (L_r + eps_x)^(-1/2); the thin
+ * SVD W_x^T S_xy W_y = U S V^T; A_x = (W_x U)^T, A_y = (W_y V)^T (k = min(r_x, r_y) rows); the
+ * training correlations diag(S).
+ * Score on an evaluation co-moment M: rho_i = (A_x M_xy A_y^T)_ii / sqrt((A_x M_xx A_x^T)_ii
+ * (A_y M_yy A_y^T)_ii); for the view v with fewer directions (y on a tie), G = A_v M_vv A_v^T = R^T R
+ * (Cholesky), B = R^-T A_v M_vv (= Q^T of the centred activations), alpha_i = sum_j |B_ij|,
+ * PWCCA = sum_i alpha_i rho_i / sum_i alpha_i. A direction without variance on the evaluation set,
+ * or dependent there on the directions before it (a class the fold lacks), is left out of all three
+ * numbers (CCA_HELD_OUT_TOL; the spec's "drop that direction"), and counted in `dropped`.
+ * Must not: do I/O or MPI, or know what the views are. */
+#pragma once
+#include "moments.h"
+
+#define CCA_MAX_TRIALS 16
+#define CCA_MAX_EPS 8
+/* Relative variance below which a canonical direction counts as absent from an evaluation set. */
+#define CCA_HELD_OUT_TOL 1e-9
+
+/* The two views inside z: x = z[x0, x0 + p), y = z[y0, y0 + q). */
+typedef struct {
+    int x0, p, y0, q;
+} CcaViews;
+
+typedef struct {
+    int k;          /* canonical pairs */
+    int nx, ny;     /* dimensions kept (variance >= eps) */
+    int *ix, *iy;   /* (nx), (ny) their indices in z */
+    double *ax;     /* (k, nx) */
+    double *ay;     /* (k, ny) */
+    double *rho;    /* (k) training canonical correlations, descending */
+    int weight_x;   /* the weights come from view x */
+} CcaFit;
+
+typedef struct {
+    double pwcca, mean_rho, rho1;
+    int k;
+    int dropped; /* directions left out on this evaluation set */
+} CcaScore;
+
+/* Fit on (n, m) (m: dim x dim). Returns k (0: nothing to correlate). */
+int cca_fit(CcaFit *fit, int dim, double n, const double *m, CcaViews v, double eps_x, double eps_y, double tol);
+void cca_fit_free(CcaFit *fit);
+/* Score the fit on an evaluation co-moment m (dim x dim). Returns 0, or -1 when no canonical
+ * direction varies on it. */
+int cca_eval(const CcaFit *fit, int dim, const double *m, CcaScore *out);
+
+typedef struct {
+    int trials;        /* trial t: dev fold 2t, test fold 2t + 1, training = every other fold */
+    const double *eps; /* grid for eps_x and eps_y: all n_eps^2 pairs, row-major (x outer); n_eps <= CCA_MAX_EPS */
+    int n_eps;
+    double null_tol;
+} CcaProtocol;
+
+typedef struct {
+    int ok;                       /* 0: some trial had no canonical pair or failed to score */
+    double pwcca, pwcca_std;      /* mean and sample standard deviation of the test PWCCAs */
+    double mean_rho, rho1;        /* means over the trials */
+    int k;                        /* canonical pairs of trial 0's chosen fit */
+    int dropped;                  /* the most directions a test fold left out */
+    double eps[CCA_MAX_TRIALS][2]; /* the chosen (eps_x, eps_y) of each trial */
+    double trial[CCA_MAX_TRIALS]; /* each trial's test PWCCA */
+    double n_train, n_dev, n_test; /* of trial 0 */
+} CcaResult;
+
+/* The protocol on fold statistics: per trial, every eps pair fitted on the training folds and
+ * scored on the dev fold; the first pair within 1e-12 of the best dev PWCCA is scored on the test
+ * fold. Needs 2 * trials <= fs->folds. */
+CcaResult cca_protocol(const FoldStats *fs, CcaViews v, const CcaProtocol *pr);

@@ -1,0 +1,32 @@
+/* segments.c — phone runs, pooling windows and frame centres (segments.h).
+ * Must not: do I/O or MPI. */
+#include "segments.h"
+
+#include <math.h>
+
+int64_t segments_runs(const uint16_t *align, int64_t n, uint16_t no_phone, const unsigned char *skip, PhoneRun *out) {
+    int64_t k = 0;
+    for (int64_t j = 0; j < n;) {
+        int64_t e = j + 1;
+        while (e < n && align[e] == align[j]) e++;
+        if (align[j] != no_phone && !skip[align[j]]) out[k++] = (PhoneRun){j, e - 1, align[j]};
+        j = e;
+    }
+    return k;
+}
+
+int segments_window(const PhoneRun *r, double rate, int64_t T, int64_t *first, int64_t *end) {
+    /* the small slack keeps exact products (j * 50 / 100) exact when rate / 100 is not a power of 2 */
+    const int64_t a = (int64_t)floor((double)r->j0 * rate / 100.0 + 1e-9);
+    int64_t b = (int64_t)ceil((double)(r->j1 + 1) * rate / 100.0 - 1e-9);
+    if (b > T) b = T;
+    if (a >= T) return 0;
+    const int64_t o = (b - a + 1) / 3;
+    *first = a + o;
+    *end = b - o;
+    if (*end <= *first) *end = *first + 1;
+    if (*first >= T) *first = T - 1, *end = T;
+    return 1;
+}
+
+int64_t segments_center_frame(int64_t i, int64_t hop, int64_t win) { return (i * hop + win / 2) / 160; }

@@ -1,0 +1,1094 @@
+/* analyze_layers.c — `koe analyze layers` (analyze_layers.h): sampling, forwards, reductions and
+ * output; the math is analysis/ (moments, cca, cka, segments, pnmi) and core/kmeans.
+ *   1. The plan, identical on every rank (keyed randomness, no communication): a keyed order of the
+ *      utterances (aligned ones when a phone property is asked for); the frame sample (whole
+ *      utterances in that order until --frames model frames), each frame's fold and subsample draw;
+ *      the phone segments (runs of the 10 ms alignment, middle third, at most --phone-cap per phone in
+ *      keyed order, classes with fewer than max(--min-class, --folds) dropped, folds stratified).
+ *   2. The ranks split the utterances that hold a unit; each runs one forward per utterance and adds
+ *      its units to per-layer fold co-moments (double) — hidden states are never kept, except the
+ *      keyed frame subsample CKA and PNMI need (--sub-frames).
+ *   3. The co-moments are summed over ranks about the global mean; the (property, layer) solves are
+ *      spread over ranks and gathered; CKA from summed Gram blocks; k-means per layer on the
+ *      subsample's training folds (distributed/kmeans), PNMI of its test folds against phones.
+ *   4. Rank 0 prints the table (or --json) and writes --out DIR/layers.json, layers.tsv, cka.tsv.
+ * Must not: keep hidden states beyond the subsample, or depend on the rank count beyond float
+ * reassociation of the sums. */
+#include "analyze_layers.h"
+
+#include <jansson.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include "../analysis/cca.h"
+#include "../analysis/cka.h"
+#include "../analysis/label_join.h"
+#include "../analysis/moments.h"
+#include "../analysis/pnmi.h"
+#include "../analysis/segments.h"
+#include "../core/common.h"
+#include "../core/kmeans.h"
+#include "../core/rng.h"
+#include "../data/corpus.h"
+#include "../distributed/comm.h"
+#include "../distributed/kmeans.h"
+#include "ckpt_model.h"
+
+/* Property i is bit ALP_* = 1 << i; the CCA ones come first. */
+static const char *const PROP_NAMES[] = {"mel", "phone", "phone-frame", "intra", "inter", "cka", "pnmi"};
+enum { PI_MEL, PI_PHONE, PI_PHONE_FRAME, PI_INTRA, PI_INTER, PI_CKA, PI_PNMI, N_PROPS, N_CCA = PI_CKA };
+
+int analyze_layers_parse_eps(const char *list, void *eps, char *why, size_t why_len) {
+    AnalyzeEps *e = eps;
+    char *copy = koe_strdup(list), *save = NULL, *end;
+    int rc = 0;
+    e->n = 0;
+    for (char *t = strtok_r(copy, ",", &save); t && rc == 0; t = strtok_r(NULL, ",", &save)) {
+        errno = 0;
+        const double v = strtod(t, &end);
+        if (e->n == ALP_MAX_EPS) {
+            snprintf(why, why_len, "at most %d values", ALP_MAX_EPS);
+            rc = -1;
+        } else if (errno || end == t || *end || !(v >= 0 && v <= 1)) {
+            snprintf(why, why_len, "'%s' is not a number in [0, 1]", t);
+            rc = -1;
+        } else {
+            e->v[e->n++] = v;
+        }
+    }
+    free(copy);
+    if (rc == 0 && e->n == 0) {
+        snprintf(why, why_len, "no value");
+        rc = -1;
+    }
+    return rc;
+}
+
+int analyze_layers_parse_props(const char *list, unsigned *props, char *bad, int bad_len) {
+    *props = 0;
+    char *copy = koe_strdup(list), *save = NULL;
+    int rc = 0;
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        int found = -1;
+        for (int p = 0; p < N_PROPS; p++)
+            if (!strcmp(t, PROP_NAMES[p])) found = p;
+        if (found < 0) {
+            snprintf(bad, (size_t)bad_len, "%s", t);
+            rc = -1;
+            break;
+        }
+        *props |= 1u << found;
+    }
+    free(copy);
+    return rc == 0 && *props == 0 ? -1 : rc;
+}
+
+typedef struct {
+    int64_t utt, first, end; /* encoder frames [first, end) */
+    int phone, cls, fold;    /* inventory index, segment class */
+    uint64_t key;
+} SegUnit;
+
+/* The per-property CCA results: job (prop, layer). */
+typedef struct {
+    int prop; /* PI_MEL .. PI_INTER */
+    int layer;
+    CcaResult r;
+} Job;
+
+typedef struct {
+    const AnalyzeLayersOpts *o;
+    Corpus c;
+    int have_corpus;
+    Model *m, *m2; /* m2: --ckpt2, for inter */
+    Recipe r, r2;
+    CkptInput in, in2;
+    int L1, D, D2;
+    double rate;
+    int64_t hop, win;
+    /* plan */
+    PhoneInventory inv;
+    int **map;             /* (shards) shard phone id -> inventory */
+    int *fcls, nfcls;      /* inventory -> phone-frame class (-1: silence) */
+    int *scls, nscls;      /* inventory -> segment class (-1: dropped) */
+    int *scls_phone;       /* (nscls) segment class -> inventory */
+    unsigned char *in_frames;
+    int64_t n_frames, n_frame_utts;
+    SegUnit *seg;
+    int64_t n_seg;
+    int64_t *run_utts, n_run; /* utterances with a unit, ascending */
+    double sub_p;
+    /* statistics, (L1) each or NULL */
+    FoldStats *fr, *pf, *sg;
+    int fr_dim, mel_off, base_off, inter_off;
+    /* the subsample on this rank */
+    float *sub;
+    int64_t n_sub, cap_sub;
+    int *sub_fold, *sub_lab;
+    int64_t *sub_key; /* keyed order for the k-means sample */
+    /* buffers */
+    int64_t max_len;
+    int16_t *pcm;
+    float *wav, *fb;
+    FeatureExtractor *fe;
+    uint16_t *al;
+    int64_t max_al;
+    double *z;
+    /* results */
+    Job *jobs;
+    int n_jobs;
+    double *cka, *cka_biased;
+    int64_t cka_n;
+    double *pnmi; /* (L1) */
+    int64_t pnmi_train, pnmi_test;
+    double t_forward; /* seconds in model_forward on this rank */
+} Ctx;
+
+static int need_align(const AnalyzeLayersOpts *o) { return (o->props & (ALP_PHONE | ALP_PHONE_FRAME | ALP_PNMI)) != 0; }
+static int need_frames(const AnalyzeLayersOpts *o) { return (o->props & ~(unsigned)ALP_PHONE) != 0; }
+
+/* The statistics keep the dev and test folds of every trial apart (0 .. 2T-1) and the folds only
+ * ever trained on as one (slot 2T): the protocol needs nothing finer, and it saves memory. */
+static int n_slots(const AnalyzeLayersOpts *o) { return 2 * o->trials < o->folds ? 2 * o->trials + 1 : o->folds; }
+static int slot_of(const AnalyzeLayersOpts *o, int fold) { return fold < 2 * o->trials ? fold : 2 * o->trials; }
+
+static int64_t utt_frames(const Ctx *x, int64_t u) { return ckpt_model_frames(x->m, x->c.utt_length[u]); }
+
+static int64_t read_align(Ctx *x, int64_t u, KoeError *err) {
+    CorpusShard *s = &x->c.shards[x->c.utt_shard[u]];
+    return corpus_shard_read_align(s, x->c.utt_index[u], x->al, x->max_al, err);
+}
+
+static int in_list(const char *list, const char *name) {
+    const size_t n = strlen(name);
+    for (const char *p = list; *p;) {
+        const char *e = strchr(p, ',');
+        const size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == n && !strncmp(p, name, n)) return 1;
+        if (!e) break;
+        p = e + 1;
+    }
+    return 0;
+}
+
+/* The phone inventory over every shard, each shard's map into it, the phone-frame classes (every
+ * phone not in --silence). Errors name the shard without alignments. */
+static int plan_phones(Ctx *x, KoeError *err) {
+    x->map = koe_calloc((size_t)x->c.n_shards, sizeof(int *));
+    for (int si = 0; si < x->c.n_shards; si++) {
+        const CorpusShard *s = &x->c.shards[si];
+        if (!s->align_offset)
+            return koe_error_set(err, "%s has no phone alignments (/align), which --props %s need: use a corpus made "
+                                 "by `koe synth` or prepared with `koe prepare --align`", s->path,
+                                 x->o->props & ALP_PHONE ? "phone" : x->o->props & ALP_PHONE_FRAME ? "phone-frame" : "pnmi");
+        x->map[si] = koe_malloc((size_t)(s->n_phones ? s->n_phones : 1) * sizeof(int));
+        for (int64_t p = 0; p < s->n_phones; p++) x->map[si][p] = phone_inventory_index(&x->inv, s->phones[p]);
+        for (int64_t i = 0; i < s->n; i++)
+            if (s->align_offset[i + 1] - s->align_offset[i] > x->max_al) x->max_al = s->align_offset[i + 1] - s->align_offset[i];
+    }
+    x->fcls = koe_malloc(sizeof(int) * (x->inv.n ? x->inv.n : 1));
+    for (int p = 0; p < x->inv.n; p++) x->fcls[p] = in_list(x->o->silence, x->inv.names[p]) ? -1 : x->nfcls++;
+    if (x->nfcls < 2) return koe_error_set(err, "%s: the alignments have fewer than 2 phones besides --silence", x->o->corpus);
+    x->al = koe_malloc(sizeof(uint16_t) * x->max_al);
+    return 0;
+}
+
+/* The keyed utterance order and the frame sample: whole utterances in that order until
+ * --frames model frames (--frames 0: all of them). */
+static void plan_frames(Ctx *x) {
+    const int64_t n = x->c.n_utts;
+    int64_t *order = koe_malloc(sizeof(int64_t) * (n ? n : 1)), k = 0;
+    for (int64_t u = 0; u < n; u++) {
+        if (utt_frames(x, u) == 0) continue;
+        if (need_align(x->o)) {
+            const CorpusShard *s = &x->c.shards[x->c.utt_shard[u]];
+            const int64_t i = x->c.utt_index[u];
+            if (s->align_offset[i + 1] == s->align_offset[i]) continue;
+        }
+        order[k++] = u;
+    }
+    KoeRng g = koe_rng(x->o->seed, 0, 0, KOE_RNG_ANALYZE_ORDER);
+    koe_rng_shuffle_i64(&g, order, k);
+    x->in_frames = koe_calloc((size_t)(n ? n : 1), 1);
+    for (int64_t i = 0; i < k && need_frames(x->o); i++) {
+        if (x->o->frames > 0 && x->n_frames >= x->o->frames) break;
+        x->in_frames[order[i]] = 1;
+        x->n_frames += utt_frames(x, order[i]);
+        x->n_frame_utts++;
+    }
+    free(order);
+    x->sub_p = x->n_frames > 0 ? (double)x->o->sub_frames / (double)x->n_frames : 0;
+}
+
+static int seg_by_phone_key(const void *a, const void *b) {
+    const SegUnit *p = a, *q = b;
+    if (p->phone != q->phone) return p->phone < q->phone ? -1 : 1;
+    return p->key < q->key ? -1 : p->key > q->key;
+}
+
+static int seg_by_utt(const void *a, const void *b) {
+    const SegUnit *p = a, *q = b;
+    if (p->utt != q->utt) return p->utt < q->utt ? -1 : 1;
+    return p->first < q->first ? -1 : p->first > q->first;
+}
+
+/* Every phone run of every aligned utterance, its middle-third window and its key. */
+static int64_t plan_collect_segments(Ctx *x, SegUnit **out, KoeError *err) {
+    unsigned char *skip = koe_calloc((size_t)(x->inv.n ? x->inv.n : 1), 1);
+    PhoneRun *runs = koe_malloc(sizeof(PhoneRun) * x->max_al);
+    int64_t n = 0, cap = 1024;
+    SegUnit *seg = koe_malloc(sizeof(SegUnit) * cap);
+    for (int64_t u = 0; u < x->c.n_utts; u++) {
+        const int64_t na = read_align(x, u, err), T = utt_frames(x, u);
+        if (na < 0) {
+            free(skip), free(runs), free(seg);
+            return -1;
+        }
+        const int *map = x->map[x->c.utt_shard[u]];
+        for (int64_t j = 0; j < na; j++) /* to inventory ids, so skip[] and runs use one numbering */
+            if (x->al[j] != SHARD_NO_PHONE) x->al[j] = (uint16_t)map[x->al[j]];
+        for (int p = 0; p < x->inv.n; p++) skip[p] = x->fcls[p] < 0;
+        const int64_t nr = segments_runs(x->al, na, SHARD_NO_PHONE, skip, runs);
+        for (int64_t r = 0; r < nr; r++) {
+            SegUnit s = {.utt = u, .phone = runs[r].id, .cls = -1};
+            if (!segments_window(&runs[r], x->rate, T, &s.first, &s.end)) continue;
+            KoeRng g = koe_rng(x->o->seed, (uint64_t)u, (uint64_t)runs[r].j0, KOE_RNG_ANALYZE_SEGMENT);
+            s.key = koe_rng_u64(&g);
+            if (n == cap) seg = koe_realloc(seg, sizeof(SegUnit) * (cap *= 2));
+            seg[n++] = s;
+        }
+    }
+    free(skip), free(runs);
+    *out = seg;
+    return n;
+}
+
+/* Cap each phone at --phone-cap segments in key order, keep the classes with at least
+ * max(--min-class, --folds), assign stratified folds. */
+static int plan_segments(Ctx *x, KoeError *err) {
+    SegUnit *all;
+    const int64_t n = plan_collect_segments(x, &all, err);
+    if (n < 0) return -1;
+    qsort(all, (size_t)n, sizeof *all, seg_by_phone_key);
+    const int F = x->o->folds, need = x->o->min_class > F ? x->o->min_class : F;
+    x->scls = koe_malloc(sizeof(int) * (x->inv.n ? x->inv.n : 1));
+    x->scls_phone = koe_malloc(sizeof(int) * (x->inv.n ? x->inv.n : 1));
+    x->seg = koe_malloc(sizeof(SegUnit) * (n ? n : 1));
+    int64_t most = 0;
+    for (int p = 0; p < x->inv.n; p++) x->scls[p] = -1;
+    for (int64_t i = 0; i < n;) {
+        int64_t e = i;
+        while (e < n && all[e].phone == all[i].phone) e++;
+        const int64_t nc = e - i < x->o->phone_cap ? e - i : x->o->phone_cap;
+        most = nc > most ? nc : most;
+        if (nc >= need) {
+            const int cls = x->nscls++;
+            x->scls[all[i].phone] = cls;
+            x->scls_phone[cls] = all[i].phone;
+            for (int64_t r = 0; r < nc; r++) {
+                SegUnit s = all[i + r];
+                s.cls = cls;
+                if (r < F * (nc / F)) {
+                    s.fold = (int)(r % F);
+                } else {
+                    KoeRng g = {.key = s.key, .ctr = 0};
+                    s.fold = (int)koe_rng_below(&g, (uint64_t)F);
+                }
+                x->seg[x->n_seg++] = s;
+            }
+        }
+        i = e;
+    }
+    free(all);
+    if (x->nscls < 2)
+        return koe_error_set(err, "%s: property phone: %d phone class(es) have at least %d segments (the most: %lld); "
+                             "the folds need max(--min-class, --folds) = %d per class: use a larger corpus or lower "
+                             "--min-class/--folds", x->o->corpus, x->nscls, need, (long long)most, need);
+    qsort(x->seg, (size_t)x->n_seg, sizeof *x->seg, seg_by_utt);
+    return 0;
+}
+
+/* The utterances to run: the frame sample and every utterance with a segment, ascending. */
+static void plan_run_list(Ctx *x) {
+    unsigned char *use = koe_calloc((size_t)(x->c.n_utts ? x->c.n_utts : 1), 1);
+    for (int64_t u = 0; u < x->c.n_utts; u++) use[u] = x->in_frames[u];
+    for (int64_t i = 0; i < x->n_seg; i++) use[x->seg[i].utt] = 1;
+    x->run_utts = koe_malloc(sizeof(int64_t) * (x->c.n_utts ? x->c.n_utts : 1));
+    for (int64_t u = 0; u < x->c.n_utts; u++)
+        if (use[u]) x->run_utts[x->n_run++] = u;
+    free(use);
+}
+
+static FoldStats *stats_sets(int L1, int dim, int folds) {
+    FoldStats *s = koe_malloc(sizeof(FoldStats) * L1);
+    for (int l = 0; l < L1; l++) moments_init(&s[l], dim, folds);
+    return s;
+}
+
+/* Bytes of every statistics set, the subsample on one rank, and the CKA Gram sums. */
+static double memory_estimate(const Ctx *x, int world) {
+    const AnalyzeLayersOpts *o = x->o;
+    double b = 0, dims[3] = {x->fr_dim, x->D + x->nfcls, x->D + x->nscls}, big = 0;
+    const int have[3] = {x->fr != NULL, x->pf != NULL, x->sg != NULL};
+    for (int s = 0; s < 3; s++)
+        if (have[s]) {
+            b += x->L1 * moments_bytes((int)dims[s], n_slots(o));
+            big = fmax(big, 8.0 * n_slots(o) * dims[s] * (dims[s] + 1));
+        }
+    b += big; /* the sums buffer of one set during the reduction */
+    const double sub = (double)(o->sub_frames < x->n_frames ? o->sub_frames : x->n_frames);
+    if (o->props & (ALP_CKA | ALP_PNMI)) b += 1.2 * sub * x->L1 * x->D * 4.0 / world;
+    if (o->props & ALP_CKA) b += 8.0 * (double)x->L1 * x->D * x->L1 * x->D;
+    /* the model(s): parameters, gradients (allocated, unused) and the activation arena */
+    for (const Model *m = x->m; m; m = m == x->m ? x->m2 : NULL) b += 4.0 * (2.0 * m->table.total + m->arena_floats);
+    return b;
+}
+
+static double mem_total_bytes(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    double kb = 0;
+    if (f) {
+        char line[256];
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "MemTotal: %lf kB", &kb) == 1) break;
+        fclose(f);
+    }
+    return kb * 1024.0;
+}
+
+/* z rows of the frames `idx` (n) of one fold into x->z: [x_l | mel | x_base | x2_l] for the frame set
+ * (h, hb, h2 the layer, the base layer, the same layer of --ckpt2). */
+static void frame_rows(Ctx *x, const float *h, const float *hb, const float *h2, const float *mel, const int64_t *idx,
+                       int64_t n) {
+    const int D = x->D, d = x->fr_dim;
+    for (int64_t r = 0; r < n; r++) {
+        const int64_t i = idx[r];
+        double *z = x->z + r * d;
+        for (int j = 0; j < D; j++) z[j] = h[i * D + j];
+        if (x->o->props & ALP_MEL)
+            for (int j = 0; j < 80; j++) z[x->mel_off + j] = mel[i * 80 + j];
+        if (x->o->props & ALP_INTRA)
+            for (int j = 0; j < D; j++) z[x->base_off + j] = hb[i * D + j];
+        if (x->o->props & ALP_INTER)
+            for (int j = 0; j < x->D2; j++) z[x->inter_off + j] = h2[i * x->D2 + j];
+    }
+}
+
+/* z rows [x_l | one-hot(cls)] of the frames idx (n) with lab[i] >= 0 into x->z; returns the count. */
+static int64_t class_rows(Ctx *x, const float *h, const int *lab, int q, const int64_t *idx, int64_t n) {
+    const int D = x->D, d = D + q;
+    int64_t k = 0;
+    for (int64_t r = 0; r < n; r++) {
+        const int64_t i = idx[r];
+        if (lab[i] < 0) continue;
+        double *z = x->z + k++ * d;
+        for (int j = 0; j < D; j++) z[j] = h[i * D + j];
+        memset(z + D, 0, sizeof(double) * q);
+        z[D + lab[i]] = 1;
+    }
+    return k;
+}
+
+/* The mel property of each encoder frame (T, 80): waveform frontends the fbank frame under the same
+ * samples (i * hop / 160), fbank frontends the mean of the stacked frames. */
+static void mel_of_frames(Ctx *x, int64_t n, int64_t T, float *mel) {
+    const int64_t nf = features_num_frames(n), step = x->hop / 160;
+    features_compute(x->fe, x->wav, n, x->fb);
+    const int stack = x->m->cfg.frontend == FRONTEND_FBANK ? x->m->cfg.fbank_stack : 1;
+    for (int64_t i = 0; i < T; i++)
+        for (int j = 0; j < 80; j++) {
+            double s = 0;
+            for (int k = 0; k < stack; k++) {
+                int64_t f = i * step + k;
+                s += x->fb[(f < nf ? f : nf - 1) * 80 + j];
+            }
+            mel[i * 80 + j] = (float)(s / stack);
+        }
+}
+
+/* Each frame's fold, subsample draw and phone-frame class (-1: no phone). */
+static int frame_labels(Ctx *x, int64_t u, int64_t T, int *fold, double *draw, int *lab, KoeError *err) {
+    int64_t na = 0;
+    if (need_align(x->o) && (na = read_align(x, u, err)) < 0) return -1;
+    const int *map = need_align(x->o) ? x->map[x->c.utt_shard[u]] : NULL;
+    for (int64_t i = 0; i < T; i++) {
+        KoeRng g = koe_rng(x->o->seed, (uint64_t)u, (uint64_t)i, KOE_RNG_ANALYZE_FRAME);
+        fold[i] = (int)koe_rng_below(&g, (uint64_t)x->o->folds);
+        draw[i] = koe_rng_uniform(&g);
+        lab[i] = -1;
+        const int64_t j = segments_center_frame(i, x->hop, x->win);
+        if (map && j < na && x->al[j] != SHARD_NO_PHONE) lab[i] = x->fcls[map[x->al[j]]];
+    }
+    return 0;
+}
+
+static void sub_append(Ctx *x, const float **hid, int64_t i, int fold, int lab, double draw) {
+    const int64_t w = (int64_t)x->L1 * x->D;
+    if (x->n_sub == x->cap_sub) {
+        x->cap_sub = x->cap_sub ? 2 * x->cap_sub : 1024;
+        x->sub = koe_realloc(x->sub, sizeof(float) * x->cap_sub * w);
+        x->sub_fold = koe_realloc(x->sub_fold, sizeof(int) * x->cap_sub);
+        x->sub_lab = koe_realloc(x->sub_lab, sizeof(int) * x->cap_sub);
+        x->sub_key = koe_realloc(x->sub_key, sizeof(int64_t) * x->cap_sub);
+    }
+    x->sub_key[x->n_sub] = (int64_t)(draw * 9007199254740992.0);
+    for (int l = 0; l < x->L1; l++) memcpy(x->sub + x->n_sub * w + (int64_t)l * x->D, hid[l] + i * x->D, sizeof(float) * x->D);
+    x->sub_fold[x->n_sub] = fold;
+    x->sub_lab[x->n_sub++] = lab;
+}
+
+/* The frame units of utterance u (n samples, T encoder frames, hidden states hid, and hid2 of
+ * --ckpt2 for inter). */
+static int add_frames(Ctx *x, int64_t u, int64_t n, int64_t T, const float **hid, const float **hid2, KoeError *err) {
+    const int F = n_slots(x->o);
+    int *fold = koe_malloc(sizeof(int) * T), *lab = koe_malloc(sizeof(int) * T);
+    double *draw = koe_malloc(sizeof(double) * T);
+    int64_t *idx = koe_malloc(sizeof(int64_t) * T), *start = koe_calloc((size_t)F + 1, sizeof(int64_t));
+    float *mel = x->o->props & ALP_MEL ? koe_malloc(sizeof(float) * T * 80) : NULL;
+    int rc = frame_labels(x, u, T, fold, draw, lab, err);
+    if (rc == 0) {
+        if (mel) mel_of_frames(x, n, T, mel);
+        for (int64_t i = 0; i < T; i++) start[slot_of(x->o, fold[i]) + 1]++; /* counting sort by slot */
+        for (int f = 0; f < F; f++) start[f + 1] += start[f];
+        int64_t *pos = koe_malloc(sizeof(int64_t) * F);
+        memcpy(pos, start, sizeof(int64_t) * F);
+        for (int64_t i = 0; i < T; i++) idx[pos[slot_of(x->o, fold[i])]++] = i;
+        free(pos);
+        for (int l = 0; l < x->L1; l++)
+            for (int f = 0; f < F; f++) {
+                const int64_t *fi = idx + start[f], nf = start[f + 1] - start[f];
+                if (x->fr) {
+                    frame_rows(x, hid[l], hid[x->o->base_layer], hid2 ? hid2[l] : NULL, mel, fi, nf);
+                    moments_add(&x->fr[l], f, x->z, nf);
+                }
+                if (x->pf) moments_add(&x->pf[l], f, x->z, class_rows(x, hid[l], lab, x->nfcls, fi, nf));
+            }
+        if (x->o->props & (ALP_CKA | ALP_PNMI))
+            for (int64_t i = 0; i < T; i++)
+                if (draw[i] < x->sub_p) sub_append(x, hid, i, fold[i], lab[i], draw[i]);
+    }
+    free(fold), free(lab), free(draw), free(idx), free(start), free(mel);
+    return rc;
+}
+
+/* The segment units of utterance u (seg[0 .. ns)): per layer and slot, rows [mean of the window | one-hot]. */
+static void add_segments(Ctx *x, const SegUnit *seg, int64_t ns, const float **hid) {
+    const int D = x->D, q = x->nscls, d = D + q;
+    for (int l = 0; l < x->L1; l++)
+        for (int f = 0; f < n_slots(x->o); f++) {
+            int64_t k = 0;
+            for (int64_t s = 0; s < ns; s++) {
+                if (slot_of(x->o, seg[s].fold) != f) continue;
+                double *z = x->z + k++ * d;
+                memset(z, 0, sizeof(double) * d);
+                for (int64_t i = seg[s].first; i < seg[s].end; i++)
+                    for (int j = 0; j < D; j++) z[j] += hid[l][i * D + j];
+                for (int j = 0; j < D; j++) z[j] /= (double)(seg[s].end - seg[s].first);
+                z[D + seg[s].cls] = 1;
+            }
+            moments_add(&x->sg[l], f, x->z, k);
+        }
+}
+
+/* One forward of wav (n samples) through m; the time goes to x->t_forward. Returns the frame count. */
+static int64_t forward(Ctx *x, Model *m, CkptInput *in, int64_t n) {
+    ModelRun run = {0};
+    int64_t S;
+    const float *inp = ckpt_input_compute(in, x->wav, n, &S);
+    const double t = koe_now();
+    model_forward(m, inp, &S, 1, S, NULL, &run);
+    x->t_forward += koe_now() - t;
+    return m->T;
+}
+
+/* This rank's utterances (its comm_slice of the run list): one forward each (and one of --ckpt2
+ * for the frame sample when inter is asked for), units added. */
+static int run_forwards(Ctx *x, KoeError *err) {
+    int64_t s0, s1, si = 0;
+    comm_slice(x->n_run, comm_size(), comm_rank(), &s0, &s1);
+    const float **hid = koe_malloc(sizeof(float *) * x->L1), **hid2 = koe_malloc(sizeof(float *) * x->L1);
+    int rc = 0;
+    for (int64_t k = s0; k < s1 && rc == 0; k++) {
+        const int64_t u = x->run_utts[k], n = x->c.utt_length[u];
+        if ((rc = corpus_read(&x->c, u, 0, n, x->pcm, err)) < 0) break;
+        for (int64_t i = 0; i < n; i++) x->wav[i] = (float)x->pcm[i] / 32768.0f;
+        const int64_t T = forward(x, x->m, &x->in, n);
+        KOE_ASSERT(T == utt_frames(x, u));
+        for (int l = 0; l < x->L1; l++) hid[l] = model_hidden(x->m, l);
+        const int two = x->m2 && x->in_frames[u];
+        if (two) KOE_ASSERT(forward(x, x->m2, &x->in2, n) == T);
+        for (int l = 0; two && l < x->L1; l++) hid2[l] = model_hidden(x->m2, l);
+        if (x->in_frames[u]) rc = add_frames(x, u, n, T, hid, two ? hid2 : NULL, err);
+        while (si < x->n_seg && x->seg[si].utt < u) si++;
+        int64_t se = si;
+        while (se < x->n_seg && x->seg[se].utt == u) se++;
+        if (rc == 0 && x->sg && se > si) add_segments(x, x->seg + si, se - si, hid);
+        si = se;
+    }
+    free(hid), free(hid2);
+    return rc;
+}
+
+static void allreduce_f64(double *v, int64_t n) {
+    for (int64_t o = 0; o < n; o += 1 << 27) comm_allreduce_sum_f64(v + o, (int)(n - o < (1 << 27) ? n - o : 1 << 27));
+}
+
+/* Sum a statistics set over ranks, about its global mean. */
+static void reduce_stats(FoldStats *fs) {
+    moments_flush(fs);
+    const int d = fs->dim;
+    double *c = koe_malloc(sizeof(double) * (d + 1));
+    moments_weighted_mean(fs, c, &c[d]);
+    allreduce_f64(c, d + 1);
+    for (int i = 0; i < d; i++) c[i] = c[d] > 0 ? c[i] / c[d] : 0;
+    const int64_t len = moments_sums_len(fs);
+    double *sums = koe_malloc(sizeof(double) * len);
+    moments_to_sums(fs, c, sums);
+    allreduce_f64(sums, len);
+    moments_from_sums(fs, c, sums);
+    free(sums);
+    free(c);
+}
+
+/* The set and views of a job. */
+static FoldStats *job_stats(const Ctx *x, const Job *j, CcaViews *v) {
+    const int D = x->D;
+    switch (j->prop) {
+    case PI_MEL: *v = (CcaViews){0, D, x->mel_off, 80}; return &x->fr[j->layer];
+    case PI_PHONE: *v = (CcaViews){0, D, D, x->nscls}; return &x->sg[j->layer];
+    case PI_PHONE_FRAME: *v = (CcaViews){0, D, D, x->nfcls}; return &x->pf[j->layer];
+    case PI_INTRA: *v = (CcaViews){0, D, x->base_off, D}; return &x->fr[j->layer];
+    default: *v = (CcaViews){0, D, x->inter_off, x->D2}; return &x->fr[j->layer];
+    }
+}
+
+static void make_jobs(Ctx *x) {
+    x->jobs = koe_calloc((size_t)N_CCA * x->L1, sizeof(Job));
+    for (int p = 0; p < N_CCA; p++)
+        for (int l = 0; l < x->L1; l++)
+            if ((x->o->props & (1u << p)) && !(p == PI_INTRA && l == x->o->base_layer))
+                x->jobs[x->n_jobs++] = (Job){p, l, {0}};
+}
+
+/* Refuse a property whose training folds hold no more units than its dimensions. */
+static int check_sizes(const Ctx *x, KoeError *err) {
+    for (int i = 0; i < x->n_jobs; i++) {
+        CcaViews v;
+        const FoldStats *fs = job_stats(x, &x->jobs[i], &v);
+        double n = 0;
+        for (int f = 0; f < fs->folds; f++) n += fs->n[f];
+        for (int t = 0; t < x->o->trials; t++) {
+            const double ntr = n - fs->n[2 * t] - fs->n[2 * t + 1];
+            if (ntr <= (v.p > v.q ? v.p : v.q) || fs->n[2 * t] < 2 || fs->n[2 * t + 1] < 2)
+                return koe_error_set(err, "%s: property %s: trial %d has %.0f training units for %d + %d dimensions "
+                                     "(dev %.0f, test %.0f): use more --frames, a larger corpus or fewer --folds",
+                                     x->o->corpus, PROP_NAMES[x->jobs[i].prop],
+                                     t, ntr, v.p, v.q, fs->n[2 * t], fs->n[2 * t + 1]);
+        }
+    }
+    return 0;
+}
+
+/* Every job on rank (job mod world), a rank's jobs over its OpenMP threads (each job's BLAS then runs
+ * on one thread; a job's result does not depend on which thread runs it); the results gathered by
+ * one allreduce. */
+static void solve_jobs(Ctx *x) {
+    const int T = x->o->trials, w = 10 + 2 * T, rank = comm_rank(), world = comm_size();
+    double *buf = koe_calloc((size_t)x->n_jobs * w, sizeof(double));
+    CcaProtocol pr = {.trials = T, .eps = x->o->eps.v, .n_eps = x->o->eps.n, .null_tol = x->o->null_tol};
+#pragma omp parallel for schedule(dynamic)
+    for (int i = 0; i < x->n_jobs; i++) {
+        if (i % world != rank) continue;
+        CcaViews v;
+        const FoldStats *fs = job_stats(x, &x->jobs[i], &v);
+        const CcaResult r = cca_protocol(fs, v, &pr);
+        double *b = buf + (int64_t)i * w;
+        b[0] = r.ok, b[1] = r.pwcca, b[2] = r.pwcca_std, b[3] = r.mean_rho, b[4] = r.rho1, b[5] = r.k;
+        b[6] = r.n_train, b[7] = r.n_dev, b[8] = r.n_test, b[9] = r.dropped;
+        for (int t = 0; t < T; t++) b[10 + 2 * t] = r.eps[t][0], b[11 + 2 * t] = r.eps[t][1];
+    }
+    allreduce_f64(buf, (int64_t)x->n_jobs * w);
+    for (int i = 0; i < x->n_jobs; i++) {
+        const double *b = buf + (int64_t)i * w;
+        CcaResult *r = &x->jobs[i].r;
+        r->ok = (int)b[0], r->pwcca = b[1], r->pwcca_std = b[2], r->mean_rho = b[3], r->rho1 = b[4], r->k = (int)b[5];
+        r->n_train = b[6], r->n_dev = b[7], r->n_test = b[8], r->dropped = (int)b[9];
+        for (int t = 0; t < T; t++) r->eps[t][0] = b[10 + 2 * t], r->eps[t][1] = b[11 + 2 * t];
+        if (r->dropped > 0 && rank == 0)
+            koe_warn("analyze layers: %s T%d: %d canonical direction(s) without variance on a test fold (a class it "
+                     "lacks) left out of its score", PROP_NAMES[x->jobs[i].prop], x->jobs[i].layer, r->dropped);
+    }
+    free(buf);
+}
+
+/* Debiased and biased CKA between every pair of layers on the subsample, centred on its global mean. */
+static void compute_cka(Ctx *x) {
+    const int nb = x->L1, dim = nb * x->D;
+    int *off = koe_malloc(sizeof(int) * (nb + 1));
+    for (int b = 0; b <= nb; b++) off[b] = b * x->D;
+    double *mean = koe_calloc((size_t)dim + 1, sizeof(double));
+    for (int64_t r = 0; r < x->n_sub; r++)
+        for (int j = 0; j < dim; j++) mean[j] += x->sub[r * dim + j];
+    mean[dim] = (double)x->n_sub;
+    allreduce_f64(mean, dim + 1);
+    x->cka_n = (int64_t)mean[dim];
+    for (int j = 0; j < dim; j++) mean[j] /= mean[dim] > 0 ? mean[dim] : 1;
+    const int64_t len = (int64_t)dim * dim + nb * nb + nb;
+    double *sums = koe_calloc((size_t)len, sizeof(double));
+    cka_accumulate(x->sub, x->n_sub, dim, mean, off, nb, sums, sums + (int64_t)dim * dim, sums + (int64_t)dim * dim + nb * nb);
+    allreduce_f64(sums, len);
+    x->cka = koe_malloc(sizeof(double) * nb * nb);
+    x->cka_biased = koe_malloc(sizeof(double) * nb * nb);
+    const double *rr = sums + (int64_t)dim * dim, *rs = rr + nb * nb;
+    cka_matrix(sums, dim, off, nb, rr, rs, (double)x->cka_n, 1, x->cka);
+    cka_matrix(sums, dim, off, nb, rr, rs, (double)x->cka_n, 0, x->cka_biased);
+    free(sums), free(mean), free(off);
+}
+
+/* Lloyd iterations of k-means on this rank's training rows X (n, D) from the shared sample S. */
+static void kmeans_layer(const Ctx *x, const float *X, int64_t n, const float *S, int64_t Ns, int K, float *C) {
+    const int D = x->D;
+    KoeRng g = koe_rng(x->o->seed, 0, 0, KOE_RNG_KMEANS);
+    kmeans_dist_init(C, S, Ns, D, K, 0, &g);
+    KmeansStats st;
+    kmeans_stats_init(&st, K, D);
+    float *csq = koe_malloc(sizeof(float) * K), *scratch = koe_malloc(sizeof(float) * KMEANS_BLOCK * K);
+    int32_t *as = koe_malloc(sizeof(int32_t) * (n ? n : 1));
+    for (int it = 0; it < x->o->pnmi_iters; it++) {
+        kmeans_stats_clear(&st);
+        kmeans_sqnorms(C, K, D, csq);
+        kmeans_stats_add_inertia(&st, kmeans_assign(X, n, D, C, csq, K, as, NULL, scratch));
+        kmeans_accumulate(X, n, D, as, st.sums, st.counts);
+        int empty;
+        kmeans_dist_update(&st, C, S, Ns, &empty);
+    }
+    kmeans_stats_free(&st);
+    free(csq), free(scratch), free(as);
+}
+
+/* Per layer: k-means (--pnmi-k) on the subsample frames outside the trials' test folds, PNMI of the
+ * test folds' frames with a phone against their phone-frame class. */
+static void compute_pnmi(Ctx *x) {
+    const int D = x->D, K0 = x->o->pnmi_k, w = x->L1 * D;
+    float *tr = koe_malloc(sizeof(float) * (x->n_sub ? x->n_sub : 1) * D), *te = koe_malloc(sizeof(float) * (x->n_sub ? x->n_sub : 1) * D);
+    uint16_t *te_lab = koe_malloc(sizeof(uint16_t) * (x->n_sub ? x->n_sub : 1));
+    x->pnmi = koe_malloc(sizeof(double) * x->L1);
+    for (int l = 0; l < x->L1; l++) {
+        int64_t ntr = 0, nte = 0;
+        KmeansSample smp;
+        kmeans_sample_init(&smp, x->o->sub_frames, D);
+        for (int64_t r = 0; r < x->n_sub; r++) {
+            const float *row = x->sub + r * w + (int64_t)l * D;
+            const int f = x->sub_fold[r], test = f % 2 == 1 && f < 2 * x->o->trials;
+            if (!test) {
+                memcpy(tr + ntr++ * D, row, sizeof(float) * D);
+                kmeans_sample_offer(&smp, x->sub_key[r], row);
+            } else if (x->sub_lab[r] >= 0) {
+                te_lab[nte] = (uint16_t)x->sub_lab[r];
+                memcpy(te + nte++ * D, row, sizeof(float) * D);
+            }
+        }
+        float *S;
+        const int64_t Ns = kmeans_sample_merge(&smp, &S);
+        kmeans_sample_free(&smp);
+        const int K = Ns < K0 ? (int)Ns : K0;
+        PnmiCounts pc;
+        pnmi_counts_init(&pc, x->nfcls, K > 0 ? K : 1);
+        if (K > 0) {
+            float *C = koe_malloc(sizeof(float) * K * D), *csq = koe_malloc(sizeof(float) * K);
+            float *scratch = koe_malloc(sizeof(float) * KMEANS_BLOCK * K);
+            int32_t *as = koe_malloc(sizeof(int32_t) * (nte ? nte : 1));
+            kmeans_layer(x, tr, ntr, S, Ns, K, C);
+            kmeans_sqnorms(C, K, D, csq);
+            kmeans_assign(te, nte, D, C, csq, K, as, NULL, scratch);
+            pnmi_add(&pc, te_lab, as, nte);
+            free(C), free(csq), free(scratch), free(as);
+        }
+        int64_t cnt[2] = {ntr, nte};
+        comm_allreduce_sum_i64(cnt, 2);
+        x->pnmi_train = cnt[0], x->pnmi_test = cnt[1];
+        const int64_t nj = (int64_t)pc.n_phones * pc.n_clusters;
+        comm_allreduce_sum_i64(pc.joint, (int)nj);
+        pc.frames = cnt[1];
+        x->pnmi[l] = pnmi_compute(&pc).pnmi;
+        pnmi_counts_free(&pc);
+        free(S);
+    }
+    free(tr), free(te), free(te_lab);
+}
+
+/* The columns of the table: the per-layer properties asked for, in PROP_NAMES order (not cka). */
+static int columns(const Ctx *x, int *col) {
+    int n = 0;
+    for (int p = 0; p < N_PROPS; p++)
+        if (p != PI_CKA && (x->o->props & (1u << p))) col[n++] = p;
+    return n;
+}
+
+/* Score of property p at layer l: 1 and *v, or 0 when there is none (intra at its base, a failed fit). */
+static int score(const Ctx *x, int p, int l, double *v) {
+    if (p == PI_PNMI) return *v = x->pnmi[l], 1;
+    for (int i = 0; i < x->n_jobs; i++)
+        if (x->jobs[i].prop == p && x->jobs[i].layer == l && x->jobs[i].r.ok) return *v = x->jobs[i].r.pwcca, 1;
+    return 0;
+}
+
+static int best_layer(const Ctx *x, int p) {
+    int best = -1;
+    double bv = -INFINITY, v;
+    for (int l = 0; l < x->L1; l++)
+        if (score(x, p, l, &v) && v > bv) bv = v, best = l;
+    return best;
+}
+
+static void print_cka(const Ctx *x, FILE *f) {
+    fprintf(f, "debiased linear CKA (%lld frames):\n%-6s", (long long)x->cka_n, "");
+    for (int l = 0; l < x->L1; l++) {
+        char name[16];
+        snprintf(name, sizeof name, "T%d", l);
+        fprintf(f, " %6s", name);
+    }
+    fputc('\n', f);
+    for (int a = 0; a < x->L1; a++) {
+        fprintf(f, "T%-5d", a);
+        for (int b = 0; b < x->L1; b++) fprintf(f, " %6.3f", x->cka[a * x->L1 + b]);
+        fputc('\n', f);
+    }
+}
+
+/* The table (stdout, sep " ", then the CKA matrix) or layers.tsv (sep "\t"). */
+static void write_table(const Ctx *x, FILE *f, int tsv) {
+    int col[N_PROPS];
+    const int nc = columns(x, col);
+    if (!tsv) {
+        fprintf(f, "koe analyze layers: ckpt=%s corpus=%s frames=%lld (%lld utts)\n", x->o->ckpt, x->o->corpus,
+                (long long)x->n_frames, (long long)x->n_frame_utts);
+        if (x->o->props & ALP_PHONE) fprintf(f, "  phone segments=%lld (%d classes)", (long long)x->n_seg, x->nscls);
+        fprintf(f, "  folds=%d trials=%d seed=%llu\n", x->o->folds, x->o->trials, (unsigned long long)x->o->seed);
+    }
+    fprintf(f, tsv ? "%s" : "%-6s", "layer");
+    for (int c = 0; c < nc; c++) fprintf(f, tsv ? "\t%s" : " %-11s", PROP_NAMES[col[c]]);
+    fputc('\n', f);
+    for (int l = 0; l < x->L1 && nc > 0; l++) {
+        fprintf(f, tsv ? "T%d" : "T%-5d", l);
+        for (int c = 0; c < nc; c++) {
+            double v;
+            if (score(x, col[c], l, &v)) fprintf(f, tsv ? "\t%.6f" : " %-11.4f", v);
+            else fprintf(f, tsv ? "\tNA" : " %-11s", "-");
+        }
+        fputc('\n', f);
+    }
+    fprintf(f, tsv ? "%s" : "%-6s", "best");
+    for (int c = 0; c < nc; c++) {
+        char b[16] = "-";
+        const int l = best_layer(x, col[c]);
+        if (l >= 0) snprintf(b, sizeof b, "T%d", l);
+        fprintf(f, tsv ? "\t%s" : " %-11s", b);
+    }
+    fputc('\n', f);
+    if (!tsv && x->cka) print_cka(x, f);
+}
+
+static void write_cka_tsv(const Ctx *x, FILE *f) {
+    fprintf(f, "layer");
+    for (int l = 0; l < x->L1; l++) fprintf(f, "\tT%d", l);
+    fputc('\n', f);
+    for (int a = 0; a < x->L1; a++) {
+        fprintf(f, "T%d", a);
+        for (int b = 0; b < x->L1; b++) fprintf(f, "\t%.6f", x->cka[a * x->L1 + b]);
+        fputc('\n', f);
+    }
+}
+
+static json_t *json_num_or_null(int ok, double v) { return ok && isfinite(v) ? json_real(v) : json_null(); }
+
+static json_t *json_matrix(const double *m, int n) {
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++) {
+        json_t *row = json_array();
+        for (int j = 0; j < n; j++) json_array_append_new(row, json_real(m[i * n + j]));
+        json_array_append_new(a, row);
+    }
+    return a;
+}
+
+/* properties.<name> of a CCA property: per-layer arrays (null where there is no score); the unit
+ * count n and n_train, n_dev, n_test of trial 0 (the same units at every layer). */
+static json_t *json_cca_prop(const Ctx *x, int p) {
+    static const char *const fields[] = {"pwcca", "pwcca_std", "mean_rho", "rho1", "k", "dropped"};
+    json_t *o = json_object(), *arr[6], *eps = json_array();
+    for (int f = 0; f < 6; f++) arr[f] = json_array();
+    const CcaResult *any = NULL;
+    double n = 0;
+    for (int l = 0; l < x->L1; l++) {
+        const CcaResult *r = NULL;
+        for (int i = 0; i < x->n_jobs; i++)
+            if (x->jobs[i].prop == p && x->jobs[i].layer == l) r = &x->jobs[i].r, any = r;
+        const double v[4] = {r ? r->pwcca : 0, r ? r->pwcca_std : 0, r ? r->mean_rho : 0, r ? r->rho1 : 0};
+        for (int f = 0; f < 4; f++) json_array_append_new(arr[f], json_num_or_null(r && r->ok, v[f]));
+        json_array_append_new(arr[4], r ? json_integer(r->k) : json_null());
+        json_array_append_new(arr[5], r ? json_integer(r->dropped) : json_null());
+        json_t *le = json_array();
+        for (int t = 0; r && t < x->o->trials; t++) json_array_append_new(le, json_pack("[ff]", r->eps[t][0], r->eps[t][1]));
+        json_array_append_new(eps, r ? le : (json_decref(le), json_null()));
+    }
+    for (int i = 0; i < x->n_jobs; i++)
+        if (x->jobs[i].prop == p) {
+            CcaViews v;
+            const FoldStats *fs = job_stats(x, &x->jobs[i], &v);
+            for (int f = 0; f < fs->folds; f++) n += fs->n[f];
+            break;
+        }
+    const int seg = p == PI_PHONE;
+    json_object_set_new(o, "unit", json_string(seg ? "segment" : "frame"));
+    json_object_set_new(o, "n", json_integer((json_int_t)n));
+    json_object_set_new(o, "dim", json_integer(p == PI_MEL ? 80 : seg ? x->nscls : p == PI_PHONE_FRAME ? x->nfcls
+                                               : p == PI_INTER ? x->D2 : x->D));
+    if (seg || p == PI_PHONE_FRAME) {
+        json_t *names = json_array();
+        for (int c = 0; c < (seg ? x->nscls : x->nfcls); c++)
+            for (int q = 0; q < x->inv.n; q++)
+                if ((seg ? x->scls[q] : x->fcls[q]) == c) json_array_append_new(names, json_string(x->inv.names[q]));
+        json_object_set_new(o, "classes", json_integer((json_int_t)json_array_size(names)));
+        json_object_set_new(o, "class_names", names);
+    }
+    if (p == PI_INTRA) json_object_set_new(o, "base", json_integer(x->o->base_layer));
+    for (int f = 0; f < 6; f++) json_object_set_new(o, fields[f], arr[f]);
+    json_object_set_new(o, "eps", eps);
+    json_object_set_new(o, "n_train", json_integer(any ? (json_int_t)any->n_train : 0));
+    json_object_set_new(o, "n_dev", json_integer(any ? (json_int_t)any->n_dev : 0));
+    json_object_set_new(o, "n_test", json_integer(any ? (json_int_t)any->n_test : 0));
+    return o;
+}
+
+static json_t *json_report(const Ctx *x) {
+    const AnalyzeLayersOpts *o = x->o;
+    const ModelConfig *mc = &x->m->cfg;
+    json_t *root = json_object(), *props = json_object(), *best = json_object(), *layers = json_array(), *eps = json_array();
+    json_object_set_new(root, "format", json_string("koe-analyze-layers"));
+    json_object_set_new(root, "format_version", json_integer(1));
+    json_object_set_new(root, "ckpt", json_string(o->ckpt));
+    json_object_set_new(root, "ckpt2", o->ckpt2 ? json_string(o->ckpt2) : json_null());
+    json_object_set_new(root, "corpus", json_string(o->corpus));
+    json_object_set_new(root, "seed", json_integer((json_int_t)o->seed));
+    json_object_set_new(root, "model", json_pack("{s:s,s:s,s:i,s:i,s:f,s:b,s:s}", "encoder",
+                        mc->encoder == ENCODER_CONFORMER ? "conformer" : "transformer", "frontend",
+                        mc->frontend == FRONTEND_FBANK ? "fbank" : "waveform", "layers", mc->L, "dim", mc->D,
+                        "frame_rate", x->rate, "layer_norm_first", mc->layer_norm_first, "last_layer",
+                        "before final LayerNorm"));
+    for (int i = 0; i < o->eps.n; i++) json_array_append_new(eps, json_real(o->eps.v[i]));
+    json_object_set_new(root, "settings", json_pack("{s:i,s:i,s:o,s:f,s:s,s:s,s:I,s:I,s:I,s:i,s:i}", "folds", o->folds,
+                        "trials", o->trials, "eps", eps, "null_tol", o->null_tol, "fold_by", "frame", "pwcca",
+                        "centred, null-truncated (differs from layerwise-analysis; see help)", "frames",
+                        (json_int_t)x->n_frames, "utterances", (json_int_t)x->n_frame_utts, "sub_frames",
+                        (json_int_t)o->sub_frames, "phone_cap", o->phone_cap, "min_class", o->min_class));
+    for (int l = 0; l < x->L1; l++) json_array_append_new(layers, json_sprintf("T%d", l));
+    json_object_set_new(root, "layers", layers);
+    for (int p = 0; p < N_CCA; p++)
+        if (o->props & (1u << p)) json_object_set_new(props, PROP_NAMES[p], json_cca_prop(x, p));
+    if (o->props & ALP_PNMI) {
+        json_t *v = json_array();
+        for (int l = 0; l < x->L1; l++) json_array_append_new(v, json_real(x->pnmi[l]));
+        json_object_set_new(props, "pnmi", json_pack("{s:s,s:i,s:I,s:I,s:o}", "unit", "frame", "k", o->pnmi_k,
+                            "n_train", (json_int_t)x->pnmi_train, "n_test", (json_int_t)x->pnmi_test, "pnmi", v));
+    }
+    json_object_set_new(root, "properties", props);
+    json_object_set_new(root, "cka", !(o->props & ALP_CKA) ? json_null()
+                        : json_pack("{s:I,s:b,s:o,s:o}", "frames", (json_int_t)x->cka_n, "debiased", 1, "matrix",
+                                    json_matrix(x->cka, x->L1), "biased", json_matrix(x->cka_biased, x->L1)));
+    json_object_set_new(root, "procrustes", json_null());
+    int col[N_PROPS];
+    const int nc = columns(x, col);
+    for (int c = 0; c < nc; c++) {
+        const int l = best_layer(x, col[c]);
+        json_object_set_new(best, PROP_NAMES[col[c]], l >= 0 ? json_sprintf("T%d", l) : json_null());
+    }
+    json_object_set_new(root, "best", best);
+    return root;
+}
+
+/* --dump FILE: every unit, `unit utt first end label fold sub` (encoder frames [first, end); label
+ * the phone-frame or segment class, -1 none; sub 1 for the CKA/PNMI subsample). Rank 0, from the plan. */
+static int write_dump(Ctx *x, const char *path, KoeError *err) {
+    FILE *f = fopen(path, "w");
+    if (!f) return koe_error_set(err, "--dump %s: cannot create the file", path);
+    fprintf(f, "unit\tutt\tfirst\tend\tlabel\tfold\tsub\n");
+    int rc = 0;
+    for (int64_t u = 0; u < x->c.n_utts && rc == 0; u++) {
+        if (!x->in_frames[u]) continue;
+        const int64_t T = utt_frames(x, u);
+        int *fold = koe_malloc(sizeof(int) * T), *lab = koe_malloc(sizeof(int) * T);
+        double *draw = koe_malloc(sizeof(double) * T);
+        rc = frame_labels(x, u, T, fold, draw, lab, err);
+        for (int64_t i = 0; i < T && rc == 0; i++)
+            fprintf(f, "frame\t%s\t%lld\t%lld\t%d\t%d\t%d\n", corpus_utt_id(&x->c, u), (long long)i, (long long)i + 1,
+                    lab[i], fold[i], draw[i] < x->sub_p);
+        free(fold), free(lab), free(draw);
+    }
+    for (int64_t s = 0; s < x->n_seg; s++)
+        fprintf(f, "segment\t%s\t%lld\t%lld\t%d\t%d\t0\n", corpus_utt_id(&x->c, x->seg[s].utt), (long long)x->seg[s].first,
+                (long long)x->seg[s].end, x->seg[s].cls, x->seg[s].fold);
+    if (fclose(f) != 0 && rc == 0) rc = koe_error_set(err, "--dump %s: write failed", path);
+    return rc;
+}
+
+/* Rank 0: the table or JSON on stdout, and --out DIR's files. */
+static int write_outputs(const Ctx *x, KoeError *err) {
+    json_t *root = json_report(x);
+    int rc = 0;
+    if (x->o->json) json_dumpf(root, stdout, JSON_INDENT(1) | JSON_REAL_PRECISION(17)), fputc('\n', stdout);
+    else write_table(x, stdout, 0);
+    fflush(stdout);
+    if (x->o->out) {
+        char path[4200];
+        mkdir(x->o->out, 0777);
+        snprintf(path, sizeof path, "%s/layers.json", x->o->out);
+        if (json_dump_file(root, path, JSON_INDENT(1) | JSON_REAL_PRECISION(17)) != 0)
+            rc = koe_error_set(err, "--out %s: cannot write layers.json", x->o->out);
+        snprintf(path, sizeof path, "%s/layers.tsv", x->o->out);
+        FILE *f = rc == 0 ? fopen(path, "w") : NULL;
+        if (f) write_table(x, f, 1), fclose(f);
+        snprintf(path, sizeof path, "%s/cka.tsv", x->o->out);
+        FILE *g = rc == 0 && x->cka ? fopen(path, "w") : NULL;
+        if (g) write_cka_tsv(x, g), fclose(g);
+        if (rc == 0 && (!f || (x->cka && !g))) rc = koe_error_set(err, "--out %s: cannot write the .tsv files", x->o->out);
+    }
+    json_decref(root);
+    return rc;
+}
+
+/* --ckpt2 for inter: the same number of layers and the same frame rate as --ckpt. */
+static int open_second(Ctx *x, KoeError *err) {
+    const AnalyzeLayersOpts *o = x->o;
+    if (!o->ckpt2) return koe_error_set(err, "--props inter needs --ckpt2 CKPT.h5 (the model to compare with)");
+    if (!(x->m2 = ckpt_model_open(o->ckpt2, 1, x->max_len, &x->r2, err))) return -1;
+    ckpt_input_init(&x->in2, x->m2, x->max_len);
+    x->D2 = x->m2->cfg.D;
+    const double rate2 = ckpt_model_frame_rate(x->m2);
+    if (rate2 != x->rate || ckpt_model_frames(x->m2, x->max_len) != ckpt_model_frames(x->m, x->max_len))
+        return koe_error_set(err, "--ckpt2 %s has a frame rate of %g Hz, --ckpt %s %g Hz: inter compares the same "
+                             "frames, so both need the same frontend", o->ckpt2, rate2, o->ckpt, x->rate);
+    if (x->m2->cfg.L != x->m->cfg.L)
+        return koe_error_set(err, "--ckpt2 %s has %d layers, --ckpt %s %d: inter compares layer by layer", o->ckpt2,
+                             x->m2->cfg.L, o->ckpt, x->m->cfg.L);
+    return 0;
+}
+
+static int ctx_open(Ctx *x, const AnalyzeLayersOpts *o, KoeError *err) {
+    memset(x, 0, sizeof *x);
+    x->o = o;
+    if (corpus_open(&x->c, o->corpus, err) < 0) return -1;
+    x->have_corpus = 1;
+    x->max_len = 400;
+    for (int64_t u = 0; u < x->c.n_utts; u++) x->max_len = x->c.utt_length[u] > x->max_len ? x->c.utt_length[u] : x->max_len;
+    if (!(x->m = ckpt_model_open(o->ckpt, 1, x->max_len, &x->r, err))) return -1;
+    ckpt_input_init(&x->in, x->m, x->max_len);
+    const ModelConfig *mc = &x->m->cfg;
+    x->L1 = mc->L + 1, x->D = mc->D;
+    if (o->base_layer > mc->L)
+        return koe_error_set(err, "--base-layer %d: %s has layers 0..%d", o->base_layer, o->ckpt, mc->L);
+    x->rate = ckpt_model_frame_rate(x->m);
+    if ((o->props & ALP_INTER) && open_second(x, err) < 0) return -1;
+    x->hop = (int64_t)llround(KOE_SAMPLE_RATE / x->rate);
+    x->win = mc->frontend == FRONTEND_FBANK ? 160 * (mc->fbank_stack - 1) + 400 : ckpt_model_min_input(mc);
+    if (need_align(o) && plan_phones(x, err) < 0) return -1;
+    plan_frames(x);
+    if (need_frames(o) && x->n_frames == 0) return koe_error_set(err, "%s: no utterance gives an encoder frame", o->corpus);
+    if ((o->props & ALP_PHONE) && plan_segments(x, err) < 0) return -1;
+    plan_run_list(x);
+    x->mel_off = x->D;
+    x->base_off = x->D + (o->props & ALP_MEL ? 80 : 0);
+    x->inter_off = x->base_off + (o->props & ALP_INTRA ? x->D : 0);
+    x->fr_dim = x->inter_off + (o->props & ALP_INTER ? x->D2 : 0);
+    if (o->props & (ALP_MEL | ALP_INTRA | ALP_INTER)) x->fr = stats_sets(x->L1, x->fr_dim, n_slots(o));
+    if (o->props & ALP_PHONE_FRAME) x->pf = stats_sets(x->L1, x->D + x->nfcls, n_slots(o));
+    if (o->props & ALP_PHONE) x->sg = stats_sets(x->L1, x->D + x->nscls, n_slots(o));
+    const int64_t maxT = ckpt_model_frames(x->m, x->max_len), rows = maxT > x->max_al ? maxT : x->max_al;
+    int dmax = x->fr_dim > x->D + x->nfcls ? x->fr_dim : x->D + x->nfcls;
+    dmax = dmax > x->D + x->nscls ? dmax : x->D + x->nscls;
+    x->z = koe_malloc(sizeof(double) * rows * dmax);
+    x->pcm = koe_malloc(sizeof(int16_t) * x->max_len);
+    x->wav = koe_malloc(sizeof(float) * x->max_len);
+    if (o->props & ALP_MEL) {
+        x->fe = features_create(FEAT_FBANK);
+        x->fb = koe_malloc(sizeof(float) * features_num_frames(x->max_len) * 80);
+    }
+    return 0;
+}
+
+static void free_sets(FoldStats *s, int n) {
+    for (int l = 0; s && l < n; l++) moments_free(&s[l]);
+    free(s);
+}
+
+static void ctx_close(Ctx *x) {
+    free_sets(x->fr, x->L1), free_sets(x->pf, x->L1), free_sets(x->sg, x->L1);
+    if (x->m) ckpt_input_free(&x->in), model_free(x->m), recipe_free(&x->r);
+    if (x->m2) ckpt_input_free(&x->in2), model_free(x->m2), recipe_free(&x->r2);
+    if (x->fe) features_free(x->fe);
+    for (int si = 0; x->map && si < x->c.n_shards; si++) free(x->map[si]);
+    free(x->map), free(x->fcls), free(x->scls), free(x->scls_phone), free(x->in_frames), free(x->seg);
+    free(x->run_utts), free(x->sub), free(x->sub_fold), free(x->sub_lab), free(x->sub_key);
+    free(x->pcm), free(x->wav), free(x->fb), free(x->al), free(x->z), free(x->jobs), free(x->cka), free(x->cka_biased);
+    free(x->pnmi);
+    phone_inventory_free(&x->inv);
+    if (x->have_corpus) corpus_close(&x->c);
+}
+
+/* Memory check (rank 0 prints), forwards, reductions and solves. Returns 0, or -1 with err set
+ * (the same on every rank: every failure here is agreed). */
+static int analyze(Ctx *x, KoeError *err) {
+    const AnalyzeLayersOpts *o = x->o;
+    const int rank = comm_rank(), world = comm_size();
+    const double mem = memory_estimate(x, world), limit = o->max_mem_gb > 0 ? o->max_mem_gb * 1e9 : 0.8 * mem_total_bytes();
+    if (rank == 0)
+        fprintf(stderr, "koe analyze layers: %lld utterances to run (%lld frames in the frame sample, %lld segments), "
+                "memory estimate %.0f MB per rank\n", (long long)x->n_run, (long long)x->n_frames, (long long)x->n_seg, mem / 1e6);
+    if (limit > 0 && mem > limit)
+        return koe_error_set(err, "memory estimate %.0f MB per rank is above --max-mem %.0f MB: lower --frames, "
+                             "--sub-frames or --folds, use fewer --props, or more ranks", mem / 1e6, limit / 1e6);
+    double t[7] = {koe_now()}; /* then: forwards, statistics, reductions, solves, CKA and k-means, peak RSS */
+    int64_t bad = run_forwards(x, err) < 0;
+    if (bad) fprintf(stderr, "koe analyze layers: %s\n", err->msg);
+    comm_allreduce_max_i64(&bad, 1);
+    if (bad) return koe_error_set(err, "stopped: a corpus read failed (the message above names it)");
+    t[1] = x->t_forward, t[2] = koe_now() - t[0] - x->t_forward, t[0] = koe_now();
+    for (int l = 0; l < x->L1; l++) {
+        if (x->fr) reduce_stats(&x->fr[l]);
+        if (x->pf) reduce_stats(&x->pf[l]);
+        if (x->sg) reduce_stats(&x->sg[l]);
+    }
+    make_jobs(x);
+    if (check_sizes(x, err) < 0) return -1;
+    t[3] = koe_now() - t[0], t[0] = koe_now();
+    solve_jobs(x);
+    t[4] = koe_now() - t[0], t[0] = koe_now();
+    if (o->props & ALP_CKA) compute_cka(x);
+    if (o->props & ALP_PNMI) compute_pnmi(x);
+    t[5] = koe_now() - t[0];
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    t[6] = (double)ru.ru_maxrss / 1024.0;
+    comm_allreduce_sum_f64(t + 1, 6);
+    if (rank == 0)
+        fprintf(stderr, "koe analyze layers: seconds per rank (mean of %d): forwards %.2f; statistics %.2f, reductions "
+                "%.2f, solves %.2f, CKA and k-means %.2f; peak RSS %.0f MB\n", world, t[1] / world, t[2] / world,
+                t[3] / world, t[4] / world, t[5] / world, t[6] / world);
+    return 0;
+}
+
+int analyze_layers_run(const AnalyzeLayersOpts *o) {
+    Ctx x;
+    KoeError err = {{0}};
+    int rc = ctx_open(&x, o, &err) < 0 || analyze(&x, &err) < 0 ? -1 : 0;
+    if (rc == 0 && comm_rank() == 0 && o->dump) rc = write_dump(&x, o->dump, &err);
+    if (rc == 0 && comm_rank() == 0) rc = write_outputs(&x, &err);
+    if (rc < 0 && comm_rank() == 0) fprintf(stderr, "koe analyze layers: %s\n", err.msg);
+    ctx_close(&x);
+    return rc < 0 ? KOE_EXIT_USAGE : KOE_EXIT_OK;
+}

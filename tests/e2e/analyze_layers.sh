@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# tests/e2e/analyze_layers.sh — `koe analyze layers` on a synthesized corpus (1 minute, phone
+# alignments) and a small untrained model (koe init; 2 x 64 transformer, 128-wide conv stack):
+#   - every property (mel, phone, phone-frame, intra, inter against a second seed's model, cka, pnmi): the table, layers.json, layers.tsv,
+#     cka.tsv; a numpy reference (tests/reference/analyze_layers_ref.py) recomputes every PWCCA,
+#     mean rho, rho1 and CKA from the dumped units and folds, `koe embed --layer all` and
+#     `koe features --kind fbank`, and must agree to 1e-4 (it also checks the moment path against the
+#     row path);
+#   - the same run on 3 ranks gives the same scores to 1e-9;
+#   - bad input: a corpus without alignments asked for phone, too few segments per class for the
+#     folds, an unknown property, more trials than the folds allow, a memory estimate above --max-mem,
+#     inter without --ckpt2 or with a --ckpt2 of another frame rate —
+#     each exits 1 naming the cause;
+#   - recipes/hubert/run.sh LAYER=auto picks the layer with the highest PNMI and names the labels by it.
+set -euo pipefail
+T="$KOE_TMP/analyze_layers"
+rm -rf "$T" && mkdir -p "$T"
+cd "$T"
+"$KOE" synth --out syn --minutes 1 --seed 1 2> /dev/null
+"$KOE" prepare --out corpus --shard-mb 2 --lang-from-dir --align syn/align.ctm syn/wav 2> /dev/null
+"$KOE" init "$KOE_ROOT/recipes/tiny/hubert.ini" data.corpus=corpus \
+  'model.conv_feature_layers=[(128,10,5)]+[(128,3,2)]*4+[(128,2,2)]*2' model.encoder_embed_dim=64 \
+  model.encoder_layers=2 model.encoder_attention_heads=2 model.encoder_ffn_embed_dim=128 model.conv_pos=16 \
+  --out init.h5 2> init.log || { cat init.log; exit 1; }
+# --ckpt2 for inter: the same architecture from another seed
+"$KOE" init "$KOE_ROOT/recipes/tiny/hubert.ini" data.corpus=corpus run.seed=2 \
+  'model.conv_feature_layers=[(128,10,5)]+[(128,3,2)]*4+[(128,2,2)]*2' model.encoder_embed_dim=64 \
+  model.encoder_layers=2 model.encoder_attention_heads=2 model.encoder_ffn_embed_dim=128 model.conv_pos=16 \
+  --out init2.h5 2> init.log || { cat init.log; exit 1; }
+
+ARGS=(--ckpt init.h5 --ckpt2 init2.h5 --corpus corpus --props mel,phone,phone-frame,intra,inter,cka,pnmi --folds 6
+  --min-class 6 --pnmi-k 20)
+"$KOE" analyze layers "${ARGS[@]}" --out out --dump units.tsv > table.txt 2> run1.log || { cat run1.log; exit 1; }
+cat table.txt run1.log
+grep -q "memory estimate" run1.log || { echo "FAIL: no memory estimate printed"; exit 1; }
+grep -q "^best " table.txt || { echo "FAIL: no best row"; exit 1; }
+test -s out/layers.json && test -s out/layers.tsv && test -s out/cka.tsv
+"$KOE" embed --ckpt init.h5 --layer all --corpus corpus --out emb.h5 2> /dev/null
+"$KOE" embed --ckpt init2.h5 --layer all --corpus corpus --out emb2.h5 2> /dev/null
+"$KOE" features --corpus corpus --kind fbank --out fbank.h5 2> /dev/null
+"$PYTHON" "$KOE_ROOT/tests/reference/analyze_layers_ref.py" out/layers.json units.tsv emb.h5 fbank.h5 emb2.h5
+
+mpirun --oversubscribe -np 3 "$KOE" analyze layers "${ARGS[@]}" --json > ranks3.json 2> run3.log || { cat run3.log; exit 1; }
+"$PYTHON" - << 'PY'
+import json
+a, b = json.load(open("out/layers.json")), json.load(open("ranks3.json"))
+worst = 0.0
+for name, p in a["properties"].items():
+    for key in ("pwcca", "mean_rho", "rho1", "pnmi"):
+        for x, y in zip(p.get(key, []), b["properties"][name].get(key, [])):
+            assert (x is None) == (y is None), (name, key)
+            if x is not None:
+                worst = max(worst, abs(x - y))
+for key in ("matrix", "biased"):
+    for r, s in zip(a["cka"][key], b["cka"][key]):
+        worst = max(worst, max(abs(x - y) for x, y in zip(r, s)))
+print(f"1 vs 3 ranks: largest score difference {worst:.2e}")
+assert worst <= 1e-9, f"FAIL: 1 and 3 ranks differ by {worst}"
+PY
+
+fail() { echo "FAIL: $1"; exit 1; }
+expect_usage() { # expect_usage PATTERN ARGS...: exit 1 and PATTERN in the message
+  local pat=$1 rc=0 msg
+  shift
+  msg=$("$KOE" analyze layers "$@" 2>&1 > /dev/null) || rc=$?
+  [ "$rc" = 1 ] || fail "analyze layers $* exited $rc, not 1: $msg"
+  grep -q -- "$pat" <<< "$msg" || fail "analyze layers $*: no '$pat' in: $msg"
+  echo "refused as expected: $msg"
+}
+"$KOE" prepare --out noalign --shard-mb 2 syn/wav 2> /dev/null
+expect_usage "noalign/shard-00000.h5 has no phone alignments" --ckpt init.h5 --corpus noalign --props mel,phone
+"$KOE" analyze layers --ckpt init.h5 --corpus noalign --props mel --folds 6 > /dev/null 2>&1 \
+  || fail "mel alone needs no alignments"
+expect_usage "max(--min-class, --folds)" --ckpt init.h5 --corpus corpus --props phone --min-class 100000
+expect_usage "unknown property 'word'" --ckpt init.h5 --corpus corpus --props mel,word
+expect_usage "needs --folds >= 8" --ckpt init.h5 --corpus corpus --trials 4 --folds 6
+expect_usage "is above --max-mem" --ckpt init.h5 --corpus corpus --max-mem 0.001
+expect_usage "needs --ckpt2" --ckpt init.h5 --corpus corpus --props inter
+"$KOE" init "$KOE_ROOT/recipes/tiny/hubert.ini" data.corpus=corpus data.features=fbank model.frontend=fbank \
+  model.encoder_embed_dim=64 model.encoder_layers=2 model.encoder_attention_heads=2 model.encoder_ffn_embed_dim=128 \
+  model.conv_pos=16 --out fbank.ckpt.h5 2> init.log || { cat init.log; exit 1; }
+expect_usage "fbank.ckpt.h5 has a frame rate of 25 Hz, --ckpt init.h5 50 Hz" --ckpt init.h5 --ckpt2 fbank.ckpt.h5 \
+  --corpus corpus --props inter
+
+# recipes/hubert/run.sh LAYER=auto: iteration 2 clusters the layer with the highest phone PNMI
+# (here of the untrained model standing in for iteration 1's checkpoint), and names the label set by it
+mkdir -p work/iter1/checkpoints && cp init.h5 work/iter1/checkpoints/step-00000000.h5
+echo step-00000000.h5 > work/iter1/checkpoints/latest
+CORPUS=corpus WORK=work LAYER=auto K2=20 RECIPE2="$KOE_ROOT/recipes/tiny/hubert.ini" KOE="$KOE" \
+  TRAIN_ARGS="optim.max_updates=1 optim.warmup=0 run.log_every=1 run.valid_every=0 data.max_tokens=64000
+  data.max_sample_size=32000 model.encoder_embed_dim=64 model.encoder_layers=1 model.encoder_ffn_embed_dim=128" \
+  bash "$KOE_ROOT/recipes/hubert/run.sh" iter2 > auto.out 2> auto.log || { tail -20 auto.log; exit 1; }
+chosen=$(cat work/layer_auto/layer)
+want=$(awk -F'\t' 'NR > 1 && $1 ~ /^T/ { if (b == "" || $3 + 0 > v) { b = substr($1, 2); v = $3 + 0 } } END { print b }' \
+  work/layer_auto/layers.tsv)
+grep "LAYER=auto chose layer $chosen" auto.log
+[ "$chosen" = "$want" ] || fail "LAYER=auto chose $chosen, the highest PNMI is layer $want"
+test -d "corpus/labels/iter1_l${chosen}_km20" || fail "no label set iter1_l${chosen}_km20"
