@@ -21,6 +21,7 @@
 #include "../data/features.h"
 #include "../data/labels.h"
 #include "../data/loader.h"
+#include "../data/tfevents.h"
 #include "../distributed/ckpt.h"
 #include "../distributed/comm.h"
 #include "../distributed/dp.h"
@@ -71,6 +72,9 @@ struct Trainer {
     TrainState st;
     Interval iv;
     FILE *logf;          /* rank 0 with a run directory */
+    TfEvents *tb[2];     /* rank 0 with a run directory: RUN/tb/train, RUN/tb/valid (TensorBoard) */
+    TfScalar tb_vals[2][32]; /* the log line's scalars, train and valid (tags without "valid_") */
+    int tb_n[2];
     int log_lines;       /* lines this process wrote to log.jsonl */
     int tty;             /* rank 0 writes a progress line to a terminal */
     double t_start, t_iv;
@@ -404,6 +408,39 @@ static int resume(Trainer *tr, KoeError *err) {
     return rcode;
 }
 
+static double wall_time(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Rank 0: a new TensorBoard event file in RUN/tb/train and RUN/tb/valid, and the resolved recipe as a
+ * text summary. A resumed run's files start with a SessionLog START at the checkpoint's step + 1, so
+ * TensorBoard drops what the killed run logged after the checkpoint (its line at the checkpoint's step
+ * stays, as in log.jsonl). */
+static int tb_open(Trainer *tr, KoeError *err) {
+    static const char *const side[2] = {"train", "valid"};
+    const double now = wall_time();
+    for (int i = 0; i < 2; i++) {
+        char dir[TRAINER_PATH_MAX + 16];
+        snprintf(dir, sizeof dir, "%s/tb/%s", tr->rc->run.dir, side[i]);
+        if (make_dir(dir, err) < 0 || !(tr->tb[i] = tfevents_open(dir, now, err))) return -1;
+        if (tr->st.step > 0 && tfevents_session_start(tr->tb[i], now, tr->st.step + 1, err) < 0) return -1;
+    }
+    char *md = NULL; /* the recipe as a markdown code block: every line indented by 4 spaces */
+    size_t md_len = 0;
+    FILE *f = open_memstream(&md, &md_len);
+    fprintf(f, "    # resolved recipe (hash %016llx)\n    ", (unsigned long long)tr->rc->hash);
+    for (const char *c = tr->rc->text; *c; c++) {
+        fputc(*c, f);
+        if (*c == '\n' && c[1]) fputs("    ", f);
+    }
+    fclose(f);
+    const int rc = tfevents_text(tr->tb[0], now, tr->st.step, "recipe", md, err);
+    free(md);
+    return rc;
+}
+
 /* The run directory: checkpoints/, and on rank 0 recipe.ini and log.jsonl (appended). */
 static int open_run_dir(Trainer *tr, KoeError *err) {
     const Recipe *rc = tr->rc;
@@ -421,7 +458,7 @@ static int open_run_dir(Trainer *tr, KoeError *err) {
     if (!tr->logf) return koe_error_set(err, "%s: cannot open for appending: %s", tr->logpath, strerror(errno));
     fseek(tr->logf, 0, SEEK_END);
     tr->log_lines = ftell(tr->logf) > 0; /* the file's first line carries the version (trainer_log) */
-    return 0;
+    return tb_open(tr, err);
 }
 
 Trainer *trainer_open(const Recipe *rc, const TrainerOptions *opt, KoeError *err) {
@@ -471,6 +508,8 @@ void trainer_close(Trainer *tr) {
     if (tr->tty) fputc('\n', stderr);
     if (tr->opt.run_dir) watchdog_stop();
     if (tr->logf) fclose(tr->logf);
+    tfevents_close(tr->tb[0]);
+    tfevents_close(tr->tb[1]);
     dp_free(tr->dp);
     if (tr->loader) loader_close(tr->loader);
     loader_batch_free(&tr->synth);
@@ -644,12 +683,36 @@ static double eta_s(const Trainer *tr, double now) {
     return (now - tr->t_start) / (double)(tr->st.step - tr->step0) * (double)(tr->rc->optim.max_updates - tr->st.step);
 }
 
-/* `"name": value` for log.jsonl; JSON has no NaN or Infinity: a non-finite value is null. */
-static void json_num(FILE *f, const char *name, double v, const char *fmt) {
+/* `"name": value` for log.jsonl; JSON has no NaN or Infinity: a non-finite value is null. A finite
+ * value also goes to TensorBoard as printed (so both show the same number), valid_NAME as NAME in
+ * RUN/tb/valid. */
+static void json_num(Trainer *tr, const char *name, double v, const char *fmt) {
+    FILE *f = tr->logf;
     fprintf(f, ", \"%s\": ", name);
-    if (isfinite(v)) fprintf(f, fmt, v);
-    else
+    if (!isfinite(v)) {
         fputs("null", f);
+        return;
+    }
+    char num[64];
+    snprintf(num, sizeof num, fmt, v);
+    fputs(num, f);
+    const int valid = strncmp(name, "valid_", 6) == 0;
+    KOE_ASSERT(tr->tb_n[valid] < (int)(sizeof tr->tb_vals[0] / sizeof tr->tb_vals[0][0]));
+    tr->tb_vals[valid][tr->tb_n[valid]++] = (TfScalar){valid ? name + 6 : name, (float)strtod(num, NULL)};
+}
+
+/* The log line's scalars to RUN/tb/train and RUN/tb/valid; a failed write turns TensorBoard off. */
+static void tb_write(Trainer *tr) {
+    for (int i = 0; i < 2; i++) {
+        KoeError err;
+        if (tr->tb[i] && tr->tb_n[i] &&
+            tfevents_scalars(tr->tb[i], wall_time(), tr->st.step, tr->tb_vals[i], tr->tb_n[i], &err) < 0) {
+            koe_warn("%s; no more TensorBoard events this run", err.msg);
+            tfevents_close(tr->tb[i]);
+            tr->tb[i] = NULL;
+        }
+        tr->tb_n[i] = 0;
+    }
 }
 
 static void write_log_line(Trainer *tr, double dt, int valid, double vloss, double vacc) {
@@ -657,25 +720,27 @@ static void write_log_line(Trainer *tr, double dt, int valid, double vloss, doub
     FILE *f = tr->logf;
     const double n = iv->updates;
     fprintf(f, "{\"step\": %lld", (long long)tr->st.step);
-    json_num(f, "loss", iv->frames > 0 ? iv->loss / iv->frames : NAN, "%.9g");
-    json_num(f, "acc", iv->frames > 0 ? iv->correct / iv->frames : NAN, "%.9g");
-    json_num(f, "lr", schedule_lr(&tr->sched, tr->st.step - 1), "%.9g");
-    json_num(f, "grad_norm", n > 0 ? iv->gnorm / n : NAN, "%.9g");
-    json_num(f, "audio_s_per_s", dt > 0 ? iv->samples / KOE_SAMPLE_RATE / dt : 0, "%.4g");
-    fprintf(f, ", \"skipped\": %lld, \"frames\": %lld", (long long)tr->st.skipped, (long long)iv->frames);
+    json_num(tr, "loss", iv->frames > 0 ? iv->loss / iv->frames : NAN, "%.9g");
+    json_num(tr, "acc", iv->frames > 0 ? iv->correct / iv->frames : NAN, "%.9g");
+    json_num(tr, "lr", schedule_lr(&tr->sched, tr->st.step - 1), "%.9g");
+    json_num(tr, "grad_norm", n > 0 ? iv->gnorm / n : NAN, "%.9g");
+    json_num(tr, "audio_s_per_s", dt > 0 ? iv->samples / KOE_SAMPLE_RATE / dt : 0, "%.4g");
+    json_num(tr, "skipped", (double)tr->st.skipped, "%.0f");
+    json_num(tr, "frames", iv->frames, "%.0f");
     if (tr->rc->objective.name == OBJ_WAV2VEC2 && n > 0) {
-        json_num(f, "code_ppl", iv->code_ppl / n, "%.9g");
-        json_num(f, "prob_ppl", iv->prob_ppl / n, "%.9g");
-        json_num(f, "temp", iv->temp / n, "%.9g");
+        json_num(tr, "code_ppl", iv->code_ppl / n, "%.9g");
+        json_num(tr, "prob_ppl", iv->prob_ppl / n, "%.9g");
+        json_num(tr, "temp", iv->temp / n, "%.9g");
     }
-    if (tr->dp) json_num(f, "comm_time_s", n > 0 ? iv->comm / n : 0.0, "%.4g");
+    if (tr->dp) json_num(tr, "comm_time_s", n > 0 ? iv->comm / n : 0.0, "%.4g");
     if (valid) {
-        json_num(f, "valid_loss", vloss, "%.9g");
-        json_num(f, "valid_acc", vacc, "%.9g");
+        json_num(tr, "valid_loss", vloss, "%.9g");
+        json_num(tr, "valid_acc", vacc, "%.9g");
     }
     fprintf(f, "}\n");
     fflush(f);
     tr->log_lines++;
+    tb_write(tr);
 }
 
 void trainer_log(Trainer *tr, const TrainerStep *s, int valid, double vloss, double vacc) {
