@@ -22,6 +22,7 @@ static const KoeCommand commands[] = {
     COMMAND(kmeans),
     COMMAND(label),
     COMMAND(analyze),
+    COMMAND(plot),
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 
