@@ -100,14 +100,14 @@ def f32(x):
 
 
 def expected(log):
-    """The series log.jsonl implies: {side: {tag: {step: float32 value}}}; null values are absent."""
+    """The series log.jsonl implies: {side: {tag: {step: float32 value}}}; only numbers are scalars."""
     want = {"train": {}, "valid": {}}
     for line in open(log):
         row = json.loads(line)
         step = row.pop("step")
         for k, v in row.items():
-            if v is None:
-                continue
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                continue  # null, and strings such as the first line's "version"
             side, tag = ("valid", k[6:]) if k.startswith("valid_") else ("train", k)
             want[side].setdefault(tag, {})[step] = f32(float(v))
     return want
