@@ -144,12 +144,20 @@ static int keep_point(const PlotSpec *p, double y) { return isfinite(y) && (!p->
 
 int plot_lines(const char *stem, const PlotSpec *p, const PlotSeries *series, int n_series, KoeError *err) {
     int64_t total = 0;
+    double lo = INFINITY, hi = -INFINITY;
     for (int i = 0; i < n_series; i++)
-        for (int64_t j = 0; j < series[i].n; j++) total += keep_point(p, series[i].y[j]);
+        for (int64_t j = 0; j < series[i].n; j++)
+            if (keep_point(p, series[i].y[j])) {
+                total++;
+                lo = fmin(lo, series[i].y[j]);
+                hi = fmax(hi, series[i].y[j]);
+            }
     if (total == 0) return PLOT_EMPTY;
     FILE *f = open_script(stem, p, err);
     if (!f) return -1;
     if (p->log_y) fputs("set logscale y\n", f);
+    if (lo == hi) /* a constant curve (clip 0 throughout): a range around it, not gnuplot's warning */
+        fprintf(f, "set yrange [%.9g:%.9g]\n", p->log_y ? lo / 2 : lo - 1, p->log_y ? hi * 2 : hi + 1);
     char *cmd = NULL;
     size_t cmd_len = 0;
     FILE *c = open_memstream(&cmd, &cmd_len);
