@@ -3,6 +3,7 @@
  * embedded message is length-delimited, so it is encoded into its own buffer first. */
 #include "tfevents.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -140,14 +141,29 @@ static int write_record(TfEvents *w, const PbBuf *ev, KoeError *err) {
     return 0;
 }
 
+/* The <time> of a new file's name: the wall time's seconds, or past every file already in dir, so that
+ * name order (TensorBoard's reading order) is creation order even for a restart within the second. */
+static long long name_time(const char *dir, double wall_time) {
+    static const char prefix[] = "events.out.tfevents.";
+    long long t = (long long)wall_time;
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d && (e = readdir(d));)
+        if (!strncmp(e->d_name, prefix, sizeof prefix - 1)) {
+            const long long u = strtoll(e->d_name + sizeof prefix - 1, NULL, 10);
+            if (u >= t) t = u + 1;
+        }
+    if (d) closedir(d);
+    return t;
+}
+
 TfEvents *tfevents_open(const char *dir, double wall_time, KoeError *err) {
     TfEvents *w = koe_calloc(1, sizeof *w);
     char host[256] = "localhost";
     gethostname(host, sizeof host - 1);
+    const long long t = name_time(dir, wall_time);
     w->fd = -1;
     for (int n = 0; w->fd < 0 && n < 1000; n++) {
-        snprintf(w->path, sizeof w->path, "%s/events.out.tfevents.%010lld.%s.%d.%d", dir, (long long)wall_time, host,
-                 (int)getpid(), n);
+        snprintf(w->path, sizeof w->path, "%s/events.out.tfevents.%010lld.%s.%d.%d", dir, t, host, (int)getpid(), n);
         w->fd = open(w->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
         if (w->fd < 0 && errno != EEXIST) break;
     }

@@ -6,8 +6,9 @@
  * CRC-32C is Castagnoli's polynomial, not zlib's). The Event fields used, hand-encoded: wall_time
  * (1, double), step (2, int64), file_version (3, "brain.Event:2" in the first event), summary (5:
  * Summary.value (1) = {tag (1), simple_value (2, float)}, or a text summary: tensor (8) of DT_STRING
- * with metadata (9) naming the "text" plugin), session_log (7: status START = 1, which makes TensorBoard
- * drop the points at and after its step from older files: a resumed run draws one clean curve).
+ * with metadata (9) naming the "text" plugin), session_log (7: status START = 1; TensorBoard takes the
+ * first START of a run as its start and, at each later one, drops the points at and after its step
+ * that older files logged: a resumed run draws one clean curve).
  * Each record goes to the file in one write(), so a killed writer leaves whole records.
  *
  * Must not: depend on anything but libc (core/common.h for errors), or buffer a record past the call
@@ -25,14 +26,16 @@ typedef struct {
 
 typedef struct TfEvents TfEvents;
 
-/* A new file dir/events.out.tfevents.<time>.<host>.<pid>.<n> (dir must exist; n makes the name new)
- * whose first record is the file_version event. Returns NULL with err set. */
+/* A new file dir/events.out.tfevents.<time>.<host>.<pid>.<n> (dir must exist; <time> is wall_time's
+ * seconds, or one past the newest file's in dir, so that names sort in creation order; n makes the
+ * name new) whose first record is the file_version event. Returns NULL with err set. */
 TfEvents *tfevents_open(const char *dir, double wall_time, KoeError *err);
 /* One Event at step with a Summary of n simple_value scalars. Returns 0 or -1 with err set. */
 int tfevents_scalars(TfEvents *w, double wall_time, int64_t step, const TfScalar *v, int n, KoeError *err);
 /* One Event with a text summary (TensorBoard's Text tab renders it as markdown). */
 int tfevents_text(TfEvents *w, double wall_time, int64_t step, const char *tag, const char *markdown, KoeError *err);
-/* SessionLog START at step: TensorBoard discards what older files logged at steps >= step. */
+/* SessionLog START at step: after the run's first, TensorBoard discards what older files logged at
+ * steps >= step. */
 int tfevents_session_start(TfEvents *w, double wall_time, int64_t step, KoeError *err);
 const char *tfevents_path(const TfEvents *w);
 void tfevents_close(TfEvents *w);

@@ -472,9 +472,9 @@ static double wall_time(void) {
 }
 
 /* Rank 0: a new TensorBoard event file in RUN/tb/train and RUN/tb/valid, and the resolved recipe as a
- * text summary. A resumed run's files start with a SessionLog START at the checkpoint's step + 1, so
- * TensorBoard drops what the killed run logged after the checkpoint (its line at the checkpoint's step
- * stays, as in log.jsonl). */
+ * text summary. Every file starts with a SessionLog START at the checkpoint's step + 1: TensorBoard
+ * takes the first START of a run as its start and each later one as a restart, dropping what the
+ * killed run logged after the checkpoint (its line at the checkpoint's step stays, as in log.jsonl). */
 static int tb_open(Trainer *tr, KoeError *err) {
     static const char *const side[2] = {"train", "valid"};
     const double now = wall_time();
@@ -482,7 +482,7 @@ static int tb_open(Trainer *tr, KoeError *err) {
         char dir[TRAINER_PATH_MAX + 16];
         snprintf(dir, sizeof dir, "%s/tb/%s", tr->rc->run.dir, side[i]);
         if (make_dir(dir, err) < 0 || !(tr->tb[i] = tfevents_open(dir, now, err))) return -1;
-        if (tr->st.step > 0 && tfevents_session_start(tr->tb[i], now, tr->st.step + 1, err) < 0) return -1;
+        if (tfevents_session_start(tr->tb[i], now, tr->st.step + 1, err) < 0) return -1;
     }
     char *md = NULL; /* the recipe as a markdown code block: every line indented by 4 spaces */
     size_t md_len = 0;

@@ -5,9 +5,9 @@ tests/reference/tfevents.proto (compiled with protoc into a temporary directory)
     python3 tfevents_decode.py check RUN LOG.jsonl [--uninterrupted RUN2]
 
 checks every event file of RUN/tb/{train,valid} (every CRC, the first event is file_version
-"brain.Event:2", a text summary "recipe" in each train file, a SessionLog START at the resumed step in a
-resumed file), merges each side's files in name order as TensorBoard does (a SessionLog START at step s
-drops the older files' points at steps >= s) and compares every (step, tag) with LOG.jsonl: the train
+"brain.Event:2" and the second a SessionLog START, a text summary "recipe" in each train file), merges
+each side's files in name order as TensorBoard's plugin_event_accumulator does (the run's first START
+is its start; a later START at step s drops the older files' points at steps >= s) and compares every (step, tag) with LOG.jsonl: the train
 side holds every scalar of each line, the valid side valid_NAME as NAME, and both hold nothing else.
 With --uninterrupted, the merged series equal RUN2's (timing tags excluded)."""
 import glob
@@ -72,12 +72,15 @@ def merged_side(run, side):
         events = read_events(path)
         first = events[0]
         assert first.WhichOneof("what") == "file_version" and first.file_version == "brain.Event:2", (path, first)
+        assert events[1].WhichOneof("what") == "session_log", (path, events[1])
         texts = []
         for ev in events[1:]:
             what = ev.WhichOneof("what")
             if what == "session_log":
                 assert ev.session_log.status == pb.SessionLog.START, (path, ev)
                 starts.append(ev.step)
+                if len(starts) == 1:
+                    continue  # the run's first START: its start, not a restart
                 for s in series.values():
                     for step in [k for k in s if k >= ev.step]:
                         del s[step]
@@ -120,13 +123,13 @@ def check(run, log, uninterrupted=None):
         assert got == want[side], (side, sorted(got), sorted(want[side]),
                                    [(t, s, got.get(t, {}).get(s), v) for t in want[side]
                                     for s, v in want[side][t].items() if got.get(t, {}).get(s) != v][:5])
-        assert len(starts) == nfiles - 1, (side, starts, nfiles)  # every file but the first is a resumed run
+        assert len(starts) == nfiles, (side, starts, nfiles)  # one START per file
         if uninterrupted:
             ref, _, _ = merged_side(uninterrupted, side)
             drop = lambda s: {t: v for t, v in s.items() if t not in TIMING}
             assert drop(got) == drop(ref), (side, "the resumed series differ from the uninterrupted run's")
         n = sum(len(v) for v in got.values())
-        print(f"{run}/tb/{side}: {nfiles} file(s), resumed at {starts}, {len(got)} tags, {n} points equal log.jsonl's")
+        print(f"{run}/tb/{side}: {nfiles} file(s) starting at steps {starts}, {len(got)} tags, {n} points equal log.jsonl's")
 
 
 if __name__ == "__main__":

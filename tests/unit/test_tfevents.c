@@ -44,10 +44,11 @@ static void test_record_bytes(void **state) {
     assert_int_equal(tfevents_scalars(w, 1.5, 7, &v, 1, &err), 0);
     char path[4300];
     snprintf(path, sizeof path, "%s", tfevents_path(w));
-    /* a second file in the same directory and second gets a new name */
+    /* a second file in the same directory and second gets a name that sorts after the first's */
     TfEvents *w2 = tfevents_open(dir, 1.5, &err);
     assert_non_null(w2);
-    assert_string_not_equal(tfevents_path(w2), path);
+    assert_true(strcmp(tfevents_path(w2), path) > 0);
+    assert_non_null(strstr(tfevents_path(w2), "/events.out.tfevents.0000000002."));
     tfevents_close(w2);
     uint8_t got[200];
     FILE *f = fopen(path, "rb");
