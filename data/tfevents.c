@@ -201,14 +201,10 @@ int tfevents_scalars(TfEvents *w, double wall_time, int64_t step, const TfScalar
 }
 
 int tfevents_text(TfEvents *w, double wall_time, int64_t step, const char *tag, const char *markdown, KoeError *err) {
-    PbBuf ev = {0}, sum = {0}, val = {0}, a = {0}, b = {0}, c = {0};
+    PbBuf ev = {0}, sum = {0}, val = {0}, a = {0}, b = {0};
     pb_len(&val, 1, tag, strlen(tag)); /* Value.tag */
-    pb_key(&a, 1, 0);                  /* TensorProto.dtype = DT_STRING */
-    pb_varint(&a, 7);
-    pb_key(&c, 1, 0); /* TensorShapeProto.Dim.size = 1 */
-    pb_varint(&c, 1);
-    pb_msg(&b, 2, &c); /* TensorShapeProto.dim */
-    pb_msg(&a, 2, &b); /* TensorProto.tensor_shape */
+    pb_key(&a, 1, 0);                  /* TensorProto.dtype = DT_STRING; no tensor_shape: a scalar, */
+    pb_varint(&a, 7);                  /* which the text plugin renders as markdown (not as a table) */
     pb_len(&a, 8, markdown, strlen(markdown)); /* TensorProto.string_val */
     pb_msg(&val, 8, &a);                       /* Value.tensor */
     pb_len(&b, 1, "text", 4);                  /* PluginData.plugin_name */
@@ -218,7 +214,7 @@ int tfevents_text(TfEvents *w, double wall_time, int64_t step, const char *tag, 
     event_head(&ev, wall_time, step);
     pb_msg(&ev, 5, &sum);
     const int rc = write_record(w, &ev, err);
-    PbBuf *all[] = {&ev, &sum, &val, &a, &b, &c};
+    PbBuf *all[] = {&ev, &sum, &val, &a, &b};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pb_free(all[i]);
     return rc;
 }

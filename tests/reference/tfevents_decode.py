@@ -88,6 +88,7 @@ def merged_side(run, side):
                 for v in ev.summary.value:
                     if v.WhichOneof("value") == "tensor":
                         assert v.metadata.plugin_data.plugin_name == "text", (path, v)
+                        assert v.tensor.dtype == 7 and len(v.tensor.tensor_shape.dim) == 0, (path, v)  # a scalar string
                         texts.append((v.tag, v.tensor.string_val[0].decode()))
                     else:
                         series.setdefault(v.tag, {})[ev.step] = v.simple_value
