@@ -23,9 +23,10 @@ HDF5_PC ?= hdf5-openmpi
 PKGS := $(MPI_PC) $(HDF5_PC) openblas sndfile libzstd soxr kissfft-float inih espeak-ng jansson cmocka
 DEB_RUNTIME := pkg-config openmpi-bin libopenmpi-dev libopenblas-openmp-dev libhdf5-openmpi-dev \
   libsndfile1-dev libzstd-dev libsoxr-dev libkissfft-dev libinih-dev libespeak-ng-dev espeak-ng-data \
-  libdnnl-dev libjansson-dev help2man
+  libdnnl-dev libjansson-dev help2man gnuplot-nox
 DEB_TEST := libcmocka-dev python3-torch python3-torchaudio python3-h5py python3-soundfile \
-  python3-sklearn python3-numpy hdf5-tools espeak-ng munge slurm-wlm slurm-client lmod bash-completion
+  python3-sklearn python3-numpy hdf5-tools espeak-ng munge slurm-wlm slurm-client lmod bash-completion \
+  python3-protobuf protobuf-compiler python3-crcmod
 DEB_ALL := $(DEB_RUNTIME) $(DEB_TEST)
 
 ifeq ($(SAN),1)

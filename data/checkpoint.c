@@ -38,11 +38,12 @@ static uint64_t tensor_sum(const char *name, const float *v, int64_t n) {
     return checkpoint_sum(v, (int64_t)(bytes_hash(name, strlen(name), FNV_BASIS) >> 2), n);
 }
 
-static uint64_t state_sum(const TrainState *st) {
+/* n_sums: how many log_sums the file holds (CHECKPOINT_LOG_SUMS, or fewer in an older file) */
+static uint64_t state_sum(const TrainState *st, int64_t n_sums) {
     int64_t f[8] = {st->step, st->epoch, st->consumed, (int64_t)st->seed, st->adam_t, st->skipped, st->skips_in_row,
                     st->sched_step};
     uint64_t h = bytes_hash(f, sizeof f, FNV_BASIS);
-    h = bytes_hash(st->log_sums, sizeof st->log_sums, h);
+    h = bytes_hash(st->log_sums, (size_t)n_sums * sizeof st->log_sums[0], h);
     return bytes_hash(&st->gumbel_temp, sizeof st->gumbel_temp, h);
 }
 
@@ -226,7 +227,7 @@ int checkpoint_writer_finish(CheckpointWriter *w, const char *config_text, const
              h5_attr_write_i64(g, "sched_step", st->sched_step) >= 0 &&
              h5_attr_write_f64(g, "gumbel_temp", st->gumbel_temp) >= 0 &&
              h5_write_array(g, "log_sums", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, st->log_sums, CHECKPOINT_LOG_SUMS) >= 0 &&
-             attr_write_sum(g, state_sum(st)) >= 0;
+             attr_write_sum(g, state_sum(st, CHECKPOINT_LOG_SUMS)) >= 0;
         if (g >= 0) H5Gclose(g);
     }
     if (ok && !w->has_io) ok = write_config(w->file, text);
@@ -479,7 +480,7 @@ static int read_state_locked(hid_t f, const char *path, TrainState *st, KoeError
         return koe_error_set(err, "%s: no /state: this is not a training checkpoint", path);
     hid_t g = H5Gopen2(f, "state", H5P_DEFAULT);
     if (g < 0) return koe_error_set(err, "%s: cannot open /state: %s", path, h5_last_error());
-    int64_t seed = 0;
+    int64_t seed = 0, n_sums = 0;
     memset(st, 0, sizeof *st);
     int ok = h5_attr_read_i64(g, path, "step", &st->step, err) == 0 &&
              h5_attr_read_i64(g, path, "epoch", &st->epoch, err) == 0 &&
@@ -493,13 +494,16 @@ static int read_state_locked(hid_t f, const char *path, TrainState *st, KoeError
     st->seed = (uint64_t)seed;
     if (ok) {
         double *sums = NULL;
-        ok = h5_read_array(g, path, "log_sums", H5T_NATIVE_DOUBLE, sizeof(double), CHECKPOINT_LOG_SUMS, (void **)&sums,
-                           NULL, err) == 0;
-        if (ok) memcpy(st->log_sums, sums, sizeof st->log_sums);
+        ok = h5_read_array(g, path, "log_sums", H5T_NATIVE_DOUBLE, sizeof(double), -1, (void **)&sums, &n_sums,
+                           err) == 0;
+        if (ok && n_sums > CHECKPOINT_LOG_SUMS)
+            ok = koe_error_set(err, "%s: /state/log_sums has %lld entries, at most %d expected (a newer koe wrote it)",
+                               path, (long long)n_sums, CHECKPOINT_LOG_SUMS) == 0;
+        if (ok) memcpy(st->log_sums, sums, (size_t)n_sums * sizeof *sums);
         free(sums);
     }
     if (ok) {
-        int chk = attr_check_sum(g, path, "/state", state_sum(st), err);
+        int chk = attr_check_sum(g, path, "/state", state_sum(st, n_sums), err);
         if (chk == 0) koe_error_set(err, "%s: /state has no checksum", path);
         ok = chk == 1;
     }

@@ -30,7 +30,7 @@
 
 #define CHECKPOINT_FORMAT "koe-checkpoint"
 #define CHECKPOINT_FORMAT_VERSION 1
-#define CHECKPOINT_LOG_SUMS 12
+#define CHECKPOINT_LOG_SUMS 24 /* older files have 12: read as the first 12, the rest 0 */
 
 /* Where a training run stands: what a resumed run needs besides the weights and the moments. */
 typedef struct {

@@ -38,7 +38,12 @@ const CliCommand cmd_train = {
         "  RUN/recipe.ini                 the resolved recipe\n"
         "  RUN/log.jsonl                  one JSON object per logged update: step, loss, acc, lr, grad_norm,\n"
         "                                 audio_s_per_s, skipped, frames (+ code_ppl, prob_ppl, temp for\n"
-        "                                 wav2vec 2.0; valid_loss, valid_acc at run.valid_every)\n"
+        "                                 wav2vec 2.0; valid_loss, valid_acc at run.valid_every; elapsed_s,\n"
+        "                                 max_rss_mb, head_loss, diversity_loss, feature_pen, code_usage,\n"
+        "                                 target_ppl, clip, utts, epoch: recipes/README.md says what each is);\n"
+        "                                 losses are in nats per scored frame (fairseq logs bits: divide by ln 2)\n"
+        "  RUN/tb/train/, RUN/tb/valid/   the same scalars as TensorBoard event files, and the recipe as text:\n"
+        "                                 tensorboard --logdir RUN/tb (--samples_per_plugin scalars=0 for long runs)\n"
         "  RUN/checkpoints/step-NNNNNNNN.h5, RUN/checkpoints/latest   every run.save_every and at the end;\n"
         "                                 the run.keep_last newest are kept\n"
         "HuBERT reads its targets from CORPUS/labels/<data.labels>/ (koe label).\n"
@@ -49,6 +54,10 @@ const CliCommand cmd_train = {
         "run.watchdog_s: a rank whose phase (forward/backward, gradient reduction, checkpoint write, ...)\n"
         "has not changed for that long ends the whole job with a message naming the rank and the phase;\n"
         "keep it above the time of a checkpoint write and of a validation pass.\n"
+        "Health checks (run.health_*; 0 = off): a wav2vec 2.0 codebook or BEST-RQ targets that collapse, or a\n"
+        "loss that has not fallen after run.health_plateau_updates, stop the run with exit code 2 and a message\n"
+        "saying what was seen, which keys to change and where the newest checkpoint is.\n"
+        "run.plot_every: RUN/plots redrawn at checkpoints (koe plot RUN draws them at any time).\n"
         "An update with a non-finite loss or gradient is skipped; after optim.max_skips in a row the run\n"
         "stops with exit code 2 and the last good checkpoint intact. An update whose batch has no masked\n"
         "frame is skipped too, without counting toward optim.max_skips.\n"
@@ -91,6 +100,10 @@ static int train_loop(const Recipe *rc) {
         if (trainer_due_log(tr)) trainer_log(tr, &s, valid, vloss, vacc);
         else
             trainer_progress(tr, &s);
+        if (trainer_unhealthy(tr)) {
+            code = KOE_EXIT_INTERNAL;
+            break;
+        }
         const int stopping = trainer_stop_agreed(tr, &stop_requested);
         if (trainer_due_save(tr) || stopping) trainer_save(tr);
         if (stopping) {

@@ -4,4 +4,4 @@
 #include "cli.h"
 
 extern const CliCommand cmd_synth, cmd_prepare, cmd_info, cmd_features, cmd_init, cmd_embed, cmd_export,
-    cmd_bench, cmd_train, cmd_kmeans, cmd_label, cmd_analyze;
+    cmd_bench, cmd_train, cmd_kmeans, cmd_label, cmd_analyze, cmd_plot;

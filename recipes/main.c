@@ -13,7 +13,7 @@
 
 static const CliCommand *const commands[] = {
     &cmd_synth, &cmd_prepare, &cmd_info,  &cmd_features, &cmd_init,  &cmd_embed,
-    &cmd_export, &cmd_bench,  &cmd_train, &cmd_kmeans,   &cmd_label, &cmd_analyze,
+    &cmd_export, &cmd_bench,  &cmd_train, &cmd_kmeans,   &cmd_label, &cmd_analyze, &cmd_plot,
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 

@@ -111,6 +111,19 @@ static const ConfigKey run_keys[] = {
     KN("zero", K_INT, run.zero, "0", 0, 1, 0, "1 = ZeRO-1: each rank keeps its slice of the optimizer state"),
     KN("watchdog_s", K_DOUBLE, run.watchdog_s, "600", 0, INF, 0,
        "abort when a step makes no progress for this many seconds; 0 = off"),
+    KN("plot_every", K_I64, run.plot_every, "0", 0, INF, 0,
+       "redraw RUN/plots (as koe plot) at each checkpoint whose step is a multiple of N; 0 = never"),
+    KN("health_min_ppl", K_DOUBLE, run.health_min_ppl, "4", 0, INF, 0,
+       "wav2vec 2.0: stop (exit 2) when code_ppl or prob_ppl stays below this after warmup; 0 = off"),
+    KN("health_min_target_ppl", K_DOUBLE, run.health_min_target_ppl, "2", 0, INF, 0,
+       "BEST-RQ: stop (exit 2) when the targets' perplexity (mean over codebooks) stays below this; 0 = off"),
+    KN("health_patience", K_INT, run.health_patience, "5", 1, 1000000, 0,
+       "log lines in a row a health_min_ppl or health_min_target_ppl collapse must last before the run stops"),
+    KN("health_plateau_updates", K_I64, run.health_plateau_updates, "5000", 0, INF, 0,
+       "stop (exit 2) when the loss at this many updates and after has not fallen by health_plateau_drop "
+       "from its first logged value; 0 = off"),
+    KN("health_plateau_drop", K_DOUBLE, run.health_plateau_drop, "0.01", 0, 1, OPEN_LO,
+       "the least relative fall of the loss health_plateau_updates asks for"),
 };
 #define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
 

@@ -75,6 +75,12 @@ typedef struct {
     int64_t valid_every;     /* 0 = never */
     int zero;                /* 1 = ZeRO-1 optimizer-state sharding */
     double watchdog_s;       /* 0 = off */
+    int64_t plot_every;      /* 0 = never */
+    double health_min_ppl;   /* 0 = off */
+    double health_min_target_ppl; /* 0 = off */
+    int health_patience;
+    int64_t health_plateau_updates; /* 0 = off */
+    double health_plateau_drop;
 } RecipeRun;
 
 typedef struct {

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -22,11 +23,14 @@
 #include "../data/features.h"
 #include "../data/labels.h"
 #include "../data/loader.h"
+#include "../data/tfevents.h"
 #include "../distributed/ckpt.h"
 #include "../distributed/comm.h"
 #include "../distributed/dp.h"
 #include "../distributed/watchdog.h"
 #include "cli.h"
+#include "plot.h"
+#include "run_plot.h"
 
 /* Validation masks are keyed by this fixed step, so every validation sees the same masks. */
 #define TRAINER_VALID_STEP 0x7A11D000ULL
@@ -47,8 +51,14 @@ typedef struct { /* sums over a logging interval; all doubles: saved in checkpoi
     double code_ppl, prob_ppl, temp; /* wav2vec 2.0, summed over updates */
     double frames, updates;
     double comm; /* seconds waiting on the gradient reduction after backward (several ranks) */
+    double pen, diversity; /* the weighted feature penalty and diversity terms x scored frames */
+    double clipped, utts;  /* updates clipped; utterances of the applied updates */
 } Interval;
-_Static_assert(sizeof(Interval) <= sizeof(((TrainState *)0)->log_sums), "Interval fits TrainState.log_sums");
+/* TrainState.log_sums: the Interval; in the last slots the run's first logged loss (0: none yet) and its
+ * training seconds at the checkpoint */
+#define TRAINER_LOSS0_SLOT (CHECKPOINT_LOG_SUMS - 2)
+#define TRAINER_ELAPSED_SLOT (CHECKPOINT_LOG_SUMS - 1)
+_Static_assert(sizeof(Interval) <= TRAINER_LOSS0_SLOT * sizeof(double), "Interval fits TrainState.log_sums");
 
 struct Trainer {
     const Recipe *rc;
@@ -73,9 +83,21 @@ struct Trainer {
     TrainState st;
     Interval iv;
     FILE *logf;          /* rank 0 with a run directory */
+    TfEvents *tb[2];     /* rank 0 with a run directory: RUN/tb/train, RUN/tb/valid (TensorBoard) */
+    TfScalar tb_vals[2][32]; /* the log line's scalars, train and valid (tags without "valid_") */
+    int tb_n[2];
     int log_lines;       /* lines in log.jsonl (0 at step 0: the next one is the run's first; it names the version) */
     int tty;             /* rank 0 writes a progress line to a terminal */
     double t_start, t_iv;
+    double elapsed0;     /* training seconds before this process (from the checkpoint) */
+    double loss0;        /* the run's first logged loss (health_plateau_*); 0 until then */
+    int health_run;      /* log lines in a row with a collapsed wav2vec 2.0 perplexity */
+    int health_rq;       /* log lines in a row with collapsed BEST-RQ targets */
+    int unhealthy;       /* a health check stops the run (trainer_unhealthy) */
+    int plot_off;        /* run.plot_every: gnuplot is missing, do not try again */
+    int64_t saved_step;  /* step of the newest checkpoint (-1: none) */
+    double *code_hist;   /* BEST-RQ: (Q, codebook_size) training targets counted since the last log line */
+    double code_usage, target_ppl; /* BEST-RQ, from code_hist at a log line */
     int64_t step0;
     int64_t hang_at_step; /* test hook KOE_TEST_HANG_AT_STEP (e2e train_watchdog) */
     char ckdir[TRAINER_PATH_MAX], logpath[TRAINER_PATH_MAX], stoppath[TRAINER_PATH_MAX];
@@ -216,6 +238,36 @@ static int batch_labels(Trainer *tr, LabelSet *ls, const LoaderBatch *b, int64_t
     return 0;
 }
 
+/* BEST-RQ: the batch's targets (every valid frame, not only the scored ones) into code_hist. */
+static void code_count(Trainer *tr) {
+    const BestrqAct *a = &tr->obj.bact;
+    const int Q = tr->rc->objective.codebooks, K = tr->rc->objective.codebook_size;
+    for (int64_t i = 0; i < (int64_t)a->B * a->T * Q; i++)
+        if (a->targets[i] >= 0) tr->code_hist[(i % Q) * K + a->targets[i]] += 1.0;
+}
+
+/* BEST-RQ at a log line (every rank: the counts are summed over ranks): code_usage, the share of the
+ * codebooks' entries used since the last log line, and target_ppl, exp of the targets' entropy (mean
+ * over codebooks). A restart inside an interval counts from the restart. */
+static void code_stats(Trainer *tr) {
+    const int Q = tr->rc->objective.codebooks, K = tr->rc->objective.codebook_size;
+    if (tr->dp) comm_allreduce_sum_f64(tr->code_hist, Q * K);
+    double used = 0, ppl = 0;
+    for (int q = 0; q < Q; q++) {
+        const double *h = tr->code_hist + (size_t)q * K;
+        double n = 0, ent = 0;
+        for (int k = 0; k < K; k++) n += h[k];
+        for (int k = 0; k < K; k++) {
+            used += h[k] > 0;
+            if (h[k] > 0) ent -= h[k] / n * log(h[k] / n);
+        }
+        ppl += n > 0 ? exp(ent) / Q : NAN;
+    }
+    tr->code_usage = used / ((double)Q * K);
+    tr->target_ppl = ppl;
+    memset(tr->code_hist, 0, (size_t)Q * K * sizeof *tr->code_hist);
+}
+
 /* One micro-batch through the objective; adds to *sum. backward = 0: forward only (validation). */
 static int micro_batch(Trainer *tr, DataSide *side, const LoaderBatch *b, ModelRun run, int backward,
                        ObjectiveStats *sum, KoeError *err) {
@@ -244,10 +296,14 @@ static int micro_batch(Trainer *tr, DataSide *side, const LoaderBatch *b, ModelR
     ObjectiveStats st;
     objective_forward(&tr->obj, tr->m, &ob, &st);
     if (backward) objective_backward(&tr->obj, tr->m, 1.0f);
+    if (backward && tr->code_hist) code_count(tr);
     sum->loss_sum += st.loss_sum;
     sum->head_sum += st.head_sum;
     sum->frames += st.frames;
     sum->correct += st.correct;
+    /* the auxiliary terms, frame-weighted here (the log divides by the scored frames over ranks) */
+    sum->feature_pen += (double)rc->objective.feature_pen_weight * st.feature_pen * (double)st.frames;
+    sum->diversity += (double)rc->objective.diversity_weight * st.diversity * (double)st.frames;
     /* wav2vec 2.0's perplexities and temperature: the micro-batches' mean (divided by the caller) */
     sum->code_ppl += st.code_ppl;
     sum->prob_ppl += st.prob_ppl;
@@ -297,6 +353,8 @@ static int build_model(Trainer *tr, KoeError *err) {
     tr->stride = wave ? 1 : rc->model.fbank_stack * FEATURES_HOP;
     for (int i = 0; wave && i < rc->model.n_conv; i++) tr->stride *= rc->model.conv_stride[i];
     tr->lab = koe_malloc((size_t)(max_B * model_frames(&rc->model, max_S)) * sizeof *tr->lab);
+    if (rc->objective.name == OBJ_BESTRQ)
+        tr->code_hist = koe_calloc((size_t)rc->objective.codebooks * (size_t)rc->objective.codebook_size, sizeof(double));
     return 0;
 }
 
@@ -401,6 +459,9 @@ static int resume(Trainer *tr, KoeError *err) {
                                   ck_path, (unsigned long long)tr->st.seed, (unsigned long long)rc->run.seed);
         tr->adamw.t = tr->st.adam_t;
         memcpy(&tr->iv, tr->st.log_sums, sizeof tr->iv); /* continue the interval it stopped in */
+        tr->elapsed0 = tr->st.log_sums[TRAINER_ELAPSED_SLOT];
+        tr->loss0 = tr->st.log_sums[TRAINER_LOSS0_SLOT];
+        tr->saved_step = tr->st.step;
         if (rcode == 0 && tr->rank == 0) {
             koe_log("resumed from %s at step %lld (%lld global batches consumed)", ck_path, (long long)tr->st.step,
                     (long long)tr->st.consumed);
@@ -409,6 +470,39 @@ static int resume(Trainer *tr, KoeError *err) {
     }
     free(ck_text);
     return rcode;
+}
+
+static double wall_time(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Rank 0: a new TensorBoard event file in RUN/tb/train and RUN/tb/valid, and the resolved recipe as a
+ * text summary. Every file starts with a SessionLog START at the checkpoint's step + 1: TensorBoard
+ * takes the first START of a run as its start and each later one as a restart, dropping what the
+ * killed run logged after the checkpoint (its line at the checkpoint's step stays, as in log.jsonl). */
+static int tb_open(Trainer *tr, KoeError *err) {
+    static const char *const side[2] = {"train", "valid"};
+    const double now = wall_time();
+    for (int i = 0; i < 2; i++) {
+        char dir[TRAINER_PATH_MAX + 16];
+        snprintf(dir, sizeof dir, "%s/tb/%s", tr->rc->run.dir, side[i]);
+        if (make_dir(dir, err) < 0 || !(tr->tb[i] = tfevents_open(dir, now, err))) return -1;
+        if (tfevents_session_start(tr->tb[i], now, tr->st.step + 1, err) < 0) return -1;
+    }
+    char *md = NULL; /* the recipe as a markdown code block: every line indented by 4 spaces */
+    size_t md_len = 0;
+    FILE *f = open_memstream(&md, &md_len);
+    fprintf(f, "    # resolved recipe (hash %016llx)\n    ", (unsigned long long)tr->rc->hash);
+    for (const char *c = tr->rc->text; *c; c++) {
+        fputc(*c, f);
+        if (*c == '\n' && c[1]) fputs("    ", f);
+    }
+    fclose(f);
+    const int rc = tfevents_text(tr->tb[0], now, tr->st.step, "recipe", md, err);
+    free(md);
+    return rc;
 }
 
 /* The run directory: checkpoints/, and on rank 0 recipe.ini and log.jsonl (appended). */
@@ -428,7 +522,7 @@ static int open_run_dir(Trainer *tr, KoeError *err) {
     if (!tr->logf) return koe_error_set(err, "%s: cannot open for appending: %s", tr->logpath, strerror(errno));
     fseek(tr->logf, 0, SEEK_END);
     tr->log_lines = ftell(tr->logf) > 0;
-    return 0;
+    return tb_open(tr, err);
 }
 
 Trainer *trainer_open(const Recipe *rc, const TrainerOptions *opt, KoeError *err) {
@@ -438,6 +532,7 @@ Trainer *trainer_open(const Recipe *rc, const TrainerOptions *opt, KoeError *err
     tr->rank = comm_rank();
     tr->world = comm_size();
     tr->st.seed = rc->run.seed;
+    tr->saved_step = -1;
     const char *hang = getenv("KOE_TEST_HANG_AT_STEP");
     tr->hang_at_step = hang ? atoll(hang) : -1;
     cli_threads(0, rc->run.threads);
@@ -476,11 +571,14 @@ void trainer_close(Trainer *tr) {
     if (tr->tty) fputc('\n', stderr);
     if (tr->opt.run_dir) watchdog_stop();
     if (tr->logf) fclose(tr->logf);
+    tfevents_close(tr->tb[0]);
+    tfevents_close(tr->tb[1]);
     dp_free(tr->dp);
     if (tr->loader) loader_close(tr->loader);
     loader_batch_free(&tr->synth);
     free(tr->lab);
     free(tr->lab_utt);
+    free(tr->code_hist);
     free(tr->decay);
     adamw_free(&tr->adamw);
     if (tr->m) {
@@ -496,12 +594,14 @@ void trainer_close(Trainer *tr) {
 
 /* The update's sums over all ranks (the gradient itself is reduced by dp during backward). */
 static void reduce_update(ObjectiveStats *u) {
-    double v[4] = {u->loss_sum, u->head_sum, (double)u->frames, u->correct};
-    comm_allreduce_sum_f64(v, 4);
+    double v[6] = {u->loss_sum, u->head_sum, (double)u->frames, u->correct, u->feature_pen, u->diversity};
+    comm_allreduce_sum_f64(v, 6);
     u->loss_sum = v[0];
     u->head_sum = v[1];
     u->frames = (int64_t)v[2];
     u->correct = v[3];
+    u->feature_pen = v[4];
+    u->diversity = v[5];
 }
 
 /* Skip (returns 0) or apply (returns 1) the update whose gradient is in m->grads, normalised. */
@@ -555,7 +655,7 @@ int trainer_step(Trainer *tr, TrainerStep *s, KoeError *err) {
     s->step = st->step;
     model_zero_grad(m);
     ObjectiveStats upd = {0};
-    double samples = 0;
+    double samples = 0, utts = 0;
     ModelRun run = {.train = 1, .seed = rc->run.seed, .step = (uint64_t)st->step};
     watchdog_phase(0, "forward/backward step %lld", (long long)st->step);
     for (int u = 0; u < rc->optim.update_freq; u++) {
@@ -565,6 +665,7 @@ int trainer_step(Trainer *tr, TrainerStep *s, KoeError *err) {
         if (tr->dp && u == rc->optim.update_freq - 1) dp_arm(tr->dp); /* this backward ends the update */
         if (!b || micro_batch(tr, &tr->train, b, run, 1, &upd, err) < 0) return -1;
         samples += (double)b->global_samples;
+        utts += (double)b->global_n;
         st->epoch = b->epoch;
     }
     if (tr->loader) st->consumed = loader_consumed(tr->loader);
@@ -590,6 +691,10 @@ int trainer_step(Trainer *tr, TrainerStep *s, KoeError *err) {
         iv->correct += upd.correct;
         iv->frames += (double)upd.frames;
         iv->gnorm += s->gnorm;
+        iv->pen += upd.feature_pen;
+        iv->diversity += upd.diversity;
+        iv->clipped += optim_clip_coef(s->gnorm, rc->optim.clip_norm) < 1.0;
+        iv->utts += utts;
         iv->code_ppl += upd.code_ppl / rc->optim.update_freq;
         iv->prob_ppl += upd.prob_ppl / rc->optim.update_freq;
         iv->temp += upd.temp / rc->optim.update_freq;
@@ -648,48 +753,157 @@ static double eta_s(const Trainer *tr, double now) {
     return (now - tr->t_start) / (double)(tr->st.step - tr->step0) * (double)(tr->rc->optim.max_updates - tr->st.step);
 }
 
-/* `"name": value` for log.jsonl; JSON has no NaN or Infinity: a non-finite value is null. */
-static void json_num(FILE *f, const char *name, double v, const char *fmt) {
+/* `"name": value` for log.jsonl; JSON has no NaN or Infinity: a non-finite value is null. A finite
+ * value also goes to TensorBoard as printed (so both show the same number), valid_NAME as NAME in
+ * RUN/tb/valid. */
+static void json_num(Trainer *tr, const char *name, double v, const char *fmt) {
+    FILE *f = tr->logf;
     fprintf(f, ", \"%s\": ", name);
-    if (isfinite(v)) fprintf(f, fmt, v);
-    else
+    if (!isfinite(v)) {
         fputs("null", f);
+        return;
+    }
+    char num[64];
+    snprintf(num, sizeof num, fmt, v);
+    fputs(num, f);
+    const int valid = strncmp(name, "valid_", 6) == 0;
+    KOE_ASSERT(tr->tb_n[valid] < (int)(sizeof tr->tb_vals[0] / sizeof tr->tb_vals[0][0]));
+    tr->tb_vals[valid][tr->tb_n[valid]++] = (TfScalar){valid ? name + 6 : name, (float)strtod(num, NULL)};
 }
 
-static void write_log_line(Trainer *tr, double dt, int valid, double vloss, double vacc) {
+/* The log line's scalars to RUN/tb/train and RUN/tb/valid; a failed write turns TensorBoard off. */
+static void tb_write(Trainer *tr) {
+    for (int i = 0; i < 2; i++) {
+        KoeError err;
+        if (tr->tb[i] && tr->tb_n[i] &&
+            tfevents_scalars(tr->tb[i], wall_time(), tr->st.step, tr->tb_vals[i], tr->tb_n[i], &err) < 0) {
+            koe_warn("%s; no more TensorBoard events this run", err.msg);
+            tfevents_close(tr->tb[i]);
+            tr->tb[i] = NULL;
+        }
+        tr->tb_n[i] = 0;
+    }
+}
+
+/* The auxiliary loss terms, per scored frame, where the objective has them (loss = head_loss + these). */
+static void log_loss_terms(Trainer *tr) {
+    const Interval *iv = &tr->iv;
+    const Recipe *rc = tr->rc;
+    const int pen = rc->objective.name != OBJ_BESTRQ && rc->model.frontend == FRONTEND_WAVEFORM;
+    if (!pen && rc->objective.name != OBJ_WAV2VEC2) return;
+    const double fr = iv->frames > 0 ? iv->frames : NAN;
+    json_num(tr, "head_loss", iv->head / fr, "%.9g");
+    if (rc->objective.name == OBJ_WAV2VEC2) json_num(tr, "diversity_loss", iv->diversity / fr, "%.9g");
+    if (pen) json_num(tr, "feature_pen", iv->pen / fr, "%.9g");
+}
+
+static void write_log_line(Trainer *tr, double dt, int valid, double vloss, double vacc, int64_t rss_kb) {
     const Interval *iv = &tr->iv;
     FILE *f = tr->logf;
     const double n = iv->updates;
     fprintf(f, "{\"step\": %lld", (long long)tr->st.step);
-    json_num(f, "loss", iv->frames > 0 ? iv->loss / iv->frames : NAN, "%.9g");
-    json_num(f, "acc", iv->frames > 0 ? iv->correct / iv->frames : NAN, "%.9g");
-    json_num(f, "lr", schedule_lr(&tr->sched, tr->st.step - 1), "%.9g");
-    json_num(f, "grad_norm", n > 0 ? iv->gnorm / n : NAN, "%.9g");
-    json_num(f, "audio_s_per_s", dt > 0 ? iv->samples / KOE_SAMPLE_RATE / dt : 0, "%.4g");
-    fprintf(f, ", \"skipped\": %lld, \"frames\": %lld", (long long)tr->st.skipped, (long long)iv->frames);
+    json_num(tr, "loss", iv->frames > 0 ? iv->loss / iv->frames : NAN, "%.9g");
+    json_num(tr, "acc", iv->frames > 0 ? iv->correct / iv->frames : NAN, "%.9g");
+    json_num(tr, "lr", schedule_lr(&tr->sched, tr->st.step - 1), "%.9g");
+    json_num(tr, "grad_norm", n > 0 ? iv->gnorm / n : NAN, "%.9g");
+    json_num(tr, "audio_s_per_s", dt > 0 ? iv->samples / KOE_SAMPLE_RATE / dt : 0, "%.4g");
+    json_num(tr, "elapsed_s", tr->elapsed0 + koe_now() - tr->t_start, "%.1f");
+    json_num(tr, "max_rss_mb", (double)rss_kb / 1024.0, "%.0f");
+    json_num(tr, "skipped", (double)tr->st.skipped, "%.0f");
+    json_num(tr, "frames", iv->frames, "%.0f");
     if (tr->rc->objective.name == OBJ_WAV2VEC2 && n > 0) {
-        json_num(f, "code_ppl", iv->code_ppl / n, "%.9g");
-        json_num(f, "prob_ppl", iv->prob_ppl / n, "%.9g");
-        json_num(f, "temp", iv->temp / n, "%.9g");
+        json_num(tr, "code_ppl", iv->code_ppl / n, "%.9g");
+        json_num(tr, "prob_ppl", iv->prob_ppl / n, "%.9g");
+        json_num(tr, "temp", iv->temp / n, "%.9g");
     }
-    if (tr->dp) json_num(f, "comm_time_s", n > 0 ? iv->comm / n : 0.0, "%.4g");
+    log_loss_terms(tr);
+    if (tr->code_hist) {
+        json_num(tr, "code_usage", tr->code_usage, "%.9g");
+        json_num(tr, "target_ppl", tr->target_ppl, "%.9g");
+    }
+    json_num(tr, "clip", n > 0 ? iv->clipped / n : NAN, "%.9g");
+    json_num(tr, "utts", n > 0 ? iv->utts / n : NAN, "%.9g");
+    json_num(tr, "epoch", (double)tr->st.epoch, "%.0f");
+    if (tr->dp) json_num(tr, "comm_time_s", n > 0 ? iv->comm / n : 0.0, "%.4g");
     if (valid) {
-        json_num(f, "valid_loss", vloss, "%.9g");
-        json_num(f, "valid_acc", vacc, "%.9g");
+        json_num(tr, "valid_loss", vloss, "%.9g");
+        json_num(tr, "valid_acc", vacc, "%.9g");
     }
     if (tr->log_lines == 0 && tr->step0 == 0) /* a run's first line: which koe started it */
         fprintf(f, ", \"version\": \"%s\"", koe_version());
     fprintf(f, "}\n");
     fflush(f);
     tr->log_lines++;
+    tb_write(tr);
 }
+
+/* A health check fired: say what was seen, its usual causes with the keys to change, and where the
+ * newest checkpoint is; trainer_unhealthy then stops the run (exit 2). */
+static void health_stop(Trainer *tr, const char *key, const char *seen, const char *causes) {
+    tr->unhealthy = 1;
+    char ck[TRAINER_PATH_MAX + 64] = "none yet";
+    if (tr->saved_step >= 0)
+        snprintf(ck, sizeof ck, "%s/latest (step %lld; it resumes)", tr->ckdir, (long long)tr->saved_step);
+    koe_log("health check %s failed at step %lld: %s. Usually: %s. Stopping (exit 2); newest checkpoint: %s; %s=0 "
+            "turns this check off.",
+            key, (long long)tr->st.step, seen, causes, ck, key);
+}
+
+/* Rank 0, at a log line: the run.health_* checks on the interval's values (recipes/README.md). */
+static void health_check(Trainer *tr) {
+    const Recipe *rc = tr->rc;
+    const RecipeRun *run = &rc->run;
+    const Interval *iv = &tr->iv;
+    const double loss = iv->frames > 0 ? iv->loss / iv->frames : NAN;
+    char seen[256];
+    if (!(tr->loss0 > 0) && isfinite(loss)) tr->loss0 = loss;
+    if (rc->objective.name == OBJ_WAV2VEC2 && run->health_min_ppl > 0 && tr->st.step > rc->optim.warmup &&
+        iv->updates > 0) {
+        const double code = iv->code_ppl / iv->updates, prob = iv->prob_ppl / iv->updates;
+        tr->health_run = code < run->health_min_ppl || prob < run->health_min_ppl ? tr->health_run + 1 : 0;
+        snprintf(seen, sizeof seen, "code_ppl %.3g, prob_ppl %.3g below run.health_min_ppl = %g for %d log lines in a row",
+                 code, prob, run->health_min_ppl, tr->health_run);
+        if (tr->health_run >= run->health_patience)
+            health_stop(tr, "run.health_min_ppl", seen,
+                        "the quantizer's codebook collapsed: a learning rate too high for it (lower optim.lr, longer "
+                        "optim.warmup), a Gumbel temperature that falls too fast (objective.temp's decay closer to 1), "
+                        "too weak a diversity term (raise objective.diversity_weight)");
+    }
+    if (tr->code_hist && run->health_min_target_ppl > 0) {
+        tr->health_rq = tr->target_ppl < run->health_min_target_ppl ? tr->health_rq + 1 : 0;
+        snprintf(seen, sizeof seen, "target_ppl %.3g (code_usage %.3g) below run.health_min_target_ppl = %g for %d log "
+                 "lines in a row", tr->target_ppl, tr->code_usage, run->health_min_target_ppl, tr->health_rq);
+        if (tr->health_rq >= run->health_patience)
+            health_stop(tr, "run.health_min_target_ppl", seen,
+                        "BEST-RQ's frozen quantizer maps almost every frame to one code: a degenerate codebook "
+                        "(objective.codebook_size, objective.codebook_dim) or input features that are not "
+                        "normalised or all alike (data.features, the corpus's audio)");
+    }
+    const double drop = run->health_plateau_drop;
+    if (!tr->unhealthy && run->health_plateau_updates > 0 && tr->st.step >= run->health_plateau_updates &&
+        isfinite(loss) && loss > (1.0 - drop) * tr->loss0) {
+        snprintf(seen, sizeof seen, "the loss %.4f has not fallen by run.health_plateau_drop = %g from its first logged "
+                 "value %.4f after %lld updates", loss, drop, tr->loss0, (long long)tr->st.step);
+        health_stop(tr, "run.health_plateau_updates", seen,
+                    "a learning rate far too low or too high (optim.lr, optim.warmup), targets that carry no "
+                    "information (HuBERT: data.labels, objective.label_rate; BEST-RQ: objective.codebook_size), or "
+                    "masks that hide nothing (model.mask_prob, model.mask_length)");
+    }
+}
+
+int trainer_unhealthy(const Trainer *tr) { return tr->unhealthy; }
 
 void trainer_log(Trainer *tr, const TrainerStep *s, int valid, double vloss, double vacc) {
     const double now = koe_now();
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    int64_t rss_kb = ru.ru_maxrss; /* the largest rank's */
+    if (tr->dp) comm_allreduce_max_i64(&rss_kb, 1);
+    if (tr->code_hist) code_stats(tr);
     if (tr->rank == 0 && tr->logf) {
         const Interval *iv = &tr->iv;
         const double dt = now - tr->t_iv;
-        write_log_line(tr, dt, valid, vloss, vacc);
+        write_log_line(tr, dt, valid, vloss, vacc, rss_kb);
         if (!tr->tty || valid) {
             char eta[32];
             fmt_eta(eta, sizeof eta, eta_s(tr, now));
@@ -701,7 +915,9 @@ void trainer_log(Trainer *tr, const TrainerStep *s, int valid, double vloss, dou
                     dt > 0 ? iv->samples / KOE_SAMPLE_RATE / dt : 0, (long long)tr->st.skipped, eta);
             if (valid) koe_log("step %lld valid_loss %.4f valid_acc %.3f", (long long)tr->st.step, vloss, vacc);
         }
+        health_check(tr);
     }
+    if (tr->dp) comm_bcast(&tr->unhealthy, sizeof tr->unhealthy, 0); /* rank 0 checked: every rank stops */
     memset(&tr->iv, 0, sizeof tr->iv);
     tr->t_iv = now;
     trainer_progress(tr, s);
@@ -716,11 +932,31 @@ void trainer_progress(Trainer *tr, const TrainerStep *s) {
     fflush(stderr);
 }
 
+/* run.plot_every: RUN/plots redrawn from log.jsonl, as koe plot does. A failure is a warning. */
+static void plot_redraw(Trainer *tr) {
+    char dir[TRAINER_PATH_MAX + 16];
+    snprintf(dir, sizeof dir, "%s/plots", tr->rc->run.dir);
+    KoeError err;
+    int n = 0;
+    const int rc = run_plot(tr->logpath, dir, PLOT_PNG | PLOT_SVG, NULL, &n, &err);
+    if (rc == PLOT_DRAWN) return;
+    koe_warn("run.plot_every: %s", err.msg);
+    tr->plot_off = rc == PLOT_NO_GNUPLOT;
+}
+
 void trainer_save(Trainer *tr) {
     if (tr->tty) fputc('\n', stderr);
     memcpy(tr->st.log_sums, &tr->iv, sizeof tr->iv);
+    tr->st.log_sums[TRAINER_ELAPSED_SLOT] = tr->elapsed0 + koe_now() - tr->t_start;
+    tr->st.log_sums[TRAINER_LOSS0_SLOT] = tr->loss0;
+    /* every rank writes /state and its checksum: rank 0's sums (the ones it logs; the comm wait and the
+     * clock differ between ranks) */
+    if (tr->dp) comm_bcast(tr->st.log_sums, sizeof tr->st.log_sums, 0);
     ckpt_save(tr->ckdir, &tr->m->table, tr->m->params, tr->adamw.m, tr->adamw.v, tr->s0, tr->s1, tr->rc->text,
               &tr->st, tr->rc->run.keep_last);
+    tr->saved_step = tr->st.step;
+    const int64_t every = tr->rc->run.plot_every;
+    if (tr->rank == 0 && every > 0 && tr->st.step % every == 0 && !tr->plot_off) plot_redraw(tr);
 }
 
 void trainer_stop_signals(sigset_t *set) {

@@ -61,6 +61,9 @@ int trainer_validate(Trainer *tr, double *loss, double *acc, KoeError *err);
 /* Rank 0: one line of RUN/log.jsonl for the interval that ends with update s (non-finite values are
  * written as null), and the progress line or batch-log line. valid: validation ran at this step. */
 void trainer_log(Trainer *tr, const TrainerStep *s, int valid, double vloss, double vacc);
+/* A run.health_* check failed at the last trainer_log (the message is out): every rank returns 1 and the
+ * run must stop with exit code 2. */
+int trainer_unhealthy(const Trainer *tr);
 /* Keeps the interval's sums running on the progress line of a terminal (no log line at this step). */
 void trainer_progress(Trainer *tr, const TrainerStep *s);
 /* The collective checkpoint of the current state (every rank writes its slices of one file). */

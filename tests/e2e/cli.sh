@@ -28,6 +28,7 @@ declare -A flags=(
   [kmeans]="--corpus --source --ckpt --k --out --sample --seed --iters --tol --init --init-sample --cache-dir --threads"
   [label]="--corpus --kmeans --name --ckpt --part --threads"
   [analyze]="--corpus --labels --json"
+  [plot]="--out --ascii"
 )
 [ "$(grep -c '^  [a-z]' <<<"$out")" = $((${#flags[@]} + 2)) ] \
   || { echo "koe help lists other commands than the ${#flags[@]} (+ help, version) this test knows:"; echo "$out"; exit 1; }

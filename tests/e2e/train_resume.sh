@@ -27,7 +27,7 @@ RECIPE="$KOE_ROOT/recipes/tiny/bestrq.ini"
 mpi() { local n=$1; shift; mpirun --oversubscribe -np "$n" -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS "$@"; }
 train() { local n=$1 dir=$2; shift 2; mpi "$n" "$KOE" train "$RECIPE" "${OV[@]}" run.dir="$dir" "$@"; }
 # the log without its timing fields
-strip() { sed -E 's/, "(audio_s_per_s|comm_time_s)": [^,}]*//g' "$1"; }
+strip() { sed -E 's/, "(audio_s_per_s|elapsed_s|max_rss_mb|comm_time_s)": [^,}]*//g' "$1"; }
 same_log() {
     diff <(strip "$1/log.jsonl") <(strip "$2/log.jsonl") > /dev/null ||
         { echo "FAIL: $2/log.jsonl differs from $1/log.jsonl"; diff <(strip "$1/log.jsonl") <(strip "$2/log.jsonl") | head; exit 1; }

@@ -6,7 +6,7 @@
  * group is caught by its checksum, and a run whose only checkpoint is damaged stops rather than
  * starting afresh; the run directory: latest is followed, a corrupt or missing latest falls back to
  * the previous checkpoint, a half-written .tmp is never taken for a checkpoint, keep_last prunes the
- * oldest. */
+ * oldest; a checkpoint from before log_sums grew to CHECKPOINT_LOG_SUMS still resumes. */
 #include <fcntl.h>
 #include <hdf5.h>
 #include <setjmp.h>
@@ -233,6 +233,48 @@ static void test_checksums_catch_flips(void **state) {
     params_table_free(&t);
 }
 
+/* A checkpoint from a koe whose /state/log_sums had 12 entries (its checksum over those 12) resumes:
+ * the 12 are read, the rest are zero. The file is made by rewriting a current one, the checksum by
+ * this test's own FNV-1a 64 over what data/checkpoint.c hashes (the 8 int64 attributes, the sums,
+ * gumbel_temp). */
+static uint64_t fnv(const void *p, size_t n, uint64_t h) {
+    for (size_t i = 0; i < n; i++) h = (h ^ ((const unsigned char *)p)[i]) * 0x100000001B3ULL;
+    return h;
+}
+
+static void test_old_log_sums(void **state) {
+    (void)state;
+    ParamTable t;
+    table(&t);
+    fresh_dir();
+    save(&t, 12, 3);
+    char path[512], hex[17];
+    rundir_step_path(path, sizeof path, dir, 12);
+    TrainState st = state_for(12);
+    const int64_t f[8] = {st.step, st.epoch, st.consumed, (int64_t)st.seed, st.adam_t, st.skipped, st.skips_in_row,
+                          st.sched_step};
+    uint64_t h = fnv(f, sizeof f, 0xCBF29CE484222325ULL);
+    h = fnv(&st.gumbel_temp, sizeof st.gumbel_temp, fnv(st.log_sums, 12 * sizeof(double), h));
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)h);
+    hid_t file = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT), g = H5Gopen2(file, "state", H5P_DEFAULT);
+    assert_true(file >= 0 && g >= 0);
+    assert_true(H5Ldelete(g, "log_sums", H5P_DEFAULT) >= 0 && H5Adelete(g, "checksum") >= 0);
+    assert_int_equal(h5_write_array(g, "log_sums", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, st.log_sums, 12), 0);
+    assert_int_equal(h5_attr_write_str(g, "checksum", hex), 0);
+    H5Gclose(g);
+    H5Fclose(file);
+    const int64_t n = t.total;
+    float *p = malloc((size_t)n * 3 * sizeof *p);
+    TrainState got;
+    char *cfg = NULL, where[512];
+    assert_int_equal(ckpt_load(dir, &t, p, p + n, p + 2 * n, 0, n, &got, &cfg, where, sizeof where), 1);
+    for (int i = 12; i < CHECKPOINT_LOG_SUMS; i++) st.log_sums[i] = 0;
+    assert_memory_equal(&got, &st, sizeof st);
+    free(p), free(cfg);
+    rm_dir();
+    params_table_free(&t);
+}
+
 /* /optim written in slices by separate writer calls (as ZeRO ranks do) reads back as the whole, and
  * the slices' checksums add up to the stored one. */
 static void test_optim_slices(void **state) {
@@ -328,6 +370,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_optim_slices),
         cmocka_unit_test(test_checksums_catch_flips),
         cmocka_unit_test(test_fallback_and_keep_last),
+        cmocka_unit_test(test_old_log_sums),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     comm_finalize();
