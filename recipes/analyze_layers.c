@@ -38,6 +38,7 @@
 #include "../distributed/comm.h"
 #include "../distributed/kmeans.h"
 #include "ckpt_model.h"
+#include "plot.h"
 
 /* Property i is bit ALP_* = 1 << i; the CCA ones come first. */
 static const char *const PROP_NAMES[] = {"mel", "phone", "phone-frame", "intra", "inter", "cka", "pnmi"};
@@ -937,6 +938,49 @@ static int write_dump(Ctx *x, const char *path, KoeError *err) {
     return rc;
 }
 
+/* --out DIR's charts through recipes/plot.h: curves (each property's score by layer), curves_norm
+ * (each min-max normalised to [0, 1], the authors' all-in-one figure) and cka (the heatmap), each as
+ * .png, .svg and the kept .gp script. Without gnuplot the scripts stay and koe says what to install. */
+static void write_plots(const Ctx *x) {
+    int col[N_PROPS];
+    const int nc = columns(x, col);
+    double *xs = koe_malloc((size_t)x->L1 * sizeof *xs), *ys = koe_malloc((size_t)(2 * nc * x->L1 + 1) * sizeof *ys);
+    PlotSeries raw[N_PROPS], norm[N_PROPS];
+    for (int l = 0; l < x->L1; l++) xs[l] = l;
+    for (int c = 0; c < nc; c++) {
+        double *y = ys + 2 * c * x->L1, *z = y + x->L1, lo = INFINITY, hi = -INFINITY;
+        for (int l = 0; l < x->L1; l++) {
+            if (!score(x, col[c], l, &y[l])) y[l] = NAN;
+            if (isfinite(y[l])) lo = fmin(lo, y[l]), hi = fmax(hi, y[l]);
+        }
+        for (int l = 0; l < x->L1; l++) z[l] = hi > lo ? (y[l] - lo) / (hi - lo) : NAN;
+        raw[c] = (PlotSeries){PROP_NAMES[col[c]], xs, y, x->L1};
+        norm[c] = (PlotSeries){PROP_NAMES[col[c]], xs, z, x->L1};
+    }
+    char stem[4200];
+    KoeError err;
+    PlotSpec spec = {.title = "koe analyze layers", .xlabel = "layer (T0 = encoder input)", .ylabel = "score",
+                     .formats = PLOT_PNG | PLOT_SVG};
+    int rc = PLOT_EMPTY;
+    if (nc > 0) {
+        snprintf(stem, sizeof stem, "%s/curves", x->o->out);
+        rc = plot_lines(stem, &spec, raw, nc, &err);
+        spec.ylabel = "score, min-max normalised per property";
+        snprintf(stem, sizeof stem, "%s/curves_norm", x->o->out);
+        if (rc != PLOT_NO_GNUPLOT && rc >= 0) rc = plot_lines(stem, &spec, norm, nc, &err);
+    }
+    if (x->cka && rc != PLOT_NO_GNUPLOT && rc >= 0) {
+        spec = (PlotSpec){.title = "debiased linear CKA between layers", .xlabel = "layer", .ylabel = "layer",
+                          .formats = PLOT_PNG | PLOT_SVG};
+        PlotMatrix mx = {.v = x->cka, .rows = x->L1, .cols = x->L1, .cell_fmt = "%.2f"};
+        snprintf(stem, sizeof stem, "%s/cka", x->o->out);
+        rc = plot_heatmap(stem, &spec, &mx, &err);
+    }
+    if (rc == PLOT_NO_GNUPLOT || rc < 0) koe_warn("--out %s: charts not drawn: %s", x->o->out, err.msg);
+    free(xs);
+    free(ys);
+}
+
 /* Rank 0: the table or JSON on stdout, and --out DIR's files. */
 static int write_outputs(const Ctx *x, KoeError *err) {
     json_t *root = json_report(x);
@@ -957,6 +1001,7 @@ static int write_outputs(const Ctx *x, KoeError *err) {
         FILE *g = rc == 0 && x->cka ? fopen(path, "w") : NULL;
         if (g) write_cka_tsv(x, g), fclose(g);
         if (rc == 0 && (!f || (x->cka && !g))) rc = koe_error_set(err, "--out %s: cannot write the .tsv files", x->o->out);
+        if (rc == 0) write_plots(x);
     }
     json_decref(root);
     return rc;

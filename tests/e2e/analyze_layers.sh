@@ -2,7 +2,7 @@
 # tests/e2e/analyze_layers.sh — `koe analyze layers` on a synthesized corpus (1 minute, phone
 # alignments) and a small untrained model (koe init; 2 x 64 transformer, 128-wide conv stack):
 #   - every property (mel, phone, phone-frame, intra, inter against a second seed's model, cka, pnmi): the table, layers.json, layers.tsv,
-#     cka.tsv; a numpy reference (tests/reference/analyze_layers_ref.py) recomputes every PWCCA,
+#     cka.tsv, the charts curves, curves_norm and cka (.png, .svg, .gp); a numpy reference (tests/reference/analyze_layers_ref.py) recomputes every PWCCA,
 #     mean rho, rho1 and CKA from the dumped units and folds, `koe embed --layer all` and
 #     `koe features --kind fbank`, and must agree to 1e-4 (it also checks the moment path against the
 #     row path);
@@ -35,6 +35,12 @@ cat table.txt run1.log
 grep -q "memory estimate" run1.log || { echo "FAIL: no memory estimate printed"; exit 1; }
 grep -q "^best " table.txt || { echo "FAIL: no best row"; exit 1; }
 test -s out/layers.json && test -s out/layers.tsv && test -s out/cka.tsv
+# the charts through recipes/plot (gnuplot): PNG and SVG by their headers, the scripts kept beside them
+for c in curves curves_norm cka; do
+  [ "$(head -c 8 out/$c.png | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] || { echo "FAIL: out/$c.png is not a PNG"; exit 1; }
+  grep -q "<svg" out/$c.svg || { echo "FAIL: out/$c.svg is not SVG"; exit 1; }
+  test -s out/$c.gp
+done
 "$KOE" embed --ckpt init.h5 --layer all --corpus corpus --out emb.h5 2> /dev/null
 "$KOE" embed --ckpt init2.h5 --layer all --corpus corpus --out emb2.h5 2> /dev/null
 "$KOE" features --corpus corpus --kind fbank --out fbank.h5 2> /dev/null
