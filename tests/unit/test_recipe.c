@@ -230,6 +230,16 @@ static void test_errors_name_line_and_key(void **state) {
         {"[data]\nmin_sample_size = 300000\n", {"x.ini:2:", "min_sample_size", "max_sample_size", NULL}},
         {"[objective]\nname = wav2vec2\nlatent_groups = 3\n", {"x.ini:3:", "latent_groups", NULL}},
         {"[objective]\ntemp = (0.5, 2, 0.9)\n", {"x.ini:2:", "objective.temp", NULL}},
+        /* what the model and the loader cannot run is refused here, naming the key (issue 15) */
+        {"[data]\nfeatures = fbank\n[model]\nfrontend = fbank\nfbank_dim = 81\n", {"x.ini:5:", "model.fbank_dim = 81", "80", NULL}},
+        {"[data]\nfeatures = fbank\n[model]\nfrontend = fbank\nfbank_dim = 40\n", {"x.ini:5:", "model.fbank_dim = 40", NULL}},
+        {"[model]\nconv_feature_layers = [(32,1000000,5)]\n", {"x.ini:2:", "model.conv_feature_layers", "min_sample_size", NULL}},
+        {"[model]\nconv_feature_layers = [(32,10,100000)]*16\n", {"x.ini:2:", "model.conv_feature_layers", NULL}},
+        {"[data]\nfeatures = fbank\nmin_sample_size = 1000\n[model]\nfrontend = fbank\nfbank_stack = 64\n"
+         "[objective]\nname = bestrq\n", {"x.ini:6:", "model.fbank_stack", "x.ini:3", NULL}},
+        {"[model]\nencoder = conformer\nencoder_embed_dim = 40\nencoder_attention_heads = 4\n",
+         {"model.conv_pos_groups = 16", "encoder_embed_dim = 40", "x.ini:3", NULL}},
+        {"[run]\ndir =\n", {"x.ini:2:", "run.dir", "empty", NULL}},
         /* fine as written, but the canonical form lists all 16 layers: too long to store */
         {"[model]\nconv_feature_layers = [(100000,100000,100000),(100001,100000,100000)]*8\n",
          {"x.ini:2:", "conv_feature_layers", "too long", NULL}},
