@@ -240,6 +240,9 @@ static void test_errors_name_line_and_key(void **state) {
         {"[model]\nencoder = conformer\nencoder_embed_dim = 40\nencoder_attention_heads = 4\n",
          {"model.conv_pos_groups = 16", "encoder_embed_dim = 40", "x.ini:3", NULL}},
         {"[run]\ndir =\n", {"x.ini:2:", "run.dir", "empty", NULL}},
+        /* float keys are checked as the float they are stored as, so the stored recipe reads back */
+        {"[model]\ndropout = 0.99999999\n", {"x.ini:2:", "dropout", "32-bit float", "[0, 1)"}},
+        {"[model]\nlayer_norm_eps = 1e-50\n", {"x.ini:2:", "layer_norm_eps", "32-bit float", NULL}},
         /* fine as written, but the canonical form lists all 16 layers: too long to store */
         {"[model]\nconv_feature_layers = [(100000,100000,100000),(100001,100000,100000)]*8\n",
          {"x.ini:2:", "conv_feature_layers", "too long", NULL}},
