@@ -79,7 +79,8 @@ static int train_loop(const Recipe *rc) {
     int code = KOE_EXIT_OK;
     while (trainer_steps_done(tr) < trainer_max_updates(tr)) {
         TrainerStep s;
-        if (trainer_step(tr, &s, &err) < 0) koe_fatal(KOE_EXIT_USAGE, "step %lld: %s", (long long)s.step, err.msg);
+        if (trainer_step(tr, &s, &err) < 0)
+            trainer_fatal(tr, KOE_EXIT_USAGE, "step %lld: %s", (long long)s.step, err.msg);
         if (s.give_up) {
             code = KOE_EXIT_INTERNAL;
             break;
@@ -87,7 +88,8 @@ static int train_loop(const Recipe *rc) {
         double vloss = NAN, vacc = NAN;
         const int valid = trainer_due_valid(tr);
         if (valid && trainer_validate(tr, &vloss, &vacc, &err) < 0)
-            koe_fatal(KOE_EXIT_USAGE, "validation at step %lld: %s", (long long)trainer_steps_done(tr), err.msg);
+            trainer_fatal(tr, KOE_EXIT_USAGE, "validation at step %lld: %s", (long long)trainer_steps_done(tr),
+                          err.msg);
         if (trainer_due_log(tr)) trainer_log(tr, &s, valid, vloss, vacc);
         else
             trainer_progress(tr, &s);
