@@ -287,7 +287,7 @@ static hid_t open_checked(const char *path, KoeError *err) {
 static int read_config_locked(hid_t f, const char *path, char **config_text, KoeError *err) {
     char **s = NULL;
     int64_t n = 0;
-    if (h5_read_strings(f, path, "config", &s, &n, err) < 0) return -1;
+    if (h5_read_strings(f, path, "config", 1, &s, &n, err) < 0) return -1;
     int rc = -1;
     if (n != 1) koe_error_set(err, "%s: /config has %lld entries, expected 1", path, (long long)n);
     else {
