@@ -409,14 +409,9 @@ void prepare_collect(PreparePlan *p, char *const *inputs, int n_inputs, const Pr
         size_t n = strlen(in);
         while (n > 1 && in[n - 1] == '/') in[--n] = 0;
         struct stat st;
-        if (stat(in, &st) != 0) {
-            char why[4400];
-            struct stat lst;
-            if (lstat(in, &lst) == 0)
-                snprintf(why, sizeof why, "%s: dangling symbolic link (its target does not exist)", in);
-            else
-                snprintf(why, sizeof why, "%s: %s", in, strerror(errno));
-            prepare_reject(rej, p->n_orders++, in, why);
+        KoeError why;
+        if (audio_stat(in, &st, &why)) {
+            prepare_reject(rej, p->n_orders++, in, why.msg);
         } else if (S_ISDIR(st.st_mode)) {
             collect_dir(p, &cap, in, opt, rej);
         } else if (ends_with(in, ".tsv")) {
