@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <ini.h>
 
@@ -552,24 +553,30 @@ int recipe_load_model(Recipe *r, const char *name, const ModelConfig *model, int
     return recipe_resolve(r, name, "", model, n_overrides, overrides, err);
 }
 
+/* Far more than any recipe (every key fits in a few kB); reading stops there, so that a device or a
+ * pipe that never ends is refused rather than read until memory runs out. */
+#define RECIPE_MAX_BYTES (1 << 20)
+
 int recipe_load(Recipe *r, const char *path, int n_overrides, char *const *overrides, KoeError *err) {
     memset(r, 0, sizeof *r);
     FILE *f = fopen(path, "rb");
     if (!f) return koe_error_set(err, "cannot open recipe %s: %s", path, strerror(errno));
-    char *text = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len + 4096 + 1 > cap) text = koe_realloc(text, cap = 2 * cap + 4096 + 1);
-        size_t got = fread(text + len, 1, cap - len - 1, f);
-        len += got;
-        if (got == 0) break;
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+        fclose(f);
+        return koe_error_set(err, "recipe %s is a directory; give the .ini file", path);
     }
+    char *text = koe_malloc(RECIPE_MAX_BYTES + 2);
+    size_t len = 0, got;
+    while (len <= RECIPE_MAX_BYTES && (got = fread(text + len, 1, RECIPE_MAX_BYTES + 1 - len, f)) > 0) len += got;
     int bad = ferror(f);
+    const int e = errno;
     fclose(f);
     text[len] = 0;
-    if (bad) {
+    if (bad || len > RECIPE_MAX_BYTES) {
         free(text);
-        return koe_error_set(err, "cannot read recipe %s: read error", path);
+        if (bad) return koe_error_set(err, "cannot read recipe %s: %s", path, strerror(e));
+        return koe_error_set(err, "recipe %s is larger than %d MiB: not a recipe", path, RECIPE_MAX_BYTES >> 20);
     }
     if (strlen(text) != len) {
         free(text);

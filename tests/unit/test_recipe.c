@@ -298,6 +298,12 @@ static void test_files(void **state) {
     assert_int_equal(recipe_load(&r, path, 0, NULL, &err), -1);
     assert_non_null(strstr(err.msg, path));
     assert_non_null(strstr(err.msg, "cannot open"));
+    /* a directory, and a file that never ends, are not recipes (issue 15) */
+    assert_int_equal(recipe_load(&r, tmp, 0, NULL, &err), -1);
+    assert_non_null(strstr(err.msg, "is a directory"));
+    assert_int_equal(recipe_load(&r, "/dev/zero", 0, NULL, &err), -1);
+    assert_non_null(strstr(err.msg, "/dev/zero"));
+    assert_non_null(strstr(err.msg, "MiB"));
 }
 
 static void test_overrides(void **state) {
