@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <math.h>
 #include <omp.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -81,7 +82,13 @@ static int set_value(const CliFlag *f, const char *s, void *opts, char *why, siz
     unsigned long long u;
     double d;
     switch (f->type) {
-    case CLI_STR: *(const char **)dst = s; return 0;
+    case CLI_STR: /* a path or a name: an empty one would fail only after the work (issue 15) */
+        if (!*s) {
+            snprintf(why, n, "empty value");
+            return -1;
+        }
+        *(const char **)dst = s;
+        return 0;
     case CLI_BOOL: *(int *)dst = 1; return 0;
     case CLI_CUSTOM: return f->parse(s, dst, why, n);
     case CLI_INT:
@@ -271,6 +278,11 @@ int cli_threads(int given, int recipe_threads) {
         else n = (int)v;
     }
     if (n < 1) n = 1;
+    cpu_set_t cpus; /* the cores this process may run on (taskset, cgroups, Slurm's binding) */
+    const int cores = sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus) : 0;
+    if (cores > 0 && n > cores)
+        koe_warn("%d threads on %d cores: oversubscribed, every step waits for threads that share a core; "
+                 "use at most %d", n, cores, cores);
     omp_set_num_threads(n);
     return n;
 }

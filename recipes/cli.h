@@ -1,6 +1,7 @@
 /* cli.h — the command line of every koe subcommand, read from one table per command. A command
  * declares each flag once, {flag, type, field, default, range, value name, help}, plus its
- * positional arguments; parsing (checked numbers: "12x", "" and overflow are errors), range checks,
+ * positional arguments; parsing (checked numbers: "12x", "" and overflow are errors; an empty string
+ * value is an error too), range checks,
  * the errors (naming the flag and the accepted range: "koe bench: --batch 0: must be between 1
  * and 4096"), the usage line and `koe help CMD` / `koe CMD --help` all come from that table.
  * Must not: know any one command, or decide what a value means beyond its type and range (that is
@@ -72,5 +73,6 @@ int cli_error(const CliCommand *c, int say, const char *fmt, ...) __attribute__(
 
 /* The thread count of a run, the same way for every command: --threads when given (> 0), else
  * recipe_threads (a recipe's run.threads, 0 when unset or no recipe), else OMP_NUM_THREADS (its
- * first entry), else 1. Sets OpenMP's count to it and returns it. */
+ * first entry), else 1. Sets OpenMP's count to it and returns it; warns when it exceeds the cores
+ * this process may run on. */
 int cli_threads(int given, int recipe_threads);
