@@ -574,8 +574,8 @@ void prepare_plan_shards(PreparePlan *p, int64_t shard_bytes) {
 
 void prepare_shard_name(int k, char *buf, size_t n) { snprintf(buf, n, "shard-%05d.h5", k); }
 
-int prepare_write_shards(const PreparePlan *p, const char *out_dir, int rank, int world, PrepareStats *st,
-                         PrepareRejects *rej, KoeError *err) {
+int prepare_write_shards(const PreparePlan *p, const char *out_dir, int rank, int world,
+                         const volatile sig_atomic_t *stop, PrepareStats *st, PrepareRejects *rej, KoeError *err) {
     memset(st, 0, sizeof *st);
     st->shard_utts = koe_calloc((size_t)(p->n_shards ? p->n_shards : 1), sizeof *st->shard_utts);
     int64_t mine = 0, done = 0;
@@ -589,6 +589,11 @@ int prepare_write_shards(const PreparePlan *p, const char *out_dir, int rank, in
         snprintf(path, sizeof path, "%s/%s", out_dir, name);
         ShardWriter *w = NULL; /* created with the first good input: an all-rejected shard is never written */
         for (int64_t j = p->shard_first[k]; j < p->shard_first[k + 1]; j++) {
+            if (*stop) {
+                shard_writer_abort(w);
+                free(frames);
+                return -2;
+            }
             const PrepareItem *it = &p->items[p->plan[j]];
             Audio a;
             KoeError aerr = {{0}};
