@@ -11,10 +11,13 @@
 #include <sys/stat.h>
 
 #include "../core/common.h"
+#include "../data/checkpoint.h"
 #include "../data/corpus.h"
 #include "../data/h5util.h"
+#include "../data/labels.h"
 #include "../data/shard.h"
 #include "../distributed/comm.h"
+#include "ckpt_model.h"
 #include "commands.h"
 
 typedef struct {
@@ -289,6 +292,36 @@ static int info_generic(hid_t f, const char *path, const char *format) {
     return KOE_EXIT_OK;
 }
 
+/* ---- training's checks ----------------------------------------------------------------------- */
+
+/* A label file DIR/labels/NAME/shard-NNNNN.h5 is checked as koe train checks its set: the whole set
+ * NAME against the corpus DIR. */
+static int check_labels(const char *path, KoeError *err) {
+    char *a = koe_strdup(path), *b = koe_strdup(dirname(a)); /* DIR/labels/NAME */
+    char *name = koe_strdup(basename(b)), *dir = dirname(dirname(b));
+    Corpus c;
+    int rc = corpus_open(&c, dir, err);
+    if (rc == 0) {
+        LabelSet ls;
+        rc = labelset_open(&ls, &c, name, err);
+        if (rc == 0) labelset_close(&ls);
+        corpus_close(&c);
+    }
+    free(a), free(b), free(name);
+    return rc;
+}
+
+/* A checkpoint: its recipe (and that recipe's checks), the encoder's tensors and /model's checksum, as
+ * koe embed, export and a resume read them. */
+static int check_checkpoint(const char *path, KoeError *err) {
+    Recipe r;
+    Model *m = ckpt_model_open(path, 1, 0, NULL, &r, err);
+    if (!m) return -1;
+    model_free(m);
+    recipe_free(&r);
+    return 0;
+}
+
 /* ---- dispatch ------------------------------------------------------------------------------ */
 
 static int info_path(const char *path, int n_ids) {
@@ -325,6 +358,11 @@ static int info_path(const char *path, int n_ids) {
     }
     int rc = info_generic(f, path, format);
     H5Fclose(f);
+    const int labels = !strcmp(format, LABELS_FORMAT), ckpt = !strcmp(format, CHECKPOINT_FORMAT);
+    if (rc == KOE_EXIT_OK && (labels || ckpt) && (labels ? check_labels(path, &err) : check_checkpoint(path, &err))) {
+        fprintf(stderr, "koe info: %s\n", err.msg);
+        rc = KOE_EXIT_USAGE;
+    }
     return rc;
 }
 
