@@ -76,3 +76,7 @@ int cli_error(const CliCommand *c, int say, const char *fmt, ...) __attribute__(
  * first entry), else 1. Sets OpenMP's count to it and returns it; warns when it exceeds the cores
  * this process may run on. */
 int cli_threads(int given, int recipe_threads);
+
+/* The stop signals, SIGINT, SIGTERM and SIGUSR1 (Slurm's --signal=B:USR1@T warning before the time
+ * limit), call handler, which sets a flag that the command checks where stopping is clean. */
+void cli_catch_stop_signals(void (*handler)(int));

@@ -168,16 +168,6 @@ static void on_signal(int sig) {
     stop_requested = 1;
 }
 
-/* SIGINT and SIGTERM stop the writing between two inputs, so that no .tmp shard is left behind. */
-static void catch_stop_signals(void) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-}
-
 static int prepare_command(const void *opts, int n_args, char **args) {
     const PrepareCmdOptions *o = opts;
     const char *out = o->out, *align = o->align;
@@ -230,7 +220,7 @@ static int prepare_command(const void *opts, int n_args, char **args) {
 
     PrepareStats st;
     KoeError err = {{0}};
-    catch_stop_signals();
+    cli_catch_stop_signals(on_signal); /* the writing stops between two inputs: no .tmp shard is left */
     const int wrc = prepare_write_shards(&plan, out, rank, world, &stop_requested, &st, &rej, &err);
     if (wrc == -2)
         koe_fatal(KOE_EXIT_PREEMPTED, "prepare: stopped by a signal: the complete shards of %s are kept, the one "

@@ -117,13 +117,7 @@ static int train_command(const void *opts, int n_args, char **args) {
     sigset_t stop_set;
     trainer_stop_signals(&stop_set);
     pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGUSR1, &sa, NULL); /* Slurm's --signal=B:USR1@T warning before the time limit */
+    cli_catch_stop_signals(on_signal);
     int code = train_loop(&rc);
     recipe_free(&rc);
     return code;
