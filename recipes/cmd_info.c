@@ -40,7 +40,8 @@ const CliCommand cmd_info = {
     .max_args = 1,
     .about = "Summarise a koe file. PATH may be:\n"
              "  a corpus directory (or its corpus.h5): shards, utterances, hours, languages, alignments, settings\n"
-             "  a corpus shard (shard-NNNNN.h5): utterances, duration, compression, languages, first ids\n"
+             "  a corpus shard (shard-NNNNN.h5): utterances, duration, compression, languages, first ids (and\n"
+             "    every utterance's audio is read, so that a damaged chunk is found)\n"
              "  any other koe HDF5 file (features, label set, checkpoint): format, attributes, datasets\n"
              "Every file is checked as the readers used in training check it; a damaged or foreign file is an\n"
              "error (exit 1) naming the file. Under mpirun only rank 0 prints.\n",
@@ -137,6 +138,18 @@ static void print_audio_layout(const CorpusShard *s) {
 
 static int cmp_str_ptr(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
+/* Every utterance's audio, read as the loader reads it: a damaged chunk (fletcher32 or zstd) is found
+ * here, naming the utterance, not in the middle of a training run. */
+static int read_all_audio(CorpusShard *s, KoeError *err) {
+    int64_t max = 1;
+    for (int64_t i = 0; i < s->n; i++) max = s->length[i] > max ? s->length[i] : max;
+    int16_t *buf = koe_malloc((size_t)max * sizeof *buf);
+    int rc = 0;
+    for (int64_t i = 0; i < s->n && rc == 0; i++) rc = corpus_shard_read(s, i, 0, s->length[i], buf, err);
+    free(buf);
+    return rc;
+}
+
 static int info_shard(const char *path, int n_ids) {
     CorpusShard s;
     KoeError err;
@@ -179,8 +192,10 @@ static int info_shard(const char *path, int n_ids) {
         printf("%-24s %-6s %10lld %8.2f  %s\n", s.id[i], s.lang[i], (long long)s.length[i],
                (double)s.length[i] / KOE_SAMPLE_RATE, s.source[i]);
     if (show < s.n) printf("... %lld more\n", (long long)(s.n - show));
+    const int rc = read_all_audio(&s, &err);
+    if (rc) fprintf(stderr, "koe info: %s\n", err.msg);
     corpus_shard_close(&s);
-    return KOE_EXIT_OK;
+    return rc ? KOE_EXIT_USAGE : KOE_EXIT_OK;
 }
 
 /* ---- any other koe file -------------------------------------------------------------------- */

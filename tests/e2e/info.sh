@@ -109,6 +109,20 @@ fails 'offset decreases' "$L"; restore "$L"
 expect ck.txt '^format +koe-checkpoint v1$'
 damage ck.h5 "w = f['model/masked_spec_embed']; a = w[...]; a[0] += 1; w[...] = a"
 fails 'ck\.h5: /model fails its checksum' ck.h5; restore ck.h5
+# a shard whose audio chunk is damaged (fletcher32 fails): named with the utterance
+S=corpus/shard-00000.h5
+cp "$S" "$S.good"
+"$PYTHON" - "$S" <<'PY'
+import sys, h5py
+with h5py.File(sys.argv[1], "r") as f:
+    c = f["audio"].id.get_chunk_info(0)
+with open(sys.argv[1], "r+b") as g:
+    g.seek(c.byte_offset + c.size // 2)
+    b = g.read(1)
+    g.seek(c.byte_offset + c.size // 2)
+    g.write(bytes([b[0] ^ 0x10]))
+PY
+fails "shard-00000\.h5: cannot read samples .* of utterance 'fi/x'.*damaged" "$S"; restore "$S"
 
 # under mpirun, one summary
 mpirun -np 2 "$KOE" info corpus > mpi.txt
