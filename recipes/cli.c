@@ -267,6 +267,16 @@ void cli_help(const CliCommand *c, FILE *out) {
 
 /* ---- threads ----------------------------------------------------------------------------------- */
 
+void cli_catch_stop_signals(void (*handler)(int)) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = handler;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+}
+
 int cli_threads(int given, int recipe_threads) {
     int n = given > 0 ? given : recipe_threads;
     const char *env = getenv("OMP_NUM_THREADS");
@@ -286,14 +296,4 @@ int cli_threads(int given, int recipe_threads) {
                  "use at most %d", n, cores, cores);
     omp_set_num_threads(n);
     return n;
-}
-
-void cli_catch_stop_signals(void (*handler)(int)) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = handler;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGUSR1, &sa, NULL);
 }
