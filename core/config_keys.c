@@ -5,6 +5,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
@@ -62,6 +63,22 @@ static int check_range(const ConfigKey *k, double v, double lo_type, double hi_t
     config_key_range(k, range, sizeof range);
     snprintf(why, wn, "%s is out of range: must be %s", text, range);
     return -1;
+}
+
+/* A float key: v is checked as the float it is stored as, so that what is stored reads back
+ * (0.99999999 rounds to 1, 1e-50 to 0). */
+static int check_float(const ConfigKey *k, double v, float *out, const char *text, char *why, size_t wn) {
+    if (check_range(k, v, -FLT_MAX, FLT_MAX, text, why, wn)) return -1;
+    const float f = (float)v;
+    if (!in_range(k, (double)f)) {
+        char range[96], num[40];
+        config_key_range(k, range, sizeof range);
+        config_format_float(num, sizeof num, f);
+        snprintf(why, wn, "%s is out of range as a 32-bit float (it becomes %s): must be %s", text, num, range);
+        return -1;
+    }
+    *out = f;
+    return 0;
 }
 
 static int parse_integer(const ConfigKey *k, const char *s, double lo_type, double hi_type, long long *out,
@@ -193,8 +210,7 @@ int config_key_parse(const ConfigKey *k, void *field, const char *s, char *why, 
     }
     case K_FLOAT:
         if (parse_real(k, s, &dv, why, wn)) return -1;
-        *(float *)field = (float)dv;
-        return 0;
+        return check_float(k, dv, field, s, why, wn);
     case K_DOUBLE:
         if (parse_real(k, s, &dv, why, wn)) return -1;
         *(double *)field = dv;
@@ -234,10 +250,7 @@ int config_key_set_number(const ConfigKey *k, void *field, double v, char *why, 
         if (check_range(k, v, INT_MIN, INT_MAX, num, why, wn)) return -1;
         *(int *)field = (int)v;
         return 0;
-    case K_FLOAT:
-        if (check_range(k, v, -INFINITY, INFINITY, num, why, wn)) return -1;
-        *(float *)field = (float)v;
-        return 0;
+    case K_FLOAT: return check_float(k, v, field, num, why, wn);
     case K_BOOL:
         if (v != 0 && v != 1) {
             snprintf(why, wn, "%s is not a boolean", num);

@@ -40,13 +40,17 @@ void audio_free(Audio *a) {
     memset(a, 0, sizeof *a);
 }
 
-/* libsndfile clamps a data chunk that claims more bytes than the file holds and says so only in
- * its log ("data : 32000 (should be 15978)"): that is a truncated file or an absurd header. */
-static int check_declared_length(SNDFILE *sf, const char *name, KoeError *err) {
+/* What libsndfile says only in its log. It clamps a data chunk that claims more bytes than the file
+ * holds ("data : 32000 (should be 15978)"): a truncated file or an absurd header. And it sizes a
+ * WAV sample from the bit width alone, so a header declaring 7 bits over 2-byte blocks would decode
+ * as twice the samples: the block alignment must agree with channels x bytes per sample. */
+static int check_declared_length(SNDFILE *sf, const SF_INFO *si, const char *name, KoeError *err) {
     char log[8192];
     sf_command(sf, SFC_GET_LOG_INFO, log, sizeof log);
+    int align = 0, bits = 0;
     for (char *line = log; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
         long long said, should;
+        if (sscanf(line, " Block Align : %d", &align) == 1 || sscanf(line, " Bit Width : %d", &bits) == 1) continue;
         if ((sscanf(line, "data : %lld (should be %lld)", &said, &should) == 2 ||
              sscanf(line, "SSND : %lld (should be %lld)", &said, &should) == 2) &&
             said > should)
@@ -55,6 +59,9 @@ static int check_declared_length(SNDFILE *sf, const char *name, KoeError *err) {
                                  "the file holds %lld; re-export or re-download the file",
                                  name, said, should);
     }
+    if (align > 0 && bits > 0 && align != si->channels * ((bits + 7) / 8))
+        return koe_error_set(err, "%s: absurd header: %d bits per sample in blocks of %d bytes for %d channel(s); "
+                             "re-export the file", name, bits, align, si->channels);
     return 0;
 }
 
@@ -86,14 +93,19 @@ static int check_info(const SF_INFO *si, const char *name, AudioInfo *info, KoeE
 
 /* A path must be a readable, non-empty regular file before libsndfile sees it, so the reason
  * given is the real one (dangling link, directory, permissions) rather than "format not recognised". */
+int audio_stat(const char *path, struct stat *st, KoeError *err) {
+    if (stat(path, st) == 0) return 0;
+    const int e = errno;
+    struct stat lst;
+    if (e == ELOOP) return koe_error_set(err, "%s: symbolic link loop (%s)", path, strerror(e));
+    if (e == ENOENT && lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode))
+        return koe_error_set(err, "%s: dangling symbolic link (its target does not exist)", path);
+    return koe_error_set(err, "%s: cannot read: %s", path, strerror(e));
+}
+
 static int check_path(const char *path, KoeError *err) {
     struct stat st;
-    if (stat(path, &st) != 0) {
-        struct stat lst;
-        if (lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode))
-            return koe_error_set(err, "%s: dangling symbolic link (its target does not exist)", path);
-        return koe_error_set(err, "%s: cannot read: %s", path, strerror(errno));
-    }
+    if (audio_stat(path, &st, err)) return -1;
     if (S_ISDIR(st.st_mode)) return koe_error_set(err, "%s: is a directory, not an audio file", path);
     if (!S_ISREG(st.st_mode)) return koe_error_set(err, "%s: not a regular file", path);
     if (access(path, R_OK) != 0) return koe_error_set(err, "%s: cannot read: %s", path, strerror(errno));
@@ -115,7 +127,7 @@ int audio_probe_file(const char *path, AudioInfo *info, KoeError *err) {
     SNDFILE *sf = open_file(path, &si, err);
     if (!sf) return -1;
     int rc = check_info(&si, path, info, err);
-    if (rc == 0) rc = check_declared_length(sf, path, err);
+    if (rc == 0) rc = check_declared_length(sf, &si, path, err);
     sf_close(sf);
     return rc;
 }
@@ -227,7 +239,7 @@ static int decode_sndfile(SNDFILE *sf, const SF_INFO *si, const char *name, int 
     memset(a, 0, sizeof *a);
     AudioInfo info;
     if (check_info(si, name, &info, err)) return -1;
-    if (check_length && check_declared_length(sf, name, err)) return -1;
+    if (check_length && check_declared_length(sf, si, name, err)) return -1;
     PcmOut o = {0};
     int64_t read;
     if (info.rate == KOE_SAMPLE_RATE && info.channels == 1 && (info.format & SF_FORMAT_SUBMASK) == SF_FORMAT_PCM_16)

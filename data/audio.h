@@ -7,6 +7,7 @@
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "../core/common.h"
 
@@ -32,6 +33,8 @@ typedef struct {
 
 /* Header only (cheap): used to plan shards before decoding. */
 int audio_probe_file(const char *path, AudioInfo *info, KoeError *err);
+/* stat(path), or -1 with the reason: a dangling symbolic link, a link loop, or stat's own error. */
+int audio_stat(const char *path, struct stat *st, KoeError *err);
 int audio_decode_file(const char *path, Audio *a, KoeError *err);
 /* Decode an in-memory file (e.g. a pipe's output). name is used in messages only. Streaming
  * writers put placeholder sizes in headers, so no header-vs-length check is made here. */

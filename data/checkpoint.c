@@ -288,7 +288,7 @@ static hid_t open_checked(const char *path, KoeError *err) {
 static int read_config_locked(hid_t f, const char *path, char **config_text, KoeError *err) {
     char **s = NULL;
     int64_t n = 0;
-    if (h5_read_strings(f, path, "config", &s, &n, err) < 0) return -1;
+    if (h5_read_strings(f, path, "config", 1, &s, &n, err) < 0) return -1;
     int rc = -1;
     if (n != 1) koe_error_set(err, "%s: /config has %lld entries, expected 1", path, (long long)n);
     else {
@@ -345,8 +345,9 @@ static herr_t scan_one(hid_t g, const char *name, const H5L_info_t *info, void *
     return 0;
 }
 
-/* Every /model tensor of the table from an open file into params, then the group's checksum (when
- * stored). extra: tensors the table lacks are allowed (and checksummed). Caller holds h5_lock. */
+/* Every /model tensor of the table from an open file into params, then the group's checksum, which
+ * must be there (as /optim's: a deleted checksum would let a damaged tensor through). extra: tensors
+ * the table lacks are allowed (and checksummed). Caller holds h5_lock. */
 static int read_params_locked(hid_t f, const char *path, const ParamTable *t, float *params, int extra,
                               KoeError *err) {
     int rc = -1;
@@ -404,7 +405,11 @@ static int read_params_locked(hid_t f, const char *path, const ParamTable *t, fl
         if (!ok) goto done;
         sum += tensor_sum(e->name, params + e->offset, e->numel);
     }
-    if (attr_check_sum(g, path, "/model", sum, err) < 0) goto done;
+    const int chk = attr_check_sum(g, path, "/model", sum, err);
+    if (chk == 0)
+        koe_error_set(err, "%s: /model has no checksum (koe writes one with every checkpoint): the file was "
+                      "edited or is damaged", path);
+    if (chk <= 0) goto done;
     rc = 0;
 done:
     H5Gclose(g);

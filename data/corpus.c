@@ -206,11 +206,12 @@ static int index_read_locked(hid_t f, const char *path, CorpusIndex *ix, KoeErro
         return -1;
     ix->settings = koe_malloc(CORPUS_SETTINGS_MAX);
     if (h5_attr_read_str(f, path, "settings", ix->settings, CORPUS_SETTINGS_MAX, err) < 0) return -1;
-    if (h5_read_strings(f, path, "shards", &ix->shards, &ix->n_shards, err) < 0) return -1;
+    /* every shard and every language holds at least one utterance */
+    if (h5_read_strings(f, path, "shards", ix->n_utts, &ix->shards, &ix->n_shards, err) < 0) return -1;
     if (ix->n_shards == 0) return koe_error_set(err, "%s: lists no shards", path);
     if (h5_read_array(f, path, "shard_utts", H5T_NATIVE_INT64, sizeof(int64_t), ix->n_shards, (void **)&ix->shard_utts, NULL, err) < 0)
         return -1;
-    if (h5_read_strings(f, path, "langs", &ix->langs, &ix->n_langs, err) < 0) return -1;
+    if (h5_read_strings(f, path, "langs", ix->n_utts, &ix->langs, &ix->n_langs, err) < 0) return -1;
     if (h5_read_array(f, path, "lang_utts", H5T_NATIVE_INT64, sizeof(int64_t), ix->n_langs, (void **)&ix->lang_utts, NULL, err) < 0 ||
         h5_read_array(f, path, "lang_hours", H5T_NATIVE_DOUBLE, sizeof(double), ix->n_langs, (void **)&ix->lang_hours, NULL, err) < 0)
         return -1;

@@ -247,7 +247,8 @@ int h5_write_strings(hid_t loc, const char *name, char *const *s, int64_t n) {
     return rc;
 }
 
-int h5_read_strings(hid_t loc, const char *path, const char *name, char ***out, int64_t *nout, KoeError *err) {
+int h5_read_strings(hid_t loc, const char *path, const char *name, int64_t max_n, char ***out, int64_t *nout,
+                    KoeError *err) {
     if (H5Lexists(loc, name, H5P_DEFAULT) <= 0)
         return koe_error_set(err, "%s: dataset '%s' is missing", path, name);
     hid_t d = H5Dopen2(loc, name, H5P_DEFAULT);
@@ -255,11 +256,13 @@ int h5_read_strings(hid_t loc, const char *path, const char *name, char ***out, 
     hid_t sp = H5Dget_space(d);
     hid_t ft = H5Dget_type(d);
     int rc = -1;
+    hsize_t n = 0;
     if (H5Sget_simple_extent_ndims(sp) != 1 || H5Tget_class(ft) != H5T_STRING || H5Tis_variable_str(ft) <= 0) {
         koe_error_set(err, "%s: '%s' is not a 1-d variable-length string dataset", path, name);
+    } else if (H5Sget_simple_extent_dims(sp, &n, NULL) < 0 || n > (hsize_t)max_n) {
+        koe_error_set(err, "%s: '%s' has %llu entries, at most %lld expected (damaged file?)", path, name,
+                      (unsigned long long)n, (long long)max_n);
     } else {
-        hsize_t n;
-        H5Sget_simple_extent_dims(sp, &n, NULL);
         char **s = koe_calloc(n ? n : 1, sizeof *s);
         hid_t mt = H5Tcopy(H5T_C_S1);
         H5Tset_size(mt, H5T_VARIABLE);

@@ -56,7 +56,9 @@ int h5_read_array(hid_t loc, const char *path, const char *name, hid_t mem_type,
                   int64_t n_expected, void **out, int64_t *n_out, KoeError *err);
 
 /* Variable-length string datasets (utterance ids, languages, ...): write n strings as a 1-d
- * dataset; read returns n malloc'ed strings (free with h5_strings_free). */
+ * dataset; read returns n malloc'ed strings (free with h5_strings_free), and refuses a dataset of
+ * more than max_n before allocating anything (a damaged dataspace can claim 2^36 entries). */
 int h5_write_strings(hid_t loc, const char *name, char *const *s, int64_t n);
-int h5_read_strings(hid_t loc, const char *path, const char *name, char ***s, int64_t *n, KoeError *err);
+int h5_read_strings(hid_t loc, const char *path, const char *name, int64_t max_n, char ***s, int64_t *n,
+                    KoeError *err);
 void h5_strings_free(char **s, int64_t n);

@@ -409,14 +409,9 @@ void prepare_collect(PreparePlan *p, char *const *inputs, int n_inputs, const Pr
         size_t n = strlen(in);
         while (n > 1 && in[n - 1] == '/') in[--n] = 0;
         struct stat st;
-        if (stat(in, &st) != 0) {
-            char why[4400];
-            struct stat lst;
-            if (lstat(in, &lst) == 0)
-                snprintf(why, sizeof why, "%s: dangling symbolic link (its target does not exist)", in);
-            else
-                snprintf(why, sizeof why, "%s: %s", in, strerror(errno));
-            prepare_reject(rej, p->n_orders++, in, why);
+        KoeError why;
+        if (audio_stat(in, &st, &why)) {
+            prepare_reject(rej, p->n_orders++, in, why.msg);
         } else if (S_ISDIR(st.st_mode)) {
             collect_dir(p, &cap, in, opt, rej);
         } else if (ends_with(in, ".tsv")) {
@@ -579,8 +574,8 @@ void prepare_plan_shards(PreparePlan *p, int64_t shard_bytes) {
 
 void prepare_shard_name(int k, char *buf, size_t n) { snprintf(buf, n, "shard-%05d.h5", k); }
 
-int prepare_write_shards(const PreparePlan *p, const char *out_dir, int rank, int world, PrepareStats *st,
-                         PrepareRejects *rej, KoeError *err) {
+int prepare_write_shards(const PreparePlan *p, const char *out_dir, int rank, int world,
+                         const volatile sig_atomic_t *stop, PrepareStats *st, PrepareRejects *rej, KoeError *err) {
     memset(st, 0, sizeof *st);
     st->shard_utts = koe_calloc((size_t)(p->n_shards ? p->n_shards : 1), sizeof *st->shard_utts);
     int64_t mine = 0, done = 0;
@@ -594,6 +589,11 @@ int prepare_write_shards(const PreparePlan *p, const char *out_dir, int rank, in
         snprintf(path, sizeof path, "%s/%s", out_dir, name);
         ShardWriter *w = NULL; /* created with the first good input: an all-rejected shard is never written */
         for (int64_t j = p->shard_first[k]; j < p->shard_first[k + 1]; j++) {
+            if (*stop) {
+                shard_writer_abort(w);
+                free(frames);
+                return -2;
+            }
             const PrepareItem *it = &p->items[p->plan[j]];
             Audio a;
             KoeError aerr = {{0}};

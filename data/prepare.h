@@ -13,6 +13,7 @@
  * Rejections carry the candidate's position so that the report is in input order whoever found them.
  * No MPI here: rank and world are plain ints. */
 #pragma once
+#include <signal.h>
 #include <stdint.h>
 
 #include "../core/common.h"
@@ -91,8 +92,10 @@ void prepare_plan_shards(PreparePlan *p, int64_t shard_bytes);
 /* Shard file name of plan shard k ("shard-00042.h5"); buf of at least 32 bytes. */
 void prepare_shard_name(int k, char *buf, size_t n);
 /* Returns -1 (err filled) only when a shard cannot be written (disk full, HDF5 error): bad inputs
- * are rejections, not errors. stats->shard_utts is allocated here. */
-int prepare_write_shards(const PreparePlan *p, const char *out_dir, int rank, int world, PrepareStats *stats,
-                         PrepareRejects *rej, KoeError *err);
+ * are rejections, not errors. *stop (a signal handler's flag) is checked before each input: when
+ * set, the shard being written is removed (no .tmp is left) and -2 returned. stats->shard_utts is
+ * allocated here. */
+int prepare_write_shards(const PreparePlan *p, const char *out_dir, int rank, int world,
+                         const volatile sig_atomic_t *stop, PrepareStats *stats, PrepareRejects *rej, KoeError *err);
 void prepare_plan_free(PreparePlan *p);
 void prepare_stats_free(PrepareStats *s);

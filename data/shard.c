@@ -289,7 +289,7 @@ void shard_writer_abort(ShardWriter *w) {
 
 static int read_strings_n(hid_t loc, const char *path, const char *name, int64_t n, char ***out, KoeError *err) {
     int64_t got;
-    if (h5_read_strings(loc, path, name, out, &got, err) < 0) return -1;
+    if (h5_read_strings(loc, path, name, n, out, &got, err) < 0) return -1;
     if (got != n) {
         h5_strings_free(*out, got);
         *out = NULL;
@@ -320,9 +320,9 @@ static int check_audio(CorpusShard *s, KoeError *err) {
     hid_t sp = H5Dget_space(a), ft = H5Dget_type(a);
     int rc = -1;
     hsize_t len = 0;
-    if (H5Sget_simple_extent_ndims(sp) != 1 || H5Tget_class(ft) != H5T_INTEGER || H5Tget_size(ft) != 2 ||
-        H5Tget_sign(ft) != H5T_SGN_2) {
-        koe_error_set(err, "%s: /audio is not a 1-d int16 dataset", s->path);
+    /* exactly little-endian int16: a moved bit offset or precision is still a 2-byte signed integer */
+    if (H5Sget_simple_extent_ndims(sp) != 1 || H5Tequal(ft, H5T_STD_I16LE) <= 0) {
+        koe_error_set(err, "%s: /audio is not a 1-d little-endian int16 dataset (damaged file?)", s->path);
     } else {
         H5Sget_simple_extent_dims(sp, &len, NULL);
         s->samples = (int64_t)len;
@@ -354,7 +354,7 @@ static int open_align(CorpusShard *s, hid_t file, KoeError *err) {
     int rc = -1;
     int64_t n_frames = 0;
     hid_t d = -1;
-    if (h5_read_strings(g, s->path, "phones", &s->phones, &s->n_phones, err) < 0) goto out;
+    if (h5_read_strings(g, s->path, "phones", SHARD_NO_PHONE - 1, &s->phones, &s->n_phones, err) < 0) goto out;
     if (s->n_phones == 0 || s->n_phones >= SHARD_NO_PHONE) {
         koe_error_set(err, "%s: /align/phones has %lld entries (1..%d expected)", s->path, (long long)s->n_phones,
                       SHARD_NO_PHONE - 1);
@@ -424,12 +424,10 @@ static int shard_open_locked(CorpusShard *s, const char *path, KoeError *err) {
     hid_t g = H5Gopen2(file, "utt", H5P_DEFAULT);
     if (g < 0) return koe_error_set(err, "%s: cannot open /utt: %s", path, h5_last_error());
     int rc = -1;
-    if (h5_read_array(g, path, "offset", H5T_NATIVE_INT64, sizeof(int64_t), -1, (void **)&s->offset, &n_len, err) == 0) {
+    /* the dataspace is checked against n_utts before anything that size is allocated */
+    if (h5_read_array(g, path, "offset", H5T_NATIVE_INT64, sizeof(int64_t), n_attr, (void **)&s->offset, &n_len, err) == 0) {
         s->n = n_len;
-        if (s->n != n_attr)
-            koe_error_set(err, "%s: /utt/offset has %lld entries, attribute n_utts says %lld", path, (long long)s->n,
-                          (long long)n_attr);
-        else if (h5_read_array(g, path, "length", H5T_NATIVE_INT64, sizeof(int64_t), s->n, (void **)&s->length, NULL, err) == 0 &&
+        if (h5_read_array(g, path, "length", H5T_NATIVE_INT64, sizeof(int64_t), s->n, (void **)&s->length, NULL, err) == 0 &&
                  read_strings_n(g, path, "id", s->n, &s->id, err) == 0 &&
                  read_strings_n(g, path, "lang", s->n, &s->lang, err) == 0 &&
                  read_strings_n(g, path, "speaker", s->n, &s->speaker, err) == 0 &&

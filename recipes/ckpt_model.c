@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../data/checkpoint.h"
 
@@ -13,7 +14,22 @@ int64_t ckpt_model_min_input(const ModelConfig *c) {
     return r;
 }
 
-Model *ckpt_model_open(const char *path, int max_B, int64_t max_samples, Recipe *r, KoeError *err) {
+/* The attention probabilities of every layer, (L, H, T, T) floats, dominate the activations of a long
+ * utterance (3 hours at 50 Hz: 4.7 TB); more than the machine's memory is refused before allocating. */
+static int check_fits(const char *path, const ModelConfig *c, int64_t max_S, int64_t max_samples, const char *longest,
+                      KoeError *err) {
+    const double T = (double)model_frames(c, max_S), gib = 1024.0 * 1024.0 * 1024.0;
+    const double need = (double)(c->L ? c->L : 1) * c->H * T * T * sizeof(float) / gib;
+    const double have = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE) / gib;
+    if (have <= 0 || need <= have) return 0;
+    return koe_error_set(err, "%s: utterance %s is %.1f minutes long: the encoder's attention over its %.0f frames "
+                         "needs %.0f GiB, more than this machine's %.0f GiB; split recordings longer than a few "
+                         "minutes into pieces before koe prepare", path, longest ? longest : "(the longest)",
+                         (double)max_samples / KOE_SAMPLE_RATE / 60.0, T, need, have);
+}
+
+Model *ckpt_model_open(const char *path, int max_B, int64_t max_samples, const char *longest, Recipe *r,
+                       KoeError *err) {
     char *text = NULL;
     if (checkpoint_read_config(path, &text, err) < 0) return NULL;
     char name[4200];
@@ -21,15 +37,13 @@ Model *ckpt_model_open(const char *path, int max_B, int64_t max_samples, Recipe 
     int rc = recipe_load_string(r, name, text, 0, NULL, err);
     free(text);
     if (rc < 0) return NULL;
-    const int fbank = r->model.frontend == FRONTEND_FBANK;
-    if (fbank && r->model.fbank_dim != features_dim(FEAT_FBANK)) {
-        koe_error_set(err, "%s: model.fbank_dim = %d, but koe computes %d-bin fbank", path, r->model.fbank_dim,
-                      features_dim(FEAT_FBANK));
+    const int fbank = r->model.frontend == FRONTEND_FBANK; /* the recipe check refused fbank_dim != 80 */
+    const int64_t max_S = fbank ? features_num_frames(max_samples) : max_samples;
+    const int64_t lo = ckpt_model_min_input(&r->model);
+    if (check_fits(path, &r->model, max_S > lo ? max_S : lo, max_samples, longest, err) < 0) {
         recipe_free(r);
         return NULL;
     }
-    const int64_t max_S = fbank ? features_num_frames(max_samples) : max_samples;
-    const int64_t lo = ckpt_model_min_input(&r->model);
     Model *m = model_create(&r->model, max_B, max_S > lo ? max_S : lo);
     if (checkpoint_read_encoder(path, &m->table, m->params, err) < 0) {
         model_free(m);

@@ -12,9 +12,12 @@
 /* The shortest input (samples, or fbank frames) that gives one encoder frame. */
 int64_t ckpt_model_min_input(const ModelConfig *cfg);
 /* r receives the recipe (recipe_free it); the model holds one forward of up to max_B utterances of
- * max_samples samples each (as input frames for an fbank frontend). NULL with err filled on failure:
- * also for an fbank frontend whose fbank_dim is not the 80 bins koe computes. */
-Model *ckpt_model_open(const char *path, int max_B, int64_t max_samples, Recipe *r, KoeError *err);
+ * max_samples samples each (as input frames for an fbank frontend). NULL with err filled on failure
+ * (also when the stored recipe fails the recipe checks, e.g. an fbank_dim other than koe's 80 bins,
+ * and when the attention over an utterance of max_samples would not fit in this machine's memory:
+ * the message names longest, the id of that utterance, when given). */
+Model *ckpt_model_open(const char *path, int max_B, int64_t max_samples, const char *longest, Recipe *r,
+                       KoeError *err);
 
 /* Encoder frames of an utterance of n samples. */
 int64_t ckpt_model_frames(const Model *m, int64_t n);

@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <math.h>
 #include <omp.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -83,7 +85,13 @@ static int set_value(const CliFlag *f, const char *s, void *opts, char *why, siz
     unsigned long long u;
     double d;
     switch (f->type) {
-    case CLI_STR: *(const char **)dst = s; return 0;
+    case CLI_STR: /* a path or a name: an empty one would fail only after the work (issue 15) */
+        if (!*s) {
+            snprintf(why, n, "empty value");
+            return -1;
+        }
+        *(const char **)dst = s;
+        return 0;
     case CLI_BOOL: *(int *)dst = 1; return 0;
     case CLI_CUSTOM: return f->parse(s, dst, why, n);
     case CLI_INT:
@@ -261,6 +269,16 @@ void cli_help(const CliCommand *c, FILE *out) {
 
 /* ---- threads ----------------------------------------------------------------------------------- */
 
+void cli_catch_stop_signals(void (*handler)(int)) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = handler;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+}
+
 int cli_threads(int given, int recipe_threads) {
     int n = given > 0 ? given : recipe_threads;
     const char *env = getenv("OMP_NUM_THREADS");
@@ -273,6 +291,11 @@ int cli_threads(int given, int recipe_threads) {
         else n = (int)v;
     }
     if (n < 1) n = 1;
+    cpu_set_t cpus; /* the cores this process may run on (taskset, cgroups, Slurm's binding) */
+    const int cores = sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus) : 0;
+    if (cores > 0 && n > cores)
+        koe_warn("%d threads on %d cores: oversubscribed, every step waits for threads that share a core; "
+                 "use at most %d", n, cores, cores);
     omp_set_num_threads(n);
     return n;
 }

@@ -1,6 +1,7 @@
 /* cli.h — the command line of every koe subcommand, read from one table per command. A command
  * declares each flag once, {flag, type, field, default, range, value name, help}, plus its
- * positional arguments; parsing (checked numbers: "12x", "" and overflow are errors), range checks,
+ * positional arguments; parsing (checked numbers: "12x", "" and overflow are errors; an empty string
+ * value is an error too), range checks,
  * the errors (naming the flag and the accepted range: "koe bench: --batch 0: must be between 1
  * and 4096"), the usage line and `koe help CMD` / `koe CMD --help` all come from that table.
  * Must not: know any one command, or decide what a value means beyond its type and range (that is
@@ -70,9 +71,14 @@ int cli_parse(const CliCommand *c, int argc, char **argv, void *opts, char **arg
  * prints "koe NAME: MESSAGE (see `koe help NAME`)" when say, and returns KOE_EXIT_USAGE. */
 int cli_error(const CliCommand *c, int say, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* The stop signals, SIGINT, SIGTERM and SIGUSR1 (Slurm's --signal=B:USR1@T warning before the time
+ * limit), call handler, which sets a flag that the command checks where stopping is clean. */
+void cli_catch_stop_signals(void (*handler)(int));
+
 /* The thread count of a run, the same way for every command: --threads when given (> 0), else
  * recipe_threads (a recipe's run.threads, 0 when unset or no recipe), else OMP_NUM_THREADS (its
- * first entry), else 1. Sets OpenMP's count to it and returns it. */
+ * first entry), else 1. Sets OpenMP's count to it and returns it; warns when it exceeds the cores
+ * this process may run on. */
 int cli_threads(int given, int recipe_threads);
 
 /* A file or directory shipped with koe, found from the running binary: BUILD/koe -> ../SOURCE

@@ -144,12 +144,12 @@ static int bench_command(const void *opts, int n_args, char **args) {
     TrainerStep st;
     for (int s = 0; s <= steps; s++) {
         if (s == 1) model_profile_reset(m);
-        if (trainer_step(tr, &st, &err) < 0) koe_fatal(KOE_EXIT_USAGE, "bench: step %d: %s", s, err.msg);
+        if (trainer_step(tr, &st, &err) < 0) trainer_fatal(tr, KOE_EXIT_USAGE, "bench: step %d: %s", s, err.msg);
         times[s] = st.seconds;
         if (s) audio_s += st.samples / KOE_SAMPLE_RATE / steps;
         if (comm_rank() == 0) printf("step %d loss %.9g frames %lld seconds %.3f\n", s, st.loss, (long long)st.frames,
                                      st.seconds);
-        if (!isfinite(st.loss)) koe_fatal(KOE_EXIT_INTERNAL, "bench: step %d: loss is %g", s, st.loss);
+        if (!isfinite(st.loss)) trainer_fatal(tr, KOE_EXIT_INTERNAL, "bench: step %d: loss is %g", s, st.loss);
     }
     qsort(times + 1, (size_t)steps, sizeof *times, cmp_double);
     const double med = times[1 + steps / 2];

@@ -87,6 +87,7 @@ typedef struct {
     int16_t **pcm;  /* WAV inputs: decoded up front; corpus: NULL (read one at a time) */
     Corpus *corpus; /* the corpus read from, or NULL */
     int64_t max_len; /* samples of the longest (at least 1) */
+    int longest;     /* its index */
 } Inputs;
 
 static void inputs_free(Inputs *in) {
@@ -148,7 +149,9 @@ static int inputs_from_wavs(Inputs *in, char **wavs, int n_wavs) {
 static int inputs_load(Inputs *in, Corpus *c, const char *corpus_dir, char **wavs, int n_wavs) {
     if ((corpus_dir ? inputs_from_corpus(in, c, corpus_dir) : inputs_from_wavs(in, wavs, n_wavs)) < 0) return -1;
     in->max_len = 1;
-    for (int i = 0; i < in->n; i++) in->max_len = in->len[i] > in->max_len ? in->len[i] : in->max_len;
+    in->longest = 0;
+    for (int i = 0; i < in->n; i++)
+        if (in->len[i] > in->max_len) in->max_len = in->len[in->longest = i];
     return 0;
 }
 
@@ -241,7 +244,7 @@ static int feats_finish(hid_t f, hid_t ds, const char *tmp, const Inputs *in, co
 static int run(const char *ckpt, int layer, const char *out, Inputs *in) {
     KoeError err;
     Recipe r;
-    Model *m = ckpt_model_open(ckpt, 1, in->max_len, &r, &err);
+    Model *m = ckpt_model_open(ckpt, 1, in->max_len, in->n ? in->id[in->longest] : NULL, &r, &err);
     if (!m) {
         fprintf(stderr, "koe embed: %s\n", err.msg);
         return KOE_EXIT_USAGE;

@@ -11,10 +11,13 @@
 #include <sys/stat.h>
 
 #include "../core/common.h"
+#include "../data/checkpoint.h"
 #include "../data/corpus.h"
 #include "../data/h5util.h"
+#include "../data/labels.h"
 #include "../data/shard.h"
 #include "../distributed/comm.h"
+#include "ckpt_model.h"
 #include "commands.h"
 
 typedef struct {
@@ -37,7 +40,8 @@ const CliCommand cmd_info = {
     .max_args = 1,
     .about = "Summarise a koe file. PATH may be:\n"
              "  a corpus directory (or its corpus.h5): shards, utterances, hours, languages, alignments, settings\n"
-             "  a corpus shard (shard-NNNNN.h5): utterances, duration, compression, languages, first ids\n"
+             "  a corpus shard (shard-NNNNN.h5): utterances, duration, compression, languages, first ids (and\n"
+             "    every utterance's audio is read, so that a damaged chunk is found)\n"
              "  any other koe HDF5 file (features, label set, checkpoint): format, attributes, datasets\n"
              "Every file is checked as the readers used in training check it; a damaged or foreign file is an\n"
              "error (exit 1) naming the file. Under mpirun only rank 0 prints.\n",
@@ -134,6 +138,18 @@ static void print_audio_layout(const CorpusShard *s) {
 
 static int cmp_str_ptr(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
+/* Every utterance's audio, read as the loader reads it: a damaged chunk (fletcher32 or zstd) is found
+ * here, naming the utterance, not in the middle of a training run. */
+static int read_all_audio(CorpusShard *s, KoeError *err) {
+    int64_t max = 1;
+    for (int64_t i = 0; i < s->n; i++) max = s->length[i] > max ? s->length[i] : max;
+    int16_t *buf = koe_malloc((size_t)max * sizeof *buf);
+    int rc = 0;
+    for (int64_t i = 0; i < s->n && rc == 0; i++) rc = corpus_shard_read(s, i, 0, s->length[i], buf, err);
+    free(buf);
+    return rc;
+}
+
 static int info_shard(const char *path, int n_ids) {
     CorpusShard s;
     KoeError err;
@@ -176,8 +192,10 @@ static int info_shard(const char *path, int n_ids) {
         printf("%-24s %-6s %10lld %8.2f  %s\n", s.id[i], s.lang[i], (long long)s.length[i],
                (double)s.length[i] / KOE_SAMPLE_RATE, s.source[i]);
     if (show < s.n) printf("... %lld more\n", (long long)(s.n - show));
+    const int rc = read_all_audio(&s, &err);
+    if (rc) fprintf(stderr, "koe info: %s\n", err.msg);
     corpus_shard_close(&s);
-    return KOE_EXIT_OK;
+    return rc ? KOE_EXIT_USAGE : KOE_EXIT_OK;
 }
 
 /* ---- any other koe file -------------------------------------------------------------------- */
@@ -289,6 +307,36 @@ static int info_generic(hid_t f, const char *path, const char *format) {
     return KOE_EXIT_OK;
 }
 
+/* ---- training's checks ----------------------------------------------------------------------- */
+
+/* A label file DIR/labels/NAME/shard-NNNNN.h5 is checked as koe train checks its set: the whole set
+ * NAME against the corpus DIR. */
+static int check_labels(const char *path, KoeError *err) {
+    char *a = koe_strdup(path), *b = koe_strdup(dirname(a)); /* DIR/labels/NAME */
+    char *name = koe_strdup(basename(b)), *dir = dirname(dirname(b));
+    Corpus c;
+    int rc = corpus_open(&c, dir, err);
+    if (rc == 0) {
+        LabelSet ls;
+        rc = labelset_open(&ls, &c, name, err);
+        if (rc == 0) labelset_close(&ls);
+        corpus_close(&c);
+    }
+    free(a), free(b), free(name);
+    return rc;
+}
+
+/* A checkpoint: its recipe (and that recipe's checks), the encoder's tensors and /model's checksum, as
+ * koe embed, export and a resume read them. */
+static int check_checkpoint(const char *path, KoeError *err) {
+    Recipe r;
+    Model *m = ckpt_model_open(path, 1, 0, NULL, &r, err);
+    if (!m) return -1;
+    model_free(m);
+    recipe_free(&r);
+    return 0;
+}
+
 /* ---- dispatch ------------------------------------------------------------------------------ */
 
 static int info_path(const char *path, int n_ids) {
@@ -325,6 +373,11 @@ static int info_path(const char *path, int n_ids) {
     }
     int rc = info_generic(f, path, format);
     H5Fclose(f);
+    const int labels = !strcmp(format, LABELS_FORMAT), ckpt = !strcmp(format, CHECKPOINT_FORMAT);
+    if (rc == KOE_EXIT_OK && (labels || ckpt) && (labels ? check_labels(path, &err) : check_checkpoint(path, &err))) {
+        fprintf(stderr, "koe info: %s\n", err.msg);
+        rc = KOE_EXIT_USAGE;
+    }
     return rc;
 }
 

@@ -5,6 +5,7 @@
  * command line and does the collectives. */
 #include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,6 +161,13 @@ static void allreduce_i64_chunked(int64_t *v, int64_t n) {
     for (int64_t i = 0; i < n; i += 1 << 26) comm_allreduce_sum_i64(v + i, (int)(n - i < (1 << 26) ? n - i : 1 << 26));
 }
 
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig) {
+    (void)sig;
+    stop_requested = 1;
+}
+
 static int prepare_command(const void *opts, int n_args, char **args) {
     const PrepareCmdOptions *o = opts;
     const char *out = o->out, *align = o->align;
@@ -212,8 +220,12 @@ static int prepare_command(const void *opts, int n_args, char **args) {
 
     PrepareStats st;
     KoeError err = {{0}};
-    if (prepare_write_shards(&plan, out, rank, world, &st, &rej, &err))
-        koe_fatal(KOE_EXIT_INTERNAL, "prepare: %s", err.msg);
+    cli_catch_stop_signals(on_signal); /* the writing stops between two inputs: no .tmp shard is left */
+    const int wrc = prepare_write_shards(&plan, out, rank, world, &stop_requested, &st, &rej, &err);
+    if (wrc == -2)
+        koe_fatal(KOE_EXIT_PREEMPTED, "prepare: stopped by a signal: the complete shards of %s are kept, the one "
+                  "being written was removed and there is no corpus.h5; run the command again with --force", out);
+    if (wrc) koe_fatal(KOE_EXIT_INTERNAL, "prepare: %s", err.msg);
 
     /* Totals and rejections to rank 0. */
     allreduce_i64_chunked(st.shard_utts, plan.n_shards);

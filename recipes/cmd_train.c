@@ -88,7 +88,8 @@ static int train_loop(const Recipe *rc) {
     int code = KOE_EXIT_OK;
     while (trainer_steps_done(tr) < trainer_max_updates(tr)) {
         TrainerStep s;
-        if (trainer_step(tr, &s, &err) < 0) koe_fatal(KOE_EXIT_USAGE, "step %lld: %s", (long long)s.step, err.msg);
+        if (trainer_step(tr, &s, &err) < 0)
+            trainer_fatal(tr, KOE_EXIT_USAGE, "step %lld: %s", (long long)s.step, err.msg);
         if (s.give_up) {
             code = KOE_EXIT_INTERNAL;
             break;
@@ -96,7 +97,8 @@ static int train_loop(const Recipe *rc) {
         double vloss = NAN, vacc = NAN;
         const int valid = trainer_due_valid(tr);
         if (valid && trainer_validate(tr, &vloss, &vacc, &err) < 0)
-            koe_fatal(KOE_EXIT_USAGE, "validation at step %lld: %s", (long long)trainer_steps_done(tr), err.msg);
+            trainer_fatal(tr, KOE_EXIT_USAGE, "validation at step %lld: %s", (long long)trainer_steps_done(tr),
+                          err.msg);
         if (trainer_due_log(tr)) trainer_log(tr, &s, valid, vloss, vacc);
         else
             trainer_progress(tr, &s);
@@ -128,13 +130,7 @@ static int train_command(const void *opts, int n_args, char **args) {
     sigset_t stop_set;
     trainer_stop_signals(&stop_set);
     pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGUSR1, &sa, NULL); /* Slurm's --signal=B:USR1@T warning before the time limit */
+    cli_catch_stop_signals(on_signal);
     int code = train_loop(&rc);
     recipe_free(&rc);
     return code;

@@ -13,8 +13,9 @@ int feature_source_open(FeatureSource *s, const char *source, const char *ckpt, 
     if (strlen(source) >= sizeof s->source) return koe_error_set(err, "source '%s' is too long", source);
     snprintf(s->source, sizeof s->source, "%s", source);
     s->max_len = 1;
+    int64_t longest = 0;
     for (int64_t i = 0; i < c->n_utts; i++)
-        if (c->utt_length[i] > s->max_len) s->max_len = c->utt_length[i];
+        if (c->utt_length[i] > s->max_len) s->max_len = c->utt_length[longest = i];
     if (!strcmp(source, "mfcc")) {
         s->dim = features_dim(FEAT_MFCC);
         s->frame_rate = FEATURES_FRAME_RATE;
@@ -30,7 +31,7 @@ int feature_source_open(FeatureSource *s, const char *source, const char *ckpt, 
         if (!ckpt) return koe_error_set(err, "source '%s' needs --ckpt CKPT.h5 (the model whose layer is clustered)", source);
         s->layer = (int)n;
         if (koe_file_checksum(ckpt, s->ckpt_checksum, err) < 0) return -1;
-        s->m = ckpt_model_open(ckpt, 1, s->max_len, &s->r, err);
+        s->m = ckpt_model_open(ckpt, 1, s->max_len, c->n_utts ? corpus_utt_id(c, longest) : NULL, &s->r, err);
         if (!s->m) return -1;
         if (s->layer > s->m->cfg.L) {
             koe_error_set(err, "%s: source %s: the model has layers 0..%d", ckpt, source, s->m->cfg.L);

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <ini.h>
 
@@ -359,24 +360,62 @@ static const char *where(const ParseState *ps, const char *section, const char *
     return buf;
 }
 
-/* Rules between keys. The message names the first key's place and value, then the other's. */
-static int check_recipe(const ParseState *ps, KoeError *err) {
+#define WHERE1(s, k) where(ps, s, k, w1, sizeof w1)
+#define WHERE2(s, k) where(ps, s, k, w2, sizeof w2)
+
+/* Whether an input of n samples (or fbank frames) gives at least one encoder frame; the receptive
+ * field is checked against n at each layer, since a stack of large strides overflows int64. */
+static int frontend_fits(const ModelConfig *m, int64_t n) {
+    if (m->frontend == FRONTEND_FBANK) return n >= m->fbank_stack;
+    int64_t r = 1;
+    for (int i = m->n_conv - 1; i >= 0; i--)
+        if (__builtin_mul_overflow(r - 1, (int64_t)m->conv_stride[i], &r) ||
+            __builtin_add_overflow(r, (int64_t)m->conv_kernel[i], &r) || r > n)
+            return 0;
+    return 1;
+}
+
+/* Rules between [model] keys, and between [model] and [data]. */
+static int check_model(const ParseState *ps, KoeError *err) {
     const Recipe *r = ps->r;
     const ModelConfig *m = &r->model;
     char w1[1200], w2[1200];
-#define WHERE1(s, k) where(ps, s, k, w1, sizeof w1)
-#define WHERE2(s, k) where(ps, s, k, w2, sizeof w2)
     if (m->D % m->H)
         return koe_error_set(err, "%s: model.encoder_attention_heads = %d must divide model.encoder_embed_dim = %d (%s)",
                              WHERE1("model", "encoder_attention_heads"), m->H, m->D,
                              WHERE2("model", "encoder_embed_dim"));
-    if (m->encoder == ENCODER_TRANSFORMER && m->D % m->pos_conv_groups)
+    if (m->D % m->pos_conv_groups) /* both encoders start with the convolutional positional embedding */
         return koe_error_set(err, "%s: model.conv_pos_groups = %d must divide model.encoder_embed_dim = %d (%s)",
                              WHERE1("model", "conv_pos_groups"), m->pos_conv_groups, m->D,
                              WHERE2("model", "encoder_embed_dim"));
     if (m->encoder == ENCODER_CONFORMER && m->conformer_kernel % 2 == 0)
         return koe_error_set(err, "%s: model.depthwise_conv_kernel_size = %d must be odd (same-length convolution)",
                              WHERE1("model", "depthwise_conv_kernel_size"), m->conformer_kernel);
+    if (m->frontend == FRONTEND_FBANK && m->fbank_dim != features_dim(FEAT_FBANK))
+        return koe_error_set(err, "%s: model.fbank_dim = %d, but koe computes %d-bin fbank; set model.fbank_dim = %d",
+                             WHERE1("model", "fbank_dim"), m->fbank_dim, features_dim(FEAT_FBANK),
+                             features_dim(FEAT_FBANK));
+    const int64_t min_len = r->data.loader.plan.min_sample_size;
+    const int64_t min_in = m->frontend == FRONTEND_FBANK ? features_num_frames(min_len) : min_len;
+    if (!frontend_fits(m, min_in)) {
+        const int fb = m->frontend == FRONTEND_FBANK;
+        return koe_error_set(err, "%s: %s: an utterance of data.min_sample_size = %" PRId64 " samples (%s) gives "
+                             "no encoder frame; raise data.min_sample_size or shrink the %s",
+                             WHERE1("model", fb ? "fbank_stack" : "conv_feature_layers"),
+                             fb ? "model.fbank_stack" : "model.conv_feature_layers", min_len,
+                             WHERE2("data", "min_sample_size"), fb ? "stack" : "kernels and strides");
+    }
+    return 0;
+}
+
+/* Rules between keys. The message names the first key's place and value, then the other's. */
+static int check_recipe(const ParseState *ps, KoeError *err) {
+    const Recipe *r = ps->r;
+    char w1[1200], w2[1200];
+    if (check_model(ps, err)) return -1;
+    if (!r->run.dir[0])
+        return koe_error_set(err, "%s: run.dir is empty; name the run directory (relative paths are under the "
+                             "current directory)", WHERE1("run", "dir"));
     if (r->data.loader.plan.min_sample_size > r->data.loader.plan.max_sample_size)
         return koe_error_set(err, "%s: data.min_sample_size = %" PRId64 " is above data.max_sample_size = %" PRId64 " (%s)",
                              WHERE1("data", "min_sample_size"), r->data.loader.plan.min_sample_size, r->data.loader.plan.max_sample_size,
@@ -405,6 +444,7 @@ static int check_recipe(const ParseState *ps, KoeError *err) {
     if (ob->name == OBJ_WAV2VEC2 && vq_dim % ob->latent_groups)
         return koe_error_set(err, "%s: objective.latent_groups = %d must divide the codevector dim %d (latent_dim, or final_dim when latent_dim = 0)",
                              WHERE1("objective", "latent_groups"), ob->latent_groups, vq_dim);
+    const ModelConfig *m = &r->model;
     if (m->frontend == FRONTEND_FBANK && r->data.loader.features != FEAT_FBANK)
         return koe_error_set(err, "%s: model.frontend = fbank needs data.features = fbank (%s)",
                              WHERE1("model", "frontend"), WHERE2("data", "features"));
@@ -420,10 +460,10 @@ static int check_recipe(const ParseState *ps, KoeError *err) {
         return koe_error_set(err, "%s: objective.name = wav2vec2 quantizes the conv features: it needs "
                                   "model.frontend = waveform (%s)",
                              WHERE1("objective", "name"), WHERE2("model", "frontend"));
-#undef WHERE1
-#undef WHERE2
     return 0;
 }
+#undef WHERE1
+#undef WHERE2
 
 /* Every resolved line must fit libinih's line (INI_MAX_LINE 200 with '\r', '\n' and NUL), or the
  * stored recipe would not parse again. */
@@ -511,9 +551,8 @@ static int recipe_resolve(Recipe *r, const char *name, const char *text, const M
     }
     for (int i = 0; i < n_overrides; i++)
         if (apply_override(&ps, i, err)) return -1;
-    if (check_recipe(&ps, err)) return -1;
     r->text = format_recipe(r);
-    if (check_lines(&ps, err)) {
+    if (check_lines(&ps, err) || check_recipe(&ps, err)) {
         recipe_free(r);
         return -1;
     }
@@ -531,24 +570,30 @@ int recipe_load_model(Recipe *r, const char *name, const ModelConfig *model, int
     return recipe_resolve(r, name, "", model, n_overrides, overrides, err);
 }
 
+/* Far more than any recipe (every key fits in a few kB); reading stops there, so that a device or a
+ * pipe that never ends is refused rather than read until memory runs out. */
+#define RECIPE_MAX_BYTES (1 << 20)
+
 int recipe_load(Recipe *r, const char *path, int n_overrides, char *const *overrides, KoeError *err) {
     memset(r, 0, sizeof *r);
     FILE *f = fopen(path, "rb");
     if (!f) return koe_error_set(err, "cannot open recipe %s: %s", path, strerror(errno));
-    char *text = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len + 4096 + 1 > cap) text = koe_realloc(text, cap = 2 * cap + 4096 + 1);
-        size_t got = fread(text + len, 1, cap - len - 1, f);
-        len += got;
-        if (got == 0) break;
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+        fclose(f);
+        return koe_error_set(err, "recipe %s is a directory; give the .ini file", path);
     }
+    char *text = koe_malloc(RECIPE_MAX_BYTES + 2);
+    size_t len = 0, got;
+    while (len <= RECIPE_MAX_BYTES && (got = fread(text + len, 1, RECIPE_MAX_BYTES + 1 - len, f)) > 0) len += got;
     int bad = ferror(f);
+    const int e = errno;
     fclose(f);
     text[len] = 0;
-    if (bad) {
+    if (bad || len > RECIPE_MAX_BYTES) {
         free(text);
-        return koe_error_set(err, "cannot read recipe %s: read error", path);
+        if (bad) return koe_error_set(err, "cannot read recipe %s: %s", path, strerror(e));
+        return koe_error_set(err, "recipe %s is larger than %d MiB: not a recipe", path, RECIPE_MAX_BYTES >> 20);
     }
     if (strlen(text) != len) {
         free(text);

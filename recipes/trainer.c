@@ -6,6 +6,7 @@
 #include <math.h>
 #include <omp.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -588,6 +589,16 @@ void trainer_close(Trainer *tr) {
     if (tr->has_valid) close_side(&tr->valid);
     close_side(&tr->train);
     free(tr);
+}
+
+void trainer_fatal(Trainer *tr, int code, const char *fmt, ...) {
+    char msg[KOE_ERR_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    trainer_close(tr);
+    koe_fatal(code, "%s", msg);
 }
 
 /* ---- one update ------------------------------------------------------------------------------------ */

@@ -75,6 +75,9 @@ void trainer_stopped(Trainer *tr);
 /* After the last update: says where the final checkpoint is. */
 void trainer_done(Trainer *tr);
 void trainer_close(Trainer *tr);
+/* A failed step or validation ends the process: closes tr first (its loader's threads read HDF5, and
+ * exit() tears HDF5 down under them), then koe_fatal(code, ...). */
+void trainer_fatal(Trainer *tr, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4), noreturn));
 
 int64_t trainer_steps_done(const Trainer *tr);
 int64_t trainer_max_updates(const Trainer *tr);

@@ -61,6 +61,8 @@ R="$KOE_ROOT/recipes/tiny/hubert.ini"
 expect_usage "koe bench: --batch 0: must be between 1 and 4096" bench "$R" --batch 0
 expect_usage "koe bench: --batch 12x: not an integer" bench "$R" --batch 12x
 expect_usage "koe bench: --batch '': not an integer" bench "$R" --batch ""
+expect_usage "koe features: --out '': empty value" features --corpus c --kind fbank --out ""
+expect_usage "koe kmeans: --out '': empty value" kmeans --corpus c --source mfcc --k 8 --out ""
 expect_usage "koe bench: --batch 99999999999999999999: must be between 1 and 4096" bench "$R" --batch 99999999999999999999
 expect_usage "koe bench: --seconds 0: must be greater than 0 and at most 3600" bench "$R" --seconds 0
 expect_usage "koe bench: --seconds 4s: not a number" bench "$R" --seconds 4s

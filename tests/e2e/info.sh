@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # info.sh — `koe info` on a corpus (directory and corpus.h5), a shard, a features file made by
-# h5py, and on things that are not koe files (each a clear error naming the file, exit 1); under
-# mpirun only rank 0 prints.
+# h5py, and on things that are not koe files (each a clear error naming the file, exit 1); label
+# files and checkpoints damaged as training would refuse them are refused; under mpirun only rank 0
+# prints.
 set -euo pipefail
 cd "$KOE_TMP"
 mkdir -p info && cd info
@@ -81,6 +82,47 @@ mkdir -p broken && cp corpus/corpus.h5 broken/
 fails 'broken/shard-00000\.h5: cannot open' broken
 fails 'corpus.h5: .*No such file' in
 fails 'unknown option' --frobnicate corpus
+
+# label files and checkpoints get training's checks: what koe train or embed refuses, info refuses
+# (issue 15: info said OK to a failed checksum, decreasing offsets, n_classes = 0, a NaN frame rate)
+"$KOE" kmeans --corpus corpus --source mfcc --k 2 --out km.h5 2> /dev/null
+"$KOE" label --corpus corpus --kmeans km.h5 --name k2 2> /dev/null
+L=corpus/labels/k2/shard-00000.h5
+"$KOE" info "$L" > labels.txt
+expect labels.txt '^format +koe-labels v1$'
+damage() { # damage FILE PYTHON: a copy of FILE edited by the python lines (f: the h5py file)
+  cp "$1" "$1.good"
+  "$PYTHON" -c "import h5py, numpy as np
+f = h5py.File('$1', 'r+')
+$2
+f.close()"
+}
+restore() { mv "$1.good" "$1"; }
+damage "$L" "f.attrs['n_classes'] = np.int64(0)"
+fails 'n_classes = 0' "$L"; restore "$L"
+damage "$L" "f.attrs['frame_rate'] = np.nan"
+fails 'frame_rate = nan' "$L"; restore "$L"
+damage "$L" "o = f['offset'][...]; o[1], o[2] = o[2], o[1]; f['offset'][...] = o"
+fails 'offset decreases' "$L"; restore "$L"
+"$KOE" init "$KOE_ROOT/recipes/tiny/hubert.ini" --out ck.h5 model.encoder_layers=1 2> /dev/null
+"$KOE" info ck.h5 > ck.txt
+expect ck.txt '^format +koe-checkpoint v1$'
+damage ck.h5 "w = f['model/masked_spec_embed']; a = w[...]; a[0] += 1; w[...] = a"
+fails 'ck\.h5: /model fails its checksum' ck.h5; restore ck.h5
+# a shard whose audio chunk is damaged (fletcher32 fails): named with the utterance
+S=corpus/shard-00000.h5
+cp "$S" "$S.good"
+"$PYTHON" - "$S" <<'PY'
+import sys, h5py
+with h5py.File(sys.argv[1], "r") as f:
+    c = f["audio"].id.get_chunk_info(0)
+with open(sys.argv[1], "r+b") as g:
+    g.seek(c.byte_offset + c.size // 2)
+    b = g.read(1)
+    g.seek(c.byte_offset + c.size // 2)
+    g.write(bytes([b[0] ^ 0x10]))
+PY
+fails "shard-00000\.h5: cannot read samples .* of utterance 'fi/x'.*damaged" "$S"; restore "$S"
 
 # under mpirun, one summary
 mpirun -np 2 "$KOE" info corpus > mpi.txt

@@ -2,7 +2,8 @@
 # prepare_kill.sh — a prepare killed with SIGKILL mid-run leaves no shard-*.h5 that is not complete
 # (only shard-*.h5.tmp leftovers, and no corpus.h5), and a re-run with --force succeeds and gives
 # the same corpus as an undisturbed run. The inputs are wav.scp pipes that sleep before catting
-# their file, so the kill lands while a shard is half written without any timing guesswork.
+# their file, so the kill lands while a shard is half written without any timing guesswork. SIGTERM
+# at the same point stops between two inputs: exit 3, a message, and the half shard removed.
 set -euo pipefail
 D=$KOE_TMP/prepare_kill
 REF="$PYTHON $KOE_ROOT/tests/reference/prepare_inputs.py"
@@ -25,6 +26,21 @@ ls -l "$D/out"
 [ ! -e "$D/out/shard-00002.h5" ] || { echo "FAIL: a half-written shard has the final name"; exit 1; }
 [ ! -e "$D/out/corpus.h5" ] || { echo "FAIL: a killed run left a corpus index"; exit 1; }
 $REF check-shards "$D/out"  # every shard-*.h5 left is complete and readable
+
+# SIGTERM (Slurm's, or a user's) at the same point: a message, exit 3, and no .tmp left (issue 15)
+$KOE prepare --out "$D/term" "${args[@]}" 2> "$D/stderr-term" &
+pid=$!
+for _ in $(seq 3000); do
+  [ -e "$D/term/shard-00001.h5" ] && [ -e "$D/term/shard-00002.h5.tmp" ] && break
+  sleep 0.01
+done
+kill -TERM $pid
+rc=0; wait $pid || rc=$?
+[ $rc = 3 ] || { cat "$D/stderr-term"; echo "FAIL: SIGTERM: exit $rc, expected 3"; exit 1; }
+grep -q "stopped by a signal.*--force" "$D/stderr-term" || { cat "$D/stderr-term"; echo "FAIL: no message"; exit 1; }
+[ -z "$(ls "$D/term" | grep '\.tmp$' || true)" ] || { ls "$D/term"; echo "FAIL: SIGTERM left a .tmp"; exit 1; }
+[ ! -e "$D/term/corpus.h5" ] || { echo "FAIL: a stopped run left a corpus index"; exit 1; }
+$REF check-shards "$D/term"
 
 $KOE prepare --out "$D/out" --force "${args[@]}" 2> "$D/stderr-rerun" || { cat "$D/stderr-rerun"; echo "FAIL: re-run"; exit 1; }
 [ -z "$(ls "$D/out" | grep '\.tmp$' || true)" ] || { ls "$D/out"; echo "FAIL: .tmp leftovers after the re-run"; exit 1; }

@@ -2,9 +2,10 @@
 # tests/e2e/train_errors.sh — `koe train` refuses bad input with exit 1 and a message naming what is
 # wrong: a recipe typo (file:line and the key), a missing corpus, a missing label set, a label rate
 # that disagrees with the label set, labels made for another corpus (fingerprint), a resume with
-# another seed. And the non-finite guard: with a NaN in the weights every update is skipped (logged as
-# null in log.jsonl, which stays JSON), the run
-# stops after optim.max_skips in a row with exit 2 and writes no checkpoint.
+# another seed; recipes the model or loader cannot run (fbank_dim other than 80, an empty run.dir, a
+# conv stack wider than the shortest utterance). And the non-finite guard: with a NaN in the weights
+# every update is skipped (logged as null in log.jsonl, which stays JSON), the run stops after
+# optim.max_skips in a row with exit 2 and writes no checkpoint.
 set -euo pipefail
 T="$KOE_TMP/train_errors"
 mkdir -p "$T"
@@ -48,6 +49,22 @@ mkdir -p c2/labels && cp -r c1/labels/km8 c2/labels/
 expect_fail 1 "c2" "koe label" -- "$R" data.corpus=c2 data.labels=km8 run.dir=r "${SMALL[@]}"
 expect_fail 1 "c2" -- "$R" data.corpus=c1 data.labels=km8 data.valid_corpus=c2 run.dir=r "${SMALL[@]}"
 
+# a label out of range is found at the first step, while the loader's threads read ahead: the error,
+# exit 1, and the threads joined before exit (under ASan an exit() under them crashed; issue 15)
+cp -r c1 cdmg
+"$PYTHON" -c "import h5py; f = h5py.File('cdmg/labels/km8/shard-00000.h5', 'r+'); f['/labels'][:] = 200"
+expect_fail 1 "label 200 >= n_classes 8" "koe label" -- "$R" data.corpus=cdmg data.labels=km8 run.dir=rdmg \
+  "${SMALL[@]}" data.threads=2
+
+# what the model or the loader cannot run is refused before anything is written (issue 15)
+B="$KOE_ROOT/recipes/tiny/bestrq.ini"
+expect_fail 1 "model.fbank_dim = 81" "80" -- "$B" data.corpus=c1 run.dir=r81 model.fbank_dim=81 \
+  optim.max_updates=2 optim.warmup=1
+[ ! -e r81 ] || { echo "FAIL: r81 written"; exit 1; }
+expect_fail 1 "run.dir" "empty" -- "$R" data.corpus=c1 data.labels=km8 run.dir= "${SMALL[@]}"
+expect_fail 1 "model.conv_feature_layers" "min_sample_size" -- "$R" data.corpus=c1 data.labels=km8 run.dir=r \
+  "${SMALL[@]}" "model.conv_feature_layers=[(32,1000000,5)]"
+
 # a good run, then a resume with another seed is refused
 "$KOE" train "$R" data.corpus=c1 data.labels=km8 run.dir=good "${SMALL[@]}" > /dev/null 2> good.err \
   || { cat good.err; exit 1; }
@@ -61,12 +78,12 @@ echo step-00000006.h5 > nan/checkpoints/latest
 "$PYTHON" - nan/checkpoints/step-00000006.h5 << 'PY'
 import sys, h5py, numpy as np
 with h5py.File(sys.argv[1], "r+") as f:
-    del f["model"].attrs["checksum"]  # a model group without a checksum is accepted (koe init's older files)
     w = f["model/label_embeddings"]
     a = w[...]
     a[0, 0] = np.nan
     w[...] = a
 PY
+"$PYTHON" "$KOE_ROOT/tests/reference/ckpt_checksum.py" nan/checkpoints/step-00000006.h5  # the NaN is on purpose
 expect_fail 2 "update skipped" "optim.max_skips" "checkpoint" -- "$R" data.corpus=c1 data.labels=km8 run.dir=nan \
   "${SMALL[@]}" optim.max_updates=20 optim.max_skips=3
 test "$(ls nan/checkpoints)" = "$(printf 'latest\nstep-00000006.h5')"

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torchaudio.models import wav2vec2_model
 
+from ckpt_checksum import model_checksum
+
 CONV = [(32, 10, 5), (32, 3, 2), (32, 2, 2)]
 D, L, H, F, K, G = 64, 2, 4, 128, 16, 4
 LENGTHS = [4000, 3100, 2210]
@@ -102,6 +104,7 @@ def main():
                 f.create_dataset("grad/" + hf_name(k), data=p.grad.numpy().astype(np.float32))
             rng = np.random.default_rng(ci)
             f.create_dataset("model/masked_spec_embed", data=rng.uniform(size=D).astype(np.float32))
+            f["model"].attrs["checksum"] = model_checksum(f["model"])  # koe refuses a /model without one
             f.create_dataset("input/wav", data=wav.numpy().astype(np.float32))
             f.create_dataset("input/len", data=np.array(LENGTHS, dtype=np.float32))
             for i, h in enumerate(hidden):

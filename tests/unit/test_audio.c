@@ -238,6 +238,9 @@ static void test_bad_inputs(void **state) {
     expect_bad(tmp_path("missing.wav"), "No such file");
     assert_int_equal(symlink(tmp_path("nowhere.wav"), tmp_path("dangling.wav")), 0);
     expect_bad(tmp_path("dangling.wav"), "dangling symbolic link");
+    assert_int_equal(symlink("loop2.wav", tmp_path("loop1.wav")), 0);
+    assert_int_equal(symlink("loop1.wav", tmp_path("loop2.wav")), 0);
+    expect_bad(tmp_path("loop1.wav"), "symbolic link loop");
     assert_int_equal(mkdir(tmp_path("dir.wav"), 0755), 0);
     expect_bad(tmp_path("dir.wav"), "is a directory");
     write_bytes(tmp_path("empty.wav"), "", 0);
@@ -268,6 +271,10 @@ static void test_bad_inputs(void **state) {
     h[24] = 1, h[25] = 0, h[26] = 0, h[27] = 0; /* 1 Hz */
     write_bytes(tmp_path("rate1.wav"), h, nb);
     expect_bad(tmp_path("rate1.wav"), "absurd header: sample rate 1 Hz");
+    memcpy(h, wav, nb);
+    h[34] = 7; /* 7 bits per sample in 2-byte blocks: libsndfile would read 1 byte per sample */
+    write_bytes(tmp_path("bits7.wav"), h, nb);
+    expect_bad(tmp_path("bits7.wav"), "7 bits per sample");
     free(h);
 
     /* A file whose header claims more than 4 hours is refused from the header alone. */

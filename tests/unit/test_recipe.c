@@ -232,6 +232,19 @@ static void test_errors_name_line_and_key(void **state) {
         {"[data]\nmin_sample_size = 300000\n", {"x.ini:2:", "min_sample_size", "max_sample_size", NULL}},
         {"[objective]\nname = wav2vec2\nlatent_groups = 3\n", {"x.ini:3:", "latent_groups", NULL}},
         {"[objective]\ntemp = (0.5, 2, 0.9)\n", {"x.ini:2:", "objective.temp", NULL}},
+        /* what the model and the loader cannot run is refused here, naming the key (issue 15) */
+        {"[data]\nfeatures = fbank\n[model]\nfrontend = fbank\nfbank_dim = 81\n", {"x.ini:5:", "model.fbank_dim = 81", "80", NULL}},
+        {"[data]\nfeatures = fbank\n[model]\nfrontend = fbank\nfbank_dim = 40\n", {"x.ini:5:", "model.fbank_dim = 40", NULL}},
+        {"[model]\nconv_feature_layers = [(32,1000000,5)]\n", {"x.ini:2:", "model.conv_feature_layers", "min_sample_size", NULL}},
+        {"[model]\nconv_feature_layers = [(32,10,100000)]*16\n", {"x.ini:2:", "model.conv_feature_layers", NULL}},
+        {"[data]\nfeatures = fbank\nmin_sample_size = 1000\n[model]\nfrontend = fbank\nfbank_stack = 64\n"
+         "[objective]\nname = bestrq\n", {"x.ini:6:", "model.fbank_stack", "x.ini:3", NULL}},
+        {"[model]\nencoder = conformer\nencoder_embed_dim = 40\nencoder_attention_heads = 4\n",
+         {"model.conv_pos_groups = 16", "encoder_embed_dim = 40", "x.ini:3", NULL}},
+        {"[run]\ndir =\n", {"x.ini:2:", "run.dir", "empty", NULL}},
+        /* float keys are checked as the float they are stored as, so the stored recipe reads back */
+        {"[model]\ndropout = 0.99999999\n", {"x.ini:2:", "dropout", "32-bit float", "[0, 1)"}},
+        {"[model]\nlayer_norm_eps = 1e-50\n", {"x.ini:2:", "layer_norm_eps", "32-bit float", NULL}},
         /* fine as written, but the canonical form lists all 16 layers: too long to store */
         {"[model]\nconv_feature_layers = [(100000,100000,100000),(100001,100000,100000)]*8\n",
          {"x.ini:2:", "conv_feature_layers", "too long", NULL}},
@@ -287,6 +300,12 @@ static void test_files(void **state) {
     assert_int_equal(recipe_load(&r, path, 0, NULL, &err), -1);
     assert_non_null(strstr(err.msg, path));
     assert_non_null(strstr(err.msg, "cannot open"));
+    /* a directory, and a file that never ends, are not recipes (issue 15) */
+    assert_int_equal(recipe_load(&r, tmp, 0, NULL, &err), -1);
+    assert_non_null(strstr(err.msg, "is a directory"));
+    assert_int_equal(recipe_load(&r, "/dev/zero", 0, NULL, &err), -1);
+    assert_non_null(strstr(err.msg, "/dev/zero"));
+    assert_non_null(strstr(err.msg, "MiB"));
 }
 
 static void test_overrides(void **state) {

@@ -338,6 +338,58 @@ static void test_wrong_format_refused(void **state) {
     assert_non_null(strstr(err.msg, t));
 }
 
+/* Replaces dataset name of shard path by an empty chunked one of n elements of type t (nothing
+ * written: the file stays small whatever n claims). */
+static void replace_dataset(const char *path, const char *name, hid_t t, hsize_t n) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    assert_true(f >= 0);
+    assert_true(H5Ldelete(f, name, H5P_DEFAULT) >= 0);
+    hsize_t chunk = 1024;
+    hid_t sp = H5Screate_simple(1, &n, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, 1, &chunk);
+    hid_t d = H5Dcreate2(f, name, t, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    assert_true(d >= 0);
+    H5Dclose(d);
+    H5Pclose(dcpl);
+    H5Sclose(sp);
+    H5Fclose(f);
+}
+
+/* Issue 15: one flipped bit in the metadata. A dataspace claiming 2^36 entries is refused before
+ * anything that size is allocated; an /audio type that is a 2-byte signed integer but not
+ * little-endian int16 (its bit offset moved) is refused, not decoded wrong. */
+static void test_damaged_metadata_refused(void **state) {
+    (void)state;
+    KoeError err;
+    CorpusShard s;
+    const char *p = tpath("meta.h5");
+    const hsize_t huge = (hsize_t)1 << 36;
+    write_shard(p, "", 0, 2, 0);
+    replace_dataset(p, "utt/offset", H5T_STD_I64LE, huge);
+    assert_int_equal(corpus_shard_open(&s, p, &err), -1);
+    assert_non_null(strstr(err.msg, "offset"));
+    write_shard(p, "", 0, 2, 0);
+    hid_t vs = H5Tcopy(H5T_C_S1);
+    H5Tset_size(vs, H5T_VARIABLE);
+    replace_dataset(p, "utt/id", vs, huge);
+    H5Tclose(vs);
+    assert_int_equal(corpus_shard_open(&s, p, &err), -1);
+    assert_non_null(strstr(err.msg, "'id'"));
+    write_shard(p, "", 0, 2, 0);
+    hid_t t = H5Tcopy(H5T_STD_I16LE);
+    H5Tset_precision(t, 8);
+    H5Tset_offset(t, 8);
+    hid_t f = H5Fopen(p, H5F_ACC_RDONLY, H5P_DEFAULT);
+    int64_t n = 0;
+    assert_int_equal(h5_attr_read_i64(f, p, "samples", &n, &err), 0);
+    H5Fclose(f);
+    replace_dataset(p, "audio", t, (hsize_t)n);
+    H5Tclose(t);
+    assert_int_equal(corpus_shard_open(&s, p, &err), -1);
+    assert_non_null(strstr(err.msg, "/audio"));
+    assert_non_null(strstr(err.msg, "int16"));
+}
+
 static void test_duplicate_id_in_shard_refused(void **state) {
     (void)state;
     KoeError err;
@@ -539,6 +591,7 @@ int main(void) {
         cmocka_unit_test(test_bit_flip_detected),
         cmocka_unit_test(test_truncated_refused),
         cmocka_unit_test(test_wrong_format_refused),
+        cmocka_unit_test(test_damaged_metadata_refused),
         cmocka_unit_test(test_duplicate_id_in_shard_refused),
         cmocka_unit_test(test_killed_writer_tmp_not_a_shard),
         cmocka_unit_test(test_corpus_round_trip),
