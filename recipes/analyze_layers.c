@@ -1011,7 +1011,7 @@ static int write_outputs(const Ctx *x, KoeError *err) {
 static int open_second(Ctx *x, KoeError *err) {
     const AnalyzeLayersOpts *o = x->o;
     if (!o->ckpt2) return koe_error_set(err, "--props inter needs --ckpt2 CKPT.h5 (the model to compare with)");
-    if (!(x->m2 = ckpt_model_open(o->ckpt2, 1, x->max_len, &x->r2, err))) return -1;
+    if (!(x->m2 = ckpt_model_open(o->ckpt2, 1, x->max_len, NULL, &x->r2, err))) return -1;
     ckpt_input_init(&x->in2, x->m2, x->max_len);
     x->D2 = x->m2->cfg.D;
     const double rate2 = ckpt_model_frame_rate(x->m2);
@@ -1031,7 +1031,7 @@ static int ctx_open(Ctx *x, const AnalyzeLayersOpts *o, KoeError *err) {
     x->have_corpus = 1;
     x->max_len = 400;
     for (int64_t u = 0; u < x->c.n_utts; u++) x->max_len = x->c.utt_length[u] > x->max_len ? x->c.utt_length[u] : x->max_len;
-    if (!(x->m = ckpt_model_open(o->ckpt, 1, x->max_len, &x->r, err))) return -1;
+    if (!(x->m = ckpt_model_open(o->ckpt, 1, x->max_len, NULL, &x->r, err))) return -1;
     ckpt_input_init(&x->in, x->m, x->max_len);
     const ModelConfig *mc = &x->m->cfg;
     x->L1 = mc->L + 1, x->D = mc->D;
