@@ -85,7 +85,7 @@ static int set_value(const CliFlag *f, const char *s, void *opts, char *why, siz
     unsigned long long u;
     double d;
     switch (f->type) {
-    case CLI_STR: /* a path or a name: an empty one would fail only after the work (issue 15) */
+    case CLI_STR: /* a path or a name: an empty one would fail only after the work */
         if (!*s) {
             snprintf(why, n, "empty value");
             return -1;

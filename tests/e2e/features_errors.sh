@@ -25,7 +25,7 @@ expect_fail "$T/nothere" --corpus "$T/nothere" --kind mfcc --out "$T/x.h5"
 expect_fail "$T/no/such/dir/x.h5" --corpus "$T/corpus" --kind mfcc --out "$T/no/such/dir/x.h5"
 test ! -e "$T/x.h5" && test ! -e "$T/x.h5.tmp"
 "$KOE" help features | grep -q -- "--threads N"
-# more threads than cores runs, with a warning (issue 15)
+# more threads than cores runs, with a warning
 N=$(( $(getconf _NPROCESSORS_ONLN) + 1 )) # not nproc: it honours OMP_NUM_THREADS
 "$KOE" features --corpus "$T/corpus" --kind fbank --out "$T/x.h5" --threads $N 2> "$T/err"
 grep -q "$N threads on .* cores: oversubscribed" "$T/err" || { cat "$T/err"; echo "FAIL: no oversubscription warning"; exit 1; }

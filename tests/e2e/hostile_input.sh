@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/e2e/hostile_input.sh — inputs a cluster job meets that nobody planned for (issue 15). A long
+# tests/e2e/hostile_input.sh — inputs a cluster job meets that nobody planned for. A long
 # recording becomes one long utterance: koe embed and koe kmeans --source layer:N refuse it with exit
 # 1, naming the utterance and saying to split it, instead of dying on an allocation of terabytes.
 set -euo pipefail

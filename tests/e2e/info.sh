@@ -84,7 +84,7 @@ fails 'corpus.h5: .*No such file' in
 fails 'unknown option' --frobnicate corpus
 
 # label files and checkpoints get training's checks: what koe train or embed refuses, info refuses
-# (issue 15: info said OK to a failed checksum, decreasing offsets, n_classes = 0, a NaN frame rate)
+# (info said OK to a failed checksum, decreasing offsets, n_classes = 0, a NaN frame rate)
 "$KOE" kmeans --corpus corpus --source mfcc --k 2 --out km.h5 2> /dev/null
 "$KOE" label --corpus corpus --kmeans km.h5 --name k2 2> /dev/null
 L=corpus/labels/k2/shard-00000.h5

@@ -27,7 +27,7 @@ ls -l "$D/out"
 [ ! -e "$D/out/corpus.h5" ] || { echo "FAIL: a killed run left a corpus index"; exit 1; }
 $REF check-shards "$D/out"  # every shard-*.h5 left is complete and readable
 
-# SIGTERM (Slurm's, or a user's) at the same point: a message, exit 3, and no .tmp left (issue 15)
+# SIGTERM (Slurm's, or a user's) at the same point: a message, exit 3, and no .tmp left
 $KOE prepare --out "$D/term" "${args[@]}" 2> "$D/stderr-term" &
 pid=$!
 for _ in $(seq 3000); do

@@ -50,13 +50,13 @@ expect_fail 1 "c2" "koe label" -- "$R" data.corpus=c2 data.labels=km8 run.dir=r 
 expect_fail 1 "c2" -- "$R" data.corpus=c1 data.labels=km8 data.valid_corpus=c2 run.dir=r "${SMALL[@]}"
 
 # a label out of range is found at the first step, while the loader's threads read ahead: the error,
-# exit 1, and the threads joined before exit (under ASan an exit() under them crashed; issue 15)
+# exit 1, and the threads joined before exit (under ASan an exit() under them crashed)
 cp -r c1 cdmg
 "$PYTHON" -c "import h5py; f = h5py.File('cdmg/labels/km8/shard-00000.h5', 'r+'); f['/labels'][:] = 200"
 expect_fail 1 "label 200 >= n_classes 8" "koe label" -- "$R" data.corpus=cdmg data.labels=km8 run.dir=rdmg \
   "${SMALL[@]}" data.threads=2
 
-# what the model or the loader cannot run is refused before anything is written (issue 15)
+# what the model or the loader cannot run is refused before anything is written
 B="$KOE_ROOT/recipes/tiny/bestrq.ini"
 expect_fail 1 "model.fbank_dim = 81" "80" -- "$B" data.corpus=c1 run.dir=r81 model.fbank_dim=81 \
   optim.max_updates=2 optim.warmup=1

@@ -205,7 +205,7 @@ static void test_encoder_subset(void **state) {
     flip_byte(path, "/model/b.weight", 1); /* a tensor the subset does not read */
     assert_int_equal(checkpoint_read_encoder(path, &sub, p, &err), -1);
     assert_non_null(strstr(err.msg, "checksum"));
-    /* and a deleted checksum does not let the flip through (issue 15) */
+    /* and a deleted checksum does not let the flip through */
     hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
     assert_true(f >= 0 && H5Adelete_by_name(f, "model", "checksum", H5P_DEFAULT) >= 0);
     H5Fclose(f);

@@ -126,12 +126,12 @@ static void test_config_errors(void **state) {
         {"{\"conv_dim\": [512, 512], \"conv_kernel\": [10]}", {"\"conv_kernel\"", "as long as", NULL}},
         {"{\"hidden_act\": \"relu\"}", {"hidden_act", "gelu", NULL}},
         {"[1, 2]", {"not a JSON object", NULL}},
-        /* issue 15: no cast of a number out of range, no hex, floats checked as stored */
+        /* no cast of a number out of range, no hex, floats checked as stored */
         {"{\"conv_dim\": [1e12], \"conv_kernel\": [10], \"conv_stride\": [5]}", {"\"conv_dim\"", NULL}},
         {"{\"hidden_size\": 1e300}", {"\"hidden_size\"", "out of range", NULL}},
         {"{\"hidden_size\": 1000000000000000000000}", {"config.json:1:", NULL}},
         {"{\"hidden_size\": 0x300}", {"config.json:1:", NULL}},
-        {"{\"hidden_dropout\": 0.99999999}", {"\"hidden_dropout\"", "32-bit float", "model.dropout"}},
+        {"{\"koe_dropout\": 0.99999999}", {"\"koe_dropout\"", "32-bit float", "model.dropout"}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         write_text("config.json", cases[i].text);

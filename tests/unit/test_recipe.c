@@ -232,7 +232,7 @@ static void test_errors_name_line_and_key(void **state) {
         {"[data]\nmin_sample_size = 300000\n", {"x.ini:2:", "min_sample_size", "max_sample_size", NULL}},
         {"[objective]\nname = wav2vec2\nlatent_groups = 3\n", {"x.ini:3:", "latent_groups", NULL}},
         {"[objective]\ntemp = (0.5, 2, 0.9)\n", {"x.ini:2:", "objective.temp", NULL}},
-        /* what the model and the loader cannot run is refused here, naming the key (issue 15) */
+        /* what the model and the loader cannot run is refused here, naming the key */
         {"[data]\nfeatures = fbank\n[model]\nfrontend = fbank\nfbank_dim = 81\n", {"x.ini:5:", "model.fbank_dim = 81", "80", NULL}},
         {"[data]\nfeatures = fbank\n[model]\nfrontend = fbank\nfbank_dim = 40\n", {"x.ini:5:", "model.fbank_dim = 40", NULL}},
         {"[model]\nconv_feature_layers = [(32,1000000,5)]\n", {"x.ini:2:", "model.conv_feature_layers", "min_sample_size", NULL}},
@@ -300,7 +300,7 @@ static void test_files(void **state) {
     assert_int_equal(recipe_load(&r, path, 0, NULL, &err), -1);
     assert_non_null(strstr(err.msg, path));
     assert_non_null(strstr(err.msg, "cannot open"));
-    /* a directory, and a file that never ends, are not recipes (issue 15) */
+    /* a directory, and a file that never ends, are not recipes */
     assert_int_equal(recipe_load(&r, tmp, 0, NULL, &err), -1);
     assert_non_null(strstr(err.msg, "is a directory"));
     assert_int_equal(recipe_load(&r, "/dev/zero", 0, NULL, &err), -1);
