@@ -100,7 +100,7 @@ echo "preempted after $stopped_at of $STEPS logged steps; requeued once; resumed
 # ---- 3. the loss logs ----------------------------------------------------------------------------
 "$PYTHON" - "$T/run_ref/log.jsonl" "$log" "$STEPS" <<'EOF'
 import json, re, sys
-timing = re.compile(r"per_s$|time|elapsed|wall")
+timing = re.compile(r"per_s$|time|elapsed|wall|rss")  # measurements of the machine, not of the run
 def load(path):
     rows = [json.loads(l) for l in open(path) if l.strip()]
     return [{k: v for k, v in r.items() if not timing.search(k)} for r in rows]
