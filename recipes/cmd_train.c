@@ -33,8 +33,8 @@ const CliCommand cmd_train = {
     .about =
         "Trains the recipe's model on data.corpus until optim.max_updates, resuming from\n"
         "RUN/checkpoints/latest when present (RUN = run.dir); a resumed run continues bit for bit.\n"
-        "Prints the resolved recipe and its hash, then progress: on a terminal a progress line with ETA,\n"
-        "otherwise one line every run.log_every updates. Writes:\n"
+        "Prints the resolved recipe and its hash, then progress: on a terminal a progress line with rate\n"
+        "and ETA, otherwise one line every run.log_every updates. Writes:\n"
         "  RUN/recipe.ini                 the resolved recipe\n"
         "  RUN/log.jsonl                  one JSON object per logged update: step, loss, acc, lr, grad_norm,\n"
         "                                 audio_s_per_s, skipped, frames (+ code_ppl, prob_ppl, temp for\n"

@@ -17,6 +17,7 @@
 #include "../core/common.h"
 #include "../core/objective.h"
 #include "../core/optim.h"
+#include "../core/progress.h"
 #include "../core/rng.h"
 #include "../core/version.h"
 #include "../data/checkpoint.h"
@@ -88,7 +89,7 @@ struct Trainer {
     TfScalar tb_vals[2][32]; /* the log line's scalars, train and valid (tags without "valid_") */
     int tb_n[2];
     int log_lines;       /* lines in log.jsonl (0 at step 0: the next one is the run's first; it names the version) */
-    int tty;             /* rank 0 writes a progress line to a terminal */
+    Progress *progress;  /* with a run directory: the progress line (rank 0 prints it) */
     double t_start, t_iv;
     double elapsed0;     /* training seconds before this process (from the checkpoint) */
     double loss0;        /* the run's first logged loss (health_plateau_*); 0 until then */
@@ -555,9 +556,13 @@ Trainer *trainer_open(const Recipe *rc, const TrainerOptions *opt, KoeError *err
         trainer_close(tr);
         return NULL;
     }
-    tr->tty = opt->run_dir && tr->rank == 0 && isatty(fileno(stderr));
     tr->t_start = tr->t_iv = koe_now();
     tr->step0 = tr->st.step;
+    if (opt->run_dir) { /* on a terminal; a batch log gets the log lines (trainer_log) */
+        tr->progress = progress_open("train", "step", rc->optim.max_updates);
+        progress_resume(tr->progress, tr->step0);
+        progress_tty_only(tr->progress);
+    }
     if (tr->rank == 0 && !opt->synthetic)
         koe_log("koe %s training %s: %.2fM parameters, %lld utterances (%.2f h), up to %d utterances x %lld per batch, "
                 "steps %lld -> %lld",
@@ -569,7 +574,7 @@ Trainer *trainer_open(const Recipe *rc, const TrainerOptions *opt, KoeError *err
 
 void trainer_close(Trainer *tr) {
     if (!tr) return;
-    if (tr->tty) fputc('\n', stderr);
+    progress_close(tr->progress);
     if (tr->opt.run_dir) watchdog_stop();
     if (tr->logf) fclose(tr->logf);
     tfevents_close(tr->tb[0]);
@@ -752,18 +757,6 @@ int trainer_validate(Trainer *tr, double *loss, double *acc, KoeError *err) {
     return rc;
 }
 
-static void fmt_eta(char *out, size_t n, double s) {
-    if (!isfinite(s) || s < 0) s = 0;
-    long t = (long)(s + 0.5);
-    if (t >= 3600) snprintf(out, n, "%ldh%02ldm", t / 3600, t / 60 % 60);
-    else
-        snprintf(out, n, "%ldm%02lds", t / 60, t % 60);
-}
-
-static double eta_s(const Trainer *tr, double now) {
-    return (now - tr->t_start) / (double)(tr->st.step - tr->step0) * (double)(tr->rc->optim.max_updates - tr->st.step);
-}
-
 /* `"name": value` for log.jsonl; JSON has no NaN or Infinity: a non-finite value is null. A finite
  * value also goes to TensorBoard as printed (so both show the same number), valid_NAME as NAME in
  * RUN/tb/valid. */
@@ -906,6 +899,7 @@ int trainer_unhealthy(const Trainer *tr) { return tr->unhealthy; }
 
 void trainer_log(Trainer *tr, const TrainerStep *s, int valid, double vloss, double vacc) {
     const double now = koe_now();
+    trainer_progress(tr, s); /* first: the ETA below counts this update */
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     int64_t rss_kb = ru.ru_maxrss; /* the largest rank's */
@@ -915,10 +909,9 @@ void trainer_log(Trainer *tr, const TrainerStep *s, int valid, double vloss, dou
         const Interval *iv = &tr->iv;
         const double dt = now - tr->t_iv;
         write_log_line(tr, dt, valid, vloss, vacc, rss_kb);
-        if (!tr->tty || valid) {
+        if (!progress_on_tty(tr->progress) || valid) {
             char eta[32];
-            fmt_eta(eta, sizeof eta, eta_s(tr, now));
-            if (tr->tty) fputc('\n', stderr);
+            progress_fmt_eta(eta, sizeof eta, progress_eta_s(tr->progress));
             koe_log("step %lld/%lld loss %.4f acc %.3f lr %.3g gnorm %.3g %.2f audio s/s skipped %lld eta %s",
                     (long long)tr->st.step, (long long)tr->rc->optim.max_updates,
                     iv->frames > 0 ? iv->loss / iv->frames : NAN, iv->frames > 0 ? iv->correct / iv->frames : NAN,
@@ -931,16 +924,11 @@ void trainer_log(Trainer *tr, const TrainerStep *s, int valid, double vloss, dou
     if (tr->dp) comm_bcast(&tr->unhealthy, sizeof tr->unhealthy, 0); /* rank 0 checked: every rank stops */
     memset(&tr->iv, 0, sizeof tr->iv);
     tr->t_iv = now;
-    trainer_progress(tr, s);
 }
 
 void trainer_progress(Trainer *tr, const TrainerStep *s) {
-    if (!tr->tty) return;
-    char eta[32];
-    fmt_eta(eta, sizeof eta, eta_s(tr, koe_now()));
-    fprintf(stderr, "\rkoe: step %lld/%lld  loss %.4f  acc %.3f  gnorm %.3g  eta %s   ", (long long)tr->st.step,
-            (long long)tr->rc->optim.max_updates, s->loss, s->frames ? s->acc : 0.0, s->gnorm, eta);
-    fflush(stderr);
+    progress_detail(tr->progress, "loss %.4f acc %.3f gnorm %.3g", s->loss, s->frames ? s->acc : 0.0, s->gnorm);
+    progress_add(tr->progress, tr->st.step - s->step);
 }
 
 /* run.plot_every: RUN/plots redrawn from log.jsonl, as koe plot does. A failure is a warning. */
@@ -956,7 +944,6 @@ static void plot_redraw(Trainer *tr) {
 }
 
 void trainer_save(Trainer *tr) {
-    if (tr->tty) fputc('\n', stderr);
     memcpy(tr->st.log_sums, &tr->iv, sizeof tr->iv);
     tr->st.log_sums[TRAINER_ELAPSED_SLOT] = tr->elapsed0 + koe_now() - tr->t_start;
     tr->st.log_sums[TRAINER_LOSS0_SLOT] = tr->loss0;
