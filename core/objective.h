@@ -49,6 +49,7 @@ typedef struct {
     int64_t S;
     const int32_t *labels; /* HuBERT: (B, T) class of each encoder frame, -1 = none (T = model_frames(S)) */
     ModelRun run;          /* train (dropout), seed and step: the keys of masks, noise and dropout */
+    int score_unmasked;    /* HuBERT: also score the unmasked frames (acc_u; forward only, no gradient) */
 } ObjectiveBatch;
 
 /* What one forward measured. loss_sum / frames is the micro-batch's loss. */
@@ -57,6 +58,8 @@ typedef struct {
     double head_sum;    /* the head's loss sum alone (HuBERT: masked + nomask_weight x unmasked) */
     int64_t frames;     /* frames scored (masked frames with a target) */
     double correct;     /* frames whose target scored highest */
+    int64_t frames_u;   /* HuBERT, with score_unmasked or nomask_weight > 0: unmasked frames with a label */
+    double correct_u;   /* ... and how many of them are correct */
     double feature_pen; /* the model's feature penalty (waveform frontend), unweighted */
     /* wav2vec 2.0 (0 otherwise) */
     double code_ppl, prob_ppl, diversity, temp;
@@ -67,7 +70,7 @@ typedef struct {
     int max_B;
     int64_t max_T;
     HubertHeadParams hp, hg;
-    HubertHeadAct hact, hact_u; /* masked frames; unmasked frames (when nomask_weight > 0) */
+    HubertHeadAct hact, hact_u; /* masked frames; unmasked frames (nomask_weight > 0, or acc_u) */
     Wav2vec2HeadParams wp, wg;
     Wav2vec2HeadAct wact;
     BestrqParams bp, bg;

@@ -93,6 +93,8 @@ struct Trainer {
     double t_start, t_iv;
     double elapsed0;     /* training seconds before this process (from the checkpoint) */
     double loss0;        /* the run's first logged loss (health_plateau_*); 0 until then */
+    int score_u;         /* HuBERT: this update is logged, score its unmasked frames too */
+    double acc_u;        /* ... their accuracy (the logged update's own, over all ranks) */
     int health_run;      /* log lines in a row with a collapsed wav2vec 2.0 perplexity */
     int health_rq;       /* log lines in a row with collapsed BEST-RQ targets */
     int unhealthy;       /* a health check stops the run (trainer_unhealthy) */
@@ -287,6 +289,7 @@ static int micro_batch(Trainer *tr, DataSide *side, const LoaderBatch *b, ModelR
         .B = (int)b->n,
         .S = wave ? b->T : b->F,
         .run = run,
+        .score_unmasked = backward && tr->score_u,
     };
     ob.run.utt = b->utt; /* dropout masks keyed by utterance (distributed/README.md, Determinism) */
     if (rc->objective.name == OBJ_HUBERT) {
@@ -303,6 +306,8 @@ static int micro_batch(Trainer *tr, DataSide *side, const LoaderBatch *b, ModelR
     sum->head_sum += st.head_sum;
     sum->frames += st.frames;
     sum->correct += st.correct;
+    sum->frames_u += st.frames_u;
+    sum->correct_u += st.correct_u;
     /* the auxiliary terms, frame-weighted here (the log divides by the scored frames over ranks) */
     sum->feature_pen += (double)rc->objective.feature_pen_weight * st.feature_pen * (double)st.frames;
     sum->diversity += (double)rc->objective.diversity_weight * st.diversity * (double)st.frames;
@@ -606,18 +611,31 @@ void trainer_fatal(Trainer *tr, int code, const char *fmt, ...) {
     koe_fatal(code, "%s", msg);
 }
 
+static int due_valid_at(const Trainer *tr, int64_t step) {
+    const int64_t every = tr->rc->run.valid_every;
+    return tr->has_valid && every > 0 && step % every == 0;
+}
+
+/* trainer_due_log after `step` updates (trainer_step asks before the update: HuBERT's acc_u). */
+static int due_log_at(const Trainer *tr, int64_t step) {
+    return step % tr->rc->run.log_every == 0 || due_valid_at(tr, step) || step == tr->rc->optim.max_updates;
+}
+
 /* ---- one update ------------------------------------------------------------------------------------ */
 
 /* The update's sums over all ranks (the gradient itself is reduced by dp during backward). */
 static void reduce_update(ObjectiveStats *u) {
-    double v[6] = {u->loss_sum, u->head_sum, (double)u->frames, u->correct, u->feature_pen, u->diversity};
-    comm_allreduce_sum_f64(v, 6);
+    double v[8] = {u->loss_sum, u->head_sum, (double)u->frames, u->correct, u->feature_pen, u->diversity,
+                   (double)u->frames_u, u->correct_u};
+    comm_allreduce_sum_f64(v, 8);
     u->loss_sum = v[0];
     u->head_sum = v[1];
     u->frames = (int64_t)v[2];
     u->correct = v[3];
     u->feature_pen = v[4];
     u->diversity = v[5];
+    u->frames_u = (int64_t)v[6];
+    u->correct_u = v[7];
 }
 
 /* Skip (returns 0) or apply (returns 1) the update whose gradient is in m->grads, normalised. */
@@ -673,6 +691,7 @@ int trainer_step(Trainer *tr, TrainerStep *s, KoeError *err) {
     ObjectiveStats upd = {0};
     double samples = 0, utts = 0;
     ModelRun run = {.train = 1, .seed = rc->run.seed, .step = (uint64_t)st->step};
+    tr->score_u = rc->objective.name == OBJ_HUBERT && tr->opt.run_dir && due_log_at(tr, st->step + 1);
     watchdog_phase(0, "forward/backward step %lld", (long long)st->step);
     for (int u = 0; u < rc->optim.update_freq; u++) {
         const LoaderBatch *b = next_batch(tr, err);
@@ -695,6 +714,7 @@ int trainer_step(Trainer *tr, TrainerStep *s, KoeError *err) {
     s->frames = upd.frames;
     s->loss = upd.frames ? upd.loss_sum / (double)upd.frames : NAN;
     s->acc = upd.frames ? upd.correct / (double)upd.frames : NAN;
+    tr->acc_u = upd.frames_u ? upd.correct_u / (double)upd.frames_u : NAN;
     if (upd.frames) optim_scale_grads(m->grads, (size_t)tr->s0, (size_t)tr->s1, (float)(1.0 / (double)upd.frames));
     double gsq = optim_grad_sqnorm(m->grads, (size_t)tr->s0, (size_t)tr->s1);
     if (tr->s0 != 0 || tr->s1 != m->table.total) comm_allreduce_sum_f64(&gsq, 1);
@@ -808,6 +828,7 @@ static void write_log_line(Trainer *tr, double dt, int valid, double vloss, doub
     fprintf(f, "{\"step\": %lld", (long long)tr->st.step);
     json_num(tr, "loss", iv->frames > 0 ? iv->loss / iv->frames : NAN, "%.9g");
     json_num(tr, "acc", iv->frames > 0 ? iv->correct / iv->frames : NAN, "%.9g");
+    if (tr->rc->objective.name == OBJ_HUBERT) json_num(tr, "acc_u", tr->acc_u, "%.9g");
     json_num(tr, "lr", schedule_lr(&tr->sched, tr->st.step - 1), "%.9g");
     json_num(tr, "grad_norm", n > 0 ? iv->gnorm / n : NAN, "%.9g");
     json_num(tr, "audio_s_per_s", dt > 0 ? iv->samples / KOE_SAMPLE_RATE / dt : 0, "%.4g");
@@ -995,15 +1016,9 @@ int64_t trainer_steps_done(const Trainer *tr) { return tr->st.step; }
 int64_t trainer_max_updates(const Trainer *tr) { return tr->rc->optim.max_updates; }
 Model *trainer_model(Trainer *tr) { return tr->m; }
 
-int trainer_due_valid(const Trainer *tr) {
-    const int64_t every = tr->rc->run.valid_every;
-    return tr->has_valid && every > 0 && tr->st.step % every == 0;
-}
+int trainer_due_valid(const Trainer *tr) { return due_valid_at(tr, tr->st.step); }
 
-int trainer_due_log(const Trainer *tr) {
-    return tr->st.step % tr->rc->run.log_every == 0 || trainer_due_valid(tr) ||
-           tr->st.step == tr->rc->optim.max_updates;
-}
+int trainer_due_log(const Trainer *tr) { return due_log_at(tr, tr->st.step); }
 
 int trainer_due_save(const Trainer *tr) {
     return tr->st.step % tr->rc->run.save_every == 0 || tr->st.step == tr->rc->optim.max_updates;
