@@ -104,6 +104,16 @@ static double reduce_stats(Objective *o, const Model *m, int64_t frames) {
     return v[2] > 0 ? (double)(float)(v[1] / v[2]) : 0.0;
 }
 
+void objective_score_unmasked(Objective *o, Model *m, const ObjectiveBatch *b, ObjectiveStats *st) {
+    KOE_ASSERT(o->cfg.name == OBJ_HUBERT && b->B == o->B);
+    if (o->cfg.nomask_weight > 0) return; /* the forward scored them, for the loss */
+    double sum_u = 0.0;
+    int64_t correct_u = 0;
+    hubert_head_forward(&o->hact_u, &o->hp, m->a.out, o->mask, m->key_pad, b->labels, b->B, m->T,
+                        HUBERT_FRAMES_UNMASKED, &sum_u, &st->frames_u, &correct_u);
+    st->correct_u = (double)correct_u;
+}
+
 void objective_forward_empty(Objective *o, Model *m, ObjectiveStats *st) {
     memset(st, 0, sizeof *st);
     o->B = 0;
@@ -139,8 +149,7 @@ void objective_forward(Objective *o, Model *m, const ObjectiveBatch *b, Objectiv
                                 HUBERT_FRAMES_MASKED, &st->head_sum, &n, &correct);
             st->frames = n;
             st->correct = (double)correct;
-            if (o->cfg.nomask_weight > 0 || b->score_unmasked) {
-                /* fairseq's pred_nomask_weight term (frames, acc: the masked ones), or acc_u alone */
+            if (o->cfg.nomask_weight > 0) { /* fairseq's pred_nomask_weight term; frames, acc: the masked ones */
                 double sum_u = 0.0;
                 int64_t correct_u = 0;
                 hubert_head_forward(&o->hact_u, &o->hp, m->a.out, o->mask, m->key_pad, b->labels, b->B, m->T,

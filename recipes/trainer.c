@@ -95,6 +95,7 @@ struct Trainer {
     double loss0;        /* the run's first logged loss (health_plateau_*); 0 until then */
     int score_u;         /* HuBERT: this update is logged, score its unmasked frames too */
     double acc_u;        /* ... their accuracy (the logged update's own, over all ranks) */
+    double monitor_s, update_s; /* this process: seconds monitoring (trainer_log, code counts, acc_u), updating */
     int health_run;      /* log lines in a row with a collapsed wav2vec 2.0 perplexity */
     int health_rq;       /* log lines in a row with collapsed BEST-RQ targets */
     int unhealthy;       /* a health check stops the run (trainer_unhealthy) */
@@ -289,7 +290,6 @@ static int micro_batch(Trainer *tr, DataSide *side, const LoaderBatch *b, ModelR
         .B = (int)b->n,
         .S = wave ? b->T : b->F,
         .run = run,
-        .score_unmasked = backward && tr->score_u,
     };
     ob.run.utt = b->utt; /* dropout masks keyed by utterance (distributed/README.md, Determinism) */
     if (rc->objective.name == OBJ_HUBERT) {
@@ -300,8 +300,13 @@ static int micro_batch(Trainer *tr, DataSide *side, const LoaderBatch *b, ModelR
     }
     ObjectiveStats st;
     objective_forward(&tr->obj, tr->m, &ob, &st);
+    const double t = koe_now();
+    if (backward && tr->score_u) objective_score_unmasked(&tr->obj, tr->m, &ob, &st);
+    tr->monitor_s += koe_now() - t;
     if (backward) objective_backward(&tr->obj, tr->m, 1.0f);
+    const double t2 = koe_now();
     if (backward && tr->code_hist) code_count(tr);
+    tr->monitor_s += koe_now() - t2;
     sum->loss_sum += st.loss_sum;
     sum->head_sum += st.head_sum;
     sum->frames += st.frames;
@@ -744,6 +749,7 @@ int trainer_step(Trainer *tr, TrainerStep *s, KoeError *err) {
     if (rc->objective.name == OBJ_WAV2VEC2) st->gumbel_temp = wav2vec2_temperature(&tr->oc.wav2vec2, st->step);
     st->adam_t = tr->adamw.t;
     s->seconds = koe_now() - t0;
+    tr->update_s += s->seconds;
     return 0;
 }
 
@@ -945,6 +951,7 @@ void trainer_log(Trainer *tr, const TrainerStep *s, int valid, double vloss, dou
     if (tr->dp) comm_bcast(&tr->unhealthy, sizeof tr->unhealthy, 0); /* rank 0 checked: every rank stops */
     memset(&tr->iv, 0, sizeof tr->iv);
     tr->t_iv = now;
+    tr->monitor_s += koe_now() - now;
 }
 
 void trainer_progress(Trainer *tr, const TrainerStep *s) {
@@ -1008,8 +1015,10 @@ void trainer_stopped(Trainer *tr) {
 
 void trainer_done(Trainer *tr) {
     if (tr->rank == 0)
-        koe_log("done: %lld steps, %lld skipped; checkpoint %s/latest", (long long)tr->st.step,
-                (long long)tr->st.skipped, tr->ckdir);
+        koe_log("done: %lld steps, %lld skipped; checkpoint %s/latest; monitoring (log lines, TensorBoard, health "
+                "checks, BEST-RQ code counts, HuBERT acc_u) took %.3f s, %.2f%% of the %.1f s of updates",
+                (long long)tr->st.step, (long long)tr->st.skipped, tr->ckdir, tr->monitor_s,
+                tr->update_s > 0 ? 100.0 * tr->monitor_s / tr->update_s : 0.0, tr->update_s);
 }
 
 int64_t trainer_steps_done(const Trainer *tr) { return tr->st.step; }
