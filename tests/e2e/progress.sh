@@ -5,7 +5,7 @@
 # total, whose percentage is done/total and whose ETA is (total - done) / rate; at the default
 # interval (10 s) a command this short prints none. On a terminal (script(1) gives one) the line is
 # rewritten with \r — koe features, and koe train's step line with its loss — and ended before the
-# next message; no \r reaches a file.
+# next message (from any thread); no \r reaches a file. koe train ends saying what monitoring cost.
 set -euo pipefail
 T="$KOE_TMP/progress"
 rm -rf "$T" && mkdir -p "$T"
@@ -73,6 +73,10 @@ assert re.search(r"\rkoe: train 3/3 step \(100%\), [0-9.e+]+ step/s, eta 0m00s, 
                  train), repr(train)
 # on a terminal koe train's log lines give way to the rewritten line; its messages start on a line of their own
 assert "koe: step 3/3 loss" not in train, repr(train)
+# its last message: what monitoring cost, as a share of the update time
+assert re.search(r"koe: done: 3 steps, 0 skipped; checkpoint run/checkpoints/latest; monitoring \(log lines, TensorBoard, "
+                 r"health checks, BEST-RQ code counts, HuBERT acc_u\) took [0-9.]+ s, [0-9.]+% of the [0-9.]+ s of updates",
+                 train), repr(train)
 for out in (feat, train):  # every message, from any thread, starts a line
     assert not re.search(r"[^\r\n]koe: |\rkoe: [^ft]", out), repr(out)
 print("terminal: \\r-rewritten lines for koe features and koe train")
