@@ -3,6 +3,7 @@
 #   make deps       install the Debian packages koe needs (a no-op when all are there)
 #   make test       the whole suite (installs what is missing first); SAN=1 under ASan+UBSan
 #   make demo       synthesise a demo corpus and run the main job on it
+#   make curves     train the tiny recipes on the demo corpus: reference curves in recipes/tiny/curves
 #   make bench      benchmarks against ../shared/anchors (ratios, not timed tests)
 #   make install    PREFIX=/usr/local DESTDIR=  (koe, plugin, recipes, launch templates, man pages,
 #                   bash completion, Lmod modulefile; launch/README.md, Installing)
@@ -67,11 +68,11 @@ BENCH_SRC := $(wildcard tests/bench/bench_*.c)
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 PLUGIN := $(BUILD)/hdf5-plugins/libh5zstd.so
 
-.PHONY: all deps check-deps test demo bench install clean help FORCE
+.PHONY: all deps check-deps test demo curves bench install clean help FORCE
 all: $(BUILD)/koe $(BUILD)/libkoe.a $(PLUGIN) $(TEST_BIN) $(BENCH_BIN)
 
 help:
-	@sed -n '1,8p' Makefile
+	@sed -n '1,9p' Makefile
 
 # ---- dependencies -------------------------------------------------------------------------------
 deps:
@@ -148,6 +149,10 @@ test: deps
 demo: deps
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) bash recipes/demo.sh
+
+curves: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) PYTHON=$(PYTHON) bash recipes/curves.sh
 
 bench: deps
 	@$(MAKE) --no-print-directory all

@@ -4,13 +4,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 static void (*fatal_hook)(int code);
-static int log_rank, log_world = 1;
+static int log_rank;
 
 int koe_error_set(KoeError *err, const char *fmt, ...) {
     if (err) {
@@ -24,12 +25,24 @@ int koe_error_set(KoeError *err, const char *fmt, ...) {
 
 void koe_set_fatal_hook(void (*hook)(int code)) { fatal_hook = hook; }
 
-static void log_prefix(FILE *f) {
-    if (log_world > 1)
-        fprintf(f, "koe[%d]: ", log_rank);
-    else
-        fputs("koe: ", f);
+static char log_lead[32] = "koe: ";
+
+static atomic_int line_open;
+
+void koe_log_line_open(void) { atomic_store(&line_open, 1); }
+
+void koe_log_end_line(void) {
+    if (atomic_exchange(&line_open, 0)) fputc('\n', stderr);
 }
+
+static void log_prefix(FILE *f) {
+    koe_log_end_line();
+    fputs(log_lead, f);
+}
+
+const char *koe_log_prefix(void) { return log_lead; }
+
+int koe_log_rank(void) { return log_rank; }
 
 void koe_fatal(int code, const char *fmt, ...) {
     va_list ap;
@@ -47,7 +60,9 @@ void koe_fatal(int code, const char *fmt, ...) {
 
 void koe_set_log_rank(int rank, int world) {
     log_rank = rank;
-    log_world = world;
+    if (world > 1) snprintf(log_lead, sizeof log_lead, "koe[%d]: ", rank);
+    else
+        snprintf(log_lead, sizeof log_lead, "koe: ");
 }
 
 void koe_log(const char *fmt, ...) {

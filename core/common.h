@@ -41,6 +41,12 @@ void koe_fatal(int code, const char *fmt, ...) __attribute__((format(printf, 2, 
 
 /* Logging to stderr, prefixed with the rank on multi-rank runs ("koe[2]: ..."). */
 void koe_set_log_rank(int rank, int world);
+int koe_log_rank(void);
+const char *koe_log_prefix(void); /* "koe: " or "koe[R]: " */
+/* A progress line (core/progress.h) is on the terminal without its newline: the next message,
+ * from any thread, ends it first (koe_log, koe_warn, koe_fatal, or koe_log_end_line before other output). */
+void koe_log_line_open(void);
+void koe_log_end_line(void);
 void koe_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void koe_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

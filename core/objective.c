@@ -35,10 +35,8 @@ void objective_create(Objective *o, const ObjectiveConfig *cfg, Model *m) {
         hubert_head_bind(&m->table, m->grads, &o->hg);
         o->act_mem = koe_malloc((size_t)hubert_head_act_floats(&cfg->hubert, N) * sizeof(float));
         hubert_head_act_bind(&o->hact, &cfg->hubert, N, o->act_mem);
-        if (cfg->nomask_weight > 0) {
-            o->act_mem_u = koe_malloc((size_t)hubert_head_act_floats(&cfg->hubert, N) * sizeof(float));
-            hubert_head_act_bind(&o->hact_u, &cfg->hubert, N, o->act_mem_u);
-        }
+        o->act_mem_u = koe_malloc((size_t)hubert_head_act_floats(&cfg->hubert, N) * sizeof(float));
+        hubert_head_act_bind(&o->hact_u, &cfg->hubert, N, o->act_mem_u);
         return;
     case OBJ_WAV2VEC2:
         KOE_ASSERT(m->cfg.frontend == FRONTEND_WAVEFORM && cfg->wav2vec2.C == m->cfg.conv_dim[m->cfg.n_conv - 1]);
@@ -106,6 +104,16 @@ static double reduce_stats(Objective *o, const Model *m, int64_t frames) {
     return v[2] > 0 ? (double)(float)(v[1] / v[2]) : 0.0;
 }
 
+void objective_score_unmasked(Objective *o, Model *m, const ObjectiveBatch *b, ObjectiveStats *st) {
+    KOE_ASSERT(o->cfg.name == OBJ_HUBERT && b->B == o->B);
+    if (o->cfg.nomask_weight > 0) return; /* the forward scored them, for the loss */
+    double sum_u = 0.0;
+    int64_t correct_u = 0;
+    hubert_head_forward(&o->hact_u, &o->hp, m->a.out, o->mask, m->key_pad, b->labels, b->B, m->T,
+                        HUBERT_FRAMES_UNMASKED, &sum_u, &st->frames_u, &correct_u);
+    st->correct_u = (double)correct_u;
+}
+
 void objective_forward_empty(Objective *o, Model *m, ObjectiveStats *st) {
     memset(st, 0, sizeof *st);
     o->B = 0;
@@ -141,12 +149,13 @@ void objective_forward(Objective *o, Model *m, const ObjectiveBatch *b, Objectiv
                                 HUBERT_FRAMES_MASKED, &st->head_sum, &n, &correct);
             st->frames = n;
             st->correct = (double)correct;
-            if (o->act_mem_u) { /* fairseq's pred_nomask_weight term; frames, acc: the masked ones */
+            if (o->cfg.nomask_weight > 0) { /* fairseq's pred_nomask_weight term; frames, acc: the masked ones */
                 double sum_u = 0.0;
-                int64_t n_u = 0, correct_u = 0;
+                int64_t correct_u = 0;
                 hubert_head_forward(&o->hact_u, &o->hp, m->a.out, o->mask, m->key_pad, b->labels, b->B, m->T,
-                                    HUBERT_FRAMES_UNMASKED, &sum_u, &n_u, &correct_u);
+                                    HUBERT_FRAMES_UNMASKED, &sum_u, &st->frames_u, &correct_u);
                 st->head_sum += (double)o->cfg.nomask_weight * sum_u;
+                st->correct_u = (double)correct_u;
             }
             st->feature_pen = reduce_stats(o, m, n);
         } else {
@@ -201,7 +210,7 @@ void objective_backward(Objective *o, Model *m, float dloss) {
     switch (o->cfg.name) {
     case OBJ_HUBERT:
         hubert_head_backward(o->dout, &o->hg, &o->hact, &o->hp, dloss);
-        if (o->act_mem_u) hubert_head_backward(o->dout, &o->hg, &o->hact_u, &o->hp, dloss * o->cfg.nomask_weight);
+        if (o->cfg.nomask_weight > 0) hubert_head_backward(o->dout, &o->hg, &o->hact_u, &o->hp, dloss * o->cfg.nomask_weight);
         model_backward(m, o->dout, dpen, NULL);
         return;
     case OBJ_WAV2VEC2: {

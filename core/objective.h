@@ -57,6 +57,8 @@ typedef struct {
     double head_sum;    /* the head's loss sum alone (HuBERT: masked + nomask_weight x unmasked) */
     int64_t frames;     /* frames scored (masked frames with a target) */
     double correct;     /* frames whose target scored highest */
+    int64_t frames_u;   /* HuBERT, nomask_weight > 0 or objective_score_unmasked: unmasked frames with a label */
+    double correct_u;   /* ... and how many of them are correct (acc_u) */
     double feature_pen; /* the model's feature penalty (waveform frontend), unweighted */
     /* wav2vec 2.0 (0 otherwise) */
     double code_ppl, prob_ppl, diversity, temp;
@@ -67,7 +69,7 @@ typedef struct {
     int max_B;
     int64_t max_T;
     HubertHeadParams hp, hg;
-    HubertHeadAct hact, hact_u; /* masked frames; unmasked frames (when nomask_weight > 0) */
+    HubertHeadAct hact, hact_u; /* masked frames; unmasked frames (nomask_weight > 0, or acc_u) */
     Wav2vec2HeadParams wp, wg;
     Wav2vec2HeadAct wact;
     BestrqParams bp, bg;
@@ -96,6 +98,10 @@ void objective_create(Objective *o, const ObjectiveConfig *cfg, Model *m);
 void objective_free(Objective *o);
 /* Mask, model forward, head forward. Fills st. b->inp and b->labels must stay valid until backward. */
 void objective_forward(Objective *o, Model *m, const ObjectiveBatch *b, ObjectiveStats *st);
+/* HuBERT: the head's predictions on the last forward's unmasked frames, for acc_u: st->frames_u and
+ * st->correct_u (forward only, no gradient; nothing more to do when nomask_weight > 0). Between
+ * objective_forward(o, m, b, st) and objective_backward. */
+void objective_score_unmasked(Objective *o, Model *m, const ObjectiveBatch *b, ObjectiveStats *st);
 /* A rank with no utterance in this micro-batch: takes part in forward's reduction (o->reduce) with
  * zeros; st is all zero and there is no backward to run. */
 void objective_forward_empty(Objective *o, Model *m, ObjectiveStats *st);

@@ -10,10 +10,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../core/progress.h"
 #include "audio.h"
 #include "shard.h"
-
-#define PROGRESS_SECONDS 10.0
 
 /* ---- rejections ---------------------------------------------------------------------------- */
 
@@ -574,13 +573,10 @@ void prepare_plan_shards(PreparePlan *p, int64_t shard_bytes) {
 
 void prepare_shard_name(int k, char *buf, size_t n) { snprintf(buf, n, "shard-%05d.h5", k); }
 
-int prepare_write_shards(const PreparePlan *p, const char *out_dir, int rank, int world,
-                         const volatile sig_atomic_t *stop, PrepareStats *st, PrepareRejects *rej, KoeError *err) {
-    memset(st, 0, sizeof *st);
-    st->shard_utts = koe_calloc((size_t)(p->n_shards ? p->n_shards : 1), sizeof *st->shard_utts);
-    int64_t mine = 0, done = 0;
-    for (int k = rank; k < p->n_shards; k += world) mine += p->shard_first[k + 1] - p->shard_first[k];
-    double t_last = koe_now();
+/* prepare_write_shards's work, its progress on pr. */
+static int write_shards(const PreparePlan *p, const char *out_dir, int rank, int world,
+                        const volatile sig_atomic_t *stop, PrepareStats *st, PrepareRejects *rej, Progress *pr,
+                        KoeError *err) {
     uint16_t *frames = NULL;
     int64_t frames_cap = 0;
     for (int k = rank; k < p->n_shards; k += world) {
@@ -598,7 +594,7 @@ int prepare_write_shards(const PreparePlan *p, const char *out_dir, int rank, in
             Audio a;
             KoeError aerr = {{0}};
             int rc = it->is_pipe ? audio_decode_command(it->source, &a, &aerr) : audio_decode_file(it->source, &a, &aerr);
-            done++;
+            progress_add(pr, 1);
             if (rc) {
                 if (it->is_pipe) { /* name the wav.scp line too: the command alone may not identify it */
                     KoeError e2;
@@ -639,12 +635,8 @@ int prepare_write_shards(const PreparePlan *p, const char *out_dir, int rank, in
             st->samples += a.n;
             st->clipped += a.clipped;
             audio_free(&a);
-            if (koe_now() - t_last >= PROGRESS_SECONDS) {
-                t_last = koe_now();
-                koe_log("prepare: %lld/%lld files, %.2f h written, %lld rejected", (long long)done,
-                        (long long)mine, (double)st->samples / KOE_SAMPLE_RATE / 3600.0,
-                        (long long)st->files_rejected);
-            }
+            progress_detail(pr, "%.2f h written, %lld rejected", (double)st->samples / KOE_SAMPLE_RATE / 3600.0,
+                            (long long)st->files_rejected);
         }
         if (w && shard_writer_finish(w, err)) {
             free(frames);
@@ -653,6 +645,18 @@ int prepare_write_shards(const PreparePlan *p, const char *out_dir, int rank, in
     }
     free(frames);
     return 0;
+}
+
+int prepare_write_shards(const PreparePlan *p, const char *out_dir, int rank, int world,
+                         const volatile sig_atomic_t *stop, PrepareStats *st, PrepareRejects *rej, KoeError *err) {
+    memset(st, 0, sizeof *st);
+    st->shard_utts = koe_calloc((size_t)(p->n_shards ? p->n_shards : 1), sizeof *st->shard_utts);
+    int64_t mine = 0;
+    for (int k = rank; k < p->n_shards; k += world) mine += p->shard_first[k + 1] - p->shard_first[k];
+    Progress *pr = progress_open("prepare", "file", mine);
+    const int rc = write_shards(p, out_dir, rank, world, stop, st, rej, pr, err);
+    progress_close(pr);
+    return rc;
 }
 
 void prepare_plan_free(PreparePlan *p) {

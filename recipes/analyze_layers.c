@@ -33,6 +33,7 @@
 #include "../analysis/segments.h"
 #include "../core/common.h"
 #include "../core/kmeans.h"
+#include "../core/progress.h"
 #include "../core/rng.h"
 #include "../data/corpus.h"
 #include "../distributed/comm.h"
@@ -514,7 +515,8 @@ static int run_forwards(Ctx *x, KoeError *err) {
     comm_slice(x->n_run, comm_size(), comm_rank(), &s0, &s1);
     const float **hid = koe_malloc(sizeof(float *) * x->L1), **hid2 = koe_malloc(sizeof(float *) * x->L1);
     int rc = 0;
-    for (int64_t k = s0; k < s1 && rc == 0; k++) {
+    Progress *pr = progress_open("analyze layers", "utt", s1 - s0);
+    for (int64_t k = s0; k < s1 && rc == 0; progress_add(pr, 1), k++) {
         const int64_t u = x->run_utts[k], n = x->c.utt_length[u];
         if ((rc = corpus_read(&x->c, u, 0, n, x->pcm, err)) < 0) break;
         for (int64_t i = 0; i < n; i++) x->wav[i] = (float)x->pcm[i] / 32768.0f;
@@ -531,6 +533,7 @@ static int run_forwards(Ctx *x, KoeError *err) {
         if (rc == 0 && x->sg && se > si) add_segments(x, x->seg + si, se - si, hid);
         si = se;
     }
+    progress_close(pr);
     free(hid), free(hid2);
     return rc;
 }

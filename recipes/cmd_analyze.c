@@ -16,6 +16,7 @@
 #include "../analysis/label_join.h"
 #include "../analysis/pnmi.h"
 #include "../core/common.h"
+#include "../core/progress.h"
 #include "../data/corpus.h"
 #include "../data/labels.h"
 #include "../data/shard.h"
@@ -127,6 +128,9 @@ static int64_t count_my_shards(Corpus *c, LabelSet *ls, int **map, PnmiCounts *p
     uint16_t *al = koe_malloc((size_t)max_al * sizeof(uint16_t));
     int32_t *lab = koe_malloc((size_t)max_lab * sizeof(int32_t));
     KoeError err;
+    int64_t mine = 0;
+    for (int si = rank; si < c->n_shards; si += world) mine += c->shards[si].n;
+    Progress *pr = progress_open("analyze labels", "utt", mine);
     for (int si = 0; si < c->n_shards; si++) {
         CorpusShard *s = &c->shards[si];
         if (si % world == rank) {
@@ -134,15 +138,18 @@ static int64_t count_my_shards(Corpus *c, LabelSet *ls, int **map, PnmiCounts *p
                 int64_t na = corpus_shard_read_align(s, i, al, max_al, &err);
                 int64_t nl = na < 0 ? -1 : labelset_read(ls, first + i, lab, max_lab, &err);
                 if (na < 0 || nl < 0) {
+                    progress_break(pr);
                     fprintf(stderr, "koe analyze: %s\n", err.msg);
                     bad = 1;
                     break;
                 }
                 *skipped += label_join_count(pc, al, na, SHARD_NO_PHONE, map[si], lab, nl, ls->info.frame_rate);
+                progress_add(pr, 1);
             }
         }
         first += s->n;
     }
+    progress_close(pr);
     free(al);
     free(lab);
     return bad;

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "../core/common.h"
+#include "../core/progress.h"
 #include "../data/audio.h"
 #include "../data/corpus.h"
 #include "../data/h5util.h"
@@ -202,12 +203,14 @@ static int embed_all(Model *m, CkptInput *ci, Inputs *in, const int64_t *offset,
     ModelRun run = {0};
     int rc = 0;
     *audio_s = 0;
-    for (int i = 0; i < in->n && !rc; i++) {
+    Progress *pr = progress_open("embed", "utt", in->n);
+    for (int i = 0; i < in->n && !rc; progress_add(pr, 1), i++) {
         const int64_t T = offset[i + 1] - offset[i];
         *audio_s += (double)in->len[i] / KOE_SAMPLE_RATE;
         if (T == 0) continue;
         const int16_t *src = in->pcm ? in->pcm[i] : pcm;
         if (!in->pcm && corpus_read(in->corpus, i, 0, in->len[i], pcm, &err) < 0) {
+            progress_break(pr);
             fprintf(stderr, "koe embed: %s\n", err.msg);
             rc = -1;
             break;
@@ -220,6 +223,7 @@ static int embed_all(Model *m, CkptInput *ci, Inputs *in, const int64_t *offset,
         for (int l = all ? 0 : layer; l <= (all ? L : layer) && !rc; l++)
             rc = feats_write(ds, tmp, all, l, offset[i], T, D, model_hidden(m, l));
     }
+    progress_close(pr);
     free(wav);
     free(pcm);
     return rc;

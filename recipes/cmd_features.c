@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "../core/common.h"
+#include "../core/progress.h"
 #include "../data/corpus.h"
 #include "../data/features.h"
 #include "../data/h5util.h"
@@ -133,7 +134,7 @@ static int check_out_dir(const char *out, int rank) {
 /* Features of utterances [ub, ue) into feats (rows from offset[ub]), threads at a time. A damaged
  * shard on one rank aborts them all, naming it (the others wait in the collective write). */
 static void compute_block(Corpus *c, FeatureKind kind, const int64_t *offset, int64_t ub, int64_t ue,
-                          int64_t max_len, int threads, float *feats) {
+                          int64_t max_len, int threads, Progress *pr, float *feats) {
     const int64_t row0 = offset[ub], dim = features_dim(kind);
     char failed[KOE_ERR_LEN] = "";
 #pragma omp parallel num_threads(threads)
@@ -144,7 +145,10 @@ static void compute_block(Corpus *c, FeatureKind kind, const int64_t *offset, in
         KoeError e;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t u = ub; u < ue; u++) {
-            if (offset[u + 1] == offset[u]) continue;
+            if (offset[u + 1] == offset[u]) { /* no frames */
+                progress_add(pr, 1);
+                continue;
+            }
             int64_t len = c->utt_length[u];
             if (corpus_read(c, u, 0, len, pcm, &e) < 0) {
 #pragma omp critical(features_error)
@@ -153,6 +157,7 @@ static void compute_block(Corpus *c, FeatureKind kind, const int64_t *offset, in
             }
             for (int64_t i = 0; i < len; i++) wav[i] = (float)pcm[i] / 32768.0f;
             features_compute(fe, wav, len, feats + (offset[u] - row0) * dim);
+            progress_add(pr, 1);
         }
         free(wav);
         free(pcm);
@@ -226,16 +231,18 @@ static int features_command(const void *opts, int n_args, char **args) {
     hid_t dset = h5par_create_dataset(file, "feats", H5T_IEEE_F32LE, 2, dims);
 
     double t0 = koe_now();
+    Progress *pr = progress_open("features", "utt", u1 - u0);
     for (int64_t b = 0; b < nb_max; b++) {
         int64_t row0 = 0, rows = 0;
         if (b < nb) {
             const int64_t ub = block_start[b], ue = block_start[b + 1];
             row0 = offset[ub];
             rows = offset[ue] - row0;
-            compute_block(&c, kind, offset, ub, ue, max_len, threads, feats);
+            compute_block(&c, kind, offset, ub, ue, max_len, threads, pr, feats);
         }
         h5par_write_rows(dset, H5T_NATIVE_FLOAT, row0, rows, feats);
     }
+    progress_close(pr);
     h5par_close_dataset(dset);
     h5par_close(file);
     double dt = koe_now() - t0;

@@ -24,6 +24,7 @@
 
 #include "../core/common.h"
 #include "../core/kmeans.h"
+#include "../core/progress.h"
 #include "../core/rng.h"
 #include "../data/corpus.h"
 #include "../data/kmeans_file.h"
@@ -111,7 +112,8 @@ static void stream_pass(Stream *s, BlockFn fn, void *ctx) {
     KoeError err;
     if (s->cache && s->cached && fseek(s->cache, 0, SEEK_SET) != 0)
         koe_fatal(KOE_EXIT_INTERNAL, "koe kmeans: cannot rewind the feature cache: %s", strerror(errno));
-    for (int64_t u = 0; u < s->n_utts; u++) {
+    Progress *pr = progress_open("kmeans pass", "utt", s->n_utts);
+    for (int64_t u = 0; u < s->n_utts; progress_add(pr, 1), u++) {
         const int64_t utt = s->utts[u];
         const float *X;
         int64_t T;
@@ -133,6 +135,7 @@ static void stream_pass(Stream *s, BlockFn fn, void *ctx) {
         for (int64_t f0 = 0; f0 < T; f0 += KM_BLOCK_FRAMES)
             fn(ctx, X + f0 * D, T - f0 < KM_BLOCK_FRAMES ? T - f0 : KM_BLOCK_FRAMES, utt, f0);
     }
+    progress_close(pr);
     if (s->cache && !s->cached) {
         if (fflush(s->cache) != 0)
             koe_fatal(KOE_EXIT_USAGE, "koe kmeans: cannot write the feature cache: %s", strerror(errno));

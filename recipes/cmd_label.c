@@ -15,6 +15,7 @@
 
 #include "../core/common.h"
 #include "../core/kmeans.h"
+#include "../core/progress.h"
 #include "../data/corpus.h"
 #include "../data/kmeans_file.h"
 #include "../data/labels.h"
@@ -76,9 +77,14 @@ const CliCommand cmd_label = {
     .run = label_command,
 };
 
+/* The part's shards are si = part + j * parts; rank r takes j = r, r + world, ... */
+static int mine_shard(int si, long part, long parts) {
+    return si % parts == part && (si / parts) % comm_size() == comm_rank();
+}
+
 /* Label one shard (global utterances first .. first + s->n - 1). */
 static int label_shard(Corpus *c, int si, int64_t first, FeatureSource *src, const KmeansFile *km, const float *c_sqn,
-                       const LabelSetInfo *info, const char *name, int64_t *frames_out, KoeError *err) {
+                       const LabelSetInfo *info, const char *name, Progress *pr, int64_t *frames_out, KoeError *err) {
     const CorpusShard *s = &c->shards[si];
     int64_t *offset = koe_malloc((size_t)(s->n + 1) * sizeof(int64_t));
     offset[0] = 0;
@@ -101,6 +107,7 @@ static int label_shard(Corpus *c, int si, int64_t first, FeatureSource *src, con
             kmeans_assign(X + f0 * km->dim, nb, km->dim, km->centroids, c_sqn, km->k, assign, NULL, scratch);
             for (int64_t j = 0; j < nb; j++) labels[offset[i] + f0 + j] = (uint16_t)assign[j];
         }
+        progress_add(pr, 1);
     }
     if (rc == 0) rc = labels_write_shard(c->dir, name, s, info, labels, offset, err);
     *frames_out = F;
@@ -129,7 +136,7 @@ static int label_command(const void *opts, int n_args, char **args) {
     const char *corpus_dir = o->corpus, *kmeans = o->kmeans, *name = o->name, *ckpt = o->ckpt;
     const long part = o->part.part, parts = o->part.parts;
     cli_threads(o->threads, 0);
-    const int rank = comm_rank(), world = comm_size();
+    const int rank = comm_rank();
     KoeError err;
     Corpus c;
     KmeansFile km;
@@ -168,12 +175,14 @@ static int label_command(const void *opts, int n_args, char **args) {
     double t0 = koe_now();
     float *c_sqn = koe_malloc((size_t)km.k * sizeof(float));
     kmeans_sqnorms(km.centroids, km.k, km.dim, c_sqn);
-    int64_t first = 0, stats[2] = {0, 0}; /* frames, shards */
+    int64_t first = 0, stats[2] = {0, 0}, mine = 0; /* frames, shards; this rank's utterances */
+    for (int si = 0; si < c.n_shards; si++) mine += mine_shard(si, part, parts) ? c.shards[si].n : 0;
+    Progress *pr = progress_open("label", "utt", mine);
     for (int si = 0; si < c.n_shards; si++) {
-        /* the part's shards are si = part + j * parts; rank r takes j = r, r + world, ... */
-        if (si % parts == part && (si / parts) % world == rank && !bad) {
+        if (mine_shard(si, part, parts) && !bad) {
             int64_t F = 0;
-            if (label_shard(&c, si, first, &src, &km, c_sqn, &info, name, &F, &err) < 0) {
+            if (label_shard(&c, si, first, &src, &km, c_sqn, &info, name, pr, &F, &err) < 0) {
+                progress_break(pr);
                 fprintf(stderr, "koe label: %s\n", err.msg);
                 bad = 1;
             }
@@ -182,6 +191,7 @@ static int label_command(const void *opts, int n_args, char **args) {
         }
         first += c.shards[si].n;
     }
+    progress_close(pr);
     free(c_sqn);
     comm_allreduce_max_i64(&bad, 1);
     comm_allreduce_sum_i64(stats, 2);

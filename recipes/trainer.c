@@ -17,6 +17,7 @@
 #include "../core/common.h"
 #include "../core/objective.h"
 #include "../core/optim.h"
+#include "../core/progress.h"
 #include "../core/rng.h"
 #include "../core/version.h"
 #include "../data/checkpoint.h"
@@ -88,10 +89,13 @@ struct Trainer {
     TfScalar tb_vals[2][32]; /* the log line's scalars, train and valid (tags without "valid_") */
     int tb_n[2];
     int log_lines;       /* lines in log.jsonl (0 at step 0: the next one is the run's first; it names the version) */
-    int tty;             /* rank 0 writes a progress line to a terminal */
+    Progress *progress;  /* with a run directory: the progress line (rank 0 prints it) */
     double t_start, t_iv;
     double elapsed0;     /* training seconds before this process (from the checkpoint) */
     double loss0;        /* the run's first logged loss (health_plateau_*); 0 until then */
+    int score_u;         /* HuBERT: this update is logged, score its unmasked frames too */
+    double acc_u;        /* ... their accuracy (the logged update's own, over all ranks) */
+    double monitor_s, update_s; /* this process: seconds monitoring (trainer_log, code counts, acc_u), updating */
     int health_run;      /* log lines in a row with a collapsed wav2vec 2.0 perplexity */
     int health_rq;       /* log lines in a row with collapsed BEST-RQ targets */
     int unhealthy;       /* a health check stops the run (trainer_unhealthy) */
@@ -296,12 +300,19 @@ static int micro_batch(Trainer *tr, DataSide *side, const LoaderBatch *b, ModelR
     }
     ObjectiveStats st;
     objective_forward(&tr->obj, tr->m, &ob, &st);
+    const double t = koe_now();
+    if (backward && tr->score_u) objective_score_unmasked(&tr->obj, tr->m, &ob, &st);
+    tr->monitor_s += koe_now() - t;
     if (backward) objective_backward(&tr->obj, tr->m, 1.0f);
+    const double t2 = koe_now();
     if (backward && tr->code_hist) code_count(tr);
+    tr->monitor_s += koe_now() - t2;
     sum->loss_sum += st.loss_sum;
     sum->head_sum += st.head_sum;
     sum->frames += st.frames;
     sum->correct += st.correct;
+    sum->frames_u += st.frames_u;
+    sum->correct_u += st.correct_u;
     /* the auxiliary terms, frame-weighted here (the log divides by the scored frames over ranks) */
     sum->feature_pen += (double)rc->objective.feature_pen_weight * st.feature_pen * (double)st.frames;
     sum->diversity += (double)rc->objective.diversity_weight * st.diversity * (double)st.frames;
@@ -555,9 +566,13 @@ Trainer *trainer_open(const Recipe *rc, const TrainerOptions *opt, KoeError *err
         trainer_close(tr);
         return NULL;
     }
-    tr->tty = opt->run_dir && tr->rank == 0 && isatty(fileno(stderr));
     tr->t_start = tr->t_iv = koe_now();
     tr->step0 = tr->st.step;
+    if (opt->run_dir) { /* on a terminal; a batch log gets the log lines (trainer_log) */
+        tr->progress = progress_open("train", "step", rc->optim.max_updates);
+        progress_resume(tr->progress, tr->step0);
+        progress_tty_only(tr->progress);
+    }
     if (tr->rank == 0 && !opt->synthetic)
         koe_log("koe %s training %s: %.2fM parameters, %lld utterances (%.2f h), up to %d utterances x %lld per batch, "
                 "steps %lld -> %lld",
@@ -569,7 +584,7 @@ Trainer *trainer_open(const Recipe *rc, const TrainerOptions *opt, KoeError *err
 
 void trainer_close(Trainer *tr) {
     if (!tr) return;
-    if (tr->tty) fputc('\n', stderr);
+    progress_close(tr->progress);
     if (tr->opt.run_dir) watchdog_stop();
     if (tr->logf) fclose(tr->logf);
     tfevents_close(tr->tb[0]);
@@ -601,18 +616,31 @@ void trainer_fatal(Trainer *tr, int code, const char *fmt, ...) {
     koe_fatal(code, "%s", msg);
 }
 
+static int due_valid_at(const Trainer *tr, int64_t step) {
+    const int64_t every = tr->rc->run.valid_every;
+    return tr->has_valid && every > 0 && step % every == 0;
+}
+
+/* trainer_due_log after `step` updates (trainer_step asks before the update: HuBERT's acc_u). */
+static int due_log_at(const Trainer *tr, int64_t step) {
+    return step % tr->rc->run.log_every == 0 || due_valid_at(tr, step) || step == tr->rc->optim.max_updates;
+}
+
 /* ---- one update ------------------------------------------------------------------------------------ */
 
 /* The update's sums over all ranks (the gradient itself is reduced by dp during backward). */
 static void reduce_update(ObjectiveStats *u) {
-    double v[6] = {u->loss_sum, u->head_sum, (double)u->frames, u->correct, u->feature_pen, u->diversity};
-    comm_allreduce_sum_f64(v, 6);
+    double v[8] = {u->loss_sum, u->head_sum, (double)u->frames, u->correct, u->feature_pen, u->diversity,
+                   (double)u->frames_u, u->correct_u};
+    comm_allreduce_sum_f64(v, 8);
     u->loss_sum = v[0];
     u->head_sum = v[1];
     u->frames = (int64_t)v[2];
     u->correct = v[3];
     u->feature_pen = v[4];
     u->diversity = v[5];
+    u->frames_u = (int64_t)v[6];
+    u->correct_u = v[7];
 }
 
 /* Skip (returns 0) or apply (returns 1) the update whose gradient is in m->grads, normalised. */
@@ -668,6 +696,7 @@ int trainer_step(Trainer *tr, TrainerStep *s, KoeError *err) {
     ObjectiveStats upd = {0};
     double samples = 0, utts = 0;
     ModelRun run = {.train = 1, .seed = rc->run.seed, .step = (uint64_t)st->step};
+    tr->score_u = rc->objective.name == OBJ_HUBERT && tr->opt.run_dir && due_log_at(tr, st->step + 1);
     watchdog_phase(0, "forward/backward step %lld", (long long)st->step);
     for (int u = 0; u < rc->optim.update_freq; u++) {
         const LoaderBatch *b = next_batch(tr, err);
@@ -690,6 +719,7 @@ int trainer_step(Trainer *tr, TrainerStep *s, KoeError *err) {
     s->frames = upd.frames;
     s->loss = upd.frames ? upd.loss_sum / (double)upd.frames : NAN;
     s->acc = upd.frames ? upd.correct / (double)upd.frames : NAN;
+    tr->acc_u = upd.frames_u ? upd.correct_u / (double)upd.frames_u : NAN;
     if (upd.frames) optim_scale_grads(m->grads, (size_t)tr->s0, (size_t)tr->s1, (float)(1.0 / (double)upd.frames));
     double gsq = optim_grad_sqnorm(m->grads, (size_t)tr->s0, (size_t)tr->s1);
     if (tr->s0 != 0 || tr->s1 != m->table.total) comm_allreduce_sum_f64(&gsq, 1);
@@ -719,6 +749,7 @@ int trainer_step(Trainer *tr, TrainerStep *s, KoeError *err) {
     if (rc->objective.name == OBJ_WAV2VEC2) st->gumbel_temp = wav2vec2_temperature(&tr->oc.wav2vec2, st->step);
     st->adam_t = tr->adamw.t;
     s->seconds = koe_now() - t0;
+    tr->update_s += s->seconds;
     return 0;
 }
 
@@ -750,18 +781,6 @@ int trainer_validate(Trainer *tr, double *loss, double *acc, KoeError *err) {
     *loss = tot[1] > 0 ? tot[0] / tot[1] : NAN;
     *acc = tot[1] > 0 ? tot[2] / tot[1] : NAN;
     return rc;
-}
-
-static void fmt_eta(char *out, size_t n, double s) {
-    if (!isfinite(s) || s < 0) s = 0;
-    long t = (long)(s + 0.5);
-    if (t >= 3600) snprintf(out, n, "%ldh%02ldm", t / 3600, t / 60 % 60);
-    else
-        snprintf(out, n, "%ldm%02lds", t / 60, t % 60);
-}
-
-static double eta_s(const Trainer *tr, double now) {
-    return (now - tr->t_start) / (double)(tr->st.step - tr->step0) * (double)(tr->rc->optim.max_updates - tr->st.step);
 }
 
 /* `"name": value` for log.jsonl; JSON has no NaN or Infinity: a non-finite value is null. A finite
@@ -815,6 +834,7 @@ static void write_log_line(Trainer *tr, double dt, int valid, double vloss, doub
     fprintf(f, "{\"step\": %lld", (long long)tr->st.step);
     json_num(tr, "loss", iv->frames > 0 ? iv->loss / iv->frames : NAN, "%.9g");
     json_num(tr, "acc", iv->frames > 0 ? iv->correct / iv->frames : NAN, "%.9g");
+    if (tr->rc->objective.name == OBJ_HUBERT) json_num(tr, "acc_u", tr->acc_u, "%.9g");
     json_num(tr, "lr", schedule_lr(&tr->sched, tr->st.step - 1), "%.9g");
     json_num(tr, "grad_norm", n > 0 ? iv->gnorm / n : NAN, "%.9g");
     json_num(tr, "audio_s_per_s", dt > 0 ? iv->samples / KOE_SAMPLE_RATE / dt : 0, "%.4g");
@@ -906,6 +926,7 @@ int trainer_unhealthy(const Trainer *tr) { return tr->unhealthy; }
 
 void trainer_log(Trainer *tr, const TrainerStep *s, int valid, double vloss, double vacc) {
     const double now = koe_now();
+    trainer_progress(tr, s); /* first: the ETA below counts this update */
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     int64_t rss_kb = ru.ru_maxrss; /* the largest rank's */
@@ -915,10 +936,9 @@ void trainer_log(Trainer *tr, const TrainerStep *s, int valid, double vloss, dou
         const Interval *iv = &tr->iv;
         const double dt = now - tr->t_iv;
         write_log_line(tr, dt, valid, vloss, vacc, rss_kb);
-        if (!tr->tty || valid) {
+        if (!progress_on_tty(tr->progress) || valid) {
             char eta[32];
-            fmt_eta(eta, sizeof eta, eta_s(tr, now));
-            if (tr->tty) fputc('\n', stderr);
+            progress_fmt_eta(eta, sizeof eta, progress_eta_s(tr->progress));
             koe_log("step %lld/%lld loss %.4f acc %.3f lr %.3g gnorm %.3g %.2f audio s/s skipped %lld eta %s",
                     (long long)tr->st.step, (long long)tr->rc->optim.max_updates,
                     iv->frames > 0 ? iv->loss / iv->frames : NAN, iv->frames > 0 ? iv->correct / iv->frames : NAN,
@@ -931,16 +951,12 @@ void trainer_log(Trainer *tr, const TrainerStep *s, int valid, double vloss, dou
     if (tr->dp) comm_bcast(&tr->unhealthy, sizeof tr->unhealthy, 0); /* rank 0 checked: every rank stops */
     memset(&tr->iv, 0, sizeof tr->iv);
     tr->t_iv = now;
-    trainer_progress(tr, s);
+    tr->monitor_s += koe_now() - now;
 }
 
 void trainer_progress(Trainer *tr, const TrainerStep *s) {
-    if (!tr->tty) return;
-    char eta[32];
-    fmt_eta(eta, sizeof eta, eta_s(tr, koe_now()));
-    fprintf(stderr, "\rkoe: step %lld/%lld  loss %.4f  acc %.3f  gnorm %.3g  eta %s   ", (long long)tr->st.step,
-            (long long)tr->rc->optim.max_updates, s->loss, s->frames ? s->acc : 0.0, s->gnorm, eta);
-    fflush(stderr);
+    progress_detail(tr->progress, "loss %.4f acc %.3f gnorm %.3g", s->loss, s->frames ? s->acc : 0.0, s->gnorm);
+    progress_add(tr->progress, tr->st.step - s->step);
 }
 
 /* run.plot_every: RUN/plots redrawn from log.jsonl, as koe plot does. A failure is a warning. */
@@ -956,7 +972,6 @@ static void plot_redraw(Trainer *tr) {
 }
 
 void trainer_save(Trainer *tr) {
-    if (tr->tty) fputc('\n', stderr);
     memcpy(tr->st.log_sums, &tr->iv, sizeof tr->iv);
     tr->st.log_sums[TRAINER_ELAPSED_SLOT] = tr->elapsed0 + koe_now() - tr->t_start;
     tr->st.log_sums[TRAINER_LOSS0_SLOT] = tr->loss0;
@@ -1000,23 +1015,19 @@ void trainer_stopped(Trainer *tr) {
 
 void trainer_done(Trainer *tr) {
     if (tr->rank == 0)
-        koe_log("done: %lld steps, %lld skipped; checkpoint %s/latest", (long long)tr->st.step,
-                (long long)tr->st.skipped, tr->ckdir);
+        koe_log("done: %lld steps, %lld skipped; checkpoint %s/latest; monitoring (log lines, TensorBoard, health "
+                "checks, BEST-RQ code counts, HuBERT acc_u) took %.3f s, %.2f%% of the %.1f s of updates",
+                (long long)tr->st.step, (long long)tr->st.skipped, tr->ckdir, tr->monitor_s,
+                tr->update_s > 0 ? 100.0 * tr->monitor_s / tr->update_s : 0.0, tr->update_s);
 }
 
 int64_t trainer_steps_done(const Trainer *tr) { return tr->st.step; }
 int64_t trainer_max_updates(const Trainer *tr) { return tr->rc->optim.max_updates; }
 Model *trainer_model(Trainer *tr) { return tr->m; }
 
-int trainer_due_valid(const Trainer *tr) {
-    const int64_t every = tr->rc->run.valid_every;
-    return tr->has_valid && every > 0 && tr->st.step % every == 0;
-}
+int trainer_due_valid(const Trainer *tr) { return due_valid_at(tr, tr->st.step); }
 
-int trainer_due_log(const Trainer *tr) {
-    return tr->st.step % tr->rc->run.log_every == 0 || trainer_due_valid(tr) ||
-           tr->st.step == tr->rc->optim.max_updates;
-}
+int trainer_due_log(const Trainer *tr) { return due_log_at(tr, tr->st.step); }
 
 int trainer_due_save(const Trainer *tr) {
     return tr->st.step % tr->rc->run.save_every == 0 || tr->st.step == tr->rc->optim.max_updates;

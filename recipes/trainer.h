@@ -64,7 +64,8 @@ void trainer_log(Trainer *tr, const TrainerStep *s, int valid, double vloss, dou
 /* A run.health_* check failed at the last trainer_log (the message is out): every rank returns 1 and the
  * run must stop with exit code 2. */
 int trainer_unhealthy(const Trainer *tr);
-/* Keeps the interval's sums running on the progress line of a terminal (no log line at this step). */
+/* Counts update s on the progress line (core/progress.h; on a terminal it shows s's loss, accuracy and
+ * gradient norm); trainer_log does it itself, so call it at the steps without a log line. */
 void trainer_progress(Trainer *tr, const TrainerStep *s);
 /* The collective checkpoint of the current state (every rank writes its slices of one file). */
 void trainer_save(Trainer *tr);

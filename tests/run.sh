@@ -2,6 +2,7 @@
 # tests/run.sh — run the suite: every unit test binary in $BUILD/tests, then every script in
 # tests/e2e. Arguments filter by name (substring). Prints one line per test and a final
 # "N passed, N failed". Each test's output goes to $BUILD/test-logs/NAME.log and is shown on failure.
+# Last, every log.jsonl the tests' runs left in $KOE_TMP must parse as strict JSON, line by line.
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -45,6 +46,16 @@ for t in "${tests[@]}"; do
     sed 's/^/    | /' "$logs/$name.log" | tail -n 40
   fi
 done
+# Every log.jsonl the tests' runs wrote is strict JSON, line by line (tests/reference/jsonl_check.py).
+mapfile -t runlogs < <(find "$KOE_TMP" -name log.jsonl -type f 2> /dev/null)
+if [ ${#runlogs[@]} -gt 0 ]; then
+  if "$PYTHON" tests/reference/jsonl_check.py "${runlogs[@]}" > "$logs/log_jsonl.log" 2>&1; then
+    passed=$((passed + 1)); printf 'PASS  %-28s %s\n' "log.jsonl" "$(cat "$logs/log_jsonl.log")"
+  else
+    failed=$((failed + 1)); failures+=("log.jsonl"); printf 'FAIL  %-28s\n' "log.jsonl"
+    sed 's/^/    | /' "$logs/log_jsonl.log"
+  fi
+fi
 [ $failed = 0 ] || echo "failed: ${failures[*]}"
 echo "$passed passed, $failed failed"
 [ $failed = 0 ] && [ $passed -gt 0 ]

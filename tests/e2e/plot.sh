@@ -69,4 +69,5 @@ mkdir bad && head -2 run/log.jsonl > bad/log.jsonl && echo '{"step": 5, "loss": 
 code=0
 "$KOE" plot bad > /dev/null 2> bad.err || code=$?
 test "$code" = 1 && grep -q "bad/log.jsonl:3:" bad.err || { echo "FAIL: bad line: exit $code"; cat bad.err; exit 1; }
+rm -r bad # a log koe did not write: tests/run.sh checks every log.jsonl the suite leaves
 echo "koe plot: PNG, SVG, ASCII, kept scripts, no-gnuplot message and bad-line error as expected"

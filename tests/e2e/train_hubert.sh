@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # tests/e2e/train_hubert.sh — `koe train` end to end with HuBERT on a synthesized corpus: labels from
 # koe kmeans + koe label (MFCC, k=50), a shrunk tiny model (dropout off) trained 400 updates; the loss falls and the
-# masked accuracy rises (mean of the first 10% of log lines vs the last 10%), every log.jsonl field is
-# present, validation fields appear every valid_every, checkpoints are written. Resume: a run started
+# masked and unmasked (acc_u) accuracies rise (mean of the first 10% of log lines vs the last 10%), every
+# log.jsonl field is present, TensorBoard's files hold the same values, validation fields appear every valid_every, checkpoints are written. Resume: a run started
 # from the first run's checkpoint at step 320, stopped by SIGTERM (exit 3 after a clean checkpoint) and
 # resumed again, logs exactly the same lines after step 320 as the uninterrupted run.
 set -euo pipefail
@@ -35,8 +35,9 @@ import json, math, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 assert [r["step"] for r in rows] == list(range(10, 401, 10)), [r["step"] for r in rows]
 for r in rows:
-    for k in ("step", "loss", "acc", "lr", "grad_norm", "audio_s_per_s", "skipped"):
+    for k in ("step", "loss", "acc", "acc_u", "lr", "grad_norm", "audio_s_per_s", "skipped"):
         assert k in r and math.isfinite(r[k]), (k, r)
+    assert 0 <= r["acc_u"] <= 1, r
     assert ("valid_loss" in r) == (r["step"] % 100 == 0), r
     assert r["skipped"] == 0, r
 n = max(1, len(rows) // 10)
@@ -49,7 +50,11 @@ assert mean(last, "acc") > mean(first, "acc") + 0.02, "masked accuracy did not r
 v = [r for r in rows if "valid_loss" in r]
 print("valid", [(r["step"], round(r["valid_loss"], 3), round(r["valid_acc"], 3)) for r in v])
 assert v[-1]["valid_loss"] < v[0]["valid_loss"], "validation loss did not fall"
+print(f"acc_u {mean(first, 'acc_u'):.3f} -> {mean(last, 'acc_u'):.3f}")
+assert mean(last, "acc_u") > mean(first, "acc_u"), "unmasked accuracy did not rise"
 PY
+# TensorBoard holds every scalar of log.jsonl, acc_u included, at the same steps
+"$PYTHON" "$KOE_ROOT/tests/reference/tfevents_decode.py" check a a/log.jsonl
 
 # resume: start from a's step-320 checkpoint, stop with SIGTERM, resume, compare with a
 mkdir -p b/checkpoints

@@ -5,7 +5,8 @@
  * the loss_sum objective_forward reports (directional derivative along a random +-1 direction, as
  * test_model does); frozen tensors get no gradient. The loss_sum also equals the head sum plus the
  * weighted penalty times the frame count. HuBERT with pred_nomask_weight w > 0 adds w x the CE of the
- * unmasked frames (recomputed here through the head alone) and its gradient. (wav2vec 2.0's straight-through gradient is not the
+ * unmasked frames (recomputed here through the head alone) and its gradient; the unmasked accuracy
+ * (acc_u) matches a double transcription of the head. (wav2vec 2.0's straight-through gradient is not the
  * derivative of its forward, so tests/unit/test_wav2vec2.c checks it against its own reference.) */
 #include <math.h>
 #include <setjmp.h>
@@ -52,12 +53,15 @@ typedef struct {
     int64_t S, n_inp;
 } Case;
 
-static double loss_of(Case *k, ObjectiveStats *st) {
+static double forward_scored(Case *k, ObjectiveStats *st, int score_unmasked) {
     memcpy(k->work, k->inp, (size_t)k->n_inp * sizeof(float));
     ObjectiveBatch b = {k->work, k->len, k->utt, k->B, k->S, k->labels, {0, 5, 3, k->utt}};
     objective_forward(&k->o, k->m, &b, st);
+    if (score_unmasked) objective_score_unmasked(&k->o, k->m, &b, st);
     return st->loss_sum;
 }
+
+static double loss_of(Case *k, ObjectiveStats *st) { return forward_scored(k, st, 0); }
 
 static void setup(Case *k, ObjectiveName name, float nomask_weight) {
     memset(k, 0, sizeof *k);
@@ -171,12 +175,58 @@ static void check(ObjectiveName name, float nomask_weight, const char *what) {
     teardown(&k);
 }
 
+/* acc_u: the unmasked frames' correct predictions, against a double transcription of the head
+ * (cos(final_proj(x), label_embedding_c) / logit_temp, correct when the label's logit is the largest)
+ * on the forward's own encoder output, mask and padding. A frame whose two best logits are within
+ * 1e-4 could go either way in float: such frames are counted and allowed to differ. Scoring them
+ * (objective_score_unmasked) changes neither the loss nor the masked counts; without it nothing is counted. */
+static void test_hubert_acc_u(void **state) {
+    (void)state;
+    Case k;
+    setup(&k, OBJ_HUBERT, 0.0f);
+    Model *m = k.m;
+    ObjectiveStats plain, st;
+    const double loss = forward_scored(&k, &plain, 0);
+    assert_true(plain.frames_u == 0 && plain.correct_u == 0);
+    assert_true(forward_scored(&k, &st, 1) == loss && st.frames == plain.frames && st.correct == plain.correct);
+    const HubertHeadConfig *hc = &k.o.cfg.hubert;
+    const int D = hc->D, F = hc->final_dim, C = hc->n_classes;
+    int64_t n = 0, correct = 0, close = 0;
+    for (int64_t i = 0; i < k.B * m->T; i++) {
+        if (k.o.mask[i] || m->key_pad[i] || k.labels[i] < 0) continue;
+        double p[64], pn = 0, best = -INFINITY, second = -INFINITY, mine = 0;
+        assert_true(F <= 64);
+        for (int f = 0; f < F; f++) {
+            p[f] = k.o.hp.proj_b[f];
+            for (int d = 0; d < D; d++) p[f] += (double)k.o.hp.proj_w[f * D + d] * m->a.out[i * D + d];
+            pn += p[f] * p[f];
+        }
+        for (int c = 0; c < C; c++) {
+            double dot = 0, en = 0;
+            for (int f = 0; f < F; f++) dot += p[f] * k.o.hp.label_emb[c * F + f], en += (double)k.o.hp.label_emb[c * F + f] * k.o.hp.label_emb[c * F + f];
+            const double logit = dot / (fmax(sqrt(pn), 1e-8) * fmax(sqrt(en), 1e-8)) / hc->logit_temp;
+            if (c == k.labels[i]) mine = logit;
+            if (logit > best) second = best, best = logit;
+            else if (logit > second) second = logit;
+        }
+        n++;
+        correct += mine >= best;
+        close += best - second < 1e-4;
+    }
+    printf("acc_u: %lld of %lld unmasked frames correct (koe %lld of %lld; %lld near ties)\n", (long long)correct,
+           (long long)n, (long long)st.correct_u, (long long)st.frames_u, (long long)close);
+    assert_true(n > 0 && st.frames_u == n);
+    assert_true(fabs(st.correct_u - (double)correct) <= (double)close);
+    teardown(&k);
+}
+
 static void test_hubert(void **s) { (void)s, check(OBJ_HUBERT, 0.0f, "hubert"); }
 static void test_hubert_nomask(void **s) { (void)s, check(OBJ_HUBERT, 0.5f, "hubert, pred_nomask_weight 0.5"); }
 static void test_bestrq(void **s) { (void)s, check(OBJ_BESTRQ, 0.0f, "bestrq"); }
 
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_hubert), cmocka_unit_test(test_hubert_nomask),
+                                       cmocka_unit_test(test_hubert_acc_u),
                                        cmocka_unit_test(test_bestrq)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
