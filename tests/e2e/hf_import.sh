@@ -46,6 +46,7 @@ def koe(name):
 hf = {}
 for f in glob.glob(f"{T}/w2v2_pt/*.safetensors"):
     hf.update(hf_standin.read_safetensors(f))
+hf_standin.omegaconf_standin({})  # registers the stand-in omegaconf classes the .pt files name
 fs_w2v2 = torch.load(f"{T}/fairseq_w2v2.pt", weights_only=False)["model"]
 fs_hubert = torch.load(f"{T}/fairseq.pt", weights_only=False)["model"]
 cases = {
