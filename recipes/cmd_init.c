@@ -168,8 +168,17 @@ static int init_from(const char *from, int n_over, char **over, Recipe *r, Model
     KoeError err;
     char name[4200];
     snprintf(name, sizeof name, "%s/config.json", from);
-    if (hf_read_config(from, &c, &err) < 0 || recipe_load_model(r, name, &c, n_over, over, &err) < 0) {
+    /* the derived overrides go before the user's: an fbank-frontend model (a koe export) reads fbank,
+     * then a pretraining head's objective keys */
+    char ov[6][64], **all = koe_malloc((size_t)(n_over + 6) * sizeof *all);
+    int n = 0, n_classes = 0;
+    const int read = hf_read_config(from, &c, &err);
+    if (read == 0 && c.frontend == FRONTEND_FBANK) snprintf(ov[n++], 64, "data.features=fbank");
+    for (int i = 0; i < n_over; i++) all[n + i] = over[i];
+    for (int i = 0; i < n; i++) all[i] = ov[i];
+    if (read < 0 || recipe_load_model(r, name, &c, n + n_over, all, &err) < 0) {
         fprintf(stderr, "koe init: %s\n", err.msg);
+        free(all);
         return KOE_EXIT_USAGE;
     }
     *m = model_create(&r->model, 1, ckpt_model_min_input(&r->model));
@@ -177,21 +186,23 @@ static int init_from(const char *from, int n_over, char **over, Recipe *r, Model
     HfHeads h;
     if (hf_read_params(from, &(*m)->table, (*m)->params, &h, &err) < 0) {
         fprintf(stderr, "koe init: %s\n", err.msg);
+        free(all);
         return KOE_EXIT_USAGE;
     }
-    char ov[5][64], **all = koe_malloc((size_t)(n_over + 5) * sizeof *all);
-    int n_classes, n = h.t.n ? head_overrides(&h, ov, &n_classes) : 0;
-    for (int i = 0; i < n; i++) all[i] = ov[i];
+    const int n0 = n, nh = h.t.n ? head_overrides(&h, ov + n0, &n_classes) : 0;
+    n += nh;
     for (int i = 0; i < n_over; i++) all[n + i] = over[i];
+    for (int i = n0; i < n; i++) all[i] = ov[i];
     Recipe rh;
-    if (n && recipe_load_model(&rh, name, &c, n + n_over, all, &err) < 0)
+    if (nh && recipe_load_model(&rh, name, &c, n + n_over, all, &err) < 0)
         koe_warn("init: %s; the pretraining head is not imported", err.msg);
-    else if (n && with_head(&rh, *m, &h, n_classes, t, v) == 0) {
+    else if (nh && with_head(&rh, *m, &h, n_classes, t, v) == 0) {
         recipe_free(r);
         *r = rh;
-        koe_log("init: %s's pretraining head imported (%d tensors, with %s %s %s %s %s)", from, t->n - (*m)->table.n,
-                all[0], all[1], n > 2 ? all[2] : "", n > 3 ? all[3] : "", n > 4 ? all[4] : "");
-    } else if (n)
+        char keys[6 * 64] = "";
+        for (int i = n0; i < n; i++) snprintf(keys + strlen(keys), sizeof keys - strlen(keys), " %s", ov[i]);
+        koe_log("init: %s's pretraining head imported (%d tensors, with%s)", from, t->n - (*m)->table.n, keys);
+    } else if (nh)
         recipe_free(&rh);
     else if (h.t.n)
         koe_warn("init: %s has %d pretraining head tensor(s) but not a head koe knows; not imported", from, h.t.n);

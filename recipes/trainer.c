@@ -467,9 +467,12 @@ static int init_weights(Trainer *tr, KoeError *err) {
     for (int i = 0; rc == 0 && i < t->n; i++) {
         if (i < enc.n && got[i] != 1) rc = koe_error_set(err, "run.init_from = %s: encoder tensor /model/%s is %s", path,
                                                          t->e[i].name, got[i] ? "another shape" : "missing");
-        else if (got[i] != 1 && tr->rank == 0)
-            koe_log("run.init_from: %s %s in %s: it starts from run.seed's initialisation", t->e[i].name,
-                    got[i] ? "has another shape" : "is not", path), fresh++;
+        else if (got[i] != 1) {
+            fresh++;
+            if (tr->rank == 0)
+                koe_log("run.init_from: %s %s in %s: it starts from run.seed's initialisation", t->e[i].name,
+                        got[i] ? "has another shape" : "is not", path);
+        }
     }
     if (rc == 0 && tr->rank == 0)
         koe_log("run.init_from: weights from %s (encoder, %d of %d head tensors); fresh optimizer, step 0", path,

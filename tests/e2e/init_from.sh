@@ -7,7 +7,8 @@
 # update 1 has kept at least half of what the published run learned (between a from-scratch model's
 # loss at update 1 and the published run's last logged loss); the wav2vec 2.0 import brings its
 # quantizer (codevectors equal the published ones) and its loss at update 1 is below a from-scratch
-# model's. A different architecture is refused naming the key, a directory with what to run.
+# model's. BEST-RQ continues from an fbank-frontend export with the encoder only. A different
+# architecture is refused naming the key, a directory with what to run.
 set -euo pipefail
 T="$KOE_TMP/init_from"
 mkdir -p "$T"
@@ -73,6 +74,19 @@ c1, s1 = cont[0]["loss"], scratch[0]["loss"]
 print(f"wav2vec 2.0 loss at update 1: continued {c1:.3f}, from scratch {s1:.3f}")
 assert c1 < s1, "the continued run did not start from the published weights"
 PY
+
+# BEST-RQ continues with the encoder only: a Hugging Face export of an fbank-frontend model has no
+# quantizer, and the run's own frozen one (from run.seed) is used
+BRQ=(data.corpus=corp data.max_tokens=96000 data.max_sample_size=32000 model.encoder_embed_dim=64 model.encoder_layers=2
+     model.encoder_attention_heads=2 model.encoder_ffn_embed_dim=128 model.conv_pos=16 model.conv_pos_groups=4
+     objective.codebook_size=64 run.valid_every=0 run.health_min_target_ppl=0 optim.warmup=1 optim.max_updates=2)
+"$KOE" init "$KOE_ROOT/recipes/tiny/bestrq.ini" "${BRQ[@]}" run.seed=9 --out brq0.h5 2> /dev/null
+"$KOE" export --ckpt brq0.h5 --out brq_hf 2> /dev/null
+"$KOE" init --from brq_hf --out imp_b.h5 2> /dev/null
+"$KOE" train "$KOE_ROOT/recipes/tiny/bestrq.ini" "${BRQ[@]}" run.init_from=imp_b.h5 run.dir=cont_b > /dev/null 2> cont_b.err \
+  || { cat cont_b.err; exit 1; }
+grep -q "(encoder, 0 of 4 head tensors)" cont_b.err && grep -q "quantizer.0.codebook is not in imp_b.h5" cont_b.err \
+  || { cat cont_b.err; exit 1; }
 
 # refusals: another architecture names the key; a directory says what to run
 if "$KOE" train "$KOE_ROOT/recipes/tiny/hubert.ini" "${HUB[@]}" model.encoder_layers=3 run.init_from=imp_h.h5 \

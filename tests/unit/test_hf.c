@@ -135,6 +135,9 @@ static void test_config_errors(void **state) {
         {"{\"hidden_size\": 1000000000000000000000}", {"config.json:1:", NULL}},
         {"{\"hidden_size\": 0x300}", {"config.json:1:", NULL}},
         {"{\"koe_dropout\": 0.99999999}", {"\"koe_dropout\"", "32-bit float", "model.dropout"}},
+        /* switches of models koe cannot compute, named */
+        {"{\"model_type\": \"hubert\", \"conv_pos_batch_norm\": true}", {"\"conv_pos_batch_norm\" must be false", "cannot compute", NULL}},
+        {"{\"model_type\": \"wav2vec2\", \"add_adapter\": true}", {"\"add_adapter\" must be false", "cannot compute", NULL}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         write_text("config.json", cases[i].text);
