@@ -5,7 +5,8 @@
 # label_embs_concat) and a transformers Wav2Vec2ForPreTraining directory (quantizer, project_hid,
 # project_q). The HuBERT import continues for 50 updates on the same labels from step 0 and its loss at
 # update 1 has kept at least half of what the published run learned (between a from-scratch model's
-# loss at update 1 and the published run's last logged loss); the wav2vec 2.0 import brings its
+# loss at update 1 and the published run's last logged loss); with new labels of another k it keeps
+# the encoder and final_proj and starts fresh label embeddings; the wav2vec 2.0 import brings its
 # quantizer (codevectors equal the published ones) and its loss at update 1 is below a from-scratch
 # model's. BEST-RQ continues from an fbank-frontend export with the encoder only. A different
 # architecture is refused naming the key, a directory with what to run.
@@ -52,6 +53,14 @@ print(f"HuBERT loss at update 1: continued {c1:.3f}, from scratch {s1:.3f}; publ
 assert s1 - learned > 0.5, "the published run learned too little to tell"
 assert c1 < s1 - 0.5 * (s1 - learned), "the continued run did not start from the published weights"
 PY
+
+# iteration-2 style: new labels (k = 30) take the encoder and final_proj, and fresh label embeddings
+"$KOE" kmeans --corpus corp --source mfcc --k 30 --out km30.h5 2> /dev/null
+"$KOE" label --corpus corp --kmeans km30.h5 --name km30 2> /dev/null
+"$KOE" train "$KOE_ROOT/recipes/tiny/hubert.ini" "${HUB[@]}" data.labels=km30 optim.warmup=1 optim.max_updates=2 \
+  run.init_from=imp_h.h5 run.dir=iter2_h > /dev/null 2> iter2_h.err || { cat iter2_h.err; exit 1; }
+grep -q "label_embeddings has another shape in imp_h.h5" iter2_h.err && grep -q "(encoder, 2 of 3 head tensors)" iter2_h.err \
+  || { cat iter2_h.err; exit 1; }
 
 # wav2vec 2.0: published run (150 updates) as Wav2Vec2ForPreTraining; imported with its quantizer
 "$KOE" train "$KOE_ROOT/recipes/tiny/wav2vec2.ini" "${W2V[@]}" optim.warmup=20 optim.max_updates=150 run.log_every=10 \
