@@ -7,6 +7,7 @@
 #   make bench      benchmarks against ../shared/anchors (ratios, not timed tests)
 #   make install    PREFIX=/usr/local DESTDIR=  (koe, plugin, recipes, launch templates, man pages,
 #                   bash completion, Lmod modulefile; launch/README.md, Installing)
+#   make dist       build/koe-VERSION.tar.gz, the release tarball (Spack and EasyBuild build from it)
 # Portable builds (a login node building for older compute nodes): CC=..., MARCH=-march=x86-64-v2
 # (default -march=native), WERROR=0 (warnings not errors), MPI_PC= / HDF5_PC= (pkg-config names of
 # another MPI's C library and its parallel HDF5, default Debian's ompi-c and hdf5-openmpi).
@@ -21,7 +22,8 @@ ANCHORS ?= $(abspath ../shared/anchors)
 # pkg-config names, and the Debian packages that provide them (plus test-only packages).
 MPI_PC ?= ompi-c
 HDF5_PC ?= hdf5-openmpi
-PKGS := $(MPI_PC) $(HDF5_PC) openblas sndfile libzstd soxr kissfft-float inih espeak-ng jansson cmocka
+PKGS := $(MPI_PC) $(HDF5_PC) openblas sndfile libzstd soxr kissfft-float inih espeak-ng jansson
+TEST_PKGS := cmocka
 DEB_RUNTIME := pkg-config openmpi-bin libopenmpi-dev libopenblas-openmp-dev libhdf5-openmpi-dev \
   libsndfile1-dev libzstd-dev libsoxr-dev libkissfft-dev libinih-dev libespeak-ng-dev espeak-ng-data \
   libdnnl-dev libjansson-dev help2man gnuplot-nox
@@ -68,7 +70,7 @@ BENCH_SRC := $(wildcard tests/bench/bench_*.c)
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 PLUGIN := $(BUILD)/hdf5-plugins/libh5zstd.so
 
-.PHONY: all deps check-deps test demo curves bench install clean help FORCE
+.PHONY: all deps check-deps test demo curves bench install dist clean help FORCE
 all: $(BUILD)/koe $(BUILD)/libkoe.a $(PLUGIN) $(TEST_BIN) $(BENCH_BIN)
 
 help:
@@ -88,7 +90,8 @@ $(BUILD)/deps.ok: Makefile
 	for p in $(PKGS); do \
 	  if pkg-config --exists $$p; then printf '  ✓ %-14s %s\n' $$p "$$(pkg-config --modversion $$p)"; \
 	  else printf '  ✗ %-14s missing\n' $$p; ok=0; fi; done; \
-	if [ -f /usr/include/oneapi/dnnl/dnnl.h ]; then printf '  ✓ %-14s %s\n' dnnl "(libdnnl-dev, no .pc)"; \
+	if printf '#include <oneapi/dnnl/dnnl.h>\n' | $(CC) $(CPPFLAGS) -E -x c - > /dev/null 2>&1; then \
+	  printf '  ✓ %-14s %s\n' dnnl "(libdnnl-dev, no .pc)"; \
 	else printf '  ✗ %-14s missing\n' dnnl; ok=0; fi; \
 	if [ $$ok = 0 ]; then echo "koe: missing dependencies: run 'make deps' (Debian: apt-get install $(DEB_ALL))"; exit 1; fi; \
 	touch $@
@@ -132,7 +135,8 @@ $(PLUGIN): data/zstd_filter.c data/zstd_filter.h $(BUILD)/deps.ok
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libkoe.a
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD    $@")
-	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) $< $(BUILD)/libkoe.a $(LDLIBS) -o $@
+	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) $(shell pkg-config --cflags $(TEST_PKGS)) $< $(BUILD)/libkoe.a $(LDLIBS) \
+	  $(shell pkg-config --libs $(TEST_PKGS)) -o $@
 
 $(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libkoe.a
 	@mkdir -p $(dir $@)
@@ -161,7 +165,7 @@ bench: deps
 # Man pages and bash completion are generated from the built koe's own help (launch/install/);
 # the modulefile finds the prefix from where it lies, so a DESTDIR tree works as installed.
 SHARE := $(DESTDIR)$(PREFIX)/share
-install: all
+install: $(BUILD)/koe $(PLUGIN)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/koe/hdf5-plugins $(SHARE)/koe/launch \
 	  $(SHARE)/man/man1 $(SHARE)/bash-completion/completions $(SHARE)/modulefiles/koe $(SHARE)/doc/koe
 	install -m 755 $(BUILD)/koe $(DESTDIR)$(PREFIX)/bin/koe
@@ -175,6 +179,26 @@ install: all
 	bash launch/install/completion.sh $(BUILD)/koe > $(SHARE)/bash-completion/completions/koe
 	install -m 644 launch/install/koe.lua $(SHARE)/modulefiles/koe/$$(cat VERSION).lua
 	install -m 644 README.md LICENSE CITATION.cff $(SHARE)/doc/koe/
+
+# The release tarball: every file git tracks, as it is in this tree, under koe-VERSION/, with the
+# VERSION file the build reads when there is no .git (core/version.h). Reproducible: sorted, owner 0,
+# mtime that of the commit that last changed VERSION, gzip without a name or time stamp. Beside it the
+# Spack recipe and the EasyBuild easyconfig (launch/packaging/) with its version, sha256 and DIST_URL
+# (where the tarball will be published; default this directory) filled in.
+VERSION_NUM := $(shell cat VERSION)
+DIST := koe-$(VERSION_NUM)
+DIST_URL ?= file://$(abspath $(BUILD))
+dist:
+	@[ -e .git ] || { echo "make dist: needs the git checkout (it packs the files git tracks)"; exit 1; }
+	@mkdir -p $(BUILD)/spack/koe
+	set -o pipefail; git ls-files -z | tar --null -T - --transform 's,^,$(DIST)/,' --sort=name --owner=0 --group=0 \
+	  --numeric-owner --mtime=@$$(git log -1 --format=%ct -- VERSION) -cf - | gzip -n > $(BUILD)/$(DIST).tar.gz.tmp
+	mv $(BUILD)/$(DIST).tar.gz.tmp $(BUILD)/$(DIST).tar.gz
+	sha=$$(sha256sum $(BUILD)/$(DIST).tar.gz | cut -d' ' -f1); \
+	for f in package.py:spack/koe/package.py koe.eb:$(DIST)-gompi.eb; do \
+	  sed -e "s|@VERSION@|$(VERSION_NUM)|g; s|@URL@|$(DIST_URL)|g; s|@SHA256@|$$sha|g" \
+	    launch/packaging/$${f%%:*} > $(BUILD)/$${f#*:}; done
+	@echo "make dist: $(BUILD)/$(DIST).tar.gz, $(BUILD)/spack/koe/package.py, $(BUILD)/$(DIST)-gompi.eb"
 
 clean:
 	rm -rf build build-san

@@ -42,6 +42,10 @@ typedef struct {
     /* config.json name; NULL: not in config.json. Numbers and booleans map 1:1, enums through
      * EnumName.hf, and K_CONV to three integer lists <hf>_dim, <hf>_kernel, <hf>_stride. */
     const char *hf;
+    /* model keys: 1 for a training setting (dropouts, layerdrop, masking, the conv stack's gradient
+     * scale), which a run continued from another model's weights may change; 0 for the architecture,
+     * which must match them (run.init_from) */
+    int setting;
 } ConfigKey;
 
 /* Parse s as k's value into field. On error returns -1 with the reason in why; field is unchanged. */

@@ -61,6 +61,9 @@ extern const ConfigKey model_keys[];
 extern const int model_n_keys;
 /* model_keys' defaults: HuBERT/wav2vec 2.0 Base as fairseq trains it. */
 void model_config_default(ModelConfig *cfg);
+/* The first architecture key (ConfigKey.setting = 0) whose value differs between a and b, with both
+ * values as recipe text in va and vb (n bytes each, truncated to fit); NULL when they all agree. */
+const ConfigKey *model_config_arch_diff(const ModelConfig *a, const ModelConfig *b, char *va, char *vb, size_t n);
 /* fairseq's conv_feature_layers grammar: a sum of lists of (dim, kernel, stride) tuples, each list
  * optionally repeated with *N, e.g. "[(512,10,5)] + [(512,3,2)]*4 + [(512,2,2)]*2". Fills n_conv
  * and the conv arrays of m (the rest zero); on error returns -1 with why (naming the character) in

@@ -3,7 +3,8 @@
  * Hugging Face config.json name). The recipe's [model] section (recipes/recipe.c) is this table, the
  * config.json writer and reader (data/hf.c) walk it, and model_config_default is its defaults. It
  * lives here, not in recipes/, because core/ must not depend on recipes/ (see config_keys.h).
- * Also fairseq's conv_feature_layers grammar. Must not hold anything but the table and its parsing:
+ * Also fairseq's conv_feature_layers grammar and the comparison of two configs' architectures. Must
+ * not hold anything but the table, its parsing and that comparison:
  * tests/unit/test_recipe.c checks that every ModelConfig field has exactly one key. */
 #include <ctype.h>
 #include <errno.h>
@@ -30,9 +31,11 @@ _Static_assert(sizeof(FrontendKind) == sizeof(int) && sizeof(EncoderKind) == siz
                "enums are int-sized");
 
 #define OFF(field) offsetof(ModelConfig, field)
-#define KN(key, type, field, def, lo, hi, open, hf, doc) {key, type, OFF(field), def, lo, hi, open, NULL, doc, hf}
-#define KE(key, field, def, names, hf, doc) {key, K_ENUM, OFF(field), def, 0, 0, 0, names, doc, hf}
-#define KB(key, field, def, hf, doc) {key, K_BOOL, OFF(field), def, 0, 0, 0, NULL, doc, hf}
+#define KN(key, type, field, def, lo, hi, open, hf, doc) {key, type, OFF(field), def, lo, hi, open, NULL, doc, hf, 0}
+#define KE(key, field, def, names, hf, doc) {key, K_ENUM, OFF(field), def, 0, 0, 0, names, doc, hf, 0}
+#define KB(key, field, def, hf, doc) {key, K_BOOL, OFF(field), def, 0, 0, 0, NULL, doc, hf, 0}
+/* a training setting (ConfigKey.setting), not the architecture */
+#define KS(key, type, field, def, lo, hi, open, hf, doc) {key, type, OFF(field), def, lo, hi, open, NULL, doc, hf, 1}
 
 /* The Hugging Face names are transformers' Wav2Vec2Config fields for the architecture; koe_frontend,
  * koe_encoder, fbank_*, koe_fbank_norm, conformer_kernel and feature_grad_mult are koe's own (transformers'
@@ -46,11 +49,11 @@ _Static_assert(sizeof(FrontendKind) == sizeof(int) && sizeof(EncoderKind) == siz
 const ConfigKey model_keys[] = {
     KE("frontend", frontend, "waveform", frontend_names, "koe_frontend", "waveform (conv stack) | fbank (stacked log-mel)"),
     {"conv_feature_layers", K_CONV, 0, "[(512,10,5)] + [(512,3,2)]*4 + [(512,2,2)]*2", 0, 0, 0, NULL,
-     "waveform conv stack: sum of lists of (dim, kernel, stride), each optionally *N", "conv"},
+     "waveform conv stack: sum of lists of (dim, kernel, stride), each optionally *N", "conv", 0},
     KE("extractor_mode", conv_norm, "default", extractor_names, "feat_extract_norm",
        "default = group norm on the first conv layer (Base) | layer_norm = on every layer (Large)"),
     KB("conv_bias", conv_bias, "false", "conv_bias", "bias in the conv layers"),
-    KN("feature_grad_mult", K_FLOAT, feature_grad_mult, "0.1", 0, 1, 0, "feature_grad_mult",
+    KS("feature_grad_mult", K_FLOAT, feature_grad_mult, "0.1", 0, 1, 0, "feature_grad_mult",
        "gradient into the conv stack is scaled by this"),
     KN("fbank_dim", K_INT, fbank_dim, "80", 1, 1024, 0, "fbank_dim", "fbank frontend: mel bins per frame"),
     KN("fbank_stack", K_INT, fbank_stack, "4", 1, 64, 0, "fbank_stack", "fbank frontend: frames concatenated (4 = 40 ms)"),
@@ -72,22 +75,22 @@ const ConfigKey model_keys[] = {
     KN("depthwise_conv_kernel_size", K_INT, conformer_kernel, "31", 1, 1023, 0, "conformer_kernel",
        "conformer: depthwise convolution kernel (odd)"),
     KN("layer_norm_eps", K_FLOAT, layer_norm_eps, "1e-05", 0, 0.1, OPEN_LO, "layer_norm_eps", "LayerNorm epsilon"),
-    KN("dropout", K_FLOAT, dropout, "0.1", 0, 1, OPEN_HI, "koe_dropout", "dropout in the encoder"),
-    KN("attention_dropout", K_FLOAT, attention_dropout, "0.1", 0, 1, OPEN_HI, "koe_attention_dropout",
+    KS("dropout", K_FLOAT, dropout, "0.1", 0, 1, OPEN_HI, "koe_dropout", "dropout in the encoder"),
+    KS("attention_dropout", K_FLOAT, attention_dropout, "0.1", 0, 1, OPEN_HI, "koe_attention_dropout",
        "dropout on attention probabilities"),
-    KN("activation_dropout", K_FLOAT, activation_dropout, "0", 0, 1, OPEN_HI, "koe_activation_dropout",
+    KS("activation_dropout", K_FLOAT, activation_dropout, "0", 0, 1, OPEN_HI, "koe_activation_dropout",
        "dropout after the feed-forward activation"),
-    KN("encoder_layerdrop", K_FLOAT, encoder_layerdrop, "0.05", 0, 1, OPEN_HI, "koe_layerdrop",
+    KS("encoder_layerdrop", K_FLOAT, encoder_layerdrop, "0.05", 0, 1, OPEN_HI, "koe_layerdrop",
        "probability of skipping a whole encoder layer"),
-    KN("dropout_input", K_FLOAT, dropout_input, "0.1", 0, 1, OPEN_HI, "koe_dropout_input",
+    KS("dropout_input", K_FLOAT, dropout_input, "0.1", 0, 1, OPEN_HI, "koe_dropout_input",
        "dropout on the frontend output (encoder input)"),
-    KN("dropout_features", K_FLOAT, dropout_features, "0.1", 0, 1, OPEN_HI, "koe_dropout_features",
+    KS("dropout_features", K_FLOAT, dropout_features, "0.1", 0, 1, OPEN_HI, "koe_dropout_features",
        "dropout on the unmasked features used for targets"),
-    KN("mask_prob", K_FLOAT, mask_prob, "0.8", 0, 1, 0, "koe_mask_prob",
+    KS("mask_prob", K_FLOAT, mask_prob, "0.8", 0, 1, 0, "koe_mask_prob",
        "probability that a frame starts a masked span (0.8 HuBERT, 0.65 wav2vec 2.0, 0.01 BEST-RQ)"),
-    KN("mask_length", K_INT, mask_length, "10", 1, 100000, 0, "koe_mask_length",
+    KS("mask_length", K_INT, mask_length, "10", 1, 100000, 0, "koe_mask_length",
        "masked span length in frames (BEST-RQ: 10 ms input frames, 40)"),
-    KN("mask_min_masks", K_INT, mask_min_spans, "2", 0, 100000, 0, "koe_mask_min_masks",
+    KS("mask_min_masks", K_INT, mask_min_spans, "2", 0, 100000, 0, "koe_mask_min_masks",
        "at least this many spans per utterance"),
 };
 const int model_n_keys = (int)(sizeof model_keys / sizeof model_keys[0]);
@@ -95,6 +98,21 @@ const int model_n_keys = (int)(sizeof model_keys / sizeof model_keys[0]);
 void model_config_default(ModelConfig *cfg) {
     memset(cfg, 0, sizeof *cfg);
     config_keys_default(model_keys, model_n_keys, cfg);
+}
+
+const ConfigKey *model_config_arch_diff(const ModelConfig *a, const ModelConfig *b, char *va, char *vb, size_t n) {
+    for (int i = 0; i < model_n_keys; i++) {
+        const ConfigKey *k = &model_keys[i];
+        if (k->setting) continue;
+        FILE *fa = fmemopen(va, n, "w"), *fb = fmemopen(vb, n, "w");
+        KOE_ASSERT(fa && fb);
+        config_key_format(fa, k, (const char *)a + k->off);
+        config_key_format(fb, k, (const char *)b + k->off);
+        fclose(fa);
+        fclose(fb);
+        if (strcmp(va, vb)) return k;
+    }
+    return NULL;
 }
 
 /* ---- conv_feature_layers ---------------------------------------------------------------------- */

@@ -437,6 +437,38 @@ int checkpoint_read_encoder(const char *path, const ParamTable *t, float *params
     return read_params(path, t, params, 1, err);
 }
 
+int checkpoint_read_matching(const char *path, const ParamTable *t, float *params, signed char *got, KoeError *err) {
+    h5_lock();
+    hid_t f = open_checked(path, err);
+    int rc = -1;
+    hid_t g = f >= 0 && H5Lexists(f, "model", H5P_DEFAULT) > 0 ? H5Gopen2(f, "model", H5P_DEFAULT) : -1;
+    if (f >= 0 && g < 0) koe_error_set(err, "%s: no /model group", path);
+    if (g >= 0) {
+        /* the entries the file has in this shape, at their offsets in t's buffer */
+        ParamTable sub = {koe_malloc((size_t)(t->n ? t->n : 1) * sizeof *sub.e), 0, t->n, t->total};
+        for (int i = 0; i < t->n; i++) {
+            const ParamEntry *e = &t->e[i];
+            got[i] = 0;
+            if (H5Lexists(g, e->name, H5P_DEFAULT) <= 0) continue;
+            hid_t ds = H5Dopen2(g, e->name, H5P_DEFAULT), sp = ds >= 0 ? H5Dget_space(ds) : -1;
+            hsize_t dims[PARAM_MAX_DIMS] = {0};
+            int same = sp >= 0 && H5Sget_simple_extent_ndims(sp) == e->ndim;
+            if (same) H5Sget_simple_extent_dims(sp, dims, NULL);
+            for (int d = 0; same && d < e->ndim; d++) same = (int64_t)dims[d] == e->shape[d];
+            if (sp >= 0) H5Sclose(sp);
+            if (ds >= 0) H5Dclose(ds);
+            got[i] = same ? 1 : -1;
+            if (same) sub.e[sub.n++] = *e;
+        }
+        rc = read_params_locked(f, path, &sub, params, 1, err);
+        free(sub.e);
+        H5Gclose(g);
+    }
+    if (f >= 0) H5Fclose(f);
+    h5_unlock();
+    return rc;
+}
+
 /* Elements [start, end) of /optim/m or /optim/v of an open file (of exactly total floats) into out; *sum:
  * their additive checksum, *stored: the dataset's (required). Caller holds h5_lock. */
 static int read_moment_slice_locked(hid_t f, const char *path, const char *name, int64_t total, int64_t start,

@@ -96,6 +96,10 @@ int checkpoint_read_params(const char *path, const ParamTable *t, float *params,
  * checkpoint's objective head: final_proj, label_embeddings, quantizer, ...) are skipped, though
  * still read for the /model checksum. For koe embed, export and kmeans, which need the encoder. */
 int checkpoint_read_encoder(const char *path, const ParamTable *t, float *params, KoeError *err);
+/* run.init_from: the tensors of the table that the file has in the same shape, into params; got[i]
+ * (t->n entries) says 1 read, 0 not in the file, -1 in the file in another shape (not read). The
+ * /model checksum is verified over every tensor of the file. */
+int checkpoint_read_matching(const char *path, const ParamTable *t, float *params, signed char *got, KoeError *err);
 /* The read of a training checkpoint (distributed/ckpt.c's ckpt_load): params, elements [start, end)
  * of the moments (m, v: end - start floats each), the state and the config text (malloc'ed), every
  * checksum verified but the moments': sums[k] is the additive checksum of the slice read, stored[k]

@@ -333,14 +333,61 @@ out:
     return rc;
 }
 
-/* The table's name for a safetensors name: drop a task model's "wav2vec2." / "hubert." prefix and map
- * torch.nn.utils.parametrizations' weight norm names to weight_g / weight_v. */
+/* Other names published models use for a tensor, and koe's: transformers' wav2vec 2.0 head
+ * project_hid is fairseq's (and koe's) final_proj; fairseq's HuBERT label_embs_concat is koe's
+ * label_embeddings; mask_time_emb_vector is a name some exports give the mask embedding. */
+static const struct {
+    const char *from, *to;
+    int prefix; /* 1: a name prefix, 0: the whole name */
+} aliases[] = {
+    {"project_hid.", "final_proj.", 1},
+    {"label_embs_concat", "label_embeddings", 0},
+    {"mask_time_emb_vector", "masked_spec_embed", 0},
+};
+
+/* The pretraining heads' tensors (koe's names: core/wav2vec2.c, core/hubert.c) kept by hf_read_params. */
+static int is_head(const char *name) {
+    static const char *const heads[] = {"quantizer.weight_proj.weight", "quantizer.weight_proj.bias",
+                                        "quantizer.codevectors", "project_q.weight", "project_q.bias",
+                                        "final_proj.weight", "final_proj.bias", "label_embeddings"};
+    for (size_t i = 0; i < sizeof heads / sizeof heads[0]; i++)
+        if (!strcmp(name, heads[i])) return 1;
+    return 0;
+}
+
+/* The table's name for a safetensors name: drop a task model's "wav2vec2." / "hubert." prefix, map
+ * torch.nn.utils.parametrizations' weight norm names to weight_g / weight_v, and the aliases. */
 static void table_name(const char *in, char *out, size_t n) {
     if (!strncmp(in, "wav2vec2.", 9)) in += 9;
     else if (!strncmp(in, "hubert.", 7)) in += 7;
     snprintf(out, n, "%s", in);
     char *p = strstr(out, "parametrizations.weight.original");
     if (p && (p[32] == '0' || p[32] == '1') && !p[33]) snprintf(p, n - (size_t)(p - out), "weight_%c", p[32] == '0' ? 'g' : 'v');
+    for (size_t i = 0; i < sizeof aliases / sizeof aliases[0]; i++) {
+        const size_t k = strlen(aliases[i].from);
+        if (aliases[i].prefix ? !strncmp(out, aliases[i].from, k) : !strcmp(out, aliases[i].from)) {
+            char rest[512];
+            snprintf(rest, sizeof rest, "%s", out + k);
+            snprintf(out, n, "%s%s", aliases[i].to, rest);
+            return;
+        }
+    }
+}
+
+/* A head tensor's entry in heads->t, shaped as the header says; -1 for a shape koe cannot hold. */
+static int head_entry(HfHeads *heads, const char *name, const json_t *o) {
+    const json_t *sh = json_object_get(o, "shape");
+    int64_t shape[PARAM_MAX_DIMS];
+    const int nd = json_is_array(sh) ? (int)json_array_size(sh) : 0;
+    if (nd < 1 || nd > PARAM_MAX_DIMS || params_find(&heads->t, name) >= 0) return -1;
+    for (int d = 0; d < nd; d++) {
+        const json_t *v = json_array_get(sh, (size_t)d);
+        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > (1 << 30)) return -1;
+        shape[d] = json_integer_value(v);
+    }
+    const int i = params_add(&heads->t, name, nd, shape, PARAM_INIT_ZERO, 0.0f, 0.0f);
+    heads->v = koe_realloc(heads->v, (size_t)heads->t.total * sizeof *heads->v);
+    return i;
 }
 
 /* safetensors dtypes koe converts to float32 (published models are F32, F16 or BF16) */
@@ -416,8 +463,8 @@ static int read_tensor(const char *path, const char *name, const json_t *o, cons
 
 /* Every tensor of one safetensors file into params; done[i] marks table entry i as read (a tensor
  * read twice, e.g. in two shards, is an error). Tensors outside the table add to *skipped. */
-static int read_safetensors(const char *path, const ParamTable *t, float *params, unsigned char *done, int *skipped,
-                            KoeError *err) {
+static int read_safetensors(const char *path, const ParamTable *t, float *params, unsigned char *done, HfHeads *heads,
+                            int *skipped, KoeError *err) {
     size_t size;
     char *buf = read_file(path, &size, err);
     if (!buf) return -1;
@@ -447,7 +494,11 @@ static int read_safetensors(const char *path, const ParamTable *t, float *params
         if (!strcmp(key, "__metadata__")) continue;
         char name[512];
         table_name(key, name, sizeof name);
-        const int ti = params_find(t, name);
+        const int ti = params_find(t, name), hi = ti < 0 && heads && is_head(name) ? head_entry(heads, name, o) : -1;
+        if (hi >= 0) {
+            if (read_tensor(path, key, o, &heads->t.e[hi], buf + 8 + hlen, size - 8 - hlen, heads->v, err) < 0) goto out;
+            continue;
+        }
         if (ti < 0) {
             koe_warn("%s: %s is not part of the encoder; skipped", path, key);
             (*skipped)++;
@@ -501,9 +552,26 @@ static json_t *index_shards(const char *path, KoeError *err) {
     return files;
 }
 
-int hf_read_params(const char *dir, const ParamTable *t, float *params, KoeError *err) {
+/* config.json's num_codevector_groups (transformers' default 2). */
+static int codevector_groups(const char *dir) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    json_t *root = json_load_file(path, 0, NULL);
+    const json_t *g = json_object_get(root, "num_codevector_groups");
+    const int groups = json_is_integer(g) && json_integer_value(g) >= 1 && json_integer_value(g) <= 64
+                           ? (int)json_integer_value(g) : 2;
+    json_decref(root);
+    return groups;
+}
+
+int hf_read_params(const char *dir, const ParamTable *t, float *params, HfHeads *heads, KoeError *err) {
     char path[4096];
     int rc = -1, skipped = 0;
+    if (heads) {
+        memset(heads, 0, sizeof *heads);
+        params_table_init(&heads->t);
+        heads->groups = codevector_groups(dir);
+    }
     unsigned char *done = koe_calloc((size_t)(t->n ? t->n : 1), 1);
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
     json_t *shards = access(path, F_OK) == 0 ? index_shards(path, err) : json_pack("[s]", "model.safetensors");
@@ -512,7 +580,7 @@ int hf_read_params(const char *dir, const ParamTable *t, float *params, KoeError
     json_t *f;
     json_array_foreach(shards, i, f) {
         snprintf(path, sizeof path, "%s/%s", dir, json_string_value(f));
-        if (read_safetensors(path, t, params, done, &skipped, err) < 0) goto out;
+        if (read_safetensors(path, t, params, done, heads, &skipped, err) < 0) goto out;
     }
     for (int k = 0; k < t->n; k++) {
         if (done[k] || !strcmp(t->e[k].name, "masked_spec_embed")) continue;
@@ -522,7 +590,14 @@ int hf_read_params(const char *dir, const ParamTable *t, float *params, KoeError
     if (skipped) koe_log("%s: %d tensor(s) outside the encoder skipped", dir, skipped);
     rc = 0;
 out:
+    if (rc < 0 && heads) hf_heads_free(heads);
     json_decref(shards);
     free(done);
     return rc;
+}
+
+void hf_heads_free(HfHeads *heads) {
+    params_table_free(&heads->t);
+    free(heads->v);
+    heads->v = NULL;
 }

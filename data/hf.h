@@ -25,9 +25,20 @@ int hf_export(const char *dir, const ModelConfig *cfg, const ParamTable *t, cons
  * hubert or wav2vec2 (WavLM, data2vec-audio, UniSpeech, ...), and switches koe cannot compute
  * (feat_proj_layer_norm false as in DistilHuBERT, conv_pos_batch_norm, add_adapter). */
 int hf_read_config(const char *dir, ModelConfig *cfg, KoeError *err);
+/* The pretraining heads a published model carries, under koe's names, shaped as in the file:
+ * wav2vec 2.0's quantizer.weight_proj.{weight,bias}, quantizer.codevectors, project_q.{weight,bias}
+ * and final_proj.{weight,bias} (transformers' project_hid); HuBERT's final_proj.{weight,bias} and
+ * label_embeddings (fairseq's label_embs_concat). groups: config.json's num_codevector_groups (2). */
+typedef struct {
+    ParamTable t;
+    float *v; /* (t.total) */
+    int groups;
+} HfHeads;
 /* Every table tensor from DIR/model.safetensors, or from the shards DIR/model.safetensors.index.json
  * names (same shape; F32, F16, BF16 or F64, converted to float32); a task model's "hubert." /
- * "wav2vec2." prefix is dropped and tensors outside the encoder (CTC head, quantizer) are skipped
- * with a warning. Tensors the table lacks are an error, except masked_spec_embed may be absent
- * (published fine-tuned models drop it: it keeps its init). */
-int hf_read_params(const char *dir, const ParamTable *t, float *params, KoeError *err);
+ * "wav2vec2." prefix is dropped, known aliases are renamed (project_hid, label_embs_concat,
+ * mask_time_emb_vector), the heads' tensors go to *heads (NULL: skipped) and other tensors outside
+ * the encoder (a CTC head) are skipped with a warning. Tensors the table lacks are an error, except
+ * masked_spec_embed may be absent (published fine-tuned models drop it: it keeps its init). */
+int hf_read_params(const char *dir, const ParamTable *t, float *params, HfHeads *heads, KoeError *err);
+void hf_heads_free(HfHeads *heads);

@@ -49,7 +49,7 @@ static const EnumName features_names[] = {
 _Static_assert(sizeof(FeatureKind) == sizeof(int), "features is written through an int pointer");
 
 #define OFF(field) offsetof(LoaderConfig, field)
-#define KN(key, type, field, def, lo, hi, doc) {key, type, OFF(field), def, lo, hi, 0, NULL, doc, NULL}
+#define KN(key, type, field, def, lo, hi, doc) {key, type, OFF(field), def, lo, hi, 0, NULL, doc, NULL, 0}
 const ConfigKey loader_keys[] = {
     KN("max_tokens", K_I64, plan.max_tokens, "1400000", 1, INFINITY,
        "samples per global batch: utterances x longest crop <= max_tokens"),
@@ -62,7 +62,7 @@ const ConfigKey loader_keys[] = {
        "batches' worth of utterances sorted together by length"),
     KN("threads", K_INT, threads, "1", 0, 256, "loader prefetch threads; 0 = read synchronously"),
     {"features", K_ENUM, OFF(features), "none", 0, 0, 0, features_names,
-     "features computed by the loader: none | fbank | mfcc (fbank frontend and BEST-RQ need fbank)", NULL},
+     "features computed by the loader: none | fbank | mfcc (fbank frontend and BEST-RQ need fbank)", NULL, 0},
 };
 const int loader_n_keys = (int)(sizeof loader_keys / sizeof loader_keys[0]);
 #undef KN

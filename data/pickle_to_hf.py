@@ -9,8 +9,9 @@ that koe itself needs no pickle reader. `koe init --from` runs it when given
   - a fairseq checkpoint (x.pt: {"cfg" or "args": ..., "model": state dict}): the tensors are renamed
     to transformers' names (the HuBERT label_embs_concat / final_proj and the wav2vec 2.0 quantizer /
     project_q / final_proj heads too) and config.json is written from the model config
-    (conv_feature_layers, extractor_mode, encoder_*, layer_norm_first, conv_pos*, and the task's
-    normalize as do_normalize).
+    (conv_feature_layers, extractor_mode, encoder_*, layer_norm_first, conv_pos*, wav2vec 2.0's
+    latent_groups / latent_vars / latent_dim / final_dim as the num_codevector_* / *codevector_dim
+    fields, and the task's normalize as do_normalize).
 
 Safety: torch.save's file (zip, or the legacy format before torch 1.6) is read here, and its pickle by an Unpickler that runs no code from the
 file (not torch.load, which runs any callable the pickle names). Only the names that rebuild
@@ -207,6 +208,10 @@ def fairseq_to_hf(ckpt):
         "num_conv_pos_embedding_groups": g("conv_pos_groups", 16), "do_stable_layer_norm": bool(g("layer_norm_first", False)),
         "layer_norm_eps": 1e-5, "feature_grad_mult": g("feature_grad_mult", 0.1), "do_normalize": bool(task.get("normalize", False)),
     }
+    if kind == "wav2vec2":  # the quantizer's shape, under transformers' Wav2Vec2Config names
+        final_dim = g("final_dim", 0) or config["hidden_size"]
+        config.update(num_codevector_groups=g("latent_groups", 2), num_codevectors_per_group=g("latent_vars", 320),
+                      codevector_dim=g("latent_dim", 0) or final_dim, proj_codevector_dim=final_dim)
     sd = {}
     for k, v in ckpt["model"].items():
         n = k

@@ -42,9 +42,9 @@ _Static_assert(sizeof(ObjectiveName) == sizeof(int) && sizeof(ScheduleKind) == s
 #define OFF(field) offsetof(Recipe, field)
 #define INF INFINITY
 #define IMAX 2147483647.0
-#define KS(key, field, def, doc) {key, K_STR, OFF(field), def, 0, 0, 0, NULL, doc, NULL}
-#define KN(key, type, field, def, lo, hi, open, doc) {key, type, OFF(field), def, lo, hi, open, NULL, doc, NULL}
-#define KE(key, field, def, names, doc) {key, K_ENUM, OFF(field), def, 0, 0, 0, names, doc, NULL}
+#define KS(key, field, def, doc) {key, K_STR, OFF(field), def, 0, 0, 0, NULL, doc, NULL, 0}
+#define KN(key, type, field, def, lo, hi, open, doc) {key, type, OFF(field), def, lo, hi, open, NULL, doc, NULL, 0}
+#define KE(key, field, def, names, doc) {key, K_ENUM, OFF(field), def, 0, 0, 0, names, doc, NULL, 0}
 
 static const ConfigKey data_keys[] = {
     KS("corpus", data.corpus, "", "corpus directory (koe prepare --out)"),
@@ -103,6 +103,9 @@ static const ConfigKey optim_keys[] = {
 static const ConfigKey run_keys[] = {
     KS("dir", run.dir, "run", "run directory: log.jsonl, checkpoints/"),
     KN("seed", K_U64, run.seed, "1", 0, 0, 0, "seed of every random choice (data order, masks, init)"),
+    KS("init_from", run.init_from, "",
+       "a new run starts from this checkpoint's weights (koe init --from DIR|FILE.pt imports a published "
+       "model as one): same architecture, head where it fits, fresh optimizer, step 0; empty = run.seed's init"),
     KN("threads", K_INT, run.threads, "0", 0, 4096, 0, "compute threads per rank; 0 = OMP_NUM_THREADS"),
     KN("log_every", K_I64, run.log_every, "100", 1, INF, 0, "log a line to RUN/log.jsonl every N updates"),
     KN("save_every", K_I64, run.save_every, "10000", 1, INF, 0, "checkpoint every N updates (and at the end)"),

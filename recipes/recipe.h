@@ -68,6 +68,7 @@ typedef struct {
 typedef struct {
     char dir[RECIPE_STR_MAX];
     uint64_t seed;
+    char init_from[RECIPE_STR_MAX]; /* "" = initialise from run.seed */
     int threads;             /* 0 = OMP_NUM_THREADS */
     int64_t log_every;
     int64_t save_every;

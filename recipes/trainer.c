@@ -447,14 +447,61 @@ static void check_agree(uint64_t x, const char *what) {
                   what, (unsigned long long)x);
 }
 
+/* run.init_from (a new run only): the weights of a checkpoint whose architecture is this recipe's;
+ * the head's tensors where the file has them in this run's shape, the rest keep run.seed's init. */
+static int init_weights(Trainer *tr, KoeError *err) {
+    const char *path = tr->rc->run.init_from;
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+        return koe_error_set(err, "run.init_from = %s is a directory: import a published model first (koe init --from "
+                             "%s --out CKPT.h5) and set run.init_from=CKPT.h5 (of a koe run: RUN/checkpoints/step-N.h5)",
+                             path, path);
+    char *text = NULL, va[256], vb[256], msg[KOE_ERR_LEN];
+    Recipe ck;
+    if (checkpoint_read_config(path, &text, err) < 0 || recipe_load_string(&ck, path, text, 0, NULL, err) < 0) {
+        free(text);
+        snprintf(msg, sizeof msg, "%s", err->msg);
+        return koe_error_set(err, "run.init_from: %s", msg);
+    }
+    free(text);
+    const ConfigKey *k = model_config_arch_diff(&ck.model, &tr->rc->model, va, vb, sizeof va);
+    recipe_free(&ck);
+    if (k)
+        return koe_error_set(err, "run.init_from = %s has another architecture: model.%s = %s there, %s in this recipe; "
+                             "set model.%s=%s (the architecture must be the checkpoint's)", path, k->key, va, vb, k->key, va);
+    const ParamTable *t = &tr->m->table;
+    ParamTable enc; /* the encoder: the first entries of the table (build_model) */
+    params_table_init(&enc);
+    model_table_build(&tr->rc->model, &enc);
+    signed char *got = koe_malloc((size_t)t->n);
+    int rc = checkpoint_read_matching(path, t, tr->m->params, got, err), fresh = 0;
+    for (int i = 0; rc == 0 && i < t->n; i++) {
+        if (i < enc.n && got[i] != 1) rc = koe_error_set(err, "run.init_from = %s: encoder tensor /model/%s is %s", path,
+                                                         t->e[i].name, got[i] ? "another shape" : "missing");
+        else if (got[i] != 1) {
+            fresh++;
+            if (tr->rank == 0)
+                koe_log("run.init_from: %s %s in %s: it starts from run.seed's initialisation", t->e[i].name,
+                        got[i] ? "has another shape" : "is not", path);
+        }
+    }
+    if (rc == 0 && tr->rank == 0)
+        koe_log("run.init_from: weights from %s (encoder, %d of %d head tensors); fresh optimizer, step 0", path,
+                t->n - enc.n - fresh, t->n - enc.n);
+    params_table_free(&enc);
+    free(got);
+    return rc;
+}
+
 /* Resume from RUN/checkpoints/latest when there is one: every rank reads the parameters and the
- * moments of its own slice (any world size). */
+ * moments of its own slice (any world size); a new run starts from run.init_from when set. */
 static int resume(Trainer *tr, KoeError *err) {
     const Recipe *rc = tr->rc;
     Model *m = tr->m;
     char *ck_text = NULL, ck_path[TRAINER_PATH_MAX + 200];
     const int resumed = ckpt_load(tr->ckdir, &m->table, m->params, tr->adamw.m, tr->adamw.v, tr->s0, tr->s1, &tr->st,
                                   &ck_text, ck_path, sizeof ck_path);
+    if (!resumed && rc->run.init_from[0] && init_weights(tr, err) < 0) return -1;
     if (tr->world > 1) {
         check_agree(rc->hash, "the recipe hash");
         check_agree((uint64_t)tr->st.step, "the step to start from");

@@ -184,6 +184,8 @@ def fairseq_checkpoint(out, kind, cfg, tensors):
             "layer_norm_first": large, "conv_feature_layers": "[(32,10,5)] + [(32,3,2)]*2 + [(32,2,2)]",
             "conv_bias": large, "conv_pos": cfg["num_conv_pos_embeddings"], "conv_pos_groups": cfg["num_conv_pos_embedding_groups"],
             "feature_grad_mult": 0.1, "mask_prob": 0.8, "dropout": 0.1}
+    if kind == "fairseq_pt_w2v2":  # the quantizer's shape (fairseq: latent_dim 0 = final_dim)
+        mcfg.update(latent_groups=2, latent_vars=8, latent_dim=0, final_dim=16)
     task = {"_name": "hubert_pretraining", "normalize": large, "sample_rate": 16000}
     if large:
         import argparse

@@ -2,7 +2,10 @@
  * (core/model_config.c): every ModelConfig byte belongs to exactly one model key, every model key has
  * a config.json name and a changed value of it survives config.json write -> read, errors in
  * config.json name the line and column (bad JSON) or the field and key (bad value), and the
- * safetensors header is real JSON: a tensor name written with \uXXXX escapes is decoded. */
+ * safetensors header is real JSON: a tensor name written with \uXXXX escapes is decoded; published
+ * aliases (mask_time_emb_vector, project_hid, label_embs_concat) reach koe's names, the pretraining
+ * heads their own table, and a CTC head is skipped; a model key's `setting` flag decides what
+ * model_config_arch_diff compares. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -132,6 +135,9 @@ static void test_config_errors(void **state) {
         {"{\"hidden_size\": 1000000000000000000000}", {"config.json:1:", NULL}},
         {"{\"hidden_size\": 0x300}", {"config.json:1:", NULL}},
         {"{\"koe_dropout\": 0.99999999}", {"\"koe_dropout\"", "32-bit float", "model.dropout"}},
+        /* switches of models koe cannot compute, named */
+        {"{\"model_type\": \"hubert\", \"conv_pos_batch_norm\": true}", {"\"conv_pos_batch_norm\" must be false", "cannot compute", NULL}},
+        {"{\"model_type\": \"wav2vec2\", \"add_adapter\": true}", {"\"add_adapter\" must be false", "cannot compute", NULL}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         write_text("config.json", cases[i].text);
@@ -181,9 +187,69 @@ static void test_safetensors_unicode_escapes(void **state) {
     params_add(&t, "masked_spec_embed", 1, (int64_t[]){4}, PARAM_INIT_ZERO, 0, 0);
     float p[4] = {0};
     KoeError err;
-    if (hf_read_params(dir, &t, p, &err)) fail_msg("%s", err.msg);
+    if (hf_read_params(dir, &t, p, NULL, &err)) fail_msg("%s", err.msg);
     assert_true(p[0] == 1 && p[1] == 2 && p[2] == 3 && p[3] == 4);
     params_table_free(&t);
+}
+
+/* A safetensors file of F32 tensors {name, shape, values}, written by hand (the header as text). */
+static void test_aliases_and_heads(void **state) {
+    (void)state;
+    static const char header[] =
+        "{\"hubert.mask_time_emb_vector\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},"
+        "\"project_hid.bias\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[16,24]},"
+        "\"label_embs_concat\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[24,40]},"
+        "\"lm_head.bias\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[40,44]}}";
+    const float v[11] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
+    char path[512], text[sizeof header + 8];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    size_t n = (size_t)snprintf(text, sizeof text, "%s", header);
+    while (n % 8) text[n++] = ' ';
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    unsigned char le[8];
+    for (int k = 0; k < 8; k++) le[k] = (unsigned char)((uint64_t)n >> (8 * k));
+    fwrite(le, 1, 8, f);
+    fwrite(text, 1, n, f);
+    fwrite(v, sizeof v[0], 11, f);
+    fclose(f);
+    ParamTable t;
+    params_table_init(&t);
+    params_add(&t, "masked_spec_embed", 1, (int64_t[]){4}, PARAM_INIT_ZERO, 0, 0);
+    float p[4] = {0};
+    KoeError err;
+    HfHeads h;
+    if (hf_read_params(dir, &t, p, &h, &err)) fail_msg("%s", err.msg);
+    assert_true(p[0] == 1 && p[3] == 4);
+    assert_int_equal(h.t.n, 2); /* lm_head is no pretraining head */
+    const int fb = params_find(&h.t, "final_proj.bias"), le2 = params_find(&h.t, "label_embeddings");
+    assert_true(fb >= 0 && le2 >= 0 && h.t.e[le2].ndim == 2 && h.t.e[le2].shape[0] == 2);
+    assert_true(h.v[h.t.e[fb].offset] == 5 && h.v[h.t.e[fb].offset + 1] == 6);
+    assert_true(h.v[h.t.e[le2].offset] == 7 && h.v[h.t.e[le2].offset + 3] == 10);
+    hf_heads_free(&h);
+    params_table_free(&t);
+    remove(path);
+}
+
+/* Two configs that differ only in training settings have the same architecture; any architecture key
+ * differs by name, with both values. */
+static void test_arch_diff(void **state) {
+    (void)state;
+    ModelConfig a, b;
+    model_config_default(&a);
+    char va[64], vb[64];
+    for (int i = 0; i < model_n_keys; i++) {
+        const ConfigKey *k = &model_keys[i];
+        char text[256];
+        changed_value(k, text, sizeof text);
+        b = a;
+        char why[256];
+        if (config_key_parse(k, (char *)&b + k->off, text, why, sizeof why)) fail_msg("%s = %s: %s", k->key, text, why);
+        const ConfigKey *d = model_config_arch_diff(&a, &b, va, vb, sizeof va);
+        if (k->setting) assert_null(d);
+        else if (d != k) fail_msg("model.%s changed but the architecture diff says %s", k->key, d ? d->key : "none");
+        else assert_string_not_equal(va, vb);
+    }
 }
 
 int main(void) {
@@ -195,6 +261,8 @@ int main(void) {
         cmocka_unit_test(test_every_key_round_trips),
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_safetensors_unicode_escapes),
+        cmocka_unit_test(test_aliases_and_heads),
+        cmocka_unit_test(test_arch_diff),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[600];
