@@ -39,7 +39,10 @@ int kmeans_file_write(const char *path, const KmeansFile *km, KoeError *err) {
     }
     h5_unlock();
     if (rc == 0) rc = koe_publish_file(tmp, path, err);
-    if (rc < 0) remove(tmp);
+    if (rc < 0) {
+        koe_error_fs(err, tmp);
+        remove(tmp);
+    }
     free(tmp);
     return rc;
 }
