@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
@@ -83,7 +84,11 @@ void koe_output_begin(const char *tmp) {
     while (i < OUTPUTS_MAX && outputs[i]) i++;
     KOE_ASSERT(i < OUTPUTS_MAX);
     outputs[i] = koe_strdup(tmp);
+    static int calls;
+    const char *stop_at = getenv("KOE_TEST_STOP_AT_OUTPUT"); /* test hook, see common.h */
+    const int stop = stop_at && ++calls == atoi(stop_at);
     pthread_mutex_unlock(&outputs_lock);
+    if (stop) raise(SIGSTOP);
 }
 
 void koe_output_end(const char *tmp) {

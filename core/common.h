@@ -96,3 +96,6 @@ int koe_error_fs(KoeError *err, const char *path);
  * A writer that publishes or removes its file itself calls koe_output_end. */
 void koe_output_begin(const char *tmp);
 void koe_output_end(const char *tmp);
+/* Test hook KOE_TEST_STOP_AT_OUTPUT=N (tests/e2e/kill_commands.sh): the process stops itself (SIGSTOP)
+ * in its Nth koe_output_begin, with that file created and not complete, so a test can kill -9 it
+ * there without timing guesswork. */

@@ -118,6 +118,7 @@ int labels_write_shard(const char *corpus_dir, const char *name, const CorpusSha
     int rc = 0;
     h5_lock();
     hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (file >= 0) koe_output_begin(tmp);
     if (file < 0) {
         rc = koe_error_set(err, "%s: cannot create: %s (is the directory there and writable?)", tmp, h5_last_error());
     } else {
@@ -141,6 +142,7 @@ int labels_write_shard(const char *corpus_dir, const char *name, const CorpusSha
     if (rc == 0) rc = koe_publish_file(tmp, path, err);
     if (rc < 0) {
         koe_error_fs(err, tmp);
+        koe_output_end(tmp);
         unlink(tmp);
     }
     free(tmp);
