@@ -529,7 +529,15 @@ static int open_run_dir(Trainer *tr, KoeError *err) {
     char recpath[TRAINER_PATH_MAX];
     snprintf(recpath, sizeof recpath, "%s/recipe.ini", rc->run.dir);
     FILE *rf = fopen(recpath, "w");
-    if (!rf || fputs(rc->text, rf) < 0 || fclose(rf) != 0) return koe_error_set(err, "%s: cannot write", recpath);
+    int bad = !rf;
+    if (rf) {
+        bad |= fputs(rc->text, rf) < 0;
+        bad |= fclose(rf) != 0;
+    }
+    if (bad) {
+        koe_error_set(err, "%s: cannot write: %s", recpath, strerror(errno));
+        return koe_error_fs(err, recpath);
+    }
     tr->logf = fopen(tr->logpath, "a");
     if (!tr->logf) return koe_error_set(err, "%s: cannot open for appending: %s", tr->logpath, strerror(errno));
     fseek(tr->logf, 0, SEEK_END);
