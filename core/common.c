@@ -5,13 +5,20 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdatomic.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
 static void (*fatal_hook)(int code);
 static int log_rank;
+
+#define OUTPUTS_MAX 16
+static char *outputs[OUTPUTS_MAX]; /* koe_output_begin's files; NULL slots are free */
+static pthread_mutex_t outputs_lock = PTHREAD_MUTEX_INITIALIZER;
 
 int koe_error_set(KoeError *err, const char *fmt, ...) {
     if (err) {
@@ -43,19 +50,100 @@ static void log_prefix(FILE *f) {
 const char *koe_log_prefix(void) { return log_lead; }
 
 int koe_log_rank(void) { return log_rank; }
+const char *koe_fs_trouble(const char *path) {
+    if (errno == ENOSPC || errno == EDQUOT) return "disk full";
+    if (errno == EROFS) return "read-only file system";
+    struct statvfs fs;
+    if (statvfs(path, &fs) < 0) { /* not created yet, or already removed: its directory */
+        char *dir = koe_strdup(path);
+        int rc = statvfs(dirname(dir), &fs);
+        free(dir);
+        if (rc < 0) return NULL;
+    }
+    if (fs.f_flag & ST_RDONLY) return "read-only file system";
+    if ((double)fs.f_bavail * (double)fs.f_frsize < 1024.0 * 1024.0) return "disk full";
+    return NULL;
+}
+
+/* Every koe_fs_note ends so: a message that has one is not given another. */
+#define FS_NOTE_END "and run again)"
+
+const char *koe_fs_note(const char *path) {
+    static __thread char note[KOE_ERR_LEN];
+    const char *why = koe_fs_trouble(path);
+    note[0] = 0;
+    if (why && !strcmp(why, "disk full"))
+        snprintf(note, sizeof note, ": disk full (no space left on the file system holding %s; free space " FS_NOTE_END,
+                 path);
+    else if (why)
+        snprintf(note, sizeof note, ": read-only file system (%s is on one; make it writable or choose another place, "
+                 FS_NOTE_END, path);
+    return note;
+}
+
+int koe_error_fs(KoeError *err, const char *path) {
+    const char *note = koe_fs_note(path);
+    if (err && note[0] && !strstr(err->msg, FS_NOTE_END)) {
+        size_t n = strlen(err->msg);
+        snprintf(err->msg + n, sizeof err->msg - n, "%s", note);
+    }
+    return -1;
+}
+
+void koe_output_begin(const char *tmp) {
+    pthread_mutex_lock(&outputs_lock);
+    int i = 0;
+    while (i < OUTPUTS_MAX && outputs[i]) i++;
+    KOE_ASSERT(i < OUTPUTS_MAX);
+    outputs[i] = koe_strdup(tmp);
+    static int calls;
+    const char *stop_at = getenv("KOE_TEST_STOP_AT_OUTPUT"); /* test hook, see common.h */
+    const int stop = stop_at && ++calls == atoi(stop_at);
+    pthread_mutex_unlock(&outputs_lock);
+    if (stop) raise(SIGSTOP);
+}
+
+void koe_output_end(const char *tmp) {
+    pthread_mutex_lock(&outputs_lock);
+    for (int i = 0; i < OUTPUTS_MAX; i++)
+        if (outputs[i] && !strcmp(outputs[i], tmp)) {
+            free(outputs[i]);
+            outputs[i] = NULL;
+            break;
+        }
+    pthread_mutex_unlock(&outputs_lock);
+}
+
+/* koe_fatal's cleanup: say (if asked) which outputs in progress met a full or read-only file system, remove them.
+ * No lock: a fatal error may come from a thread that holds it (the registry is only read here). */
+static void outputs_remove_all(int say) {
+    for (int i = 0; i < OUTPUTS_MAX; i++) {
+        if (!outputs[i] || access(outputs[i], F_OK) < 0) continue;
+        errno = 0;
+        const char *note = say ? koe_fs_note(outputs[i]) : "";
+        if (note[0]) {
+            log_prefix(stderr);
+            fprintf(stderr, "error: %s: removed (half written, nothing published)%s\n", outputs[i], note);
+        }
+        unlink(outputs[i]);
+    }
+}
 
 void koe_fatal(int code, const char *fmt, ...) {
+    char msg[4 * KOE_ERR_LEN];
     va_list ap;
     va_start(ap, fmt);
-    log_prefix(stderr);
-    fputs("error: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    log_prefix(stderr);
+    fprintf(stderr, "error: %s\n", msg);
+    outputs_remove_all(!strstr(msg, FS_NOTE_END)); /* unless the message said so */
     fflush(stderr);
     fflush(stdout);
     if (fatal_hook) fatal_hook(code);
-    exit(code);
+    /* _exit: no atexit teardown. HDF5's would flush and close files a failed write left half open (it
+     * crashes in H5F__close_cb after an MPI-IO write error), while another thread may still use HDF5. */
+    _exit(code);
 }
 
 void koe_set_log_rank(int rank, int world) {
@@ -123,11 +211,13 @@ static int fsync_path(const char *path, int flags) {
 
 int koe_publish_file(const char *tmp, const char *path, KoeError *err) {
     int rc = 0;
+    koe_output_end(tmp);
     if (fsync_path(tmp, O_RDONLY) < 0)
         rc = koe_error_set(err, "%s: fsync failed: %s", tmp, strerror(errno));
     else if (rename(tmp, path) < 0)
         rc = koe_error_set(err, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
     if (rc < 0) {
+        koe_error_fs(err, tmp);
         unlink(tmp);
         return rc;
     }

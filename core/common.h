@@ -80,5 +80,28 @@ static inline float *arena_take(Arena *a, int64_t n) {
 }
 
 /* Publish a finished file: fsync tmp, rename it to path, fsync path's directory. A reader never
- * sees a partial file under the final name. On failure tmp is removed and err names the step. */
+ * sees a partial file under the final name. On failure tmp is removed and err names the step (and a
+ * full or read-only file system, koe_error_fs). Either way tmp is no longer an output in progress. */
 int koe_publish_file(const char *tmp, const char *path, KoeError *err);
+
+/* Why a write to path (a file, or a name in a directory) failed, when the file system is the cause:
+ * "disk full" (errno ENOSPC or EDQUOT, or under 1 MiB left), "read-only file system" (EROFS, or
+ * mounted read-only), else NULL. Call it before removing the half-written file: that frees the space. */
+const char *koe_fs_trouble(const char *path);
+
+/* The file system's part of an error about writing path, when koe_fs_trouble finds one, else "":
+ * ": disk full (no space left on the file system holding PATH; free space and run again)" or
+ * ": read-only file system (PATH is on one; ...)" (a per-thread buffer).
+ * koe_error_fs appends it to err (once) and returns -1. */
+const char *koe_fs_note(const char *path);
+int koe_error_fs(KoeError *err, const char *path);
+
+/* Outputs in progress (a NAME.tmp being written; at most 16 at a time). A fatal error removes every
+ * registered file, first saying which were on a full or read-only file system, so no .tmp is left
+ * behind by an error that cannot return to its writer (a collective HDF5 write under MPI-IO).
+ * A writer that publishes or removes its file itself calls koe_output_end. */
+void koe_output_begin(const char *tmp);
+void koe_output_end(const char *tmp);
+/* Test hook KOE_TEST_STOP_AT_OUTPUT=N (tests/e2e/kill_commands.sh): the process stops itself (SIGSTOP)
+ * in its Nth koe_output_begin, with that file created and not complete, so a test can kill -9 it
+ * there without timing guesswork. */

@@ -133,6 +133,7 @@ CheckpointWriter *checkpoint_writer_open_io(const char *path, const ParamTable *
     if (w->file < 0) {
         koe_error_set(err, "%s: cannot create: %s (does the directory exist and is it writable?)", w->tmp,
                       h5_last_error());
+        koe_error_fs(err, w->tmp);
         h5_unlock();
         writer_free(w);
         return NULL;
@@ -149,6 +150,7 @@ CheckpointWriter *checkpoint_writer_open_io(const char *path, const ParamTable *
     }
     if (!ok) {
         koe_error_set(err, "%s: cannot create the checkpoint's datasets: %s", w->tmp, h5_last_error());
+        koe_error_fs(err, w->tmp);
         writer_close_handles(w);
         H5Fclose(w->file);
         remove(w->tmp);
@@ -157,6 +159,7 @@ CheckpointWriter *checkpoint_writer_open_io(const char *path, const ParamTable *
         return NULL;
     }
     h5_unlock();
+    koe_output_begin(w->tmp);
     return w;
 }
 
@@ -168,7 +171,10 @@ int checkpoint_writer_tensor(CheckpointWriter *w, int i, const float *v, KoeErro
                      0
                  ? 0
                  : -1;
-    if (rc < 0) koe_error_set(err, "%s: cannot write /model/%s: %s", w->tmp, e->name, h5_last_error());
+    if (rc < 0) {
+        koe_error_set(err, "%s: cannot write /model/%s: %s", w->tmp, e->name, h5_last_error());
+        koe_error_fs(err, w->tmp);
+    }
     h5_unlock();
     if (rc == 0) w->sums[0] += tensor_sum(e->name, v, e->numel);
     return rc;
@@ -182,9 +188,11 @@ int checkpoint_writer_optim(CheckpointWriter *w, int which, int64_t offset, int6
     h5_lock();
     int rc = h5_write_rows(w->optim[which], H5T_NATIVE_FLOAT, offset, count, v,
                            w->has_io ? w->io.dxpl_optim : H5P_DEFAULT);
-    if (rc < 0)
+    if (rc < 0) {
         koe_error_set(err, "%s: cannot write /optim/%s [%lld, +%lld): %s", w->tmp, which ? "v" : "m",
                       (long long)offset, (long long)count, h5_last_error());
+        koe_error_fs(err, w->tmp);
+    }
     h5_unlock();
     if (rc == 0) w->sums[1 + which] += checkpoint_sum(v, offset, count);
     return rc;
@@ -197,6 +205,7 @@ void checkpoint_writer_abort(CheckpointWriter *w) {
     writer_close_handles(w);
     H5Fclose(w->file);
     h5_unlock();
+    koe_output_end(w->tmp);
     remove(w->tmp);
     writer_free(w);
 }
@@ -248,10 +257,14 @@ int checkpoint_writer_finish(CheckpointWriter *w, const char *config_text, const
     }
     h5_unlock();
     int rc = -1;
-    if (w->has_io && w->io.rank != 0) rc = ok ? 0 : -1; /* rank 0 publishes */
-    else if (!ok)
+    if (!ok) koe_error_fs(err, w->tmp);
+    if (w->has_io && w->io.rank != 0) {
+        rc = ok ? 0 : -1; /* rank 0 publishes */
+        koe_output_end(w->tmp);
+    } else if (!ok) {
+        koe_output_end(w->tmp);
         remove(w->tmp);
-    else
+    } else
         rc = koe_publish_file(w->tmp, w->path, err);
     writer_free(w);
     return rc;

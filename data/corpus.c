@@ -154,6 +154,7 @@ int corpus_write_index(const char *dir, char *const *shard_names, int n_shards, 
     if (wrc < 0) koe_error_set(err, "%s: cannot write the corpus index: %s", tmp, h5err);
     h5_unlock();
     if (wrc < 0) {
+        koe_error_fs(err, tmp);
         unlink(tmp);
         goto out;
     }

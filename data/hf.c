@@ -1,6 +1,6 @@
 /* hf.c — see hf.h. Must not: name a config.json field for a model setting (the Hugging Face names
  * are model_keys' column; only the constants koe's encoder implies are written here), write a
- * half-finished export under the final names (both files are written as *.tmp and renamed), or
+ * half-finished export under the final names (both files are written as *.tmp, then both renamed), or
  * accept a tensor whose dtype, shape or byte range is wrong. */
 #include "hf.h"
 
@@ -137,20 +137,23 @@ static int write_safetensors(FILE *f, const ParamTable *t, const float *params) 
     return ok ? 0 : -1;
 }
 
-static int write_published(const char *dir, const char *name, int (*fill)(FILE *, const void *, const void *),
-                           const void *a, const void *b, KoeError *err) {
-    char path[4096], tmp[4100];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+/* DIR/NAME.tmp filled by fill; removed again on failure. */
+static int write_tmp(const char *tmp, int (*fill)(FILE *, const void *, const void *), const void *a, const void *b,
+                     KoeError *err) {
     FILE *f = fopen(tmp, "wb");
-    if (!f) return koe_error_set(err, "%s: cannot create: %s (does --out exist?)", tmp, strerror(errno));
+    if (!f) {
+        koe_error_set(err, "%s: cannot create: %s (does --out exist?)", tmp, strerror(errno));
+        return koe_error_fs(err, tmp);
+    }
     int bad = fill(f, a, b) < 0;
     if (fclose(f) != 0) bad = 1;
     if (bad) {
+        koe_error_set(err, "%s: write failed: %s", tmp, strerror(errno));
+        koe_error_fs(err, tmp);
         remove(tmp);
-        return koe_error_set(err, "%s: write failed: %s", tmp, strerror(errno));
+        return -1;
     }
-    return koe_publish_file(tmp, path, err);
+    return 0;
 }
 
 static int fill_config(FILE *f, const void *a, const void *b) {
@@ -163,8 +166,22 @@ int hf_export(const char *dir, const ModelConfig *cfg, const ParamTable *t, cons
     /* little-endian float32 is what safetensors F32 means; the raw buffer is written as is */
     const uint32_t probe = 1;
     KOE_ASSERT(*(const unsigned char *)&probe == 1);
-    if (write_published(dir, "model.safetensors", fill_tensors, t, params, err) < 0) return -1;
-    return write_published(dir, "config.json", fill_config, cfg, NULL, err);
+    /* both files are complete before either is published: a failure leaves the previous export whole */
+    char st[4096], st_tmp[4100], cj[4096], cj_tmp[4100];
+    snprintf(st, sizeof st, "%s/model.safetensors", dir);
+    snprintf(cj, sizeof cj, "%s/config.json", dir);
+    snprintf(st_tmp, sizeof st_tmp, "%s.tmp", st);
+    snprintf(cj_tmp, sizeof cj_tmp, "%s.tmp", cj);
+    if (write_tmp(st_tmp, fill_tensors, t, params, err) < 0) return -1;
+    if (write_tmp(cj_tmp, fill_config, cfg, NULL, err) < 0) {
+        remove(st_tmp);
+        return -1;
+    }
+    if (koe_publish_file(st_tmp, st, err) < 0) {
+        remove(cj_tmp);
+        return -1;
+    }
+    return koe_publish_file(cj_tmp, cj, err);
 }
 
 /* ---- reading ------------------------------------------------------------------------------------- */

@@ -16,6 +16,7 @@ int kmeans_file_write(const char *path, const KmeansFile *km, KoeError *err) {
     int rc = 0;
     h5_lock();
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f >= 0) koe_output_begin(tmp);
     if (f < 0) {
         rc = koe_error_set(err, "%s: cannot create: %s (does the directory exist?)", tmp, h5_last_error());
     } else {
@@ -39,7 +40,11 @@ int kmeans_file_write(const char *path, const KmeansFile *km, KoeError *err) {
     }
     h5_unlock();
     if (rc == 0) rc = koe_publish_file(tmp, path, err);
-    if (rc < 0) remove(tmp);
+    if (rc < 0) {
+        koe_error_fs(err, tmp);
+        koe_output_end(tmp);
+        remove(tmp);
+    }
     free(tmp);
     return rc;
 }

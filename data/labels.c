@@ -118,6 +118,7 @@ int labels_write_shard(const char *corpus_dir, const char *name, const CorpusSha
     int rc = 0;
     h5_lock();
     hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (file >= 0) koe_output_begin(tmp);
     if (file < 0) {
         rc = koe_error_set(err, "%s: cannot create: %s (is the directory there and writable?)", tmp, h5_last_error());
     } else {
@@ -132,14 +133,18 @@ int labels_write_shard(const char *corpus_dir, const char *name, const CorpusSha
             h5_attr_write_i64(file, "n_utts", s->n) < 0 ||
             h5_attr_write_i64(file, "format_version", LABELS_FORMAT_VERSION) < 0 ||
             h5_attr_write_str(file, "format", LABELS_FORMAT) < 0)
-            rc = koe_error_set(err, "%s: cannot write the labels (disk full?): %s", tmp, h5_last_error());
+            rc = koe_error_set(err, "%s: cannot write the labels: %s", tmp, h5_last_error());
         else if (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0)
             rc = koe_error_set(err, "%s: cannot flush: %s", tmp, h5_last_error());
         if (H5Fclose(file) < 0 && rc == 0) rc = koe_error_set(err, "%s: cannot close: %s", tmp, h5_last_error());
     }
     h5_unlock();
     if (rc == 0) rc = koe_publish_file(tmp, path, err);
-    if (rc < 0) unlink(tmp);
+    if (rc < 0) {
+        koe_error_fs(err, tmp);
+        koe_output_end(tmp);
+        unlink(tmp);
+    }
     free(tmp);
     free(path);
     return rc;

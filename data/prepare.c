@@ -49,14 +49,20 @@ int prepare_report_write(const char *path, PrepareRejects *r, KoeError *err) {
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
-    if (!f) return koe_error_set(err, "%s: cannot write the report: %s", tmp, strerror(errno));
+    if (!f) {
+        koe_error_set(err, "%s: cannot write the report: %s", tmp, strerror(errno));
+        return koe_error_fs(err, tmp);
+    }
     fprintf(f, "input\treason\n");
     for (int64_t i = 0; i < r->n; i++) fprintf(f, "%s\t%s\n", r->v[i].input, r->v[i].reason);
-    if (fflush(f) != 0 || ferror(f)) {
-        fclose(f);
-        return koe_error_set(err, "%s: cannot write the report: %s", tmp, strerror(errno));
+    int bad = fflush(f) != 0 || ferror(f);
+    bad |= fclose(f) != 0;
+    if (bad) {
+        koe_error_set(err, "%s: cannot write the report: %s", tmp, strerror(errno));
+        koe_error_fs(err, tmp);
+        unlink(tmp);
+        return -1;
     }
-    if (fclose(f) != 0) return koe_error_set(err, "%s: cannot write the report: %s", tmp, strerror(errno));
     return koe_publish_file(tmp, path, err);
 }
 

@@ -123,8 +123,11 @@ ShardWriter *shard_writer_create_opts(const char *path, char *const *phones, int
     }
     int ok = w->audio >= 0;
     if (!ok) {
+        koe_error_fs(err, w->tmp);
         writer_close_h5(w);
         unlink(w->tmp);
+    } else {
+        koe_output_begin(w->tmp);
     }
     h5_unlock();
     if (!ok) {
@@ -152,8 +155,10 @@ static int writer_flush_buf(ShardWriter *w, KoeError *err) {
     if (fs >= 0 && ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0 &&
         H5Dwrite(w->audio, H5T_NATIVE_INT16, ms, fs, H5P_DEFAULT, w->buf) >= 0)
         rc = 0;
-    else
-        koe_error_set(err, "%s: cannot write audio (disk full?): %s", w->tmp, h5_last_error());
+    else {
+        koe_error_set(err, "%s: cannot write audio: %s", w->tmp, h5_last_error());
+        koe_error_fs(err, w->tmp);
+    }
     if (ms >= 0) H5Sclose(ms);
     if (fs >= 0) H5Sclose(fs);
     if (rc == 0) {
@@ -271,6 +276,8 @@ int shard_writer_finish(ShardWriter *w, KoeError *err) {
         rc = koe_error_set(err, "%s: cannot close: %s", w->tmp, h5_last_error());
     h5_unlock();
     if (rc == 0) rc = koe_publish_file(w->tmp, w->path, err);
+    if (rc < 0) koe_error_fs(err, w->tmp);
+    koe_output_end(w->tmp);
     if (rc < 0) unlink(w->tmp);
     writer_free(w);
     return rc;
@@ -281,6 +288,7 @@ void shard_writer_abort(ShardWriter *w) {
     h5_lock();
     writer_close_h5(w);
     h5_unlock();
+    koe_output_end(w->tmp);
     unlink(w->tmp);
     writer_free(w);
 }

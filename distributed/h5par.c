@@ -29,6 +29,7 @@ hid_t h5par_create(const char *path, KoeError *err) {
         koe_error_set(err, "%s: cannot create the file (MPI-IO): %s; check that the directory exists, "
                            "is writable, and is on a file system every rank sees",
                       path, h5_last_error());
+    if (f < 0) koe_error_fs(err, path);
     return f;
 }
 

@@ -47,11 +47,14 @@ int rundir_publish_latest(const char *dir, int64_t step, int keep_last, KoeError
     snprintf(latest, n, "%s/latest", dir);
     FILE *fp = fopen(tmp, "w");
     int rc = -1;
-    if (!fp) koe_error_set(err, "%s: cannot create: %m", tmp);
-    else {
+    if (!fp) {
+        koe_error_set(err, "%s: cannot create: %m", tmp);
+        koe_error_fs(err, tmp);
+    } else {
         int wr = fprintf(fp, "step-%08lld.h5\n", (long long)step);
         if (fclose(fp) != 0 || wr < 0) {
             koe_error_set(err, "%s: cannot write: %m", tmp);
+            koe_error_fs(err, tmp);
             remove(tmp);
         } else
             rc = koe_publish_file(tmp, latest, err);

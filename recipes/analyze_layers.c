@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "../analysis/cca.h"
 #include "../analysis/cka.h"
@@ -916,11 +917,40 @@ static json_t *json_report(const Ctx *x) {
     return root;
 }
 
+/* PATH.tmp for writing (NULL and err set when it cannot be created); text_publish closes it and renames
+ * it to PATH when every write went through, else removes it: a killed or failed run leaves no partial
+ * report under its final name. */
+static FILE *text_create(const char *path, char *tmp, size_t n, KoeError *err) {
+    snprintf(tmp, n, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        koe_error_set(err, "%s: cannot create: %s", tmp, strerror(errno));
+        koe_error_fs(err, tmp);
+    } else {
+        koe_output_begin(tmp);
+    }
+    return f;
+}
+
+static int text_publish(FILE *f, const char *tmp, const char *path, KoeError *err) {
+    int bad = ferror(f);
+    bad |= fclose(f) != 0;
+    if (bad) {
+        koe_error_set(err, "%s: write failed: %s", tmp, strerror(errno));
+        koe_error_fs(err, tmp);
+        koe_output_end(tmp);
+        unlink(tmp);
+        return -1;
+    }
+    return koe_publish_file(tmp, path, err);
+}
+
 /* --dump FILE: every unit, `unit utt first end label fold sub` (encoder frames [first, end); label
  * the phone-frame or segment class, -1 none; sub 1 for the CKA/PNMI subsample). Rank 0, from the plan. */
 static int write_dump(Ctx *x, const char *path, KoeError *err) {
-    FILE *f = fopen(path, "w");
-    if (!f) return koe_error_set(err, "--dump %s: cannot create the file", path);
+    char tmp[4200];
+    FILE *f = text_create(path, tmp, sizeof tmp, err);
+    if (!f) return -1;
     fprintf(f, "unit\tutt\tfirst\tend\tlabel\tfold\tsub\n");
     int rc = 0;
     for (int64_t u = 0; u < x->c.n_utts && rc == 0; u++) {
@@ -937,8 +967,13 @@ static int write_dump(Ctx *x, const char *path, KoeError *err) {
     for (int64_t s = 0; s < x->n_seg; s++)
         fprintf(f, "segment\t%s\t%lld\t%lld\t%d\t%d\t0\n", corpus_utt_id(&x->c, x->seg[s].utt), (long long)x->seg[s].first,
                 (long long)x->seg[s].end, x->seg[s].cls, x->seg[s].fold);
-    if (fclose(f) != 0 && rc == 0) rc = koe_error_set(err, "--dump %s: write failed", path);
-    return rc;
+    if (rc < 0) {
+        fclose(f);
+        koe_output_end(tmp);
+        unlink(tmp);
+        return rc;
+    }
+    return text_publish(f, tmp, path, err);
 }
 
 /* --out DIR's charts through recipes/plot.h: curves (each property's score by layer), curves_norm
@@ -992,18 +1027,21 @@ static int write_outputs(const Ctx *x, KoeError *err) {
     else write_table(x, stdout, 0);
     fflush(stdout);
     if (x->o->out) {
-        char path[4200];
+        char path[4200], tmp[4200];
         mkdir(x->o->out, 0777);
-        snprintf(path, sizeof path, "%s/layers.json", x->o->out);
-        if (json_dump_file(root, path, JSON_INDENT(1) | JSON_REAL_PRECISION(17)) != 0)
-            rc = koe_error_set(err, "--out %s: cannot write layers.json", x->o->out);
-        snprintf(path, sizeof path, "%s/layers.tsv", x->o->out);
-        FILE *f = rc == 0 ? fopen(path, "w") : NULL;
-        if (f) write_table(x, f, 1), fclose(f);
-        snprintf(path, sizeof path, "%s/cka.tsv", x->o->out);
-        FILE *g = rc == 0 && x->cka ? fopen(path, "w") : NULL;
-        if (g) write_cka_tsv(x, g), fclose(g);
-        if (rc == 0 && (!f || (x->cka && !g))) rc = koe_error_set(err, "--out %s: cannot write the .tsv files", x->o->out);
+        for (int k = 0; k < 3 && rc == 0; k++) { /* each file whole or not at all */
+            static const char *const names[3] = {"layers.json", "layers.tsv", "cka.tsv"};
+            if (k == 2 && !x->cka) break;
+            snprintf(path, sizeof path, "%s/%s", x->o->out, names[k]);
+            FILE *f = text_create(path, tmp, sizeof tmp, err);
+            if (!f) rc = -1;
+            else {
+                if (k == 0) json_dumpf(root, f, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
+                else if (k == 1) write_table(x, f, 1);
+                else write_cka_tsv(x, f);
+                rc = text_publish(f, tmp, path, err);
+            }
+        }
         if (rc == 0) write_plots(x);
     }
     json_decref(root);

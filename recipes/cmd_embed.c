@@ -168,7 +168,8 @@ static int feats_create(const char *tmp, int all, int L, int64_t frames, int D, 
     }
     h5_unlock();
     if (*f < 0 || *ds < 0) {
-        fprintf(stderr, "koe embed: %s: cannot create: %s (does the directory exist?)\n", tmp, h5_last_error());
+        fprintf(stderr, "koe embed: %s: cannot create: %s (does the directory exist?)%s\n", tmp, h5_last_error(),
+                koe_fs_note(tmp));
         return -1;
     }
     return 0;
@@ -186,7 +187,7 @@ static int feats_write(hid_t ds, const char *tmp, int all, int l, int64_t row0, 
     H5Sclose(fs);
     h5_unlock();
     if (e < 0) {
-        fprintf(stderr, "koe embed: %s: write failed: %s\n", tmp, h5_last_error());
+        fprintf(stderr, "koe embed: %s: write failed: %s%s\n", tmp, h5_last_error(), koe_fs_note(tmp));
         return -1;
     }
     return 0;
@@ -241,7 +242,7 @@ static int feats_finish(hid_t f, hid_t ds, const char *tmp, const Inputs *in, co
          h5_attr_write_str(f, "checkpoint", ckpt) >= 0;
     ok = (H5Fclose(f) >= 0) && ok;
     h5_unlock();
-    if (!ok) fprintf(stderr, "koe embed: %s: cannot finish the file: %s\n", tmp, h5_last_error());
+    if (!ok) fprintf(stderr, "koe embed: %s: cannot finish the file: %s%s\n", tmp, h5_last_error(), koe_fs_note(tmp));
     return ok ? 0 : -1;
 }
 
@@ -269,6 +270,7 @@ static int run(const char *ckpt, int layer, const char *out, Inputs *in) {
     for (int i = 0; i < in->n; i++) offset[i + 1] = offset[i] + ckpt_model_frames(m, in->len[i]);
     const int64_t frames = offset[in->n];
     if (feats_create(tmp, layer < 0, m->cfg.L, frames, m->cfg.D, &f, &ds) < 0) goto done;
+    koe_output_begin(tmp);
     double t0 = koe_now(), audio_s;
     if (embed_all(m, &ci, in, offset, layer, ds, tmp, &audio_s) < 0) goto done;
     char kind[32];
@@ -290,6 +292,7 @@ done:
     if (ds >= 0) H5Dclose(ds);
     if (f >= 0) H5Fclose(f);
     h5_unlock();
+    koe_output_end(tmp);
     if (rc != KOE_EXIT_OK) remove(tmp);
     free(offset);
     ckpt_input_free(&ci);

@@ -123,7 +123,8 @@ static int check_out_dir(const char *out, int rank) {
         char *dcopy = koe_strdup(out);
         const char *dir = dirname(dcopy);
         if (access(dir, W_OK | X_OK) < 0)
-            snprintf(where, sizeof where, "--out %s: directory %s: %s (create it first)", out, dir, strerror(errno));
+            snprintf(where, sizeof where, "--out %s: directory %s: %s%s", out, dir, strerror(errno),
+                     errno == ENOENT ? " (create it first)" : "");
         free(dcopy);
     }
     comm_bcast(where, sizeof where, 0);
@@ -227,6 +228,7 @@ static int features_command(const void *opts, int n_args, char **args) {
     sprintf(tmp, "%s.tmp", out);
     hid_t file = h5par_create(tmp, &err);
     if (file < 0) koe_fatal(KOE_EXIT_USAGE, "koe features: %s", err.msg);
+    koe_output_begin(tmp); /* a fatal error from here on removes it (and says when the disk is full) */
     int64_t dims[2] = {F, dim};
     hid_t dset = h5par_create_dataset(file, "feats", H5T_IEEE_F32LE, 2, dims);
 
@@ -254,6 +256,7 @@ static int features_command(const void *opts, int n_args, char **args) {
                 dt > 0 ? audio_s / dt : 0.0, world);
     }
     comm_barrier(); /* nobody reports success before the file is in place */
+    koe_output_end(tmp);
     free(tmp);
     free(feats);
     free(block_start);

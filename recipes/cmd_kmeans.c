@@ -101,6 +101,7 @@ typedef struct {
     const int64_t *utts; /* this rank's utterances */
     int64_t n_utts;
     FILE *cache;         /* layer features: written in pass 0, read after */
+    const char *cache_path;
     int cached;          /* the cache is complete */
     float *block;        /* (KM_BLOCK_FRAMES, D) */
 } Stream;
@@ -130,15 +131,16 @@ static void stream_pass(Stream *s, BlockFn fn, void *ctx) {
         T = feature_source_compute(s->src, s->c, utt, &X, &err);
         if (T < 0) koe_fatal(KOE_EXIT_USAGE, "koe kmeans: %s", err.msg);
         if (s->cache && fwrite(X, sizeof(float) * D, (size_t)T, s->cache) != (size_t)T)
-            koe_fatal(KOE_EXIT_USAGE, "koe kmeans: cannot write the feature cache (disk full? see --cache-dir): %s",
-                      strerror(errno));
+            koe_fatal(KOE_EXIT_USAGE, "koe kmeans: %s: cannot write the feature cache: %s%s (see --cache-dir)",
+                      s->cache_path, strerror(errno), koe_fs_note(s->cache_path));
         for (int64_t f0 = 0; f0 < T; f0 += KM_BLOCK_FRAMES)
             fn(ctx, X + f0 * D, T - f0 < KM_BLOCK_FRAMES ? T - f0 : KM_BLOCK_FRAMES, utt, f0);
     }
     progress_close(pr);
     if (s->cache && !s->cached) {
         if (fflush(s->cache) != 0)
-            koe_fatal(KOE_EXIT_USAGE, "koe kmeans: cannot write the feature cache: %s", strerror(errno));
+            koe_fatal(KOE_EXIT_USAGE, "koe kmeans: %s: cannot write the feature cache: %s%s (see --cache-dir)",
+                      s->cache_path, strerror(errno), koe_fs_note(s->cache_path));
         s->cached = 1;
     }
 }
@@ -242,8 +244,9 @@ static FILE *cache_open(const char *out, const char *cache_dir, char *path, size
     free(ocopy);
     FILE *f = fopen(path, "w+b");
     if (!f)
-        koe_fatal(KOE_EXIT_USAGE, "koe kmeans: %s: cannot create the feature cache: %s (see --cache-dir)", path,
-                  strerror(errno));
+        koe_fatal(KOE_EXIT_USAGE, "koe kmeans: %s: cannot create the feature cache: %s%s (see --cache-dir)", path,
+                  strerror(errno), koe_fs_note(path));
+    koe_output_begin(path); /* a fatal error removes it */
     return f;
 }
 
@@ -316,6 +319,7 @@ static int kmeans_command(const void *opts, int n_args, char **args) {
     st.block = koe_malloc((size_t)KM_BLOCK_FRAMES * D * sizeof(float));
     char cache_path[4400] = "";
     if (src.m) st.cache = cache_open(out, cache_dir, cache_path, sizeof cache_path);
+    st.cache_path = cache_path;
     int64_t frames;
     float *S = NULL;
     const int64_t Ns = init_sample(&st, o->init_sample, seed, &frames, &S);
@@ -350,6 +354,7 @@ done:
     free(S);
     if (st.cache) {
         fclose(st.cache);
+        koe_output_end(cache_path);
         remove(cache_path);
     }
     free(st.block);

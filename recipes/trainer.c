@@ -414,7 +414,8 @@ static int make_dir(const char *path, KoeError *err) {
     return rc;
 }
 
-/* Keep the lines of RUN/log.jsonl up to `step` (a resumed run rewrites what followed its checkpoint). */
+/* Keep the lines of RUN/log.jsonl up to `step` (a resumed run rewrites what followed its checkpoint),
+ * and never a last line without its newline (a write cut short by a full disk or a kill). */
 static int log_truncate(const char *path, int64_t step, KoeError *err) {
     FILE *f = fopen(path, "r");
     if (!f) return 0;
@@ -431,10 +432,20 @@ static int log_truncate(const char *path, int64_t step, KoeError *err) {
     while (fgets(line, sizeof line, f)) {
         long long s;
         if (sscanf(line, "{\"step\": %lld", &s) == 1 && s > step) break;
+        if (!strchr(line, '\n') && feof(f)) break;
         fputs(line, o);
     }
     fclose(f);
-    int rc = fclose(o) == 0 ? koe_publish_file(tmp, path, err) : koe_error_set(err, "%s: write failed", tmp);
+    int bad = ferror(o);
+    bad |= fclose(o) != 0;
+    int rc = 0;
+    if (bad) {
+        koe_error_set(err, "%s: write failed: %s", tmp, strerror(errno));
+        rc = koe_error_fs(err, tmp);
+        unlink(tmp);
+    } else {
+        rc = koe_publish_file(tmp, path, err);
+    }
     free(tmp);
     return rc;
 }
@@ -576,7 +587,15 @@ static int open_run_dir(Trainer *tr, KoeError *err) {
     char recpath[TRAINER_PATH_MAX];
     snprintf(recpath, sizeof recpath, "%s/recipe.ini", rc->run.dir);
     FILE *rf = fopen(recpath, "w");
-    if (!rf || fputs(rc->text, rf) < 0 || fclose(rf) != 0) return koe_error_set(err, "%s: cannot write", recpath);
+    int bad = !rf;
+    if (rf) {
+        bad |= fputs(rc->text, rf) < 0;
+        bad |= fclose(rf) != 0;
+    }
+    if (bad) {
+        koe_error_set(err, "%s: cannot write: %s", recpath, strerror(errno));
+        return koe_error_fs(err, recpath);
+    }
     tr->logf = fopen(tr->logpath, "a");
     if (!tr->logf) return koe_error_set(err, "%s: cannot open for appending: %s", tr->logpath, strerror(errno));
     fseek(tr->logf, 0, SEEK_END);
@@ -910,7 +929,10 @@ static void write_log_line(Trainer *tr, double dt, int valid, double vloss, doub
     if (tr->log_lines == 0 && tr->step0 == 0) /* a run's first line: which koe started it */
         fprintf(f, ", \"version\": \"%s\"", koe_version());
     fprintf(f, "}\n");
-    fflush(f);
+    if (fflush(f) != 0 || ferror(f)) /* the checkpoints hold the state: a resume truncates the log to the newest */
+        koe_fatal(KOE_EXIT_INTERNAL, "%s: cannot append the step %lld line: %s%s; the newest checkpoint is intact "
+                  "and the run resumes from it", tr->logpath, (long long)tr->st.step, strerror(errno),
+                  koe_fs_note(tr->logpath));
     tr->log_lines++;
     tb_write(tr);
 }
