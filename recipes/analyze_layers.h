@@ -15,8 +15,9 @@ enum {
     ALP_PHONE_FRAME = 4,
     ALP_INTRA = 8,
     ALP_INTER = 16,
-    ALP_CKA = 32,
-    ALP_PNMI = 64,
+    ALP_WORD = 32,
+    ALP_CKA = 64,
+    ALP_PNMI = 128,
 };
 
 #define ALP_MAX_EPS CCA_MAX_EPS
@@ -28,10 +29,12 @@ typedef struct {
 
 typedef struct {
     const char *ckpt, *ckpt2, *corpus, *out, *dump;
+    const char *words;       /* word CTM for word (NULL: the corpus's words.ctm) */
     int json;
     unsigned props;          /* ALP_* */
     int64_t frames;          /* frame sample: whole utterances until >= frames (0: all) */
     int phone_cap, min_class;
+    int word_cap, word_vocab; /* segments per word; the most frequent words kept */
     int base_layer, folds, trials;
     AnalyzeEps eps;          /* the eps grid for both views */
     double null_tol;

@@ -34,7 +34,7 @@ typedef struct {
 static int parse_props(const char *s, void *dst, char *why, size_t n) {
     char bad[64];
     if (analyze_layers_parse_props(s, dst, bad, sizeof bad) == 0) return 0;
-    snprintf(why, n, "unknown property '%s' (mel, phone, phone-frame, intra, inter, cka, pnmi)", bad);
+    snprintf(why, n, "unknown property '%s' (mel, phone, phone-frame, intra, inter, word, cka, pnmi)", bad);
     return -1;
 }
 
@@ -53,6 +53,10 @@ static const CliFlag analyze_flags[] = {
     CLI_N("--phone-cap", CLI_INT, O(l.phone_cap), "200", 1, 1e9, 0, "N", "layers: segments per phone"),
     CLI_N("--min-class", CLI_INT, O(l.min_class), "10", 1, 1e9, 0, "N",
           "layers: drop phones with fewer segments (at least --folds)"),
+    CLI_S("--words", O(l.words), NULL, 0, "CTM",
+          "layers: word alignments for word, lines `utt channel start dur word` (default: DIR/words.ctm)"),
+    CLI_N("--word-cap", CLI_INT, O(l.word_cap), "15", 1, 1e9, 0, "N", "layers: segments per word"),
+    CLI_N("--word-vocab", CLI_INT, O(l.word_vocab), "500", 1, 1e9, 0, "N", "layers: the N most frequent words"),
     CLI_S("--silence", O(l.silence), "sil,SIL,sp,spn", 0, "LIST", "layers: alignment names that are not phones"),
     CLI_N("--base-layer", CLI_INT, O(l.base_layer), "0", 0, 1000, 0, "L", "layers: reference layer of intra"),
     CLI_N("--folds", CLI_INT, O(l.folds), "10", 2, 64, 0, "F", "layers: folds; trial t: dev fold 2t, test fold 2t+1"),
@@ -91,6 +95,9 @@ const CliCommand cmd_analyze = {
              "  phone-frame  frames: the one-hot phone under the frame's centre\n"
              "  intra        frames: layer --base-layer of the same model\n"
              "  inter        frames: the same layer of --ckpt2 (same layer count and frame rate)\n"
+             "  word         word segments (--words CTM, else DIR/words.ctm from `koe prepare --words`): the\n"
+             "               mean of the word's frames against the one-hot word (the --word-vocab most\n"
+             "               frequent words, at most --word-cap segments each)\n"
              "  cka          debiased linear CKA between every pair of layers (frame subsample)\n"
              "  pnmi         k-means (--pnmi-k) of each layer on the subsample's training folds; PNMI of\n"
              "               the test folds' cluster ids against their phones\n"
@@ -187,8 +194,8 @@ static int analyze_command(const void *opts, int n_args, char **args) {
     if (strcmp(args[0], "labels"))
         return cli_error(&cmd_analyze, say, "expected `koe analyze layers ...` or `koe analyze labels ...`");
     if (!o->labels) return cli_error(&cmd_analyze, say, "koe analyze labels needs --labels NAME");
-    if (o->l.ckpt || o->l.ckpt2 || o->l.out || o->l.dump)
-        return cli_error(&cmd_analyze, say, "--ckpt, --ckpt2, --out and --dump are for `koe analyze layers`");
+    if (o->l.ckpt || o->l.ckpt2 || o->l.out || o->l.dump || o->l.words)
+        return cli_error(&cmd_analyze, say, "--ckpt, --ckpt2, --out, --dump and --words are for `koe analyze layers`");
     const char *corpus_dir = o->l.corpus, *name = o->labels;
     const int json = o->l.json;
     const int rank = comm_rank();

@@ -36,6 +36,7 @@ typedef struct {
     const char *out, *langs, *wordlists;
     double minutes;
     uint64_t seed;
+    int vocab;
 } SynthOptions;
 
 #define O(field) offsetof(SynthOptions, field)
@@ -47,6 +48,9 @@ static const CliFlag synth_flags[] = {
           "minutes of audio in total, split evenly across languages;\n"
           "each language gets utterances until its share is reached"),
     CLI_N("--seed", CLI_U64, O(seed), "1", 0, 9007199254740992.0, 0, "S", "seed of every random choice"),
+    CLI_N("--vocab", CLI_INT, O(vocab), "0", 0, 1e9, 0, "N",
+          "draw words from the first N of each word list only (0: all), so that words\n"
+          "repeat: `koe analyze layers --props word` needs several segments per word"),
     CLI_S("--wordlists", O(wordlists), NULL, 0, "DIR", "word lists LANG.txt (default: data/wordlists of the source\n"
                                                       "tree the koe binary was built in, or PREFIX/share/koe/wordlists\n"
                                                       "when installed)"),
@@ -285,7 +289,7 @@ static int select_langs(const char *langs, LangState *ls) {
 }
 
 /* Every language's word list, and an espeak-ng voice for it. Returns 0 or an exit code (printed). */
-static int load_langs(const char *wl_dir, LangState *ls, int n_langs) {
+static int load_langs(const char *wl_dir, int vocab, LangState *ls, int n_langs) {
     const int say = comm_rank() == 0;
     char wl_default[PATH_MAX];
     if (!wl_dir) {
@@ -300,6 +304,7 @@ static int load_langs(const char *wl_dir, LangState *ls, int n_langs) {
         if (snprintf(p, sizeof p, "%s/%s.txt", wl_dir, synth_langs[ls[i].lang].code) >= (int)sizeof p)
             return cli_error(&cmd_synth, say, "--wordlists '%s': path too long", wl_dir);
         if (synth_wordlist_load(&ls[i].wl, p, &err)) return cli_error(&cmd_synth, say, "%s", err.msg);
+        if (vocab > 0 && ls[i].wl.n > vocab) ls[i].wl.n = vocab; /* the loader's minimum stays the list's */
     }
     int voice_ok[64];
     KOE_ASSERT(synth_n_langs <= 64);
@@ -412,7 +417,7 @@ static int synth_command(const void *opts, int n_args, char **args) {
     if (strlen(out) > PATH_MAX - 256) return cli_error(&cmd_synth, rank == 0, "--out '%s': path too long", out);
     LangState *ls = koe_calloc((size_t)synth_n_langs, sizeof *ls);
     const int n_langs = select_langs(o->langs, ls);
-    int rc = n_langs < 0 ? KOE_EXIT_USAGE : load_langs(o->wordlists, ls, n_langs);
+    int rc = n_langs < 0 ? KOE_EXIT_USAGE : load_langs(o->wordlists, o->vocab, ls, n_langs);
     if (!rc && make_dirs(out, ls, n_langs)) rc = KOE_EXIT_USAGE;
     if (rc) {
         for (int i = 0; i < n_langs; i++) synth_wordlist_free(&ls[i].wl);

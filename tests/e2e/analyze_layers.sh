@@ -7,8 +7,11 @@
 #     `koe features --kind fbank`, and must agree to 1e-4 (it also checks the moment path against the
 #     row path);
 #   - the same run on 3 ranks gives the same scores to 1e-9;
-#   - bad input: a corpus without alignments asked for phone, too few segments per class for the
-#     folds, an unknown property, more trials than the folds allow, a memory estimate above --max-mem,
+#   - word on a corpus whose words repeat (koe synth --vocab 20, koe prepare --words): the reference
+#     recomputes it, its windows match words.ctm, 2 ranks agree;
+#   - bad input: a corpus without alignments asked for phone, without words.ctm asked for word, a
+#     word CTM matching no utterance (analyze and prepare --words), too few segments per class for the
+#     folds (phone, word), an unknown property, more trials than the folds allow, a memory estimate above --max-mem,
 #     inter without --ckpt2 or with a --ckpt2 of another frame rate —
 #     each exits 1 naming the cause;
 #   - recipes/hubert/run.sh LAYER=auto picks the layer with the highest PNMI and names the labels by it.
@@ -65,6 +68,51 @@ assert worst <= 1e-9, f"FAIL: 1 and 3 ranks differ by {worst}"
 PY
 
 fail() { echo "FAIL: $1"; exit 1; }
+
+# word: a corpus whose words repeat (koe synth --vocab), its words.ctm kept by koe prepare --words;
+# the numpy reference recomputes the word scores, the word windows are checked against the CTM,
+# and 2 ranks give the same scores
+"$KOE" synth --out synw --minutes 1 --seed 1 --langs en --vocab 20 2> /dev/null
+"$KOE" prepare --out cw --shard-mb 2 --lang-from-dir --align synw/align.ctm --words synw/words.ctm synw/wav 2> /dev/null
+cmp <(sort synw/words.ctm) <(sort cw/words.ctm) || fail "cw/words.ctm differs from the words.ctm given to --words"
+WARGS=(--ckpt init.h5 --corpus cw --props word,phone --folds 6 --min-class 6)
+"$KOE" analyze layers "${WARGS[@]}" --out outw --dump unitsw.tsv > tablew.txt 2> runw.log || { cat runw.log; exit 1; }
+cat tablew.txt
+"$KOE" embed --ckpt init.h5 --layer all --corpus cw --out embw.h5 2> /dev/null
+"$KOE" features --corpus cw --kind fbank --out fbankw.h5 2> /dev/null
+"$PYTHON" "$KOE_ROOT/tests/reference/analyze_layers_ref.py" outw/layers.json unitsw.tsv embw.h5 fbankw.h5
+"$PYTHON" - << 'PY'
+import collections, json, math
+import h5py
+with h5py.File("embw.h5", "r") as f:  # each utterance's frame count T
+    off = f["offset"][()]
+    n_frames = {(u.decode() if isinstance(u, bytes) else u): int(off[i + 1] - off[i])
+                for i, u in enumerate(f["utt_id"][()])}
+js = json.load(open("outw/layers.json"))
+rate = js["model"]["frame_rate"]
+ctm = collections.defaultdict(list)
+for line in open("synw/words.ctm"):
+    u, _, t0, d, w = line.split()
+    ctm[u].append((float(t0), float(t0) + float(d), w))
+names = js["properties"]["word"]["class_names"]
+units = [l.rstrip("\n").split("\t") for l in open("unitsw.tsv")][1:]
+words = [u for u in units if u[0] == "word"]
+assert len(words) == js["properties"]["word"]["n"] > 0
+for _, utt, a, b, cls, _, _ in words:
+    a, b = int(a), int(b)
+    hits = [w for t0, t1, w in ctm[utt] if math.floor(t0 * rate + 1e-9) == a and
+            max(min(math.ceil(t1 * rate - 1e-9), n_frames[utt]), a + 1) == b]
+    assert names[int(cls)] in hits, (utt, a, b, names[int(cls)], hits)
+print(f"word windows: {len(words)} segments of {len(names)} words match words.ctm")
+PY
+mpirun --oversubscribe -np 2 "$KOE" analyze layers "${WARGS[@]}" --json > ranksw.json 2> run2w.log || { cat run2w.log; exit 1; }
+"$PYTHON" - << 'PY'
+import json
+a, b = json.load(open("outw/layers.json")), json.load(open("ranksw.json"))
+d = max(abs(x - y) for n in ("word", "phone") for x, y in zip(a["properties"][n]["pwcca"], b["properties"][n]["pwcca"]))
+print(f"word, phone: 1 vs 2 ranks differ by {d:.2e}")
+assert d <= 1e-9
+PY
 expect_usage() { # expect_usage PATTERN ARGS...: exit 1 and PATTERN in the message
   local pat=$1 rc=0 msg
   shift
@@ -78,7 +126,14 @@ expect_usage "noalign/shard-00000.h5 has no phone alignments" --ckpt init.h5 --c
 "$KOE" analyze layers --ckpt init.h5 --corpus noalign --props mel --folds 6 > /dev/null 2>&1 \
   || fail "mel alone needs no alignments"
 expect_usage "max(--min-class, --folds)" --ckpt init.h5 --corpus corpus --props phone --min-class 100000
-expect_usage "unknown property 'word'" --ckpt init.h5 --corpus corpus --props mel,word
+expect_usage "unknown property 'words'" --ckpt init.h5 --corpus corpus --props mel,words
+expect_usage "noalign/words.ctm does not exist" --ckpt init.h5 --corpus noalign --props word
+sed 's/^en/xx/' synw/words.ctm > nomatch.ctm
+expect_usage "none of its utterance ids matches corpus cw" --ckpt init.h5 --corpus cw --props word --words nomatch.ctm
+expect_usage "property word: 0 class(es) have at least 10 segments" --ckpt init.h5 --corpus corpus --props word --folds 6 \
+  --words syn/words.ctm
+msg=$("$KOE" prepare --out cwx --shard-mb 2 --words nomatch.ctm synw/wav 2>&1 > /dev/null) && fail "prepare --words nomatch.ctm passed"
+grep -q "none of its utterance ids" <<< "$msg" || fail "prepare --words nomatch.ctm: $msg"
 expect_usage "needs --folds >= 8" --ckpt init.h5 --corpus corpus --trials 4 --folds 6
 expect_usage "is above --max-mem" --ckpt init.h5 --corpus corpus --max-mem 0.001
 expect_usage "needs --ckpt2" --ckpt init.h5 --corpus corpus --props inter
