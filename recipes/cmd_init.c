@@ -101,20 +101,11 @@ static int convert_pickle(const char *from, char *dir, size_t n) {
     return -1;
 }
 
-/* The model of a Hugging Face directory: r from its config.json and the overrides, *m with its
- * weights. Returns 0, or an exit code after printing why (*m is set once r is loaded). */
+/* The model of a Hugging Face directory (ckpt_model_open_hf). Returns 0 or an exit code after
+ * printing why (*m NULL then, and r freed). */
 static int init_from(const char *from, int n_over, char **over, Recipe *r, Model **m) {
-    ModelConfig c;
     KoeError err;
-    char name[4200];
-    snprintf(name, sizeof name, "%s/config.json", from);
-    if (hf_read_config(from, &c, &err) < 0 || recipe_load_model(r, name, &c, n_over, over, &err) < 0) {
-        fprintf(stderr, "koe init: %s\n", err.msg);
-        return KOE_EXIT_USAGE;
-    }
-    *m = model_create(&r->model, 1, ckpt_model_min_input(&r->model));
-    model_init_params(*m, r->run.seed); /* masked_spec_embed keeps this when the export has none */
-    if (hf_read_params(from, &(*m)->table, (*m)->params, &err) < 0) {
+    if (!(*m = ckpt_model_open_hf(from, n_over, over, 1, 0, NULL, r, &err))) {
         fprintf(stderr, "koe init: %s\n", err.msg);
         return KOE_EXIT_USAGE;
     }

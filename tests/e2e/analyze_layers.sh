@@ -7,6 +7,7 @@
 #     `koe features --kind fbank`, and must agree to 1e-4 (it also checks the moment path against the
 #     row path);
 #   - the same run on 3 ranks gives the same scores to 1e-9;
+#   - a Hugging Face export of the checkpoint (koe export) as --ckpt gives the same scores;
 #   - word on a corpus whose words repeat (koe synth --vocab 20, koe prepare --words): the reference
 #     recomputes it, its windows match words.ctm, 2 ranks agree;
 #   - bad input: a corpus without alignments asked for phone, without words.ctm asked for word, a
@@ -112,6 +113,18 @@ a, b = json.load(open("outw/layers.json")), json.load(open("ranksw.json"))
 d = max(abs(x - y) for n in ("word", "phone") for x, y in zip(a["properties"][n]["pwcca"], b["properties"][n]["pwcca"]))
 print(f"word, phone: 1 vs 2 ranks differ by {d:.2e}")
 assert d <= 1e-9
+PY
+
+# a Hugging Face export directory as --ckpt: the same model, the same scores
+"$KOE" export --ckpt init.h5 --out hfdir 2> /dev/null
+"$KOE" analyze layers --ckpt hfdir --corpus cw --props word,phone --folds 6 --min-class 6 --json > hf.json 2> hf.log \
+  || { cat hf.log; exit 1; }
+"$PYTHON" - << 'PY'
+import json
+a, b = json.load(open("outw/layers.json")), json.load(open("hf.json"))
+for n in ("word", "phone"):
+    assert a["properties"][n]["pwcca"] == b["properties"][n]["pwcca"], (n, a["properties"][n]["pwcca"], b["properties"][n]["pwcca"])
+print("the Hugging Face export of init.h5 gives the same scores")
 PY
 expect_usage() { # expect_usage PATTERN ARGS...: exit 1 and PATTERN in the message
   local pat=$1 rc=0 msg
