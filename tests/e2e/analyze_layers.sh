@@ -170,3 +170,31 @@ want=$(awk -F'\t' 'NR > 1 && $1 ~ /^T/ { if (b == "" || $3 + 0 > v) { b = substr
 grep "LAYER=auto chose layer $chosen" auto.log
 [ "$chosen" = "$want" ] || fail "LAYER=auto chose $chosen, the highest PNMI is layer $want"
 test -d "corpus/labels/iter1_l${chosen}_km20" || fail "no label set iter1_l${chosen}_km20"
+grep -q "^layer $chosen chosen by LAYER=auto" "corpus/labels/iter1_l${chosen}_km20/layer_auto.txt" \
+  || fail "the choice is not kept with the label set iter1_l${chosen}_km20"
+cmp work/layer_auto/layers.tsv "corpus/labels/iter1_l${chosen}_km20/layer_auto.tsv"
+
+# launch/slurm/hubert_pipeline.sh KOE_LAYER=auto, from its layer step, with a stand-in sbatch that runs
+# the layer job in place (its koe_mpi.sbatch on 1 rank) and records every other submission: the job
+# makes the same choice as run.sh, keeps it with the label set, and submits km2, label2 and train2
+# with that layer and run.sh's label set name
+mkdir -p fakebin slurm/iter1/checkpoints && cp work/iter1/checkpoints/* slurm/iter1/checkpoints/
+cat > fakebin/sbatch << 'SH'
+#!/usr/bin/env bash
+name=; wrap=
+for a in "$@"; do case $a in --job-name=*) name=${a#--job-name=} ;; --wrap=*) wrap=${a#--wrap=} ;; esac; done
+echo "$name $* KOE_OVERRIDES=${KOE_OVERRIDES:-}" >> "$SBATCH_LOG"
+if [ "$name" = koe-layer ]; then SLURM_JOB_ID=1 SLURM_NTASKS=1 SLURM_CPUS_PER_TASK=1 bash -c "$wrap" >&2 || exit 1; fi
+echo "${name#koe-}-job"
+SH
+chmod +x fakebin/sbatch
+rm -rf corpus/labels/iter1_l*_km20
+PATH="$PWD/fakebin:$PATH" SBATCH_LOG=$PWD/sbatch.log KOE_FROM=layer KOE_LAYER=auto KOE_K2=20 KOE_CORPUS=corpus \
+  KOE_WORK=slurm KOE_RECIPE_ITER1="$KOE_ROOT/recipes/tiny/hubert.ini" KOE="$KOE" \
+  bash "$KOE_ROOT/launch/slurm/hubert_pipeline.sh" > slurm.out 2> slurm.log || { cat slurm.out; tail -20 slurm.log; exit 1; }
+[ "$(cat slurm/layer_auto/layer)" = "$chosen" ] || fail "the Slurm pipeline chose $(cat slurm/layer_auto/layer), run.sh $chosen"
+grep -q "^layer $chosen chosen by LAYER=auto" "corpus/labels/iter1_l${chosen}_km20/layer_auto.txt" \
+  || fail "the Slurm pipeline did not keep the choice with the label set"
+grep -q "^koe-km2 .*--source layer:$chosen " sbatch.log || fail "km2 not submitted with layer $chosen: $(cat sbatch.log)"
+grep -q "^koe-train2 .*data.labels=iter1_l${chosen}_km20 " sbatch.log || fail "train2 not on iter1_l${chosen}_km20"
+echo "hubert_pipeline.sh KOE_LAYER=auto chose layer $chosen and submitted km2, label2, train2 with it"
