@@ -51,3 +51,6 @@ int analyze_layers_parse_props(const char *list, unsigned *props, char *bad, int
 int analyze_layers_parse_eps(const char *list, void *eps, char *why, size_t why_len); /* eps: AnalyzeEps */
 /* Run the analysis (collective). Returns a koe exit code. */
 int analyze_layers_run(const AnalyzeLayersOpts *o);
+/* `koe analyze codebook` (recipes/analyze_codebook.c): the quantizer of a wav2vec 2.0 or BEST-RQ
+ * checkpoint on a corpus; reads ckpt, corpus, out, dump and json of o. Collective; a koe exit code. */
+int analyze_codebook_run(const AnalyzeLayersOpts *o);

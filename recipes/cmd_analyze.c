@@ -80,8 +80,8 @@ static int analyze_command(const void *opts, int n_args, char **args);
 
 const CliCommand cmd_analyze = {
     .name = "analyze",
-    .summary = "what each layer learned (PWCCA, CKA, PNMI); label quality vs phone alignments",
-    .args = "layers|labels",
+    .summary = "what each layer learned (PWCCA, CKA, PNMI); quantizer codes and label quality vs phones",
+    .args = "layers|codebook|labels",
     .min_args = 1,
     .max_args = 1,
     .about = "koe analyze layers --ckpt CKPT.h5 --corpus DIR [--out DIR] [--json]: what each hidden state\n"
@@ -106,6 +106,15 @@ const CliCommand cmd_analyze = {
              "dropped (a one-hot property of q classes has q - 1 directions; theirs scores a null one, ~1/q\n"
              "lower). Units and folds are keyed by --seed: the same for any rank count. Under mpirun the\n"
              "ranks split the utterances and sum the fold co-moments. Prints a table with a `best` row.\n"
+             "\n"
+             "koe analyze codebook --ckpt CKPT.h5 --corpus DIR [--out DIR] [--json] [--dump FILE]: the quantizer\n"
+             "of a wav2vec 2.0 or BEST-RQ checkpoint on the corpus: per codebook (wav2vec 2.0's groups, BEST-RQ's\n"
+             "codebooks) the codes used, code perplexity exp(H) of their histogram and (wav2vec 2.0) the prob\n"
+             "perplexity of the mean softmax (fairseq's formulas), and the codes as labels against the phone\n"
+             "alignments as `analyze labels` measures them (PNMI, phone and cluster purity; also of the joint\n"
+             "code of all codebooks when it has at most 2^17 values). The codes are training's without noise.\n"
+             "--out DIR: codebook.json, usage.tsv, the usage chart usage.png/.svg/.gp (share of frames by code\n"
+             "rank). --dump FILE: every frame's codes (one process).\n"
              "\n"
              "koe analyze labels --corpus DIR --labels NAME [--json]: compares the label set\n"
              "DIR/labels/NAME with the corpus's frame-level phone alignments (made by `koe synth`; shards\n"
@@ -186,13 +195,23 @@ static int layers_command(const AnalyzeOptions *o) {
     return analyze_layers_run(&o->l);
 }
 
+/* `koe analyze codebook`: only --ckpt, --corpus, --out, --dump and --json apply. */
+static int codebook_command(const AnalyzeOptions *o) {
+    const int say = comm_rank() == 0;
+    if (o->labels || o->l.ckpt2 || o->l.words)
+        return cli_error(&cmd_analyze, say, "--labels, --ckpt2 and --words are not for `koe analyze codebook`");
+    if (!o->l.ckpt) return cli_error(&cmd_analyze, say, "koe analyze codebook needs --ckpt CKPT.h5 (wav2vec2 or bestrq)");
+    return analyze_codebook_run(&o->l);
+}
+
 static int analyze_command(const void *opts, int n_args, char **args) {
     (void)n_args;
     const AnalyzeOptions *o = opts;
     if (!strcmp(args[0], "layers")) return layers_command(o);
+    if (!strcmp(args[0], "codebook")) return codebook_command(o);
     const int say = comm_rank() == 0;
     if (strcmp(args[0], "labels"))
-        return cli_error(&cmd_analyze, say, "expected `koe analyze layers ...` or `koe analyze labels ...`");
+        return cli_error(&cmd_analyze, say, "expected `koe analyze layers|codebook|labels ...`");
     if (!o->labels) return cli_error(&cmd_analyze, say, "koe analyze labels needs --labels NAME");
     if (o->l.ckpt || o->l.ckpt2 || o->l.out || o->l.dump || o->l.words)
         return cli_error(&cmd_analyze, say, "--ckpt, --ckpt2, --out, --dump and --words are for `koe analyze layers`");
