@@ -4,6 +4,7 @@
 #   make test       the whole suite (installs what is missing first); SAN=1 under ASan+UBSan
 #   make demo       synthesise a demo corpus and run the main job on it
 #   make bench      benchmarks against ../shared/anchors (ratios, not timed tests)
+#   make readme-analysis  README.md's `koe analyze layers` example from a real run (~15 min)
 #   make install    PREFIX=/usr/local DESTDIR=  (koe, plugin, recipes, launch templates, man pages,
 #                   bash completion, Lmod modulefile; launch/README.md, Installing)
 # Portable builds (a login node building for older compute nodes): CC=..., MARCH=-march=x86-64-v2
@@ -67,11 +68,11 @@ BENCH_SRC := $(wildcard tests/bench/bench_*.c)
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 PLUGIN := $(BUILD)/hdf5-plugins/libh5zstd.so
 
-.PHONY: all deps check-deps test demo bench install clean help FORCE
+.PHONY: all deps check-deps test demo bench readme-analysis install clean help FORCE
 all: $(BUILD)/koe $(BUILD)/libkoe.a $(PLUGIN) $(TEST_BIN) $(BENCH_BIN)
 
 help:
-	@sed -n '1,8p' Makefile
+	@sed -n '1,9p' Makefile
 
 # ---- dependencies -------------------------------------------------------------------------------
 deps:
@@ -148,6 +149,11 @@ test: deps
 demo: deps
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) bash recipes/demo.sh
+
+# README.md's `koe analyze layers` example (table and charts) from a real run on the demo corpus
+readme-analysis: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) PYTHON=$(PYTHON) bash recipes/analysis/readme_example.sh
 
 bench: deps
 	@$(MAKE) --no-print-directory all

@@ -1071,7 +1071,7 @@ static void write_plots(const Ctx *x) {
     char stem[4200];
     KoeError err;
     PlotSpec spec = {.title = "koe analyze layers", .xlabel = "layer (T0 = encoder input)", .ylabel = "score",
-                     .formats = PLOT_PNG | PLOT_SVG};
+                     .x_integer = 1, .formats = PLOT_PNG | PLOT_SVG};
     int rc = PLOT_EMPTY;
     if (nc > 0) {
         snprintf(stem, sizeof stem, "%s/curves", x->o->out);

@@ -40,6 +40,7 @@ grep -q "memory estimate" run1.log || { echo "FAIL: no memory estimate printed";
 grep -q "^best " table.txt || { echo "FAIL: no best row"; exit 1; }
 test -s out/layers.json && test -s out/layers.tsv && test -s out/cka.tsv
 # the charts through recipes/plot (gnuplot): PNG and SVG by their headers, the scripts kept beside them
+grep -q "^set xtics 1$" out/curves.gp || fail "curves.gp: no integer x ticks"
 for c in curves curves_norm cka; do
   [ "$(head -c 8 out/$c.png | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] || { echo "FAIL: out/$c.png is not a PNG"; exit 1; }
   grep -q "<svg" out/$c.svg || { echo "FAIL: out/$c.svg is not SVG"; exit 1; }
