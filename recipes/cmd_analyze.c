@@ -43,10 +43,12 @@ static const CliFlag analyze_flags[] = {
     CLI_S("--corpus", O(l.corpus), NULL, CLI_REQUIRED, "DIR", "corpus (with its alignments for labels and phone properties)"),
     CLI_S("--labels", O(labels), NULL, 0, "NAME", "labels: the label set to compare with the alignments"),
     CLI_B("--json", O(l.json), "print one JSON object instead of the table (layers: layers.json)"),
-    CLI_S("--ckpt", O(l.ckpt), NULL, 0, "CKPT.h5", "layers: the checkpoint to analyse"),
+    CLI_S("--ckpt", O(l.ckpt), NULL, 0, "CKPT.h5",
+          "layers, codebook: the checkpoint to analyse (layers: also a Hugging Face export directory)"),
     CLI_S("--ckpt2", O(l.ckpt2), NULL, 0, "CKPT.h5",
           "layers: second checkpoint, for inter (e.g. HuBERT iteration 1 vs 2, two training steps)"),
-    CLI_S("--out", O(l.out), NULL, 0, "DIR", "layers: write layers.json, layers.tsv, cka.tsv"),
+    CLI_S("--out", O(l.out), NULL, 0, "DIR",
+          "layers: write layers.json, layers.tsv, cka.tsv and the charts; codebook: codebook.json, usage.tsv, usage chart"),
     CLI_P("--props", O(l.props), parse_props, "mel,phone,intra,cka", 0, "LIST", "layers: properties, comma-separated"),
     CLI_N("--frames", CLI_I64, O(l.frames), "100000", 0, 1e12, 0, "N",
           "layers: frame sample, whole utterances in keyed order until N frames (0: all)"),
@@ -72,7 +74,8 @@ static const CliFlag analyze_flags[] = {
     CLI_N("--seed", CLI_U64, O(l.seed), "1", 0, 9e15, 0, "S", "layers: units, folds and subsample"),
     CLI_N("--max-mem", CLI_DOUBLE, O(l.max_mem_gb), "0", 0, 1e6, 0, "GB",
           "layers: refuse above this memory estimate per rank (0: 80% of MemTotal)"),
-    CLI_S("--dump", O(l.dump), NULL, 0, "FILE", "layers: every unit as TSV (unit utt first end label fold sub)"),
+    CLI_S("--dump", O(l.dump), NULL, 0, "FILE",
+          "layers: every unit as TSV (unit utt first end label fold sub); codebook: every frame's codes"),
     CLI_END,
 };
 
@@ -84,7 +87,7 @@ const CliCommand cmd_analyze = {
     .args = "layers|codebook|labels",
     .min_args = 1,
     .max_args = 1,
-    .about = "koe analyze layers --ckpt CKPT.h5 --corpus DIR [--out DIR] [--json]: what each hidden state\n"
+    .about = "koe analyze layers --ckpt CKPT.h5|HF_DIR --corpus DIR [--out DIR] [--json]: what each hidden state\n"
              "(T0 = the encoder input, Ti = layer i, as `koe embed`) carries, after Pasad et al.'s layer-wise\n"
              "analysis: projection-weighted CCA (PWCCA) of each layer against properties of the same units,\n"
              "fitted on training folds, eps chosen on a dev fold, scored on a test fold, averaged over\n"
