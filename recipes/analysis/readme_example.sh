@@ -39,7 +39,7 @@ PROPS=mel,phone,phone-frame,intra,cka,pnmi
 cp "$W/trained/curves.png" docs/analysis/curves.png
 cp "$W/trained/cka.png" docs/analysis/cka.png
 "${PYTHON:-/usr/bin/python3}" - "$W" "$ck" << 'PY'
-import json, re, sys
+import json, os, re, sys
 w, ck = sys.argv[1], sys.argv[2]
 t, u = (json.load(open(f"{w}/{d}/layers.json")) for d in ("trained", "untrained"))
 props = [p for p in ("mel", "phone", "phone-frame", "intra", "pnmi") if p in t["properties"]]
@@ -61,11 +61,11 @@ body = ["<!-- analysis-example:begin -->",
         "<!-- written by `make readme-analysis` (recipes/analysis/readme_example.sh); do not edit by hand -->",
         "The tiny HuBERT of tests/e2e/hubert_iterations.sh (2 x 128 transformer, iteration 1: 800 updates on",
         "MFCC k-means labels of the demo corpus) against the same model untrained:",
-        "", "```", f"koe analyze layers --ckpt {ck.split('/', 1)[-1]} --corpus corpus --props {','.join(props)},cka --out layers", "```", ""]
+        "", "```", f"koe analyze layers --ckpt {os.path.relpath(ck, w)} --corpus corpus --props {','.join(props)},cka --out layers", "```", ""]
 body += rows + ["", stamp]
 if m:
     f = [float(x) for x in m.groups()]
-    body += ["", f"One process: {f[0]:.1f} s in the forwards, {sum(f[1:5]):.1f} s outside them (statistics "
+    body += ["", f"One process (timed by the run that wrote this; times depend on the machine and its load): {f[0]:.1f} s in the forwards, {sum(f[1:5]):.1f} s outside them (statistics "
              f"{f[1]:.1f}, reductions {f[2]:.1f}, solves {f[3]:.1f}, CKA and k-means {f[4]:.1f}); peak RSS {f[5]:.0f} MB."]
 body += ["", "![PWCCA and PNMI by layer](docs/analysis/curves.png)", "",
          "![debiased linear CKA between layers](docs/analysis/cka.png)", "<!-- analysis-example:end -->"]

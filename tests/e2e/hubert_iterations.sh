@@ -5,7 +5,7 @@
 # transformer, dropout off; pred_nomask_weight 1 as in the tiny recipe) for 800 updates; iteration 2
 # clusters the layer LAYER=auto picks (k=500), labels the corpus and trains briefly on those 50 Hz labels. The
 # iteration-2 label set must score a higher PNMI than the MFCC labels (koe analyze labels --json), as
-# in the HuBERT paper. Control, so the comparison can fail: the same k-means (k=500) on layer 1 of the
+# in the HuBERT paper. Control, so the comparison can fail: the same k-means (k=500) on that layer of the
 # UNTRAINED model (koe init, same recipe and seed) must score below the MFCC labels — the gain comes
 # from training, not from k=500 or the layer. Iteration 2 clusters the layer LAYER=auto picks
 # (koe analyze layers --props phone,pnmi); that layer's phone PWCCA must exceed the untrained
