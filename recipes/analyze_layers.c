@@ -1220,10 +1220,10 @@ static int analyze(Ctx *x, KoeError *err) {
                              "--sub-frames or --folds, use fewer --props, or more ranks", mem / 1e6, limit / 1e6);
     double t[7] = {koe_now()}; /* then: forwards, statistics, reductions, solves, CKA and k-means, peak RSS */
     int64_t bad = run_forwards(x, err) < 0;
+    t[1] = x->t_forward, t[2] = koe_now() - t[0] - x->t_forward, t[0] = koe_now(); /* the wait below: reductions */
     if (bad) fprintf(stderr, "koe analyze layers: %s\n", err->msg);
     comm_allreduce_max_i64(&bad, 1);
     if (bad) return koe_error_set(err, "stopped: a corpus read failed (the message above names it)");
-    t[1] = x->t_forward, t[2] = koe_now() - t[0] - x->t_forward, t[0] = koe_now();
     for (int l = 0; l < x->L1; l++) {
         if (x->fr) reduce_stats(&x->fr[l]);
         if (x->pf) reduce_stats(&x->pf[l]);
