@@ -143,14 +143,15 @@ static int prepare_out_dir(const char *dir, int force) {
 }
 
 /* Provenance stored in corpus.h5 (bounded: the index keeps at most 64 KiB of it). */
-static char *settings_text(const PrepareOptions *opt, const char *align, char **inputs, int n_inputs) {
+static char *settings_text(const PrepareOptions *opt, const char *align, const char *words, char **inputs,
+                           int n_inputs) {
     size_t cap = 60000, n = 0;
     char *s = koe_malloc(cap);
     n += (size_t)snprintf(s, cap,
                           "koe prepare: sample_rate=%d resampler=soxr-hq shard_bytes=%lld lang=%s "
-                          "lang_from_dir=%d align=%s allow_pipes=%d inputs=",
+                          "lang_from_dir=%d align=%s words=%s allow_pipes=%d inputs=",
                           KOE_SAMPLE_RATE, (long long)opt->shard_bytes, opt->lang ? opt->lang : "-", opt->lang_from_dir,
-                          align ? align : "-", opt->allow_pipes);
+                          align ? align : "-", words ? words : "-", opt->allow_pipes);
     for (int i = 0; i < n_inputs && n < cap; i++) {
         size_t need = strlen(inputs[i]) + 2;
         if (n + need + 8 >= cap) {
@@ -299,7 +300,7 @@ static int prepare_command(const void *opts, int n_args, char **args) {
                     (long long)every.n, report);
             rc = KOE_EXIT_USAGE;
         } else {
-            char *settings = settings_text(&opt, align, inputs, n_inputs);
+            char *settings = settings_text(&opt, align, o->words, inputs, n_inputs);
             if (corpus_write_index(out, names, n_names, settings, &err))
                 koe_fatal(KOE_EXIT_INTERNAL, "prepare: %s", err.msg);
             free(settings);
