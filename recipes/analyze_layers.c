@@ -4,7 +4,9 @@
  *      utterances (aligned ones when a phone property is asked for); the frame sample (whole
  *      utterances in that order until --frames model frames), each frame's fold and subsample draw;
  *      the phone segments (runs of the 10 ms alignment, middle third, at most --phone-cap per phone in
- *      keyed order, classes with fewer than max(--min-class, --folds) dropped, folds stratified).
+ *      keyed order, classes with fewer than max(--min-class, --folds) dropped, folds stratified); the
+ *      word segments likewise from a word CTM (the corpus's words.ctm or --words: whole spans, the
+ *      --word-vocab most frequent words, at most --word-cap each).
  *   2. The ranks split the utterances that hold a unit; each runs one forward per utterance and adds
  *      its units to per-layer fold co-moments (double) — hidden states are never kept, except the
  *      keyed frame subsample CKA and PNMI need (--sub-frames).
@@ -1020,8 +1022,9 @@ static json_t *json_report(const Ctx *x) {
     return root;
 }
 
-/* --dump FILE: every unit, `unit utt first end label fold sub` (encoder frames [first, end); label
- * the phone-frame or segment class, -1 none; sub 1 for the CKA/PNMI subsample). Rank 0, from the plan. */
+/* --dump FILE: every unit, `unit utt first end label fold sub` (unit frame, segment (a phone) or word;
+ * encoder frames [first, end); label the phone-frame, phone or word class, -1 none; sub 1 for the
+ * CKA/PNMI subsample). Rank 0, from the plan. */
 static int write_dump(Ctx *x, const char *path, KoeError *err) {
     FILE *f = fopen(path, "w");
     if (!f) return koe_error_set(err, "--dump %s: cannot create the file", path);
