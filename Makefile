@@ -5,6 +5,7 @@
 #   make demo       synthesise a demo corpus and run the main job on it
 #   make curves     train the tiny recipes on the demo corpus: reference curves in recipes/tiny/curves
 #   make bench      benchmarks against ../shared/anchors (ratios, not timed tests)
+#   make readme-analysis  README.md's `koe analyze layers` example from a real run (~15 min)
 #   make install    PREFIX=/usr/local DESTDIR=  (koe, plugin, recipes, launch templates, man pages,
 #                   bash completion, Lmod modulefile; launch/README.md, Installing)
 #   make dist       build/koe-VERSION.tar.gz, the release tarball (Spack and EasyBuild build from it)
@@ -70,7 +71,7 @@ BENCH_SRC := $(wildcard tests/bench/bench_*.c)
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 PLUGIN := $(BUILD)/hdf5-plugins/libh5zstd.so
 
-.PHONY: all deps check-deps test demo curves bench install dist clean help FORCE
+.PHONY: all deps check-deps test demo curves bench readme-analysis install dist clean help FORCE
 all: $(BUILD)/koe $(BUILD)/libkoe.a $(PLUGIN) $(TEST_BIN) $(BENCH_BIN)
 
 help:
@@ -157,6 +158,11 @@ demo: deps
 curves: deps
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) bash recipes/curves.sh
+
+# README.md's `koe analyze layers` example (table and charts) from a real run on the demo corpus
+readme-analysis: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) PYTHON=$(PYTHON) bash recipes/analysis/readme_example.sh
 
 bench: deps
 	@$(MAKE) --no-print-directory all

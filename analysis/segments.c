@@ -29,4 +29,14 @@ int segments_window(const PhoneRun *r, double rate, int64_t T, int64_t *first, i
     return 1;
 }
 
+int segments_span_window(double t0, double t1, double rate, int64_t T, int64_t *first, int64_t *end) {
+    const int64_t a = (int64_t)floor(t0 * rate + 1e-9);
+    int64_t b = (int64_t)ceil(t1 * rate - 1e-9);
+    if (a >= T) return 0;
+    if (b > T) b = T;
+    if (b <= a) b = a + 1;
+    *first = a, *end = b;
+    return 1;
+}
+
 int64_t segments_center_frame(int64_t i, int64_t hop, int64_t win) { return (i * hop + win / 2) / 160; }

@@ -153,8 +153,7 @@ static int argmax_row(const float *v, int n) {
     return best;
 }
 
-/* sum_g exp(-sum_v a log(a + 1e-7)), a = sum / n */
-static double perplexity(const double *sum, double n, int G, int V) {
+double wav2vec2_perplexity(const double *sum, double n, int G, int V) {
     if (n <= 0) return 0.0;
     double ppl = 0.0;
     for (int g = 0; g < G; g++) {
@@ -295,9 +294,22 @@ static void diversity_backward(Wav2vec2HeadAct *act, float ddiv) {
 void wav2vec2_head_reduce(const Wav2vec2HeadAct *act, Wav2vec2Stats *st) {
     const Wav2vec2HeadConfig *c = &act->cfg;
     const double GV = (double)c->G * c->V;
-    st->prob_ppl = perplexity(act->prob_sum, act->n_sum, c->G, c->V);
-    st->code_ppl = perplexity(act->code_count, act->n_sum, c->G, c->V);
+    st->prob_ppl = wav2vec2_perplexity(act->prob_sum, act->n_sum, c->G, c->V);
+    st->code_ppl = wav2vec2_perplexity(act->code_count, act->n_sum, c->G, c->V);
     st->diversity = act->n_sum > 0 ? (GV - st->prob_ppl) / GV : 0.0;
+}
+
+void wav2vec2_quantize(const Wav2vec2HeadConfig *c, const Wav2vec2HeadParams *p, const float *feat, int64_t n,
+                       float *soft, int32_t *hard) {
+    const int G = c->G, V = c->V, GV = G * V;
+    linear_forward(soft, feat, p->wp_w, p->wp_b, n, c->C, GV);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++)
+        for (int g = 0; g < G; g++) {
+            float *l = soft + i * GV + g * V;
+            hard[i * G + g] = argmax_row(l, V);
+            softmax_row(l, l, V, 1.0f);
+        }
 }
 
 void wav2vec2_head_forward(Wav2vec2HeadAct *act, const Wav2vec2HeadParams *p, const float *x, const float *feat,

@@ -161,6 +161,15 @@ void wav2vec2_gumbel_noise(float *out, uint64_t seed, uint64_t step, int64_t utt
 void wav2vec2_head_forward(Wav2vec2HeadAct *act, const Wav2vec2HeadParams *p, const float *x, const float *feat,
                            const uint8_t *mask, const uint8_t *pad, const int64_t *utt, int B, int64_t T,
                            const ModelRun *run, Wav2vec2Stats *st);
+/* The quantizer as evaluation sees it (no Gumbel noise, no dropout_features): feat (n, C) rows of the
+ * LayerNorm'd features; soft (n, G*V) each group's softmax of the logits, hard (n, G) each group's
+ * argmax (the first on ties) — act->soft and act->hard of an evaluation forward. For `koe analyze
+ * codebook`. */
+void wav2vec2_quantize(const Wav2vec2HeadConfig *c, const Wav2vec2HeadParams *p, const float *feat, int64_t n,
+                       float *soft, int32_t *hard);
+/* sum_g exp(-sum_v a_gv log(a_gv + 1e-7)), a = sum / n (sum (G*V)): prob_ppl from summed soft
+ * probabilities, code_ppl from summed one-hots; 0 when n <= 0. */
+double wav2vec2_perplexity(const double *sum, double n, int G, int V);
 /* Recomputes st's code_ppl, prob_ppl and diversity from act->prob_sum, act->code_count and
  * act->n_sum (after the caller has summed them over ranks); backward then uses those sums. */
 void wav2vec2_head_reduce(const Wav2vec2HeadAct *act, Wav2vec2Stats *st);

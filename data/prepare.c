@@ -3,6 +3,8 @@
  * itself (data/shard.c does, through ShardWriter). */
 #include "prepare.h"
 
+#include "ctm.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
@@ -436,53 +438,14 @@ void prepare_collect(PreparePlan *p, char *const *inputs, int n_inputs, const Pr
 
 /* ---- alignments ---------------------------------------------------------------------------- */
 
-typedef struct {
-    char *utt, *phone;
-    double start, end;
-} CtmSeg;
-
-static int cmp_seg(const void *a, const void *b) {
-    const CtmSeg *x = a, *y = b;
-    int c = strcmp(x->utt, y->utt);
-    if (c) return c;
-    return x->start < y->start ? -1 : x->start > y->start;
-}
-
 int prepare_load_align(PreparePlan *p, const char *ctm_path, KoeError *err) {
-    FILE *f = fopen(ctm_path, "r");
-    if (!f) return koe_error_set(err, "--align %s: cannot open: %s", ctm_path, strerror(errno));
     CtmSeg *segs = NULL;
-    int64_t n = 0, cap = 0, lineno = 0;
-    char *line = NULL;
-    size_t line_cap = 0;
-    int rc = 0;
-    while (getline(&line, &line_cap, f) >= 0) {
-        lineno++;
-        char utt[1024], chan[64], phone[256];
-        double start, dur;
-        char *s = line;
-        while (*s == ' ' || *s == '\t') s++;
-        if (*s == 0 || *s == '\n' || *s == ';') continue; /* blank or a CTM comment */
-        if (sscanf(s, "%1023s %63s %lf %lf %255s", utt, chan, &start, &dur, phone) != 5 || !isfinite(start) ||
-            !isfinite(dur) || start < 0 || dur < 0) {
-            rc = koe_error_set(err, "--align %s:%lld: expected `utt channel start dur phone` (seconds, >= 0)",
-                               ctm_path, (long long)lineno);
-            break;
-        }
-        if (n == cap) {
-            cap = cap ? 2 * cap : 1024;
-            segs = koe_realloc(segs, (size_t)cap * sizeof *segs);
-        }
-        segs[n++] = (CtmSeg){koe_strdup(utt), koe_strdup(phone), start, start + dur};
-    }
-    free(line);
-    fclose(f);
-    if (rc == 0 && n == 0) rc = koe_error_set(err, "--align %s: no alignment lines", ctm_path);
+    int64_t n = 0;
+    int rc = ctm_read(ctm_path, "--align", &segs, &n, err);
     if (rc == 0) {
-        qsort(segs, (size_t)n, sizeof *segs, cmp_seg);
         /* Phone inventory: sorted, unique. */
         char **ph = koe_malloc((size_t)n * sizeof *ph);
-        for (int64_t i = 0; i < n; i++) ph[i] = segs[i].phone;
+        for (int64_t i = 0; i < n; i++) ph[i] = segs[i].name;
         qsort(ph, (size_t)n, sizeof *ph, cmp_str);
         int64_t np = 0;
         for (int64_t i = 0; i < n; i++)
@@ -506,7 +469,7 @@ int prepare_load_align(PreparePlan *p, const char *ctm_path, KoeError *err) {
                 }
                 p->seg_start[i] = segs[i].start;
                 p->seg_end[i] = segs[i].end;
-                char **hit = bsearch(&segs[i].phone, p->phones, (size_t)np, sizeof *p->phones, cmp_str);
+                char **hit = bsearch(&segs[i].name, p->phones, (size_t)np, sizeof *p->phones, cmp_str);
                 KOE_ASSERT(hit);
                 p->seg_phone[i] = (int)(hit - p->phones);
             }
@@ -514,8 +477,7 @@ int prepare_load_align(PreparePlan *p, const char *ctm_path, KoeError *err) {
         }
         free(ph);
     }
-    for (int64_t i = 0; i < n; i++) free(segs[i].utt), free(segs[i].phone);
-    free(segs);
+    ctm_free(segs, n);
     return rc;
 }
 

@@ -170,7 +170,8 @@ void synth_utt_id(char *buf, size_t n, const SynthUttSpec *s) {
 
 typedef struct {
     int32_t ms;
-    char name[12]; /* espeak's phoneme name (<= 8 bytes) + NUL */
+    int32_t word_pos, word_len; /* a word event: characters [word_pos - 1, + word_len) of the text; else 0 */
+    char name[12];              /* a phoneme event: espeak's phoneme name (<= 8 bytes) + NUL */
 } RawEvent;
 
 /* The child's collection buffers (plain malloc: the child must not reach koe_fatal). */
@@ -193,7 +194,7 @@ static int synth_callback(short *wav, int n, espeak_EVENT *ev) {
         child_n += n;
     }
     for (; ev && ev->type != espeakEVENT_LIST_TERMINATED; ev++) {
-        if (ev->type != espeakEVENT_PHONEME) continue;
+        if (ev->type != espeakEVENT_PHONEME && ev->type != espeakEVENT_WORD) continue;
         if (child_nev == child_capev) {
             int64_t cap = child_capev ? 2 * child_capev : 256;
             RawEvent *p = realloc(child_ev, (size_t)cap * sizeof *p);
@@ -202,9 +203,14 @@ static int synth_callback(short *wav, int n, espeak_EVENT *ev) {
             child_capev = cap;
         }
         RawEvent *e = &child_ev[child_nev++];
+        memset(e, 0, sizeof *e);
         e->ms = ev->audio_position;
-        memset(e->name, 0, sizeof e->name);
-        memcpy(e->name, ev->id.string, sizeof ev->id.string); /* not NUL-terminated at 8 bytes */
+        if (ev->type == espeakEVENT_WORD) {
+            e->word_pos = ev->text_position > 0 ? ev->text_position : 1;
+            e->word_len = ev->length > 0 ? ev->length : 0;
+        } else {
+            memcpy(e->name, ev->id.string, sizeof ev->id.string); /* not NUL-terminated at 8 bytes */
+        }
     }
     return 0;
 }
@@ -371,6 +377,7 @@ static void build_phones(SynthUtt *u, const RawEvent *ev, int64_t n_ev) {
     int64_t cur = 0;
     char label[sizeof ev->name] = "sil";
     for (int64_t i = 0; i < n_ev; i++) {
+        if (ev[i].word_pos) continue; /* a word event: build_words */
         int64_t t = ev[i].ms < cur ? cur : ev[i].ms > end_ms ? end_ms : ev[i].ms;
         push_phone(u, &cap, cur, t, label);
         cur = t;
@@ -383,6 +390,53 @@ static void build_phones(SynthUtt *u, const RawEvent *ev, int64_t n_ev) {
         }
     }
     push_phone(u, &cap, cur, end_ms, label);
+}
+
+/* Characters [pos - 1, pos - 1 + len) of UTF-8 text as bytes [*b0, *b1). */
+static void utf8_span(const char *text, int32_t pos, int32_t len, size_t *b0, size_t *b1) {
+    size_t b = 0;
+    int32_t c = 0;
+    for (; text[b] && c < pos - 1; c++)
+        for (b++; ((unsigned char)text[b] & 0xC0) == 0x80; b++) {}
+    *b0 = b;
+    for (c = 0; text[b] && c < len; c++)
+        for (b++; ((unsigned char)text[b] & 0xC0) == 0x80; b++) {}
+    *b1 = b;
+}
+
+/* Word i runs from its event to the next word's event (or the audio's end), cut at the first pause
+ * ("sil" phone) that starts inside it and started after the pause it begins in, so a comma's pause,
+ * the leading and the trailing silence are not part of the word. Its name is the text's characters the event points at, without the punctuation koe
+ * synth adds (",", ".", "?"), white space as "_" (CTM columns). Words with nothing left are skipped. */
+static void build_words(SynthUtt *u, const char *text, const RawEvent *ev, int64_t n_ev) {
+    const int64_t end_ms = u->n_phones ? u->phones[u->n_phones - 1].end_ms : 0;
+    int64_t cap = 0;
+    for (int64_t i = 0; i < n_ev; i++) {
+        if (!ev[i].word_pos) continue;
+        int64_t t0 = ev[i].ms < 0 ? 0 : ev[i].ms, t1 = end_ms;
+        for (int64_t j = i + 1; j < n_ev; j++)
+            if (ev[j].word_pos) {
+                t1 = ev[j].ms < t1 ? ev[j].ms : t1;
+                break;
+            }
+        for (int64_t p = 0; p < u->n_phones; p++) {
+            const SynthPhone *ph = &u->phones[p];
+            if (strcmp(ph->phone, "sil")) continue;
+            if (ph->start_ms <= t0 && ph->end_ms > t0) t0 = ph->end_ms; /* the leading silence */
+            else if (ph->start_ms > t0 && ph->start_ms < t1) t1 = ph->start_ms;
+        }
+        size_t b0, b1;
+        utf8_span(text, ev[i].word_pos, ev[i].word_len, &b0, &b1);
+        while (b1 > b0 && strchr(",.?", text[b1 - 1])) b1--;
+        if (t1 <= t0 || b1 <= b0 || b1 - b0 >= sizeof u->words->word) continue;
+        if (u->n_words == cap) u->words = koe_realloc(u->words, (size_t)(cap = 2 * cap + 8) * sizeof *u->words);
+        SynthWord *w = &u->words[u->n_words++];
+        memset(w, 0, sizeof *w);
+        w->start_ms = t0, w->end_ms = t1;
+        memcpy(w->word, text + b0, b1 - b0);
+        for (char *c = w->word; *c; c++)
+            if ((unsigned char)*c <= ' ') *c = '_';
+    }
 }
 
 int synth_render(const SynthUttSpec *s, SynthUtt *out, KoeError *err) {
@@ -418,7 +472,7 @@ int synth_render(const SynthUttSpec *s, SynthUtt *out, KoeError *err) {
     memcpy(ev, buf + sizeof h + (size_t)h.n_samples * sizeof *pcm, (size_t)h.n_events * sizeof *ev);
     free(buf);
     int rc = resample(pcm, h.n_samples, out, err);
-    if (rc == 0) build_phones(out, ev, h.n_events);
+    if (rc == 0) build_phones(out, ev, h.n_events), build_words(out, s->text, ev, h.n_events);
     free(pcm);
     free(ev);
     return rc;
@@ -427,6 +481,7 @@ int synth_render(const SynthUttSpec *s, SynthUtt *out, KoeError *err) {
 void synth_utt_free(SynthUtt *u) {
     free(u->audio);
     free(u->phones);
+    free(u->words);
     memset(u, 0, sizeof *u);
 }
 
@@ -460,13 +515,20 @@ int synth_write_wav(const char *path, const SynthUtt *u, KoeError *err) {
     return 0;
 }
 
+static int ctm_line(FILE *f, const char *id, int64_t start_ms, int64_t end_ms, const char *name) {
+    const int64_t d = end_ms - start_ms;
+    return fprintf(f, "%s 1 %" PRId64 ".%03d %" PRId64 ".%03d %s\n", id, start_ms / 1000, (int)(start_ms % 1000),
+                   d / 1000, (int)(d % 1000), name) < 0 ? -1 : 0;
+}
+
 int synth_write_ctm(FILE *f, const char *id, const SynthUtt *u) {
-    for (int64_t i = 0; i < u->n_phones; i++) {
-        const SynthPhone *p = &u->phones[i];
-        int64_t d = p->end_ms - p->start_ms;
-        if (fprintf(f, "%s 1 %" PRId64 ".%03d %" PRId64 ".%03d %s\n", id, p->start_ms / 1000, (int)(p->start_ms % 1000),
-                    d / 1000, (int)(d % 1000), p->phone) < 0)
-            return -1;
-    }
+    for (int64_t i = 0; i < u->n_phones; i++)
+        if (ctm_line(f, id, u->phones[i].start_ms, u->phones[i].end_ms, u->phones[i].phone)) return -1;
+    return 0;
+}
+
+int synth_write_word_ctm(FILE *f, const char *id, const SynthUtt *u) {
+    for (int64_t i = 0; i < u->n_words; i++)
+        if (ctm_line(f, id, u->words[i].start_ms, u->words[i].end_ms, u->words[i].word)) return -1;
     return 0;
 }

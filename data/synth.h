@@ -70,18 +70,25 @@ typedef struct {
 } SynthPhone;
 
 typedef struct {
+    int64_t start_ms, end_ms; /* end_ms > start_ms; pauses are not part of a word */
+    char word[64];            /* as written in the sentence, without its punctuation */
+} SynthWord;
+
+typedef struct {
     int16_t *audio; /* (n_samples) at 16 kHz */
     int64_t n_samples;
     int64_t n_clipped; /* samples clipped to int16 after resampling */
     SynthPhone *phones; /* (n_phones) contiguous, from 0 to the audio's end in ms */
     int64_t n_phones;
+    SynthWord *words; /* (n_words) from espeak-ng's word events, in order */
+    int64_t n_words;
 } SynthUtt;
 
 /* Initialise espeak-ng once per process (synchronous mode, IPA phoneme events) and select every
  * voice of synth_langs in table order, so that every process that calls it is in the same state.
  * ok[l] (synth_n_langs entries) says whether voice l could be selected. */
 int synth_init(int *ok, KoeError *err);
-/* Speak s in a forked child, resample to 16 kHz, build the phone segments. */
+/* Speak s in a forked child, resample to 16 kHz, build the phone and word segments. */
 int synth_render(const SynthUttSpec *s, SynthUtt *out, KoeError *err);
 void synth_utt_free(SynthUtt *u);
 
@@ -89,3 +96,5 @@ void synth_utt_free(SynthUtt *u);
 int synth_write_wav(const char *path, const SynthUtt *u, KoeError *err);
 /* One line per phone: "ID 1 START DUR PHONE", seconds with 3 decimals. Returns -1 on a write error. */
 int synth_write_ctm(FILE *f, const char *id, const SynthUtt *u);
+/* The same for the words: "ID 1 START DUR WORD". */
+int synth_write_word_ctm(FILE *f, const char *id, const SynthUtt *u);

@@ -4,7 +4,9 @@
  *      utterances (aligned ones when a phone property is asked for); the frame sample (whole
  *      utterances in that order until --frames model frames), each frame's fold and subsample draw;
  *      the phone segments (runs of the 10 ms alignment, middle third, at most --phone-cap per phone in
- *      keyed order, classes with fewer than max(--min-class, --folds) dropped, folds stratified).
+ *      keyed order, classes with fewer than max(--min-class, --folds) dropped, folds stratified); the
+ *      word segments likewise from a word CTM (the corpus's words.ctm or --words: whole spans, the
+ *      --word-vocab most frequent words, at most --word-cap each).
  *   2. The ranks split the utterances that hold a unit; each runs one forward per utterance and adds
  *      its units to per-layer fold co-moments (double) — hidden states are never kept, except the
  *      keyed frame subsample CKA and PNMI need (--sub-frames).
@@ -37,14 +39,15 @@
 #include "../core/progress.h"
 #include "../core/rng.h"
 #include "../data/corpus.h"
+#include "../data/ctm.h"
 #include "../distributed/comm.h"
 #include "../distributed/kmeans.h"
 #include "ckpt_model.h"
 #include "plot.h"
 
 /* Property i is bit ALP_* = 1 << i; the CCA ones come first. */
-static const char *const PROP_NAMES[] = {"mel", "phone", "phone-frame", "intra", "inter", "cka", "pnmi"};
-enum { PI_MEL, PI_PHONE, PI_PHONE_FRAME, PI_INTRA, PI_INTER, PI_CKA, PI_PNMI, N_PROPS, N_CCA = PI_CKA };
+static const char *const PROP_NAMES[] = {"mel", "phone", "phone-frame", "intra", "inter", "word", "cka", "pnmi"};
+enum { PI_MEL, PI_PHONE, PI_PHONE_FRAME, PI_INTRA, PI_INTER, PI_WORD, PI_CKA, PI_PNMI, N_PROPS, N_CCA = PI_CKA };
 
 int analyze_layers_parse_eps(const char *list, void *eps, char *why, size_t why_len) {
     AnalyzeEps *e = eps;
@@ -93,9 +96,17 @@ int analyze_layers_parse_props(const char *list, unsigned *props, char *bad, int
 
 typedef struct {
     int64_t utt, first, end; /* encoder frames [first, end) */
-    int phone, cls, fold;    /* inventory index, segment class */
+    int phone, cls, fold;    /* inventory index (of phones or words), segment class */
     uint64_t key;
 } SegUnit;
+
+/* The segment units of one property (phone, word): ascending by utterance. */
+typedef struct {
+    SegUnit *seg;
+    int64_t n;
+    int *cls, ncls; /* inventory -> class (-1: dropped) */
+    int *label;     /* (ncls) class -> inventory */
+} SegSet;
 
 /* The per-property CCA results: job (prop, layer). */
 typedef struct {
@@ -118,16 +129,14 @@ typedef struct {
     PhoneInventory inv;
     int **map;             /* (shards) shard phone id -> inventory */
     int *fcls, nfcls;      /* inventory -> phone-frame class (-1: silence) */
-    int *scls, nscls;      /* inventory -> segment class (-1: dropped) */
-    int *scls_phone;       /* (nscls) segment class -> inventory */
+    SegSet ph, wd;         /* phone and word segments */
+    PhoneInventory winv;   /* the word names */
     unsigned char *in_frames;
     int64_t n_frames, n_frame_utts;
-    SegUnit *seg;
-    int64_t n_seg;
     int64_t *run_utts, n_run; /* utterances with a unit, ascending */
     double sub_p;
     /* statistics, (L1) each or NULL */
-    FoldStats *fr, *pf, *sg;
+    FoldStats *fr, *pf, *sg, *wg; /* frames, phone-frame, phone and word segments */
     int fr_dim, mel_off, base_off, inter_off;
     /* the subsample on this rank */
     float *sub;
@@ -153,7 +162,7 @@ typedef struct {
 } Ctx;
 
 static int need_align(const AnalyzeLayersOpts *o) { return (o->props & (ALP_PHONE | ALP_PHONE_FRAME | ALP_PNMI)) != 0; }
-static int need_frames(const AnalyzeLayersOpts *o) { return (o->props & ~(unsigned)ALP_PHONE) != 0; }
+static int need_frames(const AnalyzeLayersOpts *o) { return (o->props & ~(unsigned)(ALP_PHONE | ALP_WORD)) != 0; }
 
 /* The statistics keep the dev and test folds of every trial apart (0 .. 2T-1) and the folds only
  * ever trained on as one (slot 2T): the protocol needs nothing finer, and it saves memory. */
@@ -228,6 +237,11 @@ static void plan_frames(Ctx *x) {
     x->sub_p = x->n_frames > 0 ? (double)x->o->sub_frames / (double)x->n_frames : 0;
 }
 
+static int cmp_i64_desc(const void *a, const void *b) {
+    const int64_t p = *(const int64_t *)a, q = *(const int64_t *)b;
+    return p > q ? -1 : p < q;
+}
+
 static int seg_by_phone_key(const void *a, const void *b) {
     const SegUnit *p = a, *q = b;
     if (p->phone != q->phone) return p->phone < q->phone ? -1 : 1;
@@ -271,28 +285,44 @@ static int64_t plan_collect_segments(Ctx *x, SegUnit **out, KoeError *err) {
     return n;
 }
 
-/* Cap each phone at --phone-cap segments in key order, keep the classes with at least
- * max(--min-class, --folds), assign stratified folds. */
-static int plan_segments(Ctx *x, KoeError *err) {
-    SegUnit *all;
-    const int64_t n = plan_collect_segments(x, &all, err);
-    if (n < 0) return -1;
+/* The classes of one segment property from all (n, any order; .phone its inventory index < n_labels):
+ * with vocab > 0 only the vocab labels with the most segments (ties: the lower index); each label
+ * capped at cap segments in key order; the classes with at least max(--min-class, --folds) kept; folds
+ * stratified. all is reordered; out is filled, ascending by utterance. */
+static int seg_select(const Ctx *x, SegUnit *all, int64_t n, int n_labels, int cap, int vocab, const char *prop,
+                      SegSet *out, KoeError *err) {
     qsort(all, (size_t)n, sizeof *all, seg_by_phone_key);
     const int F = x->o->folds, need = x->o->min_class > F ? x->o->min_class : F;
-    x->scls = koe_malloc(sizeof(int) * (x->inv.n ? x->inv.n : 1));
-    x->scls_phone = koe_malloc(sizeof(int) * (x->inv.n ? x->inv.n : 1));
-    x->seg = koe_malloc(sizeof(SegUnit) * (n ? n : 1));
-    int64_t most = 0;
-    for (int p = 0; p < x->inv.n; p++) x->scls[p] = -1;
+    int64_t *count = koe_calloc((size_t)(n_labels ? n_labels : 1), sizeof(int64_t)), most = 0;
+    for (int64_t i = 0; i < n; i++) count[all[i].phone]++;
+    int64_t bar = 0; /* with vocab: a label needs more than bar segments, or bar and a low enough index */
+    int at_bar = n_labels;
+    if (vocab > 0 && vocab < n_labels) {
+        int64_t *sorted = koe_malloc(sizeof(int64_t) * n_labels);
+        memcpy(sorted, count, sizeof(int64_t) * n_labels);
+        qsort(sorted, (size_t)n_labels, sizeof *sorted, cmp_i64_desc);
+        bar = sorted[vocab - 1];
+        int above = 0;
+        for (int l = 0; l < n_labels; l++) above += sorted[l] > bar;
+        at_bar = vocab - above; /* how many labels with exactly bar segments fit */
+        free(sorted);
+    }
+    out->cls = koe_malloc(sizeof(int) * (n_labels ? n_labels : 1));
+    out->label = koe_malloc(sizeof(int) * (n_labels ? n_labels : 1));
+    out->seg = koe_malloc(sizeof(SegUnit) * (n ? n : 1));
+    for (int p = 0; p < n_labels; p++) {
+        out->cls[p] = -1;
+        if (vocab > 0 && vocab < n_labels && count[p] <= bar) count[p] = count[p] == bar && at_bar-- > 0 ? count[p] : -1;
+    }
     for (int64_t i = 0; i < n;) {
         int64_t e = i;
         while (e < n && all[e].phone == all[i].phone) e++;
-        const int64_t nc = e - i < x->o->phone_cap ? e - i : x->o->phone_cap;
-        most = nc > most ? nc : most;
-        if (nc >= need) {
-            const int cls = x->nscls++;
-            x->scls[all[i].phone] = cls;
-            x->scls_phone[cls] = all[i].phone;
+        const int64_t nc = e - i < cap ? e - i : cap;
+        if (count[all[i].phone] >= 0) most = nc > most ? nc : most;
+        if (nc >= need && count[all[i].phone] >= 0) {
+            const int cls = out->ncls++;
+            out->cls[all[i].phone] = cls;
+            out->label[cls] = all[i].phone;
             for (int64_t r = 0; r < nc; r++) {
                 SegUnit s = all[i + r];
                 s.cls = cls;
@@ -302,25 +332,89 @@ static int plan_segments(Ctx *x, KoeError *err) {
                     KoeRng g = {.key = s.key, .ctr = 0};
                     s.fold = (int)koe_rng_below(&g, (uint64_t)F);
                 }
-                x->seg[x->n_seg++] = s;
+                out->seg[out->n++] = s;
             }
         }
         i = e;
     }
-    free(all);
-    if (x->nscls < 2)
-        return koe_error_set(err, "%s: property phone: %d phone class(es) have at least %d segments (the most: %lld); "
+    free(count);
+    if (out->ncls < 2)
+        return koe_error_set(err, "%s: property %s: %d class(es) have at least %d segments (the most: %lld); "
                              "the folds need max(--min-class, --folds) = %d per class: use a larger corpus or lower "
-                             "--min-class/--folds", x->o->corpus, x->nscls, need, (long long)most, need);
-    qsort(x->seg, (size_t)x->n_seg, sizeof *x->seg, seg_by_utt);
+                             "--min-class/--folds", x->o->corpus, prop, out->ncls, need, (long long)most, need);
+    qsort(out->seg, (size_t)out->n, sizeof *out->seg, seg_by_utt);
     return 0;
+}
+
+/* The phone segments: runs of the alignment, at most --phone-cap per phone. */
+static int plan_segments(Ctx *x, KoeError *err) {
+    SegUnit *all;
+    const int64_t n = plan_collect_segments(x, &all, err);
+    if (n < 0) return -1;
+    const int rc = seg_select(x, all, n, x->inv.n, x->o->phone_cap, 0, "phone", &x->ph, err);
+    free(all);
+    return rc;
+}
+
+static int cmp_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* The word segments: the word CTM (--words, else the corpus's words.ctm from `koe prepare --words`)
+ * matched to the corpus by utterance id, each word's whole span, the --word-vocab most frequent words
+ * at most --word-cap times each. */
+static int plan_words(Ctx *x, KoeError *err) {
+    char def[4200];
+    const char *path = x->o->words;
+    if (!path) {
+        snprintf(def, sizeof def, "%s/words.ctm", x->o->corpus);
+        if (access(def, F_OK) != 0)
+            return koe_error_set(err, "property word needs word alignments and %s does not exist: prepare the corpus "
+                                 "with `koe prepare --words CTM` (koe synth writes DIR/words.ctm) or pass --words CTM "
+                                 "(a word CTM from a forced aligner: utt channel start dur word)", def);
+        path = def;
+    }
+    CtmSeg *ctm;
+    int64_t n;
+    if (ctm_read(path, "--words", &ctm, &n, err) < 0) return -1;
+    int64_t *utt = koe_malloc(sizeof(int64_t) * n);
+    if (ctm_match_corpus(ctm, n, &x->c, utt) == 0) {
+        koe_error_set(err, "--words %s: none of its utterance ids matches corpus %s (the CTM's first: '%s'; the "
+                      "corpus's: '%s'): the first column must be the corpus's utterance id", path, x->o->corpus,
+                      ctm[0].utt, x->c.n_utts ? corpus_utt_id(&x->c, 0) : "");
+        free(utt), ctm_free(ctm, n);
+        return -1;
+    }
+    char **names = koe_malloc(sizeof(char *) * n);
+    int nw = 0;
+    for (int64_t i = 0; i < n; i++) names[i] = ctm[i].name;
+    qsort(names, (size_t)n, sizeof *names, cmp_name);
+    for (int64_t i = 0; i < n; i++)
+        if (nw == 0 || strcmp(names[nw - 1], names[i])) names[nw++] = names[i];
+    x->winv.names = koe_malloc(sizeof(char *) * nw);
+    for (int i = 0; i < nw; i++) x->winv.names[i] = koe_strdup(names[i]);
+    x->winv.n = nw;
+    SegUnit *all = koe_malloc(sizeof(SegUnit) * n);
+    int64_t k = 0;
+    for (int64_t i = 0; i < n; i++) {
+        SegUnit s = {.utt = utt[i], .cls = -1};
+        if (utt[i] < 0 || !segments_span_window(ctm[i].start, ctm[i].end, x->rate, utt_frames(x, utt[i]), &s.first, &s.end))
+            continue;
+        s.phone = (int)((char **)bsearch(&ctm[i].name, x->winv.names, (size_t)nw, sizeof(char *), cmp_name) - x->winv.names);
+        KoeRng g = koe_rng(x->o->seed, (uint64_t)utt[i], (uint64_t)llround(ctm[i].start * 1000), KOE_RNG_ANALYZE_WORD);
+        s.key = koe_rng_u64(&g);
+        all[k++] = s;
+    }
+    free(names), free(utt), ctm_free(ctm, n);
+    const int rc = seg_select(x, all, k, nw, x->o->word_cap, x->o->word_vocab, "word", &x->wd, err);
+    free(all);
+    return rc;
 }
 
 /* The utterances to run: the frame sample and every utterance with a segment, ascending. */
 static void plan_run_list(Ctx *x) {
     unsigned char *use = koe_calloc((size_t)(x->c.n_utts ? x->c.n_utts : 1), 1);
     for (int64_t u = 0; u < x->c.n_utts; u++) use[u] = x->in_frames[u];
-    for (int64_t i = 0; i < x->n_seg; i++) use[x->seg[i].utt] = 1;
+    for (int64_t i = 0; i < x->ph.n; i++) use[x->ph.seg[i].utt] = 1;
+    for (int64_t i = 0; i < x->wd.n; i++) use[x->wd.seg[i].utt] = 1;
     x->run_utts = koe_malloc(sizeof(int64_t) * (x->c.n_utts ? x->c.n_utts : 1));
     for (int64_t u = 0; u < x->c.n_utts; u++)
         if (use[u]) x->run_utts[x->n_run++] = u;
@@ -336,9 +430,9 @@ static FoldStats *stats_sets(int L1, int dim, int folds) {
 /* Bytes of every statistics set, the subsample on one rank, and the CKA Gram sums. */
 static double memory_estimate(const Ctx *x, int world) {
     const AnalyzeLayersOpts *o = x->o;
-    double b = 0, dims[3] = {x->fr_dim, x->D + x->nfcls, x->D + x->nscls}, big = 0;
-    const int have[3] = {x->fr != NULL, x->pf != NULL, x->sg != NULL};
-    for (int s = 0; s < 3; s++)
+    double b = 0, dims[4] = {x->fr_dim, x->D + x->nfcls, x->D + x->ph.ncls, x->D + x->wd.ncls}, big = 0;
+    const int have[4] = {x->fr != NULL, x->pf != NULL, x->sg != NULL, x->wg != NULL};
+    for (int s = 0; s < 4; s++)
         if (have[s]) {
             b += x->L1 * moments_bytes((int)dims[s], n_slots(o));
             big = fmax(big, 8.0 * n_slots(o) * dims[s] * (dims[s] + 1));
@@ -479,9 +573,10 @@ static int add_frames(Ctx *x, int64_t u, int64_t n, int64_t T, const float **hid
     return rc;
 }
 
-/* The segment units of utterance u (seg[0 .. ns)): per layer and slot, rows [mean of the window | one-hot]. */
-static void add_segments(Ctx *x, const SegUnit *seg, int64_t ns, const float **hid) {
-    const int D = x->D, q = x->nscls, d = D + q;
+/* The segment units of utterance u (seg[0 .. ns), q classes) into st: per layer and slot, rows
+ * [mean of the window | one-hot]. */
+static void add_segments(Ctx *x, FoldStats *st, int q, const SegUnit *seg, int64_t ns, const float **hid) {
+    const int D = x->D, d = D + q;
     for (int l = 0; l < x->L1; l++)
         for (int f = 0; f < n_slots(x->o); f++) {
             int64_t k = 0;
@@ -494,8 +589,17 @@ static void add_segments(Ctx *x, const SegUnit *seg, int64_t ns, const float **h
                 for (int j = 0; j < D; j++) z[j] /= (double)(seg[s].end - seg[s].first);
                 z[D + seg[s].cls] = 1;
             }
-            moments_add(&x->sg[l], f, x->z, k);
+            moments_add(&st[l], f, x->z, k);
         }
+}
+
+/* The segments of set ss in utterance u (ss ascending by utterance; *at the cursor) into st. */
+static void add_utt_segments(Ctx *x, FoldStats *st, const SegSet *ss, int64_t *at, int64_t u, const float **hid) {
+    while (*at < ss->n && ss->seg[*at].utt < u) (*at)++;
+    int64_t e = *at;
+    while (e < ss->n && ss->seg[e].utt == u) e++;
+    if (e > *at) add_segments(x, st, ss->ncls, ss->seg + *at, e - *at, hid);
+    *at = e;
 }
 
 /* One forward of wav (n samples) through m; the time goes to x->t_forward. Returns the frame count. */
@@ -512,7 +616,7 @@ static int64_t forward(Ctx *x, Model *m, CkptInput *in, int64_t n) {
 /* This rank's utterances (its comm_slice of the run list): one forward each (and one of --ckpt2
  * for the frame sample when inter is asked for), units added. */
 static int run_forwards(Ctx *x, KoeError *err) {
-    int64_t s0, s1, si = 0;
+    int64_t s0, s1, si = 0, wi = 0;
     comm_slice(x->n_run, comm_size(), comm_rank(), &s0, &s1);
     const float **hid = koe_malloc(sizeof(float *) * x->L1), **hid2 = koe_malloc(sizeof(float *) * x->L1);
     int rc = 0;
@@ -528,11 +632,8 @@ static int run_forwards(Ctx *x, KoeError *err) {
         if (two) KOE_ASSERT(forward(x, x->m2, &x->in2, n) == T);
         for (int l = 0; two && l < x->L1; l++) hid2[l] = model_hidden(x->m2, l);
         if (x->in_frames[u]) rc = add_frames(x, u, n, T, hid, two ? hid2 : NULL, err);
-        while (si < x->n_seg && x->seg[si].utt < u) si++;
-        int64_t se = si;
-        while (se < x->n_seg && x->seg[se].utt == u) se++;
-        if (rc == 0 && x->sg && se > si) add_segments(x, x->seg + si, se - si, hid);
-        si = se;
+        if (rc == 0 && x->sg) add_utt_segments(x, x->sg, &x->ph, &si, u, hid);
+        if (rc == 0 && x->wg) add_utt_segments(x, x->wg, &x->wd, &wi, u, hid);
     }
     progress_close(pr);
     free(hid), free(hid2);
@@ -565,8 +666,9 @@ static FoldStats *job_stats(const Ctx *x, const Job *j, CcaViews *v) {
     const int D = x->D;
     switch (j->prop) {
     case PI_MEL: *v = (CcaViews){0, D, x->mel_off, 80}; return &x->fr[j->layer];
-    case PI_PHONE: *v = (CcaViews){0, D, D, x->nscls}; return &x->sg[j->layer];
+    case PI_PHONE: *v = (CcaViews){0, D, D, x->ph.ncls}; return &x->sg[j->layer];
     case PI_PHONE_FRAME: *v = (CcaViews){0, D, D, x->nfcls}; return &x->pf[j->layer];
+    case PI_WORD: *v = (CcaViews){0, D, D, x->wd.ncls}; return &x->wg[j->layer];
     case PI_INTRA: *v = (CcaViews){0, D, x->base_off, D}; return &x->fr[j->layer];
     default: *v = (CcaViews){0, D, x->inter_off, x->D2}; return &x->fr[j->layer];
     }
@@ -773,7 +875,8 @@ static void write_table(const Ctx *x, FILE *f, int tsv) {
     if (!tsv) {
         fprintf(f, "koe analyze layers: ckpt=%s corpus=%s frames=%lld (%lld utts)\n", x->o->ckpt, x->o->corpus,
                 (long long)x->n_frames, (long long)x->n_frame_utts);
-        if (x->o->props & ALP_PHONE) fprintf(f, "  phone segments=%lld (%d classes)", (long long)x->n_seg, x->nscls);
+        if (x->o->props & ALP_PHONE) fprintf(f, "  phone segments=%lld (%d classes)", (long long)x->ph.n, x->ph.ncls);
+        if (x->o->props & ALP_WORD) fprintf(f, "  word segments=%lld (%d classes)", (long long)x->wd.n, x->wd.ncls);
         fprintf(f, "  folds=%d trials=%d seed=%llu\n", x->o->folds, x->o->trials, (unsigned long long)x->o->seed);
     }
     fprintf(f, tsv ? "%s" : "%-6s", "layer");
@@ -849,16 +952,21 @@ static json_t *json_cca_prop(const Ctx *x, int p) {
             for (int f = 0; f < fs->folds; f++) n += fs->n[f];
             break;
         }
-    const int seg = p == PI_PHONE;
-    json_object_set_new(o, "unit", json_string(seg ? "segment" : "frame"));
+    const SegSet *ss = p == PI_PHONE ? &x->ph : p == PI_WORD ? &x->wd : NULL;
+    json_object_set_new(o, "unit", json_string(ss ? "segment" : "frame"));
     json_object_set_new(o, "n", json_integer((json_int_t)n));
-    json_object_set_new(o, "dim", json_integer(p == PI_MEL ? 80 : seg ? x->nscls : p == PI_PHONE_FRAME ? x->nfcls
+    json_object_set_new(o, "dim", json_integer(p == PI_MEL ? 80 : ss ? ss->ncls : p == PI_PHONE_FRAME ? x->nfcls
                                                : p == PI_INTER ? x->D2 : x->D));
-    if (seg || p == PI_PHONE_FRAME) {
+    if (ss || p == PI_PHONE_FRAME) {
         json_t *names = json_array();
-        for (int c = 0; c < (seg ? x->nscls : x->nfcls); c++)
-            for (int q = 0; q < x->inv.n; q++)
-                if ((seg ? x->scls[q] : x->fcls[q]) == c) json_array_append_new(names, json_string(x->inv.names[q]));
+        const PhoneInventory *inv = p == PI_WORD ? &x->winv : &x->inv;
+        for (int c = 0; c < (ss ? ss->ncls : x->nfcls); c++)
+            if (ss) {
+                json_array_append_new(names, json_string(inv->names[ss->label[c]]));
+            } else {
+                for (int q = 0; q < inv->n; q++)
+                    if (x->fcls[q] == c) json_array_append_new(names, json_string(inv->names[q]));
+            }
         json_object_set_new(o, "classes", json_integer((json_int_t)json_array_size(names)));
         json_object_set_new(o, "class_names", names);
     }
@@ -945,8 +1053,9 @@ static int text_publish(FILE *f, const char *tmp, const char *path, KoeError *er
     return koe_publish_file(tmp, path, err);
 }
 
-/* --dump FILE: every unit, `unit utt first end label fold sub` (encoder frames [first, end); label
- * the phone-frame or segment class, -1 none; sub 1 for the CKA/PNMI subsample). Rank 0, from the plan. */
+/* --dump FILE: every unit, `unit utt first end label fold sub` (unit frame, segment (a phone) or word;
+ * encoder frames [first, end); label the phone-frame, phone or word class, -1 none; sub 1 for the
+ * CKA/PNMI subsample). Rank 0, from the plan. */
 static int write_dump(Ctx *x, const char *path, KoeError *err) {
     char tmp[4200];
     FILE *f = text_create(path, tmp, sizeof tmp, err);
@@ -964,9 +1073,13 @@ static int write_dump(Ctx *x, const char *path, KoeError *err) {
                     lab[i], fold[i], draw[i] < x->sub_p);
         free(fold), free(lab), free(draw);
     }
-    for (int64_t s = 0; s < x->n_seg; s++)
-        fprintf(f, "segment\t%s\t%lld\t%lld\t%d\t%d\t0\n", corpus_utt_id(&x->c, x->seg[s].utt), (long long)x->seg[s].first,
-                (long long)x->seg[s].end, x->seg[s].cls, x->seg[s].fold);
+    const SegSet *sets[2] = {&x->ph, &x->wd};
+    for (int k = 0; k < 2; k++)
+        for (int64_t s = 0; s < sets[k]->n; s++) {
+            const SegUnit *g = &sets[k]->seg[s];
+            fprintf(f, "%s\t%s\t%lld\t%lld\t%d\t%d\t0\n", k ? "word" : "segment", corpus_utt_id(&x->c, g->utt),
+                    (long long)g->first, (long long)g->end, g->cls, g->fold);
+        }
     if (rc < 0) {
         fclose(f);
         koe_output_end(tmp);
@@ -998,7 +1111,7 @@ static void write_plots(const Ctx *x) {
     char stem[4200];
     KoeError err;
     PlotSpec spec = {.title = "koe analyze layers", .xlabel = "layer (T0 = encoder input)", .ylabel = "score",
-                     .formats = PLOT_PNG | PLOT_SVG};
+                     .x_integer = 1, .formats = PLOT_PNG | PLOT_SVG};
     int rc = PLOT_EMPTY;
     if (nc > 0) {
         snprintf(stem, sizeof stem, "%s/curves", x->o->out);
@@ -1086,6 +1199,7 @@ static int ctx_open(Ctx *x, const AnalyzeLayersOpts *o, KoeError *err) {
     plan_frames(x);
     if (need_frames(o) && x->n_frames == 0) return koe_error_set(err, "%s: no utterance gives an encoder frame", o->corpus);
     if ((o->props & ALP_PHONE) && plan_segments(x, err) < 0) return -1;
+    if ((o->props & ALP_WORD) && plan_words(x, err) < 0) return -1;
     plan_run_list(x);
     x->mel_off = x->D;
     x->base_off = x->D + (o->props & ALP_MEL ? 80 : 0);
@@ -1093,10 +1207,17 @@ static int ctx_open(Ctx *x, const AnalyzeLayersOpts *o, KoeError *err) {
     x->fr_dim = x->inter_off + (o->props & ALP_INTER ? x->D2 : 0);
     if (o->props & (ALP_MEL | ALP_INTRA | ALP_INTER)) x->fr = stats_sets(x->L1, x->fr_dim, n_slots(o));
     if (o->props & ALP_PHONE_FRAME) x->pf = stats_sets(x->L1, x->D + x->nfcls, n_slots(o));
-    if (o->props & ALP_PHONE) x->sg = stats_sets(x->L1, x->D + x->nscls, n_slots(o));
-    const int64_t maxT = ckpt_model_frames(x->m, x->max_len), rows = maxT > x->max_al ? maxT : x->max_al;
+    if (o->props & ALP_PHONE) x->sg = stats_sets(x->L1, x->D + x->ph.ncls, n_slots(o));
+    if (o->props & ALP_WORD) x->wg = stats_sets(x->L1, x->D + x->wd.ncls, n_slots(o));
+    const int64_t maxT = ckpt_model_frames(x->m, x->max_len);
+    int64_t rows = maxT > x->max_al ? maxT : x->max_al;
+    for (int64_t i = 0, run = 0; i < x->wd.n; i++) { /* a word CTM may hold more words than frames */
+        run = i > 0 && x->wd.seg[i].utt == x->wd.seg[i - 1].utt ? run + 1 : 1;
+        rows = run > rows ? run : rows;
+    }
     int dmax = x->fr_dim > x->D + x->nfcls ? x->fr_dim : x->D + x->nfcls;
-    dmax = dmax > x->D + x->nscls ? dmax : x->D + x->nscls;
+    dmax = dmax > x->D + x->ph.ncls ? dmax : x->D + x->ph.ncls;
+    dmax = dmax > x->D + x->wd.ncls ? dmax : x->D + x->wd.ncls;
     x->z = koe_malloc(sizeof(double) * rows * dmax);
     x->pcm = koe_malloc(sizeof(int16_t) * x->max_len);
     x->wav = koe_malloc(sizeof(float) * x->max_len);
@@ -1113,16 +1234,18 @@ static void free_sets(FoldStats *s, int n) {
 }
 
 static void ctx_close(Ctx *x) {
-    free_sets(x->fr, x->L1), free_sets(x->pf, x->L1), free_sets(x->sg, x->L1);
+    free_sets(x->fr, x->L1), free_sets(x->pf, x->L1), free_sets(x->sg, x->L1), free_sets(x->wg, x->L1);
     if (x->m) ckpt_input_free(&x->in), model_free(x->m), recipe_free(&x->r);
     if (x->m2) ckpt_input_free(&x->in2), model_free(x->m2), recipe_free(&x->r2);
     if (x->fe) features_free(x->fe);
     for (int si = 0; x->map && si < x->c.n_shards; si++) free(x->map[si]);
-    free(x->map), free(x->fcls), free(x->scls), free(x->scls_phone), free(x->in_frames), free(x->seg);
+    free(x->map), free(x->fcls), free(x->in_frames);
+    free(x->ph.cls), free(x->ph.label), free(x->ph.seg), free(x->wd.cls), free(x->wd.label), free(x->wd.seg);
     free(x->run_utts), free(x->sub), free(x->sub_fold), free(x->sub_lab), free(x->sub_key);
     free(x->pcm), free(x->wav), free(x->fb), free(x->al), free(x->z), free(x->jobs), free(x->cka), free(x->cka_biased);
     free(x->pnmi);
     phone_inventory_free(&x->inv);
+    phone_inventory_free(&x->winv);
     if (x->have_corpus) corpus_close(&x->c);
 }
 
@@ -1134,20 +1257,21 @@ static int analyze(Ctx *x, KoeError *err) {
     const double mem = memory_estimate(x, world), limit = o->max_mem_gb > 0 ? o->max_mem_gb * 1e9 : 0.8 * mem_total_bytes();
     if (rank == 0)
         fprintf(stderr, "koe analyze layers: %lld utterances to run (%lld frames in the frame sample, %lld segments), "
-                "memory estimate %.0f MB per rank\n", (long long)x->n_run, (long long)x->n_frames, (long long)x->n_seg, mem / 1e6);
+                "memory estimate %.0f MB per rank\n", (long long)x->n_run, (long long)x->n_frames, (long long)(x->ph.n + x->wd.n), mem / 1e6);
     if (limit > 0 && mem > limit)
         return koe_error_set(err, "memory estimate %.0f MB per rank is above --max-mem %.0f MB: lower --frames, "
                              "--sub-frames or --folds, use fewer --props, or more ranks", mem / 1e6, limit / 1e6);
     double t[7] = {koe_now()}; /* then: forwards, statistics, reductions, solves, CKA and k-means, peak RSS */
     int64_t bad = run_forwards(x, err) < 0;
+    t[1] = x->t_forward, t[2] = koe_now() - t[0] - x->t_forward, t[0] = koe_now(); /* the wait below: reductions */
     if (bad) fprintf(stderr, "koe analyze layers: %s\n", err->msg);
     comm_allreduce_max_i64(&bad, 1);
     if (bad) return koe_error_set(err, "stopped: a corpus read failed (the message above names it)");
-    t[1] = x->t_forward, t[2] = koe_now() - t[0] - x->t_forward, t[0] = koe_now();
     for (int l = 0; l < x->L1; l++) {
         if (x->fr) reduce_stats(&x->fr[l]);
         if (x->pf) reduce_stats(&x->pf[l]);
         if (x->sg) reduce_stats(&x->sg[l]);
+        if (x->wg) reduce_stats(&x->wg[l]);
     }
     make_jobs(x);
     if (check_sizes(x, err) < 0) return -1;

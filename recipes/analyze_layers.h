@@ -15,8 +15,9 @@ enum {
     ALP_PHONE_FRAME = 4,
     ALP_INTRA = 8,
     ALP_INTER = 16,
-    ALP_CKA = 32,
-    ALP_PNMI = 64,
+    ALP_WORD = 32,
+    ALP_CKA = 64,
+    ALP_PNMI = 128,
 };
 
 #define ALP_MAX_EPS CCA_MAX_EPS
@@ -28,10 +29,12 @@ typedef struct {
 
 typedef struct {
     const char *ckpt, *ckpt2, *corpus, *out, *dump;
+    const char *words;       /* word CTM for word (NULL: the corpus's words.ctm) */
     int json;
     unsigned props;          /* ALP_* */
     int64_t frames;          /* frame sample: whole utterances until >= frames (0: all) */
     int phone_cap, min_class;
+    int word_cap, word_vocab; /* segments per word; the most frequent words kept */
     int base_layer, folds, trials;
     AnalyzeEps eps;          /* the eps grid for both views */
     double null_tol;
@@ -48,3 +51,6 @@ int analyze_layers_parse_props(const char *list, unsigned *props, char *bad, int
 int analyze_layers_parse_eps(const char *list, void *eps, char *why, size_t why_len); /* eps: AnalyzeEps */
 /* Run the analysis (collective). Returns a koe exit code. */
 int analyze_layers_run(const AnalyzeLayersOpts *o);
+/* `koe analyze codebook` (recipes/analyze_codebook.c): the quantizer of a wav2vec 2.0 or BEST-RQ
+ * checkpoint on a corpus; reads ckpt, corpus, out, dump and json of o. Collective; a koe exit code. */
+int analyze_codebook_run(const AnalyzeLayersOpts *o);

@@ -3,9 +3,11 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../data/checkpoint.h"
+#include "../data/hf.h"
 
 int64_t ckpt_model_min_input(const ModelConfig *c) {
     if (c->frontend == FRONTEND_FBANK) return c->fbank_stack;
@@ -28,15 +30,9 @@ static int check_fits(const char *path, const ModelConfig *c, int64_t max_S, int
                          (double)max_samples / KOE_SAMPLE_RATE / 60.0, T, need, have);
 }
 
-Model *ckpt_model_open(const char *path, int max_B, int64_t max_samples, const char *longest, Recipe *r,
-                       KoeError *err) {
-    char *text = NULL;
-    if (checkpoint_read_config(path, &text, err) < 0) return NULL;
-    char name[4200];
-    snprintf(name, sizeof name, "%s:/config", path);
-    int rc = recipe_load_string(r, name, text, 0, NULL, err);
-    free(text);
-    if (rc < 0) return NULL;
+/* The model of r (created for max_B utterances of up to max_samples samples), after the memory check. */
+static Model *create_checked(const char *path, int max_B, int64_t max_samples, const char *longest, Recipe *r,
+                             KoeError *err) {
     const int fbank = r->model.frontend == FRONTEND_FBANK; /* the recipe check refused fbank_dim != 80 */
     const int64_t max_S = fbank ? features_num_frames(max_samples) : max_samples;
     const int64_t lo = ckpt_model_min_input(&r->model);
@@ -44,8 +40,48 @@ Model *ckpt_model_open(const char *path, int max_B, int64_t max_samples, const c
         recipe_free(r);
         return NULL;
     }
-    Model *m = model_create(&r->model, max_B, max_S > lo ? max_S : lo);
-    if (checkpoint_read_encoder(path, &m->table, m->params, err) < 0) {
+    return model_create(&r->model, max_B, max_S > lo ? max_S : lo);
+}
+
+Model *ckpt_model_open_hf(const char *dir, int n_over, char **over, int max_B, int64_t max_samples,
+                          const char *longest, Recipe *r, KoeError *err) {
+    ModelConfig c;
+    char name[4200];
+    snprintf(name, sizeof name, "%s/config.json", dir);
+    if (hf_read_config(dir, &c, err) < 0) return NULL;
+    /* an fbank-frontend model (a koe export) reads fbank: that goes before the caller's overrides */
+    char fbank[] = "data.features=fbank", **all = koe_malloc((size_t)(n_over + 1) * sizeof *all);
+    const int n = c.frontend == FRONTEND_FBANK;
+    all[0] = fbank;
+    for (int i = 0; i < n_over; i++) all[n + i] = over[i];
+    const int rc = recipe_load_model(r, name, &c, n + n_over, all, err);
+    free(all);
+    if (rc < 0) return NULL;
+    Model *m = create_checked(dir, max_B, max_samples, longest, r, err);
+    if (!m) return NULL;
+    model_init_params(m, r->run.seed); /* masked_spec_embed keeps this when the export has none */
+    if (hf_read_params(dir, &m->table, m->params, NULL, err) < 0) {
+        model_free(m);
+        recipe_free(r);
+        return NULL;
+    }
+    return m;
+}
+
+Model *ckpt_model_open(const char *path, int max_B, int64_t max_samples, const char *longest, Recipe *r,
+                       KoeError *err) {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return ckpt_model_open_hf(path, 0, NULL, max_B, max_samples, longest, r, err);
+    char *text = NULL;
+    if (checkpoint_read_config(path, &text, err) < 0) return NULL;
+    char name[4200];
+    snprintf(name, sizeof name, "%s:/config", path);
+    int rc = recipe_load_string(r, name, text, 0, NULL, err);
+    free(text);
+    if (rc < 0) return NULL;
+    Model *m = create_checked(path, max_B, max_samples, longest, r, err);
+    if (m && checkpoint_read_encoder(path, &m->table, m->params, err) < 0) {
         model_free(m);
         recipe_free(r);
         return NULL;

@@ -1,4 +1,4 @@
-/* ckpt_model.h — build a Model from a checkpoint file: its /config (the resolved recipe) gives the
+/* ckpt_model.h — build a Model from a checkpoint file (or a Hugging Face export directory): its /config (the resolved recipe) gives the
  * ModelConfig, its /model tensors the weights. Shared by `koe embed`, `koe kmeans`/`koe label`
  * (layer sources) and `koe export`. And the input of one utterance as `koe train`'s loader gives it:
  * the waveform, or for an fbank-frontend model its Kaldi fbank frames (the model's frontend
@@ -18,6 +18,13 @@ int64_t ckpt_model_min_input(const ModelConfig *cfg);
  * the message names longest, the id of that utterance, when given). */
 Model *ckpt_model_open(const char *path, int max_B, int64_t max_samples, const char *longest, Recipe *r,
                        KoeError *err);
+/* The same from a Hugging Face export directory (data/hf.h: config.json + model.safetensors), the
+ * recipe's [model] from its config.json plus the overrides "section.key=value" (over, n_over), the
+ * rest of the recipe koe's defaults. ckpt_model_open takes this path when path is a directory, so
+ * every command that reads a checkpoint (embed, kmeans/label layer sources, analyze, export) takes an
+ * export too; `koe init --from DIR` turns one into a checkpoint. */
+Model *ckpt_model_open_hf(const char *dir, int n_over, char **over, int max_B, int64_t max_samples,
+                          const char *longest, Recipe *r, KoeError *err);
 
 /* Encoder frames of an utterance of n samples. */
 int64_t ckpt_model_frames(const Model *m, int64_t n);

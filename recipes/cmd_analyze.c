@@ -35,7 +35,7 @@ typedef struct {
 static int parse_props(const char *s, void *dst, char *why, size_t n) {
     char bad[64];
     if (analyze_layers_parse_props(s, dst, bad, sizeof bad) == 0) return 0;
-    snprintf(why, n, "unknown property '%s' (mel, phone, phone-frame, intra, inter, cka, pnmi)", bad);
+    snprintf(why, n, "unknown property '%s' (mel, phone, phone-frame, intra, inter, word, cka, pnmi)", bad);
     return -1;
 }
 
@@ -44,16 +44,22 @@ static const CliFlag analyze_flags[] = {
     CLI_S("--corpus", O(l.corpus), NULL, CLI_REQUIRED, "DIR", "corpus (with its alignments for labels and phone properties)"),
     CLI_S("--labels", O(labels), NULL, 0, "NAME", "labels: the label set to compare with the alignments"),
     CLI_B("--json", O(l.json), "print one JSON object instead of the table (layers: layers.json)"),
-    CLI_S("--ckpt", O(l.ckpt), NULL, 0, "CKPT.h5", "layers: the checkpoint to analyse"),
+    CLI_S("--ckpt", O(l.ckpt), NULL, 0, "CKPT.h5",
+          "layers, codebook: the checkpoint to analyse (layers: also a Hugging Face export directory)"),
     CLI_S("--ckpt2", O(l.ckpt2), NULL, 0, "CKPT.h5",
           "layers: second checkpoint, for inter (e.g. HuBERT iteration 1 vs 2, two training steps)"),
-    CLI_S("--out", O(l.out), NULL, 0, "DIR", "layers: write layers.json, layers.tsv, cka.tsv"),
+    CLI_S("--out", O(l.out), NULL, 0, "DIR",
+          "layers: write layers.json, layers.tsv, cka.tsv and the charts; codebook: codebook.json, usage.tsv, usage chart"),
     CLI_P("--props", O(l.props), parse_props, "mel,phone,intra,cka", 0, "LIST", "layers: properties, comma-separated"),
     CLI_N("--frames", CLI_I64, O(l.frames), "100000", 0, 1e12, 0, "N",
           "layers: frame sample, whole utterances in keyed order until N frames (0: all)"),
     CLI_N("--phone-cap", CLI_INT, O(l.phone_cap), "200", 1, 1e9, 0, "N", "layers: segments per phone"),
     CLI_N("--min-class", CLI_INT, O(l.min_class), "10", 1, 1e9, 0, "N",
           "layers: drop phones with fewer segments (at least --folds)"),
+    CLI_S("--words", O(l.words), NULL, 0, "CTM",
+          "layers: word alignments for word, lines `utt channel start dur word` (default: DIR/words.ctm)"),
+    CLI_N("--word-cap", CLI_INT, O(l.word_cap), "15", 1, 1e9, 0, "N", "layers: segments per word"),
+    CLI_N("--word-vocab", CLI_INT, O(l.word_vocab), "500", 1, 1e9, 0, "N", "layers: the N most frequent words"),
     CLI_S("--silence", O(l.silence), "sil,SIL,sp,spn", 0, "LIST", "layers: alignment names that are not phones"),
     CLI_N("--base-layer", CLI_INT, O(l.base_layer), "0", 0, 1000, 0, "L", "layers: reference layer of intra"),
     CLI_N("--folds", CLI_INT, O(l.folds), "10", 2, 64, 0, "F", "layers: folds; trial t: dev fold 2t, test fold 2t+1"),
@@ -69,7 +75,8 @@ static const CliFlag analyze_flags[] = {
     CLI_N("--seed", CLI_U64, O(l.seed), "1", 0, 9e15, 0, "S", "layers: units, folds and subsample"),
     CLI_N("--max-mem", CLI_DOUBLE, O(l.max_mem_gb), "0", 0, 1e6, 0, "GB",
           "layers: refuse above this memory estimate per rank (0: 80% of MemTotal)"),
-    CLI_S("--dump", O(l.dump), NULL, 0, "FILE", "layers: every unit as TSV (unit utt first end label fold sub)"),
+    CLI_S("--dump", O(l.dump), NULL, 0, "FILE",
+          "layers: every unit as TSV (unit utt first end label fold sub); codebook: every frame's codes"),
     CLI_END,
 };
 
@@ -77,11 +84,11 @@ static int analyze_command(const void *opts, int n_args, char **args);
 
 const CliCommand cmd_analyze = {
     .name = "analyze",
-    .summary = "what each layer learned (PWCCA, CKA, PNMI); label quality vs phone alignments",
-    .args = "layers|labels",
+    .summary = "what each layer learned (PWCCA, CKA, PNMI); quantizer codes and label quality vs phones",
+    .args = "layers|codebook|labels",
     .min_args = 1,
     .max_args = 1,
-    .about = "koe analyze layers --ckpt CKPT.h5 --corpus DIR [--out DIR] [--json]: what each hidden state\n"
+    .about = "koe analyze layers --ckpt CKPT.h5|HF_DIR --corpus DIR [--out DIR] [--json]: what each hidden state\n"
              "(T0 = the encoder input, Ti = layer i, as `koe embed`) carries, after Pasad et al.'s layer-wise\n"
              "analysis: projection-weighted CCA (PWCCA) of each layer against properties of the same units,\n"
              "fitted on training folds, eps chosen on a dev fold, scored on a test fold, averaged over\n"
@@ -92,6 +99,9 @@ const CliCommand cmd_analyze = {
              "  phone-frame  frames: the one-hot phone under the frame's centre\n"
              "  intra        frames: layer --base-layer of the same model\n"
              "  inter        frames: the same layer of --ckpt2 (same layer count and frame rate)\n"
+             "  word         word segments (--words CTM, else DIR/words.ctm from `koe prepare --words`): the\n"
+             "               mean of the word's frames against the one-hot word (the --word-vocab most\n"
+             "               frequent words, at most --word-cap segments each)\n"
              "  cka          debiased linear CKA between every pair of layers (frame subsample)\n"
              "  pnmi         k-means (--pnmi-k) of each layer on the subsample's training folds; PNMI of\n"
              "               the test folds' cluster ids against their phones\n"
@@ -100,6 +110,15 @@ const CliCommand cmd_analyze = {
              "dropped (a one-hot property of q classes has q - 1 directions; theirs scores a null one, ~1/q\n"
              "lower). Units and folds are keyed by --seed: the same for any rank count. Under mpirun the\n"
              "ranks split the utterances and sum the fold co-moments. Prints a table with a `best` row.\n"
+             "\n"
+             "koe analyze codebook --ckpt CKPT.h5 --corpus DIR [--out DIR] [--json] [--dump FILE]: the quantizer\n"
+             "of a wav2vec 2.0 or BEST-RQ checkpoint on the corpus: per codebook (wav2vec 2.0's groups, BEST-RQ's\n"
+             "codebooks) the codes used, code perplexity exp(H) of their histogram and (wav2vec 2.0) the prob\n"
+             "perplexity of the mean softmax (fairseq's formulas), and the codes as labels against the phone\n"
+             "alignments as `analyze labels` measures them (PNMI, phone and cluster purity; also of the joint\n"
+             "code of all codebooks when it has at most 2^17 values). The codes are training's without noise.\n"
+             "--out DIR: codebook.json, usage.tsv, the usage chart usage.png/.svg/.gp (share of frames by code\n"
+             "rank). --dump FILE: every frame's codes (one process).\n"
              "\n"
              "koe analyze labels --corpus DIR --labels NAME [--json]: compares the label set\n"
              "DIR/labels/NAME with the corpus's frame-level phone alignments (made by `koe synth`; shards\n"
@@ -186,16 +205,26 @@ static int layers_command(const AnalyzeOptions *o) {
     return analyze_layers_run(&o->l);
 }
 
+/* `koe analyze codebook`: only --ckpt, --corpus, --out, --dump and --json apply. */
+static int codebook_command(const AnalyzeOptions *o) {
+    const int say = comm_rank() == 0;
+    if (o->labels || o->l.ckpt2 || o->l.words)
+        return cli_error(&cmd_analyze, say, "--labels, --ckpt2 and --words are not for `koe analyze codebook`");
+    if (!o->l.ckpt) return cli_error(&cmd_analyze, say, "koe analyze codebook needs --ckpt CKPT.h5 (wav2vec2 or bestrq)");
+    return analyze_codebook_run(&o->l);
+}
+
 static int analyze_command(const void *opts, int n_args, char **args) {
     (void)n_args;
     const AnalyzeOptions *o = opts;
     if (!strcmp(args[0], "layers")) return layers_command(o);
+    if (!strcmp(args[0], "codebook")) return codebook_command(o);
     const int say = comm_rank() == 0;
     if (strcmp(args[0], "labels"))
-        return cli_error(&cmd_analyze, say, "expected `koe analyze layers ...` or `koe analyze labels ...`");
+        return cli_error(&cmd_analyze, say, "expected `koe analyze layers|codebook|labels ...`");
     if (!o->labels) return cli_error(&cmd_analyze, say, "koe analyze labels needs --labels NAME");
-    if (o->l.ckpt || o->l.ckpt2 || o->l.out || o->l.dump)
-        return cli_error(&cmd_analyze, say, "--ckpt, --ckpt2, --out and --dump are for `koe analyze layers`");
+    if (o->l.ckpt || o->l.ckpt2 || o->l.out || o->l.dump || o->l.words)
+        return cli_error(&cmd_analyze, say, "--ckpt, --ckpt2, --out, --dump and --words are for `koe analyze layers`");
     const char *corpus_dir = o->l.corpus, *name = o->labels;
     const int json = o->l.json;
     const int rank = comm_rank();

@@ -14,12 +14,13 @@
 
 #include "../core/common.h"
 #include "../data/corpus.h"
+#include "../data/ctm.h"
 #include "../data/prepare.h"
 #include "../distributed/comm.h"
 #include "commands.h"
 
 typedef struct {
-    const char *out, *lang, *align;
+    const char *out, *lang, *align, *words;
     double shard_mb;
     int lang_from_dir, allow_pipes, force;
 } PrepareCmdOptions;
@@ -43,6 +44,8 @@ static const CliFlag prepare_flags[] = {
     CLI_B("--lang-from-dir", O(lang_from_dir), "language = name of each file's parent directory"),
     CLI_S("--align", O(align), NULL, 0, "CTM", "phone alignments, lines `utt channel start dur phone` (seconds),\n"
                                                "stored as 10 ms frames in each shard's /align (default: none)"),
+    CLI_S("--words", O(words), NULL, 0, "CTM", "word alignments, lines `utt channel start dur word` (seconds): the\n"
+                                               "lines of the corpus's utterances kept as DIR/words.ctm (default: none)"),
     CLI_B("--allow-pipes", O(allow_pipes), "run wav.scp `command |` entries with the shell (default: refused)"),
     CLI_B("--force", O(force), "replace a corpus already in DIR (default: refuse; a corpus is immutable)"),
     CLI_END,
@@ -134,18 +137,21 @@ static int prepare_out_dir(const char *dir, int force) {
     closedir(d);
     snprintf(path, sizeof path, "%s/prepare-report.tsv", dir);
     unlink(path);
+    snprintf(path, sizeof path, "%s/words.ctm", dir);
+    unlink(path);
     return 0;
 }
 
 /* Provenance stored in corpus.h5 (bounded: the index keeps at most 64 KiB of it). */
-static char *settings_text(const PrepareOptions *opt, const char *align, char **inputs, int n_inputs) {
+static char *settings_text(const PrepareOptions *opt, const char *align, const char *words, char **inputs,
+                           int n_inputs) {
     size_t cap = 60000, n = 0;
     char *s = koe_malloc(cap);
     n += (size_t)snprintf(s, cap,
                           "koe prepare: sample_rate=%d resampler=soxr-hq shard_bytes=%lld lang=%s "
-                          "lang_from_dir=%d align=%s allow_pipes=%d inputs=",
+                          "lang_from_dir=%d align=%s words=%s allow_pipes=%d inputs=",
                           KOE_SAMPLE_RATE, (long long)opt->shard_bytes, opt->lang ? opt->lang : "-", opt->lang_from_dir,
-                          align ? align : "-", opt->allow_pipes);
+                          align ? align : "-", words ? words : "-", opt->allow_pipes);
     for (int i = 0; i < n_inputs && n < cap; i++) {
         size_t need = strlen(inputs[i]) + 2;
         if (n + need + 8 >= cap) {
@@ -166,6 +172,44 @@ static volatile sig_atomic_t stop_requested;
 static void on_signal(int sig) {
     (void)sig;
     stop_requested = 1;
+}
+
+/* Rank 0, after the index: the lines of --words whose utterance is in the corpus, as DIR/words.ctm
+ * (written as .tmp and renamed). None matching is an error naming both sides' ids. */
+static int write_words(const char *out, const char *words, KoeError *err) {
+    CtmSeg *segs;
+    int64_t n;
+    if (ctm_read(words, "--words", &segs, &n, err) < 0) return -1;
+    Corpus c;
+    if (corpus_open(&c, out, err) < 0) return ctm_free(segs, n), -1;
+    int64_t *utt = koe_malloc(sizeof *utt * (size_t)n), k = 0, missed = 0;
+    const int64_t hits = ctm_match_corpus(segs, n, &c, utt);
+    int rc = 0;
+    if (hits == 0) {
+        rc = koe_error_set(err, "--words %s: none of its utterance ids (the first: '%s') is in the corpus (ids like "
+                           "'%s'): the first column must be the id koe prepare gives each input", words, segs[0].utt,
+                           c.n_utts ? corpus_utt_id(&c, 0) : "");
+    } else {
+        for (int64_t i = 0; i < n; i++) {
+            missed += utt[i] < 0 && (i == 0 || strcmp(segs[i].utt, segs[i - 1].utt));
+            if (utt[i] >= 0) segs[k++] = segs[i];
+            else free(segs[i].utt), free(segs[i].name);
+        }
+        n = k;
+        char path[4200], tmp[4210];
+        snprintf(path, sizeof path, "%s/words.ctm", out);
+        snprintf(tmp, sizeof tmp, "%s.tmp", path);
+        FILE *f = fopen(tmp, "w");
+        int bad = !f || ctm_write(f, segs, n) < 0;
+        if (f) bad |= fclose(f) != 0;
+        if (bad || rename(tmp, path) != 0) rc = koe_error_set(err, "cannot write %s (disk full?): %s", path, strerror(errno));
+        if (missed) koe_warn("--words %s: %lld utterances are not in the corpus; their lines are left out", words,
+                             (long long)missed);
+    }
+    free(utt);
+    corpus_close(&c);
+    ctm_free(segs, n);
+    return rc;
 }
 
 static int prepare_command(const void *opts, int n_args, char **args) {
@@ -256,7 +300,7 @@ static int prepare_command(const void *opts, int n_args, char **args) {
                     (long long)every.n, report);
             rc = KOE_EXIT_USAGE;
         } else {
-            char *settings = settings_text(&opt, align, inputs, n_inputs);
+            char *settings = settings_text(&opt, align, o->words, inputs, n_inputs);
             if (corpus_write_index(out, names, n_names, settings, &err))
                 koe_fatal(KOE_EXIT_INTERNAL, "prepare: %s", err.msg);
             free(settings);
@@ -267,6 +311,10 @@ static int prepare_command(const void *opts, int n_args, char **args) {
             if (align && tot[4])
                 koe_warn("%lld utterances have no line in --align %s (their frames are marked no-phone)",
                          (long long)tot[4], align);
+            if (o->words && write_words(out, o->words, &err) < 0) {
+                fprintf(stderr, "koe prepare: %s\n", err.msg);
+                rc = KOE_EXIT_USAGE;
+            }
         }
         for (int i = 0; i < n_names; i++) free(names[i]);
         free(names);

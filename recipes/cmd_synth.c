@@ -36,6 +36,7 @@ typedef struct {
     const char *out, *langs, *wordlists;
     double minutes;
     uint64_t seed;
+    int vocab;
 } SynthOptions;
 
 #define O(field) offsetof(SynthOptions, field)
@@ -47,6 +48,9 @@ static const CliFlag synth_flags[] = {
           "minutes of audio in total, split evenly across languages;\n"
           "each language gets utterances until its share is reached"),
     CLI_N("--seed", CLI_U64, O(seed), "1", 0, 9007199254740992.0, 0, "S", "seed of every random choice"),
+    CLI_N("--vocab", CLI_INT, O(vocab), "0", 0, 1e9, 0, "N",
+          "draw words from the first N of each word list only (0: all), so that words\n"
+          "repeat: `koe analyze layers --props word` needs several segments per word"),
     CLI_S("--wordlists", O(wordlists), NULL, 0, "DIR", "word lists LANG.txt (default: data/wordlists of the source\n"
                                                       "tree the koe binary was built in, or PREFIX/share/koe/wordlists\n"
                                                       "when installed)"),
@@ -70,10 +74,13 @@ const CliCommand cmd_synth = {
              "                  3 decimals), covering each utterance from 0 to its end; phones are espeak-ng's\n"
              "                  IPA names, pauses and leading silence are \"sil\". UTT is the wav path under\n"
              "                  DIR/wav without .wav (e.g. en/en-000003-m2), the id `koe prepare` gives it.\n"
+             "  DIR/words.ctm   word alignments from espeak-ng's word events, the same columns with the word\n"
+             "                  (as written, without punctuation) for PHONE; a word ends at the next word or\n"
+             "                  at a pause inside it\n"
              "  DIR/utts.txt    what each utterance says and how (tab-separated, one header line): id,\n"
              "                  speaker, rate, pitch, range, text\n"
              "\n"
-             "Next: koe prepare --out CORPUS --lang-from-dir --align DIR/align.ctm DIR/wav\n",
+             "Next: koe prepare --out CORPUS --lang-from-dir --align DIR/align.ctm --words DIR/words.ctm DIR/wav\n",
     .flags = synth_flags,
     .opts_size = sizeof(SynthOptions),
     .run = synth_command,
@@ -143,8 +150,9 @@ static char *read_whole(const char *path, size_t *len) {
     return b;
 }
 
-static void part_path(char *buf, size_t n, const char *out, int rank) {
-    path_printf(buf, n, "%s/.synth-align-rank%05d.part", out, rank);
+/* kind "align" (phones) or "words". */
+static void part_path(char *buf, size_t n, const char *out, const char *kind, int rank) {
+    path_printf(buf, n, "%s/.synth-%s-rank%05d.part", out, kind, rank);
 }
 
 static FILE *open_tmp(const char *path, char *tmp, size_t n) {
@@ -159,15 +167,15 @@ static void close_rename(FILE *f, const char *tmp, const char *path) {
     if (rename(tmp, path)) koe_fatal(KOE_EXIT_USAGE, "rename %s -> %s: %s", tmp, path, strerror(errno));
 }
 
-/* Rank 0: the manifest and the CTM, in language order then index, from every rank's part file. */
-static void write_outputs(const char *out, LangState *ls, int n_langs, uint64_t seed, int world) {
-    char **texts = koe_malloc((size_t)world * sizeof *texts);
+/* Every rank's part file of kind, cut into blocks of one utterance's lines, sorted by id; texts
+ * (world) holds the files, which the blocks point into. */
+static CtmBlock *read_parts(const char *out, const char *kind, int world, char **texts, size_t *n_blocks) {
     size_t nb = 0, capb = 1024;
     CtmBlock *blocks = koe_malloc(capb * sizeof *blocks);
     for (int r = 0; r < world; r++) {
         char p[PATH_MAX];
         size_t len;
-        part_path(p, sizeof p, out, r);
+        part_path(p, sizeof p, out, kind, r);
         texts[r] = read_whole(p, &len);
         for (char *line = texts[r]; *line;) {
             char *nl = strchr(line, '\n');
@@ -189,16 +197,39 @@ static void write_outputs(const char *out, LangState *ls, int n_langs, uint64_t 
         }
     }
     qsort(blocks, nb, sizeof *blocks, block_cmp);
+    *n_blocks = nb;
+    return blocks;
+}
 
-    char wavdir[PATH_MAX], root[PATH_MAX], path[PATH_MAX], tmp_tsv[PATH_MAX + 8], tmp_ctm[PATH_MAX + 8];
+/* After the outputs are in place: the part files of kind removed, the blocks freed. */
+static void free_parts(const char *out, const char *kind, CtmBlock *blocks, size_t nb, char **texts, int world) {
+    for (size_t b = 0; b < nb; b++) free(blocks[b].id);
+    for (int r = 0; r < world; r++) {
+        char p[PATH_MAX];
+        part_path(p, sizeof p, out, kind, r);
+        if (unlink(p)) koe_warn("could not remove %s: %s", p, strerror(errno));
+        free(texts[r]);
+    }
+    free(blocks);
+}
+
+/* Rank 0: the manifest and the CTMs (phones, words), in language order then index, from every
+ * rank's part files. Every utterance has phones; one whose words espeak-ng did not mark has none. */
+static void write_outputs(const char *out, LangState *ls, int n_langs, uint64_t seed, int world) {
+    char **texts = koe_malloc((size_t)world * sizeof *texts), **wtexts = koe_malloc((size_t)world * sizeof *wtexts);
+    size_t nb, nw;
+    CtmBlock *blocks = read_parts(out, "align", world, texts, &nb), *wblocks = read_parts(out, "words", world, wtexts, &nw);
+    char wavdir[PATH_MAX], root[PATH_MAX], tmp_tsv[PATH_MAX + 8], tmp_ctm[PATH_MAX + 8], tmp_wctm[PATH_MAX + 8];
     path_printf(wavdir, sizeof wavdir, "%s/wav", out);
     if (!realpath(wavdir, root)) koe_fatal(KOE_EXIT_INTERNAL, "realpath %s: %s", wavdir, strerror(errno));
-    char tsv_path[PATH_MAX], ctm_path[PATH_MAX], txt_path[PATH_MAX], tmp_txt[PATH_MAX + 8];
+    char tsv_path[PATH_MAX], ctm_path[PATH_MAX], wctm_path[PATH_MAX], txt_path[PATH_MAX], tmp_txt[PATH_MAX + 8];
     path_printf(tsv_path, sizeof tsv_path, "%s/train.tsv", out);
     path_printf(ctm_path, sizeof ctm_path, "%s/align.ctm", out);
+    path_printf(wctm_path, sizeof wctm_path, "%s/words.ctm", out);
     path_printf(txt_path, sizeof txt_path, "%s/utts.txt", out);
     FILE *tsv = open_tmp(tsv_path, tmp_tsv, sizeof tmp_tsv);
     FILE *ctm = open_tmp(ctm_path, tmp_ctm, sizeof tmp_ctm);
+    FILE *wctm = open_tmp(wctm_path, tmp_wctm, sizeof tmp_wctm);
     FILE *txt = open_tmp(txt_path, tmp_txt, sizeof tmp_txt);
     fprintf(tsv, "%s\n", root);
     fprintf(txt, "id\tspeaker\trate\tpitch\trange\ttext\n");
@@ -215,19 +246,17 @@ static void write_outputs(const char *out, LangState *ls, int n_langs, uint64_t 
             CtmBlock *b = bsearch(&key, blocks, nb, sizeof *blocks, block_cmp);
             if (!b) koe_fatal(KOE_EXIT_INTERNAL, "no alignment was written for utterance %s", id);
             fwrite(b->text, 1, b->len, ctm);
+            if ((b = bsearch(&key, wblocks, nw, sizeof *wblocks, block_cmp))) fwrite(b->text, 1, b->len, wctm);
         }
     }
     close_rename(tsv, tmp_tsv, tsv_path);
     close_rename(ctm, tmp_ctm, ctm_path);
+    close_rename(wctm, tmp_wctm, wctm_path);
     close_rename(txt, tmp_txt, txt_path);
-    for (int r = 0; r < world; r++) {
-        part_path(path, sizeof path, out, r);
-        if (unlink(path)) koe_warn("could not remove %s: %s", path, strerror(errno));
-        free(texts[r]);
-    }
-    for (size_t b = 0; b < nb; b++) free(blocks[b].id);
-    free(blocks);
+    free_parts(out, "align", blocks, nb, texts, world);
+    free_parts(out, "words", wblocks, nw, wtexts, world);
     free(texts);
+    free(wtexts);
 }
 
 static double cpu_seconds(void) {
@@ -260,7 +289,7 @@ static int select_langs(const char *langs, LangState *ls) {
 }
 
 /* Every language's word list, and an espeak-ng voice for it. Returns 0 or an exit code (printed). */
-static int load_langs(const char *wl_dir, LangState *ls, int n_langs) {
+static int load_langs(const char *wl_dir, int vocab, LangState *ls, int n_langs) {
     const int say = comm_rank() == 0;
     char wl_default[PATH_MAX];
     if (!wl_dir) {
@@ -275,6 +304,7 @@ static int load_langs(const char *wl_dir, LangState *ls, int n_langs) {
         if (snprintf(p, sizeof p, "%s/%s.txt", wl_dir, synth_langs[ls[i].lang].code) >= (int)sizeof p)
             return cli_error(&cmd_synth, say, "--wordlists '%s': path too long", wl_dir);
         if (synth_wordlist_load(&ls[i].wl, p, &err)) return cli_error(&cmd_synth, say, "%s", err.msg);
+        if (vocab > 0 && ls[i].wl.n > vocab) ls[i].wl.n = vocab; /* the loader's minimum stays the list's */
     }
     int voice_ok[64];
     KOE_ASSERT(synth_n_langs <= 64);
@@ -291,7 +321,7 @@ static int load_langs(const char *wl_dir, LangState *ls, int n_langs) {
  * length so far says it needs; this rank makes every world-th, writing its wav and its CTM lines
  * to pf. Returns the utterances made in the wave (0: every language is done). */
 static int64_t synth_wave(const char *out, LangState *ls, int n_langs, uint64_t seed, int64_t budget, FILE *pf,
-                          const char *part, int64_t *clipped) {
+                          FILE *wf, const char *part, int64_t *clipped) {
     const int rank = comm_rank(), world = comm_size();
     int64_t n_jobs = 0;
     int64_t *job_n = koe_calloc((size_t)n_langs, sizeof *job_n);
@@ -321,7 +351,8 @@ static int64_t synth_wave(const char *out, LangState *ls, int n_langs, uint64_t 
         if (synth_render(&s, &u, &err)) koe_fatal(KOE_EXIT_INTERNAL, "utterance %s: %s", id, err.msg);
         path_printf(wav, sizeof wav, "%s/wav/%s.wav", out, id);
         if (synth_write_wav(wav, &u, &err)) koe_fatal(KOE_EXIT_USAGE, "utterance %s: %s", id, err.msg);
-        if (synth_write_ctm(pf, id, &u)) koe_fatal(KOE_EXIT_USAGE, "write error on %s (disk full?)", part);
+        if (synth_write_ctm(pf, id, &u) || synth_write_word_ctm(wf, id, &u))
+            koe_fatal(KOE_EXIT_USAGE, "write error on %s (disk full?)", part);
         job_len[k] = u.n_samples;
         *clipped += u.n_clipped;
         synth_utt_free(&u);
@@ -373,7 +404,8 @@ static void report(const char *out, const LangState *ls, int n_langs, double t0,
                 n_utts, audio_min, n_langs, out, n_made, clipped);
         koe_log("synth: %.1f s wall, %.2f CPU s on %d rank(s): %.2f CPU s per minute of audio", koe_now() - t0, cpu,
                 comm_size(), cpu / audio_min);
-        koe_log("next: koe prepare --out CORPUS --lang-from-dir --align %s/align.ctm %s/wav", out, out);
+        koe_log("next: koe prepare --out CORPUS --lang-from-dir --align %s/align.ctm --words %s/words.ctm %s/wav", out,
+                out, out);
     }
 }
 
@@ -385,7 +417,7 @@ static int synth_command(const void *opts, int n_args, char **args) {
     if (strlen(out) > PATH_MAX - 256) return cli_error(&cmd_synth, rank == 0, "--out '%s': path too long", out);
     LangState *ls = koe_calloc((size_t)synth_n_langs, sizeof *ls);
     const int n_langs = select_langs(o->langs, ls);
-    int rc = n_langs < 0 ? KOE_EXIT_USAGE : load_langs(o->wordlists, ls, n_langs);
+    int rc = n_langs < 0 ? KOE_EXIT_USAGE : load_langs(o->wordlists, o->vocab, ls, n_langs);
     if (!rc && make_dirs(out, ls, n_langs)) rc = KOE_EXIT_USAGE;
     if (rc) {
         for (int i = 0; i < n_langs; i++) synth_wordlist_free(&ls[i].wl);
@@ -394,16 +426,18 @@ static int synth_command(const void *opts, int n_args, char **args) {
     }
     double t0 = koe_now();
     int64_t budget = (int64_t)ceil(o->minutes * 60.0 * KOE_SAMPLE_RATE / n_langs);
-    char part[PATH_MAX];
-    part_path(part, sizeof part, out, rank);
-    FILE *pf = fopen(part, "w");
-    if (!pf) koe_fatal(KOE_EXIT_USAGE, "cannot create %s: %s", part, strerror(errno));
+    char part[PATH_MAX], wpart[PATH_MAX];
+    part_path(part, sizeof part, out, "align", rank);
+    part_path(wpart, sizeof wpart, out, "words", rank);
+    FILE *pf = fopen(part, "w"), *wf = fopen(wpart, "w");
+    if (!pf || !wf) koe_fatal(KOE_EXIT_USAGE, "cannot create %s: %s", pf ? wpart : part, strerror(errno));
     int64_t clipped = 0, n_made = 0, n;
-    for (int wave = 1; (n = synth_wave(out, ls, n_langs, o->seed, budget, pf, part, &clipped)) > 0; wave++) {
+    for (int wave = 1; (n = synth_wave(out, ls, n_langs, o->seed, budget, pf, wf, part, &clipped)) > 0; wave++) {
         n_made += n;
         if (rank == 0) koe_log("synth: wave %d: %" PRId64 " utterances", wave, n);
     }
     if (ferror(pf) | fclose(pf)) koe_fatal(KOE_EXIT_USAGE, "write error on %s (disk full?)", part);
+    if (ferror(wf) | fclose(wf)) koe_fatal(KOE_EXIT_USAGE, "write error on %s (disk full?)", wpart);
     comm_allreduce_sum_i64(&clipped, 1);
     comm_barrier(); /* every part file is complete */
     if (rank == 0) write_outputs(out, ls, n_langs, o->seed, comm_size());

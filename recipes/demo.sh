@@ -20,7 +20,7 @@ run "$BUILD/koe" synth --out "$DEMO_DIR/synth" --minutes "$MINUTES" --seed 1
 
 echo; echo "== 2. prepare the corpus (2 MPI ranks): 16 kHz int16 shards, zstd-compressed"
 run launch/koe-local -n 2 -t 1 -- koe prepare --out "$DEMO_DIR/corpus" --shard-mb 2 --lang-from-dir \
-  --align "$DEMO_DIR/synth/align.ctm" "$DEMO_DIR/synth/wav"
+  --align "$DEMO_DIR/synth/align.ctm" --words "$DEMO_DIR/synth/words.ctm" "$DEMO_DIR/synth/wav"
 
 echo; echo "== 3. what is in it"
 run "$BUILD/koe" info "$DEMO_DIR/corpus"
@@ -55,6 +55,8 @@ cat <<MSG
                    --out $DEMO_DIR/hidden.h5   (every layer's hidden states, 25 frames/s)
   layers         $BUILD/koe analyze layers --ckpt $ckpt --corpus $DEMO_DIR/corpus --out $DEMO_DIR/layers
                    (what each layer carries: PWCCA against mel features and phones, CKA between layers)
+  codebook       $BUILD/koe analyze codebook --ckpt $ckpt --corpus $DEMO_DIR/corpus --out $DEMO_DIR/codebook
+                   (BEST-RQ's targets on the corpus: codes used, perplexity, PNMI of the codes vs phones)
   continue       run the same koe train command with a larger optim.max_updates: it resumes from
                  $RUN/checkpoints/latest
 

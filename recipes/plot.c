@@ -156,6 +156,7 @@ int plot_lines(const char *stem, const PlotSpec *p, const PlotSeries *series, in
     FILE *f = open_script(stem, p, err);
     if (!f) return -1;
     if (p->log_y) fputs("set logscale y\n", f);
+    if (p->x_integer) fputs("set xtics 1\nset format x '%.0f'\n", f);
     if (lo == hi) /* a constant curve (clip 0 throughout): a range around it, not gnuplot's warning */
         fprintf(f, "set yrange [%.9g:%.9g]\n", p->log_y ? lo / 2 : lo - 1, p->log_y ? hi * 2 : hi + 1);
     char *cmd = NULL;

@@ -25,6 +25,7 @@ enum {
 typedef struct {
     const char *title, *xlabel, *ylabel; /* shown as given (no gnuplot markup: `loss_0` stays literal) */
     int log_y;                           /* logarithmic y axis (points with y <= 0 are left out) */
+    int x_integer;                       /* x ticks at whole numbers only, one per step (layer indices) */
     int formats;                         /* PLOT_PNG | PLOT_SVG | PLOT_ASCII */
     FILE *ascii;                         /* with PLOT_ASCII: STEM.txt is also copied here (NULL: file only) */
 } PlotSpec;

@@ -16,7 +16,9 @@
 #   LAYER        iteration-1 layer clustered for iteration 2 [6]; `auto`: the layer whose k-means
 #                clusters have the highest phone PNMI (ties: phone PWCCA), from `koe analyze layers
 #                --props phone,pnmi` on iteration 1's checkpoint (needs the corpus's alignments); the
-#                choice and its table are logged and kept in $WORK/layer_auto/ (layers.tsv, layer)
+#                choice and its table are logged and kept in $WORK/layer_auto/ (layers.tsv, layer) and
+#                with the label set ($CORPUS/labels/iter1_l<N>_km$K2/layer_auto.{tsv,txt});
+#                recipes/hubert/pick_layer.sh makes the choice for both HuBERT pipelines
 #   SAMPLE1/2    fraction of utterances k-means sees [1, 1]; HuBERT used 10% of LibriSpeech 960 h
 #   SEED         seed of k-means and training [1]
 #   MPIRUN       prefix for every step, e.g. "mpirun -np 8" or "srun" [none: one process]
@@ -51,21 +53,14 @@ LABELS1=mfcc_km$K1
 LABELS2=iter1_l${LAYER}_km$K2
 step() { echo "== $*" >&2; }
 
-# LAYER=auto: analyse the layers of checkpoint $1 and set LAYER and LABELS2 to the chosen one.
+# LAYER=auto: analyse the layers of checkpoint $1 and set LAYER and LABELS2 to the chosen one
+# (recipes/hubert/pick_layer.sh, shared with launch/slurm/hubert_pipeline.sh).
 pick_layer() {
   local out="$WORK/layer_auto"
   step "iteration 2: LAYER=auto: koe analyze layers --props phone,pnmi of $1"
   $MPIRUN "$KOE" analyze layers --ckpt "$1" --corpus "$CORPUS" --props phone,pnmi --seed "$SEED" --out "$out" >&2
-  LAYER=$(awk -F'\t' 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
-    $1 ~ /^T[0-9]+$/ && $c["pnmi"] != "NA" {
-      p = $c["pnmi"] + 0; f = $c["phone"] == "NA" ? -2 : $c["phone"] + 0
-      if (best == "" || p > bp || (p == bp && f > bf)) { best = substr($1, 2); bp = p; bf = f }
-    }
-    END { print best }' "$out/layers.tsv")
-  [ -n "$LAYER" ] || { echo "run.sh: LAYER=auto: no layer has a PNMI in $out/layers.tsv" >&2; exit 1; }
-  echo "$LAYER" > "$out/layer"
+  LAYER=$(bash "$ROOT/recipes/hubert/pick_layer.sh" "$out")
   LABELS2=iter1_l${LAYER}_km$K2
-  step "iteration 2: LAYER=auto chose layer $LAYER (highest phone PNMI; table in $out/layers.tsv)"
 }
 
 iter1() {
@@ -100,6 +95,10 @@ iter2() {
     step "iteration 2: labels $LABELS2"
     $MPIRUN "$KOE" label --corpus "$CORPUS" --kmeans "$WORK/km_l${LAYER}_$K2.h5" --ckpt "$(cat "$WORK/km_l${LAYER}_$K2.ckpt")" \
       --name "$LABELS2" --threads "$THREADS"
+  fi
+  if [ -f "$WORK/layer_auto/layer" ] && [ "$(cat "$WORK/layer_auto/layer")" = "$LAYER" ] && \
+     [ ! -f "$CORPUS/labels/$LABELS2/layer_auto.txt" ]; then # the choice, kept with the label set
+    bash "$ROOT/recipes/hubert/pick_layer.sh" "$WORK/layer_auto" "$CORPUS/labels/$LABELS2" > /dev/null 2>&1
   fi
   step "iteration 2: train from scratch ($RECIPE2)"
   # shellcheck disable=SC2086

@@ -85,7 +85,7 @@ expect_usage "koe export: --ckpt CKPT.h5 is required" export --out d
 expect_usage "koe train: missing RECIPE.ini" train
 expect_usage "koe info: unexpected argument 'b'" info a b
 expect_usage "koe prepare: --force takes no value" prepare --out o --force=yes in
-expect_usage "koe analyze: expected \`koe analyze layers ...\` or \`koe analyze labels ...\`" analyze phones --corpus c --labels l
+expect_usage "koe analyze: expected \`koe analyze layers|codebook|labels ...\`" analyze phones --corpus c --labels l
 # --flag=value is the same as --flag value
 expect_usage "koe bench: --batch 0: must be between" bench "$R" --batch=0
 

@@ -18,6 +18,7 @@ rows() { tail -n +2 "$1/train.tsv"; }
 same() { # DIR1 DIR2 WHAT
   diff -r "$1/wav" "$2/wav" > /dev/null || { echo "FAIL: $3: wav files differ"; diff -rq "$1/wav" "$2/wav" | head; exit 1; }
   cmp "$1/align.ctm" "$2/align.ctm" || { echo "FAIL: $3: align.ctm differs"; exit 1; }
+  cmp "$1/words.ctm" "$2/words.ctm" || { echo "FAIL: $3: words.ctm differs"; exit 1; }
   cmp "$1/utts.txt" "$2/utts.txt" || { echo "FAIL: $3: utts.txt differs"; exit 1; }
   diff <(rows "$1") <(rows "$2") || { echo "FAIL: $3: train.tsv rows differ"; exit 1; }
 }
@@ -85,7 +86,26 @@ for u, s in segs.items():
     real = [p for _, _, p in s if p != "sil"]
     assert len(real) >= 8, f"{u}: only {len(real)} phones"
     n_phones += len(real)
-print(f"ok: {len(ids)} utterances, {len(langs)} languages, {sum(n_of.values()) / 16000 / 60:.2f} min, {n_phones} phones")
+# words.ctm: each utterance's words are its sentence's (utts.txt, punctuation off), in order, one after
+# the other inside the audio, each starting on a phone that is not a pause
+text = {f[0]: f[5] for f in (ln.rstrip("\n").split("\t") for ln in list(open(os.path.join(root, "utts.txt"), encoding="utf-8"))[1:])}
+words = {}
+for ln in open(os.path.join(root, "words.ctm"), encoding="utf-8"):
+    f = ln.split()
+    words.setdefault(f[0], []).append((float(f[2]), float(f[3]), f[4]))
+n_words = 0
+for u in ids:
+    w = words.get(u, [])
+    assert [x for _, _, x in w] == [x.strip(",.?") for x in text[u].split()], (u, w, text[u])
+    for (t0, d0, _), (t1, _, _) in zip(w, w[1:]):
+        assert d0 > 0 and t0 + d0 <= t1 + 1e-9, f"{u}: words overlap at {t0}+{d0} vs {t1}"
+    for t0, d0, x in w:
+        assert t0 >= 0 and t0 + d0 <= n_of[u] / 16000 + 0.030, (u, x, t0, d0)
+        on = [p for s0, ds, p in segs[u] if s0 <= t0 + 1e-9 < s0 + ds]
+        assert on and on[0] != "sil", f"{u}: word {x} starts in a pause at {t0}"
+    n_words += len(w)
+print(f"ok: {len(ids)} utterances, {len(langs)} languages, {sum(n_of.values()) / 16000 / 60:.2f} min, {n_phones} phones, "
+      f"{n_words} words")
 EOF
 
 # Bad input: exit 1 with a message naming the problem.

@@ -4,7 +4,7 @@
   /usr/bin/python3 analyze_layers_ref.py LAYERS.json UNITS.tsv EMBED.h5 FBANK.h5 [EMBED2.h5]
 
 Recomputes every PWCCA, mean rho and rho1 that koe reported (properties mel, phone, phone-frame,
-intra, inter: EMBED2.h5 the hidden states of --ckpt2) and the CKA matrices, from the units and folds koe dumped (`--dump`), the hidden states of
+intra, inter: EMBED2.h5 the hidden states of --ckpt2, word: the dumped word segments, whole spans) and the CKA matrices, from the units and folds koe dumped (`--dump`), the hidden states of
 `koe embed --layer all` and the fbank of `koe features --kind fbank` of the same corpus, in float64
 with numpy's eigh / svd / cholesky, written from the spec and not from the C code. Asserts agreement
 within 1e-4 absolute (PWCCA, rho) and 1e-6 (CKA), and that the moment path of the held-out score
@@ -41,6 +41,7 @@ L1 = len(js["layers"])
 
 frames = [(u[1], int(u[2]), int(u[4]), int(u[5]), int(u[6])) for u in units if u[0] == "frame"]
 segs = [(u[1], int(u[2]), int(u[3]), int(u[4]), int(u[5])) for u in units if u[0] == "segment"]
+words = [(u[1], int(u[2]), int(u[3]), int(u[4]), int(u[5])) for u in units if u[0] == "word"]
 
 
 def frame_rows(layer, h=None, at=None):
@@ -57,9 +58,9 @@ def mel_rows():
     return np.stack(rows)
 
 
-def seg_rows(layer):
+def seg_rows(layer, units_):
     return np.stack([hid[layer, hid_at[u][0] + a: hid_at[u][0] + b].astype(np.float64).mean(0)
-                     for u, a, b, _, _ in segs])
+                     for u, a, b, _, _ in units_])
 
 
 def onehot(labels, q):
@@ -170,9 +171,10 @@ def views(prop, layer):
         keep = lab >= 0
         q = js["properties"][prop]["classes"]
         return np.hstack([frame_rows(layer)[keep], onehot(lab[keep], q)]), fold_f[keep], None
-    lab = np.array([s[3] for s in segs])
+    units_ = words if prop == "word" else segs
+    lab = np.array([s[3] for s in units_])
     q = js["properties"][prop]["classes"]
-    return np.hstack([seg_rows(layer), onehot(lab, q)]), np.array([s[4] for s in segs]), None
+    return np.hstack([seg_rows(layer, units_), onehot(lab, q)]), np.array([s[4] for s in units_]), None
 
 
 def cka(block_rows, debiased):
@@ -194,7 +196,7 @@ def cka(block_rows, debiased):
 
 worst = 0.0
 D = hid.shape[2]
-for prop in ("mel", "phone", "phone-frame", "intra", "inter"):
+for prop in ("mel", "phone", "phone-frame", "intra", "inter", "word"):
     if prop not in js["properties"]:
         continue
     P = js["properties"][prop]

@@ -417,6 +417,39 @@ static void test_eval_no_straight_through(void **state) {
     case_free(&k);
 }
 
+/* wav2vec2_quantize (koe analyze codebook) gives an evaluation forward's codes and softmax, and
+ * wav2vec2_perplexity of their sums the forward's code and prob perplexity. */
+static void test_quantize_matches_eval(void **state) {
+    (void)state;
+    Case k;
+    const Wav2vec2HeadConfig cfg = small_cfg(2, 5, 6);
+    case_random(&k, &cfg, 2, 12, 21, 1.0f);
+    k.run.train = 0;
+    Wav2vec2Stats st;
+    run_forward(&k, &st);
+    const int64_t N = k.act.N, GV = (int64_t)cfg.G * cfg.V;
+    assert_true(N > 0);
+    float *rows = koe_malloc(sizeof(float) * N * cfg.C), *soft = koe_malloc(sizeof(float) * N * GV);
+    int32_t *hard = koe_malloc(sizeof(int32_t) * N * cfg.G);
+    double *count = koe_calloc((size_t)GV, sizeof(double)), *prob = koe_calloc((size_t)GV, sizeof(double));
+    for (int64_t i = 0; i < N; i++) memcpy(rows + i * cfg.C, k.feat + k.act.idx[i] * cfg.C, sizeof(float) * cfg.C);
+    wav2vec2_quantize(&cfg, &k.p, rows, N, soft, hard);
+    for (int64_t i = 0; i < N; i++) {
+        for (int g = 0; g < cfg.G; g++) {
+            assert_int_equal(hard[i * cfg.G + g], k.act.hard[i * cfg.G + g]);
+            count[g * cfg.V + hard[i * cfg.G + g]] += 1;
+        }
+        for (int64_t j = 0; j < GV; j++) {
+            assert_true(fabsf(soft[i * GV + j] - k.act.soft[i * GV + j]) <= 1e-6f);
+            prob[j] += soft[i * GV + j];
+        }
+    }
+    assert_true(fabs(wav2vec2_perplexity(count, (double)N, cfg.G, cfg.V) - st.code_ppl) <= 1e-12 * st.code_ppl);
+    assert_true(fabs(wav2vec2_perplexity(prob, (double)N, cfg.G, cfg.V) - st.prob_ppl) <= 1e-5 * st.prob_ppl);
+    free(rows), free(soft), free(hard), free(count), free(prob);
+    case_free(&k);
+}
+
 /* ---- negatives ----------------------------------------------------------------------------------------- */
 
 static void test_negatives(void **state) {
@@ -833,7 +866,8 @@ static void test_parity_torch(void **state) {
 int main(void) {
     const struct CMUnitTest unit[] = {
         cmocka_unit_test(test_fd_train),          cmocka_unit_test(test_fd_eval),
-        cmocka_unit_test(test_eval_no_straight_through), cmocka_unit_test(test_negatives),
+        cmocka_unit_test(test_eval_no_straight_through), cmocka_unit_test(test_quantize_matches_eval),
+        cmocka_unit_test(test_negatives),
         cmocka_unit_test(test_negative_equal_to_positive), cmocka_unit_test(test_reduce_across_halves),
         cmocka_unit_test(test_temperature),       cmocka_unit_test(test_gumbel_noise),
         cmocka_unit_test(test_backward_accumulates), cmocka_unit_test(test_params_init),
