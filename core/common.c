@@ -92,6 +92,12 @@ char *koe_strdup(const char *s) {
     return memcpy(koe_malloc(n), s, n);
 }
 
+uint64_t koe_fnv1a(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ULL;
+    return h;
+}
+
 double koe_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
