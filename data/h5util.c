@@ -227,12 +227,24 @@ int h5_check_format(hid_t file, const char *path, const char *format, int64_t ma
     return 0;
 }
 
+/* 1 when loc's file is open through MPI-IO (distributed/h5par.h). */
+static int file_is_mpio(hid_t loc) {
+    hid_t f = H5Iget_file_id(loc), fapl = f >= 0 ? H5Fget_access_plist(f) : -1;
+    int mpio = fapl >= 0 && H5Pget_driver(fapl) == H5FD_MPIO;
+    if (fapl >= 0) H5Pclose(fapl);
+    if (f >= 0) H5Fclose(f);
+    return mpio;
+}
+
 /* A 1-d dataset of n elements of type t, chunked (H5_ARRAY_CHUNK elements, or n when smaller) with
- * fletcher32, so that HDF5 verifies every chunk it reads. */
+ * fletcher32, so that HDF5 verifies every chunk it reads. In a file open through MPI-IO (a training
+ * checkpoint's /state, written independently by rank 0) contiguous: parallel HDF5 writes filtered
+ * datasets only collectively. */
 static hid_t create_checked_1d(hid_t loc, const char *name, hid_t t, int64_t n) {
     hsize_t dims[1] = {(hsize_t)n}, chunk[1] = {(hsize_t)(n < H5_ARRAY_CHUNK ? (n > 0 ? n : 1) : H5_ARRAY_CHUNK)};
     hid_t sp = H5Screate_simple(1, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE), d = -1;
-    if (sp >= 0 && dcpl >= 0 && H5Pset_chunk(dcpl, 1, chunk) >= 0 && H5Pset_fletcher32(dcpl) >= 0)
+    if (sp >= 0 && dcpl >= 0 &&
+        (file_is_mpio(loc) || (H5Pset_chunk(dcpl, 1, chunk) >= 0 && H5Pset_fletcher32(dcpl) >= 0)))
         d = H5Dcreate2(loc, name, t, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     if (dcpl >= 0) H5Pclose(dcpl);
     if (sp >= 0) H5Sclose(sp);

@@ -313,7 +313,12 @@ int64_t labelset_read(LabelSet *ls, int64_t utt, int32_t *out, int64_t cap, KoeE
     hid_t ms = H5Screate_simple(1, count, NULL);
     int ok = fs >= 0 && ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0 &&
              H5Dread((hid_t)ls->hid_labels[si], H5T_NATIVE_UINT16, ms, fs, H5P_DEFAULT, tmp) >= 0;
-    if (!ok) koe_error_set(err, "%s: cannot read the labels of utterance %lld: %s", ls->dir, (long long)utt, h5_last_error());
+    if (!ok) {
+        char file[4096] = "";
+        H5Fget_name((hid_t)ls->hid_file[si], file, sizeof file);
+        koe_error_set(err, "%s: cannot read the labels of utterance %lld: %s (the file is damaged: checksum failed; "
+                           "re-run `koe label`)", file, (long long)utt, h5_last_error());
+    }
     if (ms >= 0) H5Sclose(ms);
     if (fs >= 0) H5Sclose(fs);
     h5_unlock();
