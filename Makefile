@@ -164,6 +164,7 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz_util.h $(BUILD)/libkoe.a $(filte
 # ---- test, demo, bench --------------------------------------------------------------------------
 test: deps
 	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory fuzz-build
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) SAN=$(SAN) ANCHORS=$(ANCHORS) bash tests/run.sh $(TESTS)
 
 fuzz-build: deps

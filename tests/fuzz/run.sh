@@ -4,8 +4,8 @@
 # inputs earlier runs kept (build-fuzz/corpus/NAME; FUZZ_KEEP=0: a throw-away corpus, the regression
 # check tests/e2e/fuzz_seeds.sh makes). Arguments: harness names (default all). One line per harness:
 # executions, CPU seconds, and FAIL with the log's report when it found a crash, a hang, a leak or a
-# sanitizer report (the input is saved as build-fuzz/crashes/NAME-*). CPU seconds are added to
-# build-fuzz/fuzz-cpu.tsv (name, cpu_s, execs, status) for the report.
+# sanitizer report (the input is saved as build-fuzz/crashes/NAME-*). With FUZZ_KEEP=1 the CPU
+# seconds are added to build-fuzz/fuzz-cpu.tsv (name, cpu_s, execs, status), the campaign's record.
 set -u
 cd "$(dirname "$0")/../.."
 B=${FUZZ_BUILD:-build-fuzz}
@@ -16,6 +16,7 @@ if [ $# -gt 0 ]; then names=("$@"); else
 fi
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/fuzz/lsan.supp:print_suppressions=0}
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 HDF5_USE_FILE_LOCKING=FALSE
 mkdir -p "$B/crashes" "$B/fuzz-logs"
 scratch=$(mktemp -d /tmp/koe-fuzz-run.XXXXXX)
@@ -37,7 +38,7 @@ for n in "${names[@]}"; do
       > "$log" 2>&1; echo $? > "$t.rc"; } 2> "$t" )
   rc=$(cat "$t.rc")
   cpu=$(awk '{ printf "%.1f", $1 + $2 }' "$t")
-  execs=$(awk -F: '/stat::number_of_executed_units/ { gsub(/ /, "", $2); print $2 }' "$log")
+  execs=$(awk '/stat::number_of_executed_units/ { print $NF }' "$log")
   status=ok
   if [ "$rc" != 0 ]; then
     status=FAIL; failed=$((failed + 1))
@@ -46,6 +47,6 @@ for n in "${names[@]}"; do
   else
     printf 'ok    %-12s %10s runs %8s CPU s\n' "$n" "${execs:-?}" "$cpu"
   fi
-  printf '%s\t%s\t%s\t%s\n' "$n" "$cpu" "${execs:-0}" "$status" >> "$B/fuzz-cpu.tsv"
+  [ "$keep" = 1 ] && printf '%s\t%s\t%s\t%s\n' "$n" "$cpu" "${execs:-0}" "$status" >> "$B/fuzz-cpu.tsv"
 done
 [ $failed = 0 ]
