@@ -94,7 +94,7 @@ char *koe_strdup(const char *s) {
 
 uint64_t koe_fnv1a(uint64_t h, const void *p, size_t n) {
     const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ULL;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * KOE_FNV_PRIME;
     return h;
 }
 

@@ -22,13 +22,25 @@
 
 /* ---- small helpers --------------------------------------------------------------------------- */
 
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "shard_audio_checksum reads the samples' bytes as little-endian words"
+#endif
+/* A word at a time (one multiply per 8 bytes, ~30x the speed of byte-wise FNV-1a, next to zstd's
+ * decoding it is nothing); any one changed word always changes the result (xor, then a multiply by
+ * an odd number, are both one-to-one). */
 uint64_t shard_audio_checksum(const int16_t *pcm, int64_t n) {
-    uint64_t h = KOE_FNV_OFFSET;
-    unsigned char le[2];
-    for (int64_t i = 0; i < n; i++) {
-        le[0] = (unsigned char)((uint16_t)pcm[i] & 0xff);
-        le[1] = (unsigned char)((uint16_t)pcm[i] >> 8);
-        h = koe_fnv1a(h, le, 2);
+    const unsigned char *b = (const unsigned char *)pcm;
+    const size_t bytes = (size_t)n * sizeof *pcm;
+    uint64_t h = KOE_FNV_OFFSET, w;
+    size_t i = 0;
+    for (; i + 8 <= bytes; i += 8) {
+        memcpy(&w, b + i, 8);
+        h = (h ^ w) * KOE_FNV_PRIME;
+    }
+    if (i < bytes) {
+        w = 0;
+        memcpy(&w, b + i, bytes - i);
+        h = (h ^ w) * KOE_FNV_PRIME;
     }
     return h;
 }

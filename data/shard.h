@@ -65,7 +65,9 @@ typedef struct {
 /* Open and check a shard: format, version, sample rate, table shapes, offsets inside /audio,
  * sorted and non-overlapping, ids non-empty and unique. Errors name the file. */
 int corpus_shard_open(CorpusShard *s, const char *path, KoeError *err);
-/* FNV-1a 64 over the samples as little-endian int16 bytes: /utt/checksum. */
+/* /utt/checksum: FNV-1a 64 taken over 64-bit words instead of bytes: the samples' little-endian
+ * int16 bytes read as little-endian uint64 words, the last one zero-padded; h = 0xcbf29ce484222325,
+ * then h = (h ^ word) * 0x100000001b3 (mod 2^64) for each word. */
 uint64_t shard_audio_checksum(const int16_t *pcm, int64_t n);
 /* count samples of utterance i starting at sample start (inside the utterance). The whole utterance is
  * read and checked against /utt/checksum; a damaged chunk (fletcher32 or zstd failure) or a mismatch

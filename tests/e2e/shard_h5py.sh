@@ -2,7 +2,7 @@
 # shard_h5py.sh — a shard written by `koe prepare` is plain HDF5 that other tools read: h5py (with
 # HDF5_PLUGIN_PATH at our zstd plugin) returns exactly the int16 samples python3-soundfile reads
 # from the sources, the tables and attributes are as data/README.md says (strings fixed-length, every
-# table with fletcher32, /utt/checksum the FNV-1a 64 of each utterance's little-endian samples,
+# table with fletcher32, /utt/checksum each utterance's word-wise FNV-1a 64 as shard.h defines it,
 # computed here independently), and h5dump decodes /audio. Also: a flipped byte inside a compressed chunk makes h5py fail (fletcher32), not return
 # garbage.
 set -euo pipefail
@@ -56,9 +56,11 @@ for i in range(n):
     got = audio[off[i]:off[i] + length[i]]
     assert got.shape == ref.shape and np.array_equal(got, ref), f"{ids[i]}: samples differ from soundfile"
     assert lang[i] == ids[i].split("/")[0]
+    raw = ref.astype("<i2").tobytes()
+    raw += bytes(-len(raw) % 8)
     h = 0xcbf29ce484222325
-    for byte in ref.astype("<i2").tobytes():
-        h = ((h ^ byte) * 0x100000001b3) & 0xffffffffffffffff
+    for word in np.frombuffer(raw, "<u8").tolist():
+        h = ((h ^ word) * 0x100000001b3) & 0xffffffffffffffff
     assert int(f["utt/checksum"][i]) == h, f"{ids[i]}: /utt/checksum {int(f['utt/checksum'][i]):x}, FNV-1a {h:x}"
 # a crop across a chunk boundary
 i = ids.index("en/long")
