@@ -18,7 +18,8 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/fuzz/lsan.supp:print_suppressions=0}
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 HDF5_USE_FILE_LOCKING=FALSE
-mkdir -p "$B/crashes" "$B/fuzz-logs"
+logs=$B/fuzz-logs; [ "$keep" = 1 ] || logs=$B/fuzz-logs/seeds-only # a campaign and make test may overlap
+mkdir -p "$B/crashes" "$logs"
 scratch=$(mktemp -d /tmp/koe-fuzz-run.XXXXXX)
 trap 'rm -rf "$scratch"' EXIT
 failed=0
@@ -29,7 +30,7 @@ for n in "${names[@]}"; do
   fi
   if [ "$keep" = 1 ]; then corpus=$B/corpus/$n; else corpus=$scratch/$n; fi
   mkdir -p "$corpus"
-  log=$B/fuzz-logs/$n.log
+  log=$logs/$n.log
   # Text inputs may grow to 8 kB; HDF5 files keep the seeds' size (libFuzzer's default max_len).
   maxlen=(); case $n in recipe|hf_config|tsv|scp|ctm|wordlist) maxlen=(-max_len=8192) ;; esac
   t=$scratch/time.$n
