@@ -2,6 +2,8 @@
 #   make            build/koe, build/libkoe.a, build/hdf5-plugins/libh5zstd.so
 #   make deps       install the Debian packages koe needs (a no-op when all are there)
 #   make test       the whole suite (installs what is missing first); SAN=1 under ASan+UBSan
+#   make fuzz       libFuzzer harnesses of every parser of outside data (tests/fuzz/README.md), each
+#                   for FUZZ_SECONDS (default 60) from its seeds; FUZZ=name,name picks harnesses
 #   make demo       synthesise a demo corpus and run the main job on it
 #   make curves     train the tiny recipes on the demo corpus: reference curves in recipes/tiny/curves
 #   make bench      benchmarks against ../shared/anchors (ratios, not timed tests)
@@ -13,6 +15,7 @@
 # (default -march=native), WERROR=0 (warnings not errors), MPI_PC= / HDF5_PC= (pkg-config names of
 # another MPI's C library and its parallel HDF5, default Debian's ompi-c and hdf5-openmpi).
 SHELL := /bin/bash
+comma := ,
 PREFIX ?= /usr/local
 DESTDIR ?=
 SAN ?= 0
@@ -30,10 +33,18 @@ DEB_RUNTIME := pkg-config openmpi-bin libopenmpi-dev libopenblas-openmp-dev libh
   libdnnl-dev libjansson-dev help2man gnuplot-nox
 DEB_TEST := libcmocka-dev python3-torch python3-torchaudio python3-h5py python3-soundfile \
   python3-sklearn python3-numpy hdf5-tools espeak-ng munge slurm-wlm slurm-client lmod bash-completion man-db \
-  python3-protobuf protobuf-compiler python3-crcmod iproute2
+  python3-protobuf protobuf-compiler python3-crcmod iproute2 clang libclang-rt-14-dev libomp-dev
 DEB_ALL := $(DEB_RUNTIME) $(DEB_TEST)
 
-ifeq ($(SAN),1)
+ifeq ($(FUZZ_BUILD),1)
+# The libFuzzer harnesses' build (tests/fuzz): Debian's clang, ASan+UBSan, coverage for libFuzzer.
+BUILD ?= build-fuzz
+CC := clang
+WERROR := 0
+OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined \
+  -Wno-pass-failed -Wno-unknown-attributes
+LDSAN := -fsanitize=address,undefined
+else ifeq ($(SAN),1)
 BUILD ?= build-san
 OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 LDSAN := -fsanitize=address,undefined
@@ -71,7 +82,7 @@ BENCH_SRC := $(wildcard tests/bench/bench_*.c)
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 PLUGIN := $(BUILD)/hdf5-plugins/libh5zstd.so
 
-.PHONY: all deps check-deps test demo curves bench readme-analysis install dist clean help FORCE
+.PHONY: all deps check-deps test demo curves bench readme-analysis install dist clean help fuzz fuzz-build fuzz-bins FORCE
 all: $(BUILD)/koe $(BUILD)/libkoe.a $(PLUGIN) $(TEST_BIN) $(BENCH_BIN)
 
 help:
@@ -144,12 +155,32 @@ $(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libkoe.a
 	@$(if $(Q),echo "  LD    $@")
 	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) $< $(BUILD)/libkoe.a $(LDLIBS) -o $@
 
--include $(shell find $(BUILD)/obj $(BUILD)/tests $(BUILD)/bench -name '*.d' 2>/dev/null)
+# libFuzzer harnesses: tests/fuzz/NAME.c linked with every object but main's (recipes/ holds the
+# recipe parser). Built only in the FUZZ_BUILD=1 tree (make fuzz-build), never by `all`.
+FUZZ_SRC := $(wildcard tests/fuzz/*.c)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+$(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz_util.h $(BUILD)/libkoe.a $(filter-out %/main.o,$(CMD_OBJ))
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  FUZZ  $@")
+	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) -fsanitize=fuzzer $< $(filter-out %/main.o,$(CMD_OBJ)) $(BUILD)/libkoe.a \
+	  $(LDLIBS) -o $@
+
+-include $(shell find $(BUILD)/obj $(BUILD)/tests $(BUILD)/bench $(BUILD)/fuzz -name '*.d' 2>/dev/null)
 
 # ---- test, demo, bench --------------------------------------------------------------------------
 test: deps
 	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory fuzz-build
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) SAN=$(SAN) ANCHORS=$(ANCHORS) bash tests/run.sh $(TESTS)
+
+fuzz-build: deps
+	@$(MAKE) --no-print-directory FUZZ_BUILD=1 fuzz-bins
+fuzz-bins: $(FUZZ_BIN) $(PLUGIN)
+
+# Each harness for FUZZ_SECONDS on its seeds (tests/fuzz/run.sh); new crashes land in build-fuzz/crashes.
+FUZZ_SECONDS ?= 60
+fuzz: fuzz-build
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) bash tests/fuzz/run.sh $(subst $(comma), ,$(FUZZ))
 
 demo: deps
 	@$(MAKE) --no-print-directory all
@@ -207,4 +238,4 @@ dist:
 	@echo "make dist: $(BUILD)/$(DIST).tar.gz, $(BUILD)/spack/koe/package.py, $(BUILD)/$(DIST)-gompi.eb"
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz

@@ -95,6 +95,11 @@ static void attention_dropout_row(float *pd, const float *p, int64_t Tk, uint64_
  * split in two parts, so n ln2 is exact), exp(r) by its Taylor series to r^7 (truncation < 1e-8
  * relative), times 2^n built in the exponent bits. The input is clamped to [-87, 0] (exp(-87) <
  * 1.7e-38 is nothing next to the row's maximum 1), which keeps 2^n a normal float. */
+typedef union {
+    float f;
+    int32_t i;
+} FloatBits; /* at file scope: clang 14 refuses an unnamed union inside a `declare simd` function */
+
 #pragma omp declare simd notinbranch
 static inline float attention_exp(float x) {
     x = x < -87.0f ? -87.0f : x;
@@ -112,10 +117,7 @@ static inline float attention_exp(float x) {
     e = e * r + 0.5f;
     e = e * r + 1.0f;
     e = e * r + 1.0f;
-    union {
-        float f;
-        int32_t i;
-    } scale = {.i = ((int32_t)n + 127) << 23};
+    FloatBits scale = {.i = ((int32_t)n + 127) << 23};
     return e * scale.f;
 }
 

@@ -195,6 +195,12 @@ char *koe_strdup(const char *s) {
     return memcpy(koe_malloc(n), s, n);
 }
 
+uint64_t koe_fnv1a(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * KOE_FNV_PRIME;
+    return h;
+}
+
 double koe_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -56,6 +56,12 @@ void *koe_calloc(size_t n, size_t size);
 void *koe_realloc(void *p, size_t n);
 char *koe_strdup(const char *s);
 
+/* FNV-1a 64 over n bytes, continuing from h (start from KOE_FNV_OFFSET): koe's checksums of file
+ * contents (label files' shard fingerprints, shard audio, recipes). */
+#define KOE_FNV_OFFSET 0xcbf29ce484222325ULL
+#define KOE_FNV_PRIME 0x100000001b3ULL
+uint64_t koe_fnv1a(uint64_t h, const void *p, size_t n);
+
 double koe_now(void); /* monotonic seconds */
 
 /* One arena carved into named views (llm.c style). A carve function lists every view once and runs

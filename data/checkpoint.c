@@ -129,7 +129,7 @@ CheckpointWriter *checkpoint_writer_open_io(const char *path, const ParamTable *
     w->t = t;
     w->model = w->optim[0] = w->optim[1] = -1;
     h5_lock();
-    w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, io ? io->fapl : H5P_DEFAULT);
+    w->file = io ? H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, io->fapl) : h5_create(w->tmp);
     if (w->file < 0) {
         koe_error_set(err, "%s: cannot create: %s (does the directory exist and is it writable?)", w->tmp,
                       h5_last_error());
@@ -301,7 +301,7 @@ static hid_t open_checked(const char *path, KoeError *err) {
 static int read_config_locked(hid_t f, const char *path, char **config_text, KoeError *err) {
     char **s = NULL;
     int64_t n = 0;
-    if (h5_read_strings(f, path, "config", 1, &s, &n, err) < 0) return -1;
+    if (h5_read_strings(f, path, "config", 1, 1, &s, &n, err) < 0) return -1;
     int rc = -1;
     if (n != 1) koe_error_set(err, "%s: /config has %lld entries, expected 1", path, (long long)n);
     else {

@@ -109,7 +109,7 @@ static int stats_compute(const CorpusShard *shards, int n_shards, CorpusStats *s
 
 static int index_write_file(const char *tmp, char *const *names, const int64_t *shard_utts, int n_shards,
                             const CorpusStats *st, const char *settings) {
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t f = h5_create(tmp);
     if (f < 0) return -1;
     int rc = h5_write_strings(f, "shards", names, n_shards) | h5_write_array(f, "shard_utts", H5T_STD_I64LE, H5T_NATIVE_INT64, shard_utts, n_shards) |
              h5_write_strings(f, "langs", st->langs, st->n_langs) |
@@ -208,11 +208,11 @@ static int index_read_locked(hid_t f, const char *path, CorpusIndex *ix, KoeErro
     ix->settings = koe_malloc(CORPUS_SETTINGS_MAX);
     if (h5_attr_read_str(f, path, "settings", ix->settings, CORPUS_SETTINGS_MAX, err) < 0) return -1;
     /* every shard and every language holds at least one utterance */
-    if (h5_read_strings(f, path, "shards", ix->n_utts, &ix->shards, &ix->n_shards, err) < 0) return -1;
+    if (h5_read_strings(f, path, "shards", ix->n_utts, 0, &ix->shards, &ix->n_shards, err) < 0) return -1;
     if (ix->n_shards == 0) return koe_error_set(err, "%s: lists no shards", path);
     if (h5_read_array(f, path, "shard_utts", H5T_NATIVE_INT64, sizeof(int64_t), ix->n_shards, (void **)&ix->shard_utts, NULL, err) < 0)
         return -1;
-    if (h5_read_strings(f, path, "langs", ix->n_utts, &ix->langs, &ix->n_langs, err) < 0) return -1;
+    if (h5_read_strings(f, path, "langs", ix->n_utts, 0, &ix->langs, &ix->n_langs, err) < 0) return -1;
     if (h5_read_array(f, path, "lang_utts", H5T_NATIVE_INT64, sizeof(int64_t), ix->n_langs, (void **)&ix->lang_utts, NULL, err) < 0 ||
         h5_read_array(f, path, "lang_hours", H5T_NATIVE_DOUBLE, sizeof(double), ix->n_langs, (void **)&ix->lang_hours, NULL, err) < 0)
         return -1;
@@ -224,14 +224,13 @@ static int index_read_locked(hid_t f, const char *path, CorpusIndex *ix, KoeErro
 static int index_read(const char *path, CorpusIndex *ix, KoeError *err) {
     memset(ix, 0, sizeof *ix);
     h5_lock();
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     int rc;
+    hid_t f = access(path, R_OK) == 0 ? h5_open_checksummed(path, "koe prepare", err) : -1;
     if (f < 0) {
         if (access(path, R_OK) != 0)
-            rc = koe_error_set(err, "%s: cannot open: %s (is this a corpus directory made by koe prepare?)", path,
-                               strerror(errno));
-        else
-            rc = koe_error_set(err, "%s: not a readable HDF5 file (truncated or corrupt?): %s", path, h5_last_error());
+            koe_error_set(err, "%s: cannot open: %s (is this a corpus directory made by koe prepare?)", path,
+                          strerror(errno));
+        rc = -1;
     } else {
         rc = index_read_locked(f, path, ix, err);
         H5Fclose(f);

@@ -1,8 +1,8 @@
 /* corpus.h — a corpus directory (data/README.md, Corpus): DIR/corpus.h5 (the index) and
- * DIR/shard-NNNNN.h5. corpus.h5 holds
- *   /shards strings [S] (file names)  /shard_utts int64 [S]
+ * DIR/shard-NNNNN.h5. corpus.h5 (HDF5's checksummed format, every table with fletcher32: h5util.h) holds
+ *   /shards fixed-length strings [S] (file names)  /shard_utts int64 [S]
  *   /langs strings [Lg]  /lang_utts int64 [Lg]  /lang_hours float64 [Lg]
- *   attrs: format="koe-corpus", format_version=1, sample_rate, n_utts, hours, settings (text)
+ *   attrs: format="koe-corpus", format_version=2, sample_rate, n_utts, hours, settings (text)
  * corpus_open reads the index and every shard's utterance table, and flattens them into one
  * global utterance numbering: shard order, then order inside the shard. No MPI here.
  * Every function here takes h5_lock() itself; never call one while holding it. */
@@ -13,7 +13,7 @@
 #include "shard.h"
 
 #define CORPUS_FORMAT "koe-corpus"
-#define CORPUS_FORMAT_VERSION 1
+#define CORPUS_FORMAT_VERSION 2 /* 1: strings in the HDF5 global heap (refused: re-run koe prepare) */
 
 typedef struct {
     char *dir;

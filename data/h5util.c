@@ -1,7 +1,9 @@
 /* h5util.c — see h5util.h. */
 #include "h5util.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,6 +31,72 @@ const char *h5_last_error(void) {
     buf[0] = 0;
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, walk_first, buf);
     return buf;
+}
+
+hid_t h5_fapl_checksummed(void) {
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl >= 0 && H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110) < 0) {
+        H5Pclose(fapl);
+        return -1;
+    }
+    return fapl;
+}
+
+hid_t h5_create(const char *path) {
+    hid_t fapl = h5_fapl_checksummed();
+    if (fapl < 0) return -1;
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
+    return f;
+}
+
+/* The superblock version of an HDF5 file, read from its bytes (the signature at 0, 512, 1024, ...,
+ * the version byte after it), or -1 when there is no signature. */
+static int superblock_version(FILE *f) {
+    static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+    unsigned char b[9];
+    for (long off = 0; off <= (1L << 20); off = off ? 2 * off : 512) {
+        if (fseek(f, off, SEEK_SET) != 0 || fread(b, 1, 9, f) != 9) return -1;
+        if (memcmp(b, sig, 8) == 0) return b[8];
+    }
+    return -1;
+}
+
+hid_t h5_open_checksummed(const char *path, const char *rerun, KoeError *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        koe_error_set(err, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    int v = superblock_version(f);
+    fclose(f);
+    if (v < 0) {
+        koe_error_set(err, "%s: not an HDF5 file (truncated or corrupt?)", path);
+        return -1;
+    }
+    if (v < 3) {
+        koe_error_set(err, "%s: written by an older koe, without checksums on the file's structure (HDF5 "
+                           "superblock version %d); re-run %s", path, v, rerun);
+        return -1;
+    }
+    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (file < 0)
+        koe_error_set(err, "%s: not a readable HDF5 file (truncated or corrupt?): %s; re-run %s", path,
+                      h5_last_error(), rerun);
+    return file;
+}
+
+int h5_has_fletcher32(hid_t dset) {
+    hid_t dcpl = H5Dget_create_plist(dset);
+    if (dcpl < 0) return 0;
+    int n = H5Pget_nfilters(dcpl), found = 0;
+    for (int i = 0; i < n && !found; i++) {
+        unsigned flags = 0, cd[8];
+        size_t ncd = 8;
+        found = H5Pget_filter2(dcpl, (unsigned)i, &flags, &ncd, cd, 0, NULL, NULL) == H5Z_FILTER_FLETCHER32;
+    }
+    H5Pclose(dcpl);
+    return found;
 }
 
 static int attr_write(hid_t obj, const char *name, hid_t type, hid_t space, const void *v) {
@@ -159,17 +227,35 @@ int h5_check_format(hid_t file, const char *path, const char *format, int64_t ma
     return 0;
 }
 
+/* 1 when loc's file is open through MPI-IO (distributed/h5par.h). */
+static int file_is_mpio(hid_t loc) {
+    hid_t f = H5Iget_file_id(loc), fapl = f >= 0 ? H5Fget_access_plist(f) : -1;
+    int mpio = fapl >= 0 && H5Pget_driver(fapl) == H5FD_MPIO;
+    if (fapl >= 0) H5Pclose(fapl);
+    if (f >= 0) H5Fclose(f);
+    return mpio;
+}
+
+/* A 1-d dataset of n elements of type t, chunked (H5_ARRAY_CHUNK elements, or n when smaller) with
+ * fletcher32, so that HDF5 verifies every chunk it reads. In a file open through MPI-IO (a training
+ * checkpoint's /state, written independently by rank 0) contiguous: parallel HDF5 writes filtered
+ * datasets only collectively. */
+static hid_t create_checked_1d(hid_t loc, const char *name, hid_t t, int64_t n) {
+    hsize_t dims[1] = {(hsize_t)n}, chunk[1] = {(hsize_t)(n < H5_ARRAY_CHUNK ? (n > 0 ? n : 1) : H5_ARRAY_CHUNK)};
+    hid_t sp = H5Screate_simple(1, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE), d = -1;
+    if (sp >= 0 && dcpl >= 0 &&
+        (file_is_mpio(loc) || (H5Pset_chunk(dcpl, 1, chunk) >= 0 && H5Pset_fletcher32(dcpl) >= 0)))
+        d = H5Dcreate2(loc, name, t, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    if (dcpl >= 0) H5Pclose(dcpl);
+    if (sp >= 0) H5Sclose(sp);
+    return d;
+}
+
 int h5_write_array(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, const void *v, int64_t n) {
-    hsize_t dims[1] = {(hsize_t)n};
-    hid_t sp = H5Screate_simple(1, dims, NULL);
-    if (sp < 0) return -1;
-    hid_t d = H5Dcreate2(loc, name, file_type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    int rc = -1;
-    if (d >= 0) {
-        rc = (n == 0 || H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0) ? 0 : -1;
-        H5Dclose(d);
-    }
-    H5Sclose(sp);
+    hid_t d = create_checked_1d(loc, name, file_type, n);
+    if (d < 0) return -1;
+    int rc = (n == 0 || H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0) ? 0 : -1;
+    H5Dclose(d);
     return rc;
 }
 
@@ -231,24 +317,68 @@ int h5_read_array(hid_t loc, const char *path, const char *name, hid_t mem_type,
 }
 
 int h5_write_strings(hid_t loc, const char *name, char *const *s, int64_t n) {
+    size_t width = 1;
+    for (int64_t i = 0; i < n; i++)
+        if (strlen(s[i]) + 1 > width) width = strlen(s[i]) + 1;
+    char *buf = koe_calloc((size_t)(n ? n : 1), width);
+    for (int64_t i = 0; i < n; i++) memcpy(buf + (size_t)i * width, s[i], strlen(s[i]));
     hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, H5T_VARIABLE);
-    H5Tset_cset(t, H5T_CSET_UTF8);
-    hsize_t dims[1] = {(hsize_t)n};
-    hid_t sp = H5Screate_simple(1, dims, NULL);
-    hid_t d = H5Dcreate2(loc, name, t, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     int rc = -1;
-    if (d >= 0) {
-        rc = (n == 0 || H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, s) >= 0) ? 0 : -1;
-        H5Dclose(d);
+    if (t >= 0 && H5Tset_size(t, width) >= 0 && H5Tset_strpad(t, H5T_STR_NULLPAD) >= 0 &&
+        H5Tset_cset(t, H5T_CSET_UTF8) >= 0) {
+        hid_t d = create_checked_1d(loc, name, t, n);
+        if (d >= 0) {
+            rc = (n == 0 || H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0) ? 0 : -1;
+            H5Dclose(d);
+        }
     }
-    H5Sclose(sp);
-    H5Tclose(t);
+    if (t >= 0) H5Tclose(t);
+    free(buf);
     return rc;
 }
 
-int h5_read_strings(hid_t loc, const char *path, const char *name, int64_t max_n, char ***out, int64_t *nout,
-                    KoeError *err) {
+static char *strndup_checked(const char *s, size_t n) {
+    char *r = strndup(s, n);
+    if (!r) koe_fatal(KOE_EXIT_INTERNAL, "out of memory allocating %zu bytes", n + 1);
+    return r;
+}
+
+/* Fixed-length strings: n of width bytes each (NUL- or space-padded), read into one buffer. */
+static int read_fixed_strings(hid_t d, hid_t ft, hsize_t n, char **s) {
+    size_t width = H5Tget_size(ft);
+    hid_t mt = H5Tcopy(H5T_C_S1);
+    char *buf = koe_calloc(n ? n : 1, width);
+    int rc = -1;
+    if (mt >= 0 && H5Tset_size(mt, width) >= 0 && H5Tset_strpad(mt, H5T_STR_NULLPAD) >= 0 &&
+        H5Tset_cset(mt, H5Tget_cset(ft)) >= 0 && (n == 0 || H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0)) {
+        for (hsize_t i = 0; i < n; i++) s[i] = strndup_checked(buf + i * width, width);
+        rc = 0;
+    }
+    if (mt >= 0) H5Tclose(mt);
+    free(buf);
+    return rc;
+}
+
+/* Variable-length strings (files of an older koe, kept in HDF5's global heap), copied into our heap. */
+static int read_vlen_strings(hid_t d, hid_t ft, hsize_t n, char **s) {
+    hid_t mt = H5Tcopy(H5T_C_S1);
+    H5Tset_size(mt, H5T_VARIABLE);
+    H5Tset_cset(mt, H5Tget_cset(ft)); /* HDF5 does not convert between ASCII and UTF-8 */
+    int rc = -1;
+    if (n == 0 || H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, s) >= 0) {
+        for (hsize_t i = 0; i < n; i++) {
+            char *h = s[i];
+            s[i] = koe_strdup(h ? h : "");
+            if (h) H5free_memory(h);
+        }
+        rc = 0;
+    }
+    H5Tclose(mt);
+    return rc;
+}
+
+int h5_read_strings(hid_t loc, const char *path, const char *name, int64_t max_n, int vlen_ok, char ***out,
+                    int64_t *nout, KoeError *err) {
     if (H5Lexists(loc, name, H5P_DEFAULT) <= 0)
         return koe_error_set(err, "%s: dataset '%s' is missing", path, name);
     hid_t d = H5Dopen2(loc, name, H5P_DEFAULT);
@@ -257,23 +387,18 @@ int h5_read_strings(hid_t loc, const char *path, const char *name, int64_t max_n
     hid_t ft = H5Dget_type(d);
     int rc = -1;
     hsize_t n = 0;
-    if (H5Sget_simple_extent_ndims(sp) != 1 || H5Tget_class(ft) != H5T_STRING || H5Tis_variable_str(ft) <= 0) {
-        koe_error_set(err, "%s: '%s' is not a 1-d variable-length string dataset", path, name);
+    const int vlen = H5Tis_variable_str(ft) > 0;
+    if (H5Sget_simple_extent_ndims(sp) != 1 || H5Tget_class(ft) != H5T_STRING || (vlen && !vlen_ok)) {
+        koe_error_set(err, "%s: '%s' is not a 1-d %sstring dataset", path, name, vlen_ok ? "" : "fixed-length ");
     } else if (H5Sget_simple_extent_dims(sp, &n, NULL) < 0 || n > (hsize_t)max_n) {
         koe_error_set(err, "%s: '%s' has %llu entries, at most %lld expected (damaged file?)", path, name,
                       (unsigned long long)n, (long long)max_n);
+    } else if (!vlen && (H5Tget_size(ft) > H5_STRING_MAX || (hsize_t)H5Tget_size(ft) * n > H5_STRINGS_MAX_BYTES)) {
+        koe_error_set(err, "%s: '%s' claims %llu strings of %zu bytes (damaged file?)", path, name,
+                      (unsigned long long)n, H5Tget_size(ft));
     } else {
         char **s = koe_calloc(n ? n : 1, sizeof *s);
-        hid_t mt = H5Tcopy(H5T_C_S1);
-        H5Tset_size(mt, H5T_VARIABLE);
-        H5Tset_cset(mt, H5Tget_cset(ft)); /* HDF5 does not convert between ASCII and UTF-8 */
-        if (n == 0 || H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, s) >= 0) {
-            /* copy into our own heap so callers free with free() */
-            for (hsize_t i = 0; i < n; i++) {
-                char *h = s[i];
-                s[i] = koe_strdup(h ? h : "");
-                if (h) H5free_memory(h);
-            }
+        if ((vlen ? read_vlen_strings(d, ft, n, s) : read_fixed_strings(d, ft, n, s)) == 0) {
             *out = s;
             *nout = (int64_t)n;
             rc = 0;
@@ -281,7 +406,6 @@ int h5_read_strings(hid_t loc, const char *path, const char *name, int64_t max_n
             free(s);
             koe_error_set(err, "%s: cannot read '%s': %s", path, name, h5_last_error());
         }
-        H5Tclose(mt);
     }
     H5Tclose(ft);
     H5Sclose(sp);

@@ -14,6 +14,20 @@
  * register koe's zstd filter (id 32015). */
 void h5_init(void);
 
+/* File access for every file koe creates: HDF5's 1.10 format, in which the superblock, object headers
+ * (attributes included) and chunk indexes carry checksums that HDF5 verifies when it reads them, so
+ * that a flipped bit in a file's structure is an error, not something libhdf5 parses (damaged
+ * structure can crash it). Files are readable by HDF5 >= 1.10 (h5py, h5dump). */
+hid_t h5_fapl_checksummed(void);
+/* H5Fcreate(path, H5F_ACC_TRUNC) with that access list. */
+hid_t h5_create(const char *path);
+/* Open a koe file read-only after checking, from its bytes, that it was written so (superblock
+ * version >= 3): an older file is refused, saying to re-run `rerun` (e.g. "koe prepare"). The
+ * readers of the files koe can remake (corpus shards and index, label sets) open through this. */
+hid_t h5_open_checksummed(const char *path, const char *rerun, KoeError *err);
+/* 1 when dset's filter pipeline has fletcher32 (HDF5 then verifies each chunk it reads). */
+int h5_has_fletcher32(hid_t dset);
+
 void h5_lock(void);
 void h5_unlock(void);
 
@@ -43,7 +57,10 @@ int h5_attr_read_f64(hid_t obj, const char *path, const char *name, double *valu
  * newer version, naming the file and what was expected. */
 int h5_check_format(hid_t file, const char *path, const char *format, int64_t max_version, KoeError *err);
 
-/* Plain 1-d datasets: write n elements of mem_type stored as file_type; read a 1-d numeric
+/* Chunks of the datasets h5_write_array and h5_write_strings write (64k elements: a label set's reads
+ * of one utterance touch one or two chunks), each with a fletcher32 checksum. */
+#define H5_ARRAY_CHUNK 65536
+/* Plain 1-d datasets: write n elements of mem_type stored as file_type (chunked, fletcher32); read a 1-d numeric
  * dataset converted to mem_type (elem_size bytes each) into a malloc'ed array. n_expected >= 0
  * refuses another length; *n_out (may be NULL) gets the length read. */
 int h5_write_array(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, const void *v, int64_t n);
@@ -55,10 +72,15 @@ int h5_write_rows(hid_t dset, hid_t memtype, int64_t row0, int64_t nrows, const 
 int h5_read_array(hid_t loc, const char *path, const char *name, hid_t mem_type, size_t elem_size,
                   int64_t n_expected, void **out, int64_t *n_out, KoeError *err);
 
-/* Variable-length string datasets (utterance ids, languages, ...): write n strings as a 1-d
- * dataset; read returns n malloc'ed strings (free with h5_strings_free), and refuses a dataset of
- * more than max_n before allocating anything (a damaged dataspace can claim 2^36 entries). */
+/* String datasets (utterance ids, languages, ...): write n strings as a 1-d dataset of fixed-length
+ * UTF-8 strings (as wide as the longest, NUL-padded; chunked, fletcher32), kept in the dataset itself:
+ * variable-length strings live in HDF5's global heap, which has no checksum, and a flipped bit there
+ * crashes libhdf5. Read returns n malloc'ed strings (free with h5_strings_free), refusing a dataset of
+ * more than max_n strings or of strings wider than H5_STRING_MAX before allocating anything (a damaged
+ * dataspace can claim 2^36 entries); variable-length strings (files of an older koe) only when vlen_ok. */
+#define H5_STRING_MAX (1 << 20)
+#define H5_STRINGS_MAX_BYTES ((hsize_t)1 << 28)
 int h5_write_strings(hid_t loc, const char *name, char *const *s, int64_t n);
-int h5_read_strings(hid_t loc, const char *path, const char *name, int64_t max_n, char ***s, int64_t *n,
-                    KoeError *err);
+int h5_read_strings(hid_t loc, const char *path, const char *name, int64_t max_n, int vlen_ok, char ***s,
+                    int64_t *n, KoeError *err);
 void h5_strings_free(char **s, int64_t n);

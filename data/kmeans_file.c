@@ -15,7 +15,7 @@ int kmeans_file_write(const char *path, const KmeansFile *km, KoeError *err) {
     snprintf(tmp, tn, "%s.tmp", path);
     int rc = 0;
     h5_lock();
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t f = h5_create(tmp);
     if (f >= 0) koe_output_begin(tmp);
     if (f < 0) {
         rc = koe_error_set(err, "%s: cannot create: %s (does the directory exist?)", tmp, h5_last_error());

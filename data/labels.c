@@ -14,22 +14,13 @@
 
 #include "h5util.h"
 
-#define FNV_OFFSET 0xcbf29ce484222325ULL
-#define FNV_PRIME 0x100000001b3ULL
-
-static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * FNV_PRIME;
-    return h;
-}
-
 uint64_t labels_shard_fingerprint(const CorpusShard *s) {
-    uint64_t h = FNV_OFFSET;
+    uint64_t h = KOE_FNV_OFFSET;
     for (int64_t i = 0; i < s->n; i++) {
-        h = fnv1a(h, s->id[i], strlen(s->id[i]) + 1);
+        h = koe_fnv1a(h, s->id[i], strlen(s->id[i]) + 1);
         unsigned char le[8];
         for (int b = 0; b < 8; b++) le[b] = (unsigned char)((uint64_t)s->length[i] >> (8 * b));
-        h = fnv1a(h, le, 8);
+        h = koe_fnv1a(h, le, 8);
     }
     return h;
 }
@@ -37,7 +28,7 @@ uint64_t labels_shard_fingerprint(const CorpusShard *s) {
 int koe_file_checksum(const char *path, char out[17], KoeError *err) {
     int fd = open(path, O_RDONLY);
     if (fd < 0) return koe_error_set(err, "%s: cannot open: %s", path, strerror(errno));
-    uint64_t h = FNV_OFFSET;
+    uint64_t h = KOE_FNV_OFFSET;
     static const size_t bufsz = 1 << 20;
     unsigned char *buf = koe_malloc(bufsz);
     int rc = 0;
@@ -49,7 +40,7 @@ int koe_file_checksum(const char *path, char out[17], KoeError *err) {
             break;
         }
         if (got == 0) break;
-        h = fnv1a(h, buf, (size_t)got);
+        h = koe_fnv1a(h, buf, (size_t)got);
     }
     free(buf);
     close(fd);
@@ -117,7 +108,7 @@ int labels_write_shard(const char *corpus_dir, const char *name, const CorpusSha
 
     int rc = 0;
     h5_lock();
-    hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t file = h5_create(tmp);
     if (file >= 0) koe_output_begin(tmp);
     if (file < 0) {
         rc = koe_error_set(err, "%s: cannot create: %s (is the directory there and writable?)", tmp, h5_last_error());
@@ -185,14 +176,16 @@ static int labels_check_file(hid_t file, const char *path, const CorpusShard *s,
     if (d >= 0) {
         hid_t sp = H5Dget_space(d), ft = H5Dget_type(d);
         ok = H5Sget_simple_extent_ndims(sp) == 1 && H5Sget_simple_extent_dims(sp, &len, NULL) >= 0 &&
-             H5Tget_class(ft) == H5T_INTEGER && H5Tget_size(ft) == 2 && H5Tget_sign(ft) == H5T_SGN_NONE;
+             H5Tget_class(ft) == H5T_INTEGER && H5Tget_size(ft) == 2 && H5Tget_sign(ft) == H5T_SGN_NONE &&
+             h5_has_fletcher32(d);
         H5Tclose(ft);
         H5Sclose(sp);
         H5Dclose(d);
     }
     if (!ok) {
         free(offset);
-        return koe_error_set(err, "%s: /labels is missing or not a 1-d uint16 dataset; re-run `koe label`", path);
+        return koe_error_set(err, "%s: /labels is missing or not a 1-d uint16 dataset with checksums; re-run `koe label`",
+                             path);
     }
     if (offset[0] != 0 || offset[s->n] != (int64_t)len) {
         koe_error_set(err, "%s: /offset runs from %lld to %lld but /labels has %llu frames; re-run `koe label`", path,
@@ -224,12 +217,12 @@ static int labelset_open_shard(LabelSet *ls, const Corpus *c, const char *name, 
         return -1;
     }
     h5_lock();
-    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t file = h5_open_checksummed(path, "`koe label`", err);
     LabelSetInfo info;
     memset(&info, 0, sizeof info);
     int64_t *offset = NULL, n_labels = 0;
     if (file < 0) {
-        koe_error_set(err, "%s: cannot open as HDF5: %s", path, h5_last_error());
+        /* err says why */
     } else if (labels_check_file(file, path, s, &info, &offset, &n_labels, err) == 0) {
         if (si == 0) {
             ls->info = info;
@@ -325,7 +318,12 @@ int64_t labelset_read(LabelSet *ls, int64_t utt, int32_t *out, int64_t cap, KoeE
     hid_t ms = H5Screate_simple(1, count, NULL);
     int ok = fs >= 0 && ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0 &&
              H5Dread((hid_t)ls->hid_labels[si], H5T_NATIVE_UINT16, ms, fs, H5P_DEFAULT, tmp) >= 0;
-    if (!ok) koe_error_set(err, "%s: cannot read the labels of utterance %lld: %s", ls->dir, (long long)utt, h5_last_error());
+    if (!ok) {
+        char file[4096] = "";
+        H5Fget_name((hid_t)ls->hid_file[si], file, sizeof file);
+        koe_error_set(err, "%s: cannot read the labels of utterance %lld: %s (the file is damaged: checksum failed; "
+                           "re-run `koe label`)", file, (long long)utt, h5_last_error());
+    }
     if (ms >= 0) H5Sclose(ms);
     if (fs >= 0) H5Sclose(fs);
     h5_unlock();

@@ -22,6 +22,29 @@
 
 /* ---- small helpers --------------------------------------------------------------------------- */
 
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "shard_audio_checksum reads the samples' bytes as little-endian words"
+#endif
+/* A word at a time (one multiply per 8 bytes, ~30x the speed of byte-wise FNV-1a, next to zstd's
+ * decoding it is nothing); any one changed word always changes the result (xor, then a multiply by
+ * an odd number, are both one-to-one). */
+uint64_t shard_audio_checksum(const int16_t *pcm, int64_t n) {
+    const unsigned char *b = (const unsigned char *)pcm;
+    const size_t bytes = (size_t)n * sizeof *pcm;
+    uint64_t h = KOE_FNV_OFFSET, w;
+    size_t i = 0;
+    for (; i + 8 <= bytes; i += 8) {
+        memcpy(&w, b + i, 8);
+        h = (h ^ w) * KOE_FNV_PRIME;
+    }
+    if (i < bytes) {
+        w = 0;
+        memcpy(&w, b + i, bytes - i);
+        h = (h ^ w) * KOE_FNV_PRIME;
+    }
+    return h;
+}
+
 /* ---- writer ---------------------------------------------------------------------------------- */
 
 struct ShardWriter {
@@ -33,6 +56,7 @@ struct ShardWriter {
     int64_t written;      /* samples already in /audio */
     int64_t n, cap;       /* utterances */
     int64_t *offset, *length;
+    uint64_t *checksum;   /* (n) shard_audio_checksum of each utterance */
     char **id, **lang, **speaker, **source;
     int n_phones;
     char **phones;
@@ -54,6 +78,7 @@ static void writer_free(ShardWriter *w) {
     free(w->source);
     free(w->offset);
     free(w->length);
+    free(w->checksum);
     for (int i = 0; i < w->n_phones; i++) free(w->phones[i]);
     free(w->phones);
     free(w->frames);
@@ -115,7 +140,7 @@ ShardWriter *shard_writer_create_opts(const char *path, char *const *phones, int
     }
     w->audio = -1;
     h5_lock();
-    w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    w->file = h5_create(w->tmp);
     if (w->file < 0) {
         koe_error_set(err, "%s: cannot create: %s (is the directory there and writable?)", w->tmp, h5_last_error());
     } else if ((w->audio = audio_create(w->file, zstd_level, chunk_samples)) < 0) {
@@ -202,6 +227,7 @@ int shard_writer_add(ShardWriter *w, const char *id, const char *lang, const cha
         size_t c = (size_t)w->cap;
         w->offset = koe_realloc(w->offset, c * sizeof *w->offset);
         w->length = koe_realloc(w->length, c * sizeof *w->length);
+        w->checksum = koe_realloc(w->checksum, c * sizeof *w->checksum);
         w->id = koe_realloc(w->id, c * sizeof *w->id);
         w->lang = koe_realloc(w->lang, c * sizeof *w->lang);
         w->speaker = koe_realloc(w->speaker, c * sizeof *w->speaker);
@@ -210,6 +236,7 @@ int shard_writer_add(ShardWriter *w, const char *id, const char *lang, const cha
     }
     w->offset[w->n] = offset;
     w->length[w->n] = n;
+    w->checksum[w->n] = shard_audio_checksum(pcm, n);
     w->id[w->n] = koe_strdup(id);
     w->lang[w->n] = koe_strdup(lang && lang[0] ? lang : "und");
     w->speaker[w->n] = koe_strdup(speaker ? speaker : "");
@@ -237,6 +264,7 @@ static int writer_write_tables(ShardWriter *w) {
     if (g < 0) return -1;
     int rc = h5_write_array(g, "offset", H5T_STD_I64LE, H5T_NATIVE_INT64, w->offset, w->n) |
              h5_write_array(g, "length", H5T_STD_I64LE, H5T_NATIVE_INT64, w->length, w->n) |
+             h5_write_array(g, "checksum", H5T_STD_U64LE, H5T_NATIVE_UINT64, w->checksum, w->n) |
              h5_write_strings(g, "id", w->id, w->n) | h5_write_strings(g, "lang", w->lang, w->n) |
              h5_write_strings(g, "speaker", w->speaker, w->n) | h5_write_strings(g, "source", w->source, w->n);
     H5Gclose(g);
@@ -297,7 +325,7 @@ void shard_writer_abort(ShardWriter *w) {
 
 static int read_strings_n(hid_t loc, const char *path, const char *name, int64_t n, char ***out, KoeError *err) {
     int64_t got;
-    if (h5_read_strings(loc, path, name, n, out, &got, err) < 0) return -1;
+    if (h5_read_strings(loc, path, name, n, 0, out, &got, err) < 0) return -1;
     if (got != n) {
         h5_strings_free(*out, got);
         *out = NULL;
@@ -329,8 +357,9 @@ static int check_audio(CorpusShard *s, KoeError *err) {
     int rc = -1;
     hsize_t len = 0;
     /* exactly little-endian int16: a moved bit offset or precision is still a 2-byte signed integer */
-    if (H5Sget_simple_extent_ndims(sp) != 1 || H5Tequal(ft, H5T_STD_I16LE) <= 0) {
-        koe_error_set(err, "%s: /audio is not a 1-d little-endian int16 dataset (damaged file?)", s->path);
+    if (H5Sget_simple_extent_ndims(sp) != 1 || H5Tequal(ft, H5T_STD_I16LE) <= 0 || !h5_has_fletcher32(a)) {
+        koe_error_set(err, "%s: /audio is not a 1-d little-endian int16 dataset with checksums (damaged file?)",
+                      s->path);
     } else {
         H5Sget_simple_extent_dims(sp, &len, NULL);
         s->samples = (int64_t)len;
@@ -362,7 +391,7 @@ static int open_align(CorpusShard *s, hid_t file, KoeError *err) {
     int rc = -1;
     int64_t n_frames = 0;
     hid_t d = -1;
-    if (h5_read_strings(g, s->path, "phones", SHARD_NO_PHONE - 1, &s->phones, &s->n_phones, err) < 0) goto out;
+    if (h5_read_strings(g, s->path, "phones", SHARD_NO_PHONE - 1, 0, &s->phones, &s->n_phones, err) < 0) goto out;
     if (s->n_phones == 0 || s->n_phones >= SHARD_NO_PHONE) {
         koe_error_set(err, "%s: /align/phones has %lld entries (1..%d expected)", s->path, (long long)s->n_phones,
                       SHARD_NO_PHONE - 1);
@@ -401,16 +430,17 @@ out:
 }
 
 static int shard_open_locked(CorpusShard *s, const char *path, KoeError *err) {
-    int64_t rate, n_attr, samples_attr, n_len;
-    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    int64_t rate, n_attr, samples_attr, n_len, version;
+    hid_t file = h5_open_checksummed(path, "koe prepare", err);
     s->hid_file = file;
     s->hid_audio = -1;
-    if (file < 0) {
-        if (access(path, R_OK) != 0)
-            return koe_error_set(err, "%s: cannot open: %s", path, strerror(errno));
-        return koe_error_set(err, "%s: not a readable HDF5 file (truncated or corrupt?): %s", path, h5_last_error());
-    }
-    if (h5_check_format(file, path, SHARD_FORMAT, SHARD_FORMAT_VERSION, err) < 0) return -1;
+    if (file < 0) return -1;
+    if (h5_check_format(file, path, SHARD_FORMAT, SHARD_FORMAT_VERSION, err) < 0 ||
+        h5_attr_read_i64(file, path, "format_version", &version, err) < 0)
+        return -1;
+    if (version < SHARD_FORMAT_VERSION) /* version 1: strings in the global heap, no audio checksums */
+        return koe_error_set(err, "%s: a version %lld shard, written by an older koe without checksums; re-run "
+                                  "koe prepare", path, (long long)version);
     if (h5_attr_read_i64(file, path, "sample_rate", &rate, err) < 0) return -1;
     if (rate != KOE_SAMPLE_RATE)
         return koe_error_set(err, "%s: sample_rate is %lld, koe shards are %d Hz", path, (long long)rate,
@@ -436,6 +466,7 @@ static int shard_open_locked(CorpusShard *s, const char *path, KoeError *err) {
     if (h5_read_array(g, path, "offset", H5T_NATIVE_INT64, sizeof(int64_t), n_attr, (void **)&s->offset, &n_len, err) == 0) {
         s->n = n_len;
         if (h5_read_array(g, path, "length", H5T_NATIVE_INT64, sizeof(int64_t), s->n, (void **)&s->length, NULL, err) == 0 &&
+            h5_read_array(g, path, "checksum", H5T_NATIVE_UINT64, sizeof(uint64_t), s->n, (void **)&s->checksum, NULL, err) == 0 &&
                  read_strings_n(g, path, "id", s->n, &s->id, err) == 0 &&
                  read_strings_n(g, path, "lang", s->n, &s->lang, err) == 0 &&
                  read_strings_n(g, path, "speaker", s->n, &s->speaker, err) == 0 &&
@@ -458,6 +489,20 @@ int corpus_shard_open(CorpusShard *s, const char *path, KoeError *err) {
     return rc;
 }
 
+/* Samples [start, start + count) of /audio into out (h5_lock held). */
+static int read_samples(CorpusShard *s, int64_t start, int64_t count, int16_t *out) {
+    hsize_t fstart[1] = {(hsize_t)start}, n[1] = {(hsize_t)count};
+    hid_t fs = H5Dget_space((hid_t)s->hid_audio);
+    hid_t ms = H5Screate_simple(1, n, NULL);
+    int rc = fs >= 0 && ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, fstart, NULL, n, NULL) >= 0 &&
+                     H5Dread((hid_t)s->hid_audio, H5T_NATIVE_INT16, ms, fs, H5P_DEFAULT, out) >= 0
+                 ? 0
+                 : -1;
+    if (ms >= 0) H5Sclose(ms);
+    if (fs >= 0) H5Sclose(fs);
+    return rc;
+}
+
 int corpus_shard_read(CorpusShard *s, int64_t i, int64_t start, int64_t count, int16_t *out, KoeError *err) {
     if (i < 0 || i >= s->n)
         return koe_error_set(err, "%s: utterance %lld out of range (%lld utterances)", s->path, (long long)i,
@@ -466,21 +511,24 @@ int corpus_shard_read(CorpusShard *s, int64_t i, int64_t start, int64_t count, i
         return koe_error_set(err, "%s: utterance '%s': samples [%lld, %lld) outside its %lld samples", s->path,
                              s->id[i], (long long)start, (long long)(start + count), (long long)s->length[i]);
     if (count == 0) return 0;
-    hsize_t fstart[1] = {(hsize_t)(s->offset[i] + start)}, n[1] = {(hsize_t)count};
-    int rc = -1;
+    /* The whole utterance is read and checked against its checksum (its chunks are the ones a crop
+     * decodes anyway, give or take the two at its ends); a crop is then copied out of it. */
+    const int64_t len = s->length[i];
+    int16_t *all = count == len ? out : koe_malloc((size_t)len * sizeof *all);
+    int rc = 0;
     h5_lock();
-    hid_t fs = H5Dget_space((hid_t)s->hid_audio);
-    hid_t ms = H5Screate_simple(1, n, NULL);
-    if (fs >= 0 && ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, fstart, NULL, n, NULL) >= 0 &&
-        H5Dread((hid_t)s->hid_audio, H5T_NATIVE_INT16, ms, fs, H5P_DEFAULT, out) >= 0)
-        rc = 0;
-    else
-        koe_error_set(err, "%s: cannot read samples [%lld, %lld) of utterance '%s': %s (the shard is damaged: "
-                           "checksum or decompression failed; re-run koe prepare for it)",
-                      s->path, (long long)start, (long long)(start + count), s->id[i], h5_last_error());
-    if (ms >= 0) H5Sclose(ms);
-    if (fs >= 0) H5Sclose(fs);
+    if (read_samples(s, s->offset[i], len, all) < 0)
+        rc = koe_error_set(err, "%s: cannot read utterance '%s': %s (the shard is damaged: checksum or "
+                                "decompression failed; re-run koe prepare for it)",
+                           s->path, s->id[i], h5_last_error());
     h5_unlock();
+    if (rc == 0 && shard_audio_checksum(all, len) != s->checksum[i])
+        rc = koe_error_set(err, "%s: utterance '%s' does not match its checksum (the shard is damaged; re-run koe "
+                                "prepare for it)", s->path, s->id[i]);
+    if (all != out) {
+        if (rc == 0) memcpy(out, all + start, (size_t)count * sizeof *out);
+        free(all);
+    }
     return rc;
 }
 
@@ -531,6 +579,7 @@ void corpus_shard_close(CorpusShard *s) {
     h5_unlock();
     free(s->offset);
     free(s->length);
+    free(s->checksum);
     h5_strings_free(s->id, s->id ? s->n : 0);
     h5_strings_free(s->lang, s->lang ? s->n : 0);
     h5_strings_free(s->speaker, s->speaker ? s->n : 0);

@@ -1,10 +1,14 @@
 /* shard.h — one corpus shard (data/README.md, Corpus):
  *   /audio       int16 [samples]  chunked, shuffle + zstd (32015) + fletcher32
- *   /utt/offset  int64 [n]   /utt/length int64 [n]
- *   /utt/id, /utt/lang, /utt/speaker, /utt/source   strings [n]
+ *   /utt/offset  int64 [n]   /utt/length int64 [n]   /utt/checksum uint64 [n] (shard_audio_checksum)
+ *   /utt/id, /utt/lang, /utt/speaker, /utt/source   fixed-length strings [n]
  *   /align/phones strings [P]  /align/frames uint16 [frames]  /align/offset int64 [n+1]  (optional;
  *                10 ms frames, index into /align/phones; 0xFFFF = no phone)
- *   attrs: format="koe-corpus-shard", format_version=1, sample_rate=16000, n_utts, samples
+ *   attrs: format="koe-corpus-shard", format_version=2, sample_rate=16000, n_utts, samples
+ * Every table is chunked with fletcher32, and the file is in HDF5's checksummed 1.10 format
+ * (h5util.h): a flipped bit anywhere is an error naming the shard. Version 1 shards (strings in the
+ * HDF5 global heap, no audio checksums) are refused with a message to re-run koe prepare: a corpus
+ * is cheap to remake from its sources and a version 1 shard's damage can crash libhdf5 or go unseen.
  * The writer writes NAME.tmp and renames it when complete, so a killed writer never leaves a
  * shard that looks valid. No MPI here.
  *
@@ -16,7 +20,7 @@
 #include "../core/common.h"
 
 #define SHARD_FORMAT "koe-corpus-shard"
-#define SHARD_FORMAT_VERSION 1
+#define SHARD_FORMAT_VERSION 2
 #define SHARD_NO_PHONE 0xFFFF
 /* 64k samples (128 KB raw) per HDF5 chunk: a 250k-sample crop touches at most 5 chunks, and a
  * chunk is big enough for zstd to find the redundancy in speech. */
@@ -51,6 +55,7 @@ typedef struct {
     int64_t n;                   /* utterances */
     int64_t samples;             /* length of /audio */
     int64_t *offset, *length;    /* (n) in samples */
+    uint64_t *checksum;          /* (n) shard_audio_checksum of each utterance */
     char **id, **lang, **speaker, **source; /* (n) */
     int64_t n_phones;            /* 0 when the shard has no alignments */
     char **phones;               /* (n_phones) */
@@ -60,8 +65,14 @@ typedef struct {
 /* Open and check a shard: format, version, sample rate, table shapes, offsets inside /audio,
  * sorted and non-overlapping, ids non-empty and unique. Errors name the file. */
 int corpus_shard_open(CorpusShard *s, const char *path, KoeError *err);
-/* count samples of utterance i starting at sample start (inside the utterance). A damaged chunk
- * (fletcher32 or zstd failure) is an error, never garbage samples. */
+/* /utt/checksum: FNV-1a 64 taken over 64-bit words instead of bytes: the samples' little-endian
+ * int16 bytes read as little-endian uint64 words, the last one zero-padded; h = 0xcbf29ce484222325,
+ * then h = (h ^ word) * 0x100000001b3 (mod 2^64) for each word. */
+uint64_t shard_audio_checksum(const int16_t *pcm, int64_t n);
+/* count samples of utterance i starting at sample start (inside the utterance). The whole utterance is
+ * read and checked against /utt/checksum; a damaged chunk (fletcher32 or zstd failure) or a mismatch
+ * (e.g. a damaged chunk index that makes HDF5 return zeros) is an error naming the utterance, never
+ * garbage samples. */
 int corpus_shard_read(CorpusShard *s, int64_t i, int64_t start, int64_t count, int16_t *out, KoeError *err);
 /* The phone alignment of utterance i. out == NULL: returns the frame count. Otherwise writes the
  * frames to out (an error if more than cap) and returns the count; -1 on error, or when the

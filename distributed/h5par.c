@@ -11,6 +11,7 @@ hid_t h5par_fapl(void) {
     h5Check(H5Pset_fapl_mpio(fapl, MPI_COMM_WORLD, MPI_INFO_NULL));
     h5Check(H5Pset_all_coll_metadata_ops(fapl, 1));
     h5Check(H5Pset_coll_metadata_write(fapl, 1));
+    h5Check(H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110)); /* as h5_fapl_checksummed */
     return fapl;
 }
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # shard_h5py.sh — a shard written by `koe prepare` is plain HDF5 that other tools read: h5py (with
 # HDF5_PLUGIN_PATH at our zstd plugin) returns exactly the int16 samples python3-soundfile reads
-# from the sources, the tables and attributes are as data/README.md says, and h5dump decodes
-# /audio. Also: a flipped byte inside a compressed chunk makes h5py fail (fletcher32), not return
+# from the sources, the tables and attributes are as data/README.md says (strings fixed-length, every
+# table with fletcher32, /utt/checksum each utterance's word-wise FNV-1a 64 as shard.h defines it,
+# computed here independently), and h5dump decodes /audio. Also: a flipped byte inside a compressed chunk makes h5py fail (fletcher32), not return
 # garbage.
 set -euo pipefail
 cd "$KOE_TMP"
@@ -31,7 +32,11 @@ import os, h5py, numpy as np, soundfile as sf
 assert os.environ.get("HDF5_PLUGIN_PATH"), "HDF5_PLUGIN_PATH must point at build/hdf5-plugins"
 f = h5py.File("corpus/shard-00000.h5", "r")
 assert f.attrs["format"] in (b"koe-corpus-shard", "koe-corpus-shard"), f.attrs["format"]
-assert f.attrs["format_version"] == 1 and f.attrs["sample_rate"] == 16000
+assert f.attrs["format_version"] == 2 and f.attrs["sample_rate"] == 16000
+for name in ("utt/id", "utt/lang", "utt/speaker", "utt/source"):
+    assert f[name].dtype.kind == "S", (name, f[name].dtype)  # fixed-length: no global heap
+for name in ("utt/id", "utt/offset", "utt/length", "utt/checksum"):
+    assert f[name].fletcher32, name
 audio = f["audio"]
 assert audio.dtype == np.int16 and audio.ndim == 1
 assert audio.chunks is not None and audio.fletcher32 and audio.shuffle
@@ -51,6 +56,12 @@ for i in range(n):
     got = audio[off[i]:off[i] + length[i]]
     assert got.shape == ref.shape and np.array_equal(got, ref), f"{ids[i]}: samples differ from soundfile"
     assert lang[i] == ids[i].split("/")[0]
+    raw = ref.astype("<i2").tobytes()
+    raw += bytes(-len(raw) % 8)
+    h = 0xcbf29ce484222325
+    for word in np.frombuffer(raw, "<u8").tolist():
+        h = ((h ^ word) * 0x100000001b3) & 0xffffffffffffffff
+    assert int(f["utt/checksum"][i]) == h, f"{ids[i]}: /utt/checksum {int(f['utt/checksum'][i]):x}, FNV-1a {h:x}"
 # a crop across a chunk boundary
 i = ids.index("en/long")
 ref, _ = sf.read(src[i], dtype="int16")
@@ -58,7 +69,7 @@ assert np.array_equal(audio[off[i] + 60000:off[i] + 140000], ref[60000:140000])
 print("h5py: %d utterances, %d samples equal to soundfile's" % (n, audio.shape[0]))
 
 idx = h5py.File("corpus/corpus.h5", "r")
-assert idx.attrs["format"] in (b"koe-corpus", "koe-corpus")
+assert idx.attrs["format"] in (b"koe-corpus", "koe-corpus") and idx.attrs["format_version"] == 2
 assert [s.decode() for s in idx["shards"][:]] == ["shard-00000.h5"]
 assert list(idx["shard_utts"][:]) == [4] and idx.attrs["n_utts"] == 4
 assert [s.decode() for s in idx["langs"][:]] == ["en", "sw"]

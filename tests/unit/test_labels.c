@@ -2,6 +2,7 @@
  * refusal the trainer relies on: a missing shard file, labels made for another corpus
  * (fingerprint), durations off by more than 0.1 s, two `koe label` runs mixed, another format,
  * /offset disagreeing with /labels, a label >= n_classes in a damaged file, a bad set name. */
+#include <fcntl.h>
 #include <ftw.h>
 #include <hdf5.h>
 #include <setjmp.h>
@@ -194,6 +195,48 @@ static void test_refusals(void **state) {
     corpus_close(&other);
 }
 
+/* Issue 15: a label changed to another valid class went unnoticed. A label file's /labels carries
+ * fletcher32 checksums: one flipped bit in the stored labels (the value stays < n_classes) is an
+ * error naming the file, and a label file without checksums (as an older koe wrote) is refused. */
+static void test_flipped_label_detected(void **state) {
+    (void)state;
+    Corpus c;
+    KoeError err;
+    if (corpus_open(&c, make_corpus("c4", "u"), &err) < 0) fail_msg("%s", err.msg);
+    write_set(&c, "flip", 500, 0, 0);
+    char p[700];
+    snprintf(p, sizeof p, "%s/labels/flip/shard-00000.h5", c.dir);
+    hid_t f = H5Fopen(p, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t d = H5Dopen2(f, "labels", H5P_DEFAULT), sp = H5Dget_space(d);
+    hsize_t off[1], size;
+    unsigned mask;
+    haddr_t addr;
+    assert_true(H5Dget_chunk_info(d, sp, 0, off, &mask, &addr, &size) >= 0);
+    H5Sclose(sp), H5Dclose(d), H5Fclose(f);
+    int fd = open(p, O_RDWR);
+    uint16_t v;
+    assert_int_equal(pread(fd, &v, 2, (off_t)addr + 6), 2); /* frame 3 of utterance 0: (0 * 7 + 3) % 500 */
+    assert_int_equal(v, 3);
+    v ^= 0x4; /* 7: another valid class */
+    assert_int_equal(pwrite(fd, &v, 2, (off_t)addr + 6), 2);
+    close(fd);
+    LabelSet ls;
+    int32_t buf[200];
+    if (labelset_open(&ls, &c, "flip", &err) < 0) fail_msg("%s", err.msg);
+    assert_int_equal(labelset_read(&ls, 0, buf, 200, &err), -1);
+    assert_non_null(strstr(err.msg, p));
+    labelset_close(&ls);
+
+    /* without checksums: /labels rewritten contiguous, in HDF5's old format (superblock 0) */
+    write_set(&c, "old", 500, 0, 0);
+    snprintf(p, sizeof p, "%s/labels/old/shard-00001.h5", c.dir);
+    char cmd[3000];
+    snprintf(cmd, sizeof cmd, "h5repack -l labels:CONTIG -f labels:NONE %s %s.re && mv %s.re %s", p, p, p, p);
+    assert_int_equal(system(cmd), 0);
+    expect_refused(&c, "old", "checksums");
+    corpus_close(&c);
+}
+
 static void test_checksum(void **state) {
     (void)state;
     char p[600], a[17], b[17];
@@ -226,6 +269,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_flipped_label_detected),
         cmocka_unit_test(test_checksum),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -272,6 +272,26 @@ static void test_override_errors_name_the_override(void **state) {
     }
 }
 
+/* Issue 15: `koe init --from DIR` (recipe_load_model) reported a config.json value that fails a recipe
+ * check as "command line override 'model.encoder_embed_dim=...'" though the user gave none: the
+ * message names config.json; a real override is still named as one. */
+static void test_model_from_config_json(void **state) {
+    (void)state;
+    ModelConfig m;
+    model_config_default(&m);
+    m.D = 30; /* 12 heads do not divide it */
+    Recipe r;
+    KoeError err = {{0}};
+    assert_int_equal(recipe_load_model(&r, "DIR/config.json", &m, 0, NULL, &err), -1);
+    if (!strstr(err.msg, "DIR/config.json") || !strstr(err.msg, "must divide") || strstr(err.msg, "override"))
+        fail_msg("unexpected message: %s", err.msg);
+    model_config_default(&m);
+    char *ov[1] = {"model.encoder_attention_heads=7"};
+    assert_int_equal(recipe_load_model(&r, "DIR/config.json", &m, 1, ov, &err), -1);
+    if (!strstr(err.msg, "must divide") || !strstr(err.msg, "model.encoder_attention_heads=7"))
+        fail_msg("unexpected message: %s", err.msg);
+}
+
 static void test_files(void **state) {
     (void)state;
     const char *tmp = getenv("KOE_TMP") ? getenv("KOE_TMP") : "/tmp";
@@ -551,6 +571,7 @@ int main(void) {
         cmocka_unit_test(test_help_lists_every_key),
         cmocka_unit_test(test_errors_name_line_and_key),
         cmocka_unit_test(test_override_errors_name_the_override),
+        cmocka_unit_test(test_model_from_config_json),
         cmocka_unit_test(test_files),
         cmocka_unit_test(test_overrides),
         cmocka_unit_test(test_conv_grammar),

@@ -255,10 +255,14 @@ static void test_bit_flip_detected(void **state) {
     assert_non_null(strstr(err.msg, p));
     assert_non_null(strstr(err.msg, "'u0'"));
     assert_non_null(strstr(err.msg, "damaged"));
-    /* chunk 0 alone is intact and still reads */
-    int16_t *want = make_audio(70000, 0);
-    assert_int_equal(corpus_shard_read(&s, 0, 0, 60000, buf, &err), 0);
-    assert_memory_equal(buf, want, 60000 * sizeof *buf);
+    /* a crop of u0 inside the intact chunk 0 is refused too: the whole utterance is checked */
+    assert_int_equal(corpus_shard_read(&s, 0, 0, 60000, buf, &err), -1);
+    assert_non_null(strstr(err.msg, "'u0'"));
+    /* u3 lies in intact chunks and still reads */
+    int16_t *want = make_audio(utts[3].n, 3);
+    buf = koe_realloc(buf, (size_t)utts[3].n * sizeof *buf);
+    assert_int_equal(corpus_shard_read(&s, 3, 0, utts[3].n, buf, &err), 0);
+    assert_memory_equal(buf, want, (size_t)utts[3].n * sizeof *buf);
     free(want);
     free(buf);
     corpus_shard_close(&s);
@@ -290,7 +294,7 @@ static void test_wrong_format_refused(void **state) {
     (void)state;
     KoeError err;
     const char *p = tpath("feats.h5");
-    hid_t f = H5Fcreate(p, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t f = h5_create(p);
     assert_true(f >= 0);
     assert_int_equal(h5_attr_write_str(f, "format", "koe-features"), 0);
     assert_int_equal(h5_attr_write_i64(f, "format_version", 1), 0);
@@ -301,13 +305,21 @@ static void test_wrong_format_refused(void **state) {
     assert_non_null(strstr(err.msg, "expected 'koe-corpus-shard'"));
 
     /* a newer format_version */
-    const char *q = tpath("v2.h5");
+    const char *q = tpath("v3.h5");
     write_shard(q, "", 0, 2, 0);
     f = H5Fopen(q, H5F_ACC_RDWR, H5P_DEFAULT);
-    assert_int_equal(h5_attr_write_i64(f, "format_version", 2), 0);
+    assert_int_equal(h5_attr_write_i64(f, "format_version", SHARD_FORMAT_VERSION + 1), 0);
     H5Fclose(f);
     assert_int_equal(corpus_shard_open(&s, q, &err), -1);
-    assert_non_null(strstr(err.msg, "format_version 2"));
+    assert_non_null(strstr(err.msg, "format_version 3"));
+
+    /* version 1 (an older koe's: strings in the global heap, no audio checksums) */
+    write_shard(q, "", 0, 2, 0);
+    f = H5Fopen(q, H5F_ACC_RDWR, H5P_DEFAULT);
+    assert_int_equal(h5_attr_write_i64(f, "format_version", 1), 0);
+    H5Fclose(f);
+    assert_int_equal(corpus_shard_open(&s, q, &err), -1);
+    assert_non_null(strstr(err.msg, "re-run koe prepare"));
 
     /* another sample rate */
     write_shard(q, "", 0, 2, 0);
@@ -388,6 +400,106 @@ static void test_damaged_metadata_refused(void **state) {
     assert_int_equal(corpus_shard_open(&s, p, &err), -1);
     assert_non_null(strstr(err.msg, "/audio"));
     assert_non_null(strstr(err.msg, "int16"));
+}
+
+/* The first HDF5 global heap collection ("GCOL") of a file, or -1. */
+static off_t find_gcol(const char *path) {
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    static char buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    for (size_t i = 0; i + 4 <= n; i++)
+        if (!memcmp(buf + i, "GCOL", 4)) return (off_t)i;
+    return -1;
+}
+
+/* Issue 15: a flipped bit in the HDF5 global heap behind the string tables crashed libhdf5. Strings
+ * are now fixed-length, in the dataset (no global heap at all), and a shard as an older koe wrote it
+ * (format 1, HDF5's old file format, strings in the global heap) is refused from its first bytes,
+ * before libhdf5 parses anything, saying to re-run koe prepare, even with its heap damaged. */
+static void test_global_heap_gone(void **state) {
+    (void)state;
+    KoeError err;
+    CorpusShard s;
+    const char *p = tpath("heap.h5");
+    write_shard(p, "", 0, 2, 0);
+    assert_int_equal(find_gcol(p), -1);
+    hid_t f = H5Fopen(p, H5F_ACC_RDONLY, H5P_DEFAULT);
+    const char *names[] = {"utt/id", "utt/lang", "utt/speaker", "utt/source", "align/phones"};
+    for (int i = 0; i < 5; i++) {
+        hid_t d = H5Dopen2(f, names[i], H5P_DEFAULT), t = H5Dget_type(d);
+        assert_int_equal(H5Tget_class(t), H5T_STRING);
+        assert_int_equal(H5Tis_variable_str(t), 0);
+        assert_true(h5_has_fletcher32(d));
+        H5Tclose(t);
+        H5Dclose(d);
+    }
+    H5Fclose(f);
+
+    /* an older koe's shard: default (superblock 0) file, variable-length ids, its heap damaged */
+    const char *old = tpath("v1.h5");
+    f = H5Fcreate(old, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t vs = H5Tcopy(H5T_C_S1);
+    H5Tset_size(vs, H5T_VARIABLE);
+    hsize_t two = 2;
+    hid_t sp = H5Screate_simple(1, &two, NULL);
+    hid_t d = H5Dcreate2(f, "id", vs, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    const char *ids[2] = {"utterance-0", "utterance-1"};
+    assert_true(H5Dwrite(d, vs, H5S_ALL, H5S_ALL, H5P_DEFAULT, ids) >= 0);
+    assert_int_equal(h5_attr_write_str(f, "format", SHARD_FORMAT), 0);
+    assert_int_equal(h5_attr_write_i64(f, "format_version", 1), 0);
+    H5Dclose(d);
+    H5Sclose(sp);
+    H5Tclose(vs);
+    H5Fclose(f);
+    off_t gcol = find_gcol(old);
+    assert_true(gcol > 0);
+    int fd = open(old, O_RDWR);
+    unsigned char junk[8] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f};
+    assert_int_equal(pwrite(fd, junk, 8, gcol + 8), 8); /* the collection's size */
+    close(fd);
+    assert_int_equal(corpus_shard_open(&s, old, &err), -1);
+    assert_non_null(strstr(err.msg, old));
+    assert_non_null(strstr(err.msg, "re-run koe prepare"));
+}
+
+/* Issue 15: a damaged chunk index made HDF5 return 65,536 zeros in place of a chunk, silently.
+ * The chunk index is checksummed now; the per-utterance checksum is the end-to-end check behind
+ * it: a whole chunk replaced by zeros through HDF5 itself (so that every HDF5 checksum is valid)
+ * is still refused, naming the utterance, and the utterances outside that chunk still read. */
+static void test_zeroed_chunk_detected(void **state) {
+    (void)state;
+    KoeError err;
+    const char *p = tpath("zeros.h5");
+    write_shard(p, "", 0, N_UTTS, 0);
+    hid_t f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t d = H5Dopen2(f, "audio", H5P_DEFAULT);
+    hsize_t start = 65536, count = 65536;
+    hid_t fs = H5Dget_space(d), ms = H5Screate_simple(1, &count, NULL);
+    H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &count, NULL);
+    int16_t *zeros = calloc(count, sizeof *zeros);
+    assert_true(H5Dwrite(d, H5T_NATIVE_INT16, ms, fs, H5P_DEFAULT, zeros) >= 0);
+    free(zeros);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    H5Dclose(d);
+    H5Fclose(f);
+    CorpusShard s;
+    if (corpus_shard_open(&s, p, &err) < 0) fail_msg("%s", err.msg);
+    int16_t *buf = koe_malloc((size_t)utts[2].n * sizeof *buf);
+    /* u2 [70001, 220002) covers the zeroed chunk [65536, 131072); a crop outside it still fails */
+    assert_int_equal(corpus_shard_read(&s, 2, 100000, 1000, buf, &err), -1);
+    assert_non_null(strstr(err.msg, "'u2'"));
+    assert_non_null(strstr(err.msg, "checksum"));
+    assert_int_equal(corpus_shard_read(&s, 0, 0, utts[0].n, buf, &err), -1);
+    assert_non_null(strstr(err.msg, "'u0'"));
+    int16_t *want = make_audio(utts[4].n, 4);
+    assert_int_equal(corpus_shard_read(&s, 4, 0, utts[4].n, buf, &err), 0);
+    assert_memory_equal(buf, want, (size_t)utts[4].n * sizeof *buf);
+    free(want);
+    free(buf);
+    corpus_shard_close(&s);
 }
 
 static void test_duplicate_id_in_shard_refused(void **state) {
@@ -592,6 +704,8 @@ int main(void) {
         cmocka_unit_test(test_truncated_refused),
         cmocka_unit_test(test_wrong_format_refused),
         cmocka_unit_test(test_damaged_metadata_refused),
+        cmocka_unit_test(test_global_heap_gone),
+        cmocka_unit_test(test_zeroed_chunk_detected),
         cmocka_unit_test(test_duplicate_id_in_shard_refused),
         cmocka_unit_test(test_killed_writer_tmp_not_a_shard),
         cmocka_unit_test(test_corpus_round_trip),

@@ -1,0 +1,20 @@
+/* ctm.c — libFuzzer harness of `koe prepare --align`'s CTM reader (data/prepare.c,
+ * prepare_load_align): the input is the CTM file (`utt channel start dur phone` lines, seconds). */
+#include "../../data/prepare.h"
+#include "fuzz_util.h"
+
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+    (void)argc, (void)argv;
+    fuzz_init();
+    return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    char path[300];
+    fuzz_write(path, sizeof path, "align.ctm", data, size);
+    PreparePlan p = {0};
+    KoeError err;
+    prepare_load_align(&p, path, &err);
+    prepare_plan_free(&p);
+    return 0;
+}
