@@ -103,29 +103,29 @@ static _Thread_local struct {
     size_t cap;
 } stage[2];
 
+/* Operands below this many elements are converted by the calling thread alone: the conversion is a
+ * memory sweep, and waking the OpenMP team costs more than it saves on anything smaller. */
+#define STAGE_PARALLEL_MIN ((int64_t)1 << 20)
+
 /* The stored matrix of op(X) (rows x cols, leading dimension ld) in bf16, packed (leading dimension
  * cols), in staging buffer `slot`. */
 static const uint16_t *stage_bf16(int slot, const float *X, int64_t rows, int64_t cols, int64_t ld) {
-    const size_t need = (size_t)(rows * cols);
-    if (need > stage[slot].cap) {
+    const int64_t need = rows * cols;
+    if ((size_t)need > stage[slot].cap) {
         free(stage[slot].p);
-        stage[slot].p = koe_malloc(need * sizeof(uint16_t));
-        stage[slot].cap = need;
+        stage[slot].p = koe_malloc((size_t)need * sizeof(uint16_t));
+        stage[slot].cap = (size_t)need;
     }
     uint16_t *d = stage[slot].p;
+    const int par = need >= STAGE_PARALLEL_MIN && !omp_in_parallel();
     if (cols == ld) {
-        if (omp_in_parallel()) {
-            bf16_from_f32(d, X, (int64_t)need);
-        } else {
-            const int64_t chunk = 1 << 14;
-#pragma omp parallel for schedule(static) if (need > (size_t)4 * chunk)
-            for (int64_t i = 0; i < (int64_t)need; i += chunk)
-                bf16_from_f32(d + i, X + i, (int64_t)need - i < chunk ? (int64_t)need - i : chunk);
-        }
-        return d;
+        const int64_t chunk = 1 << 16;
+#pragma omp parallel for schedule(static) if (par)
+        for (int64_t i = 0; i < need; i += chunk) bf16_from_f32(d + i, X + i, need - i < chunk ? need - i : chunk);
+    } else {
+#pragma omp parallel for schedule(static) if (par)
+        for (int64_t r = 0; r < rows; r++) bf16_from_f32(d + r * cols, X + r * ld, cols);
     }
-#pragma omp parallel for schedule(static) if (!omp_in_parallel() && need > ((size_t)1 << 16))
-    for (int64_t r = 0; r < rows; r++) bf16_from_f32(d + r * cols, X + r * ld, cols);
     return d;
 }
 
