@@ -18,6 +18,14 @@
  *   by <= D_i), plus each side's fp32 softmax error r = 5 2^-24 + g_T (exp within 4 ulp, division 1,
  *   the sum g_T) relative, and out = P V with both rounded:
  *       |out_bf16 - out_fp32| <= ((e^(2 D_i) - 1 + 2 r) (1+u)^2 + (1+u)^2 (1 + g) - 1 + g) sum_j p_ij |v_j|.
+ * Attention backward takes each path's own probabilities, so with dP = dO V^T, r_i = sum_k p_ik dP_ik
+ *   and dS = P (dP - r), the measured |dp| = |p_bf16 - p_fp32| propagates: dP moves by at most
+ *   E = (b(Dh+1) + g) sum_c |dO_c V_c| (b(n) the bound of (2) without the sum), r by
+ *   R_i = sum_k (|dp| (|dP| + E) + p E) + 2 g_T sum_k (p + |dp|)(|dP| + E), dS by
+ *   Z = |dp| (|dP| + E + |r| + R) + p (E + R) + 3 2^-24 (p + |dp|)(|dP| + E + |r| + R), and then
+ *   dQ = scale dS K, dK = scale dS^T Q, dV = P^T dO (both operands rounded) by
+ *       scale sum_j (Z (1+u)^2 + A ((1+u)^2 - 1) + 2 g_T (A + Z)(1+u)^2) |K_j|,  A = p (|dP| + |r|),
+ *   and sum_i (|dp| (1+u)^2 + p ((1+u)^2 - 1) + 2 g_T (p + |dp|)(1+u)^2) |dO_i|.
  * The conversion itself: the AVX512_BF16 path and the scalar loop give the same bits for normal,
  * subnormal, tie, infinite and NaN inputs. */
 #include <math.h>
@@ -291,6 +299,77 @@ static void test_linear_conv(void **state) {
 
 /* ---- attention forward -------------------------------------------------------------------------------- */
 
+/* Attention backward in bf16 against fp32, each from its own forward's probabilities att[0] (bf16),
+ * att[1] (fp32); the bound is the header's. */
+static void attention_backward_check(const float *qkv, float *const *att, int B, int64_t T, int C, int H,
+                                     float *scratch) {
+    const int Dh = C / H;
+    const double scale = 1.0 / sqrt((double)Dh), gT = gam(T + 1), E0 = bound2(Dh + 1) + gam(Dh + 1);
+    const double u2 = (1 + U) * (1 + U);
+    const int64_t nqkv = (int64_t)B * T * 3 * C, nout = (int64_t)B * T * C;
+    KoeRng r = koe_rng(9, 0, 0, KOE_RNG_INIT);
+    float *dout = koe_malloc((size_t)nout * sizeof(float)), *dq[2];
+    fill(dout, nout, 1.0, &r);
+    const AttentionDropout drop = {0};
+    for (int p = 0; p < 2; p++) {
+        dq[p] = koe_calloc((size_t)nqkv, sizeof(float));
+        gemm_set_precision(p == 0 ? GEMM_BF16 : GEMM_FP32);
+        attention_backward(dq[p], dout, qkv, att[p], NULL, B, T, C, H, &drop, scratch);
+    }
+    gemm_set_precision(GEMM_FP32);
+    double *bnd = dzeros(nqkv); /* the bound of each element of dqkv */
+    double *Z = dzeros(T * T), *A = dzeros(T * T);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            const float *P = att[1] + ((int64_t)b * H + h) * T * T, *P16 = att[0] + ((int64_t)b * H + h) * T * T;
+#define QKV(t, part, c) ((double)qkv[((int64_t)b * T + (t)) * 3 * C + (part) * C + h * Dh + (c)])
+#define DO(t, c) ((double)dout[((int64_t)b * T + (t)) * C + h * Dh + (c)])
+            for (int64_t i = 0; i < T; i++) {
+                double rr = 0, Rr = 0, Rg = 0, dP[64], E[64], dp[64];
+                KOE_ASSERT(T <= 64);
+                for (int64_t k = 0; k < T; k++) {
+                    double d = 0, a = 0;
+                    for (int c = 0; c < Dh; c++) d += DO(i, c) * QKV(k, 2, c), a += fabs(DO(i, c) * QKV(k, 2, c));
+                    dP[k] = d, E[k] = E0 * a, dp[k] = fabs((double)P16[i * T + k] - P[i * T + k]);
+                    rr += P[i * T + k] * d;
+                    Rr += dp[k] * (fabs(d) + E[k]) + P[i * T + k] * E[k];
+                    Rg += (P[i * T + k] + dp[k]) * (fabs(d) + E[k]);
+                }
+                Rr += 2 * gT * Rg;
+                for (int64_t j = 0; j < T; j++) {
+                    const double pj = P[i * T + j], m = fabs(dP[j]) + E[j] + fabs(rr) + Rr;
+                    Z[i * T + j] = dp[j] * m + pj * (E[j] + Rr) + 3 * 0x1p-24 * (pj + dp[j]) * m;
+                    A[i * T + j] = pj * (fabs(dP[j]) + fabs(rr));
+                }
+            }
+            for (int64_t i = 0; i < T; i++)
+                for (int c = 0; c < Dh; c++) {
+                    double bq = 0, bk = 0, bv = 0;
+                    for (int64_t j = 0; j < T; j++) {
+                        const double zq = Z[i * T + j], aq = A[i * T + j], zk = Z[j * T + i], ak = A[j * T + i];
+                        bq += (zq * u2 + aq * (u2 - 1) + 2 * gT * (aq + zq) * u2) * fabs(QKV(j, 1, c));
+                        bk += (zk * u2 + ak * (u2 - 1) + 2 * gT * (ak + zk) * u2) * fabs(QKV(j, 0, c));
+                        const double pji = P[j * T + i], dpji = fabs((double)P16[j * T + i] - pji);
+                        bv += (dpji * u2 + pji * (u2 - 1) + 2 * gT * (pji + dpji) * u2) * fabs(DO(j, c));
+                    }
+                    const int64_t row = ((int64_t)b * T + i) * 3 * C + h * Dh + c;
+                    bnd[row] = scale * bq, bnd[row + C] = scale * bk, bnd[row + 2 * C] = bv;
+                }
+#undef QKV
+#undef DO
+        }
+    double worst = 0;
+    int64_t at = 0;
+    for (int64_t i = 0; i < nqkv; i++) {
+        const double e = fabs((double)dq[0][i] - dq[1][i]) / bnd[i];
+        if (!(e <= worst)) worst = e, at = i;
+    }
+    printf("attention backward: dqkv worst err/bound %.3f at %lld (bf16 %.9g, fp32 %.9g)\n", worst, (long long)at,
+           (double)dq[0][at], (double)dq[1][at]);
+    assert_true(worst <= 1.0);
+    free(bnd), free(Z), free(A), free(dout), free(dq[0]), free(dq[1]);
+}
+
 static void test_attention(void **state) {
     (void)state;
     const int B = 2, C = 32, H = 4, Dh = C / H;
@@ -345,6 +424,7 @@ static void test_attention(void **state) {
     assert_true(worst_p <= 1.0);
     assert_true(worst_o <= 1.0);
     assert_true(beyond > 0);
+    attention_backward_check(qkv, att, B, T, C, H, scratch);
     for (int p = 0; p < 2; p++) free(out[p]), free(att[p]);
     free(qkv), free(scratch);
 }
