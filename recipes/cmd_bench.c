@@ -144,7 +144,7 @@ static int bench_command(const void *opts, int n_args, char **args) {
     Recipe rc;
     KoeError err;
     /* --precision P is the override run.precision=P, after the command line's own */
-    char prec[64], **ov = koe_malloc((size_t)n_args * sizeof *ov);
+    char prec[RECIPE_STR_MAX + 32], **ov = koe_malloc((size_t)n_args * sizeof *ov);
     int n_ov = n_args - 1;
     memcpy(ov, args + 1, (size_t)n_ov * sizeof *ov);
     if (o->precision) {
