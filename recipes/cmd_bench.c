@@ -27,7 +27,7 @@
 void openblas_set_num_threads(int n); /* OpenBLAS's own; not in cblas.h */
 
 typedef struct {
-    int batch, steps, threads, classes, no_profile;
+    int batch, steps, threads, classes, no_profile, interleave;
     double seconds;
     const char *precision;
 } BenchOptions;
@@ -42,6 +42,9 @@ static const CliFlag bench_flags[] = {
     CLI_B("--no-profile", O(no_profile), "skip the per-section table"),
     CLI_S("--precision", O(precision), NULL, 0, "P",
           "fp32, bf16 or auto: run.precision for these steps (default: the recipe's)"),
+    CLI_B("--interleave", O(interleave),
+          "alternate fp32 and bf16 steps in this one process and print both medians\n"
+          "and their ratio (a busy machine's load then falls on both alike)"),
     CLI_END,
 };
 
@@ -136,6 +139,31 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* --interleave: steps alternately in fp32 and bf16 (one warm-up of each first), then the median step
+ * time of each precision and bf16's speed-up. Where bf16 is refused, so is this. */
+static void bench_interleaved(Trainer *tr, int steps) {
+    KoeError err;
+    if (!gemm_bf16_supported())
+        trainer_fatal(tr, KOE_EXIT_USAGE, "bench --interleave: this CPU has no bf16 dot products (run.precision)");
+    double *t[2] = {koe_malloc((size_t)(steps + 1) * sizeof(double)), koe_malloc((size_t)(steps + 1) * sizeof(double))};
+    TrainerStep st;
+    for (int s = 0; s <= steps; s++)
+        for (int p = 0; p < 2; p++) {
+            gemm_set_precision(p ? GEMM_BF16 : GEMM_FP32);
+            if (trainer_step(tr, &st, &err) < 0) trainer_fatal(tr, KOE_EXIT_USAGE, "bench: step %d: %s", s, err.msg);
+            if (!isfinite(st.loss)) trainer_fatal(tr, KOE_EXIT_INTERNAL, "bench: step %d: loss is %g", s, st.loss);
+            t[p][s] = st.seconds;
+            if (comm_rank() == 0) printf("step %d %s seconds %.3f\n", s, p ? "bf16" : "fp32", st.seconds);
+        }
+    for (int p = 0; p < 2; p++) qsort(t[p] + 1, (size_t)steps, sizeof(double), cmp_double);
+    const double m32 = t[0][1 + steps / 2], m16 = t[1][1 + steps / 2];
+    if (comm_rank() == 0)
+        printf("koe interleaved fp32_step_median_s=%.3f bf16_step_median_s=%.3f bf16_speedup=%.2f\n", m32, m16,
+               m32 / m16);
+    free(t[0]);
+    free(t[1]);
+}
+
 static int bench_command(const void *opts, int n_args, char **args) {
     const BenchOptions *o = opts;
     const int batch = o->batch, steps = o->steps, classes = o->classes, profile = !o->no_profile;
@@ -161,6 +189,12 @@ static int bench_command(const void *opts, int n_args, char **args) {
     const int real = rc.data.corpus[0] != 0; /* data.corpus=DIR: the recipe's own batches */
     Trainer *tr = trainer_open(&rc, &(TrainerOptions){.synthetic = real ? NULL : &sy}, &err);
     if (!tr) koe_fatal(KOE_EXIT_USAGE, "bench: %s", err.msg);
+    if (o->interleave) {
+        bench_interleaved(tr, steps);
+        trainer_close(tr);
+        recipe_free(&rc);
+        return KOE_EXIT_OK;
+    }
     Model *m = trainer_model(tr);
     double *times = koe_malloc((size_t)(steps + 1) * sizeof *times), audio_s = 0;
     TrainerStep st;

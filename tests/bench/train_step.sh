@@ -2,7 +2,8 @@
 # AdamW), koe vs ../shared/anchors/torch_hubert_step.py, 2 threads, batch 2 x 4 s, the three model
 # sizes, in fp32 and in mixed precision (koe run.precision = bf16 via `koe bench --precision bf16`;
 # PyTorch autocast via --bf16), the four measured one after another for each size so their ratios
-# compare like with like. Issue 14's goals: koe bf16 >= 2x torch bf16 and >= 1.6x koe fp32 with peak
+# compare like with like; then koe's two precisions once more with steps alternating in one process
+# (`koe bench --interleave`), the ratio that a busy machine's changing load disturbs least. Issue 14's goals: koe bf16 >= 2x torch bf16 and >= 1.6x koe fp32 with peak
 # RSS <= koe fp32's; koe fp32 >= 2.5x torch fp32 on tiny, sgemm_fraction >= 0.70 on base.
 # KOE_BENCH_RUNS (default 2) repeats the whole table; KOE_BENCH_MODELS (default "tiny small base")
 # picks the sizes; KOE_BENCH_STEPS (default 4) the timed steps per run.
@@ -29,6 +30,7 @@ run_table() { # label env-prefix...
     k16=$("$@" "$KOE" bench "$KOE_ROOT/$r" --threads 2 --steps "$STEPS" --precision bf16 2>&1)
     t32=$("$@" "$PYTHON" "$ANCHORS/torch_hubert_step.py" --model $m --threads 2 --steps "$STEPS" 2>&1 | tail -1)
     t16=$("$@" "$PYTHON" "$ANCHORS/torch_hubert_step.py" --model $m --threads 2 --steps "$STEPS" --bf16 2>&1 | tail -1)
+    kil=$("$@" "$KOE" bench "$KOE_ROOT/$r" --threads 2 --steps "$STEPS" --interleave 2>&1 | tail -1)
     if [ $m = base ]; then
       echo "   $label base, koe fp32 per section:"; echo "$k32" | sed -n '/^section/,/^head/p' | sed 's/^/     /'
       echo "   $label base, koe bf16 per section:"; echo "$k16" | sed -n '/^section/,/^head/p' | sed 's/^/     /'
@@ -45,6 +47,9 @@ run_table() { # label env-prefix...
       "$label" $m "$k32r" "$k16r" "$t32r" "$t16r" "$(echo "$k32" | tail -1 | field sgemm_fraction)" \
       "$(echo "$k16" | tail -1 | field bf16_fraction)" "$(echo "$k16" | tail -1 | field bf16_gflops)" \
       "$(echo "$k16" | tail -1 | field sgemm_gflops)"
+    printf '   %-7s %-6s koe bf16/koe fp32 interleaved in one process (--interleave): %s (fp32 %ss, bf16 %ss per step)\n' \
+      "$label" $m "$(echo "$kil" | field bf16_speedup)" "$(echo "$kil" | field fp32_step_median_s)" \
+      "$(echo "$kil" | field bf16_step_median_s)"
   done
 }
 for run in $(seq "$RUNS"); do
