@@ -1,6 +1,6 @@
 /* gemm.h — the engine's one matrix product: C = alpha op(A) op(B) + beta C,
  * row-major, op 'N' or 'T' (the arguments of cblas_sgemm(CblasRowMajor, ...)),
- * computed by oneDNN's sgemm. Why oneDNN and not OpenBLAS: oneDNN picks its
+ * computed by oneDNN. Why oneDNN and not OpenBLAS: oneDNN picks its
  * kernels from the CPU's features at run time (AVX-512 where the CPU has it, as
  * PyTorch's convolutions do), while Debian's OpenBLAS picks them from a table
  * of CPU models and, on machines it does not know, is pinned to its 256-bit
@@ -9,23 +9,50 @@
  * oneDNN 214-252 GFLOP/s, OpenBLAS 112-128
  * (`make bench BENCH=gemm`). Threads: the OpenMP pool our loops use; called
  * inside a parallel region it runs on the calling thread. Deterministic for a
- * given thread count. */
+ * given thread count.
+ *
+ * Precision (run.precision, recipes/README.md): the process has one GEMM precision, set by the
+ * trainer before the first step. GEMM_FP32: dnnl_sgemm. GEMM_BF16: A and B are rounded to bf16
+ * (round to nearest even) into per-thread staging buffers and multiplied by oneDNN's
+ * dnnl_gemm_bf16bf16f32 with fp32 accumulation into the fp32 C, so every sgemm caller — linear,
+ * conv1d, attention — runs in bf16 without knowing it; everything around the GEMMs (norms,
+ * softmax, losses, AdamW, the reductions) stays fp32, as do the callers of sgemm_fp32 (the
+ * heads' logits and quantizers, k-means). The staging buffers are the one allocation below a
+ * kernel: each thread's grows to its largest operand in the first step and is reused. */
 #pragma once
 #include <oneapi/dnnl/dnnl.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "common.h"
 
-static inline void sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K,
-                         float alpha, const float *A, int64_t lda,
-                         const float *B, int64_t ldb, float beta, float *C,
-                         int64_t ldc) {
-  dnnl_status_t st =
-      dnnl_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-  if (st != dnnl_success)
-    koe_fatal(KOE_EXIT_INTERNAL,
-              "internal error: oneDNN sgemm %c%c M=%lld N=%lld K=%lld lda=%lld "
-              "ldb=%lld ldc=%lld: status %d",
-              ta, tb, (long long)M, (long long)N, (long long)K, (long long)lda,
-              (long long)ldb, (long long)ldc, (int)st);
-}
+typedef enum { GEMM_FP32 = 0, GEMM_BF16 = 1 } GemmPrecision;
+
+/* C = alpha op(A) op(B) + beta C in the process's precision. */
+void sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+           const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* The same, always fp32: for the products that are part of a loss or a quantizer. */
+void sgemm_fp32(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* The bf16 kernel itself on operands already in bf16 (bit patterns): `koe bench`'s peak. */
+void bgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t *A, int64_t lda,
+           const uint16_t *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
+/* Set the precision of sgemm (from serial code, between steps); returns the previous one. */
+GemmPrecision gemm_set_precision(GemmPrecision p);
+GemmPrecision gemm_precision(void);
+
+/* 1 when oneDNN's effective ISA has bf16 dot products (avx512_core_bf16, or AMX which includes
+ * it). oneDNN's ONEDNN_MAX_CPU_ISA caps that ISA (e.g. ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI makes a
+ * bf16 CPU look like one without: the tests use it to reach the refusal). */
+int gemm_bf16_supported(void);
+/* One line naming the kernels: oneDNN's version and effective ISA, whether the CPU reports
+ * avx512_bf16 and AMX, and the fp32->bf16 conversion in use. */
+void gemm_describe(char *buf, size_t n);
+
+/* fp32 -> bf16, round to nearest even, as VCVTNEPS2BF16 does it: NaN stays NaN (quiet), and
+ * subnormal inputs become a zero of their sign. AVX512_BF16 where the CPU has it (checked once, at
+ * run time), else the scalar loop; both give the same bits (tests/unit/test_gemm.c). */
+void bf16_from_f32(uint16_t *dst, const float *src, int64_t n);
+void bf16_from_f32_scalar(uint16_t *dst, const float *src, int64_t n);
+float bf16_to_f32(uint16_t h);

@@ -100,7 +100,7 @@ void hubert_head_forward(HubertHeadAct *act, const HubertHeadParams *p, const fl
     rownorm_forward(act->phat, act->pnorm, act->phat, N, F, HUBERT_COS_EPS);
     rownorm_forward(act->ehat, act->enorm, p->label_emb, C, F, HUBERT_COS_EPS);
     /* logits (N, C) = phat ehat^T / logit_temp, written into prob and turned into probabilities */
-    sgemm('N', 'T', N, C, F, 1.0f / c->logit_temp, act->phat, F, act->ehat, F, 0.0f, act->prob, C);
+    sgemm_fp32('N', 'T', N, C, F, 1.0f / c->logit_temp, act->phat, F, act->ehat, F, 0.0f, act->prob, C);
     const int64_t correct = softmax_xent_forward(act->prob, act->row_loss, act->prob, act->label, N, C);
     double loss = 0.0;
     for (int64_t i = 0; i < N; i++) loss += act->row_loss[i];
@@ -117,8 +117,8 @@ void hubert_head_backward(float *dx, const HubertHeadParams *g, HubertHeadAct *a
     /* d logits = dloss (softmax - onehot); d cos = d logits / logit_temp */
     softmax_xent_backward(act->dlogit, act->prob, act->label, dloss / c->logit_temp, N, C);
     /* dphat (N, F) = dcos ehat; dehat (C, F) = dcos^T phat */
-    sgemm('N', 'N', N, F, C, 1.0f, act->dlogit, C, act->ehat, F, 0.0f, act->dphat, F);
-    sgemm('T', 'N', C, F, N, 1.0f, act->dlogit, C, act->phat, F, 0.0f, act->dehat, F);
+    sgemm_fp32('N', 'N', N, F, C, 1.0f, act->dlogit, C, act->ehat, F, 0.0f, act->dphat, F);
+    sgemm_fp32('T', 'N', C, F, N, 1.0f, act->dlogit, C, act->phat, F, 0.0f, act->dehat, F);
     rownorm_backward(g->label_emb, act->dehat, act->ehat, act->enorm, C, F);
     memset(act->dproj, 0, (size_t)N * F * sizeof(float));
     rownorm_backward(act->dproj, act->dphat, act->phat, act->pnorm, N, F);

@@ -27,7 +27,7 @@ double kmeans_assign(const float *X, int64_t N, int D, const float *C, const flo
     for (int64_t b0 = 0; b0 < N; b0 += KMEANS_BLOCK) {
         const int nb = (int)(N - b0 < KMEANS_BLOCK ? N - b0 : KMEANS_BLOCK);
         float *G = scratch; // (nb, K) x . c
-        sgemm('N', 'T', nb, K, D, 1.0f, X + b0 * D, D, C, D, 0.0f, G, K);
+        sgemm_fp32('N', 'T', nb, K, D, 1.0f, X + b0 * D, D, C, D, 0.0f, G, K);
         double block_total = 0;
 #pragma omp parallel for schedule(static) reduction(+ : block_total)
         for (int i = 0; i < nb; i++) {
@@ -120,7 +120,7 @@ void kmeans_plusplus(const float *S, int64_t Ns, int D, int K, KoeRng *rng, floa
             memcpy(cand + (int64_t)t * D, S + lo * D, (size_t)D * sizeof(float));
         }
         kmeans_sqnorms(cand, trials, D, cand_sqn);
-        sgemm('N', 'T', (int)Ns, trials, D, 1.0f, S, D, cand, D, 0.0f, G, trials);
+        sgemm_fp32('N', 'T', (int)Ns, trials, D, 1.0f, S, D, cand, D, 0.0f, G, trials);
         for (int t = 0; t < trials; t++) pot_t[t] = 0;
 #pragma omp parallel
         {

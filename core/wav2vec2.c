@@ -344,8 +344,11 @@ void wav2vec2_head_forward(Wav2vec2HeadAct *act, const Wav2vec2HeadParams *p, co
                         featdrop_stream(act->utt[b], r - b * T));
     }
 
-    /* quantizer: logits into soft, then per group the hard argmax, the Gumbel choice and the softmax */
+    /* quantizer: logits into soft, then per group the hard argmax, the Gumbel choice and the softmax;
+     * in fp32 whatever the model's GEMM precision (gemm.h): the choice of codes is the quantizer's */
+    GemmPrecision prec = gemm_set_precision(GEMM_FP32);
     linear_forward(act->soft, act->yin, p->wp_w, p->wp_b, N, C, GV);
+    gemm_set_precision(prec);
     const float inv_tau = (float)(1.0 / act->temp);
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < N; i++) {
@@ -423,8 +426,8 @@ void wav2vec2_head_backward(float *dx, float *dfeat, const Wav2vec2HeadParams *g
     if (run->train) {
         /* d gsoft[i, g*V + v] = dq[i, g block] . codevectors[g*V + v] */
         for (int gg = 0; gg < G; gg++)
-            sgemm('N', 'T', N, V, Qg, 1.0f, act->dq + gg * Qg, Q, p->codevectors + (int64_t)gg * V * Qg, Qg, 0.0f,
-                  act->dgs + gg * V, GV);
+            sgemm_fp32('N', 'T', N, V, Qg, 1.0f, act->dq + gg * Qg, Q, p->codevectors + (int64_t)gg * V * Qg, Qg,
+                       0.0f, act->dgs + gg * V, GV);
         const float inv_tau = (float)(1.0 / act->temp);
 #pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < N; i++)
@@ -440,7 +443,9 @@ void wav2vec2_head_backward(float *dx, float *dfeat, const Wav2vec2HeadParams *g
 
     /* weight_proj -> dropout_features -> dfeat */
     if (dfeat) memset(act->dyin, 0, (size_t)N * C * sizeof(float));
+    GemmPrecision prec = gemm_set_precision(GEMM_FP32); /* the quantizer in fp32, as in forward */
     linear_backward(dfeat ? act->dyin : NULL, g->wp_w, g->wp_b, act->dl, act->yin, p->wp_w, N, C, GV);
+    gemm_set_precision(prec);
     if (!dfeat) return;
     const float p_drop = run->train ? c->dropout_features : 0.0f;
 #pragma omp parallel for schedule(static)

@@ -3,8 +3,9 @@
  * lr, the gradient reduction under mpirun) on a synthetic batch — the batch of
  * ../shared/anchors/torch_hubert_step.py, so the two compare side by side — or, when the overrides
  * set data.corpus, on the recipe's real batches. Prints each step's loss, one line ending in
- * audio_s_per_s=X, the achieved GFLOP/s against the peak of our sgemm (oneDNN, core/gemm.h) and of
- * OpenBLAS's, both measured in the same process, and where the time goes.
+ * audio_s_per_s=X, the achieved GFLOP/s against the peak of our sgemm (oneDNN, core/gemm.h), of
+ * oneDNN's bf16 GEMM (where the CPU has bf16 dot products) and of OpenBLAS's sgemm, all measured in the
+ * same process, and where the time goes. --precision runs the steps as run.precision says.
  * A benchmark, not a test: it checks nothing but that the loss is finite. */
 #include <cblas.h>
 #include <math.h>
@@ -26,8 +27,9 @@
 void openblas_set_num_threads(int n); /* OpenBLAS's own; not in cblas.h */
 
 typedef struct {
-    int batch, steps, threads, classes, no_profile;
+    int batch, steps, threads, classes, no_profile, interleave;
     double seconds;
+    const char *precision;
 } BenchOptions;
 
 #define O(field) offsetof(BenchOptions, field)
@@ -38,6 +40,11 @@ static const CliFlag bench_flags[] = {
     CLI_THREADS(O(threads)),
     CLI_N("--classes", CLI_INT, O(classes), "100", 2, LABELS_MAX_CLASSES, 0, "K", "label classes of the HuBERT head"),
     CLI_B("--no-profile", O(no_profile), "skip the per-section table"),
+    CLI_S("--precision", O(precision), NULL, 0, "P",
+          "fp32, bf16 or auto: run.precision for these steps (default: the recipe's)"),
+    CLI_B("--interleave", O(interleave),
+          "alternate fp32 and bf16 steps in this one process and print both medians\n"
+          "and their ratio (a busy machine's load then falls on both alike)"),
     CLI_END,
 };
 
@@ -54,8 +61,9 @@ const CliCommand cmd_bench = {
              "../shared/anchors/torch_hubert_step.py, or on the recipe's corpus when data.corpus=DIR is given\n"
              "(--batch and --seconds then do not apply; koe train's first updates compute the same losses).\n"
              "Prints each step's loss, then step_median_s, peak_rss_mb, audio_s_per_s, the GFLOP/s reached\n"
-             "against the peak of koe's sgemm (oneDNN) and of OpenBLAS in the same process, and a per-section\n"
-             "profile. The first step is a warm-up. Writes nothing on disk.\n",
+             "against the peak of koe's sgemm (oneDNN), of oneDNN's bf16 GEMM (bf16_gflops, bf16_fraction; on a CPU\n"
+             "with bf16 dot products) and of OpenBLAS in the same process, and a per-section profile. The first\n"
+             "step is a warm-up. Writes nothing on disk.\n",
     .flags = bench_flags,
     .opts_size = sizeof(BenchOptions),
     .run = bench_command,
@@ -94,33 +102,66 @@ static StepFlops step_flops(const Model *m, int classes, int64_t masked) {
     return (StepFlops){f, b};
 }
 
+enum { PEAK_SGEMM, PEAK_OPENBLAS, PEAK_BF16 };
+
 /* Best of 3 of a square GEMM with the current thread count: the attainable peak of koe's sgemm
- * (the one the model uses) or, for reference, of OpenBLAS. */
-static double sgemm_gflops(int openblas) {
+ * (oneDNN fp32), of oneDNN's bf16 GEMM on operands already in bf16 (the kernel alone: the model's
+ * sgemm adds the fp32 -> bf16 rounding of its operands), or, for reference, of OpenBLAS. */
+static double gemm_peak_gflops(int which) {
     const int n = 1536;
     float *a = koe_malloc((size_t)n * n * sizeof *a), *b = koe_malloc((size_t)n * n * sizeof *b),
           *c = koe_malloc((size_t)n * n * sizeof *c);
+    uint16_t *ah = koe_malloc((size_t)n * n * sizeof *ah);
     KoeRng r = koe_rng(1, 0, 0, KOE_RNG_INIT);
     for (int64_t i = 0; i < (int64_t)n * n; i++) a[i] = b[i] = (float)koe_rng_uniform(&r);
+    bf16_from_f32(ah, a, (int64_t)n * n);
     double best = 1e30;
     for (int k = 0; k < 4; k++) {
         double t = koe_now();
-        if (openblas)
+        if (which == PEAK_OPENBLAS)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        else if (which == PEAK_BF16)
+            bgemm('N', 'N', n, n, n, 1.0f, ah, n, ah, n, 0.0f, c, n);
         else
-            sgemm('N', 'N', n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+            sgemm_fp32('N', 'N', n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
         t = koe_now() - t;
         if (k && t < best) best = t; /* the first call warms up threads and kernels */
     }
     free(a);
     free(b);
     free(c);
+    free(ah);
     return 2.0 * n * n * (double)n / best / 1e9;
 }
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+/* --interleave: steps alternately in fp32 and bf16 (one warm-up of each first), then the median step
+ * time of each precision and bf16's speed-up. Where bf16 is refused, so is this. */
+static void bench_interleaved(Trainer *tr, int steps) {
+    KoeError err;
+    if (!gemm_bf16_supported())
+        trainer_fatal(tr, KOE_EXIT_USAGE, "bench --interleave: this CPU has no bf16 dot products (run.precision)");
+    double *t[2] = {koe_malloc((size_t)(steps + 1) * sizeof(double)), koe_malloc((size_t)(steps + 1) * sizeof(double))};
+    TrainerStep st;
+    for (int s = 0; s <= steps; s++)
+        for (int p = 0; p < 2; p++) {
+            gemm_set_precision(p ? GEMM_BF16 : GEMM_FP32);
+            if (trainer_step(tr, &st, &err) < 0) trainer_fatal(tr, KOE_EXIT_USAGE, "bench: step %d: %s", s, err.msg);
+            if (!isfinite(st.loss)) trainer_fatal(tr, KOE_EXIT_INTERNAL, "bench: step %d: loss is %g", s, st.loss);
+            t[p][s] = st.seconds;
+            if (comm_rank() == 0) printf("step %d %s seconds %.3f\n", s, p ? "bf16" : "fp32", st.seconds);
+        }
+    for (int p = 0; p < 2; p++) qsort(t[p] + 1, (size_t)steps, sizeof(double), cmp_double);
+    const double m32 = t[0][1 + steps / 2], m16 = t[1][1 + steps / 2];
+    if (comm_rank() == 0)
+        printf("koe interleaved fp32_step_median_s=%.3f bf16_step_median_s=%.3f bf16_speedup=%.2f\n", m32, m16,
+               m32 / m16);
+    free(t[0]);
+    free(t[1]);
 }
 
 static int bench_command(const void *opts, int n_args, char **args) {
@@ -130,7 +171,16 @@ static int bench_command(const void *opts, int n_args, char **args) {
     const char *recipe_path = args[0];
     Recipe rc;
     KoeError err;
-    if (recipe_load(&rc, recipe_path, n_args - 1, args + 1, &err) < 0) koe_fatal(KOE_EXIT_USAGE, "%s", err.msg);
+    /* --precision P is the override run.precision=P, after the command line's own */
+    char prec[RECIPE_STR_MAX + 32], **ov = koe_malloc((size_t)n_args * sizeof *ov);
+    int n_ov = n_args - 1;
+    memcpy(ov, args + 1, (size_t)n_ov * sizeof *ov);
+    if (o->precision) {
+        snprintf(prec, sizeof prec, "run.precision=%s", o->precision);
+        ov[n_ov++] = prec;
+    }
+    if (recipe_load(&rc, recipe_path, n_ov, ov, &err) < 0) koe_fatal(KOE_EXIT_USAGE, "%s", err.msg);
+    free(ov);
     const int threads = cli_threads(o->threads, rc.run.threads);
     openblas_set_num_threads(threads);
 
@@ -139,6 +189,12 @@ static int bench_command(const void *opts, int n_args, char **args) {
     const int real = rc.data.corpus[0] != 0; /* data.corpus=DIR: the recipe's own batches */
     Trainer *tr = trainer_open(&rc, &(TrainerOptions){.synthetic = real ? NULL : &sy}, &err);
     if (!tr) koe_fatal(KOE_EXIT_USAGE, "bench: %s", err.msg);
+    if (o->interleave) {
+        bench_interleaved(tr, steps);
+        trainer_close(tr);
+        recipe_free(&rc);
+        return KOE_EXIT_OK;
+    }
     Model *m = trainer_model(tr);
     double *times = koe_malloc((size_t)(steps + 1) * sizeof *times), audio_s = 0;
     TrainerStep st;
@@ -155,7 +211,9 @@ static int bench_command(const void *opts, int n_args, char **args) {
     const double med = times[1 + steps / 2];
     StepFlops fl = step_flops(m, rc.objective.name == OBJ_HUBERT ? classes : 0, st.frames);
     const double gflops = (fl.fwd + fl.bwd) / med / 1e9;
-    const double peak = sgemm_gflops(0), openblas_peak = sgemm_gflops(1);
+    const double peak = gemm_peak_gflops(PEAK_SGEMM), openblas_peak = gemm_peak_gflops(PEAK_OPENBLAS);
+    const int bf16 = gemm_precision() == GEMM_BF16;
+    const double bf16_peak = gemm_bf16_supported() ? gemm_peak_gflops(PEAK_BF16) : 0.0;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     if (comm_rank() == 0) {
@@ -172,11 +230,14 @@ static int bench_command(const void *opts, int n_args, char **args) {
             const double rest = med - (tot[0] + tot[1]) / steps;
             printf("%-16s %19.1f %6.1f%%\n", "head+optimizer", 1e3 * rest, 100.0 * rest / med);
         }
-        printf("koe threads=%d model=%s params=%.1fM batch=%dx%gs loss=%.3f step_median_s=%.3f "
-               "gflops=%.1f sgemm_gflops=%.1f sgemm_fraction=%.2f openblas_gflops=%.1f peak_rss_mb=%.0f "
+        char bfs[96] = "";
+        if (bf16_peak > 0)
+            snprintf(bfs, sizeof bfs, " bf16_gflops=%.1f bf16_fraction=%.2f", bf16_peak, gflops / bf16_peak);
+        printf("koe threads=%d model=%s precision=%s params=%.1fM batch=%dx%gs loss=%.3f step_median_s=%.3f "
+               "gflops=%.1f sgemm_gflops=%.1f sgemm_fraction=%.2f%s openblas_gflops=%.1f peak_rss_mb=%.0f "
                "audio_s_per_s=%.3f\n",
-               threads, recipe_path, (double)m->table.total / 1e6, m->B, seconds, st.loss, med, gflops, peak,
-               gflops / peak, openblas_peak, (double)ru.ru_maxrss / 1024.0, audio_s / med);
+               threads, recipe_path, bf16 ? "bf16" : "fp32", (double)m->table.total / 1e6, m->B, seconds, st.loss,
+               med, gflops, peak, gflops / peak, bfs, openblas_peak, (double)ru.ru_maxrss / 1024.0, audio_s / med);
     }
     free(times);
     trainer_close(tr);

@@ -35,9 +35,13 @@ static const EnumName objective_names[] = {
     {NULL, 0, NULL}};
 static const EnumName schedule_names[] = {{"linear", SCHEDULE_LINEAR, NULL}, {"cosine", SCHEDULE_COSINE, NULL},
                                           {"tri_stage", SCHEDULE_TRI_STAGE, NULL}, {NULL, 0, NULL}};
+static const EnumName precision_names[] = {{"fp32", PRECISION_FP32, NULL}, {"bf16", PRECISION_BF16, NULL},
+                                           {"auto", PRECISION_AUTO, NULL}, {NULL, 0, NULL}};
 
 /* enum fields are written through int pointers */
-_Static_assert(sizeof(ObjectiveName) == sizeof(int) && sizeof(ScheduleKind) == sizeof(int), "enums are int-sized");
+_Static_assert(sizeof(ObjectiveName) == sizeof(int) && sizeof(ScheduleKind) == sizeof(int) &&
+                   sizeof(RunPrecision) == sizeof(int),
+               "enums are int-sized");
 
 #define OFF(field) offsetof(Recipe, field)
 #define INF INFINITY
@@ -107,6 +111,10 @@ static const ConfigKey run_keys[] = {
        "a new run starts from this checkpoint's weights (koe init --from DIR|FILE.pt imports a published "
        "model as one): same architecture, head where it fits, fresh optimizer, step 0; empty = run.seed's init"),
     KN("threads", K_INT, run.threads, "0", 0, 4096, 0, "compute threads per rank; 0 = OMP_NUM_THREADS"),
+    KE("precision", run.precision, "fp32", precision_names,
+       "fp32 | bf16 | auto: bf16 = GEMM and convolution operands in bf16 with fp32 accumulation (weights, "
+       "gradients, AdamW, norms, softmax, losses in fp32), refused on a CPU without bf16 dot products; "
+       "auto = bf16 where every rank's CPU has them, else fp32"),
     KN("log_every", K_I64, run.log_every, "100", 1, INF, 0, "log a line to RUN/log.jsonl every N updates"),
     KN("save_every", K_I64, run.save_every, "10000", 1, INF, 0, "checkpoint every N updates (and at the end)"),
     KN("keep_last", K_INT, run.keep_last, "3", 1, 1000000, 0, "checkpoints kept"),

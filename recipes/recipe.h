@@ -65,11 +65,15 @@ typedef struct {
     int max_skips;           /* non-finite steps in a row before the run stops */
 } RecipeOptim;
 
+/* run.precision: what the trainer asks of core/gemm.h (trainer.c resolves auto) */
+typedef enum { PRECISION_FP32, PRECISION_BF16, PRECISION_AUTO } RunPrecision;
+
 typedef struct {
     char dir[RECIPE_STR_MAX];
     uint64_t seed;
     char init_from[RECIPE_STR_MAX]; /* "" = initialise from run.seed */
     int threads;             /* 0 = OMP_NUM_THREADS */
+    RunPrecision precision;
     int64_t log_every;
     int64_t save_every;
     int keep_last;

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "../core/common.h"
+#include "../core/gemm.h"
 #include "../core/objective.h"
 #include "../core/optim.h"
 #include "../core/progress.h"
@@ -603,6 +604,31 @@ static int open_run_dir(Trainer *tr, KoeError *err) {
     return tb_open(tr, err);
 }
 
+/* run.precision -> core/gemm.h's precision, the same on every rank: bf16 needs bf16 dot products on
+ * every rank's CPU (oneDNN's effective ISA), and auto falls back to fp32 when one lacks them. Rank 0
+ * says which kernels run. */
+static int set_precision(const Recipe *rc, int rank, KoeError *err) {
+    int64_t lacking = !gemm_bf16_supported();
+    if (comm_size() > 1) comm_allreduce_max_i64(&lacking, 1);
+    const RunPrecision want = rc->run.precision;
+    if (want == PRECISION_BF16 && lacking)
+        return koe_error_set(err,
+                             "run.precision = bf16: %s has no bf16 dot products (oneDNN's effective ISA has neither "
+                             "avx512_core_bf16 nor AMX; ONEDNN_MAX_CPU_ISA, if set, can cap it); set run.precision = "
+                             "fp32, or auto to fall back to fp32 by itself",
+                             comm_size() > 1 ? "a rank's CPU" : "this CPU");
+    gemm_set_precision(want == PRECISION_BF16 || (want == PRECISION_AUTO && !lacking) ? GEMM_BF16 : GEMM_FP32);
+    if (rank == 0) {
+        char kern[512];
+        gemm_describe(kern, sizeof kern);
+        koe_log("%s", kern);
+        if (want == PRECISION_AUTO && lacking)
+            koe_log("run.precision = auto: %s has no bf16 dot products; running in fp32",
+                    comm_size() > 1 ? "a rank's CPU" : "this CPU");
+    }
+    return 0;
+}
+
 Trainer *trainer_open(const Recipe *rc, const TrainerOptions *opt, KoeError *err) {
     Trainer *tr = koe_calloc(1, sizeof *tr);
     tr->rc = rc;
@@ -618,7 +644,8 @@ Trainer *trainer_open(const Recipe *rc, const TrainerOptions *opt, KoeError *err
         watchdog_start(rc->run.watchdog_s);
         watchdog_phase(0, "start-up (corpus, model, resume)");
     }
-    int ok = (opt->synthetic || open_sides(tr, err) == 0) && build_model(tr, err) == 0;
+    int ok = set_precision(rc, tr->rank, err) == 0 && (opt->synthetic || open_sides(tr, err) == 0) &&
+             build_model(tr, err) == 0;
     if (ok) build_optimizer(tr);
     if (ok && opt->run_dir) ok = open_run_dir(tr, err) == 0;
     if (ok && opt->synthetic) synth_batch(tr, opt->synthetic);

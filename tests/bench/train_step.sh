@@ -1,6 +1,12 @@
 # train_step.sh — `make bench BENCH=train_step`: a full HuBERT training step (forward, loss, backward,
 # AdamW), koe vs ../shared/anchors/torch_hubert_step.py, 2 threads, batch 2 x 4 s, the three model
-# sizes, side by side in one run (goal >= 2x, peak RSS <= PyTorch's).
+# sizes, in fp32 and in mixed precision (koe run.precision = bf16 via `koe bench --precision bf16`;
+# PyTorch autocast via --bf16), the four measured one after another for each size so their ratios
+# compare like with like; then koe's two precisions once more with steps alternating in one process
+# (`koe bench --interleave`), the ratio that a busy machine's changing load disturbs least. Issue 14's goals: koe bf16 >= 2x torch bf16 and >= 1.6x koe fp32 with peak
+# RSS <= koe fp32's; koe fp32 >= 2.5x torch fp32 on tiny, sgemm_fraction >= 0.70 on base.
+# KOE_BENCH_RUNS (default 2) repeats the whole table; KOE_BENCH_MODELS (default "tiny small base")
+# picks the sizes; KOE_BENCH_STEPS (default 4) the timed steps per run.
 # Run in the machine's environment as it is. This machine sets OPENBLAS_CORETYPE=Haswell (older
 # OpenBLAS builds miscompute on some CPUs): PyTorch's OpenBLAS GEMMs follow it, koe's GEMMs (oneDNN,
 # core/gemm.h) and PyTorch's convolutions (oneDNN too) pick kernels from the CPU's features.
@@ -8,24 +14,46 @@
 set -euo pipefail
 export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2
 STEPS=${KOE_BENCH_STEPS:-4}
+RUNS=${KOE_BENCH_RUNS:-2}
+MODELS=${KOE_BENCH_MODELS:-tiny small base}
 field() { grep -o "$1=[0-9.]*" | tail -1 | cut -d= -f2; }
-run_pair() { # label env-prefix...
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
+run_table() { # label env-prefix...
   local label=$1; shift
-  for m in tiny small base; do
+  for m in $MODELS; do
     case $m in
       tiny) r=recipes/tiny/hubert.ini ;;
       small) r=recipes/tiny/hubert_small.ini ;;
       base) r=recipes/base/hubert_iter1.ini ;;
     esac
-    k=$("$@" "$KOE" bench "$KOE_ROOT/$r" --threads 2 --steps "$STEPS" 2>&1)
-    [ $m = base ] && echo "$k" | sed -n '/^section/,/^head/p' | sed 's/^/   /'
-    t=$("$@" "$PYTHON" "$ANCHORS/torch_hubert_step.py" --model $m --threads 2 --steps "$STEPS" 2>&1 | tail -1)
-    ka=$(echo "$k" | tail -1 | field audio_s_per_s); ta=$(echo "$t" | field audio_s_per_s)
-    kr=$(echo "$k" | tail -1 | field peak_rss_mb); tr=$(echo "$t" | field peak_rss_mb)
-    kf=$(echo "$k" | tail -1 | field sgemm_fraction)
-    printf '   %-7s %-6s koe audio_s_per_s=%-7s torch=%-7s ratio=%-5s  peak_rss_mb koe=%-5s torch=%-5s  koe sgemm_fraction=%s\n' \
-      "$label" $m "$ka" "$ta" "$(awk -v a="$ka" -v b="$ta" 'BEGIN{printf "%.2f", a/b}')" "$kr" "$tr" "$kf"
+    k32=$("$@" "$KOE" bench "$KOE_ROOT/$r" --threads 2 --steps "$STEPS" --precision fp32 2>&1)
+    k16=$("$@" "$KOE" bench "$KOE_ROOT/$r" --threads 2 --steps "$STEPS" --precision bf16 2>&1)
+    t32=$("$@" "$PYTHON" "$ANCHORS/torch_hubert_step.py" --model $m --threads 2 --steps "$STEPS" 2>&1 | tail -1)
+    t16=$("$@" "$PYTHON" "$ANCHORS/torch_hubert_step.py" --model $m --threads 2 --steps "$STEPS" --bf16 2>&1 | tail -1)
+    kil=$("$@" "$KOE" bench "$KOE_ROOT/$r" --threads 2 --steps "$STEPS" --interleave 2>&1 | tail -1)
+    if [ $m = base ]; then
+      echo "   $label base, koe fp32 per section:"; echo "$k32" | sed -n '/^section/,/^head/p' | sed 's/^/     /'
+      echo "   $label base, koe bf16 per section:"; echo "$k16" | sed -n '/^section/,/^head/p' | sed 's/^/     /'
+    fi
+    k32a=$(echo "$k32" | tail -1 | field audio_s_per_s) k16a=$(echo "$k16" | tail -1 | field audio_s_per_s)
+    t32a=$(echo "$t32" | field audio_s_per_s) t16a=$(echo "$t16" | field audio_s_per_s)
+    k32r=$(echo "$k32" | tail -1 | field peak_rss_mb) k16r=$(echo "$k16" | tail -1 | field peak_rss_mb)
+    t32r=$(echo "$t32" | field peak_rss_mb) t16r=$(echo "$t16" | field peak_rss_mb)
+    printf '   %-7s %-6s audio_s_per_s koe fp32=%-7s bf16=%-7s torch fp32=%-7s bf16=%-7s\n' \
+      "$label" $m "$k32a" "$k16a" "$t32a" "$t16a"
+    printf '   %-7s %-6s ratios: koe bf16/torch bf16=%s koe bf16/koe fp32=%s koe fp32/torch fp32=%s torch bf16/torch fp32=%s\n' \
+      "$label" $m "$(ratio "$k16a" "$t16a")" "$(ratio "$k16a" "$k32a")" "$(ratio "$k32a" "$t32a")" "$(ratio "$t16a" "$t32a")"
+    printf '   %-7s %-6s peak_rss_mb koe fp32=%s bf16=%s torch fp32=%s bf16=%s; koe fp32 sgemm_fraction=%s, koe bf16 bf16_fraction=%s (bf16_gflops=%s sgemm_gflops=%s)\n' \
+      "$label" $m "$k32r" "$k16r" "$t32r" "$t16r" "$(echo "$k32" | tail -1 | field sgemm_fraction)" \
+      "$(echo "$k16" | tail -1 | field bf16_fraction)" "$(echo "$k16" | tail -1 | field bf16_gflops)" \
+      "$(echo "$k16" | tail -1 | field sgemm_gflops)"
+    printf '   %-7s %-6s koe bf16/koe fp32 interleaved in one process (--interleave): %s (fp32 %ss, bf16 %ss per step)\n' \
+      "$label" $m "$(echo "$kil" | field bf16_speedup)" "$(echo "$kil" | field fp32_step_median_s)" \
+      "$(echo "$kil" | field bf16_step_median_s)"
   done
 }
-run_pair default env
-if [ "${KOE_BENCH_NATIVE:-0}" = 1 ]; then run_pair native env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE; fi
+for run in $(seq "$RUNS"); do
+  echo "   -- run $run of $RUNS"
+  run_table default env
+  if [ "${KOE_BENCH_NATIVE:-0}" = 1 ]; then run_table native env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE; fi
+done

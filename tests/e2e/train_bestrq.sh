@@ -2,8 +2,10 @@
 # tests/e2e/train_bestrq.sh — `koe train` with BEST-RQ on a synthesized corpus: the tiny recipe,
 # shrunk, 300 updates; the loss falls and the masked accuracy rises (mean of the first 10% of log
 # lines vs the last 10%); the frozen quantizer (projection and codebook) is bit-identical in every
-# checkpoint while the classifier moves; a run resumed from the step-200 checkpoint logs exactly the
-# lines of the uninterrupted run after step 200; the checkpoint exports.
+# checkpoint while the classifier moves; the same run with run.precision = bf16 ends within 2% of its
+# loss and 0.01 of its accuracy (precision_match.py), and a bf16 run resumed from its step-200
+# checkpoint logs exactly the lines of the uninterrupted bf16 run after step 200 (fp32 resume is
+# train_hubert's and train_wav2vec2's); the checkpoint exports.
 set -euo pipefail
 T="$KOE_TMP/train_bestrq"
 mkdir -p "$T"
@@ -44,15 +46,22 @@ assert not np.array_equal(w0, w2), "the classifier did not train"
 print("frozen quantizer identical at steps 100, 200, 300; classifier trained")
 PY
 
+# run.precision = bf16: the same run ends at fp32's loss and accuracy, and resumes bit for bit
+"$KOE" train "$KOE_ROOT/recipes/tiny/bestrq.ini" "${OV[@]}" run.precision=bf16 run.dir=a16 > /dev/null 2> a16.err ||
+  { cat a16.err; exit 1; }
+grep -q "precision bf16 (dnnl_gemm_bf16bf16f32" a16.err || { cat a16.err; echo "FAIL: bf16 kernels not reported"; exit 1; }
+"$PYTHON" "$KOE_ROOT/tests/reference/precision_match.py" a/log.jsonl a16/log.jsonl
+
 mkdir -p b/checkpoints
-cp a/checkpoints/step-00000200.h5 b/checkpoints/
+cp a16/checkpoints/step-00000200.h5 b/checkpoints/
 echo step-00000200.h5 > b/checkpoints/latest
-"$KOE" train "$KOE_ROOT/recipes/tiny/bestrq.ini" "${OV[@]}" run.dir=b > /dev/null 2> b.err || { cat b.err; exit 1; }
+"$KOE" train "$KOE_ROOT/recipes/tiny/bestrq.ini" "${OV[@]}" run.precision=bf16 run.dir=b > /dev/null 2> b.err ||
+  { cat b.err; exit 1; }
 grep -q "resumed from b/checkpoints/step-00000200.h5" b.err
 strip() { sed -E 's/"(audio_s_per_s|elapsed_s|max_rss_mb)": [^,]*, //g' "$1" | awk -F'[ ,]' '$2 > 200'; }
-diff <(strip a/log.jsonl) <(strip b/log.jsonl) || { echo "FAIL: resumed run differs"; exit 1; }
+diff <(strip a16/log.jsonl) <(strip b/log.jsonl) || { echo "FAIL: resumed bf16 run differs"; exit 1; }
 test "$(strip b/log.jsonl | wc -l)" = 10
-echo "resume bit-exact: 10 log lines after step 200 identical"
+echo "bf16 resume bit-exact: 10 log lines after step 200 identical"
 
 "$KOE" export --ckpt a/checkpoints/step-00000300.h5 --out exp 2> /dev/null
 test -s exp/model.safetensors && test -s exp/config.json

@@ -3,9 +3,10 @@
 # wrong: a recipe typo (file:line and the key), a missing corpus, a missing label set, a label rate
 # that disagrees with the label set, labels made for another corpus (fingerprint), a resume with
 # another seed; recipes the model or loader cannot run (fbank_dim other than 80, an empty run.dir, a
-# conv stack wider than the shortest utterance). And the non-finite guard: with a NaN in the weights
-# every update is skipped (logged as null in log.jsonl, which stays JSON), the run stops after
-# optim.max_skips in a row with exit 2 and writes no checkpoint.
+# conv stack wider than the shortest utterance), run.precision = bf16 on a CPU without bf16 dot
+# products. And the non-finite guard: with a NaN in the weights every update is skipped (logged as
+# null in log.jsonl, which stays JSON), the run stops after optim.max_skips in a row with exit 2 and
+# writes no checkpoint.
 set -euo pipefail
 T="$KOE_TMP/train_errors"
 mkdir -p "$T"
@@ -55,6 +56,25 @@ cp -r c1 cdmg
 "$PYTHON" -c "import h5py; f = h5py.File('cdmg/labels/km8/shard-00000.h5', 'r+'); f['/labels'][:] = 200"
 expect_fail 1 "label 200 >= n_classes 8" "koe label" -- "$R" data.corpus=cdmg data.labels=km8 run.dir=rdmg \
   "${SMALL[@]}" data.threads=2
+
+# run.precision = bf16 on a CPU without bf16 dot products is refused naming the key, before anything is
+# written; auto then falls back to fp32 and says so, and picks bf16 where the CPU has it. The CPU
+# without: oneDNN's own ONEDNN_MAX_CPU_ISA capping its ISA below avx512_core_bf16.
+NOBF16=AVX512_CORE_VNNI
+ONEDNN_MAX_CPU_ISA=$NOBF16 expect_fail 1 "run.precision = bf16" "no bf16 dot products" "run.precision = fp32" -- \
+  "$R" data.corpus=c1 data.labels=km8 run.dir=rp "${SMALL[@]}" run.precision=bf16
+[ ! -e rp ] || { echo "FAIL: the refused bf16 run wrote rp/"; exit 1; }
+ONEDNN_MAX_CPU_ISA=$NOBF16 "$KOE" train "$R" data.corpus=c1 data.labels=km8 run.dir=rauto "${SMALL[@]}" \
+  run.precision=auto > /dev/null 2> auto.err || { cat auto.err; exit 1; }
+grep -q "run.precision = auto: this CPU has no bf16 dot products; running in fp32" auto.err || { cat auto.err; exit 1; }
+grep -q "precision fp32 (dnnl_sgemm)" auto.err || { cat auto.err; exit 1; }
+if grep -q "bf16 dot products: yes" auto.err; then echo "FAIL: ONEDNN_MAX_CPU_ISA did not cap oneDNN"; exit 1; fi
+if [ "$(grep -c avx512_bf16 /proc/cpuinfo)" -gt 0 ]; then
+  "$KOE" train "$R" data.corpus=c1 data.labels=km8 run.dir=rauto2 "${SMALL[@]}" run.precision=auto > /dev/null \
+    2> auto2.err || { cat auto2.err; exit 1; }
+  grep -q "precision bf16 (dnnl_gemm_bf16bf16f32" auto2.err || { cat auto2.err; echo "FAIL: auto did not pick bf16"; exit 1; }
+fi
+echo "ok: bf16 refused without bf16 dot products; auto falls back to fp32, and picks bf16 on this CPU"
 
 # what the model or the loader cannot run is refused before anything is written
 B="$KOE_ROOT/recipes/tiny/bestrq.ini"

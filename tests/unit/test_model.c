@@ -2,7 +2,8 @@
  * parameter tensor, dropout on, with mask, feature penalty and feature gradient), padding independence,
  * dropout masks keyed by utterance id (the same alone and in a padded batch), layerdrop, the arena bound, and (when KOE_MODEL_REF names a directory of reference files made by
  * tests/reference/model_ref.py; tests/e2e/model_parity.sh does that) parity with torchaudio: every
- * hidden state and every parameter gradient, error <= 1e-4 * max|ref| + 1e-5 per tensor. */
+ * hidden state and every parameter gradient, error <= 1e-4 * max|ref| + 1e-5 per tensor; and in bf16
+ * (run.precision = bf16) no further from the float64 answer than PyTorch's autocast (bf16_reference). */
 #include <dirent.h>
 #include <hdf5.h>
 #include <math.h>
@@ -16,6 +17,7 @@
 #include <cmocka.h>
 
 #include "../../core/common.h"
+#include "../../core/gemm.h"
 #include "../../core/mask.h"
 #include "../../core/model.h"
 #include "../../core/rng.h"
@@ -374,6 +376,73 @@ static int compare(const char *file, const char *what, const float *got, const f
     return ok;
 }
 
+/* sum (a - ref)^2 and sum ref^2 of n values, added to e[0], e[1] */
+static void l2_accumulate(double *e, const float *a, const float *ref, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const double d = (double)a[i] - ref[i];
+        e[0] += d * d, e[1] += (double)ref[i] * ref[i];
+    }
+}
+
+static double l2_rel(const double *e) { return sqrt(e[0] / e[1]); }
+
+/* Whole-model bf16 against PyTorch's autocast (the file's /bf16, tests/reference/model_bf16_ref.py).
+ * With the float64 /out and /grad as the exact answer, the relative L2 error of koe's bf16 output, and
+ * of all its parameter gradients as one vector, must not exceed autocast's: both round the operands of
+ * every convolution, linear and attention product to bf16, but autocast also stores those products'
+ * outputs and the elementwise results between them (GELU, softmax, the gradients flowing back) in
+ * bf16 where koe keeps fp32, so koe's roundings are a subset of autocast's. And it must exceed koe's
+ * own fp32 error (bf16 ran). Returns 1 when both hold; nothing to check without /bf16. */
+static int bf16_reference(hid_t f, const char *path, Model *m, const float *wav, const int64_t *len, int B,
+                          int64_t S, const float *R) {
+    if (H5Lexists(f, "bf16", H5P_DEFAULT) <= 0) return 1;
+    const int64_t ND = (int64_t)B * m->T * m->cfg.D;
+    double err[3][2][2] = {{{0}}}; /* [koe fp32, koe bf16, autocast][out, gradients][sum d^2, sum ref^2] */
+    int64_t n;
+    float *out_ref = read_f32(f, "out", &n), *out_ac = read_f32(f, "bf16/out", &n);
+    assert_int_equal(n, ND);
+    l2_accumulate(err[2][0], out_ac, out_ref, ND);
+    for (int p = 0; p < 2; p++) {
+        gemm_set_precision(p ? GEMM_BF16 : GEMM_FP32);
+        ModelRun run = {0};
+        model_forward(m, wav, len, B, S, NULL, &run);
+        l2_accumulate(err[p][0], m->a.out, out_ref, ND);
+        model_zero_grad(m);
+        model_backward(m, R, 0.0f, NULL);
+        gemm_set_precision(GEMM_FP32);
+        for (int i = 0; i < m->table.n; i++) {
+            const ParamEntry *e = &m->table.e[i];
+            if (!strcmp(e->name, "masked_spec_embed")) continue; /* torchaudio's model has none */
+            char name[PARAM_NAME_LEN + 16];
+            snprintf(name, sizeof name, "grad/%s", e->name);
+            float *g = read_f32(f, name, &n);
+            assert_non_null(g);
+            l2_accumulate(err[p][1], m->grads + e->offset, g, n);
+            if (p == 0) {
+                snprintf(name, sizeof name, "bf16/grad/%s", e->name);
+                float *ga = read_f32(f, name, &n);
+                if (!ga) fail_msg("%s: no autocast gradient %s", path, name);
+                l2_accumulate(err[2][1], ga, g, n);
+                free(ga);
+            }
+            free(g);
+        }
+    }
+    free(out_ref);
+    free(out_ac);
+    int ok = 1;
+    const char *what[2] = {"out", "gradients"};
+    for (int k = 0; k < 2; k++) {
+        const double e32 = l2_rel(err[0][k]), e16 = l2_rel(err[1][k]), eac = l2_rel(err[2][k]);
+        const int good = e16 <= eac && e16 > e32;
+        printf("%s %s: bf16 %s: relative L2 error vs float64: koe bf16 %.3e, torch autocast %.3e (%.2fx), koe "
+               "fp32 %.3e\n",
+               good ? "ok  " : "FAIL", path, what[k], e16, eac, eac / e16, e32);
+        ok &= good;
+    }
+    return ok;
+}
+
 static int run_reference(const char *path) {
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     assert_true(f >= 0);
@@ -467,6 +536,7 @@ static int run_reference(const char *path) {
     }
     printf("%s: %d hidden states, %d gradients; worst |err|/max|ref|: hidden %.2e, gradients %.2e\n", path, c.L + 2,
            n_grads, worst_hidden, worst_grad);
+    ok &= bf16_reference(f, path, m, wav, len, B, S, R);
     free(R);
     free(wav);
     model_free(m);

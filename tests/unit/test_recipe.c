@@ -75,6 +75,7 @@ static void test_defaults(void **state) {
     assert_int_equal(r.run.save_every, 10000);
     assert_int_equal(r.run.keep_last, 3);
     assert_int_equal(r.run.zero, 0);
+    assert_int_equal(r.run.precision, PRECISION_FP32);
     assert_true(r.hash == recipe_hash_text(r.text));
     AdamWConfig ac;
     recipe_adamw_config(&r, &ac);
@@ -157,6 +158,7 @@ static void test_design_keys_exist(void **state) {
         {"run", "save_every"},   {"run", "keep_last"},      {"run", "zero"},          {"run", "valid_every"},
         {"optim", "max_skips"},  {"optim", "update_freq"},  {"optim", "clip_norm"},   {"data", "threads"},
         {"data", "features"},    {"run", "watchdog_s"},     {"optim", "schedule"},    {"objective", "codebooks"},
+        {"run", "precision"},
     };
     for (size_t i = 0; i < sizeof named / sizeof named[0]; i++)
         if (find_key(named[i][0], named[i][1]) < 0) {

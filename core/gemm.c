@@ -1,0 +1,182 @@
+/* gemm.c — sgemm in fp32 or bf16 over oneDNN, and the fp32 -> bf16 conversion (gemm.h). Must not
+ * hold any state but the process's precision and each thread's staging buffers. */
+#include "gemm.h"
+
+#include <immintrin.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Exported by libdnnl 2.6 beside dnnl_sgemm, with the same row-major convention, but not declared
+ * in its dnnl.h (later oneDNN releases declare it); bf16 operands are passed as their bit patterns. */
+dnnl_status_t dnnl_gemm_bf16bf16f32(char transa, char transb, dnnl_dim_t M, dnnl_dim_t N, dnnl_dim_t K, float alpha,
+                                    const uint16_t *A, dnnl_dim_t lda, const uint16_t *B, dnnl_dim_t ldb, float beta,
+                                    float *C, dnnl_dim_t ldc);
+
+static GemmPrecision gemm_mode = GEMM_FP32;
+
+GemmPrecision gemm_set_precision(GemmPrecision p) {
+    GemmPrecision old = gemm_mode;
+    gemm_mode = p;
+    return old;
+}
+
+GemmPrecision gemm_precision(void) { return gemm_mode; }
+
+static void gemm_check(dnnl_status_t st, const char *what, char ta, char tb, int64_t M, int64_t N, int64_t K,
+                       int64_t lda, int64_t ldb, int64_t ldc) {
+    if (st != dnnl_success)
+        koe_fatal(KOE_EXIT_INTERNAL,
+                  "internal error: oneDNN %s %c%c M=%lld N=%lld K=%lld lda=%lld ldb=%lld ldc=%lld: status %d", what,
+                  ta, tb, (long long)M, (long long)N, (long long)K, (long long)lda, (long long)ldb, (long long)ldc,
+                  (int)st);
+}
+
+void sgemm_fp32(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    gemm_check(dnnl_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc), "sgemm", ta, tb, M, N, K, lda, ldb,
+               ldc);
+}
+
+void bgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t *A, int64_t lda,
+           const uint16_t *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    gemm_check(dnnl_gemm_bf16bf16f32(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc), "gemm_bf16bf16f32", ta,
+               tb, M, N, K, lda, ldb, ldc);
+}
+
+/* ---- fp32 -> bf16 --------------------------------------------------------------------------------- */
+
+float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline uint16_t bf16_round(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* NaN: keep it, quiet */
+    if ((u & 0x7f800000u) == 0) return (uint16_t)((u >> 16) & 0x8000);         /* zero, subnormal: signed 0 */
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);                  /* nearest, ties to even */
+}
+
+void bf16_from_f32_scalar(uint16_t *dst, const float *src, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = bf16_round(src[i]);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void bf16_from_f32_avx512(uint16_t *dst,
+                                                                                                const float *src,
+                                                                                                int64_t n) {
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + i + 16), _mm512_loadu_ps(src + i));
+        _mm512_storeu_si512((void *)(dst + i), (__m512i)v);
+    }
+    for (; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m256bh v = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src + i));
+        _mm256_mask_storeu_epi16((void *)(dst + i), m, (__m256i)v);
+    }
+}
+
+static int cpu_has_avx512_bf16(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bf16");
+}
+
+void bf16_from_f32(uint16_t *dst, const float *src, int64_t n) {
+    static int vec = -1; /* the same answer from every thread: a benign race */
+    if (vec < 0) vec = cpu_has_avx512_bf16();
+    if (vec)
+        bf16_from_f32_avx512(dst, src, n);
+    else
+        bf16_from_f32_scalar(dst, src, n);
+}
+
+/* ---- sgemm ------------------------------------------------------------------------------------------ */
+
+/* Per thread, one staging buffer for A and one for B; grown, never shrunk. */
+static _Thread_local struct {
+    uint16_t *p;
+    size_t cap;
+} stage[2];
+
+/* Operands below this many elements are converted by the calling thread alone: the conversion is a
+ * memory sweep, and waking the OpenMP team costs more than it saves on anything smaller. */
+#define STAGE_PARALLEL_MIN ((int64_t)1 << 20)
+
+/* The stored matrix of op(X) (rows x cols, leading dimension ld) in bf16, packed (leading dimension
+ * cols), in staging buffer `slot`. */
+static const uint16_t *stage_bf16(int slot, const float *X, int64_t rows, int64_t cols, int64_t ld) {
+    const int64_t need = rows * cols;
+    if ((size_t)need > stage[slot].cap) {
+        free(stage[slot].p);
+        stage[slot].p = koe_malloc((size_t)need * sizeof(uint16_t));
+        stage[slot].cap = (size_t)need;
+    }
+    uint16_t *d = stage[slot].p;
+    const int par = need >= STAGE_PARALLEL_MIN && !omp_in_parallel();
+    if (cols == ld) {
+        const int64_t chunk = 1 << 16;
+#pragma omp parallel for schedule(static) if (par)
+        for (int64_t i = 0; i < need; i += chunk) bf16_from_f32(d + i, X + i, need - i < chunk ? need - i : chunk);
+    } else {
+#pragma omp parallel for schedule(static) if (par)
+        for (int64_t r = 0; r < rows; r++) bf16_from_f32(d + r * cols, X + r * ld, cols);
+    }
+    return d;
+}
+
+void sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+           const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    if (gemm_mode == GEMM_FP32 || M == 0 || N == 0 || K == 0) {
+        sgemm_fp32(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    /* stored shapes: A is (M, K) for 'N', (K, M) for 'T'; B is (K, N) for 'N', (N, K) for 'T' */
+    const int64_t ar = ta == 'N' ? M : K, ac = ta == 'N' ? K : M;
+    const int64_t br = tb == 'N' ? K : N, bc = tb == 'N' ? N : K;
+    const uint16_t *a = stage_bf16(0, A, ar, ac, lda), *b = stage_bf16(1, B, br, bc, ldb);
+    bgemm(ta, tb, M, N, K, alpha, a, ac, b, bc, beta, C, ldc);
+}
+
+/* ---- what runs -------------------------------------------------------------------------------------- */
+
+int gemm_bf16_supported(void) {
+    const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    return ((unsigned)isa & (unsigned)dnnl_cpu_isa_avx512_core_bf16) == (unsigned)dnnl_cpu_isa_avx512_core_bf16;
+}
+
+static const char *isa_name(dnnl_cpu_isa_t isa) {
+    switch (isa) {
+    case dnnl_cpu_isa_sse41: return "sse41";
+    case dnnl_cpu_isa_avx: return "avx";
+    case dnnl_cpu_isa_avx2: return "avx2";
+    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+    case dnnl_cpu_isa_avx512_mic: return "avx512_mic";
+    case dnnl_cpu_isa_avx512_mic_4ops: return "avx512_mic_4ops";
+    case dnnl_cpu_isa_avx512_core: return "avx512_core";
+    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+    default: return "other";
+    }
+}
+
+void gemm_describe(char *buf, size_t n) {
+    const dnnl_version_t *v = dnnl_version();
+    const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    const int amx = ((unsigned)isa & (unsigned)dnnl_cpu_isa_avx512_core_amx) == (unsigned)dnnl_cpu_isa_avx512_core_amx;
+    snprintf(buf, n,
+             "gemm: oneDNN %d.%d.%d, effective ISA %s (bf16 dot products: %s, AMX: %s; CPU avx512_bf16: %s); "
+             "precision %s%s",
+             v->major, v->minor, v->patch, isa_name(isa), gemm_bf16_supported() ? "yes" : "no", amx ? "yes" : "no",
+             cpu_has_avx512_bf16() ? "yes" : "no", gemm_mode == GEMM_BF16 ? "bf16" : "fp32",
+             gemm_mode == GEMM_BF16
+                 ? (cpu_has_avx512_bf16()
+                        ? " (dnnl_gemm_bf16bf16f32, fp32 accumulation; fp32->bf16 by AVX512_BF16 vcvtne2ps2bf16)"
+                        : " (dnnl_gemm_bf16bf16f32, fp32 accumulation; fp32->bf16 by the scalar loop)")
+                 : " (dnnl_sgemm)");
+}
