@@ -52,18 +52,20 @@ void linear_backward(float *dinp, float *dweight, float *dbias, const float *dou
 }
 
 /* ---- conv1d -------------------------------------------------------------------------------------
- * Three paths, chosen by shape:
+ * Two paths, chosen by shape:
  *   depthwise (G = C = OC): a direct loop over frames, channels innermost (weight as (K, C)).
- *   G = 1 and C >= CONV_TAP_MIN_C: one GEMM per tap k on a strided view of the input (row t of the
- *     view is input row t*stride + k - pad, leading dimension stride*C), no copy at all; padding
- *     just shortens each tap's range of t.
- *   otherwise (grouped, or few input channels like the waveform's C = 1): per group, blocks of
- *     CONV_BLOCK_FLOATS unfolded input windows (im2col, zeros in the padding) times the group's
- *     weight in one GEMM. With G > 1 the groups go to the OpenMP threads (one unfolding buffer each)
- *     and each group's GEMM runs on its own thread: the group GEMMs are narrow (OC/G columns), and
- *     threading inside them spends more time synchronising than computing (positional conv: 2-3x).
- * GEMM paths use the weight as Wr (OC, K, Cg) (PyTorch stores (OC, Cg, K)), built in scratch. */
-#define CONV_TAP_MIN_C 32
+ *   otherwise: per group, blocks of up to CONV_BLOCK_FLOATS unfolded input windows (im2col: row r =
+ *     b*To + t holds the K*Cg inputs of output frame t of utterance b, zeros in the padding) times the
+ *     group's weight in one GEMM, so a G = 1 layer of the waveform stack is a few GEMMs of K*C-long
+ *     rows covering every utterance (HuBERT Base layer 1, batch 2 x 4 s: 5 GEMMs of 2730 x 512 x 1536)
+ *     instead of one GEMM per tap and utterance. Measured at 2 threads (CPU time, the shapes of the
+ *     Base stack), the per-tap GEMMs spent 1.2x the time of these: the GEMMs of the deep layers are
+ *     short (199-799 rows per utterance) and sgemm's threads synchronise once per GEMM; the copy into
+ *     the block costs less than the passes over the output that the taps made. With G > 1 the groups
+ *     go to the OpenMP threads (one unfolding buffer each) and each group's GEMM runs on its own
+ *     thread: the group GEMMs are narrow (OC/G columns), and threading inside them spends more time
+ *     synchronising than computing (positional conv: 2-3x).
+ * GEMMs use the weight as Wr (OC, K, Cg) (PyTorch stores (OC, Cg, K)), built in scratch. */
 #define CONV_BLOCK_FLOATS (1 << 22)
 
 int64_t conv1d_out_len(int64_t Ti, int K, int stride, int pad) {
@@ -72,7 +74,6 @@ int64_t conv1d_out_len(int64_t Ti, int K, int stride, int pad) {
 }
 
 static int conv_is_depthwise(int C, int OC, int G) { return G == C && OC == C; }
-static int conv_uses_taps(int C, int G) { return G == 1 && C >= CONV_TAP_MIN_C; }
 
 /* OpenMP threads running groups at once in the unfolded path (each needs its own unfolding buffer):
  * 1 when G = 1, where the GEMMs use sgemm's threads instead. */
@@ -89,7 +90,7 @@ static int64_t conv_block_rows(int64_t rows, int64_t KC) {
 }
 
 /* The views of a conv's scratch (common.h's arena): depthwise only the weight as (K, C) in wr;
- * otherwise Wr, its gradient and, on the unfolded path, one block of unfolded rows per slot. */
+ * otherwise Wr, its gradient and one block of unfolded rows per slot. */
 typedef struct {
     float *wr, *dwr, *col;
 } ConvScratch;
@@ -105,7 +106,7 @@ static void conv_scratch_carve(ConvScratch *s, Arena *ar, int B, int64_t Ti, int
     s->wr = arena_take(ar, (int64_t)OC * KC);
     s->dwr = arena_take(ar, (int64_t)OC * KC);
     const int64_t R = (int64_t)B * conv1d_out_len(Ti, K, stride, pad);
-    s->col = conv_uses_taps(C, G) ? NULL : arena_take(ar, conv_slots(G) * conv_block_rows(R, KC) * KC);
+    s->col = arena_take(ar, conv_slots(G) * conv_block_rows(R, KC) * KC);
 }
 
 int64_t conv1d_scratch_floats(int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G) {
@@ -269,31 +270,11 @@ void conv1d_forward(float *out, const float *inp, const float *weight, const flo
     int64_t KC = (int64_t)K * Cg;
     float *wr = s.wr, *col = s.col;
     conv_weight_to_wr(wr, weight, OC, Cg, K);
-    /* out starts as the bias (or 0), unless there is no bias and the first GEMM onto each output row
-     * writes all of it (beta = 0): every unfolded path, and the tap path when tap 0 covers every frame */
-    const int taps = conv_uses_taps(C, G);
-    int64_t f0, f1;
-    conv_tap_range(&f0, &f1, Ti, To, 0, stride, pad);
-    const float beta0 = !bias && (!taps || (f0 == 0 && f1 == To)) ? 0.0f : 1.0f;
-    if (beta0 != 0.0f) {
+    /* out starts as the bias; without one, the GEMMs write all of it (beta = 0) */
+    const float beta0 = bias ? 1.0f : 0.0f;
+    if (bias) {
 #pragma omp parallel for schedule(static)
-        for (int64_t r = 0; r < R; r++) {
-            if (bias)
-                memcpy(out + r * OC, bias, (size_t)OC * sizeof(float));
-            else
-                memset(out + r * OC, 0, (size_t)OC * sizeof(float));
-        }
-    }
-    if (taps) {
-        for (int b = 0; b < B; b++)
-            for (int k = 0; k < K; k++) {
-                int64_t t0, t1;
-                conv_tap_range(&t0, &t1, Ti, To, k, stride, pad);
-                if (t1 == t0) continue;
-                sgemm('N', 'T', (t1 - t0), OC, C, 1.0f, inp + ((int64_t)b * Ti + t0 * stride + k - pad) * C, stride * C,
-                      wr + (int64_t)k * C, KC, k ? 1.0f : beta0, out + ((int64_t)b * To + t0) * OC, OC);
-            }
-        return;
+        for (int64_t r = 0; r < R; r++) memcpy(out + r * OC, bias, (size_t)OC * sizeof(float));
     }
     int64_t RB = conv_block_rows(R, KC);
     int slots = conv_slots(G);
@@ -327,42 +308,25 @@ void conv1d_backward(float *dinp, float *dweight, float *dbias, const float *dou
     if (!dinp && !dweight) return;
     if (dinp) conv_weight_to_wr(wr, weight, OC, Cg, K);
     if (dweight) memset(dwr, 0, (size_t)OC * KC * sizeof(float));
-    if (conv_uses_taps(C, G)) {
-        for (int b = 0; b < B; b++)
-            for (int k = 0; k < K; k++) {
-                int64_t t0, t1;
-                conv_tap_range(&t0, &t1, Ti, To, k, stride, pad);
-                if (t1 == t0) continue;
-                const float *d = dout + ((int64_t)b * To + t0) * OC;
-                int64_t i0 = (int64_t)b * Ti + t0 * stride + k - pad;
-                if (dweight)
-                    sgemm('T', 'N', OC, C, (t1 - t0), 1.0f, d, OC, inp + i0 * C, stride * C, 1.0f, dwr + (int64_t)k * C,
-                          KC);
-                if (dinp)
-                    sgemm('N', 'N', (t1 - t0), C, OC, 1.0f, d, OC, wr + (int64_t)k * C, KC, 1.0f, dinp + i0 * C,
-                          stride * C);
-            }
-    } else {
-        /* groups write disjoint rows of dwr and disjoint channels of dinp: no two threads meet */
-        int64_t RB = conv_block_rows(R, KC);
-        int slots = conv_slots(G);
+    /* groups write disjoint rows of dwr and disjoint channels of dinp: no two threads meet */
+    int64_t RB = conv_block_rows(R, KC);
+    int slots = conv_slots(G);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(slots) if (slots > 1)
-        for (int g = 0; g < G; g++) {
-            float *colg = col + omp_get_thread_num() * RB * KC;
-            for (int64_t r0 = 0; r0 < R; r0 += RB) {
-                int64_t M = R - r0 < RB ? R - r0 : RB;
-                const float *d = dout + r0 * OC + (int64_t)g * OCg;
-                if (dweight) {
-                    conv_im2col(colg, inp, r0, M, Ti, To, C, Cg, K, stride, pad, g);
-                    sgemm('T', 'N', OCg, KC, M, 1.0f, d, OC, colg, KC, 1.0f, dwr + (int64_t)g * OCg * KC, KC);
-                }
-                if (dinp) {
-                    sgemm('N', 'N', M, KC, OCg, 1.0f, d, OC, wr + (int64_t)g * OCg * KC, KC, 0.0f, colg, KC);
-                    conv_col2im_accumulate(dinp, colg, r0, M, Ti, To, C, Cg, K, stride, pad, g);
-                }
+    for (int g = 0; g < G; g++) {
+        float *colg = col + omp_get_thread_num() * RB * KC;
+        for (int64_t r0 = 0; r0 < R; r0 += RB) {
+            int64_t M = R - r0 < RB ? R - r0 : RB;
+            const float *d = dout + r0 * OC + (int64_t)g * OCg;
+            if (dweight) {
+                conv_im2col(colg, inp, r0, M, Ti, To, C, Cg, K, stride, pad, g);
+                sgemm('T', 'N', OCg, KC, M, 1.0f, d, OC, colg, KC, 1.0f, dwr + (int64_t)g * OCg * KC, KC);
+            }
+            if (dinp) {
+                sgemm('N', 'N', M, KC, OCg, 1.0f, d, OC, wr + (int64_t)g * OCg * KC, KC, 0.0f, colg, KC);
+                conv_col2im_accumulate(dinp, colg, r0, M, Ti, To, C, Cg, K, stride, pad, g);
             }
         }
-        }
+    }
     if (dweight) conv_wr_grad_accumulate(dweight, dwr, OC, Cg, K);
 }
 

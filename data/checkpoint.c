@@ -571,7 +571,7 @@ int checkpoint_read_train_slice(const char *path, const ParamTable *t, float *pa
     if (f >= 0) {
         char *text = NULL;
         if (read_state_locked(f, path, st, err) == 0 && read_config_locked(f, path, &text, err) == 0 &&
-            read_params_locked(f, path, t, params, 0, err) == 0 &&
+            (!params || read_params_locked(f, path, t, params, 0, err) == 0) &&
             read_moment_slice_locked(f, path, "/optim/m", t->total, start, end, m, &sums[0], &stored[0], err) == 0 &&
             read_moment_slice_locked(f, path, "/optim/v", t->total, start, end, v, &sums[1], &stored[1], err) == 0) {
             *config_text = text;

@@ -104,7 +104,7 @@ int checkpoint_read_matching(const char *path, const ParamTable *t, float *param
  * of the moments (m, v: end - start floats each), the state and the config text (malloc'ed), every
  * checksum verified but the moments': sums[k] is the additive checksum of the slice read, stored[k]
  * the file's checksum of the whole dataset (k = 0: m, 1: v); the caller sums the slices over ranks
- * and compares. */
+ * and compares. params NULL: /model is not read (a rank that gets the parameters by broadcast). */
 int checkpoint_read_train_slice(const char *path, const ParamTable *t, float *params, float *m, float *v,
                                 int64_t start, int64_t end, TrainState *st, char **config_text, uint64_t sums[2],
                                 uint64_t stored[2], KoeError *err);

@@ -95,7 +95,10 @@ int ckpt_load(const char *ckdir, const ParamTable *t, float *params, float *m, f
         KoeError err;
         char *text = NULL;
         uint64_t part[2] = {0, 0}, stored[2] = {0, 0};
-        int ok = checkpoint_read_train_slice(path, t, params, m, v, mstart, mend, st, &text, part, stored, &err) == 0;
+        /* /model is read (and its checksum verified) by rank 0 alone and broadcast once every rank's part
+         * checks out: one reader instead of world readers of the same bytes */
+        int ok = checkpoint_read_train_slice(path, t, rank == 0 ? params : NULL, m, v, mstart, mend, st, &text, part,
+                                             stored, &err) == 0;
         if (!ok) koe_warn("checkpoint %s is unusable on this rank: %s", path, err.msg);
         /* a rank holding the whole moments verifies them itself; the slices of ZeRO-1 (or rank 0's whole
          * copy) add up to the stored checksums over ranks */
@@ -115,6 +118,7 @@ int ckpt_load(const char *ckdir, const ParamTable *t, float *params, float *m, f
             bad = 1;
         }
         if (!bad) {
+            comm_bcast(params, (size_t)t->total * sizeof *params, 0);
             if (i > 0 && rank == 0) koe_warn("resuming from %s instead of the latest", path);
             if (rank == 0)
                 koe_log("checkpoint %s read and verified in %.3f s by %d rank%s", path, koe_now() - t0, comm_size(),

@@ -6,10 +6,11 @@
  * every rank holds the whole moments, its comm_slice). The additive checksums are summed over ranks
  * and stored by the collective finish; rank 0 fsyncs and renames the .tmp, then, after a barrier,
  * points latest at it and prunes to keep_last.
- * Loading: every rank reads all parameters and the part of the moments it holds for the world size
- * now in use (slices are ranges of the flat datasets, so a checkpoint written by 4 ranks resumes on 2
- * or 3); the checksums are verified collectively and all ranks fall back to the previous checkpoint
- * together when any rank finds a problem.
+ * Loading: rank 0 reads the parameters (/model, its checksum verified) and broadcasts them; every
+ * rank reads the part of the moments it holds for the world size now in use (slices are ranges of the
+ * flat datasets, so a checkpoint written by 4 ranks resumes on 2 or 3); the checksums are verified
+ * collectively and all ranks fall back to the previous checkpoint together when any rank finds a
+ * problem.
  * Every function here is collective. Failures while writing abort the communicator (one rank
  * returning from a collective would hang the others). */
 #pragma once

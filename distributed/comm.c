@@ -61,8 +61,13 @@ void comm_allgather_i64(const int64_t *mine, int n, int64_t *all) {
     mpiCheck(MPI_Allgather(mine, n, MPI_INT64_T, all, n, MPI_INT64_T, MPI_COMM_WORLD));
 }
 void comm_bcast(void *buf, size_t bytes, int root) {
-    KOE_ASSERT(bytes <= (size_t)INT32_MAX);
-    mpiCheck(MPI_Bcast(buf, (int)bytes, MPI_BYTE, root, MPI_COMM_WORLD));
+    const size_t chunk = (size_t)1 << 30; /* MPI counts are int: a large model goes in pieces */
+    size_t o = 0;
+    do {
+        const size_t n = bytes - o < chunk ? bytes - o : chunk;
+        mpiCheck(MPI_Bcast((char *)buf + o, (int)n, MPI_BYTE, root, MPI_COMM_WORLD));
+        o += n;
+    } while (o < bytes);
 }
 
 int comm_all_equal_u64(uint64_t x) {

@@ -5,7 +5,8 @@
  * set data.corpus, on the recipe's real batches. Prints each step's loss, one line ending in
  * audio_s_per_s=X, the achieved GFLOP/s against the peak of our sgemm (oneDNN, core/gemm.h), of
  * oneDNN's bf16 GEMM (where the CPU has bf16 dot products) and of OpenBLAS's sgemm, all measured in the
- * same process, and where the time goes. --precision runs the steps as run.precision says.
+ * same process, and where the time goes: per section its share of the step and its GFLOP/s as a
+ * fraction of the peak of the precision it runs in. --precision runs the steps as run.precision says.
  * A benchmark, not a test: it checks nothing but that the loss is finite. */
 #include <cblas.h>
 #include <math.h>
@@ -62,44 +63,54 @@ const CliCommand cmd_bench = {
              "(--batch and --seconds then do not apply; koe train's first updates compute the same losses).\n"
              "Prints each step's loss, then step_median_s, peak_rss_mb, audio_s_per_s, the GFLOP/s reached\n"
              "against the peak of koe's sgemm (oneDNN), of oneDNN's bf16 GEMM (bf16_gflops, bf16_fraction; on a CPU\n"
-             "with bf16 dot products) and of OpenBLAS in the same process, and a per-section profile. The first\n"
+             "with bf16 dot products) and of OpenBLAS in the same process, and a per-section profile (each\n"
+             "section's share of the step and its fraction of the peak of the precision it runs in). The first\n"
              "step is a warm-up. Writes nothing on disk.\n",
     .flags = bench_flags,
     .opts_size = sizeof(BenchOptions),
     .run = bench_command,
 };
 
-/* Multiply-add FLOPs (x2) of one forward through the model and head, and of the matching backward.
- * Counted as transformer layers and a HuBERT head (classes = 0: none): for a conformer or another head
- * the figure is a lower bound. */
+/* Multiply-add FLOPs (x2) of one forward through the model and head, and of the matching backward,
+ * per profile section (model.h's ModelProfSection; index PROF_N: the head). Counted as transformer
+ * layers (charged to the conformer section when the encoder is one) and a HuBERT head (classes = 0:
+ * none): for a conformer or another head the figures are lower bounds. */
 typedef struct {
-    double fwd, bwd;
+    double fwd[PROF_N + 1], bwd[PROF_N + 1];
 } StepFlops;
 
 static StepFlops step_flops(const Model *m, int classes, int64_t masked) {
     const ModelConfig *c = &m->cfg;
     const double B = m->B, T = (double)m->T, N = B * T, D = c->D, F = c->F;
-    double f = 0, b = 0;
+    StepFlops s = {{0}, {0}};
     if (c->frontend == FRONTEND_WAVEFORM) {
         int cin = 1;
         for (int i = 0; i < c->n_conv; i++) {
             const double x = 2.0 * B * (double)m->Tc[i] * c->conv_dim[i] * cin * c->conv_kernel[i];
-            f += x;
-            b += (i == 0 || c->feature_grad_mult == 0) ? (c->feature_grad_mult == 0 ? 0 : x) : 2 * x;
+            s.fwd[PROF_CONV] += x;
+            s.bwd[PROF_CONV] += (i == 0 || c->feature_grad_mult == 0) ? (c->feature_grad_mult == 0 ? 0 : x) : 2 * x;
             cin = c->conv_dim[i];
         }
-        f += 2.0 * N * cin * D;
-        b += 2 * 2.0 * N * cin * D;
+        s.fwd[PROF_FEATURES] = 2.0 * N * cin * D;
+        s.bwd[PROF_FEATURES] = 2 * 2.0 * N * cin * D;
     } else {
-        f += 2.0 * N * c->fbank_dim * c->fbank_stack * D;
-        b += 2.0 * N * c->fbank_dim * c->fbank_stack * D;
+        s.fwd[PROF_FEATURES] = 2.0 * N * c->fbank_dim * c->fbank_stack * D;
+        s.bwd[PROF_FEATURES] = 2.0 * N * c->fbank_dim * c->fbank_stack * D;
     }
-    const double pos = 2.0 * N * D * (D / c->pos_conv_groups) * c->pos_conv_kernel;
-    const double layer = 2.0 * N * D * 3 * D + 2 * 2.0 * B * T * T * D + 2.0 * N * D * D + 2 * 2.0 * N * D * F;
-    const double head = 2.0 * (double)masked * D * 256 + 2.0 * (double)masked * 256 * classes;
-    f += pos + c->L * layer + head;
-    b += 2 * (pos + c->L * layer + head);
-    return (StepFlops){f, b};
+    const int conformer = c->encoder == ENCODER_CONFORMER;
+    const double layer[][2] = {{PROF_POSCONV, 2.0 * N * D * (D / c->pos_conv_groups) * c->pos_conv_kernel},
+                               {PROF_QKV, c->L * 2.0 * N * D * 3 * D},
+                               {PROF_ATTENTION, c->L * 2 * 2.0 * B * T * T * D},
+                               {PROF_OUTPROJ, c->L * 2.0 * N * D * D},
+                               {PROF_FFN, c->L * 2 * 2.0 * N * D * F},
+                               {PROF_N, 2.0 * (double)masked * D * 256 + 2.0 * (double)masked * 256 * classes}};
+    for (size_t i = 0; i < sizeof layer / sizeof *layer; i++) {
+        int k = (int)layer[i][0];
+        if (conformer && k != PROF_POSCONV && k != PROF_N) k = PROF_CONFORMER;
+        s.fwd[k] += layer[i][1];
+        s.bwd[k] += 2 * layer[i][1];
+    }
+    return s;
 }
 
 enum { PEAK_SGEMM, PEAK_OPENBLAS, PEAK_BF16 };
@@ -209,11 +220,14 @@ static int bench_command(const void *opts, int n_args, char **args) {
     }
     qsort(times + 1, (size_t)steps, sizeof *times, cmp_double);
     const double med = times[1 + steps / 2];
-    StepFlops fl = step_flops(m, rc.objective.name == OBJ_HUBERT ? classes : 0, st.frames);
-    const double gflops = (fl.fwd + fl.bwd) / med / 1e9;
+    const StepFlops fl = step_flops(m, rc.objective.name == OBJ_HUBERT ? classes : 0, st.frames);
+    double flops = 0;
+    for (int k = 0; k <= PROF_N; k++) flops += fl.fwd[k] + fl.bwd[k];
+    const double gflops = flops / med / 1e9;
     const double peak = gemm_peak_gflops(PEAK_SGEMM), openblas_peak = gemm_peak_gflops(PEAK_OPENBLAS);
     const int bf16 = gemm_precision() == GEMM_BF16;
     const double bf16_peak = gemm_bf16_supported() ? gemm_peak_gflops(PEAK_BF16) : 0.0;
+    const double sec_peak = bf16 && bf16_peak > 0 ? bf16_peak : peak; /* the per-section fractions' */
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     if (comm_rank() == 0) {
@@ -221,14 +235,21 @@ static int bench_command(const void *opts, int n_args, char **args) {
             double tot[2] = {0, 0};
             for (int d = 0; d < 2; d++)
                 for (int k = 0; k < PROF_N; k++) tot[d] += m->prof[d][k];
-            printf("%-16s %9s %9s %7s\n", "section", "fwd ms", "bwd ms", "share");
-            for (int k = 0; k < PROF_N; k++) {
-                if (m->prof[0][k] + m->prof[1][k] == 0) continue;
-                printf("%-16s %9.1f %9.1f %6.1f%%\n", model_prof_names[k], 1e3 * m->prof[0][k] / steps,
-                       1e3 * m->prof[1][k] / steps, 100.0 * (m->prof[0][k] + m->prof[1][k]) / steps / med);
+            /* sgemm_fraction per section: its GFLOP/s over the peak of its precision (sec_peak); "-" for a section without
+             * matrix products (the head's rest is its optimizer and elementwise passes) */
+            printf("%-16s %9s %9s %7s %8s %14s\n", "section", "fwd ms", "bwd ms", "share", "GFLOP/s", "sgemm_fraction");
+            for (int k = 0; k <= PROF_N; k++) {
+                const double sec = k < PROF_N ? (m->prof[0][k] + m->prof[1][k]) / steps : med - (tot[0] + tot[1]) / steps;
+                const double g = fl.fwd[k] + fl.bwd[k];
+                if (k < PROF_N && sec == 0) continue;
+                if (k < PROF_N)
+                    printf("%-16s %9.1f %9.1f %6.1f%%", model_prof_names[k], 1e3 * m->prof[0][k] / steps,
+                           1e3 * m->prof[1][k] / steps, 100.0 * sec / med);
+                else
+                    printf("%-16s %19.1f %6.1f%%", "head+optimizer", 1e3 * sec, 100.0 * sec / med);
+                if (g > 0 && sec > 0) printf(" %8.1f %14.2f\n", g / sec / 1e9, g / sec / 1e9 / sec_peak);
+                else printf(" %8s %14s\n", "-", "-");
             }
-            const double rest = med - (tot[0] + tot[1]) / steps;
-            printf("%-16s %19.1f %6.1f%%\n", "head+optimizer", 1e3 * rest, 100.0 * rest / med);
         }
         char bfs[96] = "";
         if (bf16_peak > 0)

@@ -6,8 +6,9 @@
 #      bit for bit (timing fields excluded);
 #  (b) a checkpoint written by 4 ranks with ZeRO-1 resumes on 2 ranks and on 3 (without ZeRO) with the
 #      same global batches: losses equal the uninterrupted 4-rank run's within 1e-5 relative;
-#  (c) a truncated latest is skipped for the previous checkpoint, with a message, and the run still
-#      repeats the uninterrupted one;
+#  (c) a truncated latest, and one with a changed /model tensor (read by rank 0 alone, then
+#      broadcast), is skipped for the previous checkpoint, with a message, and the run still repeats
+#      the uninterrupted one;
 #  (d) a stop file RUN/STOP, and SIGUSR1 to mpirun: exit code 3 after a clean checkpoint; the next run
 #      continues exactly.
 set -euo pipefail
@@ -102,6 +103,21 @@ grep -q "step-00000024.h5 is unusable" cor.err
 grep -q "resuming from cor/checkpoints/step-00000020.h5 instead of the latest" cor.err
 same_log ref cor
 echo "(c) truncated latest skipped: $(grep -m1 'is unusable on this rank' cor.err)"
+# and a changed /model tensor, which rank 0 alone reads (and broadcasts): every rank falls back with it
+cp -r ref cmo
+"$PYTHON" - cmo/checkpoints/step-00000024.h5 << 'PY'
+import sys, h5py
+with h5py.File(sys.argv[1], "r+") as h:
+    d = h["model"][sorted(h["model"])[-1]]
+    v = d[()]
+    v.flat[0] += 1.0
+    d[...] = v
+PY
+train 2 cmo > /dev/null 2> cmo.err || { cat cmo.err; exit 1; }
+grep -q "/model fails its checksum" cmo.err || { cat cmo.err; exit 1; }
+grep -q "resuming from cmo/checkpoints/step-00000020.h5 instead of the latest" cmo.err
+same_log ref cmo
+echo "(c) latest with a changed /model tensor skipped on both ranks: $(grep -m1 'checksum' cmo.err)"
 
 # (d) stop file: exit 3 with a clean checkpoint, then the run continues exactly
 mkdir -p s

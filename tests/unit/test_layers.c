@@ -269,9 +269,9 @@ static void test_conv1d(void **state) {
     ConvCase cases[] = {
         {2, 53, 1, 8, 10, 5, 0, 1, 0, NULL},  /* waveform layer 0: C = 1, unfolded windows */
         {2, 29, 8, 6, 3, 2, 0, 1, 1, NULL},   /* few channels: unfolded windows */
-        {2, 37, 40, 12, 3, 2, 0, 1, 0, NULL}, /* waveform layers 1-4 shape: one GEMM per tap */
+        {2, 37, 40, 12, 3, 2, 0, 1, 0, NULL}, /* waveform layers 1-4 shape: overlapping windows */
         {2, 23, 33, 7, 2, 2, 0, 1, 1, NULL},  /* layers 5-6: non-overlapping windows */
-        {2, 21, 40, 8, 4, 1, 2, 1, 1, NULL},  /* per-tap GEMMs with padding */
+        {2, 21, 40, 8, 4, 1, 2, 1, 1, NULL},  /* G = 1 with padding */
         {3, 9, 36, 5, 5, 3, 4, 1, 1, NULL},   /* padding larger than the stride, odd sizes */
         {2, 19, 16, 16, 8, 1, 4, 4, 1, NULL}, /* positional conv, small: grouped, "same" padding */
         {1, 5, 16, 16, 8, 1, 4, 4, 1, NULL},  /* kernel longer than the input */
@@ -285,7 +285,8 @@ static void test_conv1d(void **state) {
 
 /* The unfolded-window path in blocks: HuBERT's positional conv shape with fewer channels (one
  * block), and windows of K*C/G = 2^18 floats, so blocks of 16 rows: B*To = 82 rows make six blocks,
- * one of them straddling the two utterances. */
+ * one of them straddling the two utterances, grouped (one buffer per thread) and G = 1 (one buffer,
+ * the GEMMs threaded). */
 static void test_conv1d_blocks(void **state) {
     (void)state;
     ConvCase pos = {2, 100, 96, 96, 128, 1, 64, 2, 1, NULL};
@@ -294,6 +295,9 @@ static void test_conv1d_blocks(void **state) {
     int slots = omp_get_max_threads() > 1 ? 2 : 1; /* one unfolding buffer per thread, at most G */
     assert_int_equal(conv1d_scratch_floats(2, 40, 1024, 2, 512, 1, 256, 2), 2 * 2 * 512 * 512 + slots * 16 * 512 * 512);
     run_conv(&wide, 301);
+    ConvCase wide1 = {2, 40, 1024, 3, 256, 1, 128, 1, 1, NULL};
+    assert_int_equal(conv1d_scratch_floats(2, 40, 1024, 3, 256, 1, 128, 1), 2 * 3 * 256 * 1024 + 16 * 256 * 1024);
+    run_conv(&wide1, 302);
 }
 
 /* ---- layernorm, groupnorm ------------------------------------------------------------------------ */
