@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "../core/common.h"
@@ -295,7 +296,7 @@ static int stream_open(Stream *st, const KmeansOptions *o, KmeansFile *km) {
     }
     if (st->from_file) {
         if (features_file_open(&st->ff, o->source + 5, &err) < 0) {
-            if (rank == 0) fprintf(stderr, "koe kmeans: --source %s: %s\n", o->source, err.msg);
+            if (rank == 0) fprintf(stderr, "koe kmeans: %s\n", err.msg);
             return -1;
         }
         st->D = st->ff.dim;
@@ -372,17 +373,22 @@ static int64_t init_sample(Stream *st, int64_t max_rows, uint64_t seed, int64_t 
     return Ns;
 }
 
-/* Rank 0 writes KM.h5; the exit code, agreed by every rank. */
+/* Rank 0 writes KM.h5 and logs the peak RSS of the largest rank; the exit code, agreed by every
+ * rank. Collective. */
 static int result_write(const char *out, const KmeansFile *km, double t0) {
     int64_t rc = KOE_EXIT_OK;
     KoeError err;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    int64_t rss_kb = ru.ru_maxrss; /* Linux: kilobytes */
+    comm_allreduce_max_i64(&rss_kb, 1);
     if (comm_rank() == 0) {
         if (kmeans_file_write(out, km, &err) < 0) {
             fprintf(stderr, "koe kmeans: %s\n", err.msg);
             rc = KOE_EXIT_USAGE;
         } else {
-            koe_log("kmeans: wrote %s (k=%d, dim %d, %d iterations, inertia %.6g, %.1f s)", out, km->k, km->dim,
-                    km->iterations, km->inertia, koe_now() - t0);
+            koe_log("kmeans: wrote %s (k=%d, dim %d, %d iterations, inertia %.6g, %.1f s, peak RSS %lld MB per rank)",
+                    out, km->k, km->dim, km->iterations, km->inertia, koe_now() - t0, (long long)(rss_kb / 1024));
         }
     }
     comm_allreduce_max_i64(&rc, 1);
