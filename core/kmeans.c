@@ -55,13 +55,20 @@ double kmeans_assign(const float *X, int64_t N, int D, const float *C, const flo
     return total;
 }
 
+/* Threads split the columns, not the rows: every sums element is still added in row order, so the
+ * result is the same for any thread count (and no two threads write one element). */
 void kmeans_accumulate(const float *X, int64_t N, int D, const int32_t *assign, double *sums, double *counts) {
-    for (int64_t i = 0; i < N; i++) {
-        const float *x = X + i * D;
-        double *s = sums + (int64_t)assign[i] * D;
-        for (int d = 0; d < D; d++) s[d] += x[d];
-        counts[assign[i]] += 1.0;
+    enum { COLS = 64 }; /* columns per task: a cache line of doubles times 8 */
+#pragma omp parallel for schedule(static)
+    for (int d0 = 0; d0 < D; d0 += COLS) {
+        const int d1 = d0 + COLS < D ? d0 + COLS : D;
+        for (int64_t i = 0; i < N; i++) {
+            const float *x = X + i * D;
+            double *s = sums + (int64_t)assign[i] * D;
+            for (int d = d0; d < d1; d++) s[d] += x[d];
+        }
     }
+    for (int64_t i = 0; i < N; i++) counts[assign[i]] += 1.0;
 }
 
 int kmeans_update(float *C, const double *sums, const double *counts, int K, int D) {

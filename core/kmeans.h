@@ -21,7 +21,8 @@ void kmeans_sqnorms(const float *X, int64_t N, int D, float *out);
 double kmeans_assign(const float *X, int64_t N, int D, const float *C, const float *c_sqn, int K, int32_t *assign,
                      float *dist, float *scratch);
 
-/* Lloyd statistics: sums[assign[i]] += X[i] (sums (K, D) double), counts[assign[i]] += 1. */
+/* Lloyd statistics: sums[assign[i]] += X[i] (sums (K, D) double), counts[assign[i]] += 1, in row
+ * order: the same for any thread count. */
 void kmeans_accumulate(const float *X, int64_t N, int D, const int32_t *assign, double *sums, double *counts);
 
 /* C[k] = sums[k] / counts[k] for every non-empty cluster; empty clusters keep their row.

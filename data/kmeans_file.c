@@ -28,7 +28,8 @@ int kmeans_file_write(const char *path, const KmeansFile *km, KoeError *err) {
         if (sp >= 0) H5Sclose(sp);
         ok = ok && h5_attr_write_str(f, "source", km->source) >= 0 && h5_attr_write_i64(f, "k", km->k) >= 0 &&
              h5_attr_write_i64(f, "dim", km->dim) >= 0 && h5_attr_write_f64(f, "frame_rate", km->frame_rate) >= 0 &&
-             h5_attr_write_str(f, "corpus", km->corpus) >= 0 &&
+             h5_attr_write_str(f, "corpus", km->corpus ? km->corpus : "") >= 0 &&
+             h5_attr_write_str(f, "features", km->features ? km->features : "") >= 0 &&
              h5_attr_write_str(f, "ckpt_checksum", km->ckpt_checksum) >= 0 &&
              h5_attr_write_i64(f, "seed", (int64_t)km->seed) >= 0 && h5_attr_write_f64(f, "sample", km->sample) >= 0 &&
              h5_attr_write_i64(f, "iterations", km->iterations) >= 0 &&

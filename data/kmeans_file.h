@@ -1,7 +1,7 @@
 /* kmeans_file.h — the k-means file KM.h5 that `koe kmeans` writes and `koe label` reads:
  *   /centroids float32 [k, dim]
  *   attrs: format="koe-kmeans", format_version=1, source ("mfcc" | "layer:N"), k, dim, frame_rate,
- *          corpus, ckpt_checksum ("" for mfcc), seed, sample, iterations, inertia, frames
+ *          corpus, features, ckpt_checksum ("" for mfcc), seed, sample, iterations, inertia, frames
  * Must not: call MPI (rank 0 writes), or know how the features were computed. */
 #pragma once
 #include <stdint.h>
@@ -18,7 +18,8 @@ typedef struct {
     double frame_rate;      /* of the features clustered */
     char ckpt_checksum[17]; /* of the checkpoint whose layer was clustered; "" for mfcc */
     /* provenance: written, not read back */
-    const char *corpus;
+    const char *corpus;   /* "" when read from a features file */
+    const char *features; /* the features file read (--source file:), or "" */
     uint64_t seed;
     double sample;
     int iterations;

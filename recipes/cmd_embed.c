@@ -4,7 +4,7 @@
  *   /feats float32 [frames, D] (--layer N) or [L+1, frames, D] (--layer all)
  *   /offset int64 [n+1]   /utt_id strings [n]
  *   attrs: format="koe-features", format_version=1, kind="layer:N" | "layers:all", frame_rate (50, or
- *          100 / fbank_stack for an fbank frontend), dim
+ *          100 / fbank_stack for an fbank frontend), dim, checkpoint (its path), ckpt_checksum
  * Layer 0 is the encoder input after the positional embedding (and, post-LN, its LayerNorm):
  * Hugging Face's hidden_states[0]; layer i the output of transformer layer i, torchaudio's
  * extract_features(...)[i-1]. One utterance per forward (no padding, no masking, no dropout).
@@ -23,6 +23,7 @@
 #include "../data/audio.h"
 #include "../data/corpus.h"
 #include "../data/h5util.h"
+#include "../data/labels.h"
 #include "../distributed/comm.h"
 #include "ckpt_model.h"
 #include "commands.h"
@@ -230,16 +231,17 @@ static int embed_all(Model *m, CkptInput *ci, Inputs *in, const int64_t *offset,
     return rc;
 }
 
-/* /offset, /utt_id and the attributes; closes ds and f. Returns 0, or -1 (printed). */
+/* /offset, /utt_id and the attributes (ckpt_checksum: the checkpoint's, which `koe kmeans --source
+ * file:` passes on to koe label); closes ds and f. Returns 0, or -1 (printed). */
 static int feats_finish(hid_t f, hid_t ds, const char *tmp, const Inputs *in, const int64_t *offset, const char *kind,
-                        const Model *m, const char *ckpt) {
+                        const Model *m, const char *ckpt, const char *ckpt_checksum) {
     h5_lock();
     int ok = H5Dclose(ds) >= 0;
     ok = ok && h5_write_array(f, "offset", H5T_STD_I64LE, H5T_NATIVE_INT64, offset, in->n + 1) >= 0 &&
          h5_write_strings(f, "utt_id", in->id, in->n) >= 0 && h5_attr_write_str(f, "format", EMBED_FORMAT) >= 0 &&
          h5_attr_write_i64(f, "format_version", EMBED_FORMAT_VERSION) >= 0 && h5_attr_write_str(f, "kind", kind) >= 0 &&
          h5_attr_write_f64(f, "frame_rate", ckpt_model_frame_rate(m)) >= 0 && h5_attr_write_i64(f, "dim", m->cfg.D) >= 0 &&
-         h5_attr_write_str(f, "checkpoint", ckpt) >= 0;
+         h5_attr_write_str(f, "checkpoint", ckpt) >= 0 && h5_attr_write_str(f, "ckpt_checksum", ckpt_checksum) >= 0;
     ok = (H5Fclose(f) >= 0) && ok;
     h5_unlock();
     if (!ok) fprintf(stderr, "koe embed: %s: cannot finish the file: %s%s\n", tmp, h5_last_error(), koe_fs_note(tmp));
@@ -249,6 +251,11 @@ static int feats_finish(hid_t f, hid_t ds, const char *tmp, const Inputs *in, co
 static int run(const char *ckpt, int layer, const char *out, Inputs *in) {
     KoeError err;
     Recipe r;
+    char checksum[17];
+    if (koe_file_checksum(ckpt, checksum, &err) < 0) {
+        fprintf(stderr, "koe embed: %s\n", err.msg);
+        return KOE_EXIT_USAGE;
+    }
     Model *m = ckpt_model_open(ckpt, 1, in->max_len, in->n ? in->id[in->longest] : NULL, &r, &err);
     if (!m) {
         fprintf(stderr, "koe embed: %s\n", err.msg);
@@ -276,7 +283,7 @@ static int run(const char *ckpt, int layer, const char *out, Inputs *in) {
     char kind[32];
     if (layer < 0) snprintf(kind, sizeof kind, "layers:all");
     else snprintf(kind, sizeof kind, "layer:%d", layer);
-    int fin = feats_finish(f, ds, tmp, in, offset, kind, m, ckpt);
+    int fin = feats_finish(f, ds, tmp, in, offset, kind, m, ckpt, checksum);
     f = ds = -1;
     if (fin < 0) goto done;
     if (koe_publish_file(tmp, out, &err) < 0) {

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# kmeans_file.sh — koe kmeans --source file:FEATS.h5 (a koe-features file streamed a block at a time):
+#   - on the layer-1 features `koe embed --layer 1` wrote, it gives exactly the centroids of
+#     --source layer:1 on the same checkpoint (same frames, same order, same blocks), carries the
+#     layer source and the checkpoint's checksum, so `koe label` takes it and gives the same labels;
+#   - its inertia over all frames is <= 1.01x the anchor's (../shared/anchors/sklearn_kmeans.py,
+#     MiniBatchKMeans with HuBERT's settings) on the same features;
+#   - 1 and 2 ranks give the same centroids to 1e-5 relative: the Lloyd sums are accumulated in
+#     double per rank and summed once, so they differ only by reassociation (a float rounding of a
+#     centroid flips rarely), as in label_pipeline.sh;
+#   - clear errors (exit 1, naming the file or the flag): a missing file, a file of another format,
+#     a dim attribute that disagrees with /feats, a --layer all file, a NaN (row and utterance
+#     named), k above the frame count, --corpus given with file:, mfcc without --corpus.
+set -euo pipefail
+D=$KOE_TMP/kmeans_file
+rm -rf "$D" && mkdir -p "$D"
+cd "$D"
+MPI="mpirun --oversubscribe"
+"$KOE" synth --out syn --langs en --minutes 1 --seed 5 2> /dev/null
+"$KOE" prepare --out corpus --lang-from-dir syn/wav 2> /dev/null
+"$KOE" init "$KOE_ROOT/recipes/tiny/hubert.ini" --out ck.h5 2> /dev/null
+"$KOE" embed --ckpt ck.h5 --layer 1 --corpus corpus --out l1.h5 2> /dev/null
+KM="--k 12 --iters 8 --seed 3"
+
+"$KOE" kmeans --corpus corpus --source layer:1 --ckpt ck.h5 $KM --out km_layer.h5 2> km_layer.log \
+  || { cat km_layer.log; echo "FAIL: kmeans layer:1"; exit 1; }
+for np in 1 2; do
+  $MPI -np $np "$KOE" kmeans --source file:l1.h5 $KM --out km_file$np.h5 2> km_file$np.log \
+    || { cat km_file$np.log; echo "FAIL: kmeans file: at $np ranks"; exit 1; }
+done
+$PYTHON - <<'PY'
+import h5py, numpy as np
+lay, f1, f2 = (h5py.File(p, "r") for p in ("km_layer.h5", "km_file1.h5", "km_file2.h5"))
+s = lambda v: v.decode() if isinstance(v, bytes) else v
+cl, c1, c2 = lay["centroids"][:], f1["centroids"][:], f2["centroids"][:]
+assert np.array_equal(cl, c1), f"FAIL: file: and layer: centroids differ (max {np.abs(cl - c1).max():.3g})"
+print("file: and layer:1 centroids: identical")
+for k in ("source", "ckpt_checksum", "frame_rate", "frames", "iterations"):
+    assert s(lay.attrs[k]) == s(f1.attrs[k]), f"FAIL: attribute {k}: {lay.attrs[k]} vs {f1.attrs[k]}"
+assert s(f1.attrs["source"]) == "layer:1" and len(s(f1.attrs["ckpt_checksum"])) == 16
+assert s(f1.attrs["features"]).endswith("l1.h5") and s(lay.attrs["features"]) == ""
+rel = np.abs(c1 - c2).max() / np.abs(c1).max()
+print(f"file: 1 vs 2 ranks: max rel diff {rel:.2e}" + (" (identical)" if rel == 0 else ""))
+assert rel <= 1e-5, "FAIL: centroids differ between 1 and 2 ranks"
+PY
+"$KOE" label --corpus corpus --kmeans km_file1.h5 --ckpt ck.h5 --name from_file 2> /dev/null
+"$KOE" label --corpus corpus --kmeans km_layer.h5 --ckpt ck.h5 --name from_layer 2> /dev/null
+for f in corpus/labels/from_file/*.h5; do
+  cmp <(h5dump -d /labels "$f" | tail -n +3) <(h5dump -d /labels "corpus/labels/from_layer/$(basename "$f")" | tail -n +3) \
+    || { echo "FAIL: labels from the file's k-means differ from the layer's"; exit 1; }
+done
+
+ref=$($PYTHON "$ANCHORS/sklearn_kmeans.py" --feats l1.h5 --k 12 --n-init 3 --threads 1)
+ours=$($PYTHON "$KOE_ROOT/tests/reference/kmeans_inertia.py" --feats l1.h5 --kmeans km_file1.h5)
+echo "anchor: $ref"
+echo "koe:    $ours"
+$PYTHON - "$ref" "$ours" <<'PY'
+import sys
+f = lambda s: dict(kv.split("=") for kv in s.split())
+r, o = f(sys.argv[1]), f(sys.argv[2])
+assert r["frames"] == o["frames"], "FAIL: not the same frames"
+ratio = float(o["inertia"]) / float(r["inertia"])
+print(f"inertia koe / anchor = {ratio:.4f} (bound 1.01)")
+assert ratio <= 1.01, "FAIL: koe's k-means inertia is more than 1.01x the anchor's"
+PY
+
+# errors
+"$PYTHON" "$KOE_ROOT/tests/bench/kmeans_feats.py" --out small.h5 --frames 600 --dim 16 > /dev/null
+"$PYTHON" "$KOE_ROOT/tests/bench/kmeans_feats.py" --out baddim.h5 --frames 600 --dim 16 --dim-attr 20 > /dev/null
+"$PYTHON" "$KOE_ROOT/tests/bench/kmeans_feats.py" --out nan.h5 --frames 600 --dim 16 --nan-row 400 > /dev/null
+"$KOE" embed --ckpt ck.h5 --layer all --corpus corpus --out all.h5 2> /dev/null
+expect_fail() { # expect_fail PATTERN ARGS...: koe kmeans ARGS exits 1, its message matches PATTERN, no KM.h5
+  local pat=$1 rc=0
+  shift
+  "$KOE" kmeans "$@" --out err_km.h5 > /dev/null 2> err.txt || rc=$?
+  [ $rc = 1 ] || { cat err.txt; echo "FAIL: koe kmeans $*: exit $rc, expected 1"; exit 1; }
+  grep -q -- "$pat" err.txt || { cat err.txt; echo "FAIL: koe kmeans $*: message lacks '$pat'"; exit 1; }
+  [ ! -e err_km.h5 ] || { echo "FAIL: koe kmeans $*: wrote a KM.h5"; exit 1; }
+  echo "ok: $(head -c 300 err.txt)"
+}
+expect_fail "nothere.h5: cannot read: No such file" --source file:nothere.h5 --k 4
+expect_fail "km_layer.h5: is a 'koe-kmeans' file, expected 'koe-features'" --source file:km_layer.h5 --k 4
+expect_fail "baddim.h5: /feats has 16 columns but the file's dim attribute says 20" --source file:baddim.h5 --k 4
+expect_fail "all.h5: /feats holds every layer" --source file:all.h5 --k 4
+expect_fail "nan.h5: /feats row 400 (utterance 1) has a non-finite value" --source file:nan.h5 --k 4
+expect_fail "only 600 frames in 2 utterances" --source file:small.h5 --k 601 --init-sample 1000
+expect_fail "init sample would hold 500 frames (--init-sample 500" --source file:small.h5 --k 501 --init-sample 500
+expect_fail "drop --corpus" --source file:small.h5 --corpus corpus --k 4
+expect_fail "needs --corpus DIR" --source mfcc --k 4
+echo "kmeans_file: ok"
