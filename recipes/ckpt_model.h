@@ -18,13 +18,24 @@ int64_t ckpt_model_min_input(const ModelConfig *cfg);
  * the message names longest, the id of that utterance, when given). */
 Model *ckpt_model_open(const char *path, int max_B, int64_t max_samples, const char *longest, Recipe *r,
                        KoeError *err);
+/* The weights a checkpoint of an imported model holds: the encoder's, then its pretraining head's. */
+typedef struct {
+    ParamTable t; /* the encoder's table, then r's objective head */
+    float *v;     /* (t.total); NULL: no head was imported, the checkpoint is the model's own */
+} CkptHead;
 /* The same from a Hugging Face export directory (data/hf.h: config.json + model.safetensors), the
  * recipe's [model] from its config.json plus the overrides "section.key=value" (over, n_over), the
  * rest of the recipe koe's defaults. ckpt_model_open takes this path when path is a directory, so
  * every command that reads a checkpoint (embed, kmeans/label layer sources, analyze, export) takes an
- * export too; `koe init --from DIR` turns one into a checkpoint. */
+ * export too; `koe init --from DIR` turns one into a checkpoint with head non-NULL: then a pretraining
+ * head the export has (wav2vec 2.0's quantizer, project_q, project_hid; fairseq HuBERT's final_proj,
+ * label_embs_concat) comes along, r's [objective] gets the keys that fit it before the overrides, and
+ * *head the checkpoint's tensors (ckpt_head_free it). A head koe does not know, or one that does not
+ * fit koe's, is left out with a warning naming the tensor (head->v NULL, r without its keys). With
+ * head NULL the head tensors are skipped. */
 Model *ckpt_model_open_hf(const char *dir, int n_over, char **over, int max_B, int64_t max_samples,
-                          const char *longest, Recipe *r, KoeError *err);
+                          const char *longest, CkptHead *head, Recipe *r, KoeError *err);
+void ckpt_head_free(CkptHead *head);
 
 /* Encoder frames of an utterance of n samples. */
 int64_t ckpt_model_frames(const Model *m, int64_t n);
