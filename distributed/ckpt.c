@@ -72,6 +72,19 @@ void ckpt_save(const char *ckdir, const ParamTable *t, const float *params, cons
     comm_barrier();
 }
 
+int ckpt_read_model(const char *path, const ParamTable *t, float *params, int encoder, KoeError *err) {
+    int rc = 0;
+    if (comm_rank() == 0)
+        rc = encoder ? checkpoint_read_encoder(path, t, params, err) : checkpoint_read_params(path, t, params, err);
+    comm_bcast(&rc, sizeof rc, 0);
+    if (rc < 0) {
+        comm_bcast(err->msg, sizeof err->msg, 0);
+        return -1;
+    }
+    comm_bcast(params, (size_t)t->total * sizeof *params, 0);
+    return 0;
+}
+
 int ckpt_load(const char *ckdir, const ParamTable *t, float *params, float *m, float *v, int64_t mstart,
               int64_t mend, TrainState *st, char **config_text, char *path_out, size_t n) {
     const int rank = comm_rank();
@@ -95,10 +108,8 @@ int ckpt_load(const char *ckdir, const ParamTable *t, float *params, float *m, f
         KoeError err;
         char *text = NULL;
         uint64_t part[2] = {0, 0}, stored[2] = {0, 0};
-        /* /model is read (and its checksum verified) by rank 0 alone and broadcast once every rank's part
-         * checks out: one reader instead of world readers of the same bytes */
-        int ok = checkpoint_read_train_slice(path, t, rank == 0 ? params : NULL, m, v, mstart, mend, st, &text, part,
-                                             stored, &err) == 0;
+        /* /model is read once every rank's part checks out, by ckpt_read_model */
+        int ok = checkpoint_read_train_slice(path, t, m, v, mstart, mend, st, &text, part, stored, &err) == 0;
         if (!ok) koe_warn("checkpoint %s is unusable on this rank: %s", path, err.msg);
         /* a rank holding the whole moments verifies them itself; the slices of ZeRO-1 (or rank 0's whole
          * copy) add up to the stored checksums over ranks */
@@ -117,8 +128,11 @@ int ckpt_load(const char *ckdir, const ParamTable *t, float *params, float *m, f
                          contrib[0] != stored[0] ? "/optim/m" : "/optim/v");
             bad = 1;
         }
+        if (!bad && ckpt_read_model(path, t, params, 0, &err) < 0) {
+            if (rank == 0) koe_warn("checkpoint %s is unusable: %s", path, err.msg);
+            bad = 1;
+        }
         if (!bad) {
-            comm_bcast(params, (size_t)t->total * sizeof *params, 0);
             if (i > 0 && rank == 0) koe_warn("resuming from %s instead of the latest", path);
             if (rank == 0)
                 koe_log("checkpoint %s read and verified in %.3f s by %d rank%s", path, koe_now() - t0, comm_size(),

@@ -10,6 +10,8 @@
 #include "../data/checkpoint.h"
 #include "../core/objective.h"
 #include "../data/hf.h"
+#include "../distributed/ckpt.h"
+#include "../distributed/comm.h"
 
 int64_t ckpt_model_min_input(const ModelConfig *c) {
     if (c->frontend == FRONTEND_FBANK) return c->fbank_stack;
@@ -174,25 +176,40 @@ void ckpt_head_free(CkptHead *head) {
     head->v = NULL;
 }
 
-Model *ckpt_model_open(const char *path, int max_B, int64_t max_samples, const char *longest, Recipe *r,
-                       KoeError *err) {
+/* ckpt_model_open (all: every rank, the weights read by rank 0 and broadcast) or ckpt_model_open_local. */
+static Model *open_model(const char *path, int max_B, int64_t max_samples, const char *longest, int all, Recipe *r,
+                         KoeError *err) {
     struct stat st;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
         return ckpt_model_open_hf(path, 0, NULL, max_B, max_samples, longest, NULL, r, err);
     char *text = NULL;
-    if (checkpoint_read_config(path, &text, err) < 0) return NULL;
+    Model *m = NULL;
     char name[4200];
     snprintf(name, sizeof name, "%s:/config", path);
-    int rc = recipe_load_string(r, name, text, 0, NULL, err);
+    if (checkpoint_read_config(path, &text, err) == 0 && recipe_load_string(r, name, text, 0, NULL, err) == 0)
+        m = create_checked(path, max_B, max_samples, longest, r, err);
     free(text);
-    if (rc < 0) return NULL;
-    Model *m = create_checked(path, max_B, max_samples, longest, r, err);
-    if (m && checkpoint_read_encoder(path, &m->table, m->params, err) < 0) {
+    int64_t failed = !m; /* a rank that stops here must not leave the others waiting in the broadcast */
+    if (all) comm_allreduce_max_i64(&failed, 1);
+    if (m && failed) koe_error_set(err, "%s: the model could not be opened on another rank (see its message)", path);
+    if (m && !failed &&
+        (all ? ckpt_read_model(path, &m->table, m->params, 1, err) : checkpoint_read_encoder(path, &m->table, m->params, err)) == 0)
+        return m;
+    if (m) {
         model_free(m);
         recipe_free(r);
-        return NULL;
     }
-    return m;
+    return NULL;
+}
+
+Model *ckpt_model_open(const char *path, int max_B, int64_t max_samples, const char *longest, Recipe *r,
+                       KoeError *err) {
+    return open_model(path, max_B, max_samples, longest, 1, r, err);
+}
+
+Model *ckpt_model_open_local(const char *path, int max_B, int64_t max_samples, const char *longest, Recipe *r,
+                             KoeError *err) {
+    return open_model(path, max_B, max_samples, longest, 0, r, err);
 }
 
 int64_t ckpt_model_frames(const Model *m, int64_t n) {

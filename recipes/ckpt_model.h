@@ -3,7 +3,8 @@
  * (layer sources) and `koe export`. And the input of one utterance as `koe train`'s loader gives it:
  * the waveform, or for an fbank-frontend model its Kaldi fbank frames (the model's frontend
  * normalises them as its model.fbank_norm says; in training BEST-RQ's masked frames get noise, here
- * none). No MPI, and no knowledge of the objective a checkpoint was trained with. */
+ * none). MPI only to read /model once for all ranks; no knowledge of the objective a checkpoint was
+ * trained with. */
 #pragma once
 #include "../core/model.h"
 #include "../data/features.h"
@@ -15,9 +16,15 @@ int64_t ckpt_model_min_input(const ModelConfig *cfg);
  * max_samples samples each (as input frames for an fbank frontend). NULL with err filled on failure
  * (also when the stored recipe fails the recipe checks, e.g. an fbank_dim other than koe's 80 bins,
  * and when the attention over an utterance of max_samples would not fit in this machine's memory:
- * the message names longest, the id of that utterance, when given). */
+ * the message names longest, the id of that utterance, when given).
+ * Collective: every rank calls it (kmeans and label layer sources, analyze); /model is read by rank 0
+ * alone and broadcast (distributed/ckpt.h's ckpt_read_model, as a resume reads it), and every rank
+ * returns NULL when one fails. */
 Model *ckpt_model_open(const char *path, int max_B, int64_t max_samples, const char *longest, Recipe *r,
                        KoeError *err);
+/* The same on one rank alone, which reads /model itself (embed, export and info run on rank 0). */
+Model *ckpt_model_open_local(const char *path, int max_B, int64_t max_samples, const char *longest, Recipe *r,
+                             KoeError *err);
 /* The weights a checkpoint of an imported model holds: the encoder's, then its pretraining head's. */
 typedef struct {
     ParamTable t; /* the encoder's table, then r's objective head */
