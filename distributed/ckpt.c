@@ -102,6 +102,8 @@ int ckpt_load(const char *ckdir, const ParamTable *t, float *params, float *m, f
     if (rank != 0) steps = koe_malloc((size_t)(ns + 1) * sizeof *steps);
     if (ns) comm_bcast(steps, (size_t)ns * sizeof *steps, 0);
     const int full = mstart == 0 && mend == t->total;
+    int64_t s, e; /* the part of the moments this rank reads: a rank holding them whole reads its comm_slice */
+    moment_part(t->total, mstart, mend, &s, &e);
     for (int64_t i = 0; i < ns; i++) {
         char path[4400];
         rundir_step_path(path, sizeof path, ckdir, steps[i]);
@@ -109,16 +111,12 @@ int ckpt_load(const char *ckdir, const ParamTable *t, float *params, float *m, f
         char *text = NULL;
         uint64_t part[2] = {0, 0}, stored[2] = {0, 0};
         /* /model is read once every rank's part checks out, by ckpt_read_model */
-        int ok = checkpoint_read_train_slice(path, t, m, v, mstart, mend, st, &text, part, stored, &err) == 0;
+        int ok = checkpoint_read_train_slice(path, t, m + (s - mstart), v + (s - mstart), s, e, st, &text, part,
+                                             stored, &err) == 0;
         if (!ok) koe_warn("checkpoint %s is unusable on this rank: %s", path, err.msg);
-        /* a rank holding the whole moments verifies them itself; the slices of ZeRO-1 (or rank 0's whole
-         * copy) add up to the stored checksums over ranks */
-        if (ok && full && (part[0] != stored[0] || part[1] != stored[1])) {
-            koe_warn("checkpoint %s: %s fails its checksum: the file is damaged", path,
-                     part[0] != stored[0] ? "/optim/m" : "/optim/v");
-            ok = 0;
-        }
-        uint64_t contrib[2] = {full && rank ? 0 : part[0], full && rank ? 0 : part[1]};
+        /* the slices add up to the stored checksums over ranks (each rank reads and hashes only its own,
+         * also when every rank holds the whole moments: those are gathered once they check out) */
+        uint64_t contrib[2] = {part[0], part[1]};
         mpiCheck(MPI_Allreduce(MPI_IN_PLACE, contrib, 2, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD));
         int64_t bad = !ok;
         comm_allreduce_max_i64(&bad, 1);
@@ -133,6 +131,10 @@ int ckpt_load(const char *ckdir, const ParamTable *t, float *params, float *m, f
             bad = 1;
         }
         if (!bad) {
+            if (full) {
+                comm_allgather_slices(m, t->total);
+                comm_allgather_slices(v, t->total);
+            }
             if (i > 0 && rank == 0) koe_warn("resuming from %s instead of the latest", path);
             if (rank == 0)
                 koe_log("checkpoint %s read and verified in %.3f s by %d rank%s", path, koe_now() - t0, comm_size(),
