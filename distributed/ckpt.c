@@ -89,6 +89,7 @@ int ckpt_load(const char *ckdir, const ParamTable *t, float *params, float *m, f
               int64_t mend, TrainState *st, char **config_text, char *path_out, size_t n) {
     const int rank = comm_rank();
     watchdog_phase(1, "checkpoint load");
+    comm_barrier(); /* the time logged is the load's, not how late the last rank arrived */
     const double t0 = koe_now();
     int64_t *steps = NULL, hdr[2] = {0, 0}; /* candidates, and whether latest exists */
     if (rank == 0) {
