@@ -5,9 +5,12 @@
 # takes every free byte) and again with it remounted read-only. Each failing run must exit 1 or 2 with a
 # message that says "disk full" / "read-only file system" and names a path on the tmpfs, leave the
 # earlier output byte for byte as it was, and leave no .tmp (nor any other new file); after the space
-# is freed the same command completes. `koe train` with run.dir there: a resume on a full disk (the
-# log.jsonl rewrite) and a checkpoint that does not fit fail the same way with the newest checkpoint
-# and latest intact; after space is freed the run finishes with the log of an undisturbed run.
+# is freed the same command completes; `prepare --force` over a corpus keeps the old corpus whole.
+# `koe train` with run.dir there: a resume on a full disk (the log.jsonl rewrite), a checkpoint that
+# does not fit and a log line that does not fit fail the same way with the newest checkpoint and latest
+# intact and the log whole JSON lines; after space is freed the run finishes with the log of an
+# undisturbed run. TensorBoard's files on a file system of their own that fills: one warning, the run
+# finishes, the event file written so far decodes.
 # Skips, with a message, where tmpfs cannot be mounted (not root, or no CAP_SYS_ADMIN).
 set -euo pipefail
 D=$KOE_TMP/disk_full
@@ -60,8 +63,10 @@ case_() {
 }
 
 cp -r corp "$M/corp" # label writes beside its corpus
-# (--force would remove the earlier corpus first, freeing its space: a new --out, no first run)
 FIRST=0 case_ prepare "disk full" "$KOE" prepare --out "$M/c" syn
+# --force over the corpus just made: the new one is built beside it (c.force.tmp), the old one kept
+case_ prepare-force "disk full" "$KOE" prepare --force --out "$M/c" syn
+rm -rf "${M:?}/c"
 case_ features "disk full" "$KOE" features --corpus corp --kind mfcc --out "$M/f.h5"
 case_ kmeans "disk full" "$KOE" kmeans --corpus corp --source mfcc --k 8 --out "$M/km.h5"
 case_ kmeans-layer "disk full" "$KOE" kmeans --corpus corp --source layer:1 --ckpt init.h5 --k 8 --out "$M/kml.h5"
