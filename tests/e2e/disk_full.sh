@@ -139,6 +139,15 @@ cmp <(strip ref32/log.jsonl) <(strip "$M/run/log.jsonl") || { echo "FAIL: the fi
 # the event files of the failed run and of the rerun read back whole and merge to the log's values
 "$PYTHON" "$KOE_ROOT/tests/reference/tfevents_decode.py" check "$M/run" "$M/run/log.jsonl" > /dev/null ||
   { echo "FAIL: the TensorBoard files do not decode to the log's values"; exit 1; }
+# the finished run continued on a read-only file system: refused at once, naming the place, nothing changed
+state > run.before
+mount -o remount,ro "$M"
+rc=0; train optim.max_updates=40 run.save_every=100 run.dir="$M/run" > /dev/null 2> run7.err || rc=$?
+mount -o remount,rw "$M"
+[ $rc = 1 ] || [ $rc = 2 ] || { cat run7.err; echo "FAIL: train on a read-only file system: exit $rc"; exit 1; }
+grep -qi "$M/run.*read-only file system" run7.err || { cat run7.err; echo "FAIL: train: no 'read-only file system' with the path"; exit 1; }
+state | diff run.before - || { echo "FAIL: train on a read-only file system changed the run directory"; exit 1; }
+echo "  train (resume, ro): exit $rc: $(grep -m1 -o "$M/run[^ :;)]*: [^:]*" run7.err | tail -1)"
 
 # ---- koe train: TensorBoard's file system fills ------------------------------------------------------
 # RUN/tb/train is a tmpfs of its own, filled once the run has started (it stops itself as its first
