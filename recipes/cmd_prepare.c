@@ -284,6 +284,31 @@ static const char *prepare_failed(const char *staging, int staged) {
     return staging_drop(staging) == 0 ? "; the corpus there before --force is unchanged" : "";
 }
 
+/* Rank 0, the shards written in out: the index and --words there, then a staged --force swapped in, and
+ * the summary. tot: utterances, -, -, samples clipped, unaligned. Returns an exit code. */
+static int publish_corpus(const PrepareCmdOptions *o, const PrepareOptions *opt, char **inputs, int n_inputs,
+                          const char *out, int staged, char **names, int n_names, const int64_t *tot, int64_t n_rejected,
+                          double hours, double secs) {
+    KoeError err = {{0}};
+    char *settings = settings_text(opt, o->align, o->words, inputs, n_inputs);
+    if (corpus_write_index(out, names, n_names, settings, &err))
+        koe_fatal(KOE_EXIT_INTERNAL, "prepare: %s%s", err.msg, prepare_failed(out, staged));
+    free(settings);
+    if (o->words && write_words(out, o->words, &err) < 0) {
+        fprintf(stderr, "koe prepare: %s%s\n", err.msg, prepare_failed(out, staged));
+        return KOE_EXIT_USAGE;
+    }
+    if (staged && staging_swap(out, o->out) < 0) return KOE_EXIT_INTERNAL;
+    koe_log("prepare: wrote %lld utterances (%.3f h) in %d shards to %s%s; %lld inputs rejected (see "
+            "%s/prepare-report.tsv); %lld samples clipped; %.1f s (%.2f h of audio per minute)",
+            (long long)tot[0], hours, n_names, o->out, staged ? ", replacing the corpus there" : "",
+            (long long)n_rejected, o->out, (long long)tot[3], secs, hours / (secs / 60.0));
+    if (o->align && tot[4])
+        koe_warn("%lld utterances have no line in --align %s (their frames are marked no-phone)", (long long)tot[4],
+                 o->align);
+    return KOE_EXIT_OK;
+}
+
 static int prepare_command(const void *opts, int n_args, char **args) {
     const PrepareCmdOptions *o = opts;
     const char *dir = o->out, *align = o->align;
@@ -380,25 +405,7 @@ static int prepare_command(const void *opts, int n_args, char **args) {
                     staged ? "listed above" : report, prepare_failed(staging, staged));
             rc = KOE_EXIT_USAGE;
         } else {
-            char *settings = settings_text(&opt, align, o->words, inputs, n_inputs);
-            if (corpus_write_index(out, names, n_names, settings, &err))
-                koe_fatal(KOE_EXIT_INTERNAL, "prepare: %s%s", err.msg, prepare_failed(staging, staged));
-            free(settings);
-            if (o->words && write_words(out, o->words, &err) < 0) {
-                fprintf(stderr, "koe prepare: %s%s\n", err.msg, prepare_failed(staging, staged));
-                rc = KOE_EXIT_USAGE;
-            } else if (staged && staging_swap(staging, dir) < 0) {
-                rc = KOE_EXIT_INTERNAL;
-            } else {
-                snprintf(report, sizeof report, "%s/prepare-report.tsv", dir);
-                koe_log("prepare: wrote %lld utterances (%.3f h) in %d shards to %s%s; %lld inputs rejected (see %s); "
-                        "%lld samples clipped; %.1f s (%.2f h of audio per minute)",
-                        (long long)tot[0], hours, n_names, dir, staged ? ", replacing the corpus there" : "",
-                        (long long)every.n, report, (long long)tot[3], secs, hours / (secs / 60.0));
-                if (align && tot[4])
-                    koe_warn("%lld utterances have no line in --align %s (their frames are marked no-phone)",
-                             (long long)tot[4], align);
-            }
+            rc = publish_corpus(o, &opt, inputs, n_inputs, out, staged, names, n_names, tot, every.n, hours, secs);
         }
         for (int i = 0; i < n_names; i++) free(names[i]);
         free(names);
