@@ -1041,6 +1041,7 @@ static FILE *text_create(const char *path, char *tmp, size_t n, KoeError *err) {
 }
 
 static int text_publish(FILE *f, const char *tmp, const char *path, KoeError *err) {
+    koe_output_data_file(f, tmp); /* test hook: every line written, not yet closed and renamed */
     int bad = ferror(f);
     bad |= fclose(f) != 0;
     if (bad) {

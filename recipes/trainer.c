@@ -924,6 +924,7 @@ static void write_log_line(Trainer *tr, double dt, int valid, double vloss, doub
     const Interval *iv = &tr->iv;
     FILE *f = tr->logf;
     const double n = iv->updates;
+    const off_t start = ftello(f); /* where a line that does not fit is cut back to */
     fprintf(f, "{\"step\": %lld", (long long)tr->st.step);
     json_num(tr, "loss", iv->frames > 0 ? iv->loss / iv->frames : NAN, "%.9g");
     json_num(tr, "acc", iv->frames > 0 ? iv->correct / iv->frames : NAN, "%.9g");
@@ -956,10 +957,14 @@ static void write_log_line(Trainer *tr, double dt, int valid, double vloss, doub
     if (tr->log_lines == 0 && tr->step0 == 0) /* a run's first line: which koe started it */
         fprintf(f, ", \"version\": \"%s\"", koe_version());
     fprintf(f, "}\n");
-    if (fflush(f) != 0 || ferror(f)) /* the checkpoints hold the state: a resume truncates the log to the newest */
-        koe_fatal(KOE_EXIT_INTERNAL, "%s: cannot append the step %lld line: %s%s; the newest checkpoint is intact "
-                  "and the run resumes from it", tr->logpath, (long long)tr->st.step, strerror(errno),
-                  koe_fs_note(tr->logpath));
+    if (fflush(f) != 0 || ferror(f)) { /* the checkpoints hold the state: a resume truncates the log to the newest */
+        const int e = errno;
+        const char *note = koe_fs_note(tr->logpath);
+        const int cut = ftruncate(fileno(f), start) == 0; /* no half line: the log stays whole JSON lines */
+        koe_fatal(KOE_EXIT_INTERNAL, "%s: cannot append the step %lld line: %s%s; %sthe newest checkpoint is intact "
+                  "and the run resumes from it", tr->logpath, (long long)tr->st.step, strerror(e), note,
+                  cut ? "" : "its last line is cut short (a resume drops it); ");
+    }
     tr->log_lines++;
     tb_write(tr);
 }
