@@ -110,18 +110,17 @@ typedef struct {
 
 /* The per-property CCA results: job (prop, layer). */
 typedef struct {
-    int prop; /* PI_MEL .. PI_INTER */
-    int layer;
+    int prop;  /* PI_MEL .. PI_WORD */
+    int layer; /* the row: C1..Cn (--conv, mel only) then T0..TL (layer_name) */
     CcaResult r;
 } Job;
 
 typedef struct {
     const AnalyzeLayersOpts *o;
-    Corpus c;
-    int have_corpus;
-    Model *m, *m2; /* m2: --ckpt2, for inter */
-    Recipe r, r2;
-    CkptInput in, in2;
+    CkptCorpus cc; /* the corpus, --ckpt's model, its input, one utterance's buffers */
+    Model *m2;     /* --ckpt2, for inter */
+    Recipe r2;
+    CkptInput in2;
     int L1, D, D2;
     double rate;
     int64_t hop, win;
@@ -137,6 +136,9 @@ typedef struct {
     double sub_p;
     /* statistics, (L1) each or NULL */
     FoldStats *fr, *pf, *sg, *wg; /* frames, phone-frame, phone and word segments */
+    int nc;                       /* --conv: the conv layers in the mel curve (rows 0 .. nc-1), else 0 */
+    ConvPool *cpool;              /* (nc) each conv layer's averaging onto the fbank frames */
+    FoldStats *cv;                /* (nc) [pooled conv layer | fbank frame] */
     int fr_dim, mel_off, base_off, inter_off;
     /* the subsample on this rank */
     float *sub;
@@ -144,9 +146,7 @@ typedef struct {
     int *sub_fold, *sub_lab;
     int64_t *sub_key; /* keyed order for the k-means sample */
     /* buffers */
-    int64_t max_len;
-    int16_t *pcm;
-    float *wav, *fb;
+    float *fb;
     FeatureExtractor *fe;
     uint16_t *al;
     int64_t max_al;
@@ -169,11 +169,18 @@ static int need_frames(const AnalyzeLayersOpts *o) { return (o->props & ~(unsign
 static int n_slots(const AnalyzeLayersOpts *o) { return 2 * o->trials < o->folds ? 2 * o->trials + 1 : o->folds; }
 static int slot_of(const AnalyzeLayersOpts *o, int fold) { return fold < 2 * o->trials ? fold : 2 * o->trials; }
 
-static int64_t utt_frames(const Ctx *x, int64_t u) { return ckpt_model_frames(x->m, x->c.utt_length[u]); }
+/* Row g of the table: conv layer C(g+1) for g < nc, else hidden state T(g-nc). */
+static int n_rows(const Ctx *x) { return x->nc + x->L1; }
+static void layer_name(const Ctx *x, int g, char *buf, size_t n) {
+    if (g < x->nc) snprintf(buf, n, "C%d", g + 1);
+    else snprintf(buf, n, "T%d", g - x->nc);
+}
+
+static int64_t utt_frames(const Ctx *x, int64_t u) { return ckpt_model_frames(x->cc.m, x->cc.c.utt_length[u]); }
 
 static int64_t read_align(Ctx *x, int64_t u, KoeError *err) {
-    CorpusShard *s = &x->c.shards[x->c.utt_shard[u]];
-    return corpus_shard_read_align(s, x->c.utt_index[u], x->al, x->max_al, err);
+    CorpusShard *s = &x->cc.c.shards[x->cc.c.utt_shard[u]];
+    return corpus_shard_read_align(s, x->cc.c.utt_index[u], x->al, x->max_al, err);
 }
 
 static int in_list(const char *list, const char *name) {
@@ -191,9 +198,9 @@ static int in_list(const char *list, const char *name) {
 /* The phone inventory over every shard, each shard's map into it, the phone-frame classes (every
  * phone not in --silence). Errors name the shard without alignments. */
 static int plan_phones(Ctx *x, KoeError *err) {
-    x->map = koe_calloc((size_t)x->c.n_shards, sizeof(int *));
-    for (int si = 0; si < x->c.n_shards; si++) {
-        const CorpusShard *s = &x->c.shards[si];
+    x->map = koe_calloc((size_t)x->cc.c.n_shards, sizeof(int *));
+    for (int si = 0; si < x->cc.c.n_shards; si++) {
+        const CorpusShard *s = &x->cc.c.shards[si];
         if (!s->align_offset)
             return koe_error_set(err, "%s has no phone alignments (/align), which --props %s need: use a corpus made "
                                  "by `koe synth` or prepared with `koe prepare --align`", s->path,
@@ -213,13 +220,13 @@ static int plan_phones(Ctx *x, KoeError *err) {
 /* The keyed utterance order and the frame sample: whole utterances in that order until
  * --frames model frames (--frames 0: all of them). */
 static void plan_frames(Ctx *x) {
-    const int64_t n = x->c.n_utts;
+    const int64_t n = x->cc.c.n_utts;
     int64_t *order = koe_malloc(sizeof(int64_t) * (n ? n : 1)), k = 0;
     for (int64_t u = 0; u < n; u++) {
         if (utt_frames(x, u) == 0) continue;
         if (need_align(x->o)) {
-            const CorpusShard *s = &x->c.shards[x->c.utt_shard[u]];
-            const int64_t i = x->c.utt_index[u];
+            const CorpusShard *s = &x->cc.c.shards[x->cc.c.utt_shard[u]];
+            const int64_t i = x->cc.c.utt_index[u];
             if (s->align_offset[i + 1] == s->align_offset[i]) continue;
         }
         order[k++] = u;
@@ -260,13 +267,13 @@ static int64_t plan_collect_segments(Ctx *x, SegUnit **out, KoeError *err) {
     PhoneRun *runs = koe_malloc(sizeof(PhoneRun) * x->max_al);
     int64_t n = 0, cap = 1024;
     SegUnit *seg = koe_malloc(sizeof(SegUnit) * cap);
-    for (int64_t u = 0; u < x->c.n_utts; u++) {
+    for (int64_t u = 0; u < x->cc.c.n_utts; u++) {
         const int64_t na = read_align(x, u, err), T = utt_frames(x, u);
         if (na < 0) {
             free(skip), free(runs), free(seg);
             return -1;
         }
-        const int *map = x->map[x->c.utt_shard[u]];
+        const int *map = x->map[x->cc.c.utt_shard[u]];
         for (int64_t j = 0; j < na; j++) /* to inventory ids, so skip[] and runs use one numbering */
             if (x->al[j] != SHARD_NO_PHONE) x->al[j] = (uint16_t)map[x->al[j]];
         for (int p = 0; p < x->inv.n; p++) skip[p] = x->fcls[p] < 0;
@@ -376,10 +383,10 @@ static int plan_words(Ctx *x, KoeError *err) {
     int64_t n;
     if (ctm_read(path, "--words", &ctm, &n, err) < 0) return -1;
     int64_t *utt = koe_malloc(sizeof(int64_t) * n);
-    if (ctm_match_corpus(ctm, n, &x->c, utt) == 0) {
+    if (ctm_match_corpus(ctm, n, &x->cc.c, utt) == 0) {
         koe_error_set(err, "--words %s: none of its utterance ids matches corpus %s (the CTM's first: '%s'; the "
                       "corpus's: '%s'): the first column must be the corpus's utterance id", path, x->o->corpus,
-                      ctm[0].utt, x->c.n_utts ? corpus_utt_id(&x->c, 0) : "");
+                      ctm[0].utt, x->cc.c.n_utts ? corpus_utt_id(&x->cc.c, 0) : "");
         free(utt), ctm_free(ctm, n);
         return -1;
     }
@@ -411,12 +418,12 @@ static int plan_words(Ctx *x, KoeError *err) {
 
 /* The utterances to run: the frame sample and every utterance with a segment, ascending. */
 static void plan_run_list(Ctx *x) {
-    unsigned char *use = koe_calloc((size_t)(x->c.n_utts ? x->c.n_utts : 1), 1);
-    for (int64_t u = 0; u < x->c.n_utts; u++) use[u] = x->in_frames[u];
+    unsigned char *use = koe_calloc((size_t)(x->cc.c.n_utts ? x->cc.c.n_utts : 1), 1);
+    for (int64_t u = 0; u < x->cc.c.n_utts; u++) use[u] = x->in_frames[u];
     for (int64_t i = 0; i < x->ph.n; i++) use[x->ph.seg[i].utt] = 1;
     for (int64_t i = 0; i < x->wd.n; i++) use[x->wd.seg[i].utt] = 1;
-    x->run_utts = koe_malloc(sizeof(int64_t) * (x->c.n_utts ? x->c.n_utts : 1));
-    for (int64_t u = 0; u < x->c.n_utts; u++)
+    x->run_utts = koe_malloc(sizeof(int64_t) * (x->cc.c.n_utts ? x->cc.c.n_utts : 1));
+    for (int64_t u = 0; u < x->cc.c.n_utts; u++)
         if (use[u]) x->run_utts[x->n_run++] = u;
     free(use);
 }
@@ -437,12 +444,17 @@ static double memory_estimate(const Ctx *x, int world) {
             b += x->L1 * moments_bytes((int)dims[s], n_slots(o));
             big = fmax(big, 8.0 * n_slots(o) * dims[s] * (dims[s] + 1));
         }
+    for (int c = 0; c < x->nc; c++) {
+        const int dc = x->cc.m->cfg.conv_dim[c] + 80;
+        b += moments_bytes(dc, n_slots(o));
+        big = fmax(big, 8.0 * n_slots(o) * dc * (dc + 1));
+    }
     b += big; /* the sums buffer of one set during the reduction */
     const double sub = (double)(o->sub_frames < x->n_frames ? o->sub_frames : x->n_frames);
     if (o->props & (ALP_CKA | ALP_PNMI)) b += 1.2 * sub * x->L1 * x->D * 4.0 / world;
     if (o->props & ALP_CKA) b += 8.0 * (double)x->L1 * x->D * x->L1 * x->D;
     /* the model(s): parameters, gradients (allocated, unused) and the activation arena */
-    for (const Model *m = x->m; m; m = m == x->m ? x->m2 : NULL) b += 4.0 * (2.0 * m->table.total + m->arena_floats);
+    for (const Model *m = x->cc.m; m; m = m == x->cc.m ? x->m2 : NULL) b += 4.0 * (2.0 * m->table.total + m->arena_floats);
     return b;
 }
 
@@ -495,8 +507,8 @@ static int64_t class_rows(Ctx *x, const float *h, const int *lab, int q, const i
  * samples (i * hop / 160), fbank frontends the mean of the stacked frames. */
 static void mel_of_frames(Ctx *x, int64_t n, int64_t T, float *mel) {
     const int64_t nf = features_num_frames(n), step = x->hop / 160;
-    features_compute(x->fe, x->wav, n, x->fb);
-    const int stack = x->m->cfg.frontend == FRONTEND_FBANK ? x->m->cfg.fbank_stack : 1;
+    features_compute(x->fe, x->cc.wav, n, x->fb);
+    const int stack = x->cc.m->cfg.frontend == FRONTEND_FBANK ? x->cc.m->cfg.fbank_stack : 1;
     for (int64_t i = 0; i < T; i++)
         for (int j = 0; j < 80; j++) {
             double s = 0;
@@ -512,7 +524,7 @@ static void mel_of_frames(Ctx *x, int64_t n, int64_t T, float *mel) {
 static int frame_labels(Ctx *x, int64_t u, int64_t T, int *fold, double *draw, int *lab, KoeError *err) {
     int64_t na = 0;
     if (need_align(x->o) && (na = read_align(x, u, err)) < 0) return -1;
-    const int *map = need_align(x->o) ? x->map[x->c.utt_shard[u]] : NULL;
+    const int *map = need_align(x->o) ? x->map[x->cc.c.utt_shard[u]] : NULL;
     for (int64_t i = 0; i < T; i++) {
         KoeRng g = koe_rng(x->o->seed, (uint64_t)u, (uint64_t)i, KOE_RNG_ANALYZE_FRAME);
         fold[i] = (int)koe_rng_below(&g, (uint64_t)x->o->folds);
@@ -539,6 +551,34 @@ static void sub_append(Ctx *x, const float **hid, int64_t i, int fold, int lab, 
     x->sub_lab[x->n_sub++] = lab;
 }
 
+/* --conv: each conv layer's output of utterance u (n samples; the model's last forward) averaged onto
+ * the fbank frames (x->fb, from mel_of_frames) and added with them, each pooled frame in the fold
+ * keyed by (utterance, fbank frame). */
+static void add_conv_frames(Ctx *x, int64_t u, int64_t n) {
+    const int64_t nf = features_num_frames(n);
+    for (int c = 0; c < x->nc; c++) {
+        const ConvPool *p = &x->cpool[c];
+        const int C = x->cc.m->cfg.conv_dim[c], d = C + 80;
+        const int64_t nt = segments_conv_pooled(p, x->cc.m->Tc[c], nf);
+        const float *act = x->cc.m->a.conv_act[c];
+        for (int f = 0; f < n_slots(x->o); f++) {
+            int64_t k = 0;
+            for (int64_t t = 0; t < nt; t++) {
+                const int64_t fb = t * p->fb_step;
+                KoeRng g = koe_rng(x->o->seed, (uint64_t)u, (uint64_t)fb, KOE_RNG_ANALYZE_CONV);
+                if (slot_of(x->o, (int)koe_rng_below(&g, (uint64_t)x->o->folds)) != f) continue;
+                double *z = x->z + k++ * d;
+                memset(z, 0, sizeof(double) * C);
+                for (int64_t i = t * p->stride; i < t * p->stride + p->kernel; i++)
+                    for (int j = 0; j < C; j++) z[j] += act[i * C + j];
+                for (int j = 0; j < C; j++) z[j] /= p->kernel;
+                for (int j = 0; j < 80; j++) z[C + j] = x->fb[fb * 80 + j];
+            }
+            moments_add(&x->cv[c], f, x->z, k);
+        }
+    }
+}
+
 /* The frame units of utterance u (n samples, T encoder frames, hidden states hid, and hid2 of
  * --ckpt2 for inter). */
 static int add_frames(Ctx *x, int64_t u, int64_t n, int64_t T, const float **hid, const float **hid2, KoeError *err) {
@@ -550,6 +590,7 @@ static int add_frames(Ctx *x, int64_t u, int64_t n, int64_t T, const float **hid
     int rc = frame_labels(x, u, T, fold, draw, lab, err);
     if (rc == 0) {
         if (mel) mel_of_frames(x, n, T, mel);
+        if (x->nc) add_conv_frames(x, u, n);
         for (int64_t i = 0; i < T; i++) start[slot_of(x->o, fold[i]) + 1]++; /* counting sort by slot */
         for (int f = 0; f < F; f++) start[f + 1] += start[f];
         int64_t *pos = koe_malloc(sizeof(int64_t) * F);
@@ -606,7 +647,7 @@ static void add_utt_segments(Ctx *x, FoldStats *st, const SegSet *ss, int64_t *a
 static int64_t forward(Ctx *x, Model *m, CkptInput *in, int64_t n) {
     ModelRun run = {0};
     int64_t S;
-    const float *inp = ckpt_input_compute(in, x->wav, n, &S);
+    const float *inp = ckpt_input_compute(in, x->cc.wav, n, &S);
     const double t = koe_now();
     model_forward(m, inp, &S, 1, S, NULL, &run);
     x->t_forward += koe_now() - t;
@@ -622,12 +663,14 @@ static int run_forwards(Ctx *x, KoeError *err) {
     int rc = 0;
     Progress *pr = progress_open("analyze layers", "utt", s1 - s0);
     for (int64_t k = s0; k < s1 && rc == 0; progress_add(pr, 1), k++) {
-        const int64_t u = x->run_utts[k], n = x->c.utt_length[u];
-        if ((rc = corpus_read(&x->c, u, 0, n, x->pcm, err)) < 0) break;
-        for (int64_t i = 0; i < n; i++) x->wav[i] = (float)x->pcm[i] / 32768.0f;
-        const int64_t T = forward(x, x->m, &x->in, n);
+        const int64_t u = x->run_utts[k], n = ckpt_corpus_read(&x->cc, u, err);
+        if (n < 0) {
+            rc = -1;
+            break;
+        }
+        const int64_t T = forward(x, x->cc.m, &x->cc.in, n);
         KOE_ASSERT(T == utt_frames(x, u));
-        for (int l = 0; l < x->L1; l++) hid[l] = model_hidden(x->m, l);
+        for (int l = 0; l < x->L1; l++) hid[l] = model_hidden(x->cc.m, l);
         const int two = x->m2 && x->in_frames[u];
         if (two) KOE_ASSERT(forward(x, x->m2, &x->in2, n) == T);
         for (int l = 0; two && l < x->L1; l++) hid2[l] = model_hidden(x->m2, l);
@@ -664,22 +707,28 @@ static void reduce_stats(FoldStats *fs) {
 /* The set and views of a job. */
 static FoldStats *job_stats(const Ctx *x, const Job *j, CcaViews *v) {
     const int D = x->D;
+    const int l = j->layer - x->nc;
+    if (l < 0) { /* a conv layer: mel */
+        const int C = x->cc.m->cfg.conv_dim[j->layer];
+        *v = (CcaViews){0, C, C, 80};
+        return &x->cv[j->layer];
+    }
     switch (j->prop) {
-    case PI_MEL: *v = (CcaViews){0, D, x->mel_off, 80}; return &x->fr[j->layer];
-    case PI_PHONE: *v = (CcaViews){0, D, D, x->ph.ncls}; return &x->sg[j->layer];
-    case PI_PHONE_FRAME: *v = (CcaViews){0, D, D, x->nfcls}; return &x->pf[j->layer];
-    case PI_WORD: *v = (CcaViews){0, D, D, x->wd.ncls}; return &x->wg[j->layer];
-    case PI_INTRA: *v = (CcaViews){0, D, x->base_off, D}; return &x->fr[j->layer];
-    default: *v = (CcaViews){0, D, x->inter_off, x->D2}; return &x->fr[j->layer];
+    case PI_MEL: *v = (CcaViews){0, D, x->mel_off, 80}; return &x->fr[l];
+    case PI_PHONE: *v = (CcaViews){0, D, D, x->ph.ncls}; return &x->sg[l];
+    case PI_PHONE_FRAME: *v = (CcaViews){0, D, D, x->nfcls}; return &x->pf[l];
+    case PI_WORD: *v = (CcaViews){0, D, D, x->wd.ncls}; return &x->wg[l];
+    case PI_INTRA: *v = (CcaViews){0, D, x->base_off, D}; return &x->fr[l];
+    default: *v = (CcaViews){0, D, x->inter_off, x->D2}; return &x->fr[l];
     }
 }
 
 static void make_jobs(Ctx *x) {
-    x->jobs = koe_calloc((size_t)N_CCA * x->L1, sizeof(Job));
+    x->jobs = koe_calloc((size_t)N_CCA * n_rows(x), sizeof(Job));
     for (int p = 0; p < N_CCA; p++)
-        for (int l = 0; l < x->L1; l++)
-            if ((x->o->props & (1u << p)) && !(p == PI_INTRA && l == x->o->base_layer))
-                x->jobs[x->n_jobs++] = (Job){p, l, {0}};
+        for (int g = 0; g < n_rows(x); g++)
+            if ((x->o->props & (1u << p)) && !(p == PI_INTRA && g - x->nc == x->o->base_layer) && (g >= x->nc || p == PI_MEL))
+                x->jobs[x->n_jobs++] = (Job){p, g, {0}};
 }
 
 /* Refuse a property whose training folds hold no more units than its dimensions. */
@@ -726,9 +775,11 @@ static void solve_jobs(Ctx *x) {
         r->ok = (int)b[0], r->pwcca = b[1], r->pwcca_std = b[2], r->mean_rho = b[3], r->rho1 = b[4], r->k = (int)b[5];
         r->n_train = b[6], r->n_dev = b[7], r->n_test = b[8], r->dropped = (int)b[9];
         for (int t = 0; t < T; t++) r->eps[t][0] = b[10 + 2 * t], r->eps[t][1] = b[11 + 2 * t];
+        char name[16];
+        layer_name(x, x->jobs[i].layer, name, sizeof name);
         if (r->dropped > 0 && rank == 0)
-            koe_warn("analyze layers: %s T%d: %d canonical direction(s) without variance on a test fold (a class it "
-                     "lacks) left out of its score", PROP_NAMES[x->jobs[i].prop], x->jobs[i].layer, r->dropped);
+            koe_warn("analyze layers: %s %s: %d canonical direction(s) without variance on a test fold (a class it "
+                     "lacks) left out of its score", PROP_NAMES[x->jobs[i].prop], name, r->dropped);
     }
     free(buf);
 }
@@ -839,7 +890,7 @@ static int columns(const Ctx *x, int *col) {
 
 /* Score of property p at layer l: 1 and *v, or 0 when there is none (intra at its base, a failed fit). */
 static int score(const Ctx *x, int p, int l, double *v) {
-    if (p == PI_PNMI) return *v = x->pnmi[l], 1;
+    if (p == PI_PNMI) return l >= x->nc ? (*v = x->pnmi[l - x->nc], 1) : 0;
     for (int i = 0; i < x->n_jobs; i++)
         if (x->jobs[i].prop == p && x->jobs[i].layer == l && x->jobs[i].r.ok) return *v = x->jobs[i].r.pwcca, 1;
     return 0;
@@ -848,7 +899,7 @@ static int score(const Ctx *x, int p, int l, double *v) {
 static int best_layer(const Ctx *x, int p) {
     int best = -1;
     double bv = -INFINITY, v;
-    for (int l = 0; l < x->L1; l++)
+    for (int l = 0; l < n_rows(x); l++)
         if (score(x, p, l, &v) && v > bv) bv = v, best = l;
     return best;
 }
@@ -882,8 +933,10 @@ static void write_table(const Ctx *x, FILE *f, int tsv) {
     fprintf(f, tsv ? "%s" : "%-6s", "layer");
     for (int c = 0; c < nc; c++) fprintf(f, tsv ? "\t%s" : " %-11s", PROP_NAMES[col[c]]);
     fputc('\n', f);
-    for (int l = 0; l < x->L1 && nc > 0; l++) {
-        fprintf(f, tsv ? "T%d" : "T%-5d", l);
+    for (int l = 0; l < n_rows(x) && nc > 0; l++) {
+        char name[16];
+        layer_name(x, l, name, sizeof name);
+        fprintf(f, tsv ? "%s" : "%-6s", name);
         for (int c = 0; c < nc; c++) {
             double v;
             if (score(x, col[c], l, &v)) fprintf(f, tsv ? "\t%.6f" : " %-11.4f", v);
@@ -895,7 +948,7 @@ static void write_table(const Ctx *x, FILE *f, int tsv) {
     for (int c = 0; c < nc; c++) {
         char b[16] = "-";
         const int l = best_layer(x, col[c]);
-        if (l >= 0) snprintf(b, sizeof b, "T%d", l);
+        if (l >= 0) layer_name(x, l, b, sizeof b);
         fprintf(f, tsv ? "\t%s" : " %-11s", b);
     }
     fputc('\n', f);
@@ -933,7 +986,7 @@ static json_t *json_cca_prop(const Ctx *x, int p) {
     for (int f = 0; f < 6; f++) arr[f] = json_array();
     const CcaResult *any = NULL;
     double n = 0;
-    for (int l = 0; l < x->L1; l++) {
+    for (int l = 0; l < n_rows(x); l++) {
         const CcaResult *r = NULL;
         for (int i = 0; i < x->n_jobs; i++)
             if (x->jobs[i].prop == p && x->jobs[i].layer == l) r = &x->jobs[i].r, any = r;
@@ -981,7 +1034,7 @@ static json_t *json_cca_prop(const Ctx *x, int p) {
 
 static json_t *json_report(const Ctx *x) {
     const AnalyzeLayersOpts *o = x->o;
-    const ModelConfig *mc = &x->m->cfg;
+    const ModelConfig *mc = &x->cc.m->cfg;
     json_t *root = json_object(), *props = json_object(), *best = json_object(), *layers = json_array(), *eps = json_array();
     json_object_set_new(root, "format", json_string("koe-analyze-layers"));
     json_object_set_new(root, "format_version", json_integer(1));
@@ -1000,13 +1053,17 @@ static json_t *json_report(const Ctx *x) {
                         "centred, null-truncated (differs from layerwise-analysis; see help)", "frames",
                         (json_int_t)x->n_frames, "utterances", (json_int_t)x->n_frame_utts, "sub_frames",
                         (json_int_t)o->sub_frames, "phone_cap", o->phone_cap, "min_class", o->min_class));
-    for (int l = 0; l < x->L1; l++) json_array_append_new(layers, json_sprintf("T%d", l));
+    for (int l = 0; l < n_rows(x); l++) {
+        char name[16];
+        layer_name(x, l, name, sizeof name);
+        json_array_append_new(layers, json_string(name));
+    }
     json_object_set_new(root, "layers", layers);
     for (int p = 0; p < N_CCA; p++)
         if (o->props & (1u << p)) json_object_set_new(props, PROP_NAMES[p], json_cca_prop(x, p));
     if (o->props & ALP_PNMI) {
         json_t *v = json_array();
-        for (int l = 0; l < x->L1; l++) json_array_append_new(v, json_real(x->pnmi[l]));
+        for (int l = 0; l < n_rows(x); l++) json_array_append_new(v, l < x->nc ? json_null() : json_real(x->pnmi[l - x->nc]));
         json_object_set_new(props, "pnmi", json_pack("{s:s,s:i,s:I,s:I,s:o}", "unit", "frame", "k", o->pnmi_k,
                             "n_train", (json_int_t)x->pnmi_train, "n_test", (json_int_t)x->pnmi_test, "pnmi", v));
     }
@@ -1019,7 +1076,9 @@ static json_t *json_report(const Ctx *x) {
     const int nc = columns(x, col);
     for (int c = 0; c < nc; c++) {
         const int l = best_layer(x, col[c]);
-        json_object_set_new(best, PROP_NAMES[col[c]], l >= 0 ? json_sprintf("T%d", l) : json_null());
+        char name[16];
+        layer_name(x, l, name, sizeof name);
+        json_object_set_new(best, PROP_NAMES[col[c]], l >= 0 ? json_string(name) : json_null());
     }
     json_object_set_new(root, "best", best);
     return root;
@@ -1062,14 +1121,14 @@ static int write_dump(Ctx *x, const char *path, KoeError *err) {
     if (!f) return -1;
     fprintf(f, "unit\tutt\tfirst\tend\tlabel\tfold\tsub\n");
     int rc = 0;
-    for (int64_t u = 0; u < x->c.n_utts && rc == 0; u++) {
+    for (int64_t u = 0; u < x->cc.c.n_utts && rc == 0; u++) {
         if (!x->in_frames[u]) continue;
         const int64_t T = utt_frames(x, u);
         int *fold = koe_malloc(sizeof(int) * T), *lab = koe_malloc(sizeof(int) * T);
         double *draw = koe_malloc(sizeof(double) * T);
         rc = frame_labels(x, u, T, fold, draw, lab, err);
         for (int64_t i = 0; i < T && rc == 0; i++)
-            fprintf(f, "frame\t%s\t%lld\t%lld\t%d\t%d\t%d\n", corpus_utt_id(&x->c, u), (long long)i, (long long)i + 1,
+            fprintf(f, "frame\t%s\t%lld\t%lld\t%d\t%d\t%d\n", corpus_utt_id(&x->cc.c, u), (long long)i, (long long)i + 1,
                     lab[i], fold[i], draw[i] < x->sub_p);
         free(fold), free(lab), free(draw);
     }
@@ -1077,7 +1136,7 @@ static int write_dump(Ctx *x, const char *path, KoeError *err) {
     for (int k = 0; k < 2; k++)
         for (int64_t s = 0; s < sets[k]->n; s++) {
             const SegUnit *g = &sets[k]->seg[s];
-            fprintf(f, "%s\t%s\t%lld\t%lld\t%d\t%d\t0\n", k ? "word" : "segment", corpus_utt_id(&x->c, g->utt),
+            fprintf(f, "%s\t%s\t%lld\t%lld\t%d\t%d\t0\n", k ? "word" : "segment", corpus_utt_id(&x->cc.c, g->utt),
                     (long long)g->first, (long long)g->end, g->cls, g->fold);
         }
     if (rc < 0) {
@@ -1095,22 +1154,25 @@ static int write_dump(Ctx *x, const char *path, KoeError *err) {
 static void write_plots(const Ctx *x) {
     int col[N_PROPS];
     const int nc = columns(x, col);
-    double *xs = koe_malloc((size_t)x->L1 * sizeof *xs), *ys = koe_malloc((size_t)(2 * nc * x->L1 + 1) * sizeof *ys);
+    const int nr = n_rows(x);
+    double *xs = koe_malloc((size_t)nr * sizeof *xs), *ys = koe_malloc((size_t)(2 * nc * nr + 1) * sizeof *ys);
     PlotSeries raw[N_PROPS], norm[N_PROPS];
-    for (int l = 0; l < x->L1; l++) xs[l] = l;
+    for (int l = 0; l < nr; l++) xs[l] = l - x->nc; /* --conv: C1..Cn at -n..-1 */
     for (int c = 0; c < nc; c++) {
-        double *y = ys + 2 * c * x->L1, *z = y + x->L1, lo = INFINITY, hi = -INFINITY;
-        for (int l = 0; l < x->L1; l++) {
+        double *y = ys + 2 * c * nr, *z = y + nr, lo = INFINITY, hi = -INFINITY;
+        for (int l = 0; l < nr; l++) {
             if (!score(x, col[c], l, &y[l])) y[l] = NAN;
             if (isfinite(y[l])) lo = fmin(lo, y[l]), hi = fmax(hi, y[l]);
         }
-        for (int l = 0; l < x->L1; l++) z[l] = hi > lo ? (y[l] - lo) / (hi - lo) : NAN;
-        raw[c] = (PlotSeries){PROP_NAMES[col[c]], xs, y, x->L1};
-        norm[c] = (PlotSeries){PROP_NAMES[col[c]], xs, z, x->L1};
+        for (int l = 0; l < nr; l++) z[l] = hi > lo ? (y[l] - lo) / (hi - lo) : NAN;
+        raw[c] = (PlotSeries){PROP_NAMES[col[c]], xs, y, nr};
+        norm[c] = (PlotSeries){PROP_NAMES[col[c]], xs, z, nr};
     }
     char stem[4200];
     KoeError err;
-    PlotSpec spec = {.title = "koe analyze layers", .xlabel = "layer (T0 = encoder input)", .ylabel = "score",
+    PlotSpec spec = {.title = "koe analyze layers",
+                     .xlabel = x->nc ? "layer (T0 = encoder input; conv layers C1..Cn at -n..-1)" : "layer (T0 = encoder input)",
+                     .ylabel = "score",
                      .x_integer = 1, .formats = PLOT_PNG | PLOT_SVG};
     int rc = PLOT_EMPTY;
     if (nc > 0) {
@@ -1165,36 +1227,52 @@ static int write_outputs(const Ctx *x, KoeError *err) {
 static int open_second(Ctx *x, KoeError *err) {
     const AnalyzeLayersOpts *o = x->o;
     if (!o->ckpt2) return koe_error_set(err, "--props inter needs --ckpt2 CKPT.h5 (the model to compare with)");
-    if (!(x->m2 = ckpt_model_open(o->ckpt2, 1, x->max_len, NULL, &x->r2, err))) return -1;
-    ckpt_input_init(&x->in2, x->m2, x->max_len);
+    if (!(x->m2 = ckpt_model_open(o->ckpt2, 1, x->cc.max_len, NULL, &x->r2, err))) return -1;
+    ckpt_input_init(&x->in2, x->m2, x->cc.max_len);
     x->D2 = x->m2->cfg.D;
     const double rate2 = ckpt_model_frame_rate(x->m2);
-    if (rate2 != x->rate || ckpt_model_frames(x->m2, x->max_len) != ckpt_model_frames(x->m, x->max_len))
+    if (rate2 != x->rate || ckpt_model_frames(x->m2, x->cc.max_len) != ckpt_model_frames(x->cc.m, x->cc.max_len))
         return koe_error_set(err, "--ckpt2 %s has a frame rate of %g Hz, --ckpt %s %g Hz: inter compares the same "
                              "frames, so both need the same frontend", o->ckpt2, rate2, o->ckpt, x->rate);
-    if (x->m2->cfg.L != x->m->cfg.L)
+    if (x->m2->cfg.L != x->cc.m->cfg.L)
         return koe_error_set(err, "--ckpt2 %s has %d layers, --ckpt %s %d: inter compares layer by layer", o->ckpt2,
-                             x->m2->cfg.L, o->ckpt, x->m->cfg.L);
+                             x->m2->cfg.L, o->ckpt, x->cc.m->cfg.L);
+    return 0;
+}
+
+/* --conv: each conv layer's averaging onto the fbank frames and its statistics. */
+static int open_conv(Ctx *x, KoeError *err) {
+    const ModelConfig *mc = &x->cc.m->cfg;
+    if (mc->frontend != FRONTEND_WAVEFORM)
+        return koe_error_set(err, "--conv: %s has an fbank frontend, without conv layers", x->o->ckpt);
+    x->nc = mc->n_conv;
+    x->cpool = koe_malloc(sizeof(ConvPool) * x->nc);
+    x->cv = koe_malloc(sizeof(FoldStats) * x->nc);
+    for (int c = 0; c < x->nc; c++) {
+        if (segments_conv_pool(mc->conv_kernel, mc->conv_stride, c, &x->cpool[c]) < 0) {
+            x->nc = c;
+            return koe_error_set(err, "--conv: conv layer C%d of %s does not fall on the 10 ms fbank frames (its hop "
+                                 "must divide 160 samples or be a multiple of it, its receptive field at most 400): "
+                                 "leave out --conv", c + 1, x->o->ckpt);
+        }
+        moments_init(&x->cv[c], mc->conv_dim[c] + 80, n_slots(x->o));
+    }
     return 0;
 }
 
 static int ctx_open(Ctx *x, const AnalyzeLayersOpts *o, KoeError *err) {
     memset(x, 0, sizeof *x);
     x->o = o;
-    if (corpus_open(&x->c, o->corpus, err) < 0) return -1;
-    x->have_corpus = 1;
-    x->max_len = 400;
-    for (int64_t u = 0; u < x->c.n_utts; u++) x->max_len = x->c.utt_length[u] > x->max_len ? x->c.utt_length[u] : x->max_len;
-    if (!(x->m = ckpt_model_open(o->ckpt, 1, x->max_len, NULL, &x->r, err))) return -1;
-    ckpt_input_init(&x->in, x->m, x->max_len);
-    const ModelConfig *mc = &x->m->cfg;
+    if (ckpt_corpus_open(&x->cc, o->ckpt, o->corpus, err) < 0) return -1;
+    const ModelConfig *mc = &x->cc.m->cfg;
     x->L1 = mc->L + 1, x->D = mc->D;
     if (o->base_layer > mc->L)
         return koe_error_set(err, "--base-layer %d: %s has layers 0..%d", o->base_layer, o->ckpt, mc->L);
-    x->rate = ckpt_model_frame_rate(x->m);
+    x->rate = ckpt_model_frame_rate(x->cc.m);
     if ((o->props & ALP_INTER) && open_second(x, err) < 0) return -1;
     x->hop = (int64_t)llround(KOE_SAMPLE_RATE / x->rate);
     x->win = mc->frontend == FRONTEND_FBANK ? 160 * (mc->fbank_stack - 1) + 400 : ckpt_model_min_input(mc);
+    if (o->conv && open_conv(x, err) < 0) return -1;
     if (need_align(o) && plan_phones(x, err) < 0) return -1;
     plan_frames(x);
     if (need_frames(o) && x->n_frames == 0) return koe_error_set(err, "%s: no utterance gives an encoder frame", o->corpus);
@@ -1209,7 +1287,7 @@ static int ctx_open(Ctx *x, const AnalyzeLayersOpts *o, KoeError *err) {
     if (o->props & ALP_PHONE_FRAME) x->pf = stats_sets(x->L1, x->D + x->nfcls, n_slots(o));
     if (o->props & ALP_PHONE) x->sg = stats_sets(x->L1, x->D + x->ph.ncls, n_slots(o));
     if (o->props & ALP_WORD) x->wg = stats_sets(x->L1, x->D + x->wd.ncls, n_slots(o));
-    const int64_t maxT = ckpt_model_frames(x->m, x->max_len);
+    const int64_t maxT = ckpt_model_frames(x->cc.m, x->cc.max_len);
     int64_t rows = maxT > x->max_al ? maxT : x->max_al;
     for (int64_t i = 0, run = 0; i < x->wd.n; i++) { /* a word CTM may hold more words than frames */
         run = i > 0 && x->wd.seg[i].utt == x->wd.seg[i - 1].utt ? run + 1 : 1;
@@ -1218,12 +1296,12 @@ static int ctx_open(Ctx *x, const AnalyzeLayersOpts *o, KoeError *err) {
     int dmax = x->fr_dim > x->D + x->nfcls ? x->fr_dim : x->D + x->nfcls;
     dmax = dmax > x->D + x->ph.ncls ? dmax : x->D + x->ph.ncls;
     dmax = dmax > x->D + x->wd.ncls ? dmax : x->D + x->wd.ncls;
+    for (int c = 0; c < x->nc; c++) dmax = dmax > x->cc.m->cfg.conv_dim[c] + 80 ? dmax : x->cc.m->cfg.conv_dim[c] + 80;
+    if (x->nc) rows = rows > features_num_frames(x->cc.max_len) ? rows : features_num_frames(x->cc.max_len);
     x->z = koe_malloc(sizeof(double) * rows * dmax);
-    x->pcm = koe_malloc(sizeof(int16_t) * x->max_len);
-    x->wav = koe_malloc(sizeof(float) * x->max_len);
     if (o->props & ALP_MEL) {
         x->fe = features_create(FEAT_FBANK);
-        x->fb = koe_malloc(sizeof(float) * features_num_frames(x->max_len) * 80);
+        x->fb = koe_malloc(sizeof(float) * features_num_frames(x->cc.max_len) * 80);
     }
     return 0;
 }
@@ -1235,18 +1313,18 @@ static void free_sets(FoldStats *s, int n) {
 
 static void ctx_close(Ctx *x) {
     free_sets(x->fr, x->L1), free_sets(x->pf, x->L1), free_sets(x->sg, x->L1), free_sets(x->wg, x->L1);
-    if (x->m) ckpt_input_free(&x->in), model_free(x->m), recipe_free(&x->r);
+    free_sets(x->cv, x->nc), free(x->cpool);
     if (x->m2) ckpt_input_free(&x->in2), model_free(x->m2), recipe_free(&x->r2);
     if (x->fe) features_free(x->fe);
-    for (int si = 0; x->map && si < x->c.n_shards; si++) free(x->map[si]);
+    for (int si = 0; x->map && si < x->cc.c.n_shards; si++) free(x->map[si]);
     free(x->map), free(x->fcls), free(x->in_frames);
     free(x->ph.cls), free(x->ph.label), free(x->ph.seg), free(x->wd.cls), free(x->wd.label), free(x->wd.seg);
     free(x->run_utts), free(x->sub), free(x->sub_fold), free(x->sub_lab), free(x->sub_key);
-    free(x->pcm), free(x->wav), free(x->fb), free(x->al), free(x->z), free(x->jobs), free(x->cka), free(x->cka_biased);
+    free(x->fb), free(x->al), free(x->z), free(x->jobs), free(x->cka), free(x->cka_biased);
     free(x->pnmi);
     phone_inventory_free(&x->inv);
     phone_inventory_free(&x->winv);
-    if (x->have_corpus) corpus_close(&x->c);
+    ckpt_corpus_close(&x->cc);
 }
 
 /* Memory check (rank 0 prints), forwards, reductions and solves. Returns 0, or -1 with err set
@@ -1273,6 +1351,7 @@ static int analyze(Ctx *x, KoeError *err) {
         if (x->sg) reduce_stats(&x->sg[l]);
         if (x->wg) reduce_stats(&x->wg[l]);
     }
+    for (int c = 0; c < x->nc; c++) reduce_stats(&x->cv[c]);
     make_jobs(x);
     if (check_sizes(x, err) < 0) return -1;
     t[3] = koe_now() - t[0], t[0] = koe_now();
