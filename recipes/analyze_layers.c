@@ -159,6 +159,8 @@ typedef struct {
     double *pnmi; /* (L1) */
     int64_t pnmi_train, pnmi_test;
     double t_forward; /* seconds in model_forward on this rank */
+    double sec[7];    /* this rank's seconds: forwards, statistics, waiting for the other ranks after them,
+                       * reductions, solves, CKA and k-means, outputs and charts (rank 0) */
 } Ctx;
 
 static int need_align(const AnalyzeLayersOpts *o) { return (o->props & (ALP_PHONE | ALP_PHONE_FRAME | ALP_PNMI)) != 0; }
@@ -536,15 +538,19 @@ static int frame_labels(Ctx *x, int64_t u, int64_t T, int *fold, double *draw, i
     return 0;
 }
 
+/* Room for cap subsample frames. */
+static void sub_reserve(Ctx *x, int64_t cap) {
+    if (cap <= x->cap_sub) return;
+    x->cap_sub = cap;
+    x->sub = koe_realloc(x->sub, sizeof(float) * x->cap_sub * x->L1 * x->D);
+    x->sub_fold = koe_realloc(x->sub_fold, sizeof(int) * x->cap_sub);
+    x->sub_lab = koe_realloc(x->sub_lab, sizeof(int) * x->cap_sub);
+    x->sub_key = koe_realloc(x->sub_key, sizeof(int64_t) * x->cap_sub);
+}
+
 static void sub_append(Ctx *x, const float **hid, int64_t i, int fold, int lab, double draw) {
     const int64_t w = (int64_t)x->L1 * x->D;
-    if (x->n_sub == x->cap_sub) {
-        x->cap_sub = x->cap_sub ? 2 * x->cap_sub : 1024;
-        x->sub = koe_realloc(x->sub, sizeof(float) * x->cap_sub * w);
-        x->sub_fold = koe_realloc(x->sub_fold, sizeof(int) * x->cap_sub);
-        x->sub_lab = koe_realloc(x->sub_lab, sizeof(int) * x->cap_sub);
-        x->sub_key = koe_realloc(x->sub_key, sizeof(int64_t) * x->cap_sub);
-    }
+    if (x->n_sub == x->cap_sub) sub_reserve(x, x->cap_sub + x->cap_sub / 2 + 1024); /* beyond run_forwards' reserve */
     x->sub_key[x->n_sub] = (int64_t)(draw * 9007199254740992.0);
     for (int l = 0; l < x->L1; l++) memcpy(x->sub + x->n_sub * w + (int64_t)l * x->D, hid[l] + i * x->D, sizeof(float) * x->D);
     x->sub_fold[x->n_sub] = fold;
@@ -654,11 +660,34 @@ static int64_t forward(Ctx *x, Model *m, CkptInput *in, int64_t n) {
     return m->T;
 }
 
-/* This rank's utterances (its comm_slice of the run list): one forward each (and one of --ckpt2
- * for the frame sample when inter is asked for), units added. */
+/* This rank's share [*s0, *s1) of the run list: contiguous, split at equal shares of the samples (a
+ * forward's cost) rather than of the utterance count, so the ranks finish their forwards together. */
+static void rank_share(const Ctx *x, int64_t *s0, int64_t *s1) {
+    const int world = comm_size(), rank = comm_rank();
+    double total = 0, at = 0;
+    for (int64_t k = 0; k < x->n_run; k++) total += (double)x->cc.c.utt_length[x->run_utts[k]];
+    *s0 = *s1 = x->n_run;
+    for (int64_t k = 0; k < x->n_run; k++) { /* k starts rank r when the samples before it reach total r / world */
+        if (*s0 == x->n_run && at >= total * rank / world) *s0 = k;
+        if (at >= total * (rank + 1) / world && rank + 1 < world) {
+            *s1 = k;
+            break;
+        }
+        at += (double)x->cc.c.utt_length[x->run_utts[k]];
+    }
+    if (*s1 < *s0) *s1 = *s0;
+}
+
+/* This rank's utterances (rank_share): one forward each (and one of --ckpt2 for the frame sample when
+ * inter is asked for), units added. */
 static int run_forwards(Ctx *x, KoeError *err) {
     int64_t s0, s1, si = 0, wi = 0;
-    comm_slice(x->n_run, comm_size(), comm_rank(), &s0, &s1);
+    rank_share(x, &s0, &s1);
+    if (x->o->props & (ALP_CKA | ALP_PNMI)) { /* the expected subsample of this share, and a margin */
+        double n = 0;
+        for (int64_t k = s0; k < s1; k++) n += x->in_frames[x->run_utts[k]] ? (double)utt_frames(x, x->run_utts[k]) : 0;
+        sub_reserve(x, (int64_t)fmin(n, x->sub_p * n * 1.05 + 256));
+    }
     const float **hid = koe_malloc(sizeof(float *) * x->L1), **hid2 = koe_malloc(sizeof(float *) * x->L1);
     int rc = 0;
     Progress *pr = progress_open("analyze layers", "utt", s1 - s0);
@@ -687,21 +716,34 @@ static void allreduce_f64(double *v, int64_t n) {
     for (int64_t o = 0; o < n; o += 1 << 27) comm_allreduce_sum_f64(v + o, (int)(n - o < (1 << 27) ? n - o : 1 << 27));
 }
 
-/* Sum a statistics set over ranks, about its global mean. */
-static void reduce_stats(FoldStats *fs) {
-    moments_flush(fs);
-    const int d = fs->dim;
-    double *c = koe_malloc(sizeof(double) * (d + 1));
-    moments_weighted_mean(fs, c, &c[d]);
-    allreduce_f64(c, d + 1);
-    for (int i = 0; i < d; i++) c[i] = c[d] > 0 ? c[i] / c[d] : 0;
-    const int64_t len = moments_sums_len(fs);
-    double *sums = koe_malloc(sizeof(double) * len);
-    moments_to_sums(fs, c, sums);
-    allreduce_f64(sums, len);
-    moments_from_sums(fs, c, sums);
-    free(sums);
-    free(c);
+/* Every statistics set summed over ranks about its global mean: one allreduce of all the sets'
+ * weighted means, then each set's sums (moments_to_sums) through one buffer sized for the largest. */
+static void reduce_stats(Ctx *x) {
+    FoldStats **sets = koe_malloc(sizeof(FoldStats *) * (4 * x->L1 + x->nc));
+    int ns = 0;
+    for (int l = 0; l < x->L1; l++) {
+        FoldStats *of[4] = {x->fr, x->pf, x->sg, x->wg};
+        for (int k = 0; k < 4; k++)
+            if (of[k]) sets[ns++] = &of[k][l];
+    }
+    for (int c = 0; c < x->nc; c++) sets[ns++] = &x->cv[c];
+    int64_t lc = 0, ls = 0;
+    for (int i = 0; i < ns; i++) {
+        moments_flush(sets[i]);
+        lc += sets[i]->dim + 1;
+        ls = moments_sums_len(sets[i]) > ls ? moments_sums_len(sets[i]) : ls;
+    }
+    double *c = koe_malloc(sizeof(double) * (lc ? lc : 1)), *sums = koe_malloc(sizeof(double) * (ls ? ls : 1));
+    for (int i = 0, o = 0; i < ns; o += sets[i++]->dim + 1) moments_weighted_mean(sets[i], c + o, c + o + sets[i]->dim);
+    allreduce_f64(c, lc);
+    for (int i = 0, o = 0; i < ns; o += sets[i++]->dim + 1) {
+        const int d = sets[i]->dim;
+        for (int j = 0; j < d; j++) c[o + j] = c[o + d] > 0 ? c[o + j] / c[o + d] : 0;
+        moments_to_sums(sets[i], c + o, sums);
+        allreduce_f64(sums, moments_sums_len(sets[i]));
+        moments_from_sums(sets[i], c + o, sums);
+    }
+    free(sums), free(c), free(sets);
 }
 
 /* The set and views of a job. */
@@ -750,16 +792,46 @@ static int check_sizes(const Ctx *x, KoeError *err) {
     return 0;
 }
 
-/* Every job on rank (job mod world), a rank's jobs over its OpenMP threads (each job's BLAS then runs
- * on one thread; a job's result does not depend on which thread runs it); the results gathered by
- * one allreduce. */
+/* Each job's rank: the jobs by estimated cost, largest first, each to the rank with the least so far
+ * (ties: the lower rank, the lower job), the same on every rank. The cost of a fit: the eigenproblems
+ * p^3 + q^3 and the SVD p q min(p, q) of its views' dimensions. */
+static int *job_owners(const Ctx *x, int world) {
+    int *owner = koe_malloc(sizeof(int) * (x->n_jobs ? x->n_jobs : 1)), *order = koe_malloc(sizeof(int) * (x->n_jobs ? x->n_jobs : 1));
+    double *cost = koe_malloc(sizeof(double) * (x->n_jobs ? x->n_jobs : 1)), *load = koe_calloc((size_t)world, sizeof(double));
+    for (int i = 0; i < x->n_jobs; i++) {
+        CcaViews v;
+        job_stats(x, &x->jobs[i], &v);
+        const double p = v.p, q = v.q;
+        cost[i] = p * p * p + q * q * q + p * q * fmin(p, q);
+        order[i] = i;
+    }
+    for (int a = 1; a < x->n_jobs; a++) /* insertion sort: descending cost, ascending index */
+        for (int b = a; b > 0 && cost[order[b]] > cost[order[b - 1]]; b--) {
+            const int t = order[b];
+            order[b] = order[b - 1], order[b - 1] = t;
+        }
+    for (int a = 0; a < x->n_jobs; a++) {
+        int r = 0;
+        for (int k = 1; k < world; k++)
+            if (load[k] < load[r]) r = k;
+        owner[order[a]] = r;
+        load[r] += cost[order[a]];
+    }
+    free(order), free(cost), free(load);
+    return owner;
+}
+
+/* Every job on its rank (job_owners), a rank's jobs over its OpenMP threads (each job's BLAS then runs
+ * on one thread; a job's result does not depend on which thread or rank runs it); the results gathered
+ * by one allreduce. */
 static void solve_jobs(Ctx *x) {
     const int T = x->o->trials, w = 10 + 2 * T, rank = comm_rank(), world = comm_size();
     double *buf = koe_calloc((size_t)x->n_jobs * w, sizeof(double));
+    int *owner = job_owners(x, world);
     CcaProtocol pr = {.trials = T, .eps = x->o->eps.v, .n_eps = x->o->eps.n, .null_tol = x->o->null_tol};
 #pragma omp parallel for schedule(dynamic)
     for (int i = 0; i < x->n_jobs; i++) {
-        if (i % world != rank) continue;
+        if (owner[i] != rank) continue;
         CcaViews v;
         const FoldStats *fs = job_stats(x, &x->jobs[i], &v);
         const CcaResult r = cca_protocol(fs, v, &pr);
@@ -781,7 +853,7 @@ static void solve_jobs(Ctx *x) {
             koe_warn("analyze layers: %s %s: %d canonical direction(s) without variance on a test fold (a class it "
                      "lacks) left out of its score", PROP_NAMES[x->jobs[i].prop], name, r->dropped);
     }
-    free(buf);
+    free(buf), free(owner);
 }
 
 /* Debiased and biased CKA between every pair of layers on the subsample, centred on its global mean. */
@@ -1339,44 +1411,55 @@ static int analyze(Ctx *x, KoeError *err) {
     if (limit > 0 && mem > limit)
         return koe_error_set(err, "memory estimate %.0f MB per rank is above --max-mem %.0f MB: lower --frames, "
                              "--sub-frames or --folds, use fewer --props, or more ranks", mem / 1e6, limit / 1e6);
-    double t[7] = {koe_now()}; /* then: forwards, statistics, reductions, solves, CKA and k-means, peak RSS */
+    double *t = x->sec, t0 = koe_now();
     int64_t bad = run_forwards(x, err) < 0;
-    t[1] = x->t_forward, t[2] = koe_now() - t[0] - x->t_forward, t[0] = koe_now(); /* the wait below: reductions */
+    t[0] = x->t_forward, t[1] = koe_now() - t0 - x->t_forward, t0 = koe_now();
     if (bad) fprintf(stderr, "koe analyze layers: %s\n", err->msg);
-    comm_allreduce_max_i64(&bad, 1);
+    comm_allreduce_max_i64(&bad, 1); /* also where the ranks meet after their forwards */
     if (bad) return koe_error_set(err, "stopped: a corpus read failed (the message above names it)");
-    for (int l = 0; l < x->L1; l++) {
-        if (x->fr) reduce_stats(&x->fr[l]);
-        if (x->pf) reduce_stats(&x->pf[l]);
-        if (x->sg) reduce_stats(&x->sg[l]);
-        if (x->wg) reduce_stats(&x->wg[l]);
-    }
-    for (int c = 0; c < x->nc; c++) reduce_stats(&x->cv[c]);
+    t[2] = koe_now() - t0, t0 = koe_now();
+    reduce_stats(x);
     make_jobs(x);
     if (check_sizes(x, err) < 0) return -1;
-    t[3] = koe_now() - t[0], t[0] = koe_now();
+    t[3] = koe_now() - t0, t0 = koe_now();
     solve_jobs(x);
-    t[4] = koe_now() - t[0], t[0] = koe_now();
+    t[4] = koe_now() - t0, t0 = koe_now();
     if (o->props & ALP_CKA) compute_cka(x);
     if (o->props & ALP_PNMI) compute_pnmi(x);
-    t[5] = koe_now() - t[0];
+    t[5] = koe_now() - t0;
+    return 0;
+}
+
+/* Where the time went (rank 0 prints; collective): each part's mean over ranks, the outputs and charts
+ * rank 0 wrote, the time outside the forwards (everything else, waiting included) against the
+ * forwards', and the largest peak RSS of any rank. */
+static void report_times(Ctx *x) {
+    const int world = comm_size();
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    t[6] = (double)ru.ru_maxrss / 1024.0;
-    comm_allreduce_sum_f64(t + 1, 6);
-    if (rank == 0)
-        fprintf(stderr, "koe analyze layers: seconds per rank (mean of %d): forwards %.2f; statistics %.2f, reductions "
-                "%.2f, solves %.2f, CKA and k-means %.2f; peak RSS %.0f MB\n", world, t[1] / world, t[2] / world,
-                t[3] / world, t[4] / world, t[5] / world, t[6] / world);
-    return 0;
+    int64_t rss = ru.ru_maxrss; /* KB */
+    comm_allreduce_max_i64(&rss, 1);
+    comm_allreduce_sum_f64(x->sec, 6);
+    double *t = x->sec, rest = t[6];
+    for (int i = 0; i < 6; i++) t[i] /= world;
+    for (int i = 1; i < 6; i++) rest += t[i];
+    if (comm_rank() == 0)
+        fprintf(stderr, "koe analyze layers: seconds per rank (mean of %d): forwards %.2f; statistics %.2f, waiting for "
+                "the other ranks %.2f, reductions %.2f, solves %.2f, CKA and k-means %.2f, outputs and charts %.2f; "
+                "outside the forwards %.2f (%.2f x the forwards); peak RSS %.0f MB (largest rank)\n", world, t[0], t[1],
+                t[2], t[3], t[4], t[5], t[6], rest, t[0] > 0 ? rest / t[0] : 0, (double)rss / 1024.0);
 }
 
 int analyze_layers_run(const AnalyzeLayersOpts *o) {
     Ctx x;
     KoeError err = {{0}};
     int rc = ctx_open(&x, o, &err) < 0 || analyze(&x, &err) < 0 ? -1 : 0;
+    const int analysed = rc == 0; /* the same on every rank */
+    const double t0 = koe_now();
     if (rc == 0 && comm_rank() == 0 && o->dump) rc = write_dump(&x, o->dump, &err);
     if (rc == 0 && comm_rank() == 0) rc = write_outputs(&x, &err);
+    x.sec[6] = koe_now() - t0;
+    if (analysed) report_times(&x);
     if (rc < 0 && comm_rank() == 0) fprintf(stderr, "koe analyze layers: %s\n", err.msg);
     ctx_close(&x);
     return rc < 0 ? KOE_EXIT_USAGE : KOE_EXIT_OK;
