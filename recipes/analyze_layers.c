@@ -769,7 +769,8 @@ static void make_jobs(Ctx *x) {
     x->jobs = koe_calloc((size_t)N_CCA * n_rows(x), sizeof(Job));
     for (int p = 0; p < N_CCA; p++)
         for (int g = 0; g < n_rows(x); g++)
-            if ((x->o->props & (1u << p)) && !(p == PI_INTRA && g - x->nc == x->o->base_layer) && (g >= x->nc || p == PI_MEL))
+            if ((x->o->props & (1u << p)) && !(p == PI_INTRA && g - x->nc == x->o->base_layer) &&
+                (g >= x->nc || p == PI_MEL)) /* conv rows: mel only */
                 x->jobs[x->n_jobs++] = (Job){p, g, {0}};
 }
 
@@ -796,8 +797,9 @@ static int check_sizes(const Ctx *x, KoeError *err) {
  * (ties: the lower rank, the lower job), the same on every rank. The cost of a fit: the eigenproblems
  * p^3 + q^3 and the SVD p q min(p, q) of its views' dimensions. */
 static int *job_owners(const Ctx *x, int world) {
-    int *owner = koe_malloc(sizeof(int) * (x->n_jobs ? x->n_jobs : 1)), *order = koe_malloc(sizeof(int) * (x->n_jobs ? x->n_jobs : 1));
-    double *cost = koe_malloc(sizeof(double) * (x->n_jobs ? x->n_jobs : 1)), *load = koe_calloc((size_t)world, sizeof(double));
+    const size_t n = (size_t)(x->n_jobs ? x->n_jobs : 1);
+    int *owner = koe_malloc(sizeof(int) * n), *order = koe_malloc(sizeof(int) * n);
+    double *cost = koe_malloc(sizeof(double) * n), *load = koe_calloc((size_t)world, sizeof(double));
     for (int i = 0; i < x->n_jobs; i++) {
         CcaViews v;
         job_stats(x, &x->jobs[i], &v);
