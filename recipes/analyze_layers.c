@@ -1053,7 +1053,8 @@ static json_t *json_matrix(const double *m, int n) {
 }
 
 /* properties.<name> of a CCA property: per-layer arrays (null where there is no score); the unit
- * count n and n_train, n_dev, n_test of trial 0 (the same units at every layer). */
+ * count n and n_train, n_dev, n_test of trial 0 (the same units at every T layer; --conv's C rows have
+ * their own 10 ms units, not counted here). */
 static json_t *json_cca_prop(const Ctx *x, int p) {
     static const char *const fields[] = {"pwcca", "pwcca_std", "mean_rho", "rho1", "k", "dropped"};
     json_t *o = json_object(), *arr[6], *eps = json_array();
@@ -1063,7 +1064,7 @@ static json_t *json_cca_prop(const Ctx *x, int p) {
     for (int l = 0; l < n_rows(x); l++) {
         const CcaResult *r = NULL;
         for (int i = 0; i < x->n_jobs; i++)
-            if (x->jobs[i].prop == p && x->jobs[i].layer == l) r = &x->jobs[i].r, any = r;
+            if (x->jobs[i].prop == p && x->jobs[i].layer == l) r = &x->jobs[i].r, any = l >= x->nc ? r : any;
         const double v[4] = {r ? r->pwcca : 0, r ? r->pwcca_std : 0, r ? r->mean_rho : 0, r ? r->rho1 : 0};
         for (int f = 0; f < 4; f++) json_array_append_new(arr[f], json_num_or_null(r && r->ok, v[f]));
         json_array_append_new(arr[4], r ? json_integer(r->k) : json_null());
@@ -1073,7 +1074,7 @@ static json_t *json_cca_prop(const Ctx *x, int p) {
         json_array_append_new(eps, r ? le : (json_decref(le), json_null()));
     }
     for (int i = 0; i < x->n_jobs; i++)
-        if (x->jobs[i].prop == p) {
+        if (x->jobs[i].prop == p && x->jobs[i].layer >= x->nc) { /* a T layer's units (not --conv's) */
             CcaViews v;
             const FoldStats *fs = job_stats(x, &x->jobs[i], &v);
             for (int f = 0; f < fs->folds; f++) n += fs->n[f];
