@@ -7,11 +7,12 @@
  *      keyed order, classes with fewer than max(--min-class, --folds) dropped, folds stratified); the
  *      word segments likewise from a word CTM (the corpus's words.ctm or --words: whole spans, the
  *      --word-vocab most frequent words, at most --word-cap each).
- *   2. The ranks split the utterances that hold a unit; each runs one forward per utterance and adds
- *      its units to per-layer fold co-moments (double) — hidden states are never kept, except the
- *      keyed frame subsample CKA and PNMI need (--sub-frames).
+ *   2. The ranks split the utterances that hold a unit (contiguous, at equal shares of samples); each
+ *      runs one forward per utterance and adds its units to per-layer fold co-moments (double) —
+ *      hidden states are never kept, except the keyed frame subsample CKA and PNMI need
+ *      (--sub-frames); with --conv also each conv layer's output averaged onto the 10 ms fbank frames.
  *   3. The co-moments are summed over ranks about the global mean; the (property, layer) solves are
- *      spread over ranks and gathered; CKA from summed Gram blocks; k-means per layer on the
+ *      spread over ranks by estimated cost and gathered; CKA from summed Gram blocks; k-means per layer on the
  *      subsample's training folds (distributed/kmeans), PNMI of its test folds against phones.
  *   4. Rank 0 prints the table (or --json) and writes --out DIR/layers.json, layers.tsv, cka.tsv.
  * Must not: keep hidden states beyond the subsample, or depend on the rank count beyond float
@@ -444,12 +445,12 @@ static double memory_estimate(const Ctx *x, int world) {
     for (int s = 0; s < 4; s++)
         if (have[s]) {
             b += x->L1 * moments_bytes((int)dims[s], n_slots(o));
-            big = fmax(big, 8.0 * n_slots(o) * dims[s] * (dims[s] + 1));
+            big = fmax(big, 8.0 * n_slots(o) * (1 + dims[s] + dims[s] * (dims[s] + 1) / 2));
         }
     for (int c = 0; c < x->nc; c++) {
         const int dc = x->cc.m->cfg.conv_dim[c] + 80;
         b += moments_bytes(dc, n_slots(o));
-        big = fmax(big, 8.0 * n_slots(o) * dc * (dc + 1));
+        big = fmax(big, 8.0 * n_slots(o) * (1 + dc + dc * (dc + 1) / 2.0));
     }
     b += big; /* the sums buffer of one set during the reduction */
     const double sub = (double)(o->sub_frames < x->n_frames ? o->sub_frames : x->n_frames);
