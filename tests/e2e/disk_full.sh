@@ -13,6 +13,7 @@
 # finishes, the event file written so far decodes.
 # Skips, with a message, where tmpfs cannot be mounted (not root, or no CAP_SYS_ADMIN).
 set -euo pipefail
+. "$KOE_ROOT/tests/e2e/lib/stop_point.sh"
 D=$KOE_TMP/disk_full
 M=$D/m
 rm -rf "$D" && mkdir -p "$M"
@@ -161,13 +162,8 @@ trap '[ -z "$pid" ] || kill -9 "$pid" 2> /dev/null || true; wait; umount tbr/tb/
       mount -o remount,rw "$M" 2> /dev/null; umount "$M" || umount -l "$M"' EXIT
 KOE_TEST_STOP_AT_OUTPUT=1 "$KOE" train "$KOE_ROOT/recipes/tiny/bestrq.ini" "${OV[@]}" optim.max_updates=32 run.dir=tbr \
   > /dev/null 2> tbr.err &
-pid=$! st=
-for _ in $(seq 600); do
-  st=$(awk '{ print $3 }' /proc/$pid/stat 2> /dev/null || echo gone)
-  [ "$st" = T ] || [ "$st" = gone ] || [ "$st" = Z ] && break
-  sleep 0.05
-done
-[ "$st" = T ] || { cat tbr.err; echo "FAIL: train never reached its first checkpoint (state $st)"; exit 1; }
+pid=$!
+stopped $pid tbr.err "train never reached its first checkpoint"
 dd if=/dev/zero of=tbr/tb/train/filler bs=4k 2> /dev/null || true
 kill -CONT $pid
 rc=0; wait $pid || rc=$?

@@ -7,6 +7,7 @@
 # ids differ; the rerun publishes the pair an undisturbed export writes. Killed as the first file is
 # created, the previous export stays whole and readable.
 set -euo pipefail
+. "$KOE_ROOT/tests/e2e/lib/stop_point.sh"
 D=$KOE_TMP/export_pair
 rm -rf "$D" && mkdir -p "$D"
 cd "$D"
@@ -19,13 +20,8 @@ SMALL=(model.encoder_embed_dim=64 model.encoder_layers=1 model.encoder_attention
 
 stopped_at() { # POINT: koe export --ckpt b.h5 --out hf stopped at POINT of its first output, then killed
   KOE_TEST_STOP_AT_OUTPUT=$1 "$KOE" export --ckpt b.h5 --out hf > /dev/null 2> kill.err &
-  local pid=$! st=
-  for _ in $(seq 600); do
-    st=$(awk '{ print $3 }' /proc/$pid/stat 2> /dev/null || echo gone)
-    [ "$st" = T ] || [ "$st" = gone ] || [ "$st" = Z ] && break
-    sleep 0.05
-  done
-  [ "$st" = T ] || { cat kill.err; echo "FAIL: export never reached point $1 (state $st)"; exit 1; }
+  local pid=$!
+  stopped $pid kill.err "export never reached point $1"
   kill -9 $pid
   wait $pid 2> /dev/null || true
 }

@@ -13,6 +13,7 @@
 # files missing; koe info refuses the half-built corpus, whose old one is untouched); and a plain rerun
 # completes, leaves no .tmp or cache behind, and writes what an undisturbed run writes.
 set -euo pipefail
+. "$KOE_ROOT/tests/e2e/lib/stop_point.sh"
 D=$KOE_TMP/kill_commands
 rm -rf "$D" && mkdir -p "$D"
 cd "$D"
@@ -34,13 +35,8 @@ kill_at() {
   [ -e "ref-$name.stdout" ] ||
     "${@//\{\}/ref-$name}" > "ref-$name.stdout" 2> "ref-$name.err" || { cat "ref-$name.err"; echo "FAIL: $name: undisturbed run"; exit 1; }
   KOE_TEST_STOP_AT_OUTPUT=$n "${@//\{\}/kill-$name}" > /dev/null 2> "kill-$name.err" &
-  local pid=$! st=
-  for _ in $(seq 600); do
-    st=$(awk '{ print $3 }' /proc/$pid/stat 2> /dev/null || echo gone)
-    [ "$st" = T ] || [ "$st" = gone ] || [ "$st" = Z ] && break
-    sleep 0.05
-  done
-  [ "$st" = T ] || { cat "kill-$name.err"; echo "FAIL: $name never reached its output $n (state $st)"; exit 1; }
+  local pid=$!
+  stopped $pid "kill-$name.err" "$name never reached its output $n"
   kill -9 $pid
   wait $pid 2> /dev/null || true
 }
