@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "gemm.h"
 
 void adamw_init(AdamW *o, const AdamWConfig *cfg, size_t start, size_t end, const uint8_t *decay) {
     KOE_ASSERT(start <= end);
@@ -73,6 +74,7 @@ void adamw_step(AdamW *o, float *params, float *grads, double lr, float gscale) 
             for (int64_t i = 0; i < len; i++) mul[i] = decay_mul;
         }
         adamw_block(params + i0, grads + i0, o->m + (i0 - lo), o->v + (i0 - lo), mul, len, k);
+        if (o->bf16) bf16_from_f32(o->bf16 + i0, params + i0, len);
     }
 }
 

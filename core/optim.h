@@ -26,6 +26,8 @@ typedef struct {
     size_t start, end;    /* the slice of the flat buffer this optimizer updates */
     float *m, *v;         /* (end - start) first and second moments; index i - start */
     const uint8_t *decay; /* borrowed, indexed by flat position i (whole buffer); NULL: decay all */
+    uint16_t *bf16;       /* borrowed, indexed by flat position: receives each updated parameter rounded
+                             to bf16 (bf16_from_f32, core/gemm.h), the GEMMs' copy in bf16 runs; NULL: none */
     int64_t t;            /* updates taken (torch's state["step"]); checkpoints store it */
 } AdamW;
 
@@ -35,7 +37,7 @@ void adamw_free(AdamW *o);
 /* One update of params[start, end) at learning rate lr from the gradient g = gscale * grads[i] (a
  * float product: the caller folds its normalisation and clipping coefficient into gscale; 1: the
  * gradient as it is), in one vectorised pass that also clears grads[start, end) as it reads them
- * (the next update accumulates from zero). Both buffers are indexed by flat position; increments t
+ * (the next update accumulates from zero) and writes o->bf16[start, end) when set. Both buffers are indexed by flat position; increments t
  * first, as torch does. */
 void adamw_step(AdamW *o, float *params, float *grads, double lr, float gscale);
 

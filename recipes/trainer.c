@@ -84,6 +84,8 @@ struct Trainer {
     DataParallel *dp;    /* several ranks: gradients reduced by buckets during backward */
     int64_t s0, s1;      /* this rank's AdamW slice of the flat buffer */
     int slice_cleared;   /* 1: the last AdamW step cleared the gradient's [s0, s1) (clear_grads) */
+    uint16_t *wbf16;     /* (P) bf16 runs: the parameters rounded to bf16, the GEMMs' weights
+                            (gemm_set_bf16_copy); AdamW rewrites its slice, the rest follows the allgather */
     TrainState st;
     Interval iv;
     FILE *logf;          /* rank 0 with a run directory */
@@ -660,6 +662,13 @@ Trainer *trainer_open(const Recipe *rc, const TrainerOptions *opt, KoeError *err
         trainer_close(tr);
         return NULL;
     }
+    if (gemm_precision() == GEMM_BF16) { /* the weights rounded once per update, not at every GEMM */
+        const int64_t P = tr->m->table.total;
+        tr->wbf16 = koe_malloc((size_t)P * sizeof(uint16_t));
+        bf16_from_f32(tr->wbf16, tr->m->params, P);
+        tr->adamw.bf16 = tr->wbf16;
+        gemm_set_bf16_copy(tr->m->params, tr->wbf16, P);
+    }
     tr->t_start = tr->t_iv = koe_now();
     tr->step0 = tr->st.step;
     if (opt->run_dir) { /* on a terminal; a batch log gets the log lines (trainer_log) */
@@ -690,6 +699,8 @@ void trainer_close(Trainer *tr) {
     free(tr->lab_utt);
     free(tr->code_hist);
     free(tr->decay);
+    if (tr->wbf16) gemm_set_bf16_copy(NULL, NULL, 0);
+    free(tr->wbf16);
     adamw_free(&tr->adamw);
     if (tr->m) {
         objective_free(&tr->obj);
@@ -772,7 +783,13 @@ static int apply_update(Trainer *tr, TrainerStep *s) {
     params_freeze_step(&m->table, m->grads, tr->decay);
     adamw_step(&tr->adamw, m->params, m->grads, schedule_lr(&tr->sched, st->step), (float)(coef / (double)s->frames));
     tr->slice_cleared = 1;
-    if (tr->s0 != 0 || tr->s1 != m->table.total) dp_allgather_params(tr->dp, m->params);
+    if (tr->s0 != 0 || tr->s1 != m->table.total) {
+        dp_allgather_params(tr->dp, m->params);
+        if (tr->wbf16) { /* the other ranks' slices */
+            bf16_from_f32(tr->wbf16, m->params, tr->s0);
+            bf16_from_f32(tr->wbf16 + tr->s1, m->params + tr->s1, m->table.total - tr->s1);
+        }
+    }
     return 1;
 }
 

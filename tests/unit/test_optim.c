@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "../../core/common.h"
+#include "../../core/gemm.h"
 #include "../../core/optim.h"
 #include "../../core/rng.h"
 
@@ -147,7 +148,7 @@ static void test_decay_mask(void **state) {
 
 /* gscale folds the trainer's normalisation and clipping into the pass: the same bits as stepping with
  * the gradient multiplied by it beforehand (one float product either way), across several blocks of
- * the pass and a ragged end. */
+ * the pass and a ragged end; the bf16 copy it writes is the updated parameters rounded. */
 static void test_adamw_gscale(void **state) {
     (void)state;
     enum { N = 3 * 4096 + 123 };
@@ -160,6 +161,8 @@ static void test_adamw_gscale(void **state) {
     adamw_init(&oa, &cfg, 0, N, NULL);
     adamw_init(&ob, &cfg, 0, N, NULL);
     const float scale[3] = {1.0f / 3000.0f, 0.37f / 517.0f, 1.0f};
+    uint16_t *copy = koe_malloc(N * sizeof(uint16_t)), *want = koe_malloc(N * sizeof(uint16_t));
+    oa.bf16 = copy; /* the bf16 copy the pass writes: the updated parameters rounded */
     for (int s = 0; s < 3; s++) {
         fill_normal(ga, N, 50.0, 60 + s);
         for (int i = 0; i < N; i++) gb[i] = ga[i] * scale[s];
@@ -167,7 +170,10 @@ static void test_adamw_gscale(void **state) {
         adamw_step(&ob, b, gb, 2e-3, 1.0f);
         assert_memory_equal(a, b, N * sizeof(float));
         assert_memory_equal(oa.v, ob.v, N * sizeof(float));
+        bf16_from_f32(want, a, N);
+        assert_memory_equal(copy, want, N * sizeof(uint16_t));
     }
+    free(copy), free(want);
     adamw_free(&oa), adamw_free(&ob);
     free(a), free(b), free(ga), free(gb);
 }
