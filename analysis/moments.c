@@ -8,7 +8,7 @@
 
 #include "../core/common.h"
 
-static int batch_rows(int dim) { return dim / 4 < 64 ? 64 : dim / 4 > 512 ? 512 : dim / 4; }
+static int batch_rows(int dim) { return dim / 4 < 256 ? 256 : dim / 4 > 512 ? 512 : dim / 4; }
 
 double moments_bytes(int dim, int folds) {
     return 8.0 * ((double)folds * (1 + dim + (double)dim * dim + (double)batch_rows(dim) * dim) +
@@ -26,6 +26,7 @@ void moments_init(FoldStats *fs, int dim, int folds) {
     fs->scratch = koe_calloc((size_t)dim * (fs->batch + 1), sizeof(double));
     fs->pend = koe_malloc(sizeof(double) * folds * fs->batch * dim);
     fs->n_pend = koe_calloc((size_t)folds, sizeof(int));
+    fs->stale = 0;
 }
 
 void moments_free(FoldStats *fs) {
@@ -65,10 +66,12 @@ static void update(FoldStats *fs, int fold, const double *z, int64_t rows) {
     for (int64_t r = 0; r < rows; r++)
         for (int i = 0; i < d; i++) sb[i] += zc[r * d + i] = z[r * d + i] - mu[i];
     const double n = fs->n[fold] + (double)rows;
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, d, (int)rows, 1.0, zc, d, zc, d, 1.0, M, d);
-    cblas_dger(CblasRowMajor, d, d, -1.0 / n, sb, 1, sb, 1, M, d);
+    /* the upper triangle only (half the flops); moments_flush mirrors it */
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, d, (int)rows, 1.0, zc, d, 1.0, M, d);
+    cblas_dsyr(CblasRowMajor, CblasUpper, d, -1.0 / n, sb, 1, M, d);
     for (int i = 0; i < d; i++) mu[i] += sb[i] / n;
     fs->n[fold] = n;
+    fs->stale = 1;
 }
 
 void moments_add(FoldStats *fs, int fold, const double *z, int64_t rows) {
@@ -85,11 +88,19 @@ void moments_add(FoldStats *fs, int fold, const double *z, int64_t rows) {
 }
 
 void moments_flush(FoldStats *fs) {
+    const int d = fs->dim;
     for (int f = 0; f < fs->folds; f++)
-        if (fs->n_pend[f] > 0) update(fs, f, fs->pend + (int64_t)f * fs->batch * fs->dim, fs->n_pend[f]), fs->n_pend[f] = 0;
+        if (fs->n_pend[f] > 0) update(fs, f, fs->pend + (int64_t)f * fs->batch * d, fs->n_pend[f]), fs->n_pend[f] = 0;
+    for (int f = 0; f < fs->folds && fs->stale; f++) {
+        double *M = fs->m + (int64_t)f * d * d;
+        for (int i = 0; i < d; i++)
+            for (int j = 0; j < i; j++) M[(int64_t)i * d + j] = M[(int64_t)j * d + i];
+    }
+    fs->stale = 0;
 }
 
 static void assert_flushed(const FoldStats *fs) {
+    KOE_ASSERT(!fs->stale);
     for (int f = 0; f < fs->folds; f++) KOE_ASSERT(fs->n_pend[f] == 0);
 }
 
@@ -113,21 +124,21 @@ void moments_weighted_mean(const FoldStats *fs, double *n_mean_sum, double *n_su
     }
 }
 
-int64_t moments_sums_len(const FoldStats *fs) {
-    return (int64_t)fs->folds * (1 + fs->dim + (int64_t)fs->dim * fs->dim);
-}
+/* Per fold: n, s (dim), then S's upper triangle row by row (dim (dim + 1) / 2): S is symmetric. */
+static int64_t fold_sums_len(int d) { return 1 + d + (int64_t)d * (d + 1) / 2; }
+
+int64_t moments_sums_len(const FoldStats *fs) { return (int64_t)fs->folds * fold_sums_len(fs->dim); }
 
 void moments_to_sums(const FoldStats *fs, const double *c, double *sums) {
     assert_flushed(fs);
     const int d = fs->dim;
     for (int f = 0; f < fs->folds; f++) {
-        double *o = sums + (int64_t)f * (1 + d + (int64_t)d * d), *s = o + 1, *S = o + 1 + d;
+        double *o = sums + (int64_t)f * fold_sums_len(d), *s = o + 1, *S = o + 1 + d;
         const double n = fs->n[f], *mu = fs->mean + (int64_t)f * d, *M = fs->m + (int64_t)f * d * d;
         o[0] = n;
         for (int i = 0; i < d; i++) s[i] = n * (mu[i] - c[i]);
         for (int i = 0; i < d; i++)
-            for (int j = 0; j < d; j++)
-                S[(int64_t)i * d + j] = M[(int64_t)i * d + j] + n * (mu[i] - c[i]) * (mu[j] - c[j]);
+            for (int j = i; j < d; j++) *S++ = M[(int64_t)i * d + j] + n * (mu[i] - c[i]) * (mu[j] - c[j]);
     }
 }
 
@@ -135,12 +146,13 @@ void moments_from_sums(FoldStats *fs, const double *c, const double *sums) {
     assert_flushed(fs);
     const int d = fs->dim;
     for (int f = 0; f < fs->folds; f++) {
-        const double *o = sums + (int64_t)f * (1 + d + (int64_t)d * d), *s = o + 1, *S = o + 1 + d;
+        const double *o = sums + (int64_t)f * fold_sums_len(d), *s = o + 1, *S = o + 1 + d;
         const double n = o[0];
         double *mu = fs->mean + (int64_t)f * d, *M = fs->m + (int64_t)f * d * d;
         fs->n[f] = n;
         for (int i = 0; i < d; i++) mu[i] = n > 0 ? c[i] + s[i] / n : 0;
         for (int i = 0; i < d; i++)
-            for (int j = 0; j < d; j++) M[(int64_t)i * d + j] = n > 0 ? S[(int64_t)i * d + j] - s[i] * s[j] / n : 0;
+            for (int j = i; j < d; j++, S++)
+                M[(int64_t)i * d + j] = M[(int64_t)j * d + i] = n > 0 ? *S - s[i] * s[j] / n : 0;
     }
 }

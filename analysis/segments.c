@@ -40,3 +40,22 @@ int segments_span_window(double t0, double t1, double rate, int64_t T, int64_t *
 }
 
 int64_t segments_center_frame(int64_t i, int64_t hop, int64_t win) { return (i * hop + win / 2) / 160; }
+
+int segments_conv_pool(const int *kernels, const int *strides, int c, ConvPool *out) {
+    int64_t S = 1, R = 1;
+    for (int i = 0; i <= c; i++) R += (int64_t)(kernels[i] - 1) * S, S *= strides[i];
+    if (R > 400) return -1;
+    if (S <= 160) {
+        if (160 % S) return -1;
+        *out = (ConvPool){(int)((400 - R) / S + 1), (int)(160 / S), 1};
+    } else {
+        if (S % 160) return -1;
+        *out = (ConvPool){1, 1, (int)(S / 160)};
+    }
+    return 0;
+}
+
+int64_t segments_conv_pooled(const ConvPool *p, int64_t T, int64_t nf) {
+    const int64_t by_layer = T >= p->kernel ? (T - p->kernel) / p->stride + 1 : 0, by_fbank = (nf + p->fb_step - 1) / p->fb_step;
+    return by_layer < by_fbank ? by_layer : by_fbank;
+}

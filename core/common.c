@@ -18,6 +18,7 @@ static int log_rank;
 
 #define OUTPUTS_MAX 16
 static char *outputs[OUTPUTS_MAX]; /* koe_output_begin's files; NULL slots are free */
+static int output_nth[OUTPUTS_MAX]; /* which koe_output_begin made each (1, 2, ...) */
 static pthread_mutex_t outputs_lock = PTHREAD_MUTEX_INITIALIZER;
 
 int koe_error_set(KoeError *err, const char *fmt, ...) {
@@ -90,6 +91,29 @@ int koe_error_fs(KoeError *err, const char *path) {
     return -1;
 }
 
+/* KOE_TEST_STOP_AT_OUTPUT=N[:data|:published] (see common.h): the output N and the point, parsed once. */
+enum { STOP_CREATED, STOP_DATA, STOP_PUBLISHED };
+static int stop_nth(int *point) {
+    static int n = -1, at;
+    if (n < 0) {
+        const char *v = getenv("KOE_TEST_STOP_AT_OUTPUT");
+        char *end = NULL;
+        n = v ? (int)strtol(v, &end, 10) : 0;
+        at = !end || !*end ? STOP_CREATED : !strcmp(end, ":data") ? STOP_DATA
+                                          : !strcmp(end, ":published") ? STOP_PUBLISHED : -1;
+        if (at < 0) koe_fatal(KOE_EXIT_USAGE, "KOE_TEST_STOP_AT_OUTPUT=%s: want N, N:data or N:published", v);
+    }
+    *point = at;
+    return n;
+}
+
+/* Which koe_output_begin registered tmp (0: none); the caller holds outputs_lock. */
+static int nth_of(const char *tmp) {
+    for (int i = 0; i < OUTPUTS_MAX; i++)
+        if (outputs[i] && !strcmp(outputs[i], tmp)) return output_nth[i];
+    return 0;
+}
+
 void koe_output_begin(const char *tmp) {
     pthread_mutex_lock(&outputs_lock);
     int i = 0;
@@ -97,10 +121,29 @@ void koe_output_begin(const char *tmp) {
     KOE_ASSERT(i < OUTPUTS_MAX);
     outputs[i] = koe_strdup(tmp);
     static int calls;
-    const char *stop_at = getenv("KOE_TEST_STOP_AT_OUTPUT"); /* test hook, see common.h */
-    const int stop = stop_at && ++calls == atoi(stop_at);
+    output_nth[i] = ++calls;
+    int point;
+    const int stop = stop_nth(&point) == calls && point == STOP_CREATED;
     pthread_mutex_unlock(&outputs_lock);
     if (stop) raise(SIGSTOP);
+}
+
+int koe_output_data_stop(const char *tmp) {
+    pthread_mutex_lock(&outputs_lock);
+    static int done;
+    int point;
+    const int stop = !done && stop_nth(&point) == nth_of(tmp) && point == STOP_DATA;
+    done |= stop;
+    pthread_mutex_unlock(&outputs_lock);
+    return stop;
+}
+
+void koe_output_stop(void) { raise(SIGSTOP); }
+
+void koe_output_data_file(FILE *f, const char *tmp) {
+    if (!koe_output_data_stop(tmp)) return;
+    fflush(f);
+    koe_output_stop();
 }
 
 void koe_output_end(const char *tmp) {
@@ -239,7 +282,11 @@ static int fsync_path(const char *path, int flags) {
 }
 
 int koe_publish_file(const char *tmp, const char *path, KoeError *err) {
-    int rc = 0;
+    int rc = 0, point;
+    pthread_mutex_lock(&outputs_lock);
+    const int nth = nth_of(tmp);
+    pthread_mutex_unlock(&outputs_lock);
+    const int stop = nth && stop_nth(&point) == nth && point == STOP_PUBLISHED; /* test hook, see common.h */
     koe_output_end(tmp);
     if (fsync_path(tmp, O_RDONLY) < 0)
         rc = koe_error_set(err, "%s: fsync failed: %s", tmp, strerror(errno));
@@ -254,5 +301,6 @@ int koe_publish_file(const char *tmp, const char *path, KoeError *err) {
     if (fsync_path(dirname(dir), O_RDONLY | O_DIRECTORY) < 0)
         rc = koe_error_set(err, "%s: fsync of its directory failed: %s", path, strerror(errno));
     free(dir);
+    if (stop) raise(SIGSTOP);
     return rc;
 }

@@ -111,6 +111,14 @@ int koe_error_fs(KoeError *err, const char *path);
  * A writer that publishes or removes its file itself calls koe_output_end. */
 void koe_output_begin(const char *tmp);
 void koe_output_end(const char *tmp);
-/* Test hook KOE_TEST_STOP_AT_OUTPUT=N (tests/e2e/kill_commands.sh): the process stops itself (SIGSTOP)
- * in its Nth koe_output_begin, with that file created and not complete, so a test can kill -9 it
- * there without timing guesswork. */
+int koe_output_data_stop(const char *tmp);
+void koe_output_stop(void);
+void koe_output_data_file(FILE *f, const char *tmp); /* the N:data point of a stdio file */
+/* Test hook KOE_TEST_STOP_AT_OUTPUT (tests/e2e/kill_commands.sh): the process stops itself (SIGSTOP)
+ * at a point of its Nth output, so a test can kill -9 it there without timing guesswork:
+ *   N            in the Nth koe_output_begin: the file created, nothing in it;
+ *   N:data       in the middle of its data: a writer calls koe_output_data_stop(tmp) after the first
+ *                block of the file's data; when it returns 1 the writer makes what it wrote reach
+ *                the file (H5Fflush, fflush) and calls koe_output_stop();
+ *   N:published  right after koe_publish_file gave it its final name (before a second file of the same
+ *                output, such as an export's config.json, is published). */

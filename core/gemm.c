@@ -1,5 +1,6 @@
 /* gemm.c — sgemm in fp32 or bf16 over oneDNN, and the fp32 -> bf16 conversion (gemm.h). Must not
- * hold any state but the process's precision and each thread's staging buffers. */
+ * hold any state but the process's precision, the registered bf16 copy and each thread's staging
+ * buffers. */
 #include "gemm.h"
 
 #include <immintrin.h>
@@ -129,6 +130,30 @@ static const uint16_t *stage_bf16(int slot, const float *X, int64_t rows, int64_
     return d;
 }
 
+/* The region with a bf16 copy (gemm_set_bf16_copy); n = 0: none. */
+static struct {
+    const float *f32;
+    const uint16_t *bf16;
+    int64_t n;
+} copy;
+
+void gemm_set_bf16_copy(const float *f32, const uint16_t *bf16, int64_t n) {
+    KOE_ASSERT(n >= 0 && (n == 0 || (f32 && bf16)));
+    copy.f32 = f32, copy.bf16 = bf16, copy.n = n;
+}
+
+/* op(X)'s stored matrix (rows x cols, leading dimension ld) in bf16: from the copy when it lies in the
+ * copied region (*ld_out = ld), else rounded into staging buffer `slot` (*ld_out = cols). */
+static const uint16_t *operand_bf16(int slot, const float *X, int64_t rows, int64_t cols, int64_t ld, int64_t *ld_out) {
+    const uintptr_t x = (uintptr_t)X, lo = (uintptr_t)copy.f32;
+    if (copy.n && x >= lo && (x - lo) / sizeof(float) + (uint64_t)((rows - 1) * ld + cols) <= (uint64_t)copy.n) {
+        *ld_out = ld;
+        return copy.bf16 + (x - lo) / sizeof(float);
+    }
+    *ld_out = cols;
+    return stage_bf16(slot, X, rows, cols, ld);
+}
+
 void sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
            const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     if (gemm_mode == GEMM_FP32 || M == 0 || N == 0 || K == 0) {
@@ -138,8 +163,9 @@ void sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const
     /* stored shapes: A is (M, K) for 'N', (K, M) for 'T'; B is (K, N) for 'N', (N, K) for 'T' */
     const int64_t ar = ta == 'N' ? M : K, ac = ta == 'N' ? K : M;
     const int64_t br = tb == 'N' ? K : N, bc = tb == 'N' ? N : K;
-    const uint16_t *a = stage_bf16(0, A, ar, ac, lda), *b = stage_bf16(1, B, br, bc, ldb);
-    bgemm(ta, tb, M, N, K, alpha, a, ac, b, bc, beta, C, ldc);
+    int64_t la, lb;
+    const uint16_t *a = operand_bf16(0, A, ar, ac, lda, &la), *b = operand_bf16(1, B, br, bc, ldb, &lb);
+    bgemm(ta, tb, M, N, K, alpha, a, la, b, lb, beta, C, ldc);
 }
 
 /* ---- what runs -------------------------------------------------------------------------------------- */

@@ -15,7 +15,8 @@
  * trainer before the first step. GEMM_FP32: dnnl_sgemm. GEMM_BF16: A and B are rounded to bf16
  * (round to nearest even) into per-thread staging buffers and multiplied by oneDNN's
  * dnnl_gemm_bf16bf16f32 with fp32 accumulation into the fp32 C, so every sgemm caller — linear,
- * conv1d, attention — runs in bf16 without knowing it; everything around the GEMMs (norms,
+ * conv1d, attention — runs in bf16 without knowing it (an operand with a bf16 copy,
+ * gemm_set_bf16_copy, is read from it instead); everything around the GEMMs (norms,
  * softmax, losses, AdamW, the reductions) stays fp32, as do the callers of sgemm_fp32 (the
  * heads' logits and quantizers, k-means). The staging buffers are the one allocation below a
  * kernel: each thread's grows to its largest operand in the first step and is reused. */
@@ -37,6 +38,14 @@ void sgemm_fp32(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, 
 /* The bf16 kernel itself on operands already in bf16 (bit patterns): `koe bench`'s peak. */
 void bgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t *A, int64_t lda,
            const uint16_t *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
+/* A bf16 copy of one region of fp32 memory, kept equal to bf16_from_f32 of that region by its owner
+ * (the trainer: the parameters, which AdamW's pass rewrites after each update, core/optim.h). In
+ * bf16 mode sgemm reads an operand lying wholly inside [f32, f32 + n) from the copy, at the same
+ * offset and leading dimension, instead of rounding it into a staging buffer: the weights are
+ * rounded once per update, not at every product. One region per process, set from serial code;
+ * (NULL, NULL, 0) removes it. */
+void gemm_set_bf16_copy(const float *f32, const uint16_t *bf16, int64_t n);
 
 /* Set the precision of sgemm (from serial code, between steps); returns the previous one. */
 GemmPrecision gemm_set_precision(GemmPrecision p);

@@ -26,26 +26,30 @@ typedef struct {
     size_t start, end;    /* the slice of the flat buffer this optimizer updates */
     float *m, *v;         /* (end - start) first and second moments; index i - start */
     const uint8_t *decay; /* borrowed, indexed by flat position i (whole buffer); NULL: decay all */
+    uint16_t *bf16;       /* borrowed, indexed by flat position: receives each updated parameter rounded
+                             to bf16 (bf16_from_f32, core/gemm.h), the GEMMs' copy in bf16 runs; NULL: none */
     int64_t t;            /* updates taken (torch's state["step"]); checkpoints store it */
 } AdamW;
 
 /* Zeroed moments, t = 0. decay (may be NULL) must outlive the optimizer. */
 void adamw_init(AdamW *o, const AdamWConfig *cfg, size_t start, size_t end, const uint8_t *decay);
 void adamw_free(AdamW *o);
-/* One update of params[start, end) from grads[start, end) (both indexed by flat position) at
- * learning rate lr; increments t first, as torch does. */
-void adamw_step(AdamW *o, float *params, const float *grads, double lr);
+/* One update of params[start, end) at learning rate lr from the gradient g = gscale * grads[i] (a
+ * float product: the caller folds its normalisation and clipping coefficient into gscale; 1: the
+ * gradient as it is), in one vectorised pass that also clears grads[start, end) as it reads them
+ * (the next update accumulates from zero) and writes o->bf16[start, end) when set. Both buffers are indexed by flat position; increments t
+ * first, as torch does. */
+void adamw_step(AdamW *o, float *params, float *grads, double lr, float gscale);
 
 /* ---- gradient clipping, as torch.nn.utils.clip_grad_norm_ / fairseq clip_grad_norm_ ------------
  * norm = sqrt(sum over all ranks' slices of optim_grad_sqnorm); coef = optim_clip_coef(norm, max);
- * optim_scale_grads(coef) when coef != 1. A NaN or Inf anywhere makes the squared norm non-finite,
- * which is how the trainer detects a bad step. */
+ * the gradient times coef is what AdamW steps with (adamw_step's gscale). A NaN or Inf anywhere
+ * makes the squared norm non-finite, which is how the trainer detects a bad step. */
 /* Sum of g^2 over [start, end), accumulated in double in fixed blocks and added in block order, so
  * the result does not depend on the thread count. */
 double optim_grad_sqnorm(const float *grads, size_t start, size_t end);
 /* min(1, max_norm / (norm + 1e-6)); 1 when max_norm <= 0 (clipping off, fairseq clip_norm=0). */
 double optim_clip_coef(double norm, double max_norm);
-void optim_scale_grads(float *grads, size_t start, size_t end, float scale);
 
 /* ---- learning-rate schedules: pure functions of the update count --------------------------------
  * lr(s) is fairseq's lr_scheduler.step_update(s): the update that takes the count from s to s+1

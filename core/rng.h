@@ -23,6 +23,7 @@ typedef enum {
     KOE_RNG_ANALYZE_FRAME,   /* (seed, utterance, frame): a frame unit's fold and subsample draw */
     KOE_RNG_ANALYZE_SEGMENT, /* (seed, utterance, first 10 ms frame): a segment's order and fold */
     KOE_RNG_ANALYZE_WORD,    /* (seed, utterance, start in ms): a word segment's order and fold */
+    KOE_RNG_ANALYZE_CONV,    /* (seed, utterance, 10 ms frame): a conv layer's pooled frame's fold (--conv) */
 } KoeRngPurpose;
 
 typedef struct {

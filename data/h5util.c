@@ -21,6 +21,12 @@ void h5_init(void) { pthread_once(&h5_once, h5_init_once); }
 void h5_lock(void) { pthread_mutex_lock(&h5_mutex); }
 void h5_unlock(void) { pthread_mutex_unlock(&h5_mutex); }
 
+void h5_output_data(hid_t obj, const char *tmp) {
+    if (!koe_output_data_stop(tmp)) return;
+    H5Fflush(obj, H5F_SCOPE_GLOBAL);
+    koe_output_stop();
+}
+
 static herr_t walk_first(unsigned n, const H5E_error2_t *e, void *data) {
     if (n == 0) snprintf((char *)data, 256, "%s", e->desc ? e->desc : "");
     return 0;

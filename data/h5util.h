@@ -30,6 +30,11 @@ int h5_has_fletcher32(hid_t dset);
 
 void h5_lock(void);
 void h5_unlock(void);
+/* The test hook's N:data point (core/common.h, KOE_TEST_STOP_AT_OUTPUT) of an HDF5 output: call it
+ * (holding h5_lock) after a block of tmp's data is written, obj being any object of the file; when
+ * the hook names tmp, the file is flushed (what was written is in it, the final attributes are not)
+ * and the process stops. */
+void h5_output_data(hid_t obj, const char *tmp);
 
 /* The innermost message on HDF5's error stack, for error reports ("" if none). */
 const char *h5_last_error(void);

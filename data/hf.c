@@ -1,7 +1,8 @@
 /* hf.c — see hf.h. Must not: name a config.json field for a model setting (the Hugging Face names
  * are model_keys' column; only the constants koe's encoder implies are written here), write a
  * half-finished export under the final names (both files are written as *.tmp, then both renamed), or
- * accept a tensor whose dtype, shape or byte range is wrong. */
+ * accept a tensor whose dtype, shape or byte range is wrong, or the two files of two different exports
+ * (koe_export_id). */
 #include "hf.h"
 
 #include <errno.h>
@@ -14,6 +15,8 @@
 #include <unistd.h>
 
 #include <jansson.h>
+
+#include "checkpoint.h"
 
 static const char *const conv_lists[3] = {"dim", "kernel", "stride"}; /* K_CONV's <hf>_<list> fields */
 
@@ -102,17 +105,50 @@ static json_t *config_json(const ModelConfig *c) {
     return root;
 }
 
-static int write_config(FILE *f, const ModelConfig *c) {
-    json_t *root = config_json(c);
+/* What one export writes: both files carry id (koe_export_id in config.json and in the safetensors
+ * __metadata__), FNV-1a 64 of config.json's fields and of the tensors' checksum, so a reader can tell
+ * a pair the export published together from one an interrupted export left mixed. */
+#define EXPORT_ID_MAX 64
+
+typedef struct {
+    const ModelConfig *cfg;
+    const ParamTable *t;
+    const float *params;
+    char id[17];
+} Export;
+
+static void drop_tmp(const char *tmp) {
+    koe_output_end(tmp);
+    remove(tmp);
+}
+
+static void export_id(Export *x) {
+    json_t *root = config_json(x->cfg);
+    char *text = json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    json_decref(root);
+    KOE_ASSERT(text);
+    const uint64_t sum = checkpoint_sum(x->params, 0, x->t->total);
+    uint64_t h = koe_fnv1a(KOE_FNV_OFFSET, text, strlen(text));
+    h = koe_fnv1a(h, &sum, sizeof sum);
+    free(text);
+    snprintf(x->id, sizeof x->id, "%016llx", (unsigned long long)h);
+}
+
+static int write_config(FILE *f, const Export *x) {
+    json_t *root = config_json(x->cfg);
+    json_object_set_new(root, "koe_export_id", json_string(x->id));
     int rc = json_dumpf(root, f, JSON_INDENT(2) | JSON_REAL_PRECISION(9));
     json_decref(root);
     return rc < 0 || fputc('\n', f) == EOF || ferror(f) ? -1 : 0;
 }
 
-static int write_safetensors(FILE *f, const ParamTable *t, const float *params) {
-    /* header: {"__metadata__":{"format":"pt"}, name: {"dtype":"F32","shape":[...],"data_offsets":[a,b]}, ...} */
+static int write_safetensors(FILE *f, const Export *x) {
+    /* header: {"__metadata__":{"format":"pt","koe_export_id":ID}, name: {"dtype":"F32","shape":[...],
+     * "data_offsets":[a,b]}, ...} */
+    const ParamTable *t = x->t;
     json_t *h = json_object(), *meta = json_object();
     json_object_set_new(meta, "format", json_string("pt"));
+    json_object_set_new(meta, "koe_export_id", json_string(x->id));
     json_object_set_new(h, "__metadata__", meta);
     for (int i = 0; i < t->n; i++) {
         const ParamEntry *e = &t->e[i];
@@ -132,53 +168,50 @@ static int write_safetensors(FILE *f, const ParamTable *t, const float *params) 
     unsigned char le[8];
     for (int k = 0; k < 8; k++) le[k] = (unsigned char)(len >> (8 * k));
     int ok = fwrite(le, 1, 8, f) == 8 && fwrite(text, 1, n, f) == n && fwrite("       ", 1, pad, f) == pad &&
-             fwrite(params, sizeof(float), (size_t)t->total, f) == (size_t)t->total;
+             fwrite(x->params, sizeof(float), (size_t)t->total, f) == (size_t)t->total;
     free(text);
     return ok ? 0 : -1;
 }
 
-/* DIR/NAME.tmp filled by fill; removed again on failure. */
-static int write_tmp(const char *tmp, int (*fill)(FILE *, const void *, const void *), const void *a, const void *b,
-                     KoeError *err) {
+/* DIR/NAME.tmp filled by fill, an output in progress (core/common.h) until published or dropped. */
+static int write_tmp(const char *tmp, int (*fill)(FILE *, const Export *), const Export *x, KoeError *err) {
     FILE *f = fopen(tmp, "wb");
     if (!f) {
         koe_error_set(err, "%s: cannot create: %s (does --out exist?)", tmp, strerror(errno));
         return koe_error_fs(err, tmp);
     }
-    int bad = fill(f, a, b) < 0;
+    koe_output_begin(tmp);
+    int bad = fill(f, x) < 0;
     if (fclose(f) != 0) bad = 1;
     if (bad) {
         koe_error_set(err, "%s: write failed: %s", tmp, strerror(errno));
         koe_error_fs(err, tmp);
-        remove(tmp);
+        drop_tmp(tmp);
         return -1;
     }
     return 0;
 }
 
-static int fill_config(FILE *f, const void *a, const void *b) {
-    (void)b;
-    return write_config(f, a);
-}
-static int fill_tensors(FILE *f, const void *a, const void *b) { return write_safetensors(f, a, b); }
-
 int hf_export(const char *dir, const ModelConfig *cfg, const ParamTable *t, const float *params, KoeError *err) {
     /* little-endian float32 is what safetensors F32 means; the raw buffer is written as is */
     const uint32_t probe = 1;
     KOE_ASSERT(*(const unsigned char *)&probe == 1);
-    /* both files are complete before either is published: a failure leaves the previous export whole */
+    Export x = {.cfg = cfg, .t = t, .params = params};
+    export_id(&x);
+    /* both files are complete before either is published: a failure leaves the previous export whole;
+     * a crash between the two renames leaves a pair whose ids differ, which hf_read_params refuses */
     char st[4096], st_tmp[4100], cj[4096], cj_tmp[4100];
     snprintf(st, sizeof st, "%s/model.safetensors", dir);
     snprintf(cj, sizeof cj, "%s/config.json", dir);
     snprintf(st_tmp, sizeof st_tmp, "%s.tmp", st);
     snprintf(cj_tmp, sizeof cj_tmp, "%s.tmp", cj);
-    if (write_tmp(st_tmp, fill_tensors, t, params, err) < 0) return -1;
-    if (write_tmp(cj_tmp, fill_config, cfg, NULL, err) < 0) {
-        remove(st_tmp);
+    if (write_tmp(st_tmp, write_safetensors, &x, err) < 0) return -1;
+    if (write_tmp(cj_tmp, write_config, &x, err) < 0) {
+        drop_tmp(st_tmp);
         return -1;
     }
     if (koe_publish_file(st_tmp, st, err) < 0) {
-        remove(cj_tmp);
+        drop_tmp(cj_tmp);
         return -1;
     }
     return koe_publish_file(cj_tmp, cj, err);
@@ -479,9 +512,10 @@ static int read_tensor(const char *path, const char *name, const json_t *o, cons
 }
 
 /* Every tensor of one safetensors file into params; done[i] marks table entry i as read (a tensor
- * read twice, e.g. in two shards, is an error). Tensors outside the table add to *skipped. */
+ * read twice, e.g. in two shards, is an error). Tensors outside the table add to *skipped. id gets
+ * the __metadata__'s koe_export_id ("" without one). */
 static int read_safetensors(const char *path, const ParamTable *t, float *params, unsigned char *done, HfHeads *heads,
-                            int *skipped, KoeError *err) {
+                            int *skipped, char id[EXPORT_ID_MAX], KoeError *err) {
     size_t size;
     char *buf = read_file(path, &size, err);
     if (!buf) return -1;
@@ -508,7 +542,11 @@ static int read_safetensors(const char *path, const ParamTable *t, float *params
     const char *key;
     json_t *o;
     json_object_foreach(h, key, o) {
-        if (!strcmp(key, "__metadata__")) continue;
+        if (!strcmp(key, "__metadata__")) {
+            const char *v = json_string_value(json_object_get(o, "koe_export_id"));
+            snprintf(id, EXPORT_ID_MAX, "%s", v ? v : "");
+            continue;
+        }
         char name[512];
         table_name(key, name, sizeof name);
         const int ti = params_find(t, name), hi = ti < 0 && heads && is_head(name) ? head_entry(heads, name, o) : -1;
@@ -569,6 +607,23 @@ static json_t *index_shards(const char *path, KoeError *err) {
     return files;
 }
 
+/* A koe export's two files carry the same koe_export_id (hf_export); a published model's carry none,
+ * and a koe export saved again by transformers keeps it in config.json only. Two different ids are a
+ * pair an interrupted export left mixed (its new model.safetensors beside the old config.json). */
+static int check_pair(const char *dir, const char *st_id, KoeError *err) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    json_t *root = json_load_file(path, 0, NULL);
+    const char *v = json_string_value(json_object_get(root, "koe_export_id"));
+    char cj_id[EXPORT_ID_MAX];
+    snprintf(cj_id, sizeof cj_id, "%s", v ? v : "");
+    json_decref(root);
+    if (!*cj_id || !*st_id || !strcmp(cj_id, st_id)) return 0;
+    return koe_error_set(err, "%s/model.safetensors (koe_export_id %s) and %s (koe_export_id %s) are not from the same "
+                              "export (one stopped between publishing the two?): run koe export again",
+                         dir, st_id, path, cj_id);
+}
+
 /* config.json's num_codevector_groups (transformers' default 2). */
 static int codevector_groups(const char *dir) {
     char path[4200];
@@ -595,10 +650,12 @@ int hf_read_params(const char *dir, const ParamTable *t, float *params, HfHeads 
     if (!shards) goto out;
     size_t i;
     json_t *f;
+    char id[EXPORT_ID_MAX];
     json_array_foreach(shards, i, f) {
         snprintf(path, sizeof path, "%s/%s", dir, json_string_value(f));
-        if (read_safetensors(path, t, params, done, heads, &skipped, err) < 0) goto out;
+        if (read_safetensors(path, t, params, done, heads, &skipped, id, err) < 0) goto out;
     }
+    if (json_array_size(shards) == 1 && check_pair(dir, id, err) < 0) goto out;
     for (int k = 0; k < t->n; k++) {
         if (done[k] || !strcmp(t->e[k].name, "masked_spec_embed")) continue;
         koe_error_set(err, "%s: tensor %s is missing", path, t->e[k].name);

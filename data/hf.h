@@ -1,6 +1,6 @@
 /* hf.h — the Hugging Face format of a model (data/README.md, Export): DIR/model.safetensors (tensors
- * under the parameter table's Hugging Face names, F32, __metadata__ {"format":"pt"}) and
- * DIR/config.json with the transformers Wav2Vec2/HuBERT fields. The config.json fields are the
+ * under the parameter table's Hugging Face names, F32, __metadata__ {"format":"pt", "koe_export_id":
+ * ID}) and DIR/config.json with the transformers Wav2Vec2/HuBERT fields and the same koe_export_id. The config.json fields are the
  * Hugging Face column of core's model_keys (conv_dim/conv_kernel/conv_stride, feat_extract_norm,
  * hidden_size, ..., mask_time_*, plus koe_frontend / koe_encoder / fbank_* / conformer_kernel for
  * what transformers has no field for): the writer and the reader walk that table, so a model key
@@ -39,6 +39,8 @@ typedef struct {
  * "wav2vec2." prefix is dropped, known aliases are renamed (project_hid, label_embs_concat,
  * mask_time_emb_vector), the heads' tensors go to *heads (NULL: skipped) and other tensors outside
  * the encoder (a CTC head) are skipped with a warning. Tensors the table lacks are an error, except
- * masked_spec_embed may be absent (published fine-tuned models drop it: it keeps its init). */
+ * masked_spec_embed may be absent (published fine-tuned models drop it: it keeps its init). When a
+ * single model.safetensors and config.json both carry a koe_export_id, the two must be equal: a pair
+ * mixed by an export that stopped between its two renames is refused, saying to export again. */
 int hf_read_params(const char *dir, const ParamTable *t, float *params, HfHeads *heads, KoeError *err);
 void hf_heads_free(HfHeads *heads);

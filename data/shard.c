@@ -189,6 +189,7 @@ static int writer_flush_buf(ShardWriter *w, KoeError *err) {
     if (rc == 0) {
         w->written += w->buf_n;
         w->buf_n = 0;
+        h5_output_data(w->audio, w->tmp); /* test hook */
     }
     return rc;
 }

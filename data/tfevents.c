@@ -14,6 +14,7 @@
 
 struct TfEvents {
     int fd;
+    off_t size; /* the bytes of the whole records written so far */
     char path[4200];
 };
 
@@ -132,11 +133,18 @@ static int write_record(TfEvents *w, const PbBuf *ev, KoeError *err) {
         const ssize_t k = write(w->fd, r.p + done, r.n - done);
         if (k < 0 && errno == EINTR) continue;
         if (k <= 0) {
+            if (k == 0) errno = ENOSPC;
             pb_free(&r);
-            return koe_error_set(err, "%s: write failed: %s", w->path, k < 0 ? strerror(errno) : "no space");
+            koe_error_set(err, "%s: write failed: %s", w->path, strerror(errno));
+            koe_error_fs(err, w->path);
+            /* the part of the record that was written goes: the file ends on a whole record */
+            if (ftruncate(w->fd, w->size) < 0)
+                koe_error_set(err, "%s: write failed, and cutting its half record failed: %s", w->path, strerror(errno));
+            return -1;
         }
         done += (size_t)k;
     }
+    w->size += (off_t)r.n;
     pb_free(&r);
     return 0;
 }
@@ -169,6 +177,7 @@ TfEvents *tfevents_open(const char *dir, double wall_time, KoeError *err) {
     }
     if (w->fd < 0) {
         koe_error_set(err, "%s: cannot create a TensorBoard event file: %s", w->path, strerror(errno));
+        koe_error_fs(err, w->path);
         free(w);
         return NULL;
     }
@@ -177,7 +186,8 @@ TfEvents *tfevents_open(const char *dir, double wall_time, KoeError *err) {
     pb_len(&ev, 3, "brain.Event:2", 13);
     const int rc = write_record(w, &ev, err);
     pb_free(&ev);
-    if (rc < 0) {
+    if (rc < 0) { /* not even its first record: no file */
+        unlink(w->path);
         tfevents_close(w);
         return NULL;
     }

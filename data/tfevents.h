@@ -9,7 +9,8 @@
  * with metadata (9) naming the "text" plugin), session_log (7: status START = 1; TensorBoard takes the
  * first START of a run as its start and, at each later one, drops the points at and after its step
  * that older files logged: a resumed run draws one clean curve).
- * Each record goes to the file in one write(), so a killed writer leaves whole records.
+ * Each record goes to the file in one write(), so a killed writer leaves whole records; a write that
+ * fails (a full disk) cuts the file back to its last whole record and says so in err.
  *
  * Must not: depend on anything but libc (core/common.h for errors), or buffer a record past the call
  * that made it. */

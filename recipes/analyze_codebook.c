@@ -36,11 +36,7 @@
 
 typedef struct {
     const AnalyzeLayersOpts *o;
-    Corpus c;
-    int have_corpus;
-    Recipe r;
-    Model *m;
-    CkptInput in;
+    CkptCorpus cc; /* the corpus, the model, its input, one utterance's buffers */
     ObjectiveConfig oc;
     ParamTable t;
     float *buf;     /* the quantizer's tensors, laid out by t */
@@ -74,11 +70,11 @@ static int open_quantizer(Codebook *x, KoeError *err) {
     if (stat(ck, &st) == 0 && S_ISDIR(st.st_mode))
         return koe_error_set(err, "--ckpt %s is a Hugging Face export: it holds the encoder only, not the quantizer; "
                              "analyse the koe checkpoint it was exported from", ck);
-    if (x->r.objective.name != OBJ_WAV2VEC2 && x->r.objective.name != OBJ_BESTRQ)
+    if (x->cc.r.objective.name != OBJ_WAV2VEC2 && x->cc.r.objective.name != OBJ_BESTRQ)
         return koe_error_set(err, "--ckpt %s was trained with objective.name = hubert, which has no quantizer (its "
                              "targets are k-means labels: `koe analyze labels` measures those); codebook needs a "
                              "wav2vec2 or bestrq checkpoint", ck);
-    recipe_objective_config(&x->r, 0, &x->oc);
+    recipe_objective_config(&x->cc.r, 0, &x->oc);
     params_table_init(&x->t);
     objective_add_params(&x->t, &x->oc);
     x->buf = koe_calloc((size_t)x->t.total, sizeof(float));
@@ -87,14 +83,14 @@ static int open_quantizer(Codebook *x, KoeError *err) {
         snprintf(why, sizeof why, "%s", err->msg);
         return koe_error_set(err, "%s: the quantizer is saved by koe train (a checkpoint of koe init has none)", why);
     }
-    x->w2v = x->r.objective.name == OBJ_WAV2VEC2;
+    x->w2v = x->cc.r.objective.name == OBJ_WAV2VEC2;
     if (x->w2v) {
         wav2vec2_head_bind(&x->t, x->buf, &x->wp);
         x->G = x->oc.wav2vec2.G, x->V = x->oc.wav2vec2.V;
     } else {
         bestrq_bind(&x->t, &x->oc.bestrq, x->buf, &x->bp);
         x->G = x->oc.bestrq.codebooks, x->V = x->oc.bestrq.codebook_size;
-        const int64_t F = features_num_frames(x->max_len);
+        const int64_t F = features_num_frames(x->cc.max_len);
         x->ba_mem = koe_malloc(sizeof(float) * (size_t)bestrq_act_floats(&x->oc.bestrq, 1, F));
         bestrq_act_bind(&x->ba, &x->oc.bestrq, 1, F, x->ba_mem);
     }
@@ -105,12 +101,12 @@ static int open_quantizer(Codebook *x, KoeError *err) {
 
 /* The phone inventory and each shard's map into it when every shard has alignments (else no PNMI). */
 static void open_phones(Codebook *x) {
-    x->aligned = x->c.n_shards > 0;
-    for (int si = 0; si < x->c.n_shards; si++) x->aligned &= x->c.shards[si].align_offset != NULL;
+    x->aligned = x->cc.c.n_shards > 0;
+    for (int si = 0; si < x->cc.c.n_shards; si++) x->aligned &= x->cc.c.shards[si].align_offset != NULL;
     if (!x->aligned) return;
-    x->map = koe_calloc((size_t)x->c.n_shards, sizeof(int *));
-    for (int si = 0; si < x->c.n_shards; si++) {
-        const CorpusShard *s = &x->c.shards[si];
+    x->map = koe_calloc((size_t)x->cc.c.n_shards, sizeof(int *));
+    for (int si = 0; si < x->cc.c.n_shards; si++) {
+        const CorpusShard *s = &x->cc.c.shards[si];
         x->map[si] = koe_malloc((size_t)(s->n_phones ? s->n_phones : 1) * sizeof(int));
         for (int64_t p = 0; p < s->n_phones; p++) x->map[si][p] = phone_inventory_index(&x->inv, s->phones[p]);
         for (int64_t i = 0; i < s->n; i++)
@@ -125,17 +121,10 @@ static void open_phones(Codebook *x) {
 static int cb_open(Codebook *x, const AnalyzeLayersOpts *o, KoeError *err) {
     memset(x, 0, sizeof *x);
     x->o = o;
-    if (corpus_open(&x->c, o->corpus, err) < 0) return -1;
-    x->have_corpus = 1;
-    x->max_len = 400;
-    for (int64_t u = 0; u < x->c.n_utts; u++) x->max_len = x->c.utt_length[u] > x->max_len ? x->c.utt_length[u] : x->max_len;
-    if (!(x->m = ckpt_model_open(o->ckpt, 1, x->max_len, NULL, &x->r, err))) return -1;
-    ckpt_input_init(&x->in, x->m, x->max_len);
+    if (ckpt_corpus_open(&x->cc, o->ckpt, o->corpus, err) < 0) return -1;
     if (open_quantizer(x, err) < 0) return -1;
-    x->rate = ckpt_model_frame_rate(x->m);
-    x->max_T = ckpt_model_frames(x->m, x->max_len);
-    x->pcm = koe_malloc(sizeof(int16_t) * x->max_len);
-    x->wav = koe_malloc(sizeof(float) * x->max_len);
+    x->rate = ckpt_model_frame_rate(x->cc.m);
+    x->max_T = ckpt_model_frames(x->cc.m, x->cc.max_len);
     x->soft = x->w2v ? koe_malloc(sizeof(float) * x->max_T * x->G * x->V) : NULL;
     x->codes = koe_malloc(sizeof(int32_t) * (x->max_T + 1) * x->G);
     x->lab = koe_malloc(sizeof(int32_t) * (x->max_T + 1));
@@ -153,54 +142,52 @@ static int cb_open(Codebook *x, const AnalyzeLayersOpts *o, KoeError *err) {
 }
 
 static void cb_close(Codebook *x) {
-    if (x->m) ckpt_input_free(&x->in), model_free(x->m), recipe_free(&x->r);
     if (x->t.n) params_table_free(&x->t);
-    for (int si = 0; x->map && si < x->c.n_shards; si++) free(x->map[si]);
+    for (int si = 0; x->map && si < x->cc.c.n_shards; si++) free(x->map[si]);
     for (int g = 0; x->pc && g <= x->G; g++)
         if (x->pc[g].joint) pnmi_counts_free(&x->pc[g]);
-    free(x->pc), free(x->map), free(x->al), free(x->buf), free(x->ba_mem), free(x->pcm), free(x->wav), free(x->soft);
+    free(x->pc), free(x->map), free(x->al), free(x->buf), free(x->ba_mem), free(x->soft);
     free(x->codes), free(x->lab), free(x->count), free(x->prob);
     phone_inventory_free(&x->inv);
     if (x->dump) fclose(x->dump);
-    if (x->have_corpus) corpus_close(&x->c);
+    ckpt_corpus_close(&x->cc);
 }
 
 /* The codes (T, G) of utterance wav (n samples) into x->codes; returns T. */
 static int64_t utt_codes(Codebook *x, int64_t n) {
     int64_t S;
-    const float *inp = ckpt_input_compute(&x->in, x->wav, n, &S);
+    const float *inp = ckpt_input_compute(&x->cc.in, x->cc.wav, n, &S);
     if (x->w2v) {
         ModelRun run = {0};
-        model_forward(x->m, inp, &S, 1, S, NULL, &run);
-        const int64_t T = x->m->T;
-        wav2vec2_quantize(&x->oc.wav2vec2, &x->wp, x->m->a.fp_ln, T, x->soft, x->codes);
+        model_forward(x->cc.m, inp, &S, 1, S, NULL, &run);
+        const int64_t T = x->cc.m->T;
+        wav2vec2_quantize(&x->oc.wav2vec2, &x->wp, x->cc.m->a.fp_ln, T, x->soft, x->codes);
         const int GV = x->G * x->V;
         for (int64_t t = 0; t < T; t++)
             for (int j = 0; j < GV; j++) x->prob[j] += x->soft[t * GV + j];
         return T;
     }
-    float *feats = model_fbank_input(x->m, inp, &S, 1, S);
+    float *feats = model_fbank_input(x->cc.m, inp, &S, 1, S);
     bestrq_quantize(&x->ba, x->codes, &x->bp, feats, &S, 1, S);
     return S / x->oc.bestrq.stack;
 }
 
 /* Utterance u: its codes counted, joined with its alignment, dumped. */
 static int add_utt(Codebook *x, int64_t u, KoeError *err) {
-    const int64_t n = x->c.utt_length[u];
-    if (corpus_read(&x->c, u, 0, n, x->pcm, err) < 0) return -1;
-    for (int64_t i = 0; i < n; i++) x->wav[i] = (float)x->pcm[i] / 32768.0f;
-    const int64_t T = ckpt_model_frames(x->m, n) > 0 ? utt_codes(x, n) : 0;
+    const int64_t n = ckpt_corpus_read(&x->cc, u, err);
+    if (n < 0) return -1;
+    const int64_t T = ckpt_model_frames(x->cc.m, n) > 0 ? utt_codes(x, n) : 0;
     for (int64_t t = 0; t < T; t++)
         for (int g = 0; g < x->G; g++) x->count[g * x->V + x->codes[t * x->G + g]] += 1;
     x->n += (double)T;
     for (int64_t t = 0; x->dump && t < T; t++) {
-        fprintf(x->dump, "%s\t%lld", corpus_utt_id(&x->c, u), (long long)t);
+        fprintf(x->dump, "%s\t%lld", corpus_utt_id(&x->cc.c, u), (long long)t);
         for (int g = 0; g < x->G; g++) fprintf(x->dump, "\t%d", x->codes[t * x->G + g]);
         fputc('\n', x->dump);
     }
     if (!x->aligned || T == 0) return 0;
-    CorpusShard *s = &x->c.shards[x->c.utt_shard[u]];
-    const int64_t na = corpus_shard_read_align(s, x->c.utt_index[u], x->al, x->max_al, err);
+    CorpusShard *s = &x->cc.c.shards[x->cc.c.utt_shard[u]];
+    const int64_t na = corpus_shard_read_align(s, x->cc.c.utt_index[u], x->al, x->max_al, err);
     if (na < 0) return -1;
     for (int g = 0; g <= x->G; g++) {
         if (!x->pc[g].joint) continue;
@@ -209,7 +196,7 @@ static int add_utt(Codebook *x, int64_t u, KoeError *err) {
             for (int h = x->G - 1; g == x->G && h >= 0; h--) v = v * x->V + x->codes[t * x->G + h];
             x->lab[t] = g < x->G ? x->codes[t * x->G + g] : (int32_t)v;
         }
-        const int64_t sk = label_join_count(&x->pc[g], x->al, na, SHARD_NO_PHONE, x->map[x->c.utt_shard[u]], x->lab, T,
+        const int64_t sk = label_join_count(&x->pc[g], x->al, na, SHARD_NO_PHONE, x->map[x->cc.c.utt_shard[u]], x->lab, T,
                                             x->rate);
         if (g == 0) x->skipped += sk;
     }
@@ -232,7 +219,7 @@ static void allreduce_i64(int64_t *v, int64_t n) {
 /* This rank's utterances, then the counts summed over ranks. */
 static int run_counts(Codebook *x, KoeError *err) {
     int64_t u0, u1, bad = 0;
-    comm_slice(x->c.n_utts, comm_size(), comm_rank(), &u0, &u1);
+    comm_slice(x->cc.c.n_utts, comm_size(), comm_rank(), &u0, &u1);
     for (int64_t u = u0; u < u1 && !bad; u++) bad = add_utt(x, u, err) < 0;
     if (bad) fprintf(stderr, "koe analyze codebook: %s\n", err->msg);
     comm_allreduce_max_i64(&bad, 1);

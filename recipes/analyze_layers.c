@@ -7,11 +7,12 @@
  *      keyed order, classes with fewer than max(--min-class, --folds) dropped, folds stratified); the
  *      word segments likewise from a word CTM (the corpus's words.ctm or --words: whole spans, the
  *      --word-vocab most frequent words, at most --word-cap each).
- *   2. The ranks split the utterances that hold a unit; each runs one forward per utterance and adds
- *      its units to per-layer fold co-moments (double) — hidden states are never kept, except the
- *      keyed frame subsample CKA and PNMI need (--sub-frames).
+ *   2. The ranks split the utterances that hold a unit (contiguous, at equal shares of samples); each
+ *      runs one forward per utterance and adds its units to per-layer fold co-moments (double) —
+ *      hidden states are never kept, except the keyed frame subsample CKA and PNMI need
+ *      (--sub-frames); with --conv also each conv layer's output averaged onto the 10 ms fbank frames.
  *   3. The co-moments are summed over ranks about the global mean; the (property, layer) solves are
- *      spread over ranks and gathered; CKA from summed Gram blocks; k-means per layer on the
+ *      spread over ranks by estimated cost and gathered; CKA from summed Gram blocks; k-means per layer on the
  *      subsample's training folds (distributed/kmeans), PNMI of its test folds against phones.
  *   4. Rank 0 prints the table (or --json) and writes --out DIR/layers.json, layers.tsv, cka.tsv.
  * Must not: keep hidden states beyond the subsample, or depend on the rank count beyond float
@@ -110,18 +111,17 @@ typedef struct {
 
 /* The per-property CCA results: job (prop, layer). */
 typedef struct {
-    int prop; /* PI_MEL .. PI_INTER */
-    int layer;
+    int prop;  /* PI_MEL .. PI_WORD */
+    int layer; /* the row: C1..Cn (--conv, mel only) then T0..TL (layer_name) */
     CcaResult r;
 } Job;
 
 typedef struct {
     const AnalyzeLayersOpts *o;
-    Corpus c;
-    int have_corpus;
-    Model *m, *m2; /* m2: --ckpt2, for inter */
-    Recipe r, r2;
-    CkptInput in, in2;
+    CkptCorpus cc; /* the corpus, --ckpt's model, its input, one utterance's buffers */
+    Model *m2;     /* --ckpt2, for inter */
+    Recipe r2;
+    CkptInput in2;
     int L1, D, D2;
     double rate;
     int64_t hop, win;
@@ -137,6 +137,9 @@ typedef struct {
     double sub_p;
     /* statistics, (L1) each or NULL */
     FoldStats *fr, *pf, *sg, *wg; /* frames, phone-frame, phone and word segments */
+    int nc;                       /* --conv: the conv layers in the mel curve (rows 0 .. nc-1), else 0 */
+    ConvPool *cpool;              /* (nc) each conv layer's averaging onto the fbank frames */
+    FoldStats *cv;                /* (nc) [pooled conv layer | fbank frame] */
     int fr_dim, mel_off, base_off, inter_off;
     /* the subsample on this rank */
     float *sub;
@@ -144,9 +147,7 @@ typedef struct {
     int *sub_fold, *sub_lab;
     int64_t *sub_key; /* keyed order for the k-means sample */
     /* buffers */
-    int64_t max_len;
-    int16_t *pcm;
-    float *wav, *fb;
+    float *fb;
     FeatureExtractor *fe;
     uint16_t *al;
     int64_t max_al;
@@ -159,6 +160,8 @@ typedef struct {
     double *pnmi; /* (L1) */
     int64_t pnmi_train, pnmi_test;
     double t_forward; /* seconds in model_forward on this rank */
+    double sec[7];    /* this rank's seconds: forwards, statistics, waiting for the other ranks after them,
+                       * reductions, solves, CKA and k-means, outputs and charts (rank 0) */
 } Ctx;
 
 static int need_align(const AnalyzeLayersOpts *o) { return (o->props & (ALP_PHONE | ALP_PHONE_FRAME | ALP_PNMI)) != 0; }
@@ -169,11 +172,18 @@ static int need_frames(const AnalyzeLayersOpts *o) { return (o->props & ~(unsign
 static int n_slots(const AnalyzeLayersOpts *o) { return 2 * o->trials < o->folds ? 2 * o->trials + 1 : o->folds; }
 static int slot_of(const AnalyzeLayersOpts *o, int fold) { return fold < 2 * o->trials ? fold : 2 * o->trials; }
 
-static int64_t utt_frames(const Ctx *x, int64_t u) { return ckpt_model_frames(x->m, x->c.utt_length[u]); }
+/* Row g of the table: conv layer C(g+1) for g < nc, else hidden state T(g-nc). */
+static int n_rows(const Ctx *x) { return x->nc + x->L1; }
+static void layer_name(const Ctx *x, int g, char *buf, size_t n) {
+    if (g < x->nc) snprintf(buf, n, "C%d", g + 1);
+    else snprintf(buf, n, "T%d", g - x->nc);
+}
+
+static int64_t utt_frames(const Ctx *x, int64_t u) { return ckpt_model_frames(x->cc.m, x->cc.c.utt_length[u]); }
 
 static int64_t read_align(Ctx *x, int64_t u, KoeError *err) {
-    CorpusShard *s = &x->c.shards[x->c.utt_shard[u]];
-    return corpus_shard_read_align(s, x->c.utt_index[u], x->al, x->max_al, err);
+    CorpusShard *s = &x->cc.c.shards[x->cc.c.utt_shard[u]];
+    return corpus_shard_read_align(s, x->cc.c.utt_index[u], x->al, x->max_al, err);
 }
 
 static int in_list(const char *list, const char *name) {
@@ -191,9 +201,9 @@ static int in_list(const char *list, const char *name) {
 /* The phone inventory over every shard, each shard's map into it, the phone-frame classes (every
  * phone not in --silence). Errors name the shard without alignments. */
 static int plan_phones(Ctx *x, KoeError *err) {
-    x->map = koe_calloc((size_t)x->c.n_shards, sizeof(int *));
-    for (int si = 0; si < x->c.n_shards; si++) {
-        const CorpusShard *s = &x->c.shards[si];
+    x->map = koe_calloc((size_t)x->cc.c.n_shards, sizeof(int *));
+    for (int si = 0; si < x->cc.c.n_shards; si++) {
+        const CorpusShard *s = &x->cc.c.shards[si];
         if (!s->align_offset)
             return koe_error_set(err, "%s has no phone alignments (/align), which --props %s need: use a corpus made "
                                  "by `koe synth` or prepared with `koe prepare --align`", s->path,
@@ -213,13 +223,13 @@ static int plan_phones(Ctx *x, KoeError *err) {
 /* The keyed utterance order and the frame sample: whole utterances in that order until
  * --frames model frames (--frames 0: all of them). */
 static void plan_frames(Ctx *x) {
-    const int64_t n = x->c.n_utts;
+    const int64_t n = x->cc.c.n_utts;
     int64_t *order = koe_malloc(sizeof(int64_t) * (n ? n : 1)), k = 0;
     for (int64_t u = 0; u < n; u++) {
         if (utt_frames(x, u) == 0) continue;
         if (need_align(x->o)) {
-            const CorpusShard *s = &x->c.shards[x->c.utt_shard[u]];
-            const int64_t i = x->c.utt_index[u];
+            const CorpusShard *s = &x->cc.c.shards[x->cc.c.utt_shard[u]];
+            const int64_t i = x->cc.c.utt_index[u];
             if (s->align_offset[i + 1] == s->align_offset[i]) continue;
         }
         order[k++] = u;
@@ -260,13 +270,13 @@ static int64_t plan_collect_segments(Ctx *x, SegUnit **out, KoeError *err) {
     PhoneRun *runs = koe_malloc(sizeof(PhoneRun) * x->max_al);
     int64_t n = 0, cap = 1024;
     SegUnit *seg = koe_malloc(sizeof(SegUnit) * cap);
-    for (int64_t u = 0; u < x->c.n_utts; u++) {
+    for (int64_t u = 0; u < x->cc.c.n_utts; u++) {
         const int64_t na = read_align(x, u, err), T = utt_frames(x, u);
         if (na < 0) {
             free(skip), free(runs), free(seg);
             return -1;
         }
-        const int *map = x->map[x->c.utt_shard[u]];
+        const int *map = x->map[x->cc.c.utt_shard[u]];
         for (int64_t j = 0; j < na; j++) /* to inventory ids, so skip[] and runs use one numbering */
             if (x->al[j] != SHARD_NO_PHONE) x->al[j] = (uint16_t)map[x->al[j]];
         for (int p = 0; p < x->inv.n; p++) skip[p] = x->fcls[p] < 0;
@@ -376,10 +386,10 @@ static int plan_words(Ctx *x, KoeError *err) {
     int64_t n;
     if (ctm_read(path, "--words", &ctm, &n, err) < 0) return -1;
     int64_t *utt = koe_malloc(sizeof(int64_t) * n);
-    if (ctm_match_corpus(ctm, n, &x->c, utt) == 0) {
+    if (ctm_match_corpus(ctm, n, &x->cc.c, utt) == 0) {
         koe_error_set(err, "--words %s: none of its utterance ids matches corpus %s (the CTM's first: '%s'; the "
                       "corpus's: '%s'): the first column must be the corpus's utterance id", path, x->o->corpus,
-                      ctm[0].utt, x->c.n_utts ? corpus_utt_id(&x->c, 0) : "");
+                      ctm[0].utt, x->cc.c.n_utts ? corpus_utt_id(&x->cc.c, 0) : "");
         free(utt), ctm_free(ctm, n);
         return -1;
     }
@@ -411,12 +421,12 @@ static int plan_words(Ctx *x, KoeError *err) {
 
 /* The utterances to run: the frame sample and every utterance with a segment, ascending. */
 static void plan_run_list(Ctx *x) {
-    unsigned char *use = koe_calloc((size_t)(x->c.n_utts ? x->c.n_utts : 1), 1);
-    for (int64_t u = 0; u < x->c.n_utts; u++) use[u] = x->in_frames[u];
+    unsigned char *use = koe_calloc((size_t)(x->cc.c.n_utts ? x->cc.c.n_utts : 1), 1);
+    for (int64_t u = 0; u < x->cc.c.n_utts; u++) use[u] = x->in_frames[u];
     for (int64_t i = 0; i < x->ph.n; i++) use[x->ph.seg[i].utt] = 1;
     for (int64_t i = 0; i < x->wd.n; i++) use[x->wd.seg[i].utt] = 1;
-    x->run_utts = koe_malloc(sizeof(int64_t) * (x->c.n_utts ? x->c.n_utts : 1));
-    for (int64_t u = 0; u < x->c.n_utts; u++)
+    x->run_utts = koe_malloc(sizeof(int64_t) * (x->cc.c.n_utts ? x->cc.c.n_utts : 1));
+    for (int64_t u = 0; u < x->cc.c.n_utts; u++)
         if (use[u]) x->run_utts[x->n_run++] = u;
     free(use);
 }
@@ -435,14 +445,19 @@ static double memory_estimate(const Ctx *x, int world) {
     for (int s = 0; s < 4; s++)
         if (have[s]) {
             b += x->L1 * moments_bytes((int)dims[s], n_slots(o));
-            big = fmax(big, 8.0 * n_slots(o) * dims[s] * (dims[s] + 1));
+            big = fmax(big, 8.0 * n_slots(o) * (1 + dims[s] + dims[s] * (dims[s] + 1) / 2));
         }
+    for (int c = 0; c < x->nc; c++) {
+        const int dc = x->cc.m->cfg.conv_dim[c] + 80;
+        b += moments_bytes(dc, n_slots(o));
+        big = fmax(big, 8.0 * n_slots(o) * (1 + dc + dc * (dc + 1) / 2.0));
+    }
     b += big; /* the sums buffer of one set during the reduction */
     const double sub = (double)(o->sub_frames < x->n_frames ? o->sub_frames : x->n_frames);
     if (o->props & (ALP_CKA | ALP_PNMI)) b += 1.2 * sub * x->L1 * x->D * 4.0 / world;
     if (o->props & ALP_CKA) b += 8.0 * (double)x->L1 * x->D * x->L1 * x->D;
     /* the model(s): parameters, gradients (allocated, unused) and the activation arena */
-    for (const Model *m = x->m; m; m = m == x->m ? x->m2 : NULL) b += 4.0 * (2.0 * m->table.total + m->arena_floats);
+    for (const Model *m = x->cc.m; m; m = m == x->cc.m ? x->m2 : NULL) b += 4.0 * (2.0 * m->table.total + m->arena_floats);
     return b;
 }
 
@@ -495,8 +510,8 @@ static int64_t class_rows(Ctx *x, const float *h, const int *lab, int q, const i
  * samples (i * hop / 160), fbank frontends the mean of the stacked frames. */
 static void mel_of_frames(Ctx *x, int64_t n, int64_t T, float *mel) {
     const int64_t nf = features_num_frames(n), step = x->hop / 160;
-    features_compute(x->fe, x->wav, n, x->fb);
-    const int stack = x->m->cfg.frontend == FRONTEND_FBANK ? x->m->cfg.fbank_stack : 1;
+    features_compute(x->fe, x->cc.wav, n, x->fb);
+    const int stack = x->cc.m->cfg.frontend == FRONTEND_FBANK ? x->cc.m->cfg.fbank_stack : 1;
     for (int64_t i = 0; i < T; i++)
         for (int j = 0; j < 80; j++) {
             double s = 0;
@@ -512,7 +527,7 @@ static void mel_of_frames(Ctx *x, int64_t n, int64_t T, float *mel) {
 static int frame_labels(Ctx *x, int64_t u, int64_t T, int *fold, double *draw, int *lab, KoeError *err) {
     int64_t na = 0;
     if (need_align(x->o) && (na = read_align(x, u, err)) < 0) return -1;
-    const int *map = need_align(x->o) ? x->map[x->c.utt_shard[u]] : NULL;
+    const int *map = need_align(x->o) ? x->map[x->cc.c.utt_shard[u]] : NULL;
     for (int64_t i = 0; i < T; i++) {
         KoeRng g = koe_rng(x->o->seed, (uint64_t)u, (uint64_t)i, KOE_RNG_ANALYZE_FRAME);
         fold[i] = (int)koe_rng_below(&g, (uint64_t)x->o->folds);
@@ -524,19 +539,51 @@ static int frame_labels(Ctx *x, int64_t u, int64_t T, int *fold, double *draw, i
     return 0;
 }
 
+/* Room for cap subsample frames. */
+static void sub_reserve(Ctx *x, int64_t cap) {
+    if (cap <= x->cap_sub) return;
+    x->cap_sub = cap;
+    x->sub = koe_realloc(x->sub, sizeof(float) * x->cap_sub * x->L1 * x->D);
+    x->sub_fold = koe_realloc(x->sub_fold, sizeof(int) * x->cap_sub);
+    x->sub_lab = koe_realloc(x->sub_lab, sizeof(int) * x->cap_sub);
+    x->sub_key = koe_realloc(x->sub_key, sizeof(int64_t) * x->cap_sub);
+}
+
 static void sub_append(Ctx *x, const float **hid, int64_t i, int fold, int lab, double draw) {
     const int64_t w = (int64_t)x->L1 * x->D;
-    if (x->n_sub == x->cap_sub) {
-        x->cap_sub = x->cap_sub ? 2 * x->cap_sub : 1024;
-        x->sub = koe_realloc(x->sub, sizeof(float) * x->cap_sub * w);
-        x->sub_fold = koe_realloc(x->sub_fold, sizeof(int) * x->cap_sub);
-        x->sub_lab = koe_realloc(x->sub_lab, sizeof(int) * x->cap_sub);
-        x->sub_key = koe_realloc(x->sub_key, sizeof(int64_t) * x->cap_sub);
-    }
+    if (x->n_sub == x->cap_sub) sub_reserve(x, x->cap_sub + x->cap_sub / 2 + 1024); /* beyond run_forwards' reserve */
     x->sub_key[x->n_sub] = (int64_t)(draw * 9007199254740992.0);
     for (int l = 0; l < x->L1; l++) memcpy(x->sub + x->n_sub * w + (int64_t)l * x->D, hid[l] + i * x->D, sizeof(float) * x->D);
     x->sub_fold[x->n_sub] = fold;
     x->sub_lab[x->n_sub++] = lab;
+}
+
+/* --conv: each conv layer's output of utterance u (n samples; the model's last forward) averaged onto
+ * the fbank frames (x->fb, from mel_of_frames) and added with them, each pooled frame in the fold
+ * keyed by (utterance, fbank frame). */
+static void add_conv_frames(Ctx *x, int64_t u, int64_t n) {
+    const int64_t nf = features_num_frames(n);
+    for (int c = 0; c < x->nc; c++) {
+        const ConvPool *p = &x->cpool[c];
+        const int C = x->cc.m->cfg.conv_dim[c], d = C + 80;
+        const int64_t nt = segments_conv_pooled(p, x->cc.m->Tc[c], nf);
+        const float *act = x->cc.m->a.conv_act[c];
+        for (int f = 0; f < n_slots(x->o); f++) {
+            int64_t k = 0;
+            for (int64_t t = 0; t < nt; t++) {
+                const int64_t fb = t * p->fb_step;
+                KoeRng g = koe_rng(x->o->seed, (uint64_t)u, (uint64_t)fb, KOE_RNG_ANALYZE_CONV);
+                if (slot_of(x->o, (int)koe_rng_below(&g, (uint64_t)x->o->folds)) != f) continue;
+                double *z = x->z + k++ * d;
+                memset(z, 0, sizeof(double) * C);
+                for (int64_t i = t * p->stride; i < t * p->stride + p->kernel; i++)
+                    for (int j = 0; j < C; j++) z[j] += act[i * C + j];
+                for (int j = 0; j < C; j++) z[j] /= p->kernel;
+                for (int j = 0; j < 80; j++) z[C + j] = x->fb[fb * 80 + j];
+            }
+            moments_add(&x->cv[c], f, x->z, k);
+        }
+    }
 }
 
 /* The frame units of utterance u (n samples, T encoder frames, hidden states hid, and hid2 of
@@ -550,6 +597,7 @@ static int add_frames(Ctx *x, int64_t u, int64_t n, int64_t T, const float **hid
     int rc = frame_labels(x, u, T, fold, draw, lab, err);
     if (rc == 0) {
         if (mel) mel_of_frames(x, n, T, mel);
+        if (x->nc) add_conv_frames(x, u, n);
         for (int64_t i = 0; i < T; i++) start[slot_of(x->o, fold[i]) + 1]++; /* counting sort by slot */
         for (int f = 0; f < F; f++) start[f + 1] += start[f];
         int64_t *pos = koe_malloc(sizeof(int64_t) * F);
@@ -606,28 +654,53 @@ static void add_utt_segments(Ctx *x, FoldStats *st, const SegSet *ss, int64_t *a
 static int64_t forward(Ctx *x, Model *m, CkptInput *in, int64_t n) {
     ModelRun run = {0};
     int64_t S;
-    const float *inp = ckpt_input_compute(in, x->wav, n, &S);
+    const float *inp = ckpt_input_compute(in, x->cc.wav, n, &S);
     const double t = koe_now();
     model_forward(m, inp, &S, 1, S, NULL, &run);
     x->t_forward += koe_now() - t;
     return m->T;
 }
 
-/* This rank's utterances (its comm_slice of the run list): one forward each (and one of --ckpt2
- * for the frame sample when inter is asked for), units added. */
+/* This rank's share [*s0, *s1) of the run list: contiguous, split at equal shares of the samples (a
+ * forward's cost) rather than of the utterance count, so the ranks finish their forwards together. */
+static void rank_share(const Ctx *x, int64_t *s0, int64_t *s1) {
+    const int world = comm_size(), rank = comm_rank();
+    double total = 0, at = 0;
+    for (int64_t k = 0; k < x->n_run; k++) total += (double)x->cc.c.utt_length[x->run_utts[k]];
+    *s0 = *s1 = x->n_run;
+    for (int64_t k = 0; k < x->n_run; k++) { /* k starts rank r when the samples before it reach total r / world */
+        if (*s0 == x->n_run && at >= total * rank / world) *s0 = k;
+        if (at >= total * (rank + 1) / world && rank + 1 < world) {
+            *s1 = k;
+            break;
+        }
+        at += (double)x->cc.c.utt_length[x->run_utts[k]];
+    }
+    if (*s1 < *s0) *s1 = *s0;
+}
+
+/* This rank's utterances (rank_share): one forward each (and one of --ckpt2 for the frame sample when
+ * inter is asked for), units added. */
 static int run_forwards(Ctx *x, KoeError *err) {
     int64_t s0, s1, si = 0, wi = 0;
-    comm_slice(x->n_run, comm_size(), comm_rank(), &s0, &s1);
+    rank_share(x, &s0, &s1);
+    if (x->o->props & (ALP_CKA | ALP_PNMI)) { /* the expected subsample of this share, and a margin */
+        double n = 0;
+        for (int64_t k = s0; k < s1; k++) n += x->in_frames[x->run_utts[k]] ? (double)utt_frames(x, x->run_utts[k]) : 0;
+        sub_reserve(x, (int64_t)fmin(n, x->sub_p * n * 1.05 + 256));
+    }
     const float **hid = koe_malloc(sizeof(float *) * x->L1), **hid2 = koe_malloc(sizeof(float *) * x->L1);
     int rc = 0;
     Progress *pr = progress_open("analyze layers", "utt", s1 - s0);
     for (int64_t k = s0; k < s1 && rc == 0; progress_add(pr, 1), k++) {
-        const int64_t u = x->run_utts[k], n = x->c.utt_length[u];
-        if ((rc = corpus_read(&x->c, u, 0, n, x->pcm, err)) < 0) break;
-        for (int64_t i = 0; i < n; i++) x->wav[i] = (float)x->pcm[i] / 32768.0f;
-        const int64_t T = forward(x, x->m, &x->in, n);
+        const int64_t u = x->run_utts[k], n = ckpt_corpus_read(&x->cc, u, err);
+        if (n < 0) {
+            rc = -1;
+            break;
+        }
+        const int64_t T = forward(x, x->cc.m, &x->cc.in, n);
         KOE_ASSERT(T == utt_frames(x, u));
-        for (int l = 0; l < x->L1; l++) hid[l] = model_hidden(x->m, l);
+        for (int l = 0; l < x->L1; l++) hid[l] = model_hidden(x->cc.m, l);
         const int two = x->m2 && x->in_frames[u];
         if (two) KOE_ASSERT(forward(x, x->m2, &x->in2, n) == T);
         for (int l = 0; two && l < x->L1; l++) hid2[l] = model_hidden(x->m2, l);
@@ -644,42 +717,62 @@ static void allreduce_f64(double *v, int64_t n) {
     for (int64_t o = 0; o < n; o += 1 << 27) comm_allreduce_sum_f64(v + o, (int)(n - o < (1 << 27) ? n - o : 1 << 27));
 }
 
-/* Sum a statistics set over ranks, about its global mean. */
-static void reduce_stats(FoldStats *fs) {
-    moments_flush(fs);
-    const int d = fs->dim;
-    double *c = koe_malloc(sizeof(double) * (d + 1));
-    moments_weighted_mean(fs, c, &c[d]);
-    allreduce_f64(c, d + 1);
-    for (int i = 0; i < d; i++) c[i] = c[d] > 0 ? c[i] / c[d] : 0;
-    const int64_t len = moments_sums_len(fs);
-    double *sums = koe_malloc(sizeof(double) * len);
-    moments_to_sums(fs, c, sums);
-    allreduce_f64(sums, len);
-    moments_from_sums(fs, c, sums);
-    free(sums);
-    free(c);
+/* Every statistics set summed over ranks about its global mean: one allreduce of all the sets'
+ * weighted means, then each set's sums (moments_to_sums) through one buffer sized for the largest. */
+static void reduce_stats(Ctx *x) {
+    FoldStats **sets = koe_malloc(sizeof(FoldStats *) * (4 * x->L1 + x->nc));
+    int ns = 0;
+    for (int l = 0; l < x->L1; l++) {
+        FoldStats *of[4] = {x->fr, x->pf, x->sg, x->wg};
+        for (int k = 0; k < 4; k++)
+            if (of[k]) sets[ns++] = &of[k][l];
+    }
+    for (int c = 0; c < x->nc; c++) sets[ns++] = &x->cv[c];
+    int64_t lc = 0, ls = 0;
+    for (int i = 0; i < ns; i++) {
+        moments_flush(sets[i]);
+        lc += sets[i]->dim + 1;
+        ls = moments_sums_len(sets[i]) > ls ? moments_sums_len(sets[i]) : ls;
+    }
+    double *c = koe_malloc(sizeof(double) * (lc ? lc : 1)), *sums = koe_malloc(sizeof(double) * (ls ? ls : 1));
+    for (int i = 0, o = 0; i < ns; o += sets[i++]->dim + 1) moments_weighted_mean(sets[i], c + o, c + o + sets[i]->dim);
+    allreduce_f64(c, lc);
+    for (int i = 0, o = 0; i < ns; o += sets[i++]->dim + 1) {
+        const int d = sets[i]->dim;
+        for (int j = 0; j < d; j++) c[o + j] = c[o + d] > 0 ? c[o + j] / c[o + d] : 0;
+        moments_to_sums(sets[i], c + o, sums);
+        allreduce_f64(sums, moments_sums_len(sets[i]));
+        moments_from_sums(sets[i], c + o, sums);
+    }
+    free(sums), free(c), free(sets);
 }
 
 /* The set and views of a job. */
 static FoldStats *job_stats(const Ctx *x, const Job *j, CcaViews *v) {
     const int D = x->D;
+    const int l = j->layer - x->nc;
+    if (l < 0) { /* a conv layer: mel */
+        const int C = x->cc.m->cfg.conv_dim[j->layer];
+        *v = (CcaViews){0, C, C, 80};
+        return &x->cv[j->layer];
+    }
     switch (j->prop) {
-    case PI_MEL: *v = (CcaViews){0, D, x->mel_off, 80}; return &x->fr[j->layer];
-    case PI_PHONE: *v = (CcaViews){0, D, D, x->ph.ncls}; return &x->sg[j->layer];
-    case PI_PHONE_FRAME: *v = (CcaViews){0, D, D, x->nfcls}; return &x->pf[j->layer];
-    case PI_WORD: *v = (CcaViews){0, D, D, x->wd.ncls}; return &x->wg[j->layer];
-    case PI_INTRA: *v = (CcaViews){0, D, x->base_off, D}; return &x->fr[j->layer];
-    default: *v = (CcaViews){0, D, x->inter_off, x->D2}; return &x->fr[j->layer];
+    case PI_MEL: *v = (CcaViews){0, D, x->mel_off, 80}; return &x->fr[l];
+    case PI_PHONE: *v = (CcaViews){0, D, D, x->ph.ncls}; return &x->sg[l];
+    case PI_PHONE_FRAME: *v = (CcaViews){0, D, D, x->nfcls}; return &x->pf[l];
+    case PI_WORD: *v = (CcaViews){0, D, D, x->wd.ncls}; return &x->wg[l];
+    case PI_INTRA: *v = (CcaViews){0, D, x->base_off, D}; return &x->fr[l];
+    default: *v = (CcaViews){0, D, x->inter_off, x->D2}; return &x->fr[l];
     }
 }
 
 static void make_jobs(Ctx *x) {
-    x->jobs = koe_calloc((size_t)N_CCA * x->L1, sizeof(Job));
+    x->jobs = koe_calloc((size_t)N_CCA * n_rows(x), sizeof(Job));
     for (int p = 0; p < N_CCA; p++)
-        for (int l = 0; l < x->L1; l++)
-            if ((x->o->props & (1u << p)) && !(p == PI_INTRA && l == x->o->base_layer))
-                x->jobs[x->n_jobs++] = (Job){p, l, {0}};
+        for (int g = 0; g < n_rows(x); g++)
+            if ((x->o->props & (1u << p)) && !(p == PI_INTRA && g - x->nc == x->o->base_layer) &&
+                (g >= x->nc || p == PI_MEL)) /* conv rows: mel only */
+                x->jobs[x->n_jobs++] = (Job){p, g, {0}};
 }
 
 /* Refuse a property whose training folds hold no more units than its dimensions. */
@@ -701,16 +794,47 @@ static int check_sizes(const Ctx *x, KoeError *err) {
     return 0;
 }
 
-/* Every job on rank (job mod world), a rank's jobs over its OpenMP threads (each job's BLAS then runs
- * on one thread; a job's result does not depend on which thread runs it); the results gathered by
- * one allreduce. */
+/* Each job's rank: the jobs by estimated cost, largest first, each to the rank with the least so far
+ * (ties: the lower rank, the lower job), the same on every rank. The cost of a fit: the eigenproblems
+ * p^3 + q^3 and the SVD p q min(p, q) of its views' dimensions. */
+static int *job_owners(const Ctx *x, int world) {
+    const size_t n = (size_t)(x->n_jobs ? x->n_jobs : 1);
+    int *owner = koe_malloc(sizeof(int) * n), *order = koe_malloc(sizeof(int) * n);
+    double *cost = koe_malloc(sizeof(double) * n), *load = koe_calloc((size_t)world, sizeof(double));
+    for (int i = 0; i < x->n_jobs; i++) {
+        CcaViews v;
+        job_stats(x, &x->jobs[i], &v);
+        const double p = v.p, q = v.q;
+        cost[i] = p * p * p + q * q * q + p * q * fmin(p, q);
+        order[i] = i;
+    }
+    for (int a = 1; a < x->n_jobs; a++) /* insertion sort: descending cost, ascending index */
+        for (int b = a; b > 0 && cost[order[b]] > cost[order[b - 1]]; b--) {
+            const int t = order[b];
+            order[b] = order[b - 1], order[b - 1] = t;
+        }
+    for (int a = 0; a < x->n_jobs; a++) {
+        int r = 0;
+        for (int k = 1; k < world; k++)
+            if (load[k] < load[r]) r = k;
+        owner[order[a]] = r;
+        load[r] += cost[order[a]];
+    }
+    free(order), free(cost), free(load);
+    return owner;
+}
+
+/* Every job on its rank (job_owners), a rank's jobs over its OpenMP threads (each job's BLAS then runs
+ * on one thread; a job's result does not depend on which thread or rank runs it); the results gathered
+ * by one allreduce. */
 static void solve_jobs(Ctx *x) {
     const int T = x->o->trials, w = 10 + 2 * T, rank = comm_rank(), world = comm_size();
     double *buf = koe_calloc((size_t)x->n_jobs * w, sizeof(double));
+    int *owner = job_owners(x, world);
     CcaProtocol pr = {.trials = T, .eps = x->o->eps.v, .n_eps = x->o->eps.n, .null_tol = x->o->null_tol};
 #pragma omp parallel for schedule(dynamic)
     for (int i = 0; i < x->n_jobs; i++) {
-        if (i % world != rank) continue;
+        if (owner[i] != rank) continue;
         CcaViews v;
         const FoldStats *fs = job_stats(x, &x->jobs[i], &v);
         const CcaResult r = cca_protocol(fs, v, &pr);
@@ -726,11 +850,13 @@ static void solve_jobs(Ctx *x) {
         r->ok = (int)b[0], r->pwcca = b[1], r->pwcca_std = b[2], r->mean_rho = b[3], r->rho1 = b[4], r->k = (int)b[5];
         r->n_train = b[6], r->n_dev = b[7], r->n_test = b[8], r->dropped = (int)b[9];
         for (int t = 0; t < T; t++) r->eps[t][0] = b[10 + 2 * t], r->eps[t][1] = b[11 + 2 * t];
+        char name[16];
+        layer_name(x, x->jobs[i].layer, name, sizeof name);
         if (r->dropped > 0 && rank == 0)
-            koe_warn("analyze layers: %s T%d: %d canonical direction(s) without variance on a test fold (a class it "
-                     "lacks) left out of its score", PROP_NAMES[x->jobs[i].prop], x->jobs[i].layer, r->dropped);
+            koe_warn("analyze layers: %s %s: %d canonical direction(s) without variance on a test fold (a class it "
+                     "lacks) left out of its score", PROP_NAMES[x->jobs[i].prop], name, r->dropped);
     }
-    free(buf);
+    free(buf), free(owner);
 }
 
 /* Debiased and biased CKA between every pair of layers on the subsample, centred on its global mean. */
@@ -839,7 +965,7 @@ static int columns(const Ctx *x, int *col) {
 
 /* Score of property p at layer l: 1 and *v, or 0 when there is none (intra at its base, a failed fit). */
 static int score(const Ctx *x, int p, int l, double *v) {
-    if (p == PI_PNMI) return *v = x->pnmi[l], 1;
+    if (p == PI_PNMI) return l >= x->nc ? (*v = x->pnmi[l - x->nc], 1) : 0;
     for (int i = 0; i < x->n_jobs; i++)
         if (x->jobs[i].prop == p && x->jobs[i].layer == l && x->jobs[i].r.ok) return *v = x->jobs[i].r.pwcca, 1;
     return 0;
@@ -848,7 +974,7 @@ static int score(const Ctx *x, int p, int l, double *v) {
 static int best_layer(const Ctx *x, int p) {
     int best = -1;
     double bv = -INFINITY, v;
-    for (int l = 0; l < x->L1; l++)
+    for (int l = 0; l < n_rows(x); l++)
         if (score(x, p, l, &v) && v > bv) bv = v, best = l;
     return best;
 }
@@ -882,8 +1008,10 @@ static void write_table(const Ctx *x, FILE *f, int tsv) {
     fprintf(f, tsv ? "%s" : "%-6s", "layer");
     for (int c = 0; c < nc; c++) fprintf(f, tsv ? "\t%s" : " %-11s", PROP_NAMES[col[c]]);
     fputc('\n', f);
-    for (int l = 0; l < x->L1 && nc > 0; l++) {
-        fprintf(f, tsv ? "T%d" : "T%-5d", l);
+    for (int l = 0; l < n_rows(x) && nc > 0; l++) {
+        char name[16];
+        layer_name(x, l, name, sizeof name);
+        fprintf(f, tsv ? "%s" : "%-6s", name);
         for (int c = 0; c < nc; c++) {
             double v;
             if (score(x, col[c], l, &v)) fprintf(f, tsv ? "\t%.6f" : " %-11.4f", v);
@@ -895,7 +1023,7 @@ static void write_table(const Ctx *x, FILE *f, int tsv) {
     for (int c = 0; c < nc; c++) {
         char b[16] = "-";
         const int l = best_layer(x, col[c]);
-        if (l >= 0) snprintf(b, sizeof b, "T%d", l);
+        if (l >= 0) layer_name(x, l, b, sizeof b);
         fprintf(f, tsv ? "\t%s" : " %-11s", b);
     }
     fputc('\n', f);
@@ -926,17 +1054,18 @@ static json_t *json_matrix(const double *m, int n) {
 }
 
 /* properties.<name> of a CCA property: per-layer arrays (null where there is no score); the unit
- * count n and n_train, n_dev, n_test of trial 0 (the same units at every layer). */
+ * count n and n_train, n_dev, n_test of trial 0 (the same units at every T layer; --conv's C rows have
+ * their own 10 ms units, not counted here). */
 static json_t *json_cca_prop(const Ctx *x, int p) {
     static const char *const fields[] = {"pwcca", "pwcca_std", "mean_rho", "rho1", "k", "dropped"};
     json_t *o = json_object(), *arr[6], *eps = json_array();
     for (int f = 0; f < 6; f++) arr[f] = json_array();
     const CcaResult *any = NULL;
     double n = 0;
-    for (int l = 0; l < x->L1; l++) {
+    for (int l = 0; l < n_rows(x); l++) {
         const CcaResult *r = NULL;
         for (int i = 0; i < x->n_jobs; i++)
-            if (x->jobs[i].prop == p && x->jobs[i].layer == l) r = &x->jobs[i].r, any = r;
+            if (x->jobs[i].prop == p && x->jobs[i].layer == l) r = &x->jobs[i].r, any = l >= x->nc ? r : any;
         const double v[4] = {r ? r->pwcca : 0, r ? r->pwcca_std : 0, r ? r->mean_rho : 0, r ? r->rho1 : 0};
         for (int f = 0; f < 4; f++) json_array_append_new(arr[f], json_num_or_null(r && r->ok, v[f]));
         json_array_append_new(arr[4], r ? json_integer(r->k) : json_null());
@@ -946,7 +1075,7 @@ static json_t *json_cca_prop(const Ctx *x, int p) {
         json_array_append_new(eps, r ? le : (json_decref(le), json_null()));
     }
     for (int i = 0; i < x->n_jobs; i++)
-        if (x->jobs[i].prop == p) {
+        if (x->jobs[i].prop == p && x->jobs[i].layer >= x->nc) { /* a T layer's units (not --conv's) */
             CcaViews v;
             const FoldStats *fs = job_stats(x, &x->jobs[i], &v);
             for (int f = 0; f < fs->folds; f++) n += fs->n[f];
@@ -981,7 +1110,7 @@ static json_t *json_cca_prop(const Ctx *x, int p) {
 
 static json_t *json_report(const Ctx *x) {
     const AnalyzeLayersOpts *o = x->o;
-    const ModelConfig *mc = &x->m->cfg;
+    const ModelConfig *mc = &x->cc.m->cfg;
     json_t *root = json_object(), *props = json_object(), *best = json_object(), *layers = json_array(), *eps = json_array();
     json_object_set_new(root, "format", json_string("koe-analyze-layers"));
     json_object_set_new(root, "format_version", json_integer(1));
@@ -1000,13 +1129,17 @@ static json_t *json_report(const Ctx *x) {
                         "centred, null-truncated (differs from layerwise-analysis; see help)", "frames",
                         (json_int_t)x->n_frames, "utterances", (json_int_t)x->n_frame_utts, "sub_frames",
                         (json_int_t)o->sub_frames, "phone_cap", o->phone_cap, "min_class", o->min_class));
-    for (int l = 0; l < x->L1; l++) json_array_append_new(layers, json_sprintf("T%d", l));
+    for (int l = 0; l < n_rows(x); l++) {
+        char name[16];
+        layer_name(x, l, name, sizeof name);
+        json_array_append_new(layers, json_string(name));
+    }
     json_object_set_new(root, "layers", layers);
     for (int p = 0; p < N_CCA; p++)
         if (o->props & (1u << p)) json_object_set_new(props, PROP_NAMES[p], json_cca_prop(x, p));
     if (o->props & ALP_PNMI) {
         json_t *v = json_array();
-        for (int l = 0; l < x->L1; l++) json_array_append_new(v, json_real(x->pnmi[l]));
+        for (int l = 0; l < n_rows(x); l++) json_array_append_new(v, l < x->nc ? json_null() : json_real(x->pnmi[l - x->nc]));
         json_object_set_new(props, "pnmi", json_pack("{s:s,s:i,s:I,s:I,s:o}", "unit", "frame", "k", o->pnmi_k,
                             "n_train", (json_int_t)x->pnmi_train, "n_test", (json_int_t)x->pnmi_test, "pnmi", v));
     }
@@ -1019,7 +1152,9 @@ static json_t *json_report(const Ctx *x) {
     const int nc = columns(x, col);
     for (int c = 0; c < nc; c++) {
         const int l = best_layer(x, col[c]);
-        json_object_set_new(best, PROP_NAMES[col[c]], l >= 0 ? json_sprintf("T%d", l) : json_null());
+        char name[16];
+        layer_name(x, l, name, sizeof name);
+        json_object_set_new(best, PROP_NAMES[col[c]], l >= 0 ? json_string(name) : json_null());
     }
     json_object_set_new(root, "best", best);
     return root;
@@ -1041,6 +1176,7 @@ static FILE *text_create(const char *path, char *tmp, size_t n, KoeError *err) {
 }
 
 static int text_publish(FILE *f, const char *tmp, const char *path, KoeError *err) {
+    koe_output_data_file(f, tmp); /* test hook: every line written, not yet closed and renamed */
     int bad = ferror(f);
     bad |= fclose(f) != 0;
     if (bad) {
@@ -1062,14 +1198,14 @@ static int write_dump(Ctx *x, const char *path, KoeError *err) {
     if (!f) return -1;
     fprintf(f, "unit\tutt\tfirst\tend\tlabel\tfold\tsub\n");
     int rc = 0;
-    for (int64_t u = 0; u < x->c.n_utts && rc == 0; u++) {
+    for (int64_t u = 0; u < x->cc.c.n_utts && rc == 0; u++) {
         if (!x->in_frames[u]) continue;
         const int64_t T = utt_frames(x, u);
         int *fold = koe_malloc(sizeof(int) * T), *lab = koe_malloc(sizeof(int) * T);
         double *draw = koe_malloc(sizeof(double) * T);
         rc = frame_labels(x, u, T, fold, draw, lab, err);
         for (int64_t i = 0; i < T && rc == 0; i++)
-            fprintf(f, "frame\t%s\t%lld\t%lld\t%d\t%d\t%d\n", corpus_utt_id(&x->c, u), (long long)i, (long long)i + 1,
+            fprintf(f, "frame\t%s\t%lld\t%lld\t%d\t%d\t%d\n", corpus_utt_id(&x->cc.c, u), (long long)i, (long long)i + 1,
                     lab[i], fold[i], draw[i] < x->sub_p);
         free(fold), free(lab), free(draw);
     }
@@ -1077,7 +1213,7 @@ static int write_dump(Ctx *x, const char *path, KoeError *err) {
     for (int k = 0; k < 2; k++)
         for (int64_t s = 0; s < sets[k]->n; s++) {
             const SegUnit *g = &sets[k]->seg[s];
-            fprintf(f, "%s\t%s\t%lld\t%lld\t%d\t%d\t0\n", k ? "word" : "segment", corpus_utt_id(&x->c, g->utt),
+            fprintf(f, "%s\t%s\t%lld\t%lld\t%d\t%d\t0\n", k ? "word" : "segment", corpus_utt_id(&x->cc.c, g->utt),
                     (long long)g->first, (long long)g->end, g->cls, g->fold);
         }
     if (rc < 0) {
@@ -1095,22 +1231,25 @@ static int write_dump(Ctx *x, const char *path, KoeError *err) {
 static void write_plots(const Ctx *x) {
     int col[N_PROPS];
     const int nc = columns(x, col);
-    double *xs = koe_malloc((size_t)x->L1 * sizeof *xs), *ys = koe_malloc((size_t)(2 * nc * x->L1 + 1) * sizeof *ys);
+    const int nr = n_rows(x);
+    double *xs = koe_malloc((size_t)nr * sizeof *xs), *ys = koe_malloc((size_t)(2 * nc * nr + 1) * sizeof *ys);
     PlotSeries raw[N_PROPS], norm[N_PROPS];
-    for (int l = 0; l < x->L1; l++) xs[l] = l;
+    for (int l = 0; l < nr; l++) xs[l] = l - x->nc; /* --conv: C1..Cn at -n..-1 */
     for (int c = 0; c < nc; c++) {
-        double *y = ys + 2 * c * x->L1, *z = y + x->L1, lo = INFINITY, hi = -INFINITY;
-        for (int l = 0; l < x->L1; l++) {
+        double *y = ys + 2 * c * nr, *z = y + nr, lo = INFINITY, hi = -INFINITY;
+        for (int l = 0; l < nr; l++) {
             if (!score(x, col[c], l, &y[l])) y[l] = NAN;
             if (isfinite(y[l])) lo = fmin(lo, y[l]), hi = fmax(hi, y[l]);
         }
-        for (int l = 0; l < x->L1; l++) z[l] = hi > lo ? (y[l] - lo) / (hi - lo) : NAN;
-        raw[c] = (PlotSeries){PROP_NAMES[col[c]], xs, y, x->L1};
-        norm[c] = (PlotSeries){PROP_NAMES[col[c]], xs, z, x->L1};
+        for (int l = 0; l < nr; l++) z[l] = hi > lo ? (y[l] - lo) / (hi - lo) : NAN;
+        raw[c] = (PlotSeries){PROP_NAMES[col[c]], xs, y, nr};
+        norm[c] = (PlotSeries){PROP_NAMES[col[c]], xs, z, nr};
     }
     char stem[4200];
     KoeError err;
-    PlotSpec spec = {.title = "koe analyze layers", .xlabel = "layer (T0 = encoder input)", .ylabel = "score",
+    PlotSpec spec = {.title = "koe analyze layers",
+                     .xlabel = x->nc ? "layer (T0 = encoder input; conv layers C1..Cn at -n..-1)" : "layer (T0 = encoder input)",
+                     .ylabel = "score",
                      .x_integer = 1, .formats = PLOT_PNG | PLOT_SVG};
     int rc = PLOT_EMPTY;
     if (nc > 0) {
@@ -1165,36 +1304,52 @@ static int write_outputs(const Ctx *x, KoeError *err) {
 static int open_second(Ctx *x, KoeError *err) {
     const AnalyzeLayersOpts *o = x->o;
     if (!o->ckpt2) return koe_error_set(err, "--props inter needs --ckpt2 CKPT.h5 (the model to compare with)");
-    if (!(x->m2 = ckpt_model_open(o->ckpt2, 1, x->max_len, NULL, &x->r2, err))) return -1;
-    ckpt_input_init(&x->in2, x->m2, x->max_len);
+    if (!(x->m2 = ckpt_model_open(o->ckpt2, 1, x->cc.max_len, NULL, &x->r2, err))) return -1;
+    ckpt_input_init(&x->in2, x->m2, x->cc.max_len);
     x->D2 = x->m2->cfg.D;
     const double rate2 = ckpt_model_frame_rate(x->m2);
-    if (rate2 != x->rate || ckpt_model_frames(x->m2, x->max_len) != ckpt_model_frames(x->m, x->max_len))
+    if (rate2 != x->rate || ckpt_model_frames(x->m2, x->cc.max_len) != ckpt_model_frames(x->cc.m, x->cc.max_len))
         return koe_error_set(err, "--ckpt2 %s has a frame rate of %g Hz, --ckpt %s %g Hz: inter compares the same "
                              "frames, so both need the same frontend", o->ckpt2, rate2, o->ckpt, x->rate);
-    if (x->m2->cfg.L != x->m->cfg.L)
+    if (x->m2->cfg.L != x->cc.m->cfg.L)
         return koe_error_set(err, "--ckpt2 %s has %d layers, --ckpt %s %d: inter compares layer by layer", o->ckpt2,
-                             x->m2->cfg.L, o->ckpt, x->m->cfg.L);
+                             x->m2->cfg.L, o->ckpt, x->cc.m->cfg.L);
+    return 0;
+}
+
+/* --conv: each conv layer's averaging onto the fbank frames and its statistics. */
+static int open_conv(Ctx *x, KoeError *err) {
+    const ModelConfig *mc = &x->cc.m->cfg;
+    if (mc->frontend != FRONTEND_WAVEFORM)
+        return koe_error_set(err, "--conv: %s has an fbank frontend, without conv layers", x->o->ckpt);
+    x->nc = mc->n_conv;
+    x->cpool = koe_malloc(sizeof(ConvPool) * x->nc);
+    x->cv = koe_malloc(sizeof(FoldStats) * x->nc);
+    for (int c = 0; c < x->nc; c++) {
+        if (segments_conv_pool(mc->conv_kernel, mc->conv_stride, c, &x->cpool[c]) < 0) {
+            x->nc = c;
+            return koe_error_set(err, "--conv: conv layer C%d of %s does not fall on the 10 ms fbank frames (its hop "
+                                 "must divide 160 samples or be a multiple of it, its receptive field at most 400): "
+                                 "leave out --conv", c + 1, x->o->ckpt);
+        }
+        moments_init(&x->cv[c], mc->conv_dim[c] + 80, n_slots(x->o));
+    }
     return 0;
 }
 
 static int ctx_open(Ctx *x, const AnalyzeLayersOpts *o, KoeError *err) {
     memset(x, 0, sizeof *x);
     x->o = o;
-    if (corpus_open(&x->c, o->corpus, err) < 0) return -1;
-    x->have_corpus = 1;
-    x->max_len = 400;
-    for (int64_t u = 0; u < x->c.n_utts; u++) x->max_len = x->c.utt_length[u] > x->max_len ? x->c.utt_length[u] : x->max_len;
-    if (!(x->m = ckpt_model_open(o->ckpt, 1, x->max_len, NULL, &x->r, err))) return -1;
-    ckpt_input_init(&x->in, x->m, x->max_len);
-    const ModelConfig *mc = &x->m->cfg;
+    if (ckpt_corpus_open(&x->cc, o->ckpt, o->corpus, err) < 0) return -1;
+    const ModelConfig *mc = &x->cc.m->cfg;
     x->L1 = mc->L + 1, x->D = mc->D;
     if (o->base_layer > mc->L)
         return koe_error_set(err, "--base-layer %d: %s has layers 0..%d", o->base_layer, o->ckpt, mc->L);
-    x->rate = ckpt_model_frame_rate(x->m);
+    x->rate = ckpt_model_frame_rate(x->cc.m);
     if ((o->props & ALP_INTER) && open_second(x, err) < 0) return -1;
     x->hop = (int64_t)llround(KOE_SAMPLE_RATE / x->rate);
     x->win = mc->frontend == FRONTEND_FBANK ? 160 * (mc->fbank_stack - 1) + 400 : ckpt_model_min_input(mc);
+    if (o->conv && open_conv(x, err) < 0) return -1;
     if (need_align(o) && plan_phones(x, err) < 0) return -1;
     plan_frames(x);
     if (need_frames(o) && x->n_frames == 0) return koe_error_set(err, "%s: no utterance gives an encoder frame", o->corpus);
@@ -1209,7 +1364,7 @@ static int ctx_open(Ctx *x, const AnalyzeLayersOpts *o, KoeError *err) {
     if (o->props & ALP_PHONE_FRAME) x->pf = stats_sets(x->L1, x->D + x->nfcls, n_slots(o));
     if (o->props & ALP_PHONE) x->sg = stats_sets(x->L1, x->D + x->ph.ncls, n_slots(o));
     if (o->props & ALP_WORD) x->wg = stats_sets(x->L1, x->D + x->wd.ncls, n_slots(o));
-    const int64_t maxT = ckpt_model_frames(x->m, x->max_len);
+    const int64_t maxT = ckpt_model_frames(x->cc.m, x->cc.max_len);
     int64_t rows = maxT > x->max_al ? maxT : x->max_al;
     for (int64_t i = 0, run = 0; i < x->wd.n; i++) { /* a word CTM may hold more words than frames */
         run = i > 0 && x->wd.seg[i].utt == x->wd.seg[i - 1].utt ? run + 1 : 1;
@@ -1218,12 +1373,12 @@ static int ctx_open(Ctx *x, const AnalyzeLayersOpts *o, KoeError *err) {
     int dmax = x->fr_dim > x->D + x->nfcls ? x->fr_dim : x->D + x->nfcls;
     dmax = dmax > x->D + x->ph.ncls ? dmax : x->D + x->ph.ncls;
     dmax = dmax > x->D + x->wd.ncls ? dmax : x->D + x->wd.ncls;
+    for (int c = 0; c < x->nc; c++) dmax = dmax > x->cc.m->cfg.conv_dim[c] + 80 ? dmax : x->cc.m->cfg.conv_dim[c] + 80;
+    if (x->nc) rows = rows > features_num_frames(x->cc.max_len) ? rows : features_num_frames(x->cc.max_len);
     x->z = koe_malloc(sizeof(double) * rows * dmax);
-    x->pcm = koe_malloc(sizeof(int16_t) * x->max_len);
-    x->wav = koe_malloc(sizeof(float) * x->max_len);
     if (o->props & ALP_MEL) {
         x->fe = features_create(FEAT_FBANK);
-        x->fb = koe_malloc(sizeof(float) * features_num_frames(x->max_len) * 80);
+        x->fb = koe_malloc(sizeof(float) * features_num_frames(x->cc.max_len) * 80);
     }
     return 0;
 }
@@ -1235,18 +1390,18 @@ static void free_sets(FoldStats *s, int n) {
 
 static void ctx_close(Ctx *x) {
     free_sets(x->fr, x->L1), free_sets(x->pf, x->L1), free_sets(x->sg, x->L1), free_sets(x->wg, x->L1);
-    if (x->m) ckpt_input_free(&x->in), model_free(x->m), recipe_free(&x->r);
+    free_sets(x->cv, x->nc), free(x->cpool);
     if (x->m2) ckpt_input_free(&x->in2), model_free(x->m2), recipe_free(&x->r2);
     if (x->fe) features_free(x->fe);
-    for (int si = 0; x->map && si < x->c.n_shards; si++) free(x->map[si]);
+    for (int si = 0; x->map && si < x->cc.c.n_shards; si++) free(x->map[si]);
     free(x->map), free(x->fcls), free(x->in_frames);
     free(x->ph.cls), free(x->ph.label), free(x->ph.seg), free(x->wd.cls), free(x->wd.label), free(x->wd.seg);
     free(x->run_utts), free(x->sub), free(x->sub_fold), free(x->sub_lab), free(x->sub_key);
-    free(x->pcm), free(x->wav), free(x->fb), free(x->al), free(x->z), free(x->jobs), free(x->cka), free(x->cka_biased);
+    free(x->fb), free(x->al), free(x->z), free(x->jobs), free(x->cka), free(x->cka_biased);
     free(x->pnmi);
     phone_inventory_free(&x->inv);
     phone_inventory_free(&x->winv);
-    if (x->have_corpus) corpus_close(&x->c);
+    ckpt_corpus_close(&x->cc);
 }
 
 /* Memory check (rank 0 prints), forwards, reductions and solves. Returns 0, or -1 with err set
@@ -1261,43 +1416,55 @@ static int analyze(Ctx *x, KoeError *err) {
     if (limit > 0 && mem > limit)
         return koe_error_set(err, "memory estimate %.0f MB per rank is above --max-mem %.0f MB: lower --frames, "
                              "--sub-frames or --folds, use fewer --props, or more ranks", mem / 1e6, limit / 1e6);
-    double t[7] = {koe_now()}; /* then: forwards, statistics, reductions, solves, CKA and k-means, peak RSS */
+    double *t = x->sec, t0 = koe_now();
     int64_t bad = run_forwards(x, err) < 0;
-    t[1] = x->t_forward, t[2] = koe_now() - t[0] - x->t_forward, t[0] = koe_now(); /* the wait below: reductions */
+    t[0] = x->t_forward, t[1] = koe_now() - t0 - x->t_forward, t0 = koe_now();
     if (bad) fprintf(stderr, "koe analyze layers: %s\n", err->msg);
-    comm_allreduce_max_i64(&bad, 1);
+    comm_allreduce_max_i64(&bad, 1); /* also where the ranks meet after their forwards */
     if (bad) return koe_error_set(err, "stopped: a corpus read failed (the message above names it)");
-    for (int l = 0; l < x->L1; l++) {
-        if (x->fr) reduce_stats(&x->fr[l]);
-        if (x->pf) reduce_stats(&x->pf[l]);
-        if (x->sg) reduce_stats(&x->sg[l]);
-        if (x->wg) reduce_stats(&x->wg[l]);
-    }
+    t[2] = koe_now() - t0, t0 = koe_now();
+    reduce_stats(x);
     make_jobs(x);
     if (check_sizes(x, err) < 0) return -1;
-    t[3] = koe_now() - t[0], t[0] = koe_now();
+    t[3] = koe_now() - t0, t0 = koe_now();
     solve_jobs(x);
-    t[4] = koe_now() - t[0], t[0] = koe_now();
+    t[4] = koe_now() - t0, t0 = koe_now();
     if (o->props & ALP_CKA) compute_cka(x);
     if (o->props & ALP_PNMI) compute_pnmi(x);
-    t[5] = koe_now() - t[0];
+    t[5] = koe_now() - t0;
+    return 0;
+}
+
+/* Where the time went (rank 0 prints; collective): each part's mean over ranks, the outputs and charts
+ * rank 0 wrote, the time outside the forwards (everything else, waiting included) against the
+ * forwards', and the largest peak RSS of any rank. */
+static void report_times(Ctx *x) {
+    const int world = comm_size();
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    t[6] = (double)ru.ru_maxrss / 1024.0;
-    comm_allreduce_sum_f64(t + 1, 6);
-    if (rank == 0)
-        fprintf(stderr, "koe analyze layers: seconds per rank (mean of %d): forwards %.2f; statistics %.2f, reductions "
-                "%.2f, solves %.2f, CKA and k-means %.2f; peak RSS %.0f MB\n", world, t[1] / world, t[2] / world,
-                t[3] / world, t[4] / world, t[5] / world, t[6] / world);
-    return 0;
+    int64_t rss = ru.ru_maxrss; /* KB */
+    comm_allreduce_max_i64(&rss, 1);
+    comm_allreduce_sum_f64(x->sec, 6);
+    double *t = x->sec, rest = t[6];
+    for (int i = 0; i < 6; i++) t[i] /= world;
+    for (int i = 1; i < 6; i++) rest += t[i];
+    if (comm_rank() == 0)
+        fprintf(stderr, "koe analyze layers: seconds per rank (mean of %d): forwards %.2f; statistics %.2f, waiting for "
+                "the other ranks %.2f, reductions %.2f, solves %.2f, CKA and k-means %.2f, outputs and charts %.2f; "
+                "outside the forwards %.2f (%.2f x the forwards); peak RSS %.0f MB (largest rank)\n", world, t[0], t[1],
+                t[2], t[3], t[4], t[5], t[6], rest, t[0] > 0 ? rest / t[0] : 0, (double)rss / 1024.0);
 }
 
 int analyze_layers_run(const AnalyzeLayersOpts *o) {
     Ctx x;
     KoeError err = {{0}};
     int rc = ctx_open(&x, o, &err) < 0 || analyze(&x, &err) < 0 ? -1 : 0;
+    const int analysed = rc == 0; /* the same on every rank */
+    const double t0 = koe_now();
     if (rc == 0 && comm_rank() == 0 && o->dump) rc = write_dump(&x, o->dump, &err);
     if (rc == 0 && comm_rank() == 0) rc = write_outputs(&x, &err);
+    x.sec[6] = koe_now() - t0;
+    if (analysed) report_times(&x);
     if (rc < 0 && comm_rank() == 0) fprintf(stderr, "koe analyze layers: %s\n", err.msg);
     ctx_close(&x);
     return rc < 0 ? KOE_EXIT_USAGE : KOE_EXIT_OK;

@@ -31,6 +31,7 @@ typedef struct {
     const char *ckpt, *ckpt2, *corpus, *out, *dump;
     const char *words;       /* word CTM for word (NULL: the corpus's words.ctm) */
     int json;
+    int conv;                /* --conv: mel also for the conv layers C1..Cn */
     unsigned props;          /* ALP_* */
     int64_t frames;          /* frame sample: whole utterances until >= frames (0: all) */
     int phone_cap, min_class;

@@ -247,3 +247,33 @@ void ckpt_input_free(CkptInput *ci) {
     free(ci->feats);
     memset(ci, 0, sizeof *ci);
 }
+
+int ckpt_corpus_open(CkptCorpus *cc, const char *ckpt, const char *corpus, KoeError *err) {
+    memset(cc, 0, sizeof *cc);
+    if (corpus_open(&cc->c, corpus, err) < 0) return -1;
+    cc->have_corpus = 1;
+    cc->max_len = 400;
+    int64_t longest = -1;
+    for (int64_t u = 0; u < cc->c.n_utts; u++)
+        if (cc->c.utt_length[u] > cc->max_len) cc->max_len = cc->c.utt_length[u], longest = u;
+    if (!(cc->m = ckpt_model_open(ckpt, 1, cc->max_len, longest >= 0 ? corpus_utt_id(&cc->c, longest) : NULL, &cc->r, err)))
+        return -1;
+    ckpt_input_init(&cc->in, cc->m, cc->max_len);
+    cc->pcm = koe_malloc(sizeof(int16_t) * cc->max_len);
+    cc->wav = koe_malloc(sizeof(float) * cc->max_len);
+    return 0;
+}
+
+int64_t ckpt_corpus_read(CkptCorpus *cc, int64_t u, KoeError *err) {
+    const int64_t n = cc->c.utt_length[u];
+    if (corpus_read(&cc->c, u, 0, n, cc->pcm, err) < 0) return -1;
+    for (int64_t i = 0; i < n; i++) cc->wav[i] = (float)cc->pcm[i] / 32768.0f;
+    return n;
+}
+
+void ckpt_corpus_close(CkptCorpus *cc) {
+    if (cc->m) ckpt_input_free(&cc->in), model_free(cc->m), recipe_free(&cc->r);
+    if (cc->have_corpus) corpus_close(&cc->c);
+    free(cc->pcm), free(cc->wav);
+    memset(cc, 0, sizeof *cc);
+}

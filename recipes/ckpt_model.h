@@ -7,6 +7,7 @@
  * trained with. */
 #pragma once
 #include "../core/model.h"
+#include "../data/corpus.h"
 #include "../data/features.h"
 #include "recipe.h"
 
@@ -59,3 +60,22 @@ void ckpt_input_init(CkptInput *ci, const Model *m, int64_t max_samples);
  * (samples or frames), for model_forward(m, inp, S, 1, *S, ...). Valid until the next call. */
 const float *ckpt_input_compute(CkptInput *ci, const float *wav, int64_t n, int64_t *S);
 void ckpt_input_free(CkptInput *ci);
+
+/* A checkpoint's model over a corpus (koe analyze layers and codebook): the corpus opened, the model
+ * sized for one forward of its longest utterance (named in ckpt_model_open's memory message), its
+ * input, and the buffers that read one utterance. */
+typedef struct {
+    Corpus c;
+    int have_corpus;
+    Recipe r;
+    Model *m;
+    CkptInput in;
+    int64_t max_len; /* samples of the longest utterance, at least 400 */
+    int16_t *pcm;
+    float *wav;      /* (max_len) the utterance ckpt_corpus_read read last, in [-1, 1) */
+} CkptCorpus;
+/* 0, or -1 with err set (ckpt_corpus_close it either way). */
+int ckpt_corpus_open(CkptCorpus *cc, const char *ckpt, const char *corpus, KoeError *err);
+/* Utterance u into cc->wav; returns its sample count, or -1 with err set. */
+int64_t ckpt_corpus_read(CkptCorpus *cc, int64_t u, KoeError *err);
+void ckpt_corpus_close(CkptCorpus *cc);

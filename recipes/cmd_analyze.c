@@ -46,6 +46,7 @@ static const CliFlag analyze_flags[] = {
     CLI_B("--json", O(l.json), "print one JSON object instead of the table (layers: layers.json)"),
     CLI_S("--ckpt", O(l.ckpt), NULL, 0, "CKPT.h5",
           "layers, codebook: the checkpoint to analyse (layers: also a Hugging Face export directory)"),
+    CLI_B("--conv", O(l.conv), "layers: mel also for the conv layers C1..Cn (waveform frontends), averaged onto the 10 ms fbank"),
     CLI_S("--ckpt2", O(l.ckpt2), NULL, 0, "CKPT.h5",
           "layers: second checkpoint, for inter (e.g. HuBERT iteration 1 vs 2, two training steps)"),
     CLI_S("--out", O(l.out), NULL, 0, "DIR",
@@ -93,7 +94,9 @@ const CliCommand cmd_analyze = {
              "analysis: projection-weighted CCA (PWCCA) of each layer against properties of the same units,\n"
              "fitted on training folds, eps chosen on a dev fold, scored on a test fold, averaged over\n"
              "trials. Properties (--props):\n"
-             "  mel          frames: koe's 80-bin Kaldi fbank of the same samples\n"
+             "  mel          frames: koe's 80-bin Kaldi fbank of the same samples; with --conv also the conv\n"
+             "               layers C1..Cn (rows before T0): each layer's frames averaged onto the 10 ms fbank\n"
+             "               frames they fall in (Pasad et al.'s kernels), the last one (50 Hz) as T0..TL\n"
              "  phone        phone segments (runs of the corpus's 10 ms alignment): the mean of the middle\n"
              "               third of the segment's frames against the one-hot phone\n"
              "  phone-frame  frames: the one-hot phone under the frame's centre\n"
@@ -199,6 +202,8 @@ static int layers_command(const AnalyzeOptions *o) {
     const int say = comm_rank() == 0;
     if (o->labels) return cli_error(&cmd_analyze, say, "--labels is for `koe analyze labels`");
     if (!o->l.ckpt) return cli_error(&cmd_analyze, say, "koe analyze layers needs --ckpt CKPT.h5");
+    if (o->l.conv && !(o->l.props & ALP_MEL))
+        return cli_error(&cmd_analyze, say, "--conv adds the conv layers to property mel: add mel to --props");
     if (2 * o->l.trials > o->l.folds)
         return cli_error(&cmd_analyze, say, "--trials %d needs --folds >= %d (a dev and a test fold per trial)",
                          o->l.trials, 2 * o->l.trials);

@@ -186,8 +186,8 @@ static int bench_command(const void *opts, int n_args, char **args) {
     char prec[RECIPE_STR_MAX + 32], **ov = koe_malloc((size_t)n_args * sizeof *ov);
     int n_ov = n_args - 1;
     memcpy(ov, args + 1, (size_t)n_ov * sizeof *ov);
-    if (o->precision) {
-        snprintf(prec, sizeof prec, "run.precision=%s", o->precision);
+    if (o->precision || o->interleave) { /* --interleave opens in bf16 (its weights' bf16 copy), then alternates */
+        snprintf(prec, sizeof prec, "run.precision=%s", o->interleave ? "bf16" : o->precision);
         ov[n_ov++] = prec;
     }
     if (recipe_load(&rc, recipe_path, n_ov, ov, &err) < 0) koe_fatal(KOE_EXIT_USAGE, "%s", err.msg);

@@ -243,6 +243,7 @@ static int features_command(const void *opts, int n_args, char **args) {
             compute_block(&c, kind, offset, ub, ue, max_len, threads, pr, feats);
         }
         h5par_write_rows(dset, H5T_NATIVE_FLOAT, row0, rows, feats);
+        h5_output_data(dset, tmp); /* test hook */
     }
     progress_close(pr);
     h5par_close_dataset(dset);

@@ -164,6 +164,7 @@ static void stream_pass(Stream *s, BlockFn fn, void *ctx) {
         if (s->cache && fwrite(X, sizeof(float) * D, (size_t)T, s->cache) != (size_t)T)
             koe_fatal(KOE_EXIT_USAGE, "koe kmeans: %s: cannot write the feature cache: %s%s (see --cache-dir)",
                       s->cache_path, strerror(errno), koe_fs_note(s->cache_path));
+        if (s->cache) koe_output_data_file(s->cache, s->cache_path); /* test hook */
         for (int64_t f0 = 0; f0 < T; f0 += KM_BLOCK_FRAMES)
             fn(ctx, X + f0 * D, T - f0 < KM_BLOCK_FRAMES ? T - f0 : KM_BLOCK_FRAMES, utt, f0);
     }

@@ -5,6 +5,8 @@
  * command line and does the collectives. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -47,7 +49,8 @@ static const CliFlag prepare_flags[] = {
     CLI_S("--words", O(words), NULL, 0, "CTM", "word alignments, lines `utt channel start dur word` (seconds): the\n"
                                                "lines of the corpus's utterances kept as DIR/words.ctm (default: none)"),
     CLI_B("--allow-pipes", O(allow_pipes), "run wav.scp `command |` entries with the shell (default: refused)"),
-    CLI_B("--force", O(force), "replace a corpus already in DIR (default: refuse; a corpus is immutable)"),
+    CLI_B("--force", O(force), "replace a corpus already in DIR: built in DIR.force.tmp, swapped in when complete "
+                               "(default: refuse; a corpus is immutable)"),
     CLI_END,
 };
 
@@ -87,10 +90,87 @@ static int is_shard_file(const char *name) {
     return !strcmp(s, ".h5") || !strcmp(s, ".h5.tmp");
 }
 
-/* Rank 0: make DIR ready, or say why not. Shards left by an earlier, killed or replaced run are
- * removed: they belong to no corpus. Returns 0 or an exit code. */
-static int prepare_out_dir(const char *dir, int force) {
+/* What a prepare writes in its directory (and removes of an earlier one's). */
+static int is_corpus_file(const char *name) {
+    return is_shard_file(name) || !strcmp(name, "corpus.h5") || !strcmp(name, "corpus.h5.tmp") ||
+           !strcmp(name, "prepare-report.tsv") || !strcmp(name, "words.ctm");
+}
+
+/* Remove dir's corpus files (a killed or replaced run's: they belong to no corpus); with other_to,
+ * move every other entry (labels/, the user's files) there instead of leaving it. Returns 0, or -1
+ * with the reason printed. */
+static int clear_corpus_files(const char *dir, const char *other_to) {
+    DIR *d = opendir(dir);
+    if (!d) {
+        fprintf(stderr, "koe prepare: cannot list %s: %s\n", dir, strerror(errno));
+        return -1;
+    }
+    int rc = 0;
+    char path[8400], to[8400];
+    for (struct dirent *e; rc == 0 && (e = readdir(d));) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        snprintf(to, sizeof to, "%s/%s", other_to ? other_to : "", e->d_name);
+        if (is_corpus_file(e->d_name) ? unlink(path) != 0 : other_to && rename(path, to) != 0) {
+            fprintf(stderr, "koe prepare: cannot %s %s: %s\n", is_corpus_file(e->d_name) ? "remove the stale" : "move",
+                    path, strerror(errno));
+            rc = -1;
+        }
+    }
+    closedir(d);
+    return rc;
+}
+
+/* --force over a corpus builds the new one in DIR.force.tmp beside it; the old one stays whole until
+ * the new one is complete (a kill, a full disk or an error leaves it as it was). */
+static void staging_path(const char *dir, char *out, size_t n) {
+    size_t len = strlen(dir);
+    while (len > 1 && dir[len - 1] == '/') len--;
+    snprintf(out, n, "%.*s.force.tmp", (int)len, dir);
+}
+
+/* Drop a staging directory: its corpus files, then itself. Returns 0, or -1 (printed: it holds other
+ * files, left by a swap that was stopped before it moved them back). */
+static int staging_drop(const char *staging) {
+    if (access(staging, F_OK) != 0) return 0;
+    if (clear_corpus_files(staging, NULL) < 0) return -1;
+    if (rmdir(staging) == 0) return 0;
+    fprintf(stderr, "koe prepare: cannot remove %s (left by an earlier --force): %s; move what you need out of it "
+            "and remove it\n", staging, strerror(errno));
+    return -1;
+}
+
+/* The new corpus in staging becomes dir: one atomic exchange of the two directories (rename without
+ * it on a file system that has no RENAME_EXCHANGE), then what else dir held (labels/, the user's
+ * files) moves into the new one and the old corpus files go. Returns 0, or -1 (printed). */
+static int staging_swap(const char *staging, const char *dir) {
+    char old[4300];
+    snprintf(old, sizeof old, "%s", staging);
+    if (renameat2(AT_FDCWD, staging, AT_FDCWD, dir, RENAME_EXCHANGE) != 0) {
+        if (errno != EINVAL && errno != ENOSYS) {
+            fprintf(stderr, "koe prepare: --force: cannot exchange %s and %s: %s; the new corpus is complete in %s, "
+                    "the old one untouched in %s\n", staging, dir, strerror(errno), staging, dir);
+            return -1;
+        }
+        snprintf(old, sizeof old, "%.*s.old.tmp", (int)(strlen(staging) - strlen(".force.tmp")), staging);
+        if (rename(dir, old) != 0 || rename(staging, dir) != 0) {
+            fprintf(stderr, "koe prepare: --force: cannot move the new corpus %s to %s (the old one: %s): %s\n",
+                    staging, dir, access(dir, F_OK) == 0 ? dir : old, strerror(errno));
+            return -1;
+        }
+    }
+    if (clear_corpus_files(old, dir) < 0 || rmdir(old) != 0) {
+        fprintf(stderr, "koe prepare: --force: the new corpus is in %s; the old one's files are left in %s\n", dir, old);
+        return -1;
+    }
+    return 0;
+}
+
+/* Rank 0: make DIR ready, or say why not; *staged: the corpus is built in DIR.force.tmp (--force over
+ * a corpus). Returns 0 or an exit code. */
+static int prepare_out_dir(const char *dir, int force, int *staged) {
     char path[4200];
+    *staged = 0;
     if (strlen(dir) > 4000) {
         fprintf(stderr, "koe prepare: --out path too long\n");
         return KOE_EXIT_USAGE;
@@ -101,7 +181,7 @@ static int prepare_out_dir(const char *dir, int force) {
         *s = '/';
     }
     if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
-        fprintf(stderr, "koe prepare: cannot create --out %s: %s\n", dir, strerror(errno));
+        fprintf(stderr, "koe prepare: cannot create --out %s: %s%s\n", dir, strerror(errno), koe_fs_note(dir));
         return KOE_EXIT_USAGE;
     }
     snprintf(path, sizeof path, "%s/corpus.h5", dir);
@@ -113,33 +193,18 @@ static int prepare_out_dir(const char *dir, int force) {
                     dir, path);
             return KOE_EXIT_USAGE;
         }
-        if (unlink(path) != 0) {
-            fprintf(stderr, "koe prepare: --force: cannot remove %s: %s\n", path, strerror(errno));
+        staging_path(dir, path, sizeof path);
+        if (staging_drop(path) < 0) return KOE_EXIT_USAGE;
+        if (mkdir(path, 0777) != 0) {
+            fprintf(stderr, "koe prepare: --force: cannot create %s (the new corpus is built there and replaces the "
+                    "old one when complete): %s%s\n", path, strerror(errno), koe_fs_note(path));
             return KOE_EXIT_USAGE;
         }
-        koe_log("prepare: --force: replacing the corpus in %s", dir);
+        koe_log("prepare: --force: building the new corpus in %s; it replaces the one in %s when complete", path, dir);
+        *staged = 1;
+        return 0;
     }
-    DIR *d = opendir(dir);
-    if (!d) {
-        fprintf(stderr, "koe prepare: cannot list --out %s: %s\n", dir, strerror(errno));
-        return KOE_EXIT_USAGE;
-    }
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!is_shard_file(e->d_name)) continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        if (unlink(path) != 0) {
-            fprintf(stderr, "koe prepare: cannot remove the stale %s: %s\n", path, strerror(errno));
-            closedir(d);
-            return KOE_EXIT_USAGE;
-        }
-    }
-    closedir(d);
-    snprintf(path, sizeof path, "%s/prepare-report.tsv", dir);
-    unlink(path);
-    snprintf(path, sizeof path, "%s/words.ctm", dir);
-    unlink(path);
-    return 0;
+    return clear_corpus_files(dir, NULL) < 0 ? KOE_EXIT_USAGE : 0;
 }
 
 /* Provenance stored in corpus.h5 (bounded: the index keeps at most 64 KiB of it). */
@@ -196,7 +261,7 @@ static int write_words(const char *out, const char *words, KoeError *err) {
             else free(segs[i].utt), free(segs[i].name);
         }
         n = k;
-        char path[4200], tmp[4210];
+        char path[4400], tmp[4410];
         snprintf(path, sizeof path, "%s/words.ctm", out);
         snprintf(tmp, sizeof tmp, "%s.tmp", path);
         FILE *f = fopen(tmp, "w");
@@ -212,9 +277,41 @@ static int write_words(const char *out, const char *words, KoeError *err) {
     return rc;
 }
 
+/* Rank 0, a prepare that fails after the output directory was made ready: a staged --force drops the
+ * new corpus and keeps the old one; the message says which. */
+static const char *prepare_failed(const char *staging, int staged) {
+    if (!staged || comm_rank() != 0) return "";
+    return staging_drop(staging) == 0 ? "; the corpus there before --force is unchanged" : "";
+}
+
+/* Rank 0, the shards written in out: the index and --words there, then a staged --force swapped in, and
+ * the summary. tot: utterances, -, -, samples clipped, unaligned. Returns an exit code. */
+static int publish_corpus(const PrepareCmdOptions *o, const PrepareOptions *opt, char **inputs, int n_inputs,
+                          const char *out, int staged, char **names, int n_names, const int64_t *tot, int64_t n_rejected,
+                          double hours, double secs) {
+    KoeError err = {{0}};
+    char *settings = settings_text(opt, o->align, o->words, inputs, n_inputs);
+    if (corpus_write_index(out, names, n_names, settings, &err))
+        koe_fatal(KOE_EXIT_INTERNAL, "prepare: %s%s", err.msg, prepare_failed(out, staged));
+    free(settings);
+    if (o->words && write_words(out, o->words, &err) < 0) {
+        fprintf(stderr, "koe prepare: %s%s\n", err.msg, prepare_failed(out, staged));
+        return KOE_EXIT_USAGE;
+    }
+    if (staged && staging_swap(out, o->out) < 0) return KOE_EXIT_INTERNAL;
+    koe_log("prepare: wrote %lld utterances (%.3f h) in %d shards to %s%s; %lld inputs rejected (see "
+            "%s/prepare-report.tsv); %lld samples clipped; %.1f s (%.2f h of audio per minute)",
+            (long long)tot[0], hours, n_names, o->out, staged ? ", replacing the corpus there" : "",
+            (long long)n_rejected, o->out, (long long)tot[3], secs, hours / (secs / 60.0));
+    if (o->align && tot[4])
+        koe_warn("%lld utterances have no line in --align %s (their frames are marked no-phone)", (long long)tot[4],
+                 o->align);
+    return KOE_EXIT_OK;
+}
+
 static int prepare_command(const void *opts, int n_args, char **args) {
     const PrepareCmdOptions *o = opts;
-    const char *out = o->out, *align = o->align;
+    const char *dir = o->out, *align = o->align;
     char **inputs = args;
     const int n_inputs = n_args, force = o->force;
     PrepareOptions opt = {.shard_bytes = (int64_t)(o->shard_mb * (1 << 20)), .lang = o->lang,
@@ -224,11 +321,16 @@ static int prepare_command(const void *opts, int n_args, char **args) {
     int rank = comm_rank(), world = comm_size();
     double t0 = koe_now();
 
-    int64_t rc_dir = rank == 0 ? prepare_out_dir(out, force) : 0;
+    int staged = 0;
+    int64_t rc_dir = rank == 0 ? prepare_out_dir(dir, force, &staged) : 0;
     comm_bcast(&rc_dir, sizeof rc_dir, 0);
     if (rc_dir) {
         return (int)rc_dir;
     }
+    comm_bcast(&staged, sizeof staged, 0);
+    char staging[4300];
+    staging_path(dir, staging, sizeof staging);
+    const char *out = staged ? staging : dir; /* where the shards, the index and the report go */
 
     /* Collection is the same on every rank; rank 0 keeps (and prints) its rejections. */
     PreparePlan plan;
@@ -266,10 +368,12 @@ static int prepare_command(const void *opts, int n_args, char **args) {
     KoeError err = {{0}};
     cli_catch_stop_signals(on_signal); /* the writing stops between two inputs: no .tmp shard is left */
     const int wrc = prepare_write_shards(&plan, out, rank, world, &stop_requested, &st, &rej, &err);
+    if (wrc == -2 && staged)
+        koe_fatal(KOE_EXIT_PREEMPTED, "prepare: stopped by a signal: nothing replaced%s", prepare_failed(staging, staged));
     if (wrc == -2)
         koe_fatal(KOE_EXIT_PREEMPTED, "prepare: stopped by a signal: the complete shards of %s are kept, the one "
-                  "being written was removed and there is no corpus.h5; run the command again with --force", out);
-    if (wrc) koe_fatal(KOE_EXIT_INTERNAL, "prepare: %s", err.msg);
+                  "being written was removed and there is no corpus.h5; run the command again", out);
+    if (wrc) koe_fatal(KOE_EXIT_INTERNAL, "prepare: %s%s", err.msg, prepare_failed(staging, staged));
 
     /* Totals and rejections to rank 0. */
     allreduce_i64_chunked(st.shard_utts, plan.n_shards);
@@ -284,9 +388,10 @@ static int prepare_command(const void *opts, int n_args, char **args) {
     if (rank == 0) {
         PrepareRejects every = {0};
         prepare_rejects_deserialize(&every, all, all_bytes);
-        char report[4200];
+        char report[4400];
         snprintf(report, sizeof report, "%s/prepare-report.tsv", out);
-        if (prepare_report_write(report, &every, &err)) koe_fatal(KOE_EXIT_INTERNAL, "prepare: %s", err.msg);
+        if (prepare_report_write(report, &every, &err))
+            koe_fatal(KOE_EXIT_INTERNAL, "prepare: %s%s", err.msg, prepare_failed(staging, staged));
         char **names = koe_malloc((size_t)(plan.n_shards ? plan.n_shards : 1) * sizeof *names);
         int n_names = 0;
         for (int k = 0; k < plan.n_shards; k++) {
@@ -296,25 +401,11 @@ static int prepare_command(const void *opts, int n_args, char **args) {
         }
         double hours = (double)tot[2] / KOE_SAMPLE_RATE / 3600.0, secs = koe_now() - t0;
         if (n_names == 0) {
-            fprintf(stderr, "koe prepare: nothing written: all %lld inputs were rejected (see %s)\n",
-                    (long long)every.n, report);
+            fprintf(stderr, "koe prepare: nothing written: all %lld inputs were rejected (%s)%s\n", (long long)every.n,
+                    staged ? "listed above" : report, prepare_failed(staging, staged));
             rc = KOE_EXIT_USAGE;
         } else {
-            char *settings = settings_text(&opt, align, o->words, inputs, n_inputs);
-            if (corpus_write_index(out, names, n_names, settings, &err))
-                koe_fatal(KOE_EXIT_INTERNAL, "prepare: %s", err.msg);
-            free(settings);
-            koe_log("prepare: wrote %lld utterances (%.3f h) in %d shards to %s; %lld inputs rejected (see %s); "
-                    "%lld samples clipped; %.1f s (%.2f h of audio per minute)",
-                    (long long)tot[0], hours, n_names, out, (long long)every.n, report, (long long)tot[3], secs,
-                    hours / (secs / 60.0));
-            if (align && tot[4])
-                koe_warn("%lld utterances have no line in --align %s (their frames are marked no-phone)",
-                         (long long)tot[4], align);
-            if (o->words && write_words(out, o->words, &err) < 0) {
-                fprintf(stderr, "koe prepare: %s\n", err.msg);
-                rc = KOE_EXIT_USAGE;
-            }
+            rc = publish_corpus(o, &opt, inputs, n_inputs, out, staged, names, n_names, tot, every.n, hours, secs);
         }
         for (int i = 0; i < n_names; i++) free(names[i]);
         free(names);

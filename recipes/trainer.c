@@ -83,6 +83,9 @@ struct Trainer {
     ScheduleConfig sched;
     DataParallel *dp;    /* several ranks: gradients reduced by buckets during backward */
     int64_t s0, s1;      /* this rank's AdamW slice of the flat buffer */
+    int slice_cleared;   /* 1: the last AdamW step cleared the gradient's [s0, s1) (clear_grads) */
+    uint16_t *wbf16;     /* (P) bf16 runs: the parameters rounded to bf16, the GEMMs' weights
+                            (gemm_set_bf16_copy); AdamW rewrites its slice, the rest follows the allgather */
     TrainState st;
     Interval iv;
     FILE *logf;          /* rank 0 with a run directory */
@@ -659,6 +662,13 @@ Trainer *trainer_open(const Recipe *rc, const TrainerOptions *opt, KoeError *err
         trainer_close(tr);
         return NULL;
     }
+    if (gemm_precision() == GEMM_BF16) { /* the weights rounded once per update, not at every GEMM */
+        const int64_t P = tr->m->table.total;
+        tr->wbf16 = koe_malloc((size_t)P * sizeof(uint16_t));
+        bf16_from_f32(tr->wbf16, tr->m->params, P);
+        tr->adamw.bf16 = tr->wbf16;
+        gemm_set_bf16_copy(tr->m->params, tr->wbf16, P);
+    }
     tr->t_start = tr->t_iv = koe_now();
     tr->step0 = tr->st.step;
     if (opt->run_dir) { /* on a terminal; a batch log gets the log lines (trainer_log) */
@@ -689,6 +699,8 @@ void trainer_close(Trainer *tr) {
     free(tr->lab_utt);
     free(tr->code_hist);
     free(tr->decay);
+    if (tr->wbf16) gemm_set_bf16_copy(NULL, NULL, 0);
+    free(tr->wbf16);
     adamw_free(&tr->adamw);
     if (tr->m) {
         objective_free(&tr->obj);
@@ -766,12 +778,32 @@ static int apply_update(Trainer *tr, TrainerStep *s) {
     }
     st->skips_in_row = 0;
     Model *m = tr->m;
+    /* one factor: the normalisation by the update's scored frames and the clipping coefficient */
     const double coef = optim_clip_coef(s->gnorm, rc->optim.clip_norm);
-    if (coef != 1.0) optim_scale_grads(m->grads, (size_t)tr->s0, (size_t)tr->s1, (float)coef);
     params_freeze_step(&m->table, m->grads, tr->decay);
-    adamw_step(&tr->adamw, m->params, m->grads, schedule_lr(&tr->sched, st->step));
-    if (tr->s0 != 0 || tr->s1 != m->table.total) dp_allgather_params(tr->dp, m->params);
+    adamw_step(&tr->adamw, m->params, m->grads, schedule_lr(&tr->sched, st->step), (float)(coef / (double)s->frames));
+    tr->slice_cleared = 1;
+    if (tr->s0 != 0 || tr->s1 != m->table.total) {
+        dp_allgather_params(tr->dp, m->params);
+        if (tr->wbf16) { /* the other ranks' slices */
+            bf16_from_f32(tr->wbf16, m->params, tr->s0);
+            bf16_from_f32(tr->wbf16 + tr->s1, m->params + tr->s1, m->table.total - tr->s1);
+        }
+    }
     return 1;
+}
+
+/* The gradient the next backward accumulates into starts at zero: AdamW cleared its slice [s0, s1)
+ * as it read it; the rest (the other ranks' ZeRO-1 slices), or all of it after a skipped update,
+ * is cleared here. */
+static void clear_grads(Trainer *tr) {
+    Model *m = tr->m;
+    if (tr->slice_cleared) {
+        memset(m->grads, 0, (size_t)tr->s0 * sizeof(float));
+        memset(m->grads + tr->s1, 0, (size_t)(m->table.total - tr->s1) * sizeof(float));
+    } else
+        model_zero_grad(m);
+    tr->slice_cleared = 0;
 }
 
 static const LoaderBatch *next_batch(Trainer *tr, KoeError *err) {
@@ -785,7 +817,7 @@ int trainer_step(Trainer *tr, TrainerStep *s, KoeError *err) {
     const double t0 = koe_now();
     memset(s, 0, sizeof *s);
     s->step = st->step;
-    model_zero_grad(m);
+    clear_grads(tr);
     ObjectiveStats upd = {0};
     double samples = 0, utts = 0;
     ModelRun run = {.train = 1, .seed = rc->run.seed, .step = (uint64_t)st->step};
@@ -813,10 +845,9 @@ int trainer_step(Trainer *tr, TrainerStep *s, KoeError *err) {
     s->loss = upd.frames ? upd.loss_sum / (double)upd.frames : NAN;
     s->acc = upd.frames ? upd.correct / (double)upd.frames : NAN;
     tr->acc_u = upd.frames_u ? upd.correct_u / (double)upd.frames_u : NAN;
-    if (upd.frames) optim_scale_grads(m->grads, (size_t)tr->s0, (size_t)tr->s1, (float)(1.0 / (double)upd.frames));
-    double gsq = optim_grad_sqnorm(m->grads, (size_t)tr->s0, (size_t)tr->s1);
+    double gsq = optim_grad_sqnorm(m->grads, (size_t)tr->s0, (size_t)tr->s1); /* of the sum, not yet normalised */
     if (tr->s0 != 0 || tr->s1 != m->table.total) comm_allreduce_sum_f64(&gsq, 1);
-    s->gnorm = sqrt(gsq);
+    s->gnorm = sqrt(gsq) / (double)(upd.frames ? upd.frames : 1);
     s->applied = apply_update(tr, s);
     Interval *iv = &tr->iv;
     if (s->applied) {
@@ -924,6 +955,7 @@ static void write_log_line(Trainer *tr, double dt, int valid, double vloss, doub
     const Interval *iv = &tr->iv;
     FILE *f = tr->logf;
     const double n = iv->updates;
+    const off_t start = ftello(f); /* where a line that does not fit is cut back to */
     fprintf(f, "{\"step\": %lld", (long long)tr->st.step);
     json_num(tr, "loss", iv->frames > 0 ? iv->loss / iv->frames : NAN, "%.9g");
     json_num(tr, "acc", iv->frames > 0 ? iv->correct / iv->frames : NAN, "%.9g");
@@ -956,10 +988,14 @@ static void write_log_line(Trainer *tr, double dt, int valid, double vloss, doub
     if (tr->log_lines == 0 && tr->step0 == 0) /* a run's first line: which koe started it */
         fprintf(f, ", \"version\": \"%s\"", koe_version());
     fprintf(f, "}\n");
-    if (fflush(f) != 0 || ferror(f)) /* the checkpoints hold the state: a resume truncates the log to the newest */
-        koe_fatal(KOE_EXIT_INTERNAL, "%s: cannot append the step %lld line: %s%s; the newest checkpoint is intact "
-                  "and the run resumes from it", tr->logpath, (long long)tr->st.step, strerror(errno),
-                  koe_fs_note(tr->logpath));
+    if (fflush(f) != 0 || ferror(f)) { /* the checkpoints hold the state: a resume truncates the log to the newest */
+        const int e = errno;
+        const char *note = koe_fs_note(tr->logpath);
+        const int cut = ftruncate(fileno(f), start) == 0; /* no half line: the log stays whole JSON lines */
+        koe_fatal(KOE_EXIT_INTERNAL, "%s: cannot append the step %lld line: %s%s; %sthe newest checkpoint is intact "
+                  "and the run resumes from it", tr->logpath, (long long)tr->st.step, strerror(e), note,
+                  cut ? "" : "its last line is cut short (a resume drops it); ");
+    }
     tr->log_lines++;
     tb_write(tr);
 }

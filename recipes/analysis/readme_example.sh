@@ -34,8 +34,8 @@ ck=$W/hubert/iter1/checkpoints/$(head -n 1 "$W/hubert/iter1/checkpoints/latest")
 [ -f "$W/init.h5" ] || "$KOE" init recipes/tiny/hubert.ini $SHRINK data.corpus="$W/corpus" data.labels=mfcc_km100 \
   objective.label_rate=100 run.seed=1 --out "$W/init.h5"
 PROPS=mel,phone,phone-frame,intra,cka,pnmi
-"$KOE" analyze layers --ckpt "$ck" --corpus "$W/corpus" --props $PROPS --out "$W/trained" 2> "$W/trained.log"
-"$KOE" analyze layers --ckpt "$W/init.h5" --corpus "$W/corpus" --props $PROPS --out "$W/untrained" 2> "$W/untrained.log"
+"$KOE" analyze layers --ckpt "$ck" --corpus "$W/corpus" --props $PROPS --conv --out "$W/trained" 2> "$W/trained.log"
+"$KOE" analyze layers --ckpt "$W/init.h5" --corpus "$W/corpus" --props $PROPS --conv --out "$W/untrained" 2> "$W/untrained.log"
 cp "$W/trained/curves.png" docs/analysis/curves.png
 cp "$W/trained/cka.png" docs/analysis/cka.png
 "${PYTHON:-/usr/bin/python3}" - "$W" "$ck" << 'PY'
@@ -55,18 +55,20 @@ stamp = (f"({s['frames']} frames of {s['utterances']} utterances, {ph['n']} phon
          f"{s['folds']} folds, {s['trials']} trials; best layer: " +
          ", ".join(f"{p} {t['best'][p]}" for p in props) + ".)")
 timing = open(f"{w}/trained.log").read()
-m = re.search(r"seconds per rank \(mean of 1\): forwards ([0-9.]+); statistics ([0-9.]+), reductions ([0-9.]+), "
-              r"solves ([0-9.]+), CKA and k-means ([0-9.]+); peak RSS ([0-9]+) MB", timing)
+m = re.search(r"seconds per rank \(mean of 1\): forwards ([0-9.]+); statistics ([0-9.]+), waiting for the other ranks "
+              r"[0-9.]+, reductions ([0-9.]+), solves ([0-9.]+), CKA and k-means ([0-9.]+), outputs and charts ([0-9.]+); "
+              r"outside the forwards ([0-9.]+) \([0-9.]+ x the forwards\); peak RSS ([0-9]+) MB", timing)
 body = ["<!-- analysis-example:begin -->",
         "<!-- written by `make readme-analysis` (recipes/analysis/readme_example.sh); do not edit by hand -->",
         "The tiny HuBERT of tests/e2e/hubert_iterations.sh (2 x 128 transformer, iteration 1: 800 updates on",
         "MFCC k-means labels of the demo corpus) against the same model untrained:",
-        "", "```", f"koe analyze layers --ckpt {os.path.relpath(ck, w)} --corpus corpus --props {','.join(props)},cka --out layers", "```", ""]
+        "", "```", f"koe analyze layers --ckpt {os.path.relpath(ck, w)} --corpus corpus --props {','.join(props)},cka --conv --out layers", "```", ""]
 body += rows + ["", stamp]
-if m:
-    f = [float(x) for x in m.groups()]
-    body += ["", f"One process (timed by the run that wrote this; times depend on the machine and its load): {f[0]:.1f} s in the forwards, {sum(f[1:5]):.1f} s outside them (statistics "
-             f"{f[1]:.1f}, reductions {f[2]:.1f}, solves {f[3]:.1f}, CKA and k-means {f[4]:.1f}); peak RSS {f[5]:.0f} MB."]
+if not m:
+    sys.exit(f"readme_example.sh: {w}/trained.log has no timing line koe analyze layers prints (its format changed?)")
+f = [float(x) for x in m.groups()]
+body += ["", f"One process (timed by the run that wrote this; times depend on the machine and its load): {f[0]:.1f} s in the forwards, {f[6]:.1f} s outside them (statistics "
+         f"{f[1]:.1f}, reductions {f[2]:.1f}, solves {f[3]:.1f}, CKA and k-means {f[4]:.1f}, outputs and charts {f[5]:.1f}); peak RSS {f[7]:.0f} MB."]
 body += ["", "![PWCCA and PNMI by layer](docs/analysis/curves.png)", "",
          "![debiased linear CKA between layers](docs/analysis/cka.png)", "<!-- analysis-example:end -->"]
 text = open("README.md").read()

@@ -70,6 +70,24 @@ print(f"1 vs 3 ranks: largest score difference {worst:.2e}")
 assert worst <= 1e-9, f"FAIL: 1 and 3 ranks differ by {worst}"
 PY
 
+# --conv: mel of the conv layers C1..C7 (their own 10 ms units, keyed by utterance and fbank frame) as
+# rows before T0, the same on 1 and 3 ranks
+for np in 1 3; do
+  mpirun --oversubscribe -np $np "$KOE" analyze layers --ckpt init.h5 --corpus corpus --props mel --conv --folds 6 \
+    --json > conv$np.json 2> conv$np.log || { cat conv$np.log; exit 1; }
+done
+"$PYTHON" - << 'PY'
+import json
+a, b, t = json.load(open("conv1.json")), json.load(open("conv3.json")), json.load(open("out/layers.json"))
+assert a["layers"] == [f"C{c}" for c in range(1, 8)] + t["layers"], a["layers"]
+x, y = a["properties"]["mel"]["pwcca"], b["properties"]["mel"]["pwcca"]
+assert all(v is not None for v in x), x
+worst = max(abs(p - q) for p, q in zip(x, y))
+print("--conv mel:", " ".join(f"{n} {v:.3f}" for n, v in zip(a["layers"], x)), f"(1 vs 3 ranks: {worst:.1e})")
+assert worst <= 1e-9, f"FAIL: --conv: 1 and 3 ranks differ by {worst}"
+assert max(abs(p - q) for p, q in zip(x[7:], t["properties"]["mel"]["pwcca"])) <= 1e-9, "FAIL: --conv changed T rows"
+PY
+
 fail() { echo "FAIL: $1"; exit 1; }
 
 # the word windows: each word segment is its words.ctm line's span on the encoder frames
@@ -133,6 +151,7 @@ grep -q "none of its utterance ids" <<< "$msg" || fail "prepare --words nomatch.
 expect_usage "needs --folds >= 8" --ckpt init.h5 --corpus corpus --trials 4 --folds 6
 expect_usage "is above --max-mem" --ckpt init.h5 --corpus corpus --max-mem 0.001
 expect_usage "needs --ckpt2" --ckpt init.h5 --corpus corpus --props inter
+expect_usage "--conv adds the conv layers to property mel" --ckpt init.h5 --corpus corpus --props phone --conv
 "$KOE" init "$KOE_ROOT/recipes/tiny/hubert.ini" data.corpus=corpus data.features=fbank model.frontend=fbank \
   model.encoder_embed_dim=64 model.encoder_layers=2 model.encoder_attention_heads=2 model.encoder_ffn_embed_dim=128 \
   model.conv_pos=16 --out fbank.ckpt.h5 2> init.log || { cat init.log; exit 1; }

@@ -9,7 +9,13 @@
 # UNTRAINED model (koe init, same recipe and seed) must score below the MFCC labels — the gain comes
 # from training, not from k=500 or the layer. Iteration 2 clusters the layer LAYER=auto picks
 # (koe analyze layers --props phone,pnmi); that layer's phone PWCCA must exceed the untrained
-# model's at the same layer.
+# model's at the same layer. The trained model's mel PWCCA over the conv layers and the transformer
+# (--conv) is printed, not asserted: issue 11 asked for it to be highest in the lower half, and at
+# this size it is not. Iteration 1 learns to predict each frame's MFCC cluster (the unmasked frames'
+# too, pred_nomask_weight 1), a function of the same log-mel, so the top layer moves toward it with
+# training: T2 0.218 untrained, 0.429 / 0.453 / 0.461 after 400 / 600 / 800 updates, while the
+# best conv layer (C2) stays at 0.40-0.44; the top overtakes C2 between updates 400 and 600 (and a
+# 4-layer model, an iteration 2 trained as long, rise to the top the same way).
 set -euo pipefail
 T="$KOE_TMP/hubert_iterations"
 rm -rf "$T" && mkdir -p "$T"
@@ -45,9 +51,9 @@ for l in mfcc_km100 iter1_l${L}_km500 init_l${L}_km500; do
   "$KOE" analyze labels --corpus corpus --labels $l --json > $l.json
 done
 # what each layer learned: the trained iteration-1 model (phone and pnmi from LAYER=auto's run, mel
-# here) against the untrained one
+# here, conv layers included) against the untrained one
 ck=work/iter1/checkpoints/$(head -n 1 work/iter1/checkpoints/latest)
-"$KOE" analyze layers --ckpt "$ck" --corpus corpus --props mel --out mel_trained > /dev/null 2>&1
+"$KOE" analyze layers --ckpt "$ck" --corpus corpus --props mel --conv --out mel_trained > /dev/null 2>&1
 "$KOE" analyze layers --ckpt init.h5 --corpus corpus --props mel,phone --out untrained > /dev/null 2>&1
 L=$L "$PYTHON" - << 'PY'
 import json, os
@@ -63,5 +69,7 @@ ph, ph0 = auto["properties"]["phone"]["pwcca"][best], un["properties"]["phone"][
 print(f"phone PWCCA at the best layer T{best}: trained {ph:.3f}, untrained {ph0:.3f}")
 assert ph > ph0, "FAIL: training did not raise the best layer's phone PWCCA"
 m = mel["properties"]["mel"]["pwcca"]
-print("mel PWCCA by layer (trained):", " ".join(f"T{l} {v:.3f}" for l, v in enumerate(m)))
+assert mel["layers"][0] == "C1" and mel["layers"][-1] == f"T{len(auto['layers']) - 1}", mel["layers"]
+print("mel PWCCA by layer (trained; not asserted, see the header):",
+      " ".join(f"{n} {v:.3f}" for n, v in zip(mel["layers"], m)), "best", mel["best"]["mel"])
 PY

@@ -37,7 +37,7 @@ done
 kill -TERM $pid
 rc=0; wait $pid || rc=$?
 [ $rc = 3 ] || { cat "$D/stderr-term"; echo "FAIL: SIGTERM: exit $rc, expected 3"; exit 1; }
-grep -q "stopped by a signal.*--force" "$D/stderr-term" || { cat "$D/stderr-term"; echo "FAIL: no message"; exit 1; }
+grep -q "stopped by a signal.*run the command again" "$D/stderr-term" || { cat "$D/stderr-term"; echo "FAIL: no message"; exit 1; }
 [ -z "$(ls "$D/term" | grep '\.tmp$' || true)" ] || { ls "$D/term"; echo "FAIL: SIGTERM left a .tmp"; exit 1; }
 [ ! -e "$D/term/corpus.h5" ] || { echo "FAIL: a stopped run left a corpus index"; exit 1; }
 $REF check-shards "$D/term"

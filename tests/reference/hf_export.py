@@ -16,7 +16,9 @@ def load(exp):
         n = struct.unpack("<Q", f.read(8))[0]
         header = json.loads(f.read(n))
         data = f.read()
-    assert header.pop("__metadata__") == {"format": "pt"}
+    meta = header.pop("__metadata__")
+    # one export's pair: the same koe_export_id in both files (an interrupted export leaves them different)
+    assert meta == {"format": "pt", "koe_export_id": cfg["koe_export_id"]}, (meta, cfg.get("koe_export_id"))
     sd = {}
     for k, v in header.items():
         assert v["dtype"] == "F32", k

@@ -9,7 +9,9 @@ checks every event file of RUN/tb/{train,valid} (every CRC, the first event is f
 each side's files in name order as TensorBoard's plugin_event_accumulator does (the run's first START
 is its start; a later START at step s drops the older files' points at steps >= s) and compares every (step, tag) with LOG.jsonl: the train
 side holds every scalar of each line, the valid side valid_NAME as NAME, and both hold nothing else.
-With --uninterrupted, the merged series equal RUN2's (timing tags excluded)."""
+With --uninterrupted, the merged series equal RUN2's (timing tags excluded). With --partial (a run whose
+TensorBoard files met a full disk), a side may stop early: it holds log.jsonl's points up to its last
+step, every one of them, and nothing after."""
 import glob
 import json
 import os
@@ -117,10 +119,14 @@ def expected(log):
     return want
 
 
-def check(run, log, uninterrupted=None):
+def check(run, log, uninterrupted=None, partial=False):
     want = expected(log)
     for side in ("train", "valid"):
         got, starts, nfiles = merged_side(run, side)
+        if partial:
+            last = max((step for s in got.values() for step in s), default=0)
+            want[side] = {t: kept for t, s in want[side].items()
+                          if (kept := {step: v for step, v in s.items() if step <= last})}
         assert got == want[side], (side, sorted(got), sorted(want[side]),
                                    [(t, s, got.get(t, {}).get(s), v) for t in want[side]
                                     for s, v in want[side][t].items() if got.get(t, {}).get(s) != v][:5])
@@ -130,15 +136,20 @@ def check(run, log, uninterrupted=None):
             drop = lambda s: {t: v for t, v in s.items() if t not in TIMING}
             assert drop(got) == drop(ref), (side, "the resumed series differ from the uninterrupted run's")
         n = sum(len(v) for v in got.values())
-        print(f"{run}/tb/{side}: {nfiles} file(s) starting at steps {starts}, {len(got)} tags, {n} points equal log.jsonl's")
+        upto = f" (up to step {max((k for v in got.values() for k in v), default=0)})" if partial else ""
+        print(f"{run}/tb/{side}: {nfiles} file(s) starting at steps {starts}, {len(got)} tags, {n} points equal "
+              f"log.jsonl's{upto}")
 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
     assert args[0] == "check", __doc__
     ref = None
+    partial = "--partial" in args
+    if partial:
+        args.remove("--partial")
     if "--uninterrupted" in args:
         i = args.index("--uninterrupted")
         ref = args[i + 1]
         del args[i:i + 2]
-    check(args[1], args[2], ref)
+    check(args[1], args[2], ref, partial)

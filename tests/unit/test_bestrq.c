@@ -160,7 +160,7 @@ static void test_frozen_through_adamw(void **state) {
         for (int step = 0; step < 3; step++) {
             for (size_t i = 0; i < n; i++) k.grads[i] = (float)koe_rng_normal(&r); /* junk everywhere */
             if (freeze) params_freeze_step(&k.t, k.grads, decay);
-            adamw_step(&o, k.params, k.grads, 1e-3);
+            adamw_step(&o, k.params, k.grads, 1e-3, 1.0f);
         }
         for (int i = 0; i < k.t.n; i++) {
             const ParamEntry *e = &k.t.e[i];

@@ -194,6 +194,52 @@ static void test_gemm(void **state) {
     free(A), free(B), free(C0), free(C16), free(C32);
 }
 
+/* The registered bf16 copy (gemm_set_bf16_copy): an operand inside the region is read from the copy, at
+ * its offset and leading dimension, giving the bits of rounding it into staging; one reaching past the
+ * region's end is staged. The copy here holds another matrix's rounding (B2), so which one was read
+ * shows in the result. */
+static void test_bf16_copy(void **state) {
+    (void)state;
+    const int64_t M = 23, N = 31, K = 150, pad = 5, nb = (N + pad) * (K + pad);
+    KoeRng r = koe_rng(6, 1, 0, KOE_RNG_INIT);
+    float *A = koe_malloc((size_t)(M + pad) * (K + pad) * sizeof(float));
+    float *B = koe_malloc((size_t)nb * sizeof(float)), *B2 = koe_malloc((size_t)nb * sizeof(float));
+    float *C1 = koe_malloc((size_t)M * N * sizeof(float)), *C2 = koe_malloc((size_t)M * N * sizeof(float));
+    uint16_t *copy = koe_malloc((size_t)nb * sizeof(uint16_t));
+    fill(A, (M + pad) * (K + pad), 1.0, &r);
+    fill(B, nb, 1.0, &r);
+    fill(B2, nb, 1.0, &r);
+    bf16_from_f32(copy, B2, nb);
+    gemm_set_precision(GEMM_BF16);
+    for (int t = 0; t < 4; t++) {
+        const char ta = t & 1 ? 'T' : 'N', tb = t & 2 ? 'T' : 'N';
+        const int64_t lda = (ta == 'N' ? K : M) + pad, ldb = (tb == 'N' ? N : K) + pad;
+        const int64_t off = pad; /* the operand starts inside the region, not at its start */
+        const int64_t end = off + ((tb == 'N' ? K : N) - 1) * ldb + (tb == 'N' ? N : K); /* one past its last element */
+        KOE_ASSERT(end <= nb);
+        /* read from the copy: the bits of B2's product */
+        gemm_set_bf16_copy(B, copy, nb);
+        sgemm(ta, tb, M, N, K, 1.0f, A, lda, B + off, ldb, 0.0f, C1, N);
+        gemm_set_bf16_copy(NULL, NULL, 0);
+        sgemm(ta, tb, M, N, K, 1.0f, A, lda, B2 + off, ldb, 0.0f, C2, N);
+        assert_memory_equal(C1, C2, (size_t)M * N * sizeof(float));
+        /* the region ends one element before the operand does: staged from B itself */
+        gemm_set_bf16_copy(B, copy, end - 1);
+        sgemm(ta, tb, M, N, K, 1.0f, A, lda, B + off, ldb, 0.0f, C1, N);
+        gemm_set_bf16_copy(NULL, NULL, 0);
+        sgemm(ta, tb, M, N, K, 1.0f, A, lda, B + off, ldb, 0.0f, C2, N);
+        assert_memory_equal(C1, C2, (size_t)M * N * sizeof(float));
+        /* ... and exactly to its end: from the copy */
+        gemm_set_bf16_copy(B, copy, end);
+        sgemm(ta, tb, M, N, K, 1.0f, A, lda, B + off, ldb, 0.0f, C1, N);
+        gemm_set_bf16_copy(NULL, NULL, 0);
+        sgemm(ta, tb, M, N, K, 1.0f, A, lda, B2 + off, ldb, 0.0f, C2, N);
+        assert_memory_equal(C1, C2, (size_t)M * N * sizeof(float));
+    }
+    gemm_set_precision(GEMM_FP32);
+    free(A), free(B), free(B2), free(C1), free(C2), free(copy);
+}
+
 /* ---- linear and conv1d: forward and backward ----------------------------------------------------------- */
 
 typedef struct {
@@ -434,6 +480,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conversion),
         cmocka_unit_test(test_gemm),
+        cmocka_unit_test(test_bf16_copy),
         cmocka_unit_test(test_linear_conv),
         cmocka_unit_test(test_attention),
     };

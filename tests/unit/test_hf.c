@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "../../core/common.h"
 #include "../../core/model.h"
@@ -252,6 +253,51 @@ static void test_arch_diff(void **state) {
     }
 }
 
+/* dir/config.json's koe_export_id: copied to id (when not NULL), then set to to (removed when NULL). */
+static void config_id(char *id, const char *to) {
+    char path[300];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    json_t *root = json_load_file(path, 0, NULL);
+    assert_non_null(root);
+    const char *v = json_string_value(json_object_get(root, "koe_export_id"));
+    assert_non_null(v);
+    if (id) snprintf(id, 17, "%s", v);
+    if (to) json_object_set_new(root, "koe_export_id", json_string(to));
+    else json_object_del(root, "koe_export_id");
+    assert_int_equal(json_dump_file(root, path, 0), 0);
+    json_decref(root);
+}
+
+/* The two files of one export carry one koe_export_id, which depends on the config and the weights; a
+ * config.json whose id is another export's is refused, naming both files; one without an id (a model
+ * saved again by transformers keeps it in config.json only, published models have none) is read. */
+static void test_export_pair(void **state) {
+    (void)state;
+    ParamTable t;
+    params_table_init(&t);
+    params_add(&t, "masked_spec_embed", 1, (int64_t[]){4}, PARAM_INIT_ZERO, 0, 0);
+    float p[4];
+    KoeError err;
+    ModelConfig c;
+    model_config_default(&c);
+    char a[17], b[17];
+    export_config(&c);
+    config_id(a, a);
+    if (hf_read_params(dir, &t, p, NULL, &err)) fail_msg("%s", err.msg);
+    c.layer_norm_eps *= 2;
+    export_config(&c);
+    config_id(b, a); /* the new export's weights beside the first export's config.json */
+    assert_string_not_equal(a, b);
+    assert_int_equal(hf_read_params(dir, &t, p, NULL, &err), -1);
+    char want[600];
+    snprintf(want, sizeof want, "model.safetensors (koe_export_id %s) and %s/config.json (koe_export_id %s) are not from "
+             "the same export", b, dir, a);
+    if (!strstr(err.msg, want) || !strstr(err.msg, "run koe export again")) fail_msg("%s", err.msg);
+    config_id(NULL, NULL);
+    if (hf_read_params(dir, &t, p, NULL, &err)) fail_msg("%s", err.msg);
+    params_table_free(&t);
+}
+
 int main(void) {
     const char *tmp = getenv("KOE_TMP") ? getenv("KOE_TMP") : "/tmp";
     snprintf(dir, sizeof dir, "%s/test_hf_%d", tmp, (int)getpid());
@@ -263,6 +309,7 @@ int main(void) {
         cmocka_unit_test(test_safetensors_unicode_escapes),
         cmocka_unit_test(test_aliases_and_heads),
         cmocka_unit_test(test_arch_diff),
+        cmocka_unit_test(test_export_pair),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[600];

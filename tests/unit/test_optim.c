@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "../../core/common.h"
+#include "../../core/gemm.h"
 #include "../../core/optim.h"
 #include "../../core/rng.h"
 
@@ -61,8 +62,9 @@ static void test_adamw_matches_formulas(void **state) {
         for (size_t i = 0; i < N; i++) gmax[i] = fmax(gmax[i], fabs(g[i]));
         double lr = 1e-2 * s / STEPS + 1e-3;
         moved += lr;
-        adamw_step(&o, p, g, lr);
         adamw_reference(rp, rm, rv, g, decay, N, &cfg, lr, s);
+        adamw_step(&o, p, g, lr, 1.0f);
+        for (size_t i = 0; i < N; i++) assert_true(g[i] == 0.0f); /* cleared for the next accumulation */
     }
     assert_int_equal(o.t, STEPS);
     double worst = 0;
@@ -91,8 +93,10 @@ static void test_adamw_first_step(void **state) {
     for (int i = 0; i < N; i++) g[i] = (i % 2 ? 1.0f : -1.0f) * (float)(0.01 + i);
     AdamW o;
     adamw_init(&o, &cfg, 0, N, NULL);
-    adamw_step(&o, p, g, 1e-3);
-    for (int i = 0; i < N; i++) assert_true(fabs(p[i] + 1e-3 * (g[i] > 0 ? 1 : -1)) < 1e-3 * 1e-3);
+    float g0[N];
+    memcpy(g0, g, sizeof g);
+    adamw_step(&o, p, g, 1e-3, 1.0f);
+    for (int i = 0; i < N; i++) assert_true(fabs(p[i] + 1e-3 * (g0[i] > 0 ? 1 : -1)) < 1e-3 * 1e-3);
     adamw_free(&o);
 }
 
@@ -111,12 +115,14 @@ static void test_adamw_slices(void **state) {
     adamw_init(&hi, &cfg, K, N, NULL);
     for (int s = 0; s < 5; s++) {
         fill_normal(g, N, 0.1, 50 + s);
-        adamw_step(&whole, a, g, 1e-3);
-        float before[N];
+        float g1[N], g2[N], before[N];
+        memcpy(g1, g, sizeof g), memcpy(g2, g, sizeof g);
+        adamw_step(&whole, a, g1, 1e-3, 1.0f);
         memcpy(before, b, sizeof b);
-        adamw_step(&lo, b, g, 1e-3);
+        adamw_step(&lo, b, g2, 1e-3, 1.0f);
         assert_memory_equal(b + K, before + K, (N - K) * sizeof(float));
-        adamw_step(&hi, b, g, 1e-3);
+        for (int i = 0; i < N; i++) assert_true(g2[i] == (i < K ? 0.0f : g[i])); /* only its slice cleared */
+        adamw_step(&hi, b, g2, 1e-3, 1.0f);
         assert_memory_not_equal(b + K, before + K, (N - K) * sizeof(float));
     }
     assert_memory_equal(a, b, sizeof a);
@@ -135,9 +141,41 @@ static void test_decay_mask(void **state) {
     for (int i = 0; i < N; i++) p[i] = (float)(i + 1);
     AdamW o;
     adamw_init(&o, &cfg, 0, N, decay);
-    adamw_step(&o, p, g, 0.5);
+    adamw_step(&o, p, g, 0.5, 1.0f);
     for (int i = 0; i < N; i++) assert_true(p[i] == (decay[i] ? (float)(i + 1) * (float)(1.0 - 0.05) : (float)(i + 1)));
     adamw_free(&o);
+}
+
+/* gscale folds the trainer's normalisation and clipping into the pass: the same bits as stepping with
+ * the gradient multiplied by it beforehand (one float product either way), across several blocks of
+ * the pass and a ragged end; the bf16 copy it writes is the updated parameters rounded. */
+static void test_adamw_gscale(void **state) {
+    (void)state;
+    enum { N = 3 * 4096 + 123 };
+    AdamWConfig cfg = {.beta1 = 0.9, .beta2 = 0.98, .eps = 1e-6, .weight_decay = 0.01};
+    float *a = koe_malloc(N * sizeof(float)), *b = koe_malloc(N * sizeof(float));
+    float *ga = koe_malloc(N * sizeof(float)), *gb = koe_malloc(N * sizeof(float));
+    fill_normal(a, N, 1.0, 4);
+    memcpy(b, a, N * sizeof(float));
+    AdamW oa, ob;
+    adamw_init(&oa, &cfg, 0, N, NULL);
+    adamw_init(&ob, &cfg, 0, N, NULL);
+    const float scale[3] = {1.0f / 3000.0f, 0.37f / 517.0f, 1.0f};
+    uint16_t *copy = koe_malloc(N * sizeof(uint16_t)), *want = koe_malloc(N * sizeof(uint16_t));
+    oa.bf16 = copy; /* the bf16 copy the pass writes: the updated parameters rounded */
+    for (int s = 0; s < 3; s++) {
+        fill_normal(ga, N, 50.0, 60 + s);
+        for (int i = 0; i < N; i++) gb[i] = ga[i] * scale[s];
+        adamw_step(&oa, a, ga, 2e-3, scale[s]);
+        adamw_step(&ob, b, gb, 2e-3, 1.0f);
+        assert_memory_equal(a, b, N * sizeof(float));
+        assert_memory_equal(oa.v, ob.v, N * sizeof(float));
+        bf16_from_f32(want, a, N);
+        assert_memory_equal(copy, want, N * sizeof(uint16_t));
+    }
+    free(copy), free(want);
+    adamw_free(&oa), adamw_free(&ob);
+    free(a), free(b), free(ga), free(gb);
 }
 
 static void test_grad_sqnorm(void **state) {
@@ -176,9 +214,8 @@ static void test_clip(void **state) {
     float g[5] = {3, 4, 0, 0, 0};
     double norm = sqrt(optim_grad_sqnorm(g, 0, 5));
     assert_true(norm == 5.0);
-    optim_scale_grads(g, 0, 2, (float)optim_clip_coef(norm, 1.0));
-    assert_true(fabs(sqrt(optim_grad_sqnorm(g, 0, 5)) - 1.0) < 1e-6);
-    assert_true(fabsf(g[0] - 0.6f) < 1e-6f && fabsf(g[1] - 0.8f) < 1e-6f);
+    const float coef = (float)optim_clip_coef(norm, 1.0);
+    assert_true(fabsf(g[0] * coef - 0.6f) < 1e-6f && fabsf(g[1] * coef - 0.8f) < 1e-6f);
 }
 
 static void test_schedules(void **state) {
@@ -283,8 +320,8 @@ static int parity(const char *dir) {
     adamw_init(&lo, &cfg, 0, split, decay);
     adamw_init(&hi, &cfg, split, n, decay);
     for (int s = 0; s < steps; s++) {
-        adamw_step(&lo, p, g + (size_t)s * n, lr[s]);
-        adamw_step(&hi, p, g + (size_t)s * n, lr[s]);
+        adamw_step(&lo, p, g + (size_t)s * n, lr[s], 1.0f);
+        adamw_step(&hi, p, g + (size_t)s * n, lr[s], 1.0f);
         memcpy(trace + (size_t)s * n, p, n * sizeof(float));
     }
     float *m = koe_malloc(n * sizeof(float)), *v = koe_malloc(n * sizeof(float));
@@ -304,8 +341,7 @@ static int parity(const char *dir) {
         memcpy(x, cg, n * sizeof(float));
         double norm = sqrt(optim_grad_sqnorm(x, 0, split) + optim_grad_sqnorm(x, split, n));
         float coef = (float)optim_clip_coef(norm, clip[c]);
-        optim_scale_grads(x, 0, split, coef);
-        optim_scale_grads(x, split, n, coef);
+        for (size_t i = 0; i < n; i++) x[i] *= coef; /* what adamw_step's gscale does as it reads them */
         fprintf(out, "%.17g\n", norm);
         char name[64];
         snprintf(name, sizeof name, "koe_clipped%d.f32", c);
@@ -333,6 +369,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_adamw_first_step),
         cmocka_unit_test(test_adamw_slices),
         cmocka_unit_test(test_decay_mask),
+        cmocka_unit_test(test_adamw_gscale),
         cmocka_unit_test(test_grad_sqnorm),
         cmocka_unit_test(test_clip),
         cmocka_unit_test(test_schedules),
