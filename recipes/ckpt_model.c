@@ -7,8 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../data/checkpoint.h"
 #include "../core/objective.h"
+#include "../data/checkpoint.h"
 #include "../data/hf.h"
 #include "../distributed/ckpt.h"
 #include "../distributed/comm.h"
