@@ -244,6 +244,29 @@ uint64_t koe_fnv1a(uint64_t h, const void *p, size_t n) {
     return h;
 }
 
+int koe_file_checksum(const char *path, char out[17], KoeError *err) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return koe_error_set(err, "%s: cannot open: %s", path, strerror(errno));
+    uint64_t h = KOE_FNV_OFFSET;
+    static const size_t bufsz = 1 << 20;
+    unsigned char *buf = koe_malloc(bufsz);
+    int rc = 0;
+    for (;;) {
+        ssize_t got = read(fd, buf, bufsz);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) {
+            rc = koe_error_set(err, "%s: cannot read: %s", path, strerror(errno));
+            break;
+        }
+        if (got == 0) break;
+        h = koe_fnv1a(h, buf, (size_t)got);
+    }
+    free(buf);
+    close(fd);
+    if (rc == 0) snprintf(out, 17, "%016llx", (unsigned long long)h);
+    return rc;
+}
+
 double koe_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

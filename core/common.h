@@ -61,6 +61,9 @@ char *koe_strdup(const char *s);
 #define KOE_FNV_OFFSET 0xcbf29ce484222325ULL
 #define KOE_FNV_PRIME 0x100000001b3ULL
 uint64_t koe_fnv1a(uint64_t h, const void *p, size_t n);
+/* FNV-1a 64 over a file's bytes as 16 lowercase hex digits (+ NUL) in out: the identity of a
+ * checkpoint or k-means file that labels and features record. */
+int koe_file_checksum(const char *path, char out[17], KoeError *err);
 
 double koe_now(void); /* monotonic seconds */
 

@@ -81,30 +81,66 @@ static int check_float(const ConfigKey *k, double v, float *out, const char *tex
     return 0;
 }
 
-static int parse_integer(const ConfigKey *k, const char *s, double lo_type, double hi_type, long long *out,
-                         char *why, size_t wn) {
+/* s is all decimal: digits, and for a real a point and an exponent; a sign in front (and the
+ * exponent's). strto* alone would take leading blanks, hex and (strtod) inf and nan words. */
+static int decimal_text(const char *s, int real) {
+    if (*s == '+' || *s == '-') s++;
+    if (!isdigit((unsigned char)*s) && !(real && *s == '.')) return 0;
+    return strspn(s, real ? "0123456789.eE+-" : "0123456789") == strlen(s);
+}
+
+int config_parse_i64(const char *s, int64_t *v) {
+    if (!decimal_text(s, 0)) return -1;
     char *end;
     errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (!*s || *end || errno) {
+    const long long x = strtoll(s, &end, 10);
+    if (*end) return -1;
+    *v = x;
+    return errno == ERANGE ? 1 : 0;
+}
+
+int config_parse_u64(const char *s, uint64_t *v) {
+    if (!decimal_text(s, 0)) return -1;
+    if (*s == '-') { /* strtoull would negate it */
+        *v = 0;
+        return strspn(s + 1, "0") == strlen(s + 1) ? 0 : 1; /* "-0" is 0 */
+    }
+    char *end;
+    errno = 0;
+    const unsigned long long x = strtoull(s, &end, 10);
+    if (*end) return -1;
+    *v = x;
+    return errno == ERANGE ? 1 : 0;
+}
+
+int config_parse_real(const char *s, double *v) {
+    char *end;
+    errno = 0;
+    const double x = strtod(s, &end);
+    if (!*s || *end || isspace((unsigned char)*s)) return -1;
+    *v = x;
+    if (!isfinite(x)) return 1; /* inf, nan, or an overflow to HUGE_VAL */
+    return decimal_text(s, 1) ? 0 : -1;
+}
+
+static int parse_integer(const ConfigKey *k, const char *s, double lo_type, double hi_type, long long *out,
+                         char *why, size_t wn) {
+    int64_t v;
+    const int rc = config_parse_i64(s, &v);
+    if (rc < 0) {
         snprintf(why, wn, "'%s' is not an integer", s);
         return -1;
     }
-    if (check_range(k, (double)v, lo_type, hi_type, s, why, wn)) return -1;
+    if (check_range(k, rc ? (v < 0 ? -INFINITY : INFINITY) : (double)v, lo_type, hi_type, s, why, wn)) return -1;
     *out = v;
     return 0;
 }
 
 static int parse_real(const ConfigKey *k, const char *s, double *out, char *why, size_t wn) {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (!*s || *end || isspace((unsigned char)*s)) {
-        snprintf(why, wn, "'%s' is not a number", s);
-        return -1;
-    }
-    if (!isfinite(v) || errno == ERANGE) {
-        snprintf(why, wn, "'%s' is not a finite number", s);
+    double v;
+    const int rc = config_parse_real(s, &v);
+    if (rc) {
+        snprintf(why, wn, rc < 0 ? "'%s' is not a number" : "'%s' is not a finite number", s);
         return -1;
     }
     if (check_range(k, v, -INFINITY, INFINITY, s, why, wn)) return -1;
@@ -197,17 +233,12 @@ int config_key_parse(const ConfigKey *k, void *field, const char *s, char *why, 
         if (parse_integer(k, s, (double)INT64_MIN, (double)INT64_MAX, &iv, why, wn)) return -1;
         *(int64_t *)field = iv;
         return 0;
-    case K_U64: {
-        char *end;
-        errno = 0;
-        unsigned long long v = strtoull(s, &end, 10);
-        if (!*s || *end || errno || strchr(s, '-')) {
+    case K_U64:
+        if (config_parse_u64(s, field)) {
             snprintf(why, wn, "'%s' is not a non-negative integer below 2^64", s);
             return -1;
         }
-        *(uint64_t *)field = v;
         return 0;
-    }
     case K_FLOAT:
         if (parse_real(k, s, &dv, why, wn)) return -1;
         return check_float(k, dv, field, s, why, wn);

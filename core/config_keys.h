@@ -11,6 +11,7 @@
  * files, no MPI. */
 #pragma once
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 /* String values are limited so that a recipe line `key = value` stays within libinih's
@@ -59,6 +60,15 @@ void config_key_format(FILE *f, const ConfigKey *k, const void *field);
 void config_key_range(const ConfigKey *k, char *buf, size_t n);
 /* Every key's default into base (the struct the offsets are into). */
 void config_keys_default(const ConfigKey *keys, int n, void *base);
+
+/* The number syntax of recipes and command lines (recipes/cli.c), one for both: the whole of s, in
+ * decimal with an optional sign, no blanks, no hex. Each returns 0 with *v set; -1 when s is not such
+ * a number; 1 when it is one beyond the type: an overflow (*v the bound it passed: INT64_MIN/MAX,
+ * UINT64_MAX, or ±HUGE_VAL), for config_parse_u64 a negative number (*v 0), for config_parse_real
+ * also inf and nan. The caller says which key or flag, and checks the key's or the flag's range. */
+int config_parse_i64(const char *s, int64_t *v);
+int config_parse_u64(const char *s, uint64_t *v);
+int config_parse_real(const char *s, double *v);
 
 /* Whole numbers as integers ("10", not "1e+01"), others as the shortest %g text that reads back
  * as the same number. */

@@ -24,27 +24,20 @@ uint64_t checkpoint_sum(const float *v, int64_t first, int64_t n) {
     return s;
 }
 
-static uint64_t bytes_hash(const void *p, size_t n, uint64_t h) { /* FNV-1a 64 */
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001B3ULL;
-    return h;
-}
-#define FNV_BASIS 0xCBF29CE484222325ULL
-
 /* A /model tensor's part of the /model checksum: positions keyed by its name, not by where a table
  * puts it, so a reader that knows only some of the tensors (the encoder of a training checkpoint)
  * can still verify the whole group. */
 static uint64_t tensor_sum(const char *name, const float *v, int64_t n) {
-    return checkpoint_sum(v, (int64_t)(bytes_hash(name, strlen(name), FNV_BASIS) >> 2), n);
+    return checkpoint_sum(v, (int64_t)(koe_fnv1a(KOE_FNV_OFFSET, name, strlen(name)) >> 2), n);
 }
 
 /* n_sums: how many log_sums the file holds (CHECKPOINT_LOG_SUMS, or fewer in an older file) */
 static uint64_t state_sum(const TrainState *st, int64_t n_sums) {
     int64_t f[8] = {st->step, st->epoch, st->consumed, (int64_t)st->seed, st->adam_t, st->skipped, st->skips_in_row,
                     st->sched_step};
-    uint64_t h = bytes_hash(f, sizeof f, FNV_BASIS);
-    h = bytes_hash(st->log_sums, (size_t)n_sums * sizeof st->log_sums[0], h);
-    return bytes_hash(&st->gumbel_temp, sizeof st->gumbel_temp, h);
+    uint64_t h = koe_fnv1a(KOE_FNV_OFFSET, f, sizeof f);
+    h = koe_fnv1a(h, st->log_sums, (size_t)n_sums * sizeof st->log_sums[0]);
+    return koe_fnv1a(h, &st->gumbel_temp, sizeof st->gumbel_temp);
 }
 
 static int attr_write_sum(hid_t obj, uint64_t s) {
@@ -215,7 +208,7 @@ static int write_config(hid_t file, const char *text) {
     char *cfg[1] = {(char *)text};
     if (h5_write_strings(file, "config", cfg, 1) < 0) return 0;
     hid_t ds = H5Dopen2(file, "config", H5P_DEFAULT);
-    int ok = ds >= 0 && attr_write_sum(ds, bytes_hash(text, strlen(text), FNV_BASIS)) >= 0;
+    int ok = ds >= 0 && attr_write_sum(ds, koe_fnv1a(KOE_FNV_OFFSET, text, strlen(text))) >= 0;
     if (ds >= 0) H5Dclose(ds);
     return ok;
 }
@@ -306,7 +299,7 @@ static int read_config_locked(hid_t f, const char *path, char **config_text, Koe
     if (n != 1) koe_error_set(err, "%s: /config has %lld entries, expected 1", path, (long long)n);
     else {
         hid_t ds = H5Dopen2(f, "config", H5P_DEFAULT);
-        int chk = ds >= 0 ? attr_check_sum(ds, path, "/config", bytes_hash(s[0], strlen(s[0]), FNV_BASIS), err) : -1;
+        int chk = ds >= 0 ? attr_check_sum(ds, path, "/config", koe_fnv1a(KOE_FNV_OFFSET, s[0], strlen(s[0])), err) : -1;
         if (ds < 0) koe_error_set(err, "%s: cannot open /config: %s", path, h5_last_error());
         if (ds >= 0) H5Dclose(ds);
         if (chk >= 0) {
@@ -561,9 +554,9 @@ static int read_state_locked(hid_t f, const char *path, TrainState *st, KoeError
     return ok ? 0 : -1;
 }
 
-int checkpoint_read_train_slice(const char *path, const ParamTable *t, float *params, float *m, float *v,
-                                int64_t start, int64_t end, TrainState *st, char **config_text, uint64_t sums[2],
-                                uint64_t stored[2], KoeError *err) {
+int checkpoint_read_train_slice(const char *path, const ParamTable *t, float *m, float *v, int64_t start,
+                                int64_t end, TrainState *st, char **config_text, uint64_t sums[2], uint64_t stored[2],
+                                KoeError *err) {
     KOE_ASSERT(start >= 0 && start <= end && end <= t->total);
     h5_lock();
     hid_t f = open_checked(path, err);
@@ -571,7 +564,6 @@ int checkpoint_read_train_slice(const char *path, const ParamTable *t, float *pa
     if (f >= 0) {
         char *text = NULL;
         if (read_state_locked(f, path, st, err) == 0 && read_config_locked(f, path, &text, err) == 0 &&
-            (!params || read_params_locked(f, path, t, params, 0, err) == 0) &&
             read_moment_slice_locked(f, path, "/optim/m", t->total, start, end, m, &sums[0], &stored[0], err) == 0 &&
             read_moment_slice_locked(f, path, "/optim/v", t->total, start, end, v, &sums[1], &stored[1], err) == 0) {
             *config_text = text;

@@ -100,11 +100,11 @@ int checkpoint_read_encoder(const char *path, const ParamTable *t, float *params
  * (t->n entries) says 1 read, 0 not in the file, -1 in the file in another shape (not read). The
  * /model checksum is verified over every tensor of the file. */
 int checkpoint_read_matching(const char *path, const ParamTable *t, float *params, signed char *got, KoeError *err);
-/* The read of a training checkpoint (distributed/ckpt.c's ckpt_load): params, elements [start, end)
- * of the moments (m, v: end - start floats each), the state and the config text (malloc'ed), every
- * checksum verified but the moments': sums[k] is the additive checksum of the slice read, stored[k]
- * the file's checksum of the whole dataset (k = 0: m, 1: v); the caller sums the slices over ranks
- * and compares. params NULL: /model is not read (a rank that gets the parameters by broadcast). */
-int checkpoint_read_train_slice(const char *path, const ParamTable *t, float *params, float *m, float *v,
-                                int64_t start, int64_t end, TrainState *st, char **config_text, uint64_t sums[2],
-                                uint64_t stored[2], KoeError *err);
+/* The rest of a training checkpoint's read (distributed/ckpt.c's ckpt_load; /model comes from
+ * checkpoint_read_params on rank 0, broadcast): elements [start, end) of the moments (m, v: end - start
+ * floats each; t gives their total), the state and the config text (malloc'ed), every checksum verified
+ * but the moments': sums[k] is the additive checksum of the slice read, stored[k] the file's checksum
+ * of the whole dataset (k = 0: m, 1: v); the caller sums the slices over ranks and compares. */
+int checkpoint_read_train_slice(const char *path, const ParamTable *t, float *m, float *v, int64_t start,
+                                int64_t end, TrainState *st, char **config_text, uint64_t sums[2], uint64_t stored[2],
+                                KoeError *err);

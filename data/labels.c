@@ -4,7 +4,6 @@
 #include "labels.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <hdf5.h>
 #include <math.h>
 #include <stdlib.h>
@@ -23,29 +22,6 @@ uint64_t labels_shard_fingerprint(const CorpusShard *s) {
         h = koe_fnv1a(h, le, 8);
     }
     return h;
-}
-
-int koe_file_checksum(const char *path, char out[17], KoeError *err) {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return koe_error_set(err, "%s: cannot open: %s", path, strerror(errno));
-    uint64_t h = KOE_FNV_OFFSET;
-    static const size_t bufsz = 1 << 20;
-    unsigned char *buf = koe_malloc(bufsz);
-    int rc = 0;
-    for (;;) {
-        ssize_t got = read(fd, buf, bufsz);
-        if (got < 0 && errno == EINTR) continue;
-        if (got < 0) {
-            rc = koe_error_set(err, "%s: cannot read: %s", path, strerror(errno));
-            break;
-        }
-        if (got == 0) break;
-        h = koe_fnv1a(h, buf, (size_t)got);
-    }
-    free(buf);
-    close(fd);
-    if (rc == 0) snprintf(out, 17, "%016llx", (unsigned long long)h);
-    return rc;
 }
 
 static int labels_check_name(const char *name, KoeError *err) {

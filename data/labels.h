@@ -36,8 +36,6 @@ typedef struct {
  * a NUL, and its length in samples (8 bytes little-endian). Labels made for another shard (other
  * utterances, other order, re-prepared audio of another length) get another fingerprint. */
 uint64_t labels_shard_fingerprint(const CorpusShard *s);
-/* FNV-1a 64 over a file's bytes as 16 lowercase hex digits (+ NUL) in out. */
-int koe_file_checksum(const char *path, char out[17], KoeError *err);
 
 /* DIR/labels/NAME (malloc'ed) and the label file of one corpus shard (malloc'ed). */
 char *labels_dir(const char *corpus_dir, const char *name);

@@ -72,10 +72,24 @@ void ckpt_save(const char *ckdir, const ParamTable *t, const float *params, cons
     comm_barrier();
 }
 
+int ckpt_read_model(const char *path, const ParamTable *t, float *params, int encoder, KoeError *err) {
+    int rc = 0;
+    if (comm_rank() == 0)
+        rc = encoder ? checkpoint_read_encoder(path, t, params, err) : checkpoint_read_params(path, t, params, err);
+    comm_bcast(&rc, sizeof rc, 0);
+    if (rc < 0) {
+        comm_bcast(err->msg, sizeof err->msg, 0);
+        return -1;
+    }
+    comm_bcast(params, (size_t)t->total * sizeof *params, 0);
+    return 0;
+}
+
 int ckpt_load(const char *ckdir, const ParamTable *t, float *params, float *m, float *v, int64_t mstart,
               int64_t mend, TrainState *st, char **config_text, char *path_out, size_t n) {
     const int rank = comm_rank();
     watchdog_phase(1, "checkpoint load");
+    comm_barrier(); /* the time logged is the load's, not how late the last rank arrived */
     const double t0 = koe_now();
     int64_t *steps = NULL, hdr[2] = {0, 0}; /* candidates, and whether latest exists */
     if (rank == 0) {
@@ -89,25 +103,21 @@ int ckpt_load(const char *ckdir, const ParamTable *t, float *params, float *m, f
     if (rank != 0) steps = koe_malloc((size_t)(ns + 1) * sizeof *steps);
     if (ns) comm_bcast(steps, (size_t)ns * sizeof *steps, 0);
     const int full = mstart == 0 && mend == t->total;
+    int64_t s, e; /* the part of the moments this rank reads: a rank holding them whole reads its comm_slice */
+    moment_part(t->total, mstart, mend, &s, &e);
     for (int64_t i = 0; i < ns; i++) {
         char path[4400];
         rundir_step_path(path, sizeof path, ckdir, steps[i]);
         KoeError err;
         char *text = NULL;
         uint64_t part[2] = {0, 0}, stored[2] = {0, 0};
-        /* /model is read (and its checksum verified) by rank 0 alone and broadcast once every rank's part
-         * checks out: one reader instead of world readers of the same bytes */
-        int ok = checkpoint_read_train_slice(path, t, rank == 0 ? params : NULL, m, v, mstart, mend, st, &text, part,
+        /* /model is read once every rank's part checks out, by ckpt_read_model */
+        int ok = checkpoint_read_train_slice(path, t, m + (s - mstart), v + (s - mstart), s, e, st, &text, part,
                                              stored, &err) == 0;
         if (!ok) koe_warn("checkpoint %s is unusable on this rank: %s", path, err.msg);
-        /* a rank holding the whole moments verifies them itself; the slices of ZeRO-1 (or rank 0's whole
-         * copy) add up to the stored checksums over ranks */
-        if (ok && full && (part[0] != stored[0] || part[1] != stored[1])) {
-            koe_warn("checkpoint %s: %s fails its checksum: the file is damaged", path,
-                     part[0] != stored[0] ? "/optim/m" : "/optim/v");
-            ok = 0;
-        }
-        uint64_t contrib[2] = {full && rank ? 0 : part[0], full && rank ? 0 : part[1]};
+        /* the slices add up to the stored checksums over ranks (each rank reads and hashes only its own,
+         * also when every rank holds the whole moments: those are gathered once they check out) */
+        uint64_t contrib[2] = {part[0], part[1]};
         mpiCheck(MPI_Allreduce(MPI_IN_PLACE, contrib, 2, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD));
         int64_t bad = !ok;
         comm_allreduce_max_i64(&bad, 1);
@@ -117,8 +127,15 @@ int ckpt_load(const char *ckdir, const ParamTable *t, float *params, float *m, f
                          contrib[0] != stored[0] ? "/optim/m" : "/optim/v");
             bad = 1;
         }
+        if (!bad && ckpt_read_model(path, t, params, 0, &err) < 0) {
+            if (rank == 0) koe_warn("checkpoint %s is unusable: %s", path, err.msg);
+            bad = 1;
+        }
         if (!bad) {
-            comm_bcast(params, (size_t)t->total * sizeof *params, 0);
+            if (full) {
+                comm_allgather_slices(m, t->total);
+                comm_allgather_slices(v, t->total);
+            }
             if (i > 0 && rank == 0) koe_warn("resuming from %s instead of the latest", path);
             if (rank == 0)
                 koe_log("checkpoint %s read and verified in %.3f s by %d rank%s", path, koe_now() - t0, comm_size(),

@@ -27,6 +27,13 @@
 void ckpt_save(const char *ckdir, const ParamTable *t, const float *params, const float *m, const float *v,
                int64_t mstart, int64_t mend, const char *config_text, const TrainState *st, int keep_last);
 
+/* Collective: the tensors of t from path's /model into params on every rank, read (and checked against
+ * the /model checksum) by rank 0 alone and broadcast: one reader instead of world readers of the same
+ * bytes, for a resume (ckpt_load) and for every command that opens a model on all ranks
+ * (recipes/ckpt_model.c). encoder: t may be a subset of the file's tensors (checkpoint_read_encoder),
+ * else it is all of them (checkpoint_read_params). Every rank returns rank 0's result, err its message. */
+int ckpt_read_model(const char *path, const ParamTable *t, float *params, int encoder, KoeError *err);
+
 /* Resume from ckdir: latest, or the newest older step file that every rank can read and that passes
  * every checksum (each skipped one gets a message saying why). Loads params (whole), the moments of
  * [mstart, mend) into m, v, the state and the config text (malloc'ed). Returns 1 with path_out set, 0

@@ -70,6 +70,15 @@ void comm_bcast(void *buf, size_t bytes, int root) {
     } while (o < bytes);
 }
 
+void comm_allgather_slices(float *buf, int64_t total) {
+    const int world = comm_size();
+    for (int r = 0; r < world; r++) {
+        int64_t s, e;
+        comm_slice(total, world, r, &s, &e);
+        if (e > s) comm_bcast(buf + s, (size_t)(e - s) * sizeof *buf, r);
+    }
+}
+
 int comm_all_equal_u64(uint64_t x) {
     /* max(-x) == -min(x): compare as two's complement halves to stay exact for all 64 bits */
     uint64_t v[2] = {x, ~x}, r[2];

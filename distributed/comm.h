@@ -27,6 +27,8 @@ void comm_allreduce_sum_f64(double *v, int n);
 void comm_allreduce_max_i64(int64_t *v, int n);
 void comm_allgather_i64(const int64_t *mine, int n, int64_t *all /* (size, n) */);
 void comm_bcast(void *buf, size_t bytes, int root); /* any size: in pieces of 1 GiB */
+/* buf (total floats) whole on every rank, each rank having filled its comm_slice of it. */
+void comm_allgather_slices(float *buf, int64_t total);
 
 /* Agreement: true on every rank iff every rank passed the same x (one allreduce of (-x, x) under MAX). */
 int comm_all_equal_u64(uint64_t x);

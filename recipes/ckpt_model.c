@@ -1,13 +1,17 @@
 /* ckpt_model.c — see ckpt_model.h. */
 #include "ckpt_model.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../core/objective.h"
 #include "../data/checkpoint.h"
 #include "../data/hf.h"
+#include "../distributed/ckpt.h"
+#include "../distributed/comm.h"
 
 int64_t ckpt_model_min_input(const ModelConfig *c) {
     if (c->frontend == FRONTEND_FBANK) return c->fbank_stack;
@@ -43,50 +47,169 @@ static Model *create_checked(const char *path, int max_B, int64_t max_samples, c
     return model_create(&r->model, max_B, max_S > lo ? max_S : lo);
 }
 
+/* r from dir's config.json (c, read from name) with the derived keys pre[0..n_pre) before the caller's
+ * overrides. */
+static int load_recipe(Recipe *r, const char *name, const ModelConfig *c, int n_pre, char pre[][64], int n_over,
+                       char **over, KoeError *err) {
+    char **all = koe_malloc((size_t)(n_pre + n_over + 1) * sizeof *all);
+    for (int i = 0; i < n_pre; i++) all[i] = pre[i];
+    for (int i = 0; i < n_over; i++) all[n_pre + i] = over[i];
+    const int rc = recipe_load_model(r, name, c, n_pre + n_over, all, err);
+    free(all);
+    return rc;
+}
+
+/* The objective keys of a published pretraining head, written to ov: HuBERT's final_dim from
+ * label_embeddings (*n_classes its rows); wav2vec 2.0's groups from config.json, entries per group and
+ * the codevector and projection dims from the tensors' shapes. Returns how many (0: the tensors are no
+ * head koe knows). */
+static int head_overrides(const HfHeads *h, char ov[][64], int *n_classes) {
+    const int le = params_find(&h->t, "label_embeddings"), cv = params_find(&h->t, "quantizer.codevectors"),
+              pq = params_find(&h->t, "project_q.weight");
+    *n_classes = 0;
+    if (le >= 0 && h->t.e[le].ndim == 2) {
+        *n_classes = (int)h->t.e[le].shape[0];
+        snprintf(ov[0], 64, "objective.name=hubert");
+        snprintf(ov[1], 64, "objective.final_dim=%lld", (long long)h->t.e[le].shape[1]);
+        return 2;
+    }
+    if (cv < 0 || pq < 0 || h->t.e[cv].ndim != 3 || h->t.e[pq].ndim != 2) return 0;
+    const ParamEntry *c = &h->t.e[cv];
+    snprintf(ov[0], 64, "objective.name=wav2vec2");
+    snprintf(ov[1], 64, "objective.latent_groups=%d", h->groups);
+    snprintf(ov[2], 64, "objective.latent_vars=%lld", (long long)(c->shape[1] / h->groups));
+    snprintf(ov[3], 64, "objective.latent_dim=%lld", (long long)(c->shape[2] * h->groups));
+    snprintf(ov[4], 64, "objective.final_dim=%lld", (long long)h->t.e[pq].shape[0]);
+    return 5;
+}
+
+/* The checkpoint's table and weights with the head: m's encoder, then r's objective head filled from
+ * h. Returns 0, or -1 after a warning naming the tensor of dir that does not fit (nothing is kept). */
+static int head_fill(const char *dir, const Recipe *r, const Model *m, const HfHeads *h, int n_classes,
+                     CkptHead *head) {
+    ObjectiveConfig oc;
+    recipe_objective_config(r, n_classes, &oc);
+    params_table_init(&head->t);
+    model_table_build(&r->model, &head->t);
+    objective_add_params(&head->t, &oc);
+    head->v = koe_malloc((size_t)head->t.total * sizeof *head->v);
+    memcpy(head->v, m->params, (size_t)m->table.total * sizeof *head->v); /* the encoder comes first */
+    for (int i = m->table.n; i < head->t.n; i++) {
+        const ParamEntry *e = &head->t.e[i];
+        const int j = params_find(&h->t, e->name);
+        int same = j >= 0 && h->t.e[j].ndim == e->ndim;
+        for (int d = 0; same && d < e->ndim; d++) same = h->t.e[j].shape[d] == e->shape[d];
+        if (!same) {
+            char want[128];
+            params_shape_str(e, want, sizeof want);
+            koe_warn("%s: the pretraining head is not koe's %s head: %s %s %s; the head is not imported", dir,
+                     r->objective.name == OBJ_HUBERT ? "HuBERT" : "wav2vec 2.0", e->name,
+                     j < 0 ? "is missing, koe's is" : "has another shape than koe's", want);
+            ckpt_head_free(head);
+            return -1;
+        }
+        memcpy(head->v + e->offset, h->v + h->t.e[j].offset, (size_t)e->numel * sizeof *head->v);
+    }
+    return 0;
+}
+
+/* m's pretraining head from h (the tensors dir's export has beside the encoder): when it is one koe
+ * knows and fits, r is reloaded with its objective keys after the n0 derived ones in ov and *head gets
+ * the checkpoint's tensors; otherwise r and head stay as they are, with a warning. */
+static void head_import(const char *dir, const char *name, const ModelConfig *c, char ov[][64], int n0, int n_over,
+                        char **over, const Model *m, const HfHeads *h, Recipe *r, CkptHead *head) {
+    int n_classes = 0;
+    const int nh = h->t.n ? head_overrides(h, ov + n0, &n_classes) : 0;
+    if (!nh) {
+        if (h->t.n) koe_warn("%s has %d pretraining head tensor(s) but not a head koe knows; not imported", dir, h->t.n);
+        return;
+    }
+    Recipe rh;
+    KoeError err;
+    if (load_recipe(&rh, name, c, n0 + nh, ov, n_over, over, &err) < 0) {
+        koe_warn("%s; the pretraining head is not imported", err.msg);
+        return;
+    }
+    if (head_fill(dir, &rh, m, h, n_classes, head) < 0) {
+        recipe_free(&rh);
+        return;
+    }
+    recipe_free(r);
+    *r = rh;
+    char keys[6 * 64] = "";
+    for (int i = n0; i < n0 + nh; i++) snprintf(keys + strlen(keys), sizeof keys - strlen(keys), " %s", ov[i]);
+    koe_log("%s's pretraining head imported (%d tensors, with%s)", dir, head->t.n - m->table.n, keys);
+}
+
 Model *ckpt_model_open_hf(const char *dir, int n_over, char **over, int max_B, int64_t max_samples,
-                          const char *longest, Recipe *r, KoeError *err) {
+                          const char *longest, CkptHead *head, Recipe *r, KoeError *err) {
+    if (head) memset(head, 0, sizeof *head);
     ModelConfig c;
     char name[4200];
     snprintf(name, sizeof name, "%s/config.json", dir);
     if (hf_read_config(dir, &c, err) < 0) return NULL;
-    /* an fbank-frontend model (a koe export) reads fbank: that goes before the caller's overrides */
-    char fbank[] = "data.features=fbank", **all = koe_malloc((size_t)(n_over + 1) * sizeof *all);
-    const int n = c.frontend == FRONTEND_FBANK;
-    all[0] = fbank;
-    for (int i = 0; i < n_over; i++) all[n + i] = over[i];
-    const int rc = recipe_load_model(r, name, &c, n + n_over, all, err);
-    free(all);
-    if (rc < 0) return NULL;
+    /* the derived keys go before the caller's overrides: an fbank-frontend model (a koe export) reads
+     * fbank, then a pretraining head's objective keys */
+    char ov[6][64];
+    int n0 = 0;
+    if (c.frontend == FRONTEND_FBANK) snprintf(ov[n0++], 64, "data.features=fbank");
+    if (load_recipe(r, name, &c, n0, ov, n_over, over, err) < 0) return NULL;
     Model *m = create_checked(dir, max_B, max_samples, longest, r, err);
     if (!m) return NULL;
     model_init_params(m, r->run.seed); /* masked_spec_embed keeps this when the export has none */
-    if (hf_read_params(dir, &m->table, m->params, NULL, err) < 0) {
+    HfHeads h;
+    if (hf_read_params(dir, &m->table, m->params, head ? &h : NULL, err) < 0) {
         model_free(m);
         recipe_free(r);
         return NULL;
+    }
+    if (head) {
+        head_import(dir, name, &c, ov, n0, n_over, over, m, &h, r, head);
+        hf_heads_free(&h);
     }
     return m;
 }
 
-Model *ckpt_model_open(const char *path, int max_B, int64_t max_samples, const char *longest, Recipe *r,
-                       KoeError *err) {
+void ckpt_head_free(CkptHead *head) {
+    params_table_free(&head->t);
+    free(head->v);
+    head->v = NULL;
+}
+
+/* ckpt_model_open (all: every rank, the weights read by rank 0 and broadcast) or ckpt_model_open_local. */
+static Model *open_model(const char *path, int max_B, int64_t max_samples, const char *longest, int all, Recipe *r,
+                         KoeError *err) {
     struct stat st;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-        return ckpt_model_open_hf(path, 0, NULL, max_B, max_samples, longest, r, err);
+        return ckpt_model_open_hf(path, 0, NULL, max_B, max_samples, longest, NULL, r, err);
     char *text = NULL;
-    if (checkpoint_read_config(path, &text, err) < 0) return NULL;
+    Model *m = NULL;
     char name[4200];
     snprintf(name, sizeof name, "%s:/config", path);
-    int rc = recipe_load_string(r, name, text, 0, NULL, err);
+    if (checkpoint_read_config(path, &text, err) == 0 && recipe_load_string(r, name, text, 0, NULL, err) == 0)
+        m = create_checked(path, max_B, max_samples, longest, r, err);
     free(text);
-    if (rc < 0) return NULL;
-    Model *m = create_checked(path, max_B, max_samples, longest, r, err);
-    if (m && checkpoint_read_encoder(path, &m->table, m->params, err) < 0) {
+    int64_t failed = !m; /* a rank that stops here must not leave the others waiting in the broadcast */
+    if (all) comm_allreduce_max_i64(&failed, 1);
+    if (m && failed) koe_error_set(err, "%s: the model could not be opened on another rank (see its message)", path);
+    if (m && !failed &&
+        (all ? ckpt_read_model(path, &m->table, m->params, 1, err) : checkpoint_read_encoder(path, &m->table, m->params, err)) == 0)
+        return m;
+    if (m) {
         model_free(m);
         recipe_free(r);
-        return NULL;
     }
-    return m;
+    return NULL;
+}
+
+Model *ckpt_model_open(const char *path, int max_B, int64_t max_samples, const char *longest, Recipe *r,
+                       KoeError *err) {
+    return open_model(path, max_B, max_samples, longest, 1, r, err);
+}
+
+Model *ckpt_model_open_local(const char *path, int max_B, int64_t max_samples, const char *longest, Recipe *r,
+                             KoeError *err) {
+    return open_model(path, max_B, max_samples, longest, 0, r, err);
 }
 
 int64_t ckpt_model_frames(const Model *m, int64_t n) {

@@ -3,7 +3,8 @@
  * (layer sources) and `koe export`. And the input of one utterance as `koe train`'s loader gives it:
  * the waveform, or for an fbank-frontend model its Kaldi fbank frames (the model's frontend
  * normalises them as its model.fbank_norm says; in training BEST-RQ's masked frames get noise, here
- * none). No MPI, and no knowledge of the objective a checkpoint was trained with. */
+ * none). MPI only to read /model once for all ranks; no knowledge of the objective a checkpoint was
+ * trained with. */
 #pragma once
 #include "../core/model.h"
 #include "../data/corpus.h"
@@ -16,16 +17,33 @@ int64_t ckpt_model_min_input(const ModelConfig *cfg);
  * max_samples samples each (as input frames for an fbank frontend). NULL with err filled on failure
  * (also when the stored recipe fails the recipe checks, e.g. an fbank_dim other than koe's 80 bins,
  * and when the attention over an utterance of max_samples would not fit in this machine's memory:
- * the message names longest, the id of that utterance, when given). */
+ * the message names longest, the id of that utterance, when given).
+ * Collective: every rank calls it (kmeans and label layer sources, analyze); /model is read by rank 0
+ * alone and broadcast (distributed/ckpt.h's ckpt_read_model, as a resume reads it), and every rank
+ * returns NULL when one fails. */
 Model *ckpt_model_open(const char *path, int max_B, int64_t max_samples, const char *longest, Recipe *r,
                        KoeError *err);
+/* The same on one rank alone, which reads /model itself (embed, export and info run on rank 0). */
+Model *ckpt_model_open_local(const char *path, int max_B, int64_t max_samples, const char *longest, Recipe *r,
+                             KoeError *err);
+/* The weights a checkpoint of an imported model holds: the encoder's, then its pretraining head's. */
+typedef struct {
+    ParamTable t; /* the encoder's table, then r's objective head */
+    float *v;     /* (t.total); NULL: no head was imported, the checkpoint is the model's own */
+} CkptHead;
 /* The same from a Hugging Face export directory (data/hf.h: config.json + model.safetensors), the
  * recipe's [model] from its config.json plus the overrides "section.key=value" (over, n_over), the
  * rest of the recipe koe's defaults. ckpt_model_open takes this path when path is a directory, so
  * every command that reads a checkpoint (embed, kmeans/label layer sources, analyze, export) takes an
- * export too; `koe init --from DIR` turns one into a checkpoint. */
+ * export too; `koe init --from DIR` turns one into a checkpoint with head non-NULL: then a pretraining
+ * head the export has (wav2vec 2.0's quantizer, project_q, project_hid; fairseq HuBERT's final_proj,
+ * label_embs_concat) comes along, r's [objective] gets the keys that fit it before the overrides, and
+ * *head the checkpoint's tensors (ckpt_head_free it). A head koe does not know, or one that does not
+ * fit koe's, is left out with a warning naming the tensor (head->v NULL, r without its keys). With
+ * head NULL the head tensors are skipped. */
 Model *ckpt_model_open_hf(const char *dir, int n_over, char **over, int max_B, int64_t max_samples,
-                          const char *longest, Recipe *r, KoeError *err);
+                          const char *longest, CkptHead *head, Recipe *r, KoeError *err);
+void ckpt_head_free(CkptHead *head);
 
 /* Encoder frames of an utterance of n samples. */
 int64_t ckpt_model_frames(const Model *m, int64_t n);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "../core/common.h"
+#include "../core/config_keys.h"
 
 /* ---- values ------------------------------------------------------------------------------------ */
 
@@ -42,36 +43,28 @@ static int out_of_range(const CliFlag *f, double v, char *why, size_t n) {
     return -1;
 }
 
-/* Whole-string numbers only: no sign for unsigned, no blanks, no trailing text; overflow is out
- * of range. */
-static int parse_signed(const CliFlag *f, const char *s, long long *v, char *why, size_t n) {
-    char *end;
-    errno = 0;
-    *v = strtoll(s, &end, 10);
-    if (!*s || isspace((unsigned char)*s) || *end) {
+/* Numbers as recipes write them (core/config_keys.h: whole string, decimal); beyond the type is out
+ * of the flag's range. */
+static int parse_signed(const CliFlag *f, const char *s, int64_t *v, char *why, size_t n) {
+    const int rc = config_parse_i64(s, v);
+    if (rc < 0) {
         snprintf(why, n, "not an integer");
         return -1;
     }
-    if (errno == ERANGE) *v = *v < 0 ? INT64_MIN : INT64_MAX; /* reported as out of range below */
-    return out_of_range(f, (double)*v, why, n);
+    return out_of_range(f, rc ? (*v < 0 ? -INFINITY : INFINITY) : (double)*v, why, n);
 }
 
-static int parse_unsigned(const CliFlag *f, const char *s, unsigned long long *v, char *why, size_t n) {
-    char *end;
-    errno = 0;
-    *v = strtoull(s, &end, 10);
-    if (!*s || isspace((unsigned char)*s) || *end) {
+static int parse_unsigned(const CliFlag *f, const char *s, uint64_t *v, char *why, size_t n) {
+    const int rc = config_parse_u64(s, v);
+    if (rc < 0) {
         snprintf(why, n, "not an integer");
         return -1;
     }
-    if (*s == '-') return out_of_range(f, -1.0, why, n); /* strtoull negates "-5"; it is below 0 */
-    return out_of_range(f, errno == ERANGE ? INFINITY : (double)*v, why, n);
+    return out_of_range(f, rc ? (*s == '-' ? -1.0 : INFINITY) : (double)*v, why, n);
 }
 
 static int parse_real(const CliFlag *f, const char *s, double *v, char *why, size_t n) {
-    char *end;
-    *v = strtod(s, &end);
-    if (!*s || isspace((unsigned char)*s) || *end || isnan(*v)) {
+    if (config_parse_real(s, v) < 0 || isnan(*v)) {
         snprintf(why, n, "not a number");
         return -1;
     }
@@ -81,8 +74,8 @@ static int parse_real(const CliFlag *f, const char *s, double *v, char *why, siz
 /* The field f points at in opts gets the value s. */
 static int set_value(const CliFlag *f, const char *s, void *opts, char *why, size_t n) {
     char *dst = (char *)opts + f->off;
-    long long i;
-    unsigned long long u;
+    int64_t i;
+    uint64_t u;
     double d;
     switch (f->type) {
     case CLI_STR: /* a path or a name: an empty one would fail only after the work */

@@ -257,7 +257,7 @@ static int run(const char *ckpt, int layer, const char *out, Inputs *in) {
         fprintf(stderr, "koe embed: %s\n", err.msg);
         return KOE_EXIT_USAGE;
     }
-    Model *m = ckpt_model_open(ckpt, 1, in->max_len, in->n ? in->id[in->longest] : NULL, &r, &err);
+    Model *m = ckpt_model_open_local(ckpt, 1, in->max_len, in->n ? in->id[in->longest] : NULL, &r, &err);
     if (!m) {
         fprintf(stderr, "koe embed: %s\n", err.msg);
         return KOE_EXIT_USAGE;

@@ -50,7 +50,7 @@ static int export_command(const void *opts, int n_args, char **args) {
     if (comm_rank() == 0) {
         KoeError err;
         Recipe r;
-        Model *m = ckpt_model_open(ckpt, 1, 0, NULL, &r, &err);
+        Model *m = ckpt_model_open_local(ckpt, 1, 0, NULL, &r, &err);
         if (!m) {
             fprintf(stderr, "koe export: %s\n", err.msg);
             rc = KOE_EXIT_USAGE;

@@ -330,7 +330,7 @@ static int check_labels(const char *path, KoeError *err) {
  * koe embed, export and a resume read them. */
 static int check_checkpoint(const char *path, KoeError *err) {
     Recipe r;
-    Model *m = ckpt_model_open(path, 1, 0, NULL, &r, err);
+    Model *m = ckpt_model_open_local(path, 1, 0, NULL, &r, err);
     if (!m) return -1;
     model_free(m);
     recipe_free(&r);

@@ -15,7 +15,6 @@
 
 #include "../core/common.h"
 #include "../core/model.h"
-#include "../core/objective.h"
 #include "../data/checkpoint.h"
 #include "../distributed/comm.h"
 #include "ckpt_model.h"
@@ -104,113 +103,6 @@ static int convert_pickle(const char *from, char *dir, size_t n) {
     return -1;
 }
 
-/* The objective keys of a published pretraining head, as overrides that go before the user's:
- * HuBERT's final_dim from label_embeddings (*n_classes its rows); wav2vec 2.0's groups from
- * config.json, entries per group and the codevector and projection dims from the tensors' shapes.
- * Returns how many (0: the tensors are no head koe knows). */
-static int head_overrides(const HfHeads *h, char ov[][64], int *n_classes) {
-    const int le = params_find(&h->t, "label_embeddings"), cv = params_find(&h->t, "quantizer.codevectors"),
-              pq = params_find(&h->t, "project_q.weight");
-    *n_classes = 0;
-    if (le >= 0 && h->t.e[le].ndim == 2) {
-        *n_classes = (int)h->t.e[le].shape[0];
-        snprintf(ov[0], 64, "objective.name=hubert");
-        snprintf(ov[1], 64, "objective.final_dim=%lld", (long long)h->t.e[le].shape[1]);
-        return 2;
-    }
-    if (cv < 0 || pq < 0 || h->t.e[cv].ndim != 3 || h->t.e[pq].ndim != 2) return 0;
-    const ParamEntry *c = &h->t.e[cv];
-    snprintf(ov[0], 64, "objective.name=wav2vec2");
-    snprintf(ov[1], 64, "objective.latent_groups=%d", h->groups);
-    snprintf(ov[2], 64, "objective.latent_vars=%lld", (long long)(c->shape[1] / h->groups));
-    snprintf(ov[3], 64, "objective.latent_dim=%lld", (long long)(c->shape[2] * h->groups));
-    snprintf(ov[4], 64, "objective.final_dim=%lld", (long long)h->t.e[pq].shape[0]);
-    return 5;
-}
-
-/* The checkpoint's table and weights with the head: m's encoder, then r's objective head filled from
- * h. Returns 0, or -1 after a warning naming the tensor that does not fit (nothing is kept). */
-static int with_head(const Recipe *r, const Model *m, const HfHeads *h, int n_classes, ParamTable *t, float **v) {
-    ObjectiveConfig oc;
-    recipe_objective_config(r, n_classes, &oc);
-    params_table_init(t);
-    model_table_build(&r->model, t);
-    objective_add_params(t, &oc);
-    *v = koe_malloc((size_t)t->total * sizeof **v);
-    memcpy(*v, m->params, (size_t)m->table.total * sizeof **v); /* the encoder comes first */
-    for (int i = m->table.n; i < t->n; i++) {
-        const ParamEntry *e = &t->e[i];
-        const int j = params_find(&h->t, e->name);
-        int same = j >= 0 && h->t.e[j].ndim == e->ndim;
-        for (int d = 0; same && d < e->ndim; d++) same = h->t.e[j].shape[d] == e->shape[d];
-        if (!same) {
-            char want[128];
-            params_shape_str(e, want, sizeof want);
-            koe_warn("init: the pretraining head is not koe's %s head: %s %s %s; the head is not imported",
-                     r->objective.name == OBJ_HUBERT ? "HuBERT" : "wav2vec 2.0", e->name,
-                     j < 0 ? "is missing, koe's is" : "has another shape than koe's", want);
-            params_table_free(t);
-            free(*v);
-            *v = NULL;
-            return -1;
-        }
-        memcpy(*v + e->offset, h->v + h->t.e[j].offset, (size_t)e->numel * sizeof **v);
-    }
-    return 0;
-}
-
-/* The model of a Hugging Face directory: r from its config.json, its pretraining head's objective
- * keys when it has one, and the overrides; *m with its weights; t and *v the checkpoint's tensors
- * when the head is imported (*v NULL: m's own). Returns 0, or an exit code after printing why (*m
- * is set once r is loaded). */
-static int init_from(const char *from, int n_over, char **over, Recipe *r, Model **m, ParamTable *t, float **v) {
-    ModelConfig c;
-    KoeError err;
-    char name[4200];
-    snprintf(name, sizeof name, "%s/config.json", from);
-    /* the derived overrides go before the user's: an fbank-frontend model (a koe export) reads fbank,
-     * then a pretraining head's objective keys */
-    char ov[6][64], **all = koe_malloc((size_t)(n_over + 6) * sizeof *all);
-    int n = 0, n_classes = 0;
-    const int read = hf_read_config(from, &c, &err);
-    if (read == 0 && c.frontend == FRONTEND_FBANK) snprintf(ov[n++], 64, "data.features=fbank");
-    for (int i = 0; i < n_over; i++) all[n + i] = over[i];
-    for (int i = 0; i < n; i++) all[i] = ov[i];
-    if (read < 0 || recipe_load_model(r, name, &c, n + n_over, all, &err) < 0) {
-        fprintf(stderr, "koe init: %s\n", err.msg);
-        free(all);
-        return KOE_EXIT_USAGE;
-    }
-    *m = model_create(&r->model, 1, ckpt_model_min_input(&r->model));
-    model_init_params(*m, r->run.seed); /* masked_spec_embed keeps this when the export has none */
-    HfHeads h;
-    if (hf_read_params(from, &(*m)->table, (*m)->params, &h, &err) < 0) {
-        fprintf(stderr, "koe init: %s\n", err.msg);
-        free(all);
-        return KOE_EXIT_USAGE;
-    }
-    const int n0 = n, nh = h.t.n ? head_overrides(&h, ov + n0, &n_classes) : 0;
-    n += nh;
-    for (int i = 0; i < n_over; i++) all[n + i] = over[i];
-    for (int i = n0; i < n; i++) all[i] = ov[i];
-    Recipe rh;
-    if (nh && recipe_load_model(&rh, name, &c, n + n_over, all, &err) < 0)
-        koe_warn("init: %s; the pretraining head is not imported", err.msg);
-    else if (nh && with_head(&rh, *m, &h, n_classes, t, v) == 0) {
-        recipe_free(r);
-        *r = rh;
-        char keys[6 * 64] = "";
-        for (int i = n0; i < n; i++) snprintf(keys + strlen(keys), sizeof keys - strlen(keys), " %s", ov[i]);
-        koe_log("init: %s's pretraining head imported (%d tensors, with%s)", from, t->n - (*m)->table.n, keys);
-    } else if (nh)
-        recipe_free(&rh);
-    else if (h.t.n)
-        koe_warn("init: %s has %d pretraining head tensor(s) but not a head koe knows; not imported", from, h.t.n);
-    free(all);
-    hf_heads_free(&h);
-    return KOE_EXIT_OK;
-}
-
 static int init_command(const void *opts, int n_args, char **args) {
     const InitOptions *o = opts;
     const char *recipe = NULL, *out = o->out, *from = o->from;
@@ -230,8 +122,7 @@ static int init_command(const void *opts, int n_args, char **args) {
     KoeError err;
     Recipe r;
     Model *m = NULL;
-    ParamTable ht; /* with the imported head: the checkpoint's table and weights */
-    float *hv = NULL;
+    CkptHead head = {0}; /* with an imported pretraining head: the checkpoint's table and weights */
     if (recipe) {
         if (recipe_load(&r, recipe, n_over, over, &err) < 0) {
             fprintf(stderr, "koe init: %s\n", err.msg);
@@ -243,25 +134,25 @@ static int init_command(const void *opts, int n_args, char **args) {
     } else {
         char converted[4200] = "";
         if (hf_is_pickle(from) && convert_pickle(from, converted, sizeof converted) < 0) rc = KOE_EXIT_USAGE;
-        else rc = init_from(*converted ? converted : from, n_over, over, &r, &m, &ht, &hv);
+        else if (!(m = ckpt_model_open_hf(*converted ? converted : from, n_over, over, 1, 0, NULL, &head, &r, &err))) {
+            fprintf(stderr, "koe init: %s\n", err.msg);
+            rc = KOE_EXIT_USAGE;
+        }
         if (*converted) remove_converted(converted);
-        if (rc && !m) { /* the recipe was not loaded */
+        if (rc) { /* the recipe was not loaded */
             free(over);
             return rc;
         }
     }
-    if (rc == KOE_EXIT_OK && comm_rank() == 0) {
-        const ParamTable *t = hv ? &ht : &m->table;
-        if (checkpoint_write(out, t, hv ? hv : m->params, r.text, &err) < 0) {
+    if (comm_rank() == 0) {
+        const ParamTable *t = head.v ? &head.t : &m->table;
+        if (checkpoint_write(out, t, head.v ? head.v : m->params, r.text, &err) < 0) {
             fprintf(stderr, "koe init: %s\n", err.msg);
             rc = KOE_EXIT_USAGE;
         } else
             koe_log("init: wrote %s (%lld parameters in %d tensors)", out, (long long)t->total, t->n);
     }
-    if (hv) {
-        params_table_free(&ht);
-        free(hv);
-    }
+    ckpt_head_free(&head);
     comm_bcast(&rc, sizeof rc, 0); /* every rank exits with rank 0's status */
     model_free(m);
     recipe_free(&r);

@@ -520,14 +520,7 @@ static char *format_recipe(const Recipe *r) {
     return buf;
 }
 
-uint64_t recipe_hash_text(const char *text) {
-    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a 64 */
-    for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
-        h ^= *p;
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
+uint64_t recipe_hash_text(const char *text) { return koe_fnv1a(KOE_FNV_OFFSET, text, strlen(text)); }
 
 static void set_defaults(Recipe *r) {
     recipe_keys();

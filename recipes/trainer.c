@@ -508,8 +508,8 @@ static int init_weights(Trainer *tr, KoeError *err) {
     return rc;
 }
 
-/* Resume from RUN/checkpoints/latest when there is one: every rank reads the parameters and the
- * moments of its own slice (any world size); a new run starts from run.init_from when set. */
+/* Resume from RUN/checkpoints/latest when there is one: rank 0 reads the parameters for every rank,
+ * each rank the moments of its own slice (any world size); a new run starts from run.init_from when set. */
 static int resume(Trainer *tr, KoeError *err) {
     const Recipe *rc = tr->rc;
     Model *m = tr->m;

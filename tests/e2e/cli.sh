@@ -66,6 +66,11 @@ expect_usage "koe kmeans: --out '': empty value" kmeans --corpus c --source mfcc
 expect_usage "koe bench: --batch 99999999999999999999: must be between 1 and 4096" bench "$R" --batch 99999999999999999999
 expect_usage "koe bench: --seconds 0: must be greater than 0 and at most 3600" bench "$R" --seconds 0
 expect_usage "koe bench: --seconds 4s: not a number" bench "$R" --seconds 4s
+# the recipes' number syntax (core/config_keys.h): decimal only, whole string
+expect_usage "koe bench: --seconds 0x10: not a number" bench "$R" --seconds 0x10
+expect_usage "koe bench: --seconds inf: must be greater than 0 and at most 3600" bench "$R" --seconds inf
+expect_usage "koe bench: --batch 0x10: not an integer" bench "$R" --batch 0x10
+expect_usage "koe bench: --batch  2: not an integer" bench "$R" --batch " 2"
 expect_usage "koe bench: --threads -2: must be between 1 and 4096" bench "$R" --threads -2
 expect_usage "koe kmeans: --k 70000: must be between 1 and 65535" kmeans --corpus c --source mfcc --out k.h5 --k 70000
 expect_usage "koe kmeans: --sample 0: must be greater than 0 and at most 1" kmeans --corpus c --source mfcc --out k.h5 --k 2 --sample 0

@@ -3,8 +3,8 @@
 #   - on the layer-1 features `koe embed --layer 1` wrote, it gives exactly the centroids of
 #     --source layer:1 on the same checkpoint (same frames, same order, same blocks), carries the
 #     layer source and the checkpoint's checksum, so `koe label` takes it and gives the same labels;
-#   - its inertia over all frames is <= 1.01x the anchor's (../shared/anchors/sklearn_kmeans.py,
-#     MiniBatchKMeans with HuBERT's settings) on the same features;
+#   - its inertia over all frames is <= 1.01x the anchor's on the same features
+#     (tests/reference/kmeans_vs_anchor.sh);
 #   - 1 and 2 ranks give the same centroids to 1e-5 relative: the Lloyd sums are accumulated in
 #     double per rank and summed once, so they differ only by reassociation (a float rounding of a
 #     centroid flips rarely), as in label_pipeline.sh;
@@ -50,19 +50,7 @@ for f in corpus/labels/from_file/*.h5; do
     || { echo "FAIL: labels from the file's k-means differ from the layer's"; exit 1; }
 done
 
-ref=$($PYTHON "$ANCHORS/sklearn_kmeans.py" --feats l1.h5 --k 12 --n-init 3 --threads 1)
-ours=$($PYTHON "$KOE_ROOT/tests/reference/kmeans_inertia.py" --feats l1.h5 --kmeans km_file1.h5)
-echo "anchor: $ref"
-echo "koe:    $ours"
-$PYTHON - "$ref" "$ours" <<'PY'
-import sys
-f = lambda s: dict(kv.split("=") for kv in s.split())
-r, o = f(sys.argv[1]), f(sys.argv[2])
-assert r["frames"] == o["frames"], "FAIL: not the same frames"
-ratio = float(o["inertia"]) / float(r["inertia"])
-print(f"inertia koe / anchor = {ratio:.4f} (bound 1.01)")
-assert ratio <= 1.01, "FAIL: koe's k-means inertia is more than 1.01x the anchor's"
-PY
+bash "$KOE_ROOT/tests/reference/kmeans_vs_anchor.sh" l1.h5 km_file1.h5 12
 
 # errors
 "$PYTHON" "$KOE_ROOT/tests/bench/kmeans_feats.py" --out small.h5 --frames 600 --dim 16 > /dev/null

@@ -37,12 +37,7 @@ static void write_seeds(const char *dir) {
     recipe_free(&r);
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    (void)argc, (void)argv;
-    fuzz_init();
-    fuzz_seed_hook(write_seeds);
-    return 0;
-}
+FUZZ_INITIALIZE(write_seeds)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char path[300];
@@ -62,7 +57,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             TrainState st;
             char *cfg = NULL;
             uint64_t sums[2], stored[2];
-            if (checkpoint_read_train_slice(path, &t, p, m, v, 0, t.total, &st, &cfg, sums, stored, &err) == 0)
+            if (checkpoint_read_train_slice(path, &t, m, v, 0, t.total, &st, &cfg, sums, stored, &err) == 0)
                 free(cfg);
             free(p), free(m), free(v);
         }

@@ -72,14 +72,41 @@ static inline void fuzz_check_h5_closed(void) {
 /* KOE_FUZZ_SEEDS=DIR: call write(DIR) to write valid inputs, then exit (run from tests/fuzz/seeds.sh). */
 static inline void fuzz_seed_hook(void (*write)(const char *dir)) {
     const char *dir = getenv("KOE_FUZZ_SEEDS");
-    if (!dir) return;
+    if (!dir || !write) return;
     write(dir);
     exit(0);
 }
 
+/* The LLVMFuzzerInitialize of a harness that needs nothing else at start: fuzz_init, then the seed
+ * hook with seeds (a harness of HDF5 inputs; NULL for one of text inputs, whose seeds are files in
+ * tests/fuzz/NAME/). */
+#define FUZZ_INITIALIZE(seeds)                                                                             \
+    int LLVMFuzzerInitialize(int *argc, char ***argv) {                                                    \
+        (void)argc, (void)argv;                                                                            \
+        fuzz_init();                                                                                       \
+        fuzz_seed_hook(seeds);                                                                             \
+        return 0;                                                                                          \
+    }
+
 static inline void fuzz_die(const char *what, const KoeError *err) {
     fprintf(stderr, "fuzz setup: %s: %s\n", what, err->msg);
     abort();
+}
+
+/* ---- koe prepare's input lists (tsv.c, scp.c) ----------------------------------------------------- */
+#include "../../data/prepare.h"
+
+/* The input as the list file name (train.tsv, wav.scp), collected as `koe prepare` does
+ * (allow_pipes: --allow-pipes); collecting opens no audio and runs no command. */
+static inline void fuzz_prepare_collect(const char *name, int allow_pipes, const uint8_t *data, size_t size) {
+    char path[300];
+    char *inputs[1] = {(char *)fuzz_write(path, sizeof path, name, data, size)};
+    PrepareOptions opt = {.lang = NULL, .lang_from_dir = 1, .allow_pipes = allow_pipes, .shard_bytes = 1 << 20};
+    PreparePlan p = {0};
+    PrepareRejects rej = {0};
+    prepare_collect(&p, inputs, 1, &opt, &rej);
+    prepare_plan_free(&p);
+    prepare_rejects_free(&rej);
 }
 
 /* ---- the small valid files the HDF5 harnesses start from --------------------------------------- */

@@ -20,12 +20,7 @@ static void write_seeds(const char *dir) {
     if (kmeans_file_write(path, &f, &err) < 0) fuzz_die(path, &err);
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    (void)argc, (void)argv;
-    fuzz_init();
-    fuzz_seed_hook(write_seeds);
-    return 0;
-}
+FUZZ_INITIALIZE(write_seeds)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char path[300];

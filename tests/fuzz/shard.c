@@ -9,12 +9,7 @@ static void write_seeds(const char *dir) {
     fuzz_make_shard(path, "u");
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    (void)argc, (void)argv;
-    fuzz_init();
-    fuzz_seed_hook(write_seeds);
-    return 0;
-}
+FUZZ_INITIALIZE(write_seeds)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char path[300];

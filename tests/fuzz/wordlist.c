@@ -4,11 +4,7 @@
 #include "../../data/synth.h"
 #include "fuzz_util.h"
 
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    (void)argc, (void)argv;
-    fuzz_init();
-    return 0;
-}
+FUZZ_INITIALIZE(NULL)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char path[300];
