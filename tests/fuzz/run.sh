@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tests/fuzz/run.sh — run the libFuzzer harnesses (tests/fuzz/README.md) built by `make fuzz-build`:
-# each for FUZZ_SECONDS (default 60) under nice -n 19, starting from tests/fuzz/NAME/seeds plus the
+# each for FUZZ_SECONDS (default 60) under nice -n FUZZ_NICE (default 19), starting from tests/fuzz/NAME/seeds plus the
 # inputs earlier runs kept (build-fuzz/corpus/NAME; FUZZ_KEEP=0: a throw-away corpus, the regression
 # check tests/e2e/fuzz_seeds.sh makes). Arguments: harness names (default all). One line per harness:
 # executions, CPU seconds, and FAIL with the log's report when it found a crash, a hang, a leak or a
@@ -10,6 +10,7 @@ set -u
 cd "$(dirname "$0")/../.."
 B=${FUZZ_BUILD:-build-fuzz}
 secs=${FUZZ_SECONDS:-60}
+niceness=${FUZZ_NICE:-19} # 0: a campaign stream that owns a core
 keep=${FUZZ_KEEP:-1}
 if [ $# -gt 0 ]; then names=("$@"); else
   names=(); for f in tests/fuzz/*.c; do n=${f##*/}; names+=("${n%.c}"); done
@@ -34,7 +35,7 @@ for n in "${names[@]}"; do
   # Text inputs may grow to 8 kB; HDF5 files keep the seeds' size (libFuzzer's default max_len).
   maxlen=(); case $n in recipe|hf_config|tsv|scp|ctm|wordlist) maxlen=(-max_len=8192) ;; esac
   t=$scratch/time.$n
-  ( TIMEFORMAT='%U %S'; { time nice -n 19 "$bin" "$corpus" "tests/fuzz/$n/seeds" -max_total_time="$secs" \
+  ( TIMEFORMAT='%U %S'; { time nice -n "$niceness" "$bin" "$corpus" "tests/fuzz/$n/seeds" -max_total_time="$secs" \
       -timeout=20 -rss_limit_mb=2048 "${maxlen[@]}" -artifact_prefix="$B/crashes/$n-" -print_final_stats=1 \
       > "$log" 2>&1; echo $? > "$t.rc"; } 2> "$t" )
   rc=$(cat "$t.rc")
