@@ -17,8 +17,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    char path[300];
-    fuzz_write(path, sizeof path, INPUT, data, size);
+    fuzz_write(INPUT, data, size);
     Corpus c;
     KoeError err;
     if (corpus_open(&c, corpus_dir, &err) == 0) corpus_close(&c);

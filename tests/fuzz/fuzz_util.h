@@ -47,17 +47,18 @@ static inline const char *fuzz_path(char *buf, size_t n, const char *name) {
     return buf;
 }
 
-/* The bytes as fuzz_dir/name (a new file each time); returns the path in buf. */
-static inline const char *fuzz_write(char *buf, size_t n, const char *name, const uint8_t *data, size_t size) {
+/* The bytes as fuzz_dir/name (a new file each time); returns its path (valid until the next call). */
+static inline const char *fuzz_write(const char *name, const uint8_t *data, size_t size) {
+    static char path[300];
     char tmp[300];
-    fuzz_path(buf, n, name);
+    fuzz_path(path, sizeof path, name);
     snprintf(tmp, sizeof tmp, "%s/.write.tmp", fuzz_dir);
     FILE *f = fopen(tmp, "wb");
-    if (!f || fwrite(data, 1, size, f) != size || fclose(f) != 0 || rename(tmp, buf) != 0) {
-        perror(buf);
+    if (!f || fwrite(data, 1, size, f) != size || fclose(f) != 0 || rename(tmp, path) != 0) {
+        perror(path);
         abort();
     }
-    return buf;
+    return path;
 }
 
 /* A parser must close what it opened, on every path: an object left open keeps the file open and
@@ -122,8 +123,7 @@ static inline void fuzz_die(const char *what, const KoeError *err) {
 /* The input as the list file name (train.tsv, wav.scp), collected as `koe prepare` does
  * (allow_pipes: --allow-pipes); collecting opens no audio and runs no command. */
 static inline void fuzz_prepare_collect(const char *name, int allow_pipes, const uint8_t *data, size_t size) {
-    char path[300];
-    char *inputs[1] = {(char *)fuzz_write(path, sizeof path, name, data, size)};
+    char *inputs[1] = {(char *)fuzz_write(name, data, size)};
     PrepareOptions opt = {.lang = NULL, .lang_from_dir = 1, .allow_pipes = allow_pipes, .shard_bytes = 1 << 20};
     PreparePlan p = {0};
     PrepareRejects rej = {0};

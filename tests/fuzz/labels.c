@@ -37,8 +37,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    char path[300];
-    fuzz_write(path, sizeof path, INPUT, data, size);
+    fuzz_write(INPUT, data, size);
     LabelSet ls;
     KoeError err;
     if (labelset_open(&ls, &corpus, "fz", &err) == 0) {

@@ -26,8 +26,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    char path[300];
-    fuzz_write(path, sizeof path, "model.safetensors", data, size);
+    fuzz_write("model.safetensors", data, size);
     KoeError err;
     HfHeads heads; /* the pretraining heads' tensors are parsed too (freed by the reader on an error) */
     if (hf_read_params(fuzz_dir, &table, params, &heads, &err) == 0) hf_heads_free(&heads);
