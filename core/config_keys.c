@@ -123,19 +123,23 @@ int config_parse_real(const char *s, double *v) {
     return decimal_text(s, 1) ? 0 : -1;
 }
 
-int config_parse_i64_n(const char *s, size_t len, int64_t *v) {
+/* The len characters at s as a string of their own (malloc'ed). */
+static char *text_n(const char *s, size_t len) {
     char *t = koe_malloc(len + 1);
     memcpy(t, s, len);
     t[len] = 0;
+    return t;
+}
+
+int config_parse_i64_n(const char *s, size_t len, int64_t *v) {
+    char *t = text_n(s, len);
     const int rc = config_parse_i64(t, v);
     free(t);
     return rc;
 }
 
 int config_parse_real_n(const char *s, size_t len, double *v) {
-    char *t = koe_malloc(len + 1);
-    memcpy(t, s, len);
-    t[len] = 0;
+    char *t = text_n(s, len);
     const int rc = config_parse_real(t, v);
     free(t);
     return rc;
