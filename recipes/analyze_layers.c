@@ -161,7 +161,8 @@ typedef struct {
     int64_t pnmi_train, pnmi_test;
     double t_forward; /* seconds in model_forward on this rank */
     double sec[7];    /* this rank's seconds: forwards, statistics, waiting for the other ranks after them,
-                       * reductions, solves, CKA and k-means, outputs and charts (rank 0) */
+                       * reductions, solves, CKA and k-means, outputs and charts (rank 0 the files,
+                       * the last rank the charts) */
 } Ctx;
 
 static int need_align(const AnalyzeLayersOpts *o) { return (o->props & (ALP_PHONE | ALP_PHONE_FRAME | ALP_PNMI)) != 0; }
@@ -431,6 +432,10 @@ static void plan_run_list(Ctx *x) {
     free(use);
 }
 
+/* The reduction buffer: at least the largest statistics set's sums, else this many doubles (so a small
+ * model's sets go in one allreduce: each one is a point where every rank waits for the slowest). */
+#define REDUCE_DOUBLES (8 << 20)
+
 static FoldStats *stats_sets(int L1, int dim, int folds) {
     FoldStats *s = koe_malloc(sizeof(FoldStats) * L1);
     for (int l = 0; l < L1; l++) moments_init(&s[l], dim, folds);
@@ -440,19 +445,21 @@ static FoldStats *stats_sets(int L1, int dim, int folds) {
 /* Bytes of every statistics set, the subsample on one rank, and the CKA Gram sums. */
 static double memory_estimate(const Ctx *x, int world) {
     const AnalyzeLayersOpts *o = x->o;
-    double b = 0, dims[4] = {x->fr_dim, x->D + x->nfcls, x->D + x->ph.ncls, x->D + x->wd.ncls}, big = 0;
+    double b = 0, dims[4] = {x->fr_dim, x->D + x->nfcls, x->D + x->ph.ncls, x->D + x->wd.ncls}, big = 0, tot = 0;
     const int have[4] = {x->fr != NULL, x->pf != NULL, x->sg != NULL, x->wg != NULL};
     for (int s = 0; s < 4; s++)
         if (have[s]) {
             b += x->L1 * moments_bytes((int)dims[s], n_slots(o));
             big = fmax(big, 8.0 * n_slots(o) * (1 + dims[s] + dims[s] * (dims[s] + 1) / 2));
+            tot += x->L1 * 8.0 * n_slots(o) * (1 + dims[s] + dims[s] * (dims[s] + 1) / 2);
         }
     for (int c = 0; c < x->nc; c++) {
         const int dc = x->cc.m->cfg.conv_dim[c] + 80;
         b += moments_bytes(dc, n_slots(o));
         big = fmax(big, 8.0 * n_slots(o) * (1 + dc + dc * (dc + 1) / 2.0));
+        tot += 8.0 * n_slots(o) * (1 + dc + dc * (dc + 1) / 2.0);
     }
-    b += big; /* the sums buffer of one set during the reduction */
+    b += fmax(big, fmin(8.0 * REDUCE_DOUBLES, tot)); /* the reduction buffer (reduce_stats) */
     const double sub = (double)(o->sub_frames < x->n_frames ? o->sub_frames : x->n_frames);
     if (o->props & (ALP_CKA | ALP_PNMI)) b += 1.2 * sub * x->L1 * x->D * 4.0 / world;
     if (o->props & ALP_CKA) b += 8.0 * (double)x->L1 * x->D * x->L1 * x->D;
@@ -717,8 +724,9 @@ static void allreduce_f64(double *v, int64_t n) {
     for (int64_t o = 0; o < n; o += 1 << 27) comm_allreduce_sum_f64(v + o, (int)(n - o < (1 << 27) ? n - o : 1 << 27));
 }
 
-/* Every statistics set summed over ranks about its global mean: one allreduce of all the sets'
- * weighted means, then each set's sums (moments_to_sums) through one buffer sized for the largest. */
+/* Every statistics set summed over ranks about its global mean: one allreduce of all the sets' weighted
+ * means, then the sets' sums (moments_to_sums), as many consecutive sets per allreduce as fit in one
+ * buffer of max(the largest set, REDUCE_DOUBLES). */
 static void reduce_stats(Ctx *x) {
     FoldStats **sets = koe_malloc(sizeof(FoldStats *) * (4 * x->L1 + x->nc));
     int ns = 0;
@@ -728,21 +736,33 @@ static void reduce_stats(Ctx *x) {
             if (of[k]) sets[ns++] = &of[k][l];
     }
     for (int c = 0; c < x->nc; c++) sets[ns++] = &x->cv[c];
-    int64_t lc = 0, ls = 0;
+    int64_t lc = 0, ls = REDUCE_DOUBLES, tot = 0;
     for (int i = 0; i < ns; i++) {
         moments_flush(sets[i]);
         lc += sets[i]->dim + 1;
         ls = moments_sums_len(sets[i]) > ls ? moments_sums_len(sets[i]) : ls;
+        tot += moments_sums_len(sets[i]);
     }
+    ls = ls < tot ? ls : tot;
     double *c = koe_malloc(sizeof(double) * (lc ? lc : 1)), *sums = koe_malloc(sizeof(double) * (ls ? ls : 1));
     for (int i = 0, o = 0; i < ns; o += sets[i++]->dim + 1) moments_weighted_mean(sets[i], c + o, c + o + sets[i]->dim);
     allreduce_f64(c, lc);
     for (int i = 0, o = 0; i < ns; o += sets[i++]->dim + 1) {
         const int d = sets[i]->dim;
         for (int j = 0; j < d; j++) c[o + j] = c[o + d] > 0 ? c[o + j] / c[o + d] : 0;
-        moments_to_sums(sets[i], c + o, sums);
-        allreduce_f64(sums, moments_sums_len(sets[i]));
-        moments_from_sums(sets[i], c + o, sums);
+    }
+    for (int i = 0, o = 0; i < ns;) { /* sets [i, e) through the buffer at once */
+        int e = i, oe = o;
+        int64_t len = 0;
+        for (; e < ns && len + moments_sums_len(sets[e]) <= ls; oe += sets[e++]->dim + 1) {
+            moments_to_sums(sets[e], c + oe, sums + len);
+            len += moments_sums_len(sets[e]);
+        }
+        allreduce_f64(sums, len);
+        for (len = 0; i < e; o += sets[i++]->dim + 1) {
+            moments_from_sums(sets[i], c + o, sums + len);
+            len += moments_sums_len(sets[i]);
+        }
     }
     free(sums), free(c), free(sets);
 }
@@ -794,26 +814,27 @@ static int check_sizes(const Ctx *x, KoeError *err) {
     return 0;
 }
 
-/* Each job's rank: the jobs by estimated cost, largest first, each to the rank with the least so far
- * (ties: the lower rank, the lower job), the same on every rank. The cost of a fit: the eigenproblems
- * p^3 + q^3 and the SVD p q min(p, q) of its views' dimensions. */
-static int *job_owners(const Ctx *x, int world) {
-    const size_t n = (size_t)(x->n_jobs ? x->n_jobs : 1);
-    int *owner = koe_malloc(sizeof(int) * n), *order = koe_malloc(sizeof(int) * n);
-    double *cost = koe_malloc(sizeof(double) * n), *load = koe_calloc((size_t)world, sizeof(double));
-    for (int i = 0; i < x->n_jobs; i++) {
+/* Each solve's rank, a solve being one trial of one job (cca_trial): the solves by estimated cost,
+ * largest first, each to the rank with the least so far (ties: the lower rank, the lower solve), the
+ * same on every rank. The cost of a fit: the eigenproblems p^3 + q^3 and the SVD p q min(p, q) of its
+ * job's views' dimensions. */
+static int *solve_owners(const Ctx *x, int world) {
+    const int T = x->o->trials, n = x->n_jobs * T;
+    int *owner = koe_malloc(sizeof(int) * (n ? n : 1)), *order = koe_malloc(sizeof(int) * (n ? n : 1));
+    double *cost = koe_malloc(sizeof(double) * (n ? n : 1)), *load = koe_calloc((size_t)world, sizeof(double));
+    for (int i = 0; i < n; i++) {
         CcaViews v;
-        job_stats(x, &x->jobs[i], &v);
+        job_stats(x, &x->jobs[i / T], &v);
         const double p = v.p, q = v.q;
         cost[i] = p * p * p + q * q * q + p * q * fmin(p, q);
         order[i] = i;
     }
-    for (int a = 1; a < x->n_jobs; a++) /* insertion sort: descending cost, ascending index */
+    for (int a = 1; a < n; a++) /* insertion sort: descending cost, ascending index */
         for (int b = a; b > 0 && cost[order[b]] > cost[order[b - 1]]; b--) {
             const int t = order[b];
             order[b] = order[b - 1], order[b - 1] = t;
         }
-    for (int a = 0; a < x->n_jobs; a++) {
+    for (int a = 0; a < n; a++) {
         int r = 0;
         for (int k = 1; k < world; k++)
             if (load[k] < load[r]) r = k;
@@ -824,32 +845,35 @@ static int *job_owners(const Ctx *x, int world) {
     return owner;
 }
 
-/* Every job on its rank (job_owners), a rank's jobs over its OpenMP threads (each job's BLAS then runs
- * on one thread; a job's result does not depend on which thread or rank runs it); the results gathered
- * by one allreduce. */
+/* Every solve (job i, trial t) on its rank (solve_owners), a rank's solves over its OpenMP threads
+ * (each solve's BLAS then runs on one thread; a trial's result does not depend on which thread or rank
+ * runs it); the trials gathered by one allreduce and combined per job (cca_combine) on every rank. */
 static void solve_jobs(Ctx *x) {
-    const int T = x->o->trials, w = 10 + 2 * T, rank = comm_rank(), world = comm_size();
-    double *buf = koe_calloc((size_t)x->n_jobs * w, sizeof(double));
-    int *owner = job_owners(x, world);
+    enum { W = 10 }; /* doubles per trial */
+    const int T = x->o->trials, n = x->n_jobs * T, rank = comm_rank();
+    double *buf = koe_calloc((size_t)(n ? n : 1) * W, sizeof(double));
+    int *owner = solve_owners(x, comm_size());
     CcaProtocol pr = {.trials = T, .eps = x->o->eps.v, .n_eps = x->o->eps.n, .null_tol = x->o->null_tol};
 #pragma omp parallel for schedule(dynamic)
-    for (int i = 0; i < x->n_jobs; i++) {
+    for (int i = 0; i < n; i++) {
         if (owner[i] != rank) continue;
         CcaViews v;
-        const FoldStats *fs = job_stats(x, &x->jobs[i], &v);
-        const CcaResult r = cca_protocol(fs, v, &pr);
-        double *b = buf + (int64_t)i * w;
-        b[0] = r.ok, b[1] = r.pwcca, b[2] = r.pwcca_std, b[3] = r.mean_rho, b[4] = r.rho1, b[5] = r.k;
-        b[6] = r.n_train, b[7] = r.n_dev, b[8] = r.n_test, b[9] = r.dropped;
-        for (int t = 0; t < T; t++) b[10 + 2 * t] = r.eps[t][0], b[11 + 2 * t] = r.eps[t][1];
+        const FoldStats *fs = job_stats(x, &x->jobs[i / T], &v);
+        const CcaTrial r = cca_trial(fs, v, &pr, i % T);
+        double *b = buf + (int64_t)i * W;
+        b[0] = r.pwcca, b[1] = r.mean_rho, b[2] = r.rho1, b[3] = r.k, b[4] = r.dropped;
+        b[5] = r.eps[0], b[6] = r.eps[1], b[7] = r.n_train, b[8] = r.n_dev, b[9] = r.n_test;
     }
-    allreduce_f64(buf, (int64_t)x->n_jobs * w);
+    allreduce_f64(buf, (int64_t)n * W);
     for (int i = 0; i < x->n_jobs; i++) {
-        const double *b = buf + (int64_t)i * w;
-        CcaResult *r = &x->jobs[i].r;
-        r->ok = (int)b[0], r->pwcca = b[1], r->pwcca_std = b[2], r->mean_rho = b[3], r->rho1 = b[4], r->k = (int)b[5];
-        r->n_train = b[6], r->n_dev = b[7], r->n_test = b[8], r->dropped = (int)b[9];
-        for (int t = 0; t < T; t++) r->eps[t][0] = b[10 + 2 * t], r->eps[t][1] = b[11 + 2 * t];
+        CcaTrial tr[CCA_MAX_TRIALS];
+        for (int t = 0; t < T; t++) {
+            const double *b = buf + ((int64_t)i * T + t) * W;
+            tr[t] = (CcaTrial){.pwcca = b[0], .mean_rho = b[1], .rho1 = b[2], .k = (int)b[3], .dropped = (int)b[4],
+                               .eps = {b[5], b[6]}, .n_train = b[7], .n_dev = b[8], .n_test = b[9]};
+        }
+        x->jobs[i].r = cca_combine(tr, T);
+        const CcaResult *r = &x->jobs[i].r;
         char name[16];
         layer_name(x, x->jobs[i].layer, name, sizeof name);
         if (r->dropped > 0 && rank == 0)
@@ -1271,7 +1295,7 @@ static void write_plots(const Ctx *x) {
     free(ys);
 }
 
-/* Rank 0: the table or JSON on stdout, and --out DIR's files. */
+/* Rank 0: the table or JSON on stdout, and --out DIR's files but the charts (write_plots). */
 static int write_outputs(const Ctx *x, KoeError *err) {
     json_t *root = json_report(x);
     int rc = 0;
@@ -1294,7 +1318,6 @@ static int write_outputs(const Ctx *x, KoeError *err) {
                 rc = text_publish(f, tmp, path, err);
             }
         }
-        if (rc == 0) write_plots(x);
     }
     json_decref(root);
     return rc;
@@ -1436,14 +1459,16 @@ static int analyze(Ctx *x, KoeError *err) {
 }
 
 /* Where the time went (rank 0 prints; collective): each part's mean over ranks, the outputs and charts
- * rank 0 wrote, the time outside the forwards (everything else, waiting included) against the
- * forwards', and the largest peak RSS of any rank. */
+ * (rank 0 the files, the last rank the charts: the longer of the two), the time outside the forwards
+ * (everything else, waiting included) against the forwards', and the largest peak RSS of any rank. */
 static void report_times(Ctx *x) {
     const int world = comm_size();
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    int64_t rss = ru.ru_maxrss; /* KB */
-    comm_allreduce_max_i64(&rss, 1);
+    int64_t mx[2] = {ru.ru_maxrss, llround(x->sec[6] * 1e6)}; /* KB, microseconds */
+    comm_allreduce_max_i64(mx, 2);
+    const int64_t rss = mx[0];
+    x->sec[6] = (double)mx[1] * 1e-6;
     comm_allreduce_sum_f64(x->sec, 6);
     double *t = x->sec, rest = t[6];
     for (int i = 0; i < 6; i++) t[i] /= world;
@@ -1461,8 +1486,11 @@ int analyze_layers_run(const AnalyzeLayersOpts *o) {
     int rc = ctx_open(&x, o, &err) < 0 || analyze(&x, &err) < 0 ? -1 : 0;
     const int analysed = rc == 0; /* the same on every rank */
     const double t0 = koe_now();
-    if (rc == 0 && comm_rank() == 0 && o->dump) rc = write_dump(&x, o->dump, &err);
-    if (rc == 0 && comm_rank() == 0) rc = write_outputs(&x, &err);
+    const int rank = comm_rank(), last = comm_size() - 1;
+    if (rc == 0 && rank == 0 && o->dump) rc = write_dump(&x, o->dump, &err);
+    if (rc == 0 && rank == 0) rc = write_outputs(&x, &err);
+    /* the charts: every rank holds the results, so the last one draws them while rank 0 writes the rest */
+    if (rc == 0 && rank == last && o->out) mkdir(o->out, 0777), write_plots(&x);
     x.sec[6] = koe_now() - t0;
     if (analysed) report_times(&x);
     if (rc < 0 && comm_rank() == 0) fprintf(stderr, "koe analyze layers: %s\n", err.msg);
