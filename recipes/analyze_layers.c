@@ -151,7 +151,6 @@ typedef struct {
     FeatureExtractor *fe;
     uint16_t *al;
     int64_t max_al;
-    double *z;
     /* results */
     Job *jobs;
     int n_jobs;
@@ -434,7 +433,7 @@ static void plan_run_list(Ctx *x) {
 
 /* The reduction buffer: at least the largest statistics set's sums, else this many doubles (so a small
  * model's sets go in one allreduce: each one is a point where every rank waits for the slowest). */
-#define REDUCE_DOUBLES (8 << 20)
+#define REDUCE_DOUBLES (2 << 20)
 
 static FoldStats *stats_sets(int L1, int dim, int folds) {
     FoldStats *s = koe_malloc(sizeof(FoldStats) * L1);
@@ -459,7 +458,7 @@ static double memory_estimate(const Ctx *x, int world) {
         big = fmax(big, 8.0 * n_slots(o) * (1 + dc + dc * (dc + 1) / 2.0));
         tot += 8.0 * n_slots(o) * (1 + dc + dc * (dc + 1) / 2.0);
     }
-    b += fmax(big, fmin(8.0 * REDUCE_DOUBLES, tot)); /* the reduction buffer (reduce_stats) */
+    if (world > 1) b += fmax(big, fmin(8.0 * REDUCE_DOUBLES, tot)); /* the reduction buffer (reduce_stats) */
     const double sub = (double)(o->sub_frames < x->n_frames ? o->sub_frames : x->n_frames);
     if (o->props & (ALP_CKA | ALP_PNMI)) b += 1.2 * sub * x->L1 * x->D * 4.0 / world;
     if (o->props & ALP_CKA) b += 8.0 * (double)x->L1 * x->D * x->L1 * x->D;
@@ -480,37 +479,30 @@ static double mem_total_bytes(void) {
     return kb * 1024.0;
 }
 
-/* z rows of the frames `idx` (n) of one fold into x->z: [x_l | mel | x_base | x2_l] for the frame set
- * (h, hb, h2 the layer, the base layer, the same layer of --ckpt2). */
-static void frame_rows(Ctx *x, const float *h, const float *hb, const float *h2, const float *mel, const int64_t *idx,
-                       int64_t n) {
-    const int D = x->D, d = x->fr_dim;
-    for (int64_t r = 0; r < n; r++) {
-        const int64_t i = idx[r];
-        double *z = x->z + r * d;
-        for (int j = 0; j < D; j++) z[j] = h[i * D + j];
-        if (x->o->props & ALP_MEL)
-            for (int j = 0; j < 80; j++) z[x->mel_off + j] = mel[i * 80 + j];
-        if (x->o->props & ALP_INTRA)
-            for (int j = 0; j < D; j++) z[x->base_off + j] = hb[i * D + j];
-        if (x->o->props & ALP_INTER)
-            for (int j = 0; j < x->D2; j++) z[x->inter_off + j] = h2[i * x->D2 + j];
-    }
+/* Frame i's row of the frame set st (fold slot f): [x_l | mel | x_base | x2_l] (h, hb, h2 the layer,
+ * the base layer, the same layer of --ckpt2). */
+static void frame_row(const Ctx *x, FoldStats *st, int f, const float *h, const float *hb, const float *h2,
+                      const float *mel, int64_t i) {
+    const int D = x->D;
+    double *z = moments_row(st, f);
+    for (int j = 0; j < D; j++) z[j] = h[i * D + j];
+    if (x->o->props & ALP_MEL)
+        for (int j = 0; j < 80; j++) z[x->mel_off + j] = mel[i * 80 + j];
+    if (x->o->props & ALP_INTRA)
+        for (int j = 0; j < D; j++) z[x->base_off + j] = hb[i * D + j];
+    if (x->o->props & ALP_INTER)
+        for (int j = 0; j < x->D2; j++) z[x->inter_off + j] = h2[i * x->D2 + j];
+    moments_row_done(st, f);
 }
 
-/* z rows [x_l | one-hot(cls)] of the frames idx (n) with lab[i] >= 0 into x->z; returns the count. */
-static int64_t class_rows(Ctx *x, const float *h, const int *lab, int q, const int64_t *idx, int64_t n) {
-    const int D = x->D, d = D + q;
-    int64_t k = 0;
-    for (int64_t r = 0; r < n; r++) {
-        const int64_t i = idx[r];
-        if (lab[i] < 0) continue;
-        double *z = x->z + k++ * d;
-        for (int j = 0; j < D; j++) z[j] = h[i * D + j];
-        memset(z + D, 0, sizeof(double) * q);
-        z[D + lab[i]] = 1;
-    }
-    return k;
+/* Frame i's row [x_l | one-hot(cls)] of st (fold slot f), q classes. */
+static void class_row(const Ctx *x, FoldStats *st, int f, const float *h, int cls, int q, int64_t i) {
+    const int D = x->D;
+    double *z = moments_row(st, f);
+    for (int j = 0; j < D; j++) z[j] = h[i * D + j];
+    memset(z + D, 0, sizeof(double) * q);
+    z[D + cls] = 1;
+    moments_row_done(st, f);
 }
 
 /* The mel property of each encoder frame (T, 80): waveform frontends the fbank frame under the same
@@ -572,79 +564,62 @@ static void add_conv_frames(Ctx *x, int64_t u, int64_t n) {
     const int64_t nf = features_num_frames(n);
     for (int c = 0; c < x->nc; c++) {
         const ConvPool *p = &x->cpool[c];
-        const int C = x->cc.m->cfg.conv_dim[c], d = C + 80;
+        const int C = x->cc.m->cfg.conv_dim[c];
         const int64_t nt = segments_conv_pooled(p, x->cc.m->Tc[c], nf);
         const float *act = x->cc.m->a.conv_act[c];
-        for (int f = 0; f < n_slots(x->o); f++) {
-            int64_t k = 0;
-            for (int64_t t = 0; t < nt; t++) {
-                const int64_t fb = t * p->fb_step;
-                KoeRng g = koe_rng(x->o->seed, (uint64_t)u, (uint64_t)fb, KOE_RNG_ANALYZE_CONV);
-                if (slot_of(x->o, (int)koe_rng_below(&g, (uint64_t)x->o->folds)) != f) continue;
-                double *z = x->z + k++ * d;
-                memset(z, 0, sizeof(double) * C);
-                for (int64_t i = t * p->stride; i < t * p->stride + p->kernel; i++)
-                    for (int j = 0; j < C; j++) z[j] += act[i * C + j];
-                for (int j = 0; j < C; j++) z[j] /= p->kernel;
-                for (int j = 0; j < 80; j++) z[C + j] = x->fb[fb * 80 + j];
-            }
-            moments_add(&x->cv[c], f, x->z, k);
+        for (int64_t t = 0; t < nt; t++) {
+            const int64_t fb = t * p->fb_step;
+            KoeRng g = koe_rng(x->o->seed, (uint64_t)u, (uint64_t)fb, KOE_RNG_ANALYZE_CONV);
+            const int f = slot_of(x->o, (int)koe_rng_below(&g, (uint64_t)x->o->folds));
+            double *z = moments_row(&x->cv[c], f);
+            memset(z, 0, sizeof(double) * C);
+            for (int64_t i = t * p->stride; i < t * p->stride + p->kernel; i++)
+                for (int j = 0; j < C; j++) z[j] += act[i * C + j];
+            for (int j = 0; j < C; j++) z[j] /= p->kernel;
+            for (int j = 0; j < 80; j++) z[C + j] = x->fb[fb * 80 + j];
+            moments_row_done(&x->cv[c], f);
         }
     }
 }
 
 /* The frame units of utterance u (n samples, T encoder frames, hidden states hid, and hid2 of
- * --ckpt2 for inter). */
+ * --ckpt2 for inter), each frame's row into its fold slot. */
 static int add_frames(Ctx *x, int64_t u, int64_t n, int64_t T, const float **hid, const float **hid2, KoeError *err) {
-    const int F = n_slots(x->o);
     int *fold = koe_malloc(sizeof(int) * T), *lab = koe_malloc(sizeof(int) * T);
     double *draw = koe_malloc(sizeof(double) * T);
-    int64_t *idx = koe_malloc(sizeof(int64_t) * T), *start = koe_calloc((size_t)F + 1, sizeof(int64_t));
     float *mel = x->o->props & ALP_MEL ? koe_malloc(sizeof(float) * T * 80) : NULL;
     int rc = frame_labels(x, u, T, fold, draw, lab, err);
     if (rc == 0) {
         if (mel) mel_of_frames(x, n, T, mel);
         if (x->nc) add_conv_frames(x, u, n);
-        for (int64_t i = 0; i < T; i++) start[slot_of(x->o, fold[i]) + 1]++; /* counting sort by slot */
-        for (int f = 0; f < F; f++) start[f + 1] += start[f];
-        int64_t *pos = koe_malloc(sizeof(int64_t) * F);
-        memcpy(pos, start, sizeof(int64_t) * F);
-        for (int64_t i = 0; i < T; i++) idx[pos[slot_of(x->o, fold[i])]++] = i;
-        free(pos);
         for (int l = 0; l < x->L1; l++)
-            for (int f = 0; f < F; f++) {
-                const int64_t *fi = idx + start[f], nf = start[f + 1] - start[f];
-                if (x->fr) {
-                    frame_rows(x, hid[l], hid[x->o->base_layer], hid2 ? hid2[l] : NULL, mel, fi, nf);
-                    moments_add(&x->fr[l], f, x->z, nf);
-                }
-                if (x->pf) moments_add(&x->pf[l], f, x->z, class_rows(x, hid[l], lab, x->nfcls, fi, nf));
+            for (int64_t i = 0; i < T; i++) {
+                const int f = slot_of(x->o, fold[i]);
+                if (x->fr) frame_row(x, &x->fr[l], f, hid[l], hid[x->o->base_layer], hid2 ? hid2[l] : NULL, mel, i);
+                if (x->pf && lab[i] >= 0) class_row(x, &x->pf[l], f, hid[l], lab[i], x->nfcls, i);
             }
         if (x->o->props & (ALP_CKA | ALP_PNMI))
             for (int64_t i = 0; i < T; i++)
                 if (draw[i] < x->sub_p) sub_append(x, hid, i, fold[i], lab[i], draw[i]);
     }
-    free(fold), free(lab), free(draw), free(idx), free(start), free(mel);
+    free(fold), free(lab), free(draw), free(mel);
     return rc;
 }
 
-/* The segment units of utterance u (seg[0 .. ns), q classes) into st: per layer and slot, rows
- * [mean of the window | one-hot]. */
+/* The segment units of utterance u (seg[0 .. ns), q classes) into st: per layer, each segment's row
+ * [mean of the window | one-hot] into its fold slot. */
 static void add_segments(Ctx *x, FoldStats *st, int q, const SegUnit *seg, int64_t ns, const float **hid) {
-    const int D = x->D, d = D + q;
+    const int D = x->D;
     for (int l = 0; l < x->L1; l++)
-        for (int f = 0; f < n_slots(x->o); f++) {
-            int64_t k = 0;
-            for (int64_t s = 0; s < ns; s++) {
-                if (slot_of(x->o, seg[s].fold) != f) continue;
-                double *z = x->z + k++ * d;
-                memset(z, 0, sizeof(double) * d);
-                for (int64_t i = seg[s].first; i < seg[s].end; i++)
-                    for (int j = 0; j < D; j++) z[j] += hid[l][i * D + j];
-                for (int j = 0; j < D; j++) z[j] /= (double)(seg[s].end - seg[s].first);
-                z[D + seg[s].cls] = 1;
-            }
-            moments_add(&st[l], f, x->z, k);
+        for (int64_t s = 0; s < ns; s++) {
+            const int f = slot_of(x->o, seg[s].fold);
+            double *z = moments_row(&st[l], f);
+            memset(z, 0, sizeof(double) * (D + q));
+            for (int64_t i = seg[s].first; i < seg[s].end; i++)
+                for (int j = 0; j < D; j++) z[j] += hid[l][i * D + j];
+            for (int j = 0; j < D; j++) z[j] /= (double)(seg[s].end - seg[s].first);
+            z[D + seg[s].cls] = 1;
+            moments_row_done(&st[l], f);
         }
 }
 
@@ -724,9 +699,10 @@ static void allreduce_f64(double *v, int64_t n) {
     for (int64_t o = 0; o < n; o += 1 << 27) comm_allreduce_sum_f64(v + o, (int)(n - o < (1 << 27) ? n - o : 1 << 27));
 }
 
-/* Every statistics set summed over ranks about its global mean: one allreduce of all the sets' weighted
- * means, then the sets' sums (moments_to_sums), as many consecutive sets per allreduce as fit in one
- * buffer of max(the largest set, REDUCE_DOUBLES). */
+/* Every statistics set completed (moments_flush) and, on more than one rank, summed over ranks about
+ * its global mean: one allreduce of all the sets' weighted means, then the sets' sums
+ * (moments_to_sums), as many consecutive sets per allreduce as fit in one buffer of max(the largest
+ * set, REDUCE_DOUBLES). */
 static void reduce_stats(Ctx *x) {
     FoldStats **sets = koe_malloc(sizeof(FoldStats *) * (4 * x->L1 + x->nc));
     int ns = 0;
@@ -736,9 +712,13 @@ static void reduce_stats(Ctx *x) {
             if (of[k]) sets[ns++] = &of[k][l];
     }
     for (int c = 0; c < x->nc; c++) sets[ns++] = &x->cv[c];
+    for (int i = 0; i < ns; i++) moments_flush(sets[i]);
+    if (comm_size() == 1) { /* nothing to add */
+        free(sets);
+        return;
+    }
     int64_t lc = 0, ls = REDUCE_DOUBLES, tot = 0;
     for (int i = 0; i < ns; i++) {
-        moments_flush(sets[i]);
         lc += sets[i]->dim + 1;
         ls = moments_sums_len(sets[i]) > ls ? moments_sums_len(sets[i]) : ls;
         tot += moments_sums_len(sets[i]);
@@ -1387,18 +1367,6 @@ static int ctx_open(Ctx *x, const AnalyzeLayersOpts *o, KoeError *err) {
     if (o->props & ALP_PHONE_FRAME) x->pf = stats_sets(x->L1, x->D + x->nfcls, n_slots(o));
     if (o->props & ALP_PHONE) x->sg = stats_sets(x->L1, x->D + x->ph.ncls, n_slots(o));
     if (o->props & ALP_WORD) x->wg = stats_sets(x->L1, x->D + x->wd.ncls, n_slots(o));
-    const int64_t maxT = ckpt_model_frames(x->cc.m, x->cc.max_len);
-    int64_t rows = maxT > x->max_al ? maxT : x->max_al;
-    for (int64_t i = 0, run = 0; i < x->wd.n; i++) { /* a word CTM may hold more words than frames */
-        run = i > 0 && x->wd.seg[i].utt == x->wd.seg[i - 1].utt ? run + 1 : 1;
-        rows = run > rows ? run : rows;
-    }
-    int dmax = x->fr_dim > x->D + x->nfcls ? x->fr_dim : x->D + x->nfcls;
-    dmax = dmax > x->D + x->ph.ncls ? dmax : x->D + x->ph.ncls;
-    dmax = dmax > x->D + x->wd.ncls ? dmax : x->D + x->wd.ncls;
-    for (int c = 0; c < x->nc; c++) dmax = dmax > x->cc.m->cfg.conv_dim[c] + 80 ? dmax : x->cc.m->cfg.conv_dim[c] + 80;
-    if (x->nc) rows = rows > features_num_frames(x->cc.max_len) ? rows : features_num_frames(x->cc.max_len);
-    x->z = koe_malloc(sizeof(double) * rows * dmax);
     if (o->props & ALP_MEL) {
         x->fe = features_create(FEAT_FBANK);
         x->fb = koe_malloc(sizeof(float) * features_num_frames(x->cc.max_len) * 80);
@@ -1420,7 +1388,7 @@ static void ctx_close(Ctx *x) {
     free(x->map), free(x->fcls), free(x->in_frames);
     free(x->ph.cls), free(x->ph.label), free(x->ph.seg), free(x->wd.cls), free(x->wd.label), free(x->wd.seg);
     free(x->run_utts), free(x->sub), free(x->sub_fold), free(x->sub_lab), free(x->sub_key);
-    free(x->fb), free(x->al), free(x->z), free(x->jobs), free(x->cka), free(x->cka_biased);
+    free(x->fb), free(x->al), free(x->jobs), free(x->cka), free(x->cka_biased);
     free(x->pnmi);
     phone_inventory_free(&x->inv);
     phone_inventory_free(&x->winv);
