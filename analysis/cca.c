@@ -142,15 +142,16 @@ static int fit_core(CcaFit *fit, const double *s, int dim, const ViewEig *ex, co
     return k;
 }
 
-static double *covariance(int dim, double n, const double *m) {
+/* The co-moment m (dim x dim, n units) turned into the covariance, in place. */
+static void to_covariance(double *m, int dim, double n) {
     KOE_ASSERT(n > 1);
-    double *s = koe_malloc(sizeof(double) * dim * dim);
-    for (int64_t i = 0; i < (int64_t)dim * dim; i++) s[i] = m[i] / (n - 1);
-    return s;
+    for (int64_t i = 0; i < (int64_t)dim * dim; i++) m[i] /= n - 1;
 }
 
 int cca_fit(CcaFit *fit, int dim, double n, const double *m, CcaViews vw, double eps_x, double eps_y, double tol) {
-    double *s = covariance(dim, n, m);
+    double *s = koe_malloc(sizeof(double) * dim * dim);
+    memcpy(s, m, sizeof(double) * dim * dim);
+    to_covariance(s, dim, n);
     ViewEig ex, ey;
     view_eig(s, dim, vw.x0, vw.p, eps_x, &ex);
     view_eig(s, dim, vw.y0, vw.q, eps_y, &ey);
@@ -302,11 +303,11 @@ CcaTrial cca_trial(const FoldStats *fs, CcaViews v, const CcaProtocol *pr, int t
     const int d = fs->dim, ne = pr->n_eps;
     KOE_ASSERT(t >= 0 && t < CCA_MAX_TRIALS && 2 * t + 1 < fs->folds && ne > 0 && ne <= CCA_MAX_EPS);
     CcaTrial res = {.pwcca = NAN, .n_dev = fs->n[2 * t], .n_test = fs->n[2 * t + 1]};
-    double *mu = koe_malloc(sizeof(double) * d), *m_tr = koe_malloc(sizeof(double) * d * d);
-    unsigned char *use = koe_malloc((size_t)fs->folds);
+    double *mu = koe_malloc(sizeof(double) * d), *s = koe_malloc(sizeof(double) * d * d); /* one d x d buffer: */
+    unsigned char *use = koe_malloc((size_t)fs->folds);                                  /* each page is a fault */
     for (int f = 0; f < fs->folds; f++) use[f] = f != 2 * t && f != 2 * t + 1;
-    moments_merge_folds(fs, use, &res.n_train, mu, m_tr);
-    double *s = covariance(d, res.n_train, m_tr);
+    moments_merge_folds(fs, use, &res.n_train, mu, s);
+    to_covariance(s, d, res.n_train);
     const double *m_dev = fs->m + (int64_t)(2 * t) * d * d, *m_test = fs->m + (int64_t)(2 * t + 1) * d * d;
     ViewGrid gx, gy;
     grid_init(&gx, s, d, v.x0, v.p, pr);
@@ -336,7 +337,7 @@ CcaTrial cca_trial(const FoldStats *fs, CcaViews v, const CcaProtocol *pr, int t
     for (int j = 0; j < ne * ne; j++)
         if (kept[j]) cca_fit_free(&fits[j]);
     grid_free(&gx, ne), grid_free(&gy, ne);
-    free(s), free(mu), free(m_tr), free(use);
+    free(s), free(mu), free(use);
     return res;
 }
 
