@@ -433,10 +433,6 @@ static void plan_run_list(Ctx *x) {
     free(use);
 }
 
-/* The reduction buffer: at least the largest statistics set's sums, else this many doubles (so a small
- * model's sets go in one allreduce: each one is a point where every rank waits for the slowest). */
-#define REDUCE_DOUBLES (2 << 20)
-
 static FoldStats *stats_sets(int L1, int dim, int folds) {
     FoldStats *s = koe_malloc(sizeof(FoldStats) * L1);
     for (int l = 0; l < L1; l++) moments_init(&s[l], dim, folds);
@@ -446,21 +442,19 @@ static FoldStats *stats_sets(int L1, int dim, int folds) {
 /* Bytes of every statistics set, the subsample on one rank, and the CKA Gram sums. */
 static double memory_estimate(const Ctx *x, int world) {
     const AnalyzeLayersOpts *o = x->o;
-    double b = 0, dims[4] = {x->fr_dim, x->D + x->nfcls, x->D + x->ph.ncls, x->D + x->wd.ncls}, big = 0, tot = 0;
+    double b = 0, dims[4] = {x->fr_dim, x->D + x->nfcls, x->D + x->ph.ncls, x->D + x->wd.ncls}, big = 0;
     const int have[4] = {x->fr != NULL, x->pf != NULL, x->sg != NULL, x->wg != NULL};
     for (int s = 0; s < 4; s++)
         if (have[s]) {
             b += x->L1 * moments_bytes((int)dims[s], n_slots(o));
             big = fmax(big, 8.0 * n_slots(o) * (1 + dims[s] + dims[s] * (dims[s] + 1) / 2));
-            tot += x->L1 * 8.0 * n_slots(o) * (1 + dims[s] + dims[s] * (dims[s] + 1) / 2);
         }
     for (int c = 0; c < x->nc; c++) {
         const int dc = x->cc.m->cfg.conv_dim[c] + 80;
         b += moments_bytes(dc, n_slots(o));
         big = fmax(big, 8.0 * n_slots(o) * (1 + dc + dc * (dc + 1) / 2.0));
-        tot += 8.0 * n_slots(o) * (1 + dc + dc * (dc + 1) / 2.0);
     }
-    b += fmax(big, fmin(8.0 * REDUCE_DOUBLES, tot)); /* the reduction buffer (reduce_stats) */
+    b += big; /* the sums buffer of one set during the reduction */
     const double sub = (double)(o->sub_frames < x->n_frames ? o->sub_frames : x->n_frames);
     if (o->props & (ALP_CKA | ALP_PNMI)) b += 1.2 * sub * x->L1 * x->D * 4.0 / world;
     if (o->props & ALP_CKA) b += 8.0 * (double)x->L1 * x->D * x->L1 * x->D;
@@ -701,10 +695,8 @@ static void allreduce_f64(double *v, int64_t n) {
     for (int64_t o = 0; o < n; o += 1 << 27) comm_allreduce_sum_f64(v + o, (int)(n - o < (1 << 27) ? n - o : 1 << 27));
 }
 
-/* Every statistics set summed over ranks about its global mean: one allreduce of all the sets' weighted
- * means, then the sets' sums (moments_to_sums), as many consecutive sets per allreduce as fit in one
- * buffer of max(the largest set, REDUCE_DOUBLES). One rank makes the same round trip: skipping it
- * measured slower solves after it (0.51-0.57 s against 0.43-0.45 s of CPU on the demo corpus). */
+/* Every statistics set summed over ranks about its global mean: one allreduce of all the sets'
+ * weighted means, then each set's sums (moments_to_sums) through one buffer sized for the largest. */
 static void reduce_stats(Ctx *x) {
     FoldStats **sets = koe_malloc(sizeof(FoldStats *) * (4 * x->L1 + x->nc));
     int ns = 0;
@@ -714,33 +706,21 @@ static void reduce_stats(Ctx *x) {
             if (of[k]) sets[ns++] = &of[k][l];
     }
     for (int c = 0; c < x->nc; c++) sets[ns++] = &x->cv[c];
-    int64_t lc = 0, ls = REDUCE_DOUBLES, tot = 0;
+    int64_t lc = 0, ls = 0;
     for (int i = 0; i < ns; i++) {
         moments_flush(sets[i]);
         lc += sets[i]->dim + 1;
         ls = moments_sums_len(sets[i]) > ls ? moments_sums_len(sets[i]) : ls;
-        tot += moments_sums_len(sets[i]);
     }
-    ls = ls < tot ? ls : tot;
     double *c = koe_malloc(sizeof(double) * (lc ? lc : 1)), *sums = koe_malloc(sizeof(double) * (ls ? ls : 1));
     for (int i = 0, o = 0; i < ns; o += sets[i++]->dim + 1) moments_weighted_mean(sets[i], c + o, c + o + sets[i]->dim);
     allreduce_f64(c, lc);
     for (int i = 0, o = 0; i < ns; o += sets[i++]->dim + 1) {
         const int d = sets[i]->dim;
         for (int j = 0; j < d; j++) c[o + j] = c[o + d] > 0 ? c[o + j] / c[o + d] : 0;
-    }
-    for (int i = 0, o = 0; i < ns;) { /* sets [i, e) through the buffer at once */
-        int e = i, oe = o;
-        int64_t len = 0;
-        for (; e < ns && len + moments_sums_len(sets[e]) <= ls; oe += sets[e++]->dim + 1) {
-            moments_to_sums(sets[e], c + oe, sums + len);
-            len += moments_sums_len(sets[e]);
-        }
-        allreduce_f64(sums, len);
-        for (len = 0; i < e; o += sets[i++]->dim + 1) {
-            moments_from_sums(sets[i], c + o, sums + len);
-            len += moments_sums_len(sets[i]);
-        }
+        moments_to_sums(sets[i], c + o, sums);
+        allreduce_f64(sums, moments_sums_len(sets[i]));
+        moments_from_sums(sets[i], c + o, sums);
     }
     free(sums), free(c), free(sets);
 }
