@@ -142,15 +142,16 @@ static int fit_core(CcaFit *fit, const double *s, int dim, const ViewEig *ex, co
     return k;
 }
 
-static double *covariance(int dim, double n, const double *m) {
+/* The co-moment m (dim x dim, n units) turned into the covariance, in place. */
+static void to_covariance(double *m, int dim, double n) {
     KOE_ASSERT(n > 1);
-    double *s = koe_malloc(sizeof(double) * dim * dim);
-    for (int64_t i = 0; i < (int64_t)dim * dim; i++) s[i] = m[i] / (n - 1);
-    return s;
+    for (int64_t i = 0; i < (int64_t)dim * dim; i++) m[i] /= n - 1;
 }
 
 int cca_fit(CcaFit *fit, int dim, double n, const double *m, CcaViews vw, double eps_x, double eps_y, double tol) {
-    double *s = covariance(dim, n, m);
+    double *s = koe_malloc(sizeof(double) * dim * dim);
+    memcpy(s, m, sizeof(double) * dim * dim);
+    to_covariance(s, dim, n);
     ViewEig ex, ey;
     view_eig(s, dim, vw.x0, vw.p, eps_x, &ex);
     view_eig(s, dim, vw.y0, vw.q, eps_y, &ey);
@@ -293,70 +294,77 @@ static void grid_free(ViewGrid *g, int n_eps) {
     }
 }
 
-/* Fit with eps pair (i, j) of the grids and score on m_eval: PWCCA, or NaN when it cannot be scored. */
-static double grid_score(const double *s, int dim, const ViewGrid *gx, const ViewGrid *gy, int i, int j,
-                         const double *m_eval, CcaScore *sc, int *k) {
-    CcaFit fit;
-    double r = NAN;
-    *k = fit_core(&fit, s, dim, &gx->eig[gx->owner[i]], gx->w[i], gx->r[i], &gy->eig[gy->owner[j]], gy->w[j], gy->r[j]);
-    if (*k > 0 && cca_eval(&fit, dim, m_eval, sc) == 0) r = sc->pwcca;
-    cca_fit_free(&fit);
-    return r;
+/* The fit with eps pair (i, j) of the grids; returns its k (0: nothing to score). */
+static int grid_fit(const double *s, int dim, const ViewGrid *gx, const ViewGrid *gy, int i, int j, CcaFit *fit) {
+    return fit_core(fit, s, dim, &gx->eig[gx->owner[i]], gx->w[i], gx->r[i], &gy->eig[gy->owner[j]], gy->w[j], gy->r[j]);
 }
 
-/* Trial t: every eps pair fitted on the training folds (s: their covariance) and scored on the dev
- * fold, the first pair within 1e-12 of the best scored on the test fold. Returns the test PWCCA
- * (NaN on failure) and fills sc, k and the chosen pair. */
-static double trial(const FoldStats *fs, const double *s, CcaViews v, const CcaProtocol *pr, int t, CcaScore *sc,
-                    int *k, double eps[2]) {
+CcaTrial cca_trial(const FoldStats *fs, CcaViews v, const CcaProtocol *pr, int t) {
     const int d = fs->dim, ne = pr->n_eps;
+    KOE_ASSERT(t >= 0 && t < CCA_MAX_TRIALS && 2 * t + 1 < fs->folds && ne > 0 && ne <= CCA_MAX_EPS);
+    CcaTrial res = {.pwcca = NAN, .n_dev = fs->n[2 * t], .n_test = fs->n[2 * t + 1]};
+    double *mu = koe_malloc(sizeof(double) * d), *s = koe_malloc(sizeof(double) * d * d); /* one d x d buffer: */
+    unsigned char *use = koe_malloc((size_t)fs->folds);                                  /* each page is a fault */
+    for (int f = 0; f < fs->folds; f++) use[f] = f != 2 * t && f != 2 * t + 1;
+    moments_merge_folds(fs, use, &res.n_train, mu, s);
+    to_covariance(s, d, res.n_train);
     const double *m_dev = fs->m + (int64_t)(2 * t) * d * d, *m_test = fs->m + (int64_t)(2 * t + 1) * d * d;
     ViewGrid gx, gy;
     grid_init(&gx, s, d, v.x0, v.p, pr);
     grid_init(&gy, s, d, v.y0, v.q, pr);
+    /* every pair fitted and scored on the dev fold; a fit is kept while it can still be the choice (its
+     * dev PWCCA within 1e-12 of the best so far), so the chosen one is scored on the test fold as fitted */
+    CcaFit fits[CCA_MAX_EPS * CCA_MAX_EPS];
+    unsigned char kept[CCA_MAX_EPS * CCA_MAX_EPS] = {0};
     double best = -INFINITY, dev[CCA_MAX_EPS * CCA_MAX_EPS];
+    CcaScore sc = {0};
     for (int e = 0; e < ne * ne; e++) {
-        dev[e] = grid_score(s, d, &gx, &gy, e / ne, e % ne, m_dev, sc, k);
+        res.k = grid_fit(s, d, &gx, &gy, e / ne, e % ne, &fits[e]);
+        kept[e] = 1;
+        dev[e] = res.k > 0 && cca_eval(&fits[e], d, m_dev, &sc) == 0 ? sc.pwcca : NAN;
         if (dev[e] > best) best = dev[e];
+        for (int j = 0; j <= e; j++)
+            if (kept[j] && !(dev[j] >= best - 1e-12)) cca_fit_free(&fits[j]), kept[j] = 0;
     }
     int e = 0;
-    while (e < ne * ne && !(dev[e] >= best - 1e-12)) e++;
-    double r = NAN;
+    while (e < ne * ne && !kept[e]) e++;
     if (e < ne * ne) {
-        eps[0] = pr->eps[e / ne], eps[1] = pr->eps[e % ne];
-        r = grid_score(s, d, &gx, &gy, e / ne, e % ne, m_test, sc, k);
+        res.eps[0] = pr->eps[e / ne], res.eps[1] = pr->eps[e % ne];
+        res.k = fits[e].k;
+        if (cca_eval(&fits[e], d, m_test, &sc) == 0) res.pwcca = sc.pwcca;
     }
+    res.mean_rho = sc.mean_rho, res.rho1 = sc.rho1, res.dropped = sc.dropped;
+    for (int j = 0; j < ne * ne; j++)
+        if (kept[j]) cca_fit_free(&fits[j]);
     grid_free(&gx, ne), grid_free(&gy, ne);
-    return r;
+    free(s), free(mu), free(use);
+    return res;
 }
 
-CcaResult cca_protocol(const FoldStats *fs, CcaViews v, const CcaProtocol *pr) {
-    CcaResult res = {.ok = 1};
-    const int d = fs->dim, T = pr->trials;
-    KOE_ASSERT(T > 0 && T <= CCA_MAX_TRIALS && 2 * T <= fs->folds && pr->n_eps > 0 && pr->n_eps <= CCA_MAX_EPS);
-    double n_tr, *mu = koe_malloc(sizeof(double) * d), *m_tr = koe_malloc(sizeof(double) * d * d);
-    unsigned char *use = koe_malloc((size_t)fs->folds);
+CcaResult cca_combine(const CcaTrial *tr, int trials) {
+    const int T = trials;
+    KOE_ASSERT(T > 0 && T <= CCA_MAX_TRIALS);
+    CcaResult res = {.ok = 1, .k = tr[0].k, .n_train = tr[0].n_train, .n_dev = tr[0].n_dev, .n_test = tr[0].n_test};
     double sum = 0;
-    for (int t = 0; t < T && res.ok; t++) {
-        for (int f = 0; f < fs->folds; f++) use[f] = f != 2 * t && f != 2 * t + 1;
-        moments_merge_folds(fs, use, &n_tr, mu, m_tr);
-        double *s = covariance(d, n_tr, m_tr);
-        CcaScore sc = {0};
-        int k = 0;
-        const double r = trial(fs, s, v, pr, t, &sc, &k, res.eps[t]);
-        free(s);
-        if (isnan(r)) res.ok = 0;
-        res.trial[t] = r;
-        sum += r;
-        res.mean_rho += sc.mean_rho / T;
-        res.rho1 += sc.rho1 / T;
-        res.dropped = sc.dropped > res.dropped ? sc.dropped : res.dropped;
-        if (t == 0) res.k = k, res.n_train = n_tr, res.n_dev = fs->n[0], res.n_test = fs->n[1];
+    for (int t = 0; t < T; t++) {
+        if (isnan(tr[t].pwcca)) res.ok = 0;
+        res.trial[t] = tr[t].pwcca;
+        sum += tr[t].pwcca;
+        res.mean_rho += tr[t].mean_rho / T;
+        res.rho1 += tr[t].rho1 / T;
+        res.dropped = tr[t].dropped > res.dropped ? tr[t].dropped : res.dropped;
+        res.eps[t][0] = tr[t].eps[0], res.eps[t][1] = tr[t].eps[1];
     }
     res.pwcca = sum / T;
     double ss = 0;
     for (int t = 0; t < T; t++) ss += (res.trial[t] - res.pwcca) * (res.trial[t] - res.pwcca);
     res.pwcca_std = T > 1 ? sqrt(ss / (T - 1)) : 0;
-    free(mu), free(m_tr), free(use);
     return res;
+}
+
+CcaResult cca_protocol(const FoldStats *fs, CcaViews v, const CcaProtocol *pr) {
+    KOE_ASSERT(pr->trials > 0 && pr->trials <= CCA_MAX_TRIALS && 2 * pr->trials <= fs->folds);
+    CcaTrial tr[CCA_MAX_TRIALS];
+    for (int t = 0; t < pr->trials; t++) tr[t] = cca_trial(fs, v, pr, t);
+    return cca_combine(tr, pr->trials);
 }

@@ -72,7 +72,20 @@ typedef struct {
     double n_train, n_dev, n_test; /* of trial 0 */
 } CcaResult;
 
-/* The protocol on fold statistics: per trial, every eps pair fitted on the training folds and
- * scored on the dev fold; the first pair within 1e-12 of the best dev PWCCA is scored on the test
- * fold. Needs 2 * trials <= fs->folds. */
+/* One trial of the protocol. */
+typedef struct {
+    double pwcca;                  /* the test fold's PWCCA (NaN: no canonical pair, or not scorable) */
+    double mean_rho, rho1;         /* of the test fold */
+    int k, dropped;                /* canonical pairs of the chosen fit; directions the test fold left out */
+    double eps[2];                 /* the chosen (eps_x, eps_y) */
+    double n_train, n_dev, n_test; /* units */
+} CcaTrial;
+
+/* Trial t (dev fold 2t, test fold 2t + 1, training every other fold): every eps pair fitted on the
+ * training folds and scored on the dev fold; the fit of the first pair within 1e-12 of the best dev
+ * PWCCA is scored on the test fold. Trials are independent (a caller may run them anywhere). */
+CcaTrial cca_trial(const FoldStats *fs, CcaViews v, const CcaProtocol *pr, int t);
+/* The result of trials 0 .. trials-1 (mean, sample standard deviation, trial 0's k and counts). */
+CcaResult cca_combine(const CcaTrial *tr, int trials);
+/* cca_trial for every trial, then cca_combine. Needs 2 * trials <= fs->folds. */
 CcaResult cca_protocol(const FoldStats *fs, CcaViews v, const CcaProtocol *pr);

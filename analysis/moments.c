@@ -74,16 +74,19 @@ static void update(FoldStats *fs, int fold, const double *z, int64_t rows) {
     fs->stale = 1;
 }
 
-void moments_add(FoldStats *fs, int fold, const double *z, int64_t rows) {
+double *moments_row(FoldStats *fs, int fold) {
     KOE_ASSERT(fold >= 0 && fold < fs->folds);
-    const int d = fs->dim, b = fs->batch;
-    double *pend = fs->pend + (int64_t)fold * b * d;
-    for (int64_t r = 0; r < rows;) {
-        const int64_t take = rows - r < b - fs->n_pend[fold] ? rows - r : b - fs->n_pend[fold];
-        memcpy(pend + (int64_t)fs->n_pend[fold] * d, z + r * d, sizeof(double) * take * d);
-        fs->n_pend[fold] += (int)take;
-        r += take;
-        if (fs->n_pend[fold] == b) update(fs, fold, pend, b), fs->n_pend[fold] = 0;
+    return fs->pend + ((int64_t)fold * fs->batch + fs->n_pend[fold]) * fs->dim;
+}
+
+void moments_row_done(FoldStats *fs, int fold) {
+    if (++fs->n_pend[fold] == fs->batch) update(fs, fold, fs->pend + (int64_t)fold * fs->batch * fs->dim, fs->batch), fs->n_pend[fold] = 0;
+}
+
+void moments_add(FoldStats *fs, int fold, const double *z, int64_t rows) {
+    for (int64_t r = 0; r < rows; r++) {
+        memcpy(moments_row(fs, fold), z + r * fs->dim, sizeof(double) * fs->dim);
+        moments_row_done(fs, fold);
     }
 }
 

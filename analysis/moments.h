@@ -32,6 +32,10 @@ double moments_bytes(int dim, int folds);
 void moments_free(FoldStats *fs);
 /* Add `rows` rows of z (rows, dim), all in fold `fold` (held until its batch is full). */
 void moments_add(FoldStats *fs, int fold, const double *z, int64_t rows);
+/* A row written in place: moments_row gives the next pending row of fold `fold` (dim doubles, to be
+ * filled), moments_row_done adds it (moments_add is this with a copy). */
+double *moments_row(FoldStats *fs, int fold);
+void moments_row_done(FoldStats *fs, int fold);
 /* Fold in every pending row and complete m. Call before reading n, mean or m. */
 void moments_flush(FoldStats *fs);
 /* (n, mean, m) += (nb, mb, Mb), sets of dimension dim (Chan et al.). */

@@ -11,10 +11,12 @@
  *      runs one forward per utterance and adds its units to per-layer fold co-moments (double) —
  *      hidden states are never kept, except the keyed frame subsample CKA and PNMI need
  *      (--sub-frames); with --conv also each conv layer's output averaged onto the 10 ms fbank frames.
- *   3. The co-moments are summed over ranks about the global mean; the (property, layer) solves are
- *      spread over ranks by estimated cost and gathered; CKA from summed Gram blocks; k-means per layer on the
- *      subsample's training folds (distributed/kmeans), PNMI of its test folds against phones.
- *   4. Rank 0 prints the table (or --json) and writes --out DIR/layers.json, layers.tsv, cka.tsv.
+ *   3. The co-moments are summed over ranks about the global mean; the solves, one per (property,
+ *      layer, trial), are spread over ranks by estimated cost and gathered; CKA from summed Gram blocks;
+ *      k-means per layer on the subsample's training folds (distributed/kmeans), PNMI of its test folds
+ *      against phones.
+ *   4. Rank 0 prints the table (or --json) and writes --out DIR/layers.json, layers.tsv, cka.tsv; the
+ *      last rank draws the charts meanwhile (every rank holds the results).
  * Must not: keep hidden states beyond the subsample, or depend on the rank count beyond float
  * reassociation of the sums. */
 #include "analyze_layers.h"
@@ -151,7 +153,6 @@ typedef struct {
     FeatureExtractor *fe;
     uint16_t *al;
     int64_t max_al;
-    double *z;
     /* results */
     Job *jobs;
     int n_jobs;
@@ -161,7 +162,8 @@ typedef struct {
     int64_t pnmi_train, pnmi_test;
     double t_forward; /* seconds in model_forward on this rank */
     double sec[7];    /* this rank's seconds: forwards, statistics, waiting for the other ranks after them,
-                       * reductions, solves, CKA and k-means, outputs and charts (rank 0) */
+                       * reductions, solves, CKA and k-means, outputs and charts (rank 0 the files,
+                       * the last rank the charts) */
 } Ctx;
 
 static int need_align(const AnalyzeLayersOpts *o) { return (o->props & (ALP_PHONE | ALP_PHONE_FRAME | ALP_PNMI)) != 0; }
@@ -473,37 +475,30 @@ static double mem_total_bytes(void) {
     return kb * 1024.0;
 }
 
-/* z rows of the frames `idx` (n) of one fold into x->z: [x_l | mel | x_base | x2_l] for the frame set
- * (h, hb, h2 the layer, the base layer, the same layer of --ckpt2). */
-static void frame_rows(Ctx *x, const float *h, const float *hb, const float *h2, const float *mel, const int64_t *idx,
-                       int64_t n) {
-    const int D = x->D, d = x->fr_dim;
-    for (int64_t r = 0; r < n; r++) {
-        const int64_t i = idx[r];
-        double *z = x->z + r * d;
-        for (int j = 0; j < D; j++) z[j] = h[i * D + j];
-        if (x->o->props & ALP_MEL)
-            for (int j = 0; j < 80; j++) z[x->mel_off + j] = mel[i * 80 + j];
-        if (x->o->props & ALP_INTRA)
-            for (int j = 0; j < D; j++) z[x->base_off + j] = hb[i * D + j];
-        if (x->o->props & ALP_INTER)
-            for (int j = 0; j < x->D2; j++) z[x->inter_off + j] = h2[i * x->D2 + j];
-    }
+/* Frame i's row of the frame set st (fold slot f): [x_l | mel | x_base | x2_l] (h, hb, h2 the layer,
+ * the base layer, the same layer of --ckpt2). */
+static void frame_row(const Ctx *x, FoldStats *st, int f, const float *h, const float *hb, const float *h2,
+                      const float *mel, int64_t i) {
+    const int D = x->D;
+    double *z = moments_row(st, f);
+    for (int j = 0; j < D; j++) z[j] = h[i * D + j];
+    if (x->o->props & ALP_MEL)
+        for (int j = 0; j < 80; j++) z[x->mel_off + j] = mel[i * 80 + j];
+    if (x->o->props & ALP_INTRA)
+        for (int j = 0; j < D; j++) z[x->base_off + j] = hb[i * D + j];
+    if (x->o->props & ALP_INTER)
+        for (int j = 0; j < x->D2; j++) z[x->inter_off + j] = h2[i * x->D2 + j];
+    moments_row_done(st, f);
 }
 
-/* z rows [x_l | one-hot(cls)] of the frames idx (n) with lab[i] >= 0 into x->z; returns the count. */
-static int64_t class_rows(Ctx *x, const float *h, const int *lab, int q, const int64_t *idx, int64_t n) {
-    const int D = x->D, d = D + q;
-    int64_t k = 0;
-    for (int64_t r = 0; r < n; r++) {
-        const int64_t i = idx[r];
-        if (lab[i] < 0) continue;
-        double *z = x->z + k++ * d;
-        for (int j = 0; j < D; j++) z[j] = h[i * D + j];
-        memset(z + D, 0, sizeof(double) * q);
-        z[D + lab[i]] = 1;
-    }
-    return k;
+/* Frame i's row [x_l | one-hot(cls)] of st (fold slot f), q classes. */
+static void class_row(const Ctx *x, FoldStats *st, int f, const float *h, int cls, int q, int64_t i) {
+    const int D = x->D;
+    double *z = moments_row(st, f);
+    for (int j = 0; j < D; j++) z[j] = h[i * D + j];
+    memset(z + D, 0, sizeof(double) * q);
+    z[D + cls] = 1;
+    moments_row_done(st, f);
 }
 
 /* The mel property of each encoder frame (T, 80): waveform frontends the fbank frame under the same
@@ -565,79 +560,62 @@ static void add_conv_frames(Ctx *x, int64_t u, int64_t n) {
     const int64_t nf = features_num_frames(n);
     for (int c = 0; c < x->nc; c++) {
         const ConvPool *p = &x->cpool[c];
-        const int C = x->cc.m->cfg.conv_dim[c], d = C + 80;
+        const int C = x->cc.m->cfg.conv_dim[c];
         const int64_t nt = segments_conv_pooled(p, x->cc.m->Tc[c], nf);
         const float *act = x->cc.m->a.conv_act[c];
-        for (int f = 0; f < n_slots(x->o); f++) {
-            int64_t k = 0;
-            for (int64_t t = 0; t < nt; t++) {
-                const int64_t fb = t * p->fb_step;
-                KoeRng g = koe_rng(x->o->seed, (uint64_t)u, (uint64_t)fb, KOE_RNG_ANALYZE_CONV);
-                if (slot_of(x->o, (int)koe_rng_below(&g, (uint64_t)x->o->folds)) != f) continue;
-                double *z = x->z + k++ * d;
-                memset(z, 0, sizeof(double) * C);
-                for (int64_t i = t * p->stride; i < t * p->stride + p->kernel; i++)
-                    for (int j = 0; j < C; j++) z[j] += act[i * C + j];
-                for (int j = 0; j < C; j++) z[j] /= p->kernel;
-                for (int j = 0; j < 80; j++) z[C + j] = x->fb[fb * 80 + j];
-            }
-            moments_add(&x->cv[c], f, x->z, k);
+        for (int64_t t = 0; t < nt; t++) {
+            const int64_t fb = t * p->fb_step;
+            KoeRng g = koe_rng(x->o->seed, (uint64_t)u, (uint64_t)fb, KOE_RNG_ANALYZE_CONV);
+            const int f = slot_of(x->o, (int)koe_rng_below(&g, (uint64_t)x->o->folds));
+            double *z = moments_row(&x->cv[c], f);
+            memset(z, 0, sizeof(double) * C);
+            for (int64_t i = t * p->stride; i < t * p->stride + p->kernel; i++)
+                for (int j = 0; j < C; j++) z[j] += act[i * C + j];
+            for (int j = 0; j < C; j++) z[j] /= p->kernel;
+            for (int j = 0; j < 80; j++) z[C + j] = x->fb[fb * 80 + j];
+            moments_row_done(&x->cv[c], f);
         }
     }
 }
 
 /* The frame units of utterance u (n samples, T encoder frames, hidden states hid, and hid2 of
- * --ckpt2 for inter). */
+ * --ckpt2 for inter), each frame's row into its fold slot. */
 static int add_frames(Ctx *x, int64_t u, int64_t n, int64_t T, const float **hid, const float **hid2, KoeError *err) {
-    const int F = n_slots(x->o);
     int *fold = koe_malloc(sizeof(int) * T), *lab = koe_malloc(sizeof(int) * T);
     double *draw = koe_malloc(sizeof(double) * T);
-    int64_t *idx = koe_malloc(sizeof(int64_t) * T), *start = koe_calloc((size_t)F + 1, sizeof(int64_t));
     float *mel = x->o->props & ALP_MEL ? koe_malloc(sizeof(float) * T * 80) : NULL;
     int rc = frame_labels(x, u, T, fold, draw, lab, err);
     if (rc == 0) {
         if (mel) mel_of_frames(x, n, T, mel);
         if (x->nc) add_conv_frames(x, u, n);
-        for (int64_t i = 0; i < T; i++) start[slot_of(x->o, fold[i]) + 1]++; /* counting sort by slot */
-        for (int f = 0; f < F; f++) start[f + 1] += start[f];
-        int64_t *pos = koe_malloc(sizeof(int64_t) * F);
-        memcpy(pos, start, sizeof(int64_t) * F);
-        for (int64_t i = 0; i < T; i++) idx[pos[slot_of(x->o, fold[i])]++] = i;
-        free(pos);
         for (int l = 0; l < x->L1; l++)
-            for (int f = 0; f < F; f++) {
-                const int64_t *fi = idx + start[f], nf = start[f + 1] - start[f];
-                if (x->fr) {
-                    frame_rows(x, hid[l], hid[x->o->base_layer], hid2 ? hid2[l] : NULL, mel, fi, nf);
-                    moments_add(&x->fr[l], f, x->z, nf);
-                }
-                if (x->pf) moments_add(&x->pf[l], f, x->z, class_rows(x, hid[l], lab, x->nfcls, fi, nf));
+            for (int64_t i = 0; i < T; i++) {
+                const int f = slot_of(x->o, fold[i]);
+                if (x->fr) frame_row(x, &x->fr[l], f, hid[l], hid[x->o->base_layer], hid2 ? hid2[l] : NULL, mel, i);
+                if (x->pf && lab[i] >= 0) class_row(x, &x->pf[l], f, hid[l], lab[i], x->nfcls, i);
             }
         if (x->o->props & (ALP_CKA | ALP_PNMI))
             for (int64_t i = 0; i < T; i++)
                 if (draw[i] < x->sub_p) sub_append(x, hid, i, fold[i], lab[i], draw[i]);
     }
-    free(fold), free(lab), free(draw), free(idx), free(start), free(mel);
+    free(fold), free(lab), free(draw), free(mel);
     return rc;
 }
 
-/* The segment units of utterance u (seg[0 .. ns), q classes) into st: per layer and slot, rows
- * [mean of the window | one-hot]. */
+/* The segment units of utterance u (seg[0 .. ns), q classes) into st: per layer, each segment's row
+ * [mean of the window | one-hot] into its fold slot. */
 static void add_segments(Ctx *x, FoldStats *st, int q, const SegUnit *seg, int64_t ns, const float **hid) {
-    const int D = x->D, d = D + q;
+    const int D = x->D;
     for (int l = 0; l < x->L1; l++)
-        for (int f = 0; f < n_slots(x->o); f++) {
-            int64_t k = 0;
-            for (int64_t s = 0; s < ns; s++) {
-                if (slot_of(x->o, seg[s].fold) != f) continue;
-                double *z = x->z + k++ * d;
-                memset(z, 0, sizeof(double) * d);
-                for (int64_t i = seg[s].first; i < seg[s].end; i++)
-                    for (int j = 0; j < D; j++) z[j] += hid[l][i * D + j];
-                for (int j = 0; j < D; j++) z[j] /= (double)(seg[s].end - seg[s].first);
-                z[D + seg[s].cls] = 1;
-            }
-            moments_add(&st[l], f, x->z, k);
+        for (int64_t s = 0; s < ns; s++) {
+            const int f = slot_of(x->o, seg[s].fold);
+            double *z = moments_row(&st[l], f);
+            memset(z, 0, sizeof(double) * (D + q));
+            for (int64_t i = seg[s].first; i < seg[s].end; i++)
+                for (int j = 0; j < D; j++) z[j] += hid[l][i * D + j];
+            for (int j = 0; j < D; j++) z[j] /= (double)(seg[s].end - seg[s].first);
+            z[D + seg[s].cls] = 1;
+            moments_row_done(&st[l], f);
         }
 }
 
@@ -794,26 +772,27 @@ static int check_sizes(const Ctx *x, KoeError *err) {
     return 0;
 }
 
-/* Each job's rank: the jobs by estimated cost, largest first, each to the rank with the least so far
- * (ties: the lower rank, the lower job), the same on every rank. The cost of a fit: the eigenproblems
- * p^3 + q^3 and the SVD p q min(p, q) of its views' dimensions. */
-static int *job_owners(const Ctx *x, int world) {
-    const size_t n = (size_t)(x->n_jobs ? x->n_jobs : 1);
-    int *owner = koe_malloc(sizeof(int) * n), *order = koe_malloc(sizeof(int) * n);
-    double *cost = koe_malloc(sizeof(double) * n), *load = koe_calloc((size_t)world, sizeof(double));
-    for (int i = 0; i < x->n_jobs; i++) {
+/* Each solve's rank, a solve being one trial of one job (cca_trial): the solves by estimated cost,
+ * largest first, each to the rank with the least so far (ties: the lower rank, the lower solve), the
+ * same on every rank. The cost of a fit: the eigenproblems p^3 + q^3 and the SVD p q min(p, q) of its
+ * job's views' dimensions. */
+static int *solve_owners(const Ctx *x, int world) {
+    const int T = x->o->trials, n = x->n_jobs * T;
+    int *owner = koe_malloc(sizeof(int) * (n ? n : 1)), *order = koe_malloc(sizeof(int) * (n ? n : 1));
+    double *cost = koe_malloc(sizeof(double) * (n ? n : 1)), *load = koe_calloc((size_t)world, sizeof(double));
+    for (int i = 0; i < n; i++) {
         CcaViews v;
-        job_stats(x, &x->jobs[i], &v);
+        job_stats(x, &x->jobs[i / T], &v);
         const double p = v.p, q = v.q;
         cost[i] = p * p * p + q * q * q + p * q * fmin(p, q);
         order[i] = i;
     }
-    for (int a = 1; a < x->n_jobs; a++) /* insertion sort: descending cost, ascending index */
+    for (int a = 1; a < n; a++) /* insertion sort: descending cost, ascending index */
         for (int b = a; b > 0 && cost[order[b]] > cost[order[b - 1]]; b--) {
             const int t = order[b];
             order[b] = order[b - 1], order[b - 1] = t;
         }
-    for (int a = 0; a < x->n_jobs; a++) {
+    for (int a = 0; a < n; a++) {
         int r = 0;
         for (int k = 1; k < world; k++)
             if (load[k] < load[r]) r = k;
@@ -824,32 +803,35 @@ static int *job_owners(const Ctx *x, int world) {
     return owner;
 }
 
-/* Every job on its rank (job_owners), a rank's jobs over its OpenMP threads (each job's BLAS then runs
- * on one thread; a job's result does not depend on which thread or rank runs it); the results gathered
- * by one allreduce. */
+/* Every solve (job i, trial t) on its rank (solve_owners), a rank's solves over its OpenMP threads
+ * (each solve's BLAS then runs on one thread; a trial's result does not depend on which thread or rank
+ * runs it); the trials gathered by one allreduce and combined per job (cca_combine) on every rank. */
 static void solve_jobs(Ctx *x) {
-    const int T = x->o->trials, w = 10 + 2 * T, rank = comm_rank(), world = comm_size();
-    double *buf = koe_calloc((size_t)x->n_jobs * w, sizeof(double));
-    int *owner = job_owners(x, world);
+    enum { W = 10 }; /* doubles per trial */
+    const int T = x->o->trials, n = x->n_jobs * T, rank = comm_rank();
+    double *buf = koe_calloc((size_t)(n ? n : 1) * W, sizeof(double));
+    int *owner = solve_owners(x, comm_size());
     CcaProtocol pr = {.trials = T, .eps = x->o->eps.v, .n_eps = x->o->eps.n, .null_tol = x->o->null_tol};
 #pragma omp parallel for schedule(dynamic)
-    for (int i = 0; i < x->n_jobs; i++) {
+    for (int i = 0; i < n; i++) {
         if (owner[i] != rank) continue;
         CcaViews v;
-        const FoldStats *fs = job_stats(x, &x->jobs[i], &v);
-        const CcaResult r = cca_protocol(fs, v, &pr);
-        double *b = buf + (int64_t)i * w;
-        b[0] = r.ok, b[1] = r.pwcca, b[2] = r.pwcca_std, b[3] = r.mean_rho, b[4] = r.rho1, b[5] = r.k;
-        b[6] = r.n_train, b[7] = r.n_dev, b[8] = r.n_test, b[9] = r.dropped;
-        for (int t = 0; t < T; t++) b[10 + 2 * t] = r.eps[t][0], b[11 + 2 * t] = r.eps[t][1];
+        const FoldStats *fs = job_stats(x, &x->jobs[i / T], &v);
+        const CcaTrial r = cca_trial(fs, v, &pr, i % T);
+        double *b = buf + (int64_t)i * W;
+        b[0] = r.pwcca, b[1] = r.mean_rho, b[2] = r.rho1, b[3] = r.k, b[4] = r.dropped;
+        b[5] = r.eps[0], b[6] = r.eps[1], b[7] = r.n_train, b[8] = r.n_dev, b[9] = r.n_test;
     }
-    allreduce_f64(buf, (int64_t)x->n_jobs * w);
+    allreduce_f64(buf, (int64_t)n * W);
     for (int i = 0; i < x->n_jobs; i++) {
-        const double *b = buf + (int64_t)i * w;
-        CcaResult *r = &x->jobs[i].r;
-        r->ok = (int)b[0], r->pwcca = b[1], r->pwcca_std = b[2], r->mean_rho = b[3], r->rho1 = b[4], r->k = (int)b[5];
-        r->n_train = b[6], r->n_dev = b[7], r->n_test = b[8], r->dropped = (int)b[9];
-        for (int t = 0; t < T; t++) r->eps[t][0] = b[10 + 2 * t], r->eps[t][1] = b[11 + 2 * t];
+        CcaTrial tr[CCA_MAX_TRIALS];
+        for (int t = 0; t < T; t++) {
+            const double *b = buf + ((int64_t)i * T + t) * W;
+            tr[t] = (CcaTrial){.pwcca = b[0], .mean_rho = b[1], .rho1 = b[2], .k = (int)b[3], .dropped = (int)b[4],
+                               .eps = {b[5], b[6]}, .n_train = b[7], .n_dev = b[8], .n_test = b[9]};
+        }
+        x->jobs[i].r = cca_combine(tr, T);
+        const CcaResult *r = &x->jobs[i].r;
         char name[16];
         layer_name(x, x->jobs[i].layer, name, sizeof name);
         if (r->dropped > 0 && rank == 0)
@@ -1271,7 +1253,7 @@ static void write_plots(const Ctx *x) {
     free(ys);
 }
 
-/* Rank 0: the table or JSON on stdout, and --out DIR's files. */
+/* Rank 0: the table or JSON on stdout, and --out DIR's files but the charts (write_plots). */
 static int write_outputs(const Ctx *x, KoeError *err) {
     json_t *root = json_report(x);
     int rc = 0;
@@ -1294,7 +1276,6 @@ static int write_outputs(const Ctx *x, KoeError *err) {
                 rc = text_publish(f, tmp, path, err);
             }
         }
-        if (rc == 0) write_plots(x);
     }
     json_decref(root);
     return rc;
@@ -1364,18 +1345,6 @@ static int ctx_open(Ctx *x, const AnalyzeLayersOpts *o, KoeError *err) {
     if (o->props & ALP_PHONE_FRAME) x->pf = stats_sets(x->L1, x->D + x->nfcls, n_slots(o));
     if (o->props & ALP_PHONE) x->sg = stats_sets(x->L1, x->D + x->ph.ncls, n_slots(o));
     if (o->props & ALP_WORD) x->wg = stats_sets(x->L1, x->D + x->wd.ncls, n_slots(o));
-    const int64_t maxT = ckpt_model_frames(x->cc.m, x->cc.max_len);
-    int64_t rows = maxT > x->max_al ? maxT : x->max_al;
-    for (int64_t i = 0, run = 0; i < x->wd.n; i++) { /* a word CTM may hold more words than frames */
-        run = i > 0 && x->wd.seg[i].utt == x->wd.seg[i - 1].utt ? run + 1 : 1;
-        rows = run > rows ? run : rows;
-    }
-    int dmax = x->fr_dim > x->D + x->nfcls ? x->fr_dim : x->D + x->nfcls;
-    dmax = dmax > x->D + x->ph.ncls ? dmax : x->D + x->ph.ncls;
-    dmax = dmax > x->D + x->wd.ncls ? dmax : x->D + x->wd.ncls;
-    for (int c = 0; c < x->nc; c++) dmax = dmax > x->cc.m->cfg.conv_dim[c] + 80 ? dmax : x->cc.m->cfg.conv_dim[c] + 80;
-    if (x->nc) rows = rows > features_num_frames(x->cc.max_len) ? rows : features_num_frames(x->cc.max_len);
-    x->z = koe_malloc(sizeof(double) * rows * dmax);
     if (o->props & ALP_MEL) {
         x->fe = features_create(FEAT_FBANK);
         x->fb = koe_malloc(sizeof(float) * features_num_frames(x->cc.max_len) * 80);
@@ -1397,7 +1366,7 @@ static void ctx_close(Ctx *x) {
     free(x->map), free(x->fcls), free(x->in_frames);
     free(x->ph.cls), free(x->ph.label), free(x->ph.seg), free(x->wd.cls), free(x->wd.label), free(x->wd.seg);
     free(x->run_utts), free(x->sub), free(x->sub_fold), free(x->sub_lab), free(x->sub_key);
-    free(x->fb), free(x->al), free(x->z), free(x->jobs), free(x->cka), free(x->cka_biased);
+    free(x->fb), free(x->al), free(x->jobs), free(x->cka), free(x->cka_biased);
     free(x->pnmi);
     phone_inventory_free(&x->inv);
     phone_inventory_free(&x->winv);
@@ -1436,14 +1405,16 @@ static int analyze(Ctx *x, KoeError *err) {
 }
 
 /* Where the time went (rank 0 prints; collective): each part's mean over ranks, the outputs and charts
- * rank 0 wrote, the time outside the forwards (everything else, waiting included) against the
- * forwards', and the largest peak RSS of any rank. */
+ * (rank 0 the files, the last rank the charts: the longer of the two), the time outside the forwards
+ * (everything else, waiting included) against the forwards', and the largest peak RSS of any rank. */
 static void report_times(Ctx *x) {
     const int world = comm_size();
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    int64_t rss = ru.ru_maxrss; /* KB */
-    comm_allreduce_max_i64(&rss, 1);
+    int64_t mx[2] = {ru.ru_maxrss, llround(x->sec[6] * 1e6)}; /* KB, microseconds */
+    comm_allreduce_max_i64(mx, 2);
+    const int64_t rss = mx[0];
+    x->sec[6] = (double)mx[1] * 1e-6;
     comm_allreduce_sum_f64(x->sec, 6);
     double *t = x->sec, rest = t[6];
     for (int i = 0; i < 6; i++) t[i] /= world;
@@ -1461,8 +1432,11 @@ int analyze_layers_run(const AnalyzeLayersOpts *o) {
     int rc = ctx_open(&x, o, &err) < 0 || analyze(&x, &err) < 0 ? -1 : 0;
     const int analysed = rc == 0; /* the same on every rank */
     const double t0 = koe_now();
-    if (rc == 0 && comm_rank() == 0 && o->dump) rc = write_dump(&x, o->dump, &err);
-    if (rc == 0 && comm_rank() == 0) rc = write_outputs(&x, &err);
+    const int rank = comm_rank(), last = comm_size() - 1;
+    if (rc == 0 && rank == 0 && o->dump) rc = write_dump(&x, o->dump, &err);
+    if (rc == 0 && rank == 0) rc = write_outputs(&x, &err);
+    /* the charts: every rank holds the results, so the last one draws them while rank 0 writes the rest */
+    if (rc == 0 && rank == last && o->out) mkdir(o->out, 0777), write_plots(&x);
     x.sec[6] = koe_now() - t0;
     if (analysed) report_times(&x);
     if (rc < 0 && comm_rank() == 0) fprintf(stderr, "koe analyze layers: %s\n", err.msg);

@@ -7,7 +7,7 @@
 #     mean rho, rho1 and CKA from the dumped units and folds, `koe embed --layer all` and
 #     `koe features --kind fbank`, and must agree to 1e-4 (it also checks the moment path against the
 #     row path);
-#   - the same run on 3 ranks gives the same scores to 1e-9;
+#   - the same run on 3 ranks gives the same scores to 1e-9, and its charts (drawn by the last rank);
 #   - the word windows match words.ctm (kept by koe prepare --words);
 #   - a Hugging Face export of the checkpoint (koe export) as --ckpt gives the same scores;
 #   - bad input: a corpus without alignments asked for phone, without words.ctm asked for word, a
@@ -52,7 +52,10 @@ done
 "$KOE" features --corpus corpus --kind fbank --out fbank.h5 2> /dev/null
 "$PYTHON" "$KOE_ROOT/tests/reference/analyze_layers_ref.py" out/layers.json units.tsv emb.h5 fbank.h5 emb2.h5
 
-mpirun --oversubscribe -np 3 "$KOE" analyze layers "${ARGS[@]}" --json > ranks3.json 2> run3.log || { cat run3.log; exit 1; }
+mpirun --oversubscribe -np 3 "$KOE" analyze layers "${ARGS[@]}" --json --out out3 > ranks3.json 2> run3.log || { cat run3.log; exit 1; }
+for f in curves curves_norm cka; do # drawn by the last rank
+  [ -s out3/$f.png ] && [ -s out3/$f.svg ] || { echo "FAIL: 3 ranks drew no out3/$f.png/.svg"; cat run3.log; exit 1; }
+done
 "$PYTHON" - << 'PY'
 import json
 a, b = json.load(open("out/layers.json")), json.load(open("ranks3.json"))

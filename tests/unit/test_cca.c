@@ -3,7 +3,8 @@
  * training and held-out correlations unchanged by re-mixing either view with an invertible matrix
  * or scaling it; negating canonical pairs leaves PWCCA unchanged; a q-class one-hot view gives
  * q - 1 canonical pairs, and an evaluation set lacking a class leaves its direction out; fold statistics merge exactly, within a process and through the sums about
- * a shift that ranks add. */
+ * a shift that ranks add; a trial's test score is that of a fresh fit with its chosen eps pair, and
+ * the trials combined are the protocol. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -181,6 +182,43 @@ static void test_one_hot(void **state) {
     free(z), free(fold), free(in_eval);
 }
 
+/* cca_trial scores its chosen fit on the test fold as fitted: the same number as a fresh fit with the
+ * chosen pair on the training folds scored there; cca_combine of the trials is cca_protocol. */
+static void test_trial_as_refit(void **state) {
+    (void)state;
+    const int64_t n = 20000;
+    double A[P * P], B[Q * Q];
+    random_matrix(A, P), random_matrix(B, Q);
+    double *z = malloc(sizeof(double) * n * DIM);
+    int *fold = malloc(sizeof(int) * n);
+    planted_rows(z, n, A, B);
+    for (int64_t r = 0; r < n; r++) fold[r] = (int)(unif() * FOLDS);
+    FoldStats fs;
+    stats_of(&fs, z, n, DIM, fold);
+    const double eps[3] = {1e-3, 1e-2, 1e-1}; /* large enough that the pairs' fits and dev scores differ */
+    CcaProtocol pr = {.trials = 3, .eps = eps, .n_eps = 3, .null_tol = 1e-12};
+    CcaTrial tr[3];
+    for (int t = 0; t < 3; t++) {
+        tr[t] = cca_trial(&fs, VIEWS, &pr, t);
+        unsigned char use[FOLDS];
+        for (int f = 0; f < FOLDS; f++) use[f] = f != 2 * t && f != 2 * t + 1;
+        double nt, mu[DIM], m[DIM * DIM];
+        moments_merge_folds(&fs, use, &nt, mu, m);
+        CcaFit fit;
+        CcaScore sc;
+        assert_int_equal(cca_fit(&fit, DIM, nt, m, VIEWS, tr[t].eps[0], tr[t].eps[1], 1e-12), tr[t].k);
+        assert_int_equal(cca_eval(&fit, DIM, fs.m + (int64_t)(2 * t + 1) * DIM * DIM, &sc), 0);
+        assert_true(fabs(sc.pwcca - tr[t].pwcca) < 1e-12 && fabs(sc.rho1 - tr[t].rho1) < 1e-12);
+        assert_true(tr[t].n_train == nt && tr[t].n_test == fs.n[2 * t + 1]);
+        cca_fit_free(&fit);
+    }
+    const CcaResult all = cca_protocol(&fs, VIEWS, &pr), comb = cca_combine(tr, 3);
+    assert_true(all.ok && comb.ok && all.pwcca == comb.pwcca && all.pwcca_std == comb.pwcca_std && all.k == comb.k);
+    assert_true(fabs(comb.pwcca - (tr[0].pwcca + tr[1].pwcca + tr[2].pwcca) / 3) < 1e-15);
+    moments_free(&fs);
+    free(z), free(fold);
+}
+
 static void assert_stats_close(const FoldStats *a, int fa, const double *n, const double *mu, const double *m) {
     const int d = a->dim;
     assert_true(a->n[fa] == *n);
@@ -231,6 +269,7 @@ int main(void) {
         cmocka_unit_test(test_planted_and_invariance),
         cmocka_unit_test(test_one_hot),
         cmocka_unit_test(test_merge_exact),
+        cmocka_unit_test(test_trial_as_refit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
