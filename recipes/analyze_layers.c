@@ -38,6 +38,7 @@
 #include "../analysis/pnmi.h"
 #include "../analysis/segments.h"
 #include "../core/common.h"
+#include "../core/config_keys.h"
 #include "../core/kmeans.h"
 #include "../core/progress.h"
 #include "../core/rng.h"
@@ -54,16 +55,15 @@ enum { PI_MEL, PI_PHONE, PI_PHONE_FRAME, PI_INTRA, PI_INTER, PI_WORD, PI_CKA, PI
 
 int analyze_layers_parse_eps(const char *list, void *eps, char *why, size_t why_len) {
     AnalyzeEps *e = eps;
-    char *copy = koe_strdup(list), *save = NULL, *end;
+    char *copy = koe_strdup(list), *save = NULL;
     int rc = 0;
     e->n = 0;
     for (char *t = strtok_r(copy, ",", &save); t && rc == 0; t = strtok_r(NULL, ",", &save)) {
-        errno = 0;
-        const double v = strtod(t, &end);
+        double v;
         if (e->n == ALP_MAX_EPS) {
             snprintf(why, why_len, "at most %d values", ALP_MAX_EPS);
             rc = -1;
-        } else if (errno || end == t || *end || !(v >= 0 && v <= 1)) {
+        } else if (config_parse_real(t, &v) != 0 || !(v >= 0 && v <= 1)) {
             snprintf(why, why_len, "'%s' is not a number in [0, 1]", t);
             rc = -1;
         } else {
