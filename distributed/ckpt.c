@@ -112,6 +112,15 @@ int ckpt_read_model(const char *path, const ParamTable *t, float *params, int en
     return ok ? 0 : -1;
 }
 
+int ckpt_file_checksum(const char *path, char out[17], KoeError *err) {
+    int rc = comm_rank() == 0 ? koe_file_checksum(path, out, err) : 0;
+    comm_bcast(&rc, sizeof rc, 0);
+    if (rc < 0) comm_bcast(err->msg, sizeof err->msg, 0);
+    else
+        comm_bcast(out, 17, 0);
+    return rc;
+}
+
 int ckpt_load(const char *ckdir, const ParamTable *t, float *params, float *m, float *v, int64_t mstart,
               int64_t mend, TrainState *st, char **config_text, char *path_out, size_t n) {
     const int rank = comm_rank();

@@ -37,6 +37,10 @@ void ckpt_save(const char *ckdir, const ParamTable *t, const float *params, cons
  * returns the same result, err the message of the first rank that failed. */
 int ckpt_read_model(const char *path, const ParamTable *t, float *params, int encoder, KoeError *err);
 
+/* Collective: koe_file_checksum of path computed by rank 0 (one read of the whole file per job, not one
+ * per rank), its result and err's message on every rank. */
+int ckpt_file_checksum(const char *path, char out[17], KoeError *err);
+
 /* Resume from ckdir: latest, or the newest older step file that every rank can read and that passes
  * every checksum (each skipped one gets a message saying why). Loads params (whole), the moments of
  * [mstart, mend) into m, v, the state and the config text (malloc'ed). Returns 1 with path_out set, 0

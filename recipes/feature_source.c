@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../data/labels.h"
+#include "../distributed/ckpt.h"
 
 int feature_source_open(FeatureSource *s, const char *source, const char *ckpt, const Corpus *c, KoeError *err) {
     memset(s, 0, sizeof *s);
@@ -30,7 +31,7 @@ int feature_source_open(FeatureSource *s, const char *source, const char *ckpt, 
             return koe_error_set(err, "source '%s': expected mfcc or layer:N with N a layer number", source);
         if (!ckpt) return koe_error_set(err, "source '%s' needs --ckpt CKPT.h5 (the model whose layer is clustered)", source);
         s->layer = (int)n;
-        if (koe_file_checksum(ckpt, s->ckpt_checksum, err) < 0) return -1;
+        if (ckpt_file_checksum(ckpt, s->ckpt_checksum, err) < 0) return -1;
         s->m = ckpt_model_open(ckpt, 1, s->max_len, c->n_utts ? corpus_utt_id(c, longest) : NULL, &s->r, err);
         if (!s->m) return -1;
         if (s->layer > s->m->cfg.L) {
