@@ -6,8 +6,8 @@
 #      bit for bit (timing fields excluded);
 #  (b) a checkpoint written by 4 ranks with ZeRO-1 resumes on 2 ranks and on 3 (without ZeRO) with the
 #      same global batches: losses equal the uninterrupted 4-rank run's within 1e-5 relative;
-#  (c) a truncated latest, and one with a changed /model tensor (read in shares by the ranks, then
-#      broadcast), is skipped for the previous checkpoint, with a message, and the run still repeats
+#  (c) a truncated latest, and one with a changed /model tensor (read in shares by the ranks, their
+#      checksums summed), is skipped for the previous checkpoint, with a message, and the run still repeats
 #      the uninterrupted one;
 #  (d) a stop file RUN/STOP, and SIGUSR1 to mpirun: exit code 3 after a clean checkpoint; the next run
 #      continues exactly.
