@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../data/h5util.h"
@@ -121,12 +122,19 @@ int ckpt_file_checksum(const char *path, char out[17], KoeError *err) {
     return rc;
 }
 
+/* CPU seconds of this process (all its threads): beside the wall times, what a load costs on a busy node. */
+static double cpu_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 int ckpt_load(const char *ckdir, const ParamTable *t, float *params, float *m, float *v, int64_t mstart,
               int64_t mend, TrainState *st, char **config_text, char *path_out, size_t n) {
     const int rank = comm_rank();
     watchdog_phase(1, "checkpoint load");
     comm_barrier(); /* the time logged is the load's, not how late the last rank arrived */
-    const double t0 = koe_now();
+    const double t0 = koe_now(), c0 = cpu_seconds();
     int64_t *steps = NULL, hdr[2] = {0, 0}; /* candidates, and whether latest exists */
     if (rank == 0) {
         char latest[4200];
@@ -180,9 +188,9 @@ int ckpt_load(const char *ckdir, const ParamTable *t, float *params, float *m, f
             if (i > 0 && rank == 0) koe_warn("resuming from %s instead of the latest", path);
             if (rank == 0)
                 koe_log("checkpoint %s read and verified in %.3f s by %d rank%s (s: moments read %.3f, their "
-                        "checksums agreed %.3f, /model %.3f, moments gathered %.3f)",
+                        "checksums agreed %.3f, /model %.3f, moments gathered %.3f; rank 0's CPU %.3f)",
                         path, koe_now() - t0, comm_size(), comm_size() > 1 ? "s" : "", at[1] - at[0], at[2] - at[1],
-                        at[3] - at[2], koe_now() - at[3]);
+                        at[3] - at[2], koe_now() - at[3], cpu_seconds() - c0);
             snprintf(path_out, n, "%s", path);
             *config_text = text;
             free(steps);
