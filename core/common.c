@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
@@ -236,6 +237,12 @@ void *koe_realloc(void *p, size_t n) {
 char *koe_strdup(const char *s) {
     size_t n = strlen(s) + 1;
     return memcpy(koe_malloc(n), s, n);
+}
+
+void koe_advise_huge(void *p, size_t n) {
+    const uintptr_t huge = (uintptr_t)1 << 21, a = ((uintptr_t)p + huge - 1) & ~(huge - 1),
+                    b = ((uintptr_t)p + n) & ~(huge - 1);
+    if (b > a) madvise((void *)a, b - a, MADV_HUGEPAGE); /* a kernel without THP says EINVAL: no matter */
 }
 
 uint64_t koe_fnv1a(uint64_t h, const void *p, size_t n) {

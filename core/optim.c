@@ -18,6 +18,8 @@ void adamw_init(AdamW *o, const AdamWConfig *cfg, size_t start, size_t end, cons
     o->end = end;
     o->m = koe_calloc(end - start, sizeof(float));
     o->v = koe_calloc(end - start, sizeof(float));
+    koe_advise_huge(o->m, (end - start) * sizeof(float)); /* a resume's read fills them first */
+    koe_advise_huge(o->v, (end - start) * sizeof(float));
     o->decay = decay;
 }
 

@@ -96,6 +96,16 @@ int checkpoint_read_params(const char *path, const ParamTable *t, float *params,
  * checkpoint's objective head: final_proj, label_embeddings, quantizer, ...) are skipped, though
  * still read for the /model checksum. For koe embed, export and kmeans, which need the encoder. */
 int checkpoint_read_encoder(const char *path, const ParamTable *t, float *params, KoeError *err);
+/* A share of a /model read, for readers that split the tensors between them (distributed/ckpt.c's
+ * ckpt_read_model): tensors [lo, hi) of t into params, each checked by name, shape and type; *sum their
+ * part of the /model checksum, *stored the group's stored checksum (required). group != 0 (one reader of
+ * the group): also the group's own checks — a tensor of the file that t lacks is an error unless subset;
+ * with subset those tensors are read for their part of the checksum, added to *sum. The sum of the
+ * parts over the readers must equal *stored (checkpoint_verify_sum). */
+int checkpoint_read_model_part(const char *path, const ParamTable *t, int lo, int hi, int subset, int group,
+                               float *params, uint64_t *sum, uint64_t *stored, KoeError *err);
+/* 0 when computed == stored, else -1 with err saying that path's `what` fails its checksum. */
+int checkpoint_verify_sum(const char *path, const char *what, uint64_t computed, uint64_t stored, KoeError *err);
 /* run.init_from: the tensors of the table that the file has in the same shape, into params; got[i]
  * (t->n entries) says 1 read, 0 not in the file, -1 in the file in another shape (not read). The
  * /model checksum is verified over every tensor of the file. */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../data/h5util.h"
@@ -72,17 +73,60 @@ void ckpt_save(const char *ckdir, const ParamTable *t, const float *params, cons
     comm_barrier();
 }
 
-int ckpt_read_model(const char *path, const ParamTable *t, float *params, int encoder, KoeError *err) {
-    int rc = 0;
-    if (comm_rank() == 0)
-        rc = encoder ? checkpoint_read_encoder(path, t, params, err) : checkpoint_read_params(path, t, params, err);
-    comm_bcast(&rc, sizeof rc, 0);
-    if (rc < 0) {
-        comm_bcast(err->msg, sizeof err->msg, 0);
-        return -1;
+/* Where each rank's share of a /model read starts: rank r reads tensors [first[r], first[r + 1]) of t,
+ * those whose first element lies in its comm_slice of the flat buffer (the ones it writes in
+ * ckpt_save), which fill [start[r], start[r + 1]) of it. */
+static void model_shares(const ParamTable *t, int world, int *first, int64_t *start) {
+    int i = 0;
+    for (int r = 0; r < world; r++) {
+        int64_t s, e;
+        comm_slice(t->total, world, r, &s, &e);
+        while (i < t->n && t->e[i].offset < s) i++;
+        first[r] = i;
+        start[r] = i < t->n ? t->e[i].offset : t->total;
     }
-    comm_bcast(params, (size_t)t->total * sizeof *params, 0);
-    return 0;
+    first[world] = t->n;
+    start[world] = t->total;
+    for (int k = 1; k < t->n; k++) KOE_ASSERT(t->e[k - 1].offset + t->e[k - 1].numel <= t->e[k].offset);
+}
+
+int ckpt_read_model(const char *path, const ParamTable *t, float *params, int encoder, KoeError *err) {
+    const int rank = comm_rank(), world = comm_size();
+    int *first = koe_malloc((size_t)(world + 1) * sizeof *first);
+    int64_t *start = koe_malloc((size_t)(world + 1) * sizeof *start);
+    model_shares(t, world, first, start);
+    uint64_t sum = 0, stored = 0;
+    const int rc = checkpoint_read_model_part(path, t, first[rank], first[rank + 1], encoder, rank == 0, params, &sum,
+                                              &stored, err);
+    int64_t failed = rc < 0 ? -(int64_t)rank : -(int64_t)world; /* the first rank that failed gives its message */
+    comm_allreduce_max_i64(&failed, 1);
+    int ok = failed == -(int64_t)world;
+    if (!ok) comm_bcast(err->msg, sizeof err->msg, (int)-failed);
+    else {
+        mpiCheck(MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD));
+        comm_bcast(&stored, sizeof stored, 0);
+        ok = checkpoint_verify_sum(path, "/model", sum, stored, err) == 0;
+    }
+    if (ok) comm_allgather_ranges(params, start);
+    free(first);
+    free(start);
+    return ok ? 0 : -1;
+}
+
+int ckpt_file_checksum(const char *path, char out[17], KoeError *err) {
+    int rc = comm_rank() == 0 ? koe_file_checksum(path, out, err) : 0;
+    comm_bcast(&rc, sizeof rc, 0);
+    if (rc < 0) comm_bcast(err->msg, sizeof err->msg, 0);
+    else
+        comm_bcast(out, 17, 0);
+    return rc;
+}
+
+/* CPU seconds of this process (all its threads): beside the wall times, what a load costs on a busy node. */
+static double cpu_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 int ckpt_load(const char *ckdir, const ParamTable *t, float *params, float *m, float *v, int64_t mstart,
@@ -90,7 +134,7 @@ int ckpt_load(const char *ckdir, const ParamTable *t, float *params, float *m, f
     const int rank = comm_rank();
     watchdog_phase(1, "checkpoint load");
     comm_barrier(); /* the time logged is the load's, not how late the last rank arrived */
-    const double t0 = koe_now();
+    const double t0 = koe_now(), c0 = cpu_seconds();
     int64_t *steps = NULL, hdr[2] = {0, 0}; /* candidates, and whether latest exists */
     if (rank == 0) {
         char latest[4200];
@@ -111,10 +155,13 @@ int ckpt_load(const char *ckdir, const ParamTable *t, float *params, float *m, f
         KoeError err;
         char *text = NULL;
         uint64_t part[2] = {0, 0}, stored[2] = {0, 0};
+        double at[4]; /* rank 0's phases: start, moments read and hashed, checksums agreed, /model in */
+        at[0] = koe_now();
         /* /model is read once every rank's part checks out, by ckpt_read_model */
         int ok = checkpoint_read_train_slice(path, t, m + (s - mstart), v + (s - mstart), s, e, st, &text, part,
                                              stored, &err) == 0;
         if (!ok) koe_warn("checkpoint %s is unusable on this rank: %s", path, err.msg);
+        at[1] = koe_now();
         /* the slices add up to the stored checksums over ranks (each rank reads and hashes only its own,
          * also when every rank holds the whole moments: those are gathered once they check out) */
         uint64_t contrib[2] = {part[0], part[1]};
@@ -127,10 +174,12 @@ int ckpt_load(const char *ckdir, const ParamTable *t, float *params, float *m, f
                          contrib[0] != stored[0] ? "/optim/m" : "/optim/v");
             bad = 1;
         }
+        at[2] = koe_now();
         if (!bad && ckpt_read_model(path, t, params, 0, &err) < 0) {
             if (rank == 0) koe_warn("checkpoint %s is unusable: %s", path, err.msg);
             bad = 1;
         }
+        at[3] = koe_now();
         if (!bad) {
             if (full) {
                 comm_allgather_slices(m, t->total);
@@ -138,8 +187,10 @@ int ckpt_load(const char *ckdir, const ParamTable *t, float *params, float *m, f
             }
             if (i > 0 && rank == 0) koe_warn("resuming from %s instead of the latest", path);
             if (rank == 0)
-                koe_log("checkpoint %s read and verified in %.3f s by %d rank%s", path, koe_now() - t0, comm_size(),
-                        comm_size() > 1 ? "s" : "");
+                koe_log("checkpoint %s read and verified in %.3f s by %d rank%s (s: moments read %.3f, their "
+                        "checksums agreed %.3f, /model %.3f, moments gathered %.3f; rank 0's CPU %.3f)",
+                        path, koe_now() - t0, comm_size(), comm_size() > 1 ? "s" : "", at[1] - at[0], at[2] - at[1],
+                        at[3] - at[2], koe_now() - at[3], cpu_seconds() - c0);
             snprintf(path_out, n, "%s", path);
             *config_text = text;
             free(steps);

@@ -27,12 +27,19 @@
 void ckpt_save(const char *ckdir, const ParamTable *t, const float *params, const float *m, const float *v,
                int64_t mstart, int64_t mend, const char *config_text, const TrainState *st, int keep_last);
 
-/* Collective: the tensors of t from path's /model into params on every rank, read (and checked against
- * the /model checksum) by rank 0 alone and broadcast: one reader instead of world readers of the same
- * bytes, for a resume (ckpt_load) and for every command that opens a model on all ranks
- * (recipes/ckpt_model.c). encoder: t may be a subset of the file's tensors (checkpoint_read_encoder),
- * else it is all of them (checkpoint_read_params). Every rank returns rank 0's result, err its message. */
+/* Collective: the tensors of t from path's /model into params on every rank. Each rank reads and
+ * checks its share (the tensors that start in its comm_slice of the flat buffer, as ckpt_save writes
+ * them), rank 0 also the group's names; the shares' checksums are summed and compared with the stored
+ * /model checksum, then exchanged in one allgather: every byte is read once per job and verified, and
+ * the reading and hashing run on every rank at once. Used by a resume (ckpt_load) and by every command
+ * that opens a model on all ranks (recipes/ckpt_model.c). encoder: t may be a subset of the file's
+ * tensors (checkpoint_read_encoder), else it is all of them (checkpoint_read_params). Every rank
+ * returns the same result, err the message of the first rank that failed. */
 int ckpt_read_model(const char *path, const ParamTable *t, float *params, int encoder, KoeError *err);
+
+/* Collective: koe_file_checksum of path computed by rank 0 (one read of the whole file per job, not one
+ * per rank), its result and err's message on every rank. */
+int ckpt_file_checksum(const char *path, char out[17], KoeError *err);
 
 /* Resume from ckdir: latest, or the newest older step file that every rank can read and that passes
  * every checksum (each skipped one gets a message saying why). Loads params (whole), the moments of

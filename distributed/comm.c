@@ -1,6 +1,7 @@
 /* comm.c — MPI setup and the few collectives koe needs. See comm.h. */
 #include "comm.h"
 
+#include <limits.h>
 #include <stdlib.h>
 
 #include "../core/common.h"
@@ -70,13 +71,31 @@ void comm_bcast(void *buf, size_t bytes, int root) {
     } while (o < bytes);
 }
 
+void comm_allgather_ranges(float *buf, const int64_t *start) {
+    const int world = comm_size();
+    if (world == 1) return;
+    if (start[world] <= INT_MAX) {
+        int *counts = koe_malloc((size_t)world * sizeof *counts), *displs = koe_malloc((size_t)world * sizeof *displs);
+        for (int r = 0; r < world; r++) {
+            displs[r] = (int)start[r];
+            counts[r] = (int)(start[r + 1] - start[r]);
+        }
+        mpiCheck(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, counts, displs, MPI_FLOAT, MPI_COMM_WORLD));
+        free(counts);
+        free(displs);
+        return;
+    }
+    for (int r = 0; r < world; r++) /* displacements past INT_MAX: comm_bcast goes in pieces */
+        if (start[r + 1] > start[r]) comm_bcast(buf + start[r], (size_t)(start[r + 1] - start[r]) * sizeof *buf, r);
+}
+
 void comm_allgather_slices(float *buf, int64_t total) {
     const int world = comm_size();
-    for (int r = 0; r < world; r++) {
-        int64_t s, e;
-        comm_slice(total, world, r, &s, &e);
-        if (e > s) comm_bcast(buf + s, (size_t)(e - s) * sizeof *buf, r);
-    }
+    int64_t *start = koe_malloc((size_t)(world + 1) * sizeof *start), e;
+    for (int r = 0; r < world; r++) comm_slice(total, world, r, &start[r], &e);
+    start[world] = total;
+    comm_allgather_ranges(buf, start);
+    free(start);
 }
 
 int comm_all_equal_u64(uint64_t x) {

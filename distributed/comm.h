@@ -27,7 +27,11 @@ void comm_allreduce_sum_f64(double *v, int n);
 void comm_allreduce_max_i64(int64_t *v, int n);
 void comm_allgather_i64(const int64_t *mine, int n, int64_t *all /* (size, n) */);
 void comm_bcast(void *buf, size_t bytes, int root); /* any size: in pieces of 1 GiB */
-/* buf (total floats) whole on every rank, each rank having filled its comm_slice of it. */
+/* buf whole on every rank, rank r having filled [start[r], start[r + 1]) (start: world + 1 nondecreasing
+ * offsets in floats): one MPI_Allgatherv, so every rank's part moves at once (a broadcast per owner
+ * when buf passes MPI's int counts). */
+void comm_allgather_ranges(float *buf, const int64_t *start);
+/* The same with rank r's part its comm_slice of total floats. */
 void comm_allgather_slices(float *buf, int64_t total);
 
 /* Agreement: true on every rank iff every rank passed the same x (one allreduce of (-x, x) under MAX). */

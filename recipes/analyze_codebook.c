@@ -25,8 +25,8 @@
 #include "../analysis/pnmi.h"
 #include "../core/common.h"
 #include "../core/objective.h"
-#include "../data/checkpoint.h"
 #include "../data/corpus.h"
+#include "../distributed/ckpt.h"
 #include "../distributed/comm.h"
 #include "analyze_layers.h"
 #include "ckpt_model.h"
@@ -78,7 +78,7 @@ static int open_quantizer(Codebook *x, KoeError *err) {
     params_table_init(&x->t);
     objective_add_params(&x->t, &x->oc);
     x->buf = koe_calloc((size_t)x->t.total, sizeof(float));
-    if (checkpoint_read_encoder(ck, &x->t, x->buf, err) < 0) {
+    if (ckpt_read_model(ck, &x->t, x->buf, 1, err) < 0) {
         char why[KOE_ERR_LEN];
         snprintf(why, sizeof why, "%s", err->msg);
         return koe_error_set(err, "%s: the quantizer is saved by koe train (a checkpoint of koe init has none)", why);

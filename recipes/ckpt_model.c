@@ -141,24 +141,56 @@ static void head_import(const char *dir, const char *name, const ModelConfig *c,
     koe_log("%s's pretraining head imported (%d tensors, with%s)", dir, head->t.n - m->table.n, keys);
 }
 
-Model *ckpt_model_open_hf(const char *dir, int n_over, char **over, int max_B, int64_t max_samples,
-                          const char *longest, CkptHead *head, Recipe *r, KoeError *err) {
+/* Collective: m (NULL when this rank could not build it) if every rank built its model, else NULL on
+ * every rank (a rank whose model is fine frees it and says another rank failed): a rank that stops
+ * here must not leave the others waiting in the read that follows. */
+static Model *agree_built(Model *m, const char *path, Recipe *r, KoeError *err) {
+    int64_t failed = !m;
+    comm_allreduce_max_i64(&failed, 1);
+    if (!m || !failed) return m;
+    koe_error_set(err, "%s: the model could not be opened on another rank (see its message)", path);
+    model_free(m);
+    recipe_free(r);
+    return NULL;
+}
+
+/* The export's weights into m: by this rank (all = 0; h: the head tensors beside the encoder, or NULL),
+ * or (all = 1, collective) by rank 0 and broadcast, every rank returning rank 0's result. */
+static int read_hf_weights(const char *dir, Model *m, HfHeads *h, int all, KoeError *err) {
+    if (!all) return hf_read_params(dir, &m->table, m->params, h, err);
+    int rc = comm_rank() == 0 ? hf_read_params(dir, &m->table, m->params, NULL, err) : 0;
+    comm_bcast(&rc, sizeof rc, 0);
+    if (rc < 0) {
+        comm_bcast(err->msg, sizeof err->msg, 0);
+        return -1;
+    }
+    comm_bcast(m->params, (size_t)m->table.total * sizeof *m->params, 0);
+    return 0;
+}
+
+/* ckpt_model_open_hf; all = 1: collectively, the weights read once (head must be NULL). */
+static Model *open_hf(const char *dir, int n_over, char **over, int max_B, int64_t max_samples, const char *longest,
+                      CkptHead *head, int all, Recipe *r, KoeError *err) {
+    KOE_ASSERT(!(all && head));
     if (head) memset(head, 0, sizeof *head);
     ModelConfig c;
     char name[4200];
     snprintf(name, sizeof name, "%s/config.json", dir);
-    if (hf_read_config(dir, &c, err) < 0) return NULL;
     /* the derived keys go before the caller's overrides: an fbank-frontend model (a koe export) reads
      * fbank, then a pretraining head's objective keys */
     char ov[6][64];
     int n0 = 0;
-    if (c.frontend == FRONTEND_FBANK) snprintf(ov[n0++], 64, "data.features=fbank");
-    if (load_recipe(r, name, &c, n0, ov, n_over, over, err) < 0) return NULL;
-    Model *m = create_checked(dir, max_B, max_samples, longest, r, err);
+    Model *m = NULL;
+    if (hf_read_config(dir, &c, err) == 0) {
+        if (c.frontend == FRONTEND_FBANK) snprintf(ov[n0++], 64, "data.features=fbank");
+        if (load_recipe(r, name, &c, n0, ov, n_over, over, err) == 0)
+            m = create_checked(dir, max_B, max_samples, longest, r, err);
+    }
+    if (all) m = agree_built(m, dir, r, err);
     if (!m) return NULL;
     model_init_params(m, r->run.seed); /* masked_spec_embed keeps this when the export has none */
     HfHeads h;
-    if (hf_read_params(dir, &m->table, m->params, head ? &h : NULL, err) < 0) {
+    if (read_hf_weights(dir, m, head ? &h : NULL, all, err) < 0) {
         model_free(m);
         recipe_free(r);
         return NULL;
@@ -168,6 +200,11 @@ Model *ckpt_model_open_hf(const char *dir, int n_over, char **over, int max_B, i
         hf_heads_free(&h);
     }
     return m;
+}
+
+Model *ckpt_model_open_hf(const char *dir, int n_over, char **over, int max_B, int64_t max_samples,
+                          const char *longest, CkptHead *head, Recipe *r, KoeError *err) {
+    return open_hf(dir, n_over, over, max_B, max_samples, longest, head, 0, r, err);
 }
 
 void ckpt_head_free(CkptHead *head) {
@@ -181,7 +218,7 @@ static Model *open_model(const char *path, int max_B, int64_t max_samples, const
                          KoeError *err) {
     struct stat st;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-        return ckpt_model_open_hf(path, 0, NULL, max_B, max_samples, longest, NULL, r, err);
+        return open_hf(path, 0, NULL, max_B, max_samples, longest, NULL, all, r, err);
     char *text = NULL;
     Model *m = NULL;
     char name[4200];
@@ -189,11 +226,8 @@ static Model *open_model(const char *path, int max_B, int64_t max_samples, const
     if (checkpoint_read_config(path, &text, err) == 0 && recipe_load_string(r, name, text, 0, NULL, err) == 0)
         m = create_checked(path, max_B, max_samples, longest, r, err);
     free(text);
-    int64_t failed = !m; /* a rank that stops here must not leave the others waiting in the broadcast */
-    if (all) comm_allreduce_max_i64(&failed, 1);
-    if (m && failed) koe_error_set(err, "%s: the model could not be opened on another rank (see its message)", path);
-    if (m && !failed &&
-        (all ? ckpt_read_model(path, &m->table, m->params, 1, err) : checkpoint_read_encoder(path, &m->table, m->params, err)) == 0)
+    if (all) m = agree_built(m, path, r, err);
+    if (m && (all ? ckpt_read_model(path, &m->table, m->params, 1, err) : checkpoint_read_encoder(path, &m->table, m->params, err)) == 0)
         return m;
     if (m) {
         model_free(m);

@@ -6,6 +6,7 @@
 
 #include "../core/config_keys.h"
 #include "../data/labels.h"
+#include "../distributed/ckpt.h"
 
 int feature_source_parse(const char *source, int *layer, char *why, size_t n) {
     int64_t v = -1;
@@ -37,7 +38,7 @@ int feature_source_open(FeatureSource *s, const char *source, const char *ckpt, 
         s->out = koe_malloc((size_t)(fmax ? fmax : 1) * s->dim * sizeof(float));
     } else {
         if (!ckpt) return koe_error_set(err, "source '%s' needs --ckpt CKPT.h5 (the model whose layer is clustered)", source);
-        if (koe_file_checksum(ckpt, s->ckpt_checksum, err) < 0) return -1;
+        if (ckpt_file_checksum(ckpt, s->ckpt_checksum, err) < 0) return -1;
         s->m = ckpt_model_open(ckpt, 1, s->max_len, c->n_utts ? corpus_utt_id(c, longest) : NULL, &s->r, err);
         if (!s->m) return -1;
         if (s->layer > s->m->cfg.L) {

@@ -2,7 +2,10 @@
  * utterance at a time from a corpus: MFCC 39-d at 100 Hz, or hidden state N of a checkpoint's
  * encoder at its frame rate (50 Hz, or 100 / fbank_stack), run through recipes/ckpt_model.c.
  * (The k-means file itself is data/kmeans_file.h.)
- * Must not: hold more than one utterance's features, or call MPI (the commands split the work). */
+ * Opening a layer source is collective (every rank of kmeans and label opens it): rank 0 hashes the
+ * checkpoint file and the ranks share the read of its weights (distributed/ckpt.h).
+ * Must not: hold more than one utterance's features, or call MPI beyond that open (the commands split
+ * the work). */
 #pragma once
 #include <stdint.h>
 

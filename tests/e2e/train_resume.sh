@@ -6,8 +6,8 @@
 #      bit for bit (timing fields excluded);
 #  (b) a checkpoint written by 4 ranks with ZeRO-1 resumes on 2 ranks and on 3 (without ZeRO) with the
 #      same global batches: losses equal the uninterrupted 4-rank run's within 1e-5 relative;
-#  (c) a truncated latest, and one with a changed /model tensor (read by rank 0 alone, then
-#      broadcast), is skipped for the previous checkpoint, with a message, and the run still repeats
+#  (c) a truncated latest, and one with a changed /model tensor (read in shares by the ranks, their
+#      checksums summed), is skipped for the previous checkpoint, with a message, and the run still repeats
 #      the uninterrupted one;
 #  (d) a stop file RUN/STOP, and SIGUSR1 to mpirun: exit code 3 after a clean checkpoint; the next run
 #      continues exactly.
@@ -103,7 +103,8 @@ grep -q "step-00000024.h5 is unusable" cor.err
 grep -q "resuming from cor/checkpoints/step-00000020.h5 instead of the latest" cor.err
 same_log ref cor
 echo "(c) truncated latest skipped: $(grep -m1 'is unusable on this rank' cor.err)"
-# and a changed /model tensor, which rank 0 alone reads (and broadcasts): every rank falls back with it
+# and a changed /model tensor (the ranks read /model in shares and sum their checksums): every rank falls
+# back with it
 cp -r ref cmo
 "$PYTHON" - cmo/checkpoints/step-00000024.h5 << 'PY'
 import sys, h5py

@@ -280,6 +280,30 @@ static void test_old_log_sums(void **state) {
     params_table_free(&t);
 }
 
+/* checkpoint_sum is the element-by-element definition (checkpoint.h: the sum mod 2^64 over i of
+ * hash(hash(first + i + c) ^ bits of v[i])), written out here as a plain loop, for lengths below and
+ * above its serial limit, odd starts and lengths that leave a partial vector; so checkpoints written
+ * before it ran in vector lanes still verify. */
+static void test_sum_definition(void **state) {
+    (void)state;
+    const int64_t n = 200003;
+    float *v = malloc((size_t)n * sizeof *v);
+    fill(v, n, 77);
+    v[5] = -0.0f, v[6] = 0.0f, v[7] = 1.0f / 0.0f; /* bits, not values, are hashed */
+    const int64_t cases[][2] = {{0, 0}, {0, 1}, {3, 35}, {1000, 4097}, {0, 65535}, {0, 65536}, {17, 131071}, {0, n}};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const int64_t first = cases[k][0] * 7919 + 11, off = cases[k][0] % 5, len = cases[k][1] - off;
+        uint64_t want = 0;
+        for (int64_t i = 0; i < len; i++) {
+            uint32_t bits;
+            memcpy(&bits, &v[off + i], sizeof bits);
+            want += koe_hash64(koe_hash64((uint64_t)(first + i) + 0x632BE59BD9B4E019ULL) ^ bits);
+        }
+        assert_true(checkpoint_sum(v + off, first, len) == want);
+    }
+    free(v);
+}
+
 /* /optim written in slices by separate writer calls (as ZeRO ranks do) reads back as the whole, and
  * the slices' checksums add up to the stored one. */
 static void test_optim_slices(void **state) {
@@ -373,6 +397,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_encoder_subset),
+        cmocka_unit_test(test_sum_definition),
         cmocka_unit_test(test_optim_slices),
         cmocka_unit_test(test_checksums_catch_flips),
         cmocka_unit_test(test_fallback_and_keep_last),
