@@ -154,18 +154,25 @@ static const uint16_t *operand_bf16(int slot, const float *X, int64_t rows, int6
     return stage_bf16(slot, X, rows, cols, ld);
 }
 
-void sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-           const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    if (gemm_mode == GEMM_FP32 || M == 0 || N == 0 || K == 0) {
+void sgemm_mixed(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const void *A, int a_bf16,
+                 int64_t lda, const void *B, int b_bf16, int64_t ldb, float beta, float *C, int64_t ldc) {
+    KOE_ASSERT(gemm_mode == GEMM_BF16 || (!a_bf16 && !b_bf16));
+    if (gemm_mode == GEMM_FP32 || M == 0 || N == 0 || K == 0) { /* an empty product reads no operand */
         sgemm_fp32(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
     /* stored shapes: A is (M, K) for 'N', (K, M) for 'T'; B is (K, N) for 'N', (N, K) for 'T' */
     const int64_t ar = ta == 'N' ? M : K, ac = ta == 'N' ? K : M;
     const int64_t br = tb == 'N' ? K : N, bc = tb == 'N' ? N : K;
-    int64_t la, lb;
-    const uint16_t *a = operand_bf16(0, A, ar, ac, lda, &la), *b = operand_bf16(1, B, br, bc, ldb, &lb);
+    int64_t la = lda, lb = ldb;
+    const uint16_t *a = a_bf16 ? A : operand_bf16(0, A, ar, ac, lda, &la);
+    const uint16_t *b = b_bf16 ? B : operand_bf16(1, B, br, bc, ldb, &lb);
     bgemm(ta, tb, M, N, K, alpha, a, la, b, lb, beta, C, ldc);
+}
+
+void sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+           const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    sgemm_mixed(ta, tb, M, N, K, alpha, A, 0, lda, B, 0, ldb, beta, C, ldc);
 }
 
 /* ---- what runs -------------------------------------------------------------------------------------- */

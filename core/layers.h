@@ -41,6 +41,16 @@ void conv1d_backward(float *dinp, float *dweight, float *dbias, const float *dou
                      const float *weight, int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G,
                      float *scratch);
 
+/* The same convolution of an input kept in bf16 (uint16_t bit patterns, gemm.h), for a bf16 run only
+ * (gemm_precision() == GEMM_BF16): the input is only ever a GEMM operand there, rounded to bf16
+ * anyway, so the result is the fp32-input call's on the input's fp32 original (core/README.md,
+ * Precision). Not for depthwise convs. */
+void conv1d_forward_bf16in(float *out, const uint16_t *inp, const float *weight, const float *bias, int B,
+                           int64_t Ti, int C, int OC, int K, int stride, int pad, int G, float *scratch);
+void conv1d_backward_bf16in(float *dinp, float *dweight, float *dbias, const float *dout, const uint16_t *inp,
+                            const float *weight, int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G,
+                            float *scratch);
+
 /* LayerNorm over the last dimension C of (N, C); eps as PyTorch (1e-5). mean, rstd: (N). */
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
                        const float *bias, int64_t N, int C, float eps);
@@ -56,6 +66,9 @@ void groupnorm_backward(float *dinp, float *dweight, float *dbias, const float *
 
 /* Elementwise activations over n values. GELU is the exact erf form (PyTorch's default). */
 void gelu_forward(float *out, const float *inp, int64_t n);
+/* gelu_forward's output rounded to bf16 (gemm.h's rounding) in the same pass, for a GELU output that
+ * is only a GEMM operand (the waveform stack's, core/README.md, Precision). */
+void gelu_forward_bf16(uint16_t *out, const float *inp, int64_t n);
 void gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n);
 void swish_forward(float *out, const float *inp, int64_t n);
 void swish_backward(float *dinp, const float *dout, const float *inp, int64_t n);

@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "gemm.h"
 #include "layers.h"
 #include "mask.h"
 #include "rng.h"
@@ -258,7 +259,7 @@ static void carve(Model *m, Arena *cv, int B, int64_t S) {
             const int64_t stats = c->conv_norm == CONV_NORM_GROUP ? (int64_t)B * c->conv_dim[i] : (int64_t)B * Tc[i];
             a->norm_mean[i] = normed ? arena_take(cv, stats) : NULL;
             a->norm_rstd[i] = normed ? arena_take(cv, stats) : NULL;
-            a->conv_act[i] = arena_take(cv, n);
+            a->conv_act[i] = arena_take(cv, m->arena_bf16 && i < c->n_conv - 1 ? (n + 1) / 2 : n);
             conv_scratch = i64max(conv_scratch, conv1d_scratch_floats(B, Tin, cin, c->conv_dim[i], c->conv_kernel[i],
                                                                       c->conv_stride[i], 0, 1));
             conv_max = i64max(conv_max, n);
@@ -374,6 +375,7 @@ Model *model_create_budget(const ModelConfig *cfg, ParamTable table, int max_B, 
     /* The worst batch under the budget: per-frame activations grow with B*S, attention's (B, H, T, T)
      * probabilities with B*T^2, so every batch count B with S = min(max_S, max_tokens / B) is tried. */
     m->arena_floats = 0;
+    m->arena_bf16 = gemm_precision() == GEMM_BF16;
     for (int B = 1; B <= max_B; B++) {
         int64_t S = max_tokens / B < max_S ? max_tokens / B : max_S;
         if (model_frames(cfg, S) < 1) break;
@@ -622,14 +624,23 @@ static void frontend_forward(Model *m, const float *inp, const int64_t *in_len, 
         KOE_ASSERT(m->frames[b] <= T);
     }
     if (c->frontend == FRONTEND_WAVEFORM) {
+        /* in bf16, the GELU outputs that only feed the next conv are kept in bf16 (core/README.md) */
+        const int bf = gemm_precision() == GEMM_BF16;
+        if (m->arena_bf16 && !bf)
+            koe_fatal(KOE_EXIT_INTERNAL, "internal error: a model created for bf16 activations ran a forward in fp32");
+        a->conv_act_bf16 = bf;
         const float *x = inp; /* (B, S, 1) */
         int64_t Tin = m->S;
         int cin = 1;
         for (int i = 0; i < c->n_conv; i++) {
             const int C = c->conv_dim[i];
             const int64_t Ti = m->Tc[i], n = (int64_t)B * Ti * C;
-            conv1d_forward(a->conv_out[i], x, m->p.conv_w[i], m->p.conv_b[i], B, Tin, cin, C, c->conv_kernel[i],
-                           c->conv_stride[i], 0, 1, m->s_conv);
+            if (bf && i > 0)
+                conv1d_forward_bf16in(a->conv_out[i], (const uint16_t *)x, m->p.conv_w[i], m->p.conv_b[i], B, Tin,
+                                      cin, C, c->conv_kernel[i], c->conv_stride[i], 0, 1, m->s_conv);
+            else
+                conv1d_forward(a->conv_out[i], x, m->p.conv_w[i], m->p.conv_b[i], B, Tin, cin, C, c->conv_kernel[i],
+                               c->conv_stride[i], 0, 1, m->s_conv);
             const float *pre = a->conv_out[i];
             if (a->norm_out[i]) {
                 if (c->conv_norm == CONV_NORM_GROUP)
@@ -640,7 +651,10 @@ static void frontend_forward(Model *m, const float *inp, const int64_t *in_len, 
                                       m->p.norm_w[i], m->p.norm_b[i], (int64_t)B * Ti, C, eps);
                 pre = a->norm_out[i];
             }
-            gelu_forward(a->conv_act[i], pre, n);
+            if (bf && i < c->n_conv - 1)
+                gelu_forward_bf16((uint16_t *)a->conv_act[i], pre, n);
+            else
+                gelu_forward(a->conv_act[i], pre, n);
             x = a->conv_act[i];
             Tin = Ti;
             cin = C;
@@ -876,8 +890,13 @@ static void frontend_backward(Model *m, float *dx_in, float dpen, const float *d
             dinp = other;
             zero(dinp, (int64_t)B * Tin * cin);
         }
-        conv1d_backward(dinp, m->g.conv_w[i], m->g.conv_b[i], cur, i ? a->conv_act[i - 1] : m->inp, m->p.conv_w[i],
-                        B, Tin, cin, Ci, c->conv_kernel[i], c->conv_stride[i], 0, 1, m->s_conv);
+        if (i > 0 && a->conv_act_bf16)
+            conv1d_backward_bf16in(dinp, m->g.conv_w[i], m->g.conv_b[i], cur, (const uint16_t *)a->conv_act[i - 1],
+                                   m->p.conv_w[i], B, Tin, cin, Ci, c->conv_kernel[i], c->conv_stride[i], 0, 1,
+                                   m->s_conv);
+        else
+            conv1d_backward(dinp, m->g.conv_w[i], m->g.conv_b[i], cur, i ? a->conv_act[i - 1] : m->inp,
+                            m->p.conv_w[i], B, Tin, cin, Ci, c->conv_kernel[i], c->conv_stride[i], 0, 1, m->s_conv);
         if (dinp) {
             cur = dinp;
             other = (cur == m->s_c[0]) ? m->s_c[1] : m->s_c[0];

@@ -122,6 +122,8 @@ typedef struct {
     float *norm_out[MODEL_MAX_CONV]; /* (B, T_i, C_i) after group/layer norm, or NULL */
     float *norm_mean[MODEL_MAX_CONV], *norm_rstd[MODEL_MAX_CONV]; /* (B, C_i) group / (B*T_i) layer */
     float *conv_act[MODEL_MAX_CONV]; /* (B, T_i, C_i) GELU output; the last one is the features */
+    int conv_act_bf16;        /* the last forward ran in bf16 and kept conv_act[0 .. n_conv-2] as bf16 (uint16_t)
+                                 in those views: only GEMM operands (core/README.md, Precision) */
     float *stacked;           /* fbank: (B, T, fbank_dim*stack) */
     float *fp_ln, *fp_mean, *fp_rstd; /* (B, T, C), (N), (N) LayerNorm of the features (waveform) */
     float *x_in;              /* (B, T, D) projection -> dropout_input -> mask embedding -> padding zeroed */
@@ -172,6 +174,8 @@ typedef struct {
     int64_t max_tokens;    /* B * S of any forward is at most this */
     float *arena;          /* activations + scratch, sized once for (max_B, max_S) */
     int64_t arena_floats;
+    int arena_bf16;        /* created while the GEMM precision was bf16: the arena holds the bf16 activations'
+                              smaller views, and every forward must run in bf16 */
     float *fbank_in;       /* fbank frontend: (max_tokens, fbank_dim) the encoder's input (model_fbank_input) */
     float *wave_in;        /* waveform frontend with normalize_waveform: (max_tokens) the normalised samples */
     uint8_t *key_pad;      /* (max_B * max_T) 1 on padded frames */
