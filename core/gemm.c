@@ -87,13 +87,23 @@ static int cpu_has_avx512_bf16(void) {
     return __builtin_cpu_supports("avx512bf16");
 }
 
-void bf16_from_f32(uint16_t *dst, const float *src, int64_t n) {
+static void bf16_from_f32_serial(uint16_t *dst, const float *src, int64_t n) {
     static int vec = -1; /* the same answer from every thread: a benign race */
     if (vec < 0) vec = cpu_has_avx512_bf16();
     if (vec)
         bf16_from_f32_avx512(dst, src, n);
     else
         bf16_from_f32_scalar(dst, src, n);
+}
+
+/* Conversions below this many elements run on the calling thread alone: the conversion is a memory
+ * sweep, and waking the OpenMP team costs more than it saves on anything smaller. */
+#define BF16_PARALLEL_MIN ((int64_t)1 << 20)
+
+void bf16_from_f32(uint16_t *dst, const float *src, int64_t n) {
+    const int64_t chunk = 1 << 16;
+#pragma omp parallel for schedule(static) if (n >= BF16_PARALLEL_MIN && !omp_in_parallel())
+    for (int64_t i = 0; i < n; i += chunk) bf16_from_f32_serial(dst + i, src + i, n - i < chunk ? n - i : chunk);
 }
 
 /* ---- sgemm ------------------------------------------------------------------------------------------ */
@@ -103,10 +113,6 @@ static _Thread_local struct {
     uint16_t *p;
     size_t cap;
 } stage[2];
-
-/* Operands below this many elements are converted by the calling thread alone: the conversion is a
- * memory sweep, and waking the OpenMP team costs more than it saves on anything smaller. */
-#define STAGE_PARALLEL_MIN ((int64_t)1 << 20)
 
 /* The stored matrix of op(X) (rows x cols, leading dimension ld) in bf16, packed (leading dimension
  * cols), in staging buffer `slot`. */
@@ -118,14 +124,11 @@ static const uint16_t *stage_bf16(int slot, const float *X, int64_t rows, int64_
         stage[slot].cap = (size_t)need;
     }
     uint16_t *d = stage[slot].p;
-    const int par = need >= STAGE_PARALLEL_MIN && !omp_in_parallel();
     if (cols == ld) {
-        const int64_t chunk = 1 << 16;
-#pragma omp parallel for schedule(static) if (par)
-        for (int64_t i = 0; i < need; i += chunk) bf16_from_f32(d + i, X + i, need - i < chunk ? need - i : chunk);
+        bf16_from_f32(d, X, need);
     } else {
-#pragma omp parallel for schedule(static) if (par)
-        for (int64_t r = 0; r < rows; r++) bf16_from_f32(d + r * cols, X + r * ld, cols);
+#pragma omp parallel for schedule(static) if (need >= BF16_PARALLEL_MIN && !omp_in_parallel())
+        for (int64_t r = 0; r < rows; r++) bf16_from_f32_serial(d + r * cols, X + r * ld, cols);
     }
     return d;
 }

@@ -67,7 +67,8 @@ void gemm_describe(char *buf, size_t n);
 
 /* fp32 -> bf16, round to nearest even, as VCVTNEPS2BF16 does it: NaN stays NaN (quiet), and
  * subnormal inputs become a zero of their sign. AVX512_BF16 where the CPU has it (checked once, at
- * run time), else the scalar loop; both give the same bits (tests/unit/test_gemm.c). */
+ * run time), else the scalar loop; both give the same bits (tests/unit/test_gemm.c). Large arrays are
+ * split over the OpenMP threads when called from serial code. */
 void bf16_from_f32(uint16_t *dst, const float *src, int64_t n);
 void bf16_from_f32_scalar(uint16_t *dst, const float *src, int64_t n);
 float bf16_to_f32(uint16_t h);

@@ -554,18 +554,6 @@ void gelu_forward(float *out, const float *inp, int64_t n) {
     for (int64_t i = 0; i < n; i++) out[i] = 0.5f * inp[i] * (1.0f + erff(inp[i] * (float)M_SQRT1_2));
 }
 
-void gelu_forward_bf16(uint16_t *out, const float *inp, int64_t n) {
-    enum { CHUNK = 1024 }; /* GELU into a block on the stack, then rounded: one pass over memory */
-#pragma omp parallel for schedule(static)
-    for (int64_t i0 = 0; i0 < n; i0 += CHUNK) {
-        const int64_t m = n - i0 < CHUNK ? n - i0 : CHUNK;
-        float y[CHUNK];
-#pragma omp simd
-        for (int64_t i = 0; i < m; i++) y[i] = 0.5f * inp[i0 + i] * (1.0f + erff(inp[i0 + i] * (float)M_SQRT1_2));
-        bf16_from_f32(out + i0, y, m);
-    }
-}
-
 void gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n) {
     const float inv_sqrt_2pi = 0.3989422804014327f;
 #pragma omp parallel for simd schedule(static)

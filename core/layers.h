@@ -66,9 +66,6 @@ void groupnorm_backward(float *dinp, float *dweight, float *dbias, const float *
 
 /* Elementwise activations over n values. GELU is the exact erf form (PyTorch's default). */
 void gelu_forward(float *out, const float *inp, int64_t n);
-/* gelu_forward's output rounded to bf16 (gemm.h's rounding) in the same pass, for a GELU output that
- * is only a GEMM operand (the waveform stack's, core/README.md, Precision). */
-void gelu_forward_bf16(uint16_t *out, const float *inp, int64_t n);
 void gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n);
 void swish_forward(float *out, const float *inp, int64_t n);
 void swish_backward(float *dinp, const float *dout, const float *inp, int64_t n);

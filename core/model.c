@@ -651,10 +651,12 @@ static void frontend_forward(Model *m, const float *inp, const int64_t *in_len, 
                                       m->p.norm_w[i], m->p.norm_b[i], (int64_t)B * Ti, C, eps);
                 pre = a->norm_out[i];
             }
-            if (bf && i < c->n_conv - 1)
-                gelu_forward_bf16((uint16_t *)a->conv_act[i], pre, n);
-            else
+            if (bf && i < c->n_conv - 1) { /* through s_c[0], free until backward: gelu_forward's own bits */
+                gelu_forward(m->s_c[0], pre, n);
+                bf16_from_f32((uint16_t *)a->conv_act[i], m->s_c[0], n);
+            } else {
                 gelu_forward(a->conv_act[i], pre, n);
+            }
             x = a->conv_act[i];
             Tin = Ti;
             cin = C;
