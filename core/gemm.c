@@ -101,8 +101,12 @@ static void bf16_from_f32_serial(uint16_t *dst, const float *src, int64_t n) {
 #define BF16_PARALLEL_MIN ((int64_t)1 << 20)
 
 void bf16_from_f32(uint16_t *dst, const float *src, int64_t n) {
+    if (n < BF16_PARALLEL_MIN || omp_in_parallel()) { /* no OpenMP call at all: im2col converts short runs */
+        bf16_from_f32_serial(dst, src, n);
+        return;
+    }
     const int64_t chunk = 1 << 16;
-#pragma omp parallel for schedule(static) if (n >= BF16_PARALLEL_MIN && !omp_in_parallel())
+#pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i += chunk) bf16_from_f32_serial(dst + i, src + i, n - i < chunk ? n - i : chunk);
 }
 
