@@ -16,14 +16,24 @@
 
 /* ---- linear ------------------------------------------------------------------------------------ */
 
-void linear_forward(float *out, const float *inp, const float *weight, const float *bias, int64_t N, int C, int OC) {
+static void linear_fwd(float *out, const void *inp, int in_bf16, const float *weight, const float *bias, int64_t N,
+                       int C, int OC) {
     float beta = 0.0f;
     if (bias) {
 #pragma omp parallel for schedule(static)
         for (int64_t n = 0; n < N; n++) memcpy(out + n * OC, bias, (size_t)OC * sizeof(float));
         beta = 1.0f;
     }
-    sgemm('N', 'T', N, OC, C, 1.0f, inp, C, weight, C, beta, out, OC);
+    sgemm_mixed('N', 'T', N, OC, C, 1.0f, inp, in_bf16, C, weight, 0, C, beta, out, OC);
+}
+
+void linear_forward(float *out, const float *inp, const float *weight, const float *bias, int64_t N, int C, int OC) {
+    linear_fwd(out, inp, 0, weight, bias, N, C, OC);
+}
+
+void linear_forward_bf16in(float *out, const uint16_t *inp, const float *weight, const float *bias, int64_t N, int C,
+                           int OC) {
+    linear_fwd(out, inp, 1, weight, bias, N, C, OC);
 }
 
 /* dst (OC) += column sums of src (N rows of OC, row stride ld): threads split the columns so no two
@@ -42,13 +52,23 @@ static void colsum_accumulate(float *dst, const float *src, int64_t N, int OC, i
     }
 }
 
-void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                     const float *weight, int64_t N, int C, int OC) {
+static void linear_bwd(float *dinp, float *dweight, float *dbias, const float *dout, const void *inp, int in_bf16,
+                       const float *weight, int64_t N, int C, int OC) {
     if (dinp)
         sgemm('N', 'N', N, C, OC, 1.0f, dout, OC, weight, C, 1.0f, dinp, C);
     if (dweight)
-        sgemm('T', 'N', OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dweight, C);
+        sgemm_mixed('T', 'N', OC, C, N, 1.0f, dout, 0, OC, inp, in_bf16, C, 1.0f, dweight, C);
     if (dbias) colsum_accumulate(dbias, dout, N, OC, OC);
+}
+
+void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *weight, int64_t N, int C, int OC) {
+    linear_bwd(dinp, dweight, dbias, dout, inp, 0, weight, N, C, OC);
+}
+
+void linear_backward_bf16in(float *dinp, float *dweight, float *dbias, const float *dout, const uint16_t *inp,
+                            const float *weight, int64_t N, int C, int OC) {
+    linear_bwd(dinp, dweight, dbias, dout, inp, 1, weight, N, C, OC);
 }
 
 /* ---- conv1d -------------------------------------------------------------------------------------

@@ -25,6 +25,14 @@ void linear_forward(float *out, const float *inp, const float *weight, const flo
 void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int64_t N, int C, int OC);
 
+/* The same with inp kept in bf16 (uint16_t bit patterns, gemm.h), for a bf16 run only (gemm_precision()
+ * == GEMM_BF16): inp is only a GEMM operand there, rounded to bf16 anyway, so the results are the
+ * fp32-input call's on inp's fp32 original (core/README.md, Precision). */
+void linear_forward_bf16in(float *out, const uint16_t *inp, const float *weight, const float *bias, int64_t N, int C,
+                           int OC);
+void linear_backward_bf16in(float *dinp, float *dweight, float *dbias, const float *dout, const uint16_t *inp,
+                            const float *weight, int64_t N, int C, int OC);
+
 /* 1-d convolution over time, time-major. inp (B, Ti, C), out (B, To, OC), weight (OC, C/G, K),
  * bias (OC) or NULL; zero padding `pad` on both sides; To = (Ti + 2*pad - K) / stride + 1.
  * Covers the waveform stack (G=1, strided), the positional conv (G=16, pad K/2; the caller drops
@@ -41,10 +49,7 @@ void conv1d_backward(float *dinp, float *dweight, float *dbias, const float *dou
                      const float *weight, int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G,
                      float *scratch);
 
-/* The same convolution of an input kept in bf16 (uint16_t bit patterns, gemm.h), for a bf16 run only
- * (gemm_precision() == GEMM_BF16): the input is only ever a GEMM operand there, rounded to bf16
- * anyway, so the result is the fp32-input call's on the input's fp32 original (core/README.md,
- * Precision). Not for depthwise convs. */
+/* The same convolution of an input kept in bf16, as linear_*_bf16in. Not for depthwise convs. */
 void conv1d_forward_bf16in(float *out, const uint16_t *inp, const float *weight, const float *bias, int B,
                            int64_t Ti, int C, int OC, int K, int stride, int pad, int G, float *scratch);
 void conv1d_backward_bf16in(float *dinp, float *dweight, float *dbias, const float *dout, const uint16_t *inp,

@@ -305,7 +305,7 @@ static void carve(Model *m, Arena *cv, int B, int64_t S) {
             y->fln_mean = arena_take(cv, N);
             y->fln_rstd = arena_take(cv, N);
             y->h = arena_take(cv, N * F);
-            y->g = arena_take(cv, N * F);
+            y->g = arena_take(cv, m->arena_bf16 ? (N * F + 1) / 2 : N * F);
             y->r2 = post_ln ? arena_take(cv, ND) : NULL;
         }
         a->layer_out[l] = arena_take(cv, ND);
@@ -512,13 +512,16 @@ static void transformer_layer_forward(Model *m, int l, float *out, const float *
     else layernorm_forward(y->n2, y->ln_mean, y->ln_rstd, y->r1, p->ln_w, p->ln_b, N, D, eps);
     prof(m, 0, PROF_NORMS, &t);
     linear_forward(y->h, y->n2, p->fc1_w, p->fc1_b, N, D, F);
-    gelu_forward(y->g, y->h, N * F);
-    const float *g = y->g;
-    if (p_act > 0) {
-        drop_fwd(m, tmpf, y->g, N * F, p_act, site(l, SITE_FFN_ACT));
-        g = tmpf;
+    /* g, output_dense's input, is kept as it enters the GEMM: after the dropout, in bf16 in a bf16 run */
+    float *g = m->a.acts_bf16 ? tmpf : y->g;
+    gelu_forward(g, y->h, N * F);
+    drop_fwd(m, g, g, N * F, p_act, site(l, SITE_FFN_ACT));
+    if (m->a.acts_bf16) {
+        bf16_from_f32((uint16_t *)y->g, g, N * F);
+        linear_forward_bf16in(tmp, (const uint16_t *)y->g, p->fc2_w, p->fc2_b, N, F, D);
+    } else {
+        linear_forward(tmp, g, p->fc2_w, p->fc2_b, N, F, D);
     }
-    linear_forward(tmp, g, p->fc2_w, p->fc2_b, N, F, D);
     prof(m, 0, PROF_FFN, &t);
     drop_fwd(m, tmp, tmp, ND, p_drop, site(l, SITE_FFN_OUT));
     if (c->layer_norm_first) {
@@ -556,13 +559,11 @@ static void transformer_layer_backward(Model *m, int l, float *dx, const float *
     zero(d2, ND);
     drop_bwd(m, d2, dsum, ND, p_drop, site(l, SITE_FFN_OUT));
     prof(m, 1, PROF_NORMS, &t);
-    const float *g = y->g;
-    if (p_act > 0) {
-        drop_fwd(m, f1, y->g, NF, p_act, site(l, SITE_FFN_ACT));
-        g = f1;
-    }
     zero(f2, NF);
-    linear_backward(f2, gp->fc2_w, gp->fc2_b, d2, g, p->fc2_w, N, F, D);
+    if (m->a.acts_bf16)
+        linear_backward_bf16in(f2, gp->fc2_w, gp->fc2_b, d2, (const uint16_t *)y->g, p->fc2_w, N, F, D);
+    else
+        linear_backward(f2, gp->fc2_w, gp->fc2_b, d2, y->g, p->fc2_w, N, F, D);
     float *dg = f2, *dh = f1;
     if (p_act > 0) {
         zero(f1, NF);
@@ -624,11 +625,7 @@ static void frontend_forward(Model *m, const float *inp, const int64_t *in_len, 
         KOE_ASSERT(m->frames[b] <= T);
     }
     if (c->frontend == FRONTEND_WAVEFORM) {
-        /* in bf16, the GELU outputs that only feed the next conv are kept in bf16 (core/README.md) */
-        const int bf = gemm_precision() == GEMM_BF16;
-        if (m->arena_bf16 && !bf)
-            koe_fatal(KOE_EXIT_INTERNAL, "internal error: a model created for bf16 activations ran a forward in fp32");
-        a->conv_act_bf16 = bf;
+        const int bf = a->acts_bf16; /* the GELU outputs that only feed the next conv */
         const float *x = inp; /* (B, S, 1) */
         int64_t Tin = m->S;
         int cin = 1;
@@ -771,6 +768,10 @@ void model_forward(Model *m, const float *inp, const int64_t *in_len, int B, int
     Arena cv = arena_over(m->arena, m->arena_floats);
     carve(m, &cv, B, S);
     ModelActs *a = &m->a;
+    /* in bf16, activations that are only GEMM operands are kept in bf16 (core/README.md, Precision) */
+    a->acts_bf16 = gemm_precision() == GEMM_BF16;
+    if (m->arena_bf16 && !a->acts_bf16)
+        koe_fatal(KOE_EXIT_INTERNAL, "internal error: a model created for bf16 activations ran a forward in fp32");
     const int D = c->D, K = c->pos_conv_kernel, G = c->pos_conv_groups;
     const int64_t T = m->T, N = (int64_t)B * T, ND = N * D;
     const float eps = c->layer_norm_eps;
@@ -892,7 +893,7 @@ static void frontend_backward(Model *m, float *dx_in, float dpen, const float *d
             dinp = other;
             zero(dinp, (int64_t)B * Tin * cin);
         }
-        if (i > 0 && a->conv_act_bf16)
+        if (i > 0 && a->acts_bf16)
             conv1d_backward_bf16in(dinp, m->g.conv_w[i], m->g.conv_b[i], cur, (const uint16_t *)a->conv_act[i - 1],
                                    m->p.conv_w[i], B, Tin, cin, Ci, c->conv_kernel[i], c->conv_stride[i], 0, 1,
                                    m->s_conv);

@@ -113,7 +113,8 @@ typedef struct {
     float *n2;                /* (N, D) FFN input: post-LN layer_norm(r1), pre-LN final_layer_norm(r1) */
     float *fln_mean, *fln_rstd; /* (N) stats of final_layer_norm */
     float *h;                 /* (N, F) intermediate_dense output (GELU input) */
-    float *g;                 /* (N, F) GELU output */
+    float *g;                 /* (N, F) output_dense's input: GELU output after activation dropout (bf16 when
+                                 ModelActs.acts_bf16) */
     float *r2;                /* (N, D) post-LN: n2 + FFN, the final_layer_norm input; NULL for pre-LN */
 } TransformerLayerAct;
 
@@ -122,8 +123,9 @@ typedef struct {
     float *norm_out[MODEL_MAX_CONV]; /* (B, T_i, C_i) after group/layer norm, or NULL */
     float *norm_mean[MODEL_MAX_CONV], *norm_rstd[MODEL_MAX_CONV]; /* (B, C_i) group / (B*T_i) layer */
     float *conv_act[MODEL_MAX_CONV]; /* (B, T_i, C_i) GELU output; the last one is the features */
-    int conv_act_bf16;        /* the last forward ran in bf16 and kept conv_act[0 .. n_conv-2] as bf16 (uint16_t)
-                                 in those views: only GEMM operands (core/README.md, Precision) */
+    int acts_bf16;            /* the last forward ran in bf16 and kept conv_act[0 .. n_conv-2] and each transformer
+                                 layer's g as bf16 (uint16_t) in those views: only GEMM operands (core/README.md,
+                                 Precision) */
     float *stacked;           /* fbank: (B, T, fbank_dim*stack) */
     float *fp_ln, *fp_mean, *fp_rstd; /* (B, T, C), (N), (N) LayerNorm of the features (waveform) */
     float *x_in;              /* (B, T, D) projection -> dropout_input -> mask embedding -> padding zeroed */
