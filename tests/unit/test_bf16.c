@@ -346,8 +346,9 @@ static void test_linear_conv(void **state) {
 /* ---- inputs kept in bf16 ------------------------------------------------------------------------------ */
 
 /* A bf16 run keeps the waveform stack's GELU outputs in bf16 and convolves them
- * with conv1d_*_bf16in: the input is only a GEMM operand, rounded anyway, so every output must be
- * the fp32-input call's, bit for bit. */
+ * with conv1d_*_bf16in, and each transformer layer's output_dense input with linear_*_bf16in: the
+ * input is only a GEMM operand, rounded anyway, so every output must be the fp32-input call's, bit
+ * for bit. */
 static void test_bf16_inputs(void **state) {
     (void)state;
     const ConvCase cases[] = {
@@ -396,6 +397,36 @@ static void test_bf16_inputs(void **state) {
             for (int j = 0; j < 4; j++) free(res[p][j]);
         free(x), free(w), free(bias), free(dout), free(xb), free(scratch);
     }
+    /* linear (output_dense's input kept in bf16) */
+    const int64_t N = 37;
+    const int C = 70, OC = 29;
+    float *x = koe_malloc((size_t)N * C * sizeof(float)), *w = koe_malloc((size_t)OC * C * sizeof(float));
+    float *bias = koe_malloc((size_t)OC * sizeof(float)), *dout = koe_malloc((size_t)N * OC * sizeof(float));
+    uint16_t *xb = koe_malloc((size_t)N * C * sizeof(uint16_t));
+    fill(x, N * C, 1.0, &r), fill(w, (int64_t)OC * C, 0.3, &r), fill(bias, OC, 1.0, &r), fill(dout, N * OC, 1.0, &r);
+    bf16_from_f32(xb, x, N * C);
+    float *res[2][4];
+    for (int p = 0; p < 2; p++) {
+        res[p][0] = koe_malloc((size_t)N * OC * sizeof(float));
+        res[p][1] = koe_calloc((size_t)N * C, sizeof(float));
+        res[p][2] = koe_calloc((size_t)OC * C, sizeof(float));
+        res[p][3] = koe_calloc((size_t)OC, sizeof(float));
+        if (p == 0) {
+            linear_forward_bf16in(res[p][0], xb, w, bias, N, C, OC);
+            linear_backward_bf16in(res[p][1], res[p][2], res[p][3], dout, xb, w, N, C, OC);
+        } else {
+            linear_forward(res[p][0], x, w, bias, N, C, OC);
+            linear_backward(res[p][1], res[p][2], res[p][3], dout, x, w, N, C, OC);
+        }
+    }
+    assert_memory_equal(res[0][0], res[1][0], (size_t)N * OC * sizeof(float));
+    assert_memory_equal(res[0][1], res[1][1], (size_t)N * C * sizeof(float));
+    assert_memory_equal(res[0][2], res[1][2], (size_t)OC * C * sizeof(float));
+    assert_memory_equal(res[0][3], res[1][3], (size_t)OC * sizeof(float));
+    printf("linear C=%d OC=%d from a bf16 input: bit-identical to the fp32 input's\n", C, OC);
+    for (int p = 0; p < 2; p++)
+        for (int j = 0; j < 4; j++) free(res[p][j]);
+    free(x), free(w), free(bias), free(dout), free(xb);
     gemm_set_precision(GEMM_FP32);
 }
 
