@@ -99,6 +99,12 @@ void attention_forward(float *out, float *att, const float *qkv, const uint8_t *
                        int H, const AttentionDropout *drop, float *scratch);
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, const uint8_t *key_pad,
                         int B, int64_t T, int C, int H, const AttentionDropout *drop, float *scratch);
+/* The same with qkv kept in bf16, as linear_*_bf16in (a bf16 run only; q, k and v are only GEMM operands). */
+void attention_forward_bf16qkv(float *out, float *att, const uint16_t *qkv, const uint8_t *key_pad, int B, int64_t T,
+                               int C, int H, const AttentionDropout *drop, float *scratch);
+void attention_backward_bf16qkv(float *dqkv, const float *dout, const uint16_t *qkv, const float *att,
+                                const uint8_t *key_pad, int B, int64_t T, int C, int H, const AttentionDropout *drop,
+                                float *scratch);
 
 /* Inverted dropout over n values, mask from the stream (seed, a, b, KOE_RNG_DROPOUT): out = inp *
  * keep / (1 - p); element i is kept when the top 24 bits of the stream's number i (koe_rng_u64 with

@@ -297,7 +297,7 @@ static void carve(Model *m, Arena *cv, int B, int64_t S) {
             y->n1 = post_ln ? NULL : arena_take(cv, ND);
             y->ln_mean = arena_take(cv, N);
             y->ln_rstd = arena_take(cv, N);
-            y->qkv = arena_take(cv, 3 * ND);
+            y->qkv = arena_take(cv, m->arena_bf16 ? (3 * ND + 1) / 2 : 3 * ND);
             y->att = arena_take(cv, (int64_t)B * H * T * T);
             y->attn = arena_take(cv, ND);
             y->r1 = arena_take(cv, ND);
@@ -500,9 +500,16 @@ static void transformer_layer_forward(Model *m, int l, float *out, const float *
         att_in = y->n1;
         prof(m, 0, PROF_NORMS, &t);
     }
-    linear_forward(y->qkv, att_in, p->qkv_w, p->qkv_b, N, D, 3 * D);
-    prof(m, 0, PROF_QKV, &t);
-    attention_forward(y->attn, y->att, y->qkv, m->key_pad, B, T, D, H, &ad, m->s_att);
+    if (m->a.acts_bf16) { /* q|k|v kept in bf16: through s_qkv, free until backward */
+        linear_forward(m->s_qkv, att_in, p->qkv_w, p->qkv_b, N, D, 3 * D);
+        bf16_from_f32((uint16_t *)y->qkv, m->s_qkv, 3 * ND);
+        prof(m, 0, PROF_QKV, &t);
+        attention_forward_bf16qkv(y->attn, y->att, (const uint16_t *)y->qkv, m->key_pad, B, T, D, H, &ad, m->s_att);
+    } else {
+        linear_forward(y->qkv, att_in, p->qkv_w, p->qkv_b, N, D, 3 * D);
+        prof(m, 0, PROF_QKV, &t);
+        attention_forward(y->attn, y->att, y->qkv, m->key_pad, B, T, D, H, &ad, m->s_att);
+    }
     prof(m, 0, PROF_ATTENTION, &t);
     linear_forward(tmp, y->attn, p->out_w, p->out_b, N, D, D);
     prof(m, 0, PROF_OUTPROJ, &t);
@@ -596,7 +603,10 @@ static void transformer_layer_backward(Model *m, int l, float *dx, const float *
     linear_backward(d1, gp->out_w, gp->out_b, d2, y->attn, p->out_w, N, D, D);
     prof(m, 1, PROF_OUTPROJ, &t);
     zero(dqkv, 3 * ND);
-    attention_backward(dqkv, d1, y->qkv, y->att, m->key_pad, B, T, D, H, &ad, m->s_att);
+    if (m->a.acts_bf16)
+        attention_backward_bf16qkv(dqkv, d1, (const uint16_t *)y->qkv, y->att, m->key_pad, B, T, D, H, &ad, m->s_att);
+    else
+        attention_backward(dqkv, d1, y->qkv, y->att, m->key_pad, B, T, D, H, &ad, m->s_att);
     prof(m, 1, PROF_ATTENTION, &t);
     if (pre) {
         zero(d2, ND);

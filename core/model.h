@@ -106,7 +106,7 @@ typedef struct {
 typedef struct {
     float *n1;                /* (N, D) pre-LN: layer_norm(x), the attention input; NULL for post-LN */
     float *ln_mean, *ln_rstd; /* (N) stats of layer_norm */
-    float *qkv;               /* (N, 3D) */
+    float *qkv;               /* (N, 3D) (bf16 when ModelActs.acts_bf16) */
     float *att;               /* (B, H, T, T) attention probabilities */
     float *attn;              /* (N, D) heads concatenated (out_proj input) */
     float *r1;                /* (N, D) x + drop(attention) */
@@ -124,8 +124,8 @@ typedef struct {
     float *norm_mean[MODEL_MAX_CONV], *norm_rstd[MODEL_MAX_CONV]; /* (B, C_i) group / (B*T_i) layer */
     float *conv_act[MODEL_MAX_CONV]; /* (B, T_i, C_i) GELU output; the last one is the features */
     int acts_bf16;            /* the last forward ran in bf16 and kept conv_act[0 .. n_conv-2] and each transformer
-                                 layer's g as bf16 (uint16_t) in those views: only GEMM operands (core/README.md,
-                                 Precision) */
+                                 layer's qkv and g as bf16 (uint16_t) in those views: only GEMM operands
+                                 (core/README.md, Precision) */
     float *stacked;           /* fbank: (B, T, fbank_dim*stack) */
     float *fp_ln, *fp_mean, *fp_rstd; /* (B, T, C), (N), (N) LayerNorm of the features (waveform) */
     float *x_in;              /* (B, T, D) projection -> dropout_input -> mask embedding -> padding zeroed */

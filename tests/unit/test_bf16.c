@@ -346,9 +346,9 @@ static void test_linear_conv(void **state) {
 /* ---- inputs kept in bf16 ------------------------------------------------------------------------------ */
 
 /* A bf16 run keeps the waveform stack's GELU outputs in bf16 and convolves them
- * with conv1d_*_bf16in, and each transformer layer's output_dense input with linear_*_bf16in: the
- * input is only a GEMM operand, rounded anyway, so every output must be the fp32-input call's, bit
- * for bit. */
+ * with conv1d_*_bf16in, and each transformer layer's q|k|v and output_dense input with
+ * attention_*_bf16qkv and linear_*_bf16in: the input is only a GEMM operand, rounded anyway, so every
+ * output must be the fp32-input call's, bit for bit. */
 static void test_bf16_inputs(void **state) {
     (void)state;
     const ConvCase cases[] = {
@@ -427,6 +427,36 @@ static void test_bf16_inputs(void **state) {
     for (int p = 0; p < 2; p++)
         for (int j = 0; j < 4; j++) free(res[p][j]);
     free(x), free(w), free(bias), free(dout), free(xb);
+    /* attention (q|k|v kept in bf16), with dropout and a padded utterance */
+    const int Bq = 2, Cq = 32, Hq = 4;
+    const int64_t Tq = 19, nq = (int64_t)Bq * Tq * 3 * Cq, no = (int64_t)Bq * Tq * Cq, na = (int64_t)Bq * Hq * Tq * Tq;
+    float *qkv = koe_malloc((size_t)nq * sizeof(float)), *dO = koe_malloc((size_t)no * sizeof(float));
+    uint16_t *qkvb = koe_malloc((size_t)nq * sizeof(uint16_t));
+    uint8_t pad[2 * 19] = {0};
+    for (int64_t t = 15; t < Tq; t++) pad[Tq + t] = 1;
+    fill(qkv, nq, 1.0, &r), fill(dO, no, 1.0, &r);
+    bf16_from_f32(qkvb, qkv, nq);
+    float *scr = koe_malloc((size_t)attention_scratch_floats(Bq, Tq, Cq, Hq) * sizeof(float)), *ares[2][3];
+    const AttentionDropout drop = {.p = 0.2f, .seed = 3, .step = 1, .layer = 0, .utt = NULL};
+    for (int p = 0; p < 2; p++) {
+        ares[p][0] = koe_malloc((size_t)no * sizeof(float));
+        ares[p][1] = koe_malloc((size_t)na * sizeof(float));
+        ares[p][2] = koe_calloc((size_t)nq, sizeof(float));
+        if (p == 0) {
+            attention_forward_bf16qkv(ares[p][0], ares[p][1], qkvb, pad, Bq, Tq, Cq, Hq, &drop, scr);
+            attention_backward_bf16qkv(ares[p][2], dO, qkvb, ares[p][1], pad, Bq, Tq, Cq, Hq, &drop, scr);
+        } else {
+            attention_forward(ares[p][0], ares[p][1], qkv, pad, Bq, Tq, Cq, Hq, &drop, scr);
+            attention_backward(ares[p][2], dO, qkv, ares[p][1], pad, Bq, Tq, Cq, Hq, &drop, scr);
+        }
+    }
+    assert_memory_equal(ares[0][0], ares[1][0], (size_t)no * sizeof(float));
+    assert_memory_equal(ares[0][1], ares[1][1], (size_t)na * sizeof(float));
+    assert_memory_equal(ares[0][2], ares[1][2], (size_t)nq * sizeof(float));
+    printf("attention C=%d H=%d from a bf16 q|k|v: bit-identical to the fp32 q|k|v's\n", Cq, Hq);
+    for (int p = 0; p < 2; p++)
+        for (int j = 0; j < 3; j++) free(ares[p][j]);
+    free(qkv), free(dO), free(qkvb), free(scr);
     gemm_set_precision(GEMM_FP32);
 }
 
