@@ -123,6 +123,28 @@ int config_parse_real(const char *s, double *v) {
     return decimal_text(s, 1) ? 0 : -1;
 }
 
+/* The len characters at s as a string of their own (malloc'ed). */
+static char *text_n(const char *s, size_t len) {
+    char *t = koe_malloc(len + 1);
+    memcpy(t, s, len);
+    t[len] = 0;
+    return t;
+}
+
+int config_parse_i64_n(const char *s, size_t len, int64_t *v) {
+    char *t = text_n(s, len);
+    const int rc = config_parse_i64(t, v);
+    free(t);
+    return rc;
+}
+
+int config_parse_real_n(const char *s, size_t len, double *v) {
+    char *t = text_n(s, len);
+    const int rc = config_parse_real(t, v);
+    free(t);
+    return rc;
+}
+
 static int parse_integer(const ConfigKey *k, const char *s, double lo_type, double hi_type, long long *out,
                          char *why, size_t wn) {
     int64_t v;
@@ -148,7 +170,8 @@ static int parse_real(const ConfigKey *k, const char *s, double *out, char *why,
     return 0;
 }
 
-/* "(a, b[, c])": n numbers, each in the key's range. */
+/* "(a, b[, c])": n numbers in the recipes' syntax (config_parse_real), each in the key's range;
+ * blanks around them. */
 static int parse_tuple(const ConfigKey *k, const char *s, int n, double *out, char *why, size_t wn) {
     const char *p = s;
     double v[3];
@@ -156,11 +179,15 @@ static int parse_tuple(const ConfigKey *k, const char *s, int n, double *out, ch
     if (*p++ != '(') goto bad;
     for (int i = 0; i < n; i++) {
         while (isspace((unsigned char)*p)) p++;
-        char *end;
-        errno = 0;
-        v[i] = strtod(p, &end);
-        if (end == p || errno == ERANGE || !isfinite(v[i])) goto bad;
-        p = end;
+        const int len = (int)strcspn(p, " \t\r\n\v\f,)");
+        if (len == 0) goto bad;
+        const int rc = config_parse_real_n(p, (size_t)len, &v[i]);
+        if (rc) {
+            snprintf(why, wn, "element %d ('%.*s') of '%s' is not a %snumber", i + 1, len, p, s,
+                     rc < 0 ? "" : "finite ");
+            return -1;
+        }
+        p += len;
         while (isspace((unsigned char)*p)) p++;
         if (*p++ != (i == n - 1 ? ')' : ',')) goto bad;
     }

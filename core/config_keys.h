@@ -69,6 +69,9 @@ void config_keys_default(const ConfigKey *keys, int n, void *base);
 int config_parse_i64(const char *s, int64_t *v);
 int config_parse_u64(const char *s, uint64_t *v);
 int config_parse_real(const char *s, double *v);
+/* The same for the len characters at s: one number inside a longer text ("0/4", "4,2", a tuple). */
+int config_parse_i64_n(const char *s, size_t len, int64_t *v);
+int config_parse_real_n(const char *s, size_t len, double *v);
 
 /* Whole numbers as integers ("10", not "1e+01"), others as the shortest %g text that reads back
  * as the same number. */

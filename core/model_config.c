@@ -7,7 +7,6 @@
  * not hold anything but the table, its parsing and that comparison:
  * tests/unit/test_recipe.c checks that every ModelConfig field has exactly one key. */
 #include <ctype.h>
-#include <errno.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -166,14 +165,22 @@ static int conv_expect(ConvParser *c, char ch) {
     return 0;
 }
 
+/* A number of the recipes' syntax (config_parse_i64): a sign, then up to a blank or a character of
+ * the grammar. */
 static int conv_int(ConvParser *c, int *out) {
     conv_skip(c);
-    if (!isdigit((unsigned char)*c->p)) return conv_fail(c, "expected a positive integer");
-    char *end;
-    errno = 0;
-    long v = strtol(c->p, &end, 10);
-    if (errno || v < 1 || v > 1000000) return conv_fail(c, "expected an integer in [1, 1000000]");
-    c->p = end;
+    const size_t sign = *c->p == '+' || *c->p == '-';
+    const int len = (int)(sign + strcspn(c->p + sign, " \t\r\n\v\f,()[]*+"));
+    if (len == 0) return conv_fail(c, "expected an integer");
+    int64_t v;
+    const int rc = config_parse_i64_n(c->p, (size_t)len, &v);
+    if (rc || v < 1 || v > 1000000) {
+        char what[96];
+        snprintf(what, sizeof what, "'%.*s' is %s", len > 40 ? 40 : len, c->p,
+                 rc < 0 ? "not an integer" : "out of range: must be in [1, 1000000]");
+        return conv_fail(c, what);
+    }
+    c->p += len;
     *out = (int)v;
     return 0;
 }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "config_keys.h"
 
 #define PROGRESS_TTY_S 0.25     /* a terminal's line is redrawn at most this often */
 #define PROGRESS_BATCH_S 10.0   /* KOE_PROGRESS_S's default */
@@ -32,9 +33,8 @@ struct Progress {
 static double batch_every(void) {
     const char *s = getenv("KOE_PROGRESS_S");
     if (!s || !*s) return PROGRESS_BATCH_S;
-    char *end;
-    double v = strtod(s, &end);
-    if (*end || !(v >= 0) || !isfinite(v)) {
+    double v;
+    if (config_parse_real(s, &v) || !(v >= 0)) { /* the recipes' number syntax (config_keys.h) */
         koe_warn("KOE_PROGRESS_S=%s: expected seconds >= 0 between two progress lines; using %g", s, PROGRESS_BATCH_S);
         return PROGRESS_BATCH_S;
     }

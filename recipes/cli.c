@@ -2,8 +2,6 @@
  * Must not: print unless told to (under mpirun only rank 0 says why a command line is wrong). */
 #include "cli.h"
 
-#include <ctype.h>
-#include <errno.h>
 #include <math.h>
 #include <omp.h>
 #include <sched.h>
@@ -276,10 +274,8 @@ int cli_threads(int given, int recipe_threads) {
     int n = given > 0 ? given : recipe_threads;
     const char *env = getenv("OMP_NUM_THREADS");
     if (n < 1 && env && *env) { /* "4" or "4,2" (one count per nesting level): the first */
-        char *end;
-        errno = 0;
-        long v = strtol(env, &end, 10);
-        if (errno || end == env || (*end && *end != ',') || v < 1 || v > 4096)
+        int64_t v;
+        if (config_parse_i64_n(env, strcspn(env, ","), &v) || v < 1 || v > 4096)
             koe_warn("OMP_NUM_THREADS=%s is not a thread count in [1, 4096]: using 1 thread", env);
         else n = (int)v;
     }

@@ -6,7 +6,12 @@
  * audio_s_per_s=X, the achieved GFLOP/s against the peak of our sgemm (oneDNN, core/gemm.h), of
  * oneDNN's bf16 GEMM (where the CPU has bf16 dot products) and of OpenBLAS's sgemm, all measured in the
  * same process, and where the time goes: per section its share of the step and its GFLOP/s as a
- * fraction of the peak of the precision it runs in. --precision runs the steps as run.precision says.
+ * fraction of the peak of the precision it runs in. The sections are the model's (core/model.h's
+ * profile, forward and backward); the last row, head+optimizer, is the rest of each step's wall time,
+ * measured in the same step as its sections (the step's time minus the sections' time in it, so never
+ * below zero): the objective's head and loss, masks, clearing the gradients, their norm, AdamW, and
+ * under mpirun the wait for the gradient reduction. All rows are means over the timed steps, shares of
+ * the mean step. --precision runs the steps as run.precision says.
  * A benchmark, not a test: it checks nothing but that the loss is finite. */
 #include <cblas.h>
 #include <math.h>
@@ -64,7 +69,8 @@ const CliCommand cmd_bench = {
              "Prints each step's loss, then step_median_s, peak_rss_mb, audio_s_per_s, the GFLOP/s reached\n"
              "against the peak of koe's sgemm (oneDNN), of oneDNN's bf16 GEMM (bf16_gflops, bf16_fraction; on a CPU\n"
              "with bf16 dot products) and of OpenBLAS in the same process, and a per-section profile (each\n"
-             "section's share of the step and its fraction of the peak of the precision it runs in). The first\n"
+             "section's share of the mean step and its fraction of the peak of the precision it runs in; the last\n"
+             "row, head+optimizer, is the rest of each step: head, loss, masks, gradient norm, AdamW). The first\n"
              "step is a warm-up. Writes nothing on disk.\n",
     .flags = bench_flags,
     .opts_size = sizeof(BenchOptions),
@@ -175,6 +181,36 @@ static void bench_interleaved(Trainer *tr, int steps) {
     free(t[1]);
 }
 
+/* The per-section table: each of the model's sections, then the rest of the step (head+optimizer);
+ * means over the timed steps (step_s: their summed wall time, model_s: the sections' part of it),
+ * shares of the mean step. */
+static void print_profile(const Model *m, const StepFlops *fl, int steps, double step_s, double model_s,
+                         double sec_peak) {
+    /* sgemm_fraction per section: its GFLOP/s over the peak of its precision (sec_peak); "-" for a section
+     * without matrix products (the head's rest is its optimizer and elementwise passes) */
+    printf("%-16s %9s %9s %7s %8s %14s\n", "section", "fwd ms", "bwd ms", "share", "GFLOP/s", "sgemm_fraction");
+    for (int k = 0; k <= PROF_N; k++) {
+        const double sec = (k < PROF_N ? m->prof[0][k] + m->prof[1][k] : step_s - model_s) / steps;
+        const double g = fl->fwd[k] + fl->bwd[k];
+        if (k < PROF_N && sec == 0) continue;
+        if (k < PROF_N)
+            printf("%-16s %9.1f %9.1f %6.1f%%", model_prof_names[k], 1e3 * m->prof[0][k] / steps,
+                   1e3 * m->prof[1][k] / steps, 100.0 * sec * steps / step_s);
+        else
+            printf("%-16s %19.1f %6.1f%%", "head+optimizer", 1e3 * sec, 100.0 * sec * steps / step_s);
+        if (g > 0 && sec > 0) printf(" %8.1f %14.2f\n", g / sec / 1e9, g / sec / 1e9 / sec_peak);
+        else printf(" %8s %14s\n", "-", "-");
+    }
+}
+
+/* Seconds in the model's profiled sections so far. */
+static double model_prof_s(const Model *m) {
+    double t = 0;
+    for (int d = 0; d < 2; d++)
+        for (int k = 0; k < PROF_N; k++) t += m->prof[d][k];
+    return t;
+}
+
 static int bench_command(const void *opts, int n_args, char **args) {
     const BenchOptions *o = opts;
     const int batch = o->batch, steps = o->steps, classes = o->classes, profile = !o->no_profile;
@@ -207,13 +243,13 @@ static int bench_command(const void *opts, int n_args, char **args) {
         return KOE_EXIT_OK;
     }
     Model *m = trainer_model(tr);
-    double *times = koe_malloc((size_t)(steps + 1) * sizeof *times), audio_s = 0;
+    double *times = koe_malloc((size_t)(steps + 1) * sizeof *times), audio_s = 0, step_s = 0;
     TrainerStep st;
     for (int s = 0; s <= steps; s++) {
         if (s == 1) model_profile_reset(m);
         if (trainer_step(tr, &st, &err) < 0) trainer_fatal(tr, KOE_EXIT_USAGE, "bench: step %d: %s", s, err.msg);
         times[s] = st.seconds;
-        if (s) audio_s += st.samples / KOE_SAMPLE_RATE / steps;
+        if (s) audio_s += st.samples / KOE_SAMPLE_RATE / steps, step_s += st.seconds;
         if (comm_rank() == 0) printf("step %d loss %.9g frames %lld seconds %.3f\n", s, st.loss, (long long)st.frames,
                                      st.seconds);
         if (!isfinite(st.loss)) trainer_fatal(tr, KOE_EXIT_INTERNAL, "bench: step %d: loss is %g", s, st.loss);
@@ -231,26 +267,7 @@ static int bench_command(const void *opts, int n_args, char **args) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     if (comm_rank() == 0) {
-        if (profile) {
-            double tot[2] = {0, 0};
-            for (int d = 0; d < 2; d++)
-                for (int k = 0; k < PROF_N; k++) tot[d] += m->prof[d][k];
-            /* sgemm_fraction per section: its GFLOP/s over the peak of its precision (sec_peak); "-" for a section without
-             * matrix products (the head's rest is its optimizer and elementwise passes) */
-            printf("%-16s %9s %9s %7s %8s %14s\n", "section", "fwd ms", "bwd ms", "share", "GFLOP/s", "sgemm_fraction");
-            for (int k = 0; k <= PROF_N; k++) {
-                const double sec = k < PROF_N ? (m->prof[0][k] + m->prof[1][k]) / steps : med - (tot[0] + tot[1]) / steps;
-                const double g = fl.fwd[k] + fl.bwd[k];
-                if (k < PROF_N && sec == 0) continue;
-                if (k < PROF_N)
-                    printf("%-16s %9.1f %9.1f %6.1f%%", model_prof_names[k], 1e3 * m->prof[0][k] / steps,
-                           1e3 * m->prof[1][k] / steps, 100.0 * sec / med);
-                else
-                    printf("%-16s %19.1f %6.1f%%", "head+optimizer", 1e3 * sec, 100.0 * sec / med);
-                if (g > 0 && sec > 0) printf(" %8.1f %14.2f\n", g / sec / 1e9, g / sec / 1e9 / sec_peak);
-                else printf(" %8s %14s\n", "-", "-");
-            }
-        }
+        if (profile) print_profile(m, &fl, steps, step_s, model_prof_s(m), sec_peak);
         char bfs[96] = "";
         if (bf16_peak > 0)
             snprintf(bfs, sizeof bfs, " bf16_gflops=%.1f bf16_fraction=%.2f", bf16_peak, gflops / bf16_peak);

@@ -10,7 +10,6 @@
  * extract_features(...)[i-1]. One utterance per forward (no padding, no masking, no dropout).
  * Rank 0 does the work (the others wait); splitting utterances across ranks is future work.
  * Must not: leave a FILE.h5 that looks complete after a failure (written as FILE.h5.tmp, renamed). */
-#include <errno.h>
 #include <hdf5.h>
 #include <libgen.h>
 #include <stddef.h>
@@ -19,6 +18,7 @@
 #include <string.h>
 
 #include "../core/common.h"
+#include "../core/config_keys.h"
 #include "../core/progress.h"
 #include "../data/audio.h"
 #include "../data/corpus.h"
@@ -36,12 +36,10 @@ typedef struct {
     int layer; /* -1: all */
 } EmbedOptions;
 
+/* all (-1) or a layer number in the recipes' syntax (core/config_keys.h) */
 static int parse_layer(const char *s, void *dst, char *why, size_t n) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (!strcmp(s, "all")) v = -1;
-    else if (errno || end == s || *end || v < 0 || v > 100000) {
+    int64_t v = -1;
+    if (strcmp(s, "all") && (config_parse_i64(s, &v) || v < 0 || v > 100000)) {
         snprintf(why, n, "expected a layer number 0..100000 or all");
         return -1;
     }

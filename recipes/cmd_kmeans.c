@@ -61,10 +61,21 @@ static int parse_init(const char *s, void *dst, char *why, size_t n) {
     return 0;
 }
 
+/* mfcc, layer:N (feature_source_parse) or file:F.h5 */
+static int parse_source(const char *s, void *dst, char *why, size_t n) {
+    int layer;
+    if (strncmp(s, "file:", 5) && feature_source_parse(s, &layer, why, n)) {
+        snprintf(why + strlen(why), n - strlen(why), ", or file:F.h5");
+        return -1;
+    }
+    *(const char **)dst = s;
+    return 0;
+}
+
 #define O(field) offsetof(KmeansOptions, field)
 static const CliFlag kmeans_flags[] = {
     CLI_S("--corpus", O(corpus), NULL, 0, "DIR", "corpus written by `koe prepare` (for mfcc and layer:N)"),
-    CLI_S("--source", O(source), NULL, CLI_REQUIRED, "mfcc|layer:N|file:F.h5",
+    CLI_P("--source", O(source), parse_source, NULL, CLI_REQUIRED, "mfcc|layer:N|file:F.h5",
           "the features clustered: computed from --corpus, or read from a features file\n"
           "(koe features, koe embed --layer N)"),
     CLI_S("--ckpt", O(ckpt), NULL, 0, "CKPT.h5", "checkpoint whose layer N is clustered (required for layer:N)"),

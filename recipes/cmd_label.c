@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "../core/common.h"
+#include "../core/config_keys.h"
 #include "../core/kmeans.h"
 #include "../core/progress.h"
 #include "../data/corpus.h"
@@ -33,15 +34,17 @@ typedef struct {
     int threads;
 } LabelOptions;
 
+/* I/N, two numbers in the recipes' syntax (core/config_keys.h) */
 static int parse_part(const char *s, void *dst, char *why, size_t n) {
     LabelPart *p = dst;
-    char *slash, *end;
-    p->part = strtol(s, &slash, 10);
-    if (slash == s || *slash != '/' || (p->parts = strtol(slash + 1, &end, 10), end == slash + 1) || *end ||
-        p->parts < 1 || p->parts > 1000000 || p->part < 0 || p->part >= p->parts) {
+    const char *slash = strchr(s, '/');
+    int64_t i, parts;
+    if (!slash || config_parse_i64_n(s, (size_t)(slash - s), &i) || config_parse_i64(slash + 1, &parts) ||
+        parts < 1 || parts > 1000000 || i < 0 || i >= parts) {
         snprintf(why, n, "expected I/N with integers 0 <= I < N, e.g. --part 0/4 (the shards s with s %% N == I)");
         return -1;
     }
+    p->part = (long)i, p->parts = (long)parts;
     return 0;
 }
 

@@ -1,11 +1,22 @@
 /* feature_source.c — see feature_source.h. */
 #include "feature_source.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/config_keys.h"
 #include "../data/labels.h"
+
+int feature_source_parse(const char *source, int *layer, char *why, size_t n) {
+    int64_t v = -1;
+    const int is_layer = !strncmp(source, "layer:", 6) && !config_parse_i64(source + 6, &v) && v >= 0 && v <= 1000;
+    if (strcmp(source, "mfcc") && !is_layer) {
+        snprintf(why, n, "expected mfcc or layer:N with N a layer number 0..1000");
+        return -1;
+    }
+    *layer = (int)v;
+    return 0;
+}
 
 int feature_source_open(FeatureSource *s, const char *source, const char *ckpt, const Corpus *c, KoeError *err) {
     memset(s, 0, sizeof *s);
@@ -16,20 +27,16 @@ int feature_source_open(FeatureSource *s, const char *source, const char *ckpt, 
     int64_t longest = 0;
     for (int64_t i = 0; i < c->n_utts; i++)
         if (c->utt_length[i] > s->max_len) s->max_len = c->utt_length[longest = i];
-    if (!strcmp(source, "mfcc")) {
+    char why[128];
+    if (feature_source_parse(source, &s->layer, why, sizeof why)) return koe_error_set(err, "source '%s': %s", source, why);
+    if (s->layer < 0) {
         s->dim = features_dim(FEAT_MFCC);
         s->frame_rate = FEATURES_FRAME_RATE;
         s->fe = features_create(FEAT_MFCC);
         int64_t fmax = features_num_frames(s->max_len);
         s->out = koe_malloc((size_t)(fmax ? fmax : 1) * s->dim * sizeof(float));
-    } else if (!strncmp(source, "layer:", 6)) {
-        char *end;
-        errno = 0;
-        long n = strtol(source + 6, &end, 10);
-        if (errno || end == source + 6 || *end || n < 0 || n > 1000)
-            return koe_error_set(err, "source '%s': expected mfcc or layer:N with N a layer number", source);
+    } else {
         if (!ckpt) return koe_error_set(err, "source '%s' needs --ckpt CKPT.h5 (the model whose layer is clustered)", source);
-        s->layer = (int)n;
         if (koe_file_checksum(ckpt, s->ckpt_checksum, err) < 0) return -1;
         s->m = ckpt_model_open(ckpt, 1, s->max_len, c->n_utts ? corpus_utt_id(c, longest) : NULL, &s->r, err);
         if (!s->m) return -1;
@@ -41,8 +48,6 @@ int feature_source_open(FeatureSource *s, const char *source, const char *ckpt, 
         ckpt_input_init(&s->in, s->m, s->max_len);
         s->dim = s->m->cfg.D;
         s->frame_rate = ckpt_model_frame_rate(s->m);
-    } else {
-        return koe_error_set(err, "source '%s': expected mfcc or layer:N", source);
     }
     s->pcm = koe_malloc((size_t)s->max_len * sizeof(int16_t));
     s->wav = koe_malloc((size_t)s->max_len * sizeof(float));

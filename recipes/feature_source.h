@@ -29,6 +29,10 @@ typedef struct {
     float *out;              /* (frames of max_len, dim) mfcc output */
 } FeatureSource;
 
+/* source as `koe kmeans --source` and a k-means file name it: "mfcc" (*layer -1) or "layer:N" with N a
+ * layer number 0..1000 in the recipes' syntax (core/config_keys.h). On error -1 with the reason in why
+ * (the caller names the flag or file). */
+int feature_source_parse(const char *source, int *layer, char *why, size_t n);
 /* source: "mfcc" or "layer:N" (N in 0..L of the checkpoint; needs ckpt).
  * c: the corpus whose utterances will be computed (sizes the buffers). */
 int feature_source_open(FeatureSource *s, const char *source, const char *ckpt, const Corpus *c, KoeError *err);

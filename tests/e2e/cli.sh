@@ -80,6 +80,19 @@ expect_usage "koe info: --ids many: not an integer" info --ids many x
 expect_usage "koe features: --block-frames 0: must be between 1 and" features --corpus c --kind mfcc --out x.h5 --block-frames 0
 expect_usage "koe label: --threads 1.5: not an integer" label --corpus c --kmeans k.h5 --name n --threads 1.5
 expect_usage "koe embed: --layer x: expected a layer number" embed --ckpt c.h5 --out o.h5 --layer x w.wav
+# numbers inside the custom values, in the same syntax: decimal, no blanks, no hex
+expect_usage "koe embed: --layer 0x3: expected a layer number" embed --ckpt c.h5 --out o.h5 --layer 0x3 w.wav
+expect_usage "koe label: --part 0x1/4: expected I/N" label --corpus c --kmeans k.h5 --name n --part 0x1/4
+expect_usage "koe label: --part 1/ 4: expected I/N" label --corpus c --kmeans k.h5 --name n --part "1/ 4"
+expect_usage "koe kmeans: --source layer:0x2: expected mfcc or layer:N" kmeans --corpus c --source layer:0x2 --k 2 --out k.h5
+expect_usage "koe kmeans: --source layer:: expected mfcc or layer:N" kmeans --corpus c --source layer: --k 2 --out k.h5
+# OMP_NUM_THREADS (the first count of "N,M,..."): a bad one is a warning naming it, then 1 thread
+for v in 0x4 " 4" 0; do
+  OMP_NUM_THREADS=$v "$KOE" features --corpus "$KOE_TMP/cli-none" --kind mfcc --out "$KOE_TMP/cli.h5" 2> "$KOE_TMP/cli.err" && exit 1
+  grep -qF "OMP_NUM_THREADS=$v is not a thread count" "$KOE_TMP/cli.err" || { cat "$KOE_TMP/cli.err"; echo "OMP_NUM_THREADS='$v': no warning"; exit 1; }
+done
+OMP_NUM_THREADS=1,2 "$KOE" features --corpus "$KOE_TMP/cli-none" --kind mfcc --out "$KOE_TMP/cli.h5" 2> "$KOE_TMP/cli.err" && exit 1
+! grep -q "OMP_NUM_THREADS" "$KOE_TMP/cli.err" || { cat "$KOE_TMP/cli.err"; echo "OMP_NUM_THREADS=1,2 refused"; exit 1; }
 expect_usage "koe prepare: --shard-mb -1: must be greater than 0" prepare --out o --shard-mb -1 in
 # unknown flags, missing values and arguments, flags that take no value
 expect_usage "koe bench: unknown option '--frobnicate'" bench "$R" --frobnicate 3

@@ -13,12 +13,11 @@
 # finishes, the event file written so far decodes.
 # Skips, with a message, where tmpfs cannot be mounted (not root, or no CAP_SYS_ADMIN).
 set -euo pipefail
+. "$KOE_ROOT/tests/e2e/lib/scratch.sh"
 . "$KOE_ROOT/tests/e2e/lib/stop_point.sh"
-D=$KOE_TMP/disk_full
+scratch disk_full
 M=$D/m
-rm -rf "$D" && mkdir -p "$M"
-cd "$D"
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+mkdir "$M"
 mount -t tmpfs -o size=6m koe-disk-full "$M" 2> /dev/null || { echo "SKIP: cannot mount a tmpfs here (needs root)"; exit 0; }
 trap 'mount -o remount,rw "$M" 2> /dev/null; umount "$M" || umount -l "$M"' EXIT
 

@@ -7,11 +7,9 @@
 # ids differ; the rerun publishes the pair an undisturbed export writes. Killed as the first file is
 # created, the previous export stays whole and readable.
 set -euo pipefail
+. "$KOE_ROOT/tests/e2e/lib/scratch.sh"
 . "$KOE_ROOT/tests/e2e/lib/stop_point.sh"
-D=$KOE_TMP/export_pair
-rm -rf "$D" && mkdir -p "$D"
-cd "$D"
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+scratch export_pair
 SMALL=(model.encoder_embed_dim=64 model.encoder_layers=1 model.encoder_attention_heads=2 model.encoder_ffn_embed_dim=128)
 # two checkpoints of one architecture: other weights (seed) and another config.json (layer_norm_eps)
 "$KOE" init "$KOE_ROOT/recipes/tiny/bestrq.ini" "${SMALL[@]}" run.seed=1 --out a.h5 2> /dev/null
@@ -19,11 +17,7 @@ SMALL=(model.encoder_embed_dim=64 model.encoder_layers=1 model.encoder_attention
 "$KOE" export --ckpt b.h5 --out ref-b 2> /dev/null
 
 stopped_at() { # POINT: koe export --ckpt b.h5 --out hf stopped at POINT of its first output, then killed
-  KOE_TEST_STOP_AT_OUTPUT=$1 "$KOE" export --ckpt b.h5 --out hf > /dev/null 2> kill.err &
-  local pid=$!
-  stopped $pid kill.err "export never reached point $1"
-  kill -9 $pid
-  wait $pid 2> /dev/null || true
+  killed_at "$1" kill.err "export never reached point $1" "$KOE" export --ckpt b.h5 --out hf
 }
 readable() { # the directory imports and embeds
   "$KOE" init --from hf --out from-hf.h5 > /dev/null 2> init.err || { cat init.err; echo "FAIL: $1: init --from refused"; exit 1; }
@@ -43,19 +37,12 @@ echo "  killed at model.safetensors.tmp: the earlier export whole and read"
 stopped_at 1:published
 cmp hf/model.safetensors ref-b/model.safetensors && cmp hf/config.json ref-a/config.json && [ -e hf/config.json.tmp ] ||
   { ls hf; echo "FAIL: the kill did not land between the two renames"; exit 1; }
-refused() { # WHAT CMD...: CMD must fail with exit 1, naming both files and what to do
-  local what=$1 rc=0
-  shift
-  "$@" > /dev/null 2> refused.err || rc=$?
-  [ $rc = 1 ] || { cat refused.err; echo "FAIL: $what: exit $rc, want 1"; exit 1; }
-  grep -q "hf/model.safetensors (koe_export_id [0-9a-f]*) and hf/config.json (koe_export_id [0-9a-f]*) are not from the same export.*run koe export again" refused.err ||
-    { cat refused.err; echo "FAIL: $what: refused without naming the mixed pair"; exit 1; }
-  echo "    refused by $what: $(grep -m1 -o "hf/model.safetensors.*" refused.err | head -c 200)"
-}
-refused "koe init --from" "$KOE" init --from hf --out never.h5
+# refused naming both files and what to do
+MIXED="hf/model.safetensors (koe_export_id [0-9a-f]*) and hf/config.json (koe_export_id [0-9a-f]*) are not from the same export.*run koe export again"
+refused "koe init --from" "$MIXED" "$KOE" init --from hf --out never.h5
 "$KOE" synth --out syn --minutes 0.2 --langs en --seed 3 2> /dev/null
 "$KOE" prepare --out corp syn 2> /dev/null
-refused "koe analyze layers --ckpt DIR" "$KOE" analyze layers --ckpt hf --corpus corp
+refused "koe analyze layers --ckpt DIR" "$MIXED" "$KOE" analyze layers --ckpt hf --corpus corp
 [ ! -e never.h5 ] || { echo "FAIL: a refused command wrote its output"; exit 1; }
 if "$PYTHON" -c "import sys; sys.path.insert(0, '$KOE_ROOT/tests/reference'); import hf_export; hf_export.load('hf')" 2> py.err; then
   echo "FAIL: the reference reader took the mixed pair"; exit 1

@@ -13,11 +13,9 @@
 # files missing; koe info refuses the half-built corpus, whose old one is untouched); and a plain rerun
 # completes, leaves no .tmp or cache behind, and writes what an undisturbed run writes.
 set -euo pipefail
+. "$KOE_ROOT/tests/e2e/lib/scratch.sh"
 . "$KOE_ROOT/tests/e2e/lib/stop_point.sh"
-D=$KOE_TMP/kill_commands
-rm -rf "$D" && mkdir -p "$D"
-cd "$D"
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+scratch kill_commands
 "$KOE" synth --out syn --minutes 1 --langs en --seed 1 2> /dev/null
 "$KOE" prepare --out corp --shard-mb 0.3 --lang-from-dir --align syn/align.ctm syn/wav 2> /dev/null
 [ "$(ls corp | grep -c '^shard-.*\.h5$')" -ge 4 ] || { ls corp; echo "FAIL: want at least 4 shards"; exit 1; }
@@ -34,23 +32,12 @@ kill_at() {
   shift 2
   [ -e "ref-$name.stdout" ] ||
     "${@//\{\}/ref-$name}" > "ref-$name.stdout" 2> "ref-$name.err" || { cat "ref-$name.err"; echo "FAIL: $name: undisturbed run"; exit 1; }
-  KOE_TEST_STOP_AT_OUTPUT=$n "${@//\{\}/kill-$name}" > /dev/null 2> "kill-$name.err" &
-  local pid=$!
-  stopped $pid "kill-$name.err" "$name never reached its output $n"
-  kill -9 $pid
-  wait $pid 2> /dev/null || true
+  killed_at $n "kill-$name.err" "$name never reached its output $n" "${@//\{\}/kill-$name}"
 }
 rerun() { # NAME CMD...: the killed command again, plainly
   local name=$1
   shift
   "${@//\{\}/kill-$name}" > "kill-$name.stdout" 2> "kill-$name.rerun" || { cat "kill-$name.rerun"; echo "FAIL: $name: the rerun"; exit 1; }
-}
-refused() { # WHAT WHY CMD...: CMD must fail, saying WHY (a regular expression)
-  local what=$1 why=$2
-  shift 2
-  if "$@" > /dev/null 2> refused.err; then echo "FAIL: $what was accepted"; exit 1; fi
-  grep -q "$why" refused.err || { cat refused.err; echo "FAIL: $what: refused, but not because '$why'"; exit 1; }
-  echo "    refused $what: $(grep -m1 "$why" refused.err | head -c 240)"
 }
 same_h5() { # A B: the same groups, datasets, attributes and data (h5dump, its file name line dropped)
   diff <(h5dump "$1" | tail -n +2) <(h5dump "$2" | tail -n +2 | sed "s|kill-|ref-|g") > /dev/null ||
@@ -59,18 +46,25 @@ same_h5() { # A B: the same groups, datasets, attributes and data (h5dump, its f
 PARTIAL="\\(not a readable\\|an HDF5 file without a 'format' attribute\\)" # koe info on a half-written file
 no_tmp() { [ -z "$(find . -name '*.tmp' -newer init.h5)" ] || { find . -name '*.tmp'; echo "FAIL: .tmp left after $1"; exit 1; }; }
 
+# NAME CMD...: CMD writes one file, {}.h5, killed as it is created and in the middle of its data: only
+# the .tmp is left, koe info refuses it, and the rerun writes what an undisturbed run writes
+one_file() {
+  local name=$1
+  shift
+  for at in 1 1:data; do
+    kill_at "$name" $at "$@"
+    [ -e "kill-$name.h5.tmp" ] && [ ! -e "kill-$name.h5" ] || { ls; echo "FAIL: $name ($at): want only the .tmp"; exit 1; }
+    refused "a killed $name .tmp ($at; koe info)" "kill-$name.h5.tmp: $PARTIAL" "$KOE" info "kill-$name.h5.tmp"
+    rerun "$name" "$@"
+    same_h5 "ref-$name.h5" "kill-$name.h5"
+    no_tmp "$name"
+    rm "kill-$name.h5"
+  done
+  echo "  $name: ok"
+}
+
 # ---- features
-F=("$KOE" features --corpus corp --kind mfcc --out {}.h5)
-for at in 1 1:data; do
-  kill_at features $at "${F[@]}"
-  [ -e kill-features.h5.tmp ] && [ ! -e kill-features.h5 ] || { ls; echo "FAIL: features ($at): want only the .tmp"; exit 1; }
-  refused "a killed features .tmp ($at; koe info)" "kill-features.h5.tmp: $PARTIAL" "$KOE" info kill-features.h5.tmp
-  rerun features "${F[@]}"
-  same_h5 ref-features.h5 kill-features.h5
-  no_tmp features
-  rm kill-features.h5
-done
-echo "  features: ok"
+one_file features "$KOE" features --corpus corp --kind mfcc --out {}.h5
 
 # ---- kmeans, mfcc and layer:1 (its feature cache is the first output, the k-means file the second)
 K=("$KOE" kmeans --corpus corp --source mfcc --k 8 --out {}.h5)
@@ -116,17 +110,7 @@ done
 echo "  label: ok"
 
 # ---- embed
-E=("$KOE" embed --ckpt init.h5 --layer all --corpus corp --out {}.h5)
-for at in 1 1:data; do
-  kill_at embed $at "${E[@]}"
-  [ -e kill-embed.h5.tmp ] && [ ! -e kill-embed.h5 ] || { ls; echo "FAIL: embed ($at): want only the .tmp"; exit 1; }
-  refused "a killed embed .tmp ($at; koe info)" "kill-embed.h5.tmp: $PARTIAL" "$KOE" info kill-embed.h5.tmp
-  rerun embed "${E[@]}"
-  same_h5 ref-embed.h5 kill-embed.h5
-  no_tmp embed
-  rm kill-embed.h5
-done
-echo "  embed: ok"
+one_file embed "$KOE" embed --ckpt init.h5 --layer all --corpus corp --out {}.h5
 
 # ---- analyze layers --out: layers.json published, layers.tsv just created
 A=("$KOE" analyze layers --ckpt init.h5 --corpus corp --props mel,phone,cka --folds 6 --min-class 4 --out {})

@@ -3,26 +3,21 @@
  * command that reads a corpus does. Seeds: KOE_FUZZ_SEEDS=DIR writes the valid index. */
 #include "fuzz_util.h"
 
-static char corpus_dir[300];
+#define INPUT "corpus/corpus.h5"
 
-static void write_seeds(const char *dir) {
-    char path[400];
-    snprintf(path, sizeof path, "%s/corpus.h5", corpus_dir);
-    fuzz_copy_seed(path, dir, "corpus.h5");
-}
+static char corpus_dir[300];
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc, (void)argv;
     fuzz_init();
     fuzz_path(corpus_dir, sizeof corpus_dir, "corpus");
     fuzz_make_corpus(corpus_dir);
-    fuzz_seed_hook(write_seeds);
+    fuzz_seed_copy(INPUT, "corpus.h5");
     return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    char path[300];
-    fuzz_write(path, sizeof path, "corpus/corpus.h5", data, size);
+    fuzz_write(INPUT, data, size);
     Corpus c;
     KoeError err;
     if (corpus_open(&c, corpus_dir, &err) == 0) corpus_close(&c);

@@ -6,8 +6,7 @@
 FUZZ_INITIALIZE(NULL)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    char path[300];
-    fuzz_write(path, sizeof path, "align.ctm", data, size);
+    const char *path = fuzz_write("align.ctm", data, size);
     PreparePlan p = {0};
     KoeError err;
     prepare_load_align(&p, path, &err);

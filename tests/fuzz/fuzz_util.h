@@ -1,8 +1,9 @@
 /* fuzz_util.h — what the libFuzzer harnesses in tests/fuzz share (tests/fuzz/README.md): a private
  * scratch directory, the fuzzed bytes written to a file in it (koe's parsers read files; each write
  * is a new inode, published by rename, so HDF5 never mistakes it for a file it still has open), a
- * check that a parser closed every HDF5 object it opened, and the seed-writing hook of the
- * harnesses whose inputs are HDF5 files (KOE_FUZZ_SEEDS=DIR: write valid inputs there and exit).
+ * check that a parser closed every HDF5 object it opened, and the seed-writing hooks of the
+ * harnesses whose inputs are HDF5 files (KOE_FUZZ_SEEDS=DIR: write valid inputs there, or copy the
+ * valid input made at start there, and exit).
  * Must not: hide a parser's error (an error return is a normal outcome; a crash, a sanitizer report,
  * an exit or an HDF5 object left open is a finding). */
 #pragma once
@@ -46,17 +47,18 @@ static inline const char *fuzz_path(char *buf, size_t n, const char *name) {
     return buf;
 }
 
-/* The bytes as fuzz_dir/name (a new file each time); returns the path in buf. */
-static inline const char *fuzz_write(char *buf, size_t n, const char *name, const uint8_t *data, size_t size) {
+/* The bytes as fuzz_dir/name (a new file each time); returns its path (valid until the next call). */
+static inline const char *fuzz_write(const char *name, const uint8_t *data, size_t size) {
+    static char path[300];
     char tmp[300];
-    fuzz_path(buf, n, name);
+    fuzz_path(path, sizeof path, name);
     snprintf(tmp, sizeof tmp, "%s/.write.tmp", fuzz_dir);
     FILE *f = fopen(tmp, "wb");
-    if (!f || fwrite(data, 1, size, f) != size || fclose(f) != 0 || rename(tmp, buf) != 0) {
-        perror(buf);
+    if (!f || fwrite(data, 1, size, f) != size || fclose(f) != 0 || rename(tmp, path) != 0) {
+        perror(path);
         abort();
     }
-    return buf;
+    return path;
 }
 
 /* A parser must close what it opened, on every path: an object left open keeps the file open and
@@ -74,6 +76,28 @@ static inline void fuzz_seed_hook(void (*write)(const char *dir)) {
     const char *dir = getenv("KOE_FUZZ_SEEDS");
     if (!dir || !write) return;
     write(dir);
+    exit(0);
+}
+
+/* The seed hook of a harness whose valid input is a file it made in the scratch directory at start:
+ * KOE_FUZZ_SEEDS=DIR copies fuzz_dir/src to DIR/name, then exits. */
+static inline void fuzz_seed_copy(const char *src, const char *name) {
+    const char *dir = getenv("KOE_FUZZ_SEEDS");
+    if (!dir) return;
+    char from[400], to[400];
+    fuzz_path(from, sizeof from, src);
+    snprintf(to, sizeof to, "%s/%s", dir, name);
+    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+    if (!in || !out) {
+        perror(in ? to : from);
+        abort();
+    }
+    char buf[65536];
+    size_t k;
+    while ((k = fread(buf, 1, sizeof buf, in)) > 0)
+        if (fwrite(buf, 1, k, out) != k) abort();
+    fclose(in);
+    if (fclose(out) != 0) abort();
     exit(0);
 }
 
@@ -99,8 +123,7 @@ static inline void fuzz_die(const char *what, const KoeError *err) {
 /* The input as the list file name (train.tsv, wav.scp), collected as `koe prepare` does
  * (allow_pipes: --allow-pipes); collecting opens no audio and runs no command. */
 static inline void fuzz_prepare_collect(const char *name, int allow_pipes, const uint8_t *data, size_t size) {
-    char path[300];
-    char *inputs[1] = {(char *)fuzz_write(path, sizeof path, name, data, size)};
+    char *inputs[1] = {(char *)fuzz_write(name, data, size)};
     PrepareOptions opt = {.lang = NULL, .lang_from_dir = 1, .allow_pipes = allow_pipes, .shard_bytes = 1 << 20};
     PreparePlan p = {0};
     PrepareRejects rej = {0};
@@ -156,18 +179,3 @@ static inline void fuzz_make_corpus(const char *dir) {
     if (corpus_write_index(dir, names, 2, "fuzz corpus", &err) < 0) fuzz_die(dir, &err);
 }
 
-/* Copy file src to dir/name (a seed). */
-static inline void fuzz_copy_seed(const char *src, const char *dir, const char *name) {
-    char dst[400];
-    snprintf(dst, sizeof dst, "%s/%s", dir, name);
-    FILE *in = fopen(src, "rb"), *out = fopen(dst, "wb");
-    if (!in || !out) {
-        perror(in ? dst : src);
-        abort();
-    }
-    char buf[65536];
-    size_t k;
-    while ((k = fread(buf, 1, sizeof buf, in)) > 0) fwrite(buf, 1, k, out);
-    fclose(in);
-    if (fclose(out) != 0) abort();
-}

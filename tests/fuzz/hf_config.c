@@ -9,21 +9,19 @@
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc, (void)argv;
     fuzz_init();
-    char path[300];
-    fuzz_write(path, sizeof path, "model.safetensors", (const uint8_t *)"", 0);
+    fuzz_write("model.safetensors", (const uint8_t *)"", 0);
     return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const uint8_t *nul = memchr(data, 0, size);
     size_t cfg = nul ? (size_t)(nul - data) : size;
+    fuzz_write("config.json", data, cfg);
     char path[300];
-    fuzz_write(path, sizeof path, "config.json", data, cfg);
-    fuzz_path(path, sizeof path, "preprocessor_config.json");
     if (nul)
-        fuzz_write(path, sizeof path, "preprocessor_config.json", nul + 1, size - cfg - 1);
+        fuzz_write("preprocessor_config.json", nul + 1, size - cfg - 1);
     else
-        unlink(path);
+        unlink(fuzz_path(path, sizeof path, "preprocessor_config.json"));
     ModelConfig mc;
     KoeError err;
     if (hf_read_config(fuzz_dir, &mc, &err) == 0) {

@@ -5,6 +5,8 @@
 #include "../../data/labels.h"
 #include "fuzz_util.h"
 
+#define INPUT "corpus/labels/fz/shard-00000.h5" /* the first shard's label file */
+
 static char corpus_dir[300];
 static Corpus corpus;
 
@@ -20,12 +22,6 @@ static void write_labels(int s) {
     if (labels_write_shard(corpus_dir, "fz", sh, &info, labels, offset, &err) < 0) fuzz_die("labels", &err);
 }
 
-static void write_seeds(const char *dir) {
-    char *path = labels_shard_path(corpus_dir, "fz", &corpus.shards[0]);
-    fuzz_copy_seed(path, dir, "labels.h5");
-    free(path);
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc, (void)argv;
     fuzz_init();
@@ -36,13 +32,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
         fuzz_die(corpus_dir, &err);
     write_labels(0);
     write_labels(1);
-    fuzz_seed_hook(write_seeds);
+    fuzz_seed_copy(INPUT, "labels.h5");
     return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    char path[300];
-    fuzz_write(path, sizeof path, "corpus/labels/fz/shard-00000.h5", data, size);
+    fuzz_write(INPUT, data, size);
     LabelSet ls;
     KoeError err;
     if (labelset_open(&ls, &corpus, "fz", &err) == 0) {

@@ -12,8 +12,7 @@ FUZZ_INITIALIZE(NULL)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const uint8_t *nul = memchr(data, 0, size);
     size_t ini = nul ? (size_t)(nul - data) : size;
-    char path[300];
-    fuzz_write(path, sizeof path, "recipe.ini", data, ini);
+    const char *path = fuzz_write("recipe.ini", data, ini);
 
     char *rest = NULL, *ov[MAX_OVERRIDES];
     int n_ov = 0;

@@ -9,12 +9,6 @@
 static ParamTable table;
 static float *params;
 
-static void write_seeds(const char *dir) {
-    char path[400];
-    fuzz_path(path, sizeof path, "model.safetensors");
-    fuzz_copy_seed(path, dir, "model.safetensors");
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc, (void)argv;
     fuzz_init();
@@ -27,13 +21,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     params_init(&table, params, 1);
     if (hf_export(fuzz_dir, &r.model, &table, params, &err) < 0) fuzz_die("export", &err);
     recipe_free(&r);
-    fuzz_seed_hook(write_seeds);
+    fuzz_seed_copy("model.safetensors", "model.safetensors");
     return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    char path[300];
-    fuzz_write(path, sizeof path, "model.safetensors", data, size);
+    fuzz_write("model.safetensors", data, size);
     KoeError err;
     HfHeads heads; /* the pretraining heads' tensors are parsed too (freed by the reader on an error) */
     if (hf_read_params(fuzz_dir, &table, params, &heads, &err) == 0) hf_heads_free(&heads);

@@ -7,8 +7,7 @@
 FUZZ_INITIALIZE(NULL)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    char path[300];
-    fuzz_write(path, sizeof path, "words.txt", data, size);
+    const char *path = fuzz_write("words.txt", data, size);
     SynthWordlist wl;
     KoeError err;
     if (synth_wordlist_load(&wl, path, &err) == 0) {

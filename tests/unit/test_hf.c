@@ -79,10 +79,32 @@ static void changed_value(const ConfigKey *k, char *buf, size_t n) {
     }
 }
 
+/* The table of the tests' exports: one tensor of 4, masked_spec_embed. */
+static void one_tensor_table(ParamTable *t) {
+    params_table_init(t);
+    params_add(t, "masked_spec_embed", 1, (int64_t[]){4}, PARAM_INIT_ZERO, 0, 0);
+}
+
+/* dir/model.safetensors written by hand: the header text (padded with blanks to 8 bytes, as
+ * hf_export pads it) after its little-endian length, then n bytes of data. */
+static void write_safetensors(const char *header, const void *data, size_t n) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    const size_t hn = strlen(header), padded = (hn + 7) / 8 * 8;
+    unsigned char le[8];
+    for (int k = 0; k < 8; k++) le[k] = (unsigned char)((uint64_t)padded >> (8 * k));
+    assert_int_equal(fwrite(le, 1, 8, f), 8);
+    assert_int_equal(fwrite(header, 1, hn, f), hn);
+    for (size_t k = hn; k < padded; k++) fputc(' ', f);
+    assert_int_equal(fwrite(data, 1, n, f), n);
+    assert_int_equal(fclose(f), 0);
+}
+
 static void export_config(const ModelConfig *c) {
     ParamTable t;
-    params_table_init(&t);
-    params_add(&t, "masked_spec_embed", 1, (int64_t[]){4}, PARAM_INIT_ZERO, 0, 0);
+    one_tensor_table(&t);
     float p[4] = {1, 2, 3, 4};
     KoeError err;
     if (hf_export(dir, c, &t, p, &err)) fail_msg("%s", err.msg);
@@ -175,17 +197,9 @@ static void test_safetensors_unicode_escapes(void **state) {
     char escaped[1024];
     snprintf(escaped, sizeof escaped, "%.*s\"masked_spec_\\u0065mbe\\u0064\"%s", (int)(at - header), header,
              at + strlen("\"masked_spec_embed\""));
-    size_t n = strlen(escaped);
-    while (n % 8) escaped[n++] = ' ';
-    f = fopen(path, "wb");
-    for (int k = 0; k < 8; k++) le[k] = (unsigned char)((uint64_t)n >> (8 * k));
-    fwrite(le, 1, 8, f);
-    fwrite(escaped, 1, n, f);
-    fwrite(data, 1, dn, f);
-    fclose(f);
+    write_safetensors(escaped, data, dn);
     ParamTable t;
-    params_table_init(&t);
-    params_add(&t, "masked_spec_embed", 1, (int64_t[]){4}, PARAM_INIT_ZERO, 0, 0);
+    one_tensor_table(&t);
     float p[4] = {0};
     KoeError err;
     if (hf_read_params(dir, &t, p, NULL, &err)) fail_msg("%s", err.msg);
@@ -202,21 +216,9 @@ static void test_aliases_and_heads(void **state) {
         "\"label_embs_concat\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[24,40]},"
         "\"lm_head.bias\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[40,44]}}";
     const float v[11] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
-    char path[512], text[sizeof header + 8];
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    size_t n = (size_t)snprintf(text, sizeof text, "%s", header);
-    while (n % 8) text[n++] = ' ';
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    unsigned char le[8];
-    for (int k = 0; k < 8; k++) le[k] = (unsigned char)((uint64_t)n >> (8 * k));
-    fwrite(le, 1, 8, f);
-    fwrite(text, 1, n, f);
-    fwrite(v, sizeof v[0], 11, f);
-    fclose(f);
+    write_safetensors(header, v, sizeof v);
     ParamTable t;
-    params_table_init(&t);
-    params_add(&t, "masked_spec_embed", 1, (int64_t[]){4}, PARAM_INIT_ZERO, 0, 0);
+    one_tensor_table(&t);
     float p[4] = {0};
     KoeError err;
     HfHeads h;
@@ -229,7 +231,6 @@ static void test_aliases_and_heads(void **state) {
     assert_true(h.v[h.t.e[le2].offset] == 7 && h.v[h.t.e[le2].offset + 3] == 10);
     hf_heads_free(&h);
     params_table_free(&t);
-    remove(path);
 }
 
 /* Two configs that differ only in training settings have the same architecture; any architecture key
@@ -274,8 +275,7 @@ static void config_id(char *id, const char *to) {
 static void test_export_pair(void **state) {
     (void)state;
     ParamTable t;
-    params_table_init(&t);
-    params_add(&t, "masked_spec_embed", 1, (int64_t[]){4}, PARAM_INIT_ZERO, 0, 0);
+    one_tensor_table(&t);
     float p[4];
     KoeError err;
     ModelConfig c;

@@ -26,7 +26,7 @@ static char tmpdir[256];
 /* Two shards: lengths in samples; utterance ids prefix + index. */
 static const int64_t LEN[5] = {16000, 8000, 32000, 12000, 4000};
 
-static char *make_corpus(const char *name, const char *prefix) {
+static const char *make_corpus(const char *name, const char *prefix) {
     static char dir[512];
     snprintf(dir, sizeof dir, "%s/%s", tmpdir, name);
     assert_int_equal(mkdir(dir, 0755), 0);
@@ -49,6 +49,18 @@ static char *make_corpus(const char *name, const char *prefix) {
     char *names[] = {"shard-00000.h5", "shard-00001.h5"};
     if (corpus_write_index(dir, names, 2, "test", &err) < 0) fail_msg("%s", err.msg);
     return dir;
+}
+
+/* make_corpus, opened into c. */
+static void open_new_corpus(Corpus *c, const char *name, const char *prefix) {
+    KoeError err;
+    if (corpus_open(c, make_corpus(name, prefix), &err) < 0) fail_msg("%s", err.msg);
+}
+
+/* The path of label set set's file of shard s in p. */
+static const char *label_file(char *p, size_t n, const Corpus *c, const char *set, int s) {
+    snprintf(p, n, "%s/labels/%s/shard-%05d.h5", c->dir, set, s);
+    return p;
 }
 
 static LabelSetInfo info_k(int k) {
@@ -95,7 +107,7 @@ static void test_round_trip(void **state) {
     (void)state;
     Corpus c;
     KoeError err;
-    if (corpus_open(&c, make_corpus("c1", "u"), &err) < 0) fail_msg("%s", err.msg);
+    open_new_corpus(&c, "c1", "u");
     write_set(&c, "km", 500, 0, 0);
     LabelSet ls;
     if (labelset_open(&ls, &c, "km", &err) < 0) fail_msg("%s", err.msg);
@@ -114,11 +126,10 @@ static void test_round_trip(void **state) {
     assert_int_equal(labelset_read(&ls, 2, buf, 10, &err), -1); /* more frames than cap */
     labelset_close(&ls);
     /* the label files sit beside, never inside, the shards */
-    char p[700];
-    snprintf(p, sizeof p, "%s/labels/km/shard-00001.h5", c.dir);
-    assert_int_equal(access(p, F_OK), 0);
-    snprintf(p, sizeof p, "%s/labels/km/shard-00001.h5.tmp", c.dir);
-    assert_int_equal(access(p, F_OK), -1);
+    char p[700], tmp[720];
+    assert_int_equal(access(label_file(p, sizeof p, &c, "km", 1), F_OK), 0);
+    snprintf(tmp, sizeof tmp, "%s.tmp", p);
+    assert_int_equal(access(tmp, F_OK), -1);
     corpus_close(&c);
 }
 
@@ -126,8 +137,8 @@ static void test_refusals(void **state) {
     (void)state;
     Corpus c, other;
     KoeError err;
-    if (corpus_open(&c, make_corpus("c2", "u"), &err) < 0) fail_msg("%s", err.msg);
-    if (corpus_open(&other, make_corpus("c3", "v"), &err) < 0) fail_msg("%s", err.msg);
+    open_new_corpus(&c, "c2", "u");
+    open_new_corpus(&other, "c3", "v");
     assert_true(labels_shard_fingerprint(&c.shards[0]) != labels_shard_fingerprint(&other.shards[0]));
     assert_true(labels_shard_fingerprint(&c.shards[0]) != labels_shard_fingerprint(&c.shards[1]));
 
@@ -140,8 +151,7 @@ static void test_refusals(void **state) {
     expect_refused(&c, "foreign", "another corpus shard");
     /* a missing shard file */
     write_set(&c, "missing", 100, 0, 0);
-    snprintf(cmd, sizeof cmd, "%s/labels/missing/shard-00001.h5", c.dir);
-    assert_int_equal(unlink(cmd), 0);
+    assert_int_equal(unlink(label_file(cmd, sizeof cmd, &c, "missing", 1)), 0);
     expect_refused(&c, "missing", "missing");
     /* 0.2 s too many frames on utterance 0 (10 frames at 50 Hz); 0.08 s is accepted */
     write_set(&c, "long", 100, 0, 10);
@@ -158,8 +168,7 @@ static void test_refusals(void **state) {
 
     /* tampering with a good set's file */
     write_set(&c, "t", 100, 0, 0);
-    snprintf(cmd, sizeof cmd, "%s/labels/t/shard-00000.h5", c.dir);
-    hid_t f = H5Fopen(cmd, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t f = H5Fopen(label_file(cmd, sizeof cmd, &c, "t", 0), H5F_ACC_RDWR, H5P_DEFAULT);
     assert_true(f >= 0);
     hid_t d = H5Dopen2(f, "labels", H5P_DEFAULT);
     uint16_t big = 100; /* == n_classes */
@@ -182,8 +191,7 @@ static void test_refusals(void **state) {
     expect_refused(&c, "t", "koe-labels");
     /* /offset that does not end at the length of /labels */
     write_set(&c, "off", 100, 0, 0);
-    snprintf(cmd, sizeof cmd, "%s/labels/off/shard-00001.h5", c.dir);
-    f = H5Fopen(cmd, H5F_ACC_RDWR, H5P_DEFAULT);
+    f = H5Fopen(label_file(cmd, sizeof cmd, &c, "off", 1), H5F_ACC_RDWR, H5P_DEFAULT);
     d = H5Dopen2(f, "offset", H5P_DEFAULT);
     int64_t off[3];
     assert_true(H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, off) >= 0);
@@ -202,11 +210,10 @@ static void test_flipped_label_detected(void **state) {
     (void)state;
     Corpus c;
     KoeError err;
-    if (corpus_open(&c, make_corpus("c4", "u"), &err) < 0) fail_msg("%s", err.msg);
+    open_new_corpus(&c, "c4", "u");
     write_set(&c, "flip", 500, 0, 0);
     char p[700];
-    snprintf(p, sizeof p, "%s/labels/flip/shard-00000.h5", c.dir);
-    hid_t f = H5Fopen(p, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t f = H5Fopen(label_file(p, sizeof p, &c, "flip", 0), H5F_ACC_RDONLY, H5P_DEFAULT);
     hid_t d = H5Dopen2(f, "labels", H5P_DEFAULT), sp = H5Dget_space(d);
     hsize_t off[1], size;
     unsigned mask;
@@ -229,7 +236,7 @@ static void test_flipped_label_detected(void **state) {
 
     /* without checksums: /labels rewritten contiguous, in HDF5's old format (superblock 0) */
     write_set(&c, "old", 500, 0, 0);
-    snprintf(p, sizeof p, "%s/labels/old/shard-00001.h5", c.dir);
+    label_file(p, sizeof p, &c, "old", 1);
     char cmd[3000];
     snprintf(cmd, sizeof cmd, "h5repack -l labels:CONTIG -f labels:NONE %s %s.re && mv %s.re %s", p, p, p, p);
     assert_int_equal(system(cmd), 0);

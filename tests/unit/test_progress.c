@@ -127,13 +127,19 @@ static void test_threads(void **state) {
     free(out);
 }
 
+/* Not seconds, or not in the recipes' number syntax (core/config_keys.h: no hex, no blanks, no inf). */
 static void test_bad_interval(void **state) {
     (void)state;
-    setenv("KOE_PROGRESS_S", "soon", 1);
-    char *out = capture(three_steps);
-    assert_non_null(strstr(out, "KOE_PROGRESS_S=soon"));
-    assert_int_equal(count_lines(out), 1); /* the warning; then the default interval: no line */
-    free(out);
+    const char *bad[] = {"soon", "0x1p3", " 5", "inf", "-1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        setenv("KOE_PROGRESS_S", bad[i], 1);
+        char *out = capture(three_steps);
+        char want[64];
+        snprintf(want, sizeof want, "KOE_PROGRESS_S=%s: expected seconds", bad[i]);
+        if (!strstr(out, want)) fail_msg("KOE_PROGRESS_S='%s': no warning naming it in:\n%s", bad[i], out);
+        assert_int_equal(count_lines(out), 1); /* the warning; then the default interval: no line */
+        free(out);
+    }
 }
 
 int main(void) {

@@ -220,6 +220,8 @@ static void test_errors_name_line_and_key(void **state) {
         {"[optim]\nbetas = (0.9)\n", {"x.ini:2:", "betas", "tuple of 2", NULL}},
         {"[optim]\nbetas = (0.9, 1.0)\n", {"x.ini:2:", "betas", "element 2", NULL}},
         {"[optim]\nbetas = (0.9, 0.98) x\n", {"x.ini:2:", "betas", NULL}},
+        {"[optim]\nbetas = (0x1p-1, 0.98)\n", {"x.ini:2:", "betas", "element 1 ('0x1p-1')", "not a number"}},
+        {"[optim]\nbetas = (0.9, inf)\n", {"x.ini:2:", "betas", "element 2 ('inf')", "not a finite number"}},
         {"[model]\nconv_feature_layers = [(512,10,5)] +\n", {"x.ini:2:", "conv_feature_layers", "character", NULL}},
         {"[optim]\nlr = 1e-4\nlr = 2e-4\n", {"x.ini:3:", "lr", "twice", "line 2"}},
         {"[optim]\nlr = 1e-4\n  2e-4\n", {"x.ini:3:", "lr", "indented", NULL}},
@@ -372,6 +374,7 @@ static void test_conv_grammar(void **state) {
         {"[(1,2,3)] + [(4,5,6)] + [(7,8,9)]*1", "[(1,2,3),(4,5,6),(7,8,9)]", 3, {1, 2, 3}, {7, 8, 9}},
         {"[(8,2,2)]*16", "[(8,2,2)]*16", 16, {8, 2, 2}, {8, 2, 2}},
         {"[(1,1,1),(1,1,1),(2,2,2)]", "[(1,1,1)]*2 + [(2,2,2)]", 3, {1, 1, 1}, {2, 2, 2}},
+        {"[(+8,02,2)]*+2", "[(8,2,2)]*2", 2, {8, 2, 2}, {8, 2, 2}}, /* a sign, leading zeros: decimal */
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         ModelConfig m;
@@ -412,8 +415,13 @@ static void test_conv_grammar(void **state) {
         {"[(512,10,5)] [(1,1,1)]", "expected '+'"},
         {"[(0,1,1)]", "[1, 1000000]"},
         {"[(512,10,5)] +", "expected '['"},
-        {"[(a,1,1)]", "positive integer"},
-        {"[(-1,1,1)]", "positive integer"},
+        {"[(a,1,1)]", "'a' is not an integer"},
+        {"[(-1,1,1)]", "'-1' is out of range"},
+        /* the recipes' number syntax (core/config_keys.h), inside a tuple too */
+        {"[(0x20,10,5)]", "'0x20' is not an integer at character 3"},
+        {"[(512,10,5)]*0x2", "'0x2' is not an integer at character 14"},
+        {"[(512,1e1,5)]", "'1e1' is not an integer"},
+        {"[(512,10,5)]*99999999999999999999", "out of range"},
         {"[]", "expected '('"},
         {"(512,10,5)", "expected '['"},
     };

@@ -11,3 +11,26 @@ stopped() {
   done
   [ "$st" = T ] || { cat "$err"; echo "FAIL: $what (state $st)"; exit 1; }
 }
+
+# killed_at POINT ERRFILE WHAT CMD...: CMD (its stderr in ERRFILE) stopped at POINT (N, N:data or
+# N:published), then killed with kill -9; fails naming WHAT if it never gets there.
+killed_at() {
+  local point=$1 err=$2 what=$3
+  shift 3
+  KOE_TEST_STOP_AT_OUTPUT=$point "$@" > /dev/null 2> "$err" &
+  local pid=$!
+  stopped $pid "$err" "$what"
+  kill -9 $pid
+  wait $pid 2> /dev/null || true
+}
+
+# refused WHAT WHY CMD...: CMD must exit 1 (a refusal, not a crash), saying WHY (a grep regular
+# expression) on stderr; prints the line that says it.
+refused() {
+  local what=$1 why=$2 rc=0
+  shift 2
+  "$@" > /dev/null 2> refused.err || rc=$?
+  [ $rc = 1 ] || { cat refused.err; echo "FAIL: $what: exit $rc, want 1"; exit 1; }
+  grep -q "$why" refused.err || { cat refused.err; echo "FAIL: $what: refused, but not because '$why'"; exit 1; }
+  echo "    refused $what: $(grep -m1 -o "$why.*" refused.err | head -c 240)"
+}
