@@ -169,8 +169,14 @@ static AttentionSetup attention_setup(int B, int C, int H, const AttentionDropou
     return a;
 }
 
-void attention_forward(float *out, float *att, const float *qkv, const uint8_t *key_pad, int B, int64_t T, int C,
-                       int H, const AttentionDropout *drop, float *scratch) {
+/* element `off` of the packed qkv, which is bf16 (uint16_t) when bf */
+static const void *qkv_at(const void *qkv, int bf, int64_t off) {
+    return bf ? (const void *)((const uint16_t *)qkv + off) : (const void *)((const float *)qkv + off);
+}
+
+static void attn_forward(float *out, float *att, const void *qkv, int bf, const uint8_t *key_pad, int B, int64_t T,
+                         int C, int H, const AttentionDropout *drop, float *scratch) {
+    KOE_ASSERT(!bf || gemm_precision() == GEMM_BF16);
     const AttentionSetup su = attention_setup(B, C, H, drop);
     const int Dh = su.Dh, dropping = su.dropping, slots = su.slots;
     const float scale = su.scale, inv_keep = su.inv_keep;
@@ -183,11 +189,11 @@ void attention_forward(float *out, float *att, const float *qkv, const uint8_t *
         const int64_t Tk = attention_key_len(key_pad, b, T, &masked);
         const uint8_t *kp = masked ? key_pad + (int64_t)b * T : NULL;
         const uint64_t key = dropping ? attention_dropout_key(drop, b, h) : 0;
-        const float *q = qkv + (int64_t)b * T * 3 * C + (int64_t)h * Dh; /* (T, Dh), row stride 3C */
-        const float *k = q + C, *v = q + 2 * C;
+        const int64_t qoff = (int64_t)b * T * 3 * C + (int64_t)h * Dh; /* q, k, v: (T, Dh), row stride 3C */
+        const void *q = qkv_at(qkv, bf, qoff), *k = qkv_at(qkv, bf, qoff + C), *v = qkv_at(qkv, bf, qoff + 2 * C);
         float *a = att + (int64_t)bh * T * T; /* (T, T) */
         float *o = out + (int64_t)b * T * C + (int64_t)h * Dh; /* (T, Dh), row stride C */
-        sgemm('N', 'T', (int)T, (int)Tk, Dh, scale, q, 3 * C, k, 3 * C, 0.0f, a, (int)T);
+        sgemm_mixed('N', 'T', (int)T, (int)Tk, Dh, scale, q, bf, 3 * C, k, bf, 3 * C, 0.0f, a, (int)T);
         for (int64_t i = 0; i < T; i++) {
             float *row = a + i * T;
             attention_softmax_row(row, Tk, kp);
@@ -195,13 +201,15 @@ void attention_forward(float *out, float *att, const float *qkv, const uint8_t *
             if (dropping) attention_dropout_row(pd + i * Tk, row, Tk, key, i, thr, inv_keep);
         }
         const float *p = dropping ? pd : a;
-        sgemm('N', 'N', (int)T, Dh, (int)Tk, 1.0f, p, dropping ? (int)Tk : (int)T, v, 3 * C, 0.0f, o, C);
+        sgemm_mixed('N', 'N', (int)T, Dh, (int)Tk, 1.0f, p, 0, dropping ? (int)Tk : (int)T, v, bf, 3 * C, 0.0f, o, C);
     }
 }
 
-void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, const uint8_t *key_pad,
-                        int B, int64_t T, int C, int H, const AttentionDropout *drop, float *scratch) {
+static void attn_backward(float *dqkv, const float *dout, const void *qkv, int bf, const float *att,
+                          const uint8_t *key_pad, int B, int64_t T, int C, int H, const AttentionDropout *drop,
+                          float *scratch) {
     if (!dqkv) return;
+    KOE_ASSERT(!bf || gemm_precision() == GEMM_BF16);
     const AttentionSetup su = attention_setup(B, C, H, drop);
     const int Dh = su.Dh, dropping = su.dropping, slots = su.slots;
     const float scale = su.scale, inv_keep = su.inv_keep;
@@ -215,7 +223,7 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
         const int64_t Tk = attention_key_len(key_pad, b, T, &masked);
         const uint64_t key = dropping ? attention_dropout_key(drop, b, h) : 0;
         const int64_t qoff = (int64_t)b * T * 3 * C + (int64_t)h * Dh;
-        const float *q = qkv + qoff, *k = q + C, *v = q + 2 * C; /* (T, Dh), row stride 3C */
+        const void *q = qkv_at(qkv, bf, qoff), *k = qkv_at(qkv, bf, qoff + C), *v = qkv_at(qkv, bf, qoff + 2 * C);
         float *dq = dqkv + qoff, *dk = dq + C, *dv = dq + 2 * C;
         const float *a = att + (int64_t)bh * T * T; /* (T, T) */
         const float *dO = dout + (int64_t)b * T * C + (int64_t)h * Dh; /* (T, Dh), row stride C */
@@ -227,7 +235,7 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
         /* dV[0:Tk] += Pd^T dO */
         sgemm('T', 'N', (int)Tk, Dh, (int)T, 1.0f, p, ldp, dO, C, 1.0f, dv, 3 * C);
         /* dP = dO V^T */
-        sgemm('N', 'T', (int)T, (int)Tk, Dh, 1.0f, dO, C, v, 3 * C, 0.0f, ds, (int)Tk);
+        sgemm_mixed('N', 'T', (int)T, (int)Tk, Dh, 1.0f, dO, 0, C, v, bf, 3 * C, 0.0f, ds, (int)Tk);
         for (int64_t i = 0; i < T; i++) {
             const float *pi = p + i * ldp, *ai = a + i * T;
             float *di = ds + i * Tk;
@@ -242,7 +250,28 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
             for (int64_t j = 0; j < Tk; j++) di[j] -= ai[j] * fdot;
         }
         /* dQ += scale dS K, dK[0:Tk] += scale dS^T Q */
-        sgemm('N', 'N', (int)T, Dh, (int)Tk, scale, ds, (int)Tk, k, 3 * C, 1.0f, dq, 3 * C);
-        sgemm('T', 'N', (int)Tk, Dh, (int)T, scale, ds, (int)Tk, q, 3 * C, 1.0f, dk, 3 * C);
+        sgemm_mixed('N', 'N', (int)T, Dh, (int)Tk, scale, ds, 0, (int)Tk, k, bf, 3 * C, 1.0f, dq, 3 * C);
+        sgemm_mixed('T', 'N', (int)Tk, Dh, (int)T, scale, ds, 0, (int)Tk, q, bf, 3 * C, 1.0f, dk, 3 * C);
     }
+}
+
+void attention_forward(float *out, float *att, const float *qkv, const uint8_t *key_pad, int B, int64_t T, int C,
+                       int H, const AttentionDropout *drop, float *scratch) {
+    attn_forward(out, att, qkv, 0, key_pad, B, T, C, H, drop, scratch);
+}
+
+void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, const uint8_t *key_pad,
+                        int B, int64_t T, int C, int H, const AttentionDropout *drop, float *scratch) {
+    attn_backward(dqkv, dout, qkv, 0, att, key_pad, B, T, C, H, drop, scratch);
+}
+
+void attention_forward_bf16qkv(float *out, float *att, const uint16_t *qkv, const uint8_t *key_pad, int B, int64_t T,
+                               int C, int H, const AttentionDropout *drop, float *scratch) {
+    attn_forward(out, att, qkv, 1, key_pad, B, T, C, H, drop, scratch);
+}
+
+void attention_backward_bf16qkv(float *dqkv, const float *dout, const uint16_t *qkv, const float *att,
+                                const uint8_t *key_pad, int B, int64_t T, int C, int H, const AttentionDropout *drop,
+                                float *scratch) {
+    attn_backward(dqkv, dout, qkv, 1, att, key_pad, B, T, C, H, drop, scratch);
 }

@@ -87,13 +87,27 @@ static int cpu_has_avx512_bf16(void) {
     return __builtin_cpu_supports("avx512bf16");
 }
 
-void bf16_from_f32(uint16_t *dst, const float *src, int64_t n) {
+static void bf16_from_f32_serial(uint16_t *dst, const float *src, int64_t n) {
     static int vec = -1; /* the same answer from every thread: a benign race */
     if (vec < 0) vec = cpu_has_avx512_bf16();
     if (vec)
         bf16_from_f32_avx512(dst, src, n);
     else
         bf16_from_f32_scalar(dst, src, n);
+}
+
+/* Conversions below this many elements run on the calling thread alone: the conversion is a memory
+ * sweep, and waking the OpenMP team costs more than it saves on anything smaller. */
+#define BF16_PARALLEL_MIN ((int64_t)1 << 20)
+
+void bf16_from_f32(uint16_t *dst, const float *src, int64_t n) {
+    if (n < BF16_PARALLEL_MIN || omp_in_parallel()) { /* no OpenMP call at all: im2col converts short runs */
+        bf16_from_f32_serial(dst, src, n);
+        return;
+    }
+    const int64_t chunk = 1 << 16;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i += chunk) bf16_from_f32_serial(dst + i, src + i, n - i < chunk ? n - i : chunk);
 }
 
 /* ---- sgemm ------------------------------------------------------------------------------------------ */
@@ -103,10 +117,6 @@ static _Thread_local struct {
     uint16_t *p;
     size_t cap;
 } stage[2];
-
-/* Operands below this many elements are converted by the calling thread alone: the conversion is a
- * memory sweep, and waking the OpenMP team costs more than it saves on anything smaller. */
-#define STAGE_PARALLEL_MIN ((int64_t)1 << 20)
 
 /* The stored matrix of op(X) (rows x cols, leading dimension ld) in bf16, packed (leading dimension
  * cols), in staging buffer `slot`. */
@@ -118,14 +128,11 @@ static const uint16_t *stage_bf16(int slot, const float *X, int64_t rows, int64_
         stage[slot].cap = (size_t)need;
     }
     uint16_t *d = stage[slot].p;
-    const int par = need >= STAGE_PARALLEL_MIN && !omp_in_parallel();
     if (cols == ld) {
-        const int64_t chunk = 1 << 16;
-#pragma omp parallel for schedule(static) if (par)
-        for (int64_t i = 0; i < need; i += chunk) bf16_from_f32(d + i, X + i, need - i < chunk ? need - i : chunk);
+        bf16_from_f32(d, X, need);
     } else {
-#pragma omp parallel for schedule(static) if (par)
-        for (int64_t r = 0; r < rows; r++) bf16_from_f32(d + r * cols, X + r * ld, cols);
+#pragma omp parallel for schedule(static) if (need >= BF16_PARALLEL_MIN && !omp_in_parallel())
+        for (int64_t r = 0; r < rows; r++) bf16_from_f32_serial(d + r * cols, X + r * ld, cols);
     }
     return d;
 }
@@ -154,18 +161,25 @@ static const uint16_t *operand_bf16(int slot, const float *X, int64_t rows, int6
     return stage_bf16(slot, X, rows, cols, ld);
 }
 
-void sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-           const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    if (gemm_mode == GEMM_FP32 || M == 0 || N == 0 || K == 0) {
+void sgemm_mixed(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const void *A, int a_bf16,
+                 int64_t lda, const void *B, int b_bf16, int64_t ldb, float beta, float *C, int64_t ldc) {
+    KOE_ASSERT(gemm_mode == GEMM_BF16 || (!a_bf16 && !b_bf16));
+    if (gemm_mode == GEMM_FP32 || M == 0 || N == 0 || K == 0) { /* an empty product reads no operand */
         sgemm_fp32(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
     /* stored shapes: A is (M, K) for 'N', (K, M) for 'T'; B is (K, N) for 'N', (N, K) for 'T' */
     const int64_t ar = ta == 'N' ? M : K, ac = ta == 'N' ? K : M;
     const int64_t br = tb == 'N' ? K : N, bc = tb == 'N' ? N : K;
-    int64_t la, lb;
-    const uint16_t *a = operand_bf16(0, A, ar, ac, lda, &la), *b = operand_bf16(1, B, br, bc, ldb, &lb);
+    int64_t la = lda, lb = ldb;
+    const uint16_t *a = a_bf16 ? A : operand_bf16(0, A, ar, ac, lda, &la);
+    const uint16_t *b = b_bf16 ? B : operand_bf16(1, B, br, bc, ldb, &lb);
     bgemm(ta, tb, M, N, K, alpha, a, la, b, lb, beta, C, ldc);
+}
+
+void sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+           const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    sgemm_mixed(ta, tb, M, N, K, alpha, A, 0, lda, B, 0, ldb, beta, C, ldc);
 }
 
 /* ---- what runs -------------------------------------------------------------------------------------- */

@@ -32,6 +32,12 @@ typedef enum { GEMM_FP32 = 0, GEMM_BF16 = 1 } GemmPrecision;
 /* C = alpha op(A) op(B) + beta C in the process's precision. */
 void sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
            const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* sgemm with operands that may already be bf16 (bit patterns): a_bf16 / b_bf16 say that A / B
+ * is a uint16_t array, used as it is; a float operand is rounded (or read from the copy) as in
+ * sgemm. A bf16 operand is allowed only while the precision is GEMM_BF16: this is how a caller that
+ * keeps a GEMM input in bf16 (core/README.md, Precision) multiplies it without a staging pass. */
+void sgemm_mixed(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const void *A, int a_bf16,
+                 int64_t lda, const void *B, int b_bf16, int64_t ldb, float beta, float *C, int64_t ldc);
 /* The same, always fp32: for the products that are part of a loss or a quantizer. */
 void sgemm_fp32(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                 const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
@@ -61,7 +67,8 @@ void gemm_describe(char *buf, size_t n);
 
 /* fp32 -> bf16, round to nearest even, as VCVTNEPS2BF16 does it: NaN stays NaN (quiet), and
  * subnormal inputs become a zero of their sign. AVX512_BF16 where the CPU has it (checked once, at
- * run time), else the scalar loop; both give the same bits (tests/unit/test_gemm.c). */
+ * run time), else the scalar loop; both give the same bits (tests/unit/test_gemm.c). Large arrays are
+ * split over the OpenMP threads when called from serial code. */
 void bf16_from_f32(uint16_t *dst, const float *src, int64_t n);
 void bf16_from_f32_scalar(uint16_t *dst, const float *src, int64_t n);
 float bf16_to_f32(uint16_t h);

@@ -16,14 +16,24 @@
 
 /* ---- linear ------------------------------------------------------------------------------------ */
 
-void linear_forward(float *out, const float *inp, const float *weight, const float *bias, int64_t N, int C, int OC) {
+static void linear_fwd(float *out, const void *inp, int in_bf16, const float *weight, const float *bias, int64_t N,
+                       int C, int OC) {
     float beta = 0.0f;
     if (bias) {
 #pragma omp parallel for schedule(static)
         for (int64_t n = 0; n < N; n++) memcpy(out + n * OC, bias, (size_t)OC * sizeof(float));
         beta = 1.0f;
     }
-    sgemm('N', 'T', N, OC, C, 1.0f, inp, C, weight, C, beta, out, OC);
+    sgemm_mixed('N', 'T', N, OC, C, 1.0f, inp, in_bf16, C, weight, 0, C, beta, out, OC);
+}
+
+void linear_forward(float *out, const float *inp, const float *weight, const float *bias, int64_t N, int C, int OC) {
+    linear_fwd(out, inp, 0, weight, bias, N, C, OC);
+}
+
+void linear_forward_bf16in(float *out, const uint16_t *inp, const float *weight, const float *bias, int64_t N, int C,
+                           int OC) {
+    linear_fwd(out, inp, 1, weight, bias, N, C, OC);
 }
 
 /* dst (OC) += column sums of src (N rows of OC, row stride ld): threads split the columns so no two
@@ -42,13 +52,23 @@ static void colsum_accumulate(float *dst, const float *src, int64_t N, int OC, i
     }
 }
 
-void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                     const float *weight, int64_t N, int C, int OC) {
+static void linear_bwd(float *dinp, float *dweight, float *dbias, const float *dout, const void *inp, int in_bf16,
+                       const float *weight, int64_t N, int C, int OC) {
     if (dinp)
         sgemm('N', 'N', N, C, OC, 1.0f, dout, OC, weight, C, 1.0f, dinp, C);
     if (dweight)
-        sgemm('T', 'N', OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dweight, C);
+        sgemm_mixed('T', 'N', OC, C, N, 1.0f, dout, 0, OC, inp, in_bf16, C, 1.0f, dweight, C);
     if (dbias) colsum_accumulate(dbias, dout, N, OC, OC);
+}
+
+void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *weight, int64_t N, int C, int OC) {
+    linear_bwd(dinp, dweight, dbias, dout, inp, 0, weight, N, C, OC);
+}
+
+void linear_backward_bf16in(float *dinp, float *dweight, float *dbias, const float *dout, const uint16_t *inp,
+                            const float *weight, int64_t N, int C, int OC) {
+    linear_bwd(dinp, dweight, dbias, dout, inp, 1, weight, N, C, OC);
 }
 
 /* ---- conv1d -------------------------------------------------------------------------------------
@@ -149,20 +169,37 @@ static void conv_tap_range(int64_t *t0, int64_t *t1, int64_t Ti, int64_t To, int
     *t1 = b > a ? b : a;
 }
 
-/* col (M, KC): the windows of group g for output rows r0 .. r0+M-1 (row r = b*To + t) */
-static void conv_im2col(float *col, const float *inp, int64_t r0, int64_t M, int64_t Ti, int64_t To, int C, int Cg,
-                        int K, int stride, int pad, int g) {
+/* n values from src (bf16 when src_bf16) to dst (bf16 when dst_bf16): a copy, or fp32 -> bf16 */
+static void conv_copy(void *dst, int dst_bf16, const void *src, int src_bf16, int64_t n) {
+    if (dst_bf16 && !src_bf16) bf16_from_f32(dst, src, n);
+    else memcpy(dst, src, (size_t)n * (dst_bf16 ? sizeof(uint16_t) : sizeof(float)));
+}
+
+/* col (M, KC): the windows of group g for output rows r0 .. r0+M-1 (row r = b*To + t). inp is bf16
+ * when in_bf16, col when col_bf16 (a bf16 col from an fp32 input is rounded here, as sgemm's staging
+ * would). With G = 1 a window's taps inside the input are one contiguous run of rows. */
+static void conv_im2col(void *col, int col_bf16, const void *inp, int in_bf16, int64_t r0, int64_t M, int64_t Ti,
+                        int64_t To, int C, int Cg, int K, int stride, int pad, int g) {
+    const size_t cs = col_bf16 ? sizeof(uint16_t) : sizeof(float), is = in_bf16 ? sizeof(uint16_t) : sizeof(float);
+    const int64_t KC = (int64_t)K * Cg;
 #pragma omp parallel for schedule(static)
     for (int64_t m = 0; m < M; m++) {
         int64_t r = r0 + m, b = r / To, t = r % To;
-        float *dst = col + m * (int64_t)K * Cg;
-        for (int k = 0; k < K; k++) {
-            int64_t i = t * stride + k - pad;
-            if (i < 0 || i >= Ti)
-                memset(dst + (int64_t)k * Cg, 0, (size_t)Cg * sizeof(float));
-            else
-                memcpy(dst + (int64_t)k * Cg, inp + (b * Ti + i) * C + (int64_t)g * Cg, (size_t)Cg * sizeof(float));
-        }
+        char *dst = (char *)col + (size_t)(m * KC) * cs;
+        int64_t k0 = pad - t * stride, k1 = Ti + pad - t * stride; /* taps with input rows in [0, Ti) */
+        if (k0 < 0) k0 = 0;
+        if (k1 > K) k1 = K;
+        if (k1 < k0) k1 = k0;
+        memset(dst, 0, (size_t)(k0 * Cg) * cs);
+        memset(dst + (size_t)(k1 * Cg) * cs, 0, (size_t)((K - k1) * Cg) * cs);
+        if (k1 == k0) continue;
+        const int64_t i0 = t * stride - pad + k0; /* the input row of tap k0 */
+        const char *src = (const char *)inp + (size_t)((b * Ti + i0) * C + (int64_t)g * Cg) * is;
+        if (Cg == C)
+            conv_copy(dst + (size_t)(k0 * Cg) * cs, col_bf16, src, in_bf16, (k1 - k0) * Cg);
+        else
+            for (int64_t k = k0; k < k1; k++)
+                conv_copy(dst + (size_t)(k * Cg) * cs, col_bf16, src + (size_t)((k - k0) * C) * is, in_bf16, Cg);
     }
 }
 
@@ -256,13 +293,18 @@ static void conv_depthwise_backward(float *dinp, float *dweight, float *dbias, c
     }
 }
 
-void conv1d_forward(float *out, const float *inp, const float *weight, const float *bias, int B, int64_t Ti,
-                    int C, int OC, int K, int stride, int pad, int G, float *scratch) {
+/* The unfolded path's windows are bf16 in a bf16 run (gemm_precision()): copied from a bf16 input
+ * (in_bf16), rounded from an fp32 one, and multiplied as they are (sgemm_mixed), never staged. */
+static void conv_forward(float *out, const void *inp, int in_bf16, const float *weight, const float *bias, int B,
+                         int64_t Ti, int C, int OC, int K, int stride, int pad, int G, float *scratch) {
     KOE_ASSERT(G > 0 && C % G == 0 && OC % G == 0 && K > 0 && stride > 0 && pad >= 0);
+    const int col_bf16 = gemm_precision() == GEMM_BF16;
+    KOE_ASSERT(col_bf16 || !in_bf16);
     int64_t To = conv1d_out_len(Ti, K, stride, pad), R = (int64_t)B * To;
     if (R == 0) return;
     const ConvScratch s = conv_scratch(scratch, B, Ti, C, OC, K, stride, pad, G);
     if (conv_is_depthwise(C, OC, G)) {
+        KOE_ASSERT(!in_bf16);
         conv_depthwise_forward(out, inp, weight, bias, B, Ti, To, C, K, stride, pad, s.wr);
         return;
     }
@@ -283,21 +325,24 @@ void conv1d_forward(float *out, const float *inp, const float *weight, const flo
         float *colg = col + omp_get_thread_num() * RB * KC;
         for (int64_t r0 = 0; r0 < R; r0 += RB) {
             int64_t M = R - r0 < RB ? R - r0 : RB;
-            conv_im2col(colg, inp, r0, M, Ti, To, C, Cg, K, stride, pad, g);
-            sgemm('N', 'T', M, OCg, KC, 1.0f, colg, KC, wr + (int64_t)g * OCg * KC, KC, beta0,
-                  out + r0 * OC + (int64_t)g * OCg, OC);
+            conv_im2col(colg, col_bf16, inp, in_bf16, r0, M, Ti, To, C, Cg, K, stride, pad, g);
+            sgemm_mixed('N', 'T', M, OCg, KC, 1.0f, colg, col_bf16, KC, wr + (int64_t)g * OCg * KC, 0, KC, beta0,
+                        out + r0 * OC + (int64_t)g * OCg, OC);
         }
     }
 }
 
-void conv1d_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                     const float *weight, int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G,
-                     float *scratch) {
+static void conv_backward(float *dinp, float *dweight, float *dbias, const float *dout, const void *inp, int in_bf16,
+                          const float *weight, int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G,
+                          float *scratch) {
     KOE_ASSERT(G > 0 && C % G == 0 && OC % G == 0 && K > 0 && stride > 0 && pad >= 0);
+    const int col_bf16 = gemm_precision() == GEMM_BF16;
+    KOE_ASSERT(col_bf16 || !in_bf16);
     int64_t To = conv1d_out_len(Ti, K, stride, pad), R = (int64_t)B * To;
     if (R == 0) return;
     const ConvScratch s = conv_scratch(scratch, B, Ti, C, OC, K, stride, pad, G);
     if (conv_is_depthwise(C, OC, G)) {
+        KOE_ASSERT(!in_bf16);
         conv_depthwise_backward(dinp, dweight, dbias, dout, inp, weight, B, Ti, To, C, K, stride, pad, s.wr);
         return;
     }
@@ -318,8 +363,9 @@ void conv1d_backward(float *dinp, float *dweight, float *dbias, const float *dou
             int64_t M = R - r0 < RB ? R - r0 : RB;
             const float *d = dout + r0 * OC + (int64_t)g * OCg;
             if (dweight) {
-                conv_im2col(colg, inp, r0, M, Ti, To, C, Cg, K, stride, pad, g);
-                sgemm('T', 'N', OCg, KC, M, 1.0f, d, OC, colg, KC, 1.0f, dwr + (int64_t)g * OCg * KC, KC);
+                conv_im2col(colg, col_bf16, inp, in_bf16, r0, M, Ti, To, C, Cg, K, stride, pad, g);
+                sgemm_mixed('T', 'N', OCg, KC, M, 1.0f, d, 0, OC, colg, col_bf16, KC, 1.0f, dwr + (int64_t)g * OCg * KC,
+                            KC);
             }
             if (dinp) {
                 sgemm('N', 'N', M, KC, OCg, 1.0f, d, OC, wr + (int64_t)g * OCg * KC, KC, 0.0f, colg, KC);
@@ -328,6 +374,28 @@ void conv1d_backward(float *dinp, float *dweight, float *dbias, const float *dou
         }
     }
     if (dweight) conv_wr_grad_accumulate(dweight, dwr, OC, Cg, K);
+}
+
+void conv1d_forward(float *out, const float *inp, const float *weight, const float *bias, int B, int64_t Ti,
+                    int C, int OC, int K, int stride, int pad, int G, float *scratch) {
+    conv_forward(out, inp, 0, weight, bias, B, Ti, C, OC, K, stride, pad, G, scratch);
+}
+
+void conv1d_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *weight, int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G,
+                     float *scratch) {
+    conv_backward(dinp, dweight, dbias, dout, inp, 0, weight, B, Ti, C, OC, K, stride, pad, G, scratch);
+}
+
+void conv1d_forward_bf16in(float *out, const uint16_t *inp, const float *weight, const float *bias, int B,
+                           int64_t Ti, int C, int OC, int K, int stride, int pad, int G, float *scratch) {
+    conv_forward(out, inp, 1, weight, bias, B, Ti, C, OC, K, stride, pad, G, scratch);
+}
+
+void conv1d_backward_bf16in(float *dinp, float *dweight, float *dbias, const float *dout, const uint16_t *inp,
+                            const float *weight, int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G,
+                            float *scratch) {
+    conv_backward(dinp, dweight, dbias, dout, inp, 1, weight, B, Ti, C, OC, K, stride, pad, G, scratch);
 }
 
 /* ---- layernorm ----------------------------------------------------------------------------------- */

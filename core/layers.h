@@ -25,6 +25,14 @@ void linear_forward(float *out, const float *inp, const float *weight, const flo
 void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int64_t N, int C, int OC);
 
+/* The same with inp kept in bf16 (uint16_t bit patterns, gemm.h), for a bf16 run only (gemm_precision()
+ * == GEMM_BF16): inp is only a GEMM operand there, rounded to bf16 anyway, so the results are the
+ * fp32-input call's on inp's fp32 original (core/README.md, Precision). */
+void linear_forward_bf16in(float *out, const uint16_t *inp, const float *weight, const float *bias, int64_t N, int C,
+                           int OC);
+void linear_backward_bf16in(float *dinp, float *dweight, float *dbias, const float *dout, const uint16_t *inp,
+                            const float *weight, int64_t N, int C, int OC);
+
 /* 1-d convolution over time, time-major. inp (B, Ti, C), out (B, To, OC), weight (OC, C/G, K),
  * bias (OC) or NULL; zero padding `pad` on both sides; To = (Ti + 2*pad - K) / stride + 1.
  * Covers the waveform stack (G=1, strided), the positional conv (G=16, pad K/2; the caller drops
@@ -40,6 +48,13 @@ void conv1d_forward(float *out, const float *inp, const float *weight, const flo
 void conv1d_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G,
                      float *scratch);
+
+/* The same convolution of an input kept in bf16, as linear_*_bf16in. Not for depthwise convs. */
+void conv1d_forward_bf16in(float *out, const uint16_t *inp, const float *weight, const float *bias, int B,
+                           int64_t Ti, int C, int OC, int K, int stride, int pad, int G, float *scratch);
+void conv1d_backward_bf16in(float *dinp, float *dweight, float *dbias, const float *dout, const uint16_t *inp,
+                            const float *weight, int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G,
+                            float *scratch);
 
 /* LayerNorm over the last dimension C of (N, C); eps as PyTorch (1e-5). mean, rstd: (N). */
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
@@ -84,6 +99,12 @@ void attention_forward(float *out, float *att, const float *qkv, const uint8_t *
                        int H, const AttentionDropout *drop, float *scratch);
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, const uint8_t *key_pad,
                         int B, int64_t T, int C, int H, const AttentionDropout *drop, float *scratch);
+/* The same with qkv kept in bf16, as linear_*_bf16in (a bf16 run only; q, k and v are only GEMM operands). */
+void attention_forward_bf16qkv(float *out, float *att, const uint16_t *qkv, const uint8_t *key_pad, int B, int64_t T,
+                               int C, int H, const AttentionDropout *drop, float *scratch);
+void attention_backward_bf16qkv(float *dqkv, const float *dout, const uint16_t *qkv, const float *att,
+                                const uint8_t *key_pad, int B, int64_t T, int C, int H, const AttentionDropout *drop,
+                                float *scratch);
 
 /* Inverted dropout over n values, mask from the stream (seed, a, b, KOE_RNG_DROPOUT): out = inp *
  * keep / (1 - p); element i is kept when the top 24 bits of the stream's number i (koe_rng_u64 with

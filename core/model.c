@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "gemm.h"
 #include "layers.h"
 #include "mask.h"
 #include "rng.h"
@@ -258,7 +259,7 @@ static void carve(Model *m, Arena *cv, int B, int64_t S) {
             const int64_t stats = c->conv_norm == CONV_NORM_GROUP ? (int64_t)B * c->conv_dim[i] : (int64_t)B * Tc[i];
             a->norm_mean[i] = normed ? arena_take(cv, stats) : NULL;
             a->norm_rstd[i] = normed ? arena_take(cv, stats) : NULL;
-            a->conv_act[i] = arena_take(cv, n);
+            a->conv_act[i] = arena_take(cv, m->arena_bf16 && i < c->n_conv - 1 ? (n + 1) / 2 : n);
             conv_scratch = i64max(conv_scratch, conv1d_scratch_floats(B, Tin, cin, c->conv_dim[i], c->conv_kernel[i],
                                                                       c->conv_stride[i], 0, 1));
             conv_max = i64max(conv_max, n);
@@ -296,7 +297,7 @@ static void carve(Model *m, Arena *cv, int B, int64_t S) {
             y->n1 = post_ln ? NULL : arena_take(cv, ND);
             y->ln_mean = arena_take(cv, N);
             y->ln_rstd = arena_take(cv, N);
-            y->qkv = arena_take(cv, 3 * ND);
+            y->qkv = arena_take(cv, m->arena_bf16 ? (3 * ND + 1) / 2 : 3 * ND);
             y->att = arena_take(cv, (int64_t)B * H * T * T);
             y->attn = arena_take(cv, ND);
             y->r1 = arena_take(cv, ND);
@@ -304,7 +305,7 @@ static void carve(Model *m, Arena *cv, int B, int64_t S) {
             y->fln_mean = arena_take(cv, N);
             y->fln_rstd = arena_take(cv, N);
             y->h = arena_take(cv, N * F);
-            y->g = arena_take(cv, N * F);
+            y->g = arena_take(cv, m->arena_bf16 ? (N * F + 1) / 2 : N * F);
             y->r2 = post_ln ? arena_take(cv, ND) : NULL;
         }
         a->layer_out[l] = arena_take(cv, ND);
@@ -374,6 +375,7 @@ Model *model_create_budget(const ModelConfig *cfg, ParamTable table, int max_B, 
     /* The worst batch under the budget: per-frame activations grow with B*S, attention's (B, H, T, T)
      * probabilities with B*T^2, so every batch count B with S = min(max_S, max_tokens / B) is tried. */
     m->arena_floats = 0;
+    m->arena_bf16 = gemm_precision() == GEMM_BF16;
     for (int B = 1; B <= max_B; B++) {
         int64_t S = max_tokens / B < max_S ? max_tokens / B : max_S;
         if (model_frames(cfg, S) < 1) break;
@@ -498,9 +500,16 @@ static void transformer_layer_forward(Model *m, int l, float *out, const float *
         att_in = y->n1;
         prof(m, 0, PROF_NORMS, &t);
     }
-    linear_forward(y->qkv, att_in, p->qkv_w, p->qkv_b, N, D, 3 * D);
-    prof(m, 0, PROF_QKV, &t);
-    attention_forward(y->attn, y->att, y->qkv, m->key_pad, B, T, D, H, &ad, m->s_att);
+    if (m->a.acts_bf16) { /* q|k|v kept in bf16: through s_qkv, free until backward */
+        linear_forward(m->s_qkv, att_in, p->qkv_w, p->qkv_b, N, D, 3 * D);
+        bf16_from_f32((uint16_t *)y->qkv, m->s_qkv, 3 * ND);
+        prof(m, 0, PROF_QKV, &t);
+        attention_forward_bf16qkv(y->attn, y->att, (const uint16_t *)y->qkv, m->key_pad, B, T, D, H, &ad, m->s_att);
+    } else {
+        linear_forward(y->qkv, att_in, p->qkv_w, p->qkv_b, N, D, 3 * D);
+        prof(m, 0, PROF_QKV, &t);
+        attention_forward(y->attn, y->att, y->qkv, m->key_pad, B, T, D, H, &ad, m->s_att);
+    }
     prof(m, 0, PROF_ATTENTION, &t);
     linear_forward(tmp, y->attn, p->out_w, p->out_b, N, D, D);
     prof(m, 0, PROF_OUTPROJ, &t);
@@ -510,13 +519,16 @@ static void transformer_layer_forward(Model *m, int l, float *out, const float *
     else layernorm_forward(y->n2, y->ln_mean, y->ln_rstd, y->r1, p->ln_w, p->ln_b, N, D, eps);
     prof(m, 0, PROF_NORMS, &t);
     linear_forward(y->h, y->n2, p->fc1_w, p->fc1_b, N, D, F);
-    gelu_forward(y->g, y->h, N * F);
-    const float *g = y->g;
-    if (p_act > 0) {
-        drop_fwd(m, tmpf, y->g, N * F, p_act, site(l, SITE_FFN_ACT));
-        g = tmpf;
+    /* g, output_dense's input, is kept as it enters the GEMM: after the dropout, in bf16 in a bf16 run */
+    float *g = m->a.acts_bf16 ? tmpf : y->g;
+    gelu_forward(g, y->h, N * F);
+    drop_fwd(m, g, g, N * F, p_act, site(l, SITE_FFN_ACT));
+    if (m->a.acts_bf16) {
+        bf16_from_f32((uint16_t *)y->g, g, N * F);
+        linear_forward_bf16in(tmp, (const uint16_t *)y->g, p->fc2_w, p->fc2_b, N, F, D);
+    } else {
+        linear_forward(tmp, g, p->fc2_w, p->fc2_b, N, F, D);
     }
-    linear_forward(tmp, g, p->fc2_w, p->fc2_b, N, F, D);
     prof(m, 0, PROF_FFN, &t);
     drop_fwd(m, tmp, tmp, ND, p_drop, site(l, SITE_FFN_OUT));
     if (c->layer_norm_first) {
@@ -554,13 +566,11 @@ static void transformer_layer_backward(Model *m, int l, float *dx, const float *
     zero(d2, ND);
     drop_bwd(m, d2, dsum, ND, p_drop, site(l, SITE_FFN_OUT));
     prof(m, 1, PROF_NORMS, &t);
-    const float *g = y->g;
-    if (p_act > 0) {
-        drop_fwd(m, f1, y->g, NF, p_act, site(l, SITE_FFN_ACT));
-        g = f1;
-    }
     zero(f2, NF);
-    linear_backward(f2, gp->fc2_w, gp->fc2_b, d2, g, p->fc2_w, N, F, D);
+    if (m->a.acts_bf16)
+        linear_backward_bf16in(f2, gp->fc2_w, gp->fc2_b, d2, (const uint16_t *)y->g, p->fc2_w, N, F, D);
+    else
+        linear_backward(f2, gp->fc2_w, gp->fc2_b, d2, y->g, p->fc2_w, N, F, D);
     float *dg = f2, *dh = f1;
     if (p_act > 0) {
         zero(f1, NF);
@@ -593,7 +603,10 @@ static void transformer_layer_backward(Model *m, int l, float *dx, const float *
     linear_backward(d1, gp->out_w, gp->out_b, d2, y->attn, p->out_w, N, D, D);
     prof(m, 1, PROF_OUTPROJ, &t);
     zero(dqkv, 3 * ND);
-    attention_backward(dqkv, d1, y->qkv, y->att, m->key_pad, B, T, D, H, &ad, m->s_att);
+    if (m->a.acts_bf16)
+        attention_backward_bf16qkv(dqkv, d1, (const uint16_t *)y->qkv, y->att, m->key_pad, B, T, D, H, &ad, m->s_att);
+    else
+        attention_backward(dqkv, d1, y->qkv, y->att, m->key_pad, B, T, D, H, &ad, m->s_att);
     prof(m, 1, PROF_ATTENTION, &t);
     if (pre) {
         zero(d2, ND);
@@ -622,14 +635,19 @@ static void frontend_forward(Model *m, const float *inp, const int64_t *in_len, 
         KOE_ASSERT(m->frames[b] <= T);
     }
     if (c->frontend == FRONTEND_WAVEFORM) {
+        const int bf = a->acts_bf16; /* the GELU outputs that only feed the next conv */
         const float *x = inp; /* (B, S, 1) */
         int64_t Tin = m->S;
         int cin = 1;
         for (int i = 0; i < c->n_conv; i++) {
             const int C = c->conv_dim[i];
             const int64_t Ti = m->Tc[i], n = (int64_t)B * Ti * C;
-            conv1d_forward(a->conv_out[i], x, m->p.conv_w[i], m->p.conv_b[i], B, Tin, cin, C, c->conv_kernel[i],
-                           c->conv_stride[i], 0, 1, m->s_conv);
+            if (bf && i > 0)
+                conv1d_forward_bf16in(a->conv_out[i], (const uint16_t *)x, m->p.conv_w[i], m->p.conv_b[i], B, Tin,
+                                      cin, C, c->conv_kernel[i], c->conv_stride[i], 0, 1, m->s_conv);
+            else
+                conv1d_forward(a->conv_out[i], x, m->p.conv_w[i], m->p.conv_b[i], B, Tin, cin, C, c->conv_kernel[i],
+                               c->conv_stride[i], 0, 1, m->s_conv);
             const float *pre = a->conv_out[i];
             if (a->norm_out[i]) {
                 if (c->conv_norm == CONV_NORM_GROUP)
@@ -640,7 +658,12 @@ static void frontend_forward(Model *m, const float *inp, const int64_t *in_len, 
                                       m->p.norm_w[i], m->p.norm_b[i], (int64_t)B * Ti, C, eps);
                 pre = a->norm_out[i];
             }
-            gelu_forward(a->conv_act[i], pre, n);
+            if (bf && i < c->n_conv - 1) { /* through s_c[0], free until backward: gelu_forward's own bits */
+                gelu_forward(m->s_c[0], pre, n);
+                bf16_from_f32((uint16_t *)a->conv_act[i], m->s_c[0], n);
+            } else {
+                gelu_forward(a->conv_act[i], pre, n);
+            }
             x = a->conv_act[i];
             Tin = Ti;
             cin = C;
@@ -755,6 +778,10 @@ void model_forward(Model *m, const float *inp, const int64_t *in_len, int B, int
     Arena cv = arena_over(m->arena, m->arena_floats);
     carve(m, &cv, B, S);
     ModelActs *a = &m->a;
+    /* in bf16, activations that are only GEMM operands are kept in bf16 (core/README.md, Precision) */
+    a->acts_bf16 = gemm_precision() == GEMM_BF16;
+    if (m->arena_bf16 && !a->acts_bf16)
+        koe_fatal(KOE_EXIT_INTERNAL, "internal error: a model created for bf16 activations ran a forward in fp32");
     const int D = c->D, K = c->pos_conv_kernel, G = c->pos_conv_groups;
     const int64_t T = m->T, N = (int64_t)B * T, ND = N * D;
     const float eps = c->layer_norm_eps;
@@ -876,8 +903,13 @@ static void frontend_backward(Model *m, float *dx_in, float dpen, const float *d
             dinp = other;
             zero(dinp, (int64_t)B * Tin * cin);
         }
-        conv1d_backward(dinp, m->g.conv_w[i], m->g.conv_b[i], cur, i ? a->conv_act[i - 1] : m->inp, m->p.conv_w[i],
-                        B, Tin, cin, Ci, c->conv_kernel[i], c->conv_stride[i], 0, 1, m->s_conv);
+        if (i > 0 && a->acts_bf16)
+            conv1d_backward_bf16in(dinp, m->g.conv_w[i], m->g.conv_b[i], cur, (const uint16_t *)a->conv_act[i - 1],
+                                   m->p.conv_w[i], B, Tin, cin, Ci, c->conv_kernel[i], c->conv_stride[i], 0, 1,
+                                   m->s_conv);
+        else
+            conv1d_backward(dinp, m->g.conv_w[i], m->g.conv_b[i], cur, i ? a->conv_act[i - 1] : m->inp,
+                            m->p.conv_w[i], B, Tin, cin, Ci, c->conv_kernel[i], c->conv_stride[i], 0, 1, m->s_conv);
         if (dinp) {
             cur = dinp;
             other = (cur == m->s_c[0]) ? m->s_c[1] : m->s_c[0];

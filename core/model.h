@@ -106,14 +106,15 @@ typedef struct {
 typedef struct {
     float *n1;                /* (N, D) pre-LN: layer_norm(x), the attention input; NULL for post-LN */
     float *ln_mean, *ln_rstd; /* (N) stats of layer_norm */
-    float *qkv;               /* (N, 3D) */
+    float *qkv;               /* (N, 3D) (bf16 when ModelActs.acts_bf16) */
     float *att;               /* (B, H, T, T) attention probabilities */
     float *attn;              /* (N, D) heads concatenated (out_proj input) */
     float *r1;                /* (N, D) x + drop(attention) */
     float *n2;                /* (N, D) FFN input: post-LN layer_norm(r1), pre-LN final_layer_norm(r1) */
     float *fln_mean, *fln_rstd; /* (N) stats of final_layer_norm */
     float *h;                 /* (N, F) intermediate_dense output (GELU input) */
-    float *g;                 /* (N, F) GELU output */
+    float *g;                 /* (N, F) output_dense's input: GELU output after activation dropout (bf16 when
+                                 ModelActs.acts_bf16) */
     float *r2;                /* (N, D) post-LN: n2 + FFN, the final_layer_norm input; NULL for pre-LN */
 } TransformerLayerAct;
 
@@ -122,6 +123,9 @@ typedef struct {
     float *norm_out[MODEL_MAX_CONV]; /* (B, T_i, C_i) after group/layer norm, or NULL */
     float *norm_mean[MODEL_MAX_CONV], *norm_rstd[MODEL_MAX_CONV]; /* (B, C_i) group / (B*T_i) layer */
     float *conv_act[MODEL_MAX_CONV]; /* (B, T_i, C_i) GELU output; the last one is the features */
+    int acts_bf16;            /* the last forward ran in bf16 and kept conv_act[0 .. n_conv-2] and each transformer
+                                 layer's qkv and g as bf16 (uint16_t) in those views: only GEMM operands
+                                 (core/README.md, Precision) */
     float *stacked;           /* fbank: (B, T, fbank_dim*stack) */
     float *fp_ln, *fp_mean, *fp_rstd; /* (B, T, C), (N), (N) LayerNorm of the features (waveform) */
     float *x_in;              /* (B, T, D) projection -> dropout_input -> mask embedding -> padding zeroed */
@@ -172,6 +176,8 @@ typedef struct {
     int64_t max_tokens;    /* B * S of any forward is at most this */
     float *arena;          /* activations + scratch, sized once for (max_B, max_S) */
     int64_t arena_floats;
+    int arena_bf16;        /* created while the GEMM precision was bf16: the arena holds the bf16 activations'
+                              smaller views, and every forward must run in bf16 */
     float *fbank_in;       /* fbank frontend: (max_tokens, fbank_dim) the encoder's input (model_fbank_input) */
     float *wave_in;        /* waveform frontend with normalize_waveform: (max_tokens) the normalised samples */
     uint8_t *key_pad;      /* (max_B * max_T) 1 on padded frames */

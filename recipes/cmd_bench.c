@@ -234,7 +234,7 @@ static int bench_command(const void *opts, int n_args, char **args) {
     rc.run.threads = threads;
     TrainerSynthetic sy = {.B = batch, .S = (int64_t)(seconds * KOE_SAMPLE_RATE), .classes = classes};
     const int real = rc.data.corpus[0] != 0; /* data.corpus=DIR: the recipe's own batches */
-    Trainer *tr = trainer_open(&rc, &(TrainerOptions){.synthetic = real ? NULL : &sy}, &err);
+    Trainer *tr = trainer_open(&rc, &(TrainerOptions){.synthetic = real ? NULL : &sy, .any_precision = o->interleave}, &err);
     if (!tr) koe_fatal(KOE_EXIT_USAGE, "bench: %s", err.msg);
     if (o->interleave) {
         bench_interleaved(tr, steps);

@@ -363,7 +363,9 @@ static int build_model(Trainer *tr, KoeError *err) {
     params_table_init(&table);
     model_table_build(&rc->model, &table);
     objective_add_params(&table, &tr->oc);
+    const GemmPrecision prec = tr->opt.any_precision ? gemm_set_precision(GEMM_FP32) : gemm_precision();
     tr->m = model_create_budget(&rc->model, table, (int)max_B, max_S, budget > max_S ? budget : max_S);
+    gemm_set_precision(prec);
     model_init_params(tr->m, rc->run.seed);
     objective_create(&tr->obj, &tr->oc, tr->m);
     tr->stride = wave ? 1 : rc->model.fbank_stack * FEATURES_HOP;

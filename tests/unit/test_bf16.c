@@ -343,6 +343,123 @@ static void test_linear_conv(void **state) {
     assert_true(beyond > 0);
 }
 
+/* ---- inputs kept in bf16 ------------------------------------------------------------------------------ */
+
+/* A bf16 run keeps the waveform stack's GELU outputs in bf16 and convolves them
+ * with conv1d_*_bf16in, and each transformer layer's q|k|v and output_dense input with
+ * attention_*_bf16qkv and linear_*_bf16in: the input is only a GEMM operand, rounded anyway, so every
+ * output must be the fp32-input call's, bit for bit. */
+static void test_bf16_inputs(void **state) {
+    (void)state;
+    const ConvCase cases[] = {
+        {2, 40, 48, 3, 2, 0, 1, 1, 90},  /* the conv stack: G = 1, one run of rows per window */
+        {3, 16, 24, 2, 2, 0, 1, 0, 41},  /* odd lengths, no bias */
+        {2, 32, 32, 8, 1, 4, 4, 1, 50},  /* grouped and padded: tap by tap */
+    };
+    KoeRng r = koe_rng(8, 0, 0, KOE_RNG_INIT);
+    gemm_set_precision(GEMM_BF16);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        const ConvCase *c = &cases[i];
+        const int64_t To = conv1d_out_len(c->Ti, c->K, c->stride, c->pad), n_in = (int64_t)c->B * c->Ti * c->C;
+        const int64_t n_w = (int64_t)c->OC * (c->C / c->G) * c->K, n_out = (int64_t)c->B * To * c->OC;
+        float *x = koe_malloc((size_t)n_in * sizeof(float)), *w = koe_malloc((size_t)n_w * sizeof(float));
+        float *bias = koe_malloc((size_t)c->OC * sizeof(float)), *dout = koe_malloc((size_t)n_out * sizeof(float));
+        uint16_t *xb = koe_malloc((size_t)n_in * sizeof(uint16_t));
+        fill(x, n_in, 1.0, &r), fill(w, n_w, 0.3, &r), fill(bias, c->OC, 1.0, &r), fill(dout, n_out, 1.0, &r);
+        bf16_from_f32(xb, x, n_in);
+        const int64_t ns = conv1d_scratch_floats(c->B, c->Ti, c->C, c->OC, c->K, c->stride, c->pad, c->G);
+        float *scratch = koe_malloc((size_t)ns * sizeof(float)), *res[2][4];
+        for (int p = 0; p < 2; p++) {
+            res[p][0] = koe_malloc((size_t)n_out * sizeof(float));
+            res[p][1] = koe_calloc((size_t)n_in, sizeof(float));
+            res[p][2] = koe_calloc((size_t)n_w, sizeof(float));
+            res[p][3] = koe_calloc((size_t)c->OC, sizeof(float));
+            const float *b = c->bias ? bias : NULL;
+            float *db = c->bias ? res[p][3] : NULL;
+            if (p == 0) {
+                conv1d_forward_bf16in(res[p][0], xb, w, b, c->B, c->Ti, c->C, c->OC, c->K, c->stride, c->pad, c->G,
+                                      scratch);
+                conv1d_backward_bf16in(res[p][1], res[p][2], db, dout, xb, w, c->B, c->Ti, c->C, c->OC, c->K,
+                                       c->stride, c->pad, c->G, scratch);
+            } else {
+                conv1d_forward(res[p][0], x, w, b, c->B, c->Ti, c->C, c->OC, c->K, c->stride, c->pad, c->G, scratch);
+                conv1d_backward(res[p][1], res[p][2], db, dout, x, w, c->B, c->Ti, c->C, c->OC, c->K, c->stride,
+                                c->pad, c->G, scratch);
+            }
+        }
+        assert_memory_equal(res[0][0], res[1][0], (size_t)n_out * sizeof(float));
+        assert_memory_equal(res[0][1], res[1][1], (size_t)n_in * sizeof(float));
+        assert_memory_equal(res[0][2], res[1][2], (size_t)n_w * sizeof(float));
+        assert_memory_equal(res[0][3], res[1][3], (size_t)c->OC * sizeof(float));
+        printf("conv C=%d OC=%d K=%d s=%d G=%d from a bf16 input: bit-identical to the fp32 input's\n", c->C, c->OC,
+               c->K, c->stride, c->G);
+        for (int p = 0; p < 2; p++)
+            for (int j = 0; j < 4; j++) free(res[p][j]);
+        free(x), free(w), free(bias), free(dout), free(xb), free(scratch);
+    }
+    /* linear (output_dense's input kept in bf16) */
+    const int64_t N = 37;
+    const int C = 70, OC = 29;
+    float *x = koe_malloc((size_t)N * C * sizeof(float)), *w = koe_malloc((size_t)OC * C * sizeof(float));
+    float *bias = koe_malloc((size_t)OC * sizeof(float)), *dout = koe_malloc((size_t)N * OC * sizeof(float));
+    uint16_t *xb = koe_malloc((size_t)N * C * sizeof(uint16_t));
+    fill(x, N * C, 1.0, &r), fill(w, (int64_t)OC * C, 0.3, &r), fill(bias, OC, 1.0, &r), fill(dout, N * OC, 1.0, &r);
+    bf16_from_f32(xb, x, N * C);
+    float *res[2][4];
+    for (int p = 0; p < 2; p++) {
+        res[p][0] = koe_malloc((size_t)N * OC * sizeof(float));
+        res[p][1] = koe_calloc((size_t)N * C, sizeof(float));
+        res[p][2] = koe_calloc((size_t)OC * C, sizeof(float));
+        res[p][3] = koe_calloc((size_t)OC, sizeof(float));
+        if (p == 0) {
+            linear_forward_bf16in(res[p][0], xb, w, bias, N, C, OC);
+            linear_backward_bf16in(res[p][1], res[p][2], res[p][3], dout, xb, w, N, C, OC);
+        } else {
+            linear_forward(res[p][0], x, w, bias, N, C, OC);
+            linear_backward(res[p][1], res[p][2], res[p][3], dout, x, w, N, C, OC);
+        }
+    }
+    assert_memory_equal(res[0][0], res[1][0], (size_t)N * OC * sizeof(float));
+    assert_memory_equal(res[0][1], res[1][1], (size_t)N * C * sizeof(float));
+    assert_memory_equal(res[0][2], res[1][2], (size_t)OC * C * sizeof(float));
+    assert_memory_equal(res[0][3], res[1][3], (size_t)OC * sizeof(float));
+    printf("linear C=%d OC=%d from a bf16 input: bit-identical to the fp32 input's\n", C, OC);
+    for (int p = 0; p < 2; p++)
+        for (int j = 0; j < 4; j++) free(res[p][j]);
+    free(x), free(w), free(bias), free(dout), free(xb);
+    /* attention (q|k|v kept in bf16), with dropout and a padded utterance */
+    const int Bq = 2, Cq = 32, Hq = 4;
+    const int64_t Tq = 19, nq = (int64_t)Bq * Tq * 3 * Cq, no = (int64_t)Bq * Tq * Cq, na = (int64_t)Bq * Hq * Tq * Tq;
+    float *qkv = koe_malloc((size_t)nq * sizeof(float)), *dO = koe_malloc((size_t)no * sizeof(float));
+    uint16_t *qkvb = koe_malloc((size_t)nq * sizeof(uint16_t));
+    uint8_t pad[2 * 19] = {0};
+    for (int64_t t = 15; t < Tq; t++) pad[Tq + t] = 1;
+    fill(qkv, nq, 1.0, &r), fill(dO, no, 1.0, &r);
+    bf16_from_f32(qkvb, qkv, nq);
+    float *scr = koe_malloc((size_t)attention_scratch_floats(Bq, Tq, Cq, Hq) * sizeof(float)), *ares[2][3];
+    const AttentionDropout drop = {.p = 0.2f, .seed = 3, .step = 1, .layer = 0, .utt = NULL};
+    for (int p = 0; p < 2; p++) {
+        ares[p][0] = koe_malloc((size_t)no * sizeof(float));
+        ares[p][1] = koe_malloc((size_t)na * sizeof(float));
+        ares[p][2] = koe_calloc((size_t)nq, sizeof(float));
+        if (p == 0) {
+            attention_forward_bf16qkv(ares[p][0], ares[p][1], qkvb, pad, Bq, Tq, Cq, Hq, &drop, scr);
+            attention_backward_bf16qkv(ares[p][2], dO, qkvb, ares[p][1], pad, Bq, Tq, Cq, Hq, &drop, scr);
+        } else {
+            attention_forward(ares[p][0], ares[p][1], qkv, pad, Bq, Tq, Cq, Hq, &drop, scr);
+            attention_backward(ares[p][2], dO, qkv, ares[p][1], pad, Bq, Tq, Cq, Hq, &drop, scr);
+        }
+    }
+    assert_memory_equal(ares[0][0], ares[1][0], (size_t)no * sizeof(float));
+    assert_memory_equal(ares[0][1], ares[1][1], (size_t)na * sizeof(float));
+    assert_memory_equal(ares[0][2], ares[1][2], (size_t)nq * sizeof(float));
+    printf("attention C=%d H=%d from a bf16 q|k|v: bit-identical to the fp32 q|k|v's\n", Cq, Hq);
+    for (int p = 0; p < 2; p++)
+        for (int j = 0; j < 3; j++) free(ares[p][j]);
+    free(qkv), free(dO), free(qkvb), free(scr);
+    gemm_set_precision(GEMM_FP32);
+}
+
 /* ---- attention forward -------------------------------------------------------------------------------- */
 
 /* Attention backward in bf16 against fp32, each from its own forward's probabilities att[0] (bf16),
@@ -482,6 +599,7 @@ int main(void) {
         cmocka_unit_test(test_gemm),
         cmocka_unit_test(test_bf16_copy),
         cmocka_unit_test(test_linear_conv),
+        cmocka_unit_test(test_bf16_inputs),
         cmocka_unit_test(test_attention),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
