@@ -1227,27 +1227,29 @@ static void write_plots(const Ctx *x) {
         raw[c] = (PlotSeries){PROP_NAMES[col[c]], xs, y, nr};
         norm[c] = (PlotSeries){PROP_NAMES[col[c]], xs, z, nr};
     }
-    char stem[4200];
+    char stem[3][4200]; /* the scripts are written first, then drawn by one gnuplot (plot_draw) */
+    const char *drawn[3];
+    int n = 0, rc = 0;
     KoeError err;
     PlotSpec spec = {.title = "koe analyze layers",
                      .xlabel = x->nc ? "layer (T0 = encoder input; conv layers C1..Cn at -n..-1)" : "layer (T0 = encoder input)",
                      .ylabel = "score",
-                     .x_integer = 1, .formats = PLOT_PNG | PLOT_SVG};
-    int rc = PLOT_EMPTY;
+                     .x_integer = 1, .formats = PLOT_PNG | PLOT_SVG, .defer = 1};
     if (nc > 0) {
-        snprintf(stem, sizeof stem, "%s/curves", x->o->out);
-        rc = plot_lines(stem, &spec, raw, nc, &err);
+        snprintf(stem[n], sizeof stem[n], "%s/curves", x->o->out);
+        if ((rc = plot_lines(stem[n], &spec, raw, nc, &err)) == PLOT_DRAWN) drawn[n] = stem[n], n++;
         spec.ylabel = "score, min-max normalised per property";
-        snprintf(stem, sizeof stem, "%s/curves_norm", x->o->out);
-        if (rc != PLOT_NO_GNUPLOT && rc >= 0) rc = plot_lines(stem, &spec, norm, nc, &err);
+        snprintf(stem[n], sizeof stem[n], "%s/curves_norm", x->o->out);
+        if (rc >= 0 && (rc = plot_lines(stem[n], &spec, norm, nc, &err)) == PLOT_DRAWN) drawn[n] = stem[n], n++;
     }
-    if (x->cka && rc != PLOT_NO_GNUPLOT && rc >= 0) {
+    if (x->cka && rc >= 0) {
         spec = (PlotSpec){.title = "debiased linear CKA between layers", .xlabel = "layer", .ylabel = "layer",
-                          .formats = PLOT_PNG | PLOT_SVG};
+                          .formats = PLOT_PNG | PLOT_SVG, .defer = 1};
         PlotMatrix mx = {.v = x->cka, .rows = x->L1, .cols = x->L1, .cell_fmt = "%.2f"};
-        snprintf(stem, sizeof stem, "%s/cka", x->o->out);
-        rc = plot_heatmap(stem, &spec, &mx, &err);
+        snprintf(stem[n], sizeof stem[n], "%s/cka", x->o->out);
+        if ((rc = plot_heatmap(stem[n], &spec, &mx, &err)) == PLOT_DRAWN) drawn[n] = stem[n], n++;
     }
+    if (rc >= 0) rc = plot_draw(drawn, n, &err);
     if (rc == PLOT_NO_GNUPLOT || rc < 0) koe_warn("--out %s: charts not drawn: %s", x->o->out, err.msg);
     free(xs);
     free(ys);

@@ -57,7 +57,7 @@ static FILE *open_script(const char *stem, const PlotSpec *p, KoeError *err) {
     split_stem(stem, dir, base);
     fprintf(f, "# %s — written by koe with its data inline; restyle it and redraw with\n#   cd %s && gnuplot %s.gp\n",
             p->title ? p->title : base, dir, base);
-    fputs("set encoding utf8\nset key noenhanced\nset grid\n", f);
+    fputs("reset session\nset encoding utf8\nset key noenhanced\nset grid\n", f);
     gp_set_text(f, "title", p->title);
     gp_set_text(f, "xlabel", p->xlabel);
     gp_set_text(f, "ylabel", p->ylabel);
@@ -86,37 +86,48 @@ static void write_outputs(FILE *f, const char *stem, const PlotSpec *p, const ch
     }
 }
 
-/* gnuplot on BASE.gp in its directory. Returns PLOT_DRAWN, PLOT_NO_GNUPLOT, or -1 (it failed). */
-static int run_gnuplot(const char *stem, KoeError *err) {
-    char dir[PLOT_PATH_MAX], base[PLOT_PATH_MAX + 8];
-    split_stem(stem, dir, base);
-    strcat(base, ".gp");
+int plot_draw(const char *const *stems, int n, KoeError *err) {
+    if (n <= 0) return PLOT_DRAWN;
     const char *prog = getenv("KOE_GNUPLOT");
     if (!prog || !*prog) prog = "gnuplot";
+    char dir[PLOT_PATH_MAX], other[PLOT_PATH_MAX], (*base)[PLOT_PATH_MAX + 8] = koe_malloc((size_t)n * sizeof *base);
+    char **argv = koe_malloc((size_t)(n + 2) * sizeof *argv);
+    argv[0] = (char *)prog;
+    for (int i = 0; i < n; i++) {
+        split_stem(stems[i], i ? other : dir, base[i]);
+        if (i && strcmp(other, dir)) koe_fatal(KOE_EXIT_INTERNAL, "plot_draw: %s is not in %s", stems[i], dir);
+        strcat(base[i], ".gp");
+        argv[i + 1] = base[i];
+    }
+    argv[n + 1] = NULL;
+    const char *stem = stems[0]; /* named in the messages; gnuplot's own name the script that failed */
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addchdir_np(&fa, dir);
-    char *argv[] = {(char *)prog, base, NULL};
     pid_t pid;
     fflush(stdout);
     fflush(stderr);
     const int e = posix_spawnp(&pid, prog, &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
+    int rc = PLOT_DRAWN, status;
     if (e == ENOENT) {
-        koe_error_set(err, "%s not found: kept the script %s.gp; install gnuplot (Debian: apt-get install gnuplot-nox) "
+        koe_error_set(err, "%s not found: kept the script%s %s.gp; install gnuplot (Debian: apt-get install gnuplot-nox) "
                            "and run `gnuplot %s` in %s",
-                      prog, stem, base, dir);
-        return PLOT_NO_GNUPLOT;
+                      prog, n > 1 ? "s" : "", stem, base[0], dir);
+        rc = PLOT_NO_GNUPLOT;
+    } else if (e != 0) {
+        rc = koe_error_set(err, "cannot run %s on %s.gp: %s", prog, stem, strerror(e));
+    } else {
+        while (rc == PLOT_DRAWN && waitpid(pid, &status, 0) < 0)
+            if (errno != EINTR) rc = koe_error_set(err, "waiting for %s on %s.gp: %s", prog, stem, strerror(errno));
+        if (rc == PLOT_DRAWN && (!WIFEXITED(status) || WEXITSTATUS(status) != 0))
+            rc = koe_error_set(err, "%s failed on %s.gp%s (%s %d; its messages are above)", prog, stem,
+                               n > 1 ? " and the charts drawn with it" : "", WIFEXITED(status) ? "exit status" : "signal",
+                               WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
     }
-    if (e != 0) return koe_error_set(err, "cannot run %s on %s.gp: %s", prog, stem, strerror(e));
-    int status;
-    while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR) return koe_error_set(err, "waiting for %s on %s.gp: %s", prog, stem, strerror(errno));
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        return koe_error_set(err, "%s failed on %s.gp (%s %d; its messages are above)", prog, stem,
-                             WIFEXITED(status) ? "exit status" : "signal",
-                             WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
-    return PLOT_DRAWN;
+    free(argv);
+    free(base);
+    return rc;
 }
 
 static int copy_ascii(const char *stem, FILE *out, KoeError *err) {
@@ -135,7 +146,8 @@ static int copy_ascii(const char *stem, FILE *out, KoeError *err) {
 static int finish(FILE *f, const char *stem, const PlotSpec *p, const char *plot_cmd, int w, int h, KoeError *err) {
     write_outputs(f, stem, p, plot_cmd, w, h);
     if (fclose(f) != 0) return koe_error_set(err, "%s.gp: write failed", stem);
-    const int rc = run_gnuplot(stem, err);
+    if (p->defer) return PLOT_DRAWN;
+    const int rc = plot_draw(&stem, 1, err);
     if (rc == PLOT_DRAWN && (p->formats & PLOT_ASCII) && p->ascii && copy_ascii(stem, p->ascii, err) < 0) return -1;
     return rc;
 }

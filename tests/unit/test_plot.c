@@ -1,7 +1,8 @@
 /* test_plot.c — recipes/plot.c: a line chart (log y, a NaN left out, a name with an underscore and a
  * quote) and a heatmap with labelled cells come out as a kept script with the data inline, a PNG (by
  * its signature), an SVG and an ASCII rendering that shows the title and the cell values; a chart with
- * no finite point writes nothing; without gnuplot ($KOE_GNUPLOT naming a missing program) the script
+ * no finite point writes nothing; deferred charts drawn by one gnuplot (plot_draw) come out as drawn
+ * alone; without gnuplot ($KOE_GNUPLOT naming a missing program) the script
  * is kept and the message says what to install. Needs gnuplot (gnuplot-nox).
  * recipes/ is linked into the koe binary only, so plot.c is compiled into this test directly. */
 #include <math.h>
@@ -100,6 +101,38 @@ static void test_heatmap(void **state) {
     free(svg);
 }
 
+/* Deferred charts drawn together by plot_draw: nothing drawn before it, and a heatmap drawn after a
+ * log-scale line chart in the same gnuplot comes out byte for byte as when drawn on its own. */
+static void test_deferred(void **state) {
+    (void)state;
+    const double x[3] = {1, 2, 3}, y[3] = {10, 100, 1000}, v[4] = {1.0, 0.5, 0.5, 1.0};
+    PlotSeries s = {"grows", x, y, 3};
+    PlotMatrix m = {.v = v, .rows = 2, .cols = 2, .cell_fmt = "%.2f"};
+    PlotSpec lines = {.title = "deferred", .log_y = 1, .formats = PLOT_SVG, .defer = 1};
+    PlotSpec heat = {.title = "similarity", .formats = PLOT_SVG, .defer = 1};
+    char stems[3][1024];
+    const char *both[2] = {stems[0], stems[1]};
+    snprintf(stems[0], sizeof stems[0], "%s/d_lines", dir);
+    snprintf(stems[1], sizeof stems[1], "%s/d_heat", dir);
+    snprintf(stems[2], sizeof stems[2], "%s/alone_heat", dir);
+    KoeError err = {{0}};
+    assert_int_equal(plot_lines(stems[0], &lines, &s, 1, &err), PLOT_DRAWN);
+    assert_int_equal(plot_heatmap(stems[1], &heat, &m, &err), PLOT_DRAWN);
+    size_t n, n2;
+    assert_null(output("d_heat", "svg", &n)); /* only the scripts so far */
+    if (plot_draw(both, 2, &err) != PLOT_DRAWN) fail_msg("plot_draw: %s", err.msg);
+    heat.defer = 0;
+    if (plot_heatmap(stems[2], &heat, &m, &err) != PLOT_DRAWN) fail_msg("plot_heatmap: %s", err.msg);
+    char *a = output("d_heat", "svg", &n), *b = output("alone_heat", "svg", &n2), *l = output("d_lines", "svg", &n2);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_non_null(l);
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+    free(l);
+}
+
 static void test_empty(void **state) {
     (void)state;
     const double x[2] = {1, 2}, y[2] = {NAN, -1};
@@ -141,6 +174,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lines),
         cmocka_unit_test(test_heatmap),
+        cmocka_unit_test(test_deferred),
         cmocka_unit_test(test_empty),
         cmocka_unit_test(test_no_gnuplot),
     };
