@@ -1249,7 +1249,7 @@ static void write_plots(const Ctx *x) {
         snprintf(stem[n], sizeof stem[n], "%s/cka", x->o->out);
         if ((rc = plot_heatmap(stem[n], &spec, &mx, &err)) == PLOT_DRAWN) drawn[n] = stem[n], n++;
     }
-    if (rc >= 0) rc = plot_draw(drawn, n, &err);
+    if (rc >= 0) rc = plot_draw(drawn, n, NULL, &err);
     if (rc == PLOT_NO_GNUPLOT || rc < 0) koe_warn("--out %s: charts not drawn: %s", x->o->out, err.msg);
     free(xs);
     free(ys);

@@ -86,7 +86,19 @@ static void write_outputs(FILE *f, const char *stem, const PlotSpec *p, const ch
     }
 }
 
-int plot_draw(const char *const *stems, int n, KoeError *err) {
+static int copy_ascii(const char *stem, FILE *out, KoeError *err) {
+    char path[PLOT_PATH_MAX + 8], buf[4096];
+    snprintf(path, sizeof path, "%s.txt", stem);
+    FILE *f = fopen(path, "r");
+    if (!f) return koe_error_set(err, "%s: gnuplot wrote no ASCII rendering: %s", path, strerror(errno));
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) fwrite(buf, 1, n, out);
+    fclose(f);
+    fflush(out);
+    return 0;
+}
+
+int plot_draw(const char *const *stems, int n, FILE *ascii, KoeError *err) {
     if (n <= 0) return PLOT_DRAWN;
     const char *prog = getenv("KOE_GNUPLOT");
     if (!prog || !*prog) prog = "gnuplot";
@@ -127,29 +139,18 @@ int plot_draw(const char *const *stems, int n, KoeError *err) {
     }
     free(argv);
     free(base);
+    for (int i = 0; rc == PLOT_DRAWN && ascii && i < n; i++)
+        if (copy_ascii(stems[i], ascii, err) < 0) rc = -1;
     return rc;
 }
 
-static int copy_ascii(const char *stem, FILE *out, KoeError *err) {
-    char path[PLOT_PATH_MAX + 8], buf[4096];
-    snprintf(path, sizeof path, "%s.txt", stem);
-    FILE *f = fopen(path, "r");
-    if (!f) return koe_error_set(err, "%s: gnuplot wrote no ASCII rendering: %s", path, strerror(errno));
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) fwrite(buf, 1, n, out);
-    fclose(f);
-    fflush(out);
-    return 0;
-}
 
 /* Closes the script with its outputs and draws them. */
 static int finish(FILE *f, const char *stem, const PlotSpec *p, const char *plot_cmd, int w, int h, KoeError *err) {
     write_outputs(f, stem, p, plot_cmd, w, h);
     if (fclose(f) != 0) return koe_error_set(err, "%s.gp: write failed", stem);
     if (p->defer) return PLOT_DRAWN;
-    const int rc = plot_draw(&stem, 1, err);
-    if (rc == PLOT_DRAWN && (p->formats & PLOT_ASCII) && p->ascii && copy_ascii(stem, p->ascii, err) < 0) return -1;
-    return rc;
+    return plot_draw(&stem, 1, (p->formats & PLOT_ASCII) ? p->ascii : NULL, err);
 }
 
 static int keep_point(const PlotSpec *p, double y) { return isfinite(y) && (!p->log_y || y > 0); }

@@ -28,8 +28,8 @@ typedef struct {
     int x_integer;                       /* x ticks at whole numbers only, one per step (layer indices) */
     int formats;                         /* PLOT_PNG | PLOT_SVG | PLOT_ASCII */
     FILE *ascii;                         /* with PLOT_ASCII: STEM.txt is also copied here (NULL: file only) */
-    int defer;                           /* write STEM.gp only (returns PLOT_DRAWN); plot_draw draws it later,
-                                            with other charts of the same directory, in one gnuplot process */
+    int defer;                           /* write STEM.gp only (returns PLOT_DRAWN; .ascii unused): plot_draw
+                                            draws it later, with the other charts of its directory, in one gnuplot */
 } PlotSpec;
 
 /* One curve: n points (x[i], y[i]); a non-finite y leaves its point out. */
@@ -52,7 +52,8 @@ typedef struct {
 int plot_lines(const char *stem, const PlotSpec *p, const PlotSeries *series, int n_series, KoeError *err);
 /* Heatmap of a matrix, e.g. `koe analyze layers`' CKA similarity between layers. */
 int plot_heatmap(const char *stem, const PlotSpec *p, const PlotMatrix *mtx, KoeError *err);
-/* Draws the deferred charts STEMS[0..n) (PlotSpec.defer; all in one directory, without PLOT_ASCII) in one
- * gnuplot process: one start-up instead of n. Each script begins with `reset session`, so it draws the
- * same after another as on its own. Returns PLOT_DRAWN, PLOT_NO_GNUPLOT or -1, as a plot_* call. */
-int plot_draw(const char *const *stems, int n, KoeError *err);
+/* Draws the deferred charts STEMS[0..n) (PlotSpec.defer; all in one directory) in one gnuplot process:
+ * one start-up (~70 ms) instead of n. Each script begins with `reset session`, so it draws the same after
+ * another as on its own. ascii (NULL: none): each chart's STEM.txt (PLOT_ASCII) is copied there, in
+ * order. Returns PLOT_DRAWN, PLOT_NO_GNUPLOT or -1, as a plot_* call. */
+int plot_draw(const char *const *stems, int n, FILE *ascii, KoeError *err);

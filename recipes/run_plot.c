@@ -110,9 +110,12 @@ int run_plot(const char *log_path, const char *out_dir, int formats, FILE *ascii
     *n_charts = 0;
     if (mkdir(out_dir, 0777) < 0 && errno != EEXIST)
         return koe_error_set(err, "%s: cannot create directory: %s", out_dir, strerror(errno));
+    enum { N_CHARTS = sizeof run_charts / sizeof run_charts[0] };
+    char(*stems)[4400] = koe_malloc(N_CHARTS * sizeof *stems);
+    const char *drawn[N_CHARTS];
     Columns cs = {0};
     int rc = read_log(log_path, &cs, err);
-    for (size_t i = 0; rc == PLOT_DRAWN && i < sizeof run_charts / sizeof run_charts[0]; i++) {
+    for (size_t i = 0; rc == PLOT_DRAWN && i < N_CHARTS; i++) {
         const RunChart *ch = &run_charts[i];
         PlotSeries s[4];
         int n = 0;
@@ -121,15 +124,17 @@ int run_plot(const char *log_path, const char *out_dir, int formats, FILE *ascii
             if (c) s[n++] = (PlotSeries){ch->fields[j][1], c->x, c->y, c->n};
         }
         if (!n) continue;
-        char stem[4400];
-        snprintf(stem, sizeof stem, "%s/%s", out_dir, ch->stem);
+        char *stem = stems[*n_charts];
+        snprintf(stem, sizeof stems[0], "%s/%s", out_dir, ch->stem);
         PlotSpec p = {.title = ch->title, .xlabel = "update", .ylabel = ch->ylabel, .log_y = ch->log_y,
-                      .formats = formats, .ascii = ascii};
+                      .formats = formats, .defer = 1};
         const int r = plot_lines(stem, &p, s, n, err);
-        if (r == PLOT_DRAWN) ++*n_charts;
+        if (r == PLOT_DRAWN) drawn[(*n_charts)++] = stem;
         else if (r != PLOT_EMPTY)
-            rc = r; /* no gnuplot: one message is enough; an error stops */
+            rc = r; /* a script not written: stop */
     }
+    if (rc == PLOT_DRAWN) rc = plot_draw(drawn, *n_charts, (formats & PLOT_ASCII) ? ascii : NULL, err); /* one gnuplot */
     columns_free(&cs);
+    free(stems);
     return rc;
 }

@@ -120,7 +120,7 @@ static void test_deferred(void **state) {
     assert_int_equal(plot_heatmap(stems[1], &heat, &m, &err), PLOT_DRAWN);
     size_t n, n2;
     assert_null(output("d_heat", "svg", &n)); /* only the scripts so far */
-    if (plot_draw(both, 2, &err) != PLOT_DRAWN) fail_msg("plot_draw: %s", err.msg);
+    if (plot_draw(both, 2, NULL, &err) != PLOT_DRAWN) fail_msg("plot_draw: %s", err.msg);
     heat.defer = 0;
     if (plot_heatmap(stems[2], &heat, &m, &err) != PLOT_DRAWN) fail_msg("plot_heatmap: %s", err.msg);
     char *a = output("d_heat", "svg", &n), *b = output("alone_heat", "svg", &n2), *l = output("d_lines", "svg", &n2);
