@@ -144,7 +144,6 @@ int plot_draw(const char *const *stems, int n, FILE *ascii, KoeError *err) {
     return rc;
 }
 
-
 /* Closes the script with its outputs and draws them. */
 static int finish(FILE *f, const char *stem, const PlotSpec *p, const char *plot_cmd, int w, int h, KoeError *err) {
     write_outputs(f, stem, p, plot_cmd, w, h);
