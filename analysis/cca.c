@@ -179,31 +179,30 @@ static void diag_quad(const double *A, const double *mab, const double *B, int k
     for (int i = 0; i < k; i++) d[i] = cblas_ddot(nb, am + (int64_t)i * nb, 1, B + (int64_t)i * nb, 1);
 }
 
-/* The Cholesky factor G = R^T R (R upper, k x k row-major) over the canonical directions that vary on
- * the evaluation set, in order: direction i is left out (keep[i] = 0) when its x or y variance is at
- * most CCA_HELD_OUT_TOL of the largest, or when its part not explained by the directions kept before
- * it is at most CCA_HELD_OUT_TOL of its variance (a class absent from the fold makes such a
- * dependence). Returns the count kept. */
+/* The Cholesky factor G = L L^T (L = R^T lower, k x k row-major, zero on entry) over the canonical
+ * directions that vary on the evaluation set, in order: direction i is left out (keep[i] = 0) when its
+ * x or y variance is at most CCA_HELD_OUT_TOL of the largest, or when its part not explained by the
+ * directions kept before it is at most CCA_HELD_OUT_TOL of its variance (a class absent from the fold
+ * makes such a dependence). A left-out direction's column of L stays zero (no row is ever read but
+ * a kept one's), so each entry is one contiguous dot product of two rows. Returns the count kept. */
 static int held_out_cholesky(const double *g, int k, const double *dxx, const double *dyy, unsigned char *keep,
-                             double *r) {
+                             double *l) {
     double mx = 0, my = 0;
     for (int i = 0; i < k; i++) mx = fmax(mx, dxx[i]), my = fmax(my, dyy[i]);
     int nk = 0;
     for (int i = 0; i < k; i++) {
         keep[i] = 0;
         if (!(dxx[i] > CCA_HELD_OUT_TOL * mx && dyy[i] > CCA_HELD_OUT_TOL * my)) continue;
-        double d = g[(int64_t)i * k + i];
+        double *li = l + (int64_t)i * k, d = g[(int64_t)i * k + i];
         for (int j = 0; j < i; j++) {
             if (!keep[j]) continue;
-            double v = g[(int64_t)j * k + i];
-            for (int m = 0; m < j; m++)
-                if (keep[m]) v -= r[(int64_t)m * k + j] * r[(int64_t)m * k + i];
-            r[(int64_t)j * k + i] = v / r[(int64_t)j * k + j];
-            d -= r[(int64_t)j * k + i] * r[(int64_t)j * k + i];
+            const double *lj = l + (int64_t)j * k;
+            li[j] = (g[(int64_t)j * k + i] - cblas_ddot(j, lj, 1, li, 1)) / lj[j];
+            d -= li[j] * li[j];
         }
         if (d > CCA_HELD_OUT_TOL * g[(int64_t)i * k + i]) {
             keep[i] = 1;
-            r[(int64_t)i * k + i] = sqrt(d);
+            li[i] = sqrt(d);
             nk++;
         }
     }
@@ -211,14 +210,14 @@ static int held_out_cholesky(const double *g, int k, const double *dxx, const do
 }
 
 /* PWCCA, mean rho and rho1 over the kept directions: B = R^-T (A_v M_vv) on the kept rows, alpha_i = sum_j |B_ij|. */
-static void weighted_score(const double *r, const unsigned char *keep, int k, const double *bv, int nv,
+static void weighted_score(const double *l, const unsigned char *keep, int k, const double *bv, int nv,
                            const double *dxx, const double *dyy, const double *dxy, CcaScore *out) {
     int nk = 0, *kk = koe_malloc(sizeof(int) * k);
     for (int i = 0; i < k; i++)
         if (keep[i]) kk[nk++] = i;
     double *rc = koe_malloc(sizeof(double) * nk * nk), *b = koe_malloc(sizeof(double) * nk * nv);
     for (int a = 0; a < nk; a++) {
-        for (int c = 0; c < nk; c++) rc[(int64_t)a * nk + c] = c >= a ? r[(int64_t)kk[a] * k + kk[c]] : 0;
+        for (int c = 0; c < nk; c++) rc[(int64_t)a * nk + c] = c >= a ? l[(int64_t)kk[c] * k + kk[a]] : 0;
         memcpy(b + (int64_t)a * nv, bv + (int64_t)kk[a] * nv, sizeof(double) * nv);
     }
     cblas_dtrsm(CblasRowMajor, CblasLeft, CblasUpper, CblasTrans, CblasNonUnit, nk, nv, 1.0, rc, nk, b, nv);
@@ -258,12 +257,12 @@ int cca_eval(const CcaFit *fit, int dim, const double *m, CcaScore *out) {
     diag_quad(fit->ax, mxx, fit->ax, k, nx, nx, amx, dxx);
     /* the weighting view's A_v M_vv is now in amx (x) or amy (y) */
     const double *av = fit->weight_x ? fit->ax : fit->ay, *bv = fit->weight_x ? amx : amy;
-    double *g = koe_malloc(sizeof(double) * k * k), *r = koe_calloc((size_t)k * k, sizeof(double));
+    double *g = koe_malloc(sizeof(double) * k * k), *l = koe_calloc((size_t)k * k, sizeof(double));
     unsigned char *keep = koe_malloc((size_t)k);
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, k, k, nv, 1.0, bv, nv, av, nv, 0.0, g, k);
-    const int nk = held_out_cholesky(g, k, dxx, dyy, keep, r);
-    if (nk > 0) weighted_score(r, keep, k, bv, nv, dxx, dyy, dxy, out);
-    free(mxx), free(myy), free(mxy), free(amx), free(amy), free(dxx), free(g), free(r), free(keep);
+    const int nk = held_out_cholesky(g, k, dxx, dyy, keep, l);
+    if (nk > 0) weighted_score(l, keep, k, bv, nv, dxx, dyy, dxy, out);
+    free(mxx), free(myy), free(mxy), free(amx), free(amy), free(dxx), free(g), free(l), free(keep);
     return nk > 0 ? 0 : -1;
 }
 
