@@ -783,12 +783,12 @@ static int check_sizes(const Ctx *x, KoeError *err) {
 }
 
 /* Each solve's rank, a solve being one trial of one job (cca_trial): the solves by estimated cost,
- * largest first, each to the rank with the least so far (ties: the lower rank, the lower solve), the
- * same on every rank. The cost of a fit: the eigenproblems p^3 + q^3 and the SVD p q min(p, q) of its
- * job's views' dimensions. */
-static int *solve_owners(const Ctx *x, int world) {
+ * largest first (into order), each to the rank with the least so far (ties: the lower rank, the lower
+ * solve), the same on every rank. The cost of a fit: the eigenproblems p^3 + q^3 and the SVD
+ * p q min(p, q) of its job's views' dimensions. */
+static int *solve_owners(const Ctx *x, int world, int *order) {
     const int T = x->o->trials, n = x->n_jobs * T;
-    int *owner = koe_malloc(sizeof(int) * (n ? n : 1)), *order = koe_malloc(sizeof(int) * (n ? n : 1));
+    int *owner = koe_malloc(sizeof(int) * (n ? n : 1));
     double *cost = koe_malloc(sizeof(double) * (n ? n : 1)), *load = koe_calloc((size_t)world, sizeof(double));
     for (int i = 0; i < n; i++) {
         CcaViews v;
@@ -809,21 +809,23 @@ static int *solve_owners(const Ctx *x, int world) {
         owner[order[a]] = r;
         load[r] += cost[order[a]];
     }
-    free(order), free(cost), free(load);
+    free(cost), free(load);
     return owner;
 }
 
 /* Every solve (job i, trial t) on its rank (solve_owners), a rank's solves over its OpenMP threads
- * (each solve's BLAS then runs on one thread; a trial's result does not depend on which thread or rank
- * runs it); the trials gathered by one allreduce and combined per job (cca_combine) on every rank. */
+ * largest first, so that no large one is left for the end while the other threads idle (each solve's
+ * BLAS then runs on one thread; a trial's result does not depend on which thread or rank runs it); the
+ * trials gathered by one allreduce and combined per job (cca_combine) on every rank. */
 static void solve_jobs(Ctx *x) {
     enum { W = 10 }; /* doubles per trial */
     const int T = x->o->trials, n = x->n_jobs * T, rank = comm_rank();
     double *buf = koe_calloc((size_t)(n ? n : 1) * W, sizeof(double));
-    int *owner = solve_owners(x, comm_size());
+    int *order = koe_malloc(sizeof(int) * (n ? n : 1)), *owner = solve_owners(x, comm_size(), order);
     CcaProtocol pr = {.trials = T, .eps = x->o->eps.v, .n_eps = x->o->eps.n, .null_tol = x->o->null_tol};
 #pragma omp parallel for schedule(dynamic)
-    for (int i = 0; i < n; i++) {
+    for (int a = 0; a < n; a++) {
+        const int i = order[a];
         if (owner[i] != rank) continue;
         CcaViews v;
         const FoldStats *fs = job_stats(x, &x->jobs[i / T], &v);
@@ -848,7 +850,7 @@ static void solve_jobs(Ctx *x) {
             koe_warn("analyze layers: %s %s: %d canonical direction(s) without variance on a test fold (a class it "
                      "lacks) left out of its score", PROP_NAMES[x->jobs[i].prop], name, r->dropped);
     }
-    free(buf), free(owner);
+    free(buf), free(owner), free(order);
 }
 
 /* Debiased and biased CKA between every pair of layers on the subsample, centred on its global mean. */
