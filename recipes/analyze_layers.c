@@ -433,21 +433,23 @@ static void plan_run_list(Ctx *x) {
     free(use);
 }
 
-static FoldStats *stats_sets(int L1, int dim, int folds) {
+/* One set per layer of dimension dim, but base_dim for layer base. */
+static FoldStats *stats_sets(int L1, int dim, int base, int base_dim, int folds) {
     FoldStats *s = koe_malloc(sizeof(FoldStats) * L1);
-    for (int l = 0; l < L1; l++) moments_init(&s[l], dim, folds);
+    for (int l = 0; l < L1; l++) moments_init(&s[l], l == base ? base_dim : dim, folds);
     return s;
 }
 
 /* Bytes of every statistics set, the subsample on one rank, and the CKA Gram sums. */
 static double memory_estimate(const Ctx *x, int world) {
     const AnalyzeLayersOpts *o = x->o;
-    double b = 0, dims[4] = {x->fr_dim, x->D + x->nfcls, x->D + x->ph.ncls, x->D + x->wd.ncls}, big = 0;
-    const int have[4] = {x->fr != NULL, x->pf != NULL, x->sg != NULL, x->wg != NULL};
+    double b = 0, big = 0;
+    const FoldStats *sets[4] = {x->fr, x->pf, x->sg, x->wg};
     for (int s = 0; s < 4; s++)
-        if (have[s]) {
-            b += x->L1 * moments_bytes((int)dims[s], n_slots(o));
-            big = fmax(big, 8.0 * n_slots(o) * (1 + dims[s] + dims[s] * (dims[s] + 1) / 2));
+        for (int l = 0; sets[s] && l < x->L1; l++) {
+            const double d = sets[s][l].dim;
+            b += moments_bytes((int)d, n_slots(o));
+            big = fmax(big, 8.0 * n_slots(o) * (1 + d + d * (d + 1) / 2));
         }
     for (int c = 0; c < x->nc; c++) {
         const int dc = x->cc.m->cfg.conv_dim[c] + 80;
@@ -475,8 +477,9 @@ static double mem_total_bytes(void) {
     return kb * 1024.0;
 }
 
-/* Frame i's row of the frame set st (fold slot f): [x_l | mel | x_base | x2_l] (h, hb, h2 the layer,
- * the base layer, the same layer of --ckpt2). */
+/* Frame i's row of the frame set st (fold slot f): [x_l | mel | x2_l | x_base] (h, h2, hb the layer,
+ * the same layer of --ckpt2, the base layer; hb NULL for the base layer's own set, which has no x_base:
+ * intra is not asked of it, and the block would repeat x_l). */
 static void frame_row(const Ctx *x, FoldStats *st, int f, const float *h, const float *hb, const float *h2,
                       const float *mel, int64_t i) {
     const int D = x->D;
@@ -484,10 +487,10 @@ static void frame_row(const Ctx *x, FoldStats *st, int f, const float *h, const 
     for (int j = 0; j < D; j++) z[j] = h[i * D + j];
     if (x->o->props & ALP_MEL)
         for (int j = 0; j < 80; j++) z[x->mel_off + j] = mel[i * 80 + j];
-    if (x->o->props & ALP_INTRA)
-        for (int j = 0; j < D; j++) z[x->base_off + j] = hb[i * D + j];
     if (x->o->props & ALP_INTER)
         for (int j = 0; j < x->D2; j++) z[x->inter_off + j] = h2[i * x->D2 + j];
+    if ((x->o->props & ALP_INTRA) && hb)
+        for (int j = 0; j < D; j++) z[x->base_off + j] = hb[i * D + j];
     moments_row_done(st, f);
 }
 
@@ -603,7 +606,8 @@ static int add_frames(Ctx *x, int64_t u, int64_t n, int64_t T, const float **hid
         for (int l = 0; l < x->L1; l++)
             for (int64_t i = 0; i < T; i++) {
                 const int f = slot_of(x->o, fold[i]);
-                if (x->fr) frame_row(x, &x->fr[l], f, hid[l], hid[x->o->base_layer], hid2 ? hid2[l] : NULL, mel, i);
+                if (x->fr) frame_row(x, &x->fr[l], f, hid[l], l == x->o->base_layer ? NULL : hid[x->o->base_layer],
+                                     hid2 ? hid2[l] : NULL, mel, i);
                 if (x->pf && lab[i] >= 0) class_row(x, &x->pf[l], f, hid[l], lab[i], x->nfcls, i);
             }
         if (x->o->props & (ALP_CKA | ALP_PNMI))
@@ -1352,13 +1356,14 @@ static int ctx_open(Ctx *x, const AnalyzeLayersOpts *o, KoeError *err) {
     if ((o->props & ALP_WORD) && plan_words(x, err) < 0) return -1;
     plan_run_list(x);
     x->mel_off = x->D;
-    x->base_off = x->D + (o->props & ALP_MEL ? 80 : 0);
-    x->inter_off = x->base_off + (o->props & ALP_INTRA ? x->D : 0);
-    x->fr_dim = x->inter_off + (o->props & ALP_INTER ? x->D2 : 0);
-    if (o->props & (ALP_MEL | ALP_INTRA | ALP_INTER)) x->fr = stats_sets(x->L1, x->fr_dim, n_slots(o));
-    if (o->props & ALP_PHONE_FRAME) x->pf = stats_sets(x->L1, x->D + x->nfcls, n_slots(o));
-    if (o->props & ALP_PHONE) x->sg = stats_sets(x->L1, x->D + x->ph.ncls, n_slots(o));
-    if (o->props & ALP_WORD) x->wg = stats_sets(x->L1, x->D + x->wd.ncls, n_slots(o));
+    x->inter_off = x->D + (o->props & ALP_MEL ? 80 : 0);
+    x->base_off = x->inter_off + (o->props & ALP_INTER ? x->D2 : 0);
+    x->fr_dim = x->base_off + (o->props & ALP_INTRA ? x->D : 0);
+    if (o->props & (ALP_MEL | ALP_INTRA | ALP_INTER))
+        x->fr = stats_sets(x->L1, x->fr_dim, o->base_layer, x->base_off, n_slots(o));
+    if (o->props & ALP_PHONE_FRAME) x->pf = stats_sets(x->L1, x->D + x->nfcls, -1, 0, n_slots(o));
+    if (o->props & ALP_PHONE) x->sg = stats_sets(x->L1, x->D + x->ph.ncls, -1, 0, n_slots(o));
+    if (o->props & ALP_WORD) x->wg = stats_sets(x->L1, x->D + x->wd.ncls, -1, 0, n_slots(o));
     if (o->props & ALP_MEL) {
         x->fe = features_create(FEAT_FBANK);
         x->fb = koe_malloc(sizeof(float) * features_num_frames(x->cc.max_len) * 80);
