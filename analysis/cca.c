@@ -70,27 +70,42 @@ static int view_same_keep(const double *s, int dim, int z0, int len, double eps,
     return same;
 }
 
-/* The whitening W = V_r (L_r + eps)^(-1/2) (n x r) over the eigenvalues > tol * max, largest first. */
-static double *view_whiten(const ViewEig *e, double eps, double tol, int *r) {
+/* A view's basis: the eigenvectors with eigenvalue > tol * max, largest first, as the columns of
+ * q (n x r); the whitening of eps is W = q diag(d), d = (L_r + eps)^(-1/2) (view_scale). r does not
+ * depend on eps, so every eps an eigendecomposition serves shares its basis. */
+static double *view_basis(const ViewEig *e, double tol, int *r) {
     const int n = e->n;
-    *r = 0;
-    if (n == 0) return NULL;
-    const double lmax = e->w[n - 1];
     int rr = 0;
-    while (rr < n && e->w[n - 1 - rr] > tol * lmax) rr++;
-    double *W = koe_malloc(sizeof(double) * n * (rr > 0 ? rr : 1));
-    for (int c = 0; c < rr; c++) {
-        const int ev = n - 1 - c;
-        const double f = 1.0 / sqrt(fmax(e->w[ev] + eps, eps));
-        for (int i = 0; i < n; i++) W[(int64_t)i * rr + c] = e->v[(int64_t)ev * n + i] * f;
-    }
+    while (rr < n && e->w[n - 1 - rr] > tol * e->w[n - 1]) rr++;
+    double *q = koe_malloc(sizeof(double) * n * rr);
+    for (int c = 0; c < rr; c++)
+        for (int i = 0; i < n; i++) q[(int64_t)i * rr + c] = e->v[(int64_t)(n - 1 - c) * n + i];
     *r = rr;
-    return W;
+    return q;
 }
 
-/* Thin SVD of t (rx x ry, row-major): u (rx x k) and v (ry x k) columns, s (k), k = min(rx, ry).
- * LAPACK sees t as t^T (column-major), whose left singular vectors are t's right ones. */
-static void svd_thin(double *t, int rx, int ry, double *u, double *s, double *v) {
+static void view_scale(const ViewEig *e, int r, double eps, double *d) {
+    for (int c = 0; c < r; c++) d[c] = 1.0 / sqrt(fmax(e->w[e->n - 1 - c] + eps, eps));
+}
+
+/* f Q_a^T M_ab Q_b (ra x rb) for the block of m (dim x dim) at rows ia (na) and columns ib (nb), Q_a
+ * (na x ra) and Q_b (nb x rb). */
+static double *cross_basis(const double *m, int dim, const int *ia, int na, const double *qa, int ra, const int *ib,
+                           int nb, const double *qb, int rb, double f) {
+    double *c = koe_malloc(sizeof(double) * ra * rb);
+    if (ra == 0 || rb == 0) return c;
+    double *mab = koe_malloc(sizeof(double) * na * nb), *tmp = koe_malloc(sizeof(double) * na * rb);
+    gather_block(m, dim, ia, na, ib, nb, mab);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, na, rb, nb, f, mab, nb, qb, rb, 0.0, tmp, rb);
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ra, rb, na, 1.0, qa, ra, tmp, rb, 0.0, c, rb);
+    free(mab), free(tmp);
+    return c;
+}
+
+/* Thin SVD of t (rx x ry, row-major): the singular vectors as the rows of ut (k x rx) and vt (k x ry),
+ * s (k), k = min(rx, ry). LAPACK sees t as t^T (column-major), whose left singular vectors are t's
+ * right ones. */
+static void svd_thin(double *t, int rx, int ry, double *ut, double *s, double *vt) {
     const int m = ry, n = rx, k = rx < ry ? rx : ry;
     double *lu = koe_malloc(sizeof(double) * m * k), *lvt = koe_malloc(sizeof(double) * k * n);
     int *iwork = koe_malloc(sizeof(int) * 8 * k), info, lwork = -1;
@@ -101,8 +116,8 @@ static void svd_thin(double *t, int rx, int ry, double *u, double *s, double *v)
     dgesdd_("S", &m, &n, t, &m, s, lu, &m, lvt, &k, work, &lwork, iwork, &info);
     KOE_ASSERT(info == 0);
     for (int i = 0; i < k; i++) {
-        for (int j = 0; j < rx; j++) u[(int64_t)j * k + i] = lvt[i + (int64_t)j * k];
-        for (int j = 0; j < ry; j++) v[(int64_t)j * k + i] = lu[j + (int64_t)i * m];
+        for (int j = 0; j < rx; j++) ut[(int64_t)i * rx + j] = lvt[i + (int64_t)j * k];
+        memcpy(vt + (int64_t)i * ry, lu + (int64_t)i * m, sizeof(double) * ry);
     }
     free(work);
     free(iwork);
@@ -110,35 +125,53 @@ static void svd_thin(double *t, int rx, int ry, double *u, double *s, double *v)
     free(lvt);
 }
 
-/* The fit from the scaled views: S (dim x dim, = M / (n - 1)), each view's eigendecomposition and
- * whitening (W (n x r)). */
-static int fit_core(CcaFit *fit, const double *s, int dim, const ViewEig *ex, const double *wx, int rx,
-                    const ViewEig *ey, const double *wy, int ry) {
-    memset(fit, 0, sizeof *fit);
-    const int nx = fit->nx = ex->n, ny = fit->ny = ey->n, k = rx < ry ? rx : ry;
-    fit->ix = koe_malloc(sizeof(int) * (nx ? nx : 1));
-    fit->iy = koe_malloc(sizeof(int) * (ny ? ny : 1));
-    if (nx) memcpy(fit->ix, ex->idx, sizeof(int) * nx);
-    if (ny) memcpy(fit->iy, ey->idx, sizeof(int) * ny);
-    fit->k = k;
-    fit->weight_x = rx < ry;
+/* One eps pair's solution in its views' bases: the SVD of diag(dx) B diag(dy) = U diag(rho) V^T
+ * (B = Q_x^T S~xy Q_y, so this is W_x^T S~xy W_y) and the canonical directions in the bases,
+ * ex = (diag(dx) U)^T (k x rx), ey = (diag(dy) V)^T (k x ry): A_x = ex Q_x^T. */
+typedef struct {
+    int k, rx, ry;
+    double *ex, *ey, *rho;
+} PairSol;
+
+static int pair_solve(const double *b, int rx, int ry, const double *dx, const double *dy, PairSol *ps) {
+    const int k = rx < ry ? rx : ry;
+    *ps = (PairSol){.k = k, .rx = rx, .ry = ry};
     if (k == 0) return 0;
-    /* t = W_x^T S~xy W_y, S~xy = S_xy / sqrt(ab) */
-    double *sxy = koe_malloc(sizeof(double) * nx * ny), *tmp = koe_malloc(sizeof(double) * nx * ry);
     double *t = koe_malloc(sizeof(double) * rx * ry);
-    gather_block(s, dim, fit->ix, nx, fit->iy, ny, sxy);
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nx, ry, ny, 1.0 / sqrt(ex->scale * ey->scale), sxy, ny, wy,
-                ry, 0.0, tmp, ry);
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rx, ry, nx, 1.0, wx, rx, tmp, ry, 0.0, t, ry);
-    double *u = koe_malloc(sizeof(double) * rx * k), *v = koe_malloc(sizeof(double) * ry * k);
-    fit->rho = koe_malloc(sizeof(double) * k);
-    svd_thin(t, rx, ry, u, fit->rho, v);
-    /* A_x = (W_x U)^T: (k, nx); A_y = (W_y V)^T: (k, ny) */
+    for (int i = 0; i < rx; i++)
+        for (int j = 0; j < ry; j++) t[(int64_t)i * ry + j] = dx[i] * b[(int64_t)i * ry + j] * dy[j];
+    ps->ex = koe_malloc(sizeof(double) * k * rx), ps->ey = koe_malloc(sizeof(double) * k * ry);
+    ps->rho = koe_malloc(sizeof(double) * k);
+    svd_thin(t, rx, ry, ps->ex, ps->rho, ps->ey);
+    for (int c = 0; c < k; c++) {
+        for (int i = 0; i < rx; i++) ps->ex[(int64_t)c * rx + i] *= dx[i];
+        for (int j = 0; j < ry; j++) ps->ey[(int64_t)c * ry + j] *= dy[j];
+    }
+    free(t);
+    return k;
+}
+
+static void pair_free(PairSol *ps) {
+    free(ps->ex), free(ps->ey), free(ps->rho);
+    memset(ps, 0, sizeof *ps);
+}
+
+/* The fit of a solution (its rho moved into the fit): A_x = ex Q_x^T (k, nx), A_y = ey Q_y^T (k, ny). */
+static int fit_from_pair(CcaFit *fit, const ViewEig *vx, const double *qx, const ViewEig *vy, const double *qy,
+                         PairSol *ps) {
+    memset(fit, 0, sizeof *fit);
+    const int nx = fit->nx = vx->n, ny = fit->ny = vy->n, k = fit->k = ps->k;
+    fit->ix = koe_malloc(sizeof(int) * nx);
+    fit->iy = koe_malloc(sizeof(int) * ny);
+    memcpy(fit->ix, vx->idx, sizeof(int) * nx);
+    memcpy(fit->iy, vy->idx, sizeof(int) * ny);
+    fit->weight_x = ps->rx < ps->ry;
+    if (k == 0) return 0;
     fit->ax = koe_malloc(sizeof(double) * k * nx);
     fit->ay = koe_malloc(sizeof(double) * k * ny);
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasTrans, k, nx, rx, 1.0, u, k, wx, rx, 0.0, fit->ax, nx);
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasTrans, k, ny, ry, 1.0, v, k, wy, ry, 0.0, fit->ay, ny);
-    free(sxy), free(tmp), free(t), free(u), free(v);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, k, nx, ps->rx, 1.0, ps->ex, ps->rx, qx, ps->rx, 0.0, fit->ax, nx);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, k, ny, ps->ry, 1.0, ps->ey, ps->ry, qy, ps->ry, 0.0, fit->ay, ny);
+    fit->rho = ps->rho, ps->rho = NULL;
     return k;
 }
 
@@ -146,6 +179,13 @@ static int fit_core(CcaFit *fit, const double *s, int dim, const ViewEig *ex, co
 static void to_covariance(double *m, int dim, double n) {
     KOE_ASSERT(n > 1);
     for (int64_t i = 0; i < (int64_t)dim * dim; i++) m[i] /= n - 1;
+}
+
+/* The cross block of the scaled covariance s in the bases: Q_x^T S~xy Q_y, S~xy = S_xy / sqrt(ab). */
+static double *train_cross(const double *s, int dim, const ViewEig *ex, const double *qx, int rx, const ViewEig *ey,
+                           const double *qy, int ry) {
+    return cross_basis(s, dim, ex->idx, ex->n, qx, rx, ey->idx, ey->n, qy, ry,
+                       rx && ry ? 1.0 / sqrt(ex->scale * ey->scale) : 0);
 }
 
 int cca_fit(CcaFit *fit, int dim, double n, const double *m, CcaViews vw, double eps_x, double eps_y, double tol) {
@@ -156,10 +196,15 @@ int cca_fit(CcaFit *fit, int dim, double n, const double *m, CcaViews vw, double
     view_eig(s, dim, vw.x0, vw.p, eps_x, &ex);
     view_eig(s, dim, vw.y0, vw.q, eps_y, &ey);
     int rx, ry;
-    double *wx = view_whiten(&ex, eps_x, tol, &rx), *wy = view_whiten(&ey, eps_y, tol, &ry);
-    const int k = fit_core(fit, s, dim, &ex, wx, rx, &ey, wy, ry);
-    view_eig_free(&ex), view_eig_free(&ey);
-    free(s), free(wx), free(wy);
+    double *qx = view_basis(&ex, tol, &rx), *qy = view_basis(&ey, tol, &ry);
+    double *dx = koe_malloc(sizeof(double) * rx), *dy = koe_malloc(sizeof(double) * ry);
+    view_scale(&ex, rx, eps_x, dx), view_scale(&ey, ry, eps_y, dy);
+    double *b = train_cross(s, dim, &ex, qx, rx, &ey, qy, ry);
+    PairSol ps;
+    pair_solve(b, rx, ry, dx, dy, &ps);
+    const int k = fit_from_pair(fit, &ex, qx, &ey, qy, &ps);
+    pair_free(&ps), view_eig_free(&ex), view_eig_free(&ey);
+    free(s), free(qx), free(qy), free(dx), free(dy), free(b);
     return k;
 }
 
@@ -179,31 +224,30 @@ static void diag_quad(const double *A, const double *mab, const double *B, int k
     for (int i = 0; i < k; i++) d[i] = cblas_ddot(nb, am + (int64_t)i * nb, 1, B + (int64_t)i * nb, 1);
 }
 
-/* The Cholesky factor G = R^T R (R upper, k x k row-major) over the canonical directions that vary on
- * the evaluation set, in order: direction i is left out (keep[i] = 0) when its x or y variance is at
- * most CCA_HELD_OUT_TOL of the largest, or when its part not explained by the directions kept before
- * it is at most CCA_HELD_OUT_TOL of its variance (a class absent from the fold makes such a
- * dependence). Returns the count kept. */
+/* The Cholesky factor G = L L^T (L = R^T lower, k x k row-major, zero on entry) over the canonical
+ * directions that vary on the evaluation set, in order: direction i is left out (keep[i] = 0) when its
+ * x or y variance is at most CCA_HELD_OUT_TOL of the largest, or when its part not explained by the
+ * directions kept before it is at most CCA_HELD_OUT_TOL of its variance (a class absent from the fold
+ * makes such a dependence). A left-out direction's column of L stays zero (no row is ever read but
+ * a kept one's), so each entry is one contiguous dot product of two rows. Returns the count kept. */
 static int held_out_cholesky(const double *g, int k, const double *dxx, const double *dyy, unsigned char *keep,
-                             double *r) {
+                             double *l) {
     double mx = 0, my = 0;
     for (int i = 0; i < k; i++) mx = fmax(mx, dxx[i]), my = fmax(my, dyy[i]);
     int nk = 0;
     for (int i = 0; i < k; i++) {
         keep[i] = 0;
         if (!(dxx[i] > CCA_HELD_OUT_TOL * mx && dyy[i] > CCA_HELD_OUT_TOL * my)) continue;
-        double d = g[(int64_t)i * k + i];
+        double *li = l + (int64_t)i * k, d = g[(int64_t)i * k + i];
         for (int j = 0; j < i; j++) {
             if (!keep[j]) continue;
-            double v = g[(int64_t)j * k + i];
-            for (int m = 0; m < j; m++)
-                if (keep[m]) v -= r[(int64_t)m * k + j] * r[(int64_t)m * k + i];
-            r[(int64_t)j * k + i] = v / r[(int64_t)j * k + j];
-            d -= r[(int64_t)j * k + i] * r[(int64_t)j * k + i];
+            const double *lj = l + (int64_t)j * k;
+            li[j] = (g[(int64_t)j * k + i] - cblas_ddot(j, lj, 1, li, 1)) / lj[j];
+            d -= li[j] * li[j];
         }
         if (d > CCA_HELD_OUT_TOL * g[(int64_t)i * k + i]) {
             keep[i] = 1;
-            r[(int64_t)i * k + i] = sqrt(d);
+            li[i] = sqrt(d);
             nk++;
         }
     }
@@ -211,14 +255,14 @@ static int held_out_cholesky(const double *g, int k, const double *dxx, const do
 }
 
 /* PWCCA, mean rho and rho1 over the kept directions: B = R^-T (A_v M_vv) on the kept rows, alpha_i = sum_j |B_ij|. */
-static void weighted_score(const double *r, const unsigned char *keep, int k, const double *bv, int nv,
+static void weighted_score(const double *l, const unsigned char *keep, int k, const double *bv, int nv,
                            const double *dxx, const double *dyy, const double *dxy, CcaScore *out) {
     int nk = 0, *kk = koe_malloc(sizeof(int) * k);
     for (int i = 0; i < k; i++)
         if (keep[i]) kk[nk++] = i;
     double *rc = koe_malloc(sizeof(double) * nk * nk), *b = koe_malloc(sizeof(double) * nk * nv);
     for (int a = 0; a < nk; a++) {
-        for (int c = 0; c < nk; c++) rc[(int64_t)a * nk + c] = c >= a ? r[(int64_t)kk[a] * k + kk[c]] : 0;
+        for (int c = 0; c < nk; c++) rc[(int64_t)a * nk + c] = c >= a ? l[(int64_t)kk[c] * k + kk[a]] : 0;
         memcpy(b + (int64_t)a * nv, bv + (int64_t)kk[a] * nv, sizeof(double) * nv);
     }
     cblas_dtrsm(CblasRowMajor, CblasLeft, CblasUpper, CblasTrans, CblasNonUnit, nk, nv, 1.0, rc, nk, b, nv);
@@ -240,63 +284,93 @@ static void weighted_score(const double *r, const unsigned char *keep, int k, co
     free(kk), free(rc), free(b);
 }
 
-int cca_eval(const CcaFit *fit, int dim, const double *m, CcaScore *out) {
-    const int k = fit->k, nx = fit->nx, ny = fit->ny;
+/* The score of canonical directions ax (k, bx), ay (k, by) on an evaluation set's blocks in their
+ * bases, mxx (bx x bx), myy (by x by), mxy (bx x by), and the weighting view's pv = Q_v^T M_vv (b_v x
+ * nv), so that A_v M_vv = a_v pv (pv is M_vv itself, and a_v M_vv already at hand, when the basis is
+ * the view's own dimensions). */
+static int score_core(int k, const double *ax, int bx, const double *ay, int by, const double *mxx, const double *myy,
+                      const double *mxy, int weight_x, const double *pv, int nv, CcaScore *out) {
     memset(out, 0, sizeof *out);
     if (k == 0) return -1;
-    const int nv = fit->weight_x ? nx : ny;
+    const int wide = bx > by ? bx : by, bw = weight_x ? bx : by;
+    double *amx = koe_malloc(sizeof(double) * k * wide), *amy = koe_malloc(sizeof(double) * k * by);
+    double *dxx = koe_malloc(sizeof(double) * k * 3), *dyy = dxx + k, *dxy = dxx + 2 * k;
+    diag_quad(ay, myy, ay, k, by, by, amy, dyy);
+    diag_quad(ax, mxy, ay, k, bx, by, amx, dxy);
+    diag_quad(ax, mxx, ax, k, bx, bx, amx, dxx);
+    /* the weighting view's A_v M_vv Q_v is now in amx (x) or amy (y) */
+    const double *av = weight_x ? ax : ay, *am = weight_x ? amx : amy, *mvv = weight_x ? mxx : myy;
+    double *g = koe_malloc(sizeof(double) * k * k), *l = koe_calloc((size_t)k * k, sizeof(double));
+    double *bv = pv == mvv ? NULL : koe_malloc(sizeof(double) * k * nv);
+    unsigned char *keep = koe_malloc((size_t)k);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, k, k, bw, 1.0, am, bw, av, bw, 0.0, g, k);
+    if (bv) cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, k, nv, bw, 1.0, av, bw, pv, nv, 0.0, bv, nv);
+    const int nk = held_out_cholesky(g, k, dxx, dyy, keep, l);
+    if (nk > 0) weighted_score(l, keep, k, bv ? bv : am, nv, dxx, dyy, dxy, out);
+    free(amx), free(amy), free(dxx), free(g), free(l), free(bv), free(keep);
+    return nk > 0 ? 0 : -1;
+}
+
+int cca_eval(const CcaFit *fit, int dim, const double *m, CcaScore *out) {
+    const int nx = fit->nx, ny = fit->ny;
     double *mxx = koe_malloc(sizeof(double) * nx * nx), *myy = koe_malloc(sizeof(double) * ny * ny);
     double *mxy = koe_malloc(sizeof(double) * nx * ny);
     gather_block(m, dim, fit->ix, nx, fit->ix, nx, mxx);
     gather_block(m, dim, fit->iy, ny, fit->iy, ny, myy);
     gather_block(m, dim, fit->ix, nx, fit->iy, ny, mxy);
-    const int wide = nx > ny ? nx : ny;
-    double *amx = koe_malloc(sizeof(double) * k * wide), *amy = koe_malloc(sizeof(double) * k * ny);
-    double *dxx = koe_malloc(sizeof(double) * k * 3), *dyy = dxx + k, *dxy = dxx + 2 * k;
-    diag_quad(fit->ay, myy, fit->ay, k, ny, ny, amy, dyy);
-    diag_quad(fit->ax, mxy, fit->ay, k, nx, ny, amx, dxy);
-    diag_quad(fit->ax, mxx, fit->ax, k, nx, nx, amx, dxx);
-    /* the weighting view's A_v M_vv is now in amx (x) or amy (y) */
-    const double *av = fit->weight_x ? fit->ax : fit->ay, *bv = fit->weight_x ? amx : amy;
-    double *g = koe_malloc(sizeof(double) * k * k), *r = koe_calloc((size_t)k * k, sizeof(double));
-    unsigned char *keep = koe_malloc((size_t)k);
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, k, k, nv, 1.0, bv, nv, av, nv, 0.0, g, k);
-    const int nk = held_out_cholesky(g, k, dxx, dyy, keep, r);
-    if (nk > 0) weighted_score(r, keep, k, bv, nv, dxx, dyy, dxy, out);
-    free(mxx), free(myy), free(mxy), free(amx), free(amy), free(dxx), free(g), free(r), free(keep);
-    return nk > 0 ? 0 : -1;
+    const int rc = score_core(fit->k, fit->ax, nx, fit->ay, ny, mxx, myy, mxy, fit->weight_x,
+                              fit->weight_x ? mxx : myy, fit->weight_x ? nx : ny, out);
+    free(mxx), free(myy), free(mxy);
+    return rc;
 }
 
-/* One view of a trial's training set, for every eps of the grid: the eigendecomposition (shared
- * between eps values that keep the same dimensions) and the whitening. */
+/* One view of a trial, for every eps of the grid: the eigendecomposition of the training set (shared
+ * between eps values that keep the same dimensions), its basis, and the dev fold's blocks in that
+ * basis, per owner; each eps's whitening scale. */
 typedef struct {
     ViewEig eig[CCA_MAX_EPS];
     int owner[CCA_MAX_EPS]; /* eps i uses eig[owner[i]] */
-    double *w[CCA_MAX_EPS];
-    int r[CCA_MAX_EPS];
+    double *q[CCA_MAX_EPS]; /* (n x r) basis, per owner */
+    int r[CCA_MAX_EPS];     /* per owner */
+    double *p[CCA_MAX_EPS]; /* (r x n) Q^T M_dev,vv, per owner */
+    double *c[CCA_MAX_EPS]; /* (r x r) Q^T M_dev,vv Q, per owner */
+    double *d[CCA_MAX_EPS]; /* (r of its owner) eps i's scale */
 } ViewGrid;
 
-static void grid_init(ViewGrid *g, const double *s, int dim, int z0, int len, const CcaProtocol *pr) {
+static void grid_init(ViewGrid *g, const double *s, const double *m_dev, int dim, int z0, int len,
+                      const CcaProtocol *pr) {
+    memset(g, 0, sizeof *g);
     for (int i = 0; i < pr->n_eps; i++) {
         int o = i;
         for (int j = 0; j < i && o == i; j++)
             if (g->owner[j] == j && view_same_keep(s, dim, z0, len, pr->eps[i], &g->eig[j])) o = j;
         g->owner[i] = o;
-        if (o == i) view_eig(s, dim, z0, len, pr->eps[i], &g->eig[i]);
-        g->w[i] = view_whiten(&g->eig[o], pr->eps[i], pr->null_tol, &g->r[i]);
+        if (o == i) {
+            ViewEig *e = &g->eig[i];
+            view_eig(s, dim, z0, len, pr->eps[i], e);
+            const int n = e->n;
+            g->q[i] = view_basis(e, pr->null_tol, &g->r[i]);
+            const int r = g->r[i];
+            g->p[i] = koe_malloc(sizeof(double) * r * n);
+            g->c[i] = koe_malloc(sizeof(double) * r * r);
+            if (r > 0) {
+                double *mvv = koe_malloc(sizeof(double) * n * n);
+                gather_block(m_dev, dim, e->idx, n, e->idx, n, mvv);
+                cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, n, n, 1.0, g->q[i], r, mvv, n, 0.0, g->p[i], n);
+                cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r, r, n, 1.0, g->p[i], n, g->q[i], r, 0.0, g->c[i], r);
+                free(mvv);
+            }
+        }
+        g->d[i] = koe_malloc(sizeof(double) * g->r[o]);
+        view_scale(&g->eig[o], g->r[o], pr->eps[i], g->d[i]);
     }
 }
 
 static void grid_free(ViewGrid *g, int n_eps) {
     for (int i = 0; i < n_eps; i++) {
         if (g->owner[i] == i) view_eig_free(&g->eig[i]);
-        free(g->w[i]);
+        free(g->q[i]), free(g->p[i]), free(g->c[i]), free(g->d[i]);
     }
-}
-
-/* The fit with eps pair (i, j) of the grids; returns its k (0: nothing to score). */
-static int grid_fit(const double *s, int dim, const ViewGrid *gx, const ViewGrid *gy, int i, int j, CcaFit *fit) {
-    return fit_core(fit, s, dim, &gx->eig[gx->owner[i]], gx->w[i], gx->r[i], &gy->eig[gy->owner[j]], gy->w[j], gy->r[j]);
 }
 
 CcaTrial cca_trial(const FoldStats *fs, CcaViews v, const CcaProtocol *pr, int t) {
@@ -310,32 +384,50 @@ CcaTrial cca_trial(const FoldStats *fs, CcaViews v, const CcaProtocol *pr, int t
     to_covariance(s, d, res.n_train);
     const double *m_dev = fs->m + (int64_t)(2 * t) * d * d, *m_test = fs->m + (int64_t)(2 * t + 1) * d * d;
     ViewGrid gx, gy;
-    grid_init(&gx, s, d, v.x0, v.p, pr);
-    grid_init(&gy, s, d, v.y0, v.q, pr);
-    /* every pair fitted and scored on the dev fold; a fit is kept while it can still be the choice (its
-     * dev PWCCA within 1e-12 of the best so far), so the chosen one is scored on the test fold as fitted */
-    CcaFit fits[CCA_MAX_EPS * CCA_MAX_EPS];
+    grid_init(&gx, s, m_dev, d, v.x0, v.p, pr);
+    grid_init(&gy, s, m_dev, d, v.y0, v.q, pr);
+    /* per pair of owners: the training cross block B and the dev fold's in the bases, computed once */
+    double *b[CCA_MAX_EPS][CCA_MAX_EPS] = {{0}}, *cxy[CCA_MAX_EPS][CCA_MAX_EPS] = {{0}};
+    /* every pair solved and scored on the dev fold; a solution is kept while it can still be the choice
+     * (its dev PWCCA within 1e-12 of the best so far), so the chosen one is scored on the test fold as
+     * fitted */
+    PairSol sol[CCA_MAX_EPS * CCA_MAX_EPS];
     unsigned char kept[CCA_MAX_EPS * CCA_MAX_EPS] = {0};
     double best = -INFINITY, dev[CCA_MAX_EPS * CCA_MAX_EPS];
     CcaScore sc = {0};
     for (int e = 0; e < ne * ne; e++) {
-        res.k = grid_fit(s, d, &gx, &gy, e / ne, e % ne, &fits[e]);
+        const int ox = gx.owner[e / ne], oy = gy.owner[e % ne], rx = gx.r[ox], ry = gy.r[oy];
+        const ViewEig *ex = &gx.eig[ox], *ey = &gy.eig[oy];
+        if (!b[ox][oy]) {
+            b[ox][oy] = train_cross(s, d, ex, gx.q[ox], rx, ey, gy.q[oy], ry);
+            cxy[ox][oy] = cross_basis(m_dev, d, ex->idx, ex->n, gx.q[ox], rx, ey->idx, ey->n, gy.q[oy], ry, 1.0);
+        }
+        const int k = res.k = pair_solve(b[ox][oy], rx, ry, gx.d[e / ne], gy.d[e % ne], &sol[e]);
+        const int wx = rx < ry;
         kept[e] = 1;
-        dev[e] = res.k > 0 && cca_eval(&fits[e], d, m_dev, &sc) == 0 ? sc.pwcca : NAN;
+        dev[e] = k > 0 && score_core(k, sol[e].ex, rx, sol[e].ey, ry, gx.c[ox], gy.c[oy], cxy[ox][oy], wx,
+                                     wx ? gx.p[ox] : gy.p[oy], wx ? ex->n : ey->n, &sc) == 0
+                     ? sc.pwcca
+                     : NAN;
         if (dev[e] > best) best = dev[e];
         for (int j = 0; j <= e; j++)
-            if (kept[j] && !(dev[j] >= best - 1e-12)) cca_fit_free(&fits[j]), kept[j] = 0;
+            if (kept[j] && !(dev[j] >= best - 1e-12)) pair_free(&sol[j]), kept[j] = 0;
     }
     int e = 0;
     while (e < ne * ne && !kept[e]) e++;
     if (e < ne * ne) {
+        const int ox = gx.owner[e / ne], oy = gy.owner[e % ne];
         res.eps[0] = pr->eps[e / ne], res.eps[1] = pr->eps[e % ne];
-        res.k = fits[e].k;
-        if (cca_eval(&fits[e], d, m_test, &sc) == 0) res.pwcca = sc.pwcca;
+        CcaFit fit;
+        res.k = fit_from_pair(&fit, &gx.eig[ox], gx.q[ox], &gy.eig[oy], gy.q[oy], &sol[e]);
+        if (cca_eval(&fit, d, m_test, &sc) == 0) res.pwcca = sc.pwcca;
+        cca_fit_free(&fit);
     }
     res.mean_rho = sc.mean_rho, res.rho1 = sc.rho1, res.dropped = sc.dropped;
     for (int j = 0; j < ne * ne; j++)
-        if (kept[j]) cca_fit_free(&fits[j]);
+        if (kept[j]) pair_free(&sol[j]);
+    for (int i = 0; i < ne; i++)
+        for (int j = 0; j < ne; j++) free(b[i][j]), free(cxy[i][j]);
     grid_free(&gx, ne), grid_free(&gy, ne);
     free(s), free(mu), free(use);
     return res;

@@ -10,7 +10,8 @@
  * largest |entry| (a, b; S_xy by sqrt(ab)) so that eps is relative; dimensions with scaled
  * variance < eps dropped; S_xx = V L V^T, kept directions W_x = V_r (L_r + eps_x)^(-1/2); the thin
  * SVD W_x^T S_xy W_y = U S V^T; A_x = (W_x U)^T, A_y = (W_y V)^T (k = min(r_x, r_y) rows); the
- * training correlations diag(S).
+ * training correlations diag(S). Computed in the eigenbases: with D_x = (L_r + eps_x)^(-1/2), the SVD is
+ * of D_x (V_xr^T S_xy V_yr) D_y, and A_x = (D_x U)^T V_xr^T.
  * Score on an evaluation co-moment M: rho_i = (A_x M_xy A_y^T)_ii / sqrt((A_x M_xx A_x^T)_ii
  * (A_y M_yy A_y^T)_ii); for the view v with fewer directions (y on a tie), G = A_v M_vv A_v^T = R^T R
  * (Cholesky), B = R^-T A_v M_vv (= Q^T of the centred activations), alpha_i = sum_j |B_ij|,
@@ -83,7 +84,12 @@ typedef struct {
 
 /* Trial t (dev fold 2t, test fold 2t + 1, training every other fold): every eps pair fitted on the
  * training folds and scored on the dev fold; the fit of the first pair within 1e-12 of the best dev
- * PWCCA is scored on the test fold. Trials are independent (a caller may run them anywhere). */
+ * PWCCA is scored on the test fold. Trials are independent (a caller may run them anywhere).
+ * What no eps pair changes is computed once per trial (per eigendecomposition, and pair of them): the
+ * training cross block B = V_xr^T S_xy V_yr and the dev fold's blocks in the same bases, V_r^T M_vv V_r,
+ * V_xr^T M_xy V_yr and V_vr^T M_vv; a pair is then the SVD of D_x B D_y and products of k x r
+ * matrices, scored as cca_eval would score its fit (the same numbers up to float reassociation), and
+ * only the chosen pair's A_x, A_y are formed, for the test fold. */
 CcaTrial cca_trial(const FoldStats *fs, CcaViews v, const CcaProtocol *pr, int t);
 /* The result of trials 0 .. trials-1 (mean, sample standard deviation, trial 0's k and counts). */
 CcaResult cca_combine(const CcaTrial *tr, int trials);

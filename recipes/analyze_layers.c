@@ -433,21 +433,23 @@ static void plan_run_list(Ctx *x) {
     free(use);
 }
 
-static FoldStats *stats_sets(int L1, int dim, int folds) {
+/* One set per layer of dimension dim, but base_dim for layer base. */
+static FoldStats *stats_sets(int L1, int dim, int base, int base_dim, int folds) {
     FoldStats *s = koe_malloc(sizeof(FoldStats) * L1);
-    for (int l = 0; l < L1; l++) moments_init(&s[l], dim, folds);
+    for (int l = 0; l < L1; l++) moments_init(&s[l], l == base ? base_dim : dim, folds);
     return s;
 }
 
 /* Bytes of every statistics set, the subsample on one rank, and the CKA Gram sums. */
 static double memory_estimate(const Ctx *x, int world) {
     const AnalyzeLayersOpts *o = x->o;
-    double b = 0, dims[4] = {x->fr_dim, x->D + x->nfcls, x->D + x->ph.ncls, x->D + x->wd.ncls}, big = 0;
-    const int have[4] = {x->fr != NULL, x->pf != NULL, x->sg != NULL, x->wg != NULL};
+    double b = 0, big = 0;
+    const FoldStats *sets[4] = {x->fr, x->pf, x->sg, x->wg};
     for (int s = 0; s < 4; s++)
-        if (have[s]) {
-            b += x->L1 * moments_bytes((int)dims[s], n_slots(o));
-            big = fmax(big, 8.0 * n_slots(o) * (1 + dims[s] + dims[s] * (dims[s] + 1) / 2));
+        for (int l = 0; sets[s] && l < x->L1; l++) {
+            const double d = sets[s][l].dim;
+            b += moments_bytes((int)d, n_slots(o));
+            big = fmax(big, 8.0 * n_slots(o) * (1 + d + d * (d + 1) / 2));
         }
     for (int c = 0; c < x->nc; c++) {
         const int dc = x->cc.m->cfg.conv_dim[c] + 80;
@@ -475,8 +477,9 @@ static double mem_total_bytes(void) {
     return kb * 1024.0;
 }
 
-/* Frame i's row of the frame set st (fold slot f): [x_l | mel | x_base | x2_l] (h, hb, h2 the layer,
- * the base layer, the same layer of --ckpt2). */
+/* Frame i's row of the frame set st (fold slot f): [x_l | mel | x2_l | x_base] (h, h2, hb the layer,
+ * the same layer of --ckpt2, the base layer; hb NULL for the base layer's own set, which has no x_base:
+ * intra is not asked of it, and the block would repeat x_l). */
 static void frame_row(const Ctx *x, FoldStats *st, int f, const float *h, const float *hb, const float *h2,
                       const float *mel, int64_t i) {
     const int D = x->D;
@@ -484,10 +487,10 @@ static void frame_row(const Ctx *x, FoldStats *st, int f, const float *h, const 
     for (int j = 0; j < D; j++) z[j] = h[i * D + j];
     if (x->o->props & ALP_MEL)
         for (int j = 0; j < 80; j++) z[x->mel_off + j] = mel[i * 80 + j];
-    if (x->o->props & ALP_INTRA)
-        for (int j = 0; j < D; j++) z[x->base_off + j] = hb[i * D + j];
     if (x->o->props & ALP_INTER)
         for (int j = 0; j < x->D2; j++) z[x->inter_off + j] = h2[i * x->D2 + j];
+    if ((x->o->props & ALP_INTRA) && hb)
+        for (int j = 0; j < D; j++) z[x->base_off + j] = hb[i * D + j];
     moments_row_done(st, f);
 }
 
@@ -553,6 +556,21 @@ static void sub_append(Ctx *x, const float **hid, int64_t i, int fold, int lab, 
     x->sub_lab[x->n_sub++] = lab;
 }
 
+/* z = the mean of rows [a, b) of h (rows of C floats), summed in row order: each z[j] is the sum the
+ * row-by-row loop gives, in vector registers (omp simd: -O2's cost model leaves it scalar, and the
+ * pooling windows of --conv sum ~150 rows per 10 ms frame over the stack). */
+static void window_mean(const float *restrict h, int C, int64_t a, int64_t b, double *restrict z) {
+    memset(z, 0, sizeof(double) * C);
+    for (int64_t i = a; i < b; i++) {
+        const float *restrict r = h + i * C;
+#pragma omp simd
+        for (int j = 0; j < C; j++) z[j] += r[j];
+    }
+    const double n = (double)(b - a);
+#pragma omp simd
+    for (int j = 0; j < C; j++) z[j] /= n;
+}
+
 /* --conv: each conv layer's output of utterance u (n samples; the model's last forward) averaged onto
  * the fbank frames (x->fb, from mel_of_frames) and added with them, each pooled frame in the fold
  * keyed by (utterance, fbank frame). */
@@ -568,10 +586,7 @@ static void add_conv_frames(Ctx *x, int64_t u, int64_t n) {
             KoeRng g = koe_rng(x->o->seed, (uint64_t)u, (uint64_t)fb, KOE_RNG_ANALYZE_CONV);
             const int f = slot_of(x->o, (int)koe_rng_below(&g, (uint64_t)x->o->folds));
             double *z = moments_row(&x->cv[c], f);
-            memset(z, 0, sizeof(double) * C);
-            for (int64_t i = t * p->stride; i < t * p->stride + p->kernel; i++)
-                for (int j = 0; j < C; j++) z[j] += act[i * C + j];
-            for (int j = 0; j < C; j++) z[j] /= p->kernel;
+            window_mean(act, C, t * p->stride, t * p->stride + p->kernel, z);
             for (int j = 0; j < 80; j++) z[C + j] = x->fb[fb * 80 + j];
             moments_row_done(&x->cv[c], f);
         }
@@ -591,7 +606,8 @@ static int add_frames(Ctx *x, int64_t u, int64_t n, int64_t T, const float **hid
         for (int l = 0; l < x->L1; l++)
             for (int64_t i = 0; i < T; i++) {
                 const int f = slot_of(x->o, fold[i]);
-                if (x->fr) frame_row(x, &x->fr[l], f, hid[l], hid[x->o->base_layer], hid2 ? hid2[l] : NULL, mel, i);
+                if (x->fr) frame_row(x, &x->fr[l], f, hid[l], l == x->o->base_layer ? NULL : hid[x->o->base_layer],
+                                     hid2 ? hid2[l] : NULL, mel, i);
                 if (x->pf && lab[i] >= 0) class_row(x, &x->pf[l], f, hid[l], lab[i], x->nfcls, i);
             }
         if (x->o->props & (ALP_CKA | ALP_PNMI))
@@ -610,10 +626,8 @@ static void add_segments(Ctx *x, FoldStats *st, int q, const SegUnit *seg, int64
         for (int64_t s = 0; s < ns; s++) {
             const int f = slot_of(x->o, seg[s].fold);
             double *z = moments_row(&st[l], f);
-            memset(z, 0, sizeof(double) * (D + q));
-            for (int64_t i = seg[s].first; i < seg[s].end; i++)
-                for (int j = 0; j < D; j++) z[j] += hid[l][i * D + j];
-            for (int j = 0; j < D; j++) z[j] /= (double)(seg[s].end - seg[s].first);
+            window_mean(hid[l], D, seg[s].first, seg[s].end, z);
+            memset(z + D, 0, sizeof(double) * q);
             z[D + seg[s].cls] = 1;
             moments_row_done(&st[l], f);
         }
@@ -773,12 +787,12 @@ static int check_sizes(const Ctx *x, KoeError *err) {
 }
 
 /* Each solve's rank, a solve being one trial of one job (cca_trial): the solves by estimated cost,
- * largest first, each to the rank with the least so far (ties: the lower rank, the lower solve), the
- * same on every rank. The cost of a fit: the eigenproblems p^3 + q^3 and the SVD p q min(p, q) of its
- * job's views' dimensions. */
-static int *solve_owners(const Ctx *x, int world) {
+ * largest first (into order), each to the rank with the least so far (ties: the lower rank, the lower
+ * solve), the same on every rank. The cost of a fit: the eigenproblems p^3 + q^3 and the SVD
+ * p q min(p, q) of its job's views' dimensions. */
+static int *solve_owners(const Ctx *x, int world, int *order) {
     const int T = x->o->trials, n = x->n_jobs * T;
-    int *owner = koe_malloc(sizeof(int) * (n ? n : 1)), *order = koe_malloc(sizeof(int) * (n ? n : 1));
+    int *owner = koe_malloc(sizeof(int) * (n ? n : 1));
     double *cost = koe_malloc(sizeof(double) * (n ? n : 1)), *load = koe_calloc((size_t)world, sizeof(double));
     for (int i = 0; i < n; i++) {
         CcaViews v;
@@ -799,21 +813,23 @@ static int *solve_owners(const Ctx *x, int world) {
         owner[order[a]] = r;
         load[r] += cost[order[a]];
     }
-    free(order), free(cost), free(load);
+    free(cost), free(load);
     return owner;
 }
 
 /* Every solve (job i, trial t) on its rank (solve_owners), a rank's solves over its OpenMP threads
- * (each solve's BLAS then runs on one thread; a trial's result does not depend on which thread or rank
- * runs it); the trials gathered by one allreduce and combined per job (cca_combine) on every rank. */
+ * largest first, so that no large one is left for the end while the other threads idle (each solve's
+ * BLAS then runs on one thread; a trial's result does not depend on which thread or rank runs it); the
+ * trials gathered by one allreduce and combined per job (cca_combine) on every rank. */
 static void solve_jobs(Ctx *x) {
     enum { W = 10 }; /* doubles per trial */
     const int T = x->o->trials, n = x->n_jobs * T, rank = comm_rank();
     double *buf = koe_calloc((size_t)(n ? n : 1) * W, sizeof(double));
-    int *owner = solve_owners(x, comm_size());
+    int *order = koe_malloc(sizeof(int) * (n ? n : 1)), *owner = solve_owners(x, comm_size(), order);
     CcaProtocol pr = {.trials = T, .eps = x->o->eps.v, .n_eps = x->o->eps.n, .null_tol = x->o->null_tol};
 #pragma omp parallel for schedule(dynamic)
-    for (int i = 0; i < n; i++) {
+    for (int a = 0; a < n; a++) {
+        const int i = order[a];
         if (owner[i] != rank) continue;
         CcaViews v;
         const FoldStats *fs = job_stats(x, &x->jobs[i / T], &v);
@@ -838,7 +854,7 @@ static void solve_jobs(Ctx *x) {
             koe_warn("analyze layers: %s %s: %d canonical direction(s) without variance on a test fold (a class it "
                      "lacks) left out of its score", PROP_NAMES[x->jobs[i].prop], name, r->dropped);
     }
-    free(buf), free(owner);
+    free(buf), free(owner), free(order);
 }
 
 /* Debiased and biased CKA between every pair of layers on the subsample, centred on its global mean. */
@@ -1340,13 +1356,14 @@ static int ctx_open(Ctx *x, const AnalyzeLayersOpts *o, KoeError *err) {
     if ((o->props & ALP_WORD) && plan_words(x, err) < 0) return -1;
     plan_run_list(x);
     x->mel_off = x->D;
-    x->base_off = x->D + (o->props & ALP_MEL ? 80 : 0);
-    x->inter_off = x->base_off + (o->props & ALP_INTRA ? x->D : 0);
-    x->fr_dim = x->inter_off + (o->props & ALP_INTER ? x->D2 : 0);
-    if (o->props & (ALP_MEL | ALP_INTRA | ALP_INTER)) x->fr = stats_sets(x->L1, x->fr_dim, n_slots(o));
-    if (o->props & ALP_PHONE_FRAME) x->pf = stats_sets(x->L1, x->D + x->nfcls, n_slots(o));
-    if (o->props & ALP_PHONE) x->sg = stats_sets(x->L1, x->D + x->ph.ncls, n_slots(o));
-    if (o->props & ALP_WORD) x->wg = stats_sets(x->L1, x->D + x->wd.ncls, n_slots(o));
+    x->inter_off = x->D + (o->props & ALP_MEL ? 80 : 0);
+    x->base_off = x->inter_off + (o->props & ALP_INTER ? x->D2 : 0);
+    x->fr_dim = x->base_off + (o->props & ALP_INTRA ? x->D : 0);
+    if (o->props & (ALP_MEL | ALP_INTRA | ALP_INTER))
+        x->fr = stats_sets(x->L1, x->fr_dim, o->base_layer, x->base_off, n_slots(o));
+    if (o->props & ALP_PHONE_FRAME) x->pf = stats_sets(x->L1, x->D + x->nfcls, -1, 0, n_slots(o));
+    if (o->props & ALP_PHONE) x->sg = stats_sets(x->L1, x->D + x->ph.ncls, -1, 0, n_slots(o));
+    if (o->props & ALP_WORD) x->wg = stats_sets(x->L1, x->D + x->wd.ncls, -1, 0, n_slots(o));
     if (o->props & ALP_MEL) {
         x->fe = features_create(FEAT_FBANK);
         x->fb = koe_malloc(sizeof(float) * features_num_frames(x->cc.max_len) * 80);

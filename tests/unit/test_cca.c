@@ -206,6 +206,18 @@ static void test_trial_as_refit(void **state) {
         moments_merge_folds(&fs, use, &nt, mu, m);
         CcaFit fit;
         CcaScore sc;
+        /* the trial scores the pairs on the dev fold in the views' eigenbases: it must choose the pair
+         * that each pair's own fit scored on the dev fold (cca_eval) chooses */
+        double dev[9], best = -INFINITY;
+        for (int e = 0; e < 9; e++) {
+            assert_true(cca_fit(&fit, DIM, nt, m, VIEWS, eps[e / 3], eps[e % 3], 1e-12) > 0);
+            assert_int_equal(cca_eval(&fit, DIM, fs.m + (int64_t)(2 * t) * DIM * DIM, &sc), 0);
+            dev[e] = sc.pwcca, best = fmax(best, sc.pwcca);
+            cca_fit_free(&fit);
+        }
+        int e = 0;
+        while (dev[e] < best - 1e-12) e++;
+        assert_true(tr[t].eps[0] == eps[e / 3] && tr[t].eps[1] == eps[e % 3]);
         assert_int_equal(cca_fit(&fit, DIM, nt, m, VIEWS, tr[t].eps[0], tr[t].eps[1], 1e-12), tr[t].k);
         assert_int_equal(cca_eval(&fit, DIM, fs.m + (int64_t)(2 * t + 1) * DIM * DIM, &sc), 0);
         assert_true(fabs(sc.pwcca - tr[t].pwcca) < 1e-12 && fabs(sc.rho1 - tr[t].rho1) < 1e-12);
