@@ -48,13 +48,6 @@ void bgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const
 
 /* ---- fp32 -> bf16 --------------------------------------------------------------------------------- */
 
-float bf16_to_f32(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
 static inline uint16_t bf16_round(float f) {
     uint32_t u;
     memcpy(&u, &f, sizeof u);
@@ -108,6 +101,16 @@ void bf16_from_f32(uint16_t *dst, const float *src, int64_t n) {
     const int64_t chunk = 1 << 16;
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i += chunk) bf16_from_f32_serial(dst + i, src + i, n - i < chunk ? n - i : chunk);
+}
+
+void bf16_round_f32(uint16_t *dst, float *x, int64_t n) {
+    const int64_t chunk = 1 << 16;
+#pragma omp parallel for schedule(static) if (n >= BF16_PARALLEL_MIN && !omp_in_parallel())
+    for (int64_t i = 0; i < n; i += chunk) {
+        const int64_t len = n - i < chunk ? n - i : chunk;
+        bf16_from_f32_serial(dst + i, x + i, len);
+        for (int64_t j = i; j < i + len; j++) x[j] = bf16_to_f32(dst[j]);
+    }
 }
 
 /* ---- sgemm ------------------------------------------------------------------------------------------ */

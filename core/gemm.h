@@ -71,4 +71,15 @@ void gemm_describe(char *buf, size_t n);
  * split over the OpenMP threads when called from serial code. */
 void bf16_from_f32(uint16_t *dst, const float *src, int64_t n);
 void bf16_from_f32_scalar(uint16_t *dst, const float *src, int64_t n);
-float bf16_to_f32(uint16_t h);
+/* x rounded to bf16 in place (each value replaced by its bf16 value, widened back) and the bf16 bits
+ * in dst: for an fp32 result that is kept in bf16 and also read at once by fp32 code, which must see
+ * the values that are kept. */
+void bf16_round_f32(uint16_t *dst, float *x, int64_t n);
+/* bf16 -> fp32, exact (inline: the bf16-input loops of layers.c vectorise it). */
+static inline float bf16_to_f32(uint16_t h) {
+    union {
+        uint32_t u;
+        float f;
+    } v = {(uint32_t)h << 16};
+    return v.f;
+}

@@ -510,15 +510,21 @@ void groupnorm_forward(float *out, float *mean, float *rstd, const float *inp, c
     }
 }
 
-void groupnorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                        const float *weight, const float *mean, const float *rstd, int B, int64_t T, int C) {
+/* x[i] of an input that is bf16 when xb is set (xf then unused), else fp32 */
+static inline float gn_x(const float *xf, const uint16_t *xb, int64_t i) { return xb ? bf16_to_f32(xb[i]) : xf[i]; }
+
+static void groupnorm_bwd(float *dinp, float *dweight, float *dbias, const float *dout, const float *inpf,
+                          const uint16_t *inpb, const float *weight, const float *mean, const float *rstd, int B,
+                          int64_t T, int C) {
     const int CB = groupnorm_block(C);
 #pragma omp parallel for schedule(dynamic, 1)
     for (int c0 = 0; c0 < C; c0 += CB) {
         int c1 = c0 + CB < C ? c0 + CB : C;
         double aw[GN_CB] = {0}, ab[GN_CB] = {0};
         for (int b = 0; b < B; b++) {
-            const float *x = inp + (int64_t)b * T * C, *d = dout + (int64_t)b * T * C;
+            const int64_t o = (int64_t)b * T * C;
+            const float *x = inpb ? NULL : inpf + o, *d = dout + o;
+            const uint16_t *xb = inpb ? inpb + o : NULL;
             double sd[GN_CB] = {0}, sdx[GN_CB] = {0};
             const float *mb = mean + (int64_t)b * C, *rb = rstd + (int64_t)b * C;
             for (int64_t tb = 0; tb < T; tb += GN_TB) { /* float within GN_TB frames, as in forward */
@@ -527,7 +533,7 @@ void groupnorm_backward(float *dinp, float *dweight, float *dbias, const float *
                 for (int64_t t = tb; t < te; t++)
 #pragma omp simd
                     for (int c = c0; c < c1; c++) {
-                        float xh = (x[t * C + c] - mb[c]) * rb[c];
+                        float xh = (gn_x(x, xb, t * C + c) - mb[c]) * rb[c];
                         fd[c - c0] += d[t * C + c];
                         fdx[c - c0] += d[t * C + c] * xh;
                     }
@@ -549,7 +555,7 @@ void groupnorm_backward(float *dinp, float *dweight, float *dbias, const float *
             for (int64_t t = 0; t < T; t++)
 #pragma omp simd
                 for (int c = c0; c < c1; c++) {
-                    float r = rb[c], xh = (x[t * C + c] - mb[c]) * r;
+                    float r = rb[c], xh = (gn_x(x, xb, t * C + c) - mb[c]) * r;
                     dx[t * C + c] += wr[c - c0] * d[t * C + c] - r * (k1[c - c0] + xh * k2[c - c0]);
                 }
         }
@@ -558,6 +564,16 @@ void groupnorm_backward(float *dinp, float *dweight, float *dbias, const float *
             if (dbias) dbias[c] += (float)ab[c - c0];
         }
     }
+}
+
+void groupnorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                        const float *weight, const float *mean, const float *rstd, int B, int64_t T, int C) {
+    groupnorm_bwd(dinp, dweight, dbias, dout, inp, NULL, weight, mean, rstd, B, T, C);
+}
+
+void groupnorm_backward_bf16in(float *dinp, float *dweight, float *dbias, const float *dout, const uint16_t *inp,
+                               const float *weight, const float *mean, const float *rstd, int B, int64_t T, int C) {
+    groupnorm_bwd(dinp, dweight, dbias, dout, NULL, inp, weight, mean, rstd, B, T, C);
 }
 
 /* ---- activations ----------------------------------------------------------------------------------
@@ -574,14 +590,21 @@ void gelu_forward(float *out, const float *inp, int64_t n) {
     for (int64_t i = 0; i < n; i++) out[i] = 0.5f * inp[i] * (1.0f + erff(inp[i] * (float)M_SQRT1_2));
 }
 
-void gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n) {
+/* GELU'(x) */
+static inline float gelu_grad(float x) {
     const float inv_sqrt_2pi = 0.3989422804014327f;
+    float cdf = 0.5f * (1.0f + erff(x * (float)M_SQRT1_2));
+    return cdf + x * inv_sqrt_2pi * expf(-0.5f * x * x);
+}
+
+void gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n) {
 #pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        float x = inp[i];
-        float cdf = 0.5f * (1.0f + erff(x * (float)M_SQRT1_2));
-        dinp[i] += dout[i] * (cdf + x * inv_sqrt_2pi * expf(-0.5f * x * x));
-    }
+    for (int64_t i = 0; i < n; i++) dinp[i] += dout[i] * gelu_grad(inp[i]);
+}
+
+void gelu_backward_bf16in(float *dinp, const float *dout, const uint16_t *inp, int64_t n) {
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; i++) dinp[i] += dout[i] * gelu_grad(bf16_to_f32(inp[i]));
 }
 
 static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }

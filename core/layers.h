@@ -68,10 +68,16 @@ void groupnorm_forward(float *out, float *mean, float *rstd, const float *inp, c
                        const float *bias, int B, int64_t T, int C, float eps);
 void groupnorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                         const float *weight, const float *mean, const float *rstd, int B, int64_t T, int C);
+/* The same backward of an input kept in bf16 (a bf16 run's conv output, core/README.md, Precision): the
+ * forward it pairs with normalised those bf16 values (widened), so inp is exact here. */
+void groupnorm_backward_bf16in(float *dinp, float *dweight, float *dbias, const float *dout, const uint16_t *inp,
+                               const float *weight, const float *mean, const float *rstd, int B, int64_t T, int C);
 
 /* Elementwise activations over n values. GELU is the exact erf form (PyTorch's default). */
 void gelu_forward(float *out, const float *inp, int64_t n);
 void gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n);
+/* The same with the GELU input kept in bf16, as groupnorm_backward_bf16in. */
+void gelu_backward_bf16in(float *dinp, const float *dout, const uint16_t *inp, int64_t n);
 void swish_forward(float *out, const float *inp, int64_t n);
 void swish_backward(float *dinp, const float *dout, const float *inp, int64_t n);
 /* GLU over the channel dim: inp (N, 2C) -> out (N, C) = a * sigmoid(b), a = inp[:, :C], b = inp[:, C:]. */
