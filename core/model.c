@@ -90,7 +90,7 @@ void model_table_build(const ModelConfig *c, ParamTable *t) {
             const float fan_in = (float)cin * (float)K;
             int64_t shape[3] = {C, cin, K};
             snprintf(name, sizeof name, "feature_extractor.conv_layers.%d.conv.weight", i);
-            params_add(t, name, 3, shape, PARAM_INIT_NORMAL, sqrtf(2.0f / fan_in), 0.0f);
+            params_set_rearranged(t, params_add(t, name, 3, shape, PARAM_INIT_NORMAL, sqrtf(2.0f / fan_in), 0.0f));
             if (c->conv_bias) {
                 snprintf(name, sizeof name, "feature_extractor.conv_layers.%d.conv.bias", i);
                 add1(t, name, C, PARAM_INIT_UNIFORM, -1.0f / sqrtf(fan_in), 1.0f / sqrtf(fan_in));
@@ -116,7 +116,8 @@ void model_table_build(const ModelConfig *c, ParamTable *t) {
     int64_t vshape[3] = {D, D / G, K}, gshape[3] = {1, 1, K};
     int v = params_add(t, "encoder.pos_conv_embed.conv.weight_v", 3, vshape, PARAM_INIT_NORMAL,
                        sqrtf(4.0f / ((float)K * (float)D)), 0.0f);
-    params_add_norm_of(t, "encoder.pos_conv_embed.conv.weight_g", 3, gshape, v);
+    params_set_rearranged(t, v);
+    params_set_rearranged(t, params_add_norm_of(t, "encoder.pos_conv_embed.conv.weight_g", 3, gshape, v));
     add1(t, "encoder.pos_conv_embed.conv.bias", D, PARAM_INIT_ZERO, 0, 0);
     add1(t, "encoder.layer_norm.weight", D, PARAM_INIT_ONE, 0, 0);
     add1(t, "encoder.layer_norm.bias", D, PARAM_INIT_ZERO, 0, 0);

@@ -194,10 +194,10 @@ static void test_gemm(void **state) {
     free(A), free(B), free(C0), free(C16), free(C32);
 }
 
-/* The registered bf16 copy (gemm_set_bf16_copy): an operand inside the region is read from the copy, at
- * its offset and leading dimension, giving the bits of rounding it into staging; one reaching past the
- * region's end is staged. The copy here holds another matrix's rounding (B2), so which one was read
- * shows in the result. */
+/* The registered bf16 copy (gemm_set_bf16_copy): an operand inside one of its ranges is read from the
+ * copy, at its offset and leading dimension, giving the bits of rounding it into staging; one reaching
+ * past a range's end, or across two ranges, is staged. The copy here holds another matrix's rounding
+ * (B2), so which one was read shows in the result. */
 static void test_bf16_copy(void **state) {
     (void)state;
     const int64_t M = 23, N = 31, K = 150, pad = 5, nb = (N + pad) * (K + pad);
@@ -218,21 +218,27 @@ static void test_bf16_copy(void **state) {
         const int64_t end = off + ((tb == 'N' ? K : N) - 1) * ldb + (tb == 'N' ? N : K); /* one past its last element */
         KOE_ASSERT(end <= nb);
         /* read from the copy: the bits of B2's product */
-        gemm_set_bf16_copy(B, copy, nb);
+        gemm_set_bf16_copy(B, copy, (int64_t[]){0, nb}, 1);
         sgemm(ta, tb, M, N, K, 1.0f, A, lda, B + off, ldb, 0.0f, C1, N);
-        gemm_set_bf16_copy(NULL, NULL, 0);
+        gemm_set_bf16_copy(NULL, NULL, NULL, 0);
         sgemm(ta, tb, M, N, K, 1.0f, A, lda, B2 + off, ldb, 0.0f, C2, N);
         assert_memory_equal(C1, C2, (size_t)M * N * sizeof(float));
-        /* the region ends one element before the operand does: staged from B itself */
-        gemm_set_bf16_copy(B, copy, end - 1);
+        /* the range ends one element before the operand does: staged from B itself */
+        gemm_set_bf16_copy(B, copy, (int64_t[]){0, end - 1}, 1);
         sgemm(ta, tb, M, N, K, 1.0f, A, lda, B + off, ldb, 0.0f, C1, N);
-        gemm_set_bf16_copy(NULL, NULL, 0);
+        gemm_set_bf16_copy(NULL, NULL, NULL, 0);
         sgemm(ta, tb, M, N, K, 1.0f, A, lda, B + off, ldb, 0.0f, C2, N);
         assert_memory_equal(C1, C2, (size_t)M * N * sizeof(float));
-        /* ... and exactly to its end: from the copy */
-        gemm_set_bf16_copy(B, copy, end);
+        /* two ranges meeting inside the operand: staged */
+        gemm_set_bf16_copy(B, copy, (int64_t[]){0, off + 1, off + 1, nb}, 2);
         sgemm(ta, tb, M, N, K, 1.0f, A, lda, B + off, ldb, 0.0f, C1, N);
-        gemm_set_bf16_copy(NULL, NULL, 0);
+        gemm_set_bf16_copy(NULL, NULL, NULL, 0);
+        sgemm(ta, tb, M, N, K, 1.0f, A, lda, B + off, ldb, 0.0f, C2, N);
+        assert_memory_equal(C1, C2, (size_t)M * N * sizeof(float));
+        /* ... and a range from the operand's first element exactly to its end, after another: from the copy */
+        gemm_set_bf16_copy(B, copy, (int64_t[]){0, 1, off, end}, 2);
+        sgemm(ta, tb, M, N, K, 1.0f, A, lda, B + off, ldb, 0.0f, C1, N);
+        gemm_set_bf16_copy(NULL, NULL, NULL, 0);
         sgemm(ta, tb, M, N, K, 1.0f, A, lda, B2 + off, ldb, 0.0f, C2, N);
         assert_memory_equal(C1, C2, (size_t)M * N * sizeof(float));
     }
