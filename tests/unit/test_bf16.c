@@ -539,6 +539,45 @@ static void attention_backward_check(const float *qkv, float *const *att, int B,
     free(bnd), free(Z), free(A), free(dout), free(dq[0]), free(dq[1]);
 }
 
+/* A bf16 run also keeps GEMM outputs that feed elementwise code in bf16 (core/README.md, Precision):
+ * bf16_round_f32 rounds them in place and keeps the bits, and groupnorm_backward_bf16in and
+ * gelu_backward_bf16in read the kept bits: each must give the fp32 kernel's bits on the rounded values. */
+static void test_bf16_kept(void **state) {
+    (void)state;
+    const int B = 2, C = 40;
+    const int64_t T = 150, n = (int64_t)B * T * C;
+    KoeRng r = koe_rng(9, 0, 0, KOE_RNG_INIT);
+    float *x = koe_malloc((size_t)n * sizeof(float)), *xr = koe_malloc((size_t)n * sizeof(float));
+    float *dout = koe_malloc((size_t)n * sizeof(float)), *y = koe_malloc((size_t)n * sizeof(float));
+    float *w = koe_malloc((size_t)C * sizeof(float)), *bias = koe_malloc((size_t)C * sizeof(float));
+    float *mean = koe_malloc((size_t)B * C * sizeof(float)), *rstd = koe_malloc((size_t)B * C * sizeof(float));
+    uint16_t *xb = koe_malloc((size_t)n * sizeof(uint16_t)), *want = koe_malloc((size_t)n * sizeof(uint16_t));
+    fill(x, n, 2.0, &r), fill(dout, n, 1.0, &r), fill(w, C, 1.0, &r), fill(bias, C, 1.0, &r);
+    memcpy(xr, x, (size_t)n * sizeof(float));
+    bf16_round_f32(xb, xr, n);
+    bf16_from_f32(want, x, n);
+    assert_memory_equal(xb, want, (size_t)n * sizeof(uint16_t));
+    for (int64_t i = 0; i < n; i++) assert_true(xr[i] == bf16_to_f32(want[i]));
+    groupnorm_forward(y, mean, rstd, xr, w, bias, B, T, C, 1e-5f);
+    float *res[2][3];
+    for (int p = 0; p < 2; p++) {
+        for (int j = 0; j < 3; j++) res[p][j] = koe_calloc((size_t)(j ? C : n), sizeof(float));
+        if (p == 0) groupnorm_backward_bf16in(res[p][0], res[p][1], res[p][2], dout, xb, w, mean, rstd, B, T, C);
+        else groupnorm_backward(res[p][0], res[p][1], res[p][2], dout, xr, w, mean, rstd, B, T, C);
+    }
+    assert_memory_equal(res[0][0], res[1][0], (size_t)n * sizeof(float));
+    assert_memory_equal(res[0][1], res[1][1], (size_t)C * sizeof(float));
+    assert_memory_equal(res[0][2], res[1][2], (size_t)C * sizeof(float));
+    memset(res[0][0], 0, (size_t)n * sizeof(float)), memset(res[1][0], 0, (size_t)n * sizeof(float));
+    gelu_backward_bf16in(res[0][0], dout, xb, n);
+    gelu_backward(res[1][0], dout, xr, n);
+    assert_memory_equal(res[0][0], res[1][0], (size_t)n * sizeof(float));
+    printf("groupnorm and GELU backward from bf16-kept inputs: bit-identical to fp32 on the rounded values\n");
+    for (int p = 0; p < 2; p++)
+        for (int j = 0; j < 3; j++) free(res[p][j]);
+    free(x), free(xr), free(dout), free(y), free(w), free(bias), free(mean), free(rstd), free(xb), free(want);
+}
+
 static void test_attention(void **state) {
     (void)state;
     const int B = 2, C = 32, H = 4, Dh = C / H;
@@ -606,6 +645,7 @@ int main(void) {
         cmocka_unit_test(test_bf16_copy),
         cmocka_unit_test(test_linear_conv),
         cmocka_unit_test(test_bf16_inputs),
+        cmocka_unit_test(test_bf16_kept),
         cmocka_unit_test(test_attention),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
