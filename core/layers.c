@@ -591,9 +591,28 @@ float erff(float) __attribute__((simd("notinbranch")));
 float expf(float) __attribute__((simd("notinbranch")));
 #endif
 
+static inline float gelu(float x) { return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2)); }
+
 void gelu_forward(float *out, const float *inp, int64_t n) {
 #pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < n; i++) out[i] = 0.5f * inp[i] * (1.0f + erff(inp[i] * (float)M_SQRT1_2));
+    for (int64_t i = 0; i < n; i++) out[i] = gelu(inp[i]);
+}
+
+/* values per job of gelu_forward_bf16: every block has the same vector/scalar split at any thread
+ * count (vector and scalar erff differ in the last bit) */
+#define GELU_BLOCK 1024
+
+void gelu_forward_bf16(uint16_t *kept, uint16_t *out, const float *inp, int64_t n) {
+    const int64_t nb = (n + GELU_BLOCK - 1) / GELU_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < nb; b++) {
+        const int64_t i0 = b * GELU_BLOCK, len = n - i0 < GELU_BLOCK ? n - i0 : GELU_BLOCK;
+        float t[GELU_BLOCK];
+        bf16_from_f32(kept + i0, inp + i0, len);
+#pragma omp simd
+        for (int64_t i = 0; i < len; i++) t[i] = gelu(bf16_to_f32(kept[i0 + i]));
+        bf16_from_f32(out + i0, t, len);
+    }
 }
 
 /* GELU'(x) */

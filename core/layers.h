@@ -75,6 +75,11 @@ void groupnorm_backward_bf16in(float *dinp, float *dweight, float *dbias, const 
 
 /* Elementwise activations over n values. GELU is the exact erf form (PyTorch's default). */
 void gelu_forward(float *out, const float *inp, int64_t n);
+/* A bf16 run's GELU of a GEMM output it keeps in bf16 (core/README.md, Precision), in one pass: kept =
+ * inp rounded to bf16, out = GELU(kept) rounded to bf16; its backward is gelu_backward_bf16in on kept.
+ * The same values as bf16_round_f32, gelu_forward and bf16_from_f32 in turn but for the last bit that
+ * libmvec's vector and scalar erff may differ in. */
+void gelu_forward_bf16(uint16_t *kept, uint16_t *out, const float *inp, int64_t n);
 void gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n);
 /* The same with the GELU input kept in bf16, as groupnorm_backward_bf16in. */
 void gelu_backward_bf16in(float *dinp, const float *dout, const uint16_t *inp, int64_t n);

@@ -665,23 +665,28 @@ static void frontend_forward(Model *m, const float *inp, const int64_t *in_len, 
             else
                 conv1d_forward(co, x, m->p.conv_w[i], m->p.conv_b[i], B, Tin, cin, C, c->conv_kernel[i],
                                c->conv_stride[i], 0, 1, m->s_conv);
-            if (bpre) bf16_round_f32((uint16_t *)a->conv_out[i], co, n);
+            const int last = i == c->n_conv - 1;
             float *pre = co;
+            uint16_t *kept = bpre ? (uint16_t *)a->conv_out[i] : NULL; /* where pre is kept in bf16 */
             if (a->norm_out[i]) {
+                if (kept) bf16_round_f32(kept, co, n);
                 if (c->conv_norm == CONV_NORM_GROUP)
                     groupnorm_forward(no, a->norm_mean[i], a->norm_rstd[i], co, m->p.norm_w[i], m->p.norm_b[i], B, Ti,
                                       C, eps);
                 else
                     layernorm_forward(no, a->norm_mean[i], a->norm_rstd[i], co, m->p.norm_w[i], m->p.norm_b[i],
                                       (int64_t)B * Ti, C, eps);
-                if (bpre) bf16_round_f32((uint16_t *)a->norm_out[i], no, n);
                 pre = no;
+                kept = bpre ? (uint16_t *)a->norm_out[i] : NULL;
             }
-            if (bf && i < c->n_conv - 1) { /* through scratch (s_c[0] when pre is not): gelu_forward's own bits */
-                float *gs = bpre ? pre : m->s_c[0];
-                gelu_forward(gs, pre, n);
-                bf16_from_f32((uint16_t *)a->conv_act[i], gs, n);
+            /* in bf16 the GELU outputs but the last (the features) only feed the next conv: kept in bf16 */
+            if (kept && !last) {
+                gelu_forward_bf16(kept, (uint16_t *)a->conv_act[i], pre, n);
+            } else if (bf && !last) { /* through s_c[0], free until backward: gelu_forward's own bits */
+                gelu_forward(m->s_c[0], pre, n);
+                bf16_from_f32((uint16_t *)a->conv_act[i], m->s_c[0], n);
             } else {
+                if (kept) bf16_round_f32(kept, pre, n);
                 gelu_forward(a->conv_act[i], pre, n);
             }
             x = a->conv_act[i];
