@@ -525,22 +525,25 @@ static void transformer_layer_forward(Model *m, int l, float *out, const float *
     else layernorm_forward(y->n2, y->ln_mean, y->ln_rstd, y->r1, p->ln_w, p->ln_b, N, D, eps);
     prof(m, 0, PROF_NORMS, &t);
     /* g, output_dense's input, is kept as it enters the GEMM: after the dropout, in bf16 in a bf16 run;
-     * there h is kept in bf16 too, and the GELU reads the values kept (through s_f[1], free until backward) */
-    float *g = m->a.acts_bf16 ? tmpf : y->g;
-    if (m->a.acts_bf16) {
-        linear_forward(m->s_f[1], y->n2, p->fc1_w, p->fc1_b, N, D, F);
-        bf16_round_f32((uint16_t *)y->h, m->s_f[1], N * F);
-        gelu_forward(g, m->s_f[1], N * F);
-    } else {
+     * there h is kept in bf16 too, and the GELU reads the values kept (h through s_f[1], g through
+     * s_f[0] = tmpf when there is a dropout between: both free until backward) */
+    const int64_t NF = N * F;
+    if (!m->a.acts_bf16) {
         linear_forward(y->h, y->n2, p->fc1_w, p->fc1_b, N, D, F);
-        gelu_forward(g, y->h, N * F);
-    }
-    drop_fwd(m, g, g, N * F, p_act, site(l, SITE_FFN_ACT));
-    if (m->a.acts_bf16) {
-        bf16_from_f32((uint16_t *)y->g, g, N * F);
-        linear_forward_bf16in(tmp, (const uint16_t *)y->g, p->fc2_w, p->fc2_b, N, F, D);
+        gelu_forward(y->g, y->h, NF);
+        drop_fwd(m, y->g, y->g, NF, p_act, site(l, SITE_FFN_ACT));
+        linear_forward(tmp, y->g, p->fc2_w, p->fc2_b, N, F, D);
     } else {
-        linear_forward(tmp, g, p->fc2_w, p->fc2_b, N, F, D);
+        linear_forward(m->s_f[1], y->n2, p->fc1_w, p->fc1_b, N, D, F);
+        if (p_act > 0) {
+            bf16_round_f32((uint16_t *)y->h, m->s_f[1], NF);
+            gelu_forward(tmpf, m->s_f[1], NF);
+            drop_fwd(m, tmpf, tmpf, NF, p_act, site(l, SITE_FFN_ACT));
+            bf16_from_f32((uint16_t *)y->g, tmpf, NF);
+        } else {
+            gelu_forward_bf16((uint16_t *)y->h, (uint16_t *)y->g, m->s_f[1], NF);
+        }
+        linear_forward_bf16in(tmp, (const uint16_t *)y->g, p->fc2_w, p->fc2_b, N, F, D);
     }
     prof(m, 0, PROF_FFN, &t);
     drop_fwd(m, tmp, tmp, ND, p_drop, site(l, SITE_FFN_OUT));
