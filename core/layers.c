@@ -36,17 +36,22 @@ void linear_forward_bf16in(float *out, const uint16_t *inp, const float *weight,
     linear_fwd(out, inp, 1, weight, bias, N, C, OC);
 }
 
-/* dst (OC) += column sums of src (N rows of OC, row stride ld): threads split the columns so no two
- * threads write the same element. */
-static void colsum_accumulate(float *dst, const float *src, int64_t N, int OC, int64_t ld) {
+/* dst (OC) += column sums of src (N rows of OC, row stride ld; bf16 when src_bf16): threads split the
+ * columns so no two threads write the same element. */
+static void colsum_accumulate(float *dst, const void *src, int src_bf16, int64_t N, int OC, int64_t ld) {
     enum { CB = 64 };
 #pragma omp parallel for schedule(dynamic, 1)
     for (int o0 = 0; o0 < OC; o0 += CB) {
         int o1 = o0 + CB < OC ? o0 + CB : OC;
         double acc[CB] = {0};
         for (int64_t n = 0; n < N; n++) {
-            const float *row = src + n * ld;
-            for (int o = o0; o < o1; o++) acc[o - o0] += row[o];
+            if (src_bf16) {
+                const uint16_t *row = (const uint16_t *)src + n * ld;
+                for (int o = o0; o < o1; o++) acc[o - o0] += bf16_to_f32(row[o]);
+            } else {
+                const float *row = (const float *)src + n * ld;
+                for (int o = o0; o < o1; o++) acc[o - o0] += row[o];
+            }
         }
         for (int o = o0; o < o1; o++) dst[o] += (float)acc[o - o0];
     }
@@ -58,7 +63,7 @@ static void linear_bwd(float *dinp, float *dweight, float *dbias, const float *d
         sgemm('N', 'N', N, C, OC, 1.0f, dout, OC, weight, C, 1.0f, dinp, C);
     if (dweight)
         sgemm_mixed('T', 'N', OC, C, N, 1.0f, dout, 0, OC, inp, in_bf16, C, 1.0f, dweight, C);
-    if (dbias) colsum_accumulate(dbias, dout, N, OC, OC);
+    if (dbias) colsum_accumulate(dbias, dout, 0, N, OC, OC);
 }
 
 void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
@@ -259,7 +264,7 @@ static void conv_depthwise_backward(float *dinp, float *dweight, float *dbias, c
                                     int pad, float *scratch) {
     float *wd = scratch; /* (K, C) */
     int64_t R = (int64_t)B * To;
-    if (dbias) colsum_accumulate(dbias, dout, R, C, C);
+    if (dbias) colsum_accumulate(dbias, dout, 0, R, C, C);
     if (dweight) {
         enum { CB = 64 };
 #pragma omp parallel for schedule(dynamic, 1)
@@ -338,24 +343,24 @@ static void conv_forward(float *out, const void *inp, int in_bf16, const float *
     }
 }
 
-static void conv_backward(float *dinp, float *dweight, float *dbias, const float *dout, const void *inp, int in_bf16,
-                          const float *weight, int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G,
-                          float *scratch) {
+static void conv_backward(float *dinp, float *dweight, float *dbias, const void *dout, int dout_bf16, const void *inp,
+                          int in_bf16, const float *weight, int B, int64_t Ti, int C, int OC, int K, int stride,
+                          int pad, int G, float *scratch) {
     KOE_ASSERT(G > 0 && C % G == 0 && OC % G == 0 && K > 0 && stride > 0 && pad >= 0);
     const int col_bf16 = gemm_precision() == GEMM_BF16;
-    KOE_ASSERT(col_bf16 || !in_bf16);
+    KOE_ASSERT(col_bf16 || (!in_bf16 && !dout_bf16));
     int64_t To = conv1d_out_len(Ti, K, stride, pad), R = (int64_t)B * To;
     if (R == 0) return;
     const ConvScratch s = conv_scratch(scratch, B, Ti, C, OC, K, stride, pad, G);
     if (conv_is_depthwise(C, OC, G)) {
-        KOE_ASSERT(!in_bf16);
+        KOE_ASSERT(!in_bf16 && !dout_bf16);
         conv_depthwise_backward(dinp, dweight, dbias, dout, inp, weight, B, Ti, To, C, K, stride, pad, s.wr);
         return;
     }
     int Cg = C / G, OCg = OC / G;
     int64_t KC = (int64_t)K * Cg;
     float *wr = s.wr, *dwr = s.dwr, *col = s.col;
-    if (dbias) colsum_accumulate(dbias, dout, R, OC, OC);
+    if (dbias) colsum_accumulate(dbias, dout, dout_bf16, R, OC, OC);
     if (!dinp && !dweight) return;
     if (dinp) conv_weight_to_wr(wr, weight, OC, Cg, K);
     if (dweight) memset(dwr, 0, (size_t)OC * KC * sizeof(float));
@@ -367,14 +372,15 @@ static void conv_backward(float *dinp, float *dweight, float *dbias, const float
         float *colg = col + omp_get_thread_num() * RB * KC;
         for (int64_t r0 = 0; r0 < R; r0 += RB) {
             int64_t M = R - r0 < RB ? R - r0 : RB;
-            const float *d = dout + r0 * OC + (int64_t)g * OCg;
+            const void *d = (const char *)dout + (size_t)(r0 * OC + (int64_t)g * OCg) * (dout_bf16 ? 2 : 4);
             if (dweight) {
                 conv_im2col(colg, col_bf16, inp, in_bf16, r0, M, Ti, To, C, Cg, K, stride, pad, g);
-                sgemm_mixed('T', 'N', OCg, KC, M, 1.0f, d, 0, OC, colg, col_bf16, KC, 1.0f, dwr + (int64_t)g * OCg * KC,
-                            KC);
+                sgemm_mixed('T', 'N', OCg, KC, M, 1.0f, d, dout_bf16, OC, colg, col_bf16, KC, 1.0f,
+                            dwr + (int64_t)g * OCg * KC, KC);
             }
             if (dinp) {
-                sgemm('N', 'N', M, KC, OCg, 1.0f, d, OC, wr + (int64_t)g * OCg * KC, KC, 0.0f, colg, KC);
+                sgemm_mixed('N', 'N', M, KC, OCg, 1.0f, d, dout_bf16, OC, wr + (int64_t)g * OCg * KC, 0, KC, 0.0f, colg,
+                            KC);
                 conv_col2im_accumulate(dinp, colg, r0, M, Ti, To, C, Cg, K, stride, pad, g);
             }
         }
@@ -390,7 +396,7 @@ void conv1d_forward(float *out, const float *inp, const float *weight, const flo
 void conv1d_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G,
                      float *scratch) {
-    conv_backward(dinp, dweight, dbias, dout, inp, 0, weight, B, Ti, C, OC, K, stride, pad, G, scratch);
+    conv_backward(dinp, dweight, dbias, dout, 0, inp, 0, weight, B, Ti, C, OC, K, stride, pad, G, scratch);
 }
 
 void conv1d_forward_bf16in(float *out, const uint16_t *inp, const float *weight, const float *bias, int B,
@@ -401,7 +407,13 @@ void conv1d_forward_bf16in(float *out, const uint16_t *inp, const float *weight,
 void conv1d_backward_bf16in(float *dinp, float *dweight, float *dbias, const float *dout, const uint16_t *inp,
                             const float *weight, int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G,
                             float *scratch) {
-    conv_backward(dinp, dweight, dbias, dout, inp, 1, weight, B, Ti, C, OC, K, stride, pad, G, scratch);
+    conv_backward(dinp, dweight, dbias, dout, 0, inp, 1, weight, B, Ti, C, OC, K, stride, pad, G, scratch);
+}
+
+void conv1d_backward_bf16(float *dinp, float *dweight, float *dbias, const uint16_t *dout, const uint16_t *inp,
+                          const float *weight, int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G,
+                          float *scratch) {
+    conv_backward(dinp, dweight, dbias, dout, 1, inp, 1, weight, B, Ti, C, OC, K, stride, pad, G, scratch);
 }
 
 /* ---- layernorm ----------------------------------------------------------------------------------- */
@@ -630,6 +642,18 @@ void gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n) 
 void gelu_backward_bf16in(float *dinp, const float *dout, const uint16_t *inp, int64_t n) {
 #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; i++) dinp[i] += dout[i] * gelu_grad(bf16_to_f32(inp[i]));
+}
+
+void gelu_backward_bf16(uint16_t *dinp, const float *dout, const uint16_t *inp, int64_t n) {
+    const int64_t nb = (n + GELU_BLOCK - 1) / GELU_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < nb; b++) {
+        const int64_t i0 = b * GELU_BLOCK, len = n - i0 < GELU_BLOCK ? n - i0 : GELU_BLOCK;
+        float t[GELU_BLOCK];
+#pragma omp simd
+        for (int64_t i = 0; i < len; i++) t[i] = dout[i0 + i] * gelu_grad(bf16_to_f32(inp[i0 + i]));
+        bf16_from_f32(dinp + i0, t, len);
+    }
 }
 
 static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }

@@ -55,6 +55,11 @@ void conv1d_forward_bf16in(float *out, const uint16_t *inp, const float *weight,
 void conv1d_backward_bf16in(float *dinp, float *dweight, float *dbias, const float *dout, const uint16_t *inp,
                             const float *weight, int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G,
                             float *scratch);
+/* The backward with dout in bf16 too (gelu_backward_bf16's): its GEMMs read it as it is, its bias
+ * gradient sums its widened values. */
+void conv1d_backward_bf16(float *dinp, float *dweight, float *dbias, const uint16_t *dout, const uint16_t *inp,
+                          const float *weight, int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G,
+                          float *scratch);
 
 /* LayerNorm over the last dimension C of (N, C); eps as PyTorch (1e-5). mean, rstd: (N). */
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
@@ -83,6 +88,9 @@ void gelu_forward_bf16(uint16_t *kept, uint16_t *out, const float *inp, int64_t 
 void gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n);
 /* The same with the GELU input kept in bf16, as groupnorm_backward_bf16in. */
 void gelu_backward_bf16in(float *dinp, const float *dout, const uint16_t *inp, int64_t n);
+/* The same, but writing (=, not +=) dinp in bf16: for a gradient whose only readers are a bf16 run's
+ * GEMMs (conv1d_backward_bf16), as autocast's gradient of a bf16 conv output is bf16 itself. */
+void gelu_backward_bf16(uint16_t *dinp, const float *dout, const uint16_t *inp, int64_t n);
 void swish_forward(float *out, const float *inp, int64_t n);
 void swish_backward(float *dinp, const float *dout, const float *inp, int64_t n);
 /* GLU over the channel dim: inp (N, 2C) -> out (N, C) = a * sigmoid(b), a = inp[:, :C], b = inp[:, C:]. */

@@ -910,6 +910,16 @@ static void frontend_backward(Model *m, float *dx_in, float dpen, const float *d
         const int Ci = c->conv_dim[i], cin = i ? c->conv_dim[i - 1] : 1;
         const int64_t Ti = m->Tc[i], n = (int64_t)B * Ti * Ci, Tin = i ? m->Tc[i - 1] : m->S;
         const float *pre = a->norm_out[i] ? a->norm_out[i] : a->conv_out[i];
+        if (bpre && i > 0 && !a->norm_out[i]) {
+            /* d of the kept conv output, read only by the conv's GEMMs: written in bf16 into other, and
+             * d of the conv input accumulated into cur, which is read no more */
+            gelu_backward_bf16((uint16_t *)other, cur, (const uint16_t *)pre, n);
+            zero(cur, (int64_t)B * Tin * cin);
+            conv1d_backward_bf16(cur, m->g.conv_w[i], m->g.conv_b[i], (const uint16_t *)other,
+                                 (const uint16_t *)a->conv_act[i - 1], m->p.conv_w[i], B, Tin, cin, Ci,
+                                 c->conv_kernel[i], c->conv_stride[i], 0, 1, m->s_conv);
+            continue;
+        }
         zero(other, n);
         if (bpre) gelu_backward_bf16in(other, cur, (const uint16_t *)pre, n);
         else gelu_backward(other, cur, pre, n);
