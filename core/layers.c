@@ -528,8 +528,13 @@ void groupnorm_forward(float *out, float *mean, float *rstd, const float *inp, c
     }
 }
 
-/* x[i] of an input that is bf16 when xb is set (xf then unused), else fp32 */
-static inline float gn_x(const float *xf, const uint16_t *xb, int64_t i) { return xb ? bf16_to_f32(xb[i]) : xf[i]; }
+/* Values [c0, c1) of row o of an input that is bf16 when xb is set (widened into buf; xf unused), else
+ * fp32 (in place): the loops below then run on floats either way. */
+static inline const float *gn_row(const float *xf, const uint16_t *xb, int64_t o, int c0, int c1, float *buf) {
+    if (!xb) return xf + o + c0;
+    for (int c = c0; c < c1; c++) buf[c - c0] = bf16_to_f32(xb[o + c]);
+    return buf;
+}
 
 static void groupnorm_bwd(float *dinp, float *dweight, float *dbias, const float *dout, const float *inpf,
                           const uint16_t *inpb, const float *weight, const float *mean, const float *rstd, int B,
@@ -547,14 +552,16 @@ static void groupnorm_bwd(float *dinp, float *dweight, float *dbias, const float
             const float *mb = mean + (int64_t)b * C, *rb = rstd + (int64_t)b * C;
             for (int64_t tb = 0; tb < T; tb += GN_TB) { /* float within GN_TB frames, as in forward */
                 const int64_t te = tb + GN_TB < T ? tb + GN_TB : T;
-                float fd[GN_CB] = {0}, fdx[GN_CB] = {0};
-                for (int64_t t = tb; t < te; t++)
+                float fd[GN_CB] = {0}, fdx[GN_CB] = {0}, xw[GN_CB];
+                for (int64_t t = tb; t < te; t++) {
+                    const float *xr = gn_row(x, xb, t * C, c0, c1, xw);
 #pragma omp simd
                     for (int c = c0; c < c1; c++) {
-                        float xh = (gn_x(x, xb, t * C + c) - mb[c]) * rb[c];
+                        float xh = (xr[c - c0] - mb[c]) * rb[c];
                         fd[c - c0] += d[t * C + c];
                         fdx[c - c0] += d[t * C + c] * xh;
                     }
+                }
                 for (int c = c0; c < c1; c++) sd[c - c0] += fd[c - c0], sdx[c - c0] += fdx[c - c0];
             }
             for (int c = c0; c < c1; c++) {
@@ -569,13 +576,15 @@ static void groupnorm_bwd(float *dinp, float *dweight, float *dbias, const float
                 k2[c - c0] = (float)(sdx[c - c0] / (double)T) * weight[c];
                 wr[c - c0] = weight[c] * rstd[b * C + c];
             }
-            float *dx = dinp + (int64_t)b * T * C;
-            for (int64_t t = 0; t < T; t++)
+            float *dx = dinp + (int64_t)b * T * C, xw[GN_CB];
+            for (int64_t t = 0; t < T; t++) {
+                const float *xr = gn_row(x, xb, t * C, c0, c1, xw);
 #pragma omp simd
                 for (int c = c0; c < c1; c++) {
-                    float r = rb[c], xh = (gn_x(x, xb, t * C + c) - mb[c]) * r;
+                    float r = rb[c], xh = (xr[c - c0] - mb[c]) * r;
                     dx[t * C + c] += wr[c - c0] * d[t * C + c] - r * (k1[c - c0] + xh * k2[c - c0]);
                 }
+            }
         }
         for (int c = c0; c < c1; c++) {
             if (dweight) dweight[c] += (float)aw[c - c0];
