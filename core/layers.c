@@ -92,10 +92,11 @@ void linear_backward_bf16in(float *dinp, float *dweight, float *dbias, const flo
  *     synchronising than computing (positional conv: 2-3x).
  * GEMMs use the weight as Wr (OC, K, Cg) (PyTorch stores (OC, Cg, K)), built in scratch. */
 #define CONV_BLOCK_FLOATS (1 << 22)
-/* In a bf16 run the weight gradient's GEMM stages its fp32 operand, the block's (M, OC/G) rows of dout,
- * into sgemm's staging buffer (gemm.h), which keeps the size of the largest: the block is also bounded
+/* In a bf16 run the backward's GEMMs stage an fp32 dout, the block's (M, OC/G) rows of it, into sgemm's
+ * staging buffer (gemm.h), which keeps the size of the largest: the backward's blocks are also bounded
  * to this many of them. Without it the 10-tap first layer's one block (Base, 2 x 4 s: 25598 rows of
- * 512) grew the buffer to 26 MB; with it 4 MB, and the other layers' blocks stay as they are. */
+ * 512) grew the buffer to 26 MB; with it 4 MB, and the other layers' blocks stay as they are. The
+ * forward stages no activation and keeps its blocks (smaller ones measured slower on the first layer). */
 #define CONV_STAGE_FLOATS (1 << 21)
 
 int64_t conv1d_out_len(int64_t Ti, int K, int stride, int pad) {
@@ -112,10 +113,10 @@ static int conv_slots(int G) {
     return G > 1 && nt > 1 ? (G < nt ? G : nt) : 1;
 }
 
-/* rows of unfolded windows per im2col block */
-static int64_t conv_block_rows(int64_t rows, int64_t KC, int OCg) {
+/* rows of unfolded windows per im2col block; bwd: for the backward (CONV_STAGE_FLOATS), never more */
+static int64_t conv_block_rows(int64_t rows, int64_t KC, int OCg, int bwd) {
     int64_t rb = CONV_BLOCK_FLOATS / KC;
-    if (gemm_precision() == GEMM_BF16 && CONV_STAGE_FLOATS / OCg < rb) rb = CONV_STAGE_FLOATS / OCg;
+    if (bwd && gemm_precision() == GEMM_BF16 && CONV_STAGE_FLOATS / OCg < rb) rb = CONV_STAGE_FLOATS / OCg;
     if (rb < 16) rb = 16;
     return rb < rows ? rb : rows;
 }
@@ -137,7 +138,7 @@ static void conv_scratch_carve(ConvScratch *s, Arena *ar, int B, int64_t Ti, int
     s->wr = arena_take(ar, (int64_t)OC * KC);
     s->dwr = arena_take(ar, (int64_t)OC * KC);
     const int64_t R = (int64_t)B * conv1d_out_len(Ti, K, stride, pad);
-    s->col = arena_take(ar, conv_slots(G) * conv_block_rows(R, KC, OC / G) * KC);
+    s->col = arena_take(ar, conv_slots(G) * conv_block_rows(R, KC, OC / G, 0) * KC);
 }
 
 int64_t conv1d_scratch_floats(int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G) {
@@ -329,7 +330,7 @@ static void conv_forward(float *out, const void *inp, int in_bf16, const float *
 #pragma omp parallel for schedule(static)
         for (int64_t r = 0; r < R; r++) memcpy(out + r * OC, bias, (size_t)OC * sizeof(float));
     }
-    int64_t RB = conv_block_rows(R, KC, OCg);
+    int64_t RB = conv_block_rows(R, KC, OCg, 0);
     int slots = conv_slots(G);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(slots) if (slots > 1)
     for (int g = 0; g < G; g++) {
@@ -365,7 +366,7 @@ static void conv_backward(float *dinp, float *dweight, float *dbias, const void 
     if (dinp) conv_weight_to_wr(wr, weight, OC, Cg, K);
     if (dweight) memset(dwr, 0, (size_t)OC * KC * sizeof(float));
     /* groups write disjoint rows of dwr and disjoint channels of dinp: no two threads meet */
-    int64_t RB = conv_block_rows(R, KC, OCg);
+    int64_t RB = conv_block_rows(R, KC, OCg, 1);
     int slots = conv_slots(G);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(slots) if (slots > 1)
     for (int g = 0; g < G; g++) {
