@@ -48,13 +48,6 @@ void bgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const
 
 /* ---- fp32 -> bf16 --------------------------------------------------------------------------------- */
 
-float bf16_to_f32(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
 static inline uint16_t bf16_round(float f) {
     uint32_t u;
     memcpy(&u, &f, sizeof u);
@@ -110,6 +103,16 @@ void bf16_from_f32(uint16_t *dst, const float *src, int64_t n) {
     for (int64_t i = 0; i < n; i += chunk) bf16_from_f32_serial(dst + i, src + i, n - i < chunk ? n - i : chunk);
 }
 
+void bf16_round_f32(uint16_t *dst, float *x, int64_t n) {
+    const int64_t chunk = 1 << 16;
+#pragma omp parallel for schedule(static) if (n >= BF16_PARALLEL_MIN && !omp_in_parallel())
+    for (int64_t i = 0; i < n; i += chunk) {
+        const int64_t len = n - i < chunk ? n - i : chunk;
+        bf16_from_f32_serial(dst + i, x + i, len);
+        for (int64_t j = i; j < i + len; j++) x[j] = bf16_to_f32(dst[j]);
+    }
+}
+
 /* ---- sgemm ------------------------------------------------------------------------------------------ */
 
 /* Per thread, one staging buffer for A and one for B; grown, never shrunk. */
@@ -137,25 +140,38 @@ static const uint16_t *stage_bf16(int slot, const float *X, int64_t rows, int64_
     return d;
 }
 
-/* The region with a bf16 copy (gemm_set_bf16_copy); n = 0: none. */
+/* The region with a bf16 copy (gemm_set_bf16_copy); nr = 0: none. */
 static struct {
     const float *f32;
     const uint16_t *bf16;
-    int64_t n;
+    const int64_t *r;
+    int nr;
 } copy;
 
-void gemm_set_bf16_copy(const float *f32, const uint16_t *bf16, int64_t n) {
-    KOE_ASSERT(n >= 0 && (n == 0 || (f32 && bf16)));
-    copy.f32 = f32, copy.bf16 = bf16, copy.n = n;
+void gemm_set_bf16_copy(const float *f32, const uint16_t *bf16, const int64_t *ranges, int nr) {
+    KOE_ASSERT(nr >= 0 && (nr == 0 || (f32 && bf16 && ranges)));
+    for (int j = 0; j < nr; j++) KOE_ASSERT(ranges[2 * j] <= ranges[2 * j + 1] && (!j || ranges[2 * j - 1] <= ranges[2 * j]));
+    copy.f32 = f32, copy.bf16 = bf16, copy.r = ranges, copy.nr = nr;
+}
+
+void bf16_from_f32_ranges(uint16_t *dst, const float *src, const int64_t *ranges, int nr, int64_t lo, int64_t hi) {
+    for (int j = 0; j < nr; j++) {
+        const int64_t a = ranges[2 * j] > lo ? ranges[2 * j] : lo, b = ranges[2 * j + 1] < hi ? ranges[2 * j + 1] : hi;
+        if (a < b) bf16_from_f32(dst + a, src + a, b - a);
+    }
 }
 
 /* op(X)'s stored matrix (rows x cols, leading dimension ld) in bf16: from the copy when it lies in the
  * copied region (*ld_out = ld), else rounded into staging buffer `slot` (*ld_out = cols). */
 static const uint16_t *operand_bf16(int slot, const float *X, int64_t rows, int64_t cols, int64_t ld, int64_t *ld_out) {
     const uintptr_t x = (uintptr_t)X, lo = (uintptr_t)copy.f32;
-    if (copy.n && x >= lo && (x - lo) / sizeof(float) + (uint64_t)((rows - 1) * ld + cols) <= (uint64_t)copy.n) {
-        *ld_out = ld;
-        return copy.bf16 + (x - lo) / sizeof(float);
+    if (copy.nr && x >= lo) {
+        const uint64_t i = (x - lo) / sizeof(float), end = i + (uint64_t)((rows - 1) * ld + cols);
+        for (int j = 0; j < copy.nr; j++)
+            if (i >= (uint64_t)copy.r[2 * j] && end <= (uint64_t)copy.r[2 * j + 1]) {
+                *ld_out = ld;
+                return copy.bf16 + i;
+            }
     }
     *ld_out = cols;
     return stage_bf16(slot, X, rows, cols, ld);

@@ -45,13 +45,17 @@ void sgemm_fp32(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, 
 void bgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t *A, int64_t lda,
            const uint16_t *B, int64_t ldb, float beta, float *C, int64_t ldc);
 
-/* A bf16 copy of one region of fp32 memory, kept equal to bf16_from_f32 of that region by its owner
- * (the trainer: the parameters, which AdamW's pass rewrites after each update, core/optim.h). In
- * bf16 mode sgemm reads an operand lying wholly inside [f32, f32 + n) from the copy, at the same
- * offset and leading dimension, instead of rounding it into a staging buffer: the weights are
- * rounded once per update, not at every product. One region per process, set from serial code;
- * (NULL, NULL, 0) removes it. */
-void gemm_set_bf16_copy(const float *f32, const uint16_t *bf16, int64_t n);
+/* A bf16 copy of parts of one region of fp32 memory: bf16[i] = bf16_from_f32(f32[i]) for the offsets i
+ * in nr ranges [ranges[2j], ranges[2j+1]) (ascending, disjoint; borrowed), kept so by its owner (the
+ * trainer: the parameters that GEMMs read as they are stored, which AdamW's pass rewrites after each
+ * update, core/optim.h; the tensors no GEMM reads are left out, params.h). In bf16 mode sgemm reads an
+ * operand lying wholly inside one range from the copy, at the same offset and leading dimension,
+ * instead of rounding it into a staging buffer: the weights are rounded once per update, not at every
+ * product. One region per process, set from serial code; (NULL, NULL, NULL, 0) removes it. */
+void gemm_set_bf16_copy(const float *f32, const uint16_t *bf16, const int64_t *ranges, int nr);
+/* dst[i] = bf16 of src[i] for the i in [lo, hi) inside the ranges (as gemm_set_bf16_copy's): a bf16
+ * copy's refresh. From serial code or inside a parallel region (then on the calling thread). */
+void bf16_from_f32_ranges(uint16_t *dst, const float *src, const int64_t *ranges, int nr, int64_t lo, int64_t hi);
 
 /* Set the precision of sgemm (from serial code, between steps); returns the previous one. */
 GemmPrecision gemm_set_precision(GemmPrecision p);
@@ -71,4 +75,15 @@ void gemm_describe(char *buf, size_t n);
  * split over the OpenMP threads when called from serial code. */
 void bf16_from_f32(uint16_t *dst, const float *src, int64_t n);
 void bf16_from_f32_scalar(uint16_t *dst, const float *src, int64_t n);
-float bf16_to_f32(uint16_t h);
+/* x rounded to bf16 in place (each value replaced by its bf16 value, widened back) and the bf16 bits
+ * in dst: for an fp32 result that is kept in bf16 and also read at once by fp32 code, which must see
+ * the values that are kept. */
+void bf16_round_f32(uint16_t *dst, float *x, int64_t n);
+/* bf16 -> fp32, exact (inline: the bf16-input loops of layers.c vectorise it). */
+static inline float bf16_to_f32(uint16_t h) {
+    union {
+        uint32_t u;
+        float f;
+    } v = {(uint32_t)h << 16};
+    return v.f;
+}

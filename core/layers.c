@@ -36,17 +36,22 @@ void linear_forward_bf16in(float *out, const uint16_t *inp, const float *weight,
     linear_fwd(out, inp, 1, weight, bias, N, C, OC);
 }
 
-/* dst (OC) += column sums of src (N rows of OC, row stride ld): threads split the columns so no two
- * threads write the same element. */
-static void colsum_accumulate(float *dst, const float *src, int64_t N, int OC, int64_t ld) {
+/* dst (OC) += column sums of src (N rows of OC, row stride ld; bf16 when src_bf16): threads split the
+ * columns so no two threads write the same element. */
+static void colsum_accumulate(float *dst, const void *src, int src_bf16, int64_t N, int OC, int64_t ld) {
     enum { CB = 64 };
 #pragma omp parallel for schedule(dynamic, 1)
     for (int o0 = 0; o0 < OC; o0 += CB) {
         int o1 = o0 + CB < OC ? o0 + CB : OC;
         double acc[CB] = {0};
         for (int64_t n = 0; n < N; n++) {
-            const float *row = src + n * ld;
-            for (int o = o0; o < o1; o++) acc[o - o0] += row[o];
+            if (src_bf16) {
+                const uint16_t *row = (const uint16_t *)src + n * ld;
+                for (int o = o0; o < o1; o++) acc[o - o0] += bf16_to_f32(row[o]);
+            } else {
+                const float *row = (const float *)src + n * ld;
+                for (int o = o0; o < o1; o++) acc[o - o0] += row[o];
+            }
         }
         for (int o = o0; o < o1; o++) dst[o] += (float)acc[o - o0];
     }
@@ -58,7 +63,7 @@ static void linear_bwd(float *dinp, float *dweight, float *dbias, const float *d
         sgemm('N', 'N', N, C, OC, 1.0f, dout, OC, weight, C, 1.0f, dinp, C);
     if (dweight)
         sgemm_mixed('T', 'N', OC, C, N, 1.0f, dout, 0, OC, inp, in_bf16, C, 1.0f, dweight, C);
-    if (dbias) colsum_accumulate(dbias, dout, N, OC, OC);
+    if (dbias) colsum_accumulate(dbias, dout, 0, N, OC, OC);
 }
 
 void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
@@ -87,6 +92,12 @@ void linear_backward_bf16in(float *dinp, float *dweight, float *dbias, const flo
  *     synchronising than computing (positional conv: 2-3x).
  * GEMMs use the weight as Wr (OC, K, Cg) (PyTorch stores (OC, Cg, K)), built in scratch. */
 #define CONV_BLOCK_FLOATS (1 << 22)
+/* In a bf16 run the backward's GEMMs stage an fp32 dout, the block's (M, OC/G) rows of it, into sgemm's
+ * staging buffer (gemm.h), which keeps the size of the largest: the backward's blocks are also bounded
+ * to this many of them. Without it the 10-tap first layer's one block (Base, 2 x 4 s: 25598 rows of
+ * 512) grew the buffer to 26 MB; with it 4 MB, and the other layers' blocks stay as they are. The
+ * forward stages no activation and keeps its blocks (smaller ones measured slower on the first layer). */
+#define CONV_STAGE_FLOATS (1 << 21)
 
 int64_t conv1d_out_len(int64_t Ti, int K, int stride, int pad) {
     int64_t span = Ti + 2 * (int64_t)pad - K;
@@ -102,9 +113,10 @@ static int conv_slots(int G) {
     return G > 1 && nt > 1 ? (G < nt ? G : nt) : 1;
 }
 
-/* rows of unfolded windows per im2col block */
-static int64_t conv_block_rows(int64_t rows, int64_t KC) {
+/* rows of unfolded windows per im2col block; bwd: for the backward (CONV_STAGE_FLOATS), never more */
+static int64_t conv_block_rows(int64_t rows, int64_t KC, int OCg, int bwd) {
     int64_t rb = CONV_BLOCK_FLOATS / KC;
+    if (bwd && gemm_precision() == GEMM_BF16 && CONV_STAGE_FLOATS / OCg < rb) rb = CONV_STAGE_FLOATS / OCg;
     if (rb < 16) rb = 16;
     return rb < rows ? rb : rows;
 }
@@ -126,7 +138,7 @@ static void conv_scratch_carve(ConvScratch *s, Arena *ar, int B, int64_t Ti, int
     s->wr = arena_take(ar, (int64_t)OC * KC);
     s->dwr = arena_take(ar, (int64_t)OC * KC);
     const int64_t R = (int64_t)B * conv1d_out_len(Ti, K, stride, pad);
-    s->col = arena_take(ar, conv_slots(G) * conv_block_rows(R, KC) * KC);
+    s->col = arena_take(ar, conv_slots(G) * conv_block_rows(R, KC, OC / G, 0) * KC);
 }
 
 int64_t conv1d_scratch_floats(int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G) {
@@ -253,7 +265,7 @@ static void conv_depthwise_backward(float *dinp, float *dweight, float *dbias, c
                                     int pad, float *scratch) {
     float *wd = scratch; /* (K, C) */
     int64_t R = (int64_t)B * To;
-    if (dbias) colsum_accumulate(dbias, dout, R, C, C);
+    if (dbias) colsum_accumulate(dbias, dout, 0, R, C, C);
     if (dweight) {
         enum { CB = 64 };
 #pragma omp parallel for schedule(dynamic, 1)
@@ -318,7 +330,7 @@ static void conv_forward(float *out, const void *inp, int in_bf16, const float *
 #pragma omp parallel for schedule(static)
         for (int64_t r = 0; r < R; r++) memcpy(out + r * OC, bias, (size_t)OC * sizeof(float));
     }
-    int64_t RB = conv_block_rows(R, KC);
+    int64_t RB = conv_block_rows(R, KC, OCg, 0);
     int slots = conv_slots(G);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(slots) if (slots > 1)
     for (int g = 0; g < G; g++) {
@@ -332,43 +344,44 @@ static void conv_forward(float *out, const void *inp, int in_bf16, const float *
     }
 }
 
-static void conv_backward(float *dinp, float *dweight, float *dbias, const float *dout, const void *inp, int in_bf16,
-                          const float *weight, int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G,
-                          float *scratch) {
+static void conv_backward(float *dinp, float *dweight, float *dbias, const void *dout, int dout_bf16, const void *inp,
+                          int in_bf16, const float *weight, int B, int64_t Ti, int C, int OC, int K, int stride,
+                          int pad, int G, float *scratch) {
     KOE_ASSERT(G > 0 && C % G == 0 && OC % G == 0 && K > 0 && stride > 0 && pad >= 0);
     const int col_bf16 = gemm_precision() == GEMM_BF16;
-    KOE_ASSERT(col_bf16 || !in_bf16);
+    KOE_ASSERT(col_bf16 || (!in_bf16 && !dout_bf16));
     int64_t To = conv1d_out_len(Ti, K, stride, pad), R = (int64_t)B * To;
     if (R == 0) return;
     const ConvScratch s = conv_scratch(scratch, B, Ti, C, OC, K, stride, pad, G);
     if (conv_is_depthwise(C, OC, G)) {
-        KOE_ASSERT(!in_bf16);
+        KOE_ASSERT(!in_bf16 && !dout_bf16);
         conv_depthwise_backward(dinp, dweight, dbias, dout, inp, weight, B, Ti, To, C, K, stride, pad, s.wr);
         return;
     }
     int Cg = C / G, OCg = OC / G;
     int64_t KC = (int64_t)K * Cg;
     float *wr = s.wr, *dwr = s.dwr, *col = s.col;
-    if (dbias) colsum_accumulate(dbias, dout, R, OC, OC);
+    if (dbias) colsum_accumulate(dbias, dout, dout_bf16, R, OC, OC);
     if (!dinp && !dweight) return;
     if (dinp) conv_weight_to_wr(wr, weight, OC, Cg, K);
     if (dweight) memset(dwr, 0, (size_t)OC * KC * sizeof(float));
     /* groups write disjoint rows of dwr and disjoint channels of dinp: no two threads meet */
-    int64_t RB = conv_block_rows(R, KC);
+    int64_t RB = conv_block_rows(R, KC, OCg, 1);
     int slots = conv_slots(G);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(slots) if (slots > 1)
     for (int g = 0; g < G; g++) {
         float *colg = col + omp_get_thread_num() * RB * KC;
         for (int64_t r0 = 0; r0 < R; r0 += RB) {
             int64_t M = R - r0 < RB ? R - r0 : RB;
-            const float *d = dout + r0 * OC + (int64_t)g * OCg;
+            const void *d = (const char *)dout + (size_t)(r0 * OC + (int64_t)g * OCg) * (dout_bf16 ? 2 : 4);
             if (dweight) {
                 conv_im2col(colg, col_bf16, inp, in_bf16, r0, M, Ti, To, C, Cg, K, stride, pad, g);
-                sgemm_mixed('T', 'N', OCg, KC, M, 1.0f, d, 0, OC, colg, col_bf16, KC, 1.0f, dwr + (int64_t)g * OCg * KC,
-                            KC);
+                sgemm_mixed('T', 'N', OCg, KC, M, 1.0f, d, dout_bf16, OC, colg, col_bf16, KC, 1.0f,
+                            dwr + (int64_t)g * OCg * KC, KC);
             }
             if (dinp) {
-                sgemm('N', 'N', M, KC, OCg, 1.0f, d, OC, wr + (int64_t)g * OCg * KC, KC, 0.0f, colg, KC);
+                sgemm_mixed('N', 'N', M, KC, OCg, 1.0f, d, dout_bf16, OC, wr + (int64_t)g * OCg * KC, 0, KC, 0.0f, colg,
+                            KC);
                 conv_col2im_accumulate(dinp, colg, r0, M, Ti, To, C, Cg, K, stride, pad, g);
             }
         }
@@ -384,7 +397,7 @@ void conv1d_forward(float *out, const float *inp, const float *weight, const flo
 void conv1d_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G,
                      float *scratch) {
-    conv_backward(dinp, dweight, dbias, dout, inp, 0, weight, B, Ti, C, OC, K, stride, pad, G, scratch);
+    conv_backward(dinp, dweight, dbias, dout, 0, inp, 0, weight, B, Ti, C, OC, K, stride, pad, G, scratch);
 }
 
 void conv1d_forward_bf16in(float *out, const uint16_t *inp, const float *weight, const float *bias, int B,
@@ -395,7 +408,13 @@ void conv1d_forward_bf16in(float *out, const uint16_t *inp, const float *weight,
 void conv1d_backward_bf16in(float *dinp, float *dweight, float *dbias, const float *dout, const uint16_t *inp,
                             const float *weight, int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G,
                             float *scratch) {
-    conv_backward(dinp, dweight, dbias, dout, inp, 1, weight, B, Ti, C, OC, K, stride, pad, G, scratch);
+    conv_backward(dinp, dweight, dbias, dout, 0, inp, 1, weight, B, Ti, C, OC, K, stride, pad, G, scratch);
+}
+
+void conv1d_backward_bf16(float *dinp, float *dweight, float *dbias, const uint16_t *dout, const uint16_t *inp,
+                          const float *weight, int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G,
+                          float *scratch) {
+    conv_backward(dinp, dweight, dbias, dout, 1, inp, 1, weight, B, Ti, C, OC, K, stride, pad, G, scratch);
 }
 
 /* ---- layernorm ----------------------------------------------------------------------------------- */
@@ -510,27 +529,40 @@ void groupnorm_forward(float *out, float *mean, float *rstd, const float *inp, c
     }
 }
 
-void groupnorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                        const float *weight, const float *mean, const float *rstd, int B, int64_t T, int C) {
+/* Values [c0, c1) of row o of an input that is bf16 when xb is set (widened into buf; xf unused), else
+ * fp32 (in place): the loops below then run on floats either way. */
+static inline const float *gn_row(const float *xf, const uint16_t *xb, int64_t o, int c0, int c1, float *buf) {
+    if (!xb) return xf + o + c0;
+    for (int c = c0; c < c1; c++) buf[c - c0] = bf16_to_f32(xb[o + c]);
+    return buf;
+}
+
+static void groupnorm_bwd(float *dinp, float *dweight, float *dbias, const float *dout, const float *inpf,
+                          const uint16_t *inpb, const float *weight, const float *mean, const float *rstd, int B,
+                          int64_t T, int C) {
     const int CB = groupnorm_block(C);
 #pragma omp parallel for schedule(dynamic, 1)
     for (int c0 = 0; c0 < C; c0 += CB) {
         int c1 = c0 + CB < C ? c0 + CB : C;
         double aw[GN_CB] = {0}, ab[GN_CB] = {0};
         for (int b = 0; b < B; b++) {
-            const float *x = inp + (int64_t)b * T * C, *d = dout + (int64_t)b * T * C;
+            const int64_t o = (int64_t)b * T * C;
+            const float *x = inpb ? NULL : inpf + o, *d = dout + o;
+            const uint16_t *xb = inpb ? inpb + o : NULL;
             double sd[GN_CB] = {0}, sdx[GN_CB] = {0};
             const float *mb = mean + (int64_t)b * C, *rb = rstd + (int64_t)b * C;
             for (int64_t tb = 0; tb < T; tb += GN_TB) { /* float within GN_TB frames, as in forward */
                 const int64_t te = tb + GN_TB < T ? tb + GN_TB : T;
-                float fd[GN_CB] = {0}, fdx[GN_CB] = {0};
-                for (int64_t t = tb; t < te; t++)
+                float fd[GN_CB] = {0}, fdx[GN_CB] = {0}, xw[GN_CB];
+                for (int64_t t = tb; t < te; t++) {
+                    const float *xr = gn_row(x, xb, t * C, c0, c1, xw);
 #pragma omp simd
                     for (int c = c0; c < c1; c++) {
-                        float xh = (x[t * C + c] - mb[c]) * rb[c];
+                        float xh = (xr[c - c0] - mb[c]) * rb[c];
                         fd[c - c0] += d[t * C + c];
                         fdx[c - c0] += d[t * C + c] * xh;
                     }
+                }
                 for (int c = c0; c < c1; c++) sd[c - c0] += fd[c - c0], sdx[c - c0] += fdx[c - c0];
             }
             for (int c = c0; c < c1; c++) {
@@ -545,19 +577,31 @@ void groupnorm_backward(float *dinp, float *dweight, float *dbias, const float *
                 k2[c - c0] = (float)(sdx[c - c0] / (double)T) * weight[c];
                 wr[c - c0] = weight[c] * rstd[b * C + c];
             }
-            float *dx = dinp + (int64_t)b * T * C;
-            for (int64_t t = 0; t < T; t++)
+            float *dx = dinp + (int64_t)b * T * C, xw[GN_CB];
+            for (int64_t t = 0; t < T; t++) {
+                const float *xr = gn_row(x, xb, t * C, c0, c1, xw);
 #pragma omp simd
                 for (int c = c0; c < c1; c++) {
-                    float r = rb[c], xh = (x[t * C + c] - mb[c]) * r;
+                    float r = rb[c], xh = (xr[c - c0] - mb[c]) * r;
                     dx[t * C + c] += wr[c - c0] * d[t * C + c] - r * (k1[c - c0] + xh * k2[c - c0]);
                 }
+            }
         }
         for (int c = c0; c < c1; c++) {
             if (dweight) dweight[c] += (float)aw[c - c0];
             if (dbias) dbias[c] += (float)ab[c - c0];
         }
     }
+}
+
+void groupnorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                        const float *weight, const float *mean, const float *rstd, int B, int64_t T, int C) {
+    groupnorm_bwd(dinp, dweight, dbias, dout, inp, NULL, weight, mean, rstd, B, T, C);
+}
+
+void groupnorm_backward_bf16in(float *dinp, float *dweight, float *dbias, const float *dout, const uint16_t *inp,
+                               const float *weight, const float *mean, const float *rstd, int B, int64_t T, int C) {
+    groupnorm_bwd(dinp, dweight, dbias, dout, NULL, inp, weight, mean, rstd, B, T, C);
 }
 
 /* ---- activations ----------------------------------------------------------------------------------
@@ -569,18 +613,56 @@ float erff(float) __attribute__((simd("notinbranch")));
 float expf(float) __attribute__((simd("notinbranch")));
 #endif
 
+static inline float gelu(float x) { return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2)); }
+
 void gelu_forward(float *out, const float *inp, int64_t n) {
 #pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < n; i++) out[i] = 0.5f * inp[i] * (1.0f + erff(inp[i] * (float)M_SQRT1_2));
+    for (int64_t i = 0; i < n; i++) out[i] = gelu(inp[i]);
+}
+
+/* values per job of gelu_forward_bf16: every block has the same vector/scalar split at any thread
+ * count (vector and scalar erff differ in the last bit) */
+#define GELU_BLOCK 1024
+
+void gelu_forward_bf16(uint16_t *kept, uint16_t *out, const float *inp, int64_t n) {
+    const int64_t nb = (n + GELU_BLOCK - 1) / GELU_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < nb; b++) {
+        const int64_t i0 = b * GELU_BLOCK, len = n - i0 < GELU_BLOCK ? n - i0 : GELU_BLOCK;
+        float t[GELU_BLOCK];
+        bf16_from_f32(kept + i0, inp + i0, len);
+#pragma omp simd
+        for (int64_t i = 0; i < len; i++) t[i] = gelu(bf16_to_f32(kept[i0 + i]));
+        bf16_from_f32(out + i0, t, len);
+    }
+}
+
+/* GELU'(x) */
+static inline float gelu_grad(float x) {
+    const float inv_sqrt_2pi = 0.3989422804014327f;
+    float cdf = 0.5f * (1.0f + erff(x * (float)M_SQRT1_2));
+    return cdf + x * inv_sqrt_2pi * expf(-0.5f * x * x);
 }
 
 void gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n) {
-    const float inv_sqrt_2pi = 0.3989422804014327f;
 #pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        float x = inp[i];
-        float cdf = 0.5f * (1.0f + erff(x * (float)M_SQRT1_2));
-        dinp[i] += dout[i] * (cdf + x * inv_sqrt_2pi * expf(-0.5f * x * x));
+    for (int64_t i = 0; i < n; i++) dinp[i] += dout[i] * gelu_grad(inp[i]);
+}
+
+void gelu_backward_bf16in(float *dinp, const float *dout, const uint16_t *inp, int64_t n) {
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; i++) dinp[i] += dout[i] * gelu_grad(bf16_to_f32(inp[i]));
+}
+
+void gelu_backward_bf16(uint16_t *dinp, const float *dout, const uint16_t *inp, int64_t n) {
+    const int64_t nb = (n + GELU_BLOCK - 1) / GELU_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < nb; b++) {
+        const int64_t i0 = b * GELU_BLOCK, len = n - i0 < GELU_BLOCK ? n - i0 : GELU_BLOCK;
+        float t[GELU_BLOCK];
+#pragma omp simd
+        for (int64_t i = 0; i < len; i++) t[i] = dout[i0 + i] * gelu_grad(bf16_to_f32(inp[i0 + i]));
+        bf16_from_f32(dinp + i0, t, len);
     }
 }
 

@@ -55,6 +55,11 @@ void conv1d_forward_bf16in(float *out, const uint16_t *inp, const float *weight,
 void conv1d_backward_bf16in(float *dinp, float *dweight, float *dbias, const float *dout, const uint16_t *inp,
                             const float *weight, int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G,
                             float *scratch);
+/* The backward with dout in bf16 too (gelu_backward_bf16's): its GEMMs read it as it is, its bias
+ * gradient sums its widened values. */
+void conv1d_backward_bf16(float *dinp, float *dweight, float *dbias, const uint16_t *dout, const uint16_t *inp,
+                          const float *weight, int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G,
+                          float *scratch);
 
 /* LayerNorm over the last dimension C of (N, C); eps as PyTorch (1e-5). mean, rstd: (N). */
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
@@ -68,10 +73,24 @@ void groupnorm_forward(float *out, float *mean, float *rstd, const float *inp, c
                        const float *bias, int B, int64_t T, int C, float eps);
 void groupnorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                         const float *weight, const float *mean, const float *rstd, int B, int64_t T, int C);
+/* The same backward of an input kept in bf16 (a bf16 run's conv output, core/README.md, Precision): the
+ * forward it pairs with normalised those bf16 values (widened), so inp is exact here. */
+void groupnorm_backward_bf16in(float *dinp, float *dweight, float *dbias, const float *dout, const uint16_t *inp,
+                               const float *weight, const float *mean, const float *rstd, int B, int64_t T, int C);
 
 /* Elementwise activations over n values. GELU is the exact erf form (PyTorch's default). */
 void gelu_forward(float *out, const float *inp, int64_t n);
+/* A bf16 run's GELU of a GEMM output it keeps in bf16 (core/README.md, Precision), in one pass: kept =
+ * inp rounded to bf16, out = GELU(kept) rounded to bf16; its backward is gelu_backward_bf16in on kept.
+ * The same values as bf16_round_f32, gelu_forward and bf16_from_f32 in turn but for the last bit that
+ * libmvec's vector and scalar erff may differ in. */
+void gelu_forward_bf16(uint16_t *kept, uint16_t *out, const float *inp, int64_t n);
 void gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n);
+/* The same with the GELU input kept in bf16, as groupnorm_backward_bf16in. */
+void gelu_backward_bf16in(float *dinp, const float *dout, const uint16_t *inp, int64_t n);
+/* The same, but writing (=, not +=) dinp in bf16: for a gradient whose only readers are a bf16 run's
+ * GEMMs (conv1d_backward_bf16), as autocast's gradient of a bf16 conv output is bf16 itself. */
+void gelu_backward_bf16(uint16_t *dinp, const float *dout, const uint16_t *inp, int64_t n);
 void swish_forward(float *out, const float *inp, int64_t n);
 void swish_backward(float *dinp, const float *dout, const float *inp, int64_t n);
 /* GLU over the channel dim: inp (N, 2C) -> out (N, C) = a * sigmoid(b), a = inp[:, :C], b = inp[:, C:]. */

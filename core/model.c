@@ -44,6 +44,10 @@ static uint64_t site(int l, int k) { return MODEL_STREAM_DROPOUT + 16 * (uint64_
 
 static int64_t i64max(int64_t a, int64_t b) { return a > b ? a : b; }
 
+/* bf16 activations (core/README.md, Precision): the conv stack's outputs and group-normed values are
+ * kept in bf16 in a bf16 run, but not beside a per-layer LayerNorm (extractor_mode = layer_norm). */
+static int conv_pre_bf16(const ModelConfig *c, int bf16) { return bf16 && c->conv_norm != CONV_NORM_LAYER; }
+
 /* ---- frames ------------------------------------------------------------------------------------ */
 
 int64_t model_frames(const ModelConfig *cfg, int64_t n) {
@@ -86,7 +90,7 @@ void model_table_build(const ModelConfig *c, ParamTable *t) {
             const float fan_in = (float)cin * (float)K;
             int64_t shape[3] = {C, cin, K};
             snprintf(name, sizeof name, "feature_extractor.conv_layers.%d.conv.weight", i);
-            params_add(t, name, 3, shape, PARAM_INIT_NORMAL, sqrtf(2.0f / fan_in), 0.0f);
+            params_set_rearranged(t, params_add(t, name, 3, shape, PARAM_INIT_NORMAL, sqrtf(2.0f / fan_in), 0.0f));
             if (c->conv_bias) {
                 snprintf(name, sizeof name, "feature_extractor.conv_layers.%d.conv.bias", i);
                 add1(t, name, C, PARAM_INIT_UNIFORM, -1.0f / sqrtf(fan_in), 1.0f / sqrtf(fan_in));
@@ -112,7 +116,8 @@ void model_table_build(const ModelConfig *c, ParamTable *t) {
     int64_t vshape[3] = {D, D / G, K}, gshape[3] = {1, 1, K};
     int v = params_add(t, "encoder.pos_conv_embed.conv.weight_v", 3, vshape, PARAM_INIT_NORMAL,
                        sqrtf(4.0f / ((float)K * (float)D)), 0.0f);
-    params_add_norm_of(t, "encoder.pos_conv_embed.conv.weight_g", 3, gshape, v);
+    params_set_rearranged(t, v);
+    params_set_rearranged(t, params_add_norm_of(t, "encoder.pos_conv_embed.conv.weight_g", 3, gshape, v));
     add1(t, "encoder.pos_conv_embed.conv.bias", D, PARAM_INIT_ZERO, 0, 0);
     add1(t, "encoder.layer_norm.weight", D, PARAM_INIT_ONE, 0, 0);
     add1(t, "encoder.layer_norm.bias", D, PARAM_INIT_ZERO, 0, 0);
@@ -248,14 +253,15 @@ static void carve(Model *m, Arena *cv, int B, int64_t S) {
     int64_t Tc[MODEL_MAX_CONV];
     int64_t T, conv_scratch = 0, conv_max = 0;
     if (c->frontend == FRONTEND_WAVEFORM) {
+        const int bpre = conv_pre_bf16(c, m->arena_bf16);
         conv_lengths(c, S, Tc);
         int64_t Tin = S;
         int cin = 1;
         for (int i = 0; i < c->n_conv; i++) {
             const int64_t n = (int64_t)B * Tc[i] * c->conv_dim[i];
             const int normed = c->conv_norm == CONV_NORM_LAYER || i == 0;
-            a->conv_out[i] = arena_take(cv, n);
-            a->norm_out[i] = normed ? arena_take(cv, n) : NULL;
+            a->conv_out[i] = arena_take(cv, bpre ? (n + 1) / 2 : n);
+            a->norm_out[i] = normed ? arena_take(cv, bpre ? (n + 1) / 2 : n) : NULL;
             const int64_t stats = c->conv_norm == CONV_NORM_GROUP ? (int64_t)B * c->conv_dim[i] : (int64_t)B * Tc[i];
             a->norm_mean[i] = normed ? arena_take(cv, stats) : NULL;
             a->norm_rstd[i] = normed ? arena_take(cv, stats) : NULL;
@@ -304,7 +310,7 @@ static void carve(Model *m, Arena *cv, int B, int64_t S) {
             y->n2 = arena_take(cv, ND);
             y->fln_mean = arena_take(cv, N);
             y->fln_rstd = arena_take(cv, N);
-            y->h = arena_take(cv, N * F);
+            y->h = arena_take(cv, m->arena_bf16 ? (N * F + 1) / 2 : N * F);
             y->g = arena_take(cv, m->arena_bf16 ? (N * F + 1) / 2 : N * F);
             y->r2 = post_ln ? arena_take(cv, ND) : NULL;
         }
@@ -518,16 +524,26 @@ static void transformer_layer_forward(Model *m, int l, float *out, const float *
     if (c->layer_norm_first) layernorm_forward(y->n2, y->fln_mean, y->fln_rstd, y->r1, p->fln_w, p->fln_b, N, D, eps);
     else layernorm_forward(y->n2, y->ln_mean, y->ln_rstd, y->r1, p->ln_w, p->ln_b, N, D, eps);
     prof(m, 0, PROF_NORMS, &t);
-    linear_forward(y->h, y->n2, p->fc1_w, p->fc1_b, N, D, F);
-    /* g, output_dense's input, is kept as it enters the GEMM: after the dropout, in bf16 in a bf16 run */
-    float *g = m->a.acts_bf16 ? tmpf : y->g;
-    gelu_forward(g, y->h, N * F);
-    drop_fwd(m, g, g, N * F, p_act, site(l, SITE_FFN_ACT));
-    if (m->a.acts_bf16) {
-        bf16_from_f32((uint16_t *)y->g, g, N * F);
-        linear_forward_bf16in(tmp, (const uint16_t *)y->g, p->fc2_w, p->fc2_b, N, F, D);
+    /* g, output_dense's input, is kept as it enters the GEMM: after the dropout, in bf16 in a bf16 run;
+     * there h is kept in bf16 too, and the GELU reads the values kept (h through s_f[1], g through
+     * s_f[0] = tmpf when there is a dropout between: both free until backward) */
+    const int64_t NF = N * F;
+    if (!m->a.acts_bf16) {
+        linear_forward(y->h, y->n2, p->fc1_w, p->fc1_b, N, D, F);
+        gelu_forward(y->g, y->h, NF);
+        drop_fwd(m, y->g, y->g, NF, p_act, site(l, SITE_FFN_ACT));
+        linear_forward(tmp, y->g, p->fc2_w, p->fc2_b, N, F, D);
     } else {
-        linear_forward(tmp, g, p->fc2_w, p->fc2_b, N, F, D);
+        linear_forward(m->s_f[1], y->n2, p->fc1_w, p->fc1_b, N, D, F);
+        if (p_act > 0) {
+            bf16_round_f32((uint16_t *)y->h, m->s_f[1], NF);
+            gelu_forward(tmpf, m->s_f[1], NF);
+            drop_fwd(m, tmpf, tmpf, NF, p_act, site(l, SITE_FFN_ACT));
+            bf16_from_f32((uint16_t *)y->g, tmpf, NF);
+        } else {
+            gelu_forward_bf16((uint16_t *)y->h, (uint16_t *)y->g, m->s_f[1], NF);
+        }
+        linear_forward_bf16in(tmp, (const uint16_t *)y->g, p->fc2_w, p->fc2_b, N, F, D);
     }
     prof(m, 0, PROF_FFN, &t);
     drop_fwd(m, tmp, tmp, ND, p_drop, site(l, SITE_FFN_OUT));
@@ -579,7 +595,8 @@ static void transformer_layer_backward(Model *m, int l, float *dx, const float *
         dh = f2;
     }
     zero(dh, NF);
-    gelu_backward(dh, dg, y->h, NF);
+    if (m->a.acts_bf16) gelu_backward_bf16in(dh, dg, (const uint16_t *)y->h, NF);
+    else gelu_backward(dh, dg, y->h, NF);
     /* d n2: post-LN it also gets the residual (d1 already holds it); pre-LN starts from zero */
     float *dn2 = d1;
     if (pre) zero(dn2, ND);
@@ -635,33 +652,44 @@ static void frontend_forward(Model *m, const float *inp, const int64_t *in_len, 
         KOE_ASSERT(m->frames[b] <= T);
     }
     if (c->frontend == FRONTEND_WAVEFORM) {
-        const int bf = a->acts_bf16; /* the GELU outputs that only feed the next conv */
+        const int bf = a->acts_bf16, bpre = conv_pre_bf16(c, bf); /* bf16 activations */
         const float *x = inp; /* (B, S, 1) */
         int64_t Tin = m->S;
         int cin = 1;
         for (int i = 0; i < c->n_conv; i++) {
             const int C = c->conv_dim[i];
             const int64_t Ti = m->Tc[i], n = (int64_t)B * Ti * C;
+            /* bpre: the conv output and the group-normed values are computed in s_c[1] and s_c[0] (free
+             * until backward), kept rounded to bf16, and read as kept */
+            float *co = bpre ? m->s_c[1] : a->conv_out[i], *no = bpre ? m->s_c[0] : a->norm_out[i];
             if (bf && i > 0)
-                conv1d_forward_bf16in(a->conv_out[i], (const uint16_t *)x, m->p.conv_w[i], m->p.conv_b[i], B, Tin,
-                                      cin, C, c->conv_kernel[i], c->conv_stride[i], 0, 1, m->s_conv);
+                conv1d_forward_bf16in(co, (const uint16_t *)x, m->p.conv_w[i], m->p.conv_b[i], B, Tin, cin, C,
+                                      c->conv_kernel[i], c->conv_stride[i], 0, 1, m->s_conv);
             else
-                conv1d_forward(a->conv_out[i], x, m->p.conv_w[i], m->p.conv_b[i], B, Tin, cin, C, c->conv_kernel[i],
+                conv1d_forward(co, x, m->p.conv_w[i], m->p.conv_b[i], B, Tin, cin, C, c->conv_kernel[i],
                                c->conv_stride[i], 0, 1, m->s_conv);
-            const float *pre = a->conv_out[i];
+            const int last = i == c->n_conv - 1;
+            float *pre = co;
+            uint16_t *kept = bpre ? (uint16_t *)a->conv_out[i] : NULL; /* where pre is kept in bf16 */
             if (a->norm_out[i]) {
+                if (kept) bf16_round_f32(kept, co, n);
                 if (c->conv_norm == CONV_NORM_GROUP)
-                    groupnorm_forward(a->norm_out[i], a->norm_mean[i], a->norm_rstd[i], a->conv_out[i],
-                                      m->p.norm_w[i], m->p.norm_b[i], B, Ti, C, eps);
+                    groupnorm_forward(no, a->norm_mean[i], a->norm_rstd[i], co, m->p.norm_w[i], m->p.norm_b[i], B, Ti,
+                                      C, eps);
                 else
-                    layernorm_forward(a->norm_out[i], a->norm_mean[i], a->norm_rstd[i], a->conv_out[i],
-                                      m->p.norm_w[i], m->p.norm_b[i], (int64_t)B * Ti, C, eps);
-                pre = a->norm_out[i];
+                    layernorm_forward(no, a->norm_mean[i], a->norm_rstd[i], co, m->p.norm_w[i], m->p.norm_b[i],
+                                      (int64_t)B * Ti, C, eps);
+                pre = no;
+                kept = bpre ? (uint16_t *)a->norm_out[i] : NULL;
             }
-            if (bf && i < c->n_conv - 1) { /* through s_c[0], free until backward: gelu_forward's own bits */
+            /* in bf16 the GELU outputs but the last (the features) only feed the next conv: kept in bf16 */
+            if (kept && !last) {
+                gelu_forward_bf16(kept, (uint16_t *)a->conv_act[i], pre, n);
+            } else if (bf && !last) { /* through s_c[0], free until backward: gelu_forward's own bits */
                 gelu_forward(m->s_c[0], pre, n);
                 bf16_from_f32((uint16_t *)a->conv_act[i], m->s_c[0], n);
             } else {
+                if (kept) bf16_round_f32(kept, pre, n);
                 gelu_forward(a->conv_act[i], pre, n);
             }
             x = a->conv_act[i];
@@ -876,19 +904,34 @@ static void frontend_backward(Model *m, float *dx_in, float dpen, const float *d
     if (mult != 1.0f)
         for (int64_t i = 0; i < N * C; i++) dfeatures[i] *= mult;
     /* conv stack, last layer first; cur holds d of the layer's GELU output */
+    const int bpre = conv_pre_bf16(c, a->acts_bf16);
     float *cur = dfeatures, *other = m->s_c[1];
     for (int i = c->n_conv - 1; i >= 0; i--) {
         const int Ci = c->conv_dim[i], cin = i ? c->conv_dim[i - 1] : 1;
         const int64_t Ti = m->Tc[i], n = (int64_t)B * Ti * Ci, Tin = i ? m->Tc[i - 1] : m->S;
         const float *pre = a->norm_out[i] ? a->norm_out[i] : a->conv_out[i];
+        if (bpre && i > 0 && !a->norm_out[i]) {
+            /* d of the kept conv output, read only by the conv's GEMMs: written in bf16 into other, and
+             * d of the conv input accumulated into cur, which is read no more */
+            gelu_backward_bf16((uint16_t *)other, cur, (const uint16_t *)pre, n);
+            zero(cur, (int64_t)B * Tin * cin);
+            conv1d_backward_bf16(cur, m->g.conv_w[i], m->g.conv_b[i], (const uint16_t *)other,
+                                 (const uint16_t *)a->conv_act[i - 1], m->p.conv_w[i], B, Tin, cin, Ci,
+                                 c->conv_kernel[i], c->conv_stride[i], 0, 1, m->s_conv);
+            continue;
+        }
         zero(other, n);
-        gelu_backward(other, cur, pre, n);
+        if (bpre) gelu_backward_bf16in(other, cur, (const uint16_t *)pre, n);
+        else gelu_backward(other, cur, pre, n);
         float *t = cur;
         cur = other;
         other = t;
         if (a->norm_out[i]) {
             zero(other, n);
-            if (c->conv_norm == CONV_NORM_GROUP)
+            if (bpre)
+                groupnorm_backward_bf16in(other, m->g.norm_w[i], m->g.norm_b[i], cur, (const uint16_t *)a->conv_out[i],
+                                          m->p.norm_w[i], a->norm_mean[i], a->norm_rstd[i], B, Ti, Ci);
+            else if (c->conv_norm == CONV_NORM_GROUP)
                 groupnorm_backward(other, m->g.norm_w[i], m->g.norm_b[i], cur, a->conv_out[i], m->p.norm_w[i],
                                    a->norm_mean[i], a->norm_rstd[i], B, Ti, Ci);
             else

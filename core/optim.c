@@ -76,7 +76,7 @@ void adamw_step(AdamW *o, float *params, float *grads, double lr, float gscale) 
             for (int64_t i = 0; i < len; i++) mul[i] = decay_mul;
         }
         adamw_block(params + i0, grads + i0, o->m + (i0 - lo), o->v + (i0 - lo), mul, len, k);
-        if (o->bf16) bf16_from_f32(o->bf16 + i0, params + i0, len);
+        if (o->bf16) bf16_from_f32_ranges(o->bf16, params, o->bf16_ranges, o->bf16_nr, i0, i0 + len);
     }
 }
 

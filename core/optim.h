@@ -26,8 +26,11 @@ typedef struct {
     size_t start, end;    /* the slice of the flat buffer this optimizer updates */
     float *m, *v;         /* (end - start) first and second moments; index i - start */
     const uint8_t *decay; /* borrowed, indexed by flat position i (whole buffer); NULL: decay all */
-    uint16_t *bf16;       /* borrowed, indexed by flat position: receives each updated parameter rounded
-                             to bf16 (bf16_from_f32, core/gemm.h), the GEMMs' copy in bf16 runs; NULL: none */
+    uint16_t *bf16;       /* borrowed, indexed by flat position: receives each updated parameter inside
+                             bf16_ranges rounded to bf16 (bf16_from_f32_ranges, core/gemm.h), the GEMMs'
+                             copy in bf16 runs; NULL: none */
+    const int64_t *bf16_ranges; /* borrowed: bf16_nr ranges of flat positions (gemm_set_bf16_copy's) */
+    int bf16_nr;
     int64_t t;            /* updates taken (torch's state["step"]); checkpoints store it */
 } AdamW;
 
@@ -37,7 +40,7 @@ void adamw_free(AdamW *o);
 /* One update of params[start, end) at learning rate lr from the gradient g = gscale * grads[i] (a
  * float product: the caller folds its normalisation and clipping coefficient into gscale; 1: the
  * gradient as it is), in one vectorised pass that also clears grads[start, end) as it reads them
- * (the next update accumulates from zero) and writes o->bf16[start, end) when set. Both buffers are indexed by flat position; increments t
+ * (the next update accumulates from zero) and writes o->bf16 over [start, end) inside its ranges when set. Both buffers are indexed by flat position; increments t
  * first, as torch does. */
 void adamw_step(AdamW *o, float *params, float *grads, double lr, float gscale);
 

@@ -114,6 +114,22 @@ void params_init(const ParamTable *t, float *buf, uint64_t seed) {
     }
 }
 
+void params_set_rearranged(ParamTable *t, int i) {
+    KOE_ASSERT(i >= 0 && i < t->n);
+    t->e[i].rearranged = 1;
+}
+
+int params_bf16_ranges(const ParamTable *t, int64_t *r) {
+    int n = 0;
+    for (int i = 0; i < t->n; i++) {
+        const ParamEntry *e = &t->e[i];
+        if (e->rearranged) continue;
+        if (n && r[2 * n - 1] == e->offset) r[2 * n - 1] += e->numel;
+        else r[2 * n] = e->offset, r[2 * n + 1] = e->offset + e->numel, n++;
+    }
+    return n;
+}
+
 void params_set_frozen(ParamTable *t, int i) {
     KOE_ASSERT(i >= 0 && i < t->n);
     t->e[i].frozen = 1;

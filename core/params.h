@@ -32,6 +32,9 @@ typedef struct {
     int frozen;     /* 1: never trained (BEST-RQ's random projection and codebooks): saved in checkpoints
                        like any tensor, but its gradient is zeroed and it is excluded from weight decay
                        (params_freeze_step), so AdamW leaves it bit-identical */
+    int rearranged; /* 1: its layers read it only through a rearranged copy (a conv weight, unfolded as
+                       (OC, K, Cg) for its GEMMs; the positional conv's weight norm), never as stored:
+                       a bf16 run keeps no bf16 copy of it (params_bf16_ranges) */
 } ParamEntry;
 
 typedef struct {
@@ -53,6 +56,12 @@ int params_find(const ParamTable *t, const char *name);
 float *params_view(const ParamTable *t, float *buf, const char *name);
 /* Fill buf (t->total floats) with the initial values, from the seed only. */
 void params_init(const ParamTable *t, float *buf, uint64_t seed);
+/* Mark tensor i rearranged (see ParamEntry.rearranged). */
+void params_set_rearranged(ParamTable *t, int i);
+/* The ranges [r[2j], r[2j+1]) of flat positions holding the tensors that are not rearranged, adjacent
+ * ones merged, ascending, into r (room for 2 * t->n values): where a bf16 run keeps the parameters'
+ * bf16 copy (core/gemm.h gemm_set_bf16_copy). Returns their number. */
+int params_bf16_ranges(const ParamTable *t, int64_t *r);
 /* Mark tensor i frozen (see ParamEntry.frozen). */
 void params_set_frozen(ParamTable *t, int i);
 /* What the trainer does before every optimizer step so that frozen tensors never change: zero their

@@ -85,7 +85,10 @@ struct Trainer {
     int64_t s0, s1;      /* this rank's AdamW slice of the flat buffer */
     int slice_cleared;   /* 1: the last AdamW step cleared the gradient's [s0, s1) (clear_grads) */
     uint16_t *wbf16;     /* (P) bf16 runs: the parameters rounded to bf16, the GEMMs' weights
-                            (gemm_set_bf16_copy); AdamW rewrites its slice, the rest follows the allgather */
+                            (gemm_set_bf16_copy), inside wbf16_r only (the rest is never written, so never
+                            resident); AdamW rewrites its slice, the rest follows the allgather */
+    int64_t *wbf16_r;    /* the ranges of wbf16 kept (params_bf16_ranges) */
+    int wbf16_nr;
     TrainState st;
     Interval iv;
     FILE *logf;          /* rank 0 with a run directory */
@@ -667,9 +670,13 @@ Trainer *trainer_open(const Recipe *rc, const TrainerOptions *opt, KoeError *err
     if (gemm_precision() == GEMM_BF16) { /* the weights rounded once per update, not at every GEMM */
         const int64_t P = tr->m->table.total;
         tr->wbf16 = koe_malloc((size_t)P * sizeof(uint16_t));
-        bf16_from_f32(tr->wbf16, tr->m->params, P);
+        tr->wbf16_r = koe_malloc((size_t)(2 * tr->m->table.n) * sizeof(int64_t));
+        tr->wbf16_nr = params_bf16_ranges(&tr->m->table, tr->wbf16_r);
+        bf16_from_f32_ranges(tr->wbf16, tr->m->params, tr->wbf16_r, tr->wbf16_nr, 0, P);
         tr->adamw.bf16 = tr->wbf16;
-        gemm_set_bf16_copy(tr->m->params, tr->wbf16, P);
+        tr->adamw.bf16_ranges = tr->wbf16_r;
+        tr->adamw.bf16_nr = tr->wbf16_nr;
+        gemm_set_bf16_copy(tr->m->params, tr->wbf16, tr->wbf16_r, tr->wbf16_nr);
     }
     tr->t_start = tr->t_iv = koe_now();
     tr->step0 = tr->st.step;
@@ -701,8 +708,9 @@ void trainer_close(Trainer *tr) {
     free(tr->lab_utt);
     free(tr->code_hist);
     free(tr->decay);
-    if (tr->wbf16) gemm_set_bf16_copy(NULL, NULL, 0);
+    if (tr->wbf16) gemm_set_bf16_copy(NULL, NULL, NULL, 0);
     free(tr->wbf16);
+    free(tr->wbf16_r);
     adamw_free(&tr->adamw);
     if (tr->m) {
         objective_free(&tr->obj);
@@ -788,8 +796,8 @@ static int apply_update(Trainer *tr, TrainerStep *s) {
     if (tr->s0 != 0 || tr->s1 != m->table.total) {
         dp_allgather_params(tr->dp, m->params);
         if (tr->wbf16) { /* the other ranks' slices */
-            bf16_from_f32(tr->wbf16, m->params, tr->s0);
-            bf16_from_f32(tr->wbf16 + tr->s1, m->params + tr->s1, m->table.total - tr->s1);
+            bf16_from_f32_ranges(tr->wbf16, m->params, tr->wbf16_r, tr->wbf16_nr, 0, tr->s0);
+            bf16_from_f32_ranges(tr->wbf16, m->params, tr->wbf16_r, tr->wbf16_nr, tr->s1, m->table.total);
         }
     }
     return 1;

@@ -194,10 +194,10 @@ static void test_gemm(void **state) {
     free(A), free(B), free(C0), free(C16), free(C32);
 }
 
-/* The registered bf16 copy (gemm_set_bf16_copy): an operand inside the region is read from the copy, at
- * its offset and leading dimension, giving the bits of rounding it into staging; one reaching past the
- * region's end is staged. The copy here holds another matrix's rounding (B2), so which one was read
- * shows in the result. */
+/* The registered bf16 copy (gemm_set_bf16_copy): an operand inside one of its ranges is read from the
+ * copy, at its offset and leading dimension, giving the bits of rounding it into staging; one reaching
+ * past a range's end, or across two ranges, is staged. The copy here holds another matrix's rounding
+ * (B2), so which one was read shows in the result. */
 static void test_bf16_copy(void **state) {
     (void)state;
     const int64_t M = 23, N = 31, K = 150, pad = 5, nb = (N + pad) * (K + pad);
@@ -218,21 +218,27 @@ static void test_bf16_copy(void **state) {
         const int64_t end = off + ((tb == 'N' ? K : N) - 1) * ldb + (tb == 'N' ? N : K); /* one past its last element */
         KOE_ASSERT(end <= nb);
         /* read from the copy: the bits of B2's product */
-        gemm_set_bf16_copy(B, copy, nb);
+        gemm_set_bf16_copy(B, copy, (int64_t[]){0, nb}, 1);
         sgemm(ta, tb, M, N, K, 1.0f, A, lda, B + off, ldb, 0.0f, C1, N);
-        gemm_set_bf16_copy(NULL, NULL, 0);
+        gemm_set_bf16_copy(NULL, NULL, NULL, 0);
         sgemm(ta, tb, M, N, K, 1.0f, A, lda, B2 + off, ldb, 0.0f, C2, N);
         assert_memory_equal(C1, C2, (size_t)M * N * sizeof(float));
-        /* the region ends one element before the operand does: staged from B itself */
-        gemm_set_bf16_copy(B, copy, end - 1);
+        /* the range ends one element before the operand does: staged from B itself */
+        gemm_set_bf16_copy(B, copy, (int64_t[]){0, end - 1}, 1);
         sgemm(ta, tb, M, N, K, 1.0f, A, lda, B + off, ldb, 0.0f, C1, N);
-        gemm_set_bf16_copy(NULL, NULL, 0);
+        gemm_set_bf16_copy(NULL, NULL, NULL, 0);
         sgemm(ta, tb, M, N, K, 1.0f, A, lda, B + off, ldb, 0.0f, C2, N);
         assert_memory_equal(C1, C2, (size_t)M * N * sizeof(float));
-        /* ... and exactly to its end: from the copy */
-        gemm_set_bf16_copy(B, copy, end);
+        /* two ranges meeting inside the operand: staged */
+        gemm_set_bf16_copy(B, copy, (int64_t[]){0, off + 1, off + 1, nb}, 2);
         sgemm(ta, tb, M, N, K, 1.0f, A, lda, B + off, ldb, 0.0f, C1, N);
-        gemm_set_bf16_copy(NULL, NULL, 0);
+        gemm_set_bf16_copy(NULL, NULL, NULL, 0);
+        sgemm(ta, tb, M, N, K, 1.0f, A, lda, B + off, ldb, 0.0f, C2, N);
+        assert_memory_equal(C1, C2, (size_t)M * N * sizeof(float));
+        /* ... and a range from the operand's first element exactly to its end, after another: from the copy */
+        gemm_set_bf16_copy(B, copy, (int64_t[]){0, 1, off, end}, 2);
+        sgemm(ta, tb, M, N, K, 1.0f, A, lda, B + off, ldb, 0.0f, C1, N);
+        gemm_set_bf16_copy(NULL, NULL, NULL, 0);
         sgemm(ta, tb, M, N, K, 1.0f, A, lda, B2 + off, ldb, 0.0f, C2, N);
         assert_memory_equal(C1, C2, (size_t)M * N * sizeof(float));
     }
@@ -533,6 +539,45 @@ static void attention_backward_check(const float *qkv, float *const *att, int B,
     free(bnd), free(Z), free(A), free(dout), free(dq[0]), free(dq[1]);
 }
 
+/* A bf16 run also keeps GEMM outputs that feed elementwise code in bf16 (core/README.md, Precision):
+ * bf16_round_f32 rounds them in place and keeps the bits, and groupnorm_backward_bf16in and
+ * gelu_backward_bf16in read the kept bits: each must give the fp32 kernel's bits on the rounded values. */
+static void test_bf16_kept(void **state) {
+    (void)state;
+    const int B = 2, C = 40;
+    const int64_t T = 150, n = (int64_t)B * T * C;
+    KoeRng r = koe_rng(9, 0, 0, KOE_RNG_INIT);
+    float *x = koe_malloc((size_t)n * sizeof(float)), *xr = koe_malloc((size_t)n * sizeof(float));
+    float *dout = koe_malloc((size_t)n * sizeof(float)), *y = koe_malloc((size_t)n * sizeof(float));
+    float *w = koe_malloc((size_t)C * sizeof(float)), *bias = koe_malloc((size_t)C * sizeof(float));
+    float *mean = koe_malloc((size_t)B * C * sizeof(float)), *rstd = koe_malloc((size_t)B * C * sizeof(float));
+    uint16_t *xb = koe_malloc((size_t)n * sizeof(uint16_t)), *want = koe_malloc((size_t)n * sizeof(uint16_t));
+    fill(x, n, 2.0, &r), fill(dout, n, 1.0, &r), fill(w, C, 1.0, &r), fill(bias, C, 1.0, &r);
+    memcpy(xr, x, (size_t)n * sizeof(float));
+    bf16_round_f32(xb, xr, n);
+    bf16_from_f32(want, x, n);
+    assert_memory_equal(xb, want, (size_t)n * sizeof(uint16_t));
+    for (int64_t i = 0; i < n; i++) assert_true(xr[i] == bf16_to_f32(want[i]));
+    groupnorm_forward(y, mean, rstd, xr, w, bias, B, T, C, 1e-5f);
+    float *res[2][3];
+    for (int p = 0; p < 2; p++) {
+        for (int j = 0; j < 3; j++) res[p][j] = koe_calloc((size_t)(j ? C : n), sizeof(float));
+        if (p == 0) groupnorm_backward_bf16in(res[p][0], res[p][1], res[p][2], dout, xb, w, mean, rstd, B, T, C);
+        else groupnorm_backward(res[p][0], res[p][1], res[p][2], dout, xr, w, mean, rstd, B, T, C);
+    }
+    assert_memory_equal(res[0][0], res[1][0], (size_t)n * sizeof(float));
+    assert_memory_equal(res[0][1], res[1][1], (size_t)C * sizeof(float));
+    assert_memory_equal(res[0][2], res[1][2], (size_t)C * sizeof(float));
+    memset(res[0][0], 0, (size_t)n * sizeof(float)), memset(res[1][0], 0, (size_t)n * sizeof(float));
+    gelu_backward_bf16in(res[0][0], dout, xb, n);
+    gelu_backward(res[1][0], dout, xr, n);
+    assert_memory_equal(res[0][0], res[1][0], (size_t)n * sizeof(float));
+    printf("groupnorm and GELU backward from bf16-kept inputs: bit-identical to fp32 on the rounded values\n");
+    for (int p = 0; p < 2; p++)
+        for (int j = 0; j < 3; j++) free(res[p][j]);
+    free(x), free(xr), free(dout), free(y), free(w), free(bias), free(mean), free(rstd), free(xb), free(want);
+}
+
 static void test_attention(void **state) {
     (void)state;
     const int B = 2, C = 32, H = 4, Dh = C / H;
@@ -600,6 +645,7 @@ int main(void) {
         cmocka_unit_test(test_bf16_copy),
         cmocka_unit_test(test_linear_conv),
         cmocka_unit_test(test_bf16_inputs),
+        cmocka_unit_test(test_bf16_kept),
         cmocka_unit_test(test_attention),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

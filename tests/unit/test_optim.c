@@ -162,7 +162,11 @@ static void test_adamw_gscale(void **state) {
     adamw_init(&ob, &cfg, 0, N, NULL);
     const float scale[3] = {1.0f / 3000.0f, 0.37f / 517.0f, 1.0f};
     uint16_t *copy = koe_malloc(N * sizeof(uint16_t)), *want = koe_malloc(N * sizeof(uint16_t));
-    oa.bf16 = copy; /* the bf16 copy the pass writes: the updated parameters rounded */
+    oa.bf16 = copy; /* the bf16 copy the pass writes: the updated parameters rounded, inside its ranges */
+    const int64_t ranges[4] = {0, 3, 10, N};
+    oa.bf16_ranges = ranges;
+    oa.bf16_nr = 2;
+    memset(copy, 0, N * sizeof(uint16_t));
     for (int s = 0; s < 3; s++) {
         fill_normal(ga, N, 50.0, 60 + s);
         for (int i = 0; i < N; i++) gb[i] = ga[i] * scale[s];
@@ -171,6 +175,7 @@ static void test_adamw_gscale(void **state) {
         assert_memory_equal(a, b, N * sizeof(float));
         assert_memory_equal(oa.v, ob.v, N * sizeof(float));
         bf16_from_f32(want, a, N);
+        memset(want + 3, 0, 7 * sizeof(uint16_t)); /* [3, 10) is outside the ranges: never written */
         assert_memory_equal(copy, want, N * sizeof(uint16_t));
     }
     free(copy), free(want);
