@@ -7,12 +7,12 @@
 # RSS <= koe fp32's; koe fp32 >= 2.5x torch fp32 on tiny, sgemm_fraction >= 0.70 on base.
 # KOE_BENCH_RUNS (default 2) repeats the whole table; KOE_BENCH_MODELS (default "tiny small base")
 # picks the sizes; KOE_BENCH_STEPS (default 4) the timed steps per run.
-# Run in the machine's environment as it is, and read the ratios with it: where the environment sets
-# OPENBLAS_CORETYPE=Haswell (the Zen 5 machine of issue 14's first measurements did), PyTorch's OpenBLAS
-# GEMMs (its fp32 linear layers) run AVX2 kernels; where it sets nothing (the Zen 4 machine of the
-# fifth session), they run AVX-512 ones, and PyTorch fp32 is much faster (tiny: koe 3.0x -> 0.97x).
-# koe's GEMMs (oneDNN, core/gemm.h) and PyTorch's convolutions and autocast matmuls (oneDNN too) pick
-# kernels from the CPU's features either way. The header line `koe: gemm: ...` and lscpu say which.
+# Run in the machine's environment as it is. Where it sets OPENBLAS_CORETYPE=Haswell (the Zen 5
+# machine of issue 14's first measurements did), PyTorch's OpenBLAS GEMMs run AVX2 kernels; koe's GEMMs
+# (oneDNN, core/gemm.h) and PyTorch's convolutions and autocast matmuls (oneDNN too) pick kernels from
+# the CPU's features. The ratios depend on the CPU more than on that setting: on the Zen 4 machine of
+# the fifth session (no setting) koe fp32 was 0.97x PyTorch fp32 on tiny where the Zen 5 gave 3.0x, and
+# Haswell kernels there changed PyTorch's tiny step by under 10%. `koe: gemm: ...` and lscpu say which.
 # KOE_BENCH_NATIVE=1 also runs both sides with OPENBLAS_CORETYPE/L2_SIZE unset.
 set -euo pipefail
 export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2
