@@ -1,11 +1,14 @@
 /* bench_conv_dnnl.c — the waveform conv stack (HuBERT Base/tiny, batch 2 x 4 s) through koe's
  * im2col + GEMM (conv1d_forward / conv1d_backward and their bf16 variants) against oneDNN's convolution
- * primitives on the same time-major data (1-D "nwc" activations, weights in any layout oneDNN picks,
- * reordered from and to koe's (OC, C, K) inside the timed region, as a step would have to). A
- * measurement, not a test: it prints per layer and pass the minimum wall ms over --reps runs of each,
- * the ratio koe / oneDNN (> 1: oneDNN faster), the largest difference of the two results relative to
- * the largest magnitude, and the oneDNN implementation chosen.
- *   bench_conv_dnnl [--reps N] [--bf16]
+ * primitives (1-D, on koe's time-major "nwc" data, weights in whatever layout the primitive picks).
+ * The oneDNN side's timed region includes every reorder a conv behind koe's interface would run per
+ * call: weights from koe's (OC, C, K) and the weight gradient back, and with --blocked the activations
+ * and their gradients from and to nwc (oneDNN then picks their layouts too: nCw16c and the like).
+ * Primitives are created once per shape, outside it. A measurement, not a test: per layer and pass
+ * (fwd; bwd = data + weights; both) it prints the minimum over --reps runs of wall ms and of process
+ * CPU ms, koe then oneDNN then koe / oneDNN (> 1: oneDNN faster), the largest difference of the two
+ * results relative to the largest magnitude, and the oneDNN implementations chosen.
+ *   bench_conv_dnnl [--reps N] [--bf16] [--blocked]
  * --bf16: as a bf16 run (gemm_set_precision): bf16 input and weights, fp32 output; in the backward
  * bf16 dout (conv1d_backward_bf16, oneDNN's bf16 diff_dst), fp32 weight and input gradients. Layer 0
  * reads the fp32 waveform in koe (rounded by im2col) and its bf16 rounding in oneDNN. No bias (HuBERT's
@@ -14,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <oneapi/dnnl/dnnl.h>
 
@@ -22,7 +26,7 @@
 #include "../../core/layers.h"
 #include "../../core/rng.h"
 
-static int reps = 5, bf16 = 0;
+static int reps = 5, bf16 = 0, blocked = 0;
 static dnnl_engine_t eng;
 static dnnl_stream_t strm;
 
@@ -57,6 +61,42 @@ static void run(dnnl_primitive_t p, int n, const dnnl_exec_arg_t *args) {
     ok(dnnl_stream_wait(strm), "stream_wait");
 }
 
+/* user's values in the layout `want`: user itself when the layouts agree, otherwise a memory of its
+ * own and the reorder between the two (from user when in, to user when not), run in the timed
+ * region: a conv behind koe's interface would pay for it on every call. */
+typedef struct {
+    dnnl_memory_t m;
+    dnnl_primitive_t r; /* NULL: m is user */
+    dnnl_memory_t user;
+    int in;
+} Staged;
+
+static Staged staged(const dnnl_memory_desc_t *want, dnnl_memory_t user, int in) {
+    const dnnl_memory_desc_t *have;
+    ok(dnnl_memory_get_memory_desc(user, &have), "get_memory_desc");
+    Staged s = {user, NULL, user, in};
+    if (dnnl_memory_desc_equal(want, have)) return s;
+    s.m = mem(want, NULL);
+    s.r = in ? reorder(have, want) : reorder(want, have);
+    return s;
+}
+
+static void stage_run(const Staged *s) {
+    if (s->r) run(s->r, 2, (dnnl_exec_arg_t[]){{DNNL_ARG_FROM, s->in ? s->user : s->m}, {DNNL_ARG_TO, s->in ? s->m : s->user}});
+}
+
+static void stage_free(Staged *s) {
+    if (!s->r) return;
+    dnnl_primitive_destroy(s->r);
+    dnnl_memory_destroy(s->m);
+}
+
+static double cpu_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
 static const char *impl(const_dnnl_primitive_desc_t pd) {
     const char *s = "?";
     dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &s);
@@ -85,9 +125,14 @@ static double reldiff(const float *a, const float *b, int64_t n) {
     return m > 0 ? d / m : d;
 }
 
-static void line(const char *name, const char *pass, double tk, double td, double diff, const char *im) {
-    printf("%-16s %-4s koe %8.2f ms  onednn %8.2f ms  koe/onednn %5.2f  reldiff %.1e  %s\n", name, pass, 1e3 * tk,
-           1e3 * td, tk / td, diff, im);
+/* one pass: minimum wall ms (koe, oneDNN, ratio), minimum process CPU ms (the same), the results'
+ * relative difference (diff < 0: none) and oneDNN's implementation */
+static void line(const char *name, const char *pass, double wk, double wd, double ck, double cd, double diff,
+                 const char *im) {
+    printf("%-15s %-4s wall %8.2f %8.2f %5.2f  cpu %8.2f %8.2f %5.2f", name, pass, 1e3 * wk, 1e3 * wd, wk / wd,
+           1e3 * ck, 1e3 * cd, ck / cd);
+    if (diff >= 0) printf("  reldiff %.1e  %s", diff, im);
+    printf("\n");
     fflush(stdout);
 }
 
@@ -102,8 +147,11 @@ static void bench_layer(const char *name, int B, int64_t Ti, int C, int OC, int 
 
     /* oneDNN: the 1-D convolution on koe's layouts, weights as the primitive wants them */
     const dnnl_data_type_t lo = bf16 ? dnnl_bf16 : dnnl_f32;
-    dnnl_memory_desc_t src = md3(B, C, Ti, lo, dnnl_nwc), dst = md3(B, OC, To, dnnl_f32, dnnl_nwc);
-    dnnl_memory_desc_t ddst = md3(B, OC, To, lo, dnnl_nwc), dsrc = md3(B, C, Ti, dnnl_f32, dnnl_nwc);
+    const dnnl_format_tag_t act = blocked ? dnnl_format_tag_any : dnnl_nwc;
+    dnnl_memory_desc_t src = md3(B, C, Ti, lo, act), dst = md3(B, OC, To, dnnl_f32, act);
+    dnnl_memory_desc_t ddst = md3(B, OC, To, lo, act), dsrc = md3(B, C, Ti, dnnl_f32, act);
+    dnnl_memory_desc_t src_u = md3(B, C, Ti, lo, dnnl_nwc), dst_u = md3(B, OC, To, dnnl_f32, dnnl_nwc);
+    dnnl_memory_desc_t ddst_u = md3(B, OC, To, lo, dnnl_nwc), dsrc_u = md3(B, C, Ti, dnnl_f32, dnnl_nwc);
     dnnl_memory_desc_t wany = md3(OC, C, K, lo, dnnl_format_tag_any), wuser = md3(OC, C, K, dnnl_f32, dnnl_oiw);
     dnnl_memory_desc_t dwany = md3(OC, C, K, dnnl_f32, dnnl_format_tag_any);
     dnnl_dims_t st = {S}, pad = {0};
@@ -130,59 +178,81 @@ static void bench_layer(const char *name, int B, int64_t Ti, int C, int OC, int 
     rfw = reorder(&wuser, fw);
     if (need_dinp) rbw = reorder(&wuser, bw);
     rdw = reorder(dw, &wuser);
-    dnnl_memory_t m_src = mem(&src, bf16 ? (void *)xh : x), m_dst = mem(&dst, yd), m_ddst = mem(&ddst, bf16 ? (void *)dyh : dy);
-    dnnl_memory_t m_dsrc = mem(&dsrc, dxd), m_w = mem(&wuser, w), m_dwu = mem(&wuser, dwd);
+    dnnl_memory_t u_src = mem(&src_u, bf16 ? (void *)xh : x), u_dst = mem(&dst_u, yd);
+    dnnl_memory_t u_ddst = mem(&ddst_u, bf16 ? (void *)dyh : dy), u_dsrc = mem(&dsrc_u, dxd);
+    dnnl_memory_t m_w = mem(&wuser, w), m_dwu = mem(&wuser, dwd);
+    /* each primitive's own layouts (all nwc unless --blocked) */
+    Staged g_src = staged(dnnl_primitive_desc_query_md(fpd, dnnl_query_src_md, 0), u_src, 1);
+    Staged g_dst = staged(dnnl_primitive_desc_query_md(fpd, dnnl_query_dst_md, 0), u_dst, 0);
+    Staged g_wsrc = staged(dnnl_primitive_desc_query_md(bwpd, dnnl_query_src_md, 0), u_src, 1);
+    Staged g_wddst = staged(dnnl_primitive_desc_query_md(bwpd, dnnl_query_diff_dst_md, 0), u_ddst, 1);
+    Staged g_ddst = {0}, g_dsrc = {0};
+    if (need_dinp) {
+        g_ddst = staged(dnnl_primitive_desc_query_md(bdpd, dnnl_query_diff_dst_md, 0), u_ddst, 1);
+        g_dsrc = staged(dnnl_primitive_desc_query_md(bdpd, dnnl_query_diff_src_md, 0), u_dsrc, 0);
+    }
     dnnl_memory_t m_fw = mem(fw, NULL), m_bw = need_dinp ? mem(bw, NULL) : NULL, m_dw = mem(dw, NULL);
 
-    double best[2][3]; /* [koe, onednn][fwd, bwd data + weights, total] */
+    /* minimum wall and process CPU seconds: [koe, onednn][fwd, bwd data + weights, both] */
+    double wall[2][3], cpu[2][3];
     for (int i = 0; i < 2; i++)
-        for (int j = 0; j < 3; j++) best[i][j] = 1e30;
+        for (int j = 0; j < 3; j++) wall[i][j] = cpu[i][j] = 1e30;
     GemmPrecision old = gemm_set_precision(bf16 ? GEMM_BF16 : GEMM_FP32);
     for (int rep = 0; rep < reps; rep++) {
+        double tw[2][3], tc[2][3];
         memset(dxk, 0, (size_t)nx * sizeof(float));
         memset(dwk, 0, (size_t)nw * sizeof(float));
-        double t0 = koe_now();
+        tw[0][0] = koe_now(), tc[0][0] = cpu_now();
         if (bf16 && C > 1)
             conv1d_forward_bf16in(yk, xh, w, NULL, B, Ti, C, OC, K, S, 0, 1, scratch);
         else
             conv1d_forward(yk, x, w, NULL, B, Ti, C, OC, K, S, 0, 1, scratch);
-        double t1 = koe_now();
+        tw[0][1] = koe_now(), tc[0][1] = cpu_now();
         if (bf16 && C > 1)
             conv1d_backward_bf16(need_dinp ? dxk : NULL, dwk, NULL, dyh, xh, w, B, Ti, C, OC, K, S, 0, 1, scratch);
-        else if (bf16)
-            conv1d_backward(NULL, dwk, NULL, dy, x, w, B, Ti, C, OC, K, S, 0, 1, scratch);
         else
             conv1d_backward(need_dinp ? dxk : NULL, dwk, NULL, dy, x, w, B, Ti, C, OC, K, S, 0, 1, scratch);
-        double t2 = koe_now();
-        best[0][0] = fmin(best[0][0], t1 - t0);
-        best[0][1] = fmin(best[0][1], t2 - t1);
-        best[0][2] = fmin(best[0][2], t2 - t0);
+        tw[0][2] = koe_now(), tc[0][2] = cpu_now();
 
-        t0 = koe_now();
+        tw[1][0] = koe_now(), tc[1][0] = cpu_now();
         run(rfw, 2, (dnnl_exec_arg_t[]){{DNNL_ARG_FROM, m_w}, {DNNL_ARG_TO, m_fw}});
-        run(fp, 3, (dnnl_exec_arg_t[]){{DNNL_ARG_SRC, m_src}, {DNNL_ARG_WEIGHTS, m_fw}, {DNNL_ARG_DST, m_dst}});
-        t1 = koe_now();
+        stage_run(&g_src);
+        run(fp, 3, (dnnl_exec_arg_t[]){{DNNL_ARG_SRC, g_src.m}, {DNNL_ARG_WEIGHTS, m_fw}, {DNNL_ARG_DST, g_dst.m}});
+        stage_run(&g_dst);
+        tw[1][1] = koe_now(), tc[1][1] = cpu_now();
         if (need_dinp) {
             run(rbw, 2, (dnnl_exec_arg_t[]){{DNNL_ARG_FROM, m_w}, {DNNL_ARG_TO, m_bw}});
+            stage_run(&g_ddst);
             run(bdp, 3,
-                (dnnl_exec_arg_t[]){{DNNL_ARG_DIFF_DST, m_ddst}, {DNNL_ARG_WEIGHTS, m_bw}, {DNNL_ARG_DIFF_SRC, m_dsrc}});
+                (dnnl_exec_arg_t[]){
+                    {DNNL_ARG_DIFF_DST, g_ddst.m}, {DNNL_ARG_WEIGHTS, m_bw}, {DNNL_ARG_DIFF_SRC, g_dsrc.m}});
+            stage_run(&g_dsrc);
         }
-        run(bwp, 3, (dnnl_exec_arg_t[]){{DNNL_ARG_SRC, m_src}, {DNNL_ARG_DIFF_DST, m_ddst}, {DNNL_ARG_DIFF_WEIGHTS, m_dw}});
+        stage_run(&g_wsrc);
+        stage_run(&g_wddst);
+        run(bwp, 3,
+            (dnnl_exec_arg_t[]){{DNNL_ARG_SRC, g_wsrc.m}, {DNNL_ARG_DIFF_DST, g_wddst.m}, {DNNL_ARG_DIFF_WEIGHTS, m_dw}});
         run(rdw, 2, (dnnl_exec_arg_t[]){{DNNL_ARG_FROM, m_dw}, {DNNL_ARG_TO, m_dwu}});
-        t2 = koe_now();
-        best[1][0] = fmin(best[1][0], t1 - t0);
-        best[1][1] = fmin(best[1][1], t2 - t1);
-        best[1][2] = fmin(best[1][2], t2 - t0);
+        tw[1][2] = koe_now(), tc[1][2] = cpu_now();
+        for (int i = 0; i < 2; i++) {
+            const int from[3] = {0, 1, 0}, to[3] = {1, 2, 2};
+            for (int j = 0; j < 3; j++) {
+                wall[i][j] = fmin(wall[i][j], tw[i][to[j]] - tw[i][from[j]]);
+                cpu[i][j] = fmin(cpu[i][j], tc[i][to[j]] - tc[i][from[j]]);
+            }
+        }
     }
     gemm_set_precision(old);
+    Staged *gs[] = {&g_src, &g_dst, &g_wsrc, &g_wddst, &g_ddst, &g_dsrc};
+    for (size_t i = 0; i < sizeof gs / sizeof *gs; i++) stage_free(gs[i]);
     char bimpl[160];
     snprintf(bimpl, sizeof bimpl, "%s / %s", need_dinp ? impl(bdpd) : "-", impl(bwpd));
-    line(name, "fwd", best[0][0], best[1][0], reldiff(yk, yd, ny), impl(fpd));
-    double dd = need_dinp ? reldiff(dxk, dxd, nx) : 0, dwr = reldiff(dwk, dwd, nw);
-    line(name, "bwd", best[0][1], best[1][1], dd > dwr ? dd : dwr, bimpl);
-    line(name, "sum", best[0][2], best[1][2], 0, "");
+    const double dd = need_dinp ? reldiff(dxk, dxd, nx) : 0, dwr = reldiff(dwk, dwd, nw);
+    line(name, "fwd", wall[0][0], wall[1][0], cpu[0][0], cpu[1][0], reldiff(yk, yd, ny), impl(fpd));
+    line(name, "bwd", wall[0][1], wall[1][1], cpu[0][1], cpu[1][1], dd > dwr ? dd : dwr, bimpl);
+    line(name, "both", wall[0][2], wall[1][2], cpu[0][2], cpu[1][2], -1, "");
 
-    dnnl_memory_t ms[] = {m_src, m_dst, m_ddst, m_dsrc, m_w, m_dwu, m_fw, m_bw, m_dw};
+    dnnl_memory_t ms[] = {u_src, u_dst, u_ddst, u_dsrc, m_w, m_dwu, m_fw, m_bw, m_dw};
     for (size_t i = 0; i < sizeof ms / sizeof *ms; i++)
         if (ms[i]) dnnl_memory_destroy(ms[i]);
     dnnl_primitive_t ps[] = {fp, bdp, bwp, rfw, rbw, rdw};
@@ -201,8 +271,10 @@ int main(int argc, char **argv) {
             reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--bf16"))
             bf16 = 1;
+        else if (!strcmp(argv[i], "--blocked"))
+            blocked = 1;
         else {
-            fprintf(stderr, "usage: bench_conv_dnnl [--reps N (>= 1, default 5)] [--bf16]\n");
+            fprintf(stderr, "usage: bench_conv_dnnl [--reps N (>= 1, default 5)] [--bf16] [--blocked]\n");
             return 1;
         }
     }
