@@ -82,7 +82,9 @@ static Staged staged(const dnnl_memory_desc_t *want, dnnl_memory_t user, int in)
 }
 
 static void stage_run(const Staged *s) {
-    if (s->r) run(s->r, 2, (dnnl_exec_arg_t[]){{DNNL_ARG_FROM, s->in ? s->user : s->m}, {DNNL_ARG_TO, s->in ? s->m : s->user}});
+    if (s->r)
+        run(s->r, 2,
+            (dnnl_exec_arg_t[]){{DNNL_ARG_FROM, s->in ? s->user : s->m}, {DNNL_ARG_TO, s->in ? s->m : s->user}});
 }
 
 static void stage_free(Staged *s) {
@@ -145,7 +147,8 @@ static void bench_layer(const char *name, int B, int64_t Ti, int C, int OC, int 
     float *dwk = koe_calloc((size_t)nw, sizeof(float)), *dwd = koe_calloc((size_t)nw, sizeof(float));
     float *scratch = koe_malloc((size_t)conv1d_scratch_floats(B, Ti, C, OC, K, S, 0, 1) * sizeof(float));
 
-    /* oneDNN: the 1-D convolution on koe's layouts, weights as the primitive wants them */
+    /* oneDNN: the same convolution; src, dst, ddst, dsrc in the primitives' layouts (nwc unless
+     * --blocked), *_u the same in koe's */
     const dnnl_data_type_t lo = bf16 ? dnnl_bf16 : dnnl_f32;
     const dnnl_format_tag_t act = blocked ? dnnl_format_tag_any : dnnl_nwc;
     dnnl_memory_desc_t src = md3(B, C, Ti, lo, act), dst = md3(B, OC, To, dnnl_f32, act);
@@ -185,12 +188,19 @@ static void bench_layer(const char *name, int B, int64_t Ti, int C, int OC, int 
     Staged g_src = staged(dnnl_primitive_desc_query_md(fpd, dnnl_query_src_md, 0), u_src, 1);
     Staged g_dst = staged(dnnl_primitive_desc_query_md(fpd, dnnl_query_dst_md, 0), u_dst, 0);
     Staged g_wsrc = staged(dnnl_primitive_desc_query_md(bwpd, dnnl_query_src_md, 0), u_src, 1);
-    Staged g_wddst = staged(dnnl_primitive_desc_query_md(bwpd, dnnl_query_diff_dst_md, 0), u_ddst, 1);
-    Staged g_ddst = {0}, g_dsrc = {0};
+    Staged g_ddst = {0}, g_dsrc = {0}, g_wddst;
     if (need_dinp) {
         g_ddst = staged(dnnl_primitive_desc_query_md(bdpd, dnnl_query_diff_dst_md, 0), u_ddst, 1);
         g_dsrc = staged(dnnl_primitive_desc_query_md(bdpd, dnnl_query_diff_src_md, 0), u_dsrc, 0);
     }
+    /* one backward call reorders dout once when its two primitives want the same layout (the
+     * forward's reordered input does not survive to the backward: koe's scratch need not) */
+    const dnnl_memory_desc_t *wddst = dnnl_primitive_desc_query_md(bwpd, dnnl_query_diff_dst_md, 0), *have = NULL;
+    if (g_ddst.r) ok(dnnl_memory_get_memory_desc(g_ddst.m, &have), "get_memory_desc");
+    if (have && dnnl_memory_desc_equal(wddst, have))
+        g_wddst = (Staged){g_ddst.m, NULL, u_ddst, 1};
+    else
+        g_wddst = staged(wddst, u_ddst, 1);
     dnnl_memory_t m_fw = mem(fw, NULL), m_bw = need_dinp ? mem(bw, NULL) : NULL, m_dw = mem(dw, NULL);
 
     /* minimum wall and process CPU seconds: [koe, onednn][fwd, bwd data + weights, both] */
@@ -231,7 +241,8 @@ static void bench_layer(const char *name, int B, int64_t Ti, int C, int OC, int 
         stage_run(&g_wsrc);
         stage_run(&g_wddst);
         run(bwp, 3,
-            (dnnl_exec_arg_t[]){{DNNL_ARG_SRC, g_wsrc.m}, {DNNL_ARG_DIFF_DST, g_wddst.m}, {DNNL_ARG_DIFF_WEIGHTS, m_dw}});
+            (dnnl_exec_arg_t[]){
+                {DNNL_ARG_SRC, g_wsrc.m}, {DNNL_ARG_DIFF_DST, g_wddst.m}, {DNNL_ARG_DIFF_WEIGHTS, m_dw}});
         run(rdw, 2, (dnnl_exec_arg_t[]){{DNNL_ARG_FROM, m_dw}, {DNNL_ARG_TO, m_dwu}});
         tw[1][2] = koe_now(), tc[1][2] = cpu_now();
         for (int i = 0; i < 2; i++) {
