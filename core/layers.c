@@ -90,7 +90,11 @@ void linear_backward_bf16in(float *dinp, float *dweight, float *dbias, const flo
  *     go to the OpenMP threads (one unfolding buffer each) and each group's GEMM runs on its own
  *     thread: the group GEMMs are narrow (OC/G columns), and threading inside them spends more time
  *     synchronising than computing (positional conv: 2-3x).
- * GEMMs use the weight as Wr (OC, K, Cg) (PyTorch stores (OC, Cg, K)), built in scratch. */
+ * GEMMs use the weight as Wr (OC, K, Cg) (PyTorch stores (OC, Cg, K)), built in scratch.
+ * oneDNN 2.6's convolution primitives (what PyTorch runs) measured no faster on the waveform stack
+ * (tests/bench/conv_dnnl.sh, Zen 5, reorders counted, fwd+bwd of the stack, time koe / oneDNN): at 1
+ * thread 0.84-1.01 in bf16, 0.88-0.97 in fp32 (oneDNN's blocked layouts; 0.5 on time-major nwc); at 2
+ * threads the same CPU time (0.90-1.14), wall 1.04-1.34 only on a machine with one core busy. */
 #define CONV_BLOCK_FLOATS (1 << 22)
 /* In a bf16 run the backward's GEMMs stage an fp32 dout, the block's (M, OC/G) rows of it, into sgemm's
  * staging buffer (gemm.h), which keeps the size of the largest: the backward's blocks are also bounded
