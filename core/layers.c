@@ -92,7 +92,7 @@ void linear_backward_bf16in(float *dinp, float *dweight, float *dbias, const flo
  *     synchronising than computing (positional conv: 2-3x).
  * GEMMs use the weight as Wr (OC, K, Cg) (PyTorch stores (OC, Cg, K)), built in scratch.
  * oneDNN 2.6's convolution primitives (what PyTorch runs) measured no faster on the waveform stack
- * (tests/bench/conv_dnnl.sh, Zen 5, reorders counted, fwd+bwd of the stack, time koe / oneDNN): at 1
+ * (tests/bench/conv_dnnl.sh, Zen 4, reorders counted, fwd+bwd of the stack, time koe / oneDNN): at 1
  * thread 0.84-1.01 in bf16, 0.88-0.97 in fp32 (oneDNN's blocked layouts; 0.5 on time-major nwc); at 2
  * threads the same CPU time (0.90-1.14), wall 1.04-1.34 only on a machine with one core busy. */
 #define CONV_BLOCK_FLOATS (1 << 22)
