@@ -77,24 +77,22 @@ void linear_backward_bf16in(float *dinp, float *dweight, float *dbias, const flo
 }
 
 /* ---- conv1d -------------------------------------------------------------------------------------
- * Two paths, chosen by shape:
+ * Three paths, chosen by shape:
  *   depthwise (G = C = OC): a direct loop over frames, channels innermost (weight as (K, C)).
- *   otherwise: per group, blocks of up to CONV_BLOCK_FLOATS unfolded input windows (im2col: row r =
- *     b*To + t holds the K*Cg inputs of output frame t of utterance b, zeros in the padding) times the
- *     group's weight in one GEMM, so a G = 1 layer of the waveform stack is a few GEMMs of K*C-long
- *     rows covering every utterance (HuBERT Base layer 1, batch 2 x 4 s: 5 GEMMs of 2730 x 512 x 1536)
- *     instead of one GEMM per tap and utterance. Measured at 2 threads (CPU time, the shapes of the
- *     Base stack), the per-tap GEMMs spent 1.2x the time of these: the GEMMs of the deep layers are
- *     short (199-799 rows per utterance) and sgemm's threads synchronise once per GEMM; the copy into
- *     the block costs less than the passes over the output that the taps made. With G > 1 the groups
- *     go to the OpenMP threads (one unfolding buffer each) and each group's GEMM runs on its own
- *     thread: the group GEMMs are narrow (OC/G columns), and threading inside them spends more time
- *     synchronising than computing (positional conv: 2-3x).
+ *   G = 1 without padding (the waveform stack): the GEMMs read the input where it lies (conv_view_*,
+ *     below): utterance b's windows are the rows of its input from row t*stride on.
+ *   otherwise (grouped or padded: the positional conv): per group, blocks of up to CONV_BLOCK_FLOATS
+ *     unfolded input windows (im2col: row r = b*To + t holds the K*Cg inputs of output frame t of
+ *     utterance b, zeros in the padding) times the group's weight in one GEMM. The groups go to the
+ *     OpenMP threads (one unfolding buffer each) and each group's GEMM runs on its own thread: the
+ *     group GEMMs are narrow (OC/G columns), and threading inside them spends more time synchronising
+ *     than computing (positional conv: 2-3x).
  * GEMMs use the weight as Wr (OC, K, Cg) (PyTorch stores (OC, Cg, K)), built in scratch.
  * oneDNN 2.6's convolution primitives (what PyTorch runs) measured no faster on the waveform stack
- * (tests/bench/conv_dnnl.sh, Zen 4, reorders counted, fwd+bwd of the stack, time koe / oneDNN): at 1
- * thread 0.84-1.01 in bf16, 0.88-0.97 in fp32 (oneDNN's blocked layouts; 0.5 on time-major nwc); at 2
- * threads the same CPU time (0.90-1.14), wall 1.04-1.34 only on a machine with one core busy. */
+ * than its im2col path (tests/bench/conv_dnnl.sh, Zen 4, reorders counted, fwd+bwd of the stack, time
+ * koe / oneDNN): at 1 thread 0.84-1.01 in bf16, 0.88-0.97 in fp32 (oneDNN's blocked layouts; 0.5 on
+ * time-major nwc); at 2 threads the same CPU time (0.90-1.14), wall 1.04-1.34 only on a machine with
+ * one core busy. The view path is faster again than that im2col path (conv_view_forward). */
 #define CONV_BLOCK_FLOATS (1 << 22)
 /* In a bf16 run the backward's GEMMs stage an fp32 dout, the block's (M, OC/G) rows of it, into sgemm's
  * staging buffer (gemm.h), which keeps the size of the largest: the backward's blocks are also bounded
@@ -109,6 +107,10 @@ int64_t conv1d_out_len(int64_t Ti, int K, int stride, int pad) {
 }
 
 static int conv_is_depthwise(int C, int OC, int G) { return G == C && OC == C; }
+
+/* G = 1 without padding (the waveform stack): utterance b's windows are already a matrix in memory,
+ * its input read from row t*stride on, so the GEMMs read the input where it lies (conv_view_*) */
+static int conv_is_view(int pad, int G) { return G == 1 && pad == 0; }
 
 /* OpenMP threads running groups at once in the unfolded path (each needs its own unfolding buffer):
  * 1 when G = 1, where the GEMMs use sgemm's threads instead. */
@@ -126,10 +128,20 @@ static int64_t conv_block_rows(int64_t rows, int64_t KC, int OCg, int bwd) {
 }
 
 /* The views of a conv's scratch (common.h's arena): depthwise only the weight as (K, C) in wr;
- * otherwise Wr, its gradient and one block of unfolded rows per slot. */
+ * otherwise Wr and its gradient, and then for the unfolded path one block of unfolded rows per slot,
+ * for the view path the bf16 operands of a bf16 run (Wr, a block's input rows and its dout rows, each
+ * when it is not bf16 already). */
 typedef struct {
     float *wr, *dwr, *col;
+    uint16_t *w16, *x16, *d16;
 } ConvScratch;
+
+/* the view path's output frames per block of one utterance: bf16 operands are rounded into scratch a
+ * block at a time (CONV_BLOCK_FLOATS, and in the backward CONV_STAGE_FLOATS); fp32 ones are read in
+ * place, so one block is the whole utterance */
+static int64_t conv_view_rows(int64_t To, int64_t KC, int OC, int bwd, int bf16) {
+    return bf16 ? conv_block_rows(To, KC, OC, bwd) : To;
+}
 
 static void conv_scratch_carve(ConvScratch *s, Arena *ar, int B, int64_t Ti, int C, int OC, int K, int stride,
                                int pad, int G) {
@@ -141,8 +153,17 @@ static void conv_scratch_carve(ConvScratch *s, Arena *ar, int B, int64_t Ti, int
     const int64_t KC = (int64_t)K * (C / G);
     s->wr = arena_take(ar, (int64_t)OC * KC);
     s->dwr = arena_take(ar, (int64_t)OC * KC);
-    const int64_t R = (int64_t)B * conv1d_out_len(Ti, K, stride, pad);
-    s->col = arena_take(ar, conv_slots(G) * conv_block_rows(R, KC, OC / G, 0) * KC);
+    s->col = NULL, s->w16 = s->x16 = s->d16 = NULL;
+    const int64_t To = conv1d_out_len(Ti, K, stride, pad);
+    if (!conv_is_view(pad, G)) {
+        s->col = arena_take(ar, conv_slots(G) * conv_block_rows((int64_t)B * To, KC, OC / G, 0) * KC);
+        return;
+    }
+    /* the largest block, the forward's (conv_block_rows with bwd = 0 bounds the backward's too) */
+    const int64_t M = conv_block_rows(To, KC, OC, 0), rows = M ? (M - 1) * stride + K : 0;
+    s->w16 = (uint16_t *)arena_take(ar, ((int64_t)OC * KC + 1) / 2);
+    s->x16 = (uint16_t *)arena_take(ar, (rows * C + 1) / 2);
+    s->d16 = (uint16_t *)arena_take(ar, (M * OC + 1) / 2);
 }
 
 int64_t conv1d_scratch_floats(int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G) {
@@ -309,6 +330,88 @@ static void conv_depthwise_backward(float *dinp, float *dweight, float *dbias, c
     }
 }
 
+/* ---- the view path: output frames [t0, t0 + M) of utterance b read input rows t*stride + k, which
+ * for taps [k0, k0 + stride) are the (M, nk*C) matrix at row t0*stride + k0 with leading dimension
+ * stride*C. oneDNN wants a leading dimension >= the row's length, so a window longer than the stride
+ * (K = 3, stride 2) is two products: taps [0, 2) and [2, 3). In the backward, the taps of one product
+ * cover each input row at most once, so dinp's rows take their gradients from it directly (beta = 1).
+ * Measured on the Base stack (tests/bench/conv_dnnl.sh, Zen 4, 2 threads, fwd+bwd): fp32 860-950 ms
+ * with im2col, 620-660 ms this way; bf16 475-640 ms, 315-317 ms. */
+
+/* the taps of product j: [k0, k0 + nk) */
+static int conv_view_taps(int K, int stride, int k0) { return K - k0 < stride ? K - k0 : stride; }
+
+/* the block's input rows: as they are, or rounded into s->x16 when the GEMMs are bf16 and inp is fp32 */
+static const void *conv_view_input(const ConvScratch *s, int *x_bf16, const void *inp, int in_bf16, int col_bf16,
+                                   int64_t Ti, int C, int K, int stride, int b, int64_t t0, int64_t M) {
+    const int64_t r0 = (int64_t)b * Ti + t0 * stride, rows = (M - 1) * stride + K;
+    *x_bf16 = in_bf16 || col_bf16;
+    if (in_bf16) return (const uint16_t *)inp + r0 * C;
+    if (!col_bf16) return (const float *)inp + r0 * C;
+    bf16_from_f32(s->x16, (const float *)inp + r0 * C, rows * C);
+    return s->x16;
+}
+
+static void conv_view_forward(float *out, const void *inp, int in_bf16, float beta0, int B, int64_t Ti, int64_t To,
+                              int C, int OC, int K, int stride, const ConvScratch *s) {
+    const int col_bf16 = gemm_precision() == GEMM_BF16;
+    const int64_t KC = (int64_t)K * C, RB = conv_view_rows(To, KC, OC, 0, col_bf16);
+    const void *w = s->wr;
+    if (col_bf16) bf16_from_f32(s->w16, s->wr, OC * KC), w = s->w16;
+    for (int b = 0; b < B; b++)
+        for (int64_t t0 = 0; t0 < To; t0 += RB) {
+            const int64_t M = To - t0 < RB ? To - t0 : RB;
+            int xb;
+            const char *x = conv_view_input(s, &xb, inp, in_bf16, col_bf16, Ti, C, K, stride, b, t0, M);
+            for (int k0 = 0; k0 < K; k0 += stride)
+                sgemm_mixed('N', 'T', M, OC, (int64_t)conv_view_taps(K, stride, k0) * C, 1.0f,
+                            x + (size_t)k0 * C * (xb ? 2 : 4), xb, (int64_t)stride * C,
+                            (const char *)w + (size_t)k0 * C * (col_bf16 ? 2 : 4), col_bf16, KC, k0 ? 1.0f : beta0,
+                            out + ((int64_t)b * To + t0) * OC, OC);
+        }
+}
+
+/* dinp += and dwr += (dwr: the gradient of Wr). A weight gradient of a few columns from fp32 operands
+ * (the waveform's first layer: K*C = 10) is computed in fp32 in a bf16 run too: it is 2*K*C flops per
+ * dout value, and rounding dout to bf16 for it costs more than the product. */
+static void conv_view_backward(float *dinp, float *dwr, const void *dout, int dout_bf16, const void *inp, int in_bf16,
+                               int B, int64_t Ti, int64_t To, int C, int OC, int K, int stride, const ConvScratch *s) {
+    const int64_t KC = (int64_t)K * C, ld = (int64_t)stride * C;
+    const int dw_fp32 = !dout_bf16 && !in_bf16 && KC < 64;
+    const int col_bf16 = gemm_precision() == GEMM_BF16 && !(dw_fp32 && !dinp);
+    const int64_t RB = conv_view_rows(To, KC, OC, 1, col_bf16);
+    const void *w = s->wr;
+    if (dinp && col_bf16) bf16_from_f32(s->w16, s->wr, OC * KC), w = s->w16;
+    for (int b = 0; b < B; b++)
+        for (int64_t t0 = 0; t0 < To; t0 += RB) {
+            const int64_t M = To - t0 < RB ? To - t0 : RB;
+            const char *d = (const char *)dout + (size_t)(((int64_t)b * To + t0) * OC) * (dout_bf16 ? 2 : 4);
+            int db = dout_bf16;
+            if (dwr && dw_fp32) {
+                const float *x = (const float *)inp + ((int64_t)b * Ti + t0 * stride) * C;
+                for (int k0 = 0; k0 < K; k0 += stride)
+                    sgemm_fp32('T', 'N', OC, (int64_t)conv_view_taps(K, stride, k0) * C, M, 1.0f, (const float *)d, OC,
+                               x + (int64_t)k0 * C, ld, 1.0f, dwr + (int64_t)k0 * C, KC);
+            }
+            if (col_bf16 && !db) { /* rounded once for all of the block's products */
+                bf16_from_f32(s->d16, (const float *)d, M * OC);
+                d = (const char *)s->d16, db = 1;
+            }
+            if (dwr && !dw_fp32) {
+                int xb;
+                const char *x = conv_view_input(s, &xb, inp, in_bf16, col_bf16, Ti, C, K, stride, b, t0, M);
+                for (int k0 = 0; k0 < K; k0 += stride)
+                    sgemm_mixed('T', 'N', OC, (int64_t)conv_view_taps(K, stride, k0) * C, M, 1.0f, d, db, OC,
+                                x + (size_t)k0 * C * (xb ? 2 : 4), xb, ld, 1.0f, dwr + (int64_t)k0 * C, KC);
+            }
+            if (dinp)
+                for (int k0 = 0; k0 < K; k0 += stride)
+                    sgemm_mixed('N', 'N', M, (int64_t)conv_view_taps(K, stride, k0) * C, OC, 1.0f, d, db, OC,
+                                (const char *)w + (size_t)k0 * C * (col_bf16 ? 2 : 4), col_bf16, KC, 1.0f,
+                                dinp + ((int64_t)b * Ti + t0 * stride + k0) * C, ld);
+        }
+}
+
 /* The unfolded path's windows are bf16 in a bf16 run (gemm_precision()): copied from a bf16 input
  * (in_bf16), rounded from an fp32 one, and multiplied as they are (sgemm_mixed), never staged. */
 static void conv_forward(float *out, const void *inp, int in_bf16, const float *weight, const float *bias, int B,
@@ -333,6 +436,10 @@ static void conv_forward(float *out, const void *inp, int in_bf16, const float *
     if (bias) {
 #pragma omp parallel for schedule(static)
         for (int64_t r = 0; r < R; r++) memcpy(out + r * OC, bias, (size_t)OC * sizeof(float));
+    }
+    if (conv_is_view(pad, G)) {
+        conv_view_forward(out, inp, in_bf16, beta0, B, Ti, To, C, OC, K, stride, &s);
+        return;
     }
     int64_t RB = conv_block_rows(R, KC, OCg, 0);
     int slots = conv_slots(G);
@@ -369,6 +476,11 @@ static void conv_backward(float *dinp, float *dweight, float *dbias, const void 
     if (!dinp && !dweight) return;
     if (dinp) conv_weight_to_wr(wr, weight, OC, Cg, K);
     if (dweight) memset(dwr, 0, (size_t)OC * KC * sizeof(float));
+    if (conv_is_view(pad, G)) {
+        conv_view_backward(dinp, dweight ? dwr : NULL, dout, dout_bf16, inp, in_bf16, B, Ti, To, C, OC, K, stride, &s);
+        if (dweight) conv_wr_grad_accumulate(dweight, dwr, OC, Cg, K);
+        return;
+    }
     /* groups write disjoint rows of dwr and disjoint channels of dinp: no two threads meet */
     int64_t RB = conv_block_rows(R, KC, OCg, 1);
     int slots = conv_slots(G);

@@ -322,6 +322,13 @@ static void run_case(const ConvCase *c, int linear, int64_t *beyond) {
             printf("%-28s depthwise: bit-identical to fp32\n", what);
             continue;
         }
+        if (!linear && t == 2 && c->G == 1 && c->pad == 0 && c->K * c->C < 64) {
+            /* the first waveform layer's weight gradient stays fp32 (layers.c, conv_view_backward); the
+             * utterances here are one block, so the same products as the fp32 run's */
+            assert_memory_equal(res[0][t], res[1][t], (size_t)n * sizeof(float));
+            printf("%-28s a few columns from fp32 operands: bit-identical to fp32\n", what);
+            continue;
+        }
         *beyond += check_tensor(what, res[0][t], res[1][t], ref[0][t], ref[1][t], ref[2][t], n, terms[t]);
     }
     /* the bias gradient is a column sum of dout in fp32, not a GEMM: the same bits as fp32 */
@@ -338,9 +345,10 @@ static void test_linear_conv(void **state) {
     (void)state;
     const ConvCase lin[] = {{2, 96, 40, 1, 1, 0, 1, 1, 33}, {1, 20, 130, 1, 1, 0, 1, 0, 7}};
     const ConvCase conv[] = {
-        {2, 1, 16, 10, 5, 0, 1, 0, 400},  /* the waveform's first layer: unfolded path */
-        {2, 40, 48, 3, 2, 0, 1, 1, 90},   /* the conv stack: tap path */
-        {2, 32, 32, 8, 1, 4, 4, 1, 50},   /* the positional conv: grouped, padded */
+        {2, 1, 16, 10, 5, 0, 1, 0, 400},  /* the waveform's first layer: read in place, fp32 weight gradient */
+        {2, 40, 48, 3, 2, 0, 1, 1, 90},   /* the conv stack: read in place */
+        {1, 22, 4, 3, 2, 0, 1, 1, 140001}, /* one long utterance: rounded in blocks of CONV_BLOCK_FLOATS / 66 rows */
+        {2, 32, 32, 8, 1, 4, 4, 1, 50},   /* the positional conv: grouped, padded, unfolded */
         {2, 24, 24, 5, 1, 2, 24, 1, 40},  /* the conformer's depthwise conv */
     };
     int64_t beyond = 0;
@@ -359,8 +367,8 @@ static void test_bf16_inputs(void **state) {
     (void)state;
     const ConvCase cases[] = {
         {2, 40, 48, 3, 2, 0, 1, 1, 90},  /* the conv stack: G = 1, one run of rows per window */
-        {3, 16, 24, 2, 2, 0, 1, 0, 41},  /* odd lengths, no bias */
-        {2, 32, 32, 8, 1, 4, 4, 1, 50},  /* grouped and padded: tap by tap */
+        {3, 40, 24, 2, 2, 0, 1, 0, 41},  /* odd lengths, no bias */
+        {2, 32, 32, 8, 1, 4, 4, 1, 50},  /* grouped and padded: unfolded */
     };
     KoeRng r = koe_rng(8, 0, 0, KOE_RNG_INIT);
     gemm_set_precision(GEMM_BF16);

@@ -267,10 +267,11 @@ static void test_conv1d_out_len(void **state) {
 static void test_conv1d(void **state) {
     (void)state;
     ConvCase cases[] = {
-        {2, 53, 1, 8, 10, 5, 0, 1, 0, NULL},  /* waveform layer 0: C = 1, unfolded windows */
-        {2, 29, 8, 6, 3, 2, 0, 1, 1, NULL},   /* few channels: unfolded windows */
+        {2, 53, 1, 8, 10, 5, 0, 1, 0, NULL},  /* waveform layer 0: C = 1, read in place, two products */
+        {2, 29, 8, 6, 3, 2, 0, 1, 1, NULL},   /* few channels: read in place */
         {2, 37, 40, 12, 3, 2, 0, 1, 0, NULL}, /* waveform layers 1-4 shape: overlapping windows */
         {2, 23, 33, 7, 2, 2, 0, 1, 1, NULL},  /* layers 5-6: non-overlapping windows */
+        {2, 30, 8, 6, 2, 3, 0, 1, 1, NULL},   /* windows shorter than the stride: rows between them */
         {2, 21, 40, 8, 4, 1, 2, 1, 1, NULL},  /* G = 1 with padding */
         {3, 9, 36, 5, 5, 3, 4, 1, 1, NULL},   /* padding larger than the stride, odd sizes */
         {2, 19, 16, 16, 8, 1, 4, 4, 1, NULL}, /* positional conv, small: grouped, "same" padding */
