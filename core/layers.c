@@ -92,7 +92,8 @@ void linear_backward_bf16in(float *dinp, float *dweight, float *dbias, const flo
  * than its im2col path (tests/bench/conv_dnnl.sh, Zen 4, reorders counted, fwd+bwd of the stack, time
  * koe / oneDNN): at 1 thread 0.84-1.01 in bf16, 0.88-0.97 in fp32 (oneDNN's blocked layouts; 0.5 on
  * time-major nwc); at 2 threads the same CPU time (0.90-1.14), wall 1.04-1.34 only on a machine with
- * one core busy. The view path is faster again than that im2col path (conv_view_forward). */
+ * one core busy. With the view path, on an idle machine: 1 thread 0.92-1.00 in bf16, 0.89 in fp32
+ * (blocked; 0.55 nwc); 2 threads 0.96-1.08 in bf16, 1.00 in fp32 (blocked; 0.57 nwc). */
 #define CONV_BLOCK_FLOATS (1 << 22)
 /* In a bf16 run the backward's GEMMs stage an fp32 dout, the block's (M, OC/G) rows of it, into sgemm's
  * staging buffer (gemm.h), which keeps the size of the largest: the backward's blocks are also bounded
@@ -335,8 +336,8 @@ static void conv_depthwise_backward(float *dinp, float *dweight, float *dbias, c
  * stride*C. oneDNN wants a leading dimension >= the row's length, so a window longer than the stride
  * (K = 3, stride 2) is two products: taps [0, 2) and [2, 3). In the backward, the taps of one product
  * cover each input row at most once, so dinp's rows take their gradients from it directly (beta = 1).
- * Measured on the Base stack (tests/bench/conv_dnnl.sh, Zen 4, 2 threads, fwd+bwd): fp32 860-950 ms
- * with im2col, 620-660 ms this way; bf16 475-640 ms, 315-317 ms. */
+ * Measured on the Base stack (tests/bench/conv_dnnl.sh, Zen 4, 2 threads, fwd+bwd, busy machine): fp32
+ * 860-950 ms with im2col, 620-660 ms this way; bf16 475-640 ms, 315-317 ms. */
 
 /* the taps of product j: [k0, k0 + nk) */
 static int conv_view_taps(int K, int stride, int k0) { return K - k0 < stride ? K - k0 : stride; }
@@ -373,7 +374,8 @@ static void conv_view_forward(float *out, const void *inp, int in_bf16, float be
 
 /* dinp += and dwr += (dwr: the gradient of Wr). A weight gradient of a few columns from fp32 operands
  * (the waveform's first layer: K*C = 10) is computed in fp32 in a bf16 run too: it is 2*K*C flops per
- * dout value, and rounding dout to bf16 for it costs more than the product. */
+ * dout value, and rounding dout to bf16 for it cost more than the product (Base layer 0's backward in a
+ * bf16 run, conv_dnnl.sh, 2 threads: 12.4 ms rounded, 6.4 ms in fp32, as in an fp32 run). */
 static void conv_view_backward(float *dinp, float *dwr, const void *dout, int dout_bf16, const void *inp, int in_bf16,
                                int B, int64_t Ti, int64_t To, int C, int OC, int K, int stride, const ConvScratch *s) {
     const int64_t KC = (int64_t)K * C, ld = (int64_t)stride * C;

@@ -1,5 +1,5 @@
 /* bench_conv_dnnl.c — the waveform conv stack (HuBERT Base/tiny, batch 2 x 4 s) through koe's
- * im2col + GEMM (conv1d_forward / conv1d_backward and their bf16 variants) against oneDNN's convolution
+ * GEMMs (conv1d_forward / conv1d_backward and their bf16 variants) against oneDNN's convolution
  * primitives (1-D, on koe's time-major "nwc" data, weights in whatever layout the primitive picks).
  * The oneDNN side's timed region includes every reorder a conv behind koe's interface would run per
  * call: weights from koe's (OC, C, K) and the weight gradient back, and with --blocked the activations
@@ -11,8 +11,10 @@
  *   bench_conv_dnnl [--reps N] [--bf16] [--blocked]
  * --bf16: as a bf16 run (gemm_set_precision): bf16 input and weights, fp32 output; in the backward
  * bf16 dout (conv1d_backward_bf16, oneDNN's bf16 diff_dst), fp32 weight and input gradients. Layer 0
- * reads the fp32 waveform in koe (rounded by im2col) and its bf16 rounding in oneDNN. No bias (HuBERT's
- * conv stack has none). Threads from OMP_NUM_THREADS. */
+ * reads the fp32 waveform and its fp32 output gradient in koe, as the model does (its forward rounds
+ * the waveform; its weight gradient stays fp32, layers.c), and their bf16 roundings in oneDNN: so the
+ * two results differ there by bf16's rounding (about 2e-3), not by a fault. No bias (HuBERT's conv
+ * stack has none). Threads from OMP_NUM_THREADS. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

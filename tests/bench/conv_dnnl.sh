@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tests/bench/conv_dnnl.sh — the waveform conv stack (HuBERT Base sizes, batch 2 x 4 s) through koe's
-# im2col + GEMM against oneDNN's convolution primitives (bench_conv_dnnl), fp32 and bf16, on koe's
+# GEMMs (read in place, core/layers.c) against oneDNN's convolution primitives (bench_conv_dnnl), fp32 and bf16, on koe's
 # time-major layout (nwc) and on the blocked layouts oneDNN prefers (reorders timed), 1 and 2 threads.
 # Prints per configuration the stack's fwd+bwd minimum wall and CPU ms and koe / oneDNN (> 1: oneDNN
 # faster), and the layer with the largest relative difference of the two results.
