@@ -331,16 +331,22 @@ static void conv_depthwise_backward(float *dinp, float *dweight, float *dbias, c
     }
 }
 
-/* ---- the view path: output frames [t0, t0 + M) of utterance b read input rows t*stride + k, which
- * for taps [k0, k0 + stride) are the (M, nk*C) matrix at row t0*stride + k0 with leading dimension
- * stride*C. oneDNN wants a leading dimension >= the row's length, so a window longer than the stride
- * (K = 3, stride 2) is two products: taps [0, 2) and [2, 3). In the backward, the taps of one product
- * cover each input row at most once, so dinp's rows take their gradients from it directly (beta = 1).
- * Measured on the Base stack (tests/bench/conv_dnnl.sh, Zen 4, 2 threads, fwd+bwd, busy machine): fp32
- * 860-950 ms with im2col, 620-660 ms this way; bf16 475-640 ms, 315-317 ms. */
+/* ---- the view path: the window of output frame t of utterance b is its input rows [t*stride,
+ * t*stride + K), K*C values in a row, so frames t0, t0 + 1, ... are the rows of a matrix over the input
+ * with leading dimension stride*C. oneDNN wants a leading dimension >= the row's length, which
+ * overlapping windows (K > stride: K = 3, stride 2) do not have, so the frames go in P = ceil(K /
+ * stride) phases: phase p is frames t0 + p + P*u, whose windows lie P*stride >= K rows apart, a
+ * (ceil((M - p) / P), K*C) matrix with leading dimension P*stride*C, and its output rows are every
+ * P-th row of out (leading dimension P*OC). In the backward the windows of one phase cover each input
+ * row at most once, so dinp's rows take their gradients from its product directly (beta = 1).
+ * Measured on the Base stack (tests/bench/conv_dnnl.sh, Zen 4, 2 threads, fwd+bwd, fuzzers at nice 19 on
+ * both cores): fp32 860-950 ms with im2col, 620-680 ms this way; bf16 475-640 ms, 295-310 ms. Layer 0's
+ * two phases replaced two products of 5 taps each, which passed twice over its 25598 x 512 output:
+ * forward 6.9 -> 3.3 ms in fp32, 5.7 -> 2.8 in bf16; backward 6.4 -> 4.3 ms. */
 
-/* the taps of product j: [k0, k0 + nk) */
-static int conv_view_taps(int K, int stride, int k0) { return K - k0 < stride ? K - k0 : stride; }
+/* phases (above) and phase p's frames among M */
+static int conv_view_phases(int K, int stride) { return (K + stride - 1) / stride; }
+static int64_t conv_view_frames(int64_t M, int P, int p) { return (M - p + P - 1) / P; }
 
 /* the block's input rows: as they are, or rounded into s->x16 when the GEMMs are bf16 and inp is fp32 */
 static const void *conv_view_input(const ConvScratch *s, int *x_bf16, const void *inp, int in_bf16, int col_bf16,
@@ -356,7 +362,8 @@ static const void *conv_view_input(const ConvScratch *s, int *x_bf16, const void
 static void conv_view_forward(float *out, const void *inp, int in_bf16, float beta0, int B, int64_t Ti, int64_t To,
                               int C, int OC, int K, int stride, const ConvScratch *s) {
     const int col_bf16 = gemm_precision() == GEMM_BF16;
-    const int64_t KC = (int64_t)K * C, RB = conv_view_rows(To, KC, OC, 0, col_bf16);
+    const int P = conv_view_phases(K, stride);
+    const int64_t KC = (int64_t)K * C, ld = (int64_t)P * stride * C, RB = conv_view_rows(To, KC, OC, 0, col_bf16);
     const void *w = s->wr;
     if (col_bf16) bf16_from_f32(s->w16, s->wr, OC * KC), w = s->w16;
     for (int b = 0; b < B; b++)
@@ -364,11 +371,9 @@ static void conv_view_forward(float *out, const void *inp, int in_bf16, float be
             const int64_t M = To - t0 < RB ? To - t0 : RB;
             int xb;
             const char *x = conv_view_input(s, &xb, inp, in_bf16, col_bf16, Ti, C, K, stride, b, t0, M);
-            for (int k0 = 0; k0 < K; k0 += stride)
-                sgemm_mixed('N', 'T', M, OC, (int64_t)conv_view_taps(K, stride, k0) * C, 1.0f,
-                            x + (size_t)k0 * C * (xb ? 2 : 4), xb, (int64_t)stride * C,
-                            (const char *)w + (size_t)k0 * C * (col_bf16 ? 2 : 4), col_bf16, KC, k0 ? 1.0f : beta0,
-                            out + ((int64_t)b * To + t0) * OC, OC);
+            for (int p = 0; p < P && p < M; p++)
+                sgemm_mixed('N', 'T', conv_view_frames(M, P, p), OC, KC, 1.0f, x + (size_t)p * stride * C * (xb ? 2 : 4),
+                            xb, ld, w, col_bf16, KC, beta0, out + ((int64_t)b * To + t0 + p) * OC, (int64_t)P * OC);
         }
 }
 
@@ -378,7 +383,8 @@ static void conv_view_forward(float *out, const void *inp, int in_bf16, float be
  * bf16 run, conv_dnnl.sh, 2 threads: 12.4 ms rounded, 6.4 ms in fp32, as in an fp32 run). */
 static void conv_view_backward(float *dinp, float *dwr, const void *dout, int dout_bf16, const void *inp, int in_bf16,
                                int B, int64_t Ti, int64_t To, int C, int OC, int K, int stride, const ConvScratch *s) {
-    const int64_t KC = (int64_t)K * C, ld = (int64_t)stride * C;
+    const int P = conv_view_phases(K, stride);
+    const int64_t KC = (int64_t)K * C, ld = (int64_t)P * stride * C;
     const int dw_fp32 = !dout_bf16 && !in_bf16 && KC < 64;
     const int col_bf16 = gemm_precision() == GEMM_BF16 && !(dw_fp32 && !dinp);
     const int64_t RB = conv_view_rows(To, KC, OC, 1, col_bf16);
@@ -391,9 +397,9 @@ static void conv_view_backward(float *dinp, float *dwr, const void *dout, int do
             int db = dout_bf16;
             if (dwr && dw_fp32) {
                 const float *x = (const float *)inp + ((int64_t)b * Ti + t0 * stride) * C;
-                for (int k0 = 0; k0 < K; k0 += stride)
-                    sgemm_fp32('T', 'N', OC, (int64_t)conv_view_taps(K, stride, k0) * C, M, 1.0f, (const float *)d, OC,
-                               x + (int64_t)k0 * C, ld, 1.0f, dwr + (int64_t)k0 * C, KC);
+                for (int p = 0; p < P && p < M; p++)
+                    sgemm_fp32('T', 'N', OC, KC, conv_view_frames(M, P, p), 1.0f, (const float *)d + (int64_t)p * OC,
+                               (int64_t)P * OC, x + (int64_t)p * stride * C, ld, 1.0f, dwr, KC);
             }
             if (col_bf16 && !db) { /* rounded once for all of the block's products */
                 bf16_from_f32(s->d16, (const float *)d, M * OC);
@@ -402,15 +408,15 @@ static void conv_view_backward(float *dinp, float *dwr, const void *dout, int do
             if (dwr && !dw_fp32) {
                 int xb;
                 const char *x = conv_view_input(s, &xb, inp, in_bf16, col_bf16, Ti, C, K, stride, b, t0, M);
-                for (int k0 = 0; k0 < K; k0 += stride)
-                    sgemm_mixed('T', 'N', OC, (int64_t)conv_view_taps(K, stride, k0) * C, M, 1.0f, d, db, OC,
-                                x + (size_t)k0 * C * (xb ? 2 : 4), xb, ld, 1.0f, dwr + (int64_t)k0 * C, KC);
+                for (int p = 0; p < P && p < M; p++)
+                    sgemm_mixed('T', 'N', OC, KC, conv_view_frames(M, P, p), 1.0f, d + (size_t)p * OC * (db ? 2 : 4), db,
+                                (int64_t)P * OC, x + (size_t)p * stride * C * (xb ? 2 : 4), xb, ld, 1.0f, dwr, KC);
             }
             if (dinp)
-                for (int k0 = 0; k0 < K; k0 += stride)
-                    sgemm_mixed('N', 'N', M, (int64_t)conv_view_taps(K, stride, k0) * C, OC, 1.0f, d, db, OC,
-                                (const char *)w + (size_t)k0 * C * (col_bf16 ? 2 : 4), col_bf16, KC, 1.0f,
-                                dinp + ((int64_t)b * Ti + t0 * stride + k0) * C, ld);
+                for (int p = 0; p < P && p < M; p++)
+                    sgemm_mixed('N', 'N', conv_view_frames(M, P, p), KC, OC, 1.0f, d + (size_t)p * OC * (db ? 2 : 4), db,
+                                (int64_t)P * OC, w, col_bf16, KC, 1.0f,
+                                dinp + ((int64_t)b * Ti + (t0 + p) * stride) * C, ld);
         }
 }
 
