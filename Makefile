@@ -33,7 +33,7 @@ DEB_RUNTIME := pkg-config openmpi-bin libopenmpi-dev libopenblas-openmp-dev libh
   libdnnl-dev libjansson-dev help2man gnuplot-nox
 DEB_TEST := libcmocka-dev python3-torch python3-torchaudio python3-h5py python3-soundfile \
   python3-sklearn python3-numpy hdf5-tools espeak-ng munge slurm-wlm slurm-client lmod bash-completion man-db \
-  python3-protobuf protobuf-compiler python3-crcmod iproute2 clang libclang-rt-14-dev libomp-dev
+  python3-protobuf protobuf-compiler python3-crcmod iproute2 clang libclang-rt-14-dev libomp-dev strace
 DEB_ALL := $(DEB_RUNTIME) $(DEB_TEST)
 
 ifeq ($(FUZZ_BUILD),1)

@@ -467,9 +467,10 @@ static void check_agree(uint64_t x, const char *what) {
                   what, (unsigned long long)x);
 }
 
-/* run.init_from (a new run only): the weights of a checkpoint whose architecture is this recipe's;
- * the head's tensors where the file has them in this run's shape, the rest keep run.seed's init. */
-static int init_weights(Trainer *tr, KoeError *err) {
+/* run.init_from (a new run only), rank 0: the weights of a checkpoint whose architecture is this
+ * recipe's; the head's tensors where the file has them in this run's shape, the rest keep run.seed's
+ * init. */
+static int init_weights_read(Trainer *tr, KoeError *err) {
     const char *path = tr->rc->run.init_from;
     struct stat sb;
     if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
@@ -500,17 +501,31 @@ static int init_weights(Trainer *tr, KoeError *err) {
                                                          t->e[i].name, got[i] ? "another shape" : "missing");
         else if (got[i] != 1) {
             fresh++;
-            if (tr->rank == 0)
-                koe_log("run.init_from: %s %s in %s: it starts from run.seed's initialisation", t->e[i].name,
-                        got[i] ? "has another shape" : "is not", path);
+            koe_log("run.init_from: %s %s in %s: it starts from run.seed's initialisation", t->e[i].name,
+                    got[i] ? "has another shape" : "is not", path);
         }
     }
-    if (rc == 0 && tr->rank == 0)
+    if (rc == 0)
         koe_log("run.init_from: weights from %s (encoder, %d of %d head tensors); fresh optimizer, step 0", path,
                 t->n - enc.n - fresh, t->n - enc.n);
     params_table_free(&enc);
     free(got);
     return rc;
+}
+
+/* Collective: rank 0 reads run.init_from and broadcasts the parameters (the tensors it did not read
+ * are run.seed's, the same on every rank), so a large run reads the file once, not once per rank;
+ * every rank returns rank 0's result and message. */
+static int init_weights(Trainer *tr, KoeError *err) {
+    int rc = tr->rank == 0 ? init_weights_read(tr, err) : 0;
+    if (tr->world == 1) return rc;
+    comm_bcast(&rc, sizeof rc, 0);
+    if (rc < 0) {
+        comm_bcast(err->msg, sizeof err->msg, 0);
+        return -1;
+    }
+    comm_bcast(tr->m->params, (size_t)tr->m->table.total * sizeof *tr->m->params, 0);
+    return 0;
 }
 
 /* Resume from RUN/checkpoints/latest when there is one: rank 0 reads the parameters for every rank,

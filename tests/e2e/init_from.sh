@@ -54,6 +54,23 @@ assert s1 - learned > 0.5, "the published run learned too little to tell"
 assert c1 < s1 - 0.5 * (s1 - learned), "the continued run did not start from the published weights"
 PY
 
+# 2 ranks: rank 0 reads the file and broadcasts it (strace: one process opens it); update 1's loss is
+# the 1-rank run's (rank equivalence)
+mpirun --oversubscribe -np 2 strace -ff -e trace=openat -o opens "$KOE" train "$KOE_ROOT/recipes/tiny/hubert.ini" \
+  "${HUB[@]}" optim.warmup=1 optim.max_updates=2 run.log_every=1 run.init_from=imp_h.h5 run.dir=cont_h2 > /dev/null \
+  2> cont_h2.err || { cat cont_h2.err; exit 1; }
+[ "$(grep -c 'run.init_from: weights from imp_h.h5' cont_h2.err)" = 1 ] || { cat cont_h2.err; exit 1; }
+[ "$(grep -l '"imp_h.h5"' opens.* | wc -l)" = 1 ] || { echo "imp_h.h5 opened by $(grep -l '"imp_h.h5"' opens.* | wc -l) processes"; exit 1; }
+"$PYTHON" - "$(loss1 cont_h/log.jsonl)" "$(loss1 cont_h2/log.jsonl)" <<'PY'
+import sys
+a, b = map(float, sys.argv[1:])
+print(f"HuBERT loss at update 1 from imp_h.h5: 1 rank {a:.7f}, 2 ranks {b:.7f}")
+assert abs(a - b) <= 1e-5 * abs(a), "2 ranks did not start from the same weights as 1"
+PY
+if mpirun --oversubscribe -np 2 "$KOE" train "$KOE_ROOT/recipes/tiny/hubert.ini" "${HUB[@]}" model.encoder_layers=3 \
+     run.init_from=imp_h.h5 run.dir=bad2r > /dev/null 2> bad2r.err; then echo "another architecture was accepted at 2 ranks"; exit 1; fi
+grep -q "model.encoder_layers = 2 there, 3 in this recipe" bad2r.err || { cat bad2r.err; exit 1; }
+
 # iteration-2 style: new labels (k = 30) take the encoder and final_proj, and fresh label embeddings
 "$KOE" kmeans --corpus corp --source mfcc --k 30 --out km30.h5 2> /dev/null
 "$KOE" label --corpus corp --kmeans km30.h5 --name km30 2> /dev/null
