@@ -14,6 +14,12 @@
 # the fifth session (no setting) koe fp32 was 0.97x PyTorch fp32 on tiny where the Zen 5 gave 3.0x, and
 # Haswell kernels there changed PyTorch's tiny step by under 10%. `koe: gemm: ...` and lscpu say which.
 # KOE_BENCH_NATIVE=1 also runs both sides with OPENBLAS_CORETYPE/L2_SIZE unset.
+# What the Zen 4 allows (sixth session, quiet): tiny's step is 128 GFLOP (koe's gflops x step time, the
+# waveform stack most of it), so even at 100% of the sgemm peak koe measures in the same process
+# (209-223 GFLOP/s) it would run 13.1-14.0 audio s/s, 1.7-1.8x PyTorch fp32's 7.75-7.78: 2.5x is out of
+# reach there. Base bf16's step is 342 GFLOP; 2x autocast's 3.97-4.44 audio s/s needs 0.75-0.89 of the
+# bf16 peak (427-451 GFLOP/s) averaged over the whole step, norms, softmax and AdamW included, where
+# koe's best GEMM sections reach 0.82-0.84.
 set -euo pipefail
 export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2
 STEPS=${KOE_BENCH_STEPS:-4}
