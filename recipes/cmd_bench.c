@@ -185,10 +185,11 @@ static void bench_interleaved(Trainer *tr, int steps) {
  * means over the timed steps (step_s: their summed wall time, model_s: the sections' part of it),
  * shares of the mean step. */
 static void print_profile(const Model *m, const StepFlops *fl, int steps, double step_s, double model_s,
-                         double sec_peak) {
-    /* sgemm_fraction per section: its GFLOP/s over the peak of its precision (sec_peak); "-" for a section
-     * without matrix products (the head's rest is its optimizer and elementwise passes) */
-    printf("%-16s %9s %9s %7s %8s %14s\n", "section", "fwd ms", "bwd ms", "share", "GFLOP/s", "sgemm_fraction");
+                         double sec_peak, const char *peak_name) {
+    /* per section its GFLOP/s over the peak of its precision (sec_peak; the column says which:
+     * sgemm_fraction or bf16_fraction); "-" for a section without matrix products (the head's rest is
+     * its optimizer and elementwise passes) */
+    printf("%-16s %9s %9s %7s %8s %14s\n", "section", "fwd ms", "bwd ms", "share", "GFLOP/s", peak_name);
     for (int k = 0; k <= PROF_N; k++) {
         const double sec = (k < PROF_N ? m->prof[0][k] + m->prof[1][k] : step_s - model_s) / steps;
         const double g = fl->fwd[k] + fl->bwd[k];
@@ -263,11 +264,13 @@ static int bench_command(const void *opts, int n_args, char **args) {
     const double peak = gemm_peak_gflops(PEAK_SGEMM), openblas_peak = gemm_peak_gflops(PEAK_OPENBLAS);
     const int bf16 = gemm_precision() == GEMM_BF16;
     const double bf16_peak = gemm_bf16_supported() ? gemm_peak_gflops(PEAK_BF16) : 0.0;
-    const double sec_peak = bf16 && bf16_peak > 0 ? bf16_peak : peak; /* the per-section fractions' */
+    const int sec_bf16 = bf16 && bf16_peak > 0;
+    const double sec_peak = sec_bf16 ? bf16_peak : peak; /* the per-section fractions' */
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     if (comm_rank() == 0) {
-        if (profile) print_profile(m, &fl, steps, step_s, model_prof_s(m), sec_peak);
+        if (profile)
+            print_profile(m, &fl, steps, step_s, model_prof_s(m), sec_peak, sec_bf16 ? "bf16_fraction" : "sgemm_fraction");
         char bfs[96] = "";
         if (bf16_peak > 0)
             snprintf(bfs, sizeof bfs, " bf16_gflops=%.1f bf16_fraction=%.2f", bf16_peak, gflops / bf16_peak);
