@@ -95,11 +95,12 @@ void linear_backward_bf16in(float *dinp, float *dweight, float *dbias, const flo
  * one core busy. With the view path, on an idle machine: 1 thread 0.92-1.00 in bf16, 0.89 in fp32
  * (blocked; 0.55 nwc); 2 threads 0.96-1.08 in bf16, 1.00 in fp32 (blocked; 0.57 nwc). */
 #define CONV_BLOCK_FLOATS (1 << 22)
-/* In a bf16 run the backward's GEMMs stage an fp32 dout, the block's (M, OC/G) rows of it, into sgemm's
- * staging buffer (gemm.h), which keeps the size of the largest: the backward's blocks are also bounded
- * to this many of them. Without it the 10-tap first layer's one block (Base, 2 x 4 s: 25598 rows of
- * 512) grew the buffer to 26 MB; with it 4 MB, and the other layers' blocks stay as they are. The
- * forward stages no activation and keeps its blocks (smaller ones measured slower on the first layer). */
+/* In a bf16 run the backward rounds an fp32 dout a block's (M, OC/G) rows at a time: the unfolded path
+ * into sgemm's staging buffer (gemm.h), which keeps the size of the largest, the view path into the
+ * conv's scratch. The backward's blocks are also bounded to this many of those values: when the
+ * first layer's weight gradient was bf16, its one block (Base, 2 x 4 s: 25598 rows of 512) grew the
+ * staging buffer to 26 MB, 4 MB with the bound. The forward rounds no activation of that size and keeps
+ * its blocks (smaller ones measured slower on the first layer). */
 #define CONV_STAGE_FLOATS (1 << 21)
 
 int64_t conv1d_out_len(int64_t Ti, int K, int stride, int pad) {
