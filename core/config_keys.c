@@ -220,8 +220,11 @@ static int check_string(const char *s, char *why, size_t wn) {
             snprintf(why, wn, "value contains a control character");
             return -1;
         }
-        if (*p == ';' && p > s && isspace((unsigned char)p[-1])) {
-            snprintf(why, wn, "value contains ' ;', which an INI file reads as a comment");
+        /* libinih reads ';' after white space as a comment; the stored recipe writes "key = value",
+         * so a leading ';' would be one too */
+        if (*p == ';' && (p == s || isspace((unsigned char)p[-1]))) {
+            snprintf(why, wn, "value %s, which an INI file reads as a comment",
+                     p == s ? "starts with ';'" : "contains ' ;'");
             return -1;
         }
     }

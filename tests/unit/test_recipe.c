@@ -251,6 +251,10 @@ static void test_errors_name_line_and_key(void **state) {
         {"[model]\nencoder = conformer\nencoder_embed_dim = 40\nencoder_attention_heads = 4\n",
          {"model.conv_pos_groups = 16", "encoder_embed_dim = 40", "x.ini:3", NULL}},
         {"[run]\ndir =\n", {"x.ini:2:", "run.dir", "empty", NULL}},
+        /* found by the recipe fuzzer: "dir =; V" is the value "; V" (no space before ';'), but the
+         * stored "dir = ; V" reads back as empty; such a value is refused where it is given */
+        {"[run]\ndir =; V\n", {"x.ini:2:", "dir = ; V", "comment", NULL}},
+        {"[data]\ncorpus =;\n", {"x.ini:2:", "corpus = ;", "comment", NULL}},
         /* float keys are checked as the float they are stored as, so the stored recipe reads back */
         {"[model]\ndropout = 0.99999999\n", {"x.ini:2:", "dropout", "32-bit float", "[0, 1)"}},
         {"[model]\nlayer_norm_eps = 1e-50\n", {"x.ini:2:", "layer_norm_eps", "32-bit float", NULL}},
@@ -273,6 +277,7 @@ static void test_override_errors_name_the_override(void **state) {
         {"optimlr=1", {"override 'optimlr=1'", "section.key=value", NULL}},
         {"optim.lr", {"override 'optim.lr'", "section.key=value", NULL}},
         {"data.corpus=a ;b", {"override 'data.corpus=a ;b'", "comment", NULL}},
+        {"data.corpus=;b", {"override 'data.corpus=;b'", "comment", NULL}},
         {"model.encoder_attention_heads=7", {"override 'model.encoder_attention_heads=7'", "must divide", NULL}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
