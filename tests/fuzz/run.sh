@@ -31,7 +31,7 @@ for n in "${names[@]}"; do
   fi
   if [ "$keep" = 1 ]; then corpus=$B/corpus/$n; else corpus=$scratch/$n; fi
   mkdir -p "$corpus"
-  log=$logs/$n.log
+  log=$logs/$n.$$.log # one per run: streams of the same harness at once keep their own counts
   # Text inputs may grow to 8 kB; HDF5 files keep the seeds' size (libFuzzer's default max_len).
   maxlen=(); case $n in recipe|hf_config|tsv|scp|ctm|wordlist) maxlen=(-max_len=8192) ;; esac
   t=$scratch/time.$n
