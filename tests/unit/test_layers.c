@@ -515,7 +515,7 @@ static void wn_bd(void *c, double *const *d, const double *g, double *const *in)
 
 static void test_weightnorm(void **state) {
     (void)state;
-    WnCase cases[] = {{6, 4, 5, NULL, NULL}, {16, 4, 40, NULL, NULL}};
+    WnCase cases[] = {{6, 4, 5, NULL, NULL}, {16, 4, 40, NULL, NULL}, {2, 3, 7, NULL, NULL}}; /* 6 rows: empty chunks */
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         WnCase *p = &cases[i];
         p->norm = koe_malloc((size_t)p->K * sizeof(float));
