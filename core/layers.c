@@ -48,9 +48,11 @@ static void colsum_accumulate(float *dst, const void *src, int src_bf16, int64_t
         for (int64_t n = 0; n < N; n++) {
             if (src_bf16) {
                 const uint16_t *row = (const uint16_t *)src + n * ld;
+#pragma omp simd
                 for (int o = o0; o < o1; o++) acc[o - o0] += bf16_to_f32(row[o]);
             } else {
                 const float *row = (const float *)src + n * ld;
+#pragma omp simd
                 for (int o = o0; o < o1; o++) acc[o - o0] += row[o];
             }
         }
@@ -264,6 +266,7 @@ static void conv_col2im_accumulate(float *dinp, const float *dcol, int64_t r0, i
             float *dst = dinp + (b * Ti + i) * C + (int64_t)g * Cg;
             for (int64_t t = ta; t <= tb; t++) {
                 const float *src = dcol + (b * To + t - r0) * KC + (i + pad - t * stride) * Cg;
+#pragma omp simd
                 for (int c = 0; c < Cg; c++) dst[c] += src[c];
             }
         }
@@ -552,10 +555,13 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
         const float *x = inp + n * C;
         float *y = out + n * C;
         float s = 0.0f;
+#pragma omp simd reduction(+ : s)
         for (int c = 0; c < C; c++) s += x[c];
         float m = s / C, v = 0.0f;
+#pragma omp simd reduction(+ : v)
         for (int c = 0; c < C; c++) v += (x[c] - m) * (x[c] - m);
         float r = 1.0f / sqrtf(v / C + eps);
+#pragma omp simd
         for (int c = 0; c < C; c++) y[c] = (x[c] - m) * r * weight[c] + bias[c];
         mean[n] = m;
         rstd[n] = r;
@@ -569,6 +575,7 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
         for (int64_t n = 0; n < N; n++) {
             const float *x = inp + n * C, *d = dout + n * C;
             float m = mean[n], r = rstd[n], sd = 0.0f, sdx = 0.0f;
+#pragma omp simd reduction(+ : sd, sdx)
             for (int c = 0; c < C; c++) {
                 float dn = d[c] * weight[c];
                 sd += dn;
@@ -577,6 +584,7 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
             sd /= C;
             sdx /= C;
             float *dx = dinp + n * C;
+#pragma omp simd
             for (int c = 0; c < C; c++) dx[c] += r * (d[c] * weight[c] - sd - (x[c] - m) * r * sdx);
         }
     }
@@ -589,6 +597,7 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
             for (int64_t n = 0; n < N; n++) {
                 const float *x = inp + n * C, *d = dout + n * C;
                 float m = mean[n], r = rstd[n];
+#pragma omp simd
                 for (int c = c0; c < c1; c++) {
                     aw[c - c0] += d[c] * (x[c] - m) * r;
                     ab[c - c0] += d[c];
@@ -651,6 +660,7 @@ void groupnorm_forward(float *out, float *mean, float *rstd, const float *inp, c
             sh[c - c0] = bias[c] - (float)m * a[c - c0];
         }
         for (int64_t t = 0; t < T; t++)
+#pragma omp simd
             for (int c = c0; c < c1; c++) y[t * C + c] = a[c - c0] * x[t * C + c] + sh[c - c0];
     }
 }
@@ -834,10 +844,10 @@ void glu_backward(float *dinp, const float *dout, const float *inp, int64_t N, i
 /* 1 / (1 - p) for kept elements (0 when everything is dropped), and the keep threshold in 2^-24 units */
 static float dropout_scale(float p) { return p >= 1.0f ? 0.0f : 1.0f / (1.0f - p); }
 
-static inline int dropout_keep(const KoeRng *base, int64_t i, uint64_t threshold) {
-    KoeRng r = *base;
-    r.ctr = (uint64_t)i;
-    return (koe_rng_u64(&r) >> 40) >= threshold;
+/* element i keeps its value: its number of the stream (koe_rng_u64 after i draws), inline so that the
+ * loops below run as vectors */
+static inline int dropout_keep(uint64_t key, int64_t i, uint64_t threshold) {
+    return (koe_rng_number(key, (uint64_t)i + 1) >> 40) >= threshold;
 }
 
 static uint64_t dropout_threshold(float p) { return (uint64_t)ceil((double)p * 16777216.0); }
@@ -850,8 +860,8 @@ void dropout_forward(float *out, const float *inp, int64_t n, float p, uint64_t 
     KoeRng base = koe_rng(seed, a, b, KOE_RNG_DROPOUT);
     uint64_t th = dropout_threshold(p);
     float s = dropout_scale(p);
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) out[i] = dropout_keep(&base, i, th) ? inp[i] * s : 0.0f;
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; i++) out[i] = dropout_keep(base.key, i, th) ? inp[i] * s : 0.0f;
 }
 
 void dropout_backward(float *dinp, const float *dout, int64_t n, float p, uint64_t seed, uint64_t a, uint64_t b) {
@@ -862,9 +872,8 @@ void dropout_backward(float *dinp, const float *dout, int64_t n, float p, uint64
     KoeRng base = koe_rng(seed, a, b, KOE_RNG_DROPOUT);
     uint64_t th = dropout_threshold(p);
     float s = dropout_scale(p);
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++)
-        if (dropout_keep(&base, i, th)) dinp[i] += dout[i] * s;
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; i++) dinp[i] += dropout_keep(base.key, i, th) ? dout[i] * s : 0.0f;
 }
 
 /* ---- weight norm over dim 2 ------------------------------------------------------------------------- */
