@@ -185,19 +185,28 @@ static ConvScratch conv_scratch(float *scratch, int B, int64_t Ti, int C, int OC
     return s;
 }
 
-/* Wr[o][k][cg] = weight[o][cg][k] */
+/* Wr[o][k][cg] = weight[o][cg][k]: k outer, so that the stores run along Wr's rows and the loads
+ * become vector gathers (omp simd) */
 static void conv_weight_to_wr(float *wr, const float *weight, int OC, int Cg, int K) {
 #pragma omp parallel for schedule(static)
     for (int o = 0; o < OC; o++)
-        for (int cg = 0; cg < Cg; cg++)
-            for (int k = 0; k < K; k++) wr[((int64_t)o * K + k) * Cg + cg] = weight[((int64_t)o * Cg + cg) * K + k];
+        for (int k = 0; k < K; k++) {
+            float *restrict r = wr + ((int64_t)o * K + k) * Cg;
+            const float *restrict w = weight + (int64_t)o * Cg * K + k;
+#pragma omp simd
+            for (int cg = 0; cg < Cg; cg++) r[cg] = w[(int64_t)cg * K];
+        }
 }
 
 static void conv_wr_grad_accumulate(float *dweight, const float *dwr, int OC, int Cg, int K) {
 #pragma omp parallel for schedule(static)
     for (int o = 0; o < OC; o++)
-        for (int cg = 0; cg < Cg; cg++)
-            for (int k = 0; k < K; k++) dweight[((int64_t)o * Cg + cg) * K + k] += dwr[((int64_t)o * K + k) * Cg + cg];
+        for (int cg = 0; cg < Cg; cg++) {
+            float *restrict d = dweight + ((int64_t)o * Cg + cg) * K;
+            const float *restrict r = dwr + (int64_t)o * K * Cg + cg;
+#pragma omp simd
+            for (int k = 0; k < K; k++) d[k] += r[(int64_t)k * Cg];
+        }
 }
 
 /* this tap's range of output frames [*t0, *t1) whose input row t*stride + k - pad is inside [0, Ti) */
