@@ -19,7 +19,11 @@
 # (209-223 GFLOP/s) it would run 13.1-14.0 audio s/s, 1.7-1.8x PyTorch fp32's 7.75-7.78: 2.5x is out of
 # reach there. Base bf16's step is 342 GFLOP; 2x autocast's 3.97-4.44 audio s/s needs 0.75-0.89 of the
 # bf16 peak (427-451 GFLOP/s) averaged over the whole step, norms, softmax and AdamW included, where
-# koe's best GEMM sections reach 0.82-0.84.
+# koe's best GEMM sections reach 0.82-0.84. Eighth session (quiet, the norms and weight norm vectorised):
+# base bf16 / autocast 2.05 and 1.56 in two runs. Both sides move between runs: koe's bf16 step is
+# steady within a process but 1.08 s in some processes and 1.23 s in most (the same binary, one after
+# another), PyTorch autocast gave 3.6 and 4.1 audio s/s (4.0-4.4 in the sixth session). sgemm_fraction
+# 0.77-0.78; tiny fp32 / PyTorch fp32 1.14-1.30.
 set -euo pipefail
 export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2
 STEPS=${KOE_BENCH_STEPS:-4}
