@@ -9,7 +9,6 @@
 
 #include <math.h>
 #include <omp.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "common.h"
@@ -890,15 +889,16 @@ void dropout_backward(float *dinp, const float *dout, int64_t n, float p, uint64
 /* w[r][k] = v[r][k] * (g[k] / ||v[:, k]||) over the OC * Ci rows r (torch's _weight_norm, dim = 2: the
  * scale first, as there). The sums over rows stream the rows in WN_CHUNKS fixed chunks, each summed in
  * double in row order and the chunks added in order: the same bits at any thread count. At the Base
- * positional conv's 768 x 48 x 128 (bench_layers, 2 threads) this took 1.3 ms forward and 1.8 ms
+ * positional conv's 768 x 48 x 128 (bench_layers, 2 threads) this takes 1.3-1.4 ms forward and 2.0 ms
  * backward; blocks of 32 taps read with a stride of K floats in scalar loops (gcc -O2 left them so)
  * took 5 and 13-23 ms, and the same blocks as omp simd loops 2.5 and 7. */
 enum { WN_CHUNKS = 16 };
 
-/* the column sums over rows of a[r][k] * b[r][k]: the first K values of the returned buffer, then
- * room for WN_CHUNKS * K more (the caller frees it; once per step, like optim_grad_sqnorm's partials) */
-static double *wn_colsum_product(const float *a, const float *b, int64_t rows, int K) {
-    double *sum = koe_malloc(sizeof(double) * (WN_CHUNKS + 1) * K), *part = sum + K;
+/* the chunks' partial sums (WN_CHUNKS * K doubles), then the K per-tap values each pass derives */
+int64_t weightnorm_scratch_floats(int K) { return (int64_t)(2 * WN_CHUNKS + 2) * K; }
+
+/* sum[k] = the sum over rows of a[r][k] * b[r][k]; part: WN_CHUNKS * K doubles */
+static void wn_colsum_product(double *sum, double *part, const float *a, const float *b, int64_t rows, int K) {
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < WN_CHUNKS; c++) {
         double *restrict p = part + (int64_t)c * K;
@@ -913,13 +913,14 @@ static double *wn_colsum_product(const float *a, const float *b, int64_t rows, i
         sum[k] = 0;
         for (int c = 0; c < WN_CHUNKS; c++) sum[k] += part[(int64_t)c * K + k];
     }
-    return sum;
 }
 
-void weightnorm_forward(float *w, float *norm, const float *g, const float *v, int OC, int Ci, int K) {
+void weightnorm_forward(float *w, float *norm, const float *g, const float *v, int OC, int Ci, int K,
+                        float *scratch) {
     const int64_t rows = (int64_t)OC * Ci;
-    double *sq = wn_colsum_product(v, v, rows, K);
-    float *scale = (float *)(sq + K); /* over the chunks' partial sums, no longer needed */
+    double *part = (double *)scratch, *sq = part + (int64_t)WN_CHUNKS * K;
+    wn_colsum_product(sq, part, v, v, rows, K);
+    float *scale = scratch; /* over the partial sums, read no more */
     for (int k = 0; k < K; k++) norm[k] = (float)sqrt(sq[k]), scale[k] = g[k] / norm[k];
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < rows; r++) {
@@ -928,18 +929,19 @@ void weightnorm_forward(float *w, float *norm, const float *g, const float *v, i
 #pragma omp simd
         for (int k = 0; k < K; k++) o[k] = x[k] * scale[k];
     }
-    free(sq);
 }
+
 /* with s[k] = sum over rows of dw * v: dg = s / norm, dv = g / norm * dw - g s / norm^3 * v */
 void weightnorm_backward(float *dg, float *dv, const float *dw, const float *g, const float *v, const float *norm,
-                         int OC, int Ci, int K) {
+                         int OC, int Ci, int K, float *scratch) {
     const int64_t rows = (int64_t)OC * Ci;
-    double *sdv = wn_colsum_product(dw, v, rows, K);
-    float *a = (float *)(sdv + K), *b = a + K; /* over the chunks' partial sums */
+    double *part = (double *)scratch, *s = part + (int64_t)WN_CHUNKS * K;
+    wn_colsum_product(s, part, dw, v, rows, K);
+    float *a = scratch, *b = scratch + K; /* over the partial sums, read no more */
     for (int k = 0; k < K; k++) {
-        const float s = (float)sdv[k], nk = norm[k];
-        if (dg) dg[k] += s / nk;
-        a[k] = g[k] / nk, b[k] = g[k] * s / (nk * nk * nk);
+        const float sk = (float)s[k], nk = norm[k];
+        if (dg) dg[k] += sk / nk;
+        a[k] = g[k] / nk, b[k] = g[k] * sk / (nk * nk * nk);
     }
     if (dv) {
 #pragma omp parallel for schedule(static)
@@ -950,7 +952,6 @@ void weightnorm_backward(float *dg, float *dv, const float *dw, const float *g, 
             for (int k = 0; k < K; k++) o[k] += a[k] * d[k] - b[k] * x[k];
         }
     }
-    free(sdv);
 }
 
 /* ---- residual adds -------------------------------------------------------------------------------- */

@@ -131,11 +131,14 @@ void attention_backward_bf16qkv(float *dqkv, const float *dout, const uint16_t *
 void dropout_forward(float *out, const float *inp, int64_t n, float p, uint64_t seed, uint64_t a, uint64_t b);
 void dropout_backward(float *dinp, const float *dout, int64_t n, float p, uint64_t seed, uint64_t a, uint64_t b);
 
-/* Weight normalisation with dim=2 (the positional conv): w[o, i, k] = g[k] * v[o, i, k] / ||v[:, :, k]||.
- * v (OC, Ci, K), g (K), w (OC, Ci, K); norm (K) saved for backward. */
-void weightnorm_forward(float *w, float *norm, const float *g, const float *v, int OC, int Ci, int K);
+/* Weight normalisation with dim=2 (the positional conv): w[o, i, k] = v[o, i, k] * (g[k] / ||v[:, :, k]||).
+ * v (OC, Ci, K), g (K), w (OC, Ci, K); norm (K) saved for backward. scratch: weightnorm_scratch_floats(K)
+ * floats (8-byte aligned), used within one call. */
+int64_t weightnorm_scratch_floats(int K);
+void weightnorm_forward(float *w, float *norm, const float *g, const float *v, int OC, int Ci, int K,
+                        float *scratch);
 void weightnorm_backward(float *dg, float *dv, const float *dw, const float *g, const float *v, const float *norm,
-                         int OC, int Ci, int K);
+                         int OC, int Ci, int K, float *scratch);
 
 /* y += x (n values), and y += s * x: residual adds and gradient scaling (feature_grad_mult). */
 void add_inplace(float *y, const float *x, int64_t n);

@@ -322,6 +322,7 @@ static void carve(Model *m, Arena *cv, int B, int64_t S) {
 
     /* scratch, shared by forward and backward */
     conv_scratch = i64max(conv_scratch, conv1d_scratch_floats(B, T, D, D, K, 1, K / 2, G));
+    conv_scratch = i64max(conv_scratch, weightnorm_scratch_floats(K)); /* the positional conv's, in turn */
     m->s_conv = arena_take(cv, conv_scratch);
     int64_t att_scratch = attention_scratch_floats(B, T, D, H);
     if (c->encoder == ENCODER_CONFORMER)
@@ -823,7 +824,7 @@ void model_forward(Model *m, const float *inp, const int64_t *in_len, int B, int
 
     /* positional embedding: x0 = x_in + GELU(conv(x_in))[:, :T] */
     const int64_t Tp = conv1d_out_len(T, K, 1, K / 2);
-    weightnorm_forward(a->pos_w, a->pos_norm, m->p.pos_g, m->p.pos_v, D, D / G, K);
+    weightnorm_forward(a->pos_w, a->pos_norm, m->p.pos_g, m->p.pos_v, D, D / G, K, m->s_conv);
     conv1d_forward(a->pos_raw, a->x_in, a->pos_w, m->p.pos_b, B, T, D, D, K, 1, K / 2, G, m->s_conv);
     for (int b = 0; b < B; b++) gelu_forward(a->x0 + (int64_t)b * T * D, a->pos_raw + (int64_t)b * Tp * D, T * D);
     add_inplace(a->x0, a->x_in, ND);
@@ -1016,7 +1017,8 @@ void model_backward(Model *m, const float *dout, float dpen, const float *dfeat)
     memcpy(dx_in, dx0, (size_t)ND * sizeof *dx_in); /* residual */
     zero(m->s_posw, (int64_t)D * (D / G) * K);
     conv1d_backward(dx_in, m->s_posw, m->g.pos_b, dpos, a->x_in, a->pos_w, B, T, D, D, K, 1, K / 2, G, m->s_conv);
-    weightnorm_backward(m->g.pos_g, m->g.pos_v, m->s_posw, m->p.pos_g, m->p.pos_v, a->pos_norm, D, D / G, K);
+    weightnorm_backward(m->g.pos_g, m->g.pos_v, m->s_posw, m->p.pos_g, m->p.pos_v, a->pos_norm, D, D / G, K,
+                        m->s_conv);
     prof(m, 1, PROF_POSCONV, &t);
     frontend_backward(m, dx_in, dpen, dfeat);
     if (m->on_grads_ready) m->on_grads_ready(m->grads_ctx, 0);

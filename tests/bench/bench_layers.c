@@ -132,17 +132,18 @@ static void bench_weightnorm(const char *name, int OC, int Ci, int K, KoeRng *r)
     float *g = randn(K, r), *v = randn(n, r), *dw = randn(n, r), *w = koe_malloc((size_t)n * sizeof(float));
     float *norm = koe_malloc((size_t)K * sizeof(float)), *dg = koe_calloc((size_t)K, sizeof(float));
     float *dv = koe_calloc((size_t)n, sizeof(float));
+    float *s = koe_malloc((size_t)weightnorm_scratch_floats(K) * sizeof(float));
     double tf[64], tb[64];
     for (int i = 0; i < reps; i++) {
         double t0 = koe_now();
-        weightnorm_forward(w, norm, g, v, OC, Ci, K);
+        weightnorm_forward(w, norm, g, v, OC, Ci, K, s);
         double t1 = koe_now();
-        weightnorm_backward(dg, dv, dw, g, v, norm, OC, Ci, K);
+        weightnorm_backward(dg, dv, dw, g, v, norm, OC, Ci, K, s);
         tb[i] = koe_now() - t1;
         tf[i] = t1 - t0;
     }
     report(name, tf, tb, 0);
-    free(g), free(v), free(dw), free(w), free(norm), free(dg), free(dv);
+    free(g), free(v), free(dw), free(w), free(norm), free(dg), free(dv), free(s);
 }
 
 int main(int argc, char **argv) {

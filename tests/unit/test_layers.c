@@ -492,17 +492,17 @@ static void test_dropout(void **state) {
 
 typedef struct {
     int OC, Ci, K;
-    float *norm;
+    float *norm, *scratch;
     double *norm_d;
 } WnCase;
 
 static void wn_f(void *c, float *o, float *const *in) {
     WnCase *p = c;
-    weightnorm_forward(o, p->norm, in[0], in[1], p->OC, p->Ci, p->K);
+    weightnorm_forward(o, p->norm, in[0], in[1], p->OC, p->Ci, p->K, p->scratch);
 }
 static void wn_b(void *c, float *const *d, const float *g, float *const *in) {
     WnCase *p = c;
-    weightnorm_backward(d[0], d[1], g, in[0], in[1], p->norm, p->OC, p->Ci, p->K);
+    weightnorm_backward(d[0], d[1], g, in[0], in[1], p->norm, p->OC, p->Ci, p->K, p->scratch);
 }
 static void wn_fd(void *c, double *o, double *const *in) {
     WnCase *p = c;
@@ -515,17 +515,20 @@ static void wn_bd(void *c, double *const *d, const double *g, double *const *in)
 
 static void test_weightnorm(void **state) {
     (void)state;
-    WnCase cases[] = {{6, 4, 5, NULL, NULL}, {16, 4, 40, NULL, NULL}, {2, 3, 7, NULL, NULL}}; /* 6 rows: empty chunks */
+    WnCase cases[] = {{6, 4, 5, NULL, NULL, NULL}, {16, 4, 40, NULL, NULL, NULL},
+                      {2, 3, 7, NULL, NULL, NULL}}; /* 6 rows: empty chunks */
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         WnCase *p = &cases[i];
         p->norm = koe_malloc((size_t)p->K * sizeof(float));
         p->norm_d = koe_malloc((size_t)p->K * sizeof(double));
+        p->scratch = koe_malloc((size_t)weightnorm_scratch_floats(p->K) * sizeof(float));
         int64_t nv = (int64_t)p->OC * p->Ci * p->K;
         Kernel k = {.name = "weightnorm", .n_in = 2, .in_n = {p->K, nv}, .out_n = nv, .in_scale = {1, 1},
                     .fwd = wn_f, .bwd = wn_b, .fwd_d = wn_fd, .bwd_d = wn_bd, .ctx = p};
         run_kernel(&k, 800 + i);
         free(p->norm);
         free(p->norm_d);
+        free(p->scratch);
     }
 }
 

@@ -210,14 +210,15 @@ static void test_weightnorm_conv(void **state) {
     float *w = zeros(nw), *norm = zeros(K), *full = zeros(B * To * C), *out = zeros(nx), *dfull = zeros(B * To * C);
     float *dx = zeros(nx), *dw = zeros(nw), *dg = zeros(K), *dv = zeros(nw), *db = zeros(C);
     float *scratch = zeros(conv1d_scratch_floats(B, T, C, C, K, 1, K / 2, G));
-    weightnorm_forward(w, norm, g, v, C, C / G, K);
+    float *wns = zeros(weightnorm_scratch_floats(K));
+    weightnorm_forward(w, norm, g, v, C, C / G, K, wns);
     conv1d_forward(full, x, w, b, B, T, C, C, K, 1, K / 2, G, scratch);
     for (int bb = 0; bb < B; bb++) {
         memcpy(out + (int64_t)bb * T * C, full + (int64_t)bb * To * C, (size_t)(T * C) * sizeof(float));
         memcpy(dfull + (int64_t)bb * To * C, R + (int64_t)bb * T * C, (size_t)(T * C) * sizeof(float));
     }
     conv1d_backward(dx, dw, db, dfull, x, w, B, T, C, C, K, 1, K / 2, G, scratch);
-    weightnorm_backward(dg, dv, dw, g, v, norm, C, C / G, K);
+    weightnorm_backward(dg, dv, dw, g, v, norm, C, C / G, K, wns);
     ref_check(&c, "w", w, nw);
     ref_check(&c, "out", out, nx);
     ref_check(&c, "dx", dx, nx);
@@ -225,7 +226,7 @@ static void test_weightnorm_conv(void **state) {
     ref_check(&c, "dg", dg, K);
     ref_check(&c, "dv", dv, nw);
     free(x), free(g), free(v), free(b), free(R), free(w), free(norm), free(full), free(out), free(dfull);
-    free(dx), free(dw), free(dg), free(dv), free(db), free(scratch);
+    free(dx), free(dw), free(dg), free(dv), free(db), free(scratch), free(wns);
     ref_close(&c);
 }
 
