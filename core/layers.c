@@ -677,6 +677,7 @@ void groupnorm_forward(float *out, float *mean, float *rstd, const float *inp, c
  * fp32 (in place): the loops below then run on floats either way. */
 static inline const float *gn_row(const float *xf, const uint16_t *xb, int64_t o, int c0, int c1, float *buf) {
     if (!xb) return xf + o + c0;
+#pragma omp simd
     for (int c = c0; c < c1; c++) buf[c - c0] = bf16_to_f32(xb[o + c]);
     return buf;
 }

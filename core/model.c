@@ -484,7 +484,13 @@ static void drop_bwd(const Model *m, float *dinp, const float *dout, int64_t n, 
             dropout_backward(dinp + b * nb, dout + b * nb, nb, p, m->run.seed, m->run.step, utt_site(m, b, s));
     else add_inplace(dinp, dout, n);
 }
-static void zero(float *x, int64_t n) { memset(x, 0, (size_t)n * sizeof *x); }
+/* A gradient buffer cleared for the accumulating backward kernels, split over the threads from 128 Ki
+ * floats (one thread alone would leave the other idle: 1.6% of a Base bf16 step's samples). */
+static void zero(float *x, int64_t n) {
+    const int64_t chunk = (int64_t)1 << 16;
+#pragma omp parallel for schedule(static) if (n >= 2 * chunk)
+    for (int64_t i = 0; i < n; i += chunk) memset(x + i, 0, (size_t)(n - i < chunk ? n - i : chunk) * sizeof *x);
+}
 
 /* ---- transformer layer --------------------------------------------------------------------------- */
 
