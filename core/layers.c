@@ -14,6 +14,23 @@
 #include "common.h"
 #include "gemm.h"
 
+/* ---- the elementwise functions --------------------------------------------------------------------
+ * glibc's libmvec has vector erff and expf (within 4 ulp; linked through libm). math.h declares
+ * them as SIMD-callable only under -ffast-math, which we do not use (NaN checks, GELU backward), so
+ * they are declared so here: the loops that call them run 8 or 16 lanes at a time. */
+#if defined(__GLIBC__) && defined(__x86_64__) && __GLIBC_PREREQ(2, 35) /* vector erff since 2.35 */
+float erff(float) __attribute__((simd("notinbranch")));
+float expf(float) __attribute__((simd("notinbranch")));
+#endif
+
+/* GELU, the exact erf form, and GELU'(x) */
+static inline float gelu(float x) { return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2)); }
+static inline float gelu_grad(float x) {
+    const float inv_sqrt_2pi = 0.3989422804014327f;
+    float cdf = 0.5f * (1.0f + erff(x * (float)M_SQRT1_2));
+    return cdf + x * inv_sqrt_2pi * expf(-0.5f * x * x);
+}
+
 /* ---- linear ------------------------------------------------------------------------------------ */
 
 static void linear_fwd(float *out, const void *inp, int in_bf16, const float *weight, const float *bias, int64_t N,
@@ -621,56 +638,18 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 
 /* ---- groupnorm (one group per channel): statistics of each (b, c) over T -------------------------- */
 
-/* channels per job: at most GN_CB (the stack arrays), small enough that every thread gets work */
-#define GN_CB 256
+/* A job is one utterance's channels [c0, c0 + CB): at most GN_CB of them (the stack arrays), and as
+ * many as leave every thread a job. Whole rows where the batch alone gives every thread one: a thread
+ * that streams part of each row (layer 0, Base: 1 KB of every 2 KB) gets a third of the memory rate
+ * that it gets from whole rows (the fused forward at 1 thread: 48 ms in half rows, 18 ms in whole). */
+#define GN_CB 512
 /* frames per float partial sum: blocks of GN_TB frames are summed in float (16 lanes at a time),
  * the blocks' sums in double */
 #define GN_TB 64
-static int groupnorm_block(int C) {
-    int nt = omp_get_max_threads(), cb = (C + nt - 1) / nt;
+static int groupnorm_block(int B, int C) {
+    int nt = omp_get_max_threads(), nblk = (nt + B - 1) / B, cb = (C + nblk - 1) / nblk;
     cb = (cb + 15) / 16 * 16;
     return cb < GN_CB ? cb : GN_CB;
-}
-
-void groupnorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
-                       const float *bias, int B, int64_t T, int C, float eps) {
-    /* wide channel blocks: each thread streams long contiguous pieces of every row. Sum and sum of
-     * squares in one pass, in float within blocks of GN_TB frames and in double across them
-     * (var = E[x^2] - mean^2 loses nothing that matters in double). */
-    const int CB = groupnorm_block(C);
-    int nblk = (C + CB - 1) / CB;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t job = 0; job < (int64_t)B * nblk; job++) {
-        int64_t b = job / nblk;
-        int c0 = (int)(job % nblk) * CB, c1 = c0 + CB < C ? c0 + CB : C;
-        const float *x = inp + b * T * C;
-        float *y = out + b * T * C;
-        double s[GN_CB] = {0}, q[GN_CB] = {0};
-        for (int64_t tb = 0; tb < T; tb += GN_TB) {
-            const int64_t te = tb + GN_TB < T ? tb + GN_TB : T;
-            float fs[GN_CB] = {0}, fq[GN_CB] = {0};
-            for (int64_t t = tb; t < te; t++)
-#pragma omp simd
-                for (int c = c0; c < c1; c++) {
-                    float v = x[t * C + c];
-                    fs[c - c0] += v;
-                    fq[c - c0] += v * v;
-                }
-            for (int c = c0; c < c1; c++) s[c - c0] += fs[c - c0], q[c - c0] += fq[c - c0];
-        }
-        float a[GN_CB], sh[GN_CB];
-        for (int c = c0; c < c1; c++) {
-            double m = s[c - c0] / (double)T, var = q[c - c0] / (double)T - m * m;
-            float r = (float)(1.0 / sqrt((var > 0.0 ? var : 0.0) + eps));
-            mean[b * C + c] = (float)m;
-            rstd[b * C + c] = r;
-            a[c - c0] = r * weight[c]; /* y = a * x + sh */
-            sh[c - c0] = bias[c] - (float)m * a[c - c0];
-        }
-        for (int64_t t = 0; t < T; t++)
-#pragma omp simd
-            for (int c = c0; c < c1; c++) y[t * C + c] = a[c - c0] * x[t * C + c] + sh[c - c0];
-    }
 }
 
 /* Values [c0, c1) of row o of an input that is bf16 when xb is set (widened into buf; xf unused), else
@@ -682,47 +661,128 @@ static inline const float *gn_row(const float *xf, const uint16_t *xb, int64_t o
     return buf;
 }
 
-static void groupnorm_bwd(float *dinp, float *dweight, float *dbias, const float *dout, const float *inpf,
-                          const uint16_t *inpb, const float *weight, const float *mean, const float *rstd, int B,
-                          int64_t T, int C) {
-    const int CB = groupnorm_block(C);
+/* The forward, fp32 (xk NULL: out = the normalised inp), or fused for a bf16 run
+ * (groupnorm_gelu_forward_bf16: inp rounded into xk, the statistics those of the kept values, the
+ * normalised values rounded into nk, their GELU rounded into act; out unused). */
+static void groupnorm_fwd(float *out, uint16_t *xk, uint16_t *nk, uint16_t *act, float *mean, float *rstd,
+                          const float *inp, const float *weight, const float *bias, int B, int64_t T, int C,
+                          float eps) {
+    /* wide channel blocks: each thread streams long contiguous pieces of every row. Sum and sum of
+     * squares in one pass, in float within blocks of GN_TB frames and in double across them
+     * (var = E[x^2] - mean^2 loses nothing that matters in double). */
+    const int CB = groupnorm_block(B, C);
+    int nblk = (C + CB - 1) / CB;
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int c0 = 0; c0 < C; c0 += CB) {
-        int c1 = c0 + CB < C ? c0 + CB : C;
-        double aw[GN_CB] = {0}, ab[GN_CB] = {0};
-        for (int b = 0; b < B; b++) {
-            const int64_t o = (int64_t)b * T * C;
-            const float *x = inpb ? NULL : inpf + o, *d = dout + o;
-            const uint16_t *xb = inpb ? inpb + o : NULL;
-            double sd[GN_CB] = {0}, sdx[GN_CB] = {0};
-            const float *mb = mean + (int64_t)b * C, *rb = rstd + (int64_t)b * C;
-            for (int64_t tb = 0; tb < T; tb += GN_TB) { /* float within GN_TB frames, as in forward */
-                const int64_t te = tb + GN_TB < T ? tb + GN_TB : T;
-                float fd[GN_CB] = {0}, fdx[GN_CB] = {0}, xw[GN_CB];
-                for (int64_t t = tb; t < te; t++) {
-                    const float *xr = gn_row(x, xb, t * C, c0, c1, xw);
+    for (int64_t job = 0; job < (int64_t)B * nblk; job++) {
+        int64_t b = job / nblk;
+        int c0 = (int)(job % nblk) * CB, c1 = c0 + CB < C ? c0 + CB : C;
+        const int64_t o = b * T * C;
+        const float *x = inp + o;
+        uint16_t *xb = xk ? xk + o : NULL;
+        double s[GN_CB] = {0}, q[GN_CB] = {0};
+        float xw[GN_CB];
+        for (int64_t tb = 0; tb < T; tb += GN_TB) {
+            const int64_t te = tb + GN_TB < T ? tb + GN_TB : T;
+            float fs[GN_CB] = {0}, fq[GN_CB] = {0};
+            for (int64_t t = tb; t < te; t++) {
+                if (xb) bf16_from_f32(xb + t * C + c0, x + t * C + c0, c1 - c0);
+                const float *xr = gn_row(x, xb, t * C, c0, c1, xw);
 #pragma omp simd
-                    for (int c = c0; c < c1; c++) {
-                        float xh = (xr[c - c0] - mb[c]) * rb[c];
-                        fd[c - c0] += d[t * C + c];
-                        fdx[c - c0] += d[t * C + c] * xh;
-                    }
+                for (int c = c0; c < c1; c++) {
+                    float v = xr[c - c0];
+                    fs[c - c0] += v;
+                    fq[c - c0] += v * v;
                 }
-                for (int c = c0; c < c1; c++) sd[c - c0] += fd[c - c0], sdx[c - c0] += fdx[c - c0];
             }
-            for (int c = c0; c < c1; c++) {
-                aw[c - c0] += sdx[c - c0];
-                ab[c - c0] += sd[c - c0];
+            for (int c = c0; c < c1; c++) s[c - c0] += fs[c - c0], q[c - c0] += fq[c - c0];
+        }
+        float a[GN_CB], sh[GN_CB];
+        for (int c = c0; c < c1; c++) {
+            double m = s[c - c0] / (double)T, var = q[c - c0] / (double)T - m * m;
+            float r = (float)(1.0 / sqrt((var > 0.0 ? var : 0.0) + eps));
+            mean[b * C + c] = (float)m;
+            rstd[b * C + c] = r;
+            a[c - c0] = r * weight[c]; /* y = a * x + sh */
+            sh[c - c0] = bias[c] - (float)m * a[c - c0];
+        }
+        for (int64_t t = 0; t < T; t++) {
+            const float *xr = gn_row(x, xb, t * C, c0, c1, xw);
+            if (!xb) {
+                float *y = out + o + t * C;
+#pragma omp simd
+                for (int c = c0; c < c1; c++) y[c] = a[c - c0] * xr[c - c0] + sh[c - c0];
+                continue;
             }
-            if (!dinp) continue;
+            float y[GN_CB];
+            uint16_t *nr = nk + o + t * C + c0;
+#pragma omp simd
+            for (int c = c0; c < c1; c++) y[c - c0] = a[c - c0] * xr[c - c0] + sh[c - c0];
+            bf16_from_f32(nr, y, c1 - c0);
+#pragma omp simd
+            for (int c = c0; c < c1; c++) y[c - c0] = gelu(bf16_to_f32(nr[c - c0]));
+            bf16_from_f32(act + o + t * C + c0, y, c1 - c0);
+        }
+    }
+}
+
+void groupnorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                       const float *bias, int B, int64_t T, int C, float eps) {
+    groupnorm_fwd(out, NULL, NULL, NULL, mean, rstd, inp, weight, bias, B, T, C, eps);
+}
+
+void groupnorm_gelu_forward_bf16(uint16_t *xk, uint16_t *nk, uint16_t *act, float *mean, float *rstd,
+                                 const float *inp, const float *weight, const float *bias, int B, int64_t T, int C,
+                                 float eps) {
+    groupnorm_fwd(NULL, xk, nk, act, mean, rstd, inp, weight, bias, B, T, C, eps);
+}
+
+/* The backward. gk set (groupnorm_gelu_backward_bf16): dout is d of the GELU of the output, which is
+ * kept in gk, and is overwritten row by row with d of the output, dout * GELU'(gk), before the rows
+ * are read as the unfused backward reads them; else dout is only read. */
+static void groupnorm_bwd(float *dinp, float *dweight, float *dbias, float *dout, const uint16_t *gk,
+                          const float *inpf, const uint16_t *inpb, const float *weight, const float *mean,
+                          const float *rstd, int B, int64_t T, int C) {
+    KOE_ASSERT(C <= GROUPNORM_MAX_C);
+    const int CB = groupnorm_block(B, C);
+    const int nblk = (C + CB - 1) / CB;
+    double aw[GROUPNORM_MAX_C], ab[GROUPNORM_MAX_C]; /* sums over the batch, in b order at any thread count */
+    memset(aw, 0, (size_t)C * sizeof *aw), memset(ab, 0, (size_t)C * sizeof *ab);
+#pragma omp parallel for ordered schedule(dynamic, 1)
+    for (int64_t job = 0; job < (int64_t)B * nblk; job++) {
+        const int64_t b = job / nblk;
+        const int c0 = (int)(job % nblk) * CB, c1 = c0 + CB < C ? c0 + CB : C;
+        const int64_t o = b * T * C;
+        const float *x = inpb ? NULL : inpf + o;
+        float *d = dout + o;
+        const uint16_t *xb = inpb ? inpb + o : NULL, *g = gk ? gk + o : NULL;
+        double sd[GN_CB] = {0}, sdx[GN_CB] = {0};
+        const float *mb = mean + b * C, *rb = rstd + b * C;
+        for (int64_t tb = 0; tb < T; tb += GN_TB) { /* float within GN_TB frames, as in forward */
+            const int64_t te = tb + GN_TB < T ? tb + GN_TB : T;
+            float fd[GN_CB] = {0}, fdx[GN_CB] = {0}, xw[GN_CB];
+            for (int64_t t = tb; t < te; t++) {
+                if (g)
+#pragma omp simd
+                    for (int c = c0; c < c1; c++) d[t * C + c] *= gelu_grad(bf16_to_f32(g[t * C + c]));
+                const float *xr = gn_row(x, xb, t * C, c0, c1, xw);
+#pragma omp simd
+                for (int c = c0; c < c1; c++) {
+                    float xh = (xr[c - c0] - mb[c]) * rb[c];
+                    fd[c - c0] += d[t * C + c];
+                    fdx[c - c0] += d[t * C + c] * xh;
+                }
+            }
+            for (int c = c0; c < c1; c++) sd[c - c0] += fd[c - c0], sdx[c - c0] += fdx[c - c0];
+        }
+        if (dinp) {
             /* dxhat = d * w: dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) */
-            float k1[GN_CB], k2[GN_CB], wr[GN_CB];
+            float k1[GN_CB], k2[GN_CB], wr[GN_CB], xw[GN_CB];
             for (int c = c0; c < c1; c++) {
                 k1[c - c0] = (float)(sd[c - c0] / (double)T) * weight[c];
                 k2[c - c0] = (float)(sdx[c - c0] / (double)T) * weight[c];
-                wr[c - c0] = weight[c] * rstd[b * C + c];
+                wr[c - c0] = weight[c] * rb[c];
             }
-            float *dx = dinp + (int64_t)b * T * C, xw[GN_CB];
+            float *dx = dinp + o;
             for (int64_t t = 0; t < T; t++) {
                 const float *xr = gn_row(x, xb, t * C, c0, c1, xw);
 #pragma omp simd
@@ -732,33 +792,33 @@ static void groupnorm_bwd(float *dinp, float *dweight, float *dbias, const float
                 }
             }
         }
-        for (int c = c0; c < c1; c++) {
-            if (dweight) dweight[c] += (float)aw[c - c0];
-            if (dbias) dbias[c] += (float)ab[c - c0];
-        }
+#pragma omp ordered
+        for (int c = c0; c < c1; c++) aw[c] += sdx[c - c0], ab[c] += sd[c - c0];
+    }
+    for (int c = 0; c < C; c++) {
+        if (dweight) dweight[c] += (float)aw[c];
+        if (dbias) dbias[c] += (float)ab[c];
     }
 }
 
+/* (the unfused backwards only read dout: groupnorm_bwd writes it only with gk) */
 void groupnorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                         const float *weight, const float *mean, const float *rstd, int B, int64_t T, int C) {
-    groupnorm_bwd(dinp, dweight, dbias, dout, inp, NULL, weight, mean, rstd, B, T, C);
+    groupnorm_bwd(dinp, dweight, dbias, (float *)dout, NULL, inp, NULL, weight, mean, rstd, B, T, C);
 }
 
 void groupnorm_backward_bf16in(float *dinp, float *dweight, float *dbias, const float *dout, const uint16_t *inp,
                                const float *weight, const float *mean, const float *rstd, int B, int64_t T, int C) {
-    groupnorm_bwd(dinp, dweight, dbias, dout, NULL, inp, weight, mean, rstd, B, T, C);
+    groupnorm_bwd(dinp, dweight, dbias, (float *)dout, NULL, NULL, inp, weight, mean, rstd, B, T, C);
 }
 
-/* ---- activations ----------------------------------------------------------------------------------
- * glibc's libmvec has vector erff and expf (within 4 ulp; linked through libm). math.h declares
- * them as SIMD-callable only under -ffast-math, which we do not use (NaN checks, GELU backward), so
- * they are declared so here: the loops below then run 8 or 16 lanes at a time. */
-#if defined(__GLIBC__) && defined(__x86_64__) && __GLIBC_PREREQ(2, 35) /* vector erff since 2.35 */
-float erff(float) __attribute__((simd("notinbranch")));
-float expf(float) __attribute__((simd("notinbranch")));
-#endif
+void groupnorm_gelu_backward_bf16(float *dinp, float *dweight, float *dbias, float *dout, const uint16_t *nk,
+                                  const uint16_t *xk, const float *weight, const float *mean, const float *rstd,
+                                  int B, int64_t T, int C) {
+    groupnorm_bwd(dinp, dweight, dbias, dout, nk, NULL, xk, weight, mean, rstd, B, T, C);
+}
 
-static inline float gelu(float x) { return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2)); }
+/* ---- activations ---------------------------------------------------------------------------------- */
 
 void gelu_forward(float *out, const float *inp, int64_t n) {
 #pragma omp parallel for simd schedule(static)
@@ -780,13 +840,6 @@ void gelu_forward_bf16(uint16_t *kept, uint16_t *out, const float *inp, int64_t 
         for (int64_t i = 0; i < len; i++) t[i] = gelu(bf16_to_f32(kept[i0 + i]));
         bf16_from_f32(out + i0, t, len);
     }
-}
-
-/* GELU'(x) */
-static inline float gelu_grad(float x) {
-    const float inv_sqrt_2pi = 0.3989422804014327f;
-    float cdf = 0.5f * (1.0f + erff(x * (float)M_SQRT1_2));
-    return cdf + x * inv_sqrt_2pi * expf(-0.5f * x * x);
 }
 
 void gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n) {

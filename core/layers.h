@@ -68,7 +68,9 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
                         const float *weight, const float *mean, const float *rstd, int64_t N, int C);
 
 /* GroupNorm with one group per channel (the wav2vec 2.0 Base first conv layer): each (b, c)
- * normalised over T. inp/out (B, T, C); mean, rstd (B, C). */
+ * normalised over T. inp/out (B, T, C); mean, rstd (B, C). C at most GROUPNORM_MAX_C (the backward
+ * sums the weight and bias gradients over the batch in an array of that many channels). */
+#define GROUPNORM_MAX_C 4096
 void groupnorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
                        const float *bias, int B, int64_t T, int C, float eps);
 void groupnorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
@@ -77,6 +79,19 @@ void groupnorm_backward(float *dinp, float *dweight, float *dbias, const float *
  * forward it pairs with normalised those bf16 values (widened), so inp is exact here. */
 void groupnorm_backward_bf16in(float *dinp, float *dweight, float *dbias, const float *dout, const uint16_t *inp,
                                const float *weight, const float *mean, const float *rstd, int B, int64_t T, int C);
+/* A bf16 run's GroupNorm and the GELU after it (the waveform stack's layer 0, core/README.md,
+ * Precision), fused: two passes over the layer instead of six. Forward: xk = inp rounded to bf16 (the
+ * kept conv output), normalised as groupnorm_forward normalises those values, the result rounded into
+ * nk (the kept GELU input), act = GELU(nk) rounded (the next conv's input). The same bits as
+ * bf16_round_f32, groupnorm_forward and gelu_forward_bf16 in turn where C is a multiple of 16 (else
+ * libmvec's vector and scalar erff may split the last bit differently). Backward: dout, d of act, is
+ * overwritten with d of the GroupNorm output; then as groupnorm_backward_bf16in from xk. */
+void groupnorm_gelu_forward_bf16(uint16_t *xk, uint16_t *nk, uint16_t *act, float *mean, float *rstd,
+                                 const float *inp, const float *weight, const float *bias, int B, int64_t T, int C,
+                                 float eps);
+void groupnorm_gelu_backward_bf16(float *dinp, float *dweight, float *dbias, float *dout, const uint16_t *nk,
+                                  const uint16_t *xk, const float *weight, const float *mean, const float *rstd,
+                                  int B, int64_t T, int C);
 
 /* Elementwise activations over n values. GELU is the exact erf form (PyTorch's default). */
 void gelu_forward(float *out, const float *inp, int64_t n);

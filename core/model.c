@@ -47,6 +47,11 @@ static int64_t i64max(int64_t a, int64_t b) { return a > b ? a : b; }
 /* bf16 activations (core/README.md, Precision): the conv stack's outputs and group-normed values are
  * kept in bf16 in a bf16 run, but not beside a per-layer LayerNorm (extractor_mode = layer_norm). */
 static int conv_pre_bf16(const ModelConfig *c, int bf16) { return bf16 && c->conv_norm != CONV_NORM_LAYER; }
+/* whether conv layer i's GroupNorm and GELU run fused (groupnorm_gelu_*_bf16): kept in bf16 (bpre, which
+ * rules out LayerNorm), normed, and not the last layer, whose GELU output (the features) is fp32 */
+static int conv_norm_fused(const ModelConfig *c, const ModelActs *a, int bpre, int i) {
+    return bpre && a->norm_out[i] && i < c->n_conv - 1;
+}
 
 /* ---- frames ------------------------------------------------------------------------------------ */
 
@@ -676,28 +681,34 @@ static void frontend_forward(Model *m, const float *inp, const int64_t *in_len, 
                 conv1d_forward(co, x, m->p.conv_w[i], m->p.conv_b[i], B, Tin, cin, C, c->conv_kernel[i],
                                c->conv_stride[i], 0, 1, m->s_conv);
             const int last = i == c->n_conv - 1;
-            float *pre = co;
-            uint16_t *kept = bpre ? (uint16_t *)a->conv_out[i] : NULL; /* where pre is kept in bf16 */
-            if (a->norm_out[i]) {
-                if (kept) bf16_round_f32(kept, co, n);
-                if (c->conv_norm == CONV_NORM_GROUP)
-                    groupnorm_forward(no, a->norm_mean[i], a->norm_rstd[i], co, m->p.norm_w[i], m->p.norm_b[i], B, Ti,
-                                      C, eps);
-                else
-                    layernorm_forward(no, a->norm_mean[i], a->norm_rstd[i], co, m->p.norm_w[i], m->p.norm_b[i],
-                                      (int64_t)B * Ti, C, eps);
-                pre = no;
-                kept = bpre ? (uint16_t *)a->norm_out[i] : NULL;
-            }
-            /* in bf16 the GELU outputs but the last (the features) only feed the next conv: kept in bf16 */
-            if (kept && !last) {
-                gelu_forward_bf16(kept, (uint16_t *)a->conv_act[i], pre, n);
-            } else if (bf && !last) { /* through s_c[0], free until backward: gelu_forward's own bits */
-                gelu_forward(m->s_c[0], pre, n);
-                bf16_from_f32((uint16_t *)a->conv_act[i], m->s_c[0], n);
+            if (conv_norm_fused(c, a, bpre, i)) {
+                groupnorm_gelu_forward_bf16((uint16_t *)a->conv_out[i], (uint16_t *)a->norm_out[i],
+                                            (uint16_t *)a->conv_act[i], a->norm_mean[i], a->norm_rstd[i], co,
+                                            m->p.norm_w[i], m->p.norm_b[i], B, Ti, C, eps);
             } else {
-                if (kept) bf16_round_f32(kept, pre, n);
-                gelu_forward(a->conv_act[i], pre, n);
+                float *pre = co;
+                uint16_t *kept = bpre ? (uint16_t *)a->conv_out[i] : NULL; /* where pre is kept in bf16 */
+                if (a->norm_out[i]) {
+                    if (kept) bf16_round_f32(kept, co, n);
+                    if (c->conv_norm == CONV_NORM_GROUP)
+                        groupnorm_forward(no, a->norm_mean[i], a->norm_rstd[i], co, m->p.norm_w[i], m->p.norm_b[i],
+                                          B, Ti, C, eps);
+                    else
+                        layernorm_forward(no, a->norm_mean[i], a->norm_rstd[i], co, m->p.norm_w[i], m->p.norm_b[i],
+                                          (int64_t)B * Ti, C, eps);
+                    pre = no;
+                    kept = bpre ? (uint16_t *)a->norm_out[i] : NULL;
+                }
+                /* in bf16 the GELU outputs but the last (the features) only feed the next conv: kept in bf16 */
+                if (kept && !last) {
+                    gelu_forward_bf16(kept, (uint16_t *)a->conv_act[i], pre, n);
+                } else if (bf && !last) { /* through s_c[0], free until backward: gelu_forward's own bits */
+                    gelu_forward(m->s_c[0], pre, n);
+                    bf16_from_f32((uint16_t *)a->conv_act[i], m->s_c[0], n);
+                } else {
+                    if (kept) bf16_round_f32(kept, pre, n);
+                    gelu_forward(a->conv_act[i], pre, n);
+                }
             }
             x = a->conv_act[i];
             Tin = Ti;
@@ -927,13 +938,18 @@ static void frontend_backward(Model *m, float *dx_in, float dpen, const float *d
                                  c->conv_kernel[i], c->conv_stride[i], 0, 1, m->s_conv);
             continue;
         }
+        const int fused = conv_norm_fused(c, a, bpre, i);
         zero(other, n);
-        if (bpre) gelu_backward_bf16in(other, cur, (const uint16_t *)pre, n);
+        if (fused) /* the norm's backward too; cur, d of the GELU output, becomes d of the norm output */
+            groupnorm_gelu_backward_bf16(other, m->g.norm_w[i], m->g.norm_b[i], cur, (const uint16_t *)a->norm_out[i],
+                                         (const uint16_t *)a->conv_out[i], m->p.norm_w[i], a->norm_mean[i],
+                                         a->norm_rstd[i], B, Ti, Ci);
+        else if (bpre) gelu_backward_bf16in(other, cur, (const uint16_t *)pre, n);
         else gelu_backward(other, cur, pre, n);
         float *t = cur;
         cur = other;
         other = t;
-        if (a->norm_out[i]) {
+        if (a->norm_out[i] && !fused) {
             zero(other, n);
             if (bpre)
                 groupnorm_backward_bf16in(other, m->g.norm_w[i], m->g.norm_b[i], cur, (const uint16_t *)a->conv_out[i],

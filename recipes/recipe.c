@@ -16,6 +16,7 @@
 
 #include <ini.h>
 
+#include "../core/layers.h"
 #include "../data/loader.h"
 
 /* ---- the key table ----------------------------------------------------------------------------
@@ -399,6 +400,10 @@ static int check_model(const ParseState *ps, KoeError *err) {
         return koe_error_set(err, "%s: model.conv_pos_groups = %d must divide model.encoder_embed_dim = %d (%s)",
                              WHERE1("model", "conv_pos_groups"), m->pos_conv_groups, m->D,
                              WHERE2("model", "encoder_embed_dim"));
+    if (m->frontend == FRONTEND_WAVEFORM && m->conv_norm == CONV_NORM_GROUP && m->conv_dim[0] > GROUPNORM_MAX_C)
+        return koe_error_set(err, "%s: the first conv layer has %d channels; its GroupNorm (model.extractor_mode = "
+                             "default) takes at most %d: use fewer, or model.extractor_mode = layer_norm",
+                             WHERE1("model", "conv_feature_layers"), m->conv_dim[0], GROUPNORM_MAX_C);
     if (m->encoder == ENCODER_CONFORMER && m->conformer_kernel % 2 == 0)
         return koe_error_set(err, "%s: model.depthwise_conv_kernel_size = %d must be odd (same-length convolution)",
                              WHERE1("model", "depthwise_conv_kernel_size"), m->conformer_kernel);

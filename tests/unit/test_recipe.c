@@ -246,6 +246,8 @@ static void test_errors_name_line_and_key(void **state) {
         {"[data]\nfeatures = fbank\n[model]\nfrontend = fbank\nfbank_dim = 40\n", {"x.ini:5:", "model.fbank_dim = 40", NULL}},
         {"[model]\nconv_feature_layers = [(32,1000000,5)]\n", {"x.ini:2:", "model.conv_feature_layers", "min_sample_size", NULL}},
         {"[model]\nconv_feature_layers = [(32,10,100000)]*16\n", {"x.ini:2:", "model.conv_feature_layers", NULL}},
+        {"[model]\nconv_feature_layers = [(5000,10,5)] + [(512,3,2)]*4\n",
+         {"x.ini:2:", "5000 channels", "GroupNorm", "extractor_mode = layer_norm"}},
         {"[data]\nfeatures = fbank\nmin_sample_size = 1000\n[model]\nfrontend = fbank\nfbank_stack = 64\n"
          "[objective]\nname = bestrq\n", {"x.ini:6:", "model.fbank_stack", "x.ini:3", NULL}},
         {"[model]\nencoder = conformer\nencoder_embed_dim = 40\nencoder_attention_heads = 4\n",
