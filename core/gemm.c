@@ -178,6 +178,11 @@ static const uint16_t *operand_bf16(int slot, const float *X, int64_t rows, int6
     return stage_bf16(slot, X, rows, cols, ld);
 }
 
+const uint16_t *gemm_stage_a(const float *X, int64_t rows, int64_t cols, int64_t ld) {
+    KOE_ASSERT(gemm_mode == GEMM_BF16);
+    return stage_bf16(0, X, rows, cols, ld);
+}
+
 void sgemm_mixed(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const void *A, int a_bf16,
                  int64_t lda, const void *B, int b_bf16, int64_t ldb, float beta, float *C, int64_t ldc) {
     KOE_ASSERT(gemm_mode == GEMM_BF16 || (!a_bf16 && !b_bf16));

@@ -38,6 +38,11 @@ void sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const
  * keeps a GEMM input in bf16 (core/README.md, Precision) multiplies it without a staging pass. */
 void sgemm_mixed(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const void *A, int a_bf16,
                  int64_t lda, const void *B, int b_bf16, int64_t ldb, float beta, float *C, int64_t ldc);
+/* X (rows x cols, leading dimension ld) rounded to bf16, packed (leading dimension cols), in the
+ * calling thread's staging buffer for A operands: for an fp32 operand that several products read
+ * (sgemm_mixed with a_bf16 = 1), rounded once. Valid until the thread's next product stages an A
+ * operand; only while the precision is GEMM_BF16. */
+const uint16_t *gemm_stage_a(const float *X, int64_t rows, int64_t cols, int64_t ld);
 /* The same, always fp32: for the products that are part of a loss or a quantizer. */
 void sgemm_fp32(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                 const float *B, int64_t ldb, float beta, float *C, int64_t ldc);

@@ -78,10 +78,13 @@ static void colsum_accumulate(float *dst, const void *src, int src_bf16, int64_t
 
 static void linear_bwd(float *dinp, float *dweight, float *dbias, const float *dout, const void *inp, int in_bf16,
                        const float *weight, int64_t N, int C, int OC) {
+    /* in a bf16 run dout, A of both products, is rounded once (their B operands stage elsewhere) */
+    const int db = gemm_precision() == GEMM_BF16 && dinp && dweight;
+    const void *d = db ? (const void *)gemm_stage_a(dout, N, OC, OC) : dout;
     if (dinp)
-        sgemm('N', 'N', N, C, OC, 1.0f, dout, OC, weight, C, 1.0f, dinp, C);
+        sgemm_mixed('N', 'N', N, C, OC, 1.0f, d, db, OC, weight, 0, C, 1.0f, dinp, C);
     if (dweight)
-        sgemm_mixed('T', 'N', OC, C, N, 1.0f, dout, 0, OC, inp, in_bf16, C, 1.0f, dweight, C);
+        sgemm_mixed('T', 'N', OC, C, N, 1.0f, d, db, OC, inp, in_bf16, C, 1.0f, dweight, C);
     if (dbias) colsum_accumulate(dbias, dout, 0, N, OC, OC);
 }
 
