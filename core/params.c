@@ -78,8 +78,9 @@ void params_init(const ParamTable *t, float *buf, uint64_t seed) {
             case PARAM_INIT_ONE:
                 for (int64_t j = 0; j < e->numel; j++) w[j] = 1.0f;
                 break;
-            case PARAM_INIT_NORMAL:
-                for (int64_t j = 0; j < e->numel; j++) w[j] = (float)(e->a * koe_rng_normal(&r));
+            case PARAM_INIT_NORMAL: /* in parallel: the stream's j-th normal wherever it is drawn */
+#pragma omp parallel for schedule(static)
+                for (int64_t j = 0; j < e->numel; j++) w[j] = (float)(e->a * koe_rng_normal_at(&r, (uint64_t)j));
                 break;
             case PARAM_INIT_UNIFORM:
                 for (int64_t j = 0; j < e->numel; j++) w[j] = (float)(e->a + (e->b - e->a) * koe_rng_uniform(&r));

@@ -26,10 +26,17 @@ uint64_t koe_rng_below(KoeRng *r, uint64_t n) {
     return x % n;
 }
 
-double koe_rng_normal(KoeRng *r) {
-    double u1 = 1.0 - koe_rng_uniform(r); /* (0, 1] so the log is finite */
-    double u2 = koe_rng_uniform(r);
+double koe_rng_normal_at(const KoeRng *r, uint64_t j) {
+    const uint64_t n = r->ctr + 2 * j;
+    double u1 = 1.0 - (double)(koe_rng_number(r->key, n + 1) >> 11) * 0x1.0p-53; /* (0, 1] so the log is finite */
+    double u2 = (double)(koe_rng_number(r->key, n + 2) >> 11) * 0x1.0p-53;
     return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+}
+
+double koe_rng_normal(KoeRng *r) {
+    const double x = koe_rng_normal_at(r, 0);
+    r->ctr += 2;
+    return x;
 }
 
 void koe_rng_shuffle_i64(KoeRng *r, int64_t *v, int64_t n) {

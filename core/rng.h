@@ -50,4 +50,7 @@ uint64_t koe_rng_u64(KoeRng *r);
 double koe_rng_uniform(KoeRng *r);             /* [0, 1), 53 bits */
 uint64_t koe_rng_below(KoeRng *r, uint64_t n); /* [0, n), unbiased; n > 0 */
 double koe_rng_normal(KoeRng *r);              /* N(0, 1), Box-Muller */
+/* The normal that the (j+1)-th koe_rng_normal call from r's state would draw (numbers ctr + 2j + 1 and
+ * ctr + 2j + 2), r unchanged: for drawing a stream's normals in parallel, the same bits. */
+double koe_rng_normal_at(const KoeRng *r, uint64_t j);
 void koe_rng_shuffle_i64(KoeRng *r, int64_t *v, int64_t n); /* Fisher-Yates */

@@ -369,7 +369,7 @@ static int build_model(Trainer *tr, KoeError *err) {
     const GemmPrecision prec = tr->opt.any_precision ? gemm_set_precision(GEMM_FP32) : gemm_precision();
     tr->m = model_create_budget(&rc->model, table, (int)max_B, max_S, budget > max_S ? budget : max_S);
     gemm_set_precision(prec);
-    model_init_params(tr->m, rc->run.seed);
+    if (!tr->opt.run_dir) model_init_params(tr->m, rc->run.seed); /* with a run directory: resume() */
     objective_create(&tr->obj, &tr->oc, tr->m);
     tr->stride = wave ? 1 : rc->model.fbank_stack * FEATURES_HOP;
     for (int i = 0; wave && i < rc->model.n_conv; i++) tr->stride *= rc->model.conv_stride[i];
@@ -536,6 +536,9 @@ static int resume(Trainer *tr, KoeError *err) {
     char *ck_text = NULL, ck_path[TRAINER_PATH_MAX + 200];
     const int resumed = ckpt_load(tr->ckdir, &m->table, m->params, tr->adamw.m, tr->adamw.v, tr->s0, tr->s1, &tr->st,
                                   &ck_text, ck_path, sizeof ck_path);
+    /* a checkpoint's /model is read whole (its checksum covers every tensor), so only a new run draws
+     * the initial weights (Base: 1-3 s) */
+    if (!resumed) model_init_params(m, rc->run.seed);
     if (!resumed && rc->run.init_from[0] && init_weights(tr, err) < 0) return -1;
     if (tr->world > 1) {
         check_agree(rc->hash, "the recipe hash");

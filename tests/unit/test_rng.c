@@ -24,6 +24,15 @@ static void test_random_access(void **state) {
     KoeRng b = koe_rng(1, 2, 3, KOE_RNG_MASK);
     b.ctr = 57;
     assert_int_equal(koe_rng_u64(&b), v[57]);
+    /* the j-th normal from a state (params_init draws them in parallel): the sequential draws' bits */
+    KoeRng c = koe_rng(4, 5, 6, KOE_RNG_INIT);
+    koe_rng_u64(&c); /* an odd counter: normals need not start at an even one */
+    const KoeRng at = c;
+    for (uint64_t j = 0; j < 1000; j++) {
+        const double x = koe_rng_normal(&c);
+        assert_memory_equal(&x, &(double){koe_rng_normal_at(&at, j)}, sizeof x);
+    }
+    assert_true(at.ctr == 1 && c.ctr == 2001);
 }
 
 static void test_names_differ(void **state) {
