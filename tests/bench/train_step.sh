@@ -23,7 +23,11 @@
 # base bf16 / autocast 2.05 and 1.56 in two runs. Both sides move between runs: koe's bf16 step is
 # steady within a process but 1.08 s in some processes and 1.23 s in most (the same binary, one after
 # another), PyTorch autocast gave 3.6 and 4.1 audio s/s (4.0-4.4 in the sixth session). sgemm_fraction
-# 0.77-0.78; tiny fp32 / PyTorch fp32 1.14-1.30.
+# 0.77-0.78; tiny fp32 / PyTorch fp32 1.14-1.30. Ninth session (quiet; layer 0's GroupNorm and GELU
+# fused, dout rounded once per linear backward): base bf16 / autocast 1.44 and 1.70 in two runs, and
+# 1.53-1.98 in five pairs (koe 6.6-7.3 audio s/s, autocast 3.7-4.3); koe's bf16 step in --interleave
+# 1.20 s where the same morning's runs before the change gave 1.26-1.28. sgemm_fraction 0.78 (0.79-0.83
+# in an A/B of single processes); tiny fp32 / PyTorch fp32 1.28-1.49.
 set -euo pipefail
 export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2
 STEPS=${KOE_BENCH_STEPS:-4}
