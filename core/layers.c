@@ -670,9 +670,9 @@ static inline const float *gn_row(const float *xf, const uint16_t *xb, int64_t o
 static void groupnorm_fwd(float *out, uint16_t *xk, uint16_t *nk, uint16_t *act, float *mean, float *rstd,
                           const float *inp, const float *weight, const float *bias, int B, int64_t T, int C,
                           float eps) {
-    /* wide channel blocks: each thread streams long contiguous pieces of every row. Sum and sum of
-     * squares in one pass, in float within blocks of GN_TB frames and in double across them
-     * (var = E[x^2] - mean^2 loses nothing that matters in double). */
+    /* jobs of wide channel blocks (groupnorm_block). Sum and sum of squares in one pass, in float within
+     * blocks of GN_TB frames and in double across them (var = E[x^2] - mean^2 loses nothing that
+     * matters in double). */
     const int CB = groupnorm_block(B, C);
     int nblk = (C + CB - 1) / CB;
 #pragma omp parallel for schedule(dynamic, 1)
