@@ -651,6 +651,38 @@ static void transformer_layer_backward(Model *m, int l, float *dx, const float *
 
 /* ---- forward ------------------------------------------------------------------------------------- */
 
+/* Conv layer i's norm (where it has one) and GELU, unfused, on its conv output co (n values; no: the
+ * norm's output, s_c[0] in a bf16 run): what each layer keeps in bf16 in a bf16 run is rounded here. */
+static void conv_norm_gelu_forward(Model *m, int i, float *co, float *no, int64_t n) {
+    const ModelConfig *c = &m->cfg;
+    ModelActs *a = &m->a;
+    const int bf = a->acts_bf16, bpre = conv_pre_bf16(c, bf), last = i == c->n_conv - 1;
+    const int64_t Ti = m->Tc[i];
+    float *pre = co;
+    uint16_t *kept = bpre ? (uint16_t *)a->conv_out[i] : NULL; /* where pre is kept in bf16 */
+    if (a->norm_out[i]) {
+        if (kept) bf16_round_f32(kept, co, n);
+        if (c->conv_norm == CONV_NORM_GROUP)
+            groupnorm_forward(no, a->norm_mean[i], a->norm_rstd[i], co, m->p.norm_w[i], m->p.norm_b[i], m->B, Ti,
+                              c->conv_dim[i], c->layer_norm_eps);
+        else
+            layernorm_forward(no, a->norm_mean[i], a->norm_rstd[i], co, m->p.norm_w[i], m->p.norm_b[i],
+                              (int64_t)m->B * Ti, c->conv_dim[i], c->layer_norm_eps);
+        pre = no;
+        kept = bpre ? (uint16_t *)a->norm_out[i] : NULL;
+    }
+    /* in bf16 the GELU outputs but the last (the features) only feed the next conv: kept in bf16 */
+    if (kept && !last) {
+        gelu_forward_bf16(kept, (uint16_t *)a->conv_act[i], pre, n);
+    } else if (bf && !last) { /* through s_c[0], free until backward: gelu_forward's own bits */
+        gelu_forward(m->s_c[0], pre, n);
+        bf16_from_f32((uint16_t *)a->conv_act[i], m->s_c[0], n);
+    } else {
+        if (kept) bf16_round_f32(kept, pre, n);
+        gelu_forward(a->conv_act[i], pre, n);
+    }
+}
+
 static void frontend_forward(Model *m, const float *inp, const int64_t *in_len, float p_in) {
     const ModelConfig *c = &m->cfg;
     ModelActs *a = &m->a;
@@ -680,36 +712,12 @@ static void frontend_forward(Model *m, const float *inp, const int64_t *in_len, 
             else
                 conv1d_forward(co, x, m->p.conv_w[i], m->p.conv_b[i], B, Tin, cin, C, c->conv_kernel[i],
                                c->conv_stride[i], 0, 1, m->s_conv);
-            const int last = i == c->n_conv - 1;
-            if (conv_norm_fused(c, a, bpre, i)) {
+            if (conv_norm_fused(c, a, bpre, i))
                 groupnorm_gelu_forward_bf16((uint16_t *)a->conv_out[i], (uint16_t *)a->norm_out[i],
                                             (uint16_t *)a->conv_act[i], a->norm_mean[i], a->norm_rstd[i], co,
                                             m->p.norm_w[i], m->p.norm_b[i], B, Ti, C, eps);
-            } else {
-                float *pre = co;
-                uint16_t *kept = bpre ? (uint16_t *)a->conv_out[i] : NULL; /* where pre is kept in bf16 */
-                if (a->norm_out[i]) {
-                    if (kept) bf16_round_f32(kept, co, n);
-                    if (c->conv_norm == CONV_NORM_GROUP)
-                        groupnorm_forward(no, a->norm_mean[i], a->norm_rstd[i], co, m->p.norm_w[i], m->p.norm_b[i],
-                                          B, Ti, C, eps);
-                    else
-                        layernorm_forward(no, a->norm_mean[i], a->norm_rstd[i], co, m->p.norm_w[i], m->p.norm_b[i],
-                                          (int64_t)B * Ti, C, eps);
-                    pre = no;
-                    kept = bpre ? (uint16_t *)a->norm_out[i] : NULL;
-                }
-                /* in bf16 the GELU outputs but the last (the features) only feed the next conv: kept in bf16 */
-                if (kept && !last) {
-                    gelu_forward_bf16(kept, (uint16_t *)a->conv_act[i], pre, n);
-                } else if (bf && !last) { /* through s_c[0], free until backward: gelu_forward's own bits */
-                    gelu_forward(m->s_c[0], pre, n);
-                    bf16_from_f32((uint16_t *)a->conv_act[i], m->s_c[0], n);
-                } else {
-                    if (kept) bf16_round_f32(kept, pre, n);
-                    gelu_forward(a->conv_act[i], pre, n);
-                }
-            }
+            else
+                conv_norm_gelu_forward(m, i, co, no, n);
             x = a->conv_act[i];
             Tin = Ti;
             cin = C;

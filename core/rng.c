@@ -16,7 +16,10 @@ KoeRng koe_rng(uint64_t seed, uint64_t a, uint64_t b, KoeRngPurpose purpose) {
 
 uint64_t koe_rng_u64(KoeRng *r) { return koe_rng_number(r->key, ++r->ctr); }
 
-double koe_rng_uniform(KoeRng *r) { return (double)(koe_rng_u64(r) >> 11) * 0x1.0p-53; }
+/* a number's top 53 bits as a double in [0, 1) */
+static double unit53(uint64_t x) { return (double)(x >> 11) * 0x1.0p-53; }
+
+double koe_rng_uniform(KoeRng *r) { return unit53(koe_rng_u64(r)); }
 
 uint64_t koe_rng_below(KoeRng *r, uint64_t n) {
     uint64_t limit = UINT64_MAX - UINT64_MAX % n; /* reject the biased tail */
@@ -28,8 +31,8 @@ uint64_t koe_rng_below(KoeRng *r, uint64_t n) {
 
 double koe_rng_normal_at(const KoeRng *r, uint64_t j) {
     const uint64_t n = r->ctr + 2 * j;
-    double u1 = 1.0 - (double)(koe_rng_number(r->key, n + 1) >> 11) * 0x1.0p-53; /* (0, 1] so the log is finite */
-    double u2 = (double)(koe_rng_number(r->key, n + 2) >> 11) * 0x1.0p-53;
+    double u1 = 1.0 - unit53(koe_rng_number(r->key, n + 1)); /* (0, 1] so the log is finite */
+    double u2 = unit53(koe_rng_number(r->key, n + 2));
     return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
 }
 
