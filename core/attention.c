@@ -32,6 +32,7 @@
 #include "gemm.h"
 #include "layers.h"
 #include "rng.h"
+#include "vmath.h"
 
 /* Scratch slots: one per thread that can run a (b, h) pair. */
 static int attention_slots(int B, int H) {
@@ -90,37 +91,6 @@ static void attention_dropout_row(float *pd, const float *p, int64_t Tk, uint64_
     }
 }
 
-/* exp(x) for x <= 0 in float, branch-free so that `omp simd` loops vectorise it (glibc's expf is
- * a call per element and was half of the forward's time). x = n ln2 + r with |r| <= ln2/2 (ln2
- * split in two parts, so n ln2 is exact), exp(r) by its Taylor series to r^7 (truncation < 1e-8
- * relative), times 2^n built in the exponent bits. The input is clamped to [-87, 0] (exp(-87) <
- * 1.7e-38 is nothing next to the row's maximum 1), which keeps 2^n a normal float. */
-typedef union {
-    float f;
-    int32_t i;
-} FloatBits; /* at file scope: clang 14 refuses an unnamed union inside a `declare simd` function */
-
-#pragma omp declare simd notinbranch
-static inline float attention_exp(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 0.0f ? 0.0f : x; /* only a masked key (result discarded) can be above its row's maximum */
-    const float shifter = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
-    float t = x * 1.44269504088896341f + shifter;
-    float n = t - shifter;
-    float r = x - n * 0.693145751953125f; /* ln2 high part: 16 bits, n * it is exact */
-    r = r - n * 1.42860682030941723e-6f;  /* ln2 low part */
-    float e = 1.0f / 5040.0f;
-    e = e * r + 1.0f / 720.0f;
-    e = e * r + 1.0f / 120.0f;
-    e = e * r + 1.0f / 24.0f;
-    e = e * r + 1.0f / 6.0f;
-    e = e * r + 0.5f;
-    e = e * r + 1.0f;
-    e = e * r + 1.0f;
-    FloatBits scale = {.i = ((int32_t)n + 127) << 23};
-    return e * scale.f;
-}
-
 /* One row of scores s[0, Tk) (already scaled) -> probabilities in place; masked keys -> 0. */
 static void attention_softmax_row(float *s, int64_t Tk, const uint8_t *kp) {
     float mx = -INFINITY;
@@ -130,7 +100,7 @@ static void attention_softmax_row(float *s, int64_t Tk, const uint8_t *kp) {
             if (!kp[j] && s[j] > mx) mx = s[j];
 #pragma omp simd reduction(+ : sum)
         for (int64_t j = 0; j < Tk; j++) {
-            float e = kp[j] ? 0.0f : attention_exp(s[j] - mx);
+            float e = kp[j] ? 0.0f : koe_exp_nonpos(s[j] - mx);
             s[j] = e;
             sum += e;
         }
@@ -139,7 +109,7 @@ static void attention_softmax_row(float *s, int64_t Tk, const uint8_t *kp) {
         for (int64_t j = 0; j < Tk; j++) mx = s[j] > mx ? s[j] : mx;
 #pragma omp simd reduction(+ : sum)
         for (int64_t j = 0; j < Tk; j++) {
-            float e = attention_exp(s[j] - mx);
+            float e = koe_exp_nonpos(s[j] - mx);
             s[j] = e;
             sum += e;
         }

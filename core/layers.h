@@ -83,8 +83,7 @@ void groupnorm_backward_bf16in(float *dinp, float *dweight, float *dbias, const 
  * Precision), fused: two passes over the layer instead of six. Forward: xk = inp rounded to bf16 (the
  * kept conv output), normalised as groupnorm_forward normalises those values, the result rounded into
  * nk (the kept GELU input), act = GELU(nk) rounded (the next conv's input). The same bits as
- * bf16_round_f32, groupnorm_forward and gelu_forward_bf16 in turn where C is a multiple of 16 (else
- * libmvec's vector and scalar erff may split the last bit differently). Backward: dout, d of act, is
+ * bf16_round_f32, groupnorm_forward and gelu_forward_bf16 in turn. Backward: dout, d of act, is
  * overwritten with d of the GroupNorm output; then as groupnorm_backward_bf16in from xk. */
 void groupnorm_gelu_forward_bf16(uint16_t *xk, uint16_t *nk, uint16_t *act, float *mean, float *rstd,
                                  const float *inp, const float *weight, const float *bias, int B, int64_t T, int C,
@@ -93,12 +92,12 @@ void groupnorm_gelu_backward_bf16(float *dinp, float *dweight, float *dbias, flo
                                   const uint16_t *xk, const float *weight, const float *mean, const float *rstd,
                                   int B, int64_t T, int C);
 
-/* Elementwise activations over n values. GELU is the exact erf form (PyTorch's default). */
+/* Elementwise activations over n values. GELU is the exact erf form (PyTorch's default; layers.c gives
+ * its accuracy). */
 void gelu_forward(float *out, const float *inp, int64_t n);
 /* A bf16 run's GELU of a GEMM output it keeps in bf16 (core/README.md, Precision), in one pass: kept =
  * inp rounded to bf16, out = GELU(kept) rounded to bf16; its backward is gelu_backward_bf16in on kept.
- * The same values as bf16_round_f32, gelu_forward and bf16_from_f32 in turn but for the last bit that
- * libmvec's vector and scalar erff may differ in. */
+ * The same bits as bf16_round_f32, gelu_forward and bf16_from_f32 in turn. */
 void gelu_forward_bf16(uint16_t *kept, uint16_t *out, const float *inp, int64_t n);
 void gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n);
 /* The same with the GELU input kept in bf16, as groupnorm_backward_bf16in. */

@@ -457,6 +457,59 @@ static void test_gelu_values(void **state) {
     for (int i = 0; i < 4; i++) assert_float_equal(y[i], ref[i], 1e-6f);
 }
 
+/* GELU and GELU' against erfc in double on every 101st float with |x| <= 14, both signs (with
+ * KOE_GELU_EVERY_FLOAT=1 in the environment: every float, 45 s), against layers.c's bound (measured
+ * there over every float: at most (11.5 + x^2/2) 2^-24 relative, asserted with 12), and the same bits
+ * from a lone element as from inside a vector loop. */
+static void test_gelu_accuracy(void **state) {
+    (void)state;
+    const uint32_t stride = getenv("KOE_GELU_EVERY_FLOAT") ? 1 : 101, end = 0x41600000; /* 14.0f */
+    const int64_t chunk = 1 << 20;
+    float *x = koe_malloc((size_t)chunk * sizeof(float)), *y = koe_malloc((size_t)chunk * sizeof(float));
+    float *dy = koe_malloc((size_t)chunk * sizeof(float)), *one = koe_malloc((size_t)chunk * sizeof(float));
+    for (int64_t i = 0; i < chunk; i++) one[i] = 1.0f;
+    double worst = 0.0, worst_d = 0.0, worst_tiny = 0.0;
+    int64_t count = 0;
+    for (uint32_t sign = 0; sign < 2; sign++)
+        for (uint64_t b0 = 0; b0 <= end; b0 += (uint64_t)chunk * stride) {
+            int64_t n = 0;
+            for (uint64_t b = b0; b <= end && n < chunk; b += stride) {
+                const uint32_t bits = (uint32_t)b | sign << 31;
+                memcpy(&x[n++], &bits, sizeof bits);
+            }
+            memset(dy, 0, (size_t)n * sizeof(float));
+            gelu_forward(y, x, n);
+            gelu_backward(dy, one, x, n);
+#pragma omp parallel for reduction(max : worst, worst_d, worst_tiny)
+            for (int64_t i = 0; i < n; i++) {
+                const double xd = x[i], cdf = 0.5 * erfc(-xd / M_SQRT2), pdf = exp(-0.5 * xd * xd) / sqrt(2.0 * M_PI);
+                const double g = xd * cdf, gd = cdf + xd * pdf, k = 0x1p-24 * (12.0 + 0.5 * xd * xd);
+                if (fabs(g) < 0x1p-126 || fabs(gd) < 0x1p-126) {
+                    worst_tiny = fmax(worst_tiny, fmax(fabs(y[i] - g), fabs(dy[i] - gd)));
+                    continue;
+                }
+                worst = fmax(worst, fabs(y[i] - g) / fabs(g) / k);
+                worst_d = fmax(worst_d, fabs(dy[i] - gd) / (cdf + fabs(xd) * pdf) / k);
+            }
+            for (int64_t i = 0; i < n; i += 9973) { /* alone: the scalar form */
+                float yi, di = 0.0f;
+                gelu_forward(&yi, &x[i], 1);
+                gelu_backward(&di, &one[i], &x[i], 1);
+                assert_memory_equal(&yi, &y[i], sizeof yi);
+                assert_memory_equal(&di, &dy[i], sizeof di);
+            }
+            count += n;
+        }
+    printf("gelu on %lld floats: worst err/bound %.3f, gelu' %.3f; below FLT_MIN within %.3g\n", (long long)count,
+           worst, worst_d, worst_tiny);
+    assert_true(worst <= 1.0 && worst_d <= 1.0 && worst_tiny <= 1e-37);
+    const float special[4] = {NAN, INFINITY, 0.0f, -0.0f};
+    float ys[4];
+    gelu_forward(ys, special, 4);
+    assert_true(isnan(ys[0]) && ys[1] == INFINITY && ys[2] == 0.0f && ys[3] == 0.0f);
+    free(x), free(y), free(dy), free(one);
+}
+
 static void test_dropout(void **state) {
     (void)state;
     EltCase e = {4000, 0, 0.3f, 7, 11, 3};
@@ -745,7 +798,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_linear),      cmocka_unit_test(test_conv1d_out_len), cmocka_unit_test(test_conv1d),
         cmocka_unit_test(test_conv1d_blocks), cmocka_unit_test(test_layernorm),    cmocka_unit_test(test_groupnorm),
-        cmocka_unit_test(test_activations), cmocka_unit_test(test_gelu_values),    cmocka_unit_test(test_dropout),
+        cmocka_unit_test(test_activations), cmocka_unit_test(test_gelu_values), cmocka_unit_test(test_gelu_accuracy),    cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_weightnorm),  cmocka_unit_test(test_add_axpy),    cmocka_unit_test(test_rownorm),
         cmocka_unit_test(test_softmax_xent), cmocka_unit_test(test_softmax_xent_rows),
         cmocka_unit_test(test_gather_rows),
