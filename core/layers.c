@@ -1038,6 +1038,11 @@ void weightnorm_backward(float *dg, float *dv, const float *dw, const float *g, 
 
 /* ---- residual adds -------------------------------------------------------------------------------- */
 
+void add_vectors(float *out, const float *a, const float *b, int64_t n) {
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
 void add_inplace(float *y, const float *x, int64_t n) {
 #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; i++) y[i] += x[i];

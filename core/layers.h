@@ -154,7 +154,9 @@ void weightnorm_forward(float *w, float *norm, const float *g, const float *v, i
 void weightnorm_backward(float *dg, float *dv, const float *dw, const float *g, const float *v, const float *norm,
                          int OC, int Ci, int K, float *scratch);
 
-/* y += x (n values), and y += s * x: residual adds and gradient scaling (feature_grad_mult). */
+/* out = a + b, y += x (n values), and y += s * x: residual adds and gradient scaling
+ * (feature_grad_mult). */
+void add_vectors(float *out, const float *a, const float *b, int64_t n);
 void add_inplace(float *y, const float *x, int64_t n);
 void axpy_inplace(float *y, float s, const float *x, int64_t n);
 

@@ -532,7 +532,7 @@ static void transformer_layer_forward(Model *m, int l, float *out, const float *
     linear_forward(tmp, y->attn, p->out_w, p->out_b, N, D, D);
     prof(m, 0, PROF_OUTPROJ, &t);
     drop_fwd(m, tmp, tmp, ND, p_drop, site(l, SITE_ATTN_OUT));
-    for (int64_t i = 0; i < ND; i++) y->r1[i] = x[i] + tmp[i];
+    add_vectors(y->r1, x, tmp, ND);
     if (c->layer_norm_first) layernorm_forward(y->n2, y->fln_mean, y->fln_rstd, y->r1, p->fln_w, p->fln_b, N, D, eps);
     else layernorm_forward(y->n2, y->ln_mean, y->ln_rstd, y->r1, p->ln_w, p->ln_b, N, D, eps);
     prof(m, 0, PROF_NORMS, &t);
@@ -560,9 +560,9 @@ static void transformer_layer_forward(Model *m, int l, float *out, const float *
     prof(m, 0, PROF_FFN, &t);
     drop_fwd(m, tmp, tmp, ND, p_drop, site(l, SITE_FFN_OUT));
     if (c->layer_norm_first) {
-        for (int64_t i = 0; i < ND; i++) out[i] = y->r1[i] + tmp[i];
+        add_vectors(out, y->r1, tmp, ND);
     } else {
-        for (int64_t i = 0; i < ND; i++) y->r2[i] = y->n2[i] + tmp[i];
+        add_vectors(y->r2, y->n2, tmp, ND);
         layernorm_forward(out, y->fln_mean, y->fln_rstd, y->r2, p->fln_w, p->fln_b, N, D, eps);
     }
     prof(m, 0, PROF_NORMS, &t);

@@ -604,6 +604,9 @@ static void test_add_axpy(void **state) {
     axpy_inplace_naive(yd2, (double)0.1f, xd, N);
     assert_false(check_close("axpy_inplace", "y", y2, yd2, N));
     for (int i = 0; i < N; i++) assert_float_equal(y2[i], yd2[i], 1e-6); /* really y + s x, not y + x */
+    float z[N];
+    add_vectors(z, y2, x, N);
+    for (int i = 0; i < N; i++) assert_true(z[i] == y2[i] + x[i]); /* the sum, rounded once */
 }
 
 /* ---- the objective heads' kernels: row normalisation, softmax cross-entropy, gathered rows ---------- */
