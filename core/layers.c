@@ -124,12 +124,12 @@ void linear_backward_bf16in(float *dinp, float *dweight, float *dbias, const flo
  *   G = 1 without padding (the waveform stack): the GEMMs read the input where it lies (conv_view_*,
  *     below): utterance b's windows are the rows of its input from row t*stride on.
  *   otherwise (grouped or padded: the positional conv): per group, blocks of up to CONV_BLOCK_FLOATS
- *     unfolded input windows (im2col: row r = b*To + t holds the K*Cg inputs of output frame t of
- *     utterance b, zeros in the padding) times the group's weight in one GEMM. The groups go to the
+ *     unfolded windows times the group's weight in one GEMM (conv_unfold, below). The groups go to the
  *     OpenMP threads (one unfolding buffer each) and each group's GEMM runs on its own thread: the
  *     group GEMMs are narrow (OC/G columns), and threading inside them spends more time synchronising
  *     than computing (positional conv: 2-3x).
- * GEMMs use the weight as Wr (OC, K, Cg) (PyTorch stores (OC, Cg, K)), built in scratch.
+ * The view path's GEMMs use the weight as Wr (OC, K, Cg) (PyTorch stores (OC, Cg, K)), built in
+ * scratch; the unfolded path's use it as stored.
  * oneDNN 2.6's convolution primitives (what PyTorch runs) measured no faster on the waveform stack
  * than its im2col path (tests/bench/conv_dnnl.sh, Zen 4, reorders counted, fwd+bwd of the stack, time
  * koe / oneDNN): at 1 thread 0.84-1.01 in bf16, 0.88-0.97 in fp32 (oneDNN's blocked layouts; 0.5 on
@@ -171,13 +171,14 @@ static int64_t conv_block_rows(int64_t rows, int64_t KC, int OCg, int bwd) {
     return rb < rows ? rb : rows;
 }
 
-/* The views of a conv's scratch (common.h's arena): depthwise only the weight as (K, C) in wr;
- * otherwise Wr and its gradient, and then for the unfolded path one block of unfolded rows per slot,
- * for the view path the bf16 operands of a bf16 run (Wr, a block's input rows and its dout rows, each
- * when it is not bf16 already). */
+/* The views of a conv's scratch (common.h's arena): depthwise only the weight as (K, C) in wr. The view
+ * path: Wr and its gradient, and the bf16 operands of a bf16 run (Wr, a block's input rows and its dout
+ * rows, each when it is not bf16 already). The unfolded path: the packed input and dout (xp, dp; fp32,
+ * and in a bf16 run rounded into xb, db), the input gradient's weight wt, and one block of unfolded
+ * rows per slot. */
 typedef struct {
-    float *wr, *dwr, *col;
-    uint16_t *w16, *x16, *d16;
+    float *wr, *dwr, *col, *xp, *dp, *wt;
+    uint16_t *w16, *x16, *d16, *xb, *db;
 } ConvScratch;
 
 /* the view path's output frames per block of one utterance: bf16 operands are rounded into scratch a
@@ -187,22 +188,38 @@ static int64_t conv_view_rows(int64_t To, int64_t KC, int OC, int bwd, int bf16)
     return bf16 ? conv_block_rows(To, KC, OC, bwd) : To;
 }
 
+/* the unfolded path's packed lengths: the input padded (windows of output frames), and dout spread
+ * `stride` apart and shifted for the transposed conv (windows of input frames) */
+static int64_t conv_packed_len_x(int64_t Ti, int pad) { return Ti + 2 * (int64_t)pad; }
+static int64_t conv_packed_len_d(int64_t Ti, int K) { return Ti + K - 1; }
+
+/* the unfolded path's floats per slot: a block of the forward's windows or of the input gradient's */
+static int64_t conv_slot_floats(int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G) {
+    const int64_t KC = (int64_t)K * (C / G), KCo = (int64_t)K * (OC / G);
+    const int64_t fwd = conv_block_rows((int64_t)B * conv1d_out_len(Ti, K, stride, pad), KC, OC / G, 0) * KC;
+    const int64_t dx = conv_block_rows((int64_t)B * Ti, KCo, C / G, 0) * KCo;
+    return fwd > dx ? fwd : dx;
+}
+
 static void conv_scratch_carve(ConvScratch *s, Arena *ar, int B, int64_t Ti, int C, int OC, int K, int stride,
                                int pad, int G) {
     KOE_ASSERT(G > 0 && C % G == 0 && OC % G == 0 && K > 0 && stride > 0 && pad >= 0);
+    memset(s, 0, sizeof *s);
     if (conv_is_depthwise(C, OC, G)) {
-        s->wr = arena_take(ar, (int64_t)K * C), s->dwr = s->col = NULL;
+        s->wr = arena_take(ar, (int64_t)K * C);
         return;
     }
-    const int64_t KC = (int64_t)K * (C / G);
+    const int64_t KC = (int64_t)K * (C / G), To = conv1d_out_len(Ti, K, stride, pad);
+    if (!conv_is_view(pad, G)) {
+        const int64_t nx = (int64_t)B * C * conv_packed_len_x(Ti, pad), nd = (int64_t)B * OC * conv_packed_len_d(Ti, K);
+        s->xp = arena_take(ar, nx), s->xb = (uint16_t *)arena_take(ar, (nx + 1) / 2);
+        s->dp = arena_take(ar, nd), s->db = (uint16_t *)arena_take(ar, (nd + 1) / 2);
+        s->wt = arena_take(ar, (int64_t)OC * KC);
+        s->col = arena_take(ar, conv_slots(G) * conv_slot_floats(B, Ti, C, OC, K, stride, pad, G));
+        return;
+    }
     s->wr = arena_take(ar, (int64_t)OC * KC);
     s->dwr = arena_take(ar, (int64_t)OC * KC);
-    s->col = NULL, s->w16 = s->x16 = s->d16 = NULL;
-    const int64_t To = conv1d_out_len(Ti, K, stride, pad);
-    if (!conv_is_view(pad, G)) {
-        s->col = arena_take(ar, conv_slots(G) * conv_block_rows((int64_t)B * To, KC, OC / G, 0) * KC);
-        return;
-    }
     /* the largest block, the forward's (conv_block_rows with bwd = 0 bounds the backward's too) */
     const int64_t M = conv_block_rows(To, KC, OC, 0), rows = M ? (M - 1) * stride + K : 0;
     s->w16 = (uint16_t *)arena_take(ar, ((int64_t)OC * KC + 1) / 2);
@@ -259,66 +276,74 @@ static void conv_tap_range(int64_t *t0, int64_t *t1, int64_t Ti, int64_t To, int
     *t1 = b > a ? b : a;
 }
 
-/* n values from src (bf16 when src_bf16) to dst (bf16 when dst_bf16): a copy, or fp32 -> bf16 */
-static void conv_copy(void *dst, int dst_bf16, const void *src, int src_bf16, int64_t n) {
-    if (dst_bf16 && !src_bf16) bf16_from_f32(dst, src, n);
-    else memcpy(dst, src, (size_t)n * (dst_bf16 ? sizeof(uint16_t) : sizeof(float)));
+/* ---- the unfolded path: its operands are packed channel-major, (B, channels, L), so that a window of
+ * K taps of one channel is K consecutive values: an unfolded row is Cg runs of K values copied whole, in
+ * the weight's own (Cg, K) order, and the forward's and the weight gradient's GEMMs use the weight and
+ * its gradient as they are stored. The input gradient is the transposed conv: dinp frame i gets
+ * weight tap k times dout frame t where t*stride + k = i + pad, which is the same unfolding of dout
+ * spread `stride` apart and shifted by K-1-pad (conv_pack), times the weight with its channels swapped
+ * and its taps reversed (conv_weight_flip): one GEMM of depth K*OC/G per block and group, writing dinp
+ * where it lies. With stride > 1 that product multiplies the zeros between dout's frames too (no
+ * model has a strided unfolded conv; the tests do). Against the im2col of time-major rows it replaced
+ * (taps of Cg values each, the weight rearranged to (OC, K, Cg) and back, the input gradient as a
+ * depth-OC/G product scattered back by col2im), Base's positional conv, 2 x 4 s, 2 threads: forward
+ * 16.2 -> 12.0 ms and backward 35.5 -> 26.5 ms in bf16, 30.6 -> 27.3 and 61.5 -> 54.3 ms in fp32;
+ * 55-58 -> 46-47 ms of a bf16 step (koe bench, pos conv row). */
+
+/* xp (B, Cx, L): xp[b][c][shift + up*i] = x[b][i][c] (x (B, n, Cx), bf16 when x_bf16) where that is
+ * inside [0, L), zeros elsewhere. */
+static void conv_pack(float *xp, const void *x, int x_bf16, int B, int64_t n, int Cx, int64_t L, int64_t shift,
+                      int up) {
+    const int64_t i0 = shift >= 0 ? 0 : (-shift + up - 1) / up; /* shift + up*i >= 0 */
+    int64_t i1 = L - shift <= 0 ? 0 : (L - 1 - shift) / up + 1;  /* shift + up*i <= L - 1 */
+    if (i1 > n) i1 = n;
+#pragma omp parallel for schedule(static)
+    for (int64_t bc = 0; bc < (int64_t)B * Cx; bc++) {
+        const int64_t b = bc / Cx, c = bc % Cx;
+        float *restrict row = xp + bc * L;
+        memset(row, 0, (size_t)L * sizeof *row);
+        if (x_bf16) {
+            const uint16_t *src = (const uint16_t *)x + b * n * Cx + c;
+            for (int64_t i = i0; i < i1; i++) row[shift + up * i] = bf16_to_f32(src[i * Cx]);
+        } else {
+            const float *src = (const float *)x + b * n * Cx + c;
+            for (int64_t i = i0; i < i1; i++) row[shift + up * i] = src[i * Cx];
+        }
+    }
 }
 
-/* col (M, KC): the windows of group g for output rows r0 .. r0+M-1 (row r = b*To + t). inp is bf16
- * when in_bf16, col when col_bf16 (a bf16 col from an fp32 input is rounded here, as sgemm's staging
- * would). With G = 1 a window's taps inside the input are one contiguous run of rows. */
-static void conv_im2col(void *col, int col_bf16, const void *inp, int in_bf16, int64_t r0, int64_t M, int64_t Ti,
-                        int64_t To, int C, int Cg, int K, int stride, int pad, int g) {
-    const size_t cs = col_bf16 ? sizeof(uint16_t) : sizeof(float), is = in_bf16 ? sizeof(uint16_t) : sizeof(float);
+/* col (M, Cg*K): rows r0 .. r0+M-1 (r = b*Tr + t) of group g's windows in xp (B, Cx, L; es bytes a
+ * value): row r holds, channel after channel, xp[b][g*Cg + c][t*stride + k] for k < K. */
+static void conv_unfold(void *col, const void *xp, size_t es, int64_t r0, int64_t M, int64_t Tr, int64_t L, int Cx,
+                        int Cg, int K, int stride, int g) {
     const int64_t KC = (int64_t)K * Cg;
 #pragma omp parallel for schedule(static)
     for (int64_t m = 0; m < M; m++) {
-        int64_t r = r0 + m, b = r / To, t = r % To;
-        char *dst = (char *)col + (size_t)(m * KC) * cs;
-        int64_t k0 = pad - t * stride, k1 = Ti + pad - t * stride; /* taps with input rows in [0, Ti) */
-        if (k0 < 0) k0 = 0;
-        if (k1 > K) k1 = K;
-        if (k1 < k0) k1 = k0;
-        memset(dst, 0, (size_t)(k0 * Cg) * cs);
-        memset(dst + (size_t)(k1 * Cg) * cs, 0, (size_t)((K - k1) * Cg) * cs);
-        if (k1 == k0) continue;
-        const int64_t i0 = t * stride - pad + k0; /* the input row of tap k0 */
-        const char *src = (const char *)inp + (size_t)((b * Ti + i0) * C + (int64_t)g * Cg) * is;
-        if (Cg == C)
-            conv_copy(dst + (size_t)(k0 * Cg) * cs, col_bf16, src, in_bf16, (k1 - k0) * Cg);
-        else
-            for (int64_t k = k0; k < k1; k++)
-                conv_copy(dst + (size_t)(k * Cg) * cs, col_bf16, src + (size_t)((k - k0) * C) * is, in_bf16, Cg);
+        const int64_t r = r0 + m, b = r / Tr, t = r % Tr;
+        char *dst = (char *)col + (size_t)(m * KC) * es;
+        const char *src = (const char *)xp + (size_t)((b * Cx + (int64_t)g * Cg) * L + t * stride) * es;
+        for (int c = 0; c < Cg; c++) memcpy(dst + (size_t)c * K * es, src + (size_t)(c * L) * es, (size_t)K * es);
     }
 }
 
-/* dinp[group g] += the inverse of conv_im2col applied to dcol (M, KC). Gathers per input row so
- * that no two threads add to the same element. */
-static void conv_col2im_accumulate(float *dinp, const float *dcol, int64_t r0, int64_t M, int64_t Ti, int64_t To,
-                                   int C, int Cg, int K, int stride, int pad, int g) {
-    int64_t KC = (int64_t)K * Cg;
-    for (int64_t b = r0 / To; b * To < r0 + M; b++) {
-        int64_t tlo = r0 > b * To ? r0 - b * To : 0;
-        int64_t thi = r0 + M < (b + 1) * To ? r0 + M - b * To : To;
-        int64_t ilo = tlo * stride - pad, ihi = (thi - 1) * stride - pad + K; /* input rows [ilo, ihi) */
-        if (ilo < 0) ilo = 0;
-        if (ihi > Ti) ihi = Ti;
-#pragma omp parallel for schedule(static)
-        for (int64_t i = ilo; i < ihi; i++) {
-            int64_t lo = i + pad - K + 1; /* t*stride >= lo */
-            int64_t ta = lo <= 0 ? 0 : (lo + stride - 1) / stride;
-            int64_t tb = (i + pad) / stride; /* t*stride <= i + pad */
-            if (ta < tlo) ta = tlo;
-            if (tb > thi - 1) tb = thi - 1;
-            float *dst = dinp + (b * Ti + i) * C + (int64_t)g * Cg;
-            for (int64_t t = ta; t <= tb; t++) {
-                const float *src = dcol + (b * To + t - r0) * KC + (i + pad - t * stride) * Cg;
+/* wt (G, Cg, OCg*K): wt[g][c][o*K + k] = weight[g*OCg + o][c][K-1-k], the transposed conv's weight */
+static void conv_weight_flip(float *wt, const float *weight, int G, int Cg, int OCg, int K) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int g = 0; g < G; g++)
+        for (int c = 0; c < Cg; c++)
+            for (int o = 0; o < OCg; o++) {
+                float *restrict d = wt + (((int64_t)g * Cg + c) * OCg + o) * K;
+                const float *restrict w = weight + (((int64_t)g * OCg + o) * Cg + c) * K + K - 1;
 #pragma omp simd
-                for (int c = 0; c < Cg; c++) dst[c] += src[c];
+                for (int k = 0; k < K; k++) d[k] = w[-k];
             }
-        }
-    }
+}
+
+/* the packed operand the GEMMs read: xp itself, or in a bf16 run its rounding into xb */
+static const void *conv_packed(float *xp, uint16_t *xb, int64_t n, int bf16) {
+    if (!bf16) return xp;
+    bf16_from_f32(xb, xp, n);
+    return xb;
 }
 
 static void conv_depthwise_forward(float *out, const float *inp, const float *weight, const float *bias, int B,
@@ -488,10 +513,8 @@ static void conv_forward(float *out, const void *inp, int in_bf16, const float *
         conv_depthwise_forward(out, inp, weight, bias, B, Ti, To, C, K, stride, pad, s.wr);
         return;
     }
-    int Cg = C / G, OCg = OC / G;
-    int64_t KC = (int64_t)K * Cg;
-    float *wr = s.wr, *col = s.col;
-    conv_weight_to_wr(wr, weight, OC, Cg, K);
+    const int Cg = C / G, OCg = OC / G;
+    const int64_t KC = (int64_t)K * Cg;
     /* out starts as the bias; without one, the GEMMs write all of it (beta = 0) */
     const float beta0 = bias ? 1.0f : 0.0f;
     if (bias) {
@@ -499,18 +522,23 @@ static void conv_forward(float *out, const void *inp, int in_bf16, const float *
         for (int64_t r = 0; r < R; r++) memcpy(out + r * OC, bias, (size_t)OC * sizeof(float));
     }
     if (conv_is_view(pad, G)) {
+        conv_weight_to_wr(s.wr, weight, OC, Cg, K);
         conv_view_forward(out, inp, in_bf16, beta0, B, Ti, To, C, OC, K, stride, &s);
         return;
     }
-    int64_t RB = conv_block_rows(R, KC, OCg, 0);
-    int slots = conv_slots(G);
+    const int64_t L = conv_packed_len_x(Ti, pad);
+    conv_pack(s.xp, inp, in_bf16, B, Ti, C, L, pad, 1);
+    const void *xp = conv_packed(s.xp, s.xb, (int64_t)B * C * L, col_bf16);
+    const size_t es = col_bf16 ? sizeof(uint16_t) : sizeof(float);
+    const int64_t RB = conv_block_rows(R, KC, OCg, 0), slot = conv_slot_floats(B, Ti, C, OC, K, stride, pad, G);
+    const int slots = conv_slots(G);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(slots) if (slots > 1)
     for (int g = 0; g < G; g++) {
-        float *colg = col + omp_get_thread_num() * RB * KC;
+        float *colg = s.col + omp_get_thread_num() * slot;
         for (int64_t r0 = 0; r0 < R; r0 += RB) {
-            int64_t M = R - r0 < RB ? R - r0 : RB;
-            conv_im2col(colg, col_bf16, inp, in_bf16, r0, M, Ti, To, C, Cg, K, stride, pad, g);
-            sgemm_mixed('N', 'T', M, OCg, KC, 1.0f, colg, col_bf16, KC, wr + (int64_t)g * OCg * KC, 0, KC, beta0,
+            const int64_t M = R - r0 < RB ? R - r0 : RB;
+            conv_unfold(colg, xp, es, r0, M, To, L, C, Cg, K, stride, g);
+            sgemm_mixed('N', 'T', M, OCg, KC, 1.0f, colg, col_bf16, KC, weight + (int64_t)g * OCg * KC, 0, KC, beta0,
                         out + r0 * OC + (int64_t)g * OCg, OC);
         }
     }
@@ -530,40 +558,50 @@ static void conv_backward(float *dinp, float *dweight, float *dbias, const void 
         conv_depthwise_backward(dinp, dweight, dbias, dout, inp, weight, B, Ti, To, C, K, stride, pad, s.wr);
         return;
     }
-    int Cg = C / G, OCg = OC / G;
-    int64_t KC = (int64_t)K * Cg;
-    float *wr = s.wr, *dwr = s.dwr, *col = s.col;
+    const int Cg = C / G, OCg = OC / G;
+    const int64_t KC = (int64_t)K * Cg, KCo = (int64_t)K * OCg;
     if (dbias) colsum_accumulate(dbias, dout, dout_bf16, R, OC, OC);
     if (!dinp && !dweight) return;
-    if (dinp) conv_weight_to_wr(wr, weight, OC, Cg, K);
-    if (dweight) memset(dwr, 0, (size_t)OC * KC * sizeof(float));
     if (conv_is_view(pad, G)) {
-        conv_view_backward(dinp, dweight ? dwr : NULL, dout, dout_bf16, inp, in_bf16, B, Ti, To, C, OC, K, stride, &s);
-        if (dweight) conv_wr_grad_accumulate(dweight, dwr, OC, Cg, K);
+        if (dinp) conv_weight_to_wr(s.wr, weight, OC, Cg, K);
+        if (dweight) memset(s.dwr, 0, (size_t)OC * KC * sizeof(float));
+        conv_view_backward(dinp, dweight ? s.dwr : NULL, dout, dout_bf16, inp, in_bf16, B, Ti, To, C, OC, K, stride, &s);
+        if (dweight) conv_wr_grad_accumulate(dweight, s.dwr, OC, Cg, K);
         return;
     }
-    /* groups write disjoint rows of dwr and disjoint channels of dinp: no two threads meet */
-    int64_t RB = conv_block_rows(R, KC, OCg, 1);
-    int slots = conv_slots(G);
+    const size_t es = col_bf16 ? sizeof(uint16_t) : sizeof(float);
+    const int64_t Lx = conv_packed_len_x(Ti, pad), Ld = conv_packed_len_d(Ti, K), Ri = (int64_t)B * Ti;
+    const void *xp = NULL, *dp = NULL;
+    if (dweight) {
+        conv_pack(s.xp, inp, in_bf16, B, Ti, C, Lx, pad, 1);
+        xp = conv_packed(s.xp, s.xb, (int64_t)B * C * Lx, col_bf16);
+    }
+    if (dinp) {
+        conv_pack(s.dp, dout, dout_bf16, B, To, OC, Ld, K - 1 - pad, stride);
+        dp = conv_packed(s.dp, s.db, (int64_t)B * OC * Ld, col_bf16);
+        conv_weight_flip(s.wt, weight, G, Cg, OCg, K);
+    }
+    /* groups write disjoint rows of dweight and disjoint channels of dinp: no two threads meet */
+    const int64_t RB = conv_block_rows(R, KC, OCg, 1), RBi = conv_block_rows(Ri, KCo, Cg, 0);
+    const int64_t slot = conv_slot_floats(B, Ti, C, OC, K, stride, pad, G);
+    const int slots = conv_slots(G);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(slots) if (slots > 1)
     for (int g = 0; g < G; g++) {
-        float *colg = col + omp_get_thread_num() * RB * KC;
-        for (int64_t r0 = 0; r0 < R; r0 += RB) {
-            int64_t M = R - r0 < RB ? R - r0 : RB;
+        float *colg = s.col + omp_get_thread_num() * slot;
+        for (int64_t r0 = 0; dweight && r0 < R; r0 += RB) {
+            const int64_t M = R - r0 < RB ? R - r0 : RB;
             const void *d = (const char *)dout + (size_t)(r0 * OC + (int64_t)g * OCg) * (dout_bf16 ? 2 : 4);
-            if (dweight) {
-                conv_im2col(colg, col_bf16, inp, in_bf16, r0, M, Ti, To, C, Cg, K, stride, pad, g);
-                sgemm_mixed('T', 'N', OCg, KC, M, 1.0f, d, dout_bf16, OC, colg, col_bf16, KC, 1.0f,
-                            dwr + (int64_t)g * OCg * KC, KC);
-            }
-            if (dinp) {
-                sgemm_mixed('N', 'N', M, KC, OCg, 1.0f, d, dout_bf16, OC, wr + (int64_t)g * OCg * KC, 0, KC, 0.0f, colg,
-                            KC);
-                conv_col2im_accumulate(dinp, colg, r0, M, Ti, To, C, Cg, K, stride, pad, g);
-            }
+            conv_unfold(colg, xp, es, r0, M, To, Lx, C, Cg, K, stride, g);
+            sgemm_mixed('T', 'N', OCg, KC, M, 1.0f, d, dout_bf16, OC, colg, col_bf16, KC, 1.0f,
+                        dweight + (int64_t)g * OCg * KC, KC);
+        }
+        for (int64_t r0 = 0; dinp && r0 < Ri; r0 += RBi) {
+            const int64_t M = Ri - r0 < RBi ? Ri - r0 : RBi;
+            conv_unfold(colg, dp, es, r0, M, Ti, Ld, OC, OCg, K, 1, g);
+            sgemm_mixed('N', 'T', M, Cg, KCo, 1.0f, colg, col_bf16, KCo, s.wt + (int64_t)g * Cg * KCo, 0, KCo, 1.0f,
+                        dinp + r0 * C + (int64_t)g * Cg, C);
         }
     }
-    if (dweight) conv_wr_grad_accumulate(dweight, dwr, OC, Cg, K);
 }
 
 void conv1d_forward(float *out, const float *inp, const float *weight, const float *bias, int B, int64_t Ti,

@@ -39,8 +39,9 @@ void linear_backward_bf16in(float *dinp, float *dweight, float *dbias, const flo
  * the last output frame when K is even, as wav2vec 2.0 does) and depthwise (G=C=OC). */
 int64_t conv1d_out_len(int64_t Ti, int K, int stride, int pad);
 /* scratch: conv1d_scratch_floats(...) floats, shared by forward and backward (the weight in a
- * GEMM-friendly layout, its gradient, and blocks of unfolded input rows, one per OpenMP thread for
- * grouped convs); its contents need not survive between calls. The size depends on the OpenMP thread
+ * GEMM-friendly layout, and its gradient or channel-major copies of the input and dout, and blocks of
+ * unfolded windows, one per OpenMP thread for grouped convs); its contents need not survive between
+ * calls. The size depends on the OpenMP thread
  * count (omp_get_max_threads()): size the scratch after setting it, and do not raise it later. */
 int64_t conv1d_scratch_floats(int B, int64_t Ti, int C, int OC, int K, int stride, int pad, int G);
 void conv1d_forward(float *out, const float *inp, const float *weight, const float *bias, int B, int64_t Ti,

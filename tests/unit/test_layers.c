@@ -294,10 +294,19 @@ static void test_conv1d_blocks(void **state) {
     run_conv(&pos, 300);
     ConvCase wide = {2, 40, 1024, 2, 512, 1, 256, 2, 1, NULL};
     int slots = omp_get_max_threads() > 1 ? 2 : 1; /* one unfolding buffer per thread, at most G */
-    assert_int_equal(conv1d_scratch_floats(2, 40, 1024, 2, 512, 1, 256, 2), 2 * 2 * 512 * 512 + slots * 16 * 512 * 512);
+    /* the packed input (B, C, Ti + 2 pad) in fp32 and bf16, the packed dout (B, OC, Ti + K - 1) the
+     * same, the flipped weight (OC * K * C/G), then per slot a block of at least 16 windows of K * C/G
+     * (the forward's, larger here than the input gradient's), each rounded up to 16 floats */
+#define R16(n) (((int64_t)(n) + 15) / 16 * 16)
+    assert_int_equal(conv1d_scratch_floats(2, 40, 1024, 2, 512, 1, 256, 2),
+                     R16(2 * 1024 * 552) + R16(1024 * 552) + R16(2 * 2 * 551) + R16(2 * 551) + R16(2 * 512 * 512) +
+                         slots * 16 * 512 * 512);
     run_conv(&wide, 301);
     ConvCase wide1 = {2, 40, 1024, 3, 256, 1, 128, 1, 1, NULL};
-    assert_int_equal(conv1d_scratch_floats(2, 40, 1024, 3, 256, 1, 128, 1), 2 * 3 * 256 * 1024 + 16 * 256 * 1024);
+    assert_int_equal(conv1d_scratch_floats(2, 40, 1024, 3, 256, 1, 128, 1),
+                     R16(2 * 1024 * 296) + R16(1024 * 296) + R16(2 * 3 * 295) + R16(3 * 295) + R16(3 * 256 * 1024) +
+                         16 * 256 * 1024);
+#undef R16
     run_conv(&wide1, 302);
 }
 
