@@ -27,7 +27,10 @@
 # fused, dout rounded once per linear backward): base bf16 / autocast 1.44 and 1.70 in two runs, and
 # 1.53-1.98 in five pairs (koe 6.6-7.3 audio s/s, autocast 3.7-4.3); koe's bf16 step in --interleave
 # 1.20 s where the same morning's runs before the change gave 1.26-1.28. sgemm_fraction 0.78 (0.79-0.83
-# in an A/B of single processes); tiny fp32 / PyTorch fp32 1.28-1.49.
+# in an A/B of single processes); tiny fp32 / PyTorch fp32 1.28-1.49. Tenth session (GELU without libm,
+# the positional conv unfolded from channel-major copies): base bf16 / autocast 1.53 and 1.73 (koe 6.82
+# and 7.58 audio s/s, autocast 4.46 and 4.38), bf16 / fp32 1.66 and 1.91, interleaved 1.75 and 1.74
+# (bf16 step 1.157 s both runs); sgemm_fraction 0.78-0.80; tiny fp32 / PyTorch fp32 1.37 and 1.22.
 set -euo pipefail
 export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2
 STEPS=${KOE_BENCH_STEPS:-4}
