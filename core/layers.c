@@ -96,26 +96,33 @@ static void colsum_accumulate(float *dst, const void *src, int src_bf16, int64_t
     }
 }
 
-static void linear_bwd(float *dinp, float *dweight, float *dbias, const float *dout, const void *inp, int in_bf16,
-                       const float *weight, int64_t N, int C, int OC) {
-    /* in a bf16 run dout, A of both products, is rounded once (their B operands stage elsewhere) */
-    const int db = gemm_precision() == GEMM_BF16 && dinp && dweight;
-    const void *d = db ? (const void *)gemm_stage_a(dout, N, OC, OC) : dout;
+static void linear_bwd(float *dinp, float *dweight, float *dbias, const void *dout, int dout_bf16, const void *inp,
+                       int in_bf16, const float *weight, int64_t N, int C, int OC) {
+    /* in a bf16 run an fp32 dout, A of both products, is rounded once (their B operands stage elsewhere) */
+    const int stage = !dout_bf16 && gemm_precision() == GEMM_BF16 && dinp && dweight;
+    const void *d = stage ? (const void *)gemm_stage_a(dout, N, OC, OC) : dout;
+    const int db = dout_bf16 || stage;
     if (dinp)
         sgemm_mixed('N', 'N', N, C, OC, 1.0f, d, db, OC, weight, 0, C, 1.0f, dinp, C);
     if (dweight)
         sgemm_mixed('T', 'N', OC, C, N, 1.0f, d, db, OC, inp, in_bf16, C, 1.0f, dweight, C);
-    if (dbias) colsum_accumulate(dbias, dout, 0, N, OC, OC);
+    if (dbias) colsum_accumulate(dbias, dout, dout_bf16, N, OC, OC);
 }
 
 void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int64_t N, int C, int OC) {
-    linear_bwd(dinp, dweight, dbias, dout, inp, 0, weight, N, C, OC);
+    linear_bwd(dinp, dweight, dbias, dout, 0, inp, 0, weight, N, C, OC);
 }
 
 void linear_backward_bf16in(float *dinp, float *dweight, float *dbias, const float *dout, const uint16_t *inp,
                             const float *weight, int64_t N, int C, int OC) {
-    linear_bwd(dinp, dweight, dbias, dout, inp, 1, weight, N, C, OC);
+    linear_bwd(dinp, dweight, dbias, dout, 0, inp, 1, weight, N, C, OC);
+}
+
+void linear_backward_bf16dout(float *dinp, float *dweight, float *dbias, const uint16_t *dout, const float *inp,
+                              const float *weight, int64_t N, int C, int OC) {
+    KOE_ASSERT(gemm_precision() == GEMM_BF16);
+    linear_bwd(dinp, dweight, dbias, dout, 1, inp, 0, weight, N, C, OC);
 }
 
 /* ---- conv1d -------------------------------------------------------------------------------------

@@ -32,6 +32,10 @@ void linear_forward_bf16in(float *out, const uint16_t *inp, const float *weight,
                            int OC);
 void linear_backward_bf16in(float *dinp, float *dweight, float *dbias, const float *dout, const uint16_t *inp,
                             const float *weight, int64_t N, int C, int OC);
+/* The backward with dout in bf16 (gelu_backward_bf16's), for a bf16 run only: its GEMMs read it as it
+ * is, its bias gradient sums its widened values (as conv1d_backward_bf16). */
+void linear_backward_bf16dout(float *dinp, float *dweight, float *dbias, const uint16_t *dout, const float *inp,
+                              const float *weight, int64_t N, int C, int OC);
 
 /* 1-d convolution over time, time-major. inp (B, Ti, C), out (B, To, OC), weight (OC, C/G, K),
  * bias (OC) or NULL; zero padding `pad` on both sides; To = (Ti + 2*pad - K) / stride + 1.

@@ -606,13 +606,17 @@ static void transformer_layer_backward(Model *m, int l, float *dx, const float *
         dg = f1;
         dh = f2;
     }
-    zero(dh, NF);
-    if (m->a.acts_bf16) gelu_backward_bf16in(dh, dg, (const uint16_t *)y->h, NF);
-    else gelu_backward(dh, dg, y->h, NF);
     /* d n2: post-LN it also gets the residual (d1 already holds it); pre-LN starts from zero */
     float *dn2 = d1;
     if (pre) zero(dn2, ND);
-    linear_backward(dn2, gp->fc1_w, gp->fc1_b, dh, y->n2, p->fc1_w, N, D, F);
+    if (m->a.acts_bf16) { /* d h, only intermediate_dense's dout, written in bf16 as its GEMMs read it */
+        gelu_backward_bf16((uint16_t *)dh, dg, (const uint16_t *)y->h, NF);
+        linear_backward_bf16dout(dn2, gp->fc1_w, gp->fc1_b, (const uint16_t *)dh, y->n2, p->fc1_w, N, D, F);
+    } else {
+        zero(dh, NF);
+        gelu_backward(dh, dg, y->h, NF);
+        linear_backward(dn2, gp->fc1_w, gp->fc1_b, dh, y->n2, p->fc1_w, N, D, F);
+    }
     prof(m, 1, PROF_FFN, &t);
     /* d r1 into d3 */
     float *dr1 = d3;

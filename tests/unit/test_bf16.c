@@ -438,9 +438,21 @@ static void test_bf16_inputs(void **state) {
     assert_memory_equal(res[0][2], res[1][2], (size_t)OC * C * sizeof(float));
     assert_memory_equal(res[0][3], res[1][3], (size_t)OC * sizeof(float));
     printf("linear C=%d OC=%d from a bf16 input: bit-identical to the fp32 input's\n", C, OC);
+    /* dout in bf16 (intermediate_dense's, from gelu_backward_bf16): the fp32 call's bits on its values */
+    uint16_t *db16 = koe_malloc((size_t)N * OC * sizeof(uint16_t));
+    bf16_round_f32(db16, dout, N * OC);
+    for (int p = 0; p < 2; p++) {
+        for (int j = 1; j < 4; j++) memset(res[p][j], 0, (size_t)(j == 1 ? N * C : j == 2 ? OC * C : OC) * sizeof(float));
+        if (p == 0) linear_backward_bf16dout(res[p][1], res[p][2], res[p][3], db16, x, w, N, C, OC);
+        else linear_backward(res[p][1], res[p][2], res[p][3], dout, x, w, N, C, OC);
+    }
+    assert_memory_equal(res[0][1], res[1][1], (size_t)N * C * sizeof(float));
+    assert_memory_equal(res[0][2], res[1][2], (size_t)OC * C * sizeof(float));
+    assert_memory_equal(res[0][3], res[1][3], (size_t)OC * sizeof(float));
+    printf("linear C=%d OC=%d backward from a bf16 dout: bit-identical to the fp32 call on its values\n", C, OC);
     for (int p = 0; p < 2; p++)
         for (int j = 0; j < 4; j++) free(res[p][j]);
-    free(x), free(w), free(bias), free(dout), free(xb);
+    free(x), free(w), free(bias), free(dout), free(xb), free(db16);
     /* attention (q|k|v kept in bf16), with dropout and a padded utterance */
     const int Bq = 2, Cq = 32, Hq = 4;
     const int64_t Tq = 19, nq = (int64_t)Bq * Tq * 3 * Cq, no = (int64_t)Bq * Tq * Cq, na = (int64_t)Bq * Hq * Tq * Tq;
