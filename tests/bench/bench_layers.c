@@ -2,13 +2,17 @@
  * stack, positional conv, one transformer layer's norms/activations/linears, the conformer's
  * depthwise conv) and prints one line per kernel: median ms of forward and backward over --reps
  * runs, and GFLOP/s for the GEMM-shaped ones. A measurement, not a test: nothing is asserted.
- *   bench_layers [--reps N] [--only NAME]
+ *   bench_layers [--reps N] [--only NAME] [--bf16]
+ * --bf16: as a bf16 run (gemm_set_precision): every GEMM rounds its fp32 operands to bf16, as the
+ * positional conv's and the linears' fp32 inputs are in a bf16 step (the waveform stack's bf16-kept
+ * activations are not modelled here: tests/bench/bench_conv_dnnl.c --bf16 has them).
  * Threads from OMP_NUM_THREADS / OPENBLAS_NUM_THREADS. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../../core/common.h"
+#include "../../core/gemm.h"
 #include "../../core/layers.h"
 #include "../../core/rng.h"
 
@@ -152,8 +156,13 @@ int main(int argc, char **argv) {
             reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--only") && i + 1 < argc)
             only = argv[++i];
+        else if (!strcmp(argv[i], "--bf16")) {
+            if (!gemm_bf16_supported())
+                koe_fatal(KOE_EXIT_USAGE, "bench_layers --bf16: oneDNN has no bf16 GEMM on this CPU (no AVX512_BF16 or AMX)");
+            gemm_set_precision(GEMM_BF16);
+        }
         else {
-            fprintf(stderr, "usage: bench_layers [--reps N (1..64, default 5)] [--only NAME]\n");
+            fprintf(stderr, "usage: bench_layers [--reps N (1..64, default 5)] [--only NAME] [--bf16]\n");
             return 1;
         }
     }
