@@ -111,7 +111,8 @@ struct Trainer {
     double *code_hist;   /* BEST-RQ: (Q, codebook_size) training targets counted since the last log line */
     double code_usage, target_ppl; /* BEST-RQ, from code_hist at a log line */
     int64_t step0;
-    int64_t hang_at_step; /* test hook KOE_TEST_HANG_AT_STEP (e2e train_watchdog) */
+    int64_t hang_at_step; /* test hook KOE_TEST_HANG_AT_STEP=N[:S]: rank 1 waits before update N, */
+    double hang_s;        /* S seconds, or for good without S (e2e train_watchdog, train_resume) */
     char ckdir[TRAINER_PATH_MAX], logpath[TRAINER_PATH_MAX], stoppath[TRAINER_PATH_MAX];
 };
 
@@ -665,6 +666,7 @@ Trainer *trainer_open(const Recipe *rc, const TrainerOptions *opt, KoeError *err
     tr->saved_step = -1;
     const char *hang = getenv("KOE_TEST_HANG_AT_STEP");
     tr->hang_at_step = hang ? atoll(hang) : -1;
+    tr->hang_s = hang && strchr(hang, ':') ? atof(strchr(hang, ':') + 1) : -1.0;
     cli_threads(0, rc->run.threads);
     if (opt->run_dir) {
         watchdog_start(rc->run.watchdog_s);
@@ -853,8 +855,10 @@ int trainer_step(Trainer *tr, TrainerStep *s, KoeError *err) {
     watchdog_phase(0, "forward/backward step %lld", (long long)st->step);
     for (int u = 0; u < rc->optim.update_freq; u++) {
         const LoaderBatch *b = next_batch(tr, err);
-        if (tr->hang_at_step == st->step && tr->rank == 1) /* test hook KOE_TEST_HANG_AT_STEP: rank 1 hangs */
-            for (;;) sleep(1);
+        if (tr->hang_at_step == st->step && tr->rank == 1) { /* test hook KOE_TEST_HANG_AT_STEP: rank 1 waits */
+            const double until = koe_now() + tr->hang_s;
+            while (tr->hang_s < 0 || koe_now() < until) usleep(100000);
+        }
         if (tr->dp && u == rc->optim.update_freq - 1) dp_arm(tr->dp); /* this backward ends the update */
         if (!b || micro_batch(tr, &tr->train, b, run, 1, &upd, err) < 0) return -1;
         samples += (double)b->global_samples;

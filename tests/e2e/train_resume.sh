@@ -132,9 +132,11 @@ grep -q "resumed from s/checkpoints/step-00000001.h5" s2.err
 same_log ref s
 echo "(d) stop file: exit 3 at step 1 with a clean checkpoint; the continued run repeats the uninterrupted one"
 
-# (d) SIGUSR1 to mpirun (Slurm's --signal=B:USR1 warning; mpirun forwards it): exit 3, clean checkpoint
-mpirun --oversubscribe -np 2 -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS "$KOE" train "$RECIPE" "${OV[@]}" \
-    run.dir=u > /dev/null 2> u.err &
+# (d) SIGUSR1 to mpirun (Slurm's --signal=B:USR1 warning; mpirun forwards it): exit 3, clean checkpoint.
+# Rank 1 waits 3 s before update 3 (KOE_TEST_HANG_AT_STEP=3:3), so the signal lands while the job runs:
+# the 24-update tiny run is otherwise over in a fraction of the 0.1 s poll (CI saw it finish first).
+KOE_TEST_HANG_AT_STEP=3:3 mpirun --oversubscribe -np 2 -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS \
+    -x KOE_TEST_HANG_AT_STEP "$KOE" train "$RECIPE" "${OV[@]}" run.dir=u > /dev/null 2> u.err &
 pid=$!
 for _ in $(seq 600); do test -f u/log.jsonl && test "$(wc -l < u/log.jsonl)" -ge 3 && break; sleep 0.1; done
 kill -USR1 "$pid"
