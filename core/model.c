@@ -655,8 +655,9 @@ static void transformer_layer_backward(Model *m, int l, float *dx, const float *
 
 /* ---- forward ------------------------------------------------------------------------------------- */
 
-/* Conv layer i's norm (where it has one) and GELU, unfused, on its conv output co (n values; no: the
- * norm's output, s_c[0] in a bf16 run): what each layer keeps in bf16 in a bf16 run is rounded here. */
+/* Conv layer i's norm (where it has one) and GELU, unfused, on its conv output co (n values; no is
+ * where the norm writes its output, s_c[0] in a bf16 run): what each layer keeps in bf16 in a bf16 run
+ * is rounded here. */
 static void conv_norm_gelu_forward(Model *m, int i, float *co, float *no, int64_t n) {
     const ModelConfig *c = &m->cfg;
     ModelActs *a = &m->a;
