@@ -13,8 +13,10 @@ three utterances (eval: dropout and layerdrop off) in float64 and writes (as flo
   /grad/<Hugging Face name>    d loss / d parameter
   attrs: the config (n_conv, D, L, H, F, pos_conv_kernel, pos_conv_groups, layer_norm_first, ...)
 The reference runs in float64: it is the exact answer our float32 must approach, and this Debian
-torch's float32 GroupNorm backward is itself off by up to ~90% of max|grad| on the group-norm extractor
-(checked against float64), so a float32 reference would not be a reference.
+torch's float32 gelu_backward is wrong when its gradient and input have different layouts, as at the
+group-norm extractor's last conv (a float32 run's conv_layers.2.conv.weight gradient off by 8e26 x
+max|grad|, checked against float64; model_bf16_ref.py shows the cause), so a float32 reference would not
+be a reference. (An earlier note here blamed GroupNorm's backward: it matches float64 to 1e-7.)
 Names map as torchaudio's import_huggingface_model does: feature_extractor.* unchanged,
 encoder.feature_projection.* -> feature_projection.*, encoder.transformer.* -> encoder.*.
 Usage: /usr/bin/python3 model_ref.py OUT_DIR
