@@ -6,7 +6,10 @@
 # (`koe bench --interleave`), the ratio that a busy machine's changing load disturbs least. Issue 14's goals: koe bf16 >= 2x torch bf16 and >= 1.6x koe fp32 with peak
 # RSS <= koe fp32's; koe fp32 >= 2.5x torch fp32 on tiny, sgemm_fraction >= 0.70 on base.
 # KOE_BENCH_RUNS (default 2) repeats the whole table; KOE_BENCH_MODELS (default "tiny small base")
-# picks the sizes; KOE_BENCH_STEPS (default 4) the timed steps per run.
+# picks the sizes; KOE_BENCH_STEPS (default 4) the timed steps per run. Then KOE_BENCH_PAIRS (default 5;
+# 0 skips) pairs on base alone, koe bf16 then autocast, each pair's ratio and their median: the goal's
+# ratio with the least of the host's drift between its two sides (a run of the table puts koe fp32 and
+# PyTorch fp32 between them).
 # Run in the machine's environment as it is. Where it sets OPENBLAS_CORETYPE=Haswell (the Zen 5
 # machine of issue 14's first measurements did), PyTorch's OpenBLAS GEMMs run AVX2 kernels; koe's GEMMs
 # (oneDNN, core/gemm.h) and PyTorch's convolutions and autocast matmuls (oneDNN too) pick kernels from
@@ -77,3 +80,18 @@ for run in $(seq "$RUNS"); do
   run_table default env
   if [ "${KOE_BENCH_NATIVE:-0}" = 1 ]; then run_table native env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE; fi
 done
+PAIRS=${KOE_BENCH_PAIRS:-5}
+if [ "$PAIRS" -gt 0 ]; then
+  echo "   -- base, koe bf16 then PyTorch autocast, $PAIRS pairs"
+  ratios=()
+  for i in $(seq "$PAIRS"); do
+    k=$("$KOE" bench "$KOE_ROOT/recipes/base/hubert_iter1.ini" --threads 2 --steps "$STEPS" --precision bf16 \
+      --no-profile 2>&1 | tail -1 | field audio_s_per_s)
+    t=$("$PYTHON" "$ANCHORS/torch_hubert_step.py" --model base --threads 2 --steps "$STEPS" --bf16 2>&1 | tail -1 |
+      field audio_s_per_s)
+    ratios+=("$(ratio "$k" "$t")")
+    printf '   pair %d: audio_s_per_s koe bf16=%s torch autocast=%s ratio=%s\n' "$i" "$k" "$t" "${ratios[-1]}"
+  done
+  printf '   base koe bf16 / torch autocast over %d pairs: median %s (goal >= 2.0)\n' "$PAIRS" \
+    "$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{v[NR] = $1} END {print NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}')"
+fi
