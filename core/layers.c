@@ -136,7 +136,10 @@ void linear_backward_bf16dout(float *dinp, float *dweight, float *dbias, const u
  *     group GEMMs are narrow (OC/G columns), and threading inside them spends more time synchronising
  *     than computing (positional conv: 2-3x).
  * The view path's GEMMs use the weight as Wr (OC, K, Cg) (PyTorch stores (OC, Cg, K)), built in
- * scratch; the unfolded path's use it as stored.
+ * scratch, but for the fp32 forward, which multiplies by its transpose (K*Cg, OC) as stored ('N', 'N'):
+ * oneDNN's sgemm ran the stack's 'N', 'T' products at 0.6-0.85 of that rate (layers 1-4 0.82, 5-6
+ * 0.6; tests/bench/bench_layers, forward of the stack 227 -> 189 ms at 2 threads), where its bf16
+ * GEMM runs both alike and the transpose would cost more than Wr. The unfolded path's use it as stored.
  * oneDNN 2.6's convolution primitives (what PyTorch runs) measured no faster on the waveform stack
  * than its im2col path (tests/bench/conv_dnnl.sh, Zen 4, reorders counted, fwd+bwd of the stack, time
  * koe / oneDNN): at 1 thread 0.84-1.01 in bf16, 0.88-0.97 in fp32 (oneDNN's blocked layouts; 0.5 on
@@ -258,6 +261,24 @@ static void conv_weight_to_wr(float *wr, const float *weight, int OC, int Cg, in
             const float *restrict w = weight + (int64_t)o * Cg * K + k;
 #pragma omp simd
             for (int cg = 0; cg < Cg; cg++) r[cg] = w[(int64_t)cg * K];
+        }
+}
+
+/* Wr transposed, (K*Cg, OC): row k*Cg + cg holds every output channel's weight at (cg, k); by tiles
+ * of 16 output x 16 input channels (0.28 ms for 512 x 512 x 3 at 2 threads, where a loop over whole
+ * rows of either took 0.8 ms). */
+static void conv_weight_to_wrt(float *wrt, const float *weight, int OC, int Cg, int K) {
+    enum { TB = 16 };
+#pragma omp parallel for schedule(static) collapse(2)
+    for (int o0 = 0; o0 < OC; o0 += TB)
+        for (int c0 = 0; c0 < Cg; c0 += TB) {
+            const int no = OC - o0 < TB ? OC - o0 : TB, nc = Cg - c0 < TB ? Cg - c0 : TB;
+            for (int k = 0; k < K; k++)
+                for (int c = 0; c < nc; c++) {
+                    float *restrict r = wrt + ((int64_t)k * Cg + c0 + c) * OC + o0;
+                    const float *restrict w = weight + ((int64_t)o0 * Cg + c0 + c) * K + k;
+                    for (int o = 0; o < no; o++) r[o] = w[(int64_t)o * Cg * K];
+                }
         }
 }
 
@@ -444,6 +465,7 @@ static const void *conv_view_input(const ConvScratch *s, int *x_bf16, const void
     return s->x16;
 }
 
+/* s->wr holds Wr, or in an fp32 run its transpose (conv_forward) */
 static void conv_view_forward(float *out, const void *inp, int in_bf16, float beta0, int B, int64_t Ti, int64_t To,
                               int C, int OC, int K, int stride, const ConvScratch *s) {
     const int col_bf16 = gemm_precision() == GEMM_BF16;
@@ -457,8 +479,9 @@ static void conv_view_forward(float *out, const void *inp, int in_bf16, float be
             int xb;
             const char *x = conv_view_input(s, &xb, inp, in_bf16, col_bf16, Ti, C, K, stride, b, t0, M);
             for (int p = 0; p < P && p < M; p++)
-                sgemm_mixed('N', 'T', conv_view_frames(M, P, p), OC, KC, 1.0f, x + (size_t)p * stride * C * (xb ? 2 : 4),
-                            xb, ld, w, col_bf16, KC, beta0, out + ((int64_t)b * To + t0 + p) * OC, (int64_t)P * OC);
+                sgemm_mixed('N', col_bf16 ? 'T' : 'N', conv_view_frames(M, P, p), OC, KC, 1.0f,
+                            x + (size_t)p * stride * C * (xb ? 2 : 4), xb, ld, w, col_bf16, col_bf16 ? KC : OC, beta0,
+                            out + ((int64_t)b * To + t0 + p) * OC, (int64_t)P * OC);
         }
 }
 
@@ -529,7 +552,8 @@ static void conv_forward(float *out, const void *inp, int in_bf16, const float *
         for (int64_t r = 0; r < R; r++) memcpy(out + r * OC, bias, (size_t)OC * sizeof(float));
     }
     if (conv_is_view(pad, G)) {
-        conv_weight_to_wr(s.wr, weight, OC, Cg, K);
+        if (col_bf16) conv_weight_to_wr(s.wr, weight, OC, Cg, K);
+        else conv_weight_to_wrt(s.wr, weight, OC, Cg, K);
         conv_view_forward(out, inp, in_bf16, beta0, B, Ti, To, C, OC, K, stride, &s);
         return;
     }
