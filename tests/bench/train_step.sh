@@ -34,6 +34,10 @@
 # the positional conv unfolded from channel-major copies): base bf16 / autocast 1.53 and 1.73 (koe 6.82
 # and 7.58 audio s/s, autocast 4.46 and 4.38), bf16 / fp32 1.66 and 1.91, interleaved 1.75 and 1.74
 # (bf16 step 1.157 s both runs); sgemm_fraction 0.78-0.80; tiny fp32 / PyTorch fp32 1.37 and 1.22.
+# Eleventh session (the waveform stack's fp32 forward as 'N','N' products): base bf16 / autocast 1.70
+# and 1.73, five pairs 1.77-1.92 (median 1.87; koe 6.99-7.72 audio s/s, autocast 3.88-4.03); bf16 /
+# fp32 1.70 and 1.71, interleaved 1.70 and 1.81; sgemm_fraction 0.82 and 0.85; tiny fp32 / PyTorch
+# fp32 1.49 and 1.48.
 set -euo pipefail
 export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2
 STEPS=${KOE_BENCH_STEPS:-4}
