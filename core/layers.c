@@ -138,7 +138,7 @@ void linear_backward_bf16dout(float *dinp, float *dweight, float *dbias, const u
  * The view path's GEMMs use the weight as Wr (OC, K, Cg) (PyTorch stores (OC, Cg, K)), built in
  * scratch, but for the fp32 forward, which multiplies by its transpose (K*Cg, OC) as stored ('N', 'N'):
  * oneDNN's sgemm ran the stack's 'N', 'T' products at 0.6-0.85 of that rate (layers 1-4 0.82, 5-6
- * 0.6; tests/bench/bench_layers, forward of the stack 227 -> 189 ms at 2 threads), where its bf16
+ * 0.6; tests/bench/bench_layers, forward of layers 1-6 227 -> 189 ms at 2 threads), where its bf16
  * GEMM runs both alike and the transpose would cost more than Wr. The unfolded path's use it as stored.
  * oneDNN 2.6's convolution primitives (what PyTorch runs) measured no faster on the waveform stack
  * than its im2col path (tests/bench/conv_dnnl.sh, Zen 4, reorders counted, fwd+bwd of the stack, time
@@ -265,8 +265,8 @@ static void conv_weight_to_wr(float *wr, const float *weight, int OC, int Cg, in
 }
 
 /* Wr transposed, (K*Cg, OC): row k*Cg + cg holds every output channel's weight at (cg, k); by tiles
- * of 16 output x 16 input channels (0.28 ms for 512 x 512 x 3 at 2 threads, where a loop over whole
- * rows of either took 0.8 ms). */
+ * of 16 output x 16 input channels (0.28 ms for 512 x 512 x 3 at 2 threads, where a loop writing
+ * whole output rows took 0.8 ms; conv_weight_to_wr's gather takes 0.07). */
 static void conv_weight_to_wrt(float *wrt, const float *weight, int OC, int Cg, int K) {
     enum { TB = 16 };
 #pragma omp parallel for schedule(static) collapse(2)
