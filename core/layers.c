@@ -135,11 +135,13 @@ void linear_backward_bf16dout(float *dinp, float *dweight, float *dbias, const u
  *     OpenMP threads (one unfolding buffer each) and each group's GEMM runs on its own thread: the
  *     group GEMMs are narrow (OC/G columns), and threading inside them spends more time synchronising
  *     than computing (positional conv: 2-3x).
- * The view path's GEMMs use the weight as Wr (OC, K, Cg) (PyTorch stores (OC, Cg, K)), built in
- * scratch, but for the fp32 forward, which multiplies by its transpose (K*Cg, OC) as stored ('N', 'N'):
- * oneDNN's sgemm ran the stack's 'N', 'T' products at 0.6-0.85 of that rate (layers 1-4 0.82, 5-6
- * 0.6; tests/bench/bench_layers, forward of layers 1-6 227 -> 189 ms at 2 threads), where its bf16
- * GEMM runs both alike and the transpose would cost more than Wr. The unfolded path's use it as stored.
+ * The view path's backward GEMMs use the weight as Wr (OC, K, Cg) (PyTorch stores (OC, Cg, K)), its
+ * forward Wr's transpose (K*Cg, OC), both built in scratch, so that every product is 'N', 'N' or
+ * 'T', 'N': oneDNN's sgemm ran the stack's forward as 'N', 'T' by Wr at 0.6-0.85 of the 'N', 'N' rate
+ * (layers 1-4 0.82, 5-6 0.6; tests/bench/bench_layers fp32, forward of layers 1-6 227 -> 189 ms at 2
+ * threads). Its bf16 GEMM runs both alike; there the transpose's extra 0.2 ms a layer over Wr's gather
+ * was lost in the noise of a step (conv stack forward 112-114 -> 113-119 ms, three alternating pairs).
+ * The unfolded path's use the weight as stored.
  * oneDNN 2.6's convolution primitives (what PyTorch runs) measured no faster on the waveform stack
  * than its im2col path (tests/bench/conv_dnnl.sh, Zen 4, reorders counted, fwd+bwd of the stack, time
  * koe / oneDNN): at 1 thread 0.84-1.01 in bf16, 0.88-0.97 in fp32 (oneDNN's blocked layouts; 0.5 on
@@ -471,7 +473,7 @@ static const void *conv_view_input(const ConvScratch *s, int *x_bf16, const void
     return s->x16;
 }
 
-/* s->wr holds Wr, or in an fp32 run its transpose (conv_forward) */
+/* s->wr holds Wr's transpose (conv_forward) */
 static void conv_view_forward(float *out, const void *inp, int in_bf16, float beta0, int B, int64_t Ti, int64_t To,
                               int C, int OC, int K, int stride, const ConvScratch *s) {
     const int col_bf16 = gemm_precision() == GEMM_BF16;
@@ -485,9 +487,8 @@ static void conv_view_forward(float *out, const void *inp, int in_bf16, float be
             int xb;
             const char *x = conv_view_input(s, &xb, inp, in_bf16, col_bf16, Ti, C, K, stride, b, t0, M);
             for (int p = 0; p < P && p < M; p++)
-                sgemm_mixed('N', col_bf16 ? 'T' : 'N', conv_view_frames(M, P, p), OC, KC, 1.0f,
-                            x + (size_t)p * stride * C * (xb ? 2 : 4), xb, ld, w, col_bf16, col_bf16 ? KC : OC, beta0,
-                            out + ((int64_t)b * To + t0 + p) * OC, (int64_t)P * OC);
+                sgemm_mixed('N', 'N', conv_view_frames(M, P, p), OC, KC, 1.0f, x + (size_t)p * stride * C * (xb ? 2 : 4),
+                            xb, ld, w, col_bf16, OC, beta0, out + ((int64_t)b * To + t0 + p) * OC, (int64_t)P * OC);
         }
 }
 
@@ -558,8 +559,7 @@ static void conv_forward(float *out, const void *inp, int in_bf16, const float *
         for (int64_t r = 0; r < R; r++) memcpy(out + r * OC, bias, (size_t)OC * sizeof(float));
     }
     if (conv_is_view(pad, G)) {
-        if (col_bf16) conv_weight_to_wr(s.wr, weight, OC, Cg, K);
-        else conv_weight_to_wrt(s.wr, weight, OC, Cg, K);
+        conv_weight_to_wrt(s.wr, weight, OC, Cg, K);
         conv_view_forward(out, inp, in_bf16, beta0, B, Ti, To, C, OC, K, stride, &s);
         return;
     }

@@ -158,10 +158,10 @@ int main(int argc, char **argv) {
             only = argv[++i];
         else if (!strcmp(argv[i], "--bf16")) {
             if (!gemm_bf16_supported())
-                koe_fatal(KOE_EXIT_USAGE, "bench_layers --bf16: oneDNN has no bf16 GEMM on this CPU (no AVX512_BF16 or AMX)");
+                koe_fatal(KOE_EXIT_USAGE,
+                          "bench_layers --bf16: oneDNN has no bf16 GEMM on this CPU (no AVX512_BF16 or AMX)");
             gemm_set_precision(GEMM_BF16);
-        }
-        else {
+        } else {
             fprintf(stderr, "usage: bench_layers [--reps N (1..64, default 5)] [--only NAME] [--bf16]\n");
             return 1;
         }
