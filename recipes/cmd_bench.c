@@ -5,13 +5,19 @@
  * set data.corpus, on the recipe's real batches. Prints each step's loss, one line ending in
  * audio_s_per_s=X, the achieved GFLOP/s against the peak of our sgemm (oneDNN, core/gemm.h), of
  * oneDNN's bf16 GEMM (where the CPU has bf16 dot products) and of OpenBLAS's sgemm, all measured in the
- * same process, and where the time goes: per section its share of the step and its GFLOP/s as a
- * fraction of the peak of the precision it runs in. The sections are the model's (core/model.h's
+ * same process after the steps; paired_fraction, each timed step's GFLOP/s over the peak of its
+ * precision measured right after it (step_peak_gflops: their median), the median over the steps: on a
+ * host whose speed drifts by a third within a minute (the Zen 5 VM of the twelfth session: one process's
+ * steps at 161-220 GFLOP/s, the peak after each at 215-348), a peak taken once, seconds away from the
+ * steps, moves the plain fraction more than anything koe does (0.44-0.73 for the same binary); the pairs
+ * move together. And where the time goes: per section its share of the step and its GFLOP/s as a
+ * fraction of step_peak_gflops. The sections are the model's (core/model.h's
  * profile, forward and backward); the last row, head+optimizer, is the rest of each step's wall time,
  * measured in the same step as its sections (the step's time minus the sections' time in it, so never
  * below zero): the objective's head and loss, masks, clearing the gradients, their norm, AdamW, and
  * under mpirun the wait for the gradient reduction. All rows are means over the timed steps, shares of
- * the mean step. --precision runs the steps as run.precision says.
+ * the mean step. --precision runs the steps as run.precision says. peak_rss_mb leaves out the peak
+ * GEMM's operands (PeakGemm).
  * A benchmark, not a test: it checks nothing but that the loss is finite. */
 #include <cblas.h>
 #include <math.h>
@@ -68,8 +74,10 @@ const CliCommand cmd_bench = {
              "(--batch and --seconds then do not apply; koe train's first updates compute the same losses).\n"
              "Prints each step's loss, then step_median_s, peak_rss_mb, audio_s_per_s, the GFLOP/s reached\n"
              "against the peak of koe's sgemm (oneDNN), of oneDNN's bf16 GEMM (bf16_gflops, bf16_fraction; on a CPU\n"
-             "with bf16 dot products) and of OpenBLAS in the same process, and a per-section profile (each\n"
-             "section's share of the mean step and its fraction of the peak of the precision it runs in; the last\n"
+             "with bf16 dot products) and of OpenBLAS in the same process; paired_fraction, the median over the\n"
+             "steps of each step's GFLOP/s over the peak of its precision measured right after it\n"
+             "(step_peak_gflops, their median), which a machine's changing speed disturbs least; and a per-section\n"
+             "profile (each section's share of the mean step and its fraction of step_peak_gflops; the last\n"
              "row, head+optimizer, is the rest of each step: head, loss, masks, gradient norm, AdamW). The first\n"
              "step is a warm-up. Writes nothing on disk.\n",
     .flags = bench_flags,
@@ -121,33 +129,52 @@ static StepFlops step_flops(const Model *m, int classes, int64_t masked) {
 
 enum { PEAK_SGEMM, PEAK_OPENBLAS, PEAK_BF16 };
 
-/* Best of 3 of a square GEMM with the current thread count: the attainable peak of koe's sgemm
- * (oneDNN fp32), of oneDNN's bf16 GEMM on operands already in bf16 (the kernel alone: the model's
- * sgemm adds the fp32 -> bf16 rounding of its operands), or, for reference, of OpenBLAS. */
-static double gemm_peak_gflops(int which) {
-    const int n = 1536;
-    float *a = koe_malloc((size_t)n * n * sizeof *a), *b = koe_malloc((size_t)n * n * sizeof *b),
-          *c = koe_malloc((size_t)n * n * sizeof *c);
-    uint16_t *ah = koe_malloc((size_t)n * n * sizeof *ah);
+/* The peak's square GEMM: its operands, allocated and written before the trainer opens, so they are
+ * resident through every step and the peak RSS is given without them (their bytes, exactly: written
+ * whole, never freed before the reading). */
+typedef struct {
+    int n;
+    float *a, *b, *c;
+    uint16_t *ah;
+    double bytes;
+} PeakGemm;
+
+static void peak_open(PeakGemm *p) {
+    const int n = p->n = 1536;
+    const size_t nn = (size_t)n * n;
+    p->a = koe_malloc(nn * sizeof *p->a), p->b = koe_malloc(nn * sizeof *p->b), p->c = koe_malloc(nn * sizeof *p->c);
+    p->ah = koe_malloc(nn * sizeof *p->ah);
     KoeRng r = koe_rng(1, 0, 0, KOE_RNG_INIT);
-    for (int64_t i = 0; i < (int64_t)n * n; i++) a[i] = b[i] = (float)koe_rng_uniform(&r);
-    bf16_from_f32(ah, a, (int64_t)n * n);
+    for (size_t i = 0; i < nn; i++) p->a[i] = p->b[i] = (float)koe_rng_uniform(&r), p->c[i] = 0;
+    bf16_from_f32(p->ah, p->a, (int64_t)nn);
+    p->bytes = (double)nn * (3 * sizeof(float) + sizeof(uint16_t));
+}
+
+static void peak_close(PeakGemm *p) {
+    free(p->a);
+    free(p->b);
+    free(p->c);
+    free(p->ah);
+}
+
+/* Best of 3 of the square GEMM with the current thread count (after one call that warms up threads
+ * and kernels): the attainable peak of koe's sgemm (oneDNN fp32), of oneDNN's bf16 GEMM on operands
+ * already in bf16 (the kernel alone: the model's sgemm adds the fp32 -> bf16 rounding of its
+ * operands), or, for reference, of OpenBLAS. */
+static double peak_gflops(const PeakGemm *p, int which) {
+    const int n = p->n;
     double best = 1e30;
     for (int k = 0; k < 4; k++) {
         double t = koe_now();
         if (which == PEAK_OPENBLAS)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, p->a, n, p->b, n, 0.0f, p->c, n);
         else if (which == PEAK_BF16)
-            bgemm('N', 'N', n, n, n, 1.0f, ah, n, ah, n, 0.0f, c, n);
+            bgemm('N', 'N', n, n, n, 1.0f, p->ah, n, p->ah, n, 0.0f, p->c, n);
         else
-            sgemm_fp32('N', 'N', n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+            sgemm_fp32('N', 'N', n, n, n, 1.0f, p->a, n, p->b, n, 0.0f, p->c, n);
         t = koe_now() - t;
-        if (k && t < best) best = t; /* the first call warms up threads and kernels */
+        if (k && t < best) best = t;
     }
-    free(a);
-    free(b);
-    free(c);
-    free(ah);
     return 2.0 * n * n * (double)n / best / 1e9;
 }
 
@@ -235,16 +262,24 @@ static int bench_command(const void *opts, int n_args, char **args) {
     rc.run.threads = threads;
     TrainerSynthetic sy = {.B = batch, .S = (int64_t)(seconds * KOE_SAMPLE_RATE), .classes = classes};
     const int real = rc.data.corpus[0] != 0; /* data.corpus=DIR: the recipe's own batches */
+    PeakGemm pk;
+    peak_open(&pk); /* before the trainer, so resident through the steps (PeakGemm) */
     Trainer *tr = trainer_open(&rc, &(TrainerOptions){.synthetic = real ? NULL : &sy, .any_precision = o->interleave}, &err);
     if (!tr) koe_fatal(KOE_EXIT_USAGE, "bench: %s", err.msg);
     if (o->interleave) {
         bench_interleaved(tr, steps);
         trainer_close(tr);
+        peak_close(&pk);
         recipe_free(&rc);
         return KOE_EXIT_OK;
     }
     Model *m = trainer_model(tr);
+    const int bf16 = gemm_precision() == GEMM_BF16;
+    const int step_peak = bf16 ? PEAK_BF16 : PEAK_SGEMM; /* the peak of the precision the steps run in */
+    const int hubert_classes = rc.objective.name == OBJ_HUBERT ? classes : 0;
+    /* per timed step: its time, the peak measured right after it, and its GFLOP/s over that peak */
     double *times = koe_malloc((size_t)(steps + 1) * sizeof *times), audio_s = 0, step_s = 0;
+    double *probe = koe_malloc((size_t)steps * sizeof *probe), *paired = koe_malloc((size_t)steps * sizeof *paired);
     TrainerStep st;
     for (int s = 0; s <= steps; s++) {
         if (s == 1) model_profile_reset(m);
@@ -254,34 +289,45 @@ static int bench_command(const void *opts, int n_args, char **args) {
         if (comm_rank() == 0) printf("step %d loss %.9g frames %lld seconds %.3f\n", s, st.loss, (long long)st.frames,
                                      st.seconds);
         if (!isfinite(st.loss)) trainer_fatal(tr, KOE_EXIT_INTERNAL, "bench: step %d: loss is %g", s, st.loss);
+        if (s) {
+            const StepFlops f = step_flops(m, hubert_classes, st.frames);
+            double g = 0;
+            for (int k = 0; k <= PROF_N; k++) g += f.fwd[k] + f.bwd[k];
+            probe[s - 1] = peak_gflops(&pk, step_peak);
+            paired[s - 1] = g / st.seconds / 1e9 / probe[s - 1];
+        }
     }
     qsort(times + 1, (size_t)steps, sizeof *times, cmp_double);
-    const double med = times[1 + steps / 2];
-    const StepFlops fl = step_flops(m, rc.objective.name == OBJ_HUBERT ? classes : 0, st.frames);
+    qsort(probe, (size_t)steps, sizeof *probe, cmp_double);
+    qsort(paired, (size_t)steps, sizeof *paired, cmp_double);
+    /* medians; of an even count the slower time, the higher peak and the lower fraction */
+    const double med = times[1 + steps / 2], probe_med = probe[steps / 2], paired_med = paired[(steps - 1) / 2];
+    const StepFlops fl = step_flops(m, hubert_classes, st.frames);
     double flops = 0;
     for (int k = 0; k <= PROF_N; k++) flops += fl.fwd[k] + fl.bwd[k];
     const double gflops = flops / med / 1e9;
-    const double peak = gemm_peak_gflops(PEAK_SGEMM), openblas_peak = gemm_peak_gflops(PEAK_OPENBLAS);
-    const int bf16 = gemm_precision() == GEMM_BF16;
-    const double bf16_peak = gemm_bf16_supported() ? gemm_peak_gflops(PEAK_BF16) : 0.0;
-    const int sec_bf16 = bf16 && bf16_peak > 0;
-    const double sec_peak = sec_bf16 ? bf16_peak : peak; /* the per-section fractions' */
     struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
+    getrusage(RUSAGE_SELF, &ru); /* before the peaks below, and less the peak GEMM's operands */
+    const double rss_mb = ((double)ru.ru_maxrss * 1024.0 - pk.bytes) / 1048576.0;
+    const double peak = peak_gflops(&pk, PEAK_SGEMM), openblas_peak = peak_gflops(&pk, PEAK_OPENBLAS);
+    const double bf16_peak = gemm_bf16_supported() ? peak_gflops(&pk, PEAK_BF16) : 0.0;
     if (comm_rank() == 0) {
-        if (profile)
-            print_profile(m, &fl, steps, step_s, model_prof_s(m), sec_peak, sec_bf16 ? "bf16_fraction" : "sgemm_fraction");
+        if (profile) /* the sections' means over the steps, against the median of the peaks after them */
+            print_profile(m, &fl, steps, step_s, model_prof_s(m), probe_med, bf16 ? "bf16_fraction" : "sgemm_fraction");
         char bfs[96] = "";
         if (bf16_peak > 0)
             snprintf(bfs, sizeof bfs, " bf16_gflops=%.1f bf16_fraction=%.2f", bf16_peak, gflops / bf16_peak);
         printf("koe threads=%d model=%s precision=%s params=%.1fM batch=%dx%gs loss=%.3f step_median_s=%.3f "
-               "gflops=%.1f sgemm_gflops=%.1f sgemm_fraction=%.2f%s openblas_gflops=%.1f peak_rss_mb=%.0f "
-               "audio_s_per_s=%.3f\n",
+               "gflops=%.1f sgemm_gflops=%.1f sgemm_fraction=%.2f%s openblas_gflops=%.1f step_peak_gflops=%.1f "
+               "paired_fraction=%.2f peak_rss_mb=%.0f audio_s_per_s=%.3f\n",
                threads, recipe_path, bf16 ? "bf16" : "fp32", (double)m->table.total / 1e6, m->B, seconds, st.loss,
-               med, gflops, peak, gflops / peak, bfs, openblas_peak, (double)ru.ru_maxrss / 1024.0, audio_s / med);
+               med, gflops, peak, gflops / peak, bfs, openblas_peak, probe_med, paired_med, rss_mb, audio_s / med);
     }
+    free(probe);
+    free(paired);
     free(times);
     trainer_close(tr);
+    peak_close(&pk);
     recipe_free(&rc);
     return KOE_EXIT_OK;
 }

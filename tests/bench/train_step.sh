@@ -70,10 +70,12 @@ run_table() { # label env-prefix...
       "$label" $m "$k32a" "$k16a" "$t32a" "$t16a"
     printf '   %-7s %-6s ratios: koe bf16/torch bf16=%s koe bf16/koe fp32=%s koe fp32/torch fp32=%s torch bf16/torch fp32=%s\n' \
       "$label" $m "$(ratio "$k16a" "$t16a")" "$(ratio "$k16a" "$k32a")" "$(ratio "$k32a" "$t32a")" "$(ratio "$t16a" "$t32a")"
-    printf '   %-7s %-6s peak_rss_mb koe fp32=%s bf16=%s torch fp32=%s bf16=%s; koe fp32 sgemm_fraction=%s, koe bf16 bf16_fraction=%s (bf16_gflops=%s sgemm_gflops=%s)\n' \
-      "$label" $m "$k32r" "$k16r" "$t32r" "$t16r" "$(echo "$k32" | tail -1 | field sgemm_fraction)" \
+    printf '   %-7s %-6s peak_rss_mb koe fp32=%s bf16=%s torch fp32=%s bf16=%s\n' "$label" $m "$k32r" "$k16r" "$t32r" "$t16r"
+    printf '   %-7s %-6s koe fp32 sgemm_fraction=%s (sgemm_gflops=%s) paired_fraction=%s (step_peak_gflops=%s); koe bf16 bf16_fraction=%s (bf16_gflops=%s) paired_fraction=%s (step_peak_gflops=%s)\n' \
+      "$label" $m "$(echo "$k32" | tail -1 | field sgemm_fraction)" "$(echo "$k32" | tail -1 | field sgemm_gflops)" \
+      "$(echo "$k32" | tail -1 | field paired_fraction)" "$(echo "$k32" | tail -1 | field step_peak_gflops)" \
       "$(echo "$k16" | tail -1 | field bf16_fraction)" "$(echo "$k16" | tail -1 | field bf16_gflops)" \
-      "$(echo "$k16" | tail -1 | field sgemm_gflops)"
+      "$(echo "$k16" | tail -1 | field paired_fraction)" "$(echo "$k16" | tail -1 | field step_peak_gflops)"
     printf '   %-7s %-6s koe bf16/koe fp32 interleaved in one process (--interleave): %s (fp32 %ss, bf16 %ss per step)\n' \
       "$label" $m "$(echo "$kil" | field bf16_speedup)" "$(echo "$kil" | field fp32_step_median_s)" \
       "$(echo "$kil" | field bf16_step_median_s)"
