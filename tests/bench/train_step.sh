@@ -4,7 +4,8 @@
 # PyTorch autocast via --bf16), the four measured one after another for each size so their ratios
 # compare like with like; then koe's two precisions once more with steps alternating in one process
 # (`koe bench --interleave`), the ratio that a busy machine's changing load disturbs least. Issue 14's goals: koe bf16 >= 2x torch bf16 and >= 1.6x koe fp32 with peak
-# RSS <= koe fp32's; koe fp32 >= 2.5x torch fp32 on tiny, sgemm_fraction >= 0.70 on base.
+# RSS <= koe fp32's; koe fp32 >= 2.5x torch fp32 on tiny, sgemm_fraction >= 0.70 on base (also printed:
+# koe bench's paired_fraction, each step against the peak measured right after it).
 # KOE_BENCH_RUNS (default 2) repeats the whole table; KOE_BENCH_MODELS (default "tiny small base")
 # picks the sizes; KOE_BENCH_STEPS (default 4) the timed steps per run. Then KOE_BENCH_PAIRS (default 5;
 # 0 skips) pairs on base alone, koe bf16 then autocast, each pair's ratio and their median: the goal's
@@ -38,6 +39,13 @@
 # and 1.73, five pairs 1.77-1.92 (median 1.87; koe 6.99-7.72 audio s/s, autocast 3.88-4.03); bf16 /
 # fp32 1.70 and 1.71, interleaved 1.70 and 1.81; sgemm_fraction 0.82 and 0.85; tiny fp32 / PyTorch
 # fp32 1.49 and 1.48.
+# Twelfth session, on a Zen 5 (family 26, as issue 14's first measurements; OPENBLAS_CORETYPE=Haswell
+# set), three invocations, six runs of the table: base bf16 / autocast 3.18, 4.67, 2.34, 3.03, 3.42,
+# 2.78, and pair medians 3.63, 2.95, 2.73 (PyTorch here: 1.1-1.8 audio s/s fp32, 1.5-3.0 autocast);
+# bf16 / fp32 1.37, 1.65, 1.77, 1.83, 1.59, 1.76, interleaved 1.61-1.77; tiny fp32 / PyTorch fp32
+# 2.32-4.85; sgemm_fraction 0.55-0.73, and paired_fraction (koe bench's, step by step) 0.64 and 0.66,
+# 0.69-0.70 in a quiet spell. The host's speed drifts by a third within a minute (the peak GEMM after
+# each step of one process: 215-348 GFLOP/s).
 set -euo pipefail
 export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2
 STEPS=${KOE_BENCH_STEPS:-4}
