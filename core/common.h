@@ -56,7 +56,7 @@ void *koe_calloc(size_t n, size_t size);
 void *koe_realloc(void *p, size_t n);
 char *koe_strdup(const char *s);
 /* Transparent huge pages for the 2 MiB-aligned interior of p (n bytes, not yet touched): for large
- * buffers that are filled once and kept (AdamW's moments, the model's parameters and gradients), whose
+ * buffers that are filled once and kept (AdamW's moments, the model's parameters, gradients and arena), whose
  * first touch otherwise costs a page fault per 4 KiB: in a VM most of the time of reading a checkpoint
  * into them (base /model, 1 rank, Zen 5 VM: 2.0 s with 4 KiB pages, 0.13-0.17 s with 2 MiB). Advice only: where
  * the kernel has no THP nothing changes. */

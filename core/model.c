@@ -401,6 +401,7 @@ Model *model_create_budget(const ModelConfig *cfg, ParamTable table, int max_B, 
     }
     m->max_tokens = max_tokens;
     m->arena = koe_malloc((size_t)m->arena_floats * sizeof(float));
+    koe_advise_huge(m->arena, (size_t)m->arena_floats * sizeof(float)); /* a carve uses a prefix (core/README.md) */
     if (cfg->frontend == FRONTEND_FBANK) m->fbank_in = koe_malloc((size_t)(max_tokens * cfg->fbank_dim) * sizeof(float));
     if (cfg->frontend == FRONTEND_WAVEFORM && cfg->normalize_waveform)
         m->wave_in = koe_malloc((size_t)max_tokens * sizeof(float));
