@@ -9,7 +9,7 @@
  * precision measured right after it (step_peak_gflops: their median), the median over the steps: on a
  * host whose speed drifts by a third within a minute (the Zen 5 VM of the twelfth session: one process's
  * steps at 161-220 GFLOP/s, the peak after each at 215-348), a peak taken once, seconds away from the
- * steps, moves the plain fraction more than anything koe does (0.44-0.73 for the same binary); the pairs
+ * steps, moves the plain fraction more than anything koe does (0.44-0.80 for one binary); the pairs
  * move together. And where the time goes: per section its share of the step and its GFLOP/s as a
  * fraction of step_peak_gflops. The sections are the model's (core/model.h's
  * profile, forward and backward); the last row, head+optimizer, is the rest of each step's wall time,
