@@ -40,12 +40,12 @@
 # fp32 1.70 and 1.71, interleaved 1.70 and 1.81; sgemm_fraction 0.82 and 0.85; tiny fp32 / PyTorch
 # fp32 1.49 and 1.48.
 # Twelfth session, on a Zen 5 (family 26, as issue 14's first measurements; OPENBLAS_CORETYPE=Haswell
-# set), three invocations, six runs of the table: base bf16 / autocast 3.18, 4.67, 2.34, 3.03, 3.42,
-# 2.78, and pair medians 3.63, 2.95, 2.73 (PyTorch here: 1.1-1.8 audio s/s fp32, 1.5-3.0 autocast);
-# bf16 / fp32 1.37, 1.65, 1.77, 1.83, 1.59, 1.76, interleaved 1.61-1.77; tiny fp32 / PyTorch fp32
-# 2.32-4.85; sgemm_fraction 0.55-0.73, and paired_fraction (koe bench's, step by step) 0.64 and 0.66,
-# 0.69-0.70 in a quiet spell. The host's speed drifts by a third within a minute (the peak GEMM after
-# each step of one process: 215-348 GFLOP/s).
+# set), four invocations, eight runs of the table: base bf16 / autocast 3.18, 4.67, 2.34, 3.03, 3.42,
+# 2.78, 2.68, 3.97, and pair medians 3.63, 2.95, 2.73, 3.35 (PyTorch here: 1.1-2.2 audio s/s fp32,
+# 1.5-3.0 autocast); bf16 / fp32 1.37-1.83, interleaved 1.61-1.77; tiny fp32 / PyTorch fp32 2.32-4.85
+# (7 of 8 >= 2.5); sgemm_fraction 0.55-0.96, and paired_fraction (koe bench's, step by step) 0.64 and
+# 0.66, then 0.68 and 0.72 with the parameters, gradients and arena in huge pages. The host's speed
+# drifts by a third within a minute (the peak GEMM after each step of one process: 215-348 GFLOP/s).
 set -euo pipefail
 export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2
 STEPS=${KOE_BENCH_STEPS:-4}
