@@ -18,8 +18,13 @@
  * conv1d, attention — runs in bf16 without knowing it (an operand with a bf16 copy,
  * gemm_set_bf16_copy, is read from it instead); everything around the GEMMs (norms,
  * softmax, losses, AdamW, the reductions) stays fp32, as do the callers of sgemm_fp32 (the
- * heads' logits and quantizers, k-means). The staging buffers are the one allocation below a
- * kernel: each thread's grows to its largest operand in the first step and is reused. */
+ * heads' logits and quantizers, k-means).
+ *
+ * In fp32 an 'N', 'T' product whose B is long and narrow (K >= 2N, at least 2^18 values: fc2, the
+ * positional conv's groups) has B transposed into a per-thread staging buffer and runs 'N', 'N',
+ * which oneDNN 2.6 runs faster (gemm.c, sgemm_fp32); the result is that of the product as asked.
+ * The staging buffers are the one allocation below a kernel: each thread's grows to its largest
+ * operand in the first step and is reused. */
 #pragma once
 #include <oneapi/dnnl/dnnl.h>
 #include <stddef.h>
