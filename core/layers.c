@@ -945,6 +945,11 @@ void gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n) 
     for (int64_t i = 0; i < n; i++) dinp[i] += dout[i] * gelu_grad(inp[i]);
 }
 
+void gelu_backward_inplace(float *d, const float *inp, int64_t n) {
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; i++) d[i] *= gelu_grad(inp[i]);
+}
+
 void gelu_backward_bf16in(float *dinp, const float *dout, const uint16_t *inp, int64_t n) {
 #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; i++) dinp[i] += dout[i] * gelu_grad(bf16_to_f32(inp[i]));

@@ -617,10 +617,9 @@ static void transformer_layer_backward(Model *m, int l, float *dx, const float *
     if (m->a.acts_bf16) { /* d h, only intermediate_dense's dout, written in bf16 as its GEMMs read it */
         gelu_backward_bf16((uint16_t *)dh, dg, (const uint16_t *)y->h, NF);
         linear_backward_bf16dout(dn2, gp->fc1_w, gp->fc1_b, (const uint16_t *)dh, y->n2, p->fc1_w, N, D, F);
-    } else {
-        zero(dh, NF);
-        gelu_backward(dh, dg, y->h, NF);
-        linear_backward(dn2, gp->fc1_w, gp->fc1_b, dh, y->n2, p->fc1_w, N, D, F);
+    } else { /* dg, read no more, becomes d h */
+        gelu_backward_inplace(dg, y->h, NF);
+        linear_backward(dn2, gp->fc1_w, gp->fc1_b, dg, y->n2, p->fc1_w, N, D, F);
     }
     prof(m, 1, PROF_FFN, &t);
     /* d r1 into d3 */
@@ -957,16 +956,21 @@ static void frontend_backward(Model *m, float *dx_in, float dpen, const float *d
             continue;
         }
         const int fused = conv_norm_fused(c, a, bpre, i);
-        zero(other, n);
-        if (fused) /* the norm's backward too; cur, d of the GELU output, becomes d of the norm output */
-            groupnorm_gelu_backward_bf16(other, m->g.norm_w[i], m->g.norm_b[i], cur, (const uint16_t *)a->norm_out[i],
-                                         (const uint16_t *)a->conv_out[i], m->p.norm_w[i], a->norm_mean[i],
-                                         a->norm_rstd[i], B, Ti, Ci);
-        else if (bpre) gelu_backward_bf16in(other, cur, (const uint16_t *)pre, n);
-        else gelu_backward(other, cur, pre, n);
-        float *t = cur;
-        cur = other;
-        other = t;
+        float *t;
+        if (!fused && !bpre) {
+            gelu_backward_inplace(cur, pre, n); /* cur, d of the GELU output, becomes d of its input */
+        } else {
+            zero(other, n);
+            if (fused) /* the norm's backward too; cur, d of the GELU output, becomes d of the norm output */
+                groupnorm_gelu_backward_bf16(other, m->g.norm_w[i], m->g.norm_b[i], cur,
+                                             (const uint16_t *)a->norm_out[i], (const uint16_t *)a->conv_out[i],
+                                             m->p.norm_w[i], a->norm_mean[i], a->norm_rstd[i], B, Ti, Ci);
+            else
+                gelu_backward_bf16in(other, cur, (const uint16_t *)pre, n);
+            t = cur;
+            cur = other;
+            other = t;
+        }
         if (a->norm_out[i] && !fused) {
             zero(other, n);
             if (bpre)

@@ -468,14 +468,16 @@ static void test_gelu_values(void **state) {
 
 /* GELU and GELU' against erfc in double on every 101st float with |x| <= 14, both signs (with
  * KOE_GELU_EVERY_FLOAT=1 in the environment: every float, 45 s), against layers.c's bound (measured
- * there over every float: at most (11.5 + x^2/2) 2^-24 relative, asserted with 12), and the same bits
- * from a lone element as from inside a vector loop. */
+ * there over every float: at most (11.5 + x^2/2) 2^-24 relative, asserted with 12), the same bits
+ * from a lone element as from inside a vector loop, and the in-place backward's values those of the
+ * accumulating one. */
 static void test_gelu_accuracy(void **state) {
     (void)state;
     const uint32_t stride = getenv("KOE_GELU_EVERY_FLOAT") ? 1 : 101, end = 0x41600000; /* 14.0f */
     const int64_t chunk = 1 << 20;
     float *x = koe_malloc((size_t)chunk * sizeof(float)), *y = koe_malloc((size_t)chunk * sizeof(float));
     float *dy = koe_malloc((size_t)chunk * sizeof(float)), *one = koe_malloc((size_t)chunk * sizeof(float));
+    float *y2 = koe_malloc((size_t)chunk * sizeof(float)), *dz = koe_malloc((size_t)chunk * sizeof(float));
     for (int64_t i = 0; i < chunk; i++) one[i] = 1.0f;
     double worst = 0.0, worst_d = 0.0, worst_tiny = 0.0;
     int64_t count = 0;
@@ -500,6 +502,14 @@ static void test_gelu_accuracy(void **state) {
                 worst = fmax(worst, fabs(y[i] - g) / fabs(g) / k);
                 worst_d = fmax(worst_d, fabs(dy[i] - gd) / (cdf + fabs(xd) * pdf) / k);
             }
+            /* in place: d * GELU'(x) written over d, the values of the accumulating form on a zeroed dinp
+             * (as values: 0 + -0 is +0) */
+            for (int64_t i = 0; i < n; i++) y2[i] = (float)(i % 7 - 3) * 0.37f, dz[i] = 0.0f;
+            gelu_backward(dz, y2, x, n);
+            gelu_backward_inplace(y2, x, n);
+            for (int64_t i = 0; i < n; i++)
+                if (!(y2[i] == dz[i] || (isnan(y2[i]) && isnan(dz[i]))))
+                    fail_msg("gelu_backward_inplace at x = %a: %a, gelu_backward %a", x[i], y2[i], dz[i]);
             for (int64_t i = 0; i < n; i += 9973) { /* alone: the scalar form */
                 float yi, di = 0.0f;
                 gelu_forward(&yi, &x[i], 1);
@@ -516,7 +526,7 @@ static void test_gelu_accuracy(void **state) {
     float ys[4];
     gelu_forward(ys, special, 4);
     assert_true(isnan(ys[0]) && ys[1] == INFINITY && ys[2] == 0.0f && ys[3] == 0.0f);
-    free(x), free(y), free(dy), free(one);
+    free(x), free(y), free(dy), free(one), free(y2), free(dz);
 }
 
 static void test_dropout(void **state) {
