@@ -46,6 +46,13 @@
 # (7 of 8 >= 2.5); sgemm_fraction 0.55-0.96, and paired_fraction (koe bench's, step by step) 0.64 and
 # 0.66, then 0.68 and 0.72 with the parameters, gradients and arena in huge pages. The host's speed
 # drifts by a third within a minute (the peak GEMM after each step of one process: 215-348 GFLOP/s).
+# Thirteenth session, the same Zen 5 (fc2's and the positional conv's fp32 forward as 'N','N' on a
+# transposed weight, core/gemm.c; the fp32 GELU backward in place), two invocations: base
+# paired_fraction 0.76, 0.68, 0.72, 0.70 (sgemm_fraction 0.81, 0.69, 0.71, 0.67), the ffn section
+# 0.80-0.81 where the twelfth session's last run gave 0.76; bf16 / fp32 interleaved 1.60, 1.59, 1.64,
+# 1.65 (fp32's gain narrows it); base bf16 / autocast 3.44, 3.37, 3.73, 2.69, pairs median 3.26 (the
+# second invocation's pairs 3.28, 3.62, 3.18, cut short); tiny fp32 / PyTorch fp32 3.55, 4.11, 3.37,
+# 2.54; peak RSS bf16 2192-2195 MB, fp32 2231-2235.
 set -euo pipefail
 export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2
 STEPS=${KOE_BENCH_STEPS:-4}
