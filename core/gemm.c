@@ -40,12 +40,13 @@ static void gemm_check(dnnl_status_t st, const char *what, char ta, char tb, int
  * the same product with B stored transposed ('N', 'N'): Base's fc2 (398 x 768 x 3072) at 216-241
  * GFLOP/s against 298-350, the positional conv's group products (400 x 48 x 6144, one thread) at 71
  * against 93. Such a B is therefore transposed into the calling thread's staging buffer and the product
- * runs 'N', 'N'. With the copy counted (B from memory, 12 different weights in turn, medians of 9, 2
- * threads, Zen 5; tests/bench/bench_layers covers fc2 and the positional conv): fc2 1.32-1.33x as
- * fast, (398, 1024 -> 512) 1.18-1.20x, (398, 1536 -> 768) 1.08-1.09x, (398, 768 -> 384) 1.06x, the
- * positional conv's groups 1.30x; B smaller than SGEMM_TRANSPOSE_MIN values gains nothing (hubert's
- * logits, 227 x 100 x 256: 0.95-0.97x), and with K < 2N the 'N', 'T' kernel is as fast or faster (fc1,
- * 398 x 3072 x 768: 0.87-0.90x with the copy). */
+ * runs 'N', 'N'. With the copy counted (a standalone program, not kept: B from memory, 12 different
+ * weights in turn, medians of 9, 2 threads, Zen 5): fc2 1.32-1.33x as fast, (398, 1024 -> 512)
+ * 1.18-1.20x, (398, 1536 -> 768) 1.08-1.09x, (398, 768 -> 384) 1.06x, the positional conv's groups
+ * 1.30x; B smaller than SGEMM_TRANSPOSE_MIN values gains nothing (hubert's logits, 227 x 100 x 256:
+ * 0.95-0.97x), and with K < 2N the 'N', 'T' kernel is as fast or faster (fc1, 398 x 3072 x 768:
+ * 0.87-0.90x with the copy). In the kernels (tests/bench/bench_layers, fp32, 2 threads, before and after
+ * in turn): linear_ffn2's forward 1.06-1.21x, conv_positional's 1.14-1.34x. */
 #define SGEMM_TRANSPOSE_MIN ((int64_t)1 << 18)
 
 /* Per thread, the staging buffer for a transposed B (floats); grown, never shrunk. */
