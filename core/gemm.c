@@ -49,11 +49,23 @@ static void gemm_check(dnnl_status_t st, const char *what, char ta, char tb, int
  * in turn): linear_ffn2's forward 1.06-1.21x, conv_positional's 1.14-1.34x. */
 #define SGEMM_TRANSPOSE_MIN ((int64_t)1 << 18)
 
-/* Per thread, the staging buffer for a transposed B (floats); grown, never shrunk. */
+/* Per thread, the staging buffers: a bf16 A and a bf16 B (stage_bf16), an fp32 transposed B
+ * (stage_transposed); grown, never shrunk. */
+enum { STAGE_A, STAGE_B, STAGE_BT, STAGE_N };
 static _Thread_local struct {
-    float *p;
+    void *p;
     size_t cap;
-} stage_t;
+} stage[STAGE_N];
+
+/* the calling thread's staging buffer `slot`, at least `bytes` long (contents not kept) */
+static void *stage_buffer(int slot, size_t bytes) {
+    if (bytes > stage[slot].cap) {
+        free(stage[slot].p);
+        stage[slot].p = koe_malloc(bytes);
+        stage[slot].cap = bytes;
+    }
+    return stage[slot].p;
+}
 
 /* d (8 x 8, leading dimension ldd) = the transpose of the 8 x 8 block at x (leading dimension ld),
  * written out in full: as loops over arrays of registers, -O2 kept them on the stack (2x slower) */
@@ -80,48 +92,42 @@ __attribute__((target("avx"), always_inline)) static inline void transpose8_avx(
     _mm256_storeu_ps(d + 7 * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
 }
 
-/* rows [r0, r1) x columns [c0, c1) of x: 8 x 8 blocks, then the edges one value at a time */
-__attribute__((target("avx"))) static void transpose_tile_avx(float *d, int64_t ldd, const float *x, int64_t ld,
-                                                                int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
-    int64_t r = r0;
-    for (; r + 8 <= r1; r += 8) {
-        int64_t c = c0;
-        for (; c + 8 <= c1; c += 8) transpose8_avx(d + c * ldd + r, ldd, x + r * ld + c, ld);
-        for (; c < c1; c++)
-            for (int64_t i = r; i < r + 8; i++) d[c * ldd + i] = x[i * ld + c];
-    }
-    for (; r < r1; r++)
-        for (int64_t c = c0; c < c1; c++) d[c * ldd + r] = x[r * ld + c];
+/* rows [r0, r1) x columns [c0, c1) of x, both multiples of 8 long: 8 x 8 blocks */
+__attribute__((target("avx"))) static void transpose_blocks_avx(float *d, int64_t ldd, const float *x, int64_t ld,
+                                                                  int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+    for (int64_t r = r0; r < r1; r += 8)
+        for (int64_t c = c0; c < c1; c += 8) transpose8_avx(d + c * ldd + r, ldd, x + r * ld + c, ld);
 }
 
-static void transpose_tile_scalar(float *d, int64_t ldd, const float *x, int64_t ld, int64_t r0, int64_t r1,
-                                  int64_t c0, int64_t c1) {
+static void transpose_scalar(float *d, int64_t ldd, const float *x, int64_t ld, int64_t r0, int64_t r1, int64_t c0,
+                             int64_t c1) {
     for (int64_t c = c0; c < c1; c++)
         for (int64_t r = r0; r < r1; r++) d[c * ldd + r] = x[r * ld + c];
+}
+
+static int cpu_has_avx(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx");
 }
 
 /* X (rows x cols, leading dimension ld) transposed into the thread's staging buffer (cols x rows,
  * leading dimension rows), in tiles of 64 x 64 (spread over the threads outside a parallel region) */
 static const float *stage_transposed(const float *X, int64_t rows, int64_t cols, int64_t ld) {
     static int avx = -1; /* the same answer from every thread: a benign race */
-    if (avx < 0) __builtin_cpu_init(), avx = __builtin_cpu_supports("avx");
-    const int64_t need = rows * cols;
-    if ((size_t)need > stage_t.cap) {
-        free(stage_t.p);
-        stage_t.p = koe_malloc((size_t)need * sizeof(float));
-        stage_t.cap = (size_t)need;
-    }
-    float *d = stage_t.p;
+    if (avx < 0) avx = cpu_has_avx();
+    float *d = stage_buffer(STAGE_BT, (size_t)(rows * cols) * sizeof(float));
     enum { TB = 64 };
     const int64_t nr = (rows + TB - 1) / TB, nc = (cols + TB - 1) / TB;
 #pragma omp parallel for schedule(static) if (!omp_in_parallel())
     for (int64_t t = 0; t < nr * nc; t++) {
         const int64_t r0 = t / nc * TB, c0 = t % nc * TB;
         const int64_t r1 = r0 + TB < rows ? r0 + TB : rows, c1 = c0 + TB < cols ? c0 + TB : cols;
-        if (avx)
-            transpose_tile_avx(d, rows, X, ld, r0, r1, c0, c1);
-        else
-            transpose_tile_scalar(d, rows, X, ld, r0, r1, c0, c1);
+        /* whole 8 x 8 blocks by AVX where there is AVX, the rest (all of it without) one value at a time */
+        const int64_t r8 = avx ? r0 + (r1 - r0) / 8 * 8 : r0, c8 = avx ? c0 + (c1 - c0) / 8 * 8 : c0;
+        if (r8 > r0 && c8 > c0) /* never entered without AVX: its code may not run there at all */
+            transpose_blocks_avx(d, rows, X, ld, r0, r8, c0, c8);
+        transpose_scalar(d, rows, X, ld, r0, r8, c8, c1);
+        transpose_scalar(d, rows, X, ld, r8, r1, c0, c1);
     }
     return d;
 }
@@ -212,22 +218,11 @@ void bf16_round_f32(uint16_t *dst, float *x, int64_t n) {
 
 /* ---- sgemm ------------------------------------------------------------------------------------------ */
 
-/* Per thread, one staging buffer for A and one for B; grown, never shrunk. */
-static _Thread_local struct {
-    uint16_t *p;
-    size_t cap;
-} stage[2];
-
 /* The stored matrix of op(X) (rows x cols, leading dimension ld) in bf16, packed (leading dimension
  * cols), in staging buffer `slot`. */
 static const uint16_t *stage_bf16(int slot, const float *X, int64_t rows, int64_t cols, int64_t ld) {
     const int64_t need = rows * cols;
-    if ((size_t)need > stage[slot].cap) {
-        free(stage[slot].p);
-        stage[slot].p = koe_malloc((size_t)need * sizeof(uint16_t));
-        stage[slot].cap = (size_t)need;
-    }
-    uint16_t *d = stage[slot].p;
+    uint16_t *d = stage_buffer(slot, (size_t)need * sizeof(uint16_t));
     if (cols == ld) {
         bf16_from_f32(d, X, need);
     } else {
@@ -276,7 +271,7 @@ static const uint16_t *operand_bf16(int slot, const float *X, int64_t rows, int6
 
 const uint16_t *gemm_stage_a(const float *X, int64_t rows, int64_t cols, int64_t ld) {
     KOE_ASSERT(gemm_mode == GEMM_BF16);
-    return stage_bf16(0, X, rows, cols, ld);
+    return stage_bf16(STAGE_A, X, rows, cols, ld);
 }
 
 void sgemm_mixed(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const void *A, int a_bf16,
@@ -290,8 +285,8 @@ void sgemm_mixed(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha,
     const int64_t ar = ta == 'N' ? M : K, ac = ta == 'N' ? K : M;
     const int64_t br = tb == 'N' ? K : N, bc = tb == 'N' ? N : K;
     int64_t la = lda, lb = ldb;
-    const uint16_t *a = a_bf16 ? A : operand_bf16(0, A, ar, ac, lda, &la);
-    const uint16_t *b = b_bf16 ? B : operand_bf16(1, B, br, bc, ldb, &lb);
+    const uint16_t *a = a_bf16 ? A : operand_bf16(STAGE_A, A, ar, ac, lda, &la);
+    const uint16_t *b = b_bf16 ? B : operand_bf16(STAGE_B, B, br, bc, ldb, &lb);
     bgemm(ta, tb, M, N, K, alpha, a, la, b, lb, beta, C, ldc);
 }
 
