@@ -246,10 +246,51 @@ void gemm_set_bf16_copy(const float *f32, const uint16_t *bf16, const int64_t *r
     copy.f32 = f32, copy.bf16 = bf16, copy.r = ranges, copy.nr = nr;
 }
 
+/* bf16_from_f32_avx512 with non-temporal stores from dst's first 64-byte boundary on: for the
+ * parameters' bf16 copy (bf16_from_f32_ranges), which the next step's products read long after it
+ * has left the caches (171 MB at Base), so that writing it skips reading each of its lines first.
+ * AdamW's pass at Base in a bf16 run, 2 threads, alternate steps of one run: 80.0 -> 74.0 ms (medians
+ * of 16 and 15). Staging buffers (stage_bf16), read by the product right after, keep ordinary stores. */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void bf16_stream_avx512(uint16_t *dst,
+                                                                                              const float *src,
+                                                                                              int64_t n) {
+    int64_t i = (int64_t)((64 - ((uintptr_t)dst & 63)) & 63) / (int64_t)sizeof *dst;
+    if (i > n) i = n;
+    bf16_from_f32_avx512(dst, src, i);
+    for (; i + 32 <= n; i += 32) {
+        __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + i + 16), _mm512_loadu_ps(src + i));
+        _mm512_stream_si512((void *)(dst + i), (__m512i)v);
+    }
+    bf16_from_f32_avx512(dst + i, src + i, n - i);
+}
+
+static void bf16_stream_serial(uint16_t *dst, const float *src, int64_t n) {
+    static int vec = -1; /* the same answer from every thread: a benign race */
+    if (vec < 0) vec = cpu_has_avx512_bf16();
+    if (vec)
+        bf16_stream_avx512(dst, src, n);
+    else
+        bf16_from_f32_serial(dst, src, n);
+}
+
+void bf16_stream_fence(void) { _mm_sfence(); }
+
 void bf16_from_f32_ranges(uint16_t *dst, const float *src, const int64_t *ranges, int nr, int64_t lo, int64_t hi) {
+    const int inside = omp_in_parallel();
     for (int j = 0; j < nr; j++) {
         const int64_t a = ranges[2 * j] > lo ? ranges[2 * j] : lo, b = ranges[2 * j + 1] < hi ? ranges[2 * j + 1] : hi;
-        if (a < b) bf16_from_f32(dst + a, src + a, b - a);
+        if (a >= b) continue;
+        if (inside) { /* the caller fences */
+            bf16_stream_serial(dst + a, src + a, b - a);
+            continue;
+        }
+        const int64_t chunk = 1 << 16;
+#pragma omp parallel if (b - a >= BF16_PARALLEL_MIN)
+        {
+#pragma omp for schedule(static) nowait
+            for (int64_t i = a; i < b; i += chunk) bf16_stream_serial(dst + i, src + i, b - i < chunk ? b - i : chunk);
+            bf16_stream_fence(); /* this thread's stores, before the region's end hands them on */
+        }
     }
 }
 

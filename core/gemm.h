@@ -64,8 +64,14 @@ void bgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const
  * product. One region per process, set from serial code; (NULL, NULL, NULL, 0) removes it. */
 void gemm_set_bf16_copy(const float *f32, const uint16_t *bf16, const int64_t *ranges, int nr);
 /* dst[i] = bf16 of src[i] for the i in [lo, hi) inside the ranges (as gemm_set_bf16_copy's): a bf16
- * copy's refresh. From serial code or inside a parallel region (then on the calling thread). */
+ * copy's refresh, by non-temporal stores where the CPU has AVX512_BF16 (the copy is read again only
+ * by the next step's products). From serial code (then on all threads, fenced before it returns) or
+ * inside a parallel region: then on the calling thread, which must call bf16_stream_fence before the
+ * region's end (or anything else that hands dst to another thread). */
 void bf16_from_f32_ranges(uint16_t *dst, const float *src, const int64_t *ranges, int nr, int64_t lo, int64_t hi);
+/* Orders the calling thread's non-temporal stores before its later stores (sfence): what a thread
+ * that called bf16_from_f32_ranges inside a parallel region does before the region ends. */
+void bf16_stream_fence(void);
 
 /* Set the precision of sgemm (from serial code, between steps); returns the previous one. */
 GemmPrecision gemm_set_precision(GemmPrecision p);

@@ -64,19 +64,23 @@ void adamw_step(AdamW *o, float *params, float *grads, double lr, float gscale) 
     const uint8_t *decay = o->decay;
     const int64_t lo = (int64_t)o->start, n = (int64_t)(o->end - o->start);
     const int64_t nb = (n + ADAMW_BLOCK - 1) / ADAMW_BLOCK;
-#pragma omp parallel for schedule(static)
-    for (int64_t b = 0; b < nb; b++) {
-        const int64_t i0 = lo + b * ADAMW_BLOCK, len = b == nb - 1 ? n - b * ADAMW_BLOCK : ADAMW_BLOCK;
-        float mul[ADAMW_BLOCK]; /* the decay multiplier of each element; p * 1 keeps p's bits */
-        if (decay) {
+#pragma omp parallel
+    {
+#pragma omp for schedule(static) nowait
+        for (int64_t b = 0; b < nb; b++) {
+            const int64_t i0 = lo + b * ADAMW_BLOCK, len = b == nb - 1 ? n - b * ADAMW_BLOCK : ADAMW_BLOCK;
+            float mul[ADAMW_BLOCK]; /* the decay multiplier of each element; p * 1 keeps p's bits */
+            if (decay) {
 #pragma omp simd
-            for (int64_t i = 0; i < len; i++) mul[i] = decay[i0 + i] ? decay_mul : 1.0f;
-        } else {
+                for (int64_t i = 0; i < len; i++) mul[i] = decay[i0 + i] ? decay_mul : 1.0f;
+            } else {
 #pragma omp simd
-            for (int64_t i = 0; i < len; i++) mul[i] = decay_mul;
+                for (int64_t i = 0; i < len; i++) mul[i] = decay_mul;
+            }
+            adamw_block(params + i0, grads + i0, o->m + (i0 - lo), o->v + (i0 - lo), mul, len, k);
+            if (o->bf16) bf16_from_f32_ranges(o->bf16, params, o->bf16_ranges, o->bf16_nr, i0, i0 + len);
         }
-        adamw_block(params + i0, grads + i0, o->m + (i0 - lo), o->v + (i0 - lo), mul, len, k);
-        if (o->bf16) bf16_from_f32_ranges(o->bf16, params, o->bf16_ranges, o->bf16_nr, i0, i0 + len);
+        if (o->bf16) bf16_stream_fence(); /* the copy's non-temporal stores, before the region's end */
     }
 }
 

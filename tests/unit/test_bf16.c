@@ -194,6 +194,46 @@ static void test_gemm(void **state) {
     free(A), free(B), free(C0), free(C16), free(C32);
 }
 
+/* The copy's refresh (bf16_from_f32_ranges, non-temporal stores from each 64-byte boundary on where
+ * the CPU has AVX512_BF16): the bits of bf16_from_f32 inside the ranges, from any start (the regular
+ * stores before the first boundary, the masked tail after the last whole 32 values), nothing outside
+ * them; from serial code, in one part and in parts split over the threads (>= 2^16 values), and
+ * inside a parallel region, each thread its own blocks, fenced before the region ends. */
+static void test_copy_refresh(void **state) {
+    (void)state;
+    enum { N = 3 * 65536 + 777 };
+    KoeRng r = koe_rng(6, 2, 0, KOE_RNG_INIT);
+    float *x = koe_malloc(N * sizeof(float));
+    fill(x, N, 1.0, &r);
+    uint16_t *want = koe_malloc(N * sizeof(uint16_t)), *got = koe_malloc(N * sizeof(uint16_t));
+    for (int start = 0; start < 40; start += 3) {
+        for (int len = 0; len < 70; len += 7) { /* short runs: head and tail only, or one block between */
+            const int64_t rg[4] = {start, start + len, start + len + 5, N - start};
+            memset(got, 0xab, N * sizeof(uint16_t));
+            bf16_from_f32_ranges(got, x, rg, 2, 0, N);
+            memset(want, 0xab, N * sizeof(uint16_t));
+            bf16_from_f32(want + rg[0], x + rg[0], rg[1] - rg[0]);
+            bf16_from_f32(want + rg[2], x + rg[2], rg[3] - rg[2]);
+            assert_memory_equal(got, want, N * sizeof(uint16_t));
+        }
+    }
+    /* inside a parallel region, in blocks of 4099 (AdamW's pass calls it so), lo/hi cutting the ranges */
+    const int64_t rg[4] = {17, 100000, 100031, N - 3};
+    memset(got, 0xab, N * sizeof(uint16_t));
+    enum { BLK = 4099 };
+#pragma omp parallel num_threads(2)
+    {
+#pragma omp for schedule(static) nowait
+        for (int64_t b = 0; b < N; b += BLK) bf16_from_f32_ranges(got, x, rg, 2, b, b + BLK < N ? b + BLK : N);
+        bf16_stream_fence();
+    }
+    memset(want, 0xab, N * sizeof(uint16_t));
+    bf16_from_f32(want + rg[0], x + rg[0], rg[1] - rg[0]);
+    bf16_from_f32(want + rg[2], x + rg[2], rg[3] - rg[2]);
+    assert_memory_equal(got, want, N * sizeof(uint16_t));
+    free(x), free(want), free(got);
+}
+
 /* The registered bf16 copy (gemm_set_bf16_copy): an operand inside one of its ranges is read from the
  * copy, at its offset and leading dimension, giving the bits of rounding it into staging; one reaching
  * past a range's end, or across two ranges, is staged. The copy here holds another matrix's rounding
@@ -726,6 +766,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conversion),
         cmocka_unit_test(test_gemm),
+        cmocka_unit_test(test_copy_refresh),
         cmocka_unit_test(test_bf16_copy),
         cmocka_unit_test(test_linear_conv),
         cmocka_unit_test(test_bf16_inputs),
