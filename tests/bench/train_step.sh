@@ -7,7 +7,8 @@
 # RSS <= koe fp32's; koe fp32 >= 2.5x torch fp32 on tiny, sgemm_fraction >= 0.70 on base (also printed:
 # koe bench's paired_fraction, each step against the peak measured right after it).
 # KOE_BENCH_RUNS (default 2) repeats the whole table; KOE_BENCH_MODELS (default "tiny small base")
-# picks the sizes; KOE_BENCH_STEPS (default 4) the timed steps per run. Then KOE_BENCH_PAIRS (default 5;
+# picks the sizes; KOE_BENCH_STEPS (default 4) the timed steps per run; KOE_BENCH_INTERLEAVE_STEPS
+# (default 10, 4 before the fourteenth session) the steps of each precision in --interleave. Then KOE_BENCH_PAIRS (default 5;
 # 0 skips) pairs on base alone, koe bf16 then autocast, each pair's ratio and their median: the goal's
 # ratio with the least of the host's drift between its two sides (a run of the table puts koe fp32 and
 # PyTorch fp32 between them).
@@ -53,9 +54,13 @@
 # 1.65 (fp32's gain narrows it); base bf16 / autocast 3.44, 3.37, 3.73, 2.69, pairs median 3.26 (the
 # second invocation's pairs 3.28, 3.62, 3.18, cut short); tiny fp32 / PyTorch fp32 3.55, 4.11, 3.37,
 # 2.54; peak RSS bf16 2192-2195 MB, fp32 2231-2235.
+# Fourteenth session, the same Zen 5: with 4 steps a side, one --interleave run gave 1.24 (fp32 1.397
+# s, bf16 1.130 s: a slow phase of the host over the bf16 steps) where five more gave 1.58-1.67; the
+# interleaved runs now take 10 steps a side.
 set -euo pipefail
 export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2
 STEPS=${KOE_BENCH_STEPS:-4}
+ISTEPS=${KOE_BENCH_INTERLEAVE_STEPS:-10}
 RUNS=${KOE_BENCH_RUNS:-2}
 MODELS=${KOE_BENCH_MODELS:-tiny small base}
 field() { grep -o "$1=[0-9.]*" | tail -1 | cut -d= -f2; }
@@ -72,7 +77,7 @@ run_table() { # label env-prefix...
     k16=$("$@" "$KOE" bench "$KOE_ROOT/$r" --threads 2 --steps "$STEPS" --precision bf16 2>&1)
     t32=$("$@" "$PYTHON" "$ANCHORS/torch_hubert_step.py" --model $m --threads 2 --steps "$STEPS" 2>&1 | tail -1)
     t16=$("$@" "$PYTHON" "$ANCHORS/torch_hubert_step.py" --model $m --threads 2 --steps "$STEPS" --bf16 2>&1 | tail -1)
-    kil=$("$@" "$KOE" bench "$KOE_ROOT/$r" --threads 2 --steps "$STEPS" --interleave 2>&1 | tail -1)
+    kil=$("$@" "$KOE" bench "$KOE_ROOT/$r" --threads 2 --steps "$ISTEPS" --interleave 2>&1 | tail -1)
     if [ $m = base ]; then
       echo "   $label base, koe fp32 per section:"; echo "$k32" | sed -n '/^section/,/^head/p' | sed 's/^/     /'
       echo "   $label base, koe bf16 per section:"; echo "$k16" | sed -n '/^section/,/^head/p' | sed 's/^/     /'
