@@ -56,7 +56,12 @@
 # 2.54; peak RSS bf16 2192-2195 MB, fp32 2231-2235.
 # Fourteenth session, the same Zen 5: with 4 steps a side, one --interleave run gave 1.24 (fp32 1.397
 # s, bf16 1.130 s: a slow phase of the host over the bf16 steps) where five more gave 1.58-1.67; the
-# interleaved runs now take 10 steps a side.
+# interleaved runs now take 10 steps a side. Then (the bf16 copy written by non-temporal stores,
+# core/gemm.c), two invocations: base bf16 / fp32 interleaved 1.62, 1.63, 1.68, 1.63; paired_fraction
+# 0.72, 0.72, 0.73, 0.70 (sgemm_fraction 0.72, 0.74, 0.74, and 0.45 in a run whose fp32 steps ran at
+# 3.2 audio s/s where the others ran at 5.6-5.9: the host slowed, and its one peak after the steps did
+# not see it); base bf16 / autocast 3.61, 4.34, 3.07, 3.42, pairs medians 3.83 and 3.64; tiny fp32 /
+# PyTorch fp32 3.83, 2.94, 4.68, 4.72; peak RSS bf16 2192-2195 MB, fp32 2233-2236.
 set -euo pipefail
 export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2
 STEPS=${KOE_BENCH_STEPS:-4}
