@@ -182,70 +182,6 @@ static int cpu_has_avx512_bf16(void) {
     return __builtin_cpu_supports("avx512bf16");
 }
 
-static void bf16_from_f32_serial(uint16_t *dst, const float *src, int64_t n) {
-    static int vec = -1; /* the same answer from every thread: a benign race */
-    if (vec < 0) vec = cpu_has_avx512_bf16();
-    if (vec)
-        bf16_from_f32_avx512(dst, src, n);
-    else
-        bf16_from_f32_scalar(dst, src, n);
-}
-
-/* Conversions below this many elements run on the calling thread alone: waking the OpenMP team costs
- * about what it saves at 64 Ki elements (3.7 us either way, 2 threads); at 300 Ki the split takes 12 us
- * instead of 21 (a Base activation, 400 x 768). */
-#define BF16_PARALLEL_MIN ((int64_t)1 << 16)
-
-void bf16_from_f32(uint16_t *dst, const float *src, int64_t n) {
-    if (n < BF16_PARALLEL_MIN || omp_in_parallel()) { /* no OpenMP call at all: im2col converts short runs */
-        bf16_from_f32_serial(dst, src, n);
-        return;
-    }
-    const int64_t chunk = 1 << 16;
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i += chunk) bf16_from_f32_serial(dst + i, src + i, n - i < chunk ? n - i : chunk);
-}
-
-void bf16_round_f32(uint16_t *dst, float *x, int64_t n) {
-    const int64_t chunk = 1 << 16;
-#pragma omp parallel for schedule(static) if (n >= BF16_PARALLEL_MIN && !omp_in_parallel())
-    for (int64_t i = 0; i < n; i += chunk) {
-        const int64_t len = n - i < chunk ? n - i : chunk;
-        bf16_from_f32_serial(dst + i, x + i, len);
-        for (int64_t j = i; j < i + len; j++) x[j] = bf16_to_f32(dst[j]);
-    }
-}
-
-/* ---- sgemm ------------------------------------------------------------------------------------------ */
-
-/* The stored matrix of op(X) (rows x cols, leading dimension ld) in bf16, packed (leading dimension
- * cols), in staging buffer `slot`. */
-static const uint16_t *stage_bf16(int slot, const float *X, int64_t rows, int64_t cols, int64_t ld) {
-    const int64_t need = rows * cols;
-    uint16_t *d = stage_buffer(slot, (size_t)need * sizeof(uint16_t));
-    if (cols == ld) {
-        bf16_from_f32(d, X, need);
-    } else {
-#pragma omp parallel for schedule(static) if (need >= BF16_PARALLEL_MIN && !omp_in_parallel())
-        for (int64_t r = 0; r < rows; r++) bf16_from_f32_serial(d + r * cols, X + r * ld, cols);
-    }
-    return d;
-}
-
-/* The region with a bf16 copy (gemm_set_bf16_copy); nr = 0: none. */
-static struct {
-    const float *f32;
-    const uint16_t *bf16;
-    const int64_t *r;
-    int nr;
-} copy;
-
-void gemm_set_bf16_copy(const float *f32, const uint16_t *bf16, const int64_t *ranges, int nr) {
-    KOE_ASSERT(nr >= 0 && (nr == 0 || (f32 && bf16 && ranges)));
-    for (int j = 0; j < nr; j++) KOE_ASSERT(ranges[2 * j] <= ranges[2 * j + 1] && (!j || ranges[2 * j - 1] <= ranges[2 * j]));
-    copy.f32 = f32, copy.bf16 = bf16, copy.r = ranges, copy.nr = nr;
-}
-
 /* bf16_from_f32_avx512 with non-temporal stores from dst's first 64-byte boundary on: for the
  * parameters' bf16 copy (bf16_from_f32_ranges), which the next step's products read long after it
  * has left the caches (171 MB at Base), so that writing it skips reading each of its lines first.
@@ -264,13 +200,71 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void bf16
     bf16_from_f32_avx512(dst + i, src + i, n - i);
 }
 
-static void bf16_stream_serial(uint16_t *dst, const float *src, int64_t n) {
+/* on the calling thread; stream: non-temporal stores (bf16_stream_avx512) where the CPU has AVX512_BF16 */
+static void bf16_from_f32_serial(uint16_t *dst, const float *src, int64_t n, int stream) {
     static int vec = -1; /* the same answer from every thread: a benign race */
     if (vec < 0) vec = cpu_has_avx512_bf16();
-    if (vec)
+    if (vec && stream)
         bf16_stream_avx512(dst, src, n);
+    else if (vec)
+        bf16_from_f32_avx512(dst, src, n);
     else
-        bf16_from_f32_serial(dst, src, n);
+        bf16_from_f32_scalar(dst, src, n);
+}
+
+/* Conversions below this many elements run on the calling thread alone: waking the OpenMP team costs
+ * about what it saves at 64 Ki elements (3.7 us either way, 2 threads); at 300 Ki the split takes 12 us
+ * instead of 21 (a Base activation, 400 x 768). */
+#define BF16_PARALLEL_MIN ((int64_t)1 << 16)
+
+void bf16_from_f32(uint16_t *dst, const float *src, int64_t n) {
+    if (n < BF16_PARALLEL_MIN || omp_in_parallel()) { /* no OpenMP call at all: im2col converts short runs */
+        bf16_from_f32_serial(dst, src, n, 0);
+        return;
+    }
+    const int64_t chunk = 1 << 16;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i += chunk) bf16_from_f32_serial(dst + i, src + i, n - i < chunk ? n - i : chunk, 0);
+}
+
+void bf16_round_f32(uint16_t *dst, float *x, int64_t n) {
+    const int64_t chunk = 1 << 16;
+#pragma omp parallel for schedule(static) if (n >= BF16_PARALLEL_MIN && !omp_in_parallel())
+    for (int64_t i = 0; i < n; i += chunk) {
+        const int64_t len = n - i < chunk ? n - i : chunk;
+        bf16_from_f32_serial(dst + i, x + i, len, 0);
+        for (int64_t j = i; j < i + len; j++) x[j] = bf16_to_f32(dst[j]);
+    }
+}
+
+/* ---- sgemm ------------------------------------------------------------------------------------------ */
+
+/* The stored matrix of op(X) (rows x cols, leading dimension ld) in bf16, packed (leading dimension
+ * cols), in staging buffer `slot`. */
+static const uint16_t *stage_bf16(int slot, const float *X, int64_t rows, int64_t cols, int64_t ld) {
+    const int64_t need = rows * cols;
+    uint16_t *d = stage_buffer(slot, (size_t)need * sizeof(uint16_t));
+    if (cols == ld) {
+        bf16_from_f32(d, X, need);
+    } else {
+#pragma omp parallel for schedule(static) if (need >= BF16_PARALLEL_MIN && !omp_in_parallel())
+        for (int64_t r = 0; r < rows; r++) bf16_from_f32_serial(d + r * cols, X + r * ld, cols, 0);
+    }
+    return d;
+}
+
+/* The region with a bf16 copy (gemm_set_bf16_copy); nr = 0: none. */
+static struct {
+    const float *f32;
+    const uint16_t *bf16;
+    const int64_t *r;
+    int nr;
+} copy;
+
+void gemm_set_bf16_copy(const float *f32, const uint16_t *bf16, const int64_t *ranges, int nr) {
+    KOE_ASSERT(nr >= 0 && (nr == 0 || (f32 && bf16 && ranges)));
+    for (int j = 0; j < nr; j++) KOE_ASSERT(ranges[2 * j] <= ranges[2 * j + 1] && (!j || ranges[2 * j - 1] <= ranges[2 * j]));
+    copy.f32 = f32, copy.bf16 = bf16, copy.r = ranges, copy.nr = nr;
 }
 
 void bf16_stream_fence(void) { _mm_sfence(); }
@@ -281,14 +275,15 @@ void bf16_from_f32_ranges(uint16_t *dst, const float *src, const int64_t *ranges
         const int64_t a = ranges[2 * j] > lo ? ranges[2 * j] : lo, b = ranges[2 * j + 1] < hi ? ranges[2 * j + 1] : hi;
         if (a >= b) continue;
         if (inside) { /* the caller fences */
-            bf16_stream_serial(dst + a, src + a, b - a);
+            bf16_from_f32_serial(dst + a, src + a, b - a, 1);
             continue;
         }
         const int64_t chunk = 1 << 16;
 #pragma omp parallel if (b - a >= BF16_PARALLEL_MIN)
         {
 #pragma omp for schedule(static) nowait
-            for (int64_t i = a; i < b; i += chunk) bf16_stream_serial(dst + i, src + i, b - i < chunk ? b - i : chunk);
+            for (int64_t i = a; i < b; i += chunk)
+                bf16_from_f32_serial(dst + i, src + i, b - i < chunk ? b - i : chunk, 1);
             bf16_stream_fence(); /* this thread's stores, before the region's end hands them on */
         }
     }
