@@ -61,7 +61,10 @@
 # 0.72, 0.72, 0.73, 0.70 (sgemm_fraction 0.72, 0.74, 0.74, and 0.45 in a run whose fp32 steps ran at
 # 3.2 audio s/s where the others ran at 5.6-5.9: the host slowed, and its one peak after the steps did
 # not see it); base bf16 / autocast 3.61, 4.34, 3.07, 3.42, pairs medians 3.83 and 3.64; tiny fp32 /
-# PyTorch fp32 3.83, 2.94, 4.68, 4.72; peak RSS bf16 2192-2195 MB, fp32 2233-2236.
+# PyTorch fp32 3.83, 2.94, 4.68, 4.72; peak RSS bf16 2192-2195 MB, fp32 2233-2236. A third, in the fresh
+# clone of 070e905 (the same code): interleaved 1.60 and 1.60 (1.219 s / 0.762 s, 1.331 s / 0.832 s:
+# on the goal's line), paired_fraction 0.75 and 0.72, sgemm_fraction 0.75 and 0.72, bf16 / autocast
+# 3.61 and 3.56, pairs median 3.47.
 set -euo pipefail
 export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2
 STEPS=${KOE_BENCH_STEPS:-4}
