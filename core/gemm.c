@@ -217,15 +217,28 @@ static void bf16_from_f32_serial(uint16_t *dst, const float *src, int64_t n, int
  * instead of 21 (a Base activation, 400 x 768). */
 #define BF16_PARALLEL_MIN ((int64_t)1 << 16)
 
-void bf16_from_f32(uint16_t *dst, const float *src, int64_t n) {
-    if (n < BF16_PARALLEL_MIN || omp_in_parallel()) { /* no OpenMP call at all: im2col converts short runs */
-        bf16_from_f32_serial(dst, src, n, 0);
+void bf16_stream_fence(void) { _mm_sfence(); }
+
+/* bf16_from_f32, by non-temporal stores when stream is set: fenced here, or by the caller inside a
+ * parallel region */
+static void bf16_convert(uint16_t *dst, const float *src, int64_t n, int stream) {
+    const int inside = omp_in_parallel();
+    if (n < BF16_PARALLEL_MIN || inside) { /* no OpenMP call at all: im2col converts short runs */
+        bf16_from_f32_serial(dst, src, n, stream);
+        if (stream && !inside) bf16_stream_fence();
         return;
     }
     const int64_t chunk = 1 << 16;
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i += chunk) bf16_from_f32_serial(dst + i, src + i, n - i < chunk ? n - i : chunk, 0);
+#pragma omp parallel
+    {
+#pragma omp for schedule(static) nowait
+        for (int64_t i = 0; i < n; i += chunk)
+            bf16_from_f32_serial(dst + i, src + i, n - i < chunk ? n - i : chunk, stream);
+        if (stream) bf16_stream_fence(); /* this thread's stores, before the region's end hands them on */
+    }
 }
+
+void bf16_from_f32(uint16_t *dst, const float *src, int64_t n) { bf16_convert(dst, src, n, 0); }
 
 void bf16_round_f32(uint16_t *dst, float *x, int64_t n) {
     const int64_t chunk = 1 << 16;
@@ -267,25 +280,10 @@ void gemm_set_bf16_copy(const float *f32, const uint16_t *bf16, const int64_t *r
     copy.f32 = f32, copy.bf16 = bf16, copy.r = ranges, copy.nr = nr;
 }
 
-void bf16_stream_fence(void) { _mm_sfence(); }
-
 void bf16_from_f32_ranges(uint16_t *dst, const float *src, const int64_t *ranges, int nr, int64_t lo, int64_t hi) {
-    const int inside = omp_in_parallel();
     for (int j = 0; j < nr; j++) {
         const int64_t a = ranges[2 * j] > lo ? ranges[2 * j] : lo, b = ranges[2 * j + 1] < hi ? ranges[2 * j + 1] : hi;
-        if (a >= b) continue;
-        if (inside) { /* the caller fences */
-            bf16_from_f32_serial(dst + a, src + a, b - a, 1);
-            continue;
-        }
-        const int64_t chunk = 1 << 16;
-#pragma omp parallel if (b - a >= BF16_PARALLEL_MIN)
-        {
-#pragma omp for schedule(static) nowait
-            for (int64_t i = a; i < b; i += chunk)
-                bf16_from_f32_serial(dst + i, src + i, b - i < chunk ? b - i : chunk, 1);
-            bf16_stream_fence(); /* this thread's stores, before the region's end hands them on */
-        }
+        if (a < b) bf16_convert(dst + a, src + a, b - a, 1);
     }
 }
 

@@ -8,8 +8,9 @@
  *   - both are within g_K sum |alpha a b| + |beta c| ... of the product in double (g_K = K 2^-24 / (1 -
  *     K 2^-24), fp32 accumulation in any order), as in test_bf16.c;
  * on shapes just inside and outside the rule, sizes that are not multiples of the 8 x 8 blocks (their
- * edges take the scalar loop, which a CPU without AVX runs for all of B) or of the 64 x 64 tiles, a leading dimension wider than the matrix, and inside a parallel region (one thread,
- * as the grouped conv calls it). */
+ * edges take the scalar loop, which a CPU without AVX runs for all of B) or of the 64 x 64 tiles, a
+ * leading dimension wider than the matrix, and inside a parallel region (one thread, as the grouped
+ * conv calls it). */
 #include <math.h>
 #include <omp.h>
 #include <setjmp.h>
