@@ -89,6 +89,7 @@ struct Trainer {
                             resident); AdamW rewrites its slice, the rest follows the allgather */
     int64_t *wbf16_r;    /* the ranges of wbf16 kept (params_bf16_ranges) */
     int wbf16_nr;
+    int wbf16_stale;     /* an fp32 step (koe bench --interleave) updated the parameters, not wbf16 */
     TrainState st;
     Interval iv;
     FILE *logf;          /* rank 0 with a run directory */
@@ -811,11 +812,16 @@ static int apply_update(Trainer *tr, TrainerStep *s) {
     /* one factor: the normalisation by the update's scored frames and the clipping coefficient */
     const double coef = optim_clip_coef(s->gnorm, rc->optim.clip_norm);
     params_freeze_step(&m->table, m->grads, tr->decay);
+    /* The copy is rewritten by a bf16 step's update only: an fp32 step (koe bench --interleave) costs
+     * what an fp32 run's does, and the copy is brought up to date before the next bf16 step begins. */
+    const int copy = tr->wbf16 && gemm_precision() == GEMM_BF16;
+    tr->adamw.bf16 = copy ? tr->wbf16 : NULL;
+    tr->wbf16_stale |= tr->wbf16 && !copy;
     adamw_step(&tr->adamw, m->params, m->grads, schedule_lr(&tr->sched, st->step), (float)(coef / (double)s->frames));
     tr->slice_cleared = 1;
     if (tr->s0 != 0 || tr->s1 != m->table.total) {
         dp_allgather_params(tr->dp, m->params);
-        if (tr->wbf16) { /* the other ranks' slices */
+        if (copy) { /* the other ranks' slices */
             bf16_from_f32_ranges(tr->wbf16, m->params, tr->wbf16_r, tr->wbf16_nr, 0, tr->s0);
             bf16_from_f32_ranges(tr->wbf16, m->params, tr->wbf16_r, tr->wbf16_nr, tr->s1, m->table.total);
         }
@@ -844,6 +850,10 @@ int trainer_step(Trainer *tr, TrainerStep *s, KoeError *err) {
     const Recipe *rc = tr->rc;
     TrainState *st = &tr->st;
     Model *m = tr->m;
+    if (tr->wbf16_stale && gemm_precision() == GEMM_BF16) { /* after fp32 steps; not part of this step's time */
+        bf16_from_f32_ranges(tr->wbf16, m->params, tr->wbf16_r, tr->wbf16_nr, 0, m->table.total);
+        tr->wbf16_stale = 0;
+    }
     const double t0 = koe_now();
     memset(s, 0, sizeof *s);
     s->step = st->step;

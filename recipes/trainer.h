@@ -35,7 +35,8 @@ typedef struct {
     const TrainerSynthetic *synthetic; /* NULL: the recipe's data.corpus through the loader */
     int run_dir; /* 1: resume from and write to run.dir (koe train); 0: nothing on disk (koe bench) */
     int any_precision; /* 1: steps may also run in fp32 in a bf16 run (koe bench --interleave): the model's
-                          arena is carved for fp32 activations (core/model.h arena_bf16) */
+                          arena is carved for fp32 activations (core/model.h arena_bf16), and an fp32
+                          step's update leaves the weights' bf16 copy to the next bf16 step */
 } TrainerOptions;
 
 /* What one update did. Sums over all ranks. */
