@@ -219,9 +219,11 @@ static void attn_backward(float *dqkv, const float *dout, const void *qkv, int b
 #pragma omp simd
             for (int64_t j = 0; j < Tk; j++) di[j] -= ai[j] * fdot;
         }
-        /* dQ += scale dS K, dK[0:Tk] += scale dS^T Q */
-        sgemm_mixed('N', 'N', (int)T, Dh, (int)Tk, scale, ds, 0, (int)Tk, k, bf, 3 * C, 1.0f, dq, 3 * C);
-        sgemm_mixed('T', 'N', (int)Tk, Dh, (int)T, scale, ds, 0, (int)Tk, q, bf, 3 * C, 1.0f, dk, 3 * C);
+        /* dQ += scale dS K, dK[0:Tk] += scale dS^T Q; in bf16 dS, A of both, is rounded once */
+        const int dsb = gemm_precision() == GEMM_BF16;
+        const void *dsa = dsb ? (const void *)gemm_stage_a(ds, T, Tk, Tk) : ds;
+        sgemm_mixed('N', 'N', (int)T, Dh, (int)Tk, scale, dsa, dsb, (int)Tk, k, bf, 3 * C, 1.0f, dq, 3 * C);
+        sgemm_mixed('T', 'N', (int)Tk, Dh, (int)T, scale, dsa, dsb, (int)Tk, q, bf, 3 * C, 1.0f, dk, 3 * C);
     }
 }
 
