@@ -65,6 +65,15 @@
 # clone of 070e905 (the same code): interleaved 1.60 and 1.60 (1.219 s / 0.762 s, 1.331 s / 0.832 s:
 # on the goal's line), paired_fraction 0.75 and 0.72, sgemm_fraction 0.75 and 0.72, bf16 / autocast
 # 3.61 and 3.56, pairs median 3.47.
+# Fifteenth session, the same Zen 5, with --interleave's fp32 steps no longer writing the bf16 copy
+# (an fp32 run never does; it had cost them 12-17 ms), two invocations at 728a579: base bf16 / fp32
+# interleaved 1.55, 1.54, 1.59, 1.70, in separate processes 1.64, 1.67, 1.60, 1.57; paired_fraction
+# 0.69, 0.71, 0.72, 0.73; bf16 / autocast 2.96, 3.15, 3.37, 4.17, pairs medians 3.35 and 3.22; tiny fp32
+# / PyTorch fp32 2.97, 4.45, 4.58, 4.31; peak RSS bf16 2192-2195 MB, fp32 2230-2233. (Old and new
+# binaries alternated, 7 --interleave runs each: 1.57-1.67 both, means 1.621 and 1.623.) Then at
+# 93505a3 (AdamW's blocks taken as the threads finish; attention's dS rounded once): interleaved 1.74
+# and 1.61, separate 1.63 and 1.64; paired_fraction 0.72 and 0.73; bf16 / autocast 4.19 and 4.20, pairs
+# median 3.35; tiny fp32 / PyTorch fp32 3.98 and 3.25; peak RSS bf16 2193-2194, fp32 2233.
 set -euo pipefail
 export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2
 STEPS=${KOE_BENCH_STEPS:-4}
