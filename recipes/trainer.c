@@ -694,8 +694,7 @@ Trainer *trainer_open(const Recipe *rc, const TrainerOptions *opt, KoeError *err
         tr->wbf16_r = koe_malloc((size_t)(2 * tr->m->table.n) * sizeof(int64_t));
         tr->wbf16_nr = params_bf16_ranges(&tr->m->table, tr->wbf16_r);
         bf16_from_f32_ranges(tr->wbf16, tr->m->params, tr->wbf16_r, tr->wbf16_nr, 0, P);
-        tr->adamw.bf16 = tr->wbf16;
-        tr->adamw.bf16_ranges = tr->wbf16_r;
+        tr->adamw.bf16_ranges = tr->wbf16_r; /* adamw.bf16: set by each update (apply_update) */
         tr->adamw.bf16_nr = tr->wbf16_nr;
         gemm_set_bf16_copy(tr->m->params, tr->wbf16, tr->wbf16_r, tr->wbf16_nr);
     }
