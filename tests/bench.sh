@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # tests/bench.sh — `make bench`: every tests/bench/*.sh in turn. Benchmarks print ratios against
-# ../shared/anchors measured in the same run; they are not pass/fail tests.
+# ../shared/anchors measured in the same run; they are not pass/fail tests. What they printed, session
+# by session: tests/bench/RESULTS.md.
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
