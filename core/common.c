@@ -280,6 +280,16 @@ double koe_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+int koe_cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double koe_median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, koe_cmp_double);
+    return v[n / 2];
+}
+
 static int fsync_path(const char *path, int flags) {
     int fd = open(path, flags);
     if (fd < 0) return -1;

@@ -72,6 +72,10 @@ uint64_t koe_fnv1a(uint64_t h, const void *p, size_t n);
 int koe_file_checksum(const char *path, char out[17], KoeError *err);
 
 double koe_now(void); /* monotonic seconds */
+/* qsort's comparison for doubles in ascending order */
+int koe_cmp_double(const void *a, const void *b);
+/* v[0, n) sorted in place, then v[n / 2]: the median, of an even count the upper of the two middle ones */
+double koe_median(double *v, int n);
 
 /* One arena carved into named views (llm.c style). A carve function lists every view once and runs
  * twice: over arena_measure() to size the arena (arena_take returns NULL and only counts), then over

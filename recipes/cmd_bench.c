@@ -178,11 +178,6 @@ static double peak_gflops(const PeakGemm *p, int which) {
     return 2.0 * n * n * (double)n / best / 1e9;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* --interleave: steps alternately in fp32 and bf16 (one warm-up of each first), then the median step
  * time of each precision and bf16's speed-up. Where bf16 is refused, so is this. */
 static void bench_interleaved(Trainer *tr, int steps) {
@@ -199,7 +194,7 @@ static void bench_interleaved(Trainer *tr, int steps) {
             t[p][s] = st.seconds;
             if (comm_rank() == 0) printf("step %d %s seconds %.3f\n", s, p ? "bf16" : "fp32", st.seconds);
         }
-    for (int p = 0; p < 2; p++) qsort(t[p] + 1, (size_t)steps, sizeof(double), cmp_double);
+    for (int p = 0; p < 2; p++) qsort(t[p] + 1, (size_t)steps, sizeof(double), koe_cmp_double);
     const double m32 = t[0][1 + steps / 2], m16 = t[1][1 + steps / 2];
     if (comm_rank() == 0)
         printf("koe interleaved fp32_step_median_s=%.3f bf16_step_median_s=%.3f bf16_speedup=%.2f\n", m32, m16,
@@ -297,9 +292,9 @@ static int bench_command(const void *opts, int n_args, char **args) {
             paired[s - 1] = g / st.seconds / 1e9 / probe[s - 1];
         }
     }
-    qsort(times + 1, (size_t)steps, sizeof *times, cmp_double);
-    qsort(probe, (size_t)steps, sizeof *probe, cmp_double);
-    qsort(paired, (size_t)steps, sizeof *paired, cmp_double);
+    qsort(times + 1, (size_t)steps, sizeof *times, koe_cmp_double);
+    qsort(probe, (size_t)steps, sizeof *probe, koe_cmp_double);
+    qsort(paired, (size_t)steps, sizeof *paired, koe_cmp_double);
     /* medians; of an even count the slower time, the higher peak and the lower fraction */
     const double med = times[1 + steps / 2], probe_med = probe[steps / 2], paired_med = paired[(steps - 1) / 2];
     const StepFlops fl = step_flops(m, hubert_classes, st.frames);

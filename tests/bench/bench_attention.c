@@ -16,16 +16,6 @@
 #include "../../core/gemm.h"
 #include "../../core/layers.h"
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof(double), cmp_double);
-    return v[n / 2];
-}
-
 static double sgemm_gflops(int repeats) {
     const int n = 1536;
     float *a = koe_malloc((size_t)n * n * sizeof(float)), *b = koe_malloc((size_t)n * n * sizeof(float));
@@ -38,7 +28,7 @@ static double sgemm_gflops(int repeats) {
         if (r > 0) t[r - 1] = koe_now() - t0; /* the first call warms up */
     }
     free(a), free(b), free(c);
-    return 2.0 * n * n * (double)n / median(t, repeats) * 1e-9;
+    return 2.0 * n * n * (double)n / koe_median(t, repeats) * 1e-9;
 }
 
 int main(int argc, char **argv) {
@@ -82,7 +72,7 @@ int main(int argc, char **argv) {
         double t2 = koe_now();
         if (k > 0) tf[k - 1] = t1 - t0, tb[k - 1] = t2 - t1;
     }
-    double mf = median(tf, repeats), mb = median(tb, repeats);
+    double mf = koe_median(tf, repeats), mb = koe_median(tb, repeats);
     double peak = sgemm_gflops(repeats);
     printf("B=%d T=%lld C=%d H=%d p=%.2f pad=%.2f threads=%d fwd_ms=%.1f bwd_ms=%.1f fwd_gflops=%.1f bwd_gflops=%.1f "
            "sgemm_gflops=%.1f frac_fwd=%.2f frac_bwd=%.2f\n",

@@ -11,11 +11,6 @@
 #include "../../core/rng.h"
 #include "../../data/features.h"
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 int main(int argc, char **argv) {
     FeatureKind kind = FEAT_MFCC;
     double seconds = 600.0;
@@ -49,8 +44,7 @@ int main(int argc, char **argv) {
         wall[r] = koe_now() - t0;
         check += out[(T / 2) * dim];
     }
-    qsort(wall, (size_t)repeats, sizeof wall[0], cmp_double);
-    double med = wall[repeats / 2];
+    double med = koe_median(wall, repeats);
     printf("kind=%s frames=%lld dim=%d audio_s=%.1f wall_s=%.3f check=%.4g x_realtime=%.1f\n",
            features_kind_name(kind), (long long)T, dim, seconds, med, check, seconds / med);
     features_free(fe);

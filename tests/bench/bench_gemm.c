@@ -16,11 +16,6 @@
 
 static int reps = 7, nw = 12;
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* GFLOP/s of one sweep of nw products (median over reps); bf16: the operands' bf16 copies */
 static double sweep(int bf16, int fwd, int cold, int64_t M, int C, int OC, float **w32, uint16_t **w16,
                     const float *x32, const uint16_t *x16, float *y) {
@@ -37,8 +32,7 @@ static double sweep(int bf16, int fwd, int cold, int64_t M, int C, int OC, float
         }
         if (r) t[r - 1] = koe_now() - t0;
     }
-    qsort(t, (size_t)reps, sizeof *t, cmp_double);
-    return 2e-9 * (double)M * (double)N * (double)K * nw / t[reps / 2];
+    return 2e-9 * (double)M * (double)N * (double)K * nw / koe_median(t, reps);
 }
 
 int main(int argc, char **argv) {
@@ -81,11 +75,14 @@ int main(int argc, char **argv) {
         for (int fwd = 1; fwd >= 0; fwd--) {
             double g[4];
             for (int k = 0; k < 4; k++)
-                g[k] = k >= 2 && !bf ? 0.0 : sweep(k >= 2, fwd, !(k & 1), M, C, OC, w32, w16, x, x16, y);
+                g[k] = k < 2 || bf ? sweep(k >= 2, fwd, !(k & 1), M, C, OC, w32, w16, x, x16, y) : 0.0;
             char name[40];
             snprintf(name, sizeof name, "%s %s", lin[l].name, fwd ? "forward" : "input_grad");
-            printf("%-22s %9.1f %9.1f %9.1f %9.1f %9.2f %9.2f\n", name, g[0], g[1], g[2], g[3], g[2] / g[0],
-                   g[3] / g[1]);
+            if (bf)
+                printf("%-22s %9.1f %9.1f %9.1f %9.1f %9.2f %9.2f\n", name, g[0], g[1], g[2], g[3], g[2] / g[0],
+                       g[3] / g[1]);
+            else
+                printf("%-22s %9.1f %9.1f %9s %9s %9s %9s\n", name, g[0], g[1], "-", "-", "-", "-");
             fflush(stdout);
         }
         for (int j = 0; j < nw; j++) free(w32[j]), free(w16[j]);

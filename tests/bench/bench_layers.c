@@ -25,21 +25,11 @@ static float *randn(int64_t n, KoeRng *r) {
     return x;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *t, int n) {
-    qsort(t, (size_t)n, sizeof *t, cmp_double);
-    return t[n / 2];
-}
-
 static void report(const char *name, const double *tf, const double *tb, double gflop_fwd) {
     double f[64], b[64];
     memcpy(f, tf, (size_t)reps * sizeof(double));
     memcpy(b, tb, (size_t)reps * sizeof(double));
-    double mf = median(f, reps), mb = median(b, reps);
+    double mf = koe_median(f, reps), mb = koe_median(b, reps);
     printf("%-28s fwd %9.2f ms  bwd %9.2f ms", name, 1e3 * mf, 1e3 * mb);
     if (gflop_fwd > 0) printf("  fwd %6.1f GFLOP/s  bwd %6.1f GFLOP/s", gflop_fwd / mf, 2 * gflop_fwd / mb);
     printf("\n");
