@@ -178,12 +178,11 @@ static double peak_gflops(const PeakGemm *p, int which) {
     return 2.0 * n * n * (double)n / best / 1e9;
 }
 
-/* --interleave: steps alternately in fp32 and bf16 (one warm-up of each first), then the median step
- * time of each precision and bf16's speed-up. Where bf16 is refused, so is this. */
+/* --interleave: steps alternately in fp32 and bf16 (one warm-up of each first), each step's loss and
+ * time, then the median step time of each precision and bf16's speed-up. Only on a CPU with bf16 dot
+ * products (bench_command). */
 static void bench_interleaved(Trainer *tr, int steps) {
     KoeError err;
-    if (!gemm_bf16_supported())
-        trainer_fatal(tr, KOE_EXIT_USAGE, "bench --interleave: this CPU has no bf16 dot products (run.precision)");
     double *t[2] = {koe_malloc((size_t)(steps + 1) * sizeof(double)), koe_malloc((size_t)(steps + 1) * sizeof(double))};
     TrainerStep st;
     for (int s = 0; s <= steps; s++)
@@ -192,7 +191,8 @@ static void bench_interleaved(Trainer *tr, int steps) {
             if (trainer_step(tr, &st, &err) < 0) trainer_fatal(tr, KOE_EXIT_USAGE, "bench: step %d: %s", s, err.msg);
             if (!isfinite(st.loss)) trainer_fatal(tr, KOE_EXIT_INTERNAL, "bench: step %d: loss is %g", s, st.loss);
             t[p][s] = st.seconds;
-            if (comm_rank() == 0) printf("step %d %s seconds %.3f\n", s, p ? "bf16" : "fp32", st.seconds);
+            if (comm_rank() == 0)
+                printf("step %d %s loss %.9g seconds %.3f\n", s, p ? "bf16" : "fp32", st.loss, st.seconds);
         }
     for (int p = 0; p < 2; p++) qsort(t[p] + 1, (size_t)steps, sizeof(double), koe_cmp_double);
     const double m32 = t[0][1 + steps / 2], m16 = t[1][1 + steps / 2];
@@ -239,6 +239,10 @@ static int bench_command(const void *opts, int n_args, char **args) {
     const int batch = o->batch, steps = o->steps, classes = o->classes, profile = !o->no_profile;
     const double seconds = o->seconds;
     const char *recipe_path = args[0];
+    if (o->interleave && !gemm_bf16_supported()) /* before the recipe's run.precision is checked, whose advice differs */
+        koe_fatal(KOE_EXIT_USAGE,
+                  "bench --interleave: this CPU has no bf16 dot products (oneDNN's effective ISA; ONEDNN_MAX_CPU_ISA, if "
+                  "set, can cap it), and --interleave compares fp32 steps with bf16 ones; run without it");
     Recipe rc;
     KoeError err;
     /* --precision P is the override run.precision=P, after the command line's own */

@@ -70,6 +70,44 @@ check bestrq 1 "$KOE_ROOT/recipes/tiny/bestrq.ini" "${SMALL[@]}"
 check wav2vec2 1 "$KOE_ROOT/recipes/tiny/wav2vec2.ini" "${SMALL[@]}" "${WAVE[@]}"
 check hubert2 2 "$KOE_ROOT/recipes/tiny/hubert.ini" "${SMALL[@]}" "${WAVE[@]}" data.labels=km20 objective.label_rate=100
 
+# --interleave alternates fp32 and bf16 steps on one trainer (synthetic batch): its first fp32 step is
+# an fp32 run's step 0, and its first bf16 step (the trainer's step 1) a bf16 run's step 1, both to the
+# printed digit (the first update's learning rate is 0: warm-up from 0, so step 1 runs on the initial
+# weights whichever precision step 0 ran in), and not the fp32 run's step 1 (the precision switched);
+# its last line is the medians of the printed times (the warm-ups, step 0, left out) and their ratio.
+# Without bf16 dot products it is refused, as run.precision = bf16 is.
+TINY="$KOE_ROOT/recipes/tiny/hubert.ini"
+rc=0
+ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI "$KOE" bench "$TINY" --steps 2 --threads 1 --interleave > nobf.out 2> nobf.err || rc=$?
+[ "$rc" = 1 ] || { cat nobf.err; echo "FAIL: --interleave without bf16 dot products: exit $rc, not 1"; exit 1; }
+grep -q "bench --interleave: this CPU has no bf16 dot products .*run without it" nobf.err || { cat nobf.err; exit 1; }
+if grep -q avx512_bf16 /proc/cpuinfo; then
+  for p in fp32 bf16; do
+    "$KOE" bench "$TINY" --steps 1 --threads 1 --precision $p --no-profile > $p.out 2> $p.err || { cat $p.err; exit 1; }
+  done
+  "$KOE" bench "$TINY" --steps 3 --threads 1 --interleave > il.out 2> il.err || { cat il.err; exit 1; }
+  "$PYTHON" - << 'PY'
+import re
+def steps(f):
+    return {int(m[1]): m[2] for m in re.finditer(r"^step (\d+) loss (\S+) frames", open(f).read(), re.M)}
+fp32, bf16 = steps("fp32.out"), steps("bf16.out")
+il = {(int(m[1]), m[2]): (m[3], float(m[4]))
+      for m in re.finditer(r"^step (\d+) (fp32|bf16) loss (\S+) seconds (\S+)$", open("il.out").read(), re.M)}
+assert sorted(il) == [(s, p) for s in range(4) for p in ("bf16", "fp32")], il
+assert il[0, "fp32"][0] == fp32[0], (il[0, "fp32"], fp32)
+assert il[0, "bf16"][0] == bf16[1], (il[0, "bf16"], bf16)
+assert bf16[1] != fp32[1], f"bf16 and fp32 give the same step-1 loss {fp32[1]}: no precision switched"
+last = open("il.out").read().strip().splitlines()[-1]
+m = re.fullmatch(r"koe interleaved fp32_step_median_s=(\S+) bf16_step_median_s=(\S+) bf16_speedup=(\S+)", last)
+assert m, last
+med = {p: sorted(il[s, p][1] for s in (1, 2, 3))[1] for p in ("fp32", "bf16")}
+assert float(m[1]) == med["fp32"] and float(m[2]) == med["bf16"], (last, med)
+assert abs(float(m[3]) - med["fp32"] / med["bf16"]) <= 0.005 + 0.01 * med["fp32"] / med["bf16"], (last, med)
+print(f"--interleave: step 0 fp32 {fp32[0]} and step 1 bf16 {bf16[1]} as the single-precision runs "
+      f"(fp32's step 1: {fp32[1]}); {last}")
+PY
+fi
+
 v=$("$KOE" --version)
 grep -q "^koe: $v training " bestrq.train.err || { echo "FAIL: koe train did not name its version ($v)"; exit 1; }
 "$PYTHON" - "${v#koe }" bestrq/log.jsonl bestrq/checkpoints/step-00000003.h5 << 'PY'
