@@ -11,7 +11,9 @@
 # (default 10, 4 before the fourteenth session) the steps of each precision in --interleave. Then KOE_BENCH_PAIRS (default 5;
 # 0 skips) pairs on base alone, koe bf16 then autocast, each pair's ratio and their median: the goal's
 # ratio with the least of the host's drift between its two sides (a run of the table puts koe fp32 and
-# PyTorch fp32 between them).
+# PyTorch fp32 between them). Last KOE_BENCH_BATCHES (default "4 8"; empty skips): base's --interleave
+# ratio at those batches of 4 s utterances, beside the goal's batch of 2 (the fixed cost of a step,
+# AdamW's pass over the weights above all, spreads over more frames; core/README.md, Precision).
 # Run in the machine's environment as it is. Where it sets OPENBLAS_CORETYPE=Haswell (the Zen 5
 # machine of issue 14's first measurements did), PyTorch's OpenBLAS GEMMs run AVX2 kernels; koe's GEMMs
 # (oneDNN, core/gemm.h) and PyTorch's convolutions and autocast matmuls (oneDNN too) pick kernels from
@@ -84,3 +86,10 @@ if [ "$PAIRS" -gt 0 ]; then
   printf '   base koe bf16 / torch autocast over %d pairs: median %s (goal >= 2.0)\n' "$PAIRS" \
     "$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{v[NR] = $1} END {print NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}')"
 fi
+BATCHES=${KOE_BENCH_BATCHES-4 8}
+for b in $BATCHES; do
+  kil=$("$KOE" bench "$KOE_ROOT/recipes/base/hubert_iter1.ini" --threads 2 --steps "$ISTEPS" --batch "$b" \
+    --interleave 2>&1 | tail -1)
+  printf '   base batch %s x 4 s: koe bf16/koe fp32 interleaved: %s (fp32 %ss, bf16 %ss per step)\n' "$b" \
+    "$(echo "$kil" | field bf16_speedup)" "$(echo "$kil" | field fp32_step_median_s)" "$(echo "$kil" | field bf16_step_median_s)"
+done
