@@ -516,6 +516,7 @@ static int read_tensor(const char *path, const char *name, const json_t *o, cons
  * the __metadata__'s koe_export_id ("" without one). */
 static int read_safetensors(const char *path, const ParamTable *t, float *params, unsigned char *done, HfHeads *heads,
                             int *skipped, char id[EXPORT_ID_MAX], KoeError *err) {
+    id[0] = 0; /* a file without __metadata__ (transformers writes none unless asked) has no id */
     size_t size;
     char *buf = read_file(path, &size, err);
     if (!buf) return -1;
