@@ -11,7 +11,7 @@
 
 typedef union {
     float f;
-    int32_t i;
+    uint32_t u;
 } KoeFloatBits; /* at file scope: clang 14 refuses an unnamed union inside a `declare simd` function */
 
 /* a * b + c: one rounding where the target has FMA (fmaf is then the same instruction in vector and
@@ -46,7 +46,11 @@ static inline float koe_exp_nonpos(float x) {
     e = koe_madd(e, r, 0.5f);
     e = koe_madd(e, r, 1.0f);
     e = koe_madd(e, r, 1.0f);
-    KoeFloatBits scale = {.i = ((int32_t)n + 127) << 23};
+    /* 2^n from t's bits, 0x4B400000 + n (t = 1.5 * 2^23 + n, one binade): in unsigned arithmetic, so
+     * that a NaN x (its t's bits anything; e is NaN, and so the result) converts and shifts nothing
+     * undefined (UBSan: a negative int shifted, from (int32_t) of a NaN n) */
+    const KoeFloatBits tb = {.f = t};
+    const KoeFloatBits scale = {.u = (tb.u - 0x4B400000u + 127u) << 23};
     return e * scale.f;
 }
 
