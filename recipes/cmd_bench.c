@@ -55,8 +55,9 @@ static const CliFlag bench_flags[] = {
     CLI_S("--precision", O(precision), NULL, 0, "P",
           "fp32, bf16 or auto: run.precision for these steps (default: the recipe's)"),
     CLI_B("--interleave", O(interleave),
-          "alternate fp32 and bf16 steps in this one process and print both medians\n"
-          "and their ratio (a busy machine's load then falls on both alike)"),
+          "alternate fp32 and bf16 steps in this one process (each step's loss and\n"
+          "time), then print both medians and their ratio (a busy machine's load then\n"
+          "falls on both alike); needs a CPU with bf16 dot products"),
     CLI_END,
 };
 
