@@ -46,9 +46,9 @@ static inline float koe_exp_nonpos(float x) {
     e = koe_madd(e, r, 0.5f);
     e = koe_madd(e, r, 1.0f);
     e = koe_madd(e, r, 1.0f);
-    /* 2^n from t's bits, 0x4B400000 + n (t = 1.5 * 2^23 + n, one binade): in unsigned arithmetic, so
-     * that a NaN x (its t's bits anything; e is NaN, and so the result) converts and shifts nothing
-     * undefined (UBSan: a negative int shifted, from (int32_t) of a NaN n) */
+    /* 2^n from t's bits, 0x4B400000 + n (t = 1.5 * 2^23 + n, one binade), in unsigned arithmetic: a NaN
+     * x gives t any bits, which must not be converted or shifted as a signed int (undefined); e is NaN
+     * then, and so is the result */
     const KoeFloatBits tb = {.f = t};
     const KoeFloatBits scale = {.u = (tb.u - 0x4B400000u + 127u) << 23};
     return e * scale.f;

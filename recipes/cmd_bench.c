@@ -195,8 +195,7 @@ static void bench_interleaved(Trainer *tr, int steps) {
             if (comm_rank() == 0)
                 printf("step %d %s loss %.9g seconds %.3f\n", s, p ? "bf16" : "fp32", st.loss, st.seconds);
         }
-    for (int p = 0; p < 2; p++) qsort(t[p] + 1, (size_t)steps, sizeof(double), koe_cmp_double);
-    const double m32 = t[0][1 + steps / 2], m16 = t[1][1 + steps / 2];
+    const double m32 = koe_median(t[0] + 1, steps), m16 = koe_median(t[1] + 1, steps); /* warm-ups left out */
     if (comm_rank() == 0)
         printf("koe interleaved fp32_step_median_s=%.3f bf16_step_median_s=%.3f bf16_speedup=%.2f\n", m32, m16,
                m32 / m16);

@@ -13,7 +13,8 @@
 # ratio with the least of the host's drift between its two sides (a run of the table puts koe fp32 and
 # PyTorch fp32 between them). Last KOE_BENCH_BATCHES (default "4 8"; empty skips): base's --interleave
 # ratio at those batches of 4 s utterances, beside the goal's batch of 2 (the fixed cost of a step,
-# AdamW's pass over the weights above all, spreads over more frames; core/README.md, Precision).
+# AdamW's pass over the weights above all, spreads over more frames; core/README.md, "What bounds a
+# bf16 step's speed-up").
 # Run in the machine's environment as it is. Where it sets OPENBLAS_CORETYPE=Haswell (the Zen 5
 # machine of issue 14's first measurements did), PyTorch's OpenBLAS GEMMs run AVX2 kernels; koe's GEMMs
 # (oneDNN, core/gemm.h) and PyTorch's convolutions and autocast matmuls (oneDNN too) pick kernels from
@@ -29,6 +30,8 @@ ISTEPS=${KOE_BENCH_INTERLEAVE_STEPS:-10}
 RUNS=${KOE_BENCH_RUNS:-2}
 MODELS=${KOE_BENCH_MODELS:-tiny small base}
 field() { grep -o "$1=[0-9.]*" | tail -1 | cut -d= -f2; }
+# `koe bench --interleave`'s last line as "RATIO (fp32 Xs, bf16 Ys per step)"
+interleaved() { echo "$(echo "$1" | field bf16_speedup) (fp32 $(echo "$1" | field fp32_step_median_s)s, bf16 $(echo "$1" | field bf16_step_median_s)s per step)"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
 run_table() { # label env-prefix...
   local label=$1; shift
@@ -61,9 +64,8 @@ run_table() { # label env-prefix...
       "$(echo "$k32" | tail -1 | field paired_fraction)" "$(echo "$k32" | tail -1 | field step_peak_gflops)" \
       "$(echo "$k16" | tail -1 | field bf16_fraction)" "$(echo "$k16" | tail -1 | field bf16_gflops)" \
       "$(echo "$k16" | tail -1 | field paired_fraction)" "$(echo "$k16" | tail -1 | field step_peak_gflops)"
-    printf '   %-7s %-6s koe bf16/koe fp32 interleaved in one process (--interleave): %s (fp32 %ss, bf16 %ss per step)\n' \
-      "$label" $m "$(echo "$kil" | field bf16_speedup)" "$(echo "$kil" | field fp32_step_median_s)" \
-      "$(echo "$kil" | field bf16_step_median_s)"
+    printf '   %-7s %-6s koe bf16/koe fp32 interleaved in one process (--interleave): %s\n' "$label" $m \
+      "$(interleaved "$kil")"
   done
 }
 for run in $(seq "$RUNS"); do
@@ -90,6 +92,5 @@ BATCHES=${KOE_BENCH_BATCHES-4 8}
 for b in $BATCHES; do
   kil=$("$KOE" bench "$KOE_ROOT/recipes/base/hubert_iter1.ini" --threads 2 --steps "$ISTEPS" --batch "$b" \
     --interleave 2>&1 | tail -1)
-  printf '   base batch %s x 4 s: koe bf16/koe fp32 interleaved: %s (fp32 %ss, bf16 %ss per step)\n' "$b" \
-    "$(echo "$kil" | field bf16_speedup)" "$(echo "$kil" | field fp32_step_median_s)" "$(echo "$kil" | field bf16_step_median_s)"
+  printf '   base batch %s x 4 s: koe bf16/koe fp32 interleaved: %s\n' "$b" "$(interleaved "$kil")"
 done
