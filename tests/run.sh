@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/run.sh — run the suite: every unit test binary in $BUILD/tests, then every script in
-# tests/e2e. Arguments filter by name (substring). Prints one line per test and a final
-# "N passed, N failed". Each test's output goes to $BUILD/test-logs/NAME.log and is shown on failure.
+# tests/e2e. Arguments filter by name (substring). Prints one line per test, under it any part the
+# test skipped on this machine and why, and a final "N passed, N failed". Each test's output goes to
+# $BUILD/test-logs/NAME.log and is shown on failure.
 # Last, every log.jsonl the tests' runs left in $KOE_TMP must parse as strict JSON, line by line.
 set -u
 cd "$(dirname "$0")/.."
@@ -41,6 +42,9 @@ for t in "${tests[@]}"; do
   dt=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
   if [ $rc = 0 ]; then
     passed=$((passed + 1)); printf 'PASS  %-28s %6ss\n' "$name" "$dt"
+    # what it left out here, and why: the "SKIP: " or "SKIPPED: " lines a test prints, and cmocka's
+    # names of the cases it skipped (listed twice in its log)
+    grep -h '^SKIP: \|^SKIPPED: \|^\[  SKIPPED \] [a-z_]' "$logs/$name.log" | awk '!seen[$0]++' | sed 's/^/      /'
   else
     failed=$((failed + 1)); failures+=("$name"); printf 'FAIL  %-28s %6ss  (exit %d)\n' "$name" "$dt" "$rc"
     sed 's/^/    | /' "$logs/$name.log" | tail -n 40
