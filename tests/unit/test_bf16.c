@@ -44,6 +44,7 @@
 #include "../../core/layers.h"
 #include "../../core/layers_naive.h"
 #include "../../core/rng.h"
+#include "bf16_here.h"
 
 static const double U = 1.0 / 256.0; /* 2^-8 */
 
@@ -103,18 +104,6 @@ static int64_t check_tensor(const char *what, const float *b16, const float *f32
     return beyond;
 }
 
-/* The cases that run products need bf16 dot products (gemm_bf16_supported, what run.precision = bf16
- * needs): on a CPU without them they are skipped, saying so. A CPU that lists avx512bf16, with oneDNN's
- * ISA not capped by ONEDNN_MAX_CPU_ISA, must have them: there a skip would hide a regression. */
-static void need_bf16_products(void) {
-    if (gemm_bf16_supported()) return;
-    __builtin_cpu_init();
-    assert_false(__builtin_cpu_supports("avx512bf16") && !getenv("ONEDNN_MAX_CPU_ISA"));
-    printf("SKIPPED: this CPU has no bf16 dot products (run.precision = bf16 is refused here): the cases "
-           "that run products are skipped\n");
-    skip();
-}
-
 /* ---- the conversion --------------------------------------------------------------------------------- */
 
 static void test_conversion(void **state) {
@@ -156,7 +145,7 @@ static void test_conversion(void **state) {
 
 static void test_gemm(void **state) {
     (void)state;
-    need_bf16_products();
+    if (!bf16_here("the bf16 products")) skip();
     const int64_t M = 37, N = 29, K = 300, pad = 3;
     KoeRng r = koe_rng(6, 0, 0, KOE_RNG_INIT);
     float *A = koe_malloc((size_t)(M + pad) * (K + pad) * sizeof(float));
@@ -253,7 +242,7 @@ static void test_copy_refresh(void **state) {
  * (B2), so which one was read shows in the result. */
 static void test_bf16_copy(void **state) {
     (void)state;
-    need_bf16_products();
+    if (!bf16_here("the bf16 products")) skip();
     const int64_t M = 23, N = 31, K = 150, pad = 5, nb = (N + pad) * (K + pad);
     KoeRng r = koe_rng(6, 1, 0, KOE_RNG_INIT);
     float *A = koe_malloc((size_t)(M + pad) * (K + pad) * sizeof(float));
@@ -397,7 +386,7 @@ static void run_case(const ConvCase *c, int linear, int64_t *beyond) {
 
 static void test_linear_conv(void **state) {
     (void)state;
-    need_bf16_products();
+    if (!bf16_here("the bf16 products")) skip();
     const ConvCase lin[] = {{2, 96, 40, 1, 1, 0, 1, 1, 33}, {1, 20, 130, 1, 1, 0, 1, 0, 7}};
     const ConvCase conv[] = {
         {2, 1, 16, 10, 5, 0, 1, 0, 400},  /* the waveform's first layer: read in place, fp32 weight gradient */
@@ -420,7 +409,7 @@ static void test_linear_conv(void **state) {
  * output must be the fp32-input call's, bit for bit. */
 static void test_bf16_inputs(void **state) {
     (void)state;
-    need_bf16_products();
+    if (!bf16_here("the bf16 products")) skip();
     const ConvCase cases[] = {
         {2, 40, 48, 3, 2, 0, 1, 1, 90},  /* the conv stack: G = 1, one run of rows per window */
         {3, 40, 24, 2, 2, 0, 1, 0, 41},  /* odd lengths, no bias */
@@ -720,7 +709,7 @@ static void test_groupnorm_gelu(void **state) {
 
 static void test_attention(void **state) {
     (void)state;
-    need_bf16_products();
+    if (!bf16_here("the bf16 products")) skip();
     const int B = 2, C = 32, H = 4, Dh = C / H;
     const int64_t T = 45;
     const double scale = 1.0 / sqrt((double)Dh);

@@ -15,3 +15,10 @@ bf16_here() {
   echo "SKIP: $what: this CPU has no bf16 dot products ($(grep -o 'effective ISA [^ ]*' "$err"))"
   return 1
 }
+
+# bf16_probe ERR: a koe command's gemm line for bf16_here, where a test runs none of its own: one
+# synthetic fp32 step of the tiny recipe (koe bench, a few seconds).
+bf16_probe() {
+  "$KOE" bench "$KOE_ROOT/recipes/tiny/hubert.ini" --steps 1 --threads 1 --no-profile > /dev/null 2> "$1" ||
+    { cat "$1"; echo "FAIL: koe bench (bf16_probe)"; exit 1; }
+}
