@@ -145,7 +145,7 @@ static void test_conversion(void **state) {
 
 static void test_gemm(void **state) {
     (void)state;
-    if (!bf16_here("the bf16 products")) skip();
+    if (!bf16_here(__func__)) skip();
     const int64_t M = 37, N = 29, K = 300, pad = 3;
     KoeRng r = koe_rng(6, 0, 0, KOE_RNG_INIT);
     float *A = koe_malloc((size_t)(M + pad) * (K + pad) * sizeof(float));
@@ -242,7 +242,7 @@ static void test_copy_refresh(void **state) {
  * (B2), so which one was read shows in the result. */
 static void test_bf16_copy(void **state) {
     (void)state;
-    if (!bf16_here("the bf16 products")) skip();
+    if (!bf16_here(__func__)) skip();
     const int64_t M = 23, N = 31, K = 150, pad = 5, nb = (N + pad) * (K + pad);
     KoeRng r = koe_rng(6, 1, 0, KOE_RNG_INIT);
     float *A = koe_malloc((size_t)(M + pad) * (K + pad) * sizeof(float));
@@ -386,7 +386,7 @@ static void run_case(const ConvCase *c, int linear, int64_t *beyond) {
 
 static void test_linear_conv(void **state) {
     (void)state;
-    if (!bf16_here("the bf16 products")) skip();
+    if (!bf16_here(__func__)) skip();
     const ConvCase lin[] = {{2, 96, 40, 1, 1, 0, 1, 1, 33}, {1, 20, 130, 1, 1, 0, 1, 0, 7}};
     const ConvCase conv[] = {
         {2, 1, 16, 10, 5, 0, 1, 0, 400},  /* the waveform's first layer: read in place, fp32 weight gradient */
@@ -409,7 +409,7 @@ static void test_linear_conv(void **state) {
  * output must be the fp32-input call's, bit for bit. */
 static void test_bf16_inputs(void **state) {
     (void)state;
-    if (!bf16_here("the bf16 products")) skip();
+    if (!bf16_here(__func__)) skip();
     const ConvCase cases[] = {
         {2, 40, 48, 3, 2, 0, 1, 1, 90},  /* the conv stack: G = 1, one run of rows per window */
         {3, 40, 24, 2, 2, 0, 1, 0, 41},  /* odd lengths, no bias */
@@ -709,7 +709,7 @@ static void test_groupnorm_gelu(void **state) {
 
 static void test_attention(void **state) {
     (void)state;
-    if (!bf16_here("the bf16 products")) skip();
+    if (!bf16_here(__func__)) skip();
     const int B = 2, C = 32, H = 4, Dh = C / H;
     const int64_t T = 45;
     const double scale = 1.0 / sqrt((double)Dh);
