@@ -209,7 +209,8 @@ static int synth_callback(short *wav, int n, espeak_EVENT *ev) {
             e->word_pos = ev->text_position > 0 ? ev->text_position : 1;
             e->word_len = ev->length > 0 ? ev->length : 0;
         } else {
-            memcpy(e->name, ev->id.string, sizeof ev->id.string); /* not NUL-terminated at 8 bytes */
+            /* up to its NUL, or all 8 bytes: espeak leaves the bytes after a shorter name's NUL unset */
+            memcpy(e->name, ev->id.string, strnlen(ev->id.string, sizeof ev->id.string));
         }
     }
     return 0;
