@@ -121,21 +121,26 @@ int plot_draw(const char *const *stems, int n, FILE *ascii, KoeError *err) {
     fflush(stderr);
     const int e = posix_spawnp(&pid, prog, &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
-    int rc = PLOT_DRAWN, status;
-    if (e == ENOENT) {
+    int rc = PLOT_DRAWN, status = 0;
+    if (e == 0)
+        while (waitpid(pid, &status, 0) < 0)
+            if (errno != EINTR) {
+                rc = koe_error_set(err, "waiting for %s on %s.gp: %s", prog, stem, strerror(errno));
+                break;
+            }
+    /* Where posix_spawn cannot report a failed exec (under valgrind, some emulators), the child exits
+     * 127, the shell's "command not found". */
+    if (e == ENOENT || (e == 0 && rc == PLOT_DRAWN && WIFEXITED(status) && WEXITSTATUS(status) == 127)) {
         koe_error_set(err, "%s not found: kept the script%s %s.gp; install gnuplot (Debian: apt-get install gnuplot-nox) "
                            "and run `gnuplot %s` in %s",
                       prog, n > 1 ? "s" : "", stem, base[0], dir);
         rc = PLOT_NO_GNUPLOT;
     } else if (e != 0) {
         rc = koe_error_set(err, "cannot run %s on %s.gp: %s", prog, stem, strerror(e));
-    } else {
-        while (rc == PLOT_DRAWN && waitpid(pid, &status, 0) < 0)
-            if (errno != EINTR) rc = koe_error_set(err, "waiting for %s on %s.gp: %s", prog, stem, strerror(errno));
-        if (rc == PLOT_DRAWN && (!WIFEXITED(status) || WEXITSTATUS(status) != 0))
-            rc = koe_error_set(err, "%s failed on %s.gp%s (%s %d; its messages are above)", prog, stem,
-                               n > 1 ? " and the charts drawn with it" : "", WIFEXITED(status) ? "exit status" : "signal",
-                               WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    } else if (rc == PLOT_DRAWN && (!WIFEXITED(status) || WEXITSTATUS(status) != 0)) {
+        rc = koe_error_set(err, "%s failed on %s.gp%s (%s %d; its messages are above)", prog, stem,
+                           n > 1 ? " and the charts drawn with it" : "", WIFEXITED(status) ? "exit status" : "signal",
+                           WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
     }
     free(argv);
     free(base);

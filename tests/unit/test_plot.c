@@ -3,7 +3,8 @@
  * its signature), an SVG and an ASCII rendering that shows the title and the cell values; a chart with
  * no finite point writes nothing; deferred charts drawn by one gnuplot (plot_draw) come out as drawn
  * alone; without gnuplot ($KOE_GNUPLOT naming a missing program) the script
- * is kept and the message says what to install. Needs gnuplot (gnuplot-nox).
+ * is kept and the message says what to install, as when the program exits 127; another exit status is
+ * named. Needs gnuplot (gnuplot-nox).
  * recipes/ is linked into the koe binary only, so plot.c is compiled into this test directly. */
 #include <math.h>
 #include <setjmp.h>
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -167,6 +169,41 @@ static void test_no_gnuplot(void **state) {
     assert_null(output("nognuplot", "png", &n));
 }
 
+/* A program in place of gnuplot that exits with `code` (a script in dir); plot_lines' return and message. */
+static int fake_gnuplot(int code, const char *stem_name, KoeError *err) {
+    char prog[1024], stem[1024];
+    snprintf(prog, sizeof prog, "%s/exit%d.sh", dir, code);
+    FILE *f = fopen(prog, "w");
+    assert_non_null(f);
+    fprintf(f, "#!/bin/sh\nexit %d\n", code);
+    fclose(f);
+    assert_int_equal(chmod(prog, 0755), 0);
+    const double x[2] = {1, 2}, y[2] = {3, 4};
+    PlotSeries s = {"lr", x, y, 2};
+    PlotSpec p = {.formats = PLOT_PNG};
+    snprintf(stem, sizeof stem, "%s/%s", dir, stem_name);
+    setenv("KOE_GNUPLOT", prog, 1);
+    const int rc = plot_lines(stem, &p, &s, 1, err);
+    unsetenv("KOE_GNUPLOT");
+    return rc;
+}
+
+/* Where posix_spawn cannot report a failed exec (valgrind, some emulators) the child exits 127, the
+ * shell's "command not found": reported as a missing gnuplot. Any other failure names its status. */
+static void test_exit_status(void **state) {
+    (void)state;
+    KoeError err = {{0}};
+    assert_int_equal(fake_gnuplot(127, "exit127", &err), PLOT_NO_GNUPLOT);
+    assert_non_null(strstr(err.msg, "apt-get install gnuplot-nox"));
+    assert_non_null(strstr(err.msg, "exit127.gp"));
+    KoeError err1 = {{0}};
+    const int rc = fake_gnuplot(1, "exit1", &err1);
+    assert_true(rc != PLOT_DRAWN && rc != PLOT_NO_GNUPLOT);
+    assert_non_null(strstr(err1.msg, "failed on"));
+    assert_non_null(strstr(err1.msg, "exit1.gp"));
+    assert_non_null(strstr(err1.msg, "exit status 1"));
+}
+
 int main(void) {
     const char *base = getenv("KOE_TMP") ? getenv("KOE_TMP") : "/tmp";
     snprintf(dir, sizeof dir, "%s/test_plot.XXXXXX", base);
@@ -177,6 +214,7 @@ int main(void) {
         cmocka_unit_test(test_deferred),
         cmocka_unit_test(test_empty),
         cmocka_unit_test(test_no_gnuplot),
+        cmocka_unit_test(test_exit_status),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
