@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../core/common.h"
 
@@ -96,4 +97,28 @@ int64_t rundir_candidates(const char *dir, int64_t **steps) {
         if (all[i] != first) (*steps)[k++] = all[i];
     free(all);
     return k;
+}
+
+int rundir_follow_latest(const char *path, char *out, size_t n, KoeError *err) {
+    FILE *fp = fopen(path, "r");
+    if (!fp) return 0;
+    char text[64];
+    const size_t got = fread(text, 1, sizeof text - 1, fp); /* 0 for a directory */
+    fclose(fp);
+    text[got] = 0;
+    long long s;
+    char name[64];
+    if (sscanf(text, "step-%lld.h5", &s) != 1 || s < 0) return 0;
+    snprintf(name, sizeof name, "step-%08lld.h5\n", s);
+    if (strcmp(text, name)) return 0; /* exactly what rundir_publish_latest writes */
+    name[strlen(name) - 1] = 0;
+    const char *slash = strrchr(path, '/');
+    const int dir_len = slash ? (int)(slash - path) + 1 : 0; /* with its '/' */
+    if (snprintf(out, n, "%.*s%s", dir_len, path, name) >= (int)n)
+        return koe_error_set(err, "it names %s, and the path to it is too long", name);
+    if (access(out, F_OK) != 0)
+        return koe_error_set(err, "it is a run's pointer to its newest checkpoint, %s, which is not there (%m); "
+                                  "pass one of the run's step-NNNNNNNN.h5 files",
+                             out);
+    return 1;
 }

@@ -12,6 +12,7 @@
 #include "../data/hf.h"
 #include "../distributed/ckpt.h"
 #include "../distributed/comm.h"
+#include "../distributed/rundir.h"
 
 int64_t ckpt_model_min_input(const ModelConfig *c) {
     if (c->frontend == FRONTEND_FBANK) return c->fbank_stack;
@@ -211,6 +212,27 @@ void ckpt_head_free(CkptHead *head) {
     params_table_free(&head->t);
     free(head->v);
     head->v = NULL;
+}
+
+int ckpt_path_parse(const char *s, void *dst, char *why, size_t why_len) {
+    static char **followed; /* the step files latest files named: kept for the process's lifetime */
+    static int n_followed;
+    char path[4200];
+    KoeError err = {{0}};
+    const int r = *s ? rundir_follow_latest(s, path, sizeof path, &err) : -1;
+    if (r < 0) {
+        snprintf(why, why_len, "%s", *s ? err.msg : "empty value");
+        return -1;
+    }
+    if (r == 0) {
+        *(const char **)dst = s;
+        return 0;
+    }
+    followed = koe_realloc(followed, (size_t)(n_followed + 1) * sizeof *followed);
+    followed[n_followed] = koe_strdup(path);
+    *(const char **)dst = followed[n_followed++];
+    if (comm_rank() == 0) koe_log("%s names the run's newest checkpoint, %s: reading that", s, path);
+    return 0;
 }
 
 /* ckpt_model_open (all: every rank, the weights read by rank 0 and broadcast) or ckpt_model_open_local. */

@@ -11,6 +11,11 @@
 #include "../data/features.h"
 #include "recipe.h"
 
+/* The parser (cli.h, CLI_CUSTOM) of a flag naming a checkpoint (--ckpt, --ckpt2): a run's
+ * RUN/checkpoints/latest stands for the step file it names (distributed/rundir.h), so that every use
+ * of the path (the checksum, the attributes and messages that name it) names that file; rank 0 says
+ * which. Any other value is kept as given. */
+int ckpt_path_parse(const char *s, void *dst, char *why, size_t why_len);
 /* The shortest input (samples, or fbank frames) that gives one encoder frame. */
 int64_t ckpt_model_min_input(const ModelConfig *cfg);
 /* r receives the recipe (recipe_free it); the model holds one forward of up to max_B utterances of

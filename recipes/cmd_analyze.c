@@ -23,6 +23,7 @@
 #include "../distributed/comm.h"
 #include "../analysis/cca.h"
 #include "analyze_layers.h"
+#include "ckpt_model.h"
 #include "commands.h"
 
 /* One table for both forms: --corpus and --json are shared, --labels is `labels`', the rest
@@ -44,10 +45,10 @@ static const CliFlag analyze_flags[] = {
     CLI_S("--corpus", O(l.corpus), NULL, CLI_REQUIRED, "DIR", "corpus (with its alignments for labels and phone properties)"),
     CLI_S("--labels", O(labels), NULL, 0, "NAME", "labels: the label set to compare with the alignments"),
     CLI_B("--json", O(l.json), "print one JSON object instead of the table (layers: layers.json)"),
-    CLI_S("--ckpt", O(l.ckpt), NULL, 0, "CKPT.h5",
+    CLI_P("--ckpt", O(l.ckpt), ckpt_path_parse, NULL, 0, "CKPT.h5",
           "layers, codebook: the checkpoint to analyse (layers: also a Hugging Face export directory)"),
     CLI_B("--conv", O(l.conv), "layers: mel also for the conv layers C1..Cn (waveform frontends), averaged onto the 10 ms fbank"),
-    CLI_S("--ckpt2", O(l.ckpt2), NULL, 0, "CKPT.h5",
+    CLI_P("--ckpt2", O(l.ckpt2), ckpt_path_parse, NULL, 0, "CKPT.h5",
           "layers: second checkpoint, for inter (e.g. HuBERT iteration 1 vs 2, two training steps)"),
     CLI_S("--out", O(l.out), NULL, 0, "DIR",
           "layers: write layers.json, layers.tsv, cka.tsv and the charts; codebook: codebook.json, usage.tsv, usage chart"),

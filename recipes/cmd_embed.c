@@ -49,7 +49,7 @@ static int parse_layer(const char *s, void *dst, char *why, size_t n) {
 
 #define O(field) offsetof(EmbedOptions, field)
 static const CliFlag embed_flags[] = {
-    CLI_S("--ckpt", O(ckpt), NULL, CLI_REQUIRED, "CKPT.h5", "checkpoint"),
+    CLI_P("--ckpt", O(ckpt), ckpt_path_parse, NULL, CLI_REQUIRED, "CKPT.h5", "checkpoint"),
     CLI_P("--layer", O(layer), parse_layer, NULL, CLI_REQUIRED, "N|all", "which hidden state, 0..L, or all of them"),
     CLI_S("--out", O(out), NULL, CLI_REQUIRED, "FILE.h5", "output file; written as FILE.h5.tmp and renamed"),
     CLI_S("--corpus", O(corpus), NULL, 0, "DIR", "a corpus written by `koe prepare` (or WAV files as arguments)"),

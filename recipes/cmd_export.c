@@ -19,7 +19,7 @@ typedef struct {
 
 #define O(field) offsetof(ExportOptions, field)
 static const CliFlag export_flags[] = {
-    CLI_S("--ckpt", O(ckpt), NULL, CLI_REQUIRED, "CKPT.h5", "checkpoint (koe init / koe train)"),
+    CLI_P("--ckpt", O(ckpt), ckpt_path_parse, NULL, CLI_REQUIRED, "CKPT.h5", "checkpoint (koe init / koe train)"),
     CLI_S("--out", O(out), NULL, CLI_REQUIRED, "DIR", "output directory, created if missing"),
     CLI_END,
 };

@@ -17,6 +17,7 @@
 #include "../data/labels.h"
 #include "../data/shard.h"
 #include "../distributed/comm.h"
+#include "../distributed/rundir.h"
 #include "ckpt_model.h"
 #include "commands.h"
 
@@ -339,7 +340,16 @@ static int check_checkpoint(const char *path, KoeError *err) {
 
 /* ---- dispatch ------------------------------------------------------------------------------ */
 
-static int info_path(const char *path, int n_ids) {
+static int info_path(const char *given, int n_ids) {
+    char followed[4200];
+    KoeError ferr = {{0}};
+    const int follow = rundir_follow_latest(given, followed, sizeof followed, &ferr);
+    if (follow < 0) {
+        fprintf(stderr, "koe info: %s: %s\n", given, ferr.msg);
+        return KOE_EXIT_USAGE;
+    }
+    const char *path = follow ? followed : given;
+    if (follow) printf("%s names the run's newest checkpoint, %s\n\n", given, path);
     struct stat st;
     if (stat(path, &st) != 0) {
         fprintf(stderr, "koe info: %s: no such file or directory\n", path);

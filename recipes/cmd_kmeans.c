@@ -34,6 +34,7 @@
 #include "../data/labels.h"
 #include "../distributed/comm.h"
 #include "../distributed/kmeans.h"
+#include "ckpt_model.h"
 #include "commands.h"
 #include "feature_source.h"
 
@@ -78,7 +79,7 @@ static const CliFlag kmeans_flags[] = {
     CLI_P("--source", O(source), parse_source, NULL, CLI_REQUIRED, "mfcc|layer:N|file:F.h5",
           "the features clustered: computed from --corpus, or read from a features file\n"
           "(koe features, koe embed --layer N)"),
-    CLI_S("--ckpt", O(ckpt), NULL, 0, "CKPT.h5", "checkpoint whose layer N is clustered (required for layer:N)"),
+    CLI_P("--ckpt", O(ckpt), ckpt_path_parse, NULL, 0, "CKPT.h5", "checkpoint whose layer N is clustered (required for layer:N)"),
     CLI_N("--k", CLI_INT, O(k), NULL, 1, LABELS_MAX_CLASSES, CLI_REQUIRED, "K", "clusters"),
     CLI_S("--out", O(out), NULL, CLI_REQUIRED, "KM.h5", "output; written as KM.h5.tmp and renamed"),
     CLI_N("--sample", CLI_DOUBLE, O(sample), "1", 0, 1, CLI_ABOVE_LO, "F", "fraction of utterances used"),

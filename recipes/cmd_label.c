@@ -21,6 +21,7 @@
 #include "../data/kmeans_file.h"
 #include "../data/labels.h"
 #include "../distributed/comm.h"
+#include "ckpt_model.h"
 #include "commands.h"
 #include "feature_source.h"
 
@@ -53,7 +54,7 @@ static const CliFlag label_flags[] = {
     CLI_S("--corpus", O(corpus), NULL, CLI_REQUIRED, "DIR", "corpus written by `koe prepare`"),
     CLI_S("--kmeans", O(kmeans), NULL, CLI_REQUIRED, "KM.h5", "written by `koe kmeans`"),
     CLI_S("--name", O(name), NULL, CLI_REQUIRED, "NAME", "label set name, a plain name such as km100"),
-    CLI_S("--ckpt", O(ckpt), NULL, 0, "CKPT.h5", "the checkpoint `koe kmeans` used (required when its source is layer:N)"),
+    CLI_P("--ckpt", O(ckpt), ckpt_path_parse, NULL, 0, "CKPT.h5", "the checkpoint `koe kmeans` used (required when its source is layer:N)"),
     CLI_P("--part", O(part), parse_part, "0/1", 0, "I/N", "label only the shards s with s % N == I, 0 <= I < N (0/1: all of them)"),
     CLI_THREADS(O(threads)),
     CLI_END,

@@ -30,6 +30,7 @@
 #include "../distributed/ckpt.h"
 #include "../distributed/comm.h"
 #include "../distributed/dp.h"
+#include "../distributed/rundir.h"
 #include "../distributed/watchdog.h"
 #include "cli.h"
 #include "plot.h"
@@ -473,13 +474,20 @@ static void check_agree(uint64_t x, const char *what) {
  * recipe's; the head's tensors where the file has them in this run's shape, the rest keep run.seed's
  * init. */
 static int init_weights_read(Trainer *tr, KoeError *err) {
-    const char *path = tr->rc->run.init_from;
+    const char *given = tr->rc->run.init_from;
+    char *text = NULL, va[256], vb[256], msg[KOE_ERR_LEN], followed[4200];
+    const int follow = rundir_follow_latest(given, followed, sizeof followed, err);
+    if (follow < 0) {
+        snprintf(msg, sizeof msg, "%s", err->msg);
+        return koe_error_set(err, "run.init_from = %s: %s", given, msg);
+    }
+    const char *path = follow ? followed : given;
+    if (follow) koe_log("run.init_from = %s names the run's newest checkpoint, %s: reading that", given, path);
     struct stat sb;
     if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
         return koe_error_set(err, "run.init_from = %s is a directory: import a published model first (koe init --from "
                              "%s --out CKPT.h5) and set run.init_from=CKPT.h5 (of a koe run: RUN/checkpoints/step-N.h5)",
                              path, path);
-    char *text = NULL, va[256], vb[256], msg[KOE_ERR_LEN];
     Recipe ck;
     if (checkpoint_read_config(path, &text, err) < 0 || recipe_load_string(&ck, path, text, 0, NULL, err) < 0) {
         free(text);

@@ -9,7 +9,8 @@
 # the encoder and final_proj and starts fresh label embeddings; the wav2vec 2.0 import brings its
 # quantizer (codevectors equal the published ones) and its loss at update 1 is below a from-scratch
 # model's. BEST-RQ continues from an fbank-frontend export with the encoder only. A different
-# architecture is refused naming the key, a directory with what to run.
+# architecture is refused naming the key, a directory with what to run. A run's RUN/checkpoints/latest
+# stands for the step file it names (run.init_from, --ckpt, koe info).
 set -euo pipefail
 T="$KOE_TMP/init_from"
 mkdir -p "$T"
@@ -113,6 +114,30 @@ BRQ=(data.corpus=corp data.max_tokens=96000 data.max_sample_size=32000 model.enc
   || { cat cont_b.err; exit 1; }
 grep -q "(encoder, 0 of 4 head tensors)" cont_b.err && grep -q "quantizer.0.codebook is not in imp_b.h5" cont_b.err \
   || { cat cont_b.err; exit 1; }
+
+# a run's RUN/checkpoints/latest (the one-line pointer koe train keeps) stands for the step file it names,
+# in run.init_from, --ckpt and koe info; one that names a missing file says which and what to pass
+"$KOE" train "$KOE_ROOT/recipes/tiny/hubert.ini" "${HUB[@]}" optim.warmup=1 optim.max_updates=2 \
+  run.init_from=pub_h/checkpoints/latest run.dir=cont_latest > /dev/null 2> cont_latest.err || { cat cont_latest.err; exit 1; }
+grep -q "run.init_from = pub_h/checkpoints/latest names the run's newest checkpoint, pub_h/checkpoints/step-00000200.h5" \
+  cont_latest.err && grep -q "weights from pub_h/checkpoints/step-00000200.h5 (encoder, 3 of 3" cont_latest.err \
+  || { cat cont_latest.err; exit 1; }
+"$KOE" export --ckpt pub_w/checkpoints/step-00000150.h5 --out w_step 2> /dev/null
+"$KOE" export --ckpt pub_w/checkpoints/latest --out w_latest 2> w_latest.err || { cat w_latest.err; exit 1; }
+grep -q "pub_w/checkpoints/latest names the run's newest checkpoint, pub_w/checkpoints/step-00000150.h5" w_latest.err \
+  || { cat w_latest.err; exit 1; }
+cmp w_step/model.safetensors w_latest/model.safetensors
+"$KOE" info pub_h/checkpoints/latest > info_latest.out
+grep -q "^pub_h/checkpoints/latest names the run's newest checkpoint, pub_h/checkpoints/step-00000200.h5" info_latest.out \
+  && grep -q "^format *koe-checkpoint" info_latest.out || { cat info_latest.out; exit 1; }
+mkdir -p gone && echo step-00000007.h5 > gone/latest
+if "$KOE" export --ckpt gone/latest --out w_gone 2> gone.err; then echo "a latest naming a missing file was accepted"; exit 1; fi
+grep -q "koe export: --ckpt gone/latest: it is a run's pointer to its newest checkpoint, gone/step-00000007.h5, which is not there" \
+  gone.err || { cat gone.err; exit 1; }
+if "$KOE" train "$KOE_ROOT/recipes/tiny/hubert.ini" "${HUB[@]}" run.init_from=gone/latest run.dir=bad_gone > /dev/null \
+     2> bad_gone.err; then echo "run.init_from naming a missing file was accepted"; exit 1; fi
+grep -q "run.init_from = gone/latest: it is a run's pointer .*pass one of the run's step-NNNNNNNN.h5 files" bad_gone.err \
+  || { cat bad_gone.err; exit 1; }
 
 # refusals: another architecture names the key; a directory says what to run
 if "$KOE" train "$KOE_ROOT/recipes/tiny/hubert.ini" "${HUB[@]}" model.encoder_layers=3 run.init_from=imp_h.h5 \
