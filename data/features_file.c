@@ -12,6 +12,22 @@
 
 #define FEATURES_FILE_FORMAT "koe-features"
 #define FEATURES_FILE_VERSION 1
+/* What to run for a file the reader refuses for want of checksums (h5_open_checksummed). */
+#define FEATURES_FILE_RERUN                                                                                \
+    "koe features or koe embed (features of your own: write them in HDF5 1.10's format, as h5py.File(path, " \
+    "\"w\", libver=(\"v110\", \"v110\")) does)"
+
+int features_file_write_index(hid_t file, const int64_t *offset, char *const *utt_id, int64_t n_utts,
+                              const char *kind, double frame_rate, int64_t dim) {
+    return h5_write_array(file, "offset", H5T_STD_I64LE, H5T_NATIVE_INT64, offset, n_utts + 1) < 0 ||
+                   h5_write_strings(file, "utt_id", utt_id, n_utts) < 0 ||
+                   h5_attr_write_str(file, "format", FEATURES_FILE_FORMAT) < 0 ||
+                   h5_attr_write_i64(file, "format_version", FEATURES_FILE_VERSION) < 0 ||
+                   h5_attr_write_str(file, "kind", kind) < 0 || h5_attr_write_f64(file, "frame_rate", frame_rate) < 0 ||
+                   h5_attr_write_i64(file, "dim", dim) < 0
+               ? -1
+               : 0;
+}
 
 /* /feats: a 2-d float dataset of dim columns; *frames gets its rows. 0, or -1 with err. */
 static int feats_check(hid_t d, const char *path, int64_t dim, int64_t *frames, KoeError *err) {
@@ -55,6 +71,8 @@ static int attrs_read(FeaturesFile *f, hid_t file, int64_t *dim, KoeError *err) 
         h5_attr_read_f64(file, f->path, "frame_rate", &f->frame_rate, err) < 0)
         return -1;
     if (*dim < 1 || *dim > 65536) return koe_error_set(err, "%s: dim %lld out of range 1..65536", f->path, (long long)*dim);
+    if (!(f->frame_rate > 0 && f->frame_rate <= 1000)) /* as a label set's (data/labels.c) */
+        return koe_error_set(err, "%s: frame_rate = %g is not a frame rate (0 < Hz <= 1000)", f->path, f->frame_rate);
     KoeError none;
     if (H5Aexists(file, "ckpt_checksum") > 0 &&
         h5_attr_read_str(file, f->path, "ckpt_checksum", f->ckpt_checksum, sizeof f->ckpt_checksum, &none) < 0)
@@ -71,14 +89,10 @@ int features_file_open(FeaturesFile *f, const char *path, KoeError *err) {
         return koe_error_set(err, "%s: cannot read: %s (a koe-features file from koe features or koe embed)", path,
                              strerror(errno));
     h5_lock();
-    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT), d = -1;
+    hid_t file = h5_open_checksummed(path, FEATURES_FILE_RERUN, err), d = -1;
     int64_t dim = 0;
     int rc = -1;
-    if (file < 0) {
-        koe_error_set(err, "%s: cannot open as HDF5: %s (a koe-features file from koe features or koe embed)", path,
-                      h5_last_error());
-        goto out;
-    }
+    if (file < 0) goto out;
     if (attrs_read(f, file, &dim, err) < 0) goto out;
     if (H5Lexists(file, "feats", H5P_DEFAULT) <= 0 || (d = H5Dopen2(file, "feats", H5P_DEFAULT)) < 0) {
         koe_error_set(err, "%s: /feats is missing", path);

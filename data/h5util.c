@@ -81,8 +81,8 @@ hid_t h5_open_checksummed(const char *path, const char *rerun, KoeError *err) {
         return -1;
     }
     if (v < 3) {
-        koe_error_set(err, "%s: written by an older koe, without checksums on the file's structure (HDF5 "
-                           "superblock version %d); re-run %s", path, v, rerun);
+        koe_error_set(err, "%s: written without checksums on the file's structure (HDF5 superblock version %d: "
+                           "by an older koe, or by another program); re-run %s", path, v, rerun);
         return -1;
     }
     hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
@@ -305,6 +305,9 @@ int h5_read_array(hid_t loc, const char *path, const char *name, hid_t mem_type,
         koe_error_set(err, "%s: '%s' is not a 1-d %s dataset", path, name, want == H5T_INTEGER ? "integer" : "numeric");
     } else if (H5Sget_simple_extent_dims(sp, &len, NULL) < 0 || (n_expected >= 0 && (int64_t)len != n_expected)) {
         koe_error_set(err, "%s: '%s' has %lld entries, expected %lld", path, name, (long long)len, (long long)n_expected);
+    } else if (len > H5_ARRAY_MAX_BYTES / elem_size) {
+        koe_error_set(err, "%s: '%s' claims %llu entries, more than the %llu MB koe reads at once (a damaged file?)",
+                      path, name, (unsigned long long)len, (unsigned long long)(H5_ARRAY_MAX_BYTES >> 20));
     } else {
         void *v = koe_malloc((len ? len : 1) * elem_size);
         if (len == 0 || H5Dread(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0) {

@@ -23,7 +23,8 @@ hid_t h5_fapl_checksummed(void);
 hid_t h5_create(const char *path);
 /* Open a koe file read-only after checking, from its bytes, that it was written so (superblock
  * version >= 3): an older file is refused, saying to re-run `rerun` (e.g. "koe prepare"). The
- * readers of the files koe can remake (corpus shards and index, label sets) open through this. */
+ * readers of the files koe can remake (corpus shards and index, label sets, features files) open
+ * through this. */
 hid_t h5_open_checksummed(const char *path, const char *rerun, KoeError *err);
 /* 1 when dset's filter pipeline has fletcher32 (HDF5 then verifies each chunk it reads). */
 int h5_has_fletcher32(hid_t dset);
@@ -67,7 +68,10 @@ int h5_check_format(hid_t file, const char *path, const char *format, int64_t ma
 #define H5_ARRAY_CHUNK 65536
 /* Plain 1-d datasets: write n elements of mem_type stored as file_type (chunked, fletcher32); read a 1-d numeric
  * dataset converted to mem_type (elem_size bytes each) into a malloc'ed array. n_expected >= 0
- * refuses another length; *n_out (may be NULL) gets the length read. */
+ * refuses another length; *n_out (may be NULL) gets the length read. A dataset of more than
+ * H5_ARRAY_MAX_BYTES (in mem_type) is refused before anything is allocated: a damaged dataspace in a
+ * file without checksums (a hand-made features file) can claim 2^42 entries. */
+#define H5_ARRAY_MAX_BYTES ((hsize_t)1 << 28)
 int h5_write_array(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, const void *v, int64_t n);
 /* Rows [row0, row0 + nrows) of dimension 0 of dset (with all of its other dimensions, <= 4 in all)
  * from buf, by hyperslab, through the transfer list dxpl: H5P_DEFAULT serially, or collective under

@@ -1,7 +1,8 @@
 /* kmeans_file.h — the k-means file KM.h5 that `koe kmeans` writes and `koe label` reads:
  *   /centroids float32 [k, dim]
- *   attrs: format="koe-kmeans", format_version=1, source ("mfcc" | "layer:N"), k, dim, frame_rate,
- *          corpus, features, ckpt_checksum ("" for mfcc), seed, sample, iterations, inertia, frames
+ *   attrs: format="koe-kmeans", format_version=1, source ("mfcc" | "fbank" | "layer:N"), k, dim,
+ *          frame_rate, corpus, features, ckpt_checksum ("" but for layer:N), seed, sample, iterations,
+ *          inertia, frames
  * Must not: call MPI (rank 0 writes), or know how the features were computed. */
 #pragma once
 #include <stdint.h>
@@ -14,7 +15,7 @@
 typedef struct {
     int k, dim;
     float *centroids;       /* (k, dim) */
-    char source[64];        /* "mfcc" | "layer:N" */
+    char source[64];        /* "mfcc" | "fbank" | "layer:N" */
     double frame_rate;      /* of the features clustered */
     char ckpt_checksum[17]; /* of the checkpoint whose layer was clustered; "" for mfcc */
     /* provenance: written, not read back */

@@ -4,7 +4,7 @@
  *     /labels  uint16 [frames]   class ids, all < n_classes
  *     /offset  int64  [n+1]      utterance i has frames offset[i] .. offset[i+1]-1
  *     attrs: format="koe-labels", format_version=1, n_classes, frame_rate (Hz, float64),
- *            source ("mfcc" | "layer:N"), kmeans_checksum, ckpt_checksum ("" for mfcc),
+ *            source ("mfcc" | "fbank" | "layer:N"), kmeans_checksum, ckpt_checksum ("" but for layer:N),
  *            shard_fingerprint (labels_shard_fingerprint of the corpus shard, 16 hex digits),
  *            corpus_shard (its base name), n_utts
  * The writer writes NAME.tmp and publishes it complete (koe_publish_file). The reader checks
@@ -26,8 +26,8 @@
 /* What a label set is: the same in every file of the set. */
 typedef struct {
     int32_t n_classes;
-    double frame_rate;         /* 100 (MFCC) or 50 (layer labels) */
-    char source[64];           /* "mfcc" | "layer:N" */
+    double frame_rate;         /* 100 (MFCC, fbank) or 50 (layer labels) */
+    char source[64];           /* "mfcc" | "fbank" | "layer:N" */
     char kmeans_checksum[17];  /* koe_file_checksum of KM.h5 */
     char ckpt_checksum[17];    /* of the checkpoint for layer:N, "" for mfcc */
 } LabelSetInfo;

@@ -4,7 +4,8 @@
  *   /feats float32 [frames, D] (--layer N) or [L+1, frames, D] (--layer all)
  *   /offset int64 [n+1]   /utt_id strings [n]
  *   attrs: format="koe-features", format_version=1, kind="layer:N" | "layers:all", frame_rate (50, or
- *          100 / fbank_stack for an fbank frontend), dim, checkpoint (its path), ckpt_checksum
+ *          100 / fbank_stack for an fbank frontend), dim (data/features_file.h), checkpoint (its
+ *          path), ckpt_checksum
  * Layer 0 is the encoder input after the positional embedding (and, post-LN, its LayerNorm):
  * Hugging Face's hidden_states[0]; layer i the output of transformer layer i, torchaudio's
  * extract_features(...)[i-1]. One utterance per forward (no padding, no masking, no dropout).
@@ -22,14 +23,12 @@
 #include "../core/progress.h"
 #include "../data/audio.h"
 #include "../data/corpus.h"
+#include "../data/features_file.h"
 #include "../data/h5util.h"
 #include "../data/labels.h"
 #include "../distributed/comm.h"
 #include "ckpt_model.h"
 #include "commands.h"
-
-#define EMBED_FORMAT "koe-features"
-#define EMBED_FORMAT_VERSION 1
 
 typedef struct {
     const char *ckpt, *out, *corpus;
@@ -158,7 +157,7 @@ static int inputs_load(Inputs *in, Corpus *c, const char *corpus_dir, char **wav
 /* /feats of the output: (L+1, frames, D) for all layers, else (frames, D). Returns 0, or -1 (printed). */
 static int feats_create(const char *tmp, int all, int L, int64_t frames, int D, hid_t *f, hid_t *ds) {
     h5_lock();
-    *f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    *f = h5_create(tmp);
     if (*f >= 0) {
         hsize_t dims[3] = {(hsize_t)(L + 1), (hsize_t)frames, (hsize_t)D};
         hid_t sp = all ? H5Screate_simple(3, dims, NULL) : H5Screate_simple(2, dims + 1, NULL);
@@ -236,10 +235,7 @@ static int feats_finish(hid_t f, hid_t ds, const char *tmp, const Inputs *in, co
                         const Model *m, const char *ckpt, const char *ckpt_checksum) {
     h5_lock();
     int ok = H5Dclose(ds) >= 0;
-    ok = ok && h5_write_array(f, "offset", H5T_STD_I64LE, H5T_NATIVE_INT64, offset, in->n + 1) >= 0 &&
-         h5_write_strings(f, "utt_id", in->id, in->n) >= 0 && h5_attr_write_str(f, "format", EMBED_FORMAT) >= 0 &&
-         h5_attr_write_i64(f, "format_version", EMBED_FORMAT_VERSION) >= 0 && h5_attr_write_str(f, "kind", kind) >= 0 &&
-         h5_attr_write_f64(f, "frame_rate", ckpt_model_frame_rate(m)) >= 0 && h5_attr_write_i64(f, "dim", m->cfg.D) >= 0 &&
+    ok = ok && features_file_write_index(f, offset, in->id, in->n, kind, ckpt_model_frame_rate(m), m->cfg.D) >= 0 &&
          h5_attr_write_str(f, "checkpoint", ckpt) >= 0 && h5_attr_write_str(f, "ckpt_checksum", ckpt_checksum) >= 0;
     ok = (H5Fclose(f) >= 0) && ok;
     h5_unlock();

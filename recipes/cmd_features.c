@@ -1,7 +1,7 @@
 /* cmd_features.c — `koe features --corpus DIR --kind mfcc|fbank --out FILE.h5`: Kaldi-compatible
  * features of every utterance of a corpus into one file (data/README.md, Features):
  *   /feats float32 [frames, dim]   /offset int64 [n+1]   /utt_id strings [n]
- *   attrs: format="koe-features", format_version=1, kind, frame_rate=100, dim, corpus
+ *   attrs: format="koe-features", format_version=1, kind, frame_rate=100, dim (data/features_file.h), corpus
  * Under mpirun, rank r takes a contiguous range of utterances in the corpus's global order (cut so
  * that ranks get about the same number of frames) and writes its rows of /feats collectively
  * (distributed/h5par), in blocks of bounded memory; every rank knows every utterance's frame count
@@ -22,13 +22,12 @@
 #include "../core/progress.h"
 #include "../data/corpus.h"
 #include "../data/features.h"
+#include "../data/features_file.h"
 #include "../data/h5util.h"
 #include "../distributed/comm.h"
 #include "../distributed/h5par.h"
 #include "commands.h"
 
-#define FEATURES_FORMAT "koe-features"
-#define FEATURES_FORMAT_VERSION 1
 #define FEATURES_BLOCK_BYTES ((int64_t)64 << 20) /* features held in memory per rank per write */
 
 typedef struct {
@@ -98,19 +97,13 @@ static int64_t plan_blocks(const int64_t *offset, int64_t u0, int64_t u1, int64_
 static void finish_file(const char *tmp, const char *out, const Corpus *c, const int64_t *offset, FeatureKind kind) {
     hid_t f = H5Fopen(tmp, H5F_ACC_RDWR, H5P_DEFAULT);
     if (f < 0) koe_fatal(KOE_EXIT_INTERNAL, "%s: cannot reopen: %s", tmp, h5_last_error());
-    if (h5_write_array(f, "offset", H5T_STD_I64LE, H5T_NATIVE_INT64, offset, c->n_utts + 1) < 0)
-        koe_fatal(KOE_EXIT_INTERNAL, "%s: cannot write /offset: %s", tmp, h5_last_error());
     char **ids = koe_malloc((size_t)(c->n_utts ? c->n_utts : 1) * sizeof *ids);
     for (int64_t i = 0; i < c->n_utts; i++) ids[i] = (char *)corpus_utt_id(c, i);
-    if (h5_write_strings(f, "utt_id", ids, c->n_utts) < 0)
-        koe_fatal(KOE_EXIT_INTERNAL, "%s: cannot write /utt_id: %s", tmp, h5_last_error());
+    if (features_file_write_index(f, offset, ids, c->n_utts, features_kind_name(kind), FEATURES_FRAME_RATE,
+                                  features_dim(kind)) < 0 ||
+        h5_attr_write_str(f, "corpus", c->dir) < 0)
+        koe_fatal(KOE_EXIT_INTERNAL, "%s: cannot write /offset, /utt_id and the attributes: %s", tmp, h5_last_error());
     free(ids);
-    if (h5_attr_write_str(f, "format", FEATURES_FORMAT) < 0 ||
-        h5_attr_write_i64(f, "format_version", FEATURES_FORMAT_VERSION) < 0 ||
-        h5_attr_write_str(f, "kind", features_kind_name(kind)) < 0 ||
-        h5_attr_write_i64(f, "frame_rate", FEATURES_FRAME_RATE) < 0 ||
-        h5_attr_write_i64(f, "dim", features_dim(kind)) < 0 || h5_attr_write_str(f, "corpus", c->dir) < 0)
-        koe_fatal(KOE_EXIT_INTERNAL, "%s: cannot write attributes: %s", tmp, h5_last_error());
     if (H5Fclose(f) < 0) koe_fatal(KOE_EXIT_INTERNAL, "%s: cannot close: %s", tmp, h5_last_error());
     KoeError err;
     if (koe_publish_file(tmp, out, &err) < 0) koe_fatal(KOE_EXIT_USAGE, "%s", err.msg);

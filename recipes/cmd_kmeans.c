@@ -1,4 +1,4 @@
-/* cmd_kmeans.c — `koe kmeans (--corpus DIR --source mfcc|layer:N [--ckpt CKPT] | --source file:FEATS.h5)
+/* cmd_kmeans.c — `koe kmeans (--corpus DIR --source mfcc|fbank|layer:N [--ckpt CKPT] | --source file:FEATS.h5)
  * --k K --out KM.h5`: HuBERT's k-means over features streamed from a corpus or a features file.
  *   1. Utterances: each is kept with probability --sample (RNG keyed by seed and utterance); rank r
  *      takes every world-th kept utterance.
@@ -62,7 +62,7 @@ static int parse_init(const char *s, void *dst, char *why, size_t n) {
     return 0;
 }
 
-/* mfcc, layer:N (feature_source_parse) or file:F.h5 */
+/* mfcc, fbank, layer:N (feature_source_parse) or file:F.h5 */
 static int parse_source(const char *s, void *dst, char *why, size_t n) {
     int layer;
     if (strncmp(s, "file:", 5) && feature_source_parse(s, &layer, why, n)) {
@@ -75,8 +75,8 @@ static int parse_source(const char *s, void *dst, char *why, size_t n) {
 
 #define O(field) offsetof(KmeansOptions, field)
 static const CliFlag kmeans_flags[] = {
-    CLI_S("--corpus", O(corpus), NULL, 0, "DIR", "corpus written by `koe prepare` (for mfcc and layer:N)"),
-    CLI_P("--source", O(source), parse_source, NULL, CLI_REQUIRED, "mfcc|layer:N|file:F.h5",
+    CLI_S("--corpus", O(corpus), NULL, 0, "DIR", "corpus written by `koe prepare` (for mfcc, fbank and layer:N)"),
+    CLI_P("--source", O(source), parse_source, NULL, CLI_REQUIRED, "mfcc|fbank|layer:N|file:F.h5",
           "the features clustered: computed from --corpus, or read from a features file\n"
           "(koe features, koe embed --layer N)"),
     CLI_P("--ckpt", O(ckpt), ckpt_path_parse, NULL, 0, "CKPT.h5", "checkpoint whose layer N is clustered (required for layer:N)"),
@@ -101,28 +101,28 @@ static int kmeans_command(const void *opts, int n_args, char **args);
 
 const CliCommand cmd_kmeans = {
     .name = "kmeans",
-    .summary = "k-means over MFCC or a checkpoint layer of a corpus, or a features file (HuBERT targets)",
-    .about = "Clusters frames: 39-d MFCC of --corpus at 100 Hz (HuBERT iteration 1), hidden state N of a\n"
-             "checkpoint's encoder at 50 Hz (layer:6 for iteration 2), or the rows of a features file written by\n"
-             "`koe features` or `koe embed --layer N` (file:FEATS.h5; no --corpus). Features are streamed a block\n"
-             "at a time; k-means++ runs on a bounded sample of frames, then Lloyd iterations pass over all\n"
-             "kept frames. Under mpirun the ranks split the utterances and sum their statistics: the result\n"
-             "equals one rank's up to float rounding.\n"
+    .summary = "k-means over MFCC, fbank or a checkpoint layer of a corpus, or a features file (HuBERT targets)",
+    .about = "Clusters frames: 39-d MFCC of --corpus at 100 Hz (HuBERT iteration 1), 80-d log-mel fbank at\n"
+             "100 Hz, hidden state N of a checkpoint's encoder at 50 Hz (layer:6 for iteration 2), or the rows\n"
+             "of a features file written by `koe features` or `koe embed --layer N` (file:FEATS.h5; no\n"
+             "--corpus). Features are streamed a block at a time; k-means++ runs on a bounded sample of frames,\n"
+             "then Lloyd iterations pass over all kept frames. Under mpirun the ranks split the utterances and\n"
+             "sum their statistics: the result equals one rank's up to float rounding.\n"
              "Output KM.h5: /centroids float32 [k, dim]; attrs format=koe-kmeans, source, k, dim, frame_rate,\n"
              "corpus, features, ckpt_checksum, seed, sample, iterations, inertia (of the last pass), frames.\n"
-             "From a file, source is the file's kind (mfcc, layer:N) and ckpt_checksum koe embed's, so that\n"
-             "`koe label` computes the same features from the corpus.\n",
+             "From a file, source is the file's kind (mfcc, fbank, layer:N) and ckpt_checksum koe embed's, so\n"
+             "that `koe label` computes the same features from the corpus.\n",
     .flags = kmeans_flags,
     .opts_size = sizeof(KmeansOptions),
     .run = kmeans_command,
 };
 
-/* Where frames come from: a corpus through a feature source (mfcc, layer:N), or a features file
+/* Where frames come from: a corpus through a feature source (mfcc, fbank, layer:N), or a features file
  * (file:F.h5); and one pass over this rank's utterances, the frames going to a BlockFn in blocks. */
 typedef struct {
     int from_file;
-    Corpus c;            /* mfcc, layer:N */
-    FeatureSource src;   /* mfcc, layer:N */
+    Corpus c;            /* mfcc, fbank, layer:N */
+    FeatureSource src;   /* mfcc, fbank, layer:N */
     FeaturesFile ff;     /* file: */
     int D;
     int64_t n_utts;      /* of the corpus or the file */
@@ -317,6 +317,14 @@ static int stream_open(Stream *st, const KmeansOptions *o, KmeansFile *km) {
             if (rank == 0) fprintf(stderr, "koe kmeans: %s\n", err.msg);
             return -1;
         }
+        int layer;
+        char why[128];
+        const int known = !feature_source_parse(st->ff.kind, &layer, why, sizeof why);
+        if (rank == 0 && (!known || (layer >= 0) != (st->ff.ckpt_checksum[0] != 0)))
+            koe_warn("kmeans: %s: kind '%s'%s: koe label cannot compute these features from a corpus, so it will "
+                     "refuse %s (koe features and koe embed --layer N write files it can)",
+                     st->ff.path, st->ff.kind,
+                     !known ? "" : layer >= 0 ? " without a ckpt_checksum" : " with a ckpt_checksum", o->out);
         st->D = st->ff.dim;
         st->n_utts = st->ff.n_utts;
         km->frame_rate = st->ff.frame_rate;

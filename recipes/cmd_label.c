@@ -67,9 +67,10 @@ const CliCommand cmd_label = {
     .summary = "label every frame of a corpus with its nearest k-means centroid (HuBERT targets)",
     .about = "Writes the label set DIR/labels/NAME/shard-NNNNN.h5, one file per corpus shard: /labels uint16\n"
              "[frames] (nearest centroid of each frame), /offset int64 [n+1], attrs format=koe-labels,\n"
-             "n_classes, frame_rate (100 for mfcc, 50 for layer:N), source, kmeans_checksum, ckpt_checksum,\n"
-             "shard_fingerprint. The features are those KM.h5 was made from. Under mpirun the ranks split\n"
-             "the shards. `koe train` (data.labels=NAME) refuses a label set that does not match the corpus.\n"
+             "n_classes, frame_rate (100 for mfcc and fbank, 50 for layer:N), source, kmeans_checksum,\n"
+             "ckpt_checksum, shard_fingerprint. The features are those KM.h5 was made from. Under mpirun the\n"
+             "ranks split the shards. `koe train` (data.labels=NAME) refuses a label set that does not match\n"
+             "the corpus.\n"
              "\n"
              "--part I/N labels only the shards s with s % N == I (the ranks split those), so N jobs, e.g. the\n"
              "tasks of a Slurm job array (--part $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT), make the set\n"

@@ -10,9 +10,10 @@
 
 int feature_source_parse(const char *source, int *layer, char *why, size_t n) {
     int64_t v = -1;
+    FeatureKind kind;
     const int is_layer = !strncmp(source, "layer:", 6) && !config_parse_i64(source + 6, &v) && v >= 0 && v <= 1000;
-    if (strcmp(source, "mfcc") && !is_layer) {
-        snprintf(why, n, "expected mfcc or layer:N with N a layer number 0..1000");
+    if (features_kind_parse(source, &kind) && !is_layer) {
+        snprintf(why, n, "expected mfcc, fbank or layer:N with N a layer number 0..1000");
         return -1;
     }
     *layer = (int)v;
@@ -30,10 +31,11 @@ int feature_source_open(FeatureSource *s, const char *source, const char *ckpt, 
         if (c->utt_length[i] > s->max_len) s->max_len = c->utt_length[longest = i];
     char why[128];
     if (feature_source_parse(source, &s->layer, why, sizeof why)) return koe_error_set(err, "source '%s': %s", source, why);
-    if (s->layer < 0) {
-        s->dim = features_dim(FEAT_MFCC);
+    FeatureKind kind;
+    if (s->layer < 0 && !features_kind_parse(source, &kind)) {
+        s->dim = features_dim(kind);
         s->frame_rate = FEATURES_FRAME_RATE;
-        s->fe = features_create(FEAT_MFCC);
+        s->fe = features_create(kind);
         int64_t fmax = features_num_frames(s->max_len);
         s->out = koe_malloc((size_t)(fmax ? fmax : 1) * s->dim * sizeof(float));
     } else {

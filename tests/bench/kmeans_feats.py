@@ -44,7 +44,7 @@ while left > 0:
     left -= n
 offset = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
 
-with h5py.File(a.out + ".tmp", "w") as f:
+with h5py.File(a.out + ".tmp", "w", libver=("v110", "v110")) as f:  # checksummed, as koe reads features files
     feats = f.create_dataset("feats", (a.frames, D), dtype="<f4")
     for u, n in enumerate(lengths):
         speaker = 0.5 * rng.standard_normal(D).astype(np.float32)

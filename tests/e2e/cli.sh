@@ -84,9 +84,9 @@ expect_usage "koe embed: --layer x: expected a layer number" embed --ckpt c.h5 -
 expect_usage "koe embed: --layer 0x3: expected a layer number" embed --ckpt c.h5 --out o.h5 --layer 0x3 w.wav
 expect_usage "koe label: --part 0x1/4: expected I/N" label --corpus c --kmeans k.h5 --name n --part 0x1/4
 expect_usage "koe label: --part 1/ 4: expected I/N" label --corpus c --kmeans k.h5 --name n --part "1/ 4"
-expect_usage "koe kmeans: --source layer:0x2: expected mfcc or layer:N" kmeans --corpus c --source layer:0x2 --k 2 --out k.h5
+expect_usage "koe kmeans: --source layer:0x2: expected mfcc, fbank or layer:N" kmeans --corpus c --source layer:0x2 --k 2 --out k.h5
 expect_usage "koe analyze: --eps 0x1p-3: '0x1p-3' is not a number in [0, 1]" analyze layers --ckpt c.h5 --corpus c --eps 0x1p-3
-expect_usage "koe kmeans: --source layer:: expected mfcc or layer:N" kmeans --corpus c --source layer: --k 2 --out k.h5
+expect_usage "koe kmeans: --source layer:: expected mfcc, fbank or layer:N" kmeans --corpus c --source layer: --k 2 --out k.h5
 # OMP_NUM_THREADS (the first count of "N,M,..."): a bad one is a warning naming it, then 1 thread
 for v in 0x4 " 4" 0; do
   OMP_NUM_THREADS=$v "$KOE" features --corpus "$KOE_TMP/cli-none" --kind mfcc --out "$KOE_TMP/cli.h5" 2> "$KOE_TMP/cli.err" && exit 1

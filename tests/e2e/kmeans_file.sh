@@ -3,14 +3,19 @@
 #   - on the layer-1 features `koe embed --layer 1` wrote, it gives exactly the centroids of
 #     --source layer:1 on the same checkpoint (same frames, same order, same blocks), carries the
 #     layer source and the checkpoint's checksum, so `koe label` takes it and gives the same labels;
+#   - on the fbank features `koe features --kind fbank` wrote, the same: exactly the centroids of
+#     --source fbank, and the same labels from either k-means file (koe label computes fbank too);
 #   - its inertia over all frames is <= 1.01x the anchor's on the same features
 #     (tests/reference/kmeans_vs_anchor.sh);
 #   - 1 and 2 ranks give the same centroids to 1e-5 relative: the Lloyd sums are accumulated in
 #     double per rank and summed once, so they differ only by reassociation (a float rounding of a
 #     centroid flips rarely), as in label_pipeline.sh;
+#   - a file of a kind koe label cannot compute (hand-made) is clustered, with a warning that names
+#     the kind and says koe label will refuse the result;
 #   - clear errors (exit 1, naming the file or the flag): a missing file, a file of another format,
-#     a dim attribute that disagrees with /feats, a --layer all file, a NaN (row and utterance
-#     named), k above the frame count, --corpus given with file:, mfcc without --corpus.
+#     a file without HDF5's checksums on its structure (h5py's default; the message says how to write one),
+#     a dim attribute that disagrees with /feats, a NaN frame_rate, a --layer all file, a NaN (row
+#     and utterance named), k above the frame count, --corpus given with file:, mfcc without --corpus.
 set -euo pipefail
 D=$KOE_TMP/kmeans_file
 rm -rf "$D" && mkdir -p "$D"
@@ -52,10 +57,40 @@ done
 
 bash "$KOE_ROOT/tests/reference/kmeans_vs_anchor.sh" l1.h5 km_file1.h5 12
 
+# fbank: from the file koe features writes, and computed from the corpus
+"$KOE" features --corpus corpus --kind fbank --out fb.h5 2> /dev/null
+"$KOE" kmeans --source file:fb.h5 $KM --out km_fbfile.h5 2> km_fbfile.log || { cat km_fbfile.log; echo "FAIL: kmeans file:fb.h5"; exit 1; }
+"$KOE" kmeans --corpus corpus --source fbank $KM --out km_fb.h5 2> km_fb.log || { cat km_fb.log; echo "FAIL: kmeans fbank"; exit 1; }
+$PYTHON - <<'PY'
+import h5py, numpy as np
+a, b = h5py.File("km_fbfile.h5", "r"), h5py.File("km_fb.h5", "r")
+s = lambda v: v.decode() if isinstance(v, bytes) else v
+assert np.array_equal(a["centroids"][:], b["centroids"][:]), "FAIL: file:fb.h5 and fbank centroids differ"
+for k in ("source", "ckpt_checksum", "frame_rate", "frames", "iterations"):
+    assert s(a.attrs[k]) == s(b.attrs[k]), f"FAIL: attribute {k}: {a.attrs[k]} vs {b.attrs[k]}"
+assert s(a.attrs["source"]) == "fbank" and a["centroids"].shape[1] == 80 and a.attrs["frame_rate"] == 100
+print("file:fb.h5 and fbank centroids: identical, source fbank")
+PY
+"$KOE" label --corpus corpus --kmeans km_fbfile.h5 --name fb_file 2> /dev/null
+"$KOE" label --corpus corpus --kmeans km_fb.h5 --name fb 2> /dev/null
+for f in corpus/labels/fb_file/*.h5; do
+  cmp <(h5dump -d /labels "$f" | tail -n +3) <(h5dump -d /labels "corpus/labels/fb/$(basename "$f")" | tail -n +3) \
+    || { echo "FAIL: fbank labels from the file's k-means differ from the corpus's"; exit 1; }
+done
+echo "fbank labels: the same from either k-means file"
+
 # errors
 "$PYTHON" "$KOE_ROOT/tests/bench/kmeans_feats.py" --out small.h5 --frames 600 --dim 16 > /dev/null
 "$PYTHON" "$KOE_ROOT/tests/bench/kmeans_feats.py" --out baddim.h5 --frames 600 --dim 16 --dim-attr 20 > /dev/null
 "$PYTHON" "$KOE_ROOT/tests/bench/kmeans_feats.py" --out nan.h5 --frames 600 --dim 16 --nan-row 400 > /dev/null
+$PYTHON - <<'PY' # small.h5 as h5py writes by default: superblock 0, no checksums on its structure
+import h5py
+with h5py.File("small.h5", "r") as a, h5py.File("nosum.h5", "w") as b:
+    for k in a: a.copy(k, b)
+    for k, v in a.attrs.items(): b.attrs[k] = v
+PY
+cp small.h5 badrate.h5
+$PYTHON -c "import h5py; h5py.File('badrate.h5', 'a').attrs['frame_rate'] = float('nan')"
 "$KOE" embed --ckpt ck.h5 --layer all --corpus corpus --out all.h5 2> /dev/null
 expect_fail() { # expect_fail PATTERN ARGS...: koe kmeans ARGS exits 1, its message matches PATTERN, no KM.h5
   local pat=$1 rc=0
@@ -68,11 +103,19 @@ expect_fail() { # expect_fail PATTERN ARGS...: koe kmeans ARGS exits 1, its mess
 }
 expect_fail "nothere.h5: cannot read: No such file" --source file:nothere.h5 --k 4
 expect_fail "km_layer.h5: is a 'koe-kmeans' file, expected 'koe-features'" --source file:km_layer.h5 --k 4
+expect_fail "nosum.h5: written without checksums on the file's structure (HDF5 superblock version 0.*libver=(\"v110\", \"v110\")" --source file:nosum.h5 --k 4
 expect_fail "baddim.h5: /feats has 16 columns but the file's dim attribute says 20" --source file:baddim.h5 --k 4
+expect_fail "badrate.h5: frame_rate = nan is not a frame rate" --source file:badrate.h5 --k 4
 expect_fail "all.h5: /feats holds every layer" --source file:all.h5 --k 4
 expect_fail "nan.h5: /feats row 400 (utterance 1) has a non-finite value" --source file:nan.h5 --k 4
 expect_fail "only 600 frames in 2 utterances" --source file:small.h5 --k 601 --init-sample 1000
 expect_fail "init sample would hold 500 frames (--init-sample 500" --source file:small.h5 --k 501 --init-sample 500
 expect_fail "drop --corpus" --source file:small.h5 --corpus corpus --k 4
 expect_fail "needs --corpus DIR" --source mfcc --k 4
+# a hand-made kind (kmeans_feats.py writes 'synthetic'): clustered, with a warning
+"$KOE" kmeans --source file:small.h5 --k 4 --out syn_km.h5 2> syn.txt || { cat syn.txt; echo "FAIL: kmeans file:small.h5"; exit 1; }
+grep -q "small.h5: kind 'synthetic': koe label cannot compute these features from a corpus, so it will refuse syn_km.h5" syn.txt \
+  || { cat syn.txt; echo "FAIL: no warning for a kind koe label cannot compute"; exit 1; }
+! grep -q "warning" km_file1.log km_fbfile.log || { echo "FAIL: a warning for a file koe wrote"; exit 1; }
+echo "ok: $(grep warning syn.txt)"
 echo "kmeans_file: ok"
