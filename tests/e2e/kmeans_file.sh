@@ -14,7 +14,8 @@
 #     the kind and says koe label will refuse the result;
 #   - clear errors (exit 1, naming the file or the flag): a missing file, a file of another format,
 #     a file without HDF5's checksums on its structure (h5py's default; the message says how to write one),
-#     a dim attribute that disagrees with /feats, a NaN frame_rate, a --layer all file, a NaN (row
+#     a dim attribute that disagrees with /feats, an /offset claiming 2^40 entries (refused before
+#     anything is allocated), a NaN frame_rate, a --layer all file, a NaN (row
 #     and utterance named), k above the frame count, --corpus given with file:, mfcc without --corpus.
 set -euo pipefail
 D=$KOE_TMP/kmeans_file
@@ -89,6 +90,12 @@ with h5py.File("small.h5", "r") as a, h5py.File("nosum.h5", "w") as b:
     for k in a: a.copy(k, b)
     for k, v in a.attrs.items(): b.attrs[k] = v
 PY
+cp small.h5 hugeoff.h5 # a damaged dataspace: /offset claims 2^40 entries (chunked, none stored)
+$PYTHON -c "
+import h5py
+with h5py.File('hugeoff.h5', 'a') as f:
+    del f['offset']
+    f.create_dataset('offset', shape=(2**40,), chunks=(1024,), dtype='<i8')"
 cp small.h5 badrate.h5
 $PYTHON -c "import h5py; h5py.File('badrate.h5', 'a').attrs['frame_rate'] = float('nan')"
 "$KOE" embed --ckpt ck.h5 --layer all --corpus corpus --out all.h5 2> /dev/null
@@ -105,6 +112,7 @@ expect_fail "nothere.h5: cannot read: No such file" --source file:nothere.h5 --k
 expect_fail "km_layer.h5: is a 'koe-kmeans' file, expected 'koe-features'" --source file:km_layer.h5 --k 4
 expect_fail "nosum.h5: written without checksums on the file's structure (HDF5 superblock version 0.*libver=(\"v110\", \"v110\")" --source file:nosum.h5 --k 4
 expect_fail "baddim.h5: /feats has 16 columns but the file's dim attribute says 20" --source file:baddim.h5 --k 4
+expect_fail "hugeoff.h5: 'offset' claims 1099511627776 entries, more than the 256 MB koe reads at once" --source file:hugeoff.h5 --k 4
 expect_fail "badrate.h5: frame_rate = nan is not a frame rate" --source file:badrate.h5 --k 4
 expect_fail "all.h5: /feats holds every layer" --source file:all.h5 --k 4
 expect_fail "nan.h5: /feats row 400 (utterance 1) has a non-finite value" --source file:nan.h5 --k 4
