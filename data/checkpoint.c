@@ -194,7 +194,7 @@ int checkpoint_writer_optim(CheckpointWriter *w, int which, int64_t offset, int6
     KOE_ASSERT(w->optim[which] >= 0 && offset >= 0 && count >= 0 && offset + count <= w->t->total);
     if (count == 0 && !w->has_io) return 0; /* collective: an empty part still joins the write */
     h5_lock();
-    int rc = h5_write_rows(w->optim[which], H5T_NATIVE_FLOAT, offset, count, v,
+    int rc = h5_write_rows(w->optim[which], H5T_NATIVE_FLOAT, -1, offset, count, v,
                            w->has_io ? w->io.dxpl_optim : H5P_DEFAULT);
     if (rc < 0) {
         koe_error_set(err, "%s: cannot write /optim/%s [%lld, +%lld): %s", w->tmp, which ? "v" : "m",

@@ -265,22 +265,24 @@ int h5_write_array(hid_t loc, const char *name, hid_t file_type, hid_t mem_type,
     return rc;
 }
 
-int h5_write_rows(hid_t dset, hid_t memtype, int64_t row0, int64_t nrows, const void *buf, hid_t dxpl) {
+int h5_write_rows(hid_t dset, hid_t memtype, int64_t plane, int64_t row0, int64_t nrows, const void *buf,
+                  hid_t dxpl) {
     hid_t fspace = H5Dget_space(dset);
     if (fspace < 0) return -1;
-    const int ndims = H5Sget_simple_extent_ndims(fspace);
+    const int ndims = H5Sget_simple_extent_ndims(fspace), r = plane >= 0; /* the dimension of the rows */
     hsize_t dims[4], start[4] = {0}, count[4];
-    int ok = ndims >= 1 && ndims <= 4 && H5Sget_simple_extent_dims(fspace, dims, NULL) == ndims;
-    KOE_ASSERT(!ok || (row0 >= 0 && nrows >= 0 && (hsize_t)(row0 + nrows) <= dims[0]));
+    int ok = ndims >= 1 + r && ndims <= 4 && H5Sget_simple_extent_dims(fspace, dims, NULL) == ndims;
+    KOE_ASSERT(!ok || (row0 >= 0 && nrows >= 0 && (hsize_t)(row0 + nrows) <= dims[r] && (!r || (hsize_t)plane < dims[0])));
     hid_t mspace = -1;
     if (ok && nrows == 0) { /* still part of a collective: an empty selection on both sides */
         hsize_t one = 1;
         ok = H5Sselect_none(fspace) >= 0 && (mspace = H5Screate_simple(1, &one, NULL)) >= 0 &&
              H5Sselect_none(mspace) >= 0;
     } else if (ok) {
-        start[0] = (hsize_t)row0;
-        count[0] = (hsize_t)nrows;
-        for (int i = 1; i < ndims; i++) count[i] = dims[i];
+        if (r) start[0] = (hsize_t)plane, count[0] = 1;
+        start[r] = (hsize_t)row0;
+        count[r] = (hsize_t)nrows;
+        for (int i = r + 1; i < ndims; i++) count[i] = dims[i];
         ok = H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL) >= 0 &&
              (mspace = H5Screate_simple(ndims, count, NULL)) >= 0;
     }

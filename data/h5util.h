@@ -76,8 +76,11 @@ int h5_write_array(hid_t loc, const char *name, hid_t file_type, hid_t mem_type,
 /* Rows [row0, row0 + nrows) of dimension 0 of dset (with all of its other dimensions, <= 4 in all)
  * from buf, by hyperslab, through the transfer list dxpl: H5P_DEFAULT serially, or collective under
  * MPI-IO (distributed/h5par.h), where a rank with no rows still joins the write (nrows 0, buf may be
- * NULL). 0, or -1 on an HDF5 failure (h5_last_error says which). */
-int h5_write_rows(hid_t dset, hid_t memtype, int64_t row0, int64_t nrows, const void *buf, hid_t dxpl);
+ * NULL). plane >= 0: the rows are those of dimension 1 inside index plane of dimension 0 (one layer
+ * of a [layers, rows, ...] dataset); -1: of dimension 0. 0, or -1 on an HDF5 failure (h5_last_error
+ * says which). */
+int h5_write_rows(hid_t dset, hid_t memtype, int64_t plane, int64_t row0, int64_t nrows, const void *buf,
+                  hid_t dxpl);
 int h5_read_array(hid_t loc, const char *path, const char *name, hid_t mem_type, size_t elem_size,
                   int64_t n_expected, void **out, int64_t *n_out, KoeError *err);
 

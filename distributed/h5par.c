@@ -52,10 +52,40 @@ hid_t h5par_create_dataset(hid_t file, const char *name, hid_t type, int ndims, 
     return ds;
 }
 
-void h5par_write_rows(hid_t dset, hid_t memtype, int64_t row0, int64_t nrows, const void *buf) {
+void h5par_write_rows(hid_t dset, hid_t memtype, int64_t plane, int64_t row0, int64_t nrows, const void *buf) {
     hid_t dxpl = h5par_dxpl(1);
-    h5Check(h5_write_rows(dset, memtype, row0, nrows, buf, dxpl));
+    h5Check(h5_write_rows(dset, memtype, plane, row0, nrows, buf, dxpl));
     H5Pclose(dxpl);
+}
+
+/* First item u with offset[u] >= target. */
+static int64_t first_item_at(const int64_t *offset, int64_t n, int64_t target) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (offset[mid] >= target) hi = mid;
+        else lo = mid + 1;
+    }
+    return lo;
+}
+
+void h5par_share(const int64_t *offset, int64_t n, int rank, int world, int64_t *u0, int64_t *u1) {
+    const int64_t F = offset[n];
+    *u0 = rank == 0 ? 0 : first_item_at(offset, n, F / world * rank + F % world * rank / world);
+    *u1 = rank == world - 1 ? n : first_item_at(offset, n, F / world * (rank + 1) + F % world * (rank + 1) / world);
+}
+
+int64_t h5par_blocks(const int64_t *offset, int64_t u0, int64_t u1, int64_t cap, int64_t *block_start) {
+    int64_t nb = 0, u = u0;
+    while (u < u1) {
+        if (block_start) block_start[nb] = u;
+        int64_t v = u + 1;
+        while (v < u1 && offset[v + 1] - offset[u] <= cap) v++;
+        nb++;
+        u = v;
+    }
+    if (block_start) block_start[nb] = u1;
+    return nb;
 }
 
 void h5par_close_dataset(hid_t dset) { h5Check(H5Dclose(dset)); }

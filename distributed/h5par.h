@@ -1,6 +1,6 @@
 /* h5par.h — parallel HDF5 over MPI-IO: one shared file, each rank writes its own rows of a
  * dataset by hyperslab, collectively (the PETSc / parallel-HDF5-examples pattern). Used by
- * `koe features`; checkpoints (distributed/ckpt.c) open their files with h5par_fapl too.
+ * `koe features` and `koe embed`; checkpoints (distributed/ckpt.c) open their files with h5par_fapl too.
  * Every function here is collective: all ranks call it, in the same order, with the same
  * file/dataset arguments (the rows may differ, and may be 0). HDF5 failures inside a collective are
  * fatal (they abort the communicator), since one rank returning while the others wait would hang.
@@ -26,7 +26,15 @@ hid_t h5par_create(const char *path, KoeError *err);
  * row gets written). */
 hid_t h5par_create_dataset(hid_t file, const char *name, hid_t type, int ndims, const int64_t *dims);
 /* Write rows [row0, row0 + nrows) of dimension 0 (all of the other dimensions) from buf,
- * collectively. A rank with nothing to write passes nrows = 0 (buf may be NULL). */
-void h5par_write_rows(hid_t dset, hid_t memtype, int64_t row0, int64_t nrows, const void *buf);
+ * collectively; plane >= 0: of dimension 1 inside index plane of dimension 0 (h5_write_rows). A rank
+ * with nothing to write passes nrows = 0 (buf may be NULL). */
+void h5par_write_rows(hid_t dset, hid_t memtype, int64_t plane, int64_t row0, int64_t nrows, const void *buf);
+/* A share of n items for each rank, item i being rows offset[i] .. offset[i+1]-1 (offset
+ * non-decreasing, n + 1 long): rank's items are [*u0, *u1), contiguous ranges in order, cut so that the
+ * ranks get about the same number of rows. Not collective (every rank computes every share alike). */
+void h5par_share(const int64_t *offset, int64_t n, int rank, int world, int64_t *u0, int64_t *u1);
+/* Items [u0, u1) in blocks of whole items, each at most cap rows or one item: returns the count;
+ * block_start (if not NULL, count + 1 long) gets each block's first item, then u1. */
+int64_t h5par_blocks(const int64_t *offset, int64_t u0, int64_t u1, int64_t cap, int64_t *block_start);
 void h5par_close_dataset(hid_t dset);
 void h5par_close(hid_t file);

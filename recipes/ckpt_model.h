@@ -23,12 +23,12 @@ int64_t ckpt_model_min_input(const ModelConfig *cfg);
  * (also when the stored recipe fails the recipe checks, e.g. an fbank_dim other than koe's 80 bins,
  * and when the attention over an utterance of max_samples would not fit in this machine's memory:
  * the message names longest, the id of that utterance, when given).
- * Collective: every rank calls it (kmeans and label layer sources, analyze); /model is read by rank 0
+ * Collective: every rank calls it (kmeans and label layer sources, embed, analyze); /model is read by rank 0
  * alone and broadcast (distributed/ckpt.h's ckpt_read_model, as a resume reads it), and every rank
  * returns NULL when one fails. */
 Model *ckpt_model_open(const char *path, int max_B, int64_t max_samples, const char *longest, Recipe *r,
                        KoeError *err);
-/* The same on one rank alone, which reads /model itself (embed, export and info run on rank 0). */
+/* The same on one rank alone, which reads /model itself (export and info run on rank 0). */
 Model *ckpt_model_open_local(const char *path, int max_B, int64_t max_samples, const char *longest, Recipe *r,
                              KoeError *err);
 /* The weights a checkpoint of an imported model holds: the encoder's, then its pretraining head's. */

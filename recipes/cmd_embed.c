@@ -9,8 +9,12 @@
  * Layer 0 is the encoder input after the positional embedding (and, post-LN, its LayerNorm):
  * Hugging Face's hidden_states[0]; layer i the output of transformer layer i, torchaudio's
  * extract_features(...)[i-1]. One utterance per forward (no padding, no masking, no dropout).
- * Rank 0 does the work (the others wait); splitting utterances across ranks is future work.
- * Must not: leave a FILE.h5 that looks complete after a failure (written as FILE.h5.tmp, renamed). */
+ * Under mpirun the ranks split the utterances (contiguous ranges of about the same number of frames,
+ * distributed/h5par.h) and write their rows of /feats collectively, a block of bounded memory at a
+ * time; rank 0 then adds /offset, /utt_id and the attributes and renames FILE.h5.tmp to FILE.h5. Each
+ * utterance is computed alone, so the file is the same for any number of ranks.
+ * Must not: leave a FILE.h5 that looks complete after a failure, or let one rank fail alone while the
+ * others wait in a collective (errors there are fatal and abort the communicator). */
 #include <hdf5.h>
 #include <libgen.h>
 #include <stddef.h>
@@ -26,9 +30,13 @@
 #include "../data/features_file.h"
 #include "../data/h5util.h"
 #include "../data/labels.h"
+#include "../distributed/ckpt.h"
 #include "../distributed/comm.h"
+#include "../distributed/h5par.h"
 #include "ckpt_model.h"
 #include "commands.h"
+
+#define EMBED_BLOCK_BYTES ((int64_t)64 << 20) /* hidden states held in memory per rank per write */
 
 typedef struct {
     const char *ckpt, *out, *corpus;
@@ -73,7 +81,8 @@ const CliCommand cmd_embed = {
              "fbank of each utterance, normalised per utterance if it was trained with BEST-RQ, as in training.\n"
              "WAV inputs are decoded as `koe prepare` does (16 kHz mono int16, any format libsndfile reads);\n"
              "their utterance ids are the file names without directory and extension.\n"
-             "Utterances too short for one frame (400 samples) get no frames.\n",
+             "Utterances too short for one frame (400 samples) get no frames. Under mpirun the ranks split the\n"
+             "utterances and write their rows together; the file is the same for any number of ranks.\n",
     .flags = embed_flags,
     .opts_size = sizeof(EmbedOptions),
     .run = embed_command,
@@ -104,7 +113,7 @@ static void inputs_free(Inputs *in) {
 static int inputs_from_corpus(Inputs *in, Corpus *c, const char *corpus_dir) {
     KoeError err;
     if (corpus_open(c, corpus_dir, &err) < 0) {
-        fprintf(stderr, "koe embed: %s\n", err.msg);
+        if (comm_rank() == 0) fprintf(stderr, "koe embed: %s\n", err.msg);
         return -1;
     }
     in->corpus = c;
@@ -129,7 +138,7 @@ static int inputs_from_wavs(Inputs *in, char **wavs, int n_wavs) {
     for (int i = 0; i < n_wavs; i++) {
         Audio a;
         if (audio_decode_file(wavs[i], &a, &err) < 0) {
-            fprintf(stderr, "koe embed: %s\n", err.msg);
+            if (comm_rank() == 0) fprintf(stderr, "koe embed: %s\n", err.msg);
             return -1;
         }
         in->pcm[i] = a.pcm;
@@ -154,166 +163,154 @@ static int inputs_load(Inputs *in, Corpus *c, const char *corpus_dir, char **wav
     return 0;
 }
 
-/* /feats of the output: (L+1, frames, D) for all layers, else (frames, D). Returns 0, or -1 (printed). */
-static int feats_create(const char *tmp, int all, int L, int64_t frames, int D, hid_t *f, hid_t *ds) {
-    h5_lock();
-    *f = h5_create(tmp);
-    if (*f >= 0) {
-        hsize_t dims[3] = {(hsize_t)(L + 1), (hsize_t)frames, (hsize_t)D};
-        hid_t sp = all ? H5Screate_simple(3, dims, NULL) : H5Screate_simple(2, dims + 1, NULL);
-        *ds = H5Dcreate2(*f, "feats", H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        H5Sclose(sp);
-    }
-    h5_unlock();
-    if (*f < 0 || *ds < 0) {
-        fprintf(stderr, "koe embed: %s: cannot create: %s (does the directory exist?)%s\n", tmp, h5_last_error(),
-                koe_fs_note(tmp));
-        return -1;
-    }
-    return 0;
-}
-
-/* Hidden state l (T, D) of the utterance at frame row0 into /feats. Returns 0, or -1 (printed). */
-static int feats_write(hid_t ds, const char *tmp, int all, int l, int64_t row0, int64_t T, int D, const float *h) {
-    hsize_t start[3] = {(hsize_t)l, (hsize_t)row0, 0}, count[3] = {1, (hsize_t)T, (hsize_t)D};
-    h5_lock();
-    hid_t fs = H5Dget_space(ds);
-    herr_t e = H5Sselect_hyperslab(fs, H5S_SELECT_SET, all ? start : start + 1, NULL, all ? count : count + 1, NULL);
-    hid_t ms = H5Screate_simple(2, count + 1, NULL);
-    if (e >= 0) e = H5Dwrite(ds, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, h);
-    if (e >= 0) h5_output_data(ds, tmp); /* test hook */
-    H5Sclose(ms);
-    H5Sclose(fs);
-    h5_unlock();
-    if (e < 0) {
-        fprintf(stderr, "koe embed: %s: write failed: %s%s\n", tmp, h5_last_error(), koe_fs_note(tmp));
-        return -1;
-    }
-    return 0;
-}
-
-/* Every utterance through the encoder, its hidden states into /feats. Returns 0, or -1 (printed);
- * *audio_s gets the seconds of audio. */
-static int embed_all(Model *m, CkptInput *ci, Inputs *in, const int64_t *offset, int layer, hid_t ds,
-                     const char *tmp, double *audio_s) {
-    const int L = m->cfg.L, D = m->cfg.D, all = layer < 0;
-    float *wav = koe_malloc((size_t)in->max_len * sizeof *wav);
-    int16_t *pcm = koe_malloc((size_t)in->max_len * sizeof *pcm);
+/* Utterances [ub, ue) through the encoder: the hidden states kept (layer, or all L+1 with layer
+ * -1) into buf (planes, rows, D), rows counted from offset[ub]. A read error is fatal (every rank is
+ * inside the collective writes). */
+static void embed_block(Model *m, CkptInput *ci, const Inputs *in, const int64_t *offset, int64_t ub, int64_t ue,
+                        int layer, int64_t rows, float *buf, float *wav, int16_t *pcm, Progress *pr) {
+    const int D = m->cfg.D, all = layer < 0, planes = all ? m->cfg.L + 1 : 1;
     KoeError err;
-    ModelRun run = {0};
-    int rc = 0;
-    *audio_s = 0;
-    Progress *pr = progress_open("embed", "utt", in->n);
-    for (int i = 0; i < in->n && !rc; progress_add(pr, 1), i++) {
+    for (int64_t i = ub; i < ue; progress_add(pr, 1), i++) {
         const int64_t T = offset[i + 1] - offset[i];
-        *audio_s += (double)in->len[i] / KOE_SAMPLE_RATE;
         if (T == 0) continue;
         const int16_t *src = in->pcm ? in->pcm[i] : pcm;
         if (!in->pcm && corpus_read(in->corpus, i, 0, in->len[i], pcm, &err) < 0) {
             progress_break(pr);
-            fprintf(stderr, "koe embed: %s\n", err.msg);
-            rc = -1;
-            break;
+            koe_fatal(KOE_EXIT_USAGE, "koe embed: %s", err.msg);
         }
         for (int64_t k = 0; k < in->len[i]; k++) wav[k] = (float)src[k] / 32768.0f;
         int64_t S;
         const float *inp = ckpt_input_compute(ci, wav, in->len[i], &S);
+        ModelRun run = {0};
         model_forward(m, inp, &S, 1, S, NULL, &run);
         KOE_ASSERT(m->T == T);
-        for (int l = all ? 0 : layer; l <= (all ? L : layer) && !rc; l++)
-            rc = feats_write(ds, tmp, all, l, offset[i], T, D, model_hidden(m, l));
+        for (int p = 0; p < planes; p++)
+            memcpy(buf + ((size_t)p * rows + (size_t)(offset[i] - offset[ub])) * D, model_hidden(m, all ? p : layer),
+                   (size_t)T * D * sizeof(float));
     }
-    progress_close(pr);
-    free(wav);
-    free(pcm);
-    return rc;
 }
 
-/* /offset, /utt_id and the attributes (ckpt_checksum: the checkpoint's, which `koe kmeans --source
- * file:` passes on to koe label); closes ds and f. Returns 0, or -1 (printed). */
-static int feats_finish(hid_t f, hid_t ds, const char *tmp, const Inputs *in, const int64_t *offset, const char *kind,
-                        const Model *m, const char *ckpt, const char *ckpt_checksum) {
-    h5_lock();
-    int ok = H5Dclose(ds) >= 0;
-    ok = ok && features_file_write_index(f, offset, in->id, in->n, kind, ckpt_model_frame_rate(m), m->cfg.D) >= 0 &&
-         h5_attr_write_str(f, "checkpoint", ckpt) >= 0 && h5_attr_write_str(f, "ckpt_checksum", ckpt_checksum) >= 0;
-    ok = (H5Fclose(f) >= 0) && ok;
-    h5_unlock();
-    if (!ok) fprintf(stderr, "koe embed: %s: cannot finish the file: %s%s\n", tmp, h5_last_error(), koe_fs_note(tmp));
-    return ok ? 0 : -1;
+/* Rank 0, after the collective part: /offset, /utt_id and the attributes (ckpt_checksum: the
+ * checkpoint's, which `koe kmeans --source file:` passes on to koe label), then the file published. */
+static void embed_finish(const char *tmp, const char *out, const Inputs *in, const int64_t *offset, const char *kind,
+                         const Model *m, const char *ckpt, const char *ckpt_checksum) {
+    KoeError err;
+    hid_t f = H5Fopen(tmp, H5F_ACC_RDWR, H5P_DEFAULT);
+    if (f < 0 || features_file_write_index(f, offset, in->id, in->n, kind, ckpt_model_frame_rate(m), m->cfg.D) < 0 ||
+        h5_attr_write_str(f, "checkpoint", ckpt) < 0 || h5_attr_write_str(f, "ckpt_checksum", ckpt_checksum) < 0 ||
+        H5Fclose(f) < 0)
+        koe_fatal(KOE_EXIT_INTERNAL, "koe embed: %s: cannot finish the file: %s", tmp, h5_last_error());
+    if (koe_publish_file(tmp, out, &err) < 0) koe_fatal(KOE_EXIT_USAGE, "koe embed: %s", err.msg);
 }
 
+/* Every rank: its share of the utterances (contiguous, about the same frames each; h5par_share)
+ * through the encoder, a block of at most EMBED_BLOCK_BYTES at a time, written collectively into
+ * FILE.h5.tmp; rank 0 then ends the file and publishes it. An error before the file exists is the same
+ * on every rank (same inputs, same checkpoint): each returns, rank 0 says why. */
 static int run(const char *ckpt, int layer, const char *out, Inputs *in) {
+    const int rank = comm_rank(), world = comm_size();
     KoeError err;
     Recipe r;
     char checksum[17];
-    if (koe_file_checksum(ckpt, checksum, &err) < 0) {
-        fprintf(stderr, "koe embed: %s\n", err.msg);
+    if (ckpt_file_checksum(ckpt, checksum, &err) < 0) {
+        if (rank == 0) fprintf(stderr, "koe embed: %s\n", err.msg);
         return KOE_EXIT_USAGE;
     }
-    Model *m = ckpt_model_open_local(ckpt, 1, in->max_len, in->n ? in->id[in->longest] : NULL, &r, &err);
+    Model *m = ckpt_model_open(ckpt, 1, in->max_len, in->n ? in->id[in->longest] : NULL, &r, &err);
     if (!m) {
-        fprintf(stderr, "koe embed: %s\n", err.msg);
+        if (rank == 0) fprintf(stderr, "koe embed: %s\n", err.msg);
         return KOE_EXIT_USAGE;
     }
-    CkptInput ci = {0};
-    ckpt_input_init(&ci, m, in->max_len);
-    int rc = KOE_EXIT_USAGE;
-    int64_t *offset = NULL;
-    hid_t f = -1, ds = -1;
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", out);
-    if (layer > m->cfg.L) {
-        fprintf(stderr, "koe embed: --layer %d: the model has layers 0..%d\n", layer, m->cfg.L);
-        goto done;
+    const int L = m->cfg.L, D = m->cfg.D, planes = layer < 0 ? L + 1 : 1;
+    if (layer > L) {
+        if (rank == 0) fprintf(stderr, "koe embed: --layer %d: the model has layers 0..%d\n", layer, L);
+        model_free(m);
+        recipe_free(&r);
+        return KOE_EXIT_USAGE;
     }
-    offset = koe_malloc((size_t)(in->n + 1) * sizeof *offset);
+    char tmp[4200], kind[32];
+    snprintf(tmp, sizeof tmp, "%s.tmp", out);
+    if (layer < 0) snprintf(kind, sizeof kind, "layers:all");
+    else snprintf(kind, sizeof kind, "layer:%d", layer);
+    hid_t f = h5par_create(tmp, &err);
+    if (f < 0) {
+        if (rank == 0) fprintf(stderr, "koe embed: %s\n", err.msg);
+        model_free(m);
+        recipe_free(&r);
+        return KOE_EXIT_USAGE;
+    }
+    koe_output_begin(tmp); /* a fatal error from here on removes it (and says when the disk is full) */
+    int64_t *offset = koe_malloc((size_t)(in->n + 1) * sizeof *offset); // (n+1)
     offset[0] = 0;
     for (int i = 0; i < in->n; i++) offset[i + 1] = offset[i] + ckpt_model_frames(m, in->len[i]);
     const int64_t frames = offset[in->n];
-    if (feats_create(tmp, layer < 0, m->cfg.L, frames, m->cfg.D, &f, &ds) < 0) goto done;
-    koe_output_begin(tmp);
-    double t0 = koe_now(), audio_s;
-    if (embed_all(m, &ci, in, offset, layer, ds, tmp, &audio_s) < 0) goto done;
-    char kind[32];
-    if (layer < 0) snprintf(kind, sizeof kind, "layers:all");
-    else snprintf(kind, sizeof kind, "layer:%d", layer);
-    int fin = feats_finish(f, ds, tmp, in, offset, kind, m, ckpt, checksum);
-    f = ds = -1;
-    if (fin < 0) goto done;
-    if (koe_publish_file(tmp, out, &err) < 0) {
-        fprintf(stderr, "koe embed: %s\n", err.msg);
-        goto done;
+    const int64_t dims[3] = {L + 1, frames, D};
+    hid_t ds = h5par_create_dataset(f, "feats", H5T_IEEE_F32LE, layer < 0 ? 3 : 2, layer < 0 ? dims : dims + 1);
+
+    int64_t u0, u1, max_len = 1, buf_rows = 1;
+    h5par_share(offset, in->n, rank, world, &u0, &u1);
+    const int64_t cap = EMBED_BLOCK_BYTES / ((int64_t)planes * D * (int64_t)sizeof(float));
+    const int64_t nb = h5par_blocks(offset, u0, u1, cap, NULL);
+    int64_t *block_start = koe_malloc((size_t)(nb + 1) * sizeof *block_start); // (nb+1)
+    h5par_blocks(offset, u0, u1, cap, block_start);
+    int64_t nb_max = nb;
+    comm_allreduce_max_i64(&nb_max, 1);
+    for (int64_t b = 0; b < nb; b++) {
+        const int64_t rows = offset[block_start[b + 1]] - offset[block_start[b]];
+        buf_rows = rows > buf_rows ? rows : buf_rows;
     }
-    double dt = koe_now() - t0;
-    koe_log("embed: wrote %s (%d utterances, %lld frames, %s; %.1fx real time)", out, in->n, (long long)frames, kind,
-            dt > 0 ? audio_s / dt : 0.0);
-    rc = KOE_EXIT_OK;
-done:
-    h5_lock();
-    if (ds >= 0) H5Dclose(ds);
-    if (f >= 0) H5Fclose(f);
-    h5_unlock();
+    for (int64_t i = u0; i < u1; i++) max_len = in->len[i] > max_len ? in->len[i] : max_len;
+    float *buf = koe_malloc((size_t)planes * buf_rows * D * sizeof(float)); // (planes, buf_rows, D)
+    float *wav = koe_malloc((size_t)max_len * sizeof *wav);
+    int16_t *pcm = koe_malloc((size_t)max_len * sizeof *pcm);
+    CkptInput ci = {0};
+    ckpt_input_init(&ci, m, max_len);
+
+    double t0 = koe_now(), audio_s = 0;
+    for (int64_t i = u0; i < u1; i++) audio_s += (double)in->len[i] / KOE_SAMPLE_RATE;
+    Progress *pr = progress_open("embed", "utt", u1 - u0);
+    for (int64_t b = 0; b < nb_max; b++) {
+        int64_t row0 = 0, rows = 0;
+        if (b < nb) {
+            row0 = offset[block_start[b]];
+            rows = offset[block_start[b + 1]] - row0;
+            embed_block(m, &ci, in, offset, block_start[b], block_start[b + 1], layer, rows, buf, wav, pcm, pr);
+        }
+        for (int p = 0; p < planes; p++)
+            h5par_write_rows(ds, H5T_NATIVE_FLOAT, layer < 0 ? p : -1, row0, rows, buf + (size_t)p * rows * D);
+        h5_output_data(ds, tmp); /* test hook */
+    }
+    progress_close(pr);
+    h5par_close_dataset(ds);
+    h5par_close(f);
+    const double dt = koe_now() - t0;
+    comm_allreduce_sum_f64(&audio_s, 1);
+    comm_barrier();
+    if (rank == 0) {
+        embed_finish(tmp, out, in, offset, kind, m, ckpt, checksum);
+        koe_log("embed: wrote %s (%d utterances, %lld frames, %s; %.1fx real time over %d rank(s))", out, in->n,
+                (long long)frames, kind, dt > 0 ? audio_s / dt : 0.0, world);
+    }
+    comm_barrier(); /* nobody reports success before the file is in place */
     koe_output_end(tmp);
-    if (rc != KOE_EXIT_OK) remove(tmp);
+    free(buf);
+    free(wav);
+    free(pcm);
+    free(block_start);
     free(offset);
     ckpt_input_free(&ci);
     model_free(m);
     recipe_free(&r);
-    return rc;
+    return KOE_EXIT_OK;
 }
 
 static int embed_command(const void *opts, int n_args, char **args) {
     const EmbedOptions *o = opts;
     if ((!o->corpus) == (n_args == 0))
         return cli_error(&cmd_embed, comm_rank() == 0, "give --corpus DIR or WAV files (one of them)");
-    int rc = KOE_EXIT_OK;
-    if (comm_rank() == 0) {
-        Inputs in = {0};
-        Corpus c;
-        rc = inputs_load(&in, &c, o->corpus, args, n_args) < 0 ? KOE_EXIT_USAGE : run(o->ckpt, o->layer, o->out, &in);
-        inputs_free(&in);
-    }
-    comm_bcast(&rc, sizeof rc, 0);
+    Inputs in = {0};
+    Corpus c;
+    const int rc = inputs_load(&in, &c, o->corpus, args, n_args) < 0 ? KOE_EXIT_USAGE : run(o->ckpt, o->layer, o->out, &in);
+    inputs_free(&in);
     return rc;
 }

@@ -67,32 +67,6 @@ const CliCommand cmd_features = {
     .run = features_command,
 };
 
-/* First utterance u with offset[u] >= target (offset is non-decreasing, n + 1 long). */
-static int64_t first_utt_at(const int64_t *offset, int64_t n, int64_t target) {
-    int64_t lo = 0, hi = n;
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo) / 2;
-        if (offset[mid] >= target) hi = mid;
-        else lo = mid + 1;
-    }
-    return lo;
-}
-
-/* Blocks of this rank's utterances [u0, u1): each at most cap frames, or one utterance. Returns the
- * count; block_start (if not NULL, count + 1 long) gets the boundaries. */
-static int64_t plan_blocks(const int64_t *offset, int64_t u0, int64_t u1, int64_t cap, int64_t *block_start) {
-    int64_t nb = 0, u = u0;
-    while (u < u1) {
-        if (block_start) block_start[nb] = u;
-        int64_t v = u + 1;
-        while (v < u1 && offset[v + 1] - offset[u] <= cap) v++;
-        nb++;
-        u = v;
-    }
-    if (block_start) block_start[nb] = u1;
-    return nb;
-}
-
 /* Rank 0, after the collective part: offsets, ids and attributes, then publish by rename. */
 static void finish_file(const char *tmp, const char *out, const Corpus *c, const int64_t *offset, FeatureKind kind) {
     hid_t f = H5Fopen(tmp, H5F_ACC_RDWR, H5P_DEFAULT);
@@ -201,12 +175,11 @@ static int features_command(const void *opts, int n_args, char **args) {
     }
 
     /* This rank's utterances, and its blocks. */
-    const int64_t u0 = rank == 0 ? 0 : first_utt_at(offset, n, F / world * rank + F % world * rank / world);
-    const int64_t u1 = rank == world - 1 ? n
-                                         : first_utt_at(offset, n, F / world * (rank + 1) + F % world * (rank + 1) / world);
-    const int64_t nb = plan_blocks(offset, u0, u1, block_frames, NULL);
+    int64_t u0, u1;
+    h5par_share(offset, n, rank, world, &u0, &u1);
+    const int64_t nb = h5par_blocks(offset, u0, u1, block_frames, NULL);
     int64_t *block_start = koe_malloc((size_t)(nb + 1) * sizeof *block_start); // (nb+1)
-    plan_blocks(offset, u0, u1, block_frames, block_start);
+    h5par_blocks(offset, u0, u1, block_frames, block_start);
     int64_t nb_max = nb;
     comm_allreduce_max_i64(&nb_max, 1);
     int64_t buf_frames = 0, max_len = 0;
@@ -235,7 +208,7 @@ static int features_command(const void *opts, int n_args, char **args) {
             rows = offset[ue] - row0;
             compute_block(&c, kind, offset, ub, ue, max_len, threads, pr, feats);
         }
-        h5par_write_rows(dset, H5T_NATIVE_FLOAT, row0, rows, feats);
+        h5par_write_rows(dset, H5T_NATIVE_FLOAT, -1, row0, rows, feats);
         h5_output_data(dset, tmp); /* test hook */
     }
     progress_close(pr);

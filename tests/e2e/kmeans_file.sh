@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # kmeans_file.sh — koe kmeans --source file:FEATS.h5 (a koe-features file streamed a block at a time):
+#   - koe embed, which writes such files, writes the same file at 1 and 2 ranks (--layer 1 and all);
 #   - on the layer-1 features `koe embed --layer 1` wrote, it gives exactly the centroids of
 #     --source layer:1 on the same checkpoint (same frames, same order, same blocks), carries the
 #     layer source and the checkpoint's checksum, so `koe label` takes it and gives the same labels;
@@ -26,6 +27,20 @@ MPI="mpirun --oversubscribe"
 "$KOE" prepare --out corpus --lang-from-dir syn/wav 2> /dev/null
 "$KOE" init "$KOE_ROOT/recipes/tiny/hubert.ini" --out ck.h5 2> /dev/null
 "$KOE" embed --ckpt ck.h5 --layer 1 --corpus corpus --out l1.h5 2> /dev/null
+# koe embed under 2 ranks (each its share of the utterances, rows written collectively): the same
+# file as 1 rank's, one layer and all of them
+"$KOE" embed --ckpt ck.h5 --layer all --corpus corpus --out all1.h5 2> /dev/null
+mpirun --oversubscribe -np 2 "$KOE" embed --ckpt ck.h5 --layer 1 --corpus corpus --out l1_np2.h5 2> embed2.log \
+  || { cat embed2.log; echo "FAIL: koe embed at 2 ranks"; exit 1; }
+mpirun --oversubscribe -np 2 "$KOE" embed --ckpt ck.h5 --layer all --corpus corpus --out all2.h5 2>> embed2.log \
+  || { cat embed2.log; echo "FAIL: koe embed --layer all at 2 ranks"; exit 1; }
+for p in "l1 l1_np2" "all1 all2"; do
+  set -- $p
+  diff <(h5dump "$1.h5" | tail -n +2) <(h5dump "$2.h5" | tail -n +2) > /dev/null \
+    || { echo "FAIL: koe embed at 2 ranks: $2.h5 differs from 1 rank's $1.h5"; exit 1; }
+done
+grep -q "over 2 rank(s)" embed2.log || { cat embed2.log; echo "FAIL: koe embed did not run on 2 ranks"; exit 1; }
+echo "koe embed at 2 ranks: the same files as at 1 rank (--layer 1, --layer all)"
 KM="--k 12 --iters 8 --seed 3"
 
 "$KOE" kmeans --corpus corpus --source layer:1 --ckpt ck.h5 $KM --out km_layer.h5 2> km_layer.log \
