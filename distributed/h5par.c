@@ -2,8 +2,10 @@
 #include "h5par.h"
 
 #include <mpi.h>
+#include <stdlib.h>
 
 #include "../data/h5util.h"
+#include "comm.h"
 
 hid_t h5par_fapl(void) {
     hid_t fapl;
@@ -69,23 +71,40 @@ static int64_t first_item_at(const int64_t *offset, int64_t n, int64_t target) {
     return lo;
 }
 
-void h5par_share(const int64_t *offset, int64_t n, int rank, int world, int64_t *u0, int64_t *u1) {
-    const int64_t F = offset[n];
-    *u0 = rank == 0 ? 0 : first_item_at(offset, n, F / world * rank + F % world * rank / world);
-    *u1 = rank == world - 1 ? n : first_item_at(offset, n, F / world * (rank + 1) + F % world * (rank + 1) / world);
-}
-
-int64_t h5par_blocks(const int64_t *offset, int64_t u0, int64_t u1, int64_t cap, int64_t *block_start) {
+/* Items [u0, u1) in blocks: the count; start (if not NULL, count + 1 long) gets the boundaries. */
+static int64_t plan_blocks(const int64_t *offset, int64_t u0, int64_t u1, int64_t cap, int64_t *start) {
     int64_t nb = 0, u = u0;
     while (u < u1) {
-        if (block_start) block_start[nb] = u;
+        if (start) start[nb] = u;
         int64_t v = u + 1;
         while (v < u1 && offset[v + 1] - offset[u] <= cap) v++;
         nb++;
         u = v;
     }
-    if (block_start) block_start[nb] = u1;
+    if (start) start[nb] = u1;
     return nb;
+}
+
+void h5par_plan(H5parPlan *p, const int64_t *offset, int64_t n, int64_t cap) {
+    const int rank = comm_rank(), world = comm_size();
+    const int64_t F = offset[n];
+    p->u0 = rank == 0 ? 0 : first_item_at(offset, n, F / world * rank + F % world * rank / world);
+    p->u1 = rank == world - 1 ? n : first_item_at(offset, n, F / world * (rank + 1) + F % world * (rank + 1) / world);
+    p->nb = plan_blocks(offset, p->u0, p->u1, cap, NULL);
+    p->start = koe_malloc((size_t)(p->nb + 1) * sizeof *p->start);
+    plan_blocks(offset, p->u0, p->u1, cap, p->start);
+    p->nb_max = p->nb;
+    comm_allreduce_max_i64(&p->nb_max, 1);
+    p->max_rows = 1;
+    for (int64_t b = 0; b < p->nb; b++) {
+        const int64_t rows = offset[p->start[b + 1]] - offset[p->start[b]];
+        p->max_rows = rows > p->max_rows ? rows : p->max_rows;
+    }
+}
+
+void h5par_plan_free(H5parPlan *p) {
+    free(p->start);
+    p->start = NULL;
 }
 
 void h5par_close_dataset(hid_t dset) { h5Check(H5Dclose(dset)); }

@@ -29,12 +29,20 @@ hid_t h5par_create_dataset(hid_t file, const char *name, hid_t type, int ndims, 
  * collectively; plane >= 0: of dimension 1 inside index plane of dimension 0 (h5_write_rows). A rank
  * with nothing to write passes nrows = 0 (buf may be NULL). */
 void h5par_write_rows(hid_t dset, hid_t memtype, int64_t plane, int64_t row0, int64_t nrows, const void *buf);
-/* A share of n items for each rank, item i being rows offset[i] .. offset[i+1]-1 (offset
- * non-decreasing, n + 1 long): rank's items are [*u0, *u1), contiguous ranges in order, cut so that the
- * ranks get about the same number of rows. Not collective (every rank computes every share alike). */
-void h5par_share(const int64_t *offset, int64_t n, int rank, int world, int64_t *u0, int64_t *u1);
-/* Items [u0, u1) in blocks of whole items, each at most cap rows or one item: returns the count;
- * block_start (if not NULL, count + 1 long) gets each block's first item, then u1. */
-int64_t h5par_blocks(const int64_t *offset, int64_t u0, int64_t u1, int64_t cap, int64_t *block_start);
+
+/* This rank's part of writing n items collectively, item i being rows offset[i] .. offset[i+1]-1
+ * (offset non-decreasing, n + 1 long): a contiguous range of items, cut so that the ranks get about
+ * the same number of rows, in blocks of whole items of at most cap rows each (or one item). Every
+ * rank joins nb_max writes: its blocks, then writes of 0 rows. */
+typedef struct {
+    int64_t u0, u1;   /* this rank's items [u0, u1) */
+    int64_t nb;       /* its blocks */
+    int64_t *start;   /* (nb + 1): block b is items start[b] .. start[b+1]-1 */
+    int64_t nb_max;   /* the most blocks of any rank */
+    int64_t max_rows; /* rows of its largest block, at least 1: the buffer a block needs */
+} H5parPlan;
+/* Collective (one allreduce, for nb_max). */
+void h5par_plan(H5parPlan *p, const int64_t *offset, int64_t n, int64_t cap);
+void h5par_plan_free(H5parPlan *p);
 void h5par_close_dataset(hid_t dset);
 void h5par_close(hid_t file);

@@ -203,7 +203,7 @@ static void embed_finish(const char *tmp, const char *out, const Inputs *in, con
     if (koe_publish_file(tmp, out, &err) < 0) koe_fatal(KOE_EXIT_USAGE, "koe embed: %s", err.msg);
 }
 
-/* Every rank: its share of the utterances (contiguous, about the same frames each; h5par_share)
+/* Every rank: its share of the utterances (contiguous, about the same frames each; h5par_plan)
  * through the encoder, a block of at most EMBED_BLOCK_BYTES at a time, written collectively into
  * FILE.h5.tmp; rank 0 then ends the file and publishes it. An error before the file exists is the same
  * on every rank (same inputs, same checkpoint): each returns, rank 0 says why. */
@@ -247,34 +247,26 @@ static int run(const char *ckpt, int layer, const char *out, Inputs *in) {
     const int64_t dims[3] = {L + 1, frames, D};
     hid_t ds = h5par_create_dataset(f, "feats", H5T_IEEE_F32LE, layer < 0 ? 3 : 2, layer < 0 ? dims : dims + 1);
 
-    int64_t u0, u1, max_len = 1, buf_rows = 1;
-    h5par_share(offset, in->n, rank, world, &u0, &u1);
     const int64_t cap = EMBED_BLOCK_BYTES / ((int64_t)planes * D * (int64_t)sizeof(float));
-    const int64_t nb = h5par_blocks(offset, u0, u1, cap, NULL);
-    int64_t *block_start = koe_malloc((size_t)(nb + 1) * sizeof *block_start); // (nb+1)
-    h5par_blocks(offset, u0, u1, cap, block_start);
-    int64_t nb_max = nb;
-    comm_allreduce_max_i64(&nb_max, 1);
-    for (int64_t b = 0; b < nb; b++) {
-        const int64_t rows = offset[block_start[b + 1]] - offset[block_start[b]];
-        buf_rows = rows > buf_rows ? rows : buf_rows;
-    }
-    for (int64_t i = u0; i < u1; i++) max_len = in->len[i] > max_len ? in->len[i] : max_len;
-    float *buf = koe_malloc((size_t)planes * buf_rows * D * sizeof(float)); // (planes, buf_rows, D)
+    H5parPlan pl;
+    h5par_plan(&pl, offset, in->n, cap);
+    int64_t max_len = 1;
+    for (int64_t i = pl.u0; i < pl.u1; i++) max_len = in->len[i] > max_len ? in->len[i] : max_len;
+    float *buf = koe_malloc((size_t)planes * pl.max_rows * D * sizeof(float)); // (planes, max_rows, D)
     float *wav = koe_malloc((size_t)max_len * sizeof *wav);
     int16_t *pcm = koe_malloc((size_t)max_len * sizeof *pcm);
     CkptInput ci = {0};
     ckpt_input_init(&ci, m, max_len);
 
     double t0 = koe_now(), audio_s = 0;
-    for (int64_t i = u0; i < u1; i++) audio_s += (double)in->len[i] / KOE_SAMPLE_RATE;
-    Progress *pr = progress_open("embed", "utt", u1 - u0);
-    for (int64_t b = 0; b < nb_max; b++) {
+    for (int64_t i = pl.u0; i < pl.u1; i++) audio_s += (double)in->len[i] / KOE_SAMPLE_RATE;
+    Progress *pr = progress_open("embed", "utt", pl.u1 - pl.u0);
+    for (int64_t b = 0; b < pl.nb_max; b++) {
         int64_t row0 = 0, rows = 0;
-        if (b < nb) {
-            row0 = offset[block_start[b]];
-            rows = offset[block_start[b + 1]] - row0;
-            embed_block(m, &ci, in, offset, block_start[b], block_start[b + 1], layer, rows, buf, wav, pcm, pr);
+        if (b < pl.nb) {
+            row0 = offset[pl.start[b]];
+            rows = offset[pl.start[b + 1]] - row0;
+            embed_block(m, &ci, in, offset, pl.start[b], pl.start[b + 1], layer, rows, buf, wav, pcm, pr);
         }
         for (int p = 0; p < planes; p++)
             h5par_write_rows(ds, H5T_NATIVE_FLOAT, layer < 0 ? p : -1, row0, rows, buf + (size_t)p * rows * D);
@@ -296,7 +288,7 @@ static int run(const char *ckpt, int layer, const char *out, Inputs *in) {
     free(buf);
     free(wav);
     free(pcm);
-    free(block_start);
+    h5par_plan_free(&pl);
     free(offset);
     ckpt_input_free(&ci);
     model_free(m);
@@ -310,7 +302,8 @@ static int embed_command(const void *opts, int n_args, char **args) {
         return cli_error(&cmd_embed, comm_rank() == 0, "give --corpus DIR or WAV files (one of them)");
     Inputs in = {0};
     Corpus c;
-    const int rc = inputs_load(&in, &c, o->corpus, args, n_args) < 0 ? KOE_EXIT_USAGE : run(o->ckpt, o->layer, o->out, &in);
+    const int rc =
+        inputs_load(&in, &c, o->corpus, args, n_args) < 0 ? KOE_EXIT_USAGE : run(o->ckpt, o->layer, o->out, &in);
     inputs_free(&in);
     return rc;
 }

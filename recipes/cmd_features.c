@@ -175,20 +175,11 @@ static int features_command(const void *opts, int n_args, char **args) {
     }
 
     /* This rank's utterances, and its blocks. */
-    int64_t u0, u1;
-    h5par_share(offset, n, rank, world, &u0, &u1);
-    const int64_t nb = h5par_blocks(offset, u0, u1, block_frames, NULL);
-    int64_t *block_start = koe_malloc((size_t)(nb + 1) * sizeof *block_start); // (nb+1)
-    h5par_blocks(offset, u0, u1, block_frames, block_start);
-    int64_t nb_max = nb;
-    comm_allreduce_max_i64(&nb_max, 1);
-    int64_t buf_frames = 0, max_len = 0;
-    for (int64_t b = 0; b < nb; b++) {
-        int64_t fr = offset[block_start[b + 1]] - offset[block_start[b]];
-        buf_frames = fr > buf_frames ? fr : buf_frames;
-    }
-    for (int64_t u = u0; u < u1; u++) max_len = c.utt_length[u] > max_len ? c.utt_length[u] : max_len;
-    float *feats = koe_malloc((size_t)(buf_frames ? buf_frames : 1) * (size_t)dim * sizeof(float)); // (buf_frames, dim)
+    H5parPlan pl;
+    h5par_plan(&pl, offset, n, block_frames);
+    int64_t max_len = 0;
+    for (int64_t u = pl.u0; u < pl.u1; u++) max_len = c.utt_length[u] > max_len ? c.utt_length[u] : max_len;
+    float *feats = koe_malloc((size_t)pl.max_rows * (size_t)dim * sizeof(float)); // (max_rows, dim)
 
     char *tmp = koe_malloc(strlen(out) + 5);
     sprintf(tmp, "%s.tmp", out);
@@ -199,11 +190,11 @@ static int features_command(const void *opts, int n_args, char **args) {
     hid_t dset = h5par_create_dataset(file, "feats", H5T_IEEE_F32LE, 2, dims);
 
     double t0 = koe_now();
-    Progress *pr = progress_open("features", "utt", u1 - u0);
-    for (int64_t b = 0; b < nb_max; b++) {
+    Progress *pr = progress_open("features", "utt", pl.u1 - pl.u0);
+    for (int64_t b = 0; b < pl.nb_max; b++) {
         int64_t row0 = 0, rows = 0;
-        if (b < nb) {
-            const int64_t ub = block_start[b], ue = block_start[b + 1];
+        if (b < pl.nb) {
+            const int64_t ub = pl.start[b], ue = pl.start[b + 1];
             row0 = offset[ub];
             rows = offset[ue] - row0;
             compute_block(&c, kind, offset, ub, ue, max_len, threads, pr, feats);
@@ -226,7 +217,7 @@ static int features_command(const void *opts, int n_args, char **args) {
     koe_output_end(tmp);
     free(tmp);
     free(feats);
-    free(block_start);
+    h5par_plan_free(&pl);
     free(offset);
     corpus_close(&c);
     return KOE_EXIT_OK;

@@ -319,12 +319,16 @@ static int stream_open(Stream *st, const KmeansOptions *o, KmeansFile *km) {
         }
         int layer;
         char why[128];
-        const int known = !feature_source_parse(st->ff.kind, &layer, why, sizeof why);
-        if (rank == 0 && (!known || (layer >= 0) != (st->ff.ckpt_checksum[0] != 0)))
+        /* koe label recomputes the features (feature_source.h): a kind it knows, and the checkpoint's
+         * checksum exactly when the kind is a layer */
+        const char *unlabelable = feature_source_parse(st->ff.kind, &layer, why, sizeof why) ? ""
+                                  : (layer >= 0) == (st->ff.ckpt_checksum[0] != 0)         ? NULL
+                                  : layer >= 0                                            ? " without a ckpt_checksum"
+                                                                                          : " with a ckpt_checksum";
+        if (rank == 0 && unlabelable)
             koe_warn("kmeans: %s: kind '%s'%s: koe label cannot compute these features from a corpus, so it will "
                      "refuse %s (koe features and koe embed --layer N write files it can)",
-                     st->ff.path, st->ff.kind,
-                     !known ? "" : layer >= 0 ? " without a ckpt_checksum" : " with a ckpt_checksum", o->out);
+                     st->ff.path, st->ff.kind, unlabelable, o->out);
         st->D = st->ff.dim;
         st->n_utts = st->ff.n_utts;
         km->frame_rate = st->ff.frame_rate;
