@@ -31,8 +31,8 @@ int features_file_write_index(hid_t file, const int64_t *offset, char *const *ut
 
 /* Open and check path: HDF5 1.10's checksummed format (h5_open_checksummed: a damaged structure is
  * an error, not something libhdf5 parses), format koe-features, frame_rate in (0, 1000], a 2-d float
- * /feats of `dim` columns (a --layer all file is refused: it holds every layer), /offset
- * non-decreasing from 0 to the row count. */
+ * /feats of `dim` columns that stores every row its shape claims (a --layer all file is refused: it
+ * holds every layer), /offset non-decreasing from 0 to the row count. */
 int features_file_open(FeaturesFile *f, const char *path, KoeError *err);
 /* Rows [row0, row0 + n) of /feats into out (n, dim); -1 with err on a read failure or a
  * non-finite value. */

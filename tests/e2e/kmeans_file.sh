@@ -16,7 +16,9 @@
 #   - clear errors (exit 1, naming the file or the flag): a missing file, a file of another format,
 #     a file without HDF5's checksums on its structure (h5py's default; the message says how to write one),
 #     a dim attribute that disagrees with /feats, an /offset claiming 2^40 entries (refused before
-#     anything is allocated), a NaN frame_rate, a --layer all file, a NaN (row
+#     anything is allocated), a /feats that does not store every row its shape claims (a chunked one
+#     half written, as by a killed writer; a contiguous one claiming 2^40 rows with nothing stored),
+#     a NaN frame_rate, a --layer all file, a NaN (row
 #     and utterance named), k above the frame count, --corpus given with file:, mfcc without --corpus.
 set -euo pipefail
 D=$KOE_TMP/kmeans_file
@@ -111,6 +113,20 @@ import h5py
 with h5py.File('hugeoff.h5', 'a') as f:
     del f['offset']
     f.create_dataset('offset', shape=(2**40,), chunks=(1024,), dtype='<i8')"
+cp small.h5 partial.h5 # a writer killed while filling a preallocated chunked /feats: 3 of its 6 chunks
+$PYTHON -c "
+import h5py
+with h5py.File('partial.h5', 'a') as f:
+    x = f['feats'][:]
+    del f['feats']
+    f.create_dataset('feats', shape=x.shape, chunks=(100, 16), dtype='<f4')[:300] = x[:300]"
+cp small.h5 hugefeats.h5 # a lying shape: /feats claims 2^40 rows (contiguous, nothing stored)
+$PYTHON -c "
+import h5py, numpy as np
+with h5py.File('hugefeats.h5', 'a') as f:
+    del f['feats'], f['offset']
+    f.create_dataset('feats', shape=(2**40, 16), dtype='<f4')
+    f['offset'] = np.array([0, 2**39, 2**40], dtype='<i8')"
 cp small.h5 badrate.h5
 $PYTHON -c "import h5py; h5py.File('badrate.h5', 'a').attrs['frame_rate'] = float('nan')"
 "$KOE" embed --ckpt ck.h5 --layer all --corpus corpus --out all.h5 2> /dev/null
@@ -128,6 +144,8 @@ expect_fail "km_layer.h5: is a 'koe-kmeans' file, expected 'koe-features'" --sou
 expect_fail "nosum.h5: written without checksums on the file's structure (HDF5 superblock version 0.*libver=(\"v110\", \"v110\")" --source file:nosum.h5 --k 4
 expect_fail "baddim.h5: /feats has 16 columns but the file's dim attribute says 20" --source file:baddim.h5 --k 4
 expect_fail "hugeoff.h5: 'offset' claims 1099511627776 entries, more than the 256 MB koe reads at once" --source file:hugeoff.h5 --k 4
+expect_fail "partial.h5: /feats stores 3 of the 6 chunks its 600 x 16 shape needs: rows were never written" --source file:partial.h5 --k 4
+expect_fail "hugefeats.h5: /feats stores 0 of the 70368744177664 bytes its 1099511627776 x 16 shape needs" --source file:hugefeats.h5 --k 4
 expect_fail "badrate.h5: frame_rate = nan is not a frame rate" --source file:badrate.h5 --k 4
 expect_fail "all.h5: /feats holds every layer" --source file:all.h5 --k 4
 expect_fail "nan.h5: /feats row 400 (utterance 1) has a non-finite value" --source file:nan.h5 --k 4
