@@ -284,7 +284,9 @@ int cli_threads(int given, int recipe_threads) {
     const int cores = sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus) : 0;
     if (cores > 0 && n > cores)
         koe_warn("%d threads on %d cores: oversubscribed, every step waits for threads that share a core; "
-                 "use at most %d", n, cores, cores);
+                 "use at most %d, or give the process %d cores (srun --cpus-per-task=%d; mpirun binds each of "
+                 "1 or 2 ranks to one core unless given --map-by slot:PE=%d --bind-to core)",
+                 n, cores, cores, n, n, n);
     omp_set_num_threads(n);
     return n;
 }

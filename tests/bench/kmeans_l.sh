@@ -10,6 +10,8 @@
 # RSS (koe: max over ranks, from its own log; the anchor: /usr/bin/time, which includes the features
 # it loads). Goal (issue 14): inertia <= 1.01x, time >= 5x faster, at 1 and 2 ranks.
 # koe's time is the whole command (reading the file every Lloyd pass); the anchor's is its fit only.
+# mpirun runs with --bind-to none: by default Open MPI binds each of 1 or 2 ranks to one core, which
+# left the 1-rank run's 2 threads on one core (koe warned; the runs before the 21st session's).
 # On a shared machine also compare the CPU seconds it prints (koe: every rank, whole command; the
 # anchor: its whole process, loading and scoring included, so that ratio favours the anchor).
 set -euo pipefail
@@ -22,7 +24,7 @@ export OPENBLAS_NUM_THREADS=2
 run_koe() { # run_koe NP THREADS: one koe kmeans; prints "wall cpu rss_mb"
   local np=$1 th=$2 t0 t1
   t0=$(date +%s.%N)
-  OMP_NUM_THREADS=$th /usr/bin/time -f "%U %S" -o "$D/km$np.time" mpirun --oversubscribe -np "$np" "$KOE" kmeans \
+  OMP_NUM_THREADS=$th /usr/bin/time -f "%U %S" -o "$D/km$np.time" mpirun --oversubscribe -np "$np" --bind-to none "$KOE" kmeans \
     --source "file:$D/feats.h5" --k "$K" --threads "$th" --out "$D/km$np.h5" 2> "$D/km$np.log" \
     || { cat "$D/km$np.log" >&2; exit 1; }
   t1=$(date +%s.%N)
