@@ -29,36 +29,6 @@ int features_file_write_index(hid_t file, const int64_t *offset, char *const *ut
                : 0;
 }
 
-/* a * b, or the largest hsize_t where that overflows (a lying shape's size). */
-static hsize_t mul_sat(hsize_t a, hsize_t b) { return b && a > (hsize_t)-1 / b ? (hsize_t)-1 : a * b; }
-
-/* Whether /feats stores every row its shape claims. Rows never written read back as the fill value (zeros)
- * that k-means would cluster as data: a writer killed while filling a preallocated dataset leaves chunks
- * unallocated, a lying shape a dataset far larger than its file. 0, or -1 with err. */
-static int feats_stored(hid_t d, hid_t space, const char *path, const hsize_t dims[2], size_t elem, KoeError *err) {
-    hid_t dcpl = H5Dget_create_plist(d);
-    const H5D_layout_t layout = dcpl >= 0 ? H5Pget_layout(dcpl) : H5D_LAYOUT_ERROR;
-    hsize_t chunk[2] = {0, 0}, have = 0, need = 0;
-    int ok = layout == H5D_COMPACT;
-    if (layout == H5D_CHUNKED) {
-        ok = H5Pget_chunk(dcpl, 2, chunk) == 2 && chunk[0] > 0 && chunk[1] > 0 && H5Dget_num_chunks(d, space, &have) >= 0;
-        if (ok) need = mul_sat(dims[0] / chunk[0] + (dims[0] % chunk[0] != 0), dims[1] / chunk[1] + (dims[1] % chunk[1] != 0));
-    } else if (layout == H5D_CONTIGUOUS) {
-        ok = 1;
-        have = H5Dget_storage_size(d);
-        need = mul_sat(dims[0], dims[1] * elem);
-    }
-    if (dcpl >= 0) H5Pclose(dcpl);
-    if (!ok) return koe_error_set(err, "%s: cannot read the layout of /feats: %s", path, h5_last_error());
-    if (have < need)
-        return koe_error_set(err, "%s: /feats stores %llu of the %llu %s its %llu x %llu shape needs: rows were never "
-                                  "written (a writer stopped early, or a damaged file); write the file again",
-                             path, (unsigned long long)have, (unsigned long long)need,
-                             layout == H5D_CHUNKED ? "chunks" : "bytes", (unsigned long long)dims[0],
-                             (unsigned long long)dims[1]);
-    return 0;
-}
-
 /* /feats: a 2-d float dataset of dim columns; *frames gets its rows. 0, or -1 with err. */
 static int feats_check(hid_t d, const char *path, int64_t dim, int64_t *frames, KoeError *err) {
     hid_t sp = H5Dget_space(d), ft = H5Dget_type(d);
@@ -74,7 +44,7 @@ static int feats_check(hid_t d, const char *path, int64_t dim, int64_t *frames, 
         koe_error_set(err, "%s: /feats has %lld columns but the file's dim attribute says %lld (a damaged or "
                            "hand-made file: write it again with koe features or koe embed)",
                       path, (long long)dims[1], (long long)dim);
-    else if (feats_stored(d, sp, path, dims, H5Tget_size(ft), err) == 0) {
+    else if (h5_check_stored(d, path, "feats", "the command that wrote it, to the end", err) == 0) {
         *frames = (int64_t)dims[0];
         rc = 0;
     }

@@ -105,6 +105,42 @@ int h5_has_fletcher32(hid_t dset) {
     return found;
 }
 
+/* a * b, or the largest hsize_t where that overflows (a lying shape's size). */
+static hsize_t mul_sat(hsize_t a, hsize_t b) { return b && a > (hsize_t)-1 / b ? (hsize_t)-1 : a * b; }
+
+int h5_check_stored(hid_t dset, const char *path, const char *name, const char *rerun, KoeError *err) {
+    hid_t dcpl = H5Dget_create_plist(dset), sp = H5Dget_space(dset), ft = H5Dget_type(dset);
+    const H5D_layout_t layout = dcpl >= 0 ? H5Pget_layout(dcpl) : H5D_LAYOUT_ERROR;
+    const int nd = sp >= 0 ? H5Sget_simple_extent_ndims(sp) : -1;
+    hsize_t dims[H5S_MAX_RANK], chunk[H5S_MAX_RANK], have = 0, need = 1;
+    int ok = nd >= 0 && ft >= 0 && H5Sget_simple_extent_dims(sp, dims, NULL) == nd;
+    if (ok && layout == H5D_CHUNKED) { /* a chunk never written has no index entry */
+        ok = H5Pget_chunk(dcpl, nd, chunk) == nd && H5Dget_num_chunks(dset, sp, &have) >= 0;
+        for (int i = 0; ok && i < nd; i++) {
+            ok = chunk[i] > 0;
+            if (ok) need = mul_sat(need, dims[i] / chunk[i] + (dims[i] % chunk[i] != 0));
+        }
+    } else if (ok && layout == H5D_CONTIGUOUS) { /* allocated whole, or not at all */
+        have = H5Dget_storage_size(dset);
+        need = H5Tget_size(ft);
+        for (int i = 0; i < nd; i++) need = mul_sat(need, dims[i]);
+    } else if (layout != H5D_COMPACT) /* stored in the object header: always whole */
+        ok = 0;
+    char shape[200] = "";
+    for (int i = 0, o = 0; ok && i < nd && o < (int)sizeof shape - 24; i++)
+        o += snprintf(shape + o, sizeof shape - (size_t)o, "%s%llu", i ? " x " : "", (unsigned long long)dims[i]);
+    if (ft >= 0) H5Tclose(ft);
+    if (sp >= 0) H5Sclose(sp);
+    if (dcpl >= 0) H5Pclose(dcpl);
+    if (!ok) return koe_error_set(err, "%s: cannot read the layout of /%s: %s", path, name, h5_last_error());
+    if (layout != H5D_COMPACT && have < need)
+        return koe_error_set(err, "%s: /%s stores %llu of the %llu %s its %s shape needs: values were never written "
+                                  "(a writer stopped early, or a damaged file); re-run %s",
+                             path, name, (unsigned long long)have, (unsigned long long)need,
+                             layout == H5D_CHUNKED ? "chunks" : "bytes", shape, rerun);
+    return 0;
+}
+
 static int attr_write(hid_t obj, const char *name, hid_t type, hid_t space, const void *v) {
     if (H5Aexists(obj, name) > 0) H5Adelete(obj, name);
     hid_t a = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);

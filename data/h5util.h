@@ -28,6 +28,12 @@ hid_t h5_create(const char *path);
 hid_t h5_open_checksummed(const char *path, const char *rerun, KoeError *err);
 /* 1 when dset's filter pipeline has fletcher32 (HDF5 then verifies each chunk it reads). */
 int h5_has_fletcher32(hid_t dset);
+/* 0 when dset stores every value its shape claims: each of its chunks, or all its bytes when contiguous;
+ * else -1 with err naming path, /name, what is stored and `rerun`. A value never written reads back as
+ * the fill value (zero), without an error even under fletcher32: a writer killed while filling a
+ * preallocated chunked dataset (h5py's usual way) leaves such values, a lying shape claims far more
+ * than the file holds. */
+int h5_check_stored(hid_t dset, const char *path, const char *name, const char *rerun, KoeError *err);
 
 void h5_lock(void);
 void h5_unlock(void);

@@ -155,9 +155,14 @@ static int labels_check_file(hid_t file, const char *path, const CorpusShard *s,
         ok = H5Sget_simple_extent_ndims(sp) == 1 && H5Sget_simple_extent_dims(sp, &len, NULL) >= 0 &&
              H5Tget_class(ft) == H5T_INTEGER && H5Tget_size(ft) == 2 && H5Tget_sign(ft) == H5T_SGN_NONE &&
              h5_has_fletcher32(d);
+        if (ok && h5_check_stored(d, path, "labels", "`koe label`", err) < 0) ok = -1;
         H5Tclose(ft);
         H5Sclose(sp);
         H5Dclose(d);
+    }
+    if (ok < 0) {
+        free(offset);
+        return -1;
     }
     if (!ok) {
         free(offset);

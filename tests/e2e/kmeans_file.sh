@@ -144,7 +144,7 @@ expect_fail "km_layer.h5: is a 'koe-kmeans' file, expected 'koe-features'" --sou
 expect_fail "nosum.h5: written without checksums on the file's structure (HDF5 superblock version 0.*libver=(\"v110\", \"v110\")" --source file:nosum.h5 --k 4
 expect_fail "baddim.h5: /feats has 16 columns but the file's dim attribute says 20" --source file:baddim.h5 --k 4
 expect_fail "hugeoff.h5: 'offset' claims 1099511627776 entries, more than the 256 MB koe reads at once" --source file:hugeoff.h5 --k 4
-expect_fail "partial.h5: /feats stores 3 of the 6 chunks its 600 x 16 shape needs: rows were never written" --source file:partial.h5 --k 4
+expect_fail "partial.h5: /feats stores 3 of the 6 chunks its 600 x 16 shape needs: values were never written (a writer stopped early, or a damaged file); re-run the command that wrote it" --source file:partial.h5 --k 4
 expect_fail "hugefeats.h5: /feats stores 0 of the 70368744177664 bytes its 1099511627776 x 16 shape needs" --source file:hugefeats.h5 --k 4
 expect_fail "badrate.h5: frame_rate = nan is not a frame rate" --source file:badrate.h5 --k 4
 expect_fail "all.h5: /feats holds every layer" --source file:all.h5 --k 4

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/e2e/train_errors.sh — `koe train` refuses bad input with exit 1 and a message naming what is
 # wrong: a recipe typo (file:line and the key), a missing corpus, a missing label set, a label rate
-# that disagrees with the label set, labels made for another corpus (fingerprint), a resume with
+# that disagrees with the label set, labels made for another corpus (fingerprint), a label file
+# that does not store every label its shape claims (part-written), a resume with
 # another seed; recipes the model or loader cannot run (fbank_dim other than 80, an empty run.dir, a
 # conv stack wider than the shortest utterance), run.precision = bf16 on a CPU without bf16 dot
 # products. And the non-finite guard: with a NaN in the weights every update is skipped (logged as
@@ -50,6 +51,20 @@ expect_fail 1 "frame_rate 100" "objective.label_rate" -- "$R" data.corpus=c1 dat
 mkdir -p c2/labels && cp -r c1/labels/km8 c2/labels/
 expect_fail 1 "c2" "koe label" -- "$R" data.corpus=c2 data.labels=km8 run.dir=r "${SMALL[@]}"
 expect_fail 1 "c2" -- "$R" data.corpus=c1 data.labels=km8 data.valid_corpus=c2 run.dir=r "${SMALL[@]}"
+
+# a label file whose /labels a killed writer left part-written (one chunk of four stored): the
+# unwritten labels would read as class 0 without an error, fletcher32 or not; refused at open
+cp -r c1 cpart
+"$PYTHON" - << 'PY'
+import h5py
+with h5py.File("cpart/labels/km8/shard-00000.h5", "r+") as f:
+    x = f["labels"][:]
+    assert len(x) > 1500, len(x)
+    del f["labels"]
+    f.create_dataset("labels", shape=x.shape, chunks=((len(x) + 3) // 4,), fletcher32=True, dtype="<u2")[:10] = x[:10]
+PY
+expect_fail 1 "shard-00000.h5: /labels stores 1 of the 4 chunks its [0-9]* shape needs: values were never written" \
+  "re-run \`koe label\`" -- "$R" data.corpus=cpart data.labels=km8 run.dir=rpart "${SMALL[@]}"
 
 # a label out of range is found at the first step, while the loader's threads read ahead: the error,
 # exit 1, and the threads joined before exit (under ASan an exit() under them crashed)
