@@ -83,6 +83,10 @@ int kmeans_file_read(KmeansFile *f, const char *path, KoeError *err) {
     int ok = H5Sget_simple_extent_ndims(sp) == 2 && H5Sget_simple_extent_dims(sp, dims, NULL) == 2 &&
              dims[0] == (hsize_t)k && dims[1] == (hsize_t)dim;
     H5Sclose(sp);
+    if (ok && h5_check_stored(d, path, "centroids", "`koe kmeans`", err) < 0) {
+        H5Dclose(d);
+        goto out;
+    }
     if (ok) {
         f->centroids = koe_malloc((size_t)k * dim * sizeof(float));
         ok = H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, f->centroids) >= 0;

@@ -4,7 +4,8 @@
 # gives the same labels at 1 and 2 ranks and in 3 parts (--part I/N, as the tasks of a Slurm job
 # array; a bad --part exits 1 with a message), koe analyze labels --json gives purities and PNMI in
 # range (the same at 2 ranks and for the 3-part set), and the checks hold: a label set is refused
-# by a corpus it was not made for, layer:N k-means needs its checkpoint and refuses another one.
+# by a corpus it was not made for, layer:N k-means needs its checkpoint and refuses another one, and
+# a k-means file whose centroids were not all written is refused.
 set -euo pipefail
 D=$KOE_TMP/label_pipeline
 rm -rf "$D" && mkdir -p "$D"
@@ -87,6 +88,22 @@ for bad in 3/3 1/0 x 1 -1/3 1/3x; do
   grep -q -- "--part $bad: expected I/N" "$D/badpart.err" || { cat "$D/badpart.err"; echo "FAIL: unclear --part message"; exit 1; }
 done
 [ ! -e "$D/corpus/labels/km20q" ] || { echo "FAIL: a bad --part wrote labels"; exit 1; }
+# a k-means file whose /centroids were never all written (chunked, 2 of 20 rows stored): the rest
+# would read as zero centroids; refused, naming the file and what to re-run
+$PYTHON - "$D/km1.h5" "$D/kmpart.h5" <<'PY'
+import shutil, sys, h5py
+shutil.copy(sys.argv[1], sys.argv[2])
+with h5py.File(sys.argv[2], "r+") as f:
+    c = f["centroids"][:]
+    del f["centroids"]
+    f.create_dataset("centroids", shape=c.shape, chunks=(2, c.shape[1]), dtype="<f4")[:2] = c[:2]
+PY
+rc=0
+"$KOE" label --corpus "$D/corpus" --kmeans "$D/kmpart.h5" --name kmq 2> "$D/kmpart.err" || rc=$?
+[ $rc = 1 ] || { cat "$D/kmpart.err"; echo "FAIL: a part-written KM.h5: exit $rc, want 1"; exit 1; }
+grep -q "kmpart.h5: /centroids stores 1 of the 10 chunks its 20 x 39 shape needs.*re-run \`koe kmeans\`" "$D/kmpart.err" \
+  || { cat "$D/kmpart.err"; echo "FAIL: unclear message for a part-written KM.h5"; exit 1; }
+[ ! -e "$D/corpus/labels/kmq" ] || { echo "FAIL: a part-written KM.h5 made labels"; exit 1; }
 
 "$KOE" analyze labels --corpus "$D/corpus" --labels km20 --json > "$D/a1.json"
 $MPI -np 2 "$KOE" analyze labels --corpus "$D/corpus" --labels km20 --json > "$D/a2.json"
