@@ -132,6 +132,10 @@ int h5_check_stored(hid_t dset, const char *path, const char *name, const char *
     if (ft >= 0) H5Tclose(ft);
     if (sp >= 0) H5Sclose(sp);
     if (dcpl >= 0) H5Pclose(dcpl);
+    if (layout == H5D_VIRTUAL)
+        return koe_error_set(err, "%s: /%s is a virtual dataset: its values live in other files, and read as zeros "
+                                  "where one is missing; write them into the file itself",
+                             path, name);
     if (!ok) return koe_error_set(err, "%s: cannot read the layout of /%s: %s", path, name, h5_last_error());
     if (layout != H5D_COMPACT && have < need)
         return koe_error_set(err, "%s: /%s stores %llu of the %llu %s its %s shape needs: values were never written "

@@ -32,7 +32,7 @@ int h5_has_fletcher32(hid_t dset);
  * else -1 with err naming path, /name, what is stored and `rerun`. A value never written reads back as
  * the fill value (zero), without an error even under fletcher32: a writer killed while filling a
  * preallocated chunked dataset (h5py's usual way) leaves such values, a lying shape claims far more
- * than the file holds. */
+ * than the file holds. A virtual dataset (values in other files) is refused. */
 int h5_check_stored(hid_t dset, const char *path, const char *name, const char *rerun, KoeError *err);
 
 void h5_lock(void);

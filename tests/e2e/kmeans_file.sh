@@ -17,7 +17,8 @@
 #     a file without HDF5's checksums on its structure (h5py's default; the message says how to write one),
 #     a dim attribute that disagrees with /feats, an /offset claiming 2^40 entries (refused before
 #     anything is allocated), a /feats that does not store every row its shape claims (a chunked one
-#     half written, as by a killed writer; a contiguous one claiming 2^40 rows with nothing stored),
+#     half written, as by a killed writer; a contiguous one claiming 2^40 rows with nothing stored;
+#     a virtual one, whose values live in other files),
 #     a NaN frame_rate, a --layer all file, a NaN (row
 #     and utterance named), k above the frame count, --corpus given with file:, mfcc without --corpus.
 set -euo pipefail
@@ -127,6 +128,17 @@ with h5py.File('hugefeats.h5', 'a') as f:
     del f['feats'], f['offset']
     f.create_dataset('feats', shape=(2**40, 16), dtype='<f4')
     f['offset'] = np.array([0, 2**39, 2**40], dtype='<i8')"
+cp small.h5 virt.h5 # a virtual /feats (h5py.VirtualLayout): its values in another file
+$PYTHON -c "
+import h5py
+with h5py.File('small.h5', 'r') as a, h5py.File('src.h5', 'w', libver=('v110', 'v110')) as s:
+    s['x'] = a['feats'][:]
+with h5py.File('virt.h5', 'a') as f:
+    shape = f['feats'].shape
+    del f['feats']
+    lay = h5py.VirtualLayout(shape=shape, dtype='<f4')
+    lay[:] = h5py.VirtualSource('src.h5', 'x', shape=shape)
+    f.create_virtual_dataset('feats', lay)"
 cp small.h5 badrate.h5
 $PYTHON -c "import h5py; h5py.File('badrate.h5', 'a').attrs['frame_rate'] = float('nan')"
 "$KOE" embed --ckpt ck.h5 --layer all --corpus corpus --out all.h5 2> /dev/null
@@ -146,6 +158,7 @@ expect_fail "baddim.h5: /feats has 16 columns but the file's dim attribute says 
 expect_fail "hugeoff.h5: 'offset' claims 1099511627776 entries, more than the 256 MB koe reads at once" --source file:hugeoff.h5 --k 4
 expect_fail "partial.h5: /feats stores 3 of the 6 chunks its 600 x 16 shape needs: values were never written (a writer stopped early, or a damaged file); re-run the command that wrote it" --source file:partial.h5 --k 4
 expect_fail "hugefeats.h5: /feats stores 0 of the 70368744177664 bytes its 1099511627776 x 16 shape needs" --source file:hugefeats.h5 --k 4
+expect_fail "virt.h5: /feats is a virtual dataset: its values live in other files" --source file:virt.h5 --k 4
 expect_fail "badrate.h5: frame_rate = nan is not a frame rate" --source file:badrate.h5 --k 4
 expect_fail "all.h5: /feats holds every layer" --source file:all.h5 --k 4
 expect_fail "nan.h5: /feats row 400 (utterance 1) has a non-finite value" --source file:nan.h5 --k 4
