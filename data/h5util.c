@@ -106,7 +106,10 @@ int h5_has_fletcher32(hid_t dset) {
 }
 
 /* a * b, or the largest hsize_t where that overflows (a lying shape's size). */
-static hsize_t mul_sat(hsize_t a, hsize_t b) { return b && a > (hsize_t)-1 / b ? (hsize_t)-1 : a * b; }
+static hsize_t mul_sat(hsize_t a, hsize_t b) {
+    hsize_t r;
+    return __builtin_mul_overflow(a, b, &r) ? (hsize_t)-1 : r;
+}
 
 int h5_check_stored(hid_t dset, const char *path, const char *name, const char *rerun, KoeError *err) {
     hid_t dcpl = H5Dget_create_plist(dset), sp = H5Dget_space(dset), ft = H5Dget_type(dset);
